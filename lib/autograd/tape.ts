@@ -1,0 +1,268 @@
+/**
+ * Tape-based reverse-mode autograd. Each op records a GradNode (its backward closure and the
+ * tensors it needs) on the outputs it made; backward() walks the graph from a root in reverse
+ * topological order. A leaf's hooks run as soon as its gradient is complete (all edges into it
+ * have been processed), so a hook can take the gradient and drop it before the next one exists.
+ */
+import { Tensor } from '../engine/tensor';
+import { SiftError, check } from '../engine/errors';
+import { keep, tidy } from '../engine/scope';
+import { native } from '../engine/native';
+
+export type BackwardFn = (grads: (Tensor | null)[]) => (Tensor | null | undefined)[];
+
+export interface GradNode {
+  readonly name: string;
+  /** Inputs by position; null where that input needs no gradient. */
+  readonly inputs: (Tensor | null)[];
+  readonly numOutputs: number;
+  backward: BackwardFn | null;
+  /** Saved tensors that only this node uses (disposed when the node is released). */
+  owned: Tensor[];
+}
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn without recording operations for autograd. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Runs fn with recording on (inside a noGrad region). */
+export function enableGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** True when an op over these inputs must be recorded. */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) if (t && t.requiresGrad) return true;
+  return false;
+}
+
+/**
+ * Records an op. `backward` receives the gradients of the outputs (null for outputs that got
+ * none; never all null) and returns one gradient per input (null/undefined where not needed).
+ * `owned` are saved tensors only the node uses; they are disposed when no graph is recorded or
+ * once the node has run its backward.
+ */
+export function record(name: string, inputs: (Tensor | null | undefined)[], outputs: Tensor[], backward: BackwardFn, owned: Tensor[] = []): void {
+  if (!needsGrad(...inputs)) {
+    for (const t of owned) t.dispose();
+    return;
+  }
+  for (const t of owned) keep(t);
+  const node: GradNode = {
+    name,
+    inputs: inputs.map((t) => (t && t.requiresGrad ? t : null)),
+    numOutputs: outputs.length,
+    backward,
+    owned,
+  };
+  outputs.forEach((o, i) => {
+    o.gradFn = node;
+    o.outputIndex = i;
+    o.requiresGrad = true;
+  });
+}
+
+function releaseNode(node: GradNode): void {
+  node.backward = null;
+  for (const t of node.owned) t.dispose();
+  node.owned = [];
+}
+
+export interface BackwardOptions {
+  /** Keep the graph so that backward can run through it again. */
+  retainGraph?: boolean;
+}
+
+/**
+ * Computes gradients of `root` with respect to every leaf that requires them, accumulating into
+ * leaf.grad (after the leaf's hooks). Intermediate gradients are freed as soon as they are used.
+ */
+export function backward(root: Tensor, seed?: Tensor, opts: BackwardOptions = {}): void {
+  check(root.requiresGrad, 'E_AUTOGRAD', 'backward() on a tensor that does not require gradients');
+  if (seed) {
+    check(seed.shape.length === root.shape.length && seed.shape.every((d, i) => d === root.shape[i]), 'E_SHAPE',
+      () => `backward: gradient of shape [${seed.shape}] for a tensor of shape [${root.shape}]`);
+  } else {
+    check(root.size === 1, 'E_SHAPE', `backward() without a gradient needs a scalar, got shape [${root.shape}]`);
+  }
+  const retainGraph = opts.retainGraph === true;
+  const prevEnabled = gradEnabled;
+  gradEnabled = false;
+  try {
+    runBackward(root, seed, retainGraph);
+  } finally {
+    gradEnabled = prevEnabled;
+  }
+}
+
+function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: boolean): void {
+  const N = native();
+  const seed = seedIn ?? new Tensor(N.full(root.shape, 1, root.dtype, root.device));
+  const userSeed = seedIn;
+
+  // Reference counts of gradient tensors held in slots, so that shared tensors are freed once.
+  const refs = new Map<Tensor, number>();
+  const retain = (t: Tensor) => refs.set(t, (refs.get(t) ?? 0) + 1);
+  const release = (t: Tensor) => {
+    const n = (refs.get(t) ?? 0) - 1;
+    if (n <= 0) {
+      refs.delete(t);
+      if (t !== userSeed) t.dispose();
+    } else refs.set(t, n);
+  };
+  const accumulate = (slots: (Tensor | null)[], i: number, g: Tensor) => {
+    const prev = slots[i];
+    if (!prev) {
+      slots[i] = g;
+      retain(g);
+      return;
+    }
+    check(prev.shape.length === g.shape.length && prev.shape.every((d, k) => d === g.shape[k]), 'E_INTERNAL',
+      () => `autograd: gradient shapes differ when accumulating ([${prev.shape}] and [${g.shape}])`);
+    const sum = new Tensor(N.binary('add', prev.handle, g.handle));
+    slots[i] = sum;
+    retain(sum);
+    release(prev);
+  };
+
+  // Leaf bookkeeping: pending gradient and the number of edges still to be processed.
+  const leafRemaining = new Map<Tensor, number>();
+  const leafSlots = new Map<Tensor, (Tensor | null)[]>();
+  const finishLeaf = (leaf: Tensor) => {
+    const slot = leafSlots.get(leaf);
+    let g = slot ? slot[0] : null;
+    leafSlots.delete(leaf);
+    if (!g) return;
+    for (const hook of leaf.gradHooks) {
+      const r = hook(g, leaf);
+      if (r === null) {
+        release(g);
+        g = null;
+        break;
+      }
+      if (r instanceof Tensor && r !== g) {
+        retain(r);
+        release(g);
+        g = r;
+      }
+    }
+    if (!g) return;
+    if (leaf.grad && !leaf.grad.isDisposed) {
+      N.addInplace(leaf.grad.handle, g.handle, 1);
+      release(g);
+    } else if (refs.get(g) === 1 && g !== userSeed) {
+      refs.delete(g);
+      leaf.grad = keep(g);
+    } else {
+      leaf.grad = keep(new Tensor(N.clone(g.handle)));
+      release(g);
+    }
+  };
+  const leafEdgeDone = (leaf: Tensor, g: Tensor | null | undefined) => {
+    if (g) {
+      let slot = leafSlots.get(leaf);
+      if (!slot) leafSlots.set(leaf, (slot = [null]));
+      accumulate(slot, 0, g);
+    }
+    const n = (leafRemaining.get(leaf) ?? 1) - 1;
+    leafRemaining.set(leaf, n);
+    if (n === 0) finishLeaf(leaf);
+  };
+
+  if (!root.gradFn) {
+    // The root is a leaf itself.
+    leafRemaining.set(root, 1);
+    retain(seed);
+    leafEdgeDone(root, seed);
+    release(seed);
+    return;
+  }
+
+  // Iterative DFS for a post-order; count edges into leaves on the way.
+  const order: GradNode[] = [];
+  const visited = new Set<GradNode>([root.gradFn]);
+  const stack: [GradNode, number][] = [[root.gradFn, 0]];
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [node, i] = top;
+    if (node.backward === null) {
+      throw new SiftError('E_AUTOGRAD', `backward through '${node.name}' a second time: its graph was freed (pass retainGraph: true)`);
+    }
+    if (i < node.inputs.length) {
+      top[1]++;
+      const inp = node.inputs[i];
+      if (!inp) continue;
+      if (inp.gradFn) {
+        if (!visited.has(inp.gradFn)) {
+          visited.add(inp.gradFn);
+          stack.push([inp.gradFn, 0]);
+        }
+      } else {
+        leafRemaining.set(inp, (leafRemaining.get(inp) ?? 0) + 1);
+      }
+    } else {
+      order.push(node);
+      stack.pop();
+    }
+  }
+
+  const nodeSlots = new Map<GradNode, (Tensor | null)[]>();
+  const rootSlots: (Tensor | null)[] = new Array(root.gradFn.numOutputs).fill(null);
+  rootSlots[root.outputIndex] = seed;
+  retain(seed);
+  nodeSlots.set(root.gradFn, rootSlots);
+
+  for (let k = order.length - 1; k >= 0; k--) {
+    const node = order[k];
+    const slots = nodeSlots.get(node);
+    nodeSlots.delete(node);
+    const hasGrad = !!slots && slots.some((g) => g !== null);
+    let inGrads: (Tensor | null | undefined)[] = [];
+    if (hasGrad) {
+      const fn = node.backward!;
+      inGrads = tidy(() => fn(slots!));
+      for (const g of inGrads) if (g) retain(g);  // temporary references while distributing
+    }
+    node.inputs.forEach((inp, i) => {
+      if (!inp) return;
+      const g = inGrads[i];
+      if (g) {
+        check(g.shape.length === inp.shape.length && g.shape.every((d, q) => d === inp.shape[q]), 'E_INTERNAL',
+          () => `autograd: '${node.name}' returned a gradient of shape [${g.shape}] for input ${i} of shape [${inp.shape}]`);
+      }
+      if (inp.gradFn) {
+        if (!g) return;
+        let s = nodeSlots.get(inp.gradFn);
+        if (!s) nodeSlots.set(inp.gradFn, (s = new Array(inp.gradFn.numOutputs).fill(null)));
+        accumulate(s, inp.outputIndex, g);
+      } else {
+        leafEdgeDone(inp, g);
+      }
+    });
+    if (slots) for (const g of slots) if (g) release(g);
+    for (const g of inGrads) if (g) release(g);
+    if (!retainGraph) releaseNode(node);
+  }
+  // Leaves reached only through branches that produced no gradient.
+  for (const [leaf, n] of leafRemaining) if (n > 0 && leafSlots.has(leaf)) finishLeaf(leaf);
+}

@@ -1,0 +1,166 @@
+/**
+ * The whole native module's surface, by hand, in one place: the boundary between TypeScript and
+ * C++/CUDA is this file. Every function validates its arguments natively and throws SiftError
+ * (with `code`) on bad input. Tensors are opaque handles (`NativeTensor`).
+ *
+ * Conventions: dims may be negative (counted from the end); dtypes are DTypeName strings; devices
+ * are 'cpu', 'cuda' or 'cuda:N'; functions returning several tensors return arrays (null for an
+ * output that was not requested).
+ */
+
+export type DTypeName = 'f32' | 'f16' | 'bf16' | 'i32' | 'i64' | 'f64' | 'bool';
+
+/** Opaque native tensor handle. */
+export interface NativeTensor {
+  readonly __nativeTensor: unique symbol;
+}
+
+export interface MemoryCount {
+  count: number;
+  bytes: number;
+  peakBytes: number;
+}
+
+export interface CudaDeviceInfo {
+  index: number;
+  name: string;
+  computeCapability: string;
+  multiprocessors: number;
+  totalMemory: number;
+  freeMemory: number;
+}
+
+export interface BackendsInfo {
+  cpu: { compiled: true; usable: true; threads: number; asyncExecutor: boolean; gemm?: string; simd?: string };
+  cuda: {
+    compiled: boolean;
+    usable: boolean;
+    status: string;
+    runtimeVersion: string;
+    gemm: string;
+    devices: CudaDeviceInfo[];
+  };
+}
+
+/** Unary elementwise ops (forward: `unary`; gradient w.r.t. input: `unaryBackward`). */
+export type UnaryOp =
+  | 'neg' | 'exp' | 'log' | 'tanh' | 'relu' | 'gelu' | 'gelu_tanh' | 'silu' | 'sigmoid'
+  | 'sqrt' | 'rsqrt' | 'abs' | 'square' | 'reciprocal' | 'sin' | 'cos' | 'erf' | 'sign';
+
+/** Binary broadcasting ops; comparisons return bool tensors. */
+export type BinaryOp =
+  | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum'
+  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
+
+/** Ops with a scalar right-hand side; `rsub` is s - a, `rdiv` is s / a, `rpow` is s ** a. */
+export type ScalarOp = BinaryOp | 'rsub' | 'rdiv' | 'rpow';
+
+export type ReduceOp = 'sum' | 'mean' | 'max' | 'min' | 'sumsq' | 'absmax';
+
+export interface Addon {
+  NativeTensor: Function;
+  setErrorClass(ctor: new (code: string, message: string) => Error): void;
+
+  // ---- creation and reading back (native/binding/tensor.cpp)
+  fromBuffer(data: ArrayBufferView | ArrayBuffer, shape: number[], dtype: DTypeName, device: string): NativeTensor;
+  full(shape: number[], value: number, dtype: DTypeName, device: string): NativeTensor;
+  randn(shape: number[], dtype: DTypeName, device: string, seed: number | bigint): NativeTensor;
+  rand(shape: number[], dtype: DTypeName, device: string, seed: number | bigint): NativeTensor;
+  arange(start: number, end: number, step: number, dtype: DTypeName, device: string): NativeTensor;
+  shape(t: NativeTensor): number[];
+  strides(t: NativeTensor): number[];
+  offset(t: NativeTensor): number;
+  dtype(t: NativeTensor): DTypeName;
+  device(t: NativeTensor): string;
+  isContiguous(t: NativeTensor): boolean;
+  sameStorage(a: NativeTensor, b: NativeTensor): boolean;
+  toBuffer(t: NativeTensor): ArrayBuffer;
+  toBufferAsync(t: NativeTensor): Promise<ArrayBuffer>;
+  dispose(t: NativeTensor): void;
+  isDisposed(t: NativeTensor): boolean;
+
+  // ---- views and copies (native/binding/tensor.cpp)
+  view(t: NativeTensor, shape: number[], strides: number[], offset: number): NativeTensor;
+  contiguous(t: NativeTensor): NativeTensor;
+  clone(t: NativeTensor): NativeTensor;
+  cast(t: NativeTensor, dtype: DTypeName): NativeTensor;
+  to(t: NativeTensor, device: string): NativeTensor;
+  copy_(dst: NativeTensor, src: NativeTensor): void;
+  fill_(dst: NativeTensor, value: number): void;
+  concat(ts: NativeTensor[], dim: number): NativeTensor;
+
+  // ---- runtime (native/binding/tensor.cpp)
+  synchronize(device: string): void;
+  liveTensors(): { cpu: MemoryCount; cuda: MemoryCount };
+  resetPeakMemory(): void;
+  backends(): BackendsInfo;
+  cudaMemory(device: number): { allocated: number; reserved: number; peakAllocated: number; cudaMallocs: number };
+  emptyCache(): void;
+
+  // ---- elementwise (native/binding/elementwise.cpp)
+  unary(op: UnaryOp, x: NativeTensor): NativeTensor;
+  /** Gradient of unary op w.r.t. its input, given the input x, the output y and dL/dy. */
+  unaryBackward(op: UnaryOp, x: NativeTensor, y: NativeTensor, gy: NativeTensor): NativeTensor;
+  binary(op: BinaryOp, a: NativeTensor, b: NativeTensor): NativeTensor;
+  scalarOp(op: ScalarOp, a: NativeTensor, s: number): NativeTensor;
+  where(cond: NativeTensor, a: NativeTensor, b: NativeTensor): NativeTensor;
+  /** dst += alpha * src (same shape; src may broadcast to dst). In place, queued. */
+  addInplace(dst: NativeTensor, src: NativeTensor, alpha: number): void;
+  /** dst *= s, in place. */
+  scaleInplace(dst: NativeTensor, s: number): void;
+
+  // ---- reductions (native/binding/reduce.cpp)
+  reduce(op: ReduceOp, x: NativeTensor, dims: number[], keepdim: boolean): NativeTensor;
+  argmax(x: NativeTensor, dim: number, keepdim: boolean): NativeTensor;
+  /** Sums x down to `shape` (the reverse of broadcasting), for gradients of broadcast ops. */
+  sumTo(x: NativeTensor, shape: number[]): NativeTensor;
+
+  // ---- matrix products (native/binding/matmul.cpp)
+  /** Batched a @ b over the last two dims with broadcast batch dims; transA/transB transpose. */
+  matmul(a: NativeTensor, b: NativeTensor, transA: boolean, transB: boolean): NativeTensor;
+  /** GEMM library names and microkernel in use: { cpu: string, cuda: string }. */
+  gemmInfo(): { cpu: string; cuda: string };
+  /** Benchmark hook: forces the CPU GEMM implementation: 'auto' | 'native' | 'openblas'. */
+  setCpuGemm(which: 'auto' | 'native' | 'openblas'): boolean;
+
+  // ---- normalisation, softmax, losses, embeddings (native/binding/nn.cpp)
+  softmax(x: NativeTensor, dim: number): NativeTensor;
+  softmaxBackward(y: NativeTensor, gy: NativeTensor, dim: number): NativeTensor;
+  logSoftmax(x: NativeTensor, dim: number): NativeTensor;
+  logSoftmaxBackward(y: NativeTensor, gy: NativeTensor, dim: number): NativeTensor;
+  /** Normalises over the last dim. Returns [y, mean, rstd] (mean, rstd: f32 [rows]). */
+  layerNorm(x: NativeTensor, weight: NativeTensor | null, bias: NativeTensor | null, eps: number): [NativeTensor, NativeTensor, NativeTensor];
+  /** Returns [gx, gweight | null, gbias | null]. */
+  layerNormBackward(gy: NativeTensor, x: NativeTensor, weight: NativeTensor | null, mean: NativeTensor, rstd: NativeTensor, needWeightGrads: boolean): [NativeTensor, NativeTensor | null, NativeTensor | null];
+  /** Returns [y, rstd]. */
+  rmsNorm(x: NativeTensor, weight: NativeTensor | null, eps: number): [NativeTensor, NativeTensor];
+  rmsNormBackward(gy: NativeTensor, x: NativeTensor, weight: NativeTensor | null, rstd: NativeTensor, needWeightGrads: boolean): [NativeTensor, NativeTensor | null];
+  /** weight [V, D], ids (i32/i64, any shape) -> [...ids.shape, D]. Out-of-range ids: E_INDEX. */
+  embedding(weight: NativeTensor, ids: NativeTensor): NativeTensor;
+  /** Scatter-add of gy rows into a zero [numRows, D] gradient. */
+  embeddingBackward(gy: NativeTensor, ids: NativeTensor, numRows: number): NativeTensor;
+  /**
+   * Cross-entropy fused with log-softmax: logits [N, C], targets [N] (i32/i64). reduction 'mean'
+   * averages over targets != ignoreIndex. Returns [loss (scalar f32, or [N] for 'none'), lse f32 [N]].
+   */
+  crossEntropy(logits: NativeTensor, targets: NativeTensor, ignoreIndex: number, reduction: 'mean' | 'sum' | 'none', labelSmoothing: number): [NativeTensor, NativeTensor];
+  crossEntropyBackward(logits: NativeTensor, targets: NativeTensor, lse: NativeTensor, gloss: NativeTensor, ignoreIndex: number, reduction: 'mean' | 'sum' | 'none', labelSmoothing: number): NativeTensor;
+
+  // ---- attention, rotary embedding, dropout (native/binding/attention.cpp)
+  /**
+   * Scaled dot-product attention. q [B, H, Tq, D], k and v [B, Hkv, Tk, D] (H a multiple of Hkv).
+   * mask: null, bool [B, Tk] key padding mask (true = attend), or an additive float mask
+   * broadcastable to [B, H, Tq, Tk]. causal aligns the last query with the last key.
+   * Returns [out [B, H, Tq, D], lse f32 [B, H, Tq]] (lse is kept for the backward).
+   */
+  attention(q: NativeTensor, k: NativeTensor, v: NativeTensor, mask: NativeTensor | null, causal: boolean, scale: number, dropoutP: number, seed: number | bigint): [NativeTensor, NativeTensor];
+  /** Returns [gq, gk, gv]. */
+  attentionBackward(gout: NativeTensor, q: NativeTensor, k: NativeTensor, v: NativeTensor, out: NativeTensor, lse: NativeTensor, mask: NativeTensor | null, causal: boolean, scale: number, dropoutP: number, seed: number | bigint): [NativeTensor, NativeTensor, NativeTensor];
+  /**
+   * Rotary position embedding, rotate-half convention (GPT-NeoX / LLaMA): x [B, H, T, D],
+   * positions i32/i64 [T] or [B, T], invFreq f32 [D/2]. inverse=true rotates back (the backward).
+   */
+  rotary(x: NativeTensor, positions: NativeTensor, invFreq: NativeTensor, inverse: boolean): NativeTensor;
+  /** y = x * keep / (1 - p) with keep drawn from (seed, element index); its own backward. */
+  dropout(x: NativeTensor, p: number, seed: number | bigint): NativeTensor;
+}

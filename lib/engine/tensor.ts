@@ -1,0 +1,312 @@
+/**
+ * The Tensor: a JavaScript object over one native tensor handle, with autograd bookkeeping.
+ * Methods delegate to the op functions in lib/autograd (forward and backward side by side there).
+ */
+import type { NativeTensor, ReduceOp } from './addon-types';
+import { native } from './native';
+import { DType, dtypeSize, isFloat, normalizeDevice } from './dtype';
+import { SiftError, check } from './errors';
+import { track, registerTensorClass } from './scope';
+import type { GradNode } from '../autograd/tape';
+import * as ops from '../autograd/ops';
+
+/** Called when a parameter's gradient is complete during backward(). Return a tensor to replace
+ * the gradient, null to drop it (it is disposed), or nothing to keep it. */
+export type GradHook = (grad: Tensor, param: Tensor) => Tensor | null | void;
+
+let nextId = 1;
+
+export class Tensor {
+  /** The native handle; null once disposed. */
+  private _handle: NativeTensor | null;
+  private _shape: number[] | undefined;
+  private _dtype: DType | undefined;
+  private _device: string | undefined;
+  readonly id: number;
+  /** Whether gradients flow to this tensor (set on leaves by hand; propagated through ops). */
+  requiresGrad = false;
+  /** Accumulated gradient of a leaf after backward(). */
+  grad: Tensor | null = null;
+  /** The node that produced this tensor (null for leaves). */
+  gradFn: GradNode | null = null;
+  /** Which output of gradFn this tensor is. */
+  outputIndex = 0;
+  /** Optional name (parameters carry their state-dict key). */
+  name?: string;
+  /** Hooks run when this leaf's gradient is complete in backward(). */
+  readonly gradHooks: GradHook[] = [];
+
+  constructor(handle: NativeTensor, meta?: { shape?: number[]; dtype?: DType; device?: string }) {
+    this._handle = handle;
+    this._shape = meta?.shape;
+    this._dtype = meta?.dtype;
+    this._device = meta?.device;
+    this.id = nextId++;
+    track(this);
+  }
+
+  /** The native handle (throws E_DISPOSED after dispose()). */
+  get handle(): NativeTensor {
+    if (this._handle === null) throw new SiftError('E_DISPOSED', `tensor #${this.id}${this.name ? ` (${this.name})` : ''} was disposed`);
+    return this._handle;
+  }
+
+  get isDisposed(): boolean {
+    return this._handle === null;
+  }
+
+  get shape(): number[] {
+    if (!this._shape) this._shape = native().shape(this.handle);
+    return this._shape;
+  }
+
+  get dtype(): DType {
+    if (!this._dtype) this._dtype = native().dtype(this.handle);
+    return this._dtype;
+  }
+
+  get device(): string {
+    if (!this._device) this._device = native().device(this.handle);
+    return this._device;
+  }
+
+  get ndim(): number {
+    return this.shape.length;
+  }
+
+  get size(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+
+  get numel(): number {
+    return this.size;
+  }
+
+  get nbytes(): number {
+    return this.size * dtypeSize(this.dtype);
+  }
+
+  get isLeaf(): boolean {
+    return this.gradFn === null;
+  }
+
+  get strides(): number[] {
+    return native().strides(this.handle);
+  }
+
+  get isContiguous(): boolean {
+    return native().isContiguous(this.handle);
+  }
+
+  /** Frees the native memory now (views keep their storage alive until they are disposed too). */
+  dispose(): void {
+    if (this._handle === null) return;
+    native().dispose(this._handle);
+    this._handle = null;
+    this.gradFn = null;
+    if (this.grad) {
+      this.grad.dispose();
+      this.grad = null;
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** Marks a leaf as needing gradients (PyTorch's requires_grad_). */
+  requiresGrad_(flag = true): this {
+    check(this.isLeaf || !flag, 'E_AUTOGRAD', 'requiresGrad_ can only be set on leaf tensors');
+    check(!flag || isFloat(this.dtype), 'E_DTYPE', `only floating-point tensors can require gradients (got ${this.dtype})`);
+    this.requiresGrad = flag;
+    return this;
+  }
+
+  /** Registers a hook called when this leaf's gradient is complete; returns a remover. */
+  registerGradHook(hook: GradHook): () => void {
+    this.gradHooks.push(hook);
+    return () => {
+      const i = this.gradHooks.indexOf(hook);
+      if (i >= 0) this.gradHooks.splice(i, 1);
+    };
+  }
+
+  /** Frees the accumulated gradient. */
+  zeroGrad(): void {
+    if (this.grad) {
+      this.grad.dispose();
+      this.grad = null;
+    }
+  }
+
+  // ---- reading data
+  /** Copies the data to a typed array (waits for queued work). f16/bf16 are widened to f32. */
+  toArray(): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array {
+    if (this.dtype === 'f16' || this.dtype === 'bf16') {
+      const t = native().cast(this.handle, 'f32');
+      const buf = native().toBuffer(t);
+      native().dispose(t);
+      return new Float32Array(buf);
+    }
+    return typedView(native().toBuffer(this.handle), this.dtype);
+  }
+
+  /** Like toArray(), without blocking the event loop while the device finishes. */
+  async data(): Promise<Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array> {
+    if (this.dtype === 'f16' || this.dtype === 'bf16') {
+      const t = native().cast(this.handle, 'f32');
+      try {
+        return new Float32Array(await native().toBufferAsync(t));
+      } finally {
+        native().dispose(t);
+      }
+    }
+    return typedView(await native().toBufferAsync(this.handle), this.dtype);
+  }
+
+  /** The single value of a one-element tensor, as a number. */
+  item(): number {
+    check(this.size === 1, 'E_SHAPE', `item() needs a tensor with one element, got shape [${this.shape}]`);
+    const a = this.toArray();
+    return Number(a[0]);
+  }
+
+  /** Nested JavaScript arrays of numbers. */
+  tolist(): unknown {
+    const flat = Array.from(this.toArray() as ArrayLike<number | bigint>, (v) => Number(v));
+    const shape = this.shape;
+    if (shape.length === 0) return flat[0];
+    const build = (dim: number, offset: number): unknown[] => {
+      const n = shape[dim];
+      const stride = shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+      const out: unknown[] = [];
+      for (let i = 0; i < n; i++) out.push(dim === shape.length - 1 ? flat[offset + i] : build(dim + 1, offset + i * stride));
+      return out;
+    };
+    return build(0, 0);
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}[${this.shape.join(', ')}] on ${this.device}${this.requiresGrad ? ', requiresGrad' : ''})`;
+  }
+
+  // ---- autograd
+  /** Reverse-mode gradient of this tensor (a scalar, or with an explicit seed gradient). */
+  backward(grad?: Tensor): void {
+    ops.backward(this, grad);
+  }
+
+  /** A tensor sharing the data, cut from the graph. */
+  detach(): Tensor {
+    return ops.detach(this);
+  }
+
+  // ---- elementwise
+  add(o: Tensor | number): Tensor { return ops.add(this, o); }
+  sub(o: Tensor | number): Tensor { return ops.sub(this, o); }
+  mul(o: Tensor | number): Tensor { return ops.mul(this, o); }
+  div(o: Tensor | number): Tensor { return ops.div(this, o); }
+  pow(o: Tensor | number): Tensor { return ops.pow(this, o); }
+  maximum(o: Tensor | number): Tensor { return ops.maximum(this, o); }
+  minimum(o: Tensor | number): Tensor { return ops.minimum(this, o); }
+  neg(): Tensor { return ops.neg(this); }
+  exp(): Tensor { return ops.exp(this); }
+  log(): Tensor { return ops.log(this); }
+  tanh(): Tensor { return ops.tanh(this); }
+  relu(): Tensor { return ops.relu(this); }
+  /** GELU, exact erf form (PyTorch's default); gelu('tanh') is the tanh approximation. */
+  gelu(approximate: 'none' | 'tanh' = 'none'): Tensor { return ops.gelu(this, approximate); }
+  silu(): Tensor { return ops.silu(this); }
+  sigmoid(): Tensor { return ops.sigmoid(this); }
+  sqrt(): Tensor { return ops.sqrt(this); }
+  rsqrt(): Tensor { return ops.rsqrt(this); }
+  abs(): Tensor { return ops.abs(this); }
+  square(): Tensor { return ops.square(this); }
+  reciprocal(): Tensor { return ops.reciprocal(this); }
+  sin(): Tensor { return ops.sin(this); }
+  cos(): Tensor { return ops.cos(this); }
+  erf(): Tensor { return ops.erf(this); }
+  eq(o: Tensor | number): Tensor { return ops.compare('eq', this, o); }
+  ne(o: Tensor | number): Tensor { return ops.compare('ne', this, o); }
+  lt(o: Tensor | number): Tensor { return ops.compare('lt', this, o); }
+  le(o: Tensor | number): Tensor { return ops.compare('le', this, o); }
+  gt(o: Tensor | number): Tensor { return ops.compare('gt', this, o); }
+  ge(o: Tensor | number): Tensor { return ops.compare('ge', this, o); }
+
+  // ---- products and nn
+  matmul(o: Tensor): Tensor { return ops.matmul(this, o); }
+  softmax(dim = -1): Tensor { return ops.softmax(this, dim); }
+  logSoftmax(dim = -1): Tensor { return ops.logSoftmax(this, dim); }
+
+  // ---- reductions
+  sum(dim?: number | number[], keepdim = false): Tensor { return ops.reduce('sum', this, dim, keepdim); }
+  mean(dim?: number | number[], keepdim = false): Tensor { return ops.reduce('mean', this, dim, keepdim); }
+  max(dim?: number | number[], keepdim = false): Tensor { return ops.reduce('max', this, dim, keepdim); }
+  min(dim?: number | number[], keepdim = false): Tensor { return ops.reduce('min', this, dim, keepdim); }
+  argmax(dim = -1, keepdim = false): Tensor { return ops.argmax(this, dim, keepdim); }
+  /** p-norm (p = 2 by default; 1 and Infinity too) over dims, or over all elements. */
+  norm(p: number = 2, dim?: number | number[], keepdim = false): Tensor { return ops.norm(this, p, dim, keepdim); }
+
+  // ---- shapes and views
+  reshape(...shape: (number | number[])[]): Tensor { return ops.reshape(this, flatShape(shape)); }
+  view(...shape: (number | number[])[]): Tensor { return ops.reshape(this, flatShape(shape)); }
+  transpose(a = -2, b = -1): Tensor { return ops.transpose(this, a, b); }
+  permute(...dims: (number | number[])[]): Tensor { return ops.permute(this, flatShape(dims)); }
+  get T(): Tensor { return ops.transpose(this, -2, -1); }
+  unsqueeze(dim: number): Tensor { return ops.unsqueeze(this, dim); }
+  squeeze(dim?: number): Tensor { return ops.squeeze(this, dim); }
+  flatten(start = 0, end = -1): Tensor { return ops.flatten(this, start, end); }
+  expand(...shape: (number | number[])[]): Tensor { return ops.expand(this, flatShape(shape)); }
+  /** Elements start..end (exclusive, step 1) along dim, as a view. */
+  slice(dim: number, start: number, end?: number): Tensor { return ops.slice(this, dim, start, end); }
+  narrow(dim: number, start: number, length: number): Tensor { return ops.slice(this, dim, start, start + length); }
+  split(sizes: number | number[], dim = 0): Tensor[] { return ops.split(this, sizes, dim); }
+  contiguous(): Tensor { return ops.contiguous(this); }
+  clone(): Tensor { return ops.clone(this); }
+
+  /** Moves to a device ('cpu', 'cuda', 'cuda:N') or converts to a dtype ('f32', 'bf16', ...). */
+  to(target: string): Tensor {
+    const dtypes = ['f32', 'f16', 'bf16', 'i32', 'i64', 'f64', 'bool'];
+    if (dtypes.includes(target)) return ops.cast(this, target as DType);
+    return ops.toDevice(this, normalizeDevice(target));
+  }
+  cast(dtype: DType): Tensor { return ops.cast(this, dtype); }
+  cpu(): Tensor { return ops.toDevice(this, 'cpu'); }
+  cuda(index = 0): Tensor { return ops.toDevice(this, `cuda:${index}`); }
+  float(): Tensor { return ops.cast(this, 'f32'); }
+
+  // ---- in place (not recorded by autograd; for optimizers and gradient accumulation)
+  /** this += alpha * other, in place. */
+  addInplace(other: Tensor, alpha = 1): this {
+    native().addInplace(this.handle, other.handle, alpha);
+    return this;
+  }
+  fill_(value: number): this {
+    native().fill_(this.handle, value);
+    return this;
+  }
+  copy_(src: Tensor): this {
+    native().copy_(this.handle, src.handle);
+    return this;
+  }
+}
+
+registerTensorClass(Tensor);
+
+function flatShape(args: (number | number[])[]): number[] {
+  if (args.length === 1 && Array.isArray(args[0])) return args[0];
+  return args as number[];
+}
+
+function typedView(buf: ArrayBuffer, dtype: DType): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array {
+  switch (dtype) {
+    case 'f32': return new Float32Array(buf);
+    case 'f64': return new Float64Array(buf);
+    case 'i32': return new Int32Array(buf);
+    case 'i64': return new BigInt64Array(buf);
+    case 'bool': return new Uint8Array(buf);
+    default: throw new SiftError('E_DTYPE', `no typed array for ${dtype}`);
+  }
+}
+
+export type { ReduceOp };

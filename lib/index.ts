@@ -1,0 +1,43 @@
+/**
+ * sift-ft: Sparse Increment Fine-Tuning for Node.js on a native C++/CUDA tensor engine.
+ * This module is the public API.
+ */
+export { Tensor } from './engine/tensor';
+export type { GradHook } from './engine/tensor';
+export { SiftError } from './engine/errors';
+export type { SiftErrorCode } from './engine/errors';
+export type { DType } from './engine/dtype';
+export { tidy, keep } from './engine/scope';
+export { liveTensors, backends, cudaAvailable, synchronize, emptyCache, resetPeakMemory } from './engine/runtime';
+export type { LiveTensors } from './engine/runtime';
+export { backward, noGrad, enableGrad, isGradEnabled } from './autograd/tape';
+export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, manualSeed } from './autograd/creation';
+export type { TensorOptions, RandomOptions } from './autograd/creation';
+export {
+  reshape, transpose, permute, unsqueeze, squeeze, flatten, expand, slice, split, concat, stack,
+  contiguous, clone, cast, toDevice, detach,
+} from './autograd/shape';
+export {
+  add, sub, mul, div, pow, rsub, rdiv, maximum, minimum, compare, where, neg, exp, log, tanh, relu,
+  silu, sigmoid, sqrt, rsqrt, abs, square, reciprocal, sin, cos, erf, sign, gelu,
+} from './autograd/elementwise';
+export { reduce, argmax, norm } from './autograd/reduce';
+export { matmul, linear } from './autograd/matmul';
+export { softmax, logSoftmax, layerNorm, rmsNorm, embedding, crossEntropy } from './autograd/nn';
+export type { CrossEntropyOptions } from './autograd/nn';
+export { scaledDotProductAttention, rotaryEmbedding, rotaryInvFreq, dropout } from './autograd/attention';
+export type { AttentionOptions, DropoutOptions } from './autograd/attention';
+
+import * as fs from 'fs';
+import * as path from 'path';
+/** The package version. */
+export const version: string = (() => {
+  for (const p of [path.join(__dirname, '..', 'package.json'), path.join(__dirname, '..', '..', 'package.json')]) {
+    try {
+      return JSON.parse(fs.readFileSync(p, 'utf8')).version as string;
+    } catch {
+      /* next */
+    }
+  }
+  return '0.0.0';
+})();

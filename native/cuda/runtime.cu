@@ -1,0 +1,246 @@
+// CUDA runtime pieces: device discovery, one compute stream per device, the caching allocator,
+// copies, and the device error flag. Static cudart: the binary loads on machines without a
+// driver and reports CUDA as unavailable there.
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "check.cuh"
+#include "runtime.h"
+
+namespace sift::cuda {
+namespace {
+
+constexpr int kMaxDevices = 16;
+
+struct DeviceState {
+  bool ready = false;
+  cudaStream_t stream = nullptr;
+  int* error_flag = nullptr;
+  // Caching allocator: free blocks by size; live blocks by pointer.
+  std::multimap<size_t, void*> free_blocks;
+  std::unordered_map<void*, size_t> live;
+  AllocatorStats stats;
+};
+
+std::mutex g_mu;
+DeviceState g_dev[kMaxDevices];
+int g_count = -1;
+std::string g_status;
+
+void probe() {
+  if (g_count >= 0) return;
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    g_count = 0;
+    g_status = std::string("unavailable: ") + cudaGetErrorString(err);
+    return;
+  }
+  g_count = n > kMaxDevices ? kMaxDevices : n;
+  g_status = n == 0 ? "unavailable: no CUDA device found" : "available";
+}
+
+DeviceState& state(int device) {
+  probe();
+  SIFT_CHECK(g_count > 0, "E_DEVICE", "CUDA is not usable on this machine (", g_status, ")");
+  SIFT_CHECK(device >= 0 && device < g_count, "E_DEVICE", "cuda:", device,
+             " does not exist (", g_count, " device(s) found)");
+  DeviceState& s = g_dev[device];
+  if (!s.ready) {
+    CUDA_CHECK(cudaSetDevice(device));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaMalloc(&s.error_flag, sizeof(int)));
+    CUDA_CHECK(cudaMemset(s.error_flag, 0, sizeof(int)));
+    s.ready = true;
+  }
+  return s;
+}
+
+size_t round_size(size_t n) {
+  if (n == 0) n = 1;
+  if (n < (1u << 20)) return (n + 511) / 512 * 512;        // small: 512-byte steps
+  return (n + (2u << 20) - 1) / (2u << 20) * (2u << 20);  // large: 2 MiB steps
+}
+
+void free_cached(DeviceState& s) {
+  for (auto& kv : s.free_blocks) {
+    cudaFree(kv.second);
+    s.stats.reserved -= kv.first;
+  }
+  s.free_blocks.clear();
+}
+
+}  // namespace
+
+bool compiled() { return true; }
+
+bool available() {
+  std::lock_guard<std::mutex> lk(g_mu);
+  probe();
+  return g_count > 0;
+}
+
+std::string status() {
+  std::lock_guard<std::mutex> lk(g_mu);
+  probe();
+  return g_status;
+}
+
+int device_count() {
+  std::lock_guard<std::mutex> lk(g_mu);
+  probe();
+  return g_count;
+}
+
+std::string runtime_version() {
+  int v = 0;
+  cudaRuntimeGetVersion(&v);
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
+DeviceInfo device_info(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  state(device);
+  cudaDeviceProp p;
+  CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  DeviceInfo info;
+  info.name = p.name;
+  info.major = p.major;
+  info.minor = p.minor;
+  info.multiprocessors = p.multiProcessorCount;
+  CUDA_CHECK(cudaSetDevice(device));
+  CUDA_CHECK(cudaMemGetInfo(&info.free_memory, &info.total_memory));
+  return info;
+}
+
+void set_device(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  state(device);
+  CUDA_CHECK(cudaSetDevice(device));
+}
+
+cudaStream_t current_stream(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  return state(device).stream;
+}
+
+void* stream(int device) { return current_stream(device); }
+
+void* alloc(int device, size_t nbytes) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  DeviceState& s = state(device);
+  size_t size = round_size(nbytes);
+  void* p = nullptr;
+  // Best fit among cached blocks, not more than twice the request (limits waste).
+  auto it = s.free_blocks.lower_bound(size);
+  if (it != s.free_blocks.end() && it->first <= size * 2) {
+    size = it->first;
+    p = it->second;
+    s.free_blocks.erase(it);
+  } else {
+    cudaSetDevice(device);
+    cudaError_t err = cudaMalloc(&p, size);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      cudaStreamSynchronize(s.stream);
+      free_cached(s);
+      err = cudaMalloc(&p, size);
+    }
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      fail(err == cudaErrorMemoryAllocation ? "E_OOM" : "E_CUDA", "cuda:", device,
+           " could not allocate ", nbytes, " bytes: ", cudaGetErrorString(err), " (",
+           s.stats.allocated, " bytes in use by sift-ft)");
+    }
+    s.stats.reserved += size;
+    s.stats.cuda_mallocs++;
+  }
+  s.live[p] = size;
+  s.stats.allocated += size;
+  if (s.stats.allocated > s.stats.peak_allocated) s.stats.peak_allocated = s.stats.allocated;
+  return p;
+}
+
+void release(int device, void* ptr, size_t) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (device < 0 || device >= kMaxDevices || !g_dev[device].ready) return;
+  DeviceState& s = g_dev[device];
+  auto it = s.live.find(ptr);
+  if (it == s.live.end()) return;
+  // Work already queued on the (single) stream that reads this block runs before any later
+  // kernel that reuses it, so the block can go back to the cache at once.
+  s.free_blocks.emplace(it->second, ptr);
+  s.stats.allocated -= it->second;
+  s.live.erase(it);
+}
+
+void empty_cache(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (device < 0 || device >= kMaxDevices || !g_dev[device].ready) return;
+  cudaStreamSynchronize(g_dev[device].stream);
+  free_cached(g_dev[device]);
+}
+
+AllocatorStats allocator_stats(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (device < 0 || device >= kMaxDevices || !g_dev[device].ready) return {};
+  return g_dev[device].stats;
+}
+
+void reset_peak(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (device < 0 || device >= kMaxDevices) return;
+  g_dev[device].stats.peak_allocated = g_dev[device].stats.allocated;
+}
+
+void synchronize(int device) {
+  cudaStream_t st = current_stream(device);
+  CUDA_CHECK(cudaStreamSynchronize(st));
+  int flag = 0;
+  CUDA_CHECK(cudaMemcpy(&flag, error_flag(device), sizeof(int), cudaMemcpyDeviceToHost));
+  if (flag != 0) {
+    CUDA_CHECK(cudaMemset(error_flag(device), 0, sizeof(int)));
+    fail("E_INDEX", "a CUDA kernel found an index out of range (error code ", flag,
+         "); the results of the op that raised it are undefined");
+  }
+}
+
+void check_last_error(const char* what) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    fail(err == cudaErrorMemoryAllocation ? "E_OOM" : "E_CUDA", what, ": ",
+         cudaGetErrorString(err));
+}
+
+int* error_flag(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  return state(device).error_flag;
+}
+
+void copy_h2d(int device, void* dst, const void* src, size_t nbytes) {
+  cudaStream_t st = current_stream(device);
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, st));
+  CUDA_CHECK(cudaStreamSynchronize(st));
+}
+
+void copy_d2h(int device, void* dst, const void* src, size_t nbytes) {
+  cudaStream_t st = current_stream(device);
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, st));
+  CUDA_CHECK(cudaStreamSynchronize(st));
+}
+
+void copy_d2d(int device, void* dst, const void* src, size_t nbytes) {
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, current_stream(device)));
+}
+
+void memset_async(int device, void* dst, int value, size_t nbytes) {
+  CUDA_CHECK(cudaMemsetAsync(dst, value, nbytes, current_stream(device)));
+}
+
+}  // namespace sift::cuda

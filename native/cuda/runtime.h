@@ -1,0 +1,59 @@
+// Host-side view of the CUDA backend, callable from plain C++ (no CUDA headers needed).
+// Built from runtime.cu when the addon is compiled with CUDA, else from runtime_stub.cpp, whose
+// functions report CUDA as not compiled in and throw E_DEVICE when asked for device work.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace sift::cuda {
+
+struct DeviceInfo {
+  std::string name;
+  int major = 0, minor = 0;
+  int multiprocessors = 0;
+  size_t total_memory = 0;
+  size_t free_memory = 0;
+};
+
+struct AllocatorStats {
+  size_t allocated = 0;  // bytes in live blocks
+  size_t reserved = 0;   // bytes held from cudaMalloc (live + cached)
+  size_t peak_allocated = 0;
+  size_t cuda_mallocs = 0;
+};
+
+bool compiled();                 // the addon was built with the CUDA backend
+bool available();                // compiled, a driver is present and at least one device exists
+std::string status();            // why CUDA is or is not available, in words
+int device_count();
+DeviceInfo device_info(int device);
+std::string runtime_version();
+
+// Caching allocator (stream-ordered on the single stream of each device).
+void* alloc(int device, size_t nbytes);
+void release(int device, void* ptr, size_t nbytes);
+void empty_cache(int device);
+AllocatorStats allocator_stats(int device);
+void reset_peak(int device);
+
+void set_device(int device);
+void* stream(int device);  // cudaStream_t of the device's compute stream
+void synchronize(int device);  // waits for the stream; throws E_CUDA on a sticky kernel error
+void check_last_error(const char* what);
+
+// Copies. Host-to-device and device-to-host are synchronous with respect to the host buffer.
+void copy_h2d(int device, void* dst, const void* src, size_t nbytes);
+void copy_d2h(int device, void* dst, const void* src, size_t nbytes);
+void copy_d2d(int device, void* dst, const void* src, size_t nbytes);  // async on the stream
+void memset_async(int device, void* dst, int value, size_t nbytes);
+
+// Device-side error flag for data-dependent checks (e.g. an index out of range in a kernel):
+// kernels set it; synchronize() reads it and throws E_INDEX.
+int* error_flag(int device);
+
+// Which GEMM library the CUDA backend uses: "cublas (<path>)" when libcublas was loaded at run
+// time, else "sift-ft kernel".
+std::string gemm_library();
+
+}  // namespace sift::cuda

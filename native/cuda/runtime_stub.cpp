@@ -1,0 +1,36 @@
+// Compiled only in CPU-only builds: the CUDA backend is absent.
+#include "../core/error.h"
+#include "runtime.h"
+
+namespace sift::cuda {
+
+namespace {
+[[noreturn]] void not_built() {
+  fail("E_DEVICE", "this build of sift-ft has no CUDA backend (built without nvcc or with "
+                   "SIFT_FT_CPU_ONLY=1); rebuild with the CUDA toolkit to use device 'cuda'");
+}
+}  // namespace
+
+bool compiled() { return false; }
+bool available() { return false; }
+std::string status() { return "not compiled (CPU-only build)"; }
+int device_count() { return 0; }
+DeviceInfo device_info(int) { not_built(); }
+std::string runtime_version() { return ""; }
+void* alloc(int, size_t) { not_built(); }
+void release(int, void*, size_t) {}
+void empty_cache(int) {}
+AllocatorStats allocator_stats(int) { return {}; }
+void reset_peak(int) {}
+void set_device(int) { not_built(); }
+void* stream(int) { not_built(); }
+void synchronize(int) {}
+void check_last_error(const char*) {}
+void copy_h2d(int, void*, const void*, size_t) { not_built(); }
+void copy_d2h(int, void*, const void*, size_t) { not_built(); }
+void copy_d2d(int, void*, const void*, size_t) { not_built(); }
+void memset_async(int, void*, int, size_t) { not_built(); }
+int* error_flag(int) { not_built(); }
+std::string gemm_library() { return "none"; }
+
+}  // namespace sift::cuda

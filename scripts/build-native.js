@@ -1,0 +1,118 @@
+#!/usr/bin/env node
+// Builds the native addon. Run by `npm install` / `npm ci` (the "install" script).
+//  - CMake present: cmake-js, with the CUDA backend when nvcc is found (static cudart,
+//    architectures 80, 86, 89, 90 + PTX, or SIFT_FT_CUDA_ARCHS="90;..." to override).
+//  - SIFT_FT_CPU_ONLY=1: CUDA skipped entirely (no probe).
+//  - No CMake: node-gyp with binding.gyp, CPU only.
+// Prints one line saying what was built and why; the tool output goes to build/build-native.log
+// and is printed only when the build fails (or with SIFT_FT_VERBOSE_BUILD=1).
+'use strict';
+const { spawnSync, execFileSync } = require('child_process');
+const fs = require('fs');
+const path = require('path');
+
+const root = path.join(__dirname, '..');
+const outDir = process.env.SIFT_FT_BUILD_DIR ? path.resolve(process.env.SIFT_FT_BUILD_DIR) : path.join(root, 'build');
+const logPath = path.join(outDir, 'build-native.log');
+const verbose = process.env.SIFT_FT_VERBOSE_BUILD === '1';
+
+function which(cmd) {
+  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
+    const p = path.join(dir, cmd);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      /* keep looking */
+    }
+  }
+  return null;
+}
+
+function findNvcc() {
+  const candidates = [];
+  if (process.env.CUDACXX) candidates.push(process.env.CUDACXX);
+  for (const v of ['CUDA_HOME', 'CUDA_PATH', 'CUDA_ROOT']) if (process.env[v]) candidates.push(path.join(process.env[v], 'bin', 'nvcc'));
+  const onPath = which('nvcc');
+  if (onPath) candidates.push(onPath);
+  candidates.push('/usr/local/cuda/bin/nvcc');
+  for (const c of candidates) {
+    try {
+      fs.accessSync(c, fs.constants.X_OK);
+      return fs.realpathSync(c);
+    } catch {
+      /* next */
+    }
+  }
+  return null;
+}
+
+function nvccVersion(nvcc) {
+  try {
+    const out = execFileSync(nvcc, ['--version'], { encoding: 'utf8' });
+    const m = /release ([0-9.]+)/.exec(out);
+    return m ? m[1] : 'unknown';
+  } catch {
+    return null;
+  }
+}
+
+function main() {
+  fs.mkdirSync(outDir, { recursive: true });
+  const start = Date.now();
+  const cmake = which('cmake');
+  let cuda = false;
+  let cudaWhy;
+  let nvcc = null;
+  if (process.env.SIFT_FT_CPU_ONLY === '1') {
+    cudaWhy = 'CUDA off: SIFT_FT_CPU_ONLY=1';
+  } else if (!cmake) {
+    cudaWhy = 'CUDA off: CMake not found (node-gyp builds CPU only)';
+  } else {
+    nvcc = findNvcc();
+    const ver = nvcc && nvccVersion(nvcc);
+    if (!nvcc || !ver) {
+      cudaWhy = 'CUDA off: nvcc not found (set CUDA_HOME or put nvcc on PATH to build it)';
+    } else {
+      cuda = true;
+      const archs = process.env.SIFT_FT_CUDA_ARCHS || '80-real;86-real;89-real;90';
+      cudaWhy = `CUDA on: nvcc ${ver} at ${nvcc}, archs ${archs.replace(/-real/g, '')}${archs === '80-real;86-real;89-real;90' ? ' + PTX' : ''}, static cudart, cuBLAS loaded at run time`;
+    }
+  }
+
+  let cmd;
+  let args;
+  if (cmake) {
+    cmd = process.execPath;
+    args = [require.resolve('cmake-js/bin/cmake-js'), 'compile', '--out', outDir, '--parallel', String(Math.max(1, require('os').cpus().length)), '--log-level', 'warn'];
+    if (cuda) {
+      args.push('--CDSIFT_WITH_CUDA=ON', `--CDCMAKE_CUDA_COMPILER=${nvcc}`);
+      if (process.env.SIFT_FT_CUDA_ARCHS) args.push(`--CDSIFT_CUDA_ARCHS=${process.env.SIFT_FT_CUDA_ARCHS}`);
+    } else {
+      args.push('--CDSIFT_WITH_CUDA=OFF');
+    }
+  } else {
+    const gyp = process.env.npm_config_node_gyp || which('node-gyp');
+    if (!gyp) {
+      console.error('sift-ft: cannot build the native addon: neither cmake nor node-gyp was found');
+      process.exit(1);
+    }
+    cmd = gyp.endsWith('.js') ? process.execPath : gyp;
+    args = gyp.endsWith('.js') ? [gyp, 'rebuild'] : ['rebuild'];
+  }
+
+  const res = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: process.env });
+  const log = `$ ${cmd} ${args.join(' ')}\n${res.stdout || ''}\n${res.stderr || ''}`;
+  fs.writeFileSync(logPath, log);
+  const secs = ((Date.now() - start) / 1000).toFixed(0);
+  if (res.status !== 0) {
+    process.stderr.write(log.split('\n').slice(-80).join('\n') + '\n');
+    console.error(`sift-ft: native build FAILED after ${secs}s (${cmake ? 'cmake-js' : 'node-gyp'}); full log in ${logPath}`);
+    process.exit(res.status || 1);
+  }
+  if (verbose) process.stdout.write(log);
+  const tool = cmake ? 'cmake-js' : 'node-gyp (CMake not found)';
+  console.log(`sift-ft: built native addon with ${tool} in ${secs}s; CPU backend on; ${cudaWhy}`);
+}
+
+main();
