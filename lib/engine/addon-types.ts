@@ -163,4 +163,54 @@ export interface Addon {
   rotary(x: NativeTensor, positions: NativeTensor, invFreq: NativeTensor, inverse: boolean): NativeTensor;
   /** y = x * keep / (1 - p) with keep drawn from (seed, element index); its own backward. */
   dropout(x: NativeTensor, p: number, seed: number | bigint): NativeTensor;
+  // ---- SIFT kernels: selection, gather/scatter, statistics (native/binding/select.cpp)
+  /**
+   * Exact top-k of a non-negative float score tensor (treated as flat): the k largest values, ties
+   * broken toward the lower flat index. Returns the flat indices sorted ascending (i64 when
+   * numel >= 2^31, else i32). NaN or Inf in scores: E_NUMERIC.
+   */
+  topk(scores: NativeTensor, k: number): NativeTensor;
+  /**
+   * One budget over many score tensors: the k largest values over all of them (ties toward the
+   * lower tensor position, then the lower flat index). Returns one sorted index tensor per input.
+   */
+  topkGlobal(scores: NativeTensor[], k: number): NativeTensor[];
+  /** Selection scores from a dense tensor: 'abs' |x|, 'square' x^2, written or added into an f32 buffer of the same numel. */
+  scoreAccumulate(dst: NativeTensor, src: NativeTensor, kind: 'abs' | 'square', accumulate: boolean): void;
+  /** dst[i] (+)= src.flat[idx[i]] for the k indices; dst f32 [k], src any float dtype and shape. */
+  gatherInto(dst: NativeTensor, src: NativeTensor, idx: NativeTensor, accumulate: boolean): void;
+  /** dst.flat[idx[i]] = values[i] ('set') or += values[i] ('add'); dst any float dtype, values f32 [k]. */
+  scatterInto(dst: NativeTensor, idx: NativeTensor, values: NativeTensor, mode: 'set' | 'add'): void;
+  /**
+   * Share of a dense gradient's squared norm on the selected entries: writes
+   * [sum over idx of g^2, sum of all g^2] into out (f32 [2]) at position `slot` (out: f32 [n, 2]),
+   * on the device, without a host round trip.
+   */
+  gradProportion(out: NativeTensor, slot: number, grad: NativeTensor, idx: NativeTensor): void;
+  /** Sum of squares over all elements of many float tensors, as an f32 scalar on the device. */
+  sumSquares(ts: NativeTensor[]): NativeTensor;
+
+  // ---- optimizers (native/binding/optim.cpp)
+  /**
+   * One fused sparse AdamW step over many tensors (one kernel launch on CUDA). For tensor t:
+   * g = grads[t] * scale (scale: f32 scalar tensor on the device, e.g. a clipping coefficient, or
+   * null), m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, master -= lr * (wd * master + mhat / (sqrt(vhat)
+   * + eps)) with PyTorch's bias correction, then weights.flat[idx] = master (cast to the weight dtype).
+   * grads, m, v, masters: f32 [k_t]; idx: i32/i64 [k_t]; weights any float dtype.
+   */
+  sparseAdamW(weights: NativeTensor[], indices: NativeTensor[], grads: NativeTensor[], m: NativeTensor[], v: NativeTensor[], masters: NativeTensor[], hp: AdamWHyper, scale: NativeTensor | null): void;
+  /** Dense AdamW over many tensors (masters: f32 copies for f16/bf16 params, or null to update params directly). */
+  adamW(params: NativeTensor[], grads: NativeTensor[], m: NativeTensor[], v: NativeTensor[], masters: (NativeTensor | null)[], hp: AdamWHyper, scale: NativeTensor | null): void;
+  /** min(1, maxNorm / (sqrt(normSq) + 1e-6)) as an f32 scalar on the device (normSq: f32 scalar). */
+  clipCoefficient(normSq: NativeTensor, maxNorm: number): NativeTensor;
+}
+
+export interface AdamWHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1-based step number after this update (for bias correction). */
+  step: number;
 }
