@@ -28,6 +28,26 @@ export type { CrossEntropyOptions } from './autograd/nn';
 export { scaledDotProductAttention, rotaryEmbedding, rotaryInvFreq, dropout } from './autograd/attention';
 export type { AttentionOptions, DropoutOptions } from './autograd/attention';
 
+export { Module } from './nn/module';
+export { Linear, Embedding, LayerNorm, RMSNorm, Dropout } from './nn/layers';
+export { Sift, kForRate } from './sift/sift';
+export type { SiftOptions, SelectionOptions, SelectionScore, SparseTarget, SiftSummary, SiftSummaryRow } from './sift/sift';
+export { SparseAdamW } from './sift/optimizer';
+export type { AdamWOptions } from './sift/optimizer';
+export { lrMultiplier } from './sift/schedule';
+export type { ScheduleOptions } from './sift/schedule';
+export { planTargets, moduleMatcher } from './sift/targets';
+export type { ModuleSelector, NamedModel } from './sift/targets';
+export { saveIncrement, loadIncrement, applyIncrement, unmergeIncrement, exactDelta } from './sift/increment';
+export type { Increment } from './sift/increment';
+export { SafetensorsReader, AsyncSafetensorsReader, loadSafetensors, saveSafetensors } from './io/safetensors';
+export {
+  resolveModelDir, resolveModelPath, loadConfig, loadStateDict, loadStateDictAsync, iterStateDict, iterStateDictAsync,
+  StateDictReader, AsyncStateDictReader, loadModelFolder, saveModelFolder, saveModelFolderAsync,
+} from './io/hf';
+export type { LoadOptions, SaveModelOptions, SavedModel, ResolvedModel } from './io/hf';
+export * from './tokenizers';
+
 import * as fs from 'fs';
 import * as path from 'path';
 /** The package version. */
@@ -41,3 +61,5 @@ export const version: string = (() => {
   }
   return '0.0.0';
 })();
+
+export * from './models';

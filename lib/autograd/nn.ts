@@ -9,15 +9,20 @@ import { record } from './tape';
 import { N, wrap, normDim } from './util';
 import { reshape } from './shape';
 
+/** A 0-d tensor has one softmax dimension, addressed as 0 or -1 (as in PyTorch). */
+function softmaxDim(dim: number, ndim: number, op: string): number {
+  return ndim === 0 && (dim === 0 || dim === -1) ? 0 : normDim(dim, ndim, op);
+}
+
 export function softmax(x: Tensor, dim = -1): Tensor {
-  const d = normDim(dim, x.ndim, 'softmax');
+  const d = softmaxDim(dim, x.ndim, 'softmax');
   const y = wrap(N().softmax(x.handle, d));
   record('softmax', [x], [y], ([g]) => [wrap(N().softmaxBackward(y.handle, g!.handle, d))]);
   return y;
 }
 
 export function logSoftmax(x: Tensor, dim = -1): Tensor {
-  const d = normDim(dim, x.ndim, 'logSoftmax');
+  const d = softmaxDim(dim, x.ndim, 'logSoftmax');
   const y = wrap(N().logSoftmax(x.handle, d));
   record('logSoftmax', [x], [y], ([g]) => [wrap(N().logSoftmaxBackward(y.handle, g!.handle, d))]);
   return y;
@@ -74,7 +79,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   const reduction = opts.reduction ?? 'mean';
   const smoothing = opts.labelSmoothing ?? 0;
   if (!['mean', 'sum', 'none'].includes(reduction)) throw new SiftError('E_ARG', `crossEntropy: reduction must be mean, sum or none, got '${reduction}'`);
-  check(smoothing >= 0 && smoothing < 1, 'E_ARG', `crossEntropy: labelSmoothing must be in [0, 1), got ${smoothing}`);
+  check(smoothing >= 0 && smoothing <= 1, 'E_ARG', `crossEntropy: labelSmoothing must be in [0, 1], got ${smoothing}`);
   check(isInt(targets.dtype), 'E_DTYPE', `crossEntropy: targets must be i32 or i64, got ${targets.dtype}`);
   check(logits.ndim >= 1, 'E_SHAPE', 'crossEntropy: logits need a class dimension');
   const C = logits.shape[logits.ndim - 1];

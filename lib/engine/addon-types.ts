@@ -47,7 +47,10 @@ export type UnaryOp =
   | 'neg' | 'exp' | 'log' | 'tanh' | 'relu' | 'gelu' | 'gelu_tanh' | 'silu' | 'sigmoid'
   | 'sqrt' | 'rsqrt' | 'abs' | 'square' | 'reciprocal' | 'sin' | 'cos' | 'erf' | 'sign';
 
-/** Binary broadcasting ops; comparisons return bool tensors. */
+/**
+ * Binary broadcasting ops; comparisons return bool tensors. On integer tensors div truncates
+ * toward zero (x / 0 gives 0, no trap) and pow with a negative exponent gives 0 (except bases 1, -1).
+ */
 export type BinaryOp =
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum'
   | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
@@ -120,19 +123,23 @@ export interface Addon {
   matmul(a: NativeTensor, b: NativeTensor, transA: boolean, transB: boolean): NativeTensor;
   /** GEMM library names and microkernel in use: { cpu: string, cuda: string }. */
   gemmInfo(): { cpu: string; cuda: string };
-  /** Benchmark hook: forces the CPU GEMM implementation: 'auto' | 'native' | 'openblas'. */
-  setCpuGemm(which: 'auto' | 'native' | 'openblas'): boolean;
+  /**
+   * Benchmark hook: forces the CPU GEMM implementation: 'auto' | 'native' | 'openblas', or one
+   * native microkernel ('native:avx512' | 'native:avx2' | 'native:generic', for tests). Returns
+   * false when it is not available here (OpenBLAS not loadable, CPU without the ISA).
+   */
+  setCpuGemm(which: 'auto' | 'native' | 'openblas' | 'native:avx512' | 'native:avx2' | 'native:generic'): boolean;
 
   // ---- normalisation, softmax, losses, embeddings (native/binding/nn.cpp)
   softmax(x: NativeTensor, dim: number): NativeTensor;
   softmaxBackward(y: NativeTensor, gy: NativeTensor, dim: number): NativeTensor;
   logSoftmax(x: NativeTensor, dim: number): NativeTensor;
   logSoftmaxBackward(y: NativeTensor, gy: NativeTensor, dim: number): NativeTensor;
-  /** Normalises over the last dim. Returns [y, mean, rstd] (mean, rstd: f32 [rows]). */
+  /** Normalises over the last dim. Returns [y, mean, rstd] (mean, rstd: f32 [rows]; f64 for f64 x). */
   layerNorm(x: NativeTensor, weight: NativeTensor | null, bias: NativeTensor | null, eps: number): [NativeTensor, NativeTensor, NativeTensor];
   /** Returns [gx, gweight | null, gbias | null]. */
   layerNormBackward(gy: NativeTensor, x: NativeTensor, weight: NativeTensor | null, mean: NativeTensor, rstd: NativeTensor, needWeightGrads: boolean): [NativeTensor, NativeTensor | null, NativeTensor | null];
-  /** Returns [y, rstd]. */
+  /** Returns [y, rstd] (rstd: f32 [rows]; f64 for f64 x). */
   rmsNorm(x: NativeTensor, weight: NativeTensor | null, eps: number): [NativeTensor, NativeTensor];
   rmsNormBackward(gy: NativeTensor, x: NativeTensor, weight: NativeTensor | null, rstd: NativeTensor, needWeightGrads: boolean): [NativeTensor, NativeTensor | null];
   /** weight [V, D], ids (i32/i64, any shape) -> [...ids.shape, D]. Out-of-range ids: E_INDEX. */
@@ -141,7 +148,8 @@ export interface Addon {
   embeddingBackward(gy: NativeTensor, ids: NativeTensor, numRows: number): NativeTensor;
   /**
    * Cross-entropy fused with log-softmax: logits [N, C], targets [N] (i32/i64). reduction 'mean'
-   * averages over targets != ignoreIndex. Returns [loss (scalar f32, or [N] for 'none'), lse f32 [N]].
+   * averages over targets != ignoreIndex (0 when none is left). Returns [loss (scalar f32, or [N] for
+   * 'none'), lse f32 [N]]; both f64 for f64 logits. Targets outside [0, C) other than ignoreIndex: E_INDEX.
    */
   crossEntropy(logits: NativeTensor, targets: NativeTensor, ignoreIndex: number, reduction: 'mean' | 'sum' | 'none', labelSmoothing: number): [NativeTensor, NativeTensor];
   crossEntropyBackward(logits: NativeTensor, targets: NativeTensor, lse: NativeTensor, gloss: NativeTensor, ignoreIndex: number, reduction: 'mean' | 'sum' | 'none', labelSmoothing: number): NativeTensor;
@@ -151,7 +159,8 @@ export interface Addon {
    * Scaled dot-product attention. q [B, H, Tq, D], k and v [B, Hkv, Tk, D] (H a multiple of Hkv).
    * mask: null, bool [B, Tk] key padding mask (true = attend), or an additive float mask
    * broadcastable to [B, H, Tq, Tk]. causal aligns the last query with the last key.
-   * Returns [out [B, H, Tq, D], lse f32 [B, H, Tq]] (lse is kept for the backward).
+   * Returns [out [B, H, Tq, D], lse [B, H, Tq]] (lse: f32, f64 for f64 inputs; -inf for a row with
+   * every key masked, whose output is zeros; kept for the backward).
    */
   attention(q: NativeTensor, k: NativeTensor, v: NativeTensor, mask: NativeTensor | null, causal: boolean, scale: number, dropoutP: number, seed: number | bigint): [NativeTensor, NativeTensor];
   /** Returns [gq, gk, gv]. */

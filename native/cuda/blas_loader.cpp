@@ -1,9 +1,128 @@
-// cuBLAS, loaded at run time (dlopen) so that a binary built where the toolkit has no cuBLAS
-// still uses it on a machine that has it.
-#include <string>
+// cuBLAS, loaded at run time (dlopen) so that one binary, built where the toolkit has no cuBLAS
+// headers or libraries, still uses it on a machine that has it. The few types and entry points
+// used are declared here from the public cuBLAS API; data types come from library_types.h.
+#include <dlfcn.h>
+#include <library_types.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../core/error.h"
+#include "gemm.h"
 #include "runtime.h"
 
 namespace sift::cuda {
-std::string gemm_library() { return "sift-ft kernel"; }
+namespace {
+
+// From cublas_api.h (stable across cuBLAS 11-13).
+using cublasHandle_t = void*;
+using cublasStatus_t = int;
+constexpr int CUBLAS_OP_N = 0, CUBLAS_OP_T = 1;
+constexpr int CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_64F = 70;
+constexpr int CUBLAS_GEMM_DEFAULT = -1;
+
+using CreateFn = cublasStatus_t (*)(cublasHandle_t*);
+using SetStreamFn = cublasStatus_t (*)(cublasHandle_t, void* /* cudaStream_t */);
+using GemmStridedBatchedExFn = cublasStatus_t (*)(
+    cublasHandle_t, int transa, int transb, int m, int n, int k, const void* alpha, const void* A,
+    cudaDataType Atype, int lda, long long strideA, const void* B, cudaDataType Btype, int ldb,
+    long long strideB, const void* beta, void* C, cudaDataType Ctype, int ldc, long long strideC,
+    int batchCount, int computeType, int algo);
+
+struct Cublas {
+  CreateFn create = nullptr;
+  SetStreamFn set_stream = nullptr;
+  GemmStridedBatchedExFn gemm = nullptr;
+  std::string path;
+};
+
+std::mutex g_mu;
+Cublas* g_lib = nullptr;
+std::vector<cublasHandle_t> g_handles;  // per device, bound to that device's stream
+
+Cublas* load() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    for (const char* name : {"libcublas.so.13", "libcublas.so.12", "libcublas.so"}) {
+      void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (!h) continue;
+      auto* lib = new Cublas();  // lives as long as the process, like the loaded library
+      lib->create = reinterpret_cast<CreateFn>(dlsym(h, "cublasCreate_v2"));
+      lib->set_stream = reinterpret_cast<SetStreamFn>(dlsym(h, "cublasSetStream_v2"));
+      lib->gemm = reinterpret_cast<GemmStridedBatchedExFn>(dlsym(h, "cublasGemmStridedBatchedEx"));
+      if (!lib->create || !lib->set_stream || !lib->gemm) {
+        delete lib;
+        dlclose(h);
+        continue;
+      }
+      lib->path = name;
+      Dl_info info;
+      if (dladdr(reinterpret_cast<void*>(lib->gemm), &info) && info.dli_fname) lib->path = info.dli_fname;
+      g_lib = lib;
+      return;
+    }
+  });
+  return g_lib;
+}
+
+bool disabled_by_env() {
+  const char* e = std::getenv("SIFT_FT_NO_CUBLAS");
+  return e && *e && std::strcmp(e, "0") != 0;
+}
+
+cublasHandle_t handle(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (int(g_handles.size()) <= device) g_handles.resize(device + 1, nullptr);
+  if (!g_handles[device]) {
+    set_device(device);
+    cublasHandle_t h = nullptr;
+    cublasStatus_t st = g_lib->create(&h);
+    SIFT_CHECK(st == 0, "E_CUDA", "cublasCreate failed on cuda:", device, " (status ", st, ")");
+    st = g_lib->set_stream(h, stream(device));
+    SIFT_CHECK(st == 0, "E_CUDA", "cublasSetStream failed on cuda:", device, " (status ", st, ")");
+    g_handles[device] = h;
+  }
+  return g_handles[device];
+}
+
+cudaDataType cuda_type(DType t) {
+  switch (t) {
+    case DType::F32: return CUDA_R_32F;
+    case DType::F64: return CUDA_R_64F;
+    case DType::F16: return CUDA_R_16F;
+    case DType::BF16: return CUDA_R_16BF;
+    default: fail("E_DTYPE", "matmul: cuBLAS got a non-float dtype ", dtype_name(t));
+  }
+}
+
+}  // namespace
+
+bool cublas_enabled() { return !disabled_by_env() && load() != nullptr; }
+
+void cublas_gemm(int device, DType dtype, bool trans_a, bool trans_b, int m, int n, int k,
+                 const void* A, int lda, long long stride_a, const void* B, int ldb,
+                 long long stride_b, void* C, int ldc, long long stride_c, int batch) {
+  cublasHandle_t h = handle(device);
+  const cudaDataType t = cuda_type(dtype);
+  const double one_d = 1.0, zero_d = 0.0;
+  const float one_f = 1.0f, zero_f = 0.0f;
+  const bool f64 = dtype == DType::F64;
+  cublasStatus_t st = g_lib->gemm(h, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                  m, n, k, f64 ? static_cast<const void*>(&one_d) : &one_f, A, t, lda,
+                                  stride_a, B, t, ldb, stride_b, f64 ? static_cast<const void*>(&zero_d) : &zero_f,
+                                  C, t, ldc, stride_c, batch, f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT);
+  SIFT_CHECK(st == 0, "E_CUDA", "cublasGemmStridedBatchedEx failed on cuda:", device, " (status ", st,
+             ", m=", m, " n=", n, " k=", k, ", batch ", batch, ")");
+}
+
+std::string gemm_library() {
+  if (disabled_by_env()) return "sift-ft kernel (cuBLAS disabled by SIFT_FT_NO_CUBLAS)";
+  if (Cublas* lib = load()) return "cublas (" + lib->path + ")";
+  return "sift-ft kernel";
+}
+
 }  // namespace sift::cuda

@@ -1,0 +1,157 @@
+/**
+ * GEMM throughput: GFLOP/s of square products and transformer projection shapes on each usable
+ * backend: the CPU with sift-ft's kernels and with OpenBLAS when it can be loaded (and their
+ * ratio), CUDA with cuBLAS and with the fallback kernel. Prints one JSON object per measurement,
+ * then a table. Timing: one warm-up, then the median of repeats, each ended by synchronize().
+ *
+ * Flags: --cpu-only, --cuda-only, --quick (fewer shapes and repeats), --dtypes=f32,bf16,...,
+ * --openblas-core=SkylakeX (sets OPENBLAS_CORETYPE before OpenBLAS loads: OpenBLAS versions that
+ * do not know the CPU fall back to old SSE kernels, e.g. 0.3.21 on Sapphire Rapids in a VM).
+ */
+import { randn, synchronize, cudaAvailable, tidy, Tensor, backends } from '../lib';
+import { native } from '../lib/engine/native';
+import type { DType } from '../lib/engine/dtype';
+
+export const description = 'matrix product GFLOP/s (CPU: sift-ft vs OpenBLAS; CUDA: cuBLAS vs fallback)';
+
+interface Shape {
+  name: string;
+  M: number;
+  N: number;
+  K: number;
+  /** 'NN': A @ B; 'NT': x @ W^T as in a linear layer (W [N, K] read through a transpose flag). */
+  layout: 'NN' | 'NT';
+}
+
+const squares: Shape[] = [256, 512, 1024, 2048].map((s) => ({ name: `${s}^3`, M: s, N: s, K: s, layout: 'NN' as const }));
+// GPT-2 small with a batch of 8 x 512 tokens: attention projections, MLP up and down; LLaMA-ish MLP.
+const transformer: Shape[] = [
+  { name: 'gpt2 qkv/out 4096x768x768', M: 4096, N: 768, K: 768, layout: 'NT' },
+  { name: 'gpt2 mlp-up 4096x3072x768', M: 4096, N: 3072, K: 768, layout: 'NT' },
+  { name: 'gpt2 mlp-down 4096x768x3072', M: 4096, N: 768, K: 3072, layout: 'NT' },
+  { name: 'llama mlp 4096x2816x1024', M: 4096, N: 2816, K: 1024, layout: 'NT' },
+];
+
+interface Result {
+  bench: 'gemm';
+  device: string;
+  impl: string;
+  dtype: DType;
+  shape: string;
+  M: number;
+  N: number;
+  K: number;
+  layout: string;
+  ms: number;
+  gflops: number;
+  repeats: number;
+}
+
+function median(xs: number[]): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function time(device: string, shape: Shape, dtype: DType, quick: boolean): { ms: number; repeats: number } {
+  return tidy(() => {
+    const a = randn([shape.M, shape.K], { dtype, device });
+    const b = shape.layout === 'NT' ? randn([shape.N, shape.K], { dtype, device }) : randn([shape.K, shape.N], { dtype, device });
+    const transB = shape.layout === 'NT';
+    const once = (): number => {
+      const t0 = process.hrtime.bigint();
+      const y = new Tensor(native().matmul(a.handle, b.handle, false, transB));
+      synchronize(device);
+      const t1 = process.hrtime.bigint();
+      y.dispose();
+      return Number(t1 - t0) / 1e6;
+    };
+    synchronize(device);
+    const first = once(); // warm-up (packing buffers, cuBLAS handle and heuristics)
+    const budgetMs = quick ? 300 : 1000;
+    const repeats = Math.max(3, Math.min(quick ? 5 : 15, Math.floor(budgetMs / Math.max(first, 1e-3))));
+    const ts: number[] = [];
+    for (let i = 0; i < repeats; i++) ts.push(once());
+    return { ms: median(ts), repeats };
+  });
+}
+
+function measure(device: string, impl: string, shapes: Shape[], dtype: DType, quick: boolean, out: Result[]): void {
+  for (const s of shapes) {
+    const { ms, repeats } = time(device, s, dtype, quick);
+    const r: Result = {
+      bench: 'gemm', device, impl, dtype, shape: s.name, M: s.M, N: s.N, K: s.K, layout: s.layout,
+      ms: Number(ms.toFixed(3)), gflops: Number(((2 * s.M * s.N * s.K) / (ms * 1e6)).toFixed(1)), repeats,
+    };
+    console.log(JSON.stringify(r));
+    out.push(r);
+  }
+}
+
+function table(results: Result[]): void {
+  const columns = [...new Set(results.map((r) => `${r.device} ${r.impl} ${r.dtype}`))];
+  const rows = [...new Set(results.map((r) => `${r.shape} ${r.layout}`))];
+  const cell = (row: string, col: string) => results.find((r) => `${r.shape} ${r.layout}` === row && `${r.device} ${r.impl} ${r.dtype}` === col);
+  // ours / OpenBLAS per dtype, when both ran.
+  const ratios: { label: string; ours: string; ref: string }[] = [];
+  for (const dt of [...new Set(results.map((r) => r.dtype))]) {
+    const ours = columns.find((c) => c.startsWith('cpu sift-ft') && c.endsWith(` ${dt}`));
+    const ref = columns.find((c) => c.startsWith('cpu openblas') && c.endsWith(` ${dt}`));
+    if (ours && ref) ratios.push({ label: `ours/openblas ${dt}`, ours, ref });
+  }
+  const header = ['shape (MxNxK)', ...columns.map((c) => `${c} GFLOP/s`), ...ratios.map((r) => r.label)];
+  const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
+  for (const row of rows) {
+    const vals = columns.map((c) => cell(row, c)?.gflops.toFixed(1) ?? '-');
+    const rs = ratios.map((r) => {
+      const o = cell(row, r.ours), b = cell(row, r.ref);
+      return o && b ? (o.gflops / b.gflops).toFixed(2) : '-';
+    });
+    lines.push(`| ${[row, ...vals, ...rs].join(' | ')} |`);
+  }
+  console.log('\n' + lines.join('\n'));
+}
+
+export async function run(args: string[]): Promise<void> {
+  const quick = args.includes('--quick');
+  const dtArg = args.find((a) => a.startsWith('--dtypes='));
+  const dtypes = (dtArg ? dtArg.slice('--dtypes='.length).split(',') : ['f32']) as DType[];
+  const shapes = quick ? [squares[1], squares[2], transformer[0]] : [...squares, ...transformer];
+  const core = args.find((a) => a.startsWith('--openblas-core='));
+  if (core) process.env.OPENBLAS_CORETYPE = core.slice('--openblas-core='.length);
+  const N = native();
+  const results: Result[] = [];
+  const b = backends();
+  console.error(`# gemm bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : 'not usable'}`);
+
+  if (!args.includes('--cuda-only')) {
+    const impls: string[] = ['native'];
+    if (N.setCpuGemm('openblas')) impls.push('openblas');
+    for (const impl of impls) {
+      N.setCpuGemm(impl as 'native');
+      const name = N.gemmInfo().cpu.startsWith('openblas') ? 'openblas' : `sift-ft ${N.gemmInfo().cpu.replace(/^sift-ft /, '').split(' microkernel')[0]}`;
+      console.error(`# cpu: ${N.gemmInfo().cpu}`);
+      // OpenBLAS takes only f32/f64; f16/bf16 always use our kernels.
+      for (const dt of dtypes) if (impl === 'native' || dt === 'f32' || dt === 'f64') measure('cpu', name, shapes, dt, quick, results);
+    }
+    N.setCpuGemm('auto');
+  }
+
+  if (!args.includes('--cpu-only') && cudaAvailable()) {
+    const prev = process.env.SIFT_FT_NO_CUBLAS;
+    for (const path of ['cublas', 'fallback']) {
+      if (path === 'fallback') process.env.SIFT_FT_NO_CUBLAS = '1';
+      else delete process.env.SIFT_FT_NO_CUBLAS;
+      const lib = N.gemmInfo().cuda;
+      if (path === 'cublas' && !lib.startsWith('cublas')) {
+        console.error(`# cuda: cuBLAS not loadable (${lib}); fallback only`);
+        continue;
+      }
+      console.error(`# cuda: ${lib}`);
+      const cudaDtypes = [...new Set<DType>(['f32', 'bf16', ...dtypes])];
+      for (const dt of cudaDtypes) measure('cuda', path === 'cublas' ? 'cublas' : 'sift-ft-kernel', shapes, dt, quick, results);
+    }
+    if (prev === undefined) delete process.env.SIFT_FT_NO_CUBLAS;
+    else process.env.SIFT_FT_NO_CUBLAS = prev;
+  }
+  table(results);
+}

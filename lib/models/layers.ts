@@ -1,0 +1,77 @@
+/**
+ * Model-specific layers: GPT-2's Conv1D (a linear layer stored [in, out]) and the output head of
+ * language models, which either owns its weight or reads the token embedding's (tied weights are
+ * one tensor, listed once under the embedding's key).
+ */
+import { Tensor } from '../engine/tensor';
+import { Module } from '../nn/module';
+import { Embedding, InitOptions } from '../nn/layers';
+import { matmul, linear } from '../autograd/matmul';
+import { add, mul } from '../autograd/elementwise';
+import { randn, zeros } from '../autograd/creation';
+import { noGrad } from '../autograd/tape';
+
+export function normalTensor(shape: number[], opts: InitOptions): Tensor {
+  return noGrad(() => {
+    const r = randn(shape, { seed: opts.seed, device: opts.device, dtype: opts.dtype ?? 'f32' });
+    const t = mul(r, opts.std ?? 0.02);
+    r.dispose();
+    return t;
+  });
+}
+
+/** transformers' Conv1D: y = x @ W + b with W [in, out] (GPT-2's c_attn, c_proj, c_fc). */
+export class Conv1D extends Module {
+  weight: Tensor;
+  bias: Tensor;
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: InitOptions = {}) {
+    super();
+    this.weight = this.registerParameter('weight', normalTensor([inFeatures, outFeatures], opts))!;
+    this.bias = this.registerParameter('bias', zeros([outFeatures], { device: opts.device, dtype: opts.dtype }))!;
+  }
+  forward(x: Tensor): Tensor {
+    return add(matmul(x, this.weight), this.bias);
+  }
+}
+
+/**
+ * Output projection [vocab, hidden] without bias. Tied: no parameter of its own, the weight is the
+ * embedding's current tensor (so loading or moving the embedding moves the head too). Its kind is
+ * 'Linear', as transformers' lm_head is an nn.Linear.
+ */
+export class LMHead extends Module {
+  private readonly tiedTo: Embedding | null;
+  weight!: Tensor;
+  constructor(inFeatures: number, outFeatures: number, tied: Embedding | null, opts: InitOptions = {}) {
+    super();
+    this.tiedTo = tied;
+    if (!tied) this.weight = this.registerParameter('weight', normalTensor([outFeatures, inFeatures], opts))!;
+  }
+  override get kind(): string {
+    return 'Linear';
+  }
+  get isTied(): boolean {
+    return this.tiedTo !== null;
+  }
+  currentWeight(): Tensor {
+    return this.tiedTo ? this.tiedTo.weight : this.weight;
+  }
+  forward(x: Tensor): Tensor {
+    return linear(x, this.currentWeight(), null);
+  }
+}
+
+/** Children named 0, 1, ... (transformers' nn.ModuleList: `h.0`, `layers.3`, `layer.11`). */
+export class ModuleList<M extends Module> extends Module {
+  readonly items: M[] = [];
+  constructor(items: M[]) {
+    super();
+    items.forEach((m, i) => {
+      this.registerModule(String(i), m);
+      this.items.push(m);
+    });
+  }
+  get length(): number {
+    return this.items.length;
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * SparseAdamW: AdamW on the k selected entries of each SIFT target (f32 moments and f32 master
+ * values, also for bf16/f16 weights) and ordinary AdamW on dense modules, in one optimizer.
+ * PyTorch semantics (betas, eps, bias correction, decoupled weight decay on the full value). The
+ * updated entries are written into the weights within step(). Gradient clipping uses the global norm
+ * over all trained entries, computed on the device; nothing in step() waits for the host.
+ */
+import { Tensor } from '../engine/tensor';
+import { SiftError, check } from '../engine/errors';
+import { native } from '../engine/native';
+import { keep } from '../engine/scope';
+import type { AdamWHyper } from '../engine/addon-types';
+import { Sift } from './sift';
+import { ScheduleOptions, lrMultiplier } from './schedule';
+
+export interface AdamWOptions {
+  lr: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+  schedule?: ScheduleOptions;
+  /** Clip the global gradient norm to this value; 0 or undefined turns clipping off. */
+  maxGradNorm?: number;
+}
+
+interface DenseState {
+  name: string;
+  param: Tensor;
+  m: Tensor;
+  v: Tensor;
+  master: Tensor | null;
+}
+
+export class SparseAdamW {
+  readonly options: Required<Omit<AdamWOptions, 'schedule'>> & { schedule: ScheduleOptions };
+  /** Optimizer steps taken. */
+  stepCount = 0;
+  private readonly m: Tensor[];
+  private readonly v: Tensor[];
+  private readonly masters: Tensor[];
+  private readonly denseState: DenseState[];
+  private lastNormSq: Tensor | null = null;
+  private disposed = false;
+
+  constructor(readonly sift: Sift, opts: AdamWOptions) {
+    check(sift.selected, 'E_ARG', 'SparseAdamW: choose the SIFT indices first (run the selection batches, then sift.select())');
+    check(typeof opts.lr === 'number' && opts.lr >= 0 && Number.isFinite(opts.lr), 'E_ARG', `lr must be a non-negative number, got ${opts.lr}`);
+    const betas = opts.betas ?? [0.9, 0.999];
+    check(betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1, 'E_ARG', `betas must be in [0, 1), got [${betas}]`);
+    this.options = {
+      lr: opts.lr, betas, eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0,
+      maxGradNorm: opts.maxGradNorm ?? 0, schedule: opts.schedule ?? { type: 'constant' },
+    };
+    check(this.options.eps > 0, 'E_ARG', `eps must be positive, got ${this.options.eps}`);
+    check(this.options.maxGradNorm >= 0, 'E_ARG', `maxGradNorm must be >= 0, got ${this.options.maxGradNorm}`);
+    const N = native();
+    const active = sift.targets.filter((t) => t.k > 0);
+    this.m = active.map((t) => keep(new Tensor(N.full([t.k], 0, 'f32', t.param.device))));
+    this.v = active.map((t) => keep(new Tensor(N.full([t.k], 0, 'f32', t.param.device))));
+    this.masters = active.map((t) => keep(new Tensor(N.clone(t.base!.handle))));
+    this.denseState = sift.dense.map(([name, p]) => ({
+      name,
+      param: p,
+      m: keep(new Tensor(N.full(p.shape, 0, 'f32', p.device))),
+      v: keep(new Tensor(N.full(p.shape, 0, 'f32', p.device))),
+      master: p.dtype === 'f32' ? null : keep(new Tensor(N.cast(p.handle, 'f32'))),
+    }));
+  }
+
+  /** The learning rate the next step will use. */
+  get currentLr(): number {
+    return this.options.lr * lrMultiplier(this.stepCount, this.options.schedule);
+  }
+
+  /** Applies one update from the accumulated gradients, then clears them. */
+  step(): void {
+    check(!this.disposed, 'E_DISPOSED', 'this optimizer was disposed');
+    const N = native();
+    const active = this.sift.targets.filter((t) => t.k > 0);
+    const dense = this.denseState.filter((d) => d.param.grad !== null);
+    const hp: AdamWHyper = {
+      lr: this.currentLr,
+      beta1: this.options.betas[0],
+      beta2: this.options.betas[1],
+      eps: this.options.eps,
+      weightDecay: this.options.weightDecay,
+      step: this.stepCount + 1,
+    };
+    let scale: Tensor | null = null;
+    const grads = [...active.map((t) => t.grad!), ...dense.map((d) => d.param.grad!)];
+    if (grads.length) {
+      this.lastNormSq?.dispose();
+      this.lastNormSq = keep(new Tensor(N.sumSquares(grads.map((g) => g.handle))));
+      if (this.options.maxGradNorm > 0) scale = new Tensor(N.clipCoefficient(this.lastNormSq.handle, this.options.maxGradNorm));
+    }
+    if (active.length) {
+      // m, v and masters were made for exactly these targets (k > 0), in this order.
+      N.sparseAdamW(
+        active.map((t) => t.param.handle), active.map((t) => t.idx!.handle), active.map((t) => t.grad!.handle),
+        this.m.map((x) => x.handle), this.v.map((x) => x.handle), this.masters.map((x) => x.handle),
+        hp, scale ? scale.handle : null,
+      );
+    }
+    if (dense.length) {
+      N.adamW(
+        dense.map((d) => d.param.handle), dense.map((d) => d.param.grad!.handle), dense.map((d) => d.m.handle),
+        dense.map((d) => d.v.handle), dense.map((d) => (d.master ? d.master.handle : null)), hp, scale ? scale.handle : null,
+      );
+    }
+    scale?.dispose();
+    this.sift.zeroGrad();
+    this.stepCount++;
+  }
+
+  /** Global gradient norm before clipping at the last step (reads the device). */
+  lastGradNorm(): number {
+    if (!this.lastNormSq) return 0;
+    return Math.sqrt(this.lastNormSq.item());
+  }
+
+  /** Optimizer state for checkpoints: tensors by name and the step count. */
+  stateTensors(): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    const active = this.sift.targets.filter((t) => t.k > 0);
+    active.forEach((t, i) => {
+      out.push([`${t.name}.exp_avg`, this.m[i]], [`${t.name}.exp_avg_sq`, this.v[i]], [`${t.name}.master`, this.masters[i]]);
+    });
+    for (const d of this.denseState) {
+      out.push([`${d.name}.exp_avg`, d.m], [`${d.name}.exp_avg_sq`, d.v]);
+      if (d.master) out.push([`${d.name}.master`, d.master]);
+    }
+    return out;
+  }
+
+  /** Restores state saved by stateTensors() (shapes must match). */
+  loadState(tensors: Map<string, Tensor>, stepCount: number): void {
+    for (const [name, t] of this.stateTensors()) {
+      const src = tensors.get(name);
+      if (!src) throw new SiftError('E_FORMAT', `optimizer state has no '${name}'`);
+      if (src.shape.join() !== t.shape.join()) throw new SiftError('E_MISMATCH', `optimizer state '${name}' has shape [${src.shape}], expected [${t.shape}]`);
+      native().copy_(t.handle, src.handle);
+    }
+    this.stepCount = stepCount;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    for (const t of [...this.m, ...this.v, ...this.masters]) t.dispose();
+    for (const d of this.denseState) {
+      d.m.dispose();
+      d.v.dispose();
+      d.master?.dispose();
+    }
+    this.lastNormSq?.dispose();
+    this.disposed = true;
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * SIFT: Sparse Increment Fine-Tuning. Chooses, per target weight, the k entries with the largest
+ * gradient scores over the first selection micro-batches, then trains only those with a sparse
+ * AdamW. Dense gradients never pile up: each target's gradient is gathered to its k entries (or
+ * scored, while selecting) in the autograd hook as soon as it is complete, and freed there.
+ */
+import { Tensor } from '../engine/tensor';
+import { SiftError, check } from '../engine/errors';
+import { native } from '../engine/native';
+import { keep } from '../engine/scope';
+import { noGrad } from '../autograd/tape';
+import { NamedModel, ModuleSelector, planTargets } from './targets';
+import { TensorFingerprint, fingerprint } from './fingerprint';
+
+export type SelectionScore = 'abs' | 'fisher' | 'random' | 'magnitude';
+
+export interface SelectionOptions {
+  /** Micro-batches whose gradients are accumulated before choosing (default 1, as the reference). */
+  batches?: number;
+  /** |accumulated gradient| (default), sum of squared gradients, random (ablation) or |weight|. */
+  score?: SelectionScore;
+  /** k per tensor (default) or one budget over all targets. */
+  scope?: 'tensor' | 'global';
+}
+
+export interface SiftOptions {
+  /** Fraction of each target tensor's entries to train (e.g. 0.01). */
+  sparseRate: number;
+  targetModules?: ModuleSelector;
+  denseModules?: ModuleSelector;
+  selection?: SelectionOptions;
+  /** Seed of the random selection. */
+  seed?: number;
+  /** Measure each target's gradient proportion on the selected entries at every backward. */
+  trackGradProportion?: boolean;
+}
+
+export interface SparseTarget {
+  readonly name: string;
+  readonly param: Tensor;
+  readonly numel: number;
+  /** Entries trained (0 is possible under a global budget). */
+  k: number;
+  /** Sorted flat indices (i32, or i64 for tensors of 2^31 entries or more). */
+  idx: Tensor | null;
+  /** Sparse gradient, f32 [k], summed over micro-batches until the optimizer step. */
+  grad: Tensor | null;
+  /** Weight values at idx before training, f32 [k]. */
+  base: Tensor | null;
+  baseFingerprint: TensorFingerprint | null;
+  /** Selection score buffer, f32 [numel] (only while selecting over several batches or globally). */
+  score: Tensor | null;
+  backwardCount: number;
+}
+
+export interface SiftSummaryRow {
+  name: string;
+  kind: 'sparse' | 'dense' | 'frozen';
+  shape: number[];
+  total: number;
+  trainable: number;
+}
+
+export interface SiftSummary {
+  rows: SiftSummaryRow[];
+  trainable: number;
+  total: number;
+  /** trainable / total. */
+  fraction: number;
+}
+
+/** k for one tensor, as the reference code: min(floor(rate * numel) + 1, numel). */
+export function kForRate(rate: number, numel: number): number {
+  return Math.min(Math.floor(rate * numel) + 1, numel);
+}
+
+export class Sift {
+  readonly options: Required<Pick<SiftOptions, 'sparseRate' | 'seed'>> & SiftOptions;
+  readonly targets: SparseTarget[];
+  readonly dense: [string, Tensor][];
+  readonly frozen: [string, Tensor][];
+  readonly denseFingerprints = new Map<string, TensorFingerprint>();
+  /** Dense module values before training (kept for unmerge). */
+  readonly denseBase = new Map<string, Tensor>();
+  private phase: 'selecting' | 'training' | 'disposed' = 'selecting';
+  private readonly removers: (() => void)[] = [];
+  private readonly selection: Required<SelectionOptions>;
+  /** [targets, 2] f32 on the device: [selected g^2, total g^2] per target, when tracked. */
+  private proportion: Tensor | null = null;
+
+  constructor(model: NamedModel, options: SiftOptions) {
+    check(typeof options.sparseRate === 'number' && options.sparseRate > 0 && options.sparseRate <= 1, 'E_ARG',
+      `sparseRate must be in (0, 1], got ${options.sparseRate}`);
+    const sel = options.selection ?? {};
+    this.selection = { batches: sel.batches ?? 1, score: sel.score ?? 'abs', scope: sel.scope ?? 'tensor' };
+    check(Number.isInteger(this.selection.batches) && this.selection.batches >= 1, 'E_ARG', `selection.batches must be a positive integer, got ${sel.batches}`);
+    check(['abs', 'fisher', 'random', 'magnitude'].includes(this.selection.score), 'E_ARG', `selection.score must be abs, fisher, random or magnitude, got '${sel.score}'`);
+    check(['tensor', 'global'].includes(this.selection.scope), 'E_ARG', `selection.scope must be tensor or global, got '${sel.scope}'`);
+    this.options = { ...options, seed: options.seed ?? 0 };
+    const plan = planTargets(model, options.targetModules, options.denseModules);
+    this.dense = plan.dense;
+    this.frozen = plan.frozen;
+    for (const [, t] of plan.frozen) t.requiresGrad = false;
+    for (const [, t] of plan.dense) t.requiresGrad = true;
+    this.targets = plan.sparse.map(([name, param]) => {
+      check(['f32', 'f16', 'bf16', 'f64'].includes(param.dtype), 'E_DTYPE', `SIFT target '${name}' has dtype ${param.dtype}; only float weights can be trained`);
+      param.requiresGrad = true;
+      return { name, param, numel: param.size, k: kForRate(options.sparseRate, param.size), idx: null, grad: null, base: null, baseFingerprint: null, score: null, backwardCount: 0 };
+    });
+    for (const t of this.targets) this.removers.push(t.param.registerGradHook((g) => this.onTargetGrad(t, g)));
+    for (const [, p] of this.dense) this.removers.push(p.registerGradHook(() => (this.phase === 'selecting' && this.needsGradients ? null : undefined)));
+    if (!this.needsGradients) this.select();
+  }
+
+  /** Whether selection still waits for gradients (false for the random and magnitude scores). */
+  get needsGradients(): boolean {
+    return this.selection.score === 'abs' || this.selection.score === 'fisher';
+  }
+
+  /** Whether the indices have been chosen. */
+  get selected(): boolean {
+    return this.phase === 'training';
+  }
+
+  get selectionBatches(): number {
+    return this.needsGradients ? this.selection.batches : 0;
+  }
+
+  get selectionOptions(): Required<SelectionOptions> {
+    return { ...this.selection };
+  }
+
+  private get immediate(): boolean {
+    // One batch, one budget per tensor: choose inside the hook; no score buffer of the model's size.
+    return this.selection.batches === 1 && this.selection.scope === 'tensor';
+  }
+
+  private onTargetGrad(t: SparseTarget, g: Tensor): null {
+    check(this.phase !== 'disposed', 'E_DISPOSED', 'this Sift was disposed');
+    const N = native();
+    if (this.phase === 'selecting') {
+      if (!this.needsGradients) return null;
+      t.backwardCount++;
+      if (this.immediate) {
+        if (!t.idx) {
+          const score = new Tensor(N.full([t.numel], 0, 'f32', g.device));
+          N.scoreAccumulate(score.handle, g.handle, this.selection.score === 'fisher' ? 'square' : 'abs', false);
+          t.idx = keep(this.topkNamed(score, t.k, t.name));
+          score.dispose();
+        }
+        return null;
+      }
+      if (!t.score) t.score = keep(new Tensor(N.full([t.numel], 0, 'f32', g.device)));
+      if (this.selection.score === 'fisher') {
+        N.scoreAccumulate(t.score.handle, g.handle, 'square', true);
+      } else {
+        // |sum of gradients|: accumulate the signed sum, take the absolute value at select().
+        const dense = new Tensor(N.contiguous(g.handle));
+        const flat = new Tensor(N.view(dense.handle, [t.numel], [1], 0));
+        dense.dispose();
+        const f32 = flat.dtype === 'f32' ? flat : new Tensor(N.cast(flat.handle, 'f32'));
+        N.addInplace(t.score.handle, f32.handle, 1);
+        if (f32 !== flat) f32.dispose();
+        flat.dispose();
+      }
+      return null;
+    }
+    // Training: keep the k entries, drop the dense gradient.
+    if (t.k > 0) {
+      N.gatherInto(t.grad!.handle, g.handle, t.idx!.handle, true);
+      if (this.options.trackGradProportion) N.gradProportion(this.proportionBuffer(g.device).handle, this.targets.indexOf(t), g.handle, t.idx!.handle);
+    }
+    return null;
+  }
+
+  private proportionBuffer(device: string): Tensor {
+    if (!this.proportion) this.proportion = keep(new Tensor(native().full([this.targets.length, 2], 0, 'f32', device)));
+    return this.proportion;
+  }
+
+  private topkNamed(score: Tensor, k: number, name: string): Tensor {
+    try {
+      const idx = new Tensor(native().topk(score.handle, k));
+      // The CPU and CUDA top-k report NaN/Inf asynchronously: surface it here, with the tensor's name.
+      native().synchronize(score.device);
+      return idx;
+    } catch (e) {
+      if (e instanceof SiftError && e.code === 'E_NUMERIC') throw new SiftError('E_NUMERIC', `selection scores of '${name}' contain NaN or Inf (${e.message})`);
+      throw e;
+    }
+  }
+
+  /**
+   * Chooses the indices from the accumulated scores (called automatically for the random and
+   * magnitude scores; call it after `selectionBatches` backward passes otherwise), records the base
+   * values and fingerprints, and switches the hooks to sparse-gradient gathering.
+   */
+  select(): void {
+    check(this.phase === 'selecting', 'E_ARG', this.phase === 'training' ? 'select(): indices were already chosen' : 'this Sift was disposed');
+    const N = native();
+    if (this.needsGradients) {
+      const missing = this.targets.filter((t) => t.backwardCount === 0).map((t) => t.name);
+      check(missing.length === 0, 'E_ARG', () => `select(): no gradient reached ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}; run backward() on ${this.selection.batches} selection batch(es) first`);
+    }
+    noGrad(() => {
+      // Scores for the modes that did not choose inside the hook.
+      const scores: (Tensor | null)[] = this.targets.map((t, i) => {
+        if (t.idx) return null;
+        switch (this.selection.score) {
+          case 'random':
+            return new Tensor(N.rand([t.numel], 'f32', t.param.device, (this.options.seed * 1000003 + i * 7919 + 1) >>> 0));
+          case 'magnitude': {
+            const a = new Tensor(N.unary('abs', t.param.handle));
+            const f = new Tensor(N.cast(a.handle, 'f32'));
+            a.dispose();
+            const flat = new Tensor(N.view(f.handle, [t.numel], [1], 0));
+            f.dispose();
+            return flat;
+          }
+          case 'fisher':
+            return t.score;
+          default: {
+            const s = new Tensor(N.unary('abs', t.score!.handle));
+            t.score!.dispose();
+            t.score = null;
+            return s;
+          }
+        }
+      });
+      if (this.selection.scope === 'global') {
+        const total = this.targets.reduce((a, t) => a + t.numel, 0);
+        const K = kForRate(this.options.sparseRate, total);
+        let idxs: Tensor[];
+        try {
+          idxs = N.topkGlobal(scores.map((s) => s!.handle), K).map((h) => new Tensor(h));
+        } catch (e) {
+          if (e instanceof SiftError && e.code === 'E_NUMERIC') throw new SiftError('E_NUMERIC', `selection scores contain NaN or Inf: ${e.message}`);
+          throw e;
+        }
+        this.targets.forEach((t, i) => {
+          t.idx = keep(idxs[i]);
+          t.k = idxs[i].size;
+        });
+      } else {
+        this.targets.forEach((t, i) => {
+          if (!t.idx) t.idx = keep(this.topkNamed(scores[i]!, t.k, t.name));
+        });
+      }
+      for (const s of scores) s?.dispose();
+      for (const t of this.targets) {
+        if (t.score) {
+          t.score.dispose();
+          t.score = null;
+        }
+        t.baseFingerprint = fingerprint(t.param);
+        t.base = keep(new Tensor(N.full([t.k], 0, 'f32', t.param.device)));
+        t.grad = keep(new Tensor(N.full([t.k], 0, 'f32', t.param.device)));
+        if (t.k > 0) N.gatherInto(t.base.handle, t.param.handle, t.idx!.handle, false);
+      }
+      for (const [name, p] of this.dense) {
+        this.denseFingerprints.set(name, fingerprint(p));
+        this.denseBase.set(name, keep(new Tensor(N.clone(p.handle))));
+        p.zeroGrad();
+      }
+    });
+    this.phase = 'training';
+  }
+
+  /** Clears the accumulated sparse gradients (the optimizer does this after each step). */
+  zeroGrad(): void {
+    for (const t of this.targets) if (t.grad) native().fill_(t.grad.handle, 0);
+    for (const [, p] of this.dense) p.zeroGrad();
+  }
+
+  /** Trainable and total entries per tensor and in all. */
+  summary(): SiftSummary {
+    const rows: SiftSummaryRow[] = [];
+    for (const t of this.targets) rows.push({ name: t.name, kind: 'sparse', shape: t.param.shape, total: t.numel, trainable: t.k });
+    for (const [name, p] of this.dense) rows.push({ name, kind: 'dense', shape: p.shape, total: p.size, trainable: p.size });
+    for (const [name, p] of this.frozen) rows.push({ name, kind: 'frozen', shape: p.shape, total: p.size, trainable: 0 });
+    const trainable = rows.reduce((a, r) => a + r.trainable, 0);
+    const total = rows.reduce((a, r) => a + r.total, 0);
+    return { rows, trainable, total, fraction: total ? trainable / total : 0 };
+  }
+
+  /**
+   * Per target, the share of the last backward's gradient squared norm that fell on the selected
+   * entries (needs trackGradProportion). Reads the device once, asynchronously.
+   */
+  async gradProportions(): Promise<Map<string, number>> {
+    check(!!this.options.trackGradProportion, 'E_ARG', 'gradProportions() needs the option trackGradProportion: true');
+    const out = new Map<string, number>();
+    if (!this.proportion) return out;
+    const v = (await this.proportion.data()) as Float32Array;
+    this.targets.forEach((t, i) => out.set(t.name, v[2 * i + 1] > 0 ? v[2 * i] / v[2 * i + 1] : 0));
+    return out;
+  }
+
+  /** Removes the hooks and frees indices, buffers and base copies. The model is left as trained. */
+  dispose(): void {
+    if (this.phase === 'disposed') return;
+    for (const r of this.removers) r();
+    for (const t of this.targets) {
+      for (const x of [t.idx, t.grad, t.base, t.score]) x?.dispose();
+      t.idx = t.grad = t.base = t.score = null;
+    }
+    for (const b of this.denseBase.values()) b.dispose();
+    this.denseBase.clear();
+    this.proportion?.dispose();
+    this.proportion = null;
+    this.phase = 'disposed';
+  }
+}

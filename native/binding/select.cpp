@@ -1,0 +1,57 @@
+// Bindings of the SIFT kernels: topk, topkGlobal, scoreAccumulate, gatherInto, scatterInto,
+// gradProportion, sumSquares (see lib/engine/addon-types.ts, "SIFT kernels").
+#include "../ops/select.h"
+#include "util.h"
+
+namespace sift::binding {
+namespace {
+
+Napi::Value Topk(const Napi::CallbackInfo& info) {
+  return wrap(info.Env(), ops::topk(arg_tensor(info, 0, "scores"), arg_int(info, 1, "k")));
+}
+
+Napi::Value TopkGlobal(const Napi::CallbackInfo& info) {
+  return wrap_list(info.Env(), ops::topk_global(arg_tensor_list(info, 0, "scores"), arg_int(info, 1, "k")));
+}
+
+Napi::Value ScoreAccumulate(const Napi::CallbackInfo& info) {
+  ops::score_accumulate(arg_tensor(info, 0, "dst"), arg_tensor(info, 1, "src"), arg_string(info, 2, "kind"),
+                        arg_bool(info, 3, "accumulate"));
+  return info.Env().Undefined();
+}
+
+Napi::Value GatherInto(const Napi::CallbackInfo& info) {
+  ops::gather_into(arg_tensor(info, 0, "dst"), arg_tensor(info, 1, "src"), arg_tensor(info, 2, "idx"),
+                   arg_bool(info, 3, "accumulate"));
+  return info.Env().Undefined();
+}
+
+Napi::Value ScatterInto(const Napi::CallbackInfo& info) {
+  ops::scatter_into(arg_tensor(info, 0, "dst"), arg_tensor(info, 1, "idx"), arg_tensor(info, 2, "values"),
+                    arg_string(info, 3, "mode"));
+  return info.Env().Undefined();
+}
+
+Napi::Value GradProportion(const Napi::CallbackInfo& info) {
+  ops::grad_proportion(arg_tensor(info, 0, "out"), arg_int(info, 1, "slot"), arg_tensor(info, 2, "grad"),
+                       arg_tensor(info, 3, "idx"));
+  return info.Env().Undefined();
+}
+
+Napi::Value SumSquares(const Napi::CallbackInfo& info) {
+  return wrap(info.Env(), ops::sum_squares(arg_tensor_list(info, 0, "ts")));
+}
+
+}  // namespace
+
+SIFT_BINDINGS(register_select) {
+  SIFT_EXPORT("topk", Topk);
+  SIFT_EXPORT("topkGlobal", TopkGlobal);
+  SIFT_EXPORT("scoreAccumulate", ScoreAccumulate);
+  SIFT_EXPORT("gatherInto", GatherInto);
+  SIFT_EXPORT("scatterInto", ScatterInto);
+  SIFT_EXPORT("gradProportion", GradProportion);
+  SIFT_EXPORT("sumSquares", SumSquares);
+}
+
+}  // namespace sift::binding

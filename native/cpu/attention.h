@@ -1,0 +1,33 @@
+// Scaled dot-product attention on the CPU (memory-efficient: no [Tq, Tk] matrix is kept), and
+// the description of an attention call shared with the CUDA kernels.
+#pragma once
+#include <cstdint>
+
+#include "../core/tensor.h"
+
+namespace sift {
+
+enum class AttnMask : int { None = 0, KeyPadding = 1, Additive = 2 };
+
+// Everything an attention kernel needs besides its tensors. Tensor layouts (set up by
+// ops::attention): q, k, v and gout have unit stride on the head dim, any strides elsewhere;
+// out, grads contiguous; lse [B, H, Tq] contiguous in the accumulation dtype (f32, f64 for f64);
+// a key-padding mask is dense u8 [B, Tk]; an additive mask is a [B, H, Tq, Tk] view in the
+// accumulation dtype whose broadcast dims have stride 0.
+struct AttnDesc {
+  bool causal = false;   // key j visible to query i iff j <= i + (Tk - Tq)
+  double scale = 1.0;
+  double dropout_p = 0.0;
+  uint64_t seed = 0;     // dropout counter of (b, h, i, j) is ((b * H + h) * Tq + i) * Tk + j
+  AttnMask mask = AttnMask::None;
+};
+
+namespace cpu {
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
+                       const Tensor& out, const Tensor& lse, const AttnDesc& desc);
+void attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse, const Tensor& mask, const Tensor& gq,
+                        const Tensor& gk, const Tensor& gv, const AttnDesc& desc);
+}  // namespace cpu
+
+}  // namespace sift

@@ -1,0 +1,29 @@
+// SIFT ops: top-k selection of entries by score, scores from gradients, gathers and scatters
+// through flat indices, and device-side sums of squares. Validate, then queue the kernels.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../core/tensor.h"
+
+namespace sift::ops {
+
+// Index dtype of top-k output for a tensor of n elements: i64 when n >= 2^31, else i32.
+DType topk_index_dtype(int64_t n);
+
+// Exact top-k (ties toward the lower flat index), indices ascending. On CUDA it synchronises once
+// at its end to read back the NaN/Inf flag (E_NUMERIC); on CPU a NaN raises E_NUMERIC from the
+// queued kernel, i.e. at the next synchronisation.
+Tensor topk(const Tensor& scores, int64_t k);
+// One budget over several tensors (one dtype, one device). Output sizes depend on the data, so this
+// waits for the device once.
+std::vector<Tensor> topk_global(const std::vector<Tensor>& scores, int64_t k);
+
+void score_accumulate(const Tensor& dst, const Tensor& src, const std::string& kind, bool accumulate);
+void gather_into(const Tensor& dst, const Tensor& src, const Tensor& idx, bool accumulate);
+void scatter_into(const Tensor& dst, const Tensor& idx, const Tensor& values, const std::string& mode);
+void grad_proportion(const Tensor& out, int64_t slot, const Tensor& grad, const Tensor& idx);
+Tensor sum_squares(const std::vector<Tensor>& ts);
+
+}  // namespace sift::ops
