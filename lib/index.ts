@@ -63,3 +63,4 @@ export const version: string = (() => {
 })();
 
 export * from './models';
+export * from './train';

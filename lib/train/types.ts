@@ -99,6 +99,17 @@ export interface TrainerOptions {
   /** Measure SIFT's gradient proportion (per target) at each logged step. */
   trackGradProportion?: boolean;
   logEvery?: number;
+  /** Column names of the data (classify/regress/instruct). */
+  columns?: ColumnOptions;
+  /** Class names by id (classify); default: config.label2id, else learned from the training data. */
+  labels?: string[];
+  /** causal-lm on raw text: pack tokens into blocks of maxLength (default true) or one example per document. */
+  packing?: boolean;
+  /** Micro-batch size of evaluate() (default: batchSize). */
+  evalBatchSize?: number;
+  /** AdamW betas and eps (defaults 0.9, 0.999, 1e-8). */
+  betas?: [number, number];
+  eps?: number;
 }
 
 export type TrainerEvent =

@@ -10,19 +10,12 @@
 #include <cstring>
 #include <vector>
 
+#include "numeric.h"
 #include "parallel.h"
 
 namespace sift::cpu {
 namespace {
 
-template <typename A, typename T> inline A ld(T v) {
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) return A(float(v));
-  else return A(v);
-}
-template <typename T, typename A> inline T st(A v) {
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) return T(float(v));
-  else return T(v);
-}
 
 std::vector<int64_t> ids_to_i64(const Tensor& ids, int64_t n) {
   std::vector<int64_t> out(static_cast<size_t>(n));

@@ -10,21 +10,13 @@
 #include <limits>
 #include <vector>
 
+#include "numeric.h"
 #include "parallel.h"
 
 namespace sift::cpu {
 namespace {
 
-template <typename A, typename T> inline A ld(T v) {
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) return A(float(v));
-  else return A(v);
-}
-template <typename T, typename A> inline T st(A v) {
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) return T(float(v));
-  else return T(v);
-}
 
-int64_t row_grain(int64_t c) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1)); }
 
 template <typename I>
 int64_t count_valid(const I* t, int64_t n, int64_t ignore) {

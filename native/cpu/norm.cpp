@@ -7,21 +7,14 @@
 #include <cmath>
 #include <vector>
 
+#include "numeric.h"
 #include "parallel.h"
 
 namespace sift::cpu {
 namespace {
 
-template <typename A, typename T> inline A ld(T v) {
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) return A(float(v));
-  else return A(v);
-}
-template <typename T, typename A> inline T st(A v) {
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) return T(float(v));
-  else return T(v);
-}
 
-int64_t row_grain(int64_t d) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(d, 1)); }
+int64_t norm_row_grain(int64_t d) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(d, 1)); }
 
 // Rows per partial-sum block: at least 16, and at most ~256 blocks so the partials stay small.
 int64_t rows_per_block(int64_t rows) { return std::max<int64_t>(16, (rows + 255) / 256); }
@@ -48,7 +41,7 @@ void ln_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor&
   T* yp = y.data<T>();
   A* mp = mean.data<A>();
   A* rp = rstd.data<A>();
-  parallel_for(rows, row_grain(d), [&](int64_t rb, int64_t re) {
+  parallel_for(rows, norm_row_grain(d), [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; r++) {
       const T* xr = xp + r * d;
       T* yr = yp + r * d;
@@ -90,7 +83,7 @@ void ln_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tenso
   const int64_t rpb = rows_per_block(rows);
   const int64_t blocks = (rows + rpb - 1) / rpb;
   std::vector<A> pw(want_w ? size_t(blocks * d) : 0, A(0)), pb(want_b ? size_t(blocks * d) : 0, A(0));
-  parallel_for(blocks, std::max<int64_t>(1, row_grain(d) / rpb), [&](int64_t bb, int64_t be) {
+  parallel_for(blocks, std::max<int64_t>(1, norm_row_grain(d) / rpb), [&](int64_t bb, int64_t be) {
     for (int64_t blk = bb; blk < be; blk++) {
       A* pwr = want_w ? pw.data() + blk * d : nullptr;
       A* pbr = want_b ? pb.data() + blk * d : nullptr;
@@ -132,7 +125,7 @@ void rms_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor
   const T* wp = w.defined() ? w.data<T>() : nullptr;
   T* yp = y.data<T>();
   A* rp = rstd.data<A>();
-  parallel_for(rows, row_grain(d), [&](int64_t rb, int64_t re) {
+  parallel_for(rows, norm_row_grain(d), [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; r++) {
       const T* xr = xp + r * d;
       T* yr = yp + r * d;
@@ -166,7 +159,7 @@ void rms_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tens
   const int64_t rpb = rows_per_block(rows);
   const int64_t blocks = (rows + rpb - 1) / rpb;
   std::vector<A> pw(want_w ? size_t(blocks * d) : 0, A(0));
-  parallel_for(blocks, std::max<int64_t>(1, row_grain(d) / rpb), [&](int64_t bb, int64_t be) {
+  parallel_for(blocks, std::max<int64_t>(1, norm_row_grain(d) / rpb), [&](int64_t bb, int64_t be) {
     for (int64_t blk = bb; blk < be; blk++) {
       A* pwr = want_w ? pw.data() + blk * d : nullptr;
       for (int64_t r = blk * rpb; r < std::min(rows, (blk + 1) * rpb); r++) {

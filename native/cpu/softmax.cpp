@@ -7,22 +7,13 @@
 #include <limits>
 #include <vector>
 
+#include "numeric.h"
 #include "parallel.h"
 
 namespace sift::cpu {
 namespace {
 
-template <typename A, typename T> inline A ld(T v) {
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) return A(float(v));
-  else return A(v);
-}
-template <typename T, typename A> inline T st(A v) {
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) return T(float(v));
-  else return T(v);
-}
 
-// Rows are cheap to split: aim for ~32k elements per task so that small tensors stay on one thread.
-int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(n, 1)); }
 
 template <typename T>
 void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log) {

@@ -23,7 +23,9 @@ function codeOf(fn: () => unknown): string | undefined {
   return undefined;
 }
 
-const gpt2 = trainByteBpe(train, 256 + 2 + 600);
+// The built-in sample alone supports only a few dozen merges; the shared data supports many more.
+const MERGES = HAVE_DATA ? 600 : 24;
+const gpt2 = trainByteBpe(train, 256 + 2 + MERGES);
 const EXTRA = ['Café  DÉJÀ vu…', '  spaced\tout\n'];
 const bert = load(bertFiles([...train, ...EXTRA, ...(data ? [...data.sst2, ...data.agnews] : [])]));
 const roberta = load(robertaFiles(train));
@@ -31,16 +33,16 @@ const llama = load(llamaFiles(train));
 
 describe('byte-level BPE (GPT-2 style, trained from scratch)', () => {
   test('vocabulary: 256 bytes, merges, then the special tokens', () => {
-    expect(gpt2.vocabSize).toBe(256 + 600 + 2);
-    expect(gpt2.eosTokenId).toBe(256 + 600);
-    expect(gpt2.bosTokenId).toBe(256 + 600);
-    expect(gpt2.padTokenId).toBe(256 + 601);
+    expect(gpt2.vocabSize).toBe(256 + MERGES + 2);
+    expect(gpt2.eosTokenId).toBe(256 + MERGES);
+    expect(gpt2.bosTokenId).toBe(256 + MERGES);
+    expect(gpt2.padTokenId).toBe(256 + MERGES + 1);
     expect(gpt2.tokenToId('a')).toBe(97);
     expect(gpt2.tokenToId('Ġ')).toBe(32);
     // Merges shorten text: fewer tokens than bytes.
     const text = 'Before we proceed any further, hear me speak.';
-    expect(gpt2.encode(text).inputIds.length).toBeLessThan(Buffer.byteLength(text) * 0.6);
-    expect(gpt2.encode(text).inputIds.every((id) => id < 256 + 600)).toBe(true);
+    expect(gpt2.encode(text).inputIds.length).toBeLessThan(Buffer.byteLength(text) * (HAVE_DATA ? 0.6 : 0.9));
+    expect(gpt2.encode(text).inputIds.every((id) => id < 256 + MERGES)).toBe(true);
   });
 
   test('round trip on the built-in sample, unicode, whitespace and special tokens', () => {
@@ -70,7 +72,7 @@ describe('byte-level BPE (GPT-2 style, trained from scratch)', () => {
     expect(tj.model.type).toBe('BPE');
     expect(tj.pre_tokenizer.type).toBe('ByteLevel');
     expect(tj.decoder.type).toBe('ByteLevel');
-    expect(tj.model.merges.length).toBe(600);
+    expect(tj.model.merges.length).toBe(MERGES);
     expect(tj.added_tokens.map((t: { content: string }) => t.content)).toEqual(['<|endoftext|>', '<pad>']);
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
     expect(cfg.tokenizer_class).toBe('PreTrainedTokenizerFast');

@@ -1,0 +1,13 @@
+/** The training layer: data readers, tasks, batching, metrics, LoRA and the Trainer. */
+export * from './types';
+export { readRows, loadRows, formatOf, DelimitedParser } from './data';
+export type { DataFormat, ReadOptions } from './data';
+export { createTask, modelTaskFor, alpacaPrompt } from './tasks';
+export type { Task, TaskOptions } from './tasks';
+export { BatchSampler, SeededRng, shuffleInPlace, deriveSeed, padSequences, padTo } from './batching';
+export type { SamplerOptions } from './batching';
+export { accuracy, f1, mcc, pearson, spearman, ranks, perplexity } from './metrics';
+export { applyLora, LoraAdapters, defaultLoraTargets } from './lora';
+export type { LoraOptions, LoraLayer } from './lora';
+export { Trainer } from './trainer';
+export { DenseAdamW } from './optim';

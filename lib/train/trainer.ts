@@ -1,0 +1,581 @@
+/**
+ * The Trainer: fine-tunes a model on a task with SIFT (default), full fine-tuning, LoRA or
+ * random-sparse SIFT, as an async iterator of events (selection, step, eval, checkpoint, done).
+ *
+ * Determinism: the micro-batch at position p (micro-batches since the start, selection batches
+ * included) is a pure function of (seed, p), and the engine's generator (dropout) is reseeded
+ * from (seed, p) before each micro-batch, so a run resumed from a checkpoint (trainable weights,
+ * optimizer state, step, position) follows the same loss trajectory as an uninterrupted one.
+ * SIFT's indices are not stored as state to trust: a resumed run replays the selection batches on
+ * the base model it is given and checks that the indices equal the checkpoint's (E_MISMATCH if not).
+ *
+ * Each step awaits the device (when it logs) or setImmediate, so a Node pipeline stays responsive.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Tensor } from '../engine/tensor';
+import { SiftError, check } from '../engine/errors';
+import { native } from '../engine/native';
+import { keep, tidy } from '../engine/scope';
+import { liveTensors, resetPeakMemory } from '../engine/runtime';
+import { manualSeed } from '../autograd/creation';
+import { mul } from '../autograd/elementwise';
+import { detach } from '../autograd/shape';
+import { noGrad } from '../autograd/tape';
+import type { PreTrainedModel } from '../models/common';
+import { stateDict } from '../models/weights';
+import type { TextTokenizer } from '../tokenizers/types';
+import { Sift } from '../sift/sift';
+import { SparseAdamW } from '../sift/optimizer';
+import { saveIncrement } from '../sift/increment';
+import { moduleMatcher, ModuleSelector } from '../sift/targets';
+import { ScheduleOptions, lrMultiplier } from '../sift/schedule';
+import { saveSafetensors, loadSafetensors } from '../io/safetensors';
+import { saveModelFolder } from '../io/hf';
+import { writeFileAtomic } from '../io/atomic';
+import type { Example, Metrics, MethodName, Row, TrainerEvent, TrainerOptions } from './types';
+import { createTask, Task } from './tasks';
+import { BatchSampler, deriveSeed } from './batching';
+import { applyLora, LoraAdapters } from './lora';
+import { DenseAdamW } from './optim';
+
+const CHECKPOINT_VERSION = 1;
+const LINEAR_KINDS = new Set(['Linear', 'Conv1D']);
+
+interface CheckpointMeta {
+  version: number;
+  method: MethodName;
+  task: string;
+  step: number;
+  /** Position of the next micro-batch. */
+  position: number;
+  totalSteps: number;
+  seed: number;
+  batchSize: number;
+  gradAccum: number;
+  /** The engine generator is reseeded from (seed, position) before each micro-batch: nothing else to store. */
+  rng: { scheme: 'per-microbatch'; seed: number };
+  labels?: string[];
+  time: string;
+}
+
+type Optimizer = SparseAdamW | DenseAdamW;
+
+function sleepTick(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}
+
+/** Paths of the task head of a sequence classifier ('score' or 'classifier'), if the model has one. */
+function headModules(model: PreTrainedModel): string[] {
+  return model.children().map(([n]) => n).filter((n) => n === 'score' || n === 'classifier');
+}
+
+export class Trainer {
+  readonly task: Task;
+  readonly method: MethodName;
+  readonly device: string;
+  readonly precision: 'bf16' | 'none';
+  private _sift?: Sift;
+  private _lora?: LoraAdapters;
+  private opt: Optimizer | null = null;
+  private trained: [string, Tensor][] = [];
+  private originalDType: string;
+  private setupDone = false;
+  private running = false;
+  private disposed = false;
+  private step = 0;
+  private position = 0;
+
+  constructor(readonly model: PreTrainedModel, readonly tokenizer: TextTokenizer | null, readonly options: TrainerOptions) {
+    check(options && typeof options === 'object', 'E_ARG', 'Trainer: options are required ({ task, ... })');
+    this.method = options.method ?? 'sift';
+    check(['sift', 'full', 'lora', 'random-sparse'].includes(this.method), 'E_ARG', `method must be sift, full, lora or random-sparse, got '${this.method}'`);
+    if (options.activationCheckpointing) throw new SiftError('E_UNSUPPORTED', 'activation checkpointing is not implemented yet');
+    for (const k of ['steps', 'batchSize', 'gradAccum', 'evalEvery', 'checkpointEvery', 'logEvery', 'warmupSteps', 'evalBatchSize'] as const) {
+      const v = options[k];
+      check(v === undefined || (Number.isInteger(v) && v >= (k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 0 : 1)), 'E_ARG', `${k} must be a ${k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 'non-negative' : 'positive'} integer, got ${v}`);
+    }
+    check(options.epochs === undefined || (typeof options.epochs === 'number' && options.epochs > 0), 'E_ARG', `epochs must be positive, got ${options.epochs}`);
+    check(!options.resume || !!options.outDir, 'E_ARG', 'resume needs outDir (where the checkpoint is)');
+    const dev = options.device ?? model.device;
+    this.device = dev === 'cuda' ? 'cuda:0' : dev;
+    if (model.device !== this.device) model.to(this.device);
+    this.precision = options.mixedPrecision ?? (this.device.startsWith('cuda') ? 'bf16' : 'none');
+    this.originalDType = model.dtype;
+    this.task = createTask(options.task, {
+      tokenizer, config: model.config, columns: options.columns, maxLength: options.maxLength,
+      labels: options.labels, packing: options.packing,
+    });
+  }
+
+  /** SIFT's state (sift and random-sparse methods, once fit() has set it up). */
+  get sift(): Sift | undefined {
+    return this._sift;
+  }
+
+  get lora(): LoraAdapters | undefined {
+    return this._lora;
+  }
+
+  /** Optimizer steps taken. */
+  get stepCount(): number {
+    return this.step;
+  }
+
+  private get seed(): number {
+    return this.options.seed ?? 42;
+  }
+
+  private get batchSize(): number {
+    return this.options.batchSize ?? 8;
+  }
+
+  private get gradAccum(): number {
+    return this.options.gradAccum ?? 1;
+  }
+
+  // ---- setup
+
+  /** Default SIFT targets: every linear layer but the output and task heads (those are trained densely). */
+  private siftSelectors(): { targetModules: ModuleSelector; denseModules?: ModuleSelector } {
+    const o = this.options.sift ?? {};
+    const heads = this.options.task === 'classify' || this.options.task === 'regress' ? headModules(this.model) : [];
+    const headRe = heads.length ? `(?:${heads.join('|')})(?:\\..*)?` : undefined;
+    const underHead = (p: string) => heads.some((h) => p === h || p.startsWith(`${h}.`));
+    let targetModules = o.targetModules;
+    if (targetModules === undefined) {
+      targetModules = this.model.namedModules()
+        .filter(([p, m]) => p && LINEAR_KINDS.has(m.kind) && !p.endsWith('lm_head') && !underHead(p))
+        .map(([p]) => p);
+    }
+    let denseModules = o.denseModules;
+    if (denseModules === undefined && headRe) {
+      const isTarget = moduleMatcher(targetModules, this.model, 'targetModules');
+      const headPaths = this.model.namedModules().map(([p]) => p).filter(underHead);
+      if (!isTarget || !headPaths.some((p) => isTarget(p))) denseModules = headRe;
+    }
+    return { targetModules, denseModules };
+  }
+
+  private setup(): void {
+    if (this.setupDone) return;
+    const o = this.options;
+    // f32 copies of the weights before the cast to bf16, as masters of dense training.
+    let masters: Map<string, Tensor> | undefined;
+    if (this.precision === 'bf16' && this.model.dtype !== 'bf16') {
+      if (this.method === 'full') {
+        masters = new Map(this.model.namedParameters().filter(([, t]) => t.dtype === 'f32').map(([n, t]) => [n, keep(new Tensor(native().clone(t.handle)))]));
+      }
+      this.model.to('bf16');
+    }
+    this.model.train();
+    if (this.method === 'sift' || this.method === 'random-sparse') {
+      const s = o.sift ?? {};
+      const sel = { ...(s.selection ?? {}) };
+      if (this.method === 'random-sparse') sel.score = 'random';
+      this._sift = new Sift(this.model, {
+        sparseRate: s.sparseRate ?? 0.01, ...this.siftSelectors(), selection: sel, seed: this.seed,
+        trackGradProportion: o.trackGradProportion,
+      });
+    } else if (this.method === 'full') {
+      for (const [, t] of this.model.namedParameters()) if (['f32', 'f16', 'bf16', 'f64'].includes(t.dtype)) t.requiresGrad = true;
+      this.trained = this.model.namedParameters().filter(([, t]) => t.requiresGrad);
+      this.opt = new DenseAdamW(this.trained, this.adamOptions(), masters);
+    } else {
+      const l = o.lora ?? {};
+      this._lora = applyLora(this.model, { rank: l.rank, alpha: l.alpha, dropout: l.dropout, targetModules: l.targetModules, seed: this.seed });
+      let dense = l.denseModules;
+      if (dense === undefined && (o.task === 'classify' || o.task === 'regress')) {
+        const heads = headModules(this.model);
+        if (heads.length) dense = `(?:${heads.join('|')})(?:\\..*)?`;
+      }
+      const isDense = moduleMatcher(dense, this.model, 'lora.denseModules');
+      const denseParams = isDense ? this.model.namedParameters().filter(([n]) => isDense(n.includes('.') ? n.slice(0, n.lastIndexOf('.')) : '')) : [];
+      for (const [, t] of denseParams) t.requiresGrad = true;
+      this.trained = [...this._lora.namedParameters(), ...denseParams];
+      this.opt = new DenseAdamW(this.trained, this.adamOptions());
+    }
+    if (masters) for (const t of masters.values()) t.dispose();
+    this.setupDone = true;
+  }
+
+  private totalSteps(sampler: BatchSampler): number {
+    if (this.options.steps !== undefined) return this.options.steps;
+    const epochs = this.options.epochs ?? 1;
+    return Math.max(1, Math.ceil((epochs * sampler.batchesPerEpoch) / this.gradAccum));
+  }
+
+  private scheduleFor(total: number): ScheduleOptions {
+    return { type: this.options.lrSchedule ?? 'linear', warmupSteps: this.options.warmupSteps ?? 0, totalSteps: total };
+  }
+
+  private total = 0;
+
+  private adamOptions() {
+    const o = this.options;
+    return {
+      lr: o.lr ?? (this.method === 'lora' ? 2e-4 : 1e-4), betas: o.betas, eps: o.eps, weightDecay: o.weightDecay ?? 0,
+      maxGradNorm: o.maxGradNorm ?? 1, schedule: this.scheduleFor(Math.max(this.total, (o.warmupSteps ?? 0) + 1)),
+    };
+  }
+
+  /** Trainable and total parameter counts of the method. */
+  counts(): { trainable: number; total: number } {
+    if (this._sift) {
+      const s = this._sift.summary();
+      return { trainable: s.trainable, total: s.total };
+    }
+    const total = this.model.numParameters() + (this._lora ? this._lora.numParameters() : 0);
+    return { trainable: this.trained.reduce((a, [, t]) => a + t.size, 0), total };
+  }
+
+  // ---- one micro-batch
+
+  /** Forward and backward of one micro-batch, the loss scaled by `weight`; returns the unscaled loss (detached). */
+  private microBatch(examples: Example[], position: number, weight: number): { loss: Tensor; tokens: number } {
+    manualSeed(deriveSeed(this.seed, position, 0xd0));
+    let tokens = 0;
+    const loss = tidy(() => {
+      const batch = this.task.collate(examples, this.device);
+      tokens = batch.numTokens;
+      check(!!batch.labels, 'E_FORMAT', `task '${this.task.name}': training examples need labels`);
+      const out = this.task.forward(this.model, batch);
+      check(!!out.loss, 'E_ARG', 'the model returned no loss (is the model head right for the task?)');
+      const l = out.loss!;
+      (weight === 1 ? l : mul(l, weight)).backward();
+      return detach(l);
+    });
+    return { loss, tokens };
+  }
+
+  // ---- training
+
+  /** Trains; yields events. Checkpoints go to outDir/checkpoint, log lines to outDir/log.jsonl. */
+  async *fit(train: (Row | Example)[], evalData?: (Row | Example)[]): AsyncGenerator<TrainerEvent> {
+    check(!this.disposed, 'E_DISPOSED', 'this Trainer was disposed');
+    check(!this.running, 'E_ARG', 'fit() is already running');
+    check(Array.isArray(train) && train.length > 0, 'E_ARG', 'fit(): no training rows');
+    this.running = true;
+    const o = this.options;
+    const outDir = o.outDir;
+    const log = outDir ? path.join(outDir, 'log.jsonl') : null;
+    if (outDir) fs.mkdirSync(outDir, { recursive: true });
+    if (log && !o.resume) fs.writeFileSync(log, '');
+    const emit = (e: TrainerEvent): TrainerEvent => {
+      if (log) fs.appendFileSync(log, JSON.stringify({ ...e, time: new Date().toISOString() }) + '\n');
+      return e;
+    };
+    try {
+      const examples = this.task.prepare(train);
+      check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
+      const evalEx = evalData && evalData.length ? this.task.prepare(evalData) : null;
+      const sampler = new BatchSampler(examples.length, {
+        batchSize: this.batchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),
+      });
+      this.total = this.totalSteps(sampler);
+      const ckpt = o.resume ? this.readCheckpoint(outDir!) : null;
+      if (ckpt) {
+        check(ckpt.meta.method === this.method && ckpt.meta.totalSteps === this.total && ckpt.meta.batchSize === this.batchSize && ckpt.meta.gradAccum === this.gradAccum && ckpt.meta.seed === this.seed,
+          'E_MISMATCH', `the checkpoint in ${outDir} was written by another configuration (method ${ckpt.meta.method}, ${ckpt.meta.totalSteps} steps, batch ${ckpt.meta.batchSize} x ${ckpt.meta.gradAccum}, seed ${ckpt.meta.seed})`);
+      }
+      const fresh = !this.setupDone;
+      this.setup();
+      if (fresh) this.position = 0;
+      const at = (pos: number) => sampler.batchAt(pos).map((i) => examples[i]);
+
+      // SIFT's selection micro-batches: gradients scored, no update.
+      if (this._sift && !this._sift.selected) {
+        const nSel = this._sift.selectionBatches;
+        for (let i = 0; i < nSel; i++) {
+          const { loss } = this.microBatch(at(this.position), this.position, 1 / nSel);
+          this.position++;
+          await loss.data();
+          loss.dispose();
+        }
+        this._sift.select();
+      }
+      if (this._sift && !this.opt) {
+        this.opt = new SparseAdamW(this._sift, this.adamOptions());
+      }
+      if (this._sift) {
+        const c = this.counts();
+        yield emit({ type: 'selection', batches: this._sift.selectionBatches, trainable: c.trainable, total: c.total });
+      }
+      if (ckpt) {
+        this.restore(ckpt.tensors, ckpt.meta);
+        for (const t of ckpt.tensors.values()) t.dispose();
+      }
+
+      resetPeakMemory();
+      const t0 = Date.now();
+      const startStep = this.step;
+      let tokens = 0;
+      const logEvery = o.logEvery ?? 1;
+      let lastEval = -1;
+      let finalMetrics: Metrics | undefined;
+      while (this.step < this.total) {
+        if (o.signal?.aborted) break;
+        const positions = Array.from({ length: this.gradAccum }, (_, i) => this.position + i);
+        const batches = positions.map(at);
+        // Weights make the accumulated gradient the mean over all label tokens (or examples) of the step.
+        const weights = batches.map((b) => b.reduce((a, e) => a + this.task.lossWeight(e), 0));
+        const W = weights.reduce((a, b) => a + b, 0) || 1;
+        const losses: Tensor[] = [];
+        for (let i = 0; i < batches.length; i++) {
+          const r = this.microBatch(batches[i], positions[i], weights[i] / W);
+          losses.push(r.loss);
+          tokens += r.tokens;
+        }
+        this.opt!.step();
+        this.step++;
+        this.position += this.gradAccum;
+        const logNow = this.step % logEvery === 0 || this.step === this.total;
+        if (logNow) {
+          let loss = 0;
+          for (let i = 0; i < losses.length; i++) loss += (Number((await losses[i].data())[0]) * weights[i]) / W;
+          const elapsed = (Date.now() - t0) / 1000;
+          const done = this.step - startStep;
+          yield emit({
+            type: 'step', step: this.step, totalSteps: this.total, loss,
+            lr: this.opt!.options.lr * lrMultiplier(this.step - 1, this.opt!.options.schedule),
+            gradNorm: this.opt!.lastGradNorm(), tokensPerSec: elapsed > 0 ? tokens / elapsed : 0,
+            elapsedSec: elapsed, etaSec: done > 0 ? (elapsed / done) * (this.total - this.step) : 0,
+          });
+        } else {
+          await sleepTick();
+        }
+        for (const l of losses) l.dispose();
+        if (evalEx && o.evalEvery && this.step % o.evalEvery === 0) {
+          finalMetrics = await this.evaluate(evalEx);
+          lastEval = this.step;
+          yield emit({ type: 'eval', step: this.step, metrics: finalMetrics });
+        }
+        if (outDir && o.checkpointEvery && this.step % o.checkpointEvery === 0 && this.step < this.total) {
+          const p = this.writeCheckpoint(outDir);
+          yield emit({ type: 'checkpoint', step: this.step, path: p });
+        }
+      }
+      if (evalEx && lastEval !== this.step) {
+        finalMetrics = await this.evaluate(evalEx);
+        yield emit({ type: 'eval', step: this.step, metrics: finalMetrics });
+      }
+      if (outDir) {
+        // Always leave a checkpoint: an aborted run resumes from it.
+        const p = this.writeCheckpoint(outDir);
+        yield emit({ type: 'checkpoint', step: this.step, path: p });
+      }
+      const c = this.counts();
+      let gradProportion: Record<string, number> | undefined;
+      if (this._sift && o.trackGradProportion) gradProportion = Object.fromEntries(await this._sift.gradProportions());
+      yield emit({ type: 'done', step: this.step, metrics: finalMetrics, peakMemoryBytes: this.peakMemory(), trainable: c.trainable, total: c.total, gradProportion });
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private peakMemory(): number {
+    if (this.device.startsWith('cuda')) {
+      const idx = Number(this.device.split(':')[1] ?? 0);
+      try {
+        return native().cudaMemory(idx).peakAllocated;
+      } catch {
+        return liveTensors().cuda.peakBytes;
+      }
+    }
+    return liveTensors().cpu.peakBytes;
+  }
+
+  // ---- evaluation
+
+  /** Loss and the task's metrics over rows or examples (eval mode, no gradients, in order). */
+  async evaluate(rows: (Row | Example)[]): Promise<Metrics> {
+    check(!this.disposed, 'E_DISPOSED', 'this Trainer was disposed');
+    const examples = this.task.prepare(rows);
+    check(examples.length > 0, 'E_ARG', 'evaluate(): no examples');
+    const bs = this.options.evalBatchSize ?? this.batchSize;
+    const wasTraining = this.model.training;
+    this.model.eval();
+    const preds: number[] = [];
+    let lossSum = 0;
+    let weightSum = 0;
+    try {
+      for (let i = 0; i < examples.length; i += bs) {
+        const chunk = examples.slice(i, i + bs);
+        const out = tidy(() => noGrad(() => {
+          const batch = this.task.collate(chunk, this.device);
+          const r = this.task.forward(this.model, batch);
+          return { logits: r.logits, loss: r.loss ? detach(r.loss) : null };
+        }));
+        try {
+          if (out.loss) {
+            const l = Number((await out.loss.data())[0]);
+            const w = chunk.reduce((a, e) => a + this.task.lossWeight(e), 0);
+            lossSum += l * w;
+            weightSum += w;
+          } else {
+            await out.logits.data();
+          }
+          preds.push(...this.task.predict({ logits: out.logits }));
+        } finally {
+          out.logits.dispose();
+          out.loss?.dispose();
+        }
+      }
+    } finally {
+      if (wasTraining) this.model.train();
+    }
+    const targets = this.task.targets(examples);
+    const loss = weightSum > 0 ? lossSum / weightSum : NaN;
+    const m = this.task.metrics(preds, targets, loss);
+    m.examples = examples.length;
+    return m;
+  }
+
+  // ---- checkpoints
+
+  private checkpointTensors(): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    if (this._sift) {
+      for (const t of this._sift.targets) if (t.k > 0) out.push([`target.${t.name}.sift_idx`, t.idx!]);
+      for (const [n, p] of this._sift.dense) out.push([`param.${n}`, p]);
+    } else {
+      for (const [n, p] of this.trained) out.push([`param.${n}`, p]);
+    }
+    for (const [n, t] of this.opt!.stateTensors()) out.push([`optim.${n}`, t]);
+    return out;
+  }
+
+  /** Writes outDir/checkpoint atomically (a new folder renamed into place); returns its path. */
+  writeCheckpoint(outDir: string): string {
+    check(this.setupDone && !!this.opt, 'E_ARG', 'nothing to checkpoint before training has started');
+    const dir = path.join(outDir, 'checkpoint');
+    const tmp = path.join(outDir, `.checkpoint.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+    fs.mkdirSync(tmp, { recursive: true });
+    const meta: CheckpointMeta = {
+      version: CHECKPOINT_VERSION, method: this.method, task: this.task.name, step: this.step, position: this.position,
+      totalSteps: this.total, seed: this.seed, batchSize: this.batchSize, gradAccum: this.gradAccum,
+      rng: { scheme: 'per-microbatch', seed: this.seed }, labels: this.task.labels, time: new Date().toISOString(),
+    };
+    saveSafetensors(path.join(tmp, 'state.safetensors'), this.checkpointTensors(), { format: 'sift-ft-checkpoint' });
+    writeFileAtomic(path.join(tmp, 'trainer.json'), [JSON.stringify(meta, null, 2) + '\n']);
+    const old = fs.existsSync(dir) ? `${tmp}.old` : null;
+    if (old) fs.renameSync(dir, old);
+    fs.renameSync(tmp, dir);
+    if (old) fs.rmSync(old, { recursive: true, force: true });
+    return dir;
+  }
+
+  private readCheckpoint(outDir: string): { meta: CheckpointMeta; tensors: Map<string, Tensor> } | null {
+    const dir = path.join(outDir, 'checkpoint');
+    const metaFile = path.join(dir, 'trainer.json');
+    if (!fs.existsSync(metaFile)) return null;
+    let meta: CheckpointMeta;
+    try {
+      meta = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as CheckpointMeta;
+    } catch (e) {
+      throw new SiftError('E_FORMAT', `${metaFile}: ${(e as Error).message}`);
+    }
+    if (meta.version !== CHECKPOINT_VERSION) throw new SiftError('E_FORMAT', `${metaFile}: checkpoint version ${meta.version} is not supported`);
+    const { tensors } = loadSafetensors(path.join(dir, 'state.safetensors'), { device: this.device });
+    return { meta, tensors };
+  }
+
+  private restore(tensors: Map<string, Tensor>, meta: CheckpointMeta): void {
+    const N = native();
+    const get = (k: string): Tensor => {
+      const t = tensors.get(k);
+      if (!t) throw new SiftError('E_FORMAT', `checkpoint has no '${k}'`);
+      return t;
+    };
+    const optState = new Map<string, Tensor>();
+    for (const [k, t] of tensors) if (k.startsWith('optim.')) optState.set(k.slice(6), t);
+    this.opt!.loadState(optState, meta.step);
+    noGrad(() => {
+      if (this._sift) {
+        for (const t of this._sift.targets) {
+          if (t.k === 0) continue;
+          const saved = get(`target.${t.name}.sift_idx`);
+          const a = t.idx!.toArray();
+          const b = saved.toArray();
+          const same = a.length === b.length && a.every((v, i) => v === b[i]);
+          if (!same) throw new SiftError('E_MISMATCH', `resume: SIFT indices of '${t.name}' differ from the checkpoint's (resume from the same base model, data and seed)`);
+          // The f32 masters hold the trained values; the weights are their cast, as the optimizer writes them.
+          N.scatterInto(t.param.handle, t.idx!.handle, get(`optim.${t.name}.master`).handle, 'set');
+        }
+        for (const [n, p] of this._sift.dense) N.copy_(p.handle, get(`param.${n}`).handle);
+      } else {
+        for (const [n, p] of this.trained) N.copy_(p.handle, get(`param.${n}`).handle);
+      }
+    });
+    this.step = meta.step;
+    this.position = meta.position;
+    if (meta.labels && !this.task.labels) this.task.labels = meta.labels;
+  }
+
+  // ---- saving results
+
+  /** The config to save: the model's, with the label names when the task learned them. */
+  private configToSave(): Record<string, unknown> {
+    const cfg: Record<string, unknown> = { ...this.model.config };
+    const labels = this.task.labels;
+    if (this.task.name === 'classify' && labels && labels.length) {
+      cfg.id2label = Object.fromEntries(labels.map((l, i) => [String(i), l]));
+      cfg.label2id = Object.fromEntries(labels.map((l, i) => [l, i]));
+      cfg.num_labels = labels.length;
+    }
+    return cfg;
+  }
+
+  private tokenizerFiles(): Record<string, string> | undefined {
+    const t = this.tokenizer as unknown as { toFiles?: () => Record<string, string> } | null;
+    return t && typeof t.toFiles === 'function' ? t.toFiles() : undefined;
+  }
+
+  /**
+   * The trained result in outDir: delta.safetensors (sift, random-sparse), adapter_model.safetensors
+   * and adapter_config.json (lora, with the dense head under its own keys), or a model folder (full:
+   * config.json, model.safetensors, tokenizer).
+   */
+  save(outDir: string): void {
+    check(this.setupDone, 'E_ARG', 'save(): nothing trained yet (call fit() first)');
+    fs.mkdirSync(outDir, { recursive: true });
+    const meta = { task: this.task.name, ...(this.task.labels ? { labels: JSON.stringify(this.task.labels) } : {}) };
+    if (this._sift) {
+      saveIncrement(this._sift, path.join(outDir, 'delta.safetensors'), { extraMetadata: meta });
+    } else if (this._lora) {
+      const file = path.join(outDir, 'adapter_model.safetensors');
+      this._lora.saveAdapter(file, { extraConfig: { sift_ft_task: this.task.name } });
+      const dense = this.trained.filter(([n]) => !n.includes('.lora_'));
+      if (dense.length) {
+        // PEFT keeps fully trained modules (modules_to_save) in the adapter file too.
+        const entries: [string, Tensor][] = [...this._lora.namedParameters().map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor]), ...dense.map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor])];
+        saveSafetensors(file, entries, { format: 'pt' });
+      }
+    } else {
+      saveModelFolder(outDir, { config: this.configToSave(), stateDict: stateDict(this.model), tokenizerFiles: this.tokenizerFiles() });
+    }
+  }
+
+  /** A Hugging Face folder with the merged weights, the config (with labels) and the tokenizer. */
+  saveMerged(dir: string): void {
+    check(this.setupDone, 'E_ARG', 'saveMerged(): nothing trained yet (call fit() first)');
+    const merged = this._lora ? this._lora.mergedStateDict(stateDict(this.model)) : { stateDict: stateDict(this.model), dispose() {} };
+    try {
+      saveModelFolder(dir, {
+        config: this.configToSave(), stateDict: merged.stateDict, tokenizerFiles: this.tokenizerFiles(),
+        dtype: this.originalDType !== this.model.dtype ? (this.originalDType as 'f32') : undefined,
+      });
+    } finally {
+      merged.dispose();
+    }
+  }
+
+  /** Frees the optimizer, SIFT's buffers and the LoRA adapters (the model itself stays). */
+  dispose(): void {
+    if (this.disposed) return;
+    this.opt?.dispose();
+    this._sift?.dispose();
+    this._lora?.dispose();
+    this.disposed = true;
+  }
+}
