@@ -12,6 +12,10 @@ const registry: Record<string, () => BenchModule> = {
   gemm: () => require('./gemm') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   select: () => require('./select') as BenchModule,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  train: () => require('./train') as BenchModule,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  profile: () => require('./profile') as BenchModule,
 };
 
 async function main(): Promise<void> {

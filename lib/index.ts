@@ -64,3 +64,6 @@ export const version: string = (() => {
 
 export * from './models';
 export * from './train';
+export * from './onnx';
+export { loadModel } from './load';
+export type { LoadModelOptions } from './load';

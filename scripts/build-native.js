@@ -3,7 +3,7 @@
 //  - CMake present: cmake-js, with the CUDA backend when nvcc is found (static cudart,
 //    architectures 80, 86, 89, 90 + PTX, or SIFT_FT_CUDA_ARCHS="90;..." to override).
 //  - SIFT_FT_CPU_ONLY=1: CUDA skipped entirely (no probe).
-//  - No CMake: node-gyp with binding.gyp, CPU only.
+//  - No CMake (or SIFT_FT_BUILD_TOOL=node-gyp): node-gyp with binding.gyp, CPU only.
 // Prints one line saying what was built and why; the tool output goes to build/build-native.log
 // and is printed only when the build fails (or with SIFT_FT_VERBOSE_BUILD=1).
 'use strict';
@@ -57,10 +57,28 @@ function nvccVersion(nvcc) {
   }
 }
 
+// npm ships node-gyp; find it next to the npm that runs us.
+function bundledNodeGyp() {
+  const npmBin = which('npm');
+  if (!npmBin) return null;
+  const p = path.join(path.dirname(fs.realpathSync(npmBin)), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  return fs.existsSync(p) ? p : null;
+}
+
+function npmConfig(key) {
+  try {
+    const v = execFileSync('npm', ['config', 'get', key], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return v && v !== 'undefined' && v !== 'null' ? v : null;
+  } catch {
+    return null;
+  }
+}
+
 function main() {
   fs.mkdirSync(outDir, { recursive: true });
   const start = Date.now();
-  const cmake = which('cmake');
+  // SIFT_FT_BUILD_TOOL=node-gyp forces the CMake-less path (CPU only), e.g. to test binding.gyp.
+  const cmake = process.env.SIFT_FT_BUILD_TOOL === 'node-gyp' ? null : which('cmake');
   let cuda = false;
   let cudaWhy;
   let nvcc = null;
@@ -92,17 +110,21 @@ function main() {
       args.push('--CDSIFT_WITH_CUDA=OFF');
     }
   } else {
-    const gyp = process.env.npm_config_node_gyp || which('node-gyp');
+    const gyp = process.env.npm_config_node_gyp || which('node-gyp') || bundledNodeGyp();
     if (!gyp) {
       console.error('sift-ft: cannot build the native addon: neither cmake nor node-gyp was found');
       process.exit(1);
     }
     cmd = gyp.endsWith('.js') ? process.execPath : gyp;
     args = gyp.endsWith('.js') ? [gyp, 'rebuild'] : ['rebuild'];
+    // Build against local Node headers when npm knows where they are (no download).
+    const nodedir = process.env.npm_config_nodedir || npmConfig('nodedir');
+    if (nodedir) args.push(`--nodedir=${nodedir}`);
   }
 
   const res = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: process.env });
   const log = `$ ${cmd} ${args.join(' ')}\n${res.stdout || ''}\n${res.stderr || ''}`;
+  fs.mkdirSync(outDir, { recursive: true });  // node-gyp's rebuild removes build/ first
   fs.writeFileSync(logPath, log);
   const secs = ((Date.now() - start) / 1000).toFixed(0);
   if (res.status !== 0) {

@@ -28,3 +28,4 @@ export function batchToTensors(batch: BatchEncoding, opts: { dtype?: DType; devi
   };
   return { inputIds: mk(batch.inputIds), attentionMask: mk(batch.attentionMask), tokenTypeIds: mk(batch.tokenTypeIds) };
 }
+export { SentencePieceTokenizer, loadSentencePiece, PieceType, SPIECE_UNDERLINE } from './sentencepiece';

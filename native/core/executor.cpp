@@ -10,10 +10,17 @@
 #include "error.h"
 
 namespace sift {
+namespace {
+// Work queued from the executor thread itself runs inline: waiting for room there would deadlock.
+thread_local bool on_executor_thread = false;
+}  // namespace
 
 struct CpuExecutor::Impl {
   std::mutex mu;
-  std::condition_variable cv_work, cv_idle;
+  std::condition_variable cv_work, cv_idle, cv_room;
+  // Back-pressure: JavaScript may run at most this many ops ahead of the executor, so a loop that
+  // never reads a result cannot queue step after step (each holding its activations).
+  size_t max_pending = 4096;
   std::deque<std::function<void()>> queue;
   bool busy = false;
   bool stop = false;
@@ -22,6 +29,7 @@ struct CpuExecutor::Impl {
   std::thread worker;
 
   void run() {
+    on_executor_thread = true;
     for (;;) {
       std::function<void()> fn;
       {
@@ -32,6 +40,7 @@ struct CpuExecutor::Impl {
         queue.pop_front();
         busy = true;
       }
+      cv_room.notify_one();
       try {
         fn();
       } catch (...) {
@@ -51,6 +60,10 @@ struct CpuExecutor::Impl {
 CpuExecutor::CpuExecutor() : impl_(new Impl) {
   const char* s = std::getenv("SIFT_FT_CPU_SYNC");
   impl_->inline_mode = s && s[0] == '1';
+  if (const char* q = std::getenv("SIFT_FT_CPU_QUEUE")) {
+    long v = std::atol(q);
+    if (v >= 1) impl_->max_pending = size_t(v);
+  }
   if (!impl_->inline_mode) impl_->worker = std::thread([this] { impl_->run(); });
 }
 
@@ -63,18 +76,20 @@ CpuExecutor& CpuExecutor::get() {
 bool CpuExecutor::inline_mode() const { return impl_->inline_mode; }
 
 void CpuExecutor::enqueue(std::function<void()> fn) {
-  if (impl_->inline_mode) {
+  if (impl_->inline_mode || on_executor_thread) {
     fn();
     return;
   }
   {
-    std::lock_guard<std::mutex> lk(impl_->mu);
+    std::unique_lock<std::mutex> lk(impl_->mu);
+    impl_->cv_room.wait(lk, [&] { return impl_->queue.size() < impl_->max_pending; });
     impl_->queue.push_back(std::move(fn));
   }
   impl_->cv_work.notify_one();
 }
 
 void CpuExecutor::sync() {
+  if (on_executor_thread) return;  // queued work is running in order: nothing earlier is pending
   std::exception_ptr err;
   {
     std::unique_lock<std::mutex> lk(impl_->mu);

@@ -3,6 +3,8 @@
 // only where it reads data. This mirrors the CUDA stream, where launches queue on the device.
 // An exception thrown by queued work is kept (the first one) and rethrown by the next sync(),
 // as CUDA reports asynchronous errors. SIFT_FT_CPU_SYNC=1 runs every op inline instead.
+// enqueue() waits while SIFT_FT_CPU_QUEUE ops (default 4096) are pending: back-pressure that keeps
+// a producer which never reads from queueing unbounded work and memory.
 #pragma once
 #include <functional>
 

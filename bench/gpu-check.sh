@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The GPU check of issue 6 in one command: nvidia-smi, the end-to-end training benchmark, the
+# kernel benchmarks (select, adamw, gemm), a per-op profile, the PyTorch peers on the same card and
+# the CUDA test suite, then results.json and summary.md with our/peer ratios next to the goals.
+#
+#   bash bench/gpu-check.sh [OUTDIR] [--cpu-smoke] [--plan] [--with-tests] [--full-tests] [--budget=S]
+#
+# OUTDIR defaults to $OUT, else ./gpu-check-out. Files written there (8 at most): summary.md,
+# results.json, bench.jsonl (our rows and one row per stage), peers.jsonl, tests.txt, env.txt, log.txt.
+# Every stage has a timeout derived from the budget (default 550 s, under the 10 minutes of one
+# device call) and a failing stage does not stop the others.
+#
+# Runs on any machine with an NVIDIA GPU: uses `node` from PATH, node_modules, dist/ (compiled here
+# with tsc when missing) and the addon at $SIFT_FT_NATIVE or build/Release. What
+# bench/pack-for-device.sh leaves in .device/ is used when present: node.xz (a Node.js binary),
+# node_modules.tar.xz, dist.tar.xz and sift_ft.node.xz (the addon with CUDA).
+# Without a usable GPU it runs the CPU parts quickly instead (--cpu-smoke; tests only with --with-tests).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUTDIR=""
+SMOKE=0
+PLAN=0
+WITH_TESTS=0
+FULL_TESTS=0
+BUDGET=550
+for a in "$@"; do
+  case "$a" in
+    --cpu-smoke) SMOKE=1 ;;
+    --plan) PLAN=1 ;;
+    --with-tests) WITH_TESTS=1 ;;
+    --full-tests) FULL_TESTS=1 ;;
+    --budget=*) BUDGET="${a#--budget=}" ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -*) echo "gpu-check: unknown flag $a" >&2; exit 2 ;;
+    *) OUTDIR="$a" ;;
+  esac
+done
+OUTDIR="${OUTDIR:-${OUT:-./gpu-check-out}}"
+mkdir -p "$OUTDIR"
+OUTDIR="$(cd "$OUTDIR" && pwd)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/sift-gpu-check.XXXXXX")"
+LOG="$OUTDIR/log.txt"
+BENCH="$OUTDIR/bench.jsonl"
+PEERS="$OUTDIR/peers.jsonl"
+TESTS="$OUTDIR/tests.txt"
+ENVF="$OUTDIR/env.txt"
+START=$SECONDS
+DEADLINE=$((START + BUDGET))
+: > "$LOG"; : > "$BENCH"; : > "$PEERS"; : > "$TESTS"; : > "$ENVF"
+
+say() { echo "[gpu-check $((SECONDS - START))s] $*" | tee -a "$LOG" >&2; }
+
+# ---- tools: Node.js, node_modules, dist, the addon, Python with PyTorch
+if [ -s .device/node.xz ] && ! command -v node >/dev/null 2>&1; then
+  mkdir -p "$WORK/bin" && xz -dc .device/node.xz > "$WORK/bin/node" && chmod +x "$WORK/bin/node"
+  export PATH="$WORK/bin:$PATH"
+  say "node unpacked from .device/node.xz"
+fi
+NODE="$(command -v node || true)"
+if [ "$PLAN" = 0 ] && [ -s .device/node_modules.tar.xz ] && [ ! -d node_modules/jest ]; then
+  tar -xJf .device/node_modules.tar.xz && say "node_modules unpacked"
+fi
+DIST="${SIFT_FT_DIST:-dist}"  # where the compiled TypeScript is (or goes)
+if [ "$PLAN" = 0 ] && [ -s .device/dist.tar.xz ]; then
+  mkdir -p "$DIST" && tar -xJf .device/dist.tar.xz -C "$DIST" && say "$DIST unpacked from .device/dist.tar.xz"
+elif [ "$PLAN" = 0 ] && [ -n "$NODE" ] && [ -f node_modules/typescript/bin/tsc ]; then
+  newest_src="$(find lib bench -name '*.ts' -newer "$DIST/bench/run.js" 2>/dev/null | head -1)"
+  if [ ! -f "$DIST/bench/run.js" ] || [ -n "$newest_src" ]; then
+    say "compiling TypeScript (tsc) into $DIST"
+    "$NODE" node_modules/typescript/bin/tsc -p tsconfig.json --outDir "$DIST" >> "$LOG" 2>&1 || say "tsc reported errors (output emitted anyway; see log.txt)"
+  fi
+fi
+if [ -z "${SIFT_FT_NATIVE:-}" ] && [ -s .device/sift_ft.node.xz ]; then
+  xz -dc .device/sift_ft.node.xz > "$WORK/sift_ft.node" && export SIFT_FT_NATIVE="$WORK/sift_ft.node"
+fi
+export SIFT_FT_NATIVE="${SIFT_FT_NATIVE:-$ROOT/build/Release/sift_ft.node}"
+
+PY=""
+for p in ${PYTHON:-} python3 /usr/bin/python3 python; do
+  if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import torch' >/dev/null 2>&1; then PY="$p"; break; fi
+done
+
+# ---- device detection
+GPU=0
+SMI="$(timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1)" && GPU=1
+BACKENDS=""
+if [ -n "$NODE" ] && [ -f "$SIFT_FT_NATIVE" ]; then
+  BACKENDS="$(timeout 60 "$NODE" -e "const a=require(process.env.SIFT_FT_NATIVE);const b=a.backends();console.log(JSON.stringify({cuda:{compiled:b.cuda.compiled,usable:b.cuda.usable,status:b.cuda.status,runtime:b.cuda.runtimeVersion,gemm:b.cuda.gemm,devices:b.cuda.devices.map(d=>d.name+' cc'+d.computeCapability)},cpu:{threads:b.cpu.threads,simd:b.cpu.simd}}))" 2>&1)"
+fi
+CUDA_OK=0
+echo "$BACKENDS" | grep -q '"usable":true' && CUDA_OK=1
+if [ "$GPU" = 1 ] && [ "$CUDA_OK" = 0 ]; then say "nvidia-smi sees a GPU but the addon cannot use it: $BACKENDS"; fi
+if [ "$CUDA_OK" = 0 ] && [ "$SMOKE" = 0 ]; then
+  say "no usable GPU here (nvidia-smi: $( [ $GPU = 1 ] && echo ok || echo absent )): running the CPU parts only (--cpu-smoke)"
+  SMOKE=1
+fi
+TORCH_INFO=""
+[ -n "$PY" ] && TORCH_INFO="$("$PY" -c 'import torch,sys
+v=[torch.__version__]
+for m in ("transformers","peft"):
+    try: v.append(m+" "+__import__(m).__version__)
+    except Exception: v.append(m+" missing")
+print(sys.executable, " ".join(v), "cuda" if torch.cuda.is_available() else "no cuda")' 2>&1)"
+HAVE_TF=0
+echo "$TORCH_INFO" | grep -q 'transformers [0-9]' && HAVE_TF=1
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "host: $(uname -srm), $(nproc) cores"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git status --porcelain 2>/dev/null | grep -q . && echo ' (+ uncommitted changes)')"
+  echo "mode: $( [ $SMOKE = 1 ] && echo 'cpu smoke (no GPU benchmarks)' || echo 'GPU' ), budget ${BUDGET}s"
+  echo "nvidia-smi: ${SMI:-absent}"
+  echo "node: ${NODE:-missing} $( [ -n "$NODE" ] && "$NODE" --version)"
+  echo "addon: $SIFT_FT_NATIVE $BACKENDS"
+  echo "python: ${PY:-no python with torch} $TORCH_INFO"
+} > "$ENVF"
+cat "$ENVF" >> "$LOG"
+
+# ---- stages
+# stage NAME CAP_SECONDS OUTFILE CMD...: runs CMD with the smaller of CAP and the time left, JSON
+# lines of its stdout go to OUTFILE, everything else to log.txt; records {bench:"stage"} in bench.jsonl.
+stage() {
+  local name="$1" cap="$2" out="$3"; shift 3
+  local left=$((DEADLINE - SECONDS - 10))
+  local t=$(( cap < left ? cap : left ))
+  if [ "$PLAN" = 1 ]; then echo "stage $name: up to ${cap}s: $*"; return 0; fi
+  if [ "$t" -lt 10 ]; then
+    say "skip $name: no time left"
+    echo "{\"bench\":\"stage\",\"stage\":\"$name\",\"rc\":null,\"seconds\":0,\"status\":\"skipped\",\"error\":\"no time left\"}" >> "$BENCH"
+    return 0
+  fi
+  say "stage $name (timeout ${t}s): $*"
+  local s0=$SECONDS
+  echo "==== $name: $*" >> "$LOG"
+  timeout -k 10 "$t" "$@" > "$WORK/$name.out" 2>> "$LOG"
+  local rc=$?
+  grep '^{' "$WORK/$name.out" >> "$out" || true
+  grep -v '^{' "$WORK/$name.out" >> "$LOG" || true
+  local status=ok
+  [ $rc -ne 0 ] && status=error
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && status=timeout
+  echo "{\"bench\":\"stage\",\"stage\":\"$name\",\"rc\":$rc,\"seconds\":$((SECONDS - s0)),\"status\":\"$status\"}" >> "$BENCH"
+  say "  $name: $status (rc $rc, $((SECONDS - s0))s)"
+}
+
+RUN=(node "$DIST/bench/run.js")
+JEST=(node node_modules/jest/bin/jest.js --ci --colors=false)
+if [ "$SMOKE" = 1 ]; then
+  stage train 90 "$BENCH" "${RUN[@]}" train --cpu-only --quick --models=gpt2,llama
+  if [ -n "$PY" ]; then
+    TOY=""; [ "$HAVE_TF" = 0 ] && TOY="--toy-model --models gpt2"
+    # shellcheck disable=SC2086
+    stage peers-train 90 "$PEERS" "$PY" -B bench/peers/torch_train.py --device cpu --tiny --budget-s 0.3 --warmup 1 $TOY
+    stage peers-kernels 60 "$PEERS" "$PY" -B bench/peers/torch_kernels.py --device cpu --quick --only topk,adamw --sizes 1024x4096 --dtypes f32
+  fi
+  stage select 60 "$BENCH" "${RUN[@]}" select --cpu-only --quick --sizes=1024x4096 --dtypes=f32
+  stage adamw 60 "$BENCH" "${RUN[@]}" adamw --cpu-only --quick
+  stage profile 60 "$BENCH" "${RUN[@]}" profile --cpu-only --model=gpt2 --method=sift --steps=2
+  [ "$WITH_TESTS" = 1 ] && stage tests 600 /dev/null sh -c "${JEST[*]} > '$TESTS' 2>&1"
+else
+  stage train 170 "$BENCH" "${RUN[@]}" train --cuda-only
+  if [ -n "$PY" ]; then
+    stage peers-train 140 "$PEERS" "$PY" -B bench/peers/torch_train.py --device cuda
+  fi
+  stage select 60 "$BENCH" "${RUN[@]}" select --cuda-only
+  stage adamw 45 "$BENCH" "${RUN[@]}" adamw --cuda-only
+  [ -n "$PY" ] && stage peers-kernels 75 "$PEERS" "$PY" -B bench/peers/torch_kernels.py --device cuda
+  # CUDA tests first (the CPU suites pass on the CPU machines); the whole suite if time is left.
+  stage tests-cuda 150 /dev/null sh -c "${JEST[*]} --maxWorkers=4 -t '\\[cuda\\]' > '$WORK/tests-cuda.txt' 2>&1; rc=\$?; cat '$WORK/tests-cuda.txt' >> '$TESTS'; exit \$rc"
+  stage profile 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift
+  stage profile-sync 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift --sync-each --steps=1
+  stage gemm 40 "$BENCH" "${RUN[@]}" gemm --cuda-only --quick
+  if [ "$FULL_TESTS" = 1 ] || [ $((DEADLINE - SECONDS)) -gt 200 ]; then
+    stage tests-all 600 /dev/null sh -c "echo '==== whole suite' >> '$TESTS'; ${JEST[*]} --maxWorkers=8 >> '$TESTS' 2>&1"
+  fi
+fi
+[ "$PLAN" = 1 ] && { echo "mode: $( [ $SMOKE = 1 ] && echo cpu-smoke || echo gpu ), out: $OUTDIR"; rm -rf "$WORK"; exit 0; }
+
+# ---- summary
+if [ -n "$NODE" ] && [ -f "$DIST/bench/summary.js" ]; then
+  node "$DIST/bench/summary.js" "$OUTDIR" 2>> "$LOG"
+else
+  say "summary skipped: node or $DIST/bench/summary.js missing"
+fi
+say "done in $((SECONDS - START))s; files in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')"
+rm -rf "$WORK"

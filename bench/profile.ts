@@ -1,0 +1,164 @@
+/**
+ * Per-op profile of one training step (the step of bench/train.ts), to find the largest gaps.
+ *
+ * Every function of the native module is wrapped in place: each call is counted and its host time
+ * (the time spent inside the N-API call: argument checks, allocation, the kernel launch or the CPU
+ * queueing) summed per op. The step is timed between device synchronisations, so
+ * `step - host(native)` shows what JavaScript itself costs and whether the device or the host
+ * bounds the step. With --sync-each the device is synchronised after every op and the time
+ * attributed to it is (close to) its device time: slower overall, but it names the slow kernels.
+ * Launches: calls of ops that queue device work (metadata reads, views and disposals excluded).
+ *
+ * Flags: --model=gpt2|llama, --method=sift|full|lora, --rate=0.01, --small, --cpu-only,
+ * --batch=B --seq=T, --steps=N (profiled steps, default 3), --top=N, --sync-each, --dtype=bf16|f32.
+ */
+import { backends, synchronize } from '../lib';
+import { native } from '../lib/engine/native';
+import type { Addon } from '../lib/engine/addon-types';
+import { setupRun, modelSpec, ModelKey, BenchMethod } from './train';
+
+export const description = 'per-op host/device time and launch count of one training step (finds the largest gaps)';
+
+/** Native functions that only read metadata or release memory: not counted as launches. */
+const NOT_LAUNCHES = new Set([
+  'shape', 'strides', 'offset', 'dtype', 'device', 'isContiguous', 'sameStorage', 'isDisposed', 'dispose',
+  'view', 'backends', 'liveTensors', 'cudaMemory', 'gemmInfo', 'synchronize', 'resetPeakMemory', 'emptyCache',
+  'setErrorClass', 'setCpuGemm',
+]);
+
+export interface OpStat {
+  op: string;
+  calls: number;
+  /** Host nanoseconds inside the native call (with --sync-each: until the device finished it). */
+  ns: number;
+}
+
+export interface Profiler {
+  stats(): OpStat[];
+  reset(): void;
+  /** Calls of ops that queue work. */
+  launches(): number;
+  /** Restores the original functions. */
+  restore(): void;
+}
+
+/**
+ * Wraps every function property of the addon object in place (the library reaches the addon
+ * through native(), which returns this same object, so library code is profiled unchanged).
+ * syncDevice: synchronise that device after each launching op (device time per op).
+ */
+export function instrument(addon: Addon, syncDevice: string | null = null): Profiler {
+  const target = addon as unknown as Record<string, unknown>;
+  const originals = new Map<string, Function>();
+  const table = new Map<string, OpStat>();
+  const sync = target.synchronize as (d: string) => void;
+  for (const [name, value] of Object.entries(target)) {
+    if (typeof value !== 'function' || name === 'NativeTensor' || name === 'setErrorClass') continue;
+    const fn = value as (...a: unknown[]) => unknown;
+    originals.set(name, fn);
+    const stat: OpStat = { op: name, calls: 0, ns: 0 };
+    table.set(name, stat);
+    const launching = !NOT_LAUNCHES.has(name);
+    target[name] = function wrapped(this: unknown, ...args: unknown[]) {
+      const t0 = process.hrtime.bigint();
+      try {
+        const r = fn.apply(this, args);
+        if (syncDevice && launching) sync(syncDevice);
+        return r;
+      } finally {
+        stat.calls++;
+        stat.ns += Number(process.hrtime.bigint() - t0);
+      }
+    };
+  }
+  return {
+    stats: () => [...table.values()].filter((s) => s.calls > 0).sort((a, b) => b.ns - a.ns),
+    reset: () => table.forEach((s) => { s.calls = 0; s.ns = 0; }),
+    launches: () => [...table.values()].filter((s) => !NOT_LAUNCHES.has(s.op)).reduce((a, s) => a + s.calls, 0),
+    restore: () => originals.forEach((fn, name) => { target[name] = fn; }),
+  };
+}
+
+export interface ProfileRow {
+  bench: 'profile';
+  device: string;
+  model: string;
+  method: BenchMethod;
+  rate: number | null;
+  syncEach: boolean;
+  steps: number;
+  /** Wall time per step between device synchronisations. */
+  stepMs: number;
+  /** Host time inside native calls per step. */
+  nativeHostMs: number;
+  /** Waiting for the device after the last step was queued, per step: > 0 when the device bounds the step. */
+  deviceWaitMs: number;
+  /** stepMs - nativeHostMs - deviceWaitMs: JavaScript itself (autograd, module code, hooks). */
+  jsMs: number;
+  launchesPerStep: number;
+  callsPerStep: number;
+  top: { op: string; callsPerStep: number; msPerStep: number; share: number }[];
+}
+
+export async function run(args: string[]): Promise<ProfileRow> {
+  const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+  const b = backends();
+  const device = !args.includes('--cpu-only') && b.cuda.usable ? 'cuda:0' : 'cpu';
+  const cuda = device !== 'cpu';
+  const small = args.includes('--small') || !cuda;
+  const key = (opt('model') ?? 'gpt2') as ModelKey;
+  const method = (opt('method') ?? 'sift') as BenchMethod;
+  const rate = Number(opt('rate') ?? 0.01);
+  const steps = Number(opt('steps') ?? 3);
+  const topN = Number(opt('top') ?? 15);
+  const syncEach = args.includes('--sync-each');
+  const spec = modelSpec(key, small);
+  const setup = setupRun(spec, method, {
+    device, dtype: (opt('dtype') as 'bf16' | 'f32' | undefined) ?? (cuda ? 'bf16' : 'f32'),
+    batch: Number(opt('batch') ?? (small ? 4 : 8)), seq: Number(opt('seq') ?? (small ? 64 : 512)), rate,
+  });
+  console.error(`# profile: ${spec.name} ${method}${method === 'sift' ? ` ${rate * 100}%` : ''} on ${cuda ? b.cuda.devices[0]?.name : `cpu x${b.cpu.threads}`}${syncEach ? ', synchronising after each op' : ''}`);
+  try {
+    setup.step();  // warm-up: allocator caches, GEMM plans, first-use costs
+    synchronize(device);
+    // The closing wait is timed apart (the original function, not the wrapper): it is how far the
+    // device runs behind the host at the end of the steps.
+    const N = native();
+    const rawSync = N.synchronize.bind(N);
+    const prof = instrument(N, syncEach ? device : null);
+    let ms: number;
+    let waitMs: number;
+    try {
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < steps; i++) setup.step();
+      const t1 = process.hrtime.bigint();
+      rawSync(device);
+      const t2 = process.hrtime.bigint();
+      ms = Number(t2 - t0) / 1e6 / steps;
+      waitMs = Number(t2 - t1) / 1e6 / steps;
+    } finally {
+      prof.restore();
+    }
+    const stats = prof.stats();
+    const hostMs = stats.reduce((a, s) => a + s.ns, 0) / 1e6 / steps;
+    const row: ProfileRow = {
+      bench: 'profile', device, model: spec.name, method, rate: method === 'sift' ? rate : null, syncEach, steps,
+      stepMs: Number(ms.toFixed(3)), nativeHostMs: Number(hostMs.toFixed(3)),
+      deviceWaitMs: Number(waitMs.toFixed(3)), jsMs: Number((ms - hostMs - waitMs).toFixed(3)),
+      launchesPerStep: Number((prof.launches() / steps).toFixed(1)), callsPerStep: Number((stats.reduce((a, s) => a + s.calls, 0) / steps).toFixed(1)),
+      top: stats.slice(0, topN).map((s) => ({
+        op: s.op, callsPerStep: Number((s.calls / steps).toFixed(1)), msPerStep: Number((s.ns / 1e6 / steps).toFixed(3)), share: Number((s.ns / 1e6 / steps / ms).toFixed(3)),
+      })),
+    };
+    console.log(JSON.stringify(row));
+    const lines = [
+      `step ${row.stepMs.toFixed(2)} ms = native calls ${row.nativeHostMs.toFixed(2)} ms (host${syncEach ? ' + device, synchronised per op' : ''}) + JavaScript ${row.jsMs.toFixed(2)} ms + waiting for the device ${row.deviceWaitMs.toFixed(2)} ms; ${row.launchesPerStep} launches, ${row.callsPerStep} native calls per step`,
+      '', '| op | calls/step | ms/step | share of step |', '|---|---|---|---|',
+      ...row.top.map((t) => `| ${t.op} | ${t.callsPerStep} | ${t.msPerStep.toFixed(3)} | ${(t.share * 100).toFixed(1)}% |`),
+    ];
+    console.log('\n' + lines.join('\n'));
+    return row;
+  } finally {
+    setup.dispose();
+  }
+}

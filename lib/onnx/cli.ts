@@ -1,0 +1,43 @@
+/**
+ * `sift-ft export-onnx --model DIR [--delta FILE] --out model.onnx [--opset N] [--external-data]`:
+ * loads a model folder (its architecture and head from config.json), merges an increment if
+ * given, and writes the ONNX graph. Registered in lib/cli/main.ts as
+ * `'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx }`.
+ */
+import { SiftError } from '../engine/errors';
+import type { FlagSpec, Parsed } from '../cli/args';
+import { loadModelFolder } from '../io/hf';
+import { createModel, loadStateDictInto } from '../models';
+import { exportOnnx } from './export';
+
+export const exportOnnxHelp = 'write a model folder (with an optional SIFT increment merged) as an ONNX graph';
+
+export const exportOnnxFlags: Record<string, FlagSpec> = {
+  model: { type: 'string', help: 'model folder (config.json + safetensors) or hub cache name' },
+  delta: { type: 'string', help: 'SIFT increment file to merge before exporting' },
+  out: { type: 'string', help: 'output .onnx file' },
+  opset: { type: 'number', help: 'ai.onnx opset (17 to 21)', default: 17 },
+  'external-data': { type: 'boolean', help: 'weights in <out>.data (default: only for models over 2 GB)' },
+};
+
+export function runExportOnnx(flags: Parsed): number {
+  const dir = flags.model;
+  const out = flags.out;
+  if (typeof dir !== 'string' || !dir) throw new SiftError('E_ARG', '--model is required');
+  if (typeof out !== 'string' || !out) throw new SiftError('E_ARG', '--out is required');
+  const { config, stateDict } = loadModelFolder(dir);
+  const model = createModel(config, { device: 'cpu', seed: 0 }).eval();
+  try {
+    loadStateDictInto(model, stateDict, { disposeSource: true });
+    const ext = flags['external-data'];
+    const r = exportOnnx(model, out, {
+      opset: typeof flags.opset === 'number' ? flags.opset : 17,
+      delta: typeof flags.delta === 'string' ? flags.delta : undefined,
+      externalData: typeof ext === 'boolean' ? ext : 'auto',
+    });
+    process.stdout.write(`export-onnx: ${model.architecture} -> ${r.path}${r.dataPath ? ` (+ ${r.dataPath})` : ''}; inputs ${r.inputs.join(', ')}; outputs ${r.outputs.join(', ')}; opset ${r.opset}; ${r.initializers} initializers\n`);
+    return 0;
+  } finally {
+    model.dispose();
+  }
+}

@@ -1,0 +1,385 @@
+/**
+ * ONNX export of sift-ft's models (GPT-2, BERT, RoBERTa, LLaMA; causal LM, sequence
+ * classification and base models): the forward written out in standard ai.onnx ops (opset 17+),
+ * inputs input_ids / attention_mask (/ token_type_ids for BERT) with dynamic batch and sequence
+ * axes, and each weight as an initializer named by its state-dict key in its own layout (Linear
+ * weights stay [out, in] behind a Transpose node), so an import gives back the same parameters.
+ * Models over 2 GB write their weights to an external data file next to the graph.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Tensor } from '../engine/tensor';
+import { SiftError, check } from '../engine/errors';
+import { noGrad } from '../autograd/tape';
+import { cast } from '../autograd/shape';
+import { PreTrainedModel, cfgOptInt } from '../models/common';
+import { GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2BaseModel, gpt2Params } from '../models/gpt2';
+import { BertForSequenceClassification, RobertaForSequenceClassification, BertBaseModel, bertParams } from '../models/bert';
+import { LlamaForCausalLM, LlamaForSequenceClassification, LlamaBaseModel, llamaParams, llamaInvFreq } from '../models/llama';
+import { applyIncrement, unmergeIncrement, loadIncrement } from '../sift/increment';
+import { writeFileAtomic } from '../io/atomic';
+import { GraphBuilder, LazyInitializer, ONNX_DTYPE } from './builder';
+import { onnxType, encodeMessage } from './proto';
+
+export interface ExportOnnxOptions {
+  /** Default opset of the ai.onnx domain: 17 (LayerNormalization); 17 to 21 accepted. */
+  opset?: number;
+  /** A SIFT increment file (or loaded increment) merged into the weights for the export only. */
+  delta?: string;
+  /** Weights in `<out>.data` instead of inside the graph: true, false, or 'auto' (over 2 GB; default). */
+  externalData?: boolean | 'auto';
+}
+
+export interface ExportOnnxResult {
+  path: string;
+  /** The external data file, when one was written. */
+  dataPath: string | null;
+  inputs: string[];
+  outputs: string[];
+  opset: number;
+  initializers: number;
+  bytes: number;
+}
+
+/** Protobuf messages cannot exceed 2 GiB; stay clear of it with the graph's own bytes. */
+const EXTERNAL_THRESHOLD = 2 ** 31 - 2 ** 26;
+
+class Emitter {
+  readonly g: GraphBuilder;
+  private readonly names = new Map<Tensor, string>();
+  constructor(readonly model: PreTrainedModel, opset: number) {
+    this.g = new GraphBuilder(opset);
+    for (const [n, t] of model.namedParameters()) this.names.set(t, n);
+  }
+
+  /** The initializer of a parameter (its f32 values read when the file is written). */
+  w(t: Tensor): string {
+    const name = this.names.get(t);
+    if (!name) throw new SiftError('E_ARG', 'export-onnx: a weight is not a parameter of the model');
+    return this.g.initializer({
+      name, dtype: 'f32', dims: t.shape, nbytes: t.size * 4,
+      bytes: () => noGrad(() => {
+        const f = t.dtype === 'f32' ? t : cast(t, 'f32');
+        const a = f.toArray() as Float32Array;
+        if (f !== t) f.dispose();
+        return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+      }),
+    });
+  }
+
+  op(op: string, inputs: string[], attrs: Parameters<GraphBuilder['node']>[2] = {}): string {
+    return this.g.node(op, inputs, attrs);
+  }
+
+  /** x @ W^T + b for a torch Linear weight [out, in]. */
+  linear(x: string, weight: Tensor, bias: Tensor | null): string {
+    const wt = this.op('Transpose', [this.w(weight)], { perm: { ints: [1, 0] } });
+    const y = this.op('MatMul', [x, wt]);
+    return bias ? this.op('Add', [y, this.w(bias)]) : y;
+  }
+
+  /** GPT-2's Conv1D: x @ W + b with W [in, out]. */
+  conv1d(x: string, weight: Tensor, bias: Tensor): string {
+    return this.op('Add', [this.op('MatMul', [x, this.w(weight)]), this.w(bias)]);
+  }
+
+  layerNorm(x: string, weight: Tensor | null, bias: Tensor | null, eps: number, dim: number): string {
+    const wName = weight ? this.w(weight) : this.g.constant('f32', [dim], new Float32Array(dim).fill(1));
+    const inputs = [x, wName];
+    if (bias) inputs.push(this.w(bias));
+    return this.op('LayerNormalization', inputs, { axis: { int: -1 }, epsilon: { float: eps } });
+  }
+
+  reduceMeanLast(x: string): string {
+    if (this.g.opset >= 18) return this.op('ReduceMean', [x, this.g.i64([-1])], { keepdims: { int: 1 } });
+    return this.op('ReduceMean', [x], { axes: { ints: [-1] }, keepdims: { int: 1 } });
+  }
+
+  /** LLaMA's RMSNorm: x / sqrt(mean(x^2) + eps) * w. */
+  rmsNorm(x: string, weight: Tensor, eps: number): string {
+    const ms = this.reduceMeanLast(this.op('Pow', [x, this.g.f32(2)]));
+    const den = this.op('Sqrt', [this.op('Add', [ms, this.g.f32(eps)])]);
+    return this.op('Mul', [this.op('Div', [x, den]), this.w(weight)]);
+  }
+
+  act(x: string, name: string): string {
+    const c = (v: number) => this.g.f32(v);
+    switch (name) {
+      case 'gelu': {
+        const e = this.op('Erf', [this.op('Div', [x, c(Math.SQRT2)])]);
+        return this.op('Mul', [this.op('Mul', [x, c(0.5)]), this.op('Add', [e, c(1)])]);
+      }
+      case 'gelu_new': case 'gelu_pytorch_tanh': case 'gelu_fast': {
+        const cube = this.op('Pow', [x, c(3)]);
+        const inner = this.op('Mul', [this.op('Add', [x, this.op('Mul', [cube, c(0.044715)])]), c(Math.sqrt(2 / Math.PI))]);
+        return this.op('Mul', [this.op('Mul', [x, c(0.5)]), this.op('Add', [this.op('Tanh', [inner]), c(1)])]);
+      }
+      case 'relu': return this.op('Relu', [x]);
+      case 'silu': case 'swish': return this.op('Mul', [x, this.op('Sigmoid', [x])]);
+      case 'tanh': return this.op('Tanh', [x]);
+      case 'sigmoid': return this.op('Sigmoid', [x]);
+      default: throw new SiftError('E_UNSUPPORTED', `export-onnx: activation '${name}' is not supported`);
+    }
+  }
+
+  /** [B, T, H*hd] -> [B, H, T, hd]. */
+  heads(x: string, H: number, hd: number): string {
+    return this.op('Transpose', [this.op('Reshape', [x, this.g.i64([0, 0, H, hd])])], { perm: { ints: [0, 2, 1, 3] } });
+  }
+
+  merge(x: string, width: number): string {
+    return this.op('Reshape', [this.op('Transpose', [x], { perm: { ints: [0, 2, 1, 3] } }), this.g.i64([0, 0, width])]);
+  }
+
+  /** softmax(q k^T * scale, masked) v with `allowed` a bool [B, 1, Tq|1, Tk] mask (or null). */
+  attention(q: string, k: string, v: string, allowed: string | null, scale: number): string {
+    const kt = this.op('Transpose', [k], { perm: { ints: [0, 1, 3, 2] } });
+    let s = this.op('Mul', [this.op('MatMul', [q, kt]), this.g.f32(scale)]);
+    if (allowed) s = this.op('Where', [allowed, s, this.g.f32(-3.4028234663852886e38)]);
+    return this.op('MatMul', [this.op('Softmax', [s], { axis: { int: -1 } }), v]);
+  }
+
+  /** Scalar int64 dim `i` of a tensor. */
+  dim(x: string, i: number): string {
+    return this.op('Gather', [this.op('Shape', [x]), this.g.i64([i], true)], { axis: { int: 0 } });
+  }
+
+  /** Padding (and, when causal, causal) mask as bool [B, 1, T|1, T]. */
+  attentionMask(mask: string, T: string, causal: boolean): string {
+    const pad = this.op('Unsqueeze', [this.op('Cast', [mask], { to: { int: ONNX_DTYPE.bool } }), this.g.i64([1, 2])]);
+    if (!causal) return pad;
+    const TT = this.op('Concat', [this.op('Unsqueeze', [T, this.g.i64([0])]), this.op('Unsqueeze', [T, this.g.i64([0])])], { axis: { int: 0 } });
+    const ones = this.op('ConstantOfShape', [TT], { value: { tensor: { dtype: 'f32', dims: [1], values: [1] } } });
+    const tri = this.op('Cast', [this.op('Trilu', [ones], { upper: { int: 0 } })], { to: { int: ONNX_DTYPE.bool } });
+    return this.op('And', [tri, pad]);
+  }
+
+  /** Positions 0..T-1 as int64 [T]. */
+  range(T: string): string {
+    return this.op('Range', [this.g.i64([0], true), T, this.g.i64([1], true)]);
+  }
+
+  /** hidden [B, T, D] at the last kept token of each row (keep: bool [B, T]) -> [B, D]. */
+  lastToken(hidden: string, keep: string, T: string, D: number): string {
+    const idx = this.op('Mul', [this.op('Cast', [keep], { to: { int: ONNX_DTYPE.i64 } }), this.range(T)]);
+    const last = this.op('ArgMax', [idx], { axis: { int: 1 }, keepdims: { int: 0 } });
+    const B = this.dim(hidden, 0);
+    const rows = this.op('Mul', [this.op('Range', [this.g.i64([0], true), B, this.g.i64([1], true)]), T]);
+    const flat = this.op('Reshape', [hidden, this.g.i64([-1, D])]);
+    return this.op('Gather', [flat, this.op('Add', [rows, last])], { axis: { int: 0 } });
+  }
+
+  /** Rows to pool for decoder classification: tokens != pad_token_id, else the attention mask. */
+  keepMask(ids: string, mask: string, pad: number | null): string {
+    if (pad === null) return this.op('Cast', [mask], { to: { int: ONNX_DTYPE.bool } });
+    return this.op('Not', [this.op('Equal', [ids, this.g.i64([pad], true)])]);
+  }
+}
+
+function emitGpt2(e: Emitter, m: GPT2LMHeadModel | GPT2ForSequenceClassification | GPT2BaseModel): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
+  const g = e.g;
+  const p = gpt2Params(m.config);
+  const body = m instanceof GPT2BaseModel ? m.body : m.transformer;
+  const ids = g.input('input_ids', 'i64', ['batch_size', 'sequence_length']);
+  const mask = g.input('attention_mask', 'i64', ['batch_size', 'sequence_length']);
+  const T = e.dim(ids, 1);
+  const pos = e.op('Unsqueeze', [e.range(T), g.i64([0])]);
+  let h = e.op('Add', [e.op('Gather', [e.w(body.wte.weight), ids]), e.op('Gather', [e.w(body.wpe.weight), pos])]);
+  const allowed = e.attentionMask(mask, T, true);
+  const hd = p.D / p.nHead;
+  body.h.items.forEach((blk, i) => {
+    const x = e.layerNorm(h, blk.ln_1.weight, blk.ln_1.bias, blk.ln_1.eps, p.D);
+    const qkv = e.conv1d(x, blk.attn.c_attn.weight, blk.attn.c_attn.bias);
+    const [q, k, v] = g.nodeN('Split', [qkv, g.i64([p.D, p.D, p.D])], { axis: { int: 2 } }, 3);
+    const scale = (p.scaleWeights ? 1 / Math.sqrt(hd) : 1) / (p.scaleByLayer ? i + 1 : 1);
+    const a = e.attention(e.heads(q, p.nHead, hd), e.heads(k, p.nHead, hd), e.heads(v, p.nHead, hd), allowed, scale);
+    h = e.op('Add', [h, e.conv1d(e.merge(a, p.D), blk.attn.c_proj.weight, blk.attn.c_proj.bias)]);
+    const y = e.layerNorm(h, blk.ln_2.weight, blk.ln_2.bias, blk.ln_2.eps, p.D);
+    const f = e.act(e.conv1d(y, blk.mlp.c_fc.weight, blk.mlp.c_fc.bias), p.act);
+    h = e.op('Add', [h, e.conv1d(f, blk.mlp.c_proj.weight, blk.mlp.c_proj.bias)]);
+  });
+  h = e.layerNorm(h, body.ln_f.weight, body.ln_f.bias, body.ln_f.eps, p.D);
+  if (m instanceof GPT2LMHeadModel) return { out: e.linear(h, m.lm_head.currentWeight(), null), kind: 'lm', width: p.vocab };
+  if (m instanceof GPT2ForSequenceClassification) {
+    const pooled = e.lastToken(h, e.keepMask(ids, mask, cfgOptInt(m.config, 'pad_token_id')), T, p.D);
+    return { out: e.linear(pooled, m.score.weight, m.score.bias), kind: 'cls', width: m.numLabels };
+  }
+  return { out: h, kind: 'base', width: p.D };
+}
+
+function emitBert(e: Emitter, m: BertForSequenceClassification | RobertaForSequenceClassification | BertBaseModel): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
+  const g = e.g;
+  const body = m instanceof BertForSequenceClassification ? m.bert : m instanceof RobertaForSequenceClassification ? m.roberta : m.body;
+  const p = body.p;
+  const ids = g.input('input_ids', 'i64', ['batch_size', 'sequence_length']);
+  const mask = g.input('attention_mask', 'i64', ['batch_size', 'sequence_length']);
+  const T = e.dim(ids, 1);
+  const emb = body.embeddings;
+  let pos: string;
+  let types: string;
+  if (p.roberta) {
+    // transformers' create_position_ids_from_input_ids: running count of non-padding tokens + pad.
+    const pad = p.padTokenId ?? 1;
+    const keep = e.op('Cast', [e.op('Not', [e.op('Equal', [ids, g.i64([pad], true)])])], { to: { int: ONNX_DTYPE.i64 } });
+    const count = e.op('Mul', [e.op('CumSum', [keep, g.i64([1], true)]), keep]);
+    pos = e.op('Add', [count, g.i64([pad], true)]);
+    types = e.op('Gather', [e.w(emb.token_type_embeddings.weight), g.i64([0], true)]);
+  } else {
+    pos = e.op('Unsqueeze', [e.range(T), g.i64([0])]);
+    const tt = g.input('token_type_ids', 'i64', ['batch_size', 'sequence_length']);
+    types = e.op('Gather', [e.w(emb.token_type_embeddings.weight), tt]);
+  }
+  let h = e.op('Add', [e.op('Add', [e.op('Gather', [e.w(emb.word_embeddings.weight), ids]), types]), e.op('Gather', [e.w(emb.position_embeddings.weight), pos])]);
+  h = e.layerNorm(h, emb.LayerNorm.weight, emb.LayerNorm.bias, emb.LayerNorm.eps, p.D);
+  const allowed = e.attentionMask(mask, T, false);
+  const hd = p.D / p.nHead;
+  for (const l of body.encoder.layer.items) {
+    const s = l.attention.self;
+    const a = e.attention(e.heads(e.linear(h, s.query.weight, s.query.bias), p.nHead, hd), e.heads(e.linear(h, s.key.weight, s.key.bias), p.nHead, hd),
+      e.heads(e.linear(h, s.value.weight, s.value.bias), p.nHead, hd), allowed, 1 / Math.sqrt(hd));
+    const ao = l.attention.output;
+    h = e.layerNorm(e.op('Add', [e.linear(e.merge(a, p.D), ao.dense.weight, ao.dense.bias), h]), ao.LayerNorm.weight, ao.LayerNorm.bias, ao.LayerNorm.eps, p.D);
+    const f = e.act(e.linear(h, l.intermediate.dense.weight, l.intermediate.dense.bias), p.act);
+    const o = l.output;
+    h = e.layerNorm(e.op('Add', [e.linear(f, o.dense.weight, o.dense.bias), h]), o.LayerNorm.weight, o.LayerNorm.bias, o.LayerNorm.eps, p.D);
+  }
+  const first = () => e.op('Gather', [h, g.i64([0], true)], { axis: { int: 1 } });
+  if (m instanceof BertForSequenceClassification) {
+    const pooled = e.op('Tanh', [e.linear(first(), body.pooler!.dense.weight, body.pooler!.dense.bias)]);
+    return { out: e.linear(pooled, m.classifier.weight, m.classifier.bias), kind: 'cls', width: m.numLabels };
+  }
+  if (m instanceof RobertaForSequenceClassification) {
+    const head = m.classifier as unknown as { dense: { weight: Tensor; bias: Tensor | null }; out_proj: { weight: Tensor; bias: Tensor | null } };
+    const x = e.op('Tanh', [e.linear(first(), head.dense.weight, head.dense.bias)]);
+    return { out: e.linear(x, head.out_proj.weight, head.out_proj.bias), kind: 'cls', width: m.numLabels };
+  }
+  return { out: h, kind: 'base', width: p.D };
+}
+
+function emitLlama(e: Emitter, m: LlamaForCausalLM | LlamaForSequenceClassification | LlamaBaseModel): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
+  const g = e.g;
+  const body = m instanceof LlamaBaseModel ? m.body : m.model;
+  const p = llamaParams(m.config);
+  const ids = g.input('input_ids', 'i64', ['batch_size', 'sequence_length']);
+  const mask = g.input('attention_mask', 'i64', ['batch_size', 'sequence_length']);
+  const T = e.dim(ids, 1);
+  const inv = llamaInvFreq(p);
+  const posF = e.op('Unsqueeze', [e.op('Cast', [e.range(T)], { to: { int: ONNX_DTYPE.f32 } }), g.i64([1])]);
+  const freqs = e.op('Mul', [posF, g.constant('f32', [inv.length], inv)]);
+  const embAngles = e.op('Concat', [freqs, freqs], { axis: { int: -1 } });
+  const cos = e.op('Cos', [embAngles]);
+  const sin = e.op('Sin', [embAngles]);
+  const half = p.headDim / 2;
+  const rope = (x: string) => {
+    const x1 = e.op('Slice', [x, g.i64([0]), g.i64([half]), g.i64([3])]);
+    const x2 = e.op('Slice', [x, g.i64([half]), g.i64([p.headDim]), g.i64([3])]);
+    const rot = e.op('Concat', [e.op('Neg', [x2]), x1], { axis: { int: 3 } });
+    return e.op('Add', [e.op('Mul', [x, cos]), e.op('Mul', [rot, sin])]);
+  };
+  const rep = p.nHead / p.nKV;
+  const repeat = (x: string) => rep === 1 ? x
+    : e.op('Reshape', [e.op('Expand', [e.op('Unsqueeze', [x, g.i64([2])]), g.i64([1, 1, rep, 1, 1])]), g.i64([0, p.nHead, -1, p.headDim])]);
+  let h = e.op('Gather', [e.w(body.embed_tokens.weight), ids]);
+  const allowed = e.attentionMask(mask, T, true);
+  for (const l of body.layers.items) {
+    const x = e.rmsNorm(h, l.input_layernorm.weight, l.input_layernorm.eps);
+    const at = l.self_attn;
+    const q = rope(e.heads(e.linear(x, at.q_proj.weight, at.q_proj.bias), p.nHead, p.headDim));
+    const k = repeat(rope(e.heads(e.linear(x, at.k_proj.weight, at.k_proj.bias), p.nKV, p.headDim)));
+    const v = repeat(e.heads(e.linear(x, at.v_proj.weight, at.v_proj.bias), p.nKV, p.headDim));
+    const a = e.attention(q, k, v, allowed, 1 / Math.sqrt(p.headDim));
+    h = e.op('Add', [h, e.linear(e.merge(a, p.nHead * p.headDim), at.o_proj.weight, at.o_proj.bias)]);
+    const y = e.rmsNorm(h, l.post_attention_layernorm.weight, l.post_attention_layernorm.eps);
+    const mlp = l.mlp;
+    const gate = e.act(e.linear(y, mlp.gate_proj.weight, mlp.gate_proj.bias), p.act);
+    h = e.op('Add', [h, e.linear(e.op('Mul', [gate, e.linear(y, mlp.up_proj.weight, mlp.up_proj.bias)]), mlp.down_proj.weight, mlp.down_proj.bias)]);
+  }
+  h = e.rmsNorm(h, body.norm.weight, body.norm.eps);
+  if (m instanceof LlamaForCausalLM) return { out: e.linear(h, m.lm_head.currentWeight(), null), kind: 'lm', width: p.vocab };
+  if (m instanceof LlamaForSequenceClassification) {
+    const pooled = e.lastToken(h, e.keepMask(ids, mask, p.padTokenId), T, p.D);
+    return { out: e.linear(pooled, m.score.weight, m.score.bias), kind: 'cls', width: m.numLabels };
+  }
+  return { out: h, kind: 'base', width: p.D };
+}
+
+/** The graph of a model (weights not read yet). */
+export function buildOnnxGraph(model: PreTrainedModel, opset = 17): GraphBuilder {
+  check(Number.isInteger(opset) && opset >= 17 && opset <= 21, 'E_ARG', `export-onnx: opset must be 17 to 21, got ${opset}`);
+  const e = new Emitter(model, opset);
+  let r: { out: string; kind: 'lm' | 'cls' | 'base'; width: number };
+  if (model instanceof GPT2LMHeadModel || model instanceof GPT2ForSequenceClassification || model instanceof GPT2BaseModel) r = emitGpt2(e, model);
+  else if (model instanceof BertForSequenceClassification || model instanceof RobertaForSequenceClassification || model instanceof BertBaseModel) r = emitBert(e, model);
+  else if (model instanceof LlamaForCausalLM || model instanceof LlamaForSequenceClassification || model instanceof LlamaBaseModel) r = emitLlama(e, model);
+  else throw new SiftError('E_UNSUPPORTED', `export-onnx: architecture ${model.architecture} is not supported`);
+  if (r.kind === 'cls') e.g.output(r.out, 'logits', 'f32', ['batch_size', r.width]);
+  else e.g.output(r.out, r.kind === 'lm' ? 'logits' : 'last_hidden_state', 'f32', ['batch_size', 'sequence_length', r.width]);
+  return e.g;
+}
+
+/**
+ * Writes `model` as an ONNX graph to `outPath`. With `delta`, the increment is merged for the
+ * export and removed again afterwards (the model is left as it was).
+ */
+export function exportOnnx(model: PreTrainedModel, outPath: string, opts: ExportOnnxOptions = {}): ExportOnnxResult {
+  const opset = opts.opset ?? 17;
+  const g = buildOnnxGraph(model, opset);
+  const inc = opts.delta ? loadIncrement(opts.delta, { device: model.device }) : null;
+  if (inc) applyIncrement(model, inc);
+  try {
+    const total = g.initializers.reduce((a, i) => a + i.nbytes, 0);
+    const external = opts.externalData === true || ((opts.externalData ?? 'auto') === 'auto' && total > EXTERNAL_THRESHOLD);
+    const dataName = `${path.basename(outPath)}.data`;
+    const dataPath = path.join(path.dirname(path.resolve(outPath)), dataName);
+    let offsets: Map<string, number> | null = null;
+    if (external) {
+      offsets = new Map();
+      let off = 0;
+      for (const init of g.initializers) {
+        offsets.set(init.name, off);
+        off += Math.ceil(init.nbytes / 64) * 64;
+      }
+      writeFileAtomic(dataPath, (function* () {
+        for (const init of g.initializers) {
+          const b = init.bytes();
+          yield b;
+          const padN = Math.ceil(b.byteLength / 64) * 64 - b.byteLength;
+          if (padN) yield new Uint8Array(padN);
+        }
+      })());
+    }
+    const tensorProto = (init: LazyInitializer): Record<string, unknown> => {
+      const base = { name: init.name, dims: init.dims, data_type: ONNX_DTYPE[init.dtype] };
+      if (!offsets) return { ...base, raw_data: init.bytes() };
+      return {
+        ...base, data_location: 1,
+        external_data: [
+          { key: 'location', value: dataName },
+          { key: 'offset', value: String(offsets.get(init.name)) },
+          { key: 'length', value: String(init.nbytes) },
+        ],
+      };
+    };
+    const obj = g.modelObject(model.architecture, tensorProto, {
+      'sift-ft.architecture': model.architecture,
+      'sift-ft.task': model.task,
+      'sift-ft.config': JSON.stringify(model.config),
+    });
+    const bytes = encodeMessage(onnxType('ModelProto'), obj);
+    writeFileAtomic(outPath, [bytes]);
+    if (!external && fs.existsSync(dataPath)) {
+      // A stale data file from an earlier external export would mislead readers.
+      try { fs.unlinkSync(dataPath); } catch { /* ignore */ }
+    }
+    return {
+      path: outPath, dataPath: external ? dataPath : null, opset,
+      inputs: g.inputs.map((i) => String(i.name)), outputs: g.outputs.map((o) => String(o.name)),
+      initializers: g.initializers.length, bytes: bytes.byteLength + (external ? total : 0),
+    };
+  } finally {
+    if (inc) {
+      unmergeIncrement(model, inc);
+      inc.dispose();
+    }
+  }
+}
