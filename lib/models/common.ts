@@ -7,8 +7,8 @@ import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
 import { DType, isFloat, isInt } from '../engine/dtype';
 import { Module } from '../nn/module';
-import { tensor } from '../autograd/creation';
-import { toDevice, cast, reshape, squeeze } from '../autograd/shape';
+import { tensor, full } from '../autograd/creation';
+import { toDevice, cast, reshape, squeeze, concat } from '../autograd/shape';
 import { slice } from '../autograd/shape';
 import { compare, gelu, relu, silu, tanh, sigmoid, sub, mul, add, neg, exp, log, abs, maximum } from '../autograd/elementwise';
 import { crossEntropy, embedding as embeddingGather } from '../autograd/nn';
@@ -263,16 +263,26 @@ export function activation(name: string): (x: Tensor) => Tensor {
 
 /** transformers' causal-LM loss: logits at t predict labels at t+1; mean over labels != -100. */
 export function causalLmLoss(logits: Tensor, labels: IdsInput): Tensor {
-  const rows = hostRows(labels, 'labels');
   const [B, T, V] = logits.shape;
-  check(rows.length === B && rows[0].length === T, 'E_SHAPE', `labels: expected [${B}, ${T}], got [${rows.length}, ${rows[0]?.length}]`);
-  const shifted = new BigInt64Array(B * T);
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) shifted[b * T + t] = BigInt(t + 1 < T ? rows[b][t + 1] : -100);
+  let targets: Tensor;
+  if (labels instanceof Tensor) {
+    // Shift on the device: no host round trip per step.
+    check(labels.ndim === 2 && labels.shape[0] === B && labels.shape[1] === T, 'E_SHAPE', `labels: expected [${B}, ${T}], got [${labels.shape}]`);
+    const onDev = labels.device === logits.device ? labels : toDevice(labels, logits.device);
+    const l64 = onDev.dtype === 'i64' ? onDev : cast(onDev, 'i64');
+    const tail = full([B, 1], -100, { dtype: 'i64', device: logits.device });
+    targets = reshape(concat([slice(l64, 1, 1), tail], 1), [B * T]);
+  } else {
+    const rows = hostRows(labels, 'labels');
+    check(rows.length === B && rows[0].length === T, 'E_SHAPE', `labels: expected [${B}, ${T}], got [${rows.length}, ${rows[0]?.length}]`);
+    const shifted = new BigInt64Array(B * T);
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < T; t++) shifted[b * T + t] = BigInt(t + 1 < T ? rows[b][t + 1] : -100);
+    }
+    targets = tensor(shifted, [B * T], { dtype: 'i64', device: logits.device });
   }
-  const targets = tensor(shifted, [B * T], { dtype: 'i64', device: logits.device });
-  const flat = reshape(logits, [B * T, V]);
-  return crossEntropy(isFloat(flat.dtype) && flat.dtype !== 'f32' && flat.dtype !== 'f64' ? cast(flat, 'f32') : flat, targets, { ignoreIndex: -100 });
+  // crossEntropy takes f16/bf16 logits directly (f32 statistics and loss): no f32 copy of [B*T, V].
+  return crossEntropy(reshape(logits, [B * T, V]), targets, { ignoreIndex: -100 });
 }
 
 export type ProblemType = 'regression' | 'single_label_classification' | 'multi_label_classification';

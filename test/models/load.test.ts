@@ -34,3 +34,17 @@ describe('loadModel', () => {
     for (const m of [model, a, b]) (m as { dispose(): void }).dispose();
   });
 });
+
+describe('causal-LM loss', () => {
+  test('labels as a tensor (shifted on the device) give the same loss as host rows', () => {
+    const model = createModel(config, { seed: 5 });
+    model.eval();
+    const ids = [[1, 2, 3, 4, 5], [6, 7, 8, -100, -100]];
+    const a = tidy(() => noGrad(() => model.forward({ inputIds: [[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]], labels: ids }).loss!.item()));
+    const b = tidy(() => noGrad(() => model.forward({
+      inputIds: [[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]], labels: tensor(ids, undefined, { dtype: 'i32' }),
+    }).loss!.item()));
+    expect(b).toBe(a);
+    model.dispose();
+  });
+});
