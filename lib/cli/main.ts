@@ -3,18 +3,37 @@
  * The `sift-ft` command: one file per subcommand under lib/cli. Errors print one line and exit
  * non-zero; --help on any command lists its flags.
  */
+import { exportOnnxFlags, exportOnnxHelp, runExportOnnx } from '../onnx/cli';
 import { SiftError } from '../engine/errors';
 import { FlagSpec, Parsed, flagHelp, parseFlags } from './args';
+import { benchFlags, benchHelp, runBench } from './bench';
+import { demoFlags, demoHelp, runDemo } from './demo';
+import { evalFlags, evalHelp, runEval } from './eval';
+import { finetuneFlags, finetuneHelp, runFinetune } from './finetune';
+import { generateFlags, generateHelp, runGenerate } from './generate';
 import { infoFlags, infoHelp, runInfo } from './info';
+import { mergeFlags, mergeHelp, runMerge } from './merge';
+import { selectFlags, selectHelp, runSelect } from './select';
 
 interface Command {
   help: string;
   flags: Record<string, FlagSpec>;
-  run: (flags: Parsed) => number | Promise<number>;
+  run: (flags: Parsed, argv: string[]) => number | Promise<number>;
+  /** Arguments go through unparsed (bench: each benchmark has its own flags). */
+  raw?: boolean;
+  usage?: string;
 }
 
 const commands: Record<string, Command> = {
+  finetune: { help: finetuneHelp, flags: finetuneFlags, run: runFinetune, usage: '--model DIR --data FILE --task T [--method M] --out DIR' },
+  eval: { help: evalHelp, flags: evalFlags, run: runEval, usage: '--model DIR [--delta FILE] --data FILE --task T' },
+  select: { help: selectHelp, flags: selectFlags, run: runSelect, usage: '--model DIR --data FILE --task T [--out FILE]' },
+  generate: { help: generateHelp, flags: generateFlags, run: runGenerate, usage: '--model DIR [--delta FILE] --prompt TEXT' },
+  merge: { help: mergeHelp, flags: mergeFlags, run: runMerge, usage: '--model DIR --delta FILE --out DIR' },
+  bench: { help: benchHelp, flags: benchFlags, run: runBench, raw: true, usage: '[name...] [benchmark flags]' },
   info: { help: infoHelp, flags: infoFlags, run: runInfo },
+  demo: { help: demoHelp, flags: demoFlags, run: runDemo, usage: '[--quick] [--out DIR]' },
+  'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE] --out model.onnx' },
 };
 
 function usage(): string {
@@ -38,17 +57,21 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`sift-ft ${name}: ${cmd.help}\n\nFlags:\n${flagHelp(cmd.flags)}\n`);
+    const flags = Object.keys(cmd.flags).length ? `\n\nFlags:\n${flagHelp(cmd.flags)}` : '';
+    process.stdout.write(`Usage: sift-ft ${name}${cmd.usage ? ` ${cmd.usage}` : ' [flags]'}\n\n${cmd.help}${flags}\n`);
     return 0;
   }
   try {
-    return await cmd.run(parseFlags(rest, cmd.flags));
+    return await cmd.run(cmd.raw ? { _: rest } : parseFlags(rest, cmd.flags), rest);
   } catch (e) {
     if (e instanceof SiftError) {
       process.stderr.write(`sift-ft ${name}: ${e.message} [${e.code}]\n`);
       return e.code === 'E_ARG' ? 2 : 1;
     }
-    throw e;
+    // Anything else is a bug or an environment failure: still one line, the stack on request.
+    const err = e as Error;
+    process.stderr.write(`sift-ft ${name}: ${err?.message ?? String(e)}${process.env.SIFT_FT_DEBUG ? `\n${err?.stack}` : ' (set SIFT_FT_DEBUG=1 for the stack)'}\n`);
+    return 1;
   }
 }
 

@@ -10,7 +10,7 @@ import { loadModelFolder } from '../io/hf';
 import { createModel, loadStateDictInto } from '../models';
 import { exportOnnx } from './export';
 
-export const exportOnnxHelp = 'write a model folder (with an optional SIFT increment merged) as an ONNX graph';
+export const exportOnnxHelp = 'Writes a model folder (with an optional SIFT increment merged) as an ONNX graph';
 
 export const exportOnnxFlags: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'model folder (config.json + safetensors) or hub cache name' },

@@ -200,6 +200,7 @@ void reset_peak(int device) {
 }
 
 void synchronize(int device) {
+  set_device(device);  // the calling thread may be a worker whose current device differs
   cudaStream_t st = current_stream(device);
   CUDA_CHECK(cudaStreamSynchronize(st));
   int flag = 0;
@@ -224,22 +225,26 @@ int* error_flag(int device) {
 }
 
 void copy_h2d(int device, void* dst, const void* src, size_t nbytes) {
+  set_device(device);  // the calling thread may be a worker whose current device differs
   cudaStream_t st = current_stream(device);
   CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, st));
   CUDA_CHECK(cudaStreamSynchronize(st));
 }
 
 void copy_d2h(int device, void* dst, const void* src, size_t nbytes) {
+  set_device(device);  // the calling thread may be a worker whose current device differs
   cudaStream_t st = current_stream(device);
   CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, st));
   CUDA_CHECK(cudaStreamSynchronize(st));
 }
 
 void copy_d2d(int device, void* dst, const void* src, size_t nbytes) {
+  set_device(device);  // the calling thread may be a worker whose current device differs
   CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, current_stream(device)));
 }
 
 void memset_async(int device, void* dst, int value, size_t nbytes) {
+  set_device(device);  // the calling thread may be a worker whose current device differs
   CUDA_CHECK(cudaMemsetAsync(dst, value, nbytes, current_stream(device)));
 }
 

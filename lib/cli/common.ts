@@ -1,0 +1,159 @@
+/**
+ * Pieces the subcommands share: the --device flag, loading a model folder for a task (with a fresh
+ * head for classification when the checkpoint has none), label discovery, and plain-text tables.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { SiftError } from '../engine/errors';
+import { backends } from '../engine/runtime';
+import { loadModelFolder } from '../io/hf';
+import { createModel, loadStateDictInto } from '../models';
+import type { HFConfig, ModelTask, PreTrainedModel } from '../models/common';
+import { loadTokenizer } from '../tokenizers';
+import type { HfTokenizer } from '../tokenizers';
+import type { Row, TaskName } from '../train/types';
+import type { FlagSpec } from './args';
+
+export const TASKS: TaskName[] = ['classify', 'regress', 'causal-lm', 'instruct'];
+
+export const deviceFlag: FlagSpec = { type: 'string', help: 'cpu or cuda (default: cuda when usable)', choices: ['cpu', 'cuda'] };
+
+/** 'cpu' or 'cuda:0'; asking for CUDA where it cannot run is an error, not a silent fallback. */
+export function resolveDevice(flag: unknown): string {
+  const b = backends();
+  if (flag === undefined) return b.cuda.usable ? 'cuda:0' : 'cpu';
+  if (flag === 'cpu') return 'cpu';
+  if (!b.cuda.usable) throw new SiftError('E_DEVICE', `--device cuda: CUDA is not usable here (${b.cuda.status}); use --device cpu`);
+  return 'cuda:0';
+}
+
+export function modelTaskFor(task: TaskName): ModelTask {
+  return task === 'classify' || task === 'regress' ? 'sequence-classification' : 'causal-lm';
+}
+
+export function requireFlag<T>(value: T | undefined, name: string, what: string): T {
+  if (value === undefined || value === '') throw new SiftError('E_ARG', `missing --${name} (${what})`);
+  return value;
+}
+
+export function requireTask(v: unknown): TaskName {
+  const t = requireFlag(v as string | undefined, 'task', TASKS.join(', '));
+  if (!TASKS.includes(t as TaskName)) throw new SiftError('E_ARG', `flag --task must be one of ${TASKS.join(', ')}; got '${t}'`);
+  return t as TaskName;
+}
+
+export function requireFile(p: unknown, name: string, what: string): string {
+  const f = requireFlag(p as string | undefined, name, what);
+  if (!fs.existsSync(f)) throw new SiftError('E_IO', `--${name} ${f}: no such file or folder`);
+  return f;
+}
+
+/** Distinct labels of a column, numbers sorted numerically and strings alphabetically. */
+export function labelsOf(rows: Row[], column: string): string[] {
+  const seen = new Set<string>();
+  for (const r of rows) {
+    const v = r[column];
+    if (v !== undefined && v !== null && v !== '') seen.add(String(v));
+  }
+  const all = [...seen];
+  const numeric = all.every((s) => /^-?\d+$/.test(s));
+  return numeric ? all.sort((a, b) => Number(a) - Number(b)) : all.sort();
+}
+
+/** The label column a row set uses: the flag, else 'label' (or 'labels'), else null. */
+export function labelColumnOf(rows: Row[], flag: unknown): string | null {
+  if (typeof flag === 'string') return flag;
+  const first = rows[0] ?? {};
+  for (const c of ['label', 'labels']) if (c in first && !Array.isArray(first[c])) return c;
+  return null;
+}
+
+export interface LoadedModel {
+  model: PreTrainedModel;
+  tokenizer: HfTokenizer | null;
+  config: HFConfig;
+  dir: string;
+  /** Class names in id order (classify). */
+  labels?: string[];
+}
+
+/**
+ * Loads a model folder for a task. For classify, `labels` (from the data) are used when the config
+ * has no label2id; a causal-LM checkpoint gets a freshly initialised classification head.
+ */
+export function loadModelForTask(dir: string, opts: { task: TaskName; device: string; labels?: string[]; seed?: number }): LoadedModel {
+  const { config, stateDict } = loadModelFolder(dir);
+  const cfg: HFConfig = { ...config };
+  let labels: string[] | undefined;
+  if (opts.task === 'classify') {
+    const l2i = cfg.label2id as Record<string, number> | undefined;
+    const fromConfig = l2i && typeof l2i === 'object' && Object.keys(l2i).length > 1 && !Object.keys(l2i).every((k) => /^LABEL_\d+$/.test(k))
+      ? Object.entries(l2i).sort((a, b) => a[1] - b[1]).map(([k]) => k)
+      : undefined;
+    labels = fromConfig ?? opts.labels;
+    if (!labels || labels.length < 2) {
+      const n = typeof cfg.num_labels === 'number' ? cfg.num_labels : 2;
+      labels = fromConfig ?? Array.from({ length: n }, (_, i) => String(i));
+    }
+    cfg.num_labels = labels.length;
+    cfg.id2label = Object.fromEntries(labels.map((l, i) => [String(i), l]));
+    cfg.label2id = Object.fromEntries(labels.map((l, i) => [l, i]));
+  } else if (opts.task === 'regress') {
+    cfg.num_labels = 1;
+    cfg.problem_type = 'regression';
+  }
+  const task = modelTaskFor(opts.task);
+  // A checkpoint of another head (an LM's lm_head, a classifier's score) is loaded through its body.
+  const arch = Array.isArray(cfg.architectures) ? cfg.architectures[0] : undefined;
+  const sameHead = task === 'causal-lm' ? /(CausalLM|LMHeadModel)$/.test(arch ?? '') : /SequenceClassification$/.test(arch ?? '');
+  if (!sameHead) delete cfg.architectures;
+  const model = createModel(cfg, { task, device: opts.device, seed: opts.seed ?? 0 });
+  try {
+    loadStateDictInto(model, stateDict, { strict: false, disposeSource: true });
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  let tokenizer: HfTokenizer | null = null;
+  if (fs.existsSync(path.join(dir, 'tokenizer.json')) || fs.existsSync(path.join(dir, 'vocab.json')) || fs.existsSync(path.join(dir, 'vocab.txt'))) {
+    tokenizer = loadTokenizer(dir);
+  }
+  return { model, tokenizer, config: model.config, dir, labels };
+}
+
+export function fmtInt(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+export function fmtBytes(n: number): string {
+  if (!Number.isFinite(n)) return '-';
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${u[i]}`;
+}
+
+export function fmtDuration(sec: number): string {
+  if (!Number.isFinite(sec) || sec < 0) return '?';
+  if (sec < 60) return `${sec.toFixed(0)}s`;
+  const m = Math.floor(sec / 60);
+  const s = Math.round(sec % 60);
+  if (m < 60) return `${m}m${String(s).padStart(2, '0')}s`;
+  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
+/** A plain-text table with right-aligned numeric columns. */
+export function table(head: string[], rows: (string | number)[][]): string {
+  const cells = [head, ...rows.map((r) => r.map((c) => String(c)))];
+  const widths = head.map((_, j) => Math.max(...cells.map((r) => (r[j] ?? '').length)));
+  const numeric = head.map((_, j) => rows.every((r) => typeof r[j] === 'number' || /^[-\d.,%]+( \w+)?$/.test(String(r[j]))));
+  const line = (r: string[]) => r.map((c, j) => (numeric[j] ? c.padStart(widths[j]) : c.padEnd(widths[j]))).join('  ');
+  return [line(cells[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
+}
+
+export function writeJson(obj: unknown): void {
+  process.stdout.write(JSON.stringify(obj, null, 2) + '\n');
+}
