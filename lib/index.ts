@@ -10,7 +10,8 @@ export type { DType } from './engine/dtype';
 export { tidy, keep } from './engine/scope';
 export { liveTensors, backends, cudaAvailable, synchronize, emptyCache, resetPeakMemory } from './engine/runtime';
 export type { LiveTensors } from './engine/runtime';
-export { backward, noGrad, enableGrad, isGradEnabled } from './autograd/tape';
+export { backward, noGrad, enableGrad, isGradEnabled, gradients } from './autograd/tape';
+export { checkpoint } from './autograd/checkpoint';
 export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, manualSeed } from './autograd/creation';
 export type { TensorOptions, RandomOptions } from './autograd/creation';
 export {

@@ -74,6 +74,27 @@ function npmConfig(key) {
   }
 }
 
+// A fingerprint of everything the build depends on: sources, build files, options and toolchain.
+function buildStamp(parts) {
+  const h = require('crypto').createHash('sha256');
+  const walk = (dir) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else {
+        h.update(path.relative(root, p));
+        h.update(fs.readFileSync(p));
+      }
+    }
+  };
+  walk(path.join(root, 'native'));
+  for (const f of ['CMakeLists.txt', 'binding.gyp', 'scripts/build-native.js', 'scripts/sources.js']) {
+    if (fs.existsSync(path.join(root, f))) h.update(fs.readFileSync(path.join(root, f)));
+  }
+  h.update(JSON.stringify(parts));
+  return h.digest('hex');
+}
+
 function main() {
   fs.mkdirSync(outDir, { recursive: true });
   const start = Date.now();
@@ -122,6 +143,16 @@ function main() {
     if (nodedir) args.push(`--nodedir=${nodedir}`);
   }
 
+  // Up to date: the same sources, options and toolchain built this addon already (a second
+  // `npm install`, or npx linking this checkout, should not rebuild for minutes).
+  const addon = path.join(outDir, 'Release', 'sift_ft.node');
+  const stampFile = path.join(outDir, 'Release', '.sift-build-stamp');
+  const stamp = buildStamp({ args: args.slice(1), cuda, cudaWhy, node: process.versions.modules, napi: process.versions.napi });
+  if (!process.argv.includes('--force') && fs.existsSync(addon) && fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8') === stamp) {
+    console.log(`sift-ft: native addon up to date (${path.relative(root, addon)}); ${cudaWhy}; \`npm run build:native\` rebuilds it`);
+    return;
+  }
+
   const res = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: process.env });
   const log = `$ ${cmd} ${args.join(' ')}\n${res.stdout || ''}\n${res.stderr || ''}`;
   fs.mkdirSync(outDir, { recursive: true });  // node-gyp's rebuild removes build/ first
@@ -133,6 +164,7 @@ function main() {
     process.exit(res.status || 1);
   }
   if (verbose) process.stdout.write(log);
+  fs.writeFileSync(stampFile, stamp);
   const tool = cmake ? 'cmake-js' : 'node-gyp (CMake not found)';
   console.log(`sift-ft: built native addon with ${tool} in ${secs}s; CPU backend on; ${cudaWhy}`);
 }

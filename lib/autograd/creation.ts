@@ -151,6 +151,15 @@ export function drawSeed(): number {
   autoSeed = (autoSeed + 1) % 0x1fffffffffffff;
   return autoSeed;
 }
+/** Where the draws of drawSeed() stand (checkpoint() saves it to replay a block's dropout masks). */
+export function getSeedState(): number {
+  return autoSeed;
+}
+/** Puts the draws of drawSeed() back where getSeedState() saw them. */
+export function setSeedState(state: number): void {
+  check(Number.isSafeInteger(state), 'E_ARG', `setSeedState: expected a state from getSeedState(), got ${state}`);
+  autoSeed = state;
+}
 function nextSeed(opts: RandomOptions): number | bigint {
   return opts.seed ?? drawSeed();
 }

@@ -56,6 +56,23 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
   return false;
 }
 
+// Sets filled by observeGradInputs(): every tensor that requires gradients and reaches record().
+const observers: Set<Tensor>[] = [];
+
+/**
+ * Runs fn and adds to `into` every tensor requiring gradients that an op inside fn consumed, even
+ * with recording off: checkpoint() learns this way which parameters (and outer activations) a block
+ * reads, so that its tape node can list them as inputs.
+ */
+export function observeGradInputs<T>(fn: () => T, into: Set<Tensor>): T {
+  observers.push(into);
+  try {
+    return fn();
+  } finally {
+    observers.splice(observers.lastIndexOf(into), 1);
+  }
+}
+
 /**
  * Records an op. `backward` receives the gradients of the outputs (null for outputs that got
  * none; never all null) and returns one gradient per input (null/undefined where not needed).
@@ -63,6 +80,9 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
  * once the node has run its backward.
  */
 export function record(name: string, inputs: (Tensor | null | undefined)[], outputs: Tensor[], backward: BackwardFn, owned: Tensor[] = []): void {
+  if (observers.length) {
+    for (const t of inputs) if (t && t.requiresGrad) for (const o of observers) o.add(t);
+  }
   if (!needsGrad(...inputs)) {
     for (const t of owned) t.dispose();
     return;
@@ -98,6 +118,46 @@ export interface BackwardOptions {
  * leaf.grad (after the leaf's hooks). Intermediate gradients are freed as soon as they are used.
  */
 export function backward(root: Tensor, seed?: Tensor, opts: BackwardOptions = {}): void {
+  checkRoot(root, seed);
+  const retainGraph = opts.retainGraph === true;
+  const prevEnabled = gradEnabled;
+  gradEnabled = false;
+  try {
+    runBackward(root, seed, retainGraph, null);
+  } finally {
+    gradEnabled = prevEnabled;
+  }
+}
+
+/**
+ * Gradients of `root` with respect to `wrt` (like torch.autograd.grad), returned instead of
+ * accumulated: those tensors' hooks do not run and their .grad is untouched, and the walk stops at
+ * them even where they have a history of their own. Other leaves reached on the way are treated as
+ * by backward(). The graph is freed unless retainGraph. Re-entrant: a node's backward may call it.
+ */
+export function gradients(root: Tensor, seed: Tensor | undefined, wrt: Tensor[], opts: BackwardOptions = {}): (Tensor | null)[] {
+  checkRoot(root, seed);
+  const capture = new Map<Tensor, Tensor | null>();
+  for (const t of wrt) capture.set(t, null);
+  const prevEnabled = gradEnabled;
+  gradEnabled = false;
+  try {
+    runBackward(root, seed, opts.retainGraph === true, capture);
+  } finally {
+    gradEnabled = prevEnabled;
+  }
+  // A tensor listed twice gets its gradient once, then a copy.
+  const given = new Set<Tensor>();
+  return wrt.map((t) => {
+    const g = capture.get(t) ?? null;
+    if (!g) return null;
+    if (given.has(g)) return new Tensor(native().clone(g.handle));
+    given.add(g);
+    return g;
+  });
+}
+
+function checkRoot(root: Tensor, seed: Tensor | undefined): void {
   check(root.requiresGrad, 'E_AUTOGRAD', 'backward() on a tensor that does not require gradients');
   if (seed) {
     check(seed.shape.length === root.shape.length && seed.shape.every((d, i) => d === root.shape[i]), 'E_SHAPE',
@@ -105,17 +165,10 @@ export function backward(root: Tensor, seed?: Tensor, opts: BackwardOptions = {}
   } else {
     check(root.size === 1, 'E_SHAPE', `backward() without a gradient needs a scalar, got shape [${root.shape}]`);
   }
-  const retainGraph = opts.retainGraph === true;
-  const prevEnabled = gradEnabled;
-  gradEnabled = false;
-  try {
-    runBackward(root, seed, retainGraph);
-  } finally {
-    gradEnabled = prevEnabled;
-  }
 }
 
-function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: boolean): void {
+/** capture: tensors whose gradient is stored there instead of going to hooks and .grad (null: none). */
+function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: boolean, capture: Map<Tensor, Tensor | null> | null): void {
   const N = native();
   const seed = seedIn ?? new Tensor(N.full(root.shape, 1, root.dtype, root.device));
   const userSeed = seedIn;
@@ -153,6 +206,17 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
     let g = slot ? slot[0] : null;
     leafSlots.delete(leaf);
     if (!g) return;
+    if (capture && capture.has(leaf)) {
+      // Handed to the caller: it owns the tensor now (a copy where the slot's tensor is shared).
+      if (refs.get(g) === 1 && g !== userSeed) refs.delete(g);
+      else {
+        const c = new Tensor(N.clone(g.handle));
+        release(g);
+        g = c;
+      }
+      capture.set(leaf, g);
+      return;
+    }
     for (const hook of leaf.gradHooks) {
       const r = hook(g, leaf);
       if (r === null) {
@@ -189,7 +253,9 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
     if (n === 0) finishLeaf(leaf);
   };
 
-  if (!root.gradFn) {
+  // Captured tensors are where the walk stops, as if they were leaves.
+  const stopsAt = (t: Tensor) => !t.gradFn || (capture !== null && capture.has(t));
+  if (stopsAt(root)) {
     // The root is a leaf itself.
     leafRemaining.set(root, 1);
     retain(seed);
@@ -200,8 +266,8 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
 
   // Iterative DFS for a post-order; count edges into leaves on the way.
   const order: GradNode[] = [];
-  const visited = new Set<GradNode>([root.gradFn]);
-  const stack: [GradNode, number][] = [[root.gradFn, 0]];
+  const visited = new Set<GradNode>([root.gradFn!]);
+  const stack: [GradNode, number][] = [[root.gradFn!, 0]];
   while (stack.length) {
     const top = stack[stack.length - 1];
     const [node, i] = top;
@@ -212,10 +278,10 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
       top[1]++;
       const inp = node.inputs[i];
       if (!inp) continue;
-      if (inp.gradFn) {
-        if (!visited.has(inp.gradFn)) {
-          visited.add(inp.gradFn);
-          stack.push([inp.gradFn, 0]);
+      if (!stopsAt(inp)) {
+        if (!visited.has(inp.gradFn!)) {
+          visited.add(inp.gradFn!);
+          stack.push([inp.gradFn!, 0]);
         }
       } else {
         leafRemaining.set(inp, (leafRemaining.get(inp) ?? 0) + 1);
@@ -227,10 +293,10 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
   }
 
   const nodeSlots = new Map<GradNode, (Tensor | null)[]>();
-  const rootSlots: (Tensor | null)[] = new Array(root.gradFn.numOutputs).fill(null);
+  const rootSlots: (Tensor | null)[] = new Array(root.gradFn!.numOutputs).fill(null);
   rootSlots[root.outputIndex] = seed;
   retain(seed);
-  nodeSlots.set(root.gradFn, rootSlots);
+  nodeSlots.set(root.gradFn!, rootSlots);
 
   for (let k = order.length - 1; k >= 0; k--) {
     const node = order[k];
@@ -250,10 +316,10 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
         check(g.shape.length === inp.shape.length && g.shape.every((d, q) => d === inp.shape[q]), 'E_INTERNAL',
           () => `autograd: '${node.name}' returned a gradient of shape [${g.shape}] for input ${i} of shape [${inp.shape}]`);
       }
-      if (inp.gradFn) {
+      if (!stopsAt(inp)) {
         if (!g) return;
-        let s = nodeSlots.get(inp.gradFn);
-        if (!s) nodeSlots.set(inp.gradFn, (s = new Array(inp.gradFn.numOutputs).fill(null)));
+        let s = nodeSlots.get(inp.gradFn!);
+        if (!s) nodeSlots.set(inp.gradFn!, (s = new Array(inp.gradFn!.numOutputs).fill(null)));
         accumulate(s, inp.outputIndex, g);
       } else {
         leafEdgeDone(inp, g);

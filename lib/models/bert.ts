@@ -214,7 +214,7 @@ class BertEncoder extends Module {
   }
   forward(x: Tensor, mask: Tensor | null): Tensor {
     let h = x;
-    for (const l of this.layer.items) h = l.forward(h, mask);
+    for (const l of this.layer.items) h = this.layer.runBlock(h, (x) => l.forward(x, mask));
     return h;
   }
 }

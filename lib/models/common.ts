@@ -121,6 +121,37 @@ export abstract class PreTrainedModel extends Module {
     return [];
   }
 
+  /**
+   * Activation checkpointing per transformer block (transformers' gradient_checkpointing): each
+   * block's forward keeps only its input, and backward recomputes its activations. Applies to
+   * forwards that record gradients and use no KV cache; generation is unaffected.
+   */
+  get gradientCheckpointing(): boolean {
+    return this.blockStacks().some((l) => l.gradientCheckpointing);
+  }
+
+  set gradientCheckpointing(on: boolean) {
+    const stacks = this.blockStacks();
+    check(!on || stacks.length > 0, 'E_UNSUPPORTED', `${this.architecture} has no block stack to checkpoint`);
+    for (const l of stacks) l.gradientCheckpointing = on;
+  }
+
+  enableGradientCheckpointing(): this {
+    this.gradientCheckpointing = true;
+    return this;
+  }
+
+  disableGradientCheckpointing(): this {
+    this.gradientCheckpointing = false;
+    return this;
+  }
+
+  private blockStacks(): { gradientCheckpointing: boolean }[] {
+    // The block lists (ModuleList) found by their flag: models/layers imports this file.
+    return this.namedModules().map(([, m]) => m)
+      .filter((m): m is Module & { gradientCheckpointing: boolean } => m !== this && typeof (m as { gradientCheckpointing?: unknown }).gradientCheckpointing === 'boolean');
+  }
+
   /** Where the parameters are now (to() moves them). */
   get device(): string {
     const p = this.namedParameters()[0];

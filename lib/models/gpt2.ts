@@ -172,6 +172,10 @@ export class GPT2Model extends Module {
     const mask = maskTensor(inputs.attentionMask, device, B, offset + T);
     const layers: LayerCache[] = [];
     this.h.items.forEach((block, i) => {
+      if (!wantCache && !past) {
+        h = this.h.runBlock(h, (x) => block.forward(x, mask, null).out);
+        return;
+      }
       const r = block.forward(h, mask, past ? past.layers[i] : null);
       h = r.out;
       if (wantCache) layers.push(r.kv);

@@ -9,7 +9,8 @@ import { Embedding, InitOptions } from '../nn/layers';
 import { matmul, linear } from '../autograd/matmul';
 import { add, mul } from '../autograd/elementwise';
 import { randn, zeros } from '../autograd/creation';
-import { noGrad } from '../autograd/tape';
+import { noGrad, isGradEnabled } from '../autograd/tape';
+import { checkpoint } from '../autograd/checkpoint';
 
 export function normalTensor(shape: number[], opts: InitOptions): Tensor {
   return noGrad(() => {
@@ -64,6 +65,8 @@ export class LMHead extends Module {
 /** Children named 0, 1, ... (transformers' nn.ModuleList: `h.0`, `layers.3`, `layer.11`). */
 export class ModuleList<M extends Module> extends Module {
   readonly items: M[] = [];
+  /** For a stack of transformer blocks: recompute each block's activations in backward (see runBlock). */
+  gradientCheckpointing = false;
   constructor(items: M[]) {
     super();
     items.forEach((m, i) => {
@@ -73,5 +76,14 @@ export class ModuleList<M extends Module> extends Module {
   }
   get length(): number {
     return this.items.length;
+  }
+
+  /**
+   * One block's forward on the hidden states x: through checkpoint() when gradientCheckpointing is
+   * on and gradients are being recorded, directly otherwise. Callers use it only on paths without a
+   * KV cache (the cache would hold activations that checkpointing means to drop).
+   */
+  runBlock(x: Tensor, fn: (x: Tensor) => Tensor): Tensor {
+    return this.gradientCheckpointing && isGradEnabled() ? checkpoint(fn, [x]) : fn(x);
   }
 }

@@ -213,6 +213,10 @@ export class LlamaModel extends Module {
     let h = this.embed_tokens.forward(ids);
     const layers: LayerCache[] = [];
     this.layers.items.forEach((layer, i) => {
+      if (!wantCache && !past) {
+        h = this.layers.runBlock(h, (x) => layer.forward(x, pos, invFreq, mask, null).out);
+        return;
+      }
       const r = layer.forward(h, pos, invFreq, mask, past ? past.layers[i] : null);
       h = r.out;
       if (wantCache) layers.push(r.kv);

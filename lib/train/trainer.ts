@@ -90,7 +90,8 @@ export class Trainer {
     check(options && typeof options === 'object', 'E_ARG', 'Trainer: options are required ({ task, ... })');
     this.method = options.method ?? 'sift';
     check(['sift', 'full', 'lora', 'random-sparse'].includes(this.method), 'E_ARG', `method must be sift, full, lora or random-sparse, got '${this.method}'`);
-    if (options.activationCheckpointing) throw new SiftError('E_UNSUPPORTED', 'activation checkpointing is not implemented yet');
+    // Recompute each block's activations in backward instead of keeping them (evaluation runs without gradients: unaffected).
+    if (options.activationCheckpointing) model.gradientCheckpointing = true;
     for (const k of ['steps', 'batchSize', 'gradAccum', 'evalEvery', 'checkpointEvery', 'logEvery', 'warmupSteps', 'evalBatchSize'] as const) {
       const v = options[k];
       check(v === undefined || (Number.isInteger(v) && v >= (k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 0 : 1)), 'E_ARG', `${k} must be a ${k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 'non-negative' : 'positive'} integer, got ${v}`);
