@@ -52,33 +52,57 @@ function pick<T>(rng: SeededRng, a: readonly T[]): T {
   return a[Math.floor(rng.next() * a.length)];
 }
 
-function clause(rng: SeededRng, film: boolean, positive: boolean): string {
-  const aspect = pick(rng, film ? FILM_ASPECTS : PRODUCT_ASPECTS);
+/** What a review talks about and the words it judges with. */
+interface Domain {
+  things: readonly string[];
+  aspects: readonly string[];
+  pos: readonly string[];
+  neg: readonly string[];
+}
+
+const PRODUCT: Domain = { things: PRODUCTS, aspects: PRODUCT_ASPECTS, pos: POS, neg: NEG };
+const FILM: Domain = { things: FILMS, aspects: FILM_ASPECTS, pos: POS, neg: NEG };
+/**
+ * The fine-tuning domain: restaurants, absent from the pre-training text, judged mostly with
+ * adjectives the pre-trained model has never read ("bland", "cozy"): the model knows how reviews
+ * work (negation, "but", the verdict) but must learn what the new words mean.
+ */
+const RESTAURANT: Domain = {
+  things: ['restaurant', 'cafe', 'bistro', 'diner', 'pizzeria', 'bakery', 'noodle bar', 'steakhouse'],
+  aspects: ['service', 'waiter', 'soup', 'dessert', 'portion', 'menu', 'coffee', 'atmosphere', 'bread', 'salad'],
+  pos: ['tasty', 'delicious', 'cozy', 'friendly', 'fresh', 'generous', 'crispy', 'juicy', 'charming', 'spotless', ...POS.slice(0, 4)],
+  neg: ['bland', 'stale', 'rude', 'greasy', 'soggy', 'cramped', 'noisy', 'overpriced', 'burnt', 'grimy', ...NEG.slice(0, 4)],
+};
+
+export type DomainName = 'general' | 'restaurant';
+
+function clause(rng: SeededRng, d: Domain, positive: boolean): string {
+  const aspect = pick(rng, d.aspects);
   // Negation: "was not great" is negative; the adjective's own polarity is flipped.
   const negate = rng.next() < 0.3;
   const adjPositive = negate ? !positive : positive;
-  const adj = pick(rng, adjPositive ? POS : NEG);
+  const adj = pick(rng, adjPositive ? d.pos : d.neg);
   return `the ${aspect} was ${negate ? 'not ' : pick(rng, INTENS)}${adj}`;
 }
 
-/** One review with its label. */
-export function makeReview(rng: SeededRng): Review {
-  const film = rng.next() < 0.5;
-  const thing = pick(rng, film ? FILMS : PRODUCTS);
+/** One review with its label: products and films ('general', the pre-training domain) or restaurants. */
+export function makeReview(rng: SeededRng, domain: DomainName = 'general'): Review {
+  const d = domain === 'restaurant' ? RESTAURANT : rng.next() < 0.5 ? FILM : PRODUCT;
+  const thing = pick(rng, d.things);
   const positive = rng.next() < 0.5;
   const r = rng.next();
   let text: string;
   if (r < 0.35) {
     // "The X was A, but the Y was B": the clause after "but" carries the verdict.
-    text = `The ${thing} was ${pick(rng, !positive ? POS : NEG)}, but ${clause(rng, film, positive)}.`;
+    text = `The ${thing} was ${pick(rng, !positive ? d.pos : d.neg)}, but ${clause(rng, d, positive)}.`;
   } else if (r < 0.6) {
-    text = `${cap(clause(rng, film, positive))} and ${clause(rng, film, positive)}.`;
+    text = `${cap(clause(rng, d, positive))} and ${clause(rng, d, positive)}.`;
   } else if (r < 0.8) {
     if (rng.next() < 0.7) text = `I ${pick(rng, positive ? POS_VERB : NEG_VERB)} this ${thing}.`;
-    else if (positive) text = `I did not ${pick(rng, ['hate', 'dislike'])} this ${thing}, ${clause(rng, film, true)}.`;
+    else if (positive) text = `I did not ${pick(rng, ['hate', 'dislike'])} this ${thing}, ${clause(rng, d, true)}.`;
     else text = `I did not ${pick(rng, ['love', 'enjoy', 'like'])} this ${thing}.`;
   } else {
-    text = `This ${thing} is ${pick(rng, INTENS)}${pick(rng, positive ? POS : NEG)}; ${clause(rng, film, positive)}.`;
+    text = `This ${thing} is ${pick(rng, INTENS)}${pick(rng, positive ? d.pos : d.neg)}; ${clause(rng, d, positive)}.`;
   }
   return { text, label: positive ? 1 : 0 };
 }
@@ -97,21 +121,23 @@ function neutral(rng: SeededRng): string {
     .replace('{who}', pick(rng, WHO));
 }
 
-/** Pre-training text: documents of a few sentences mixing reviews and neutral remarks. */
+/**
+ * Pre-training text: documents of one to three reviews, each followed by its verdict as review
+ * sites print them ("Overall: good."), sometimes after a neutral remark. The verdict is a token the
+ * language model can only predict by reading the review (negation, "but"), so pre-training has to
+ * learn sentiment as a feature: that is what makes the pre-trained model worth fine-tuning sparsely.
+ */
 export function pretrainCorpus(seed: number, docs: number): string[] {
   const rng = new SeededRng(seed);
   const out: string[] = [];
   for (let i = 0; i < docs; i++) {
-    if (rng.next() < 0.5) {
-      // Some reviews come with a verdict, as review sites print them: pre-training then learns
-      // sentiment as a feature, which is what makes a pre-trained model worth fine-tuning sparsely.
-      const r = makeReview(rng);
-      out.push(`${r.text} ${VERDICT} ${r.label ? 'good' : 'bad'}.`);
-      continue;
-    }
-    const n = 2 + Math.floor(rng.next() * 3);
+    const n = 1 + Math.floor(rng.next() * 3);
     const s: string[] = [];
-    for (let j = 0; j < n; j++) s.push(rng.next() < 0.3 ? neutral(rng) : makeReview(rng).text);
+    for (let j = 0; j < n; j++) {
+      if (rng.next() < 0.25) s.push(neutral(rng));
+      const r = makeReview(rng);
+      s.push(`${r.text} ${VERDICT} ${r.label ? 'good' : 'bad'}.`);
+    }
     out.push(s.join(' '));
   }
   return out;
@@ -124,10 +150,10 @@ export const VERDICT = 'Overall:';
  * Labelled reviews for the downstream task (a different seed from the pre-training text). With
  * `prompt`, each text ends in the verdict cue, so that the classifier reads the last token's state.
  */
-export function sentimentDataset(seed: number, n: number, prompt = true): Review[] {
+export function sentimentDataset(seed: number, n: number, prompt = true, domain: DomainName = 'general'): Review[] {
   const rng = new SeededRng(seed);
   return Array.from({ length: n }, () => {
-    const r = makeReview(rng);
+    const r = makeReview(rng, domain);
     return prompt ? { text: `${r.text} ${VERDICT}`, label: r.label } : r;
   });
 }

@@ -6,7 +6,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { saveModelFolder } from '../io/hf';
-import { createModel, stateDict } from '../models';
+import { createModel, loadStateDictInto, stateDict } from '../models';
+import { tensor } from '../autograd/creation';
+import { SiftError } from '../engine/errors';
 import type { HFConfig, PreTrainedModel } from '../models/common';
 import type { HfTokenizer } from '../tokenizers';
 import { Trainer } from '../train/trainer';
@@ -121,7 +123,12 @@ export interface MethodResult {
   peakMemoryBytes: number;
   tokensPerSec: number;
   seconds: number;
+  /** Metrics on FinetuneSpec.eval (the split that picks learning rates when there is a test split). */
   metrics: Metrics;
+  /** Metrics on FinetuneSpec.test, when given: the held-out numbers to report. */
+  testMetrics?: Metrics;
+  /** Peak learning rate of the run. */
+  lr?: number;
   gradProportion?: Record<string, number>;
   meanGradProportion?: number;
   outDir: string;
@@ -133,6 +140,8 @@ export interface FinetuneSpec {
   task: 'classify';
   train: Row[];
   eval: Row[];
+  /** A held-out split scored once after training (eval then only picks among runs). */
+  test?: Row[];
   labels: string[];
   device: string;
   outDir: string;
@@ -140,6 +149,27 @@ export interface FinetuneSpec {
   quiet?: boolean;
   /** Also write the merged model as a full folder into OUT/<name>/ itself (the experiment's deliverable). */
   saveMerged?: boolean;
+  /**
+   * Verbalizer: one token id per label. The classification head starts as the language model's
+   * output rows of these tokens (the LM head is tied to the token embeddings), so that the
+   * classifier begins as the pre-trained model's own zero-shot prediction of the label word.
+   */
+  verbalizer?: number[];
+}
+
+/** Copies the embedding rows of `tokenIds` into the classification head (`score`, bias-free). */
+export function initHeadFromTokens(model: PreTrainedModel, tokenIds: number[]): void {
+  const params = new Map(model.namedParameters());
+  const head = params.get('score.weight');
+  const emb = params.get('transformer.wte.weight') ?? params.get('model.embed_tokens.weight');
+  if (!head || !emb) throw new SiftError('E_UNSUPPORTED', 'verbalizer head: the model needs a bias-free score head and token embeddings (GPT-2 or LLaMA)');
+  const [C, D] = head.shape;
+  if (tokenIds.length !== C || emb.shape[1] !== D) throw new SiftError('E_SHAPE', `verbalizer head: ${tokenIds.length} tokens for ${C} labels (width ${emb.shape[1]} vs ${D})`);
+  const e = emb.toArray() as Float32Array;
+  const w = new Float32Array(C * D);
+  tokenIds.forEach((id, c) => w.set(e.subarray(id * D, (id + 1) * D), c * D));
+  const t = tensor(w, [C, D], { dtype: head.dtype === 'f64' ? 'f64' : 'f32', device: head.device });
+  loadStateDictInto(model, new Map([['score.weight', t]]), { strict: false, disposeSource: true });
 }
 
 /** Fine-tunes a fresh copy of the base model with one method. */
@@ -149,6 +179,7 @@ export async function finetuneMethod(spec: FinetuneSpec, m: MethodSpec, log: Log
   fs.rmSync(outDir, { recursive: true, force: true });
   fs.mkdirSync(outDir, { recursive: true });
   const loaded = loadModelForTask(spec.baseDir, { task: spec.task, device: spec.device, labels: spec.labels, seed: spec.common.seed ?? 0 });
+  if (spec.verbalizer) initHeadFromTokens(loaded.model, spec.verbalizer);
   const opts: TrainerOptions = {
     task: spec.task, device: spec.device, labels: loaded.labels, outDir, trackGradProportion: m.method === 'sift' || m.method === 'random-sparse',
     ...spec.common, ...m.options, method: m.method,
@@ -159,18 +190,32 @@ export async function finetuneMethod(spec: FinetuneSpec, m: MethodSpec, log: Log
   try {
     const tps = await drain(trainer, spec.train, spec.eval, rec, spec.quiet ? null : new Progress(process.stderr, `finetune ${name}`), log);
     const metrics = rec.done?.metrics ?? (await trainer.evaluate(spec.eval));
+    const testMetrics = spec.test ? await trainer.evaluate(spec.test) : undefined;
     const seconds = (Date.now() - t0) / 1000;
     trainer.save(outDir);
     if (spec.saveMerged) trainer.saveMerged(outDir);
     const res: MethodResult = {
       name, method: m.method, trainable: rec.done?.trainable ?? 0, total: rec.done?.total ?? loaded.model.numParameters(), peakMemoryBytes: rec.done?.peakMemoryBytes ?? 0,
-      tokensPerSec: tps, seconds, metrics, gradProportion: rec.gradProportion, meanGradProportion: meanOf(rec.gradProportion), outDir,
+      tokensPerSec: tps, seconds, metrics, testMetrics, lr: opts.lr, gradProportion: rec.gradProportion, meanGradProportion: meanOf(rec.gradProportion), outDir,
       run: rec.run(name, flatConfig(opts), {}),
     };
     res.run.summary = summaryRow(res);
     fs.writeFileSync(path.join(outDir, 'report.html'), renderReport({ title: `sift-ft: ${name}`, subtitle: `fine-tuned from ${spec.baseDir} on ${spec.device}`, runs: [res.run] }));
-    log(`${name}: ${fmtMetrics(metrics)} (${fmtDuration(seconds)})`);
+    log(`${name}${opts.lr !== undefined ? ` (lr ${opts.lr})` : ''}: ${fmtMetrics(metrics)}${testMetrics ? `; test ${fmtMetrics(testMetrics)}` : ''} (${fmtDuration(seconds)})`);
     return res;
+  } finally {
+    trainer.dispose();
+    loaded.model.dispose();
+  }
+}
+
+/** Metrics of the base model itself (with its verbalizer head, if any) on rows, before any training. */
+export async function evaluateBase(spec: FinetuneSpec, rows: Row[]): Promise<Metrics> {
+  const loaded = loadModelForTask(spec.baseDir, { task: spec.task, device: spec.device, labels: spec.labels, seed: spec.common.seed ?? 0 });
+  const trainer = new Trainer(loaded.model, loaded.tokenizer, { task: spec.task, device: spec.device, labels: loaded.labels, ...spec.common, method: 'full' });
+  try {
+    if (spec.verbalizer) initHeadFromTokens(loaded.model, spec.verbalizer);
+    return await trainer.evaluate(rows);
   } finally {
     trainer.dispose();
     loaded.model.dispose();
@@ -185,24 +230,33 @@ export function summaryRow(r: MethodResult): Record<string, unknown> {
     'tokens/s': Math.round(r.tokensPerSec),
     'wall time': fmtDuration(r.seconds),
     ...Object.fromEntries(Object.entries(r.metrics).map(([k, v]) => [`eval ${k}`, v])),
+    ...Object.fromEntries(Object.entries(r.testMetrics ?? {}).map(([k, v]) => [`test ${k}`, v])),
     'mean gradient proportion': r.meanGradProportion !== undefined ? `${(100 * r.meanGradProportion).toFixed(1)}%` : undefined,
   };
 }
 
-/** The comparison table printed by the demo and the experiment. */
-export function resultsTable(results: MethodResult[], metric: 'accuracy' = 'accuracy'): string {
+/**
+ * The comparison table printed by the demo and the experiment: the metric on the test split when
+ * the runs have one (else on eval), and each run's learning rate with `opts.lr`.
+ */
+export function resultsTable(results: MethodResult[], metric: 'accuracy' = 'accuracy', opts: { lr?: boolean } = {}): string {
+  const head = ['method', 'trainable params', 'share', 'peak memory', 'tokens/s', ...(opts.lr ? ['lr'] : []), metric, 'grad proportion', 'time'];
   return table(
-    ['method', 'trainable params', 'share', 'peak memory', 'tokens/s', metric, 'grad proportion', 'time'],
-    results.map((r) => [
-      r.name,
-      fmtInt(r.trainable),
-      r.total ? `${((100 * r.trainable) / r.total).toPrecision(3)}%` : '-',
-      fmtBytes(r.peakMemoryBytes),
-      fmtInt(r.tokensPerSec),
-      typeof r.metrics[metric] === 'number' ? (r.metrics[metric] as number).toFixed(4) : '-',
-      r.meanGradProportion !== undefined ? `${(100 * r.meanGradProportion).toFixed(1)}%` : r.method === 'full' ? '100% (all)' : '-',
-      fmtDuration(r.seconds),
-    ]),
+    head,
+    results.map((r) => {
+      const v = (r.testMetrics ?? r.metrics)[metric];
+      return [
+        r.name,
+        fmtInt(r.trainable),
+        r.total ? `${((100 * r.trainable) / r.total).toPrecision(3)}%` : '-',
+        fmtBytes(r.peakMemoryBytes),
+        fmtInt(r.tokensPerSec),
+        ...(opts.lr ? [r.lr !== undefined ? r.lr.toExponential(0) : '-'] : []),
+        typeof v === 'number' ? v.toFixed(4) : '-',
+        r.meanGradProportion !== undefined ? `${(100 * r.meanGradProportion).toFixed(1)}%` : r.method === 'full' ? '100% (all)' : '-',
+        fmtDuration(r.seconds),
+      ];
+    }),
   );
 }
 

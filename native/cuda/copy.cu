@@ -55,7 +55,7 @@ __global__ void rand_kernel(D* d, int64_t n, uint64_t seed) {
 template <typename D>
 __global__ void arange_kernel(D* d, int64_t n, double start, double step) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    d[i] = convert<D>(start + step * double(i));
+    d[i] = convert<D>(__dadd_rn(start, __dmul_rn(step, double(i))));  // no FMA: rounds as the CPU does
 }
 
 }  // namespace

@@ -53,12 +53,14 @@ template <typename A> __device__ __forceinline__ void ms_add(MaxSum<A>& a, A v) 
     a.m = v;
   } else if (a.m != neg_inf<A>()) {
     a.s += dexp(v - a.m);
+  } else if (v != v) {
+    a.s = v;  // NaN before any number: keep it in the sum, as the CPU kernels do
   }
 }
 
 template <typename A> __device__ __forceinline__ MaxSum<A> ms_combine(MaxSum<A> a, MaxSum<A> b) {
   A m = a.m > b.m ? a.m : b.m;
-  if (m == neg_inf<A>()) return {m, A(0)};
+  if (m == neg_inf<A>()) return {m, a.s + b.s};  // 0, or NaN when a NaN was seen
   return {m, a.s * dexp(a.m - m) + b.s * dexp(b.m - m)};
 }
 

@@ -28,7 +28,8 @@ struct DeviceState {
 };
 
 std::mutex g_mu;
-DeviceState g_dev[kMaxDevices];
+// Leaked on purpose: tensors freed during process teardown may still return blocks here.
+DeviceState* const g_dev = new DeviceState[kMaxDevices];
 int g_count = -1;
 std::string g_status;
 
@@ -56,7 +57,8 @@ DeviceState& state(int device) {
     CUDA_CHECK(cudaSetDevice(device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
     CUDA_CHECK(cudaMalloc(&s.error_flag, sizeof(int)));
-    CUDA_CHECK(cudaMemset(s.error_flag, 0, sizeof(int)));
+    // On the stream itself: the legacy default stream does not order work on a non-blocking one.
+    CUDA_CHECK(cudaMemsetAsync(s.error_flag, 0, sizeof(int), s.stream));
     s.ready = true;
   }
   return s;
@@ -206,7 +208,7 @@ void synchronize(int device) {
   int flag = 0;
   CUDA_CHECK(cudaMemcpy(&flag, error_flag(device), sizeof(int), cudaMemcpyDeviceToHost));
   if (flag != 0) {
-    CUDA_CHECK(cudaMemset(error_flag(device), 0, sizeof(int)));
+    CUDA_CHECK(cudaMemsetAsync(error_flag(device), 0, sizeof(int), st));
     fail("E_INDEX", "a CUDA kernel found an index out of range (error code ", flag,
          "); the results of the op that raised it are undefined");
   }
