@@ -23,6 +23,40 @@ export interface AdamWOptions {
   maxGradNorm?: number;
 }
 
+export type ResolvedAdamWOptions = Required<Omit<AdamWOptions, 'schedule'>> & { schedule: ScheduleOptions };
+
+/** Defaults and checks shared by SparseAdamW and DenseAdamW. */
+export function resolveAdamWOptions(opts: AdamWOptions): ResolvedAdamWOptions {
+  check(typeof opts.lr === 'number' && opts.lr >= 0 && Number.isFinite(opts.lr), 'E_ARG', `lr must be a non-negative number, got ${opts.lr}`);
+  const betas = opts.betas ?? [0.9, 0.999];
+  check(betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1, 'E_ARG', `betas must be in [0, 1), got [${betas}]`);
+  const o: ResolvedAdamWOptions = {
+    lr: opts.lr, betas, eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0,
+    maxGradNorm: opts.maxGradNorm ?? 0, schedule: opts.schedule ?? { type: 'constant' },
+  };
+  check(o.eps > 0, 'E_ARG', `eps must be positive, got ${o.eps}`);
+  check(o.maxGradNorm >= 0, 'E_ARG', `maxGradNorm must be >= 0, got ${o.maxGradNorm}`);
+  return o;
+}
+
+/** The native kernel's hyper-parameters for the step after `stepCount` steps. */
+export function adamWHyper(o: ResolvedAdamWOptions, stepCount: number): AdamWHyper {
+  return {
+    lr: o.lr * lrMultiplier(stepCount, o.schedule), beta1: o.betas[0], beta2: o.betas[1],
+    eps: o.eps, weightDecay: o.weightDecay, step: stepCount + 1,
+  };
+}
+
+/** Copies saved optimizer state into the live state tensors (every name present, shapes equal). */
+export function restoreState(live: [string, Tensor][], saved: Map<string, Tensor>): void {
+  for (const [name, t] of live) {
+    const src = saved.get(name);
+    if (!src) throw new SiftError('E_FORMAT', `optimizer state has no '${name}'`);
+    if (src.shape.join() !== t.shape.join()) throw new SiftError('E_MISMATCH', `optimizer state '${name}' has shape [${src.shape}], expected [${t.shape}]`);
+    native().copy_(t.handle, src.handle);
+  }
+}
+
 interface DenseState {
   name: string;
   param: Tensor;
@@ -32,7 +66,7 @@ interface DenseState {
 }
 
 export class SparseAdamW {
-  readonly options: Required<Omit<AdamWOptions, 'schedule'>> & { schedule: ScheduleOptions };
+  readonly options: ResolvedAdamWOptions;
   /** Optimizer steps taken. */
   stepCount = 0;
   private readonly m: Tensor[];
@@ -44,15 +78,7 @@ export class SparseAdamW {
 
   constructor(readonly sift: Sift, opts: AdamWOptions) {
     check(sift.selected, 'E_ARG', 'SparseAdamW: choose the SIFT indices first (run the selection batches, then sift.select())');
-    check(typeof opts.lr === 'number' && opts.lr >= 0 && Number.isFinite(opts.lr), 'E_ARG', `lr must be a non-negative number, got ${opts.lr}`);
-    const betas = opts.betas ?? [0.9, 0.999];
-    check(betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1, 'E_ARG', `betas must be in [0, 1), got [${betas}]`);
-    this.options = {
-      lr: opts.lr, betas, eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0,
-      maxGradNorm: opts.maxGradNorm ?? 0, schedule: opts.schedule ?? { type: 'constant' },
-    };
-    check(this.options.eps > 0, 'E_ARG', `eps must be positive, got ${this.options.eps}`);
-    check(this.options.maxGradNorm >= 0, 'E_ARG', `maxGradNorm must be >= 0, got ${this.options.maxGradNorm}`);
+    this.options = resolveAdamWOptions(opts);
     const N = native();
     const active = sift.targets.filter((t) => t.k > 0);
     this.m = active.map((t) => keep(new Tensor(N.full([t.k], 0, 'f32', t.param.device))));
@@ -78,14 +104,7 @@ export class SparseAdamW {
     const N = native();
     const active = this.sift.targets.filter((t) => t.k > 0);
     const dense = this.denseState.filter((d) => d.param.grad !== null);
-    const hp: AdamWHyper = {
-      lr: this.currentLr,
-      beta1: this.options.betas[0],
-      beta2: this.options.betas[1],
-      eps: this.options.eps,
-      weightDecay: this.options.weightDecay,
-      step: this.stepCount + 1,
-    };
+    const hp = adamWHyper(this.options, this.stepCount);
     let scale: Tensor | null = null;
     const grads = [...active.map((t) => t.grad!), ...dense.map((d) => d.param.grad!)];
     if (grads.length) {
@@ -134,12 +153,7 @@ export class SparseAdamW {
 
   /** Restores state saved by stateTensors() (shapes must match). */
   loadState(tensors: Map<string, Tensor>, stepCount: number): void {
-    for (const [name, t] of this.stateTensors()) {
-      const src = tensors.get(name);
-      if (!src) throw new SiftError('E_FORMAT', `optimizer state has no '${name}'`);
-      if (src.shape.join() !== t.shape.join()) throw new SiftError('E_MISMATCH', `optimizer state '${name}' has shape [${src.shape}], expected [${t.shape}]`);
-      native().copy_(t.handle, src.handle);
-    }
+    restoreState(this.stateTensors(), tensors);
     this.stepCount = stepCount;
   }
 

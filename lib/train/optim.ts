@@ -4,12 +4,11 @@
  * device, the same schedules), over the native fused multi-tensor adamW kernel.
  */
 import { Tensor } from '../engine/tensor';
-import { SiftError, check } from '../engine/errors';
+import { check } from '../engine/errors';
 import { native } from '../engine/native';
 import { keep } from '../engine/scope';
-import type { AdamWHyper } from '../engine/addon-types';
-import type { AdamWOptions } from '../sift/optimizer';
-import { ScheduleOptions, lrMultiplier } from '../sift/schedule';
+import { AdamWOptions, ResolvedAdamWOptions, adamWHyper, resolveAdamWOptions, restoreState } from '../sift/optimizer';
+import { lrMultiplier } from '../sift/schedule';
 
 interface Slot {
   name: string;
@@ -20,7 +19,7 @@ interface Slot {
 }
 
 export class DenseAdamW {
-  readonly options: Required<Omit<AdamWOptions, 'schedule'>> & { schedule: ScheduleOptions };
+  readonly options: ResolvedAdamWOptions;
   stepCount = 0;
   private readonly slots: Slot[];
   private lastNormSq: Tensor | null = null;
@@ -31,15 +30,7 @@ export class DenseAdamW {
    * f32 weights before a cast to bf16); by default the masters are the params cast to f32.
    */
   constructor(params: [string, Tensor][], opts: AdamWOptions, masters?: Map<string, Tensor>) {
-    check(typeof opts.lr === 'number' && opts.lr >= 0 && Number.isFinite(opts.lr), 'E_ARG', `lr must be a non-negative number, got ${opts.lr}`);
-    const betas = opts.betas ?? [0.9, 0.999];
-    check(betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1, 'E_ARG', `betas must be in [0, 1), got [${betas}]`);
-    this.options = {
-      lr: opts.lr, betas, eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0,
-      maxGradNorm: opts.maxGradNorm ?? 0, schedule: opts.schedule ?? { type: 'constant' },
-    };
-    check(this.options.eps > 0, 'E_ARG', `eps must be positive, got ${this.options.eps}`);
-    check(this.options.maxGradNorm >= 0, 'E_ARG', `maxGradNorm must be >= 0, got ${this.options.maxGradNorm}`);
+    this.options = resolveAdamWOptions(opts);
     const N = native();
     this.slots = params.map(([name, p]) => {
       check(['f32', 'f16', 'bf16', 'f64'].includes(p.dtype), 'E_DTYPE', `'${name}' has dtype ${p.dtype}; only float weights can be trained`);
@@ -65,10 +56,7 @@ export class DenseAdamW {
     check(!this.disposed, 'E_DISPOSED', 'this optimizer was disposed');
     const N = native();
     const live = this.slots.filter((s) => s.param.grad !== null && !s.param.grad.isDisposed);
-    const hp: AdamWHyper = {
-      lr: this.currentLr, beta1: this.options.betas[0], beta2: this.options.betas[1],
-      eps: this.options.eps, weightDecay: this.options.weightDecay, step: this.stepCount + 1,
-    };
+    const hp = adamWHyper(this.options, this.stepCount);
     if (live.length) {
       this.lastNormSq?.dispose();
       this.lastNormSq = keep(new Tensor(N.sumSquares(live.map((s) => s.param.grad!.handle))));
@@ -102,12 +90,7 @@ export class DenseAdamW {
   }
 
   loadState(tensors: Map<string, Tensor>, stepCount: number): void {
-    for (const [name, t] of this.stateTensors()) {
-      const src = tensors.get(name);
-      if (!src) throw new SiftError('E_FORMAT', `optimizer state has no '${name}'`);
-      if (src.shape.join() !== t.shape.join()) throw new SiftError('E_MISMATCH', `optimizer state '${name}' has shape [${src.shape}], expected [${t.shape}]`);
-      native().copy_(t.handle, src.handle);
-    }
+    restoreState(this.stateTensors(), tensors);
     this.stepCount = stepCount;
   }
 
