@@ -30,7 +30,7 @@ export const demoFlags: Record<string, FlagSpec> = {
   quiet: { type: 'boolean', help: 'no progress output' },
 };
 
-export const demoHelp = 'Pre-trains a tiny model on generated text and adapts it to a new domain\'s sentiment with SIFT, full fine-tuning and random-sparse (no downloads; about 4.5 min on 2 CPU cores).';
+export const demoHelp = 'Pre-trains a tiny model on generated text and adapts it to a new domain\'s sentiment with SIFT, full fine-tuning and random-sparse (no downloads; about 2.5 min on 2 CPU cores).';
 
 interface DemoSize {
   docs: number;
