@@ -313,14 +313,21 @@ function crossCheck(model: ResolvedModel, headers: { path: string; tensors: Map<
   return { order, where };
 }
 
-/** Lazy, validated access to every tensor of a model path. Close it when done. */
-export class StateDictReader {
-  readonly model: ResolvedModel;
-  private readonly readers: SafetensorsReader[];
-  private readonly where: Map<string, number>;
-  private readonly order: string[];
+/** What both readers need of a per-file reader. */
+interface FileReader {
+  readonly path: string;
+  readonly tensors: Map<string, TensorInfo>;
+  info(name: string): TensorInfo;
+}
 
-  private constructor(model: ResolvedModel, readers: SafetensorsReader[]) {
+/** The cross-checked index over a model's weight files, shared by the sync and async readers. */
+abstract class StateDictIndex<R extends FileReader> {
+  readonly model: ResolvedModel;
+  protected readonly readers: R[];
+  protected readonly where: Map<string, number>;
+  protected readonly order: string[];
+
+  protected constructor(model: ResolvedModel, readers: R[]) {
     this.model = model;
     this.readers = readers;
     const { order, where } = crossCheck(model, readers);
@@ -328,6 +335,35 @@ export class StateDictReader {
     this.where = where;
   }
 
+  /** Tensor names in reading order (file by file, by offset). */
+  names(): string[] {
+    return [...this.order];
+  }
+
+  has(name: string): boolean {
+    return this.where.has(name);
+  }
+
+  info(name: string): StateDictEntryInfo {
+    return { ...this.readerOf(name).info(name), file: this.readerOf(name).path };
+  }
+
+  /** Total bytes of tensor data as stored. */
+  get totalBytes(): number {
+    let n = 0;
+    for (const r of this.readers) for (const t of r.tensors.values()) n += t.end - t.begin;
+    return n;
+  }
+
+  protected readerOf(name: string): R {
+    const i = this.where.get(name);
+    if (i === undefined) throw new SiftError('E_ARG', `${this.model.dir}: no tensor named '${name}'`);
+    return this.readers[i];
+  }
+}
+
+/** Lazy, validated access to every tensor of a model path. Close it when done. */
+export class StateDictReader extends StateDictIndex<SafetensorsReader> {
   static open(p: string | ResolvedModel, opts: ResolveOptions = {}): StateDictReader {
     const model = typeof p === 'string' ? resolveModelPath(p, opts) : p;
     const readers: SafetensorsReader[] = [];
@@ -343,31 +379,9 @@ export class StateDictReader {
     }
   }
 
-  /** Tensor names in reading order (file by file, by offset). */
-  names(): string[] {
-    return [...this.order];
-  }
-
-  has(name: string): boolean {
-    return this.where.has(name);
-  }
-
-  info(name: string): StateDictEntryInfo {
-    const i = this.where.get(name);
-    if (i === undefined) throw new SiftError('E_ARG', `${this.model.dir}: no tensor named '${name}'`);
-    return { ...this.readers[i].info(name), file: this.readers[i].path };
-  }
-
-  /** Total bytes of tensor data as stored. */
-  get totalBytes(): number {
-    let n = 0;
-    for (const r of this.readers) for (const t of r.tensors.values()) n += t.end - t.begin;
-    return n;
-  }
-
   tensor(name: string, opts: { device?: string; dtype?: DType } = {}): Tensor {
     const info = this.info(name);
-    const t = this.readers[this.where.get(name)!].tensor(name, { device: opts.device, dtype: targetDType(info, opts.dtype) });
+    const t = this.readerOf(name).tensor(name, { device: opts.device, dtype: targetDType(info, opts.dtype) });
     t.name = name;
     return t;
   }
@@ -386,20 +400,7 @@ export class StateDictReader {
 }
 
 /** The async twin of StateDictReader: file reads go through fs.promises. */
-export class AsyncStateDictReader {
-  readonly model: ResolvedModel;
-  private readonly readers: AsyncSafetensorsReader[];
-  private readonly where: Map<string, number>;
-  private readonly order: string[];
-
-  private constructor(model: ResolvedModel, readers: AsyncSafetensorsReader[]) {
-    this.model = model;
-    this.readers = readers;
-    const { order, where } = crossCheck(model, readers);
-    this.order = order;
-    this.where = where;
-  }
-
+export class AsyncStateDictReader extends StateDictIndex<AsyncSafetensorsReader> {
   static async open(p: string | ResolvedModel, opts: ResolveOptions = {}): Promise<AsyncStateDictReader> {
     const model = typeof p === 'string' ? resolveModelPath(p, opts) : p;
     const readers: AsyncSafetensorsReader[] = [];
@@ -415,23 +416,9 @@ export class AsyncStateDictReader {
     }
   }
 
-  names(): string[] {
-    return [...this.order];
-  }
-
-  has(name: string): boolean {
-    return this.where.has(name);
-  }
-
-  info(name: string): StateDictEntryInfo {
-    const i = this.where.get(name);
-    if (i === undefined) throw new SiftError('E_ARG', `${this.model.dir}: no tensor named '${name}'`);
-    return { ...this.readers[i].info(name), file: this.readers[i].path };
-  }
-
   async tensor(name: string, opts: { device?: string; dtype?: DType } = {}): Promise<Tensor> {
     const info = this.info(name);
-    const t = await this.readers[this.where.get(name)!].tensor(name, { device: opts.device, dtype: targetDType(info, opts.dtype) });
+    const t = await this.readerOf(name).tensor(name, { device: opts.device, dtype: targetDType(info, opts.dtype) });
     t.name = name;
     return t;
   }
