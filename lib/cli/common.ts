@@ -12,11 +12,27 @@ import type { HFConfig, ModelTask, PreTrainedModel } from '../models/common';
 import { loadTokenizer } from '../tokenizers';
 import type { HfTokenizer } from '../tokenizers';
 import type { Row, TaskName } from '../train/types';
-import type { FlagSpec } from './args';
+import type { FlagSpec, Parsed } from './args';
 
 export const TASKS: TaskName[] = ['classify', 'regress', 'causal-lm', 'instruct'];
 
 export const deviceFlag: FlagSpec = { type: 'string', help: 'cpu or cuda (default: cuda when usable)', choices: ['cpu', 'cuda'] };
+
+/** The data-column flags shared by finetune, eval and select. */
+export const columnFlags: Record<string, FlagSpec> = {
+  'text-column': { type: 'string', help: 'column holding the text (default: text or sentence)' },
+  'text-pair-column': { type: 'string', help: 'column holding the second text of a pair' },
+  'label-column': { type: 'string', help: 'column holding the label (default: label)' },
+};
+
+/** The columns named by --text-column, --text-pair-column and --label-column. */
+export function columnsOf(f: Parsed): { textColumn?: string; textPairColumn?: string; labelColumn?: string } {
+  return {
+    textColumn: f['text-column'] as string | undefined,
+    textPairColumn: f['text-pair-column'] as string | undefined,
+    labelColumn: f['label-column'] as string | undefined,
+  };
+}
 
 /** 'cpu' or 'cuda:0'; asking for CUDA where it cannot run is an error, not a silent fallback. */
 export function resolveDevice(flag: unknown): string {

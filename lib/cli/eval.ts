@@ -4,7 +4,7 @@ import { applyIncrement } from '../sift/increment';
 import { loadRows } from '../train/data';
 import { Trainer } from '../train/trainer';
 import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireTask, resolveDevice, writeJson } from './common';
+import { deviceFlag, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireTask, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
 import { fmtMetrics } from './progress';
 
 export const evalFlags: Record<string, FlagSpec> = {
@@ -14,9 +14,7 @@ export const evalFlags: Record<string, FlagSpec> = {
   task: { type: 'string', help: 'classify, regress, causal-lm or instruct', choices: ['classify', 'regress', 'causal-lm', 'instruct'] },
   'batch-size': { type: 'number', help: 'batch size', default: 16 },
   'max-length': { type: 'number', help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
-  'text-column': { type: 'string', help: 'column holding the text' },
-  'text-pair-column': { type: 'string', help: 'column holding the second text of a pair' },
-  'label-column': { type: 'string', help: 'column holding the label' },
+  ...columnFlags,
   device: deviceFlag,
   json: { type: 'boolean', help: 'print the metrics as JSON' },
 };
@@ -33,7 +31,7 @@ export async function runEval(f: Parsed): Promise<number> {
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new SiftError('E_ARG', `flag --batch-size must be a positive integer, got ${batchSize}`);
   const rows = await loadRows(dataFile);
   if (rows.length === 0) throw new SiftError('E_FORMAT', `${dataFile}: no rows`);
-  const columns = { textColumn: f['text-column'] as string | undefined, textPairColumn: f['text-pair-column'] as string | undefined, labelColumn: f['label-column'] as string | undefined };
+  const columns = columnsOf(f);
   let labels: string[] | undefined;
   if (task === 'classify') {
     const col = labelColumnOf(rows, columns.labelColumn);

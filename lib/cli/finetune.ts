@@ -10,7 +10,7 @@ import { Trainer } from '../train/trainer';
 import type { MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from '../train/types';
 import type { ModuleSelector } from '../sift/targets';
 import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, fmtBytes, fmtDuration, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, writeJson } from './common';
+import { deviceFlag, fmtBytes, fmtDuration, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
 import { Progress, fmtMetrics } from './progress';
 import { RunRecorder, renderReport } from './report';
 
@@ -46,9 +46,7 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   'checkpoint-every': { type: 'number', help: 'write a checkpoint every N optimizer steps (0: off)', default: 0 },
   resume: { type: 'boolean', help: 'continue from the checkpoint in --out' },
   merge: { type: 'boolean', help: 'also write the merged full model to OUT/model/' },
-  'text-column': { type: 'string', help: 'column holding the text (default: text or sentence)' },
-  'text-pair-column': { type: 'string', help: 'column holding the second text of a pair' },
-  'label-column': { type: 'string', help: 'column holding the label (default: label)' },
+  ...columnFlags,
   'max-length': { type: 'number', help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
   'mixed-precision': { type: 'string', help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)', choices: ['bf16', 'none'] },
   'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
@@ -97,11 +95,7 @@ export function trainerOptionsFrom(f: Parsed, task: TaskName, device: string, ou
   const method = f.method as MethodName;
   const targets = parseSelector(f['target-modules'], 'target-modules');
   const dense = parseSelector(f['dense-modules'], 'dense-modules');
-  const columns = {
-    textColumn: f['text-column'] as string | undefined,
-    textPairColumn: f['text-pair-column'] as string | undefined,
-    labelColumn: f['label-column'] as string | undefined,
-  };
+  const columns = columnsOf(f);
   return {
     task,
     method,

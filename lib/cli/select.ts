@@ -14,7 +14,7 @@ import { Sift } from '../sift/sift';
 import { loadRows } from '../train/data';
 import { createTask } from '../train/tasks';
 import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, table, writeJson } from './common';
+import { deviceFlag, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, table, writeJson, columnFlags, columnsOf } from './common';
 import { parseSelector } from './finetune';
 
 export const selectFlags: Record<string, FlagSpec> = {
@@ -30,9 +30,7 @@ export const selectFlags: Record<string, FlagSpec> = {
   'selection-scope': { type: 'string', help: 'one budget per tensor or one global budget', choices: ['tensor', 'global'], default: 'tensor' },
   'batch-size': { type: 'number', help: 'batch size', default: 8 },
   'max-length': { type: 'number', help: 'max tokens per example (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
-  'text-column': { type: 'string', help: 'column holding the text' },
-  'text-pair-column': { type: 'string', help: 'column holding the second text of a pair' },
-  'label-column': { type: 'string', help: 'column holding the label' },
+  ...columnFlags,
   seed: { type: 'number', help: 'seed (random score, head initialisation)', default: 42 },
   device: deviceFlag,
   json: { type: 'boolean', help: 'print the report as JSON' },
@@ -54,7 +52,7 @@ export async function runSelect(f: Parsed): Promise<number> {
   if (!Number.isInteger(nSel) || nSel < 1) throw new SiftError('E_ARG', `flag --selection-batches must be a positive integer, got ${nSel}`);
   const rows = await loadRows(dataFile);
   if (rows.length === 0) throw new SiftError('E_FORMAT', `${dataFile}: no rows`);
-  const columns = { textColumn: f['text-column'] as string | undefined, textPairColumn: f['text-pair-column'] as string | undefined, labelColumn: f['label-column'] as string | undefined };
+  const columns = columnsOf(f);
   let labels: string[] | undefined;
   if (task === 'classify') {
     const col = labelColumnOf(rows, columns.labelColumn);
