@@ -153,19 +153,29 @@ if [ "$SMOKE" = 1 ]; then
     TOY=""; [ "$HAVE_TF" = 0 ] && TOY="--toy-model --models gpt2"
     # shellcheck disable=SC2086
     stage peers-train 90 "$PEERS" "$PY" -B bench/peers/torch_train.py --device cpu --tiny --budget-s 0.3 --warmup 1 $TOY
-    stage peers-kernels 60 "$PEERS" "$PY" -B bench/peers/torch_kernels.py --device cpu --quick --only topk,adamw --sizes 1024x4096 --dtypes f32
+    stage peers-kernels 60 "$PEERS" "$PY" -B bench/peers/torch_kernels.py --device cpu --quick --only topk,adamw,attention --sizes 1024x4096 --dtypes f32
   fi
   stage select 60 "$BENCH" "${RUN[@]}" select --cpu-only --quick --sizes=1024x4096 --dtypes=f32
   stage adamw 60 "$BENCH" "${RUN[@]}" adamw --cpu-only --quick
+  stage attention 30 "$BENCH" "${RUN[@]}" attention --cpu-only --quick
   stage profile 60 "$BENCH" "${RUN[@]}" profile --cpu-only --model=gpt2 --method=sift --steps=2
   [ "$WITH_TESTS" = 1 ] && stage tests 600 /dev/null sh -c "${JEST[*]} > '$TESTS' 2>&1"
 else
+  # The tensor-core attention kernels first ran here: check them against the CPU and the CUDA-core
+  # kernels before anything depends on them, and fall back to the CUDA-core kernels if they fail.
+  stage attention-check 60 /dev/null sh -c "${JEST[*]} test/autograd/attention.test.ts -t 'tensor-core' > '$WORK/attn.txt' 2>&1; rc=\$?; cat '$WORK/attn.txt' >> '$TESTS'; exit \$rc"
+  if [ "$PLAN" = 0 ] && ! grep -q '"stage":"attention-check","rc":0' "$BENCH"; then
+    export SIFT_FT_CUDA_ATTENTION=simt
+    say "tensor-core attention check failed (see tests.txt): the rest runs with SIFT_FT_CUDA_ATTENTION=simt"
+    echo "{\"bench\":\"stage\",\"stage\":\"attention-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"simt\"}" >> "$BENCH"
+  fi
   stage train 170 "$BENCH" "${RUN[@]}" train --cuda-only
   if [ -n "$PY" ]; then
     stage peers-train 140 "$PEERS" "$PY" -B bench/peers/torch_train.py --device cuda
   fi
   stage select 60 "$BENCH" "${RUN[@]}" select --cuda-only
   stage adamw 45 "$BENCH" "${RUN[@]}" adamw --cuda-only
+  stage attention 30 "$BENCH" "${RUN[@]}" attention --cuda-only
   [ -n "$PY" ] && stage peers-kernels 75 "$PEERS" "$PY" -B bench/peers/torch_kernels.py --device cuda
   # CUDA tests first (the CPU suites pass on the CPU machines); the whole suite if time is left.
   stage tests-cuda 150 /dev/null sh -c "${JEST[*]} --maxWorkers=4 -t '\\[cuda\\]' > '$WORK/tests-cuda.txt' 2>&1; rc=\$?; cat '$WORK/tests-cuda.txt' >> '$TESTS'; exit \$rc"

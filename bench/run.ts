@@ -9,6 +9,8 @@ const registry: Record<string, () => BenchModule> = {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   adamw: () => require('./adamw') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
+  attention: () => require('./attention') as BenchModule,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
   gemm: () => require('./gemm') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   select: () => require('./select') as BenchModule,

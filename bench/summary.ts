@@ -1,6 +1,6 @@
 /**
  * Turns the outputs of bench/gpu-check.sh into results.json and summary.md: our rows (bench.jsonl:
- * train, select, adamw, gemm, profile), the PyTorch peers' rows (peers.jsonl), the test summary
+ * train, select, adamw, gemm, attention, profile), the PyTorch peers' rows (peers.jsonl), the test summary
  * (tests.txt) and the environment (env.txt), with our/peer ratios next to issue 6's goals:
  *
  *   sift (1%) tokens/s >= PyTorch full fine-tuning's, per model
@@ -34,6 +34,7 @@ export interface Summary {
   select: Record<string, unknown>[];
   adamw: Record<string, unknown>[];
   gemm: Record<string, unknown>[];
+  attention: Record<string, unknown>[];
   profile: Row[];
   stages: Row[];
   errors: Row[];
@@ -56,9 +57,12 @@ export function readJsonl(file: string): Row[] {
   return out;
 }
 
-/** The closing "N passed, N failed, N skipped" line of test/helpers/summary-reporter.js (or jest's own). */
+/** The last closing "N passed, N failed, N skipped" line of test/helpers/summary-reporter.js (or jest's own). */
 export function parseTests(text: string): Summary['tests'] {
-  const m = /(\d+) passed, (\d+) failed, (\d+) skipped/.exec(text);
+  // The last run's line: tests.txt holds the attention check, the CUDA suites, then (time
+  // permitting) the whole suite.
+  const all = [...text.matchAll(/(\d+) passed, (\d+) failed, (\d+) skipped/g)];
+  const m = all[all.length - 1];
   if (m) return { passed: +m[1], failed: +m[2], skipped: +m[3] };
   const j = /Tests:\s+(.*)/.exec(text);
   if (!j) return null;
@@ -171,10 +175,19 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
     gemm.push({ device: r.device, impl: r.impl, dtype: r.dtype, shape: r.shape, oursGflops: num(r.gflops), torchGflops: p ? num(p.gflops) : null,
       ratio: p ? ratio(num(r.gflops), num(p.gflops)) : null });
   }
+  // Fused attention: our kernels (tensor cores / CUDA cores) vs torch's scaled_dot_product_attention.
+  const attention: Record<string, unknown>[] = [];
+  for (const r of ours.filter((x) => x.bench === 'attention')) {
+    const p = peers.find((q) => q.bench === 'peer-attention' && ok(q) && kind(q) === kind(r) && q.shape === r.shape);
+    attention.push({ device: r.deviceName ?? r.device, shape: r.shape, mode: r.mode, dtype: r.dtype, oursFwdMs: num(r.fwdMs), oursBwdMs: num(r.bwdMs),
+      torchFwdMs: p ? num(p.fwdMs) : null, torchBwdMs: p ? num(p.bwdMs) : null,
+      fwdRatio: p ? ratio(num(p.fwdMs), num(r.fwdMs)) : null, bwdRatio: p ? ratio(num(p.bwdMs), num(r.bwdMs)) : null,
+      oursFwdTflops: num(r.fwdTflops), oursBwdTflops: num(r.bwdTflops) });
+  }
   const tests = parseTests(testsText);
   if (tests) goals.push({ goal: 'test suite', subject: 'jest (CUDA suites included)', ours: `${tests.passed} passed, ${tests.failed} failed, ${tests.skipped} skipped`, peer: '', ratio: null, target: '0 failed', met: tests.failed === 0 });
   const errors = [...ours, ...peers].filter((r) => r.status === 'error' && r.bench !== 'stage');
-  return { goals, tests, train, select, adamw, gemm, profile: ours.filter((r) => r.bench === 'profile'), stages: ours.filter((r) => r.bench === 'stage'), errors };
+  return { goals, tests, train, select, adamw, gemm, attention, profile: ours.filter((r) => r.bench === 'profile'), stages: ours.filter((r) => r.bench === 'stage'), errors };
 }
 
 function table(header: string[], rows: (string | number | null | undefined)[][]): string {
@@ -210,6 +223,12 @@ export function markdown(s: Summary, env: string): string {
   if (s.gemm.length) {
     parts.push('## GEMM', '', table(['device', 'impl', 'dtype', 'shape', 'ours GFLOP/s', 'torch GFLOP/s', 'ratio'],
       s.gemm.map((x) => [x.device as string, x.impl as string, x.dtype as string, x.shape as string, x.oursGflops as number, x.torchGflops as number, x.ratio as number])), '');
+  }
+  if (s.attention.length) {
+    parts.push('## Fused attention vs torch scaled_dot_product_attention (speed ratio: torch ms / ours ms)', '',
+      table(['device', 'shape', 'kernels', 'dtype', 'ours fwd ms', 'torch fwd ms', 'fwd ratio', 'ours bwd ms', 'torch bwd ms', 'bwd ratio', 'ours TFLOP/s fwd/bwd'],
+        s.attention.map((x) => [x.device as string, x.shape as string, x.mode as string, x.dtype as string, x.oursFwdMs as number, x.torchFwdMs as number, x.fwdRatio as number,
+          x.oursBwdMs as number, x.torchBwdMs as number, x.bwdRatio as number, `${x.oursFwdTflops} / ${x.oursBwdTflops}`])), '');
   }
   for (const p of s.profile) {
     parts.push(`## Profile: ${p.model} ${p.method}${p.rate ? ` ${pct(p.rate)}` : ''} on ${p.device}${p.syncEach ? ' (synchronised per op)' : ''}`, '',

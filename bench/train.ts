@@ -13,7 +13,8 @@
  * memory: the allocator's peak over the timed steps, weights and optimizer state included (as
  * torch.cuda.max_memory_allocated in the PyTorch peers). Prints one JSON object per run, then a table.
  *
- * Flags: --cpu-only, --cuda-only, --quick, --small (small config on CUDA too), --models=gpt2,llama,
+ * Flags: --cpu-only, --cuda-only, --quick, --small (small config on CUDA too), --full-size (the full
+ * configs on the CPU too: slow, but it measures the CUDA run's memory ahead of it), --models=gpt2,llama,
  * --methods=sift,full,lora, --rates=0.001,0.01,0.05 (SIFT rates; 0.01 is the headline one),
  * --batch=B --seq=T, --warmup=N, --steps=N (timed steps; default from a time budget),
  * --budget-ms=MS (timed time per run), --dtype=bf16|f32.
@@ -335,7 +336,7 @@ export function parseArgs(args: string[]): TrainArgs {
     models: (opt('models')?.split(',') ?? ['gpt2', 'llama']) as ModelKey[],
     methods: (opt('methods')?.split(',') ?? ['sift', 'full', 'lora']) as BenchMethod[],
     rates: opt('rates')?.split(',').map(Number) ?? [0.001, 0.01, 0.05],
-    small: args.includes('--small') ? true : 'auto',
+    small: args.includes('--small') ? true : args.includes('--full-size') ? false : 'auto',
     batch: num('batch'), seq: num('seq'), warmup: num('warmup'), steps: num('steps'), budgetMs: num('budget-ms'),
     dtype: dt === 'bf16' || dt === 'f32' ? dt : undefined,
     quick: args.includes('--quick'),
@@ -349,7 +350,7 @@ export async function run(args: string[]): Promise<TrainRow[]> {
   const rows: TrainRow[] = [];
   for (const device of a.devices) {
     const cuda = device.startsWith('cuda');
-    const small = a.small === true || !cuda;
+    const small = a.small === 'auto' ? !cuda : a.small;
     const common = {
       batch: a.batch ?? (small ? 4 : 8),
       seq: a.seq ?? (small ? 64 : 512),

@@ -10,6 +10,9 @@ shapes on the same card. Prints one JSON object per measurement:
                    master values of every LLaMA-7B-shaped weight (evenly spaced indices, the same as
                    ours), then weight.view(-1).index_copy_(idx, master.to(bf16)) per tensor.
   peer-gemm        torch.matmul for bench/gemm.ts's transformer shapes (bf16 and f32).
+  peer-attention   torch.nn.functional.scaled_dot_product_attention forward, and its backward
+                   (torch.autograd.grad), at bench/attention.ts's shapes (bf16, causal; PyTorch
+                   picks its flash / memory-efficient kernel).
 
 Timing: CUDA events around each call (perf_counter on the CPU), warm-up first, median of repeats;
 inputs rotate so that the working set exceeds the L2 cache (about 50-60 MB on H100/H200).
@@ -144,10 +147,41 @@ def bench_gemm(a, out):
                      M=M, N=N, K=K, layout="NT", ms=round(ms, 4), gflops=round(2 * M * N * K / (ms / 1e3) / 1e9, 1)))
 
 
+def bench_attention(a, out):
+    import torch.nn.functional as F
+    cuda = a.device.startswith("cuda")
+    shapes = [("gpt2-124m layer", 8, 12, 512, 64, True, 0.1), ("llama-220m layer", 8, 16, 512, 64, True, 0.0)]
+    if a.quick or not cuda:
+        shapes = [("small", 1, 4, 64 if a.quick else 128, 64, True, 0.1)]
+    dtype = "bf16" if cuda else "f32"
+    sdpa = getattr(F, "scaled_dot_product_attention", None)
+    kernel = "sdpa"
+    if sdpa is None:  # torch < 2.0: the unfused product (a smoke test of this script only)
+        kernel = "math"
+
+        def sdpa(q, k, v, dropout_p=0.0, is_causal=False):
+            s = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
+            if is_causal:
+                s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+            return F.dropout(s.softmax(-1), dropout_p) @ v
+    for name, B, H, T, D, causal, p in shapes:
+        q, k, v = (torch.randn(B, H, T, D, device=a.device).to(DT[dtype]).requires_grad_() for _ in range(3))
+        g = torch.randn(B, H, T, D, device=a.device).to(DT[dtype])
+        fwd = timer(a.device, lambda i: sdpa(q, k, v, dropout_p=p, is_causal=causal),
+                    a.warmup, a.repeats)
+        o = sdpa(q, k, v, dropout_p=p, is_causal=causal)
+        bwd = timer(a.device, lambda i: torch.autograd.grad(o, (q, k, v), g, retain_graph=True), a.warmup, a.repeats)
+        flops = 4 * B * H * T * T * D / (2 if causal else 1)
+        out(dict(bench="peer-attention", device=a.device, deviceName=device_name(a.device), shape=name, dtype=dtype, kernel=kernel,
+                 B=B, H=H, T=T, D=D, causal=causal, dropout=p, fwdMs=round(fwd, 4), bwdMs=round(bwd, 4),
+                 fwdTflops=round(flops / (fwd / 1e3) / 1e12, 2), bwdTflops=round(2.5 * flops / (bwd / 1e3) / 1e12, 2)))
+        del q, k, v, g, o
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", default="topk,adamw-dense,adamw,gemm")
+    ap.add_argument("--only", default="topk,adamw-dense,adamw,gemm,attention")
     ap.add_argument("--dtypes", default="f32,bf16")
     ap.add_argument("--rates", default="0.01,0.05")
     ap.add_argument("--adamw-rates", default="0.01,0.05")
@@ -168,7 +202,8 @@ def main():
         row["torch"] = torch.__version__
         print(json.dumps(row), flush=True)
 
-    benches = {"topk": bench_topk, "adamw-dense": bench_adamw_dense, "adamw": bench_adamw_sparse, "gemm": bench_gemm}
+    benches = {"topk": bench_topk, "adamw-dense": bench_adamw_dense, "adamw": bench_adamw_sparse, "gemm": bench_gemm,
+               "attention": bench_attention}
     for name in a.only.split(","):
         try:
             benches[name](a, out)

@@ -166,6 +166,12 @@ export interface Addon {
   /** Returns [gq, gk, gv]. */
   attentionBackward(gout: NativeTensor, q: NativeTensor, k: NativeTensor, v: NativeTensor, out: NativeTensor, lse: NativeTensor, mask: NativeTensor | null, causal: boolean, scale: number, dropoutP: number, seed: number | bigint): [NativeTensor, NativeTensor, NativeTensor];
   /**
+   * Which CUDA attention kernels later calls use: 'auto' (tensor-core kernels for f16/bf16 with
+   * head dims that are multiples of 16 up to 128 on sm_80+, CUDA-core kernels otherwise) or
+   * 'simt' (CUDA-core kernels always, e.g. to compare). Returns the previous mode.
+   */
+  setCudaAttention(mode: 'auto' | 'simt'): 'auto' | 'simt';
+  /**
    * Rotary position embedding, rotate-half convention (GPT-NeoX / LLaMA): x [B, H, T, D],
    * positions i32/i64 [T] or [B, T], invFreq f32 [D/2]. inverse=true rotates back (the backward).
    */

@@ -33,6 +33,11 @@ Napi::Value Dropout(const Napi::CallbackInfo& info) {
   return wrap(info.Env(), ops::dropout(arg_tensor(info, 0, "x"), arg_number(info, 1, "p"), arg_seed(info, 2, "seed")));
 }
 
+// setCudaAttention(mode) -> previous mode. Calls already queued keep the kernels they were given.
+Napi::Value SetCudaAttention(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), ops::set_cuda_attention(arg_string(info, 0, "mode")));
+}
+
 }  // namespace
 
 SIFT_BINDINGS(register_attention) {
@@ -40,6 +45,7 @@ SIFT_BINDINGS(register_attention) {
   SIFT_EXPORT("attentionBackward", AttentionBackward);
   SIFT_EXPORT("rotary", Rotary);
   SIFT_EXPORT("dropout", Dropout);
+  SIFT_EXPORT("setCudaAttention", SetCudaAttention);
 }
 
 }  // namespace sift::binding

@@ -20,6 +20,9 @@ struct AttnDesc {
   double dropout_p = 0.0;
   uint64_t seed = 0;     // dropout counter of (b, h, i, j) is ((b * H + h) * Tq + i) * Tk + j
   AttnMask mask = AttnMask::None;
+  // CUDA only: use the tensor-core kernels where they apply (f16/bf16, head dim a multiple of 16
+  // up to 128, sm_80+); false forces the CUDA-core kernels (setCudaAttention('simt')).
+  bool tensor_cores = true;
 };
 
 namespace cpu {

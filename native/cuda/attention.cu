@@ -17,78 +17,13 @@
 // elements, so the column-wise reads of the score loops are free of bank conflicts. Head dims up
 // to 256 are supported (DMAX 32, 64, 128, 256); configurations are chosen to fit the 99 KB of
 // shared memory of sm_86/89 for f32/f16/bf16 (f64, for reference checks, may need more).
-#include <limits>
-#include <type_traits>
-
-#include "../cpu/dropout.h"
-#include "attention.h"
-#include "common.cuh"
+#include "attention_common.cuh"
 
 namespace sift::cuda {
 namespace {
+using namespace attn;
 
 constexpr int kThreads = 256;  // 16 x 16
-
-template <typename A>
-struct Params {
-  int64_t H, Hkv, group, Tq, Tk, D, shift;
-  int64_t qs[3], ks[3], vs[3], gs[3];  // element strides over (b, h, t); the head dim has stride 1
-  A scale;
-  bool causal;
-  int mask_mode;  // AttnMask
-  const uint8_t* pad;
-  const A* add;
-  int64_t ms[4];
-  bool drop;
-  uint32_t thr;
-  A rz;
-  uint64_t seed;
-};
-
-template <typename A> __device__ __forceinline__ A aexp(A x) {
-  if constexpr (std::is_same_v<A, double>) return exp(x);
-  else return expf(x);
-}
-template <typename A> __device__ __forceinline__ A alog(A x) {
-  if constexpr (std::is_same_v<A, double>) return log(x);
-  else return logf(x);
-}
-template <typename A> __device__ __forceinline__ A amax(A a, A b) { return a > b ? a : b; }
-template <typename A> __device__ __forceinline__ A ninf() { return -std::numeric_limits<A>::infinity(); }
-
-// Reductions over the 16 threads of a score row (lanes differing in the low 4 bits). The xor
-// butterfly leaves the same bits in every lane.
-template <typename A> __device__ __forceinline__ A row_max(A v) {
-#pragma unroll
-  for (int o = 8; o > 0; o >>= 1) v = amax(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-template <typename A> __device__ __forceinline__ A row_sum(A v) {
-#pragma unroll
-  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// scale * dot + mask, or -inf for keys query i does not see (and for padding rows/cols).
-template <typename A>
-__device__ __forceinline__ A masked_score(const Params<A>& p, int64_t b, int64_t h, int64_t i, int64_t j, A dot) {
-  if (i >= p.Tq || j >= p.Tk) return ninf<A>();
-  if (p.causal && j > i + p.shift) return ninf<A>();
-  A s = dot * p.scale;
-  if (p.mask_mode == int(AttnMask::KeyPadding)) {
-    if (!p.pad[b * p.Tk + j]) return ninf<A>();
-  } else if (p.mask_mode == int(AttnMask::Additive)) {
-    s += p.add[b * p.ms[0] + h * p.ms[1] + i * p.ms[2] + j * p.ms[3]];
-  }
-  return s;
-}
-
-template <typename A>
-__device__ __forceinline__ A drop_factor(const Params<A>& p, int64_t b, int64_t h, int64_t i, int64_t j) {
-  if (!p.drop) return A(1);
-  const uint64_t ctr = uint64_t(((b * p.H + h) * p.Tq + i) * p.Tk + j);
-  return dropout_keep(p.seed, ctr, p.thr) ? p.rz : A(0);
-}
 
 // ROWS x DMAX tile of rows [r0, r0 + ROWS) (zero beyond nrows and beyond D), coalesced over d.
 template <typename T, typename A, int DMAX, int ROWS>
@@ -256,17 +191,6 @@ __global__ void attn_delta_kernel(const T* __restrict__ gout, const T* __restric
     for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
     if (lane == 0) delta[row] = acc;
   }
-}
-
-// P*Z and dS = P * (dP*Z - Delta) of one score (dot = q.k, dpd = dO.v).
-template <typename A>
-__device__ __forceinline__ void prob_and_dscore(const Params<A>& p, int64_t b, int64_t h, int64_t i, int64_t j, A dot,
-                                                A dpd, A L, A Dl, A& pz, A& ds) {
-  A P = A(0);
-  if (L != ninf<A>()) P = aexp(masked_score(p, b, h, i, j, dot) - L);
-  const A z = drop_factor(p, b, h, i, j);
-  pz = P * z;
-  ds = P * (dpd * z - Dl);
 }
 
 template <typename T, typename A, int DMAX, int BQ, int BK>
@@ -499,36 +423,6 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(
 
 // ---- launchers ----------------------------------------------------------------------------
 
-template <typename A>
-Params<A> make_params(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* gout, const Tensor& mask,
-                      const AttnDesc& desc) {
-  Params<A> p{};
-  p.H = q.shape[1];
-  p.Hkv = k.shape[1];
-  p.group = p.H / p.Hkv;
-  p.Tq = q.shape[2];
-  p.Tk = k.shape[2];
-  p.D = q.shape[3];
-  p.shift = p.Tk - p.Tq;
-  for (int d = 0; d < 3; d++) {
-    p.qs[d] = q.strides[d];
-    p.ks[d] = k.strides[d];
-    p.vs[d] = v.strides[d];
-    p.gs[d] = gout ? gout->strides[d] : 0;
-  }
-  p.scale = A(desc.scale);
-  p.causal = desc.causal;
-  p.mask_mode = int(desc.mask);
-  p.pad = desc.mask == AttnMask::KeyPadding ? mask.data<uint8_t>() : nullptr;
-  p.add = desc.mask == AttnMask::Additive ? mask.data<A>() : nullptr;
-  for (int d = 0; d < 4; d++) p.ms[d] = desc.mask == AttnMask::Additive ? mask.strides[d] : 0;
-  p.drop = desc.dropout_p > 0;
-  p.thr = dropout_threshold(desc.dropout_p);
-  p.rz = A(1.0 / (1.0 - desc.dropout_p));
-  p.seed = desc.seed;
-  return p;
-}
-
 template <typename F>
 void with_head_dim(int64_t D, const char* op, F&& f) {
   if (D <= 32) f(std::integral_constant<int, 32>{});
@@ -536,17 +430,6 @@ void with_head_dim(int64_t D, const char* op, F&& f) {
   else if (D <= 128) f(std::integral_constant<int, 128>{});
   else if (D <= 256) f(std::integral_constant<int, 256>{});
   else fail("E_SHAPE", op, ": CUDA attention supports head dims up to 256, got ", D);
-}
-
-// Kernels using over 48 KB of dynamic shared memory must opt in, per device.
-template <typename K>
-void prepare_smem(K kernel, size_t smem, int dev, const char* op, int64_t D, DType dt) {
-  if (smem <= 48 * 1024) return;
-  int max_optin = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  SIFT_CHECK(smem <= size_t(max_optin), "E_SHAPE", op, ": head dim ", D, " in ", dtype_name(dt), " needs ", smem,
-             " bytes of shared memory per block; this GPU allows ", max_optin);
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
 }
 
 }  // namespace
@@ -561,6 +444,9 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
     using T = typename decltype(tag)::type;
     using A = dacc_t<T>;
     Params<A> p = make_params<A>(q, k, v, nullptr, mask, desc);
+    if constexpr (!std::is_same_v<T, float> && !std::is_same_v<T, double>) {
+      if (tc_eligible(q, desc)) return tc_forward(q, k, v, out, lse, p, dev, st);
+    }
     with_head_dim(D, "attention", [&](auto dm) {
       constexpr int DMAX = decltype(dm)::value;
       using C = FwdCfg<A, DMAX>;
@@ -591,6 +477,9 @@ void attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k, co
     Tensor delta = empty({rows}, lse.dtype, q.device());
     attn_delta_kernel<T, A><<<grid_for(rows * 32, 256), 256, 0, st>>>(gout.data<T>(), out.data<T>(),
                                                                        delta.data<A>(), p, rows);
+    if constexpr (!std::is_same_v<T, float> && !std::is_same_v<T, double>) {
+      if (tc_eligible(q, desc)) return tc_backward(gout, q, k, v, lse, delta, gq, gk, gv, p, dev, st);
+    }
     with_head_dim(D, "attentionBackward", [&](auto dm) {
       constexpr int DMAX = decltype(dm)::value;
       using C = BwdCfg<A, DMAX>;

@@ -4,7 +4,10 @@
 // dense. Masks are normalised here so kernels see one of two forms (see AttnDesc).
 #include "attention.h"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 
 #include "dispatch.h"
@@ -20,6 +23,14 @@
 
 namespace sift::ops {
 namespace {
+
+// setCudaAttention: 'auto' (tensor-core kernels where they apply) or 'simt' (CUDA cores only).
+// The environment variable SIFT_FT_CUDA_ATTENTION=simt sets the initial mode.
+bool initial_tensor_cores() {
+  const char* e = std::getenv("SIFT_FT_CUDA_ATTENTION");
+  return !(e && std::string(e) == "simt");
+}
+std::atomic<bool> g_tensor_cores{initial_tensor_cores()};
 
 DType acc_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
@@ -64,6 +75,7 @@ Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor&
   r.desc.scale = scale;
   r.desc.dropout_p = p;
   r.desc.seed = seed;
+  r.desc.tensor_cores = g_tensor_cores.load(std::memory_order_relaxed);
   if (!mask) return r;
 
   const Tensor& m = *mask;
@@ -191,6 +203,13 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed) {
   Device dev = x.device();
   SIFT_ON_DEVICE(dev, cpu::dropout(xd, y, p, seed), cuda::dropout(xd, y, p, seed));
   return y;
+}
+
+std::string set_cuda_attention(const std::string& mode) {
+  SIFT_CHECK(mode == "auto" || mode == "simt", "E_ARG",
+             "setCudaAttention: mode must be 'auto' (tensor cores where they apply) or 'simt', got '", mode, "'");
+  const bool prev = g_tensor_cores.exchange(mode == "auto");
+  return prev ? "auto" : "simt";
 }
 
 }  // namespace sift::ops

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -21,5 +22,9 @@ std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& gout, const 
                                                       double scale, double dropout_p, uint64_t seed);
 Tensor rotary(const Tensor& x, const Tensor& positions, const Tensor& inv_freq, bool inverse);
 Tensor dropout(const Tensor& x, double p, uint64_t seed);
+// Which CUDA attention kernels later calls use: "auto" (tensor-core kernels for f16/bf16 with head
+// dims that are multiples of 16 up to 128 on sm_80+, CUDA-core kernels otherwise) or "simt"
+// (CUDA-core kernels always). Returns the previous mode.
+std::string set_cuda_attention(const std::string& mode);
 
 }  // namespace sift::ops

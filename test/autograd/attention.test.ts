@@ -317,6 +317,50 @@ describeCuda('attention CUDA vs CPU', () => {
     }));
   }
 
+  // The tensor-core kernels (f16/bf16, head dim % 16 == 0, <= 128, sm_80+) against the CUDA-core
+  // kernels and the CPU at training shapes: several 64-query and 64-key tiles, a ragged last tile,
+  // GPT-2's head dim 64 and LLaMA-style 128, GQA, causal with dropout and a padding mask.
+  const tcShapes = [
+    { B: 2, H: 4, Hkv: 4, T: 200, D: 64, causal: true, p: 0.1, pad: false },
+    { B: 1, H: 4, Hkv: 2, T: 130, D: 128, causal: true, p: 0, pad: true },
+    { B: 2, H: 2, Hkv: 1, T: 96, D: 48, causal: false, p: 0, pad: true },
+  ];
+  for (const s of tcShapes) for (const dt of ['bf16', 'f16'] as const) {
+    test(`tensor-core kernels agree with the CUDA-core kernels and the CPU: ${dt} ${JSON.stringify(s)}`, () => tidy(() => {
+      const q32 = randomTensor([s.B, s.H, s.T, s.D], 51, { dtype: 'f32', scale: 1.5 });
+      const k32 = randomTensor([s.B, s.Hkv, s.T, s.D], 52, { dtype: 'f32', scale: 1.5 });
+      const v32 = randomTensor([s.B, s.Hkv, s.T, s.D], 53, { dtype: 'f32' });
+      const g32 = randomTensor([s.B, s.H, s.T, s.D], 54, { dtype: 'f32' });
+      const pad = seededValues(s.B * s.T, 11).map((x) => (x > -0.7 ? 1 : 0));
+      const run = (device: string, mode: 'auto' | 'simt') => {
+        const prev = native().setCudaAttention(mode);
+        try {
+          const [q, k, v, g] = [q32, k32, v32, g32].map((t) => t.to(dt).to(device));
+          const mask = s.pad ? tensor(pad, [s.B, s.T], { dtype: 'bool', device }) : null;
+          const scale = 1 / Math.sqrt(s.D);
+          const [oh, lh] = native().attention(q.handle, k.handle, v.handle, mask?.handle ?? null, s.causal, scale, s.p, 7);
+          const [gq, gk, gv] = native().attentionBackward(g.handle, q.handle, k.handle, v.handle, oh, lh, mask?.handle ?? null, s.causal, scale, s.p, 7);
+          return [oh, lh, gq, gk, gv].map((h) => nums(new Tensor(h).to('cpu').to('f32')));
+        } finally {
+          native().setCudaAttention(prev);
+        }
+      };
+      const cpu = run('cpu', 'auto');
+      const simt = run('cuda', 'simt');
+      const tc = run('cuda', 'auto');
+      const names = ['out', 'lse', 'gq', 'gk', 'gv'];
+      const tol = dt === 'bf16' ? 6e-2 : 2e-2;
+      cpu.forEach((c, i) => {
+        const scaleMax = Math.max(1, ...c.filter(Number.isFinite).map(Math.abs));
+        expectClose(tc[i], c, { atol: tol * scaleMax, rtol: tol, label: `tensor cores vs cpu ${dt} ${names[i]}` });
+        expectClose(tc[i], simt[i], { atol: tol * scaleMax, rtol: tol, label: `tensor cores vs cuda cores ${dt} ${names[i]}` });
+      });
+      // Both CUDA paths are deterministic: a second run gives the same bits.
+      const again = run('cuda', 'auto');
+      again.forEach((a, i) => expect(a).toEqual(tc[i]));
+    }));
+  }
+
   test('dropout masks are identical on both devices', () => tidy(() => {
     // v = identity-like ones: an output is 0 exactly where every kept weight was dropped; compare
     // f32 outputs with a tight tolerance, which only holds when the same entries are dropped.
@@ -338,3 +382,18 @@ describeCuda('attention CUDA vs CPU', () => {
   }));
 });
 
+describe('setCudaAttention', () => {
+  test('takes auto or simt, returns the previous mode, refuses anything else with E_ARG', () => {
+    const prev = native().setCudaAttention('simt');
+    expect(['auto', 'simt']).toContain(prev);
+    expect(native().setCudaAttention('auto')).toBe('simt');
+    expect(native().setCudaAttention(prev)).toBe('auto');
+    let code = '';
+    try {
+      native().setCudaAttention('tensor' as 'auto');
+    } catch (e) {
+      code = (e as SiftError).code;
+    }
+    expect(code).toBe('E_ARG');
+  });
+});

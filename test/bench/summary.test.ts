@@ -73,6 +73,18 @@ describe('summary of the GPU check', () => {
     expect(parseTests('x\n5 passed, 0 failed, 2 skipped\n')).toEqual({ passed: 5, failed: 0, skipped: 2 });
     expect(parseTests('Tests:       1 failed, 2 skipped, 40 passed, 43 total')).toEqual({ passed: 40, failed: 1, skipped: 2 });
     expect(parseTests('')).toBeNull();
+    // tests.txt holds several runs (attention check, CUDA suites, whole suite): the last one counts.
+    expect(parseTests('3 passed, 0 failed, 0 skipped\n==== whole suite\n700 passed, 2 failed, 1 skipped\n')).toEqual({ passed: 700, failed: 2, skipped: 1 });
+  });
+
+  test('pairs the attention kernels with torch scaled_dot_product_attention by shape', () => {
+    const a = summarize([
+      { bench: 'attention', device: 'cuda:0', deviceName: 'NVIDIA H200', shape: 'gpt2-124m layer', mode: 'auto', dtype: 'bf16', fwdMs: 0.5, bwdMs: 1.5, fwdTflops: 100, bwdTflops: 80 },
+      { bench: 'attention', device: 'cuda:0', deviceName: 'NVIDIA H200', shape: 'gpt2-124m layer', mode: 'simt', dtype: 'bf16', fwdMs: 2, bwdMs: 6, fwdTflops: 25, bwdTflops: 20 },
+    ], [{ bench: 'peer-attention', device: 'cuda', shape: 'gpt2-124m layer', fwdMs: 0.25, bwdMs: 0.75 },
+      { bench: 'peer-attention', device: 'cpu', shape: 'gpt2-124m layer', fwdMs: 99, bwdMs: 99 }], '');
+    expect(a.attention.map((x) => [x.mode, x.fwdRatio, x.bwdRatio])).toEqual([['auto', 0.5, 0.5], ['simt', 0.125, 0.125]]);
+    expect(markdown(a, '')).toContain('## Fused attention vs torch scaled_dot_product_attention');
   });
 
   test('writes results.json and summary.md from a folder, skipping broken lines', () => {
