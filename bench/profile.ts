@@ -8,9 +8,14 @@
  * bounds the step. With --sync-each the device is synchronised after every op and the time
  * attributed to it is (close to) its device time: slower overall, but it names the slow kernels.
  * Launches: calls of ops that queue device work (metadata reads, views and disposals excluded).
+ * On CUDA (unless --sync-each or --no-events) every launching op is also bracketed by two CUDA
+ * events on the stream, so each op's device time (all its kernels, cuBLAS included) is measured
+ * without synchronising inside the step; the sum of those is the device's busy time, and
+ * step - busy is how long the device sat idle waiting for the host.
  *
  * Flags: --model=gpt2|llama, --method=sift|full|lora, --rate=0.01, --small, --cpu-only,
- * --batch=B --seq=T, --steps=N (profiled steps, default 3), --top=N, --sync-each, --dtype=bf16|f32.
+ * --batch=B --seq=T, --steps=N (profiled steps, default 3), --top=N, --sync-each, --no-events,
+ * --dtype=bf16|f32.
  */
 import { backends, synchronize } from '../lib';
 import { native } from '../lib/engine/native';
@@ -23,7 +28,7 @@ export const description = 'per-op host/device time and launch count of one trai
 const NOT_LAUNCHES = new Set([
   'shape', 'strides', 'offset', 'dtype', 'device', 'isContiguous', 'sameStorage', 'isDisposed', 'dispose',
   'view', 'backends', 'liveTensors', 'cudaMemory', 'gemmInfo', 'synchronize', 'resetPeakMemory', 'emptyCache',
-  'setErrorClass', 'setCpuGemm',
+  'setErrorClass', 'setCpuGemm', 'setCudaAttention', 'cudaEventRecord', 'cudaEventElapsed', 'cudaEventsReset',
 ]);
 
 export interface OpStat {
@@ -31,6 +36,8 @@ export interface OpStat {
   calls: number;
   /** Host nanoseconds inside the native call (with --sync-each: until the device finished it). */
   ns: number;
+  /** Device milliseconds between the CUDA events around its calls (events mode), else null. */
+  deviceMs: number | null;
 }
 
 export interface Profiler {
@@ -40,6 +47,8 @@ export interface Profiler {
   launches(): number;
   /** Restores the original functions. */
   restore(): void;
+  /** Events mode: reads the recorded events (waits for the device) into each op's deviceMs; returns the total. */
+  collectDeviceTimes(): number;
 }
 
 /**
@@ -47,35 +56,56 @@ export interface Profiler {
  * through native(), which returns this same object, so library code is profiled unchanged).
  * syncDevice: synchronise that device after each launching op (device time per op).
  */
-export function instrument(addon: Addon, syncDevice: string | null = null): Profiler {
+export function instrument(addon: Addon, syncDevice: string | null = null, eventsDevice: number | null = null): Profiler {
   const target = addon as unknown as Record<string, unknown>;
   const originals = new Map<string, Function>();
   const table = new Map<string, OpStat>();
   const sync = target.synchronize as (d: string) => void;
+  const record = eventsDevice === null ? () => -1 : (target.cudaEventRecord as (d: number) => number).bind(addon);
+  const elapsed = eventsDevice === null ? () => 0 : (target.cudaEventElapsed as (d: number, a: number, b: number) => number).bind(addon);
+  const marks: { stat: OpStat; a: number; b: number }[] = [];
+  if (eventsDevice !== null) (target.cudaEventsReset as (d: number) => void).call(addon, eventsDevice);
   for (const [name, value] of Object.entries(target)) {
     if (typeof value !== 'function' || name === 'NativeTensor' || name === 'setErrorClass') continue;
     const fn = value as (...a: unknown[]) => unknown;
     originals.set(name, fn);
-    const stat: OpStat = { op: name, calls: 0, ns: 0 };
+    const stat: OpStat = { op: name, calls: 0, ns: 0, deviceMs: null };
     table.set(name, stat);
     const launching = !NOT_LAUNCHES.has(name);
+    const timed = launching && eventsDevice !== null;
     target[name] = function wrapped(this: unknown, ...args: unknown[]) {
       const t0 = process.hrtime.bigint();
+      const a = timed ? record(eventsDevice!) : -1;
       try {
         const r = fn.apply(this, args);
         if (syncDevice && launching) sync(syncDevice);
         return r;
       } finally {
+        if (timed) marks.push({ stat, a, b: record(eventsDevice!) });
         stat.calls++;
         stat.ns += Number(process.hrtime.bigint() - t0);
       }
     };
   }
   return {
-    stats: () => [...table.values()].filter((s) => s.calls > 0).sort((a, b) => b.ns - a.ns),
-    reset: () => table.forEach((s) => { s.calls = 0; s.ns = 0; }),
+    stats: () => [...table.values()].filter((s) => s.calls > 0).sort((a, b) => (b.deviceMs ?? 0) - (a.deviceMs ?? 0) || b.ns - a.ns),
+    reset: () => {
+      table.forEach((s) => { s.calls = 0; s.ns = 0; s.deviceMs = null; });
+      marks.length = 0;
+      if (eventsDevice !== null) (originals.get('cudaEventsReset') as (d: number) => void).call(addon, eventsDevice);
+    },
     launches: () => [...table.values()].filter((s) => !NOT_LAUNCHES.has(s.op)).reduce((a, s) => a + s.calls, 0),
     restore: () => originals.forEach((fn, name) => { target[name] = fn; }),
+    collectDeviceTimes: () => {
+      let total = 0;
+      for (const m of marks) {
+        const ms = elapsed(eventsDevice!, m.a, m.b);
+        m.stat.deviceMs = (m.stat.deviceMs ?? 0) + ms;
+        total += ms;
+      }
+      marks.length = 0;
+      return total;
+    },
   };
 }
 
@@ -97,7 +127,10 @@ export interface ProfileRow {
   jsMs: number;
   launchesPerStep: number;
   callsPerStep: number;
-  top: { op: string; callsPerStep: number; msPerStep: number; share: number }[];
+  /** Events mode: device busy time per step (sum of the ops' device times), else null. */
+  deviceBusyMs: number | null;
+  /** msPerStep: host time; deviceMsPerStep: device time (events mode) or null; share: of the step. */
+  top: { op: string; callsPerStep: number; msPerStep: number; deviceMsPerStep: number | null; share: number }[];
 }
 
 export async function run(args: string[]): Promise<ProfileRow> {
@@ -125,7 +158,8 @@ export async function run(args: string[]): Promise<ProfileRow> {
     // device runs behind the host at the end of the steps.
     const N = native();
     const rawSync = N.synchronize.bind(N);
-    const prof = instrument(N, syncEach ? device : null);
+    const events = cuda && !syncEach && !args.includes('--no-events') ? Number(device.split(':')[1] ?? 0) : null;
+    const prof = instrument(N, syncEach ? device : null, events);
     let ms: number;
     let waitMs: number;
     try {
@@ -139,6 +173,7 @@ export async function run(args: string[]): Promise<ProfileRow> {
     } finally {
       prof.restore();
     }
+    const busy = events !== null ? prof.collectDeviceTimes() / steps : null;
     const stats = prof.stats();
     const hostMs = stats.reduce((a, s) => a + s.ns, 0) / 1e6 / steps;
     const row: ProfileRow = {
@@ -146,15 +181,22 @@ export async function run(args: string[]): Promise<ProfileRow> {
       stepMs: Number(ms.toFixed(3)), nativeHostMs: Number(hostMs.toFixed(3)),
       deviceWaitMs: Number(waitMs.toFixed(3)), jsMs: Number((ms - hostMs - waitMs).toFixed(3)),
       launchesPerStep: Number((prof.launches() / steps).toFixed(1)), callsPerStep: Number((stats.reduce((a, s) => a + s.calls, 0) / steps).toFixed(1)),
-      top: stats.slice(0, topN).map((s) => ({
-        op: s.op, callsPerStep: Number((s.calls / steps).toFixed(1)), msPerStep: Number((s.ns / 1e6 / steps).toFixed(3)), share: Number((s.ns / 1e6 / steps / ms).toFixed(3)),
-      })),
+      deviceBusyMs: busy === null ? null : Number(busy.toFixed(3)),
+      top: stats.slice(0, topN).map((s) => {
+        const dms = s.deviceMs === null ? null : s.deviceMs / steps;
+        return {
+          op: s.op, callsPerStep: Number((s.calls / steps).toFixed(1)), msPerStep: Number((s.ns / 1e6 / steps).toFixed(3)),
+          deviceMsPerStep: dms === null ? null : Number(dms.toFixed(3)),
+          share: Number(((dms ?? s.ns / 1e6 / steps) / ms).toFixed(3)),
+        };
+      }),
     };
     console.log(JSON.stringify(row));
     const lines = [
       `step ${row.stepMs.toFixed(2)} ms = native calls ${row.nativeHostMs.toFixed(2)} ms (host${syncEach ? ' + device, synchronised per op' : ''}) + JavaScript ${row.jsMs.toFixed(2)} ms + waiting for the device ${row.deviceWaitMs.toFixed(2)} ms; ${row.launchesPerStep} launches, ${row.callsPerStep} native calls per step`,
-      '', '| op | calls/step | ms/step | share of step |', '|---|---|---|---|',
-      ...row.top.map((t) => `| ${t.op} | ${t.callsPerStep} | ${t.msPerStep.toFixed(3)} | ${(t.share * 100).toFixed(1)}% |`),
+      ...(row.deviceBusyMs === null ? [] : [`device busy ${row.deviceBusyMs.toFixed(2)} ms per step (CUDA events around each op; the rest of the step the device waited for the host)`]),
+      '', '| op | calls/step | host ms/step | device ms/step | share of step |', '|---|---|---|---|---|',
+      ...row.top.map((t) => `| ${t.op} | ${t.callsPerStep} | ${t.msPerStep.toFixed(3)} | ${t.deviceMsPerStep === null ? '' : t.deviceMsPerStep.toFixed(3)} | ${(t.share * 100).toFixed(1)}% |`),
     ];
     console.log('\n' + lines.join('\n'));
     return row;

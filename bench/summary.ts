@@ -232,8 +232,10 @@ export function markdown(s: Summary, env: string): string {
   }
   for (const p of s.profile) {
     parts.push(`## Profile: ${p.model} ${p.method}${p.rate ? ` ${pct(p.rate)}` : ''} on ${p.device}${p.syncEach ? ' (synchronised per op)' : ''}`, '',
-      `step ${p.stepMs} ms = native calls ${p.nativeHostMs} ms + JavaScript ${p.jsMs} ms + waiting for the device ${p.deviceWaitMs} ms; ${p.launchesPerStep} launches per step`, '',
-      table(['op', 'calls/step', 'ms/step', 'share'], ((p.top as { op: string; callsPerStep: number; msPerStep: number; share: number }[]) ?? []).map((t) => [t.op, t.callsPerStep, t.msPerStep, `${(t.share * 100).toFixed(1)}%`])), '');
+      `step ${p.stepMs} ms = native calls ${p.nativeHostMs} ms + JavaScript ${p.jsMs} ms + waiting for the device ${p.deviceWaitMs} ms; ${p.launchesPerStep} launches per step`
+        + (typeof p.deviceBusyMs === 'number' ? `; device busy ${p.deviceBusyMs} ms per step (CUDA events)` : ''), '',
+      table(['op', 'calls/step', 'host ms/step', 'device ms/step', 'share'], ((p.top as { op: string; callsPerStep: number; msPerStep: number; deviceMsPerStep?: number | null; share: number }[]) ?? [])
+        .map((t) => [t.op, t.callsPerStep, t.msPerStep, t.deviceMsPerStep ?? '', `${(t.share * 100).toFixed(1)}%`])), '');
   }
   if (s.errors.length) {
     parts.push('## Errors', '', ...s.errors.map((e) => `- ${e.bench} ${[e.model, e.method, e.rate].filter((x) => x !== undefined && x !== null).join(' ')}: ${e.error}`), '');

@@ -98,6 +98,14 @@ export interface Addon {
   resetPeakMemory(): void;
   backends(): BackendsInfo;
   cudaMemory(device: number): { allocated: number; reserved: number; peakAllocated: number; cudaMallocs: number };
+  /**
+   * Timing events on cuda:device's stream, for profiling: cudaEventRecord returns an id;
+   * cudaEventElapsed(device, a, b) is the device time in ms between two recorded events (waits for
+   * b); cudaEventsReset recycles the ids. E_DEVICE without CUDA.
+   */
+  cudaEventRecord(device: number): number;
+  cudaEventElapsed(device: number, start: number, end: number): number;
+  cudaEventsReset(device: number): void;
   emptyCache(): void;
 
   // ---- elementwise (native/binding/elementwise.cpp)

@@ -267,6 +267,21 @@ Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// cudaEventRecord(device) -> id; cudaEventElapsed(device, start, end) -> ms; cudaEventsReset(device).
+Napi::Value CudaEventRecord(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cuda::event_record(int(arg_int(info, 0, "device"))));
+}
+
+Napi::Value CudaEventElapsed(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cuda::event_elapsed_ms(int(arg_int(info, 0, "device")),
+                                                              int(arg_int(info, 1, "start")), int(arg_int(info, 2, "end"))));
+}
+
+Napi::Value CudaEventsReset(const Napi::CallbackInfo& info) {
+  cuda::events_reset(int(arg_int(info, 0, "device")));
+  return info.Env().Undefined();
+}
+
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   if (cuda::available())
     for (int d = 0; d < cuda::device_count(); d++) cuda::empty_cache(d);
@@ -306,6 +321,9 @@ SIFT_BINDINGS(register_tensor_bindings) {
   SIFT_EXPORT("backends", Backends);
   SIFT_EXPORT("cudaMemory", CudaMemory);
   SIFT_EXPORT("emptyCache", EmptyCache);
+  SIFT_EXPORT("cudaEventRecord", CudaEventRecord);
+  SIFT_EXPORT("cudaEventElapsed", CudaEventElapsed);
+  SIFT_EXPORT("cudaEventsReset", CudaEventsReset);
 }
 
 }  // namespace sift::binding

@@ -25,6 +25,9 @@ struct DeviceState {
   std::multimap<size_t, void*> free_blocks;
   std::unordered_map<void*, size_t> live;
   AllocatorStats stats;
+  // Timing events (event_record): created on demand, recycled by events_reset.
+  std::vector<cudaEvent_t> events;
+  size_t events_used = 0;
 };
 
 std::mutex g_mu;
@@ -212,6 +215,44 @@ void synchronize(int device) {
     fail("E_INDEX", "a CUDA kernel found an index out of range (error code ", flag,
          "); the results of the op that raised it are undefined");
   }
+}
+
+int event_record(int device) {
+  DeviceState& s = state(device);
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (s.events_used == s.events.size()) {
+    SIFT_CHECK(s.events.size() < (size_t(1) << 24), "E_ARG", "too many timing events: call eventsReset");
+    CUDA_CHECK(cudaSetDevice(device));
+    cudaEvent_t e = nullptr;
+    CUDA_CHECK(cudaEventCreate(&e));
+    s.events.push_back(e);
+  }
+  const size_t id = s.events_used++;
+  CUDA_CHECK(cudaEventRecord(s.events[id], s.stream));
+  return int(id);
+}
+
+float event_elapsed_ms(int device, int start, int end) {
+  DeviceState& s = state(device);
+  cudaEvent_t a = nullptr, b = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    SIFT_CHECK(start >= 0 && end >= 0 && size_t(start) < s.events_used && size_t(end) < s.events_used, "E_ARG",
+               "event ids ", start, " and ", end, " are not recorded events of cuda:", device, " (", s.events_used,
+               " recorded since the last eventsReset)");
+    a = s.events[size_t(start)];
+    b = s.events[size_t(end)];
+  }
+  CUDA_CHECK(cudaEventSynchronize(b));
+  float ms = 0.0f;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  return ms;
+}
+
+void events_reset(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (device < 0 || device >= kMaxDevices || !g_dev[device].ready) return;
+  g_dev[device].events_used = 0;
 }
 
 void check_last_error(const char* what) {

@@ -52,6 +52,13 @@ void memset_async(int device, void* dst, int value, size_t nbytes);
 // kernels set it; synchronize() reads it and throws E_INDEX.
 int* error_flag(int device);
 
+// Timing events on a device's compute stream (for profiling: device time of the work queued
+// between two records, without synchronising in between). event_record returns an id into the
+// device's event pool; event_elapsed_ms waits for the later event; events_reset recycles the pool.
+int event_record(int device);
+float event_elapsed_ms(int device, int start, int end);
+void events_reset(int device);
+
 // Which GEMM library the CUDA backend uses: "cublas (<path>)" when libcublas was loaded at run
 // time, else "sift-ft kernel".
 std::string gemm_library();

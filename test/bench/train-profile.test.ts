@@ -100,6 +100,39 @@ describe('bench/profile', () => {
     expect(fake.matmul).toBe(orig);
   });
 
+  test('events mode brackets each launching op with two events and sums their device times', () => {
+    let next = 0;
+    const times = new Map<number, number>();
+    const fake = {
+      NativeTensor: function NativeTensor() {},
+      setErrorClass: () => undefined,
+      matmul: () => 1,
+      softmax: () => 2,
+      shape: () => [1],
+      synchronize: () => undefined,
+      cudaEventRecord: (d: number) => { expect(d).toBe(0); const id = next++; times.set(id, id * 1.5); return id; },
+      cudaEventElapsed: (_d: number, a: number, b: number) => times.get(b)! - times.get(a)!,
+      cudaEventsReset: () => { next = 0; },
+    };
+    const p = instrument(fake as unknown as Addon, null, 0);
+    (fake.matmul as () => number)();
+    (fake.softmax as () => number)();
+    (fake.matmul as () => number)();
+    fake.shape();  // metadata: not bracketed
+    expect(next).toBe(6);
+    expect(p.collectDeviceTimes()).toBeCloseTo(4.5, 9);  // three ops of 1.5 ms each
+    const st = new Map(p.stats().map((s) => [s.op, s]));
+    expect(st.get('matmul')!.deviceMs).toBeCloseTo(3, 9);
+    expect(st.get('softmax')!.deviceMs).toBeCloseTo(1.5, 9);
+    expect(st.get('shape')!.deviceMs).toBeNull();
+    p.restore();
+  });
+
+  test('CUDA timing events need CUDA', () => {
+    if (native().backends().cuda.usable) return;  // covered by the profile stage of the GPU check
+    expect(() => native().cudaEventRecord(0)).toThrow(/CUDA|cuda/);
+  });
+
   test('profiles a real training step through the library', () => {
     const setup = setupRun(tiny('gpt2'), 'sift', { device: 'cpu', dtype: 'f32', batch: 2, seq: 8, rate: 0.05 });
     try {
