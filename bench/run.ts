@@ -18,6 +18,8 @@ const registry: Record<string, () => BenchModule> = {
   train: () => require('./train') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   profile: () => require('./profile') as BenchModule,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  host: () => require('./host') as BenchModule,
 };
 
 async function main(): Promise<void> {

@@ -23,7 +23,7 @@ export {
   silu, sigmoid, sqrt, rsqrt, abs, square, reciprocal, sin, cos, erf, sign, gelu,
 } from './autograd/elementwise';
 export { reduce, argmax, norm } from './autograd/reduce';
-export { matmul, linear } from './autograd/matmul';
+export { matmul, linear, conv1d } from './autograd/matmul';
 export { softmax, logSoftmax, layerNorm, rmsNorm, embedding, crossEntropy } from './autograd/nn';
 export type { CrossEntropyOptions } from './autograd/nn';
 export { scaledDotProductAttention, rotaryEmbedding, rotaryInvFreq, dropout } from './autograd/attention';

@@ -6,24 +6,29 @@ import { Tensor } from '../engine/tensor';
 import type { BinaryOp, ScalarOp, UnaryOp } from '../engine/addon-types';
 import { SiftError, check } from '../engine/errors';
 import { record } from './tape';
-import { N, wrap, sumToShape, broadcastShapes } from './util';
+import { N, wrap, fresh, sumToShape, broadcastShapes, sameShape } from './util';
 
 function checkPair(a: Tensor, b: Tensor, op: string): void {
   if (a.dtype !== b.dtype) throw new SiftError('E_DTYPE', `${op}: dtypes differ (${a.dtype} and ${b.dtype}); cast one with .to()`);
   if (a.device !== b.device) throw new SiftError('E_DEVICE', `${op}: tensors on different devices (${a.device} and ${b.device})`);
-  broadcastShapes(a.shape, b.shape, op);
+  if (!sameShape(a.shape, b.shape)) broadcastShapes(a.shape, b.shape, op);
 }
 
+const COMPARISONS = new Set<string>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
+
+// The native ops allocate their outputs (contiguous, offset 0): shape, dtype and device are known.
 function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
-  return wrap(N().binary(op, a.handle, b.handle));
+  const h = N().binary(op, a.handle, b.handle);
+  const as = a.shape, bs = b.shape;
+  return fresh(h, sameShape(as, bs) ? as : broadcastShapes(as, bs, op), COMPARISONS.has(op) ? 'bool' : a.dtype, a.device);
 }
 
 function scalarRaw(op: ScalarOp, a: Tensor, s: number): Tensor {
-  return wrap(N().scalarOp(op, a.handle, s));
+  return fresh(N().scalarOp(op, a.handle, s), a.shape, COMPARISONS.has(op) ? 'bool' : a.dtype, a.device);
 }
 
 function unaryRaw(op: UnaryOp, x: Tensor): Tensor {
-  return wrap(N().unary(op, x.handle));
+  return fresh(N().unary(op, x.handle), x.shape, x.dtype, x.device);
 }
 
 export function add(a: Tensor, b: Tensor | number): Tensor {
@@ -171,7 +176,7 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
 
 function unaryOp(op: UnaryOp, x: Tensor): Tensor {
   const y = unaryRaw(op, x);
-  record(op, [x], [y], ([g]) => [wrap(N().unaryBackward(op, x.handle, y.handle, g!.handle))]);
+  record(op, [x], [y], ([g]) => [fresh(N().unaryBackward(op, x.handle, y.handle, g!.handle), x.shape, x.dtype, x.device)]);
   return y;
 }
 

@@ -6,9 +6,8 @@
 import { Tensor } from '../engine/tensor';
 import { SiftError } from '../engine/errors';
 import { record } from './tape';
-import { N, wrap, sumToShape } from './util';
+import { N, fresh, sumToShape } from './util';
 import { reshape, squeeze, unsqueeze } from './shape';
-import { add } from './elementwise';
 
 function checkOperands(a: Tensor, b: Tensor, op: string): void {
   if (a.dtype !== b.dtype) throw new SiftError('E_DTYPE', `${op}: dtypes differ (${a.dtype} and ${b.dtype})`);
@@ -18,12 +17,25 @@ function checkOperands(a: Tensor, b: Tensor, op: string): void {
 
 /** Raw batched product with transpose flags (no autograd). */
 export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
-  return wrap(N().matmul(a.handle, b.handle, transA, transB));
+  const h = N().matmul(a.handle, b.handle, transA, transB);
+  // The native op checked the operands and allocated [...batch, M, N] (batch dims broadcast).
+  const as = a.shape, bs = b.shape;
+  const na = as.length - 2, nb = bs.length - 2;
+  const nbatch = Math.max(na, nb);
+  const shape = new Array<number>(nbatch + 2);
+  for (let i = 0; i < nbatch; i++) {
+    const da = i - (nbatch - na) >= 0 ? as[i - (nbatch - na)] : 1;
+    const db = i - (nbatch - nb) >= 0 ? bs[i - (nbatch - nb)] : 1;
+    shape[i] = da === 1 ? db : da;
+  }
+  shape[nbatch] = transA ? as[na + 1] : as[na];
+  shape[nbatch + 1] = transB ? bs[nb] : bs[nb + 1];
+  return fresh(h, shape, a.dtype, a.device);
 }
 
 /** [..., R, C] -> [prod(...) * R, C] (a view when possible). */
 function rows2d(t: Tensor): Tensor {
-  return reshape(t, [-1, t.shape[t.ndim - 1]]);
+  return t.ndim === 2 ? t : reshape(t, [-1, t.shape[t.ndim - 1]]);
 }
 
 export function matmul(a: Tensor, b: Tensor): Tensor {
@@ -61,22 +73,46 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
  * place (transpose flag) and its gradient g2^T @ x2 comes out contiguous in the [out, in] layout.
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  checkOperands(x, weight, 'linear');
-  if (weight.ndim !== 2) throw new SiftError('E_SHAPE', `linear: weight must be 2-D [out, in], got [${weight.shape}]`);
-  const inF = weight.shape[1];
+  return affine(x, weight, bias ?? null, 'out-in', 'linear');
+}
+
+/**
+ * x @ weight + bias with weight [in, out] (GPT-2's Conv1D layout); gradient [in, out] too.
+ */
+export function conv1d(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  return affine(x, weight, bias ?? null, 'in-out', 'conv1d');
+}
+
+/**
+ * The product and the bias in one tensor and one tape node: the bias is added in place into the
+ * fresh product, so the product without the bias is never a tensor of its own (a linear layer's
+ * output costs its own size once, not twice, until the enclosing tidy ends).
+ */
+function affine(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'out-in' | 'in-out', op: string): Tensor {
+  checkOperands(x, weight, op);
+  if (weight.ndim !== 2) throw new SiftError('E_SHAPE', `${op}: weight must be 2-D [${layout === 'out-in' ? 'out, in' : 'in, out'}], got [${weight.shape}]`);
+  const outDim = layout === 'out-in' ? 0 : 1;
+  const inF = weight.shape[1 - outDim], outF = weight.shape[outDim];
   if (x.shape[x.ndim - 1] !== inF) {
-    throw new SiftError('E_SHAPE', `linear: input [${x.shape}] does not end in ${inF} features (weight [${weight.shape}])`);
+    throw new SiftError('E_SHAPE', `${op}: input [${x.shape}] does not end in ${inF} features (weight [${weight.shape}])`);
   }
-  if (bias && (bias.ndim !== 1 || bias.shape[0] !== weight.shape[0])) {
-    throw new SiftError('E_SHAPE', `linear: bias must be [${weight.shape[0]}], got [${bias.shape}]`);
+  if (bias) {
+    if (bias.ndim !== 1 || bias.shape[0] !== outF) throw new SiftError('E_SHAPE', `${op}: bias must be [${outF}], got [${bias.shape}]`);
+    if (bias.dtype !== weight.dtype) throw new SiftError('E_DTYPE', `${op}: bias is ${bias.dtype}, weight ${weight.dtype}`);
+    if (bias.device !== weight.device) throw new SiftError('E_DEVICE', `${op}: bias on ${bias.device}, weight on ${weight.device}`);
   }
   const x2 = x.ndim === 1 ? unsqueeze(x, 0) : x;
-  const y2 = matmulRaw(x2, weight, false, true);
-  record('linear', [x2, weight], [y2], ([g]) => {
-    const gx = x2.requiresGrad ? matmulRaw(g!, weight, false, false) : null;
-    const gw = weight.requiresGrad ? matmulRaw(rows2d(g!), rows2d(x2), true, false) : null;
-    return [gx, gw];
+  const transW = layout === 'out-in';
+  const y2 = matmulRaw(x2, weight, false, transW);
+  if (bias) N().addInplace(y2.handle, bias.handle, 1);
+  record(op, [x2, weight, bias], [y2], ([g]) => {
+    const gx = x2.requiresGrad ? matmulRaw(g!, weight, false, !transW) : null;
+    let gw: Tensor | null = null;
+    if (weight.requiresGrad) {
+      gw = transW ? matmulRaw(rows2d(g!), rows2d(x2), true, false) : matmulRaw(rows2d(x2), rows2d(g!), true, false);
+    }
+    const gb = bias && bias.requiresGrad ? sumToShape(g!, [outF]) : null;
+    return [gx, gw, gb];
   });
-  const y = x.ndim === 1 ? squeeze(y2, 0) : y2;
-  return bias ? add(y, bias) : y;
+  return x.ndim === 1 ? squeeze(y2, 0) : y2;
 }

@@ -3,24 +3,16 @@
  * split, concat, contiguous, clone, cast, device moves, detach. Views share storage; each op's
  * backward is next to its forward.
  */
-import { Tensor } from '../engine/tensor';
+import { Tensor, contiguousStrides } from '../engine/tensor';
+import type { NativeTensor } from '../engine/addon-types';
 import { DType, isFloat } from '../engine/dtype';
 import { SiftError, check } from '../engine/errors';
 import { record } from './tape';
-import { N, wrap, sumToShape, normDim, sameShape } from './util';
-
-function contiguousStrides(shape: number[]): number[] {
-  const st = new Array(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    st[i] = acc;
-    acc *= shape[i];
-  }
-  return st;
-}
+import { N, wrap, fresh, sumToShape, normDim, sameShape } from './util';
 
 function viewOf(x: Tensor, shape: number[], strides: number[], offset: number): Tensor {
-  return new Tensor(N().view(x.handle, shape, strides, offset), { shape, dtype: x.dtype, device: x.device });
+  x.markViewed();
+  return new Tensor(N().view(x.handle, shape, strides, offset), { shape, dtype: x.dtype, device: x.device, strides, offset });
 }
 
 /** Resolves one -1 in a target shape. */
@@ -46,15 +38,53 @@ function resolveShape(shape: number[], numel: number, op: string): number[] {
   return out;
 }
 
+/**
+ * Strides that show a tensor of (shape, strides) as `target` without moving data, or null when the
+ * layout does not allow it (PyTorch's computeStride): each run of dims that is contiguous in
+ * memory may be split or merged freely; runs cannot be merged with each other.
+ */
+export function viewStrides(shape: readonly number[], strides: readonly number[], target: readonly number[]): number[] | null {
+  let numel = 1;
+  for (const d of shape) numel *= d;
+  if (numel === 0 || shape.length === 0) return null;
+  const out = new Array<number>(target.length);
+  let viewD = target.length - 1;
+  let chunkBase = strides[strides.length - 1];
+  let tensorNumel = 1;
+  let viewNumel = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    tensorNumel *= shape[d];
+    // A run ends where the next dim out is not laid out right after this one.
+    if (d === 0 || (shape[d - 1] !== 1 && strides[d - 1] !== tensorNumel * chunkBase)) {
+      while (viewD >= 0 && (viewNumel < tensorNumel || target[viewD] === 1)) {
+        out[viewD] = viewNumel * chunkBase;
+        viewNumel *= target[viewD];
+        viewD--;
+      }
+      if (viewNumel !== tensorNumel) return null;
+      if (d > 0) {
+        chunkBase = strides[d - 1];
+        tensorNumel = 1;
+        viewNumel = 1;
+      }
+    }
+  }
+  return viewD === -1 ? out : null;
+}
+
 export function reshape(x: Tensor, shape: number[]): Tensor {
   const target = resolveShape(shape, x.size, 'reshape');
   const inShape = x.shape;
   let y: Tensor;
+  let st: number[] | null;
   if (x.isContiguous) {
-    y = viewOf(x, target, contiguousStrides(target), N().offset(x.handle));
+    y = viewOf(x, target, contiguousStrides(target), x.offset);
+  } else if ((st = viewStrides(inShape, x.strides, target)) !== null) {
+    // Non-contiguous but viewable (e.g. splitting the last dim of a slice): a view, as torch.reshape.
+    y = viewOf(x, target, st, x.offset);
   } else {
     const c = N().contiguous(x.handle);
-    y = new Tensor(N().view(c, target, contiguousStrides(target), 0));
+    y = new Tensor(N().view(c, target, contiguousStrides(target), 0), { shape: target, dtype: x.dtype, device: x.device, contiguous: true });
     N().dispose(c);
   }
   record('reshape', [x], [y], ([g]) => [reshape(g!, inShape)]);
@@ -78,7 +108,7 @@ export function permute(x: Tensor, dims: number[]): Tensor {
   check(new Set(perm).size === nd, 'E_SHAPE', `permute: dims [${dims}] are not a permutation`);
   const shape = x.shape;
   const strides = x.strides;
-  const y = viewOf(x, perm.map((p) => shape[p]), perm.map((p) => strides[p]), N().offset(x.handle));
+  const y = viewOf(x, perm.map((p) => shape[p]), perm.map((p) => strides[p]), x.offset);
   const inverse = new Array(nd);
   perm.forEach((p, i) => (inverse[p] = i));
   record('permute', [x], [y], ([g]) => [permute(g!, inverse)]);
@@ -127,7 +157,7 @@ export function expand(x: Tensor, shape: number[]): Tensor {
     outShape.push(target);
     outStrides.push(j >= 0 && src === target ? inStrides[j] : 0);
   });
-  const y = viewOf(x, outShape, outStrides, N().offset(x.handle));
+  const y = viewOf(x, outShape, outStrides, x.offset);
   record('expand', [x], [y], ([g]) => [sumToShape(g!, inShape)]);
   return y;
 }
@@ -143,12 +173,12 @@ export function slice(x: Tensor, dim: number, start: number, end?: number): Tens
   const shape = x.shape.slice();
   shape[d] = e - s;
   const strides = x.strides;
-  const y = viewOf(x, shape, strides, N().offset(x.handle) + s * strides[d]);
+  const y = viewOf(x, shape, strides, x.offset + s * strides[d]);
   const inShape = x.shape;
   const dtype = x.dtype;
   const device = x.device;
   record('slice', [x], [y], ([g]) => {
-    const gx = wrap(N().full(inShape, 0, dtype, device));
+    const gx = fresh(N().full(inShape, 0, dtype, device), inShape, dtype, device);
     const part = N().view(gx.handle, shape, contiguousStrides(inShape), s * contiguousStrides(inShape)[d]);
     N().copy_(part, g!.handle);
     N().dispose(part);
@@ -171,7 +201,7 @@ export function split(x: Tensor, sizes: number | number[], dim = 0): Tensor[] {
     check(parts.reduce((a, b) => a + b, 0) === total, 'E_SHAPE', `split: sizes [${parts}] do not add up to ${total}`);
   }
   const strides = x.strides;
-  const base = N().offset(x.handle);
+  const base = x.offset;
   const outs: Tensor[] = [];
   let start = 0;
   for (const p of parts) {
@@ -185,6 +215,53 @@ export function split(x: Tensor, sizes: number | number[], dim = 0): Tensor[] {
   record('split', [x], outs, (grads) => {
     const pieces = grads.map((g, i) => g ?? wrap(N().full(outs[i] ? pieceShape(x.shape, d, parts[i]) : [], 0, dtype, device)));
     return [wrap(N().concat(pieces.map((p) => p.handle), d))];
+  });
+  return outs;
+}
+
+/**
+ * A fused-projection split for multi-head attention: x [B, T, parts * heads * hd] (GPT-2's c_attn
+ * output, q | k | v) to `parts` views [B, heads, T, hd]. The same values as split along the last dim,
+ * reshape to [B, T, heads, hd] and permute to [B, heads, T, hd], as one op: one view per part (the
+ * split of the last dim is a view for any layout), and a backward that writes the parts' gradients
+ * into one [B, T, parts * heads * hd] tensor with one concatenation instead of a copy per part first.
+ */
+export function splitHeads(x: Tensor, parts: number, heads: number): Tensor[] {
+  check(x.ndim === 3, 'E_SHAPE', () => `splitHeads: x must be [B, T, C], got [${x.shape}]`);
+  check(Number.isInteger(parts) && parts > 0 && Number.isInteger(heads) && heads > 0, 'E_ARG',
+    `splitHeads: parts and heads must be positive integers, got ${parts} and ${heads}`);
+  const shape = x.shape;
+  const [B, T, C] = shape;
+  check(C % (parts * heads) === 0, 'E_SHAPE', `splitHeads: ${C} features do not split into ${parts} x ${heads} heads`);
+  const hd = C / (parts * heads);
+  const D = heads * hd;
+  const [s0, s1, s2] = x.strides;
+  const base = x.offset;
+  const outShape = [B, heads, T, hd];
+  const outStrides = [s0, hd * s2, s1, s2];
+  const outs: Tensor[] = [];
+  for (let p = 0; p < parts; p++) outs.push(viewOf(x, outShape, outStrides, base + p * D * s2));
+  const dtype = x.dtype;
+  const device = x.device;
+  record('splitHeads', [x], outs, (grads) => {
+    const n = N();
+    const pieces: NativeTensor[] = [];
+    for (const g of grads) {
+      if (g) {
+        // [B, H, T, hd] seen as [B, T, H, hd] (a view), as the forward's permute undone.
+        const gs = g.strides;
+        const h = n.view(g.handle, [B, T, heads, hd], [gs[0], gs[2], gs[1], gs[3]], g.offset);
+        pieces.push(h);
+      } else {
+        const z = n.full([B, T, heads, hd], 0, dtype, device);
+        pieces.push(z);
+      }
+    }
+    const cat = n.concat(pieces, 2);
+    for (const h of pieces) n.dispose(h);
+    const gx = new Tensor(n.view(cat, shape, contiguousStrides(shape), 0), { shape, dtype, device, contiguous: true });
+    n.dispose(cat);
+    return [gx];
   });
   return outs;
 }
@@ -216,21 +293,34 @@ export function stack(ts: Tensor[], dim = 0): Tensor {
   return concat(ts.map((t) => unsqueeze(t, dim)), dim);
 }
 
+/** A contiguous tensor with x's data: x's own layout (shared storage) when it is contiguous already. */
+function contiguousRaw(x: Tensor): Tensor {
+  const h = N().contiguous(x.handle);
+  if (!x.isContiguous) return fresh(h, x.shape, x.dtype, x.device);
+  x.markViewed();
+  return new Tensor(h, { shape: x.shape, dtype: x.dtype, device: x.device, strides: x.strides, offset: x.offset });
+}
+
 export function contiguous(x: Tensor): Tensor {
-  const y = wrap(N().contiguous(x.handle));
+  const y = contiguousRaw(x);
   record('contiguous', [x], [y], ([g]) => [g]);
   return y;
 }
 
 export function clone(x: Tensor): Tensor {
-  const y = wrap(N().clone(x.handle));
+  const y = fresh(N().clone(x.handle), x.shape, x.dtype, x.device);
   record('clone', [x], [y], ([g]) => [g]);
   return y;
 }
 
 export function cast(x: Tensor, dtype: DType): Tensor {
   const from = x.dtype;
-  const y = wrap(N().cast(x.handle, dtype));
+  const h = N().cast(x.handle, dtype);
+  // Casting to the same dtype gives x's own layout; any other dtype a new contiguous tensor.
+  if (from === dtype) x.markViewed();
+  const y = from === dtype
+    ? new Tensor(h, { shape: x.shape, dtype, device: x.device, strides: x.strides, offset: x.offset })
+    : fresh(h, x.shape, dtype, x.device);
   if (isFloat(from) && isFloat(dtype)) record('cast', [x], [y], ([g]) => [cast(g!, from)]);
   return y;
 }
@@ -245,7 +335,7 @@ export function toDevice(x: Tensor, device: string): Tensor {
 
 /** A tensor sharing x's data, without a gradient history. */
 export function detach(x: Tensor): Tensor {
-  return viewOf(x, x.shape, x.strides, N().offset(x.handle));
+  return viewOf(x, x.shape, x.strides, x.offset);
 }
 
 export { sameShape };

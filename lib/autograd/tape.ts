@@ -19,6 +19,8 @@ export interface GradNode {
   backward: BackwardFn | null;
   /** Saved tensors that only this node uses (disposed when the node is released). */
   owned: Tensor[];
+  /** @internal The last backward walk that reached this node (runBackward's visited set). */
+  mark?: number;
 }
 
 let gradEnabled = true;
@@ -79,33 +81,50 @@ export function observeGradInputs<T>(fn: () => T, into: Set<Tensor>): T {
  * `owned` are saved tensors only the node uses; they are disposed when no graph is recorded or
  * once the node has run its backward.
  */
-export function record(name: string, inputs: (Tensor | null | undefined)[], outputs: Tensor[], backward: BackwardFn, owned: Tensor[] = []): void {
+export function record(name: string, inputs: (Tensor | null | undefined)[], outputs: Tensor[], backward: BackwardFn, owned: Tensor[] = NO_TENSORS): void {
   if (observers.length) {
     for (const t of inputs) if (t && t.requiresGrad) for (const o of observers) o.add(t);
   }
-  if (!needsGrad(...inputs)) {
+  // (Loops rather than needsGrad(...inputs) and map/forEach: this runs for every op.)
+  let needed = false;
+  if (gradEnabled) {
+    for (let i = 0; i < inputs.length; i++) {
+      const t = inputs[i];
+      if (t && t.requiresGrad) {
+        needed = true;
+        break;
+      }
+    }
+  }
+  if (!needed) {
     for (const t of owned) t.dispose();
     return;
   }
   for (const t of owned) keep(t);
-  const node: GradNode = {
-    name,
-    inputs: inputs.map((t) => (t && t.requiresGrad ? t : null)),
-    numOutputs: outputs.length,
-    backward,
-    owned,
-  };
-  outputs.forEach((o, i) => {
+  const kept = new Array<Tensor | null>(inputs.length);
+  for (let i = 0; i < inputs.length; i++) {
+    const t = inputs[i];
+    kept[i] = t && t.requiresGrad ? t : null;
+  }
+  const node: GradNode = { name, inputs: kept, numOutputs: outputs.length, backward, owned, mark: 0 };
+  for (let i = 0; i < outputs.length; i++) {
+    const o = outputs[i];
     o.gradFn = node;
     o.outputIndex = i;
     o.requiresGrad = true;
-  });
+  }
 }
+
+/** The default `owned` list of record() (never written to: releaseNode replaces it). */
+const NO_TENSORS: Tensor[] = [];
+
+/** Marks of the DFS in runBackward: each walk uses a new value, so nothing needs clearing. */
+let walkMark = 0;
 
 function releaseNode(node: GradNode): void {
   node.backward = null;
   for (const t of node.owned) t.dispose();
-  node.owned = [];
+  node.owned = NO_TENSORS;
 }
 
 export interface BackwardOptions {
@@ -167,6 +186,16 @@ function checkRoot(root: Tensor, seed: Tensor | undefined): void {
   }
 }
 
+/** The gradients of a node that received none (never written to). */
+const NO_GRADS: (Tensor | null | undefined)[] = [];
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** capture: tensors whose gradient is stored there instead of going to hooks and .grad (null: none). */
 function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: boolean, capture: Map<Tensor, Tensor | null> | null): void {
   const N = native();
@@ -190,9 +219,10 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
       retain(g);
       return;
     }
-    check(prev.shape.length === g.shape.length && prev.shape.every((d, k) => d === g.shape[k]), 'E_INTERNAL',
-      () => `autograd: gradient shapes differ when accumulating ([${prev.shape}] and [${g.shape}])`);
-    const sum = new Tensor(N.binary('add', prev.handle, g.handle));
+    if (!sameShape(prev.shape, g.shape)) {
+      throw new SiftError('E_INTERNAL', `autograd: gradient shapes differ when accumulating ([${prev.shape}] and [${g.shape}])`);
+    }
+    const sum = new Tensor(N.binary('add', prev.handle, g.handle), { shape: prev.shape, dtype: prev.dtype, device: prev.device, contiguous: true });
     slots[i] = sum;
     retain(sum);
     release(prev);
@@ -208,16 +238,16 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
     if (!g) return;
     if (capture && capture.has(leaf)) {
       // Handed to the caller: it owns the tensor now (a copy where the slot's tensor is shared).
-      if (refs.get(g) === 1 && g !== userSeed) refs.delete(g);
+      if (refs.get(g) === 1 && g !== userSeed && g.ownsStorage) refs.delete(g);
       else {
-        const c = new Tensor(N.clone(g.handle));
+        const c = new Tensor(N.clone(g.handle), { shape: g.shape, dtype: g.dtype, device: g.device, contiguous: true });
         release(g);
         g = c;
       }
       capture.set(leaf, g);
       return;
     }
-    for (const hook of leaf.gradHooks) {
+    if (leaf.hasGradHooks) for (const hook of leaf.gradHooks) {
       const r = hook(g, leaf);
       if (r === null) {
         release(g);
@@ -234,15 +264,17 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
     if (leaf.grad && !leaf.grad.isDisposed) {
       N.addInplace(leaf.grad.handle, g.handle, 1);
       release(g);
-    } else if (refs.get(g) === 1 && g !== userSeed) {
+    } else if (refs.get(g) === 1 && g !== userSeed && g.ownsStorage) {
+      // Held by nothing else and sharing its storage with no other tensor: adopted without a copy.
       refs.delete(g);
       leaf.grad = keep(g);
     } else {
-      leaf.grad = keep(new Tensor(N.clone(g.handle)));
+      leaf.grad = keep(new Tensor(N.clone(g.handle), { shape: g.shape, dtype: g.dtype, device: g.device, contiguous: true }));
       release(g);
     }
   };
-  const leafEdgeDone = (leaf: Tensor, g: Tensor | null | undefined) => {
+  /** ready: where a completed leaf goes to be finished by the caller (at once when null). */
+  const leafEdgeDone = (leaf: Tensor, g: Tensor | null | undefined, ready: Tensor[] | null) => {
     if (g) {
       let slot = leafSlots.get(leaf);
       if (!slot) leafSlots.set(leaf, (slot = [null]));
@@ -250,7 +282,10 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
     }
     const n = (leafRemaining.get(leaf) ?? 1) - 1;
     leafRemaining.set(leaf, n);
-    if (n === 0) finishLeaf(leaf);
+    if (n === 0) {
+      if (ready) ready.push(leaf);
+      else finishLeaf(leaf);
+    }
   };
 
   // Captured tensors are where the walk stops, as if they were leaves.
@@ -259,36 +294,43 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
     // The root is a leaf itself.
     leafRemaining.set(root, 1);
     retain(seed);
-    leafEdgeDone(root, seed);
+    leafEdgeDone(root, seed, null);
     release(seed);
     return;
   }
 
-  // Iterative DFS for a post-order; count edges into leaves on the way.
+  // Iterative DFS for a post-order; count edges into leaves on the way. Visited nodes carry this
+  // walk's mark (no user code runs during the walk, so a nested backward cannot interleave).
+  const mark = ++walkMark;
   const order: GradNode[] = [];
-  const visited = new Set<GradNode>([root.gradFn!]);
-  const stack: [GradNode, number][] = [[root.gradFn!, 0]];
-  while (stack.length) {
-    const top = stack[stack.length - 1];
-    const [node, i] = top;
+  const stackNodes: GradNode[] = [root.gradFn!];
+  const stackPos: number[] = [0];
+  root.gradFn!.mark = mark;
+  while (stackNodes.length) {
+    const top = stackNodes.length - 1;
+    const node = stackNodes[top];
+    const i = stackPos[top];
     if (node.backward === null) {
       throw new SiftError('E_AUTOGRAD', `backward through '${node.name}' a second time: its graph was freed (pass retainGraph: true)`);
     }
     if (i < node.inputs.length) {
-      top[1]++;
+      stackPos[top] = i + 1;
       const inp = node.inputs[i];
       if (!inp) continue;
       if (!stopsAt(inp)) {
-        if (!visited.has(inp.gradFn!)) {
-          visited.add(inp.gradFn!);
-          stack.push([inp.gradFn!, 0]);
+        const fn = inp.gradFn!;
+        if (fn.mark !== mark) {
+          fn.mark = mark;
+          stackNodes.push(fn);
+          stackPos.push(0);
         }
       } else {
         leafRemaining.set(inp, (leafRemaining.get(inp) ?? 0) + 1);
       }
     } else {
       order.push(node);
-      stack.pop();
+      stackNodes.pop();
+      stackPos.pop();
     }
   }
 
@@ -298,36 +340,46 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
   retain(seed);
   nodeSlots.set(root.gradFn!, rootSlots);
 
+  // Leaves completed by a node are finished (hooks, .grad) once that node's own references to its
+  // gradients are released, before the next node runs: a gradient held by nothing else then
+  // becomes the leaf's .grad as it is, without a copy.
+  const ready: Tensor[] = [];
   for (let k = order.length - 1; k >= 0; k--) {
     const node = order[k];
     const slots = nodeSlots.get(node);
     nodeSlots.delete(node);
-    const hasGrad = !!slots && slots.some((g) => g !== null);
-    let inGrads: (Tensor | null | undefined)[] = [];
+    let hasGrad = false;
+    if (slots) for (let q = 0; q < slots.length; q++) if (slots[q] !== null) hasGrad = true;
+    let inGrads: (Tensor | null | undefined)[] = NO_GRADS;
     if (hasGrad) {
       const fn = node.backward!;
       inGrads = tidy(() => fn(slots!));
       for (const g of inGrads) if (g) retain(g);  // temporary references while distributing
     }
-    node.inputs.forEach((inp, i) => {
-      if (!inp) return;
+    const inputs = node.inputs;
+    for (let i = 0; i < inputs.length; i++) {
+      const inp = inputs[i];
+      if (!inp) continue;
       const g = inGrads[i];
-      if (g) {
-        check(g.shape.length === inp.shape.length && g.shape.every((d, q) => d === inp.shape[q]), 'E_INTERNAL',
-          () => `autograd: '${node.name}' returned a gradient of shape [${g.shape}] for input ${i} of shape [${inp.shape}]`);
+      if (g && !sameShape(g.shape, inp.shape)) {
+        throw new SiftError('E_INTERNAL', `autograd: '${node.name}' returned a gradient of shape [${g.shape}] for input ${i} of shape [${inp.shape}]`);
       }
       if (!stopsAt(inp)) {
-        if (!g) return;
+        if (!g) continue;
         let s = nodeSlots.get(inp.gradFn!);
         if (!s) nodeSlots.set(inp.gradFn!, (s = new Array(inp.gradFn!.numOutputs).fill(null)));
         accumulate(s, inp.outputIndex, g);
       } else {
-        leafEdgeDone(inp, g);
+        leafEdgeDone(inp, g, ready);
       }
-    });
+    }
     if (slots) for (const g of slots) if (g) release(g);
     for (const g of inGrads) if (g) release(g);
     if (!retainGraph) releaseNode(node);
+    if (ready.length) {
+      for (const leaf of ready) finishLeaf(leaf);
+      ready.length = 0;
+    }
   }
   // Leaves reached only through branches that produced no gradient.
   for (const [leaf, n] of leafRemaining) if (n > 0 && leafSlots.has(leaf)) finishLeaf(leaf);

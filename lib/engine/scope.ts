@@ -6,32 +6,88 @@
 import type { Tensor } from './tensor';
 import { SiftError } from './errors';
 
-const scopes: Set<Tensor>[] = [];
+/**
+ * An open tidy(): the tensors tracked in it, in creation order. A tensor belongs to the scope its
+ * `scopeRef` names; entries whose tensor was kept or moved since are skipped (cheaper than a Set,
+ * as every op's output is tracked).
+ */
+interface Scope {
+  items: Tensor[];
+}
+
+/** What a tensor carries for its scope (a field of Tensor). */
+interface Scoped {
+  scopeRef: Scope | null;
+}
+
+const scopes: Scope[] = [];
 
 export function track(t: Tensor): void {
-  if (scopes.length) scopes[scopes.length - 1].add(t);
+  if (scopes.length) {
+    const s = scopes[scopes.length - 1];
+    s.items.push(t);
+    (t as unknown as Scoped).scopeRef = s;
+  }
 }
 
 /** Takes a tensor out of every open scope: it survives tidy() until disposed by hand. */
 export function keep<T extends Tensor>(t: T): T {
-  for (const s of scopes) s.delete(t);
+  (t as unknown as Scoped).scopeRef = null;
   return t;
 }
 
-function collect(value: unknown, out: Set<Tensor>, seen: Set<unknown>, TensorCtor: Function): void {
-  if (value === null || typeof value !== 'object' || seen.has(value)) return;
-  seen.add(value);
+/** Disposes the scope's tensors, except those in `spare`, which move to the enclosing scope. */
+function close(scope: Scope, spare: Tensor[] | null): void {
+  if (spare) {
+    for (const t of spare) {
+      const st = t as unknown as Scoped;
+      if (st.scopeRef !== scope) continue;  // created elsewhere, kept, or listed twice
+      st.scopeRef = null;
+      track(t);
+    }
+  }
+  const items = scope.items;
+  scope.items = [];
+  for (let i = 0; i < items.length; i++) {
+    const st = items[i] as unknown as Scoped;
+    if (st.scopeRef !== scope) continue;  // kept, or moved
+    st.scopeRef = null;
+    items[i].dispose();
+  }
+}
+
+/**
+ * Pushes the tensors reachable from value (a tensor, or arrays, Maps and plain objects holding
+ * tensors) onto out. `seen` guards against cycles; it is made only for nested containers (the
+ * common results, a tensor or a flat array of tensors, need none).
+ */
+function collect(value: unknown, out: Tensor[], seen: Set<unknown> | null, TensorCtor: Function): Set<unknown> | null {
+  if (value === null || typeof value !== 'object') return seen;
   if (value instanceof TensorCtor) {
-    out.add(value as Tensor);
-    return;
+    out.push(value as Tensor);
+    return seen;
   }
   if (Array.isArray(value)) {
-    for (const v of value) collect(v, out, seen, TensorCtor);
-  } else if (value instanceof Map) {
-    for (const v of value.values()) collect(v, out, seen, TensorCtor);
-  } else if (Object.getPrototypeOf(value) === Object.prototype) {
-    for (const v of Object.values(value as Record<string, unknown>)) collect(v, out, seen, TensorCtor);
+    let flat = true;
+    for (let i = 0; i < value.length; i++) {
+      const v = value[i];
+      if (v === null || v === undefined || typeof v !== 'object') continue;
+      if (v instanceof TensorCtor) out.push(v as Tensor);
+      else flat = false;
+    }
+    if (flat) return seen;
   }
+  if (!seen) seen = new Set();
+  if (seen.has(value)) return seen;
+  seen.add(value);
+  if (Array.isArray(value)) {
+    for (const v of value) if (v !== null && typeof v === 'object' && !(v instanceof TensorCtor)) seen = collect(v, out, seen, TensorCtor);
+  } else if (value instanceof Map) {
+    for (const v of value.values()) seen = collect(v, out, seen, TensorCtor);
+  } else if (Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of Object.values(value as Record<string, unknown>)) seen = collect(v, out, seen, TensorCtor);
+  }
+  return seen;
 }
 
 let tensorCtor: Function | undefined;
@@ -45,27 +101,27 @@ export function registerTensorClass(ctor: Function): void {
  * fn must be synchronous.
  */
 export function tidy<T>(fn: () => T): T {
-  const scope = new Set<Tensor>();
+  const scope: Scope = { items: [] };
   scopes.push(scope);
   let result: T;
   try {
     result = fn();
   } catch (e) {
     scopes.pop();
-    for (const t of scope) t.dispose();
+    close(scope, null);
     throw e;
   }
   scopes.pop();
   if (result && typeof (result as { then?: unknown }).then === 'function') {
-    for (const t of scope) t.dispose();
+    close(scope, null);
     throw new SiftError('E_ARG', 'tidy() takes a synchronous function; await outside of it');
   }
-  const kept = new Set<Tensor>();
-  if (tensorCtor) collect(result, kept, new Set(), tensorCtor);
-  for (const t of scope) {
-    if (kept.has(t)) track(t);
-    else t.dispose();
+  let kept: Tensor[] | null = null;
+  if (tensorCtor && result !== null && typeof result === 'object') {
+    kept = [];
+    collect(result, kept, null, tensorCtor);
   }
+  close(scope, kept);
   return result;
 }
 

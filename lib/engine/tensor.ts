@@ -16,12 +16,88 @@ export type GradHook = (grad: Tensor, param: Tensor) => Tensor | null | void;
 
 let nextId = 1;
 
+/**
+ * Metadata an op already knows about its output, given at construction so that reading it costs no
+ * native call. Every field is optional; what is not given is read from the native handle on first
+ * use (and cached: a handle's shape, strides, offset, dtype and device never change).
+ * `contiguous: true` says the output was freshly laid out: strides are the contiguous strides of
+ * `shape` and the offset is 0 (needs `shape`).
+ */
+export interface TensorMeta {
+  shape?: number[];
+  dtype?: DType;
+  device?: string;
+  strides?: number[];
+  offset?: number;
+  contiguous?: boolean;
+}
+
+/** Row-major strides (in elements) of a shape. */
+export function contiguousStrides(shape: readonly number[]): number[] {
+  const st = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    st[i] = acc;
+    acc *= shape[i];
+  }
+  return st;
+}
+
+/** The native engine's rule (Tensor::is_contiguous): size-1 dims may have any stride. */
+function stridesAreContiguous(shape: readonly number[], strides: readonly number[]): boolean {
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    if (shape[i] !== 1 && strides[i] !== acc) return false;
+    acc *= shape[i];
+  }
+  return true;
+}
+
+/**
+ * SIFT_FT_CHECK_META=1: every tensor built with metadata compares it with the native handle's at
+ * construction (E_INTERNAL on a difference). For tests; off by default.
+ */
+const CHECK_META = process.env.SIFT_FT_CHECK_META === '1';
+
+function sameArray(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Compares metadata given at construction with the handle's (SIFT_FT_CHECK_META=1 and tests). */
+export function checkTensorMeta(handle: NativeTensor, meta: TensorMeta): void {
+  const N = native();
+  const bad = (what: string, given: unknown, actual: unknown) => {
+    throw new SiftError('E_INTERNAL', `tensor metadata given at construction differs from the native handle's: ${what} ${JSON.stringify(given)} vs ${JSON.stringify(actual)}`);
+  };
+  const shape = N.shape(handle);
+  if (meta.shape && !sameArray(meta.shape, shape)) bad('shape', meta.shape, shape);
+  if (meta.dtype !== undefined && meta.dtype !== N.dtype(handle)) bad('dtype', meta.dtype, N.dtype(handle));
+  if (meta.device !== undefined && meta.device !== N.device(handle)) bad('device', meta.device, N.device(handle));
+  const strides = N.strides(handle);
+  if (meta.strides && !sameArray(meta.strides, strides)) bad('strides', meta.strides, strides);
+  if (meta.offset !== undefined && meta.offset !== N.offset(handle)) bad('offset', meta.offset, N.offset(handle));
+  if (meta.contiguous) {
+    if (!sameArray(contiguousStrides(shape), strides)) bad('contiguous strides', contiguousStrides(shape), strides);
+    if (N.offset(handle) !== 0) bad('offset (contiguous)', 0, N.offset(handle));
+  }
+}
+
 export class Tensor {
   /** The native handle; null once disposed. */
   private _handle: NativeTensor | null;
   private _shape: number[] | undefined;
   private _dtype: DType | undefined;
   private _device: string | undefined;
+  private _strides: number[] | undefined;
+  private _offset: number | undefined;
+  /** Strides are contiguousStrides(shape) and the offset is 0 (a freshly allocated output). */
+  private _fresh: boolean;
+  private _contiguous: boolean | undefined;
+  /** A view (or another handle) of this tensor's storage was made from JavaScript. */
+  private _viewed = false;
+  private _hooks: GradHook[] | undefined;
   readonly id: number;
   /** Whether gradients flow to this tensor (set on leaves by hand; propagated through ops). */
   requiresGrad = false;
@@ -33,16 +109,47 @@ export class Tensor {
   outputIndex = 0;
   /** Optional name (parameters carry their state-dict key). */
   name?: string;
-  /** Hooks run when this leaf's gradient is complete in backward(). */
-  readonly gradHooks: GradHook[] = [];
+  /** @internal The tidy() scope that owns this tensor (engine/scope.ts), or null. */
+  scopeRef: object | null = null;
 
-  constructor(handle: NativeTensor, meta?: { shape?: number[]; dtype?: DType; device?: string }) {
+  constructor(handle: NativeTensor, meta?: TensorMeta) {
     this._handle = handle;
     this._shape = meta?.shape;
     this._dtype = meta?.dtype;
     this._device = meta?.device;
+    this._strides = meta?.strides;
+    this._offset = meta?.offset;
+    this._fresh = meta?.contiguous === true && meta.shape !== undefined;
+    this._contiguous = this._fresh ? true : undefined;
+    if (this._fresh) this._offset = 0;
     this.id = nextId++;
+    if (CHECK_META && meta) checkTensorMeta(handle, meta);
     track(this);
+  }
+
+  /**
+   * @internal Whether this tensor is known to be the only handle on its storage: an op allocated it
+   * (metadata given with `contiguous: true`) and no view of it has been made through the ops
+   * (markViewed). Autograd adopts such a gradient as a leaf's .grad instead of copying it.
+   */
+  get ownsStorage(): boolean {
+    return this._fresh && !this._viewed;
+  }
+
+  /** @internal Records that another handle now shares this tensor's storage. */
+  markViewed(): void {
+    this._viewed = true;
+  }
+
+  /** Hooks run when this leaf's gradient is complete in backward(). */
+  get gradHooks(): GradHook[] {
+    if (!this._hooks) this._hooks = [];
+    return this._hooks;
+  }
+
+  /** Whether any gradient hook is registered (without allocating the list). */
+  get hasGradHooks(): boolean {
+    return this._hooks !== undefined && this._hooks.length > 0;
   }
 
   /** The native handle (throws E_DISPOSED after dispose()). */
@@ -75,7 +182,10 @@ export class Tensor {
   }
 
   get size(): number {
-    return this.shape.reduce((a, b) => a * b, 1);
+    const s = this.shape;
+    let n = 1;
+    for (let i = 0; i < s.length; i++) n *= s[i];
+    return n;
   }
 
   get numel(): number {
@@ -90,12 +200,25 @@ export class Tensor {
     return this.gradFn === null;
   }
 
+  /** Strides in elements (cached; do not modify the array). */
   get strides(): number[] {
-    return native().strides(this.handle);
+    if (!this._strides) this._strides = this._fresh ? contiguousStrides(this._shape!) : native().strides(this.handle);
+    return this._strides;
+  }
+
+  /** Offset of the first element in the storage, in elements. */
+  get offset(): number {
+    if (this._offset === undefined) this._offset = native().offset(this.handle);
+    return this._offset;
   }
 
   get isContiguous(): boolean {
-    return native().isContiguous(this.handle);
+    if (this._contiguous === undefined) {
+      // Checked here so that a disposed tensor throws E_DISPOSED as the native call did.
+      void this.handle;
+      this._contiguous = stridesAreContiguous(this.shape, this.strides);
+    }
+    return this._contiguous;
   }
 
   /** Frees the native memory now (views keep their storage alive until they are disposed too). */
@@ -108,6 +231,23 @@ export class Tensor {
       this.grad.dispose();
       this.grad = null;
     }
+  }
+
+  /**
+   * Frees the native memory now while the tensor keeps its place in the autograd graph: gradients
+   * still flow through it, its data can no longer be read (E_DISPOSED). For activations that no
+   * backward reads, such as the input of a dropout or the branch of a residual sum, which would
+   * otherwise live until the enclosing tidy() ends (the tape keeps what backward needs). Storage
+   * shared with live views stays until they go too. A no-op on a disposed tensor.
+   */
+  releaseData(): void {
+    if (this._handle === null) return;
+    // What the backward walk may still read of it.
+    void this.shape;
+    void this.dtype;
+    void this.device;
+    native().dispose(this._handle);
+    this._handle = null;
   }
 
   [Symbol.dispose](): void {
@@ -126,8 +266,9 @@ export class Tensor {
   registerGradHook(hook: GradHook): () => void {
     this.gradHooks.push(hook);
     return () => {
-      const i = this.gradHooks.indexOf(hook);
-      if (i >= 0) this.gradHooks.splice(i, 1);
+      const hooks = this.gradHooks;
+      const i = hooks.indexOf(hook);
+      if (i >= 0) hooks.splice(i, 1);
     };
   }
 

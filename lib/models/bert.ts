@@ -17,7 +17,7 @@ import { ModuleList } from './layers';
 import {
   PreTrainedModel, HFConfig, ModelOptions, ModelInputs, ModelOutput, SeedStream,
   cfgNum, cfgInt, cfgOptInt, cfgStr, numLabels, activation, idsTensor, rangePositions,
-  classificationLoss, hostRows, maskTensor, zeroRow,
+  classificationLoss, hostRows, maskTensor, zeroRow, releaseInto,
 } from './common';
 
 export interface BertParams {
@@ -101,8 +101,12 @@ class BertEmbeddings extends Module {
     else pos = rangePositions(B, T, 0, device);
     check(pos.shape[1] <= this.p.maxPositions, 'E_ARG', `sequence of ${T} tokens exceeds max_position_embeddings ${this.p.maxPositions}`);
     const types = inputs.tokenTypeIds ? idsTensor(inputs.tokenTypeIds, device, 'tokenTypeIds') : tensor(new BigInt64Array(B * T), [B, T], { dtype: 'i64', device });
-    const e = add(add(this.word_embeddings.forward(ids), this.token_type_embeddings.forward(types)), this.position_embeddings.forward(pos));
-    return this.dropout.forward(this.LayerNorm.forward(e));
+    const w = this.word_embeddings.forward(ids), t = this.token_type_embeddings.forward(types);
+    const wt = releaseInto(add(w, t), w, t);
+    const pe = this.position_embeddings.forward(pos);
+    const e = releaseInto(add(wt, pe), wt, pe);
+    const n = this.LayerNorm.forward(e);
+    return releaseInto(this.dropout.forward(n), n);
   }
 }
 
@@ -158,7 +162,10 @@ class BertResidualOutput extends Module {
     this.dropout = this.registerModule('dropout', new Dropout(p.hiddenDropout));
   }
   forward(h: Tensor, residual: Tensor): Tensor {
-    return this.LayerNorm.forward(add(this.dropout.forward(this.dense.forward(h)), residual));
+    // Neither the dropout nor the residual sum reads its input in backward: they go at once.
+    const d = this.dense.forward(h);
+    const dd = releaseInto(this.dropout.forward(d), d);
+    return this.LayerNorm.forward(releaseInto(add(dd, residual), dd));
   }
 }
 

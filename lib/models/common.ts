@@ -269,6 +269,16 @@ export function boolMask(x: IdsInput, device: string): Tensor {
 }
 
 /** Default positions offset..offset+T-1 for every row, as transformers uses for GPT-2 and LLaMA. */
+/**
+ * Frees activations that no backward reads (Tensor.releaseData) once `result` has been computed
+ * from them, skipping `result` itself (a dropout in eval mode returns its input): the input of a
+ * dropout, the branch of a residual sum, embeddings before their sum. Returns `result`.
+ */
+export function releaseInto(result: Tensor, ...used: Tensor[]): Tensor {
+  for (const t of used) if (t !== result) t.releaseData();
+  return result;
+}
+
 export function rangePositions(B: number, T: number, offset: number, device: string): Tensor {
   const flat = new BigInt64Array(B * T);
   for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) flat[b * T + t] = BigInt(offset + t);

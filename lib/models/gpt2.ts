@@ -8,13 +8,13 @@ import { check } from '../engine/errors';
 import { Module } from '../nn/module';
 import { Embedding, LayerNorm, Dropout, Linear } from '../nn/layers';
 import { add } from '../autograd/elementwise';
-import { reshape, permute, split, concat } from '../autograd/shape';
+import { reshape, permute, splitHeads, concat } from '../autograd/shape';
 import { scaledDotProductAttention } from '../autograd/attention';
 import { Conv1D, LMHead, ModuleList } from './layers';
 import {
   PreTrainedModel, HFConfig, ModelOptions, ModelInputs, ModelOutput, KVCache, LayerCache, SeedStream,
   cfgNum, cfgInt, cfgOptInt, cfgStr, cfgBool, numLabels, activation, idsTensor, rangePositions, causalLmLoss,
-  classificationLoss, hostRows, lastTokenIndices, gatherTokens, maskTensor,
+  classificationLoss, hostRows, lastTokenIndices, gatherTokens, maskTensor, releaseInto,
 } from './common';
 
 interface GPT2Params {
@@ -83,12 +83,10 @@ class GPT2Attention extends Module {
   forward(x: Tensor, mask: Tensor | null, past: LayerCache | null): { out: Tensor; kv: LayerCache } {
     const [B, T, D] = x.shape;
     const H = this.heads;
-    const hd = D / H;
-    const [q0, k0, v0] = split(this.c_attn.forward(x), D, 2);
-    const heads = (t: Tensor) => permute(reshape(t, [B, T, H, hd]), [0, 2, 1, 3]);
-    const q = heads(q0);
-    let k = heads(k0);
-    let v = heads(v0);
+    // split(c_attn(x), D, 2), each reshaped to [B, T, H, hd] and permuted to [B, H, T, hd], in one op.
+    const [q, k0, v0] = splitHeads(this.c_attn.forward(x), 3, H);
+    let k = k0;
+    let v = v0;
     if (past) {
       k = concat([past.k, k], 2);
       v = concat([past.v, v], 2);
@@ -97,7 +95,8 @@ class GPT2Attention extends Module {
       mask, causal: true, scale: this.scale, dropoutP: this.attn_dropout.training ? this.attn_dropout.p : 0,
     });
     const merged = reshape(permute(a, [0, 2, 1, 3]), [B, T, D]);
-    return { out: this.resid_dropout.forward(this.c_proj.forward(merged)), kv: { k, v } };
+    const proj = this.c_proj.forward(merged);
+    return { out: releaseInto(this.resid_dropout.forward(proj), proj), kv: { k, v } };
   }
 }
 
@@ -115,7 +114,8 @@ class GPT2MLP extends Module {
     this.act = activation(p.act);
   }
   forward(x: Tensor): Tensor {
-    return this.dropout.forward(this.c_proj.forward(this.act(this.c_fc.forward(x))));
+    const proj = this.c_proj.forward(this.act(this.c_fc.forward(x)));
+    return releaseInto(this.dropout.forward(proj), proj);
   }
 }
 
@@ -134,8 +134,10 @@ class GPT2Block extends Module {
   }
   forward(x: Tensor, mask: Tensor | null, past: LayerCache | null): { out: Tensor; kv: LayerCache } {
     const { out: a, kv } = this.attn.forward(this.ln_1.forward(x), mask, past);
-    const h = add(x, a);
-    return { out: add(h, this.mlp.forward(this.ln_2.forward(h))), kv };
+    // Residual sums read neither branch in their backward: the branches go at once.
+    const h = releaseInto(add(x, a), a);
+    const m = this.mlp.forward(this.ln_2.forward(h));
+    return { out: releaseInto(add(h, m), m), kv };
   }
 }
 
@@ -166,9 +168,13 @@ export class GPT2Model extends Module {
     const offset = past ? past.length : 0;
     check(offset + T <= this.p.nPositions, 'E_ARG', `GPT-2: ${offset + T} positions exceed n_positions ${this.p.nPositions}`);
     const pos = inputs.positionIds ? idsTensor(inputs.positionIds, device, 'positionIds') : rangePositions(B, T, offset, device);
-    let h = add(this.wte.forward(ids), this.wpe.forward(pos));
-    if (inputs.tokenTypeIds) h = add(h, this.wte.forward(idsTensor(inputs.tokenTypeIds, device, 'tokenTypeIds')));
-    h = this.drop.forward(h);
+    const tok = this.wte.forward(ids), posEmb = this.wpe.forward(pos);
+    let h = releaseInto(add(tok, posEmb), tok, posEmb);
+    if (inputs.tokenTypeIds) {
+      const typ = this.wte.forward(idsTensor(inputs.tokenTypeIds, device, 'tokenTypeIds'));
+      h = releaseInto(add(h, typ), h, typ);
+    }
+    h = releaseInto(this.drop.forward(h), h);
     const mask = maskTensor(inputs.attentionMask, device, B, offset + T);
     const layers: LayerCache[] = [];
     this.h.items.forEach((block, i) => {

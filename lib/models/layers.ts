@@ -6,7 +6,7 @@
 import { Tensor } from '../engine/tensor';
 import { Module } from '../nn/module';
 import { Embedding, InitOptions } from '../nn/layers';
-import { matmul, linear } from '../autograd/matmul';
+import { matmul, linear, conv1d } from '../autograd/matmul';
 import { add, mul } from '../autograd/elementwise';
 import { randn, zeros } from '../autograd/creation';
 import { noGrad, isGradEnabled } from '../autograd/tape';
@@ -31,7 +31,7 @@ export class Conv1D extends Module {
     this.bias = this.registerParameter('bias', zeros([outFeatures], { device: opts.device, dtype: opts.dtype }))!;
   }
   forward(x: Tensor): Tensor {
-    return add(matmul(x, this.weight), this.bias);
+    return conv1d(x, this.weight, this.bias);
   }
 }
 

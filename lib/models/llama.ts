@@ -16,7 +16,7 @@ import { LMHead, ModuleList } from './layers';
 import {
   PreTrainedModel, HFConfig, ModelOptions, ModelInputs, ModelOutput, KVCache, LayerCache, SeedStream,
   cfgNum, cfgInt, cfgOptInt, cfgBool, cfgStr, numLabels, activation, idsTensor, rangePositions, causalLmLoss,
-  classificationLoss, hostRows, lastTokenIndices, gatherTokens, maskTensor, zeroRow,
+  classificationLoss, hostRows, lastTokenIndices, gatherTokens, maskTensor, zeroRow, releaseInto,
 } from './common';
 
 export interface LlamaParams {
@@ -120,8 +120,15 @@ class LlamaAttention extends Module {
     const [B, T] = x.shape;
     const { nHead, nKV, headDim } = this.p;
     const heads = (t: Tensor, h: number) => permute(reshape(t, [B, T, h, headDim]), [0, 2, 1, 3]);
-    const q = rotaryEmbedding(heads(this.q_proj.forward(x), nHead), pos, invFreq);
-    let k = rotaryEmbedding(heads(this.k_proj.forward(x), nKV), pos, invFreq);
+    // The rotary backward reads no activation: the projections before rotation go at once (the
+    // projection, its reshape and its permute are three handles on one buffer).
+    const rotated = (proj: Tensor, h: number) => {
+      const r = reshape(proj, [B, T, h, headDim]);
+      const pr = permute(r, [0, 2, 1, 3]);
+      return releaseInto(rotaryEmbedding(pr, pos, invFreq), pr, r, proj);
+    };
+    const q = rotated(this.q_proj.forward(x), nHead);
+    let k = rotated(this.k_proj.forward(x), nKV);
     let v = heads(this.v_proj.forward(x), nKV);
     if (past) {
       k = concat([past.k, k], 2);
@@ -168,8 +175,10 @@ class LlamaDecoderLayer extends Module {
   }
   forward(x: Tensor, pos: Tensor, invFreq: Tensor, mask: Tensor | null, past: LayerCache | null): { out: Tensor; kv: LayerCache } {
     const { out: a, kv } = this.self_attn.forward(this.input_layernorm.forward(x), pos, invFreq, mask, past);
-    const h = add(x, a);
-    return { out: add(h, this.mlp.forward(this.post_attention_layernorm.forward(h))), kv };
+    // Residual sums read neither branch in their backward: the branches go at once.
+    const h = releaseInto(add(x, a), a);
+    const m = this.mlp.forward(this.post_attention_layernorm.forward(h));
+    return { out: releaseInto(add(h, m), m), kv };
   }
 }
 

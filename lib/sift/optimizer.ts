@@ -9,8 +9,8 @@ import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
 import { native } from '../engine/native';
 import { keep } from '../engine/scope';
-import type { AdamWHyper } from '../engine/addon-types';
-import { Sift } from './sift';
+import type { AdamWHyper, NativeTensor } from '../engine/addon-types';
+import { Sift, SparseTarget } from './sift';
 import { ScheduleOptions, lrMultiplier } from './schedule';
 
 export interface AdamWOptions {
@@ -65,6 +65,19 @@ interface DenseState {
   master: Tensor | null;
 }
 
+interface SparseLists {
+  targets: SparseTarget[];
+  params: Tensor[];
+  idx: (Tensor | null)[];
+  grads: (Tensor | null)[];
+  weightHandles: NativeTensor[];
+  idxHandles: NativeTensor[];
+  gradHandles: NativeTensor[];
+  mHandles: NativeTensor[];
+  vHandles: NativeTensor[];
+  masterHandles: NativeTensor[];
+}
+
 export class SparseAdamW {
   readonly options: ResolvedAdamWOptions;
   /** Optimizer steps taken. */
@@ -75,6 +88,7 @@ export class SparseAdamW {
   private readonly denseState: DenseState[];
   private lastNormSq: Tensor | null = null;
   private disposed = false;
+  private sparseCache: SparseLists | null = null;
 
   constructor(readonly sift: Sift, opts: AdamWOptions) {
     check(sift.selected, 'E_ARG', 'SparseAdamW: choose the SIFT indices first (run the selection batches, then sift.select())');
@@ -98,6 +112,34 @@ export class SparseAdamW {
     return this.options.lr * lrMultiplier(this.stepCount, this.options.schedule);
   }
 
+  /**
+   * The handle lists of the sparse targets for the native call, built once: the targets' weights,
+   * indices and gradient buffers stay the same tensors from step to step (the gradients are
+   * refilled in place), so only a change of those tensors (or a disposed one) rebuilds them.
+   */
+  private sparseLists(active: SparseTarget[]): SparseLists {
+    const c = this.sparseCache;
+    if (c && c.targets.length === active.length) {
+      let same = true;
+      for (let i = 0; i < active.length; i++) {
+        const t = active[i];
+        if (t !== c.targets[i] || t.param !== c.params[i] || t.idx !== c.idx[i] || t.grad !== c.grads[i] ||
+            t.param.isDisposed || t.idx!.isDisposed || t.grad!.isDisposed) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return c;
+    }
+    const lists: SparseLists = {
+      targets: active.slice(), params: active.map((t) => t.param), idx: active.map((t) => t.idx), grads: active.map((t) => t.grad),
+      weightHandles: active.map((t) => t.param.handle), idxHandles: active.map((t) => t.idx!.handle), gradHandles: active.map((t) => t.grad!.handle),
+      mHandles: this.m.map((x) => x.handle), vHandles: this.v.map((x) => x.handle), masterHandles: this.masters.map((x) => x.handle),
+    };
+    this.sparseCache = lists;
+    return lists;
+  }
+
   /** Applies one update from the accumulated gradients, then clears them. */
   step(): void {
     check(!this.disposed, 'E_DISPOSED', 'this optimizer was disposed');
@@ -106,19 +148,17 @@ export class SparseAdamW {
     const dense = this.denseState.filter((d) => d.param.grad !== null);
     const hp = adamWHyper(this.options, this.stepCount);
     let scale: Tensor | null = null;
-    const grads = [...active.map((t) => t.grad!), ...dense.map((d) => d.param.grad!)];
-    if (grads.length) {
+    const lists = active.length ? this.sparseLists(active) : null;
+    if (active.length || dense.length) {
+      const handles = dense.length === 0 ? lists!.gradHandles : [...(lists ? lists.gradHandles : []), ...dense.map((d) => d.param.grad!.handle)];
       this.lastNormSq?.dispose();
-      this.lastNormSq = keep(new Tensor(N.sumSquares(grads.map((g) => g.handle))));
+      this.lastNormSq = keep(new Tensor(N.sumSquares(handles)));
       if (this.options.maxGradNorm > 0) scale = new Tensor(N.clipCoefficient(this.lastNormSq.handle, this.options.maxGradNorm));
     }
-    if (active.length) {
+    if (lists) {
       // m, v and masters were made for exactly these targets (k > 0), in this order.
-      N.sparseAdamW(
-        active.map((t) => t.param.handle), active.map((t) => t.idx!.handle), active.map((t) => t.grad!.handle),
-        this.m.map((x) => x.handle), this.v.map((x) => x.handle), this.masters.map((x) => x.handle),
-        hp, scale ? scale.handle : null,
-      );
+      N.sparseAdamW(lists.weightHandles, lists.idxHandles, lists.gradHandles, lists.mHandles, lists.vHandles, lists.masterHandles,
+        hp, scale ? scale.handle : null);
     }
     if (dense.length) {
       N.adamW(
@@ -166,6 +206,7 @@ export class SparseAdamW {
       d.master?.dispose();
     }
     this.lastNormSq?.dispose();
+    this.sparseCache = null;
     this.disposed = true;
   }
 }

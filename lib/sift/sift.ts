@@ -74,6 +74,9 @@ export function kForRate(rate: number, numel: number): number {
   return Math.min(Math.floor(rate * numel) + 1, numel);
 }
 
+/** Elements (f32) between the starts of two targets' gradients in the shared buffer: 64 bytes. */
+const GRAD_ALIGN = 16;
+
 export class Sift {
   readonly options: Required<Pick<SiftOptions, 'sparseRate' | 'seed'>> & SiftOptions;
   readonly targets: SparseTarget[];
@@ -85,6 +88,8 @@ export class Sift {
   private phase: 'selecting' | 'training' | 'disposed' = 'selecting';
   private readonly removers: (() => void)[] = [];
   private readonly selection: Required<SelectionOptions>;
+  /** One f32 buffer per device holding every target's sparse gradient (t.grad are views into it). */
+  private readonly gradBuffers: Tensor[] = [];
   /** [targets, 2] f32 on the device: [selected g^2, total g^2] per target, when tracked. */
   private proportion: Tensor | null = null;
 
@@ -247,14 +252,29 @@ export class Sift {
         });
       }
       for (const s of scores) s?.dispose();
+      // The sparse gradients of all targets on one device are views into one f32 buffer, so that
+      // zeroGrad() is one fill per device instead of one per target. Each view starts on a 64-byte
+      // boundary, as its own allocation did (kernels take vectorised paths on aligned pointers).
+      const padded = (k: number) => Math.ceil(k / GRAD_ALIGN) * GRAD_ALIGN;
+      const totals = new Map<string, number>();
+      for (const t of this.targets) totals.set(t.param.device, (totals.get(t.param.device) ?? 0) + padded(t.k));
+      const offsets = new Map<string, number>();
+      for (const [device, total] of totals) {
+        this.gradBuffers.push(keep(new Tensor(N.full([total], 0, 'f32', device), { shape: [total], dtype: 'f32', device, contiguous: true })));
+        offsets.set(device, 0);
+      }
       for (const t of this.targets) {
         if (t.score) {
           t.score.dispose();
           t.score = null;
         }
+        const device = t.param.device;
         t.baseFingerprint = fingerprint(t.param);
-        t.base = keep(new Tensor(N.full([t.k], 0, 'f32', t.param.device)));
-        t.grad = keep(new Tensor(N.full([t.k], 0, 'f32', t.param.device)));
+        t.base = keep(new Tensor(N.full([t.k], 0, 'f32', device), { shape: [t.k], dtype: 'f32', device, contiguous: true }));
+        const buf = this.gradBuffers.find((b) => b.device === device)!;
+        const off = offsets.get(device)!;
+        offsets.set(device, off + padded(t.k));
+        t.grad = keep(new Tensor(N.view(buf.handle, [t.k], [1], off), { shape: [t.k], dtype: 'f32', device, strides: [1], offset: off }));
         if (t.k > 0) N.gatherInto(t.base.handle, t.param.handle, t.idx!.handle, false);
       }
       for (const [name, p] of this.dense) {
@@ -268,7 +288,7 @@ export class Sift {
 
   /** Clears the accumulated sparse gradients (the optimizer does this after each step). */
   zeroGrad(): void {
-    for (const t of this.targets) if (t.grad) native().fill_(t.grad.handle, 0);
+    for (const b of this.gradBuffers) native().fill_(b.handle, 0);
     for (const [, p] of this.dense) p.zeroGrad();
   }
 
@@ -304,6 +324,8 @@ export class Sift {
       for (const x of [t.idx, t.grad, t.base, t.score]) x?.dispose();
       t.idx = t.grad = t.base = t.score = null;
     }
+    for (const b of this.gradBuffers) b.dispose();
+    this.gradBuffers.length = 0;
     for (const b of this.denseBase.values()) b.dispose();
     this.denseBase.clear();
     this.proportion?.dispose();

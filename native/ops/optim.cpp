@@ -117,10 +117,14 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
     g[i] = dense(grads[i]);
   }
   const AdamWScalars s = adamw_scalars(hp);
-  const std::vector<Tensor> w = weights, mm = m, vv = v, pp = masters;
-  const Tensor sc = scale;
-  SIFT_ON_DEVICE(dev, cpu::sparse_adamw(w, idx, g, mm, vv, pp, s, sc),
-                 cuda::sparse_adamw(w, idx, g, mm, vv, pp, s, sc));
+  // As SIFT_ON_DEVICE, without copying the lists twice: the queued CPU work takes one copy of
+  // each (idx and g are moved in); the CUDA launch reads them in place.
+  if (dev.is_cpu()) {
+    CpuExecutor::get().enqueue([w = weights, idx = std::move(idx), g = std::move(g), mm = m, vv = v, pp = masters, s,
+                                sc = scale]() { cpu::sparse_adamw(w, idx, g, mm, vv, pp, s, sc); });
+  } else {
+    SIFT_CUDA_BRANCH(::sift::cuda::set_device(dev.index); cuda::sparse_adamw(weights, idx, g, m, v, masters, s, scale););
+  }
 }
 
 void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
@@ -162,9 +166,14 @@ void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
     g[i] = dense(grads[i]);
   }
   const AdamWScalars s = adamw_scalars(hp);
-  const std::vector<Tensor> p = params, mm = m, vv = v, ms = masters;
-  const Tensor sc = scale;
-  SIFT_ON_DEVICE(dev, cpu::adamw(p, g, mm, vv, ms, s, sc), cuda::adamw(p, g, mm, vv, ms, s, sc));
+  // As in sparse_adamw: one copy of each list into the queued CPU work, none for CUDA.
+  if (dev.is_cpu()) {
+    CpuExecutor::get().enqueue([p = params, g = std::move(g), mm = m, vv = v, ms = masters, s, sc = scale]() {
+      cpu::adamw(p, g, mm, vv, ms, s, sc);
+    });
+  } else {
+    SIFT_CUDA_BRANCH(::sift::cuda::set_device(dev.index); cuda::adamw(params, g, m, v, masters, s, scale););
+  }
 }
 
 Tensor clip_coefficient(const Tensor& norm_sq, double max_norm) {

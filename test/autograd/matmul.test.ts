@@ -3,7 +3,7 @@
  * finite differences (2-D, batched, broadcast batches, 2-D x 3-D, vectors, transposed views),
  * error codes, and CUDA gradients against the CPU.
  */
-import { Tensor, tidy, matmul, linear, transpose, toDevice, SiftError, noGrad } from '../../lib';
+import { Tensor, tidy, matmul, linear, conv1d, transpose, toDevice, SiftError, noGrad, liveTensors } from '../../lib';
 import { gradcheck, randomTensor, expectClose, describeCuda } from '../helpers/gradcheck';
 
 function code(fn: () => unknown): string | undefined {
@@ -123,6 +123,32 @@ describe('linear gradients (finite differences, f64)', () => {
     gradcheck((x, w) => linear(x, w), [g([2, 3, 5], 4), g([4, 5], 5)]);
     gradcheck((x, w, b) => linear(x, w, b), [g([2, 3, 5], 6), g([4, 5], 7), g([4], 8)]);
     gradcheck((x, w) => linear(x, w), [g([5], 9), g([4, 5], 10)]);
+  });
+
+  test('conv1d (weight [in, out], bias) matches x @ W + b and its gradients', () => {
+    gradcheck((x, w, b) => conv1d(x, w, b), [g([3, 5], 11), g([5, 4], 12), g([4], 13)]);
+    gradcheck((x, w, b) => conv1d(x, w, b), [g([2, 3, 5], 14), g([5, 4], 15), g([4], 16)]);
+    gradcheck((x, w) => conv1d(x, w), [g([5], 17), g([5, 4], 18)]);
+    tidy(() => {
+      const x = randomTensor([2, 3, 5], 1), w = randomTensor([5, 4], 2), b = randomTensor([4], 3);
+      expectClose(vals(conv1d(x, w, b)), vals(matmul(x, w).add(b)), { atol: 1e-12 });
+      expect(code(() => conv1d(x, randomTensor([4, 5], 2)))).toBe('E_SHAPE');
+      expect(code(() => conv1d(x, w, randomTensor([5], 3)))).toBe('E_SHAPE');
+      expect(code(() => conv1d(x, w, randomTensor([4], 3, { dtype: 'f32' })))).toBe('E_DTYPE');
+    });
+  });
+
+  test('the bias goes into the product in place: one output tensor, not two', () => {
+    tidy(() => {
+      const x = randomTensor([64, 32], 1), w = randomTensor([32, 16], 2), b = randomTensor([16], 3);
+      const wt = transpose(w, 0, 1);
+      let before = liveTensors().cpu.count;
+      conv1d(x, w, b);
+      expect(liveTensors().cpu.count - before).toBe(1);
+      before = liveTensors().cpu.count;
+      linear(x, wt, b);
+      expect(liveTensors().cpu.count - before).toBe(1);
+    });
   });
 
   test('the weight gradient is contiguous in the [out, in] layout', () => {
