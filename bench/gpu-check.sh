@@ -91,6 +91,19 @@ if [ -n "$NODE" ] && [ -f "$SIFT_FT_NATIVE" ]; then
 fi
 CUDA_OK=0
 echo "$BACKENDS" | grep -q '"usable":true' && CUDA_OK=1
+# cuBLAS is loaded at run time; where the toolkit is not on the library path, take the copy that
+# PyTorch's wheels bring (nvidia/cublas/lib) rather than run on the fallback GEMM kernel.
+if [ "$CUDA_OK" = 1 ] && echo "$BACKENDS" | grep -q '"gemm":"sift-ft kernel"' && [ -n "$PY" ] && [ -z "${SIFT_FT_CUBLAS:-}" ]; then
+  CUBLAS_FILE="$("$PY" -c 'import glob,os,nvidia.cublas as c
+for d in c.__path__:
+    f=sorted(glob.glob(os.path.join(d,"lib","libcublas.so*")))
+    if f: print(f[-1]); break' 2>/dev/null || true)"
+  if [ -n "$CUBLAS_FILE" ]; then
+    export SIFT_FT_CUBLAS="$CUBLAS_FILE"
+    BACKENDS="$(timeout 60 "$NODE" -e "const a=require(process.env.SIFT_FT_NATIVE);const b=a.backends();console.log(JSON.stringify({cuda:{compiled:b.cuda.compiled,usable:b.cuda.usable,status:b.cuda.status,runtime:b.cuda.runtimeVersion,gemm:b.cuda.gemm,devices:b.cuda.devices.map(d=>d.name+' cc'+d.computeCapability)},cpu:{threads:b.cpu.threads,simd:b.cpu.simd}}))" 2>&1)"
+    say "cuBLAS not on the library path: using $CUBLAS_FILE (SIFT_FT_CUBLAS)"
+  fi
+fi
 if [ "$GPU" = 1 ] && [ "$CUDA_OK" = 0 ]; then say "nvidia-smi sees a GPU but the addon cannot use it: $BACKENDS"; fi
 if [ "$CUDA_OK" = 0 ] && [ "$SMOKE" = 0 ]; then
   say "no usable GPU here (nvidia-smi: $( [ $GPU = 1 ] && echo ok || echo absent )): running the CPU parts only (--cpu-smoke)"

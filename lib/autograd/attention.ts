@@ -7,7 +7,7 @@ import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
 import { isInt } from '../engine/dtype';
 import { record } from './tape';
-import { N, wrap } from './util';
+import { N, wrap, fresh } from './util';
 import { drawSeed } from './creation';
 
 export interface AttentionOptions {
@@ -31,11 +31,14 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const mask = opts.mask ?? null;
   const causal = opts.causal ?? false;
   const [outh, lseh] = N().attention(q.handle, k.handle, v.handle, mask?.handle ?? null, causal, scale, p, seed);
-  const out = wrap(outh);
-  const lse = wrap(lseh);
+  // Fresh contiguous outputs whose metadata is known here: no native calls to read it later.
+  const { dtype, device } = q;
+  const qs = q.shape, ks = k.shape, vs = v.shape;
+  const out = fresh(outh, qs.slice(), dtype, device);
+  const lse = fresh(lseh, [qs[0], qs[1], qs[2]], dtype === 'f64' ? 'f64' : 'f32', device);
   record('attention', [q, k, v], [out], ([g]) => {
     const [gq, gk, gv] = N().attentionBackward(g!.handle, q.handle, k.handle, v.handle, out.handle, lse.handle, mask?.handle ?? null, causal, scale, p, seed);
-    return [wrap(gq), wrap(gk), wrap(gv)];
+    return [fresh(gq, qs.slice(), dtype, device), fresh(gk, ks.slice(), dtype, device), fresh(gv, vs.slice(), dtype, device)];
   }, [lse]);
   return out;
 }
@@ -51,8 +54,10 @@ export function rotaryInvFreq(headDim: number, theta = 10000, device = 'cpu'): T
 /** Rotates x [B, H, T, D] by position (rotate-half convention of LLaMA and GPT-NeoX). */
 export function rotaryEmbedding(x: Tensor, positions: Tensor, invFreq: Tensor): Tensor {
   check(isInt(positions.dtype), 'E_DTYPE', `rotary: positions must be i32 or i64, got ${positions.dtype}`);
-  const y = wrap(N().rotary(x.handle, positions.handle, invFreq.handle, false));
-  record('rotary', [x], [y], ([g]) => [wrap(N().rotary(g!.handle, positions.handle, invFreq.handle, true))]);
+  const { dtype, device } = x;
+  const shape = x.shape;
+  const y = fresh(N().rotary(x.handle, positions.handle, invFreq.handle, false), shape.slice(), dtype, device);
+  record('rotary', [x], [y], ([g]) => [fresh(N().rotary(g!.handle, positions.handle, invFreq.handle, true), shape.slice(), dtype, device)]);
   return y;
 }
 
@@ -66,7 +71,9 @@ export function dropout(x: Tensor, p: number, opts: DropoutOptions = {}): Tensor
   if (!(p >= 0 && p < 1)) throw new SiftError('E_ARG', `dropout: p must be in [0, 1), got ${p}`);
   if (opts.training === false || p === 0) return x;
   const seed = opts.seed ?? drawSeed();
-  const y = wrap(N().dropout(x.handle, p, seed));
-  record('dropout', [x], [y], ([g]) => [wrap(N().dropout(g!.handle, p, seed))]);
+  const { dtype, device } = x;
+  const shape = x.shape;
+  const y = fresh(N().dropout(x.handle, p, seed), shape.slice(), dtype, device);
+  record('dropout', [x], [y], ([g]) => [fresh(N().dropout(g!.handle, p, seed), shape.slice(), g!.dtype, device)]);
   return y;
 }

@@ -43,11 +43,35 @@ std::mutex g_mu;
 Cublas* g_lib = nullptr;
 std::vector<cublasHandle_t> g_handles;  // per device, bound to that device's stream
 
+// Where libcublas may be: SIFT_FT_CUBLAS (a file) first, then the loader's own search (sonames),
+// then toolkit folders that are often missing from it (CUDA_HOME, /usr/local/cuda*), so a machine
+// whose toolkit is not on the library path still gets cuBLAS rather than the fallback kernel.
+std::vector<std::string> candidates() {
+  std::vector<std::string> out;
+  if (const char* e = std::getenv("SIFT_FT_CUBLAS"); e && *e) out.push_back(e);
+  const char* names[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so"};
+  for (const char* n : names) out.push_back(n);
+  std::vector<std::string> dirs;
+  for (const char* var : {"CUDA_HOME", "CUDA_PATH"}) {
+    if (const char* e = std::getenv(var); e && *e) {
+      dirs.push_back(std::string(e) + "/lib64");
+      dirs.push_back(std::string(e) + "/targets/x86_64-linux/lib");
+    }
+  }
+  for (const char* root : {"/usr/local/cuda", "/usr/local/cuda-13.0", "/usr/local/cuda-13", "/usr/local/cuda-12"}) {
+    dirs.push_back(std::string(root) + "/targets/x86_64-linux/lib");
+    dirs.push_back(std::string(root) + "/lib64");
+  }
+  for (const auto& d : dirs)
+    for (const char* n : names) out.push_back(d + "/" + n);
+  return out;
+}
+
 Cublas* load() {
   static std::once_flag once;
   std::call_once(once, [] {
-    for (const char* name : {"libcublas.so.13", "libcublas.so.12", "libcublas.so"}) {
-      void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    for (const std::string& name : candidates()) {
+      void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (!h) continue;
       auto* lib = new Cublas();  // lives as long as the process, like the loaded library
       lib->create = reinterpret_cast<CreateFn>(dlsym(h, "cublasCreate_v2"));
