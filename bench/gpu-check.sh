@@ -63,14 +63,25 @@ if [ "$PLAN" = 0 ] && [ -s .device/node_modules.tar.xz ] && [ ! -d node_modules/
   tar -xJf .device/node_modules.tar.xz && say "node_modules unpacked"
 fi
 DIST="${SIFT_FT_DIST:-dist}"  # where the compiled TypeScript is (or goes)
-if [ "$PLAN" = 0 ] && [ -s .device/dist.tar.xz ]; then
+# Compiled TypeScript that matches the sources here: $DIST as it is when it was built from them,
+# else the packed build when it was, else tsc, else the packed build anyway (with a warning).
+SRC_SHA="$(find lib bench -name '*.ts' -type f | LC_ALL=C sort | xargs cat | sha1sum | cut -d' ' -f1)"
+DIST_SHA="$(cat "$DIST/.sources.sha1" 2>/dev/null || true)"
+PACK_SHA=""
+[ -s .device/dist.tar.xz ] && PACK_SHA="$(tar -xJOf .device/dist.tar.xz ./.sources.sha1 2>/dev/null || true)"
+TSC=""
+[ -n "$NODE" ] && [ -f node_modules/typescript/bin/tsc ] && TSC=node_modules/typescript/bin/tsc
+if [ "$PLAN" = 1 ] || { [ "$DIST_SHA" = "$SRC_SHA" ] && [ -f "$DIST/bench/run.js" ]; }; then
+  :
+elif [ -n "$PACK_SHA" ] && [ "$PACK_SHA" = "$SRC_SHA" ]; then
   mkdir -p "$DIST" && tar -xJf .device/dist.tar.xz -C "$DIST" && say "$DIST unpacked from .device/dist.tar.xz"
-elif [ "$PLAN" = 0 ] && [ -n "$NODE" ] && [ -f node_modules/typescript/bin/tsc ]; then
-  newest_src="$(find lib bench -name '*.ts' -newer "$DIST/bench/run.js" 2>/dev/null | head -1)"
-  if [ ! -f "$DIST/bench/run.js" ] || [ -n "$newest_src" ]; then
-    say "compiling TypeScript (tsc) into $DIST"
-    "$NODE" node_modules/typescript/bin/tsc -p tsconfig.json --outDir "$DIST" >> "$LOG" 2>&1 || say "tsc reported errors (output emitted anyway; see log.txt)"
-  fi
+elif [ -n "$TSC" ]; then
+  say "compiling TypeScript (tsc) into $DIST"
+  "$NODE" "$TSC" -p tsconfig.json --outDir "$DIST" >> "$LOG" 2>&1 || say "tsc reported errors (output emitted anyway; see log.txt)"
+  echo "$SRC_SHA" > "$DIST/.sources.sha1"
+elif [ -s .device/dist.tar.xz ]; then
+  mkdir -p "$DIST" && tar -xJf .device/dist.tar.xz -C "$DIST"
+  say "warning: $DIST unpacked from .device/dist.tar.xz, which was compiled from other sources (no tsc here)"
 fi
 if [ -z "${SIFT_FT_NATIVE:-}" ] && [ -s .device/sift_ft.node.xz ]; then
   xz -dc .device/sift_ft.node.xz > "$WORK/sift_ft.node" && export SIFT_FT_NATIVE="$WORK/sift_ft.node"
@@ -163,7 +174,7 @@ JEST=(node node_modules/jest/bin/jest.js --ci --colors=false)
 if [ "$SMOKE" = 1 ]; then
   stage train 90 "$BENCH" "${RUN[@]}" train --cpu-only --quick --models=gpt2,llama
   if [ -n "$PY" ]; then
-    TOY=""; [ "$HAVE_TF" = 0 ] && TOY="--toy-model --models gpt2"
+    TOY=""; [ "$HAVE_TF" = 0 ] && TOY="--toy-model"
     # shellcheck disable=SC2086
     stage peers-train 90 "$PEERS" "$PY" -B bench/peers/torch_train.py --device cpu --tiny --budget-s 0.3 --warmup 1 $TOY
     stage peers-kernels 60 "$PEERS" "$PY" -B bench/peers/torch_kernels.py --device cpu --quick --only topk,adamw,attention --sizes 1024x4096 --dtypes f32
@@ -184,7 +195,10 @@ else
   fi
   stage train 170 "$BENCH" "${RUN[@]}" train --cuda-only
   if [ -n "$PY" ]; then
-    stage peers-train 140 "$PEERS" "$PY" -B bench/peers/torch_train.py --device cuda
+    # Without transformers the peers are plain-PyTorch re-implementations (their rows say so).
+    TOYG=""; [ "$HAVE_TF" = 0 ] && TOYG="--toy-model"
+    # shellcheck disable=SC2086
+    stage peers-train 140 "$PEERS" "$PY" -B bench/peers/torch_train.py --device cuda $TOYG
   fi
   stage select 60 "$BENCH" "${RUN[@]}" select --cuda-only
   stage adamw 45 "$BENCH" "${RUN[@]}" adamw --cuda-only

@@ -64,6 +64,8 @@ TMP_DIST="$(mktemp -d)"
 if ! node node_modules/typescript/bin/tsc -p tsconfig.json --outDir "$TMP_DIST" > "$TMP_DIST.log" 2>&1; then
   echo "warning: tsc reported errors (output emitted anyway):"; head -5 "$TMP_DIST.log"
 fi
+# The sources it was compiled from, so that gpu-check uses it only while they are unchanged.
+find lib bench -name '*.ts' -type f | LC_ALL=C sort | xargs cat | sha1sum | cut -d' ' -f1 > "$TMP_DIST/.sources.sha1"
 tar -cJf .device/dist.tar.xz -C "$TMP_DIST" .
 rm -rf "$TMP_DIST" "$TMP_DIST.log"
 

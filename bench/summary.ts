@@ -99,7 +99,7 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
       tokensRatio: ok(r) && p && ok(p) ? ratio(num(r.tokensPerSec), num(p.tokensPerSec)) : null,
       oursPeakBytes: ok(r) ? num(r.peakBytes) : null, peerPeakBytes: p && ok(p) ? num(p.peakBytes) : null,
       peakRatio: ok(r) && p && ok(p) ? ratio(num(r.peakBytes), num(p.peakBytes)) : null,
-      error: r.error ?? (p && !ok(p) ? `peer: ${p.error}` : undefined),
+      error: r.error ?? (p && !ok(p) ? `peer: ${p.error}` : p && p.impl && p.impl !== 'transformers' ? `peer: ${p.impl}` : undefined),
     });
   }
   // Peer rows with no row of ours (e.g. our run timed out) still show.

@@ -14,13 +14,15 @@ Prints one JSON object per run (bench: "peer-train"): tokens/s, steps/s and the 
 torch.cuda.max_memory_allocated over the timed steps (weights and optimizer state included, as in
 bench/train.ts). Timing: warm-up steps, then timed steps between two torch.cuda.synchronize().
 
---tiny: small configs on any device (to test this script on a CPU); --toy-model: a small
-GPT-like model written here, for machines without transformers (same module names).
+--tiny: small configs on any device (to test this script on a CPU); --toy-model: GPT-2 and LLaMA
+re-written here in plain PyTorch (same structure, dropout, initialisation and module names as
+transformers'), for machines without transformers; rows then say impl "pytorch re-implementation".
 """
 import argparse
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 
@@ -48,54 +50,149 @@ def model_config(key, tiny):
     return "llama-220m", cfg, LLAMA_TARGETS
 
 
-class ToyBlock(nn.Module):
-    """Pre-LN block with GPT-2's module names (Linear in place of Conv1D)."""
+class ToyConv1D(nn.Module):
+    """transformers' Conv1D: weight [in, out], y = x @ W + b."""
 
-    def __init__(self, d, heads):
+    def __init__(self, nin, nout, std):
         super().__init__()
-        self.heads = heads
+        self.weight = nn.Parameter(torch.randn(nin, nout) * std)
+        self.bias = nn.Parameter(torch.zeros(nout))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+
+
+def causal_attention(q, k, v, p, training):
+    sdpa = getattr(F, "scaled_dot_product_attention", None)
+    if sdpa is not None:
+        return sdpa(q, k, v, dropout_p=p if training else 0.0, is_causal=True)
+    T = q.shape[-2]
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    s = s.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    return F.dropout(s.softmax(-1), p, training) @ v
+
+
+class ToyGPT2Block(nn.Module):
+    """GPT-2's block as transformers writes it (Conv1D, pre-LN, gelu_new, dropout 0.1), same names."""
+
+    def __init__(self, d, heads, n_layer, p):
+        super().__init__()
+        self.heads, self.p = heads, p
+        proj_std = 0.02 / math.sqrt(2 * n_layer)
         self.ln_1 = nn.LayerNorm(d)
         self.ln_2 = nn.LayerNorm(d)
         self.attn = nn.Module()
-        self.attn.c_attn = nn.Linear(d, 3 * d)
-        self.attn.c_proj = nn.Linear(d, d)
+        self.attn.c_attn = ToyConv1D(d, 3 * d, 0.02)
+        self.attn.c_proj = ToyConv1D(d, d, proj_std)
         self.mlp = nn.Module()
-        self.mlp.c_fc = nn.Linear(d, 4 * d)
-        self.mlp.c_proj = nn.Linear(4 * d, d)
+        self.mlp.c_fc = ToyConv1D(d, 4 * d, 0.02)
+        self.mlp.c_proj = ToyConv1D(4 * d, d, proj_std)
 
     def forward(self, x):
         B, T, D = x.shape
         q, k, v = self.attn.c_attn(self.ln_1(x)).split(D, dim=2)
         sh = lambda t: t.view(B, T, self.heads, D // self.heads).transpose(1, 2)
-        q, k, v = sh(q), sh(k), sh(v)
-        s = (q @ k.transpose(-1, -2)) / math.sqrt(D // self.heads)
-        s = s.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
-        a = (s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, D)
-        x = x + self.attn.c_proj(a)
-        return x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x)), approximate="tanh"))
+        a = causal_attention(sh(q), sh(k), sh(v), self.p, self.training).transpose(1, 2).reshape(B, T, D)
+        x = x + F.dropout(self.attn.c_proj(a), self.p, self.training)
+        h = self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x)), approximate="tanh"))
+        return x + F.dropout(h, self.p, self.training)
 
 
-class ToyLM(nn.Module):
-    """A small GPT-like LM for smoke tests without transformers; returns an object with .loss."""
+class ToyGPT2(nn.Module):
+    """GPT2LMHeadModel re-written here for machines without transformers (tied head, dropout 0.1)."""
 
     def __init__(self, vocab_size, n_embd, n_layer, n_head, n_positions, **_):
         super().__init__()
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(n_positions, n_embd)
-        self.h = nn.ModuleList([ToyBlock(n_embd, n_head) for _ in range(n_layer)])
+        nn.init.normal_(self.wte.weight, std=0.02)
+        nn.init.normal_(self.wpe.weight, std=0.01)
+        self.h = nn.ModuleList([ToyGPT2Block(n_embd, n_head, n_layer, 0.1) for _ in range(n_layer)])
         self.ln_f = nn.LayerNorm(n_embd)
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, input_ids, labels):
         T = input_ids.shape[1]
-        x = self.wte(input_ids) + self.wpe(torch.arange(T, device=input_ids.device))
+        x = F.dropout(self.wte(input_ids) + self.wpe(torch.arange(T, device=input_ids.device)), 0.1, self.training)
         for b in self.h:
             x = b(x)
-        logits = self.ln_f(x) @ self.wte.weight.t()
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1))
-        return type("Out", (), {"loss": loss})()
+        return lm_output(self.ln_f(x) @ self.wte.weight.t(), labels)
+
+
+class ToyRMSNorm(nn.Module):
+    def __init__(self, d, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+def rotate_half(x):
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((-b, a), dim=-1)
+
+
+class ToyLlamaBlock(nn.Module):
+    """LLaMA's decoder layer (RMSNorm, rotary, SwiGLU, no biases), transformers' module names."""
+
+    def __init__(self, d, inner, heads, eps):
+        super().__init__()
+        self.heads = heads
+        self.input_layernorm = ToyRMSNorm(d, eps)
+        self.post_attention_layernorm = ToyRMSNorm(d, eps)
+        self.self_attn = nn.Module()
+        for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            setattr(self.self_attn, n, nn.Linear(d, d, bias=False))
+        self.mlp = nn.Module()
+        self.mlp.gate_proj = nn.Linear(d, inner, bias=False)
+        self.mlp.up_proj = nn.Linear(d, inner, bias=False)
+        self.mlp.down_proj = nn.Linear(inner, d, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, T, D = x.shape
+        a = self.self_attn
+        h = self.input_layernorm(x)
+        sh = lambda t: t.view(B, T, self.heads, D // self.heads).transpose(1, 2)
+        q, k, v = sh(a.q_proj(h)), sh(a.k_proj(h)), sh(a.v_proj(h))
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        x = x + a.o_proj(causal_attention(q, k, v, 0.0, self.training).transpose(1, 2).reshape(B, T, D))
+        h = self.post_attention_layernorm(x)
+        return x + self.mlp.down_proj(F.silu(self.mlp.gate_proj(h)) * self.mlp.up_proj(h))
+
+
+class ToyLlama(nn.Module):
+    """LlamaForCausalLM re-written here for machines without transformers (untied head)."""
+
+    def __init__(self, vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
+                 rms_norm_eps=1e-6, rope_theta=10000.0, **_):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab_size, hidden_size)
+        self.layers = nn.ModuleList([ToyLlamaBlock(hidden_size, intermediate_size, num_attention_heads, rms_norm_eps)
+                                     for _ in range(num_hidden_layers)])
+        self.norm = ToyRMSNorm(hidden_size, rms_norm_eps)
+        self.lm_head = nn.Linear(hidden_size, vocab_size, bias=False)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+        hd = hidden_size // num_attention_heads
+        self.inv_freq = rope_theta ** (-torch.arange(0, hd, 2).float() / hd)
+
+    def forward(self, input_ids, labels):
+        T = input_ids.shape[1]
+        f = torch.outer(torch.arange(T, device=input_ids.device).float(), self.inv_freq.to(input_ids.device))
+        emb = torch.cat((f, f), dim=-1)
+        x = self.embed_tokens(input_ids)
+        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        for b in self.layers:
+            x = b(x, cos, sin)
+        return lm_output(self.lm_head(self.norm(x)), labels)
+
+
+def lm_output(logits, labels):
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1))
+    return type("Out", (), {"loss": loss})()
 
 
 def build_model(key, tiny, toy, device):
@@ -105,16 +202,12 @@ def build_model(key, tiny, toy, device):
     ctx = torch.device(device) if device.startswith("cuda") and hasattr(torch.device, "__enter__") else contextlib.nullcontext()
     with ctx:
         model = _build(key, cfg, toy)
-    if toy:
-        name += "-toy"  # not the same model as ours: never paired with our rows
     return name, model.to(device).train(), targets, cfg
 
 
 def _build(key, cfg, toy):
     if toy:
-        if key != "gpt2":
-            raise RuntimeError("--toy-model has only a GPT-2-like model")
-        return ToyLM(**cfg)
+        return ToyGPT2(**cfg) if key == "gpt2" else ToyLlama(**cfg)
     import transformers
     if key == "gpt2":
         return transformers.GPT2LMHeadModel(transformers.GPT2Config(**cfg))
@@ -203,6 +296,7 @@ def bench_one(key, method, rate, a):
     try:
         name, model, targets, cfg = build_model(key, a.tiny, a.toy_model, device)
         row["model"] = name
+        row["impl"] = "pytorch re-implementation" if a.toy_model else "transformers"
         row["params"] = sum(p.numel() for p in model.parameters())
         vocab = cfg.get("vocab_size", 50257)
         g = torch.Generator().manual_seed(1234)
@@ -305,8 +399,11 @@ def main():
     ap.add_argument("--dtype", default=None, choices=["bf16", "f32"])
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--toy-model", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: every core, as sift-ft uses)")
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
+    if not cuda:
+        torch.set_num_threads(a.threads or os.cpu_count() or 1)
     a.tiny = a.tiny or not cuda
     a.batch = a.batch or (8 if not a.tiny else 4)
     a.seq = a.seq or (512 if not a.tiny else 64)
