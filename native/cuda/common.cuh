@@ -95,15 +95,31 @@ auto dispatch_cuda_int(DType t, const char* op, F&& f) {
 
 constexpr int kMaxDims = 8;
 
-// Maps a linear index over `shape` to element offsets of N strided operands.
+// Maps a linear index over `shape` to element offsets of N strided operands. When the whole index
+// space fits 32 bits (`small`, nearly always) the div/mod chain runs in 32-bit arithmetic: 64-bit
+// integer division is a long emulated sequence on the GPU and dominated the broadcast paths
+// (a bias added over [tokens, features], say).
 template <int N>
 struct StridedIndexer {
   int nd;
+  bool small;
   int64_t shape[kMaxDims];
   int64_t strides[N][kMaxDims];
-  __device__ __forceinline__ void offsets(int64_t linear, int64_t* off) const {
+  __host__ __device__ __forceinline__ void offsets(int64_t linear, int64_t* off) const {
 #pragma unroll
     for (int k = 0; k < N; k++) off[k] = 0;
+    if (small) {
+      uint32_t l = uint32_t(linear);
+      for (int d = nd - 1; d >= 0; d--) {
+        const uint32_t sz = uint32_t(shape[d]);
+        const uint32_t q = l / sz;
+        const int64_t idx = int64_t(l - q * sz);
+        l = q;
+#pragma unroll
+        for (int k = 0; k < N; k++) off[k] += idx * strides[k][d];
+      }
+      return;
+    }
     for (int d = nd - 1; d >= 0; d--) {
       int64_t idx = linear % shape[d];
       linear /= shape[d];
@@ -113,21 +129,40 @@ struct StridedIndexer {
   }
 };
 
-// Builds an indexer for operands that share `shape` (strides already broadcast).
+// Builds an indexer for operands that share `shape` (strides already broadcast). Size-1 dims are
+// dropped and neighbouring dims that every operand walks as one (outer stride = inner stride x
+// inner size) are merged, so the per-element loop is as short as the layout allows.
 template <int N>
 StridedIndexer<N> make_indexer(const Shape& shape, const Shape* const* strides) {
   StridedIndexer<N> ix{};
-  // Drop size-1 dims to keep the loop short.
-  int nd = 0;
-  for (size_t d = 0; d < shape.size(); d++) {
-    if (shape[d] == 1) continue;
-    SIFT_CHECK(nd < kMaxDims, "E_SHAPE", "CUDA kernels support at most ", kMaxDims,
-               " non-trivial dimensions, got shape ", shape_str(shape));
-    ix.shape[nd] = shape[d];
-    for (int k = 0; k < N; k++) ix.strides[k][nd] = (*strides[k])[d];
-    nd++;
+  int64_t rs[64];
+  int64_t rt[64][N];
+  int nr = 0;  // merged dims, innermost first
+  int64_t numel = 1;
+  for (int64_t d = int64_t(shape.size()) - 1; d >= 0; d--) {
+    numel *= shape[size_t(d)];
+    if (shape[size_t(d)] == 1) continue;
+    if (nr > 0) {
+      bool merge = true;
+      for (int k = 0; k < N; k++)
+        if ((*strides[k])[size_t(d)] != rt[nr - 1][k] * rs[nr - 1]) merge = false;
+      if (merge) {
+        rs[nr - 1] *= shape[size_t(d)];
+        continue;
+      }
+    }
+    SIFT_CHECK(nr < kMaxDims, "E_SHAPE", "CUDA kernels support at most ", kMaxDims,
+               " non-trivial dimensions (after merging), got shape ", shape_str(shape));
+    rs[nr] = shape[size_t(d)];
+    for (int k = 0; k < N; k++) rt[nr][k] = (*strides[k])[size_t(d)];
+    nr++;
   }
-  ix.nd = nd;
+  ix.nd = nr;
+  for (int i = 0; i < nr; i++) {  // outermost first
+    ix.shape[i] = rs[nr - 1 - i];
+    for (int k = 0; k < N; k++) ix.strides[k][i] = rt[nr - 1 - i][k];
+  }
+  ix.small = numel < (int64_t(1) << 31);
   return ix;
 }
 

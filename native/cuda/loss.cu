@@ -77,29 +77,29 @@ __global__ void ce_scale_kernel(const I* __restrict__ tg, const A* __restrict__ 
 }
 
 // gx[r, j] = g_r * (softmax_j - s / C - (1 - s) [j == t_r]); 0 for ignored or invalid rows.
-// g_r = per_row ? gl[r] : gl[0].
+// g_r = per_row ? gl[r] : gl[0]. Blocks stride over rows and threads over a row's columns: the
+// row's target, scale and lse are read once per row and no 64-bit division per element is needed.
 template <typename T, typename I>
 __global__ void ce_backward_kernel(const T* __restrict__ x, const I* __restrict__ tg, const dacc_t<T>* __restrict__ lse,
                                    const dacc_t<T>* __restrict__ gl, bool per_row, T* __restrict__ gx, int64_t n,
                                    int64_t c, int64_t ignore, double smoothing, int* flag) {
   using A = dacc_t<T>;
-  const int64_t total = n * c;
   const A s = A(smoothing), off = A(smoothing) / A(c);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / c, j = i - r * c;
+  for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
     const int64_t t = int64_t(tg[r]);
-    if (t == ignore) {
-      gx[i] = from_acc<T>(A(0));
-      continue;
-    }
-    if (t < 0 || t >= c) {
-      if (j == 0) atomicOr(flag, 1);
-      gx[i] = from_acc<T>(A(0));
+    const T* xr = x + r * c;
+    T* gr = gx + r * c;
+    if (t == ignore || t < 0 || t >= c) {
+      if (t != ignore && threadIdx.x == 0) atomicOr(flag, 1);
+      for (int64_t j = threadIdx.x; j < c; j += blockDim.x) gr[j] = from_acc<T>(A(0));
       continue;
     }
     const A g = per_row ? gl[r] : gl[0];
-    const A p = dexp(to_acc<A>(x[i]) - lse[r]);
-    gx[i] = from_acc<T>(g * (p - off - (j == t ? A(1) - s : A(0))));
+    const A l = lse[r];
+    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) {
+      const A p = dexp(to_acc<A>(xr[j]) - l);
+      gr[j] = from_acc<T>(g * (p - off - (j == t ? A(1) - s : A(0))));
+    }
   }
 }
 
@@ -151,7 +151,8 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const T
       if (!per_row)
         ce_scale_kernel<A, I><<<1, 1024, 0, st>>>(targets.data<I>(), gloss.data<A>(), scale.data<A>(), n, ignore_index,
                                                   reduction == 1);
-      ce_backward_kernel<T, I><<<grid_for(n * c, 256), 256, 0, st>>>(logits.data<T>(), targets.data<I>(),
+      const unsigned blocks = unsigned(n < 65535LL * 16 ? n : 65535LL * 16);
+      ce_backward_kernel<T, I><<<blocks, 256, 0, st>>>(logits.data<T>(), targets.data<I>(),
                                                                     lse.data<A>(), scale.data<A>(), per_row,
                                                                     glogits.data<T>(), n, c, ignore_index, smoothing,
                                                                     error_flag(dev));
