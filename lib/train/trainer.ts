@@ -545,8 +545,16 @@ export class Trainer {
       saveIncrement(this._sift, path.join(outDir, 'delta.safetensors'), { extraMetadata: meta });
     } else if (this._lora) {
       const file = path.join(outDir, 'adapter_model.safetensors');
-      this._lora.saveAdapter(file, { extraConfig: { sift_ft_task: this.task.name } });
       const dense = this.trained.filter(([n]) => !n.includes('.lora_'));
+      // PEFT's modules_to_save: the fully trained modules (the task head), by module path; PEFT
+      // writes their weights as base_model.model.<module>.<param> (its own wrapper names stripped),
+      // as below, and wraps them again on loading because the config lists them.
+      const heads = headModules(this.model);
+      const modulesToSave = [...new Set(dense.map(([n]) => {
+        const head = heads.find((h) => n === h || n.startsWith(`${h}.`));
+        return head ?? n.slice(0, Math.max(0, n.lastIndexOf('.')));
+      }))].filter((x) => x.length > 0);
+      this._lora.saveAdapter(file, { extraConfig: { sift_ft_task: this.task.name, ...(modulesToSave.length ? { modules_to_save: modulesToSave } : {}) } });
       if (dense.length) {
         // PEFT keeps fully trained modules (modules_to_save) in the adapter file too.
         const entries: [string, Tensor][] = [...this._lora.namedParameters().map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor]), ...dense.map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor])];

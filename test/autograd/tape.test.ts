@@ -27,6 +27,41 @@ describe('autograd tape', () => {
     x.dispose();
   });
 
+  test('releaseData frees an activation during the forward and gradients still flow through it', () => {
+    tidy(() => {
+      const w = randomTensor([64, 64], 2, { requiresGrad: true });
+      const x = randomTensor([128, 64], 3);
+      const run = (release: boolean) => {
+        w.zeroGrad();
+        let peak = 0;
+        const loss = tidy(() => {
+          const a = x.matmul(w);            // matmul's backward reads x and w, not a
+          const b = a.add(1);               // add reads neither input
+          if (release) a.releaseData();
+          const bytes = liveTensors().cpu.bytes;
+          const c = b.mul(b);               // mul saves b
+          peak = Math.max(peak, bytes);
+          const l = c.sum();
+          l.backward();
+          return keep(l.detach());
+        });
+        const g = Array.from(w.grad!.toArray() as Float64Array);
+        loss.dispose();
+        return { g, peak };
+      };
+      const kept = run(false);
+      const freed = run(true);
+      expect(freed.g).toEqual(kept.g);                          // the same gradients, bit for bit
+      expect(kept.peak - freed.peak).toBe(128 * 64 * 8);         // a's f64 buffer was gone
+      const t = x.add(1);
+      t.releaseData();
+      expect(t.isDisposed).toBe(true);
+      expect(t.shape).toEqual([128, 64]);                        // metadata stays readable
+      expect(codeOf(() => t.toArray())).toBe('E_DISPOSED');
+      t.releaseData();                                           // a no-op the second time
+    });
+  });
+
   test('a tensor used on several paths accumulates its gradient', () => {
     const x = tensor([1, 2, 3], [3], { dtype: 'f64', requiresGrad: true });
     // y = x*x + x  ->  dy/dx = 2x + 1

@@ -245,6 +245,8 @@ describe('saving', () => {
     expect([...tensors.keys()]).toContain('base_model.model.score.weight');
     expect([...tensors.keys()]).toContain('base_model.model.transformer.h.0.attn.c_attn.lora_A.weight');
     for (const x of tensors.values()) x.dispose();
+    // As PEFT: the head is listed in modules_to_save, so PEFT wraps and loads it too.
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')).modules_to_save).toEqual(['score']);
     const adapted = logits(m);
     t.saveMerged(path.join(out, 'model'));
     // Merging for the save leaves the trained model as it was.
