@@ -73,12 +73,7 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const T* __restrict_
 #pragma unroll
     for (int e = 0; e < DE; e++) o[a][e] = A(0);
   }
-  int64_t kend = p.Tk;
-  if (p.causal) {
-    const int64_t last = (i0 + BQ < p.Tq ? i0 + BQ : p.Tq) - 1;
-    kend = last + p.shift + 1;
-    kend = kend < 0 ? 0 : (kend > p.Tk ? p.Tk : kend);
-  }
+  const int64_t kend = key_end(p, i0, BQ);
   const int D = int(p.D);
   for (int64_t j0 = 0; j0 < kend; j0 += BK) {
     __syncthreads();  // the previous tile's P and V are no longer read
@@ -346,12 +341,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(
 #pragma unroll
     for (int e = 0; e < DE; e++) dq[a][e] = A(0);
   }
-  int64_t kend = p.Tk;
-  if (p.causal) {
-    const int64_t last = (i0 + BQ < p.Tq ? i0 + BQ : p.Tq) - 1;
-    kend = last + p.shift + 1;
-    kend = kend < 0 ? 0 : (kend > p.Tk ? p.Tk : kend);
-  }
+  const int64_t kend = key_end(p, i0, BQ);
   for (int64_t j0 = 0; j0 < kend; j0 += BK) {
     __syncthreads();
     load_tile<T, A, DMAX, BK>(kb, p.ks[2], j0, kend, p.D, Ks);

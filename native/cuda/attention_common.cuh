@@ -73,6 +73,15 @@ __device__ __forceinline__ A drop_factor(const Params<A>& p, int64_t b, int64_t 
   return dropout_keep(p.seed, ctr, p.thr) ? p.rz : A(0);
 }
 
+// Keys [0, end) that some query of the tile [i0, i0 + rows) sees (all of them unless causal).
+template <typename A>
+__device__ __forceinline__ int64_t key_end(const Params<A>& p, int64_t i0, int64_t rows) {
+  if (!p.causal) return p.Tk;
+  const int64_t last = (i0 + rows < p.Tq ? i0 + rows : p.Tq) - 1;
+  const int64_t end = last + p.shift + 1;
+  return end < 0 ? 0 : (end > p.Tk ? p.Tk : end);
+}
+
 // P*Z and dS = P * (dP*Z - Delta) of one score (dot = q.k, dpd = dO.v).
 template <typename A>
 __device__ __forceinline__ void prob_and_dscore(const Params<A>& p, int64_t b, int64_t h, int64_t i, int64_t j, A dot,

@@ -89,6 +89,36 @@ __device__ __forceinline__ void store_tile(const FragC& f, float* scratch, float
   __syncwarp();
 }
 
+// The two score products of a backward tile, for a warp's 16 rows against NT x 16 columns:
+// s = a1 b1^T and dp = a2 b2^T (a: 16 x DMAX row-major at a1/a2; b: NT*16 x DMAX row-major, read
+// transposed), stored row-major with pitch LDS. dK/dV: (a1, b1, a2, b2) = (K_w, Q, V_w, dO), giving
+// S^T and dP^T; dQ: (Q_w, K, dO_w, V), giving S and dP.
+template <typename T, int DK, int NT, int LDT, int LDS>
+__device__ __forceinline__ void score_tiles(const T* a1, const T* b1, const T* a2, const T* b2, float* s_out,
+                                            float* dp_out) {
+#if SIFT_TC_BODY
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    FragC s, dp;
+    wmma::fill_fragment(s, 0.0f);
+    wmma::fill_fragment(dp, 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < DK; kk++) {
+      FragA<T> x1, x2;
+      FragBCol<T> y1, y2;
+      wmma::load_matrix_sync(x1, a1 + kk * 16, LDT);
+      wmma::load_matrix_sync(y1, b1 + n * 16 * LDT + kk * 16, LDT);
+      wmma::mma_sync(s, x1, y1, s);
+      wmma::load_matrix_sync(x2, a2 + kk * 16, LDT);
+      wmma::load_matrix_sync(y2, b2 + n * 16 * LDT + kk * 16, LDT);
+      wmma::mma_sync(dp, x2, y2, dp);
+    }
+    wmma::store_matrix_sync(s_out + n * 16, s, LDS, wmma::mem_row_major);
+    wmma::store_matrix_sync(dp_out + n * 16, dp, LDS, wmma::mem_row_major);
+  }
+#endif
+}
+
 // ---- forward ------------------------------------------------------------------------------
 
 template <int DMAX> struct TcFwd {
@@ -150,12 +180,7 @@ __global__ void __launch_bounds__(kTcThreads) attn_fwd_tc_kernel(const T* __rest
   const int64_t i = i0 + warp * 16 + r;
   float m = ninf<float>(), l = 0.0f;
 
-  int64_t kend = p.Tk;
-  if (p.causal) {
-    const int64_t last = (i0 + BQ < p.Tq ? i0 + BQ : p.Tq) - 1;
-    kend = last + p.shift + 1;
-    kend = kend < 0 ? 0 : (kend > p.Tk ? p.Tk : kend);
-  }
+  const int64_t kend = key_end(p, i0, BQ);
   const T* kb = k + b * p.ks[0] + hk * p.ks[1];
   const T* vb = v + b * p.vs[0] + hk * p.vs[1];
   for (int64_t j0 = 0; j0 < kend; j0 += BK) {
@@ -317,25 +342,7 @@ __global__ void __launch_bounds__(kTcThreads) attn_bwd_dkdv_tc_kernel(
       }
       __syncthreads();
       // S^T = K_w Q^T and dP^T = V_w dO^T (16 keys x BQ queries).
-#pragma unroll
-      for (int n = 0; n < NQ; n++) {
-        FragC s, dp;
-        wmma::fill_fragment(s, 0.0f);
-        wmma::fill_fragment(dp, 0.0f);
-#pragma unroll
-        for (int kk = 0; kk < DK; kk++) {
-          FragA<T> kf, vf;
-          FragBCol<T> qf, gf;
-          wmma::load_matrix_sync(kf, Kw + kk * 16, LDT);
-          wmma::load_matrix_sync(qf, Qs + n * 16 * LDT + kk * 16, LDT);
-          wmma::mma_sync(s, kf, qf, s);
-          wmma::load_matrix_sync(vf, Vw + kk * 16, LDT);
-          wmma::load_matrix_sync(gf, Gs + n * 16 * LDT + kk * 16, LDT);
-          wmma::mma_sync(dp, vf, gf, dp);
-        }
-        wmma::store_matrix_sync(Stw + n * 16, s, LDS, wmma::mem_row_major);
-        wmma::store_matrix_sync(dPtw + n * 16, dp, LDS, wmma::mem_row_major);
-      }
+      score_tiles<T, DK, NQ, LDT, LDS>(Kw, Qs, Vw, Gs, Stw, dPtw);
       __syncwarp();
       for (int e = lane; e < 16 * BQ; e += 32) {
         const int jl = e / BQ, il = e % BQ;
@@ -433,37 +440,14 @@ __global__ void __launch_bounds__(kTcThreads) attn_bwd_dq_tc_kernel(
   FragC dq[DK];
 #pragma unroll
   for (int n = 0; n < DK; n++) wmma::fill_fragment(dq[n], 0.0f);
-  int64_t kend = p.Tk;
-  if (p.causal) {
-    const int64_t last = (i0 + BQ < p.Tq ? i0 + BQ : p.Tq) - 1;
-    kend = last + p.shift + 1;
-    kend = kend < 0 ? 0 : (kend > p.Tk ? p.Tk : kend);
-  }
+  const int64_t kend = key_end(p, i0, BQ);
   for (int64_t j0 = 0; j0 < kend; j0 += BK) {
     __syncthreads();  // the previous K and V tiles are no longer read (Q, dO, lse, Delta loaded)
     load_rows<T, DMAX, BK>(kb, p.ks[2], j0, kend, D, vec.k, Ks, LDT);
     load_rows<T, DMAX, BK>(vb, p.vs[2], j0, kend, D, vec.v, Vs, LDT);
     __syncthreads();
     // S = Q_w K^T and dP = dO_w V^T (16 queries x BK keys).
-#pragma unroll
-    for (int n = 0; n < NK; n++) {
-      FragC s, dp;
-      wmma::fill_fragment(s, 0.0f);
-      wmma::fill_fragment(dp, 0.0f);
-#pragma unroll
-      for (int kk = 0; kk < DK; kk++) {
-        FragA<T> qf, gf;
-        FragBCol<T> kf, vf;
-        wmma::load_matrix_sync(qf, Qw + kk * 16, LDT);
-        wmma::load_matrix_sync(kf, Ks + n * 16 * LDT + kk * 16, LDT);
-        wmma::mma_sync(s, qf, kf, s);
-        wmma::load_matrix_sync(gf, Gw + kk * 16, LDT);
-        wmma::load_matrix_sync(vf, Vs + n * 16 * LDT + kk * 16, LDT);
-        wmma::mma_sync(dp, gf, vf, dp);
-      }
-      wmma::store_matrix_sync(Sw + n * 16, s, LDS, wmma::mem_row_major);
-      wmma::store_matrix_sync(dPw + n * 16, dp, LDS, wmma::mem_row_major);
-    }
+    score_tiles<T, DK, NK, LDT, LDS>(Qw, Ks, Gw, Vs, Sw, dPw);
     __syncwarp();
     for (int e = lane; e < 16 * BK; e += 32) {
       const int il = e / BK, jl = e % BK;
