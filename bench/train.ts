@@ -25,7 +25,7 @@ import { native } from '../lib/engine/native';
 import { createModel } from '../lib/models/registry';
 import type { HFConfig, PreTrainedModel } from '../lib/models/common';
 import { Sift } from '../lib/sift/sift';
-import { SparseAdamW } from '../lib/sift/optimizer';
+import { SparseAdamW, DenseSlots } from '../lib/sift/optimizer';
 
 export const description = 'end-to-end training step (GPT-2 124M, LLaMA-style 220M; sift, full, lora): tokens/s and peak memory';
 
@@ -136,7 +136,6 @@ export interface SetupOptions {
  * function (bench/profile.ts times the same step per op).
  */
 export function setupRun(spec: ModelSpec, method: BenchMethod, o: SetupOptions): RunSetup {
-  const N = native();
   const vocab = Number(spec.config.vocab_size);
   const rows = randomTokens(o.batch, o.seq, vocab, o.seed ?? 1234);
   const flat = new Int32Array(o.batch * o.seq);
@@ -154,20 +153,14 @@ export function setupRun(spec: ModelSpec, method: BenchMethod, o: SetupOptions):
   const disposers: (() => void)[] = [() => ids.dispose(), () => model.dispose()];
   const hp = (step: number) => ({ lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step });
 
-  /** Native fused AdamW over the given params (f32 masters for low-precision weights). */
+  /** Native fused AdamW over the given params (f32 masters for low-precision weights), no clipping. */
   const denseAdam = (params: Tensor[]) => {
-    const m = params.map((p) => keep(new Tensor(N.full(p.shape, 0, 'f32', p.device))));
-    const v = params.map((p) => keep(new Tensor(N.full(p.shape, 0, 'f32', p.device))));
-    const masters = params.map((p) => (p.dtype === 'f32' ? null : keep(new Tensor(N.cast(p.handle, 'f32')))));
-    disposers.push(() => [...m, ...v, ...masters].forEach((t) => t?.dispose()));
+    const slots = new DenseSlots(params.map((p, i) => [p.name ?? `param${i}`, p] as [string, Tensor]));
+    disposers.push(() => slots.dispose());
     let count = 0;
     return () => {
-      const live = params.map((p, i) => [p, i] as const).filter(([p]) => p.grad !== null);
-      if (live.length) {
-        N.adamW(live.map(([p]) => p.handle), live.map(([p]) => p.grad!.handle), live.map(([, i]) => m[i].handle),
-          live.map(([, i]) => v[i].handle), live.map(([, i]) => masters[i]?.handle ?? null), hp(++count), null);
-      }
-      for (const p of params) p.zeroGrad();
+      slots.update(hp(++count), null);
+      slots.zeroGrad();
     };
   };
 

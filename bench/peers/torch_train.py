@@ -309,21 +309,12 @@ def bench_one(key, method, rate, a):
             loss.backward()
             return loss
 
-        if method == "full":
-            params = [p for p in model.parameters() if p.requires_grad]
-            opt, kind = adamw(params, 1e-5, device)
-            row["trainable"] = sum(p.numel() for p in params)
-
-            def step():
-                loss = forward_backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                return loss
-        elif method == "lora":
-            import peft
-            conv1d = key == "gpt2" and not a.toy_model
-            lcfg = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets, fan_in_fan_out=conv1d)
-            model = peft.get_peft_model(model, lcfg)
+        if method in ("full", "lora"):
+            if method == "lora":
+                import peft
+                conv1d = key == "gpt2" and not a.toy_model
+                lcfg = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets, fan_in_fan_out=conv1d)
+                model = peft.get_peft_model(model, lcfg)
             params = [p for p in model.parameters() if p.requires_grad]
             opt, kind = adamw(params, 1e-5, device)
             row["trainable"] = sum(p.numel() for p in params)

@@ -57,12 +57,72 @@ export function restoreState(live: [string, Tensor][], saved: Map<string, Tensor
   }
 }
 
-interface DenseState {
-  name: string;
-  param: Tensor;
-  m: Tensor;
-  v: Tensor;
-  master: Tensor | null;
+/**
+ * Dense AdamW state of whole tensors (f32 moments; an f32 master copy for f16/bf16 weights) and the
+ * native multi-tensor update over those with a gradient: the one mechanism behind DenseAdamW and
+ * SparseAdamW's dense modules. The caller computes the clipping scale (over everything it trains).
+ */
+export class DenseSlots {
+  private readonly slots: { name: string; param: Tensor; m: Tensor; v: Tensor; master: Tensor | null }[];
+
+  /** masters: f32 values to start the masters from (e.g. the f32 weights before a cast to bf16). */
+  constructor(params: [string, Tensor][], masters?: Map<string, Tensor>) {
+    const N = native();
+    this.slots = params.map(([name, p]) => {
+      check(['f32', 'f16', 'bf16', 'f64'].includes(p.dtype), 'E_DTYPE', `'${name}' has dtype ${p.dtype}; only float weights can be trained`);
+      let master: Tensor | null = null;
+      if (p.dtype !== 'f32' && p.dtype !== 'f64') {
+        const given = masters?.get(name);
+        master = keep(new Tensor(given ? N.clone(given.handle) : N.cast(p.handle, 'f32')));
+      }
+      return {
+        name, param: p, master,
+        m: keep(new Tensor(N.full(p.shape, 0, 'f32', p.device))),
+        v: keep(new Tensor(N.full(p.shape, 0, 'f32', p.device))),
+      };
+    });
+  }
+
+  /** Handles of the gradients the next update() will use. */
+  gradHandles(): NativeTensor[] {
+    return this.live().map((s) => s.param.grad!.handle);
+  }
+
+  /** One AdamW update of every tensor with a gradient (scale: clipping coefficient or null). */
+  update(hp: AdamWHyper, scale: Tensor | null): void {
+    const live = this.live();
+    if (!live.length) return;
+    native().adamW(
+      live.map((s) => s.param.handle), live.map((s) => s.param.grad!.handle), live.map((s) => s.m.handle),
+      live.map((s) => s.v.handle), live.map((s) => (s.master ? s.master.handle : null)), hp, scale ? scale.handle : null,
+    );
+  }
+
+  zeroGrad(): void {
+    for (const s of this.slots) s.param.zeroGrad();
+  }
+
+  /** State for checkpoints: <name>.exp_avg, <name>.exp_avg_sq and <name>.master where there is one. */
+  stateTensors(): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const s of this.slots) {
+      out.push([`${s.name}.exp_avg`, s.m], [`${s.name}.exp_avg_sq`, s.v]);
+      if (s.master) out.push([`${s.name}.master`, s.master]);
+    }
+    return out;
+  }
+
+  dispose(): void {
+    for (const s of this.slots) {
+      s.m.dispose();
+      s.v.dispose();
+      s.master?.dispose();
+    }
+  }
+
+  private live() {
+    return this.slots.filter((s) => s.param.grad !== null && !s.param.grad.isDisposed);
+  }
 }
 
 interface SparseLists {
@@ -85,7 +145,7 @@ export class SparseAdamW {
   private readonly m: Tensor[];
   private readonly v: Tensor[];
   private readonly masters: Tensor[];
-  private readonly denseState: DenseState[];
+  private readonly dense: DenseSlots;
   private lastNormSq: Tensor | null = null;
   private disposed = false;
   private sparseCache: SparseLists | null = null;
@@ -98,13 +158,7 @@ export class SparseAdamW {
     this.m = active.map((t) => keep(new Tensor(N.full([t.k], 0, 'f32', t.param.device))));
     this.v = active.map((t) => keep(new Tensor(N.full([t.k], 0, 'f32', t.param.device))));
     this.masters = active.map((t) => keep(new Tensor(N.clone(t.base!.handle))));
-    this.denseState = sift.dense.map(([name, p]) => ({
-      name,
-      param: p,
-      m: keep(new Tensor(N.full(p.shape, 0, 'f32', p.device))),
-      v: keep(new Tensor(N.full(p.shape, 0, 'f32', p.device))),
-      master: p.dtype === 'f32' ? null : keep(new Tensor(N.cast(p.handle, 'f32'))),
-    }));
+    this.dense = new DenseSlots(sift.dense);
   }
 
   /** The learning rate the next step will use. */
@@ -145,12 +199,12 @@ export class SparseAdamW {
     check(!this.disposed, 'E_DISPOSED', 'this optimizer was disposed');
     const N = native();
     const active = this.sift.targets.filter((t) => t.k > 0);
-    const dense = this.denseState.filter((d) => d.param.grad !== null);
+    const denseGrads = this.dense.gradHandles();
     const hp = adamWHyper(this.options, this.stepCount);
     let scale: Tensor | null = null;
     const lists = active.length ? this.sparseLists(active) : null;
-    if (active.length || dense.length) {
-      const handles = dense.length === 0 ? lists!.gradHandles : [...(lists ? lists.gradHandles : []), ...dense.map((d) => d.param.grad!.handle)];
+    if (active.length || denseGrads.length) {
+      const handles = denseGrads.length === 0 ? lists!.gradHandles : [...(lists ? lists.gradHandles : []), ...denseGrads];
       this.lastNormSq?.dispose();
       this.lastNormSq = keep(new Tensor(N.sumSquares(handles)));
       if (this.options.maxGradNorm > 0) scale = new Tensor(N.clipCoefficient(this.lastNormSq.handle, this.options.maxGradNorm));
@@ -160,12 +214,7 @@ export class SparseAdamW {
       N.sparseAdamW(lists.weightHandles, lists.idxHandles, lists.gradHandles, lists.mHandles, lists.vHandles, lists.masterHandles,
         hp, scale ? scale.handle : null);
     }
-    if (dense.length) {
-      N.adamW(
-        dense.map((d) => d.param.handle), dense.map((d) => d.param.grad!.handle), dense.map((d) => d.m.handle),
-        dense.map((d) => d.v.handle), dense.map((d) => (d.master ? d.master.handle : null)), hp, scale ? scale.handle : null,
-      );
-    }
+    this.dense.update(hp, scale);
     scale?.dispose();
     this.sift.zeroGrad();
     this.stepCount++;
@@ -184,10 +233,7 @@ export class SparseAdamW {
     active.forEach((t, i) => {
       out.push([`${t.name}.exp_avg`, this.m[i]], [`${t.name}.exp_avg_sq`, this.v[i]], [`${t.name}.master`, this.masters[i]]);
     });
-    for (const d of this.denseState) {
-      out.push([`${d.name}.exp_avg`, d.m], [`${d.name}.exp_avg_sq`, d.v]);
-      if (d.master) out.push([`${d.name}.master`, d.master]);
-    }
+    out.push(...this.dense.stateTensors());
     return out;
   }
 
@@ -200,11 +246,7 @@ export class SparseAdamW {
   dispose(): void {
     if (this.disposed) return;
     for (const t of [...this.m, ...this.v, ...this.masters]) t.dispose();
-    for (const d of this.denseState) {
-      d.m.dispose();
-      d.v.dispose();
-      d.master?.dispose();
-    }
+    this.dense.dispose();
     this.lastNormSq?.dispose();
     this.sparseCache = null;
     this.disposed = true;
