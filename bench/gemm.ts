@@ -137,21 +137,22 @@ export async function run(args: string[]): Promise<void> {
   }
 
   if (!args.includes('--cpu-only') && cudaAvailable()) {
-    const prev = process.env.SIFT_FT_NO_CUBLAS;
-    for (const path of ['cublas', 'fallback']) {
-      if (path === 'fallback') process.env.SIFT_FT_NO_CUBLAS = '1';
-      else delete process.env.SIFT_FT_NO_CUBLAS;
-      const lib = N.gemmInfo().cuda;
-      if (path === 'cublas' && !lib.startsWith('cublas')) {
-        console.error(`# cuda: cuBLAS not loadable (${lib}); fallback only`);
-        continue;
+    const prev = N.setCudaGemm('auto');
+    try {
+      for (const path of ['cublas', 'fallback']) {
+        N.setCudaGemm(path === 'fallback' ? 'kernel' : 'auto');
+        const lib = N.gemmInfo().cuda;
+        if (path === 'cublas' && !lib.startsWith('cublas')) {
+          console.error(`# cuda: cuBLAS not loadable (${lib}); fallback only`);
+          continue;
+        }
+        console.error(`# cuda: ${lib}`);
+        const cudaDtypes = [...new Set<DType>(['f32', 'bf16', ...dtypes])];
+        for (const dt of cudaDtypes) measure('cuda', path === 'cublas' ? 'cublas' : 'sift-ft-kernel', shapes, dt, quick, results);
       }
-      console.error(`# cuda: ${lib}`);
-      const cudaDtypes = [...new Set<DType>(['f32', 'bf16', ...dtypes])];
-      for (const dt of cudaDtypes) measure('cuda', path === 'cublas' ? 'cublas' : 'sift-ft-kernel', shapes, dt, quick, results);
+    } finally {
+      N.setCudaGemm(prev);
     }
-    if (prev === undefined) delete process.env.SIFT_FT_NO_CUBLAS;
-    else process.env.SIFT_FT_NO_CUBLAS = prev;
   }
   table(results);
 }

@@ -136,6 +136,8 @@ export interface Addon {
    * native microkernel ('native:avx512' | 'native:avx2' | 'native:generic', for tests). Returns
    * false when it is not available here (OpenBLAS not loadable, CPU without the ISA).
    */
+  /** CUDA GEMM path: 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's own kernel); returns the previous one. */
+  setCudaGemm(which: 'auto' | 'kernel'): 'auto' | 'kernel';
   setCpuGemm(which: 'auto' | 'native' | 'openblas' | 'native:avx512' | 'native:avx2' | 'native:generic'): boolean;
 
   // ---- normalisation, softmax, losses, embeddings (native/binding/nn.cpp)

@@ -1,4 +1,4 @@
-// Bindings of the matrix products: matmul, gemmInfo, setCpuGemm.
+// Bindings of the matrix products: matmul, gemmInfo, setCpuGemm, setCudaGemm.
 #include "../core/executor.h"
 #include "../cpu/gemm.h"
 #include "../cuda/runtime.h"
@@ -32,12 +32,18 @@ Napi::Value SetCpuGemm(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), cpu::set_gemm(which));
 }
 
+// setCudaGemm(which) -> previous choice. GEMMs already queued keep the path they were given.
+Napi::Value SetCudaGemm(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), cuda::set_gemm_path(arg_string(info, 0, "which")));
+}
+
 }  // namespace
 
 SIFT_BINDINGS(register_matmul_bindings) {
   SIFT_EXPORT("matmul", Matmul);
   SIFT_EXPORT("gemmInfo", GemmInfo);
   SIFT_EXPORT("setCpuGemm", SetCpuGemm);
+  SIFT_EXPORT("setCudaGemm", SetCudaGemm);
 }
 
 }  // namespace sift::binding

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <library_types.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -26,6 +27,7 @@ constexpr int CUBLAS_GEMM_DEFAULT = -1;
 
 using CreateFn = cublasStatus_t (*)(cublasHandle_t*);
 using SetStreamFn = cublasStatus_t (*)(cublasHandle_t, void* /* cudaStream_t */);
+using SetWorkspaceFn = cublasStatus_t (*)(cublasHandle_t, void*, size_t);
 using GemmStridedBatchedExFn = cublasStatus_t (*)(
     cublasHandle_t, int transa, int transb, int m, int n, int k, const void* alpha, const void* A,
     cudaDataType Atype, int lda, long long strideA, const void* B, cudaDataType Btype, int ldb,
@@ -35,6 +37,7 @@ using GemmStridedBatchedExFn = cublasStatus_t (*)(
 struct Cublas {
   CreateFn create = nullptr;
   SetStreamFn set_stream = nullptr;
+  SetWorkspaceFn set_workspace = nullptr;  // optional (cuBLAS 11.2+)
   GemmStridedBatchedExFn gemm = nullptr;
   std::string path;
 };
@@ -77,6 +80,7 @@ Cublas* load() {
       lib->create = reinterpret_cast<CreateFn>(dlsym(h, "cublasCreate_v2"));
       lib->set_stream = reinterpret_cast<SetStreamFn>(dlsym(h, "cublasSetStream_v2"));
       lib->gemm = reinterpret_cast<GemmStridedBatchedExFn>(dlsym(h, "cublasGemmStridedBatchedEx"));
+      lib->set_workspace = reinterpret_cast<SetWorkspaceFn>(dlsym(h, "cublasSetWorkspace_v2"));
       if (!lib->create || !lib->set_stream || !lib->gemm) {
         delete lib;
         dlclose(h);
@@ -92,9 +96,21 @@ Cublas* load() {
   return g_lib;
 }
 
-bool disabled_by_env() {
+// The GEMM path: cuBLAS when loaded ('auto') or always sift-ft's kernel ('kernel'). Starts from
+// SIFT_FT_NO_CUBLAS=1 (kernel); setCudaGemm() switches it at run time (tests and the GEMM bench
+// compare both paths in one process; a jest worker's process.env does not reach getenv).
+bool initial_kernel_forced() {
   const char* e = std::getenv("SIFT_FT_NO_CUBLAS");
   return e && *e && std::strcmp(e, "0") != 0;
+}
+std::atomic<bool> g_kernel_forced{initial_kernel_forced()};
+bool disabled_by_env() { return g_kernel_forced.load(); }
+
+// cuBLAS's recommended workspace: 32 MiB on Hopper and later, 4 MiB before (cublasSetWorkspace
+// in the cuBLAS reference); without one given, some Hopper GEMM kernels are not eligible. Taken
+// from the caching allocator once per device (so it counts in peak memory) and kept with the handle.
+size_t workspace_bytes(int device) {
+  return device_info(device).major >= 9 ? (size_t(32) << 20) : (size_t(4) << 20);
 }
 
 cublasHandle_t handle(int device) {
@@ -107,6 +123,12 @@ cublasHandle_t handle(int device) {
     SIFT_CHECK(st == 0, "E_CUDA", "cublasCreate failed on cuda:", device, " (status ", st, ")");
     st = g_lib->set_stream(h, stream(device));
     SIFT_CHECK(st == 0, "E_CUDA", "cublasSetStream failed on cuda:", device, " (status ", st, ")");
+    if (g_lib->set_workspace) {
+      const size_t bytes = workspace_bytes(device);
+      void* ws = alloc(device, bytes);
+      // A failure here only costs speed: cuBLAS keeps its own default workspace.
+      if (g_lib->set_workspace(h, ws, bytes) != 0) release(device, ws, bytes);
+    }
     g_handles[device] = h;
   }
   return g_handles[device];
@@ -143,8 +165,14 @@ void cublas_gemm(int device, DType dtype, bool trans_a, bool trans_b, int m, int
              ", m=", m, " n=", n, " k=", k, ", batch ", batch, ")");
 }
 
+std::string set_gemm_path(const std::string& which) {
+  SIFT_CHECK(which == "auto" || which == "kernel", "E_ARG",
+             "setCudaGemm: expected 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's GEMM kernel), got '", which, "'");
+  return g_kernel_forced.exchange(which == "kernel") ? "kernel" : "auto";
+}
+
 std::string gemm_library() {
-  if (disabled_by_env()) return "sift-ft kernel (cuBLAS disabled by SIFT_FT_NO_CUBLAS)";
+  if (disabled_by_env()) return "sift-ft kernel (cuBLAS disabled by SIFT_FT_NO_CUBLAS or setCudaGemm('kernel'))";
   if (Cublas* lib = load()) return "cublas (" + lib->path + ")";
   return "sift-ft kernel";
 }

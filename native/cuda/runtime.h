@@ -62,5 +62,7 @@ void events_reset(int device);
 // Which GEMM library the CUDA backend uses: "cublas (<path>)" when libcublas was loaded at run
 // time, else "sift-ft kernel".
 std::string gemm_library();
+// setCudaGemm: 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's GEMM kernel); returns the previous.
+std::string set_gemm_path(const std::string& which);
 
 }  // namespace sift::cuda

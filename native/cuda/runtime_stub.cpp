@@ -35,5 +35,10 @@ int event_record(int) { not_built(); }
 float event_elapsed_ms(int, int, int) { not_built(); }
 void events_reset(int) {}
 std::string gemm_library() { return "none"; }
+std::string set_gemm_path(const std::string& which) {
+  SIFT_CHECK(which == "auto" || which == "kernel", "E_ARG",
+             "setCudaGemm: expected 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's GEMM kernel), got '", which, "'");
+  return "auto";
+}
 
 }  // namespace sift::cuda

@@ -214,6 +214,13 @@ describe('matmul edge cases and errors', () => {
       expect(code(() => N().matmul(a.handle, 3 as never, false, false))).toBe('E_ARG');
     });
   });
+
+  test('setCudaGemm validates its argument and returns the previous choice', () => {
+    expect(code(() => N().setCudaGemm('cublas' as never))).toBe('E_ARG');
+    const prev = N().setCudaGemm('auto');
+    expect(['auto', 'kernel']).toContain(prev);
+    N().setCudaGemm(prev);
+  });
 });
 
 describeCuda('CUDA matmul vs CPU', () => {
@@ -228,9 +235,8 @@ describeCuda('CUDA matmul vs CPU', () => {
 
   for (const path of ['cublas', 'fallback']) {
     test(`${path}: shapes, transposes, batches and dtypes`, () => {
-      const prev = process.env.SIFT_FT_NO_CUBLAS;
-      if (path === 'fallback') process.env.SIFT_FT_NO_CUBLAS = '1';
-      else delete process.env.SIFT_FT_NO_CUBLAS;
+      // A switch in the addon: a jest worker's process.env does not reach the addon's getenv.
+      const prev = N().setCudaGemm(path === 'fallback' ? 'kernel' : 'auto');
       try {
         if (path === 'fallback') expect(N().gemmInfo().cuda).toMatch(/sift-ft kernel/);
         for (const [dtype, tol] of dtypes) {
@@ -244,15 +250,17 @@ describeCuda('CUDA matmul vs CPU', () => {
             expect(gpu.device).toBe('cuda:0');
             const K = c.ta ? c.a[c.a.length - 2] : c.a[c.a.length - 1];
             expectClose(values(toDevice(gpu, 'cpu')), values(cpu), { atol: tol * Math.sqrt(K), rtol: tol, label: `${path} ${dtype} case ${i}` });
-            // Transposed views reach the GPU GEMM as flags too.
-            const gv = new Tensor(N().matmul(transpose(gb).handle, transpose(ga).handle, !c.tb, !c.ta));
-            const cv = new Tensor(N().matmul(transpose(b).handle, transpose(a).handle, !c.tb, !c.ta));
+            // Transposed views reach the GPU GEMM as flags too: (op(A) op(B))^T = op(B)^T op(A)^T,
+            // with op(B)^T given as the view B^T under the same flag.
+            const gv = new Tensor(N().matmul(transpose(gb).handle, transpose(ga).handle, !!c.tb, !!c.ta));
+            const cv = new Tensor(N().matmul(transpose(b).handle, transpose(a).handle, !!c.tb, !!c.ta));
+            expect(gv.shape).toEqual(transpose(cpu).shape);
             expectClose(values(toDevice(gv, 'cpu')), values(cv), { atol: tol * Math.sqrt(K), rtol: tol, label: `${path} ${dtype} case ${i} (views)` });
+            expectClose(values(cv), values(transpose(cpu)), { atol: tol * Math.sqrt(K), rtol: tol, label: `${path} ${dtype} case ${i} (views vs transpose)` });
           }));
         }
       } finally {
-        if (prev === undefined) delete process.env.SIFT_FT_NO_CUBLAS;
-        else process.env.SIFT_FT_NO_CUBLAS = prev;
+        N().setCudaGemm(prev);
       }
     });
   }
