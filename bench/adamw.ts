@@ -4,13 +4,22 @@
  * the CPU by default), bf16 weights, f32 state, i32 indices, at selection rates 1% and 5%.
  *
  * Floor: the bytes that must move / bandwidth. Per entry the kernel streams g, m, v, master, idx in
- * (5 x 4 B) and m, v, master out (3 x 4 B); each weight write is scattered and costs a whole memory
- * transaction: one 32-byte sector written on CUDA, one 64-byte cache line read and written back on
- * the CPU, but never more than the weight's own bytes (when the selection is dense enough that the
- * sectors of a tensor are all touched). Bandwidth: the datasheet figure given for H100
+ * (5 x 4 B) and m, v, master out (3 x 4 B); it never reads the weight itself (the master is the
+ * value). Each weight write is scattered and costs a whole memory transaction: on the CPU one
+ * 64-byte cache line read and written back; on CUDA one 32-byte sector read and written back. The
+ * CUDA read was missing from this model until the first H200 run: HBM3/HBM3e on H100/H200 runs
+ * with ECC on (the default), whose check bits cover the whole sector, so a 2-byte write into a
+ * sector must be merged with the sector's old contents (L2 reads the sector from DRAM, then writes
+ * it back); a sector whose bytes are not all written can only reach DRAM that way. The kernel
+ * cannot avoid it (the other bytes of the sector belong to unselected entries), so it is part of
+ * the floor, not slack. Not yet measured: on a GPU, Nsight Compute's dram__bytes_read.sum over the
+ * step should be about k x (20 + 32) B. Never more than the weight's own bytes each way (when the
+ * selection is dense enough that the sectors of a tensor are all touched). Bandwidth: the datasheet figure given for H100
  * (3.35e12 B/s) and H200 (4.16e12 B/s), else a measured copy bandwidth (copy_ into a touched
  * buffer: read + write). The selection is evenly spaced (every 1/rate-th entry): at 5% of bf16
  * the writes are 40 bytes apart, so on CUDA every write is its own sector, as the worst case counts.
+ * On a 7B shape: 5% (k = 323.8M) moves k x 96 B = 31.1 GB (7.47 ms at 4.16 TB/s; 4.98 ms without
+ * the sector reads), 1% (k = 64.76M) 6.2 GB (1.49 ms; 1.00 ms without).
  * Prints one JSON object per measurement, then a table.
  *
  * Flags: --cpu-only, --cuda-only, --quick (1 layer, fewer repeats), --layers=N, --rates=0.01,0.05,
@@ -97,9 +106,10 @@ export async function run(args: string[]): Promise<Row[]> {
     const given = cuda ? datasheetBandwidth(b.cuda.devices[0]?.name ?? '') : null;
     const bandwidth = given ?? measured;
     console.error(`# ${device}: measured copy bandwidth ${(measured / 1e9).toFixed(1)} GB/s${given ? `, datasheet ${(given / 1e9).toFixed(0)} GB/s` : ''}`);
-    // Bytes of weight memory that one scattered write moves: sector written (CUDA) or line read + written (CPU).
+    // Bytes of weight memory that one scattered write moves: a sector (CUDA) or a line (CPU), read and
+    // written back (see the header: ECC on HBM makes a partial sector write a read-modify-write).
     const sector = cuda ? 32 : 64;
-    const perWrite = cuda ? 32 : 128;
+    const perWrite = 2 * sector;
 
     tidy(() => {
       const shapes: [number, number][] = [];

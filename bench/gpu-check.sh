@@ -6,7 +6,8 @@
 #   bash bench/gpu-check.sh [OUTDIR] [--cpu-smoke] [--plan] [--with-tests] [--full-tests] [--budget=S]
 #
 # OUTDIR defaults to $OUT, else ./gpu-check-out. Files written there (8 at most): summary.md,
-# results.json, bench.jsonl (our rows and one row per stage), peers.jsonl, tests.txt, env.txt, log.txt.
+# results.json, bench.jsonl (our rows and one row per stage), peers.jsonl, tests.txt, env.txt, log.txt,
+# and kernels.txt (per-kernel device time from Nsight Systems, where `nsys` is installed).
 # Every stage has a timeout derived from the budget (default 550 s, under the 10 minutes of one
 # device call) and a failing stage does not stop the others.
 #
@@ -193,6 +194,24 @@ else
     say "tensor-core attention check failed (see tests.txt): the rest runs with SIFT_FT_CUDA_ATTENTION=simt"
     echo "{\"bench\":\"stage\",\"stage\":\"attention-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"simt\"}" >> "$BENCH"
   fi
+  # Likewise the fast top-k select kernels (native/cuda/select.cu, namespace fast): check them
+  # against the CPU, and fall back to the first radix-select kernels if they fail.
+  stage select-check 60 /dev/null sh -c "${JEST[*]} test/native/select.test.ts -t 'match the CPU exactly' > '$WORK/select.txt' 2>&1; rc=\$?; cat '$WORK/select.txt' >> '$TESTS'; exit \$rc"
+  if [ "$PLAN" = 0 ] && ! grep -q '"stage":"select-check","rc":0' "$BENCH"; then
+    export SIFT_FT_CUDA_SELECT=radix
+    say "fast select check failed (see tests.txt): the rest runs with SIFT_FT_CUDA_SELECT=radix"
+    echo "{\"bench\":\"stage\",\"stage\":\"select-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"radix\"}" >> "$BENCH"
+  fi
+  say "select path: ${SIFT_FT_CUDA_SELECT:-fast}"
+  # And the 16-byte vector paths of the memory-bound kernels (elementwise, copies, reductions,
+  # dropout, cross-entropy, norms): their CUDA tests against the CPU; off (SIFT_FT_CUDA_VECTOR=0)
+  # for the rest of the run if they fail.
+  stage vector-check 90 /dev/null sh -c "${JEST[*]} --maxWorkers=4 test/autograd/elementwise.test.ts test/autograd/reduce.test.ts test/autograd/loss.test.ts test/autograd/norm.test.ts test/autograd/dropout.test.ts test/autograd/embedding.test.ts test/engine/tensor.test.ts -t '\\[cuda\\]' > '$WORK/vector.txt' 2>&1; rc=\$?; cat '$WORK/vector.txt' >> '$TESTS'; exit \$rc"
+  if [ "$PLAN" = 0 ] && ! grep -q '"stage":"vector-check","rc":0' "$BENCH"; then
+    export SIFT_FT_CUDA_VECTOR=0
+    say "vector-path check failed (see tests.txt): the rest runs with SIFT_FT_CUDA_VECTOR=0"
+    echo "{\"bench\":\"stage\",\"stage\":\"vector-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"scalar\"}" >> "$BENCH"
+  fi
   stage train 170 "$BENCH" "${RUN[@]}" train --cuda-only
   if [ -n "$PY" ]; then
     # Without transformers the peers are plain-PyTorch re-implementations (their rows say so).
@@ -208,7 +227,31 @@ else
   stage tests-cuda 150 /dev/null sh -c "${JEST[*]} --maxWorkers=4 -t '\\[cuda\\]' > '$WORK/tests-cuda.txt' 2>&1; rc=\$?; cat '$WORK/tests-cuda.txt' >> '$TESTS'; exit \$rc"
   stage profile 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift
   stage profile-sync 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift --sync-each --steps=1
+  stage profile-llama 45 "$BENCH" "${RUN[@]}" profile --model=llama --method=sift
   stage gemm 40 "$BENCH" "${RUN[@]}" gemm --cuda-only --quick
+  # Per-kernel device time (what the op-level profile cannot split: the select's and the sparse
+  # step's kernels, cuBLAS's choices), from Nsight Systems when the machine has it.
+  NSYS="$(command -v nsys || true)"
+  for c in /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys; do
+    [ -z "$NSYS" ] && [ -x "$c" ] && NSYS="$c"
+  done
+  if [ -n "$NSYS" ]; then
+    KERN="$OUTDIR/kernels.txt"
+    : > "$KERN"
+    nsys_kernels() {  # NAME CMD...: profile CMD, append the per-kernel summary to kernels.txt
+      local name="$1"; shift
+      "$NSYS" profile --trace=cuda --sample=none --cpuctxsw=none --force-overwrite=true -o "$WORK/nsys-$name" "$@" > /dev/null 2>> "$LOG" || return 1
+      echo "==== $name: $*" >> "$KERN"
+      "$NSYS" stats --report cuda_gpu_kern_sum --format csv "$WORK/nsys-$name.nsys-rep" >> "$KERN" 2>> "$LOG" \
+        || "$NSYS" stats --report gpukernsum --format csv "$WORK/nsys-$name.nsys-rep" >> "$KERN" 2>> "$LOG"
+    }
+    stage kernels 100 /dev/null bash -c "$(declare -f nsys_kernels); NSYS='$NSYS' WORK='$WORK' LOG='$LOG' KERN='$KERN'; \
+      nsys_kernels select ${RUN[*]} select --cuda-only --quick --rates=0.01 --dtypes=f32,bf16 --sizes=4096x4096,8192x28672; \
+      nsys_kernels adamw ${RUN[*]} adamw --cuda-only --quick; \
+      nsys_kernels step ${RUN[*]} profile --model=gpt2 --method=sift --steps=2"
+  else
+    say "nsys not found: no per-kernel table (kernels.txt)"
+  fi
   if [ "$FULL_TESTS" = 1 ] || [ $((DEADLINE - SECONDS)) -gt 200 ]; then
     stage tests-all 600 /dev/null sh -c "echo '==== whole suite' >> '$TESTS'; ${JEST[*]} --maxWorkers=8 >> '$TESTS' 2>&1"
   fi

@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "../core/dtype.h"
 #include "../core/tensor.h"
@@ -164,6 +166,121 @@ StridedIndexer<N> make_indexer(const Shape& shape, const Shape* const* strides) 
   }
   ix.small = numel < (int64_t(1) << 31);
   return ix;
+}
+
+// ---- Vectorised access ----
+// V elements of T moved as one aligned load/store: 16 bytes for V = vec_width(sizeof(T)), which
+// keeps several times more bytes in flight per thread than one 2- or 4-byte element does (the
+// memory-bound kernels need that to come near the copy bandwidth).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Vec {
+  T v[V];
+};
+template <int V, typename T> __device__ __forceinline__ Vec<T, V> vload(const T* p) {
+  return *reinterpret_cast<const Vec<T, V>*>(p);
+}
+template <int V, typename T> __device__ __forceinline__ void vstore(T* p, const Vec<T, V>& x) {
+  *reinterpret_cast<Vec<T, V>*>(p) = x;
+}
+
+// Elements of `itemsize` bytes per 16-byte vector (1: no vector path).
+constexpr int vec_width(size_t itemsize) { return itemsize == 0 || itemsize >= 16 ? 1 : int(16 / itemsize); }
+
+// SIFT_FT_CUDA_VECTOR=0 turns every 16-byte vector path off (then the element-by-element kernels
+// run): for comparisons, and the GPU check's fallback while the vector kernels are new (written
+// without a GPU). Read once per process.
+inline bool vector_paths_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("SIFT_FT_CUDA_VECTOR");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on;
+}
+
+// Whether p may be accessed `bytes` at a time by a vector path: aligned, and vector paths enabled.
+inline bool vec_aligned(const void* p, size_t bytes) {
+  return vector_paths_enabled() && reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+// Turns an indexer over elements (make_indexer's output) into one over vectors of V elements:
+// vector j then starts at the element offsets offsets(j). Possible when every operand walks the
+// innermost merged dim with stride 1, its size is a multiple of V and every outer stride is a
+// multiple of V: each vector then lies in one innermost row and starts at a multiple of V, so
+// with base pointers aligned to V elements every vector access is aligned. Returns false and
+// leaves ix unchanged otherwise (a broadcast or transposed innermost dim, odd sizes).
+template <int N>
+bool vectorize_indexer(StridedIndexer<N>& ix, int V) {
+  if (V <= 1 || ix.nd < 1) return false;
+  const int last = ix.nd - 1;
+  if (ix.shape[last] % V != 0) return false;
+  for (int k = 0; k < N; k++) {
+    if (ix.strides[k][last] != 1) return false;
+    for (int d = 0; d < last; d++)
+      if (ix.strides[k][d] % V != 0) return false;
+  }
+  ix.shape[last] /= V;
+  for (int k = 0; k < N; k++) ix.strides[k][last] = V;
+  return true;
+}
+
+// Launch plan of an elementwise kernel over N operands (the output first). contig: every operand
+// is contiguous (flat index, no indexer). vec: vector path of V elements; for contig, vectors
+// cover [0, nvec * V) and elements [nvec * V, n) are the scalar tail; otherwise ix is over vectors
+// and there is no tail. Not vec: nvec == n, element by element as before.
+template <int N>
+struct EwPlan {
+  StridedIndexer<N> ix;
+  bool contig = false;
+  bool vec = false;
+  int64_t nvec = 0;
+};
+
+// ptrs/itemsizes/strides: the N operands' data pointers (storage offset included), element sizes
+// and strides over `shape` (broadcast operands with stride 0). contig as the caller determined.
+template <int N>
+EwPlan<N> plan_elementwise(int V, const Shape& shape, int64_t n, bool contig, const void* const* ptrs,
+                           const size_t* itemsizes, const Shape* const* strides) {
+  EwPlan<N> p{};
+  p.contig = contig;
+  bool aligned = V > 1;
+  for (int k = 0; k < N && aligned; k++) aligned = vec_aligned(ptrs[k], size_t(V) * itemsizes[k]);
+  if (contig) {
+    p.vec = aligned && n >= V;
+    p.nvec = p.vec ? n / V : n;
+    return p;
+  }
+  p.ix = make_indexer<N>(shape, strides);
+  p.vec = aligned && vectorize_indexer<N>(p.ix, V);
+  p.nvec = p.vec ? n / V : n;
+  return p;
+}
+
+// ---- Column reductions (reduce.cu: x[O, R, I] over R, I > 1) ----
+// A block is kColReduceThreads threads: ty row lanes (32, or 8 when R < 32) by tx units of V
+// adjacent columns. Rows are cut into `chunks` chunks of rows_per_chunk rows (grid.y); lane l of
+// chunk c combines rows c * rows_per_chunk + l + ty * j, j = 0, 1, ... Everything that fixes the
+// order of the combinations (ty, rows_per_chunk, chunks) depends on R only.
+constexpr int kColReduceThreads = 256;
+struct ColReducePlan {
+  int ty = 0, tx = 0;
+  int64_t rows_per_chunk = 0, chunks = 0;
+  int64_t grid_x = 0, grid_z = 0;  // column blocks; o slices (the kernel loops o over grid_z)
+};
+inline ColReducePlan plan_col_reduce(int64_t O, int64_t R, int64_t I, int V) {
+  ColReducePlan p;
+  p.ty = R < 32 ? 8 : 32;
+  p.tx = kColReduceThreads / p.ty;
+  const int64_t max_chunks = 65535;
+  p.rows_per_chunk = int64_t(p.ty) * 4;  // 4 rows per lane: 4 loads in flight per thread
+  if ((R + p.rows_per_chunk - 1) / p.rows_per_chunk > max_chunks) {
+    const int64_t rpc = (R + max_chunks - 1) / max_chunks;
+    p.rows_per_chunk = (rpc + p.ty - 1) / p.ty * p.ty;
+  }
+  p.chunks = R <= 0 ? 1 : (R + p.rows_per_chunk - 1) / p.rows_per_chunk;
+  const int64_t cols = int64_t(p.tx) * V;
+  p.grid_x = (I + cols - 1) / cols;
+  p.grid_z = O < 65535 ? (O < 1 ? 1 : O) : 65535;
+  return p;
 }
 
 inline int dev_of(const Tensor& t) { return t.device().index; }

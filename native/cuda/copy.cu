@@ -20,6 +20,41 @@ __global__ void copy_strided_kernel(D* d, const S* s, int64_t n, StridedIndexer<
   }
 }
 
+// Same-dtype strided copy moved as raw 16-byte vectors: ix is over vectors (vectorize_indexer),
+// its offsets are in elements of W (the element's bytes as one word), multiples of V.
+template <typename W, int V>
+__global__ void copy_vec_kernel(W* d, const W* s, int64_t nvec, StridedIndexer<2> ix) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nvec; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t off[2];
+    ix.offsets(i, off);
+    vstore<V>(d + off[0], vload<V, W>(s + off[1]));
+  }
+}
+
+// Queues the vector copy when dst and src share the dtype, walk their innermost merged dim
+// densely (a multiple of 16 bytes) and start 16-byte aligned: a permuted copy such as
+// [B, H, T, hd] -> [B, T, H, hd], or one piece of a concatenation. False: not applicable.
+bool try_copy_vec(const Tensor& src, const Tensor& dst, int64_t n, const StridedIndexer<2>& ix, cudaStream_t st) {
+  if (src.dtype != dst.dtype || !vec_aligned(dst.raw(), 16) || !vec_aligned(src.raw(), 16)) return false;
+  auto run = [&](auto wtag) {
+    using W = typename decltype(wtag)::type;
+    constexpr int V = vec_width(sizeof(W));
+    StridedIndexer<2> vix = ix;
+    if (!vectorize_indexer<2>(vix, V)) return false;
+    const int64_t nvec = n / V;
+    copy_vec_kernel<W, V><<<grid_for(nvec, 256), 256, 0, st>>>(static_cast<W*>(dst.raw()),
+                                                               static_cast<const W*>(src.raw()), nvec, vix);
+    return true;
+  };
+  switch (dst.itemsize()) {
+    case 1: return run(ctype_tag<uint8_t>{});
+    case 2: return run(ctype_tag<uint16_t>{});
+    case 4: return run(ctype_tag<uint32_t>{});
+    case 8: return run(ctype_tag<uint64_t>{});
+    default: return false;
+  }
+}
+
 template <typename D>
 __global__ void fill_kernel(D* d, int64_t n, D v, StridedIndexer<1> ix, bool contig) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -72,6 +107,10 @@ void copy(const Tensor& src, const Tensor& dst) {
   const Shape* strides[2] = {&dst.strides, &src.strides};
   auto ix = make_indexer<2>(dst.shape, strides);
   bool contig = src.is_contiguous() && dst.is_contiguous();
+  if (!contig && try_copy_vec(src, dst, n, ix, st)) {
+    check_last_error("copy");
+    return;
+  }
   dispatch_cuda_all(dst.dtype, [&](auto dt) {
     using D = typename decltype(dt)::type;
     dispatch_cuda_all(src.dtype, [&](auto s) {

@@ -1,7 +1,8 @@
 // Cross-entropy on CUDA. Forward: a warp or block per row computes log-sum-exp online (plus the
 // row sum for label smoothing) and the row's loss; a single block then reduces the row losses
 // in a fixed order (deterministic) for 'mean' / 'sum'. Backward is elementwise over [N, C]
-// given lse and the per-row scale. Out-of-range targets set the device error flag.
+// given lse and the per-row scale. Both move rows as 16-byte vectors where aligned.
+// Out-of-range targets set the device error flag.
 #include "common.cuh"
 #include "loss.h"
 #include "nn_reduce.cuh"
@@ -10,10 +11,14 @@ namespace sift::cuda {
 namespace {
 using namespace nn;
 
-template <typename T, typename I, int TPR>
-__global__ void ce_rows_kernel(const T* __restrict__ x, const I* __restrict__ tg, dacc_t<T>* __restrict__ row_loss,
-                               dacc_t<T>* __restrict__ lse, int64_t n, int64_t c, int64_t ignore, double smoothing,
-                               int* flag) {
+// V > 1 (x 16-byte aligned): each lane reads its share of the row's columns up to the first
+// 16-byte boundary, then 16-byte vectors of V columns, then the tail, adding them to its running
+// (max, sum) in that order; the lanes are combined as before. Deterministic: the order depends
+// on the row's offset from a 16-byte boundary, fixed by r * c.
+template <int V, typename T, typename I, int TPR>
+__global__ void __launch_bounds__(TPR == 32 ? 32 * kWarpRows : TPR)
+    ce_rows_kernel(const T* __restrict__ x, const I* __restrict__ tg, dacc_t<T>* __restrict__ row_loss,
+                   dacc_t<T>* __restrict__ lse, int64_t n, int64_t c, int64_t ignore, double smoothing, int* flag) {
   using A = dacc_t<T>;
   __shared__ A sm[32], ss[32];
   const int lane = threadIdx.x;
@@ -21,7 +26,27 @@ __global__ void ce_rows_kernel(const T* __restrict__ x, const I* __restrict__ tg
     const T* xr = x + r * c;
     MaxSum<A> ms{neg_inf<A>(), A(0)};
     A sx = 0;
-    for (int64_t j = lane; j < c; j += TPR) {
+    int64_t head = 0, nv = 0;
+    if constexpr (V > 1) {
+      head = int64_t((16 - (reinterpret_cast<uintptr_t>(xr) & 15)) & 15) / int64_t(sizeof(T));
+      if (head > c) head = c;
+      nv = (c - head) / V;
+      for (int64_t j = lane; j < head; j += TPR) {
+        const A v = to_acc<A>(xr[j]);
+        ms_add(ms, v);
+        sx += v;
+      }
+      for (int64_t k = lane; k < nv; k += TPR) {
+        const Vec<T, V> xv = vload<V>(xr + head + k * V);
+#pragma unroll
+        for (int e = 0; e < V; e++) {
+          const A v = to_acc<A>(xv.v[e]);
+          ms_add(ms, v);
+          sx += v;
+        }
+      }
+    }
+    for (int64_t j = head + nv * V + lane; j < c; j += TPR) {
       const A v = to_acc<A>(xr[j]);
       ms_add(ms, v);
       sx += v;
@@ -79,7 +104,9 @@ __global__ void ce_scale_kernel(const I* __restrict__ tg, const A* __restrict__ 
 // gx[r, j] = g_r * (softmax_j - s / C - (1 - s) [j == t_r]); 0 for ignored or invalid rows.
 // g_r = per_row ? gl[r] : gl[0]. Blocks stride over rows and threads over a row's columns: the
 // row's target, scale and lse are read once per row and no 64-bit division per element is needed.
-template <typename T, typename I>
+// V > 1 (x and gx 16-byte aligned): a row's columns up to its first 16-byte boundary one by one,
+// then 16-byte vectors of V columns, then the tail; every element gets the same formula.
+template <int V, typename T, typename I>
 __global__ void ce_backward_kernel(const T* __restrict__ x, const I* __restrict__ tg, const dacc_t<T>* __restrict__ lse,
                                    const dacc_t<T>* __restrict__ gl, bool per_row, T* __restrict__ gx, int64_t n,
                                    int64_t c, int64_t ignore, double smoothing, int* flag) {
@@ -96,10 +123,27 @@ __global__ void ce_backward_kernel(const T* __restrict__ x, const I* __restrict_
     }
     const A g = per_row ? gl[r] : gl[0];
     const A l = lse[r];
-    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) {
-      const A p = dexp(to_acc<A>(xr[j]) - l);
-      gr[j] = from_acc<T>(g * (p - off - (j == t ? A(1) - s : A(0))));
+    auto elem = [&](int64_t j, T v) {
+      const A p = dexp(to_acc<A>(v) - l);
+      return from_acc<T>(g * (p - off - (j == t ? A(1) - s : A(0))));
+    };
+    int64_t head = 0, nv = 0;
+    if constexpr (V > 1) {
+      // x and gx rows share their offset from a 16-byte boundary (both bases are aligned).
+      head = int64_t((16 - (reinterpret_cast<uintptr_t>(xr) & 15)) & 15) / int64_t(sizeof(T));
+      if (head > c) head = c;
+      nv = (c - head) / V;
+      for (int64_t j = threadIdx.x; j < head; j += blockDim.x) gr[j] = elem(j, xr[j]);
+      for (int64_t k = threadIdx.x; k < nv; k += blockDim.x) {
+        const int64_t j0 = head + k * V;
+        const Vec<T, V> xv = vload<V>(xr + j0);
+        Vec<T, V> o;
+#pragma unroll
+        for (int e = 0; e < V; e++) o.v[e] = elem(j0 + e, xv.v[e]);
+        vstore<V>(gr + j0, o);
+      }
     }
+    for (int64_t j = head + nv * V + threadIdx.x; j < c; j += blockDim.x) gr[j] = elem(j, xr[j]);
   }
 }
 
@@ -122,10 +166,18 @@ void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& lo
       }
       Tensor rows = none ? loss : empty({n}, loss.dtype, loss.device());
       const int tpr = pick_tpr(c);
+      constexpr int V = vec_width(sizeof(T));
+      const bool vec = V > 1 && vec_aligned(logits.raw(), 16);
       with_tpr(tpr, [&](auto k) {
-        ce_rows_kernel<T, I, decltype(k)::value><<<row_grid(n, tpr), row_block(tpr), 0, st>>>(
-            logits.data<T>(), targets.data<I>(), rows.data<A>(), lse.data<A>(), n, c, ignore_index, smoothing,
-            error_flag(dev));
+        constexpr int kTpr = decltype(k)::value;
+        if (vec)
+          ce_rows_kernel<V, T, I, kTpr><<<row_grid(n, tpr), row_block(tpr), 0, st>>>(
+              logits.data<T>(), targets.data<I>(), rows.data<A>(), lse.data<A>(), n, c, ignore_index, smoothing,
+              error_flag(dev));
+        else
+          ce_rows_kernel<1, T, I, kTpr><<<row_grid(n, tpr), row_block(tpr), 0, st>>>(
+              logits.data<T>(), targets.data<I>(), rows.data<A>(), lse.data<A>(), n, c, ignore_index, smoothing,
+              error_flag(dev));
       });
       if (!none)
         ce_reduce_kernel<A, I><<<1, 1024, 0, st>>>(rows.data<A>(), targets.data<I>(), loss.data<A>(), n, ignore_index,
@@ -152,10 +204,15 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const T
         ce_scale_kernel<A, I><<<1, 1024, 0, st>>>(targets.data<I>(), gloss.data<A>(), scale.data<A>(), n, ignore_index,
                                                   reduction == 1);
       const unsigned blocks = unsigned(n < 65535LL * 16 ? n : 65535LL * 16);
-      ce_backward_kernel<T, I><<<blocks, 256, 0, st>>>(logits.data<T>(), targets.data<I>(),
-                                                                    lse.data<A>(), scale.data<A>(), per_row,
-                                                                    glogits.data<T>(), n, c, ignore_index, smoothing,
-                                                                    error_flag(dev));
+      constexpr int V = vec_width(sizeof(T));
+      if (V > 1 && vec_aligned(logits.raw(), 16) && vec_aligned(glogits.raw(), 16))
+        ce_backward_kernel<V, T, I><<<blocks, 256, 0, st>>>(logits.data<T>(), targets.data<I>(), lse.data<A>(),
+                                                            scale.data<A>(), per_row, glogits.data<T>(), n, c,
+                                                            ignore_index, smoothing, error_flag(dev));
+      else
+        ce_backward_kernel<1, T, I><<<blocks, 256, 0, st>>>(logits.data<T>(), targets.data<I>(), lse.data<A>(),
+                                                            scale.data<A>(), per_row, glogits.data<T>(), n, c,
+                                                            ignore_index, smoothing, error_flag(dev));
     });
   });
   check_last_error("crossEntropyBackward");

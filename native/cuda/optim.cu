@@ -3,6 +3,21 @@
 // kChunk elements are mapped to (tensor, chunk) by a binary search over a prefix of chunk counts,
 // and physical blocks stride over the virtual ones. The element arithmetic uses non-contracting
 // intrinsics so that it rounds exactly as the CPU kernel (adamw_update in ops/optim.h) does.
+//
+// Sparse AdamW (the SIFT step) is bound by its scattered weight writes, not by the streams: every
+// selected entry writes 2 bytes of a bf16 weight into a sector of its own (at 5% the entries are
+// 40 bytes apart), which L2 has to merge with the sector's old bytes. The kernel is laid out
+// around the scatter: a chunk of kChunk entries is two rounds of kRound, and in a round thread t
+// owns entries t, t + 256, t + 512, t + 768, so that each warp-wide store writes 32 consecutive
+// entries (as few 128-byte lines as the selection allows: 10 at 5%, where 32-40 lines per store
+// when every lane owned 4 consecutive entries), and each warp-wide load of g, m, v, master and idx
+// is one fully used 128-byte line (any 4-byte alignment: no vector path, no heads or tails). All
+// 5 x 4 loads of a round are issued before any arithmetic; the update is straight-line code; the
+// streams use evict-first cache hints (read and written once per step) so that L2 keeps the
+// partially written weight lines; the kernel is compiled per (weight, index) dtype pair (no
+// per-chunk dtype switch) and fits 64 registers (4 blocks of 256 threads per SM).
+#include <cstdlib>
+
 #include "common.cuh"
 #include "optim.h"
 
@@ -10,7 +25,9 @@ namespace sift::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kChunk = kThreads * 4 * 2;  // each thread does two groups of 4 elements per chunk
+constexpr int kChunk = kThreads * 4 * 2;  // dense: each thread does two groups of 4 elements per chunk
+constexpr int kPer = 4;                   // sparse: entries per thread per round (all loads in flight at once)
+constexpr int kRound = kThreads * kPer;   // sparse: a chunk is two rounds
 constexpr unsigned kMaxGrid = 1u << 20;
 constexpr int kSmallGroup = 16;   // most calls: keeps the parameter copy per launch small
 constexpr int kLargeGroup = 384;  // a 7B model's 224 linear weights fit one launch
@@ -65,15 +82,6 @@ __device__ __forceinline__ void store4(__nv_bfloat16* p, const float* x) {
   u.y = *reinterpret_cast<unsigned*>(&b);
   *reinterpret_cast<uint2*>(p) = u;
 }
-__device__ __forceinline__ void load_idx4(const int32_t* p, int64_t* o) {
-  int4 q = *reinterpret_cast<const int4*>(p);
-  o[0] = q.x; o[1] = q.y; o[2] = q.z; o[3] = q.w;
-}
-__device__ __forceinline__ void load_idx4(const int64_t* p, int64_t* o) {
-  longlong2 a = reinterpret_cast<const longlong2*>(p)[0], b = reinterpret_cast<const longlong2*>(p)[1];
-  o[0] = a.x; o[1] = a.y; o[2] = b.x; o[3] = b.y;
-}
-
 // Weight and index dtypes are runtime values per tensor (uniform within a block, so no divergence).
 template <typename F>
 __device__ __forceinline__ void dispatch_w(uint8_t dt, F&& f) {
@@ -94,7 +102,7 @@ struct SparseDesc {
   float* p;  // masters
   int64_t k;
   int64_t numel;  // of the weight, for the bounds check
-  uint8_t wdt, idt, vec;  // vec: every per-entry array is 16-byte aligned
+  uint8_t wdt, idt;
 };
 
 struct DenseDesc {
@@ -131,65 +139,92 @@ __device__ __forceinline__ int find_tensor(const MultiArgs<D, N>& a, int c) {
   return lo;
 }
 
-template <typename W, typename I>
-__device__ __forceinline__ void sparse_chunk(const SparseDesc& d, int64_t lo, int64_t hi, const AdamWScalars& s,
+// Streaming (evict-first) loads and stores: each per-entry array is read once and written once per
+// step, so they should not push the partially written weight lines out of L2.
+__device__ __forceinline__ float ld_stream(const float* p) { return __ldcs(p); }
+__device__ __forceinline__ int32_t ld_stream(const int32_t* p) { return __ldcs(reinterpret_cast<const int*>(p)); }
+__device__ __forceinline__ int64_t ld_stream(const int64_t* p) {
+  return int64_t(__ldcs(reinterpret_cast<const long long*>(p)));
+}
+__device__ __forceinline__ void st_stream(float* p, float x) { __stcs(p, x); }
+
+// One round over entries [lo, lo + n) of one tensor, 0 < n <= kRound (n == kRound when Full):
+// thread t owns entries lo + r * kThreads + t (r < kPer). All offsets inside the round are 32-bit;
+// lo is 64-bit.
+template <typename W, typename I, bool Prefetch, bool Full>
+__device__ __forceinline__ void sparse_round(const SparseDesc& d, int64_t lo, int n, const AdamWScalars& s,
                                              float sc, int* err) {
+  // Per-thread bases; entry r of the thread is at [r * kThreads]: a constant offset, so the loads and
+  // stores share 5 base registers instead of holding one address each.
+  const int t = int(threadIdx.x);
+  const I* idx = static_cast<const I*>(d.idx) + lo + t;
+  const float* g = d.g + lo + t;
+  float* m = d.m + lo + t;
+  float* v = d.v + lo + t;
+  float* p = d.p + lo + t;
   W* w = static_cast<W*>(d.w);
-  const I* idx = static_cast<const I*>(d.idx);
-  bool bad = false;
-  auto one = [&](int64_t i) {
-    const int64_t j = int64_t(idx[i]);
-    if (j < 0 || j >= d.numel) { bad = true; return; }
-    float m = d.m[i], v = d.v[i];
-    const float p = adamw_elem(__fmul_rn(d.g[i], sc), m, v, d.p[i], s);
-    d.m[i] = m;
-    d.v[i] = v;
-    d.p[i] = p;
-    w[j] = convert<W>(p);
-  };
-  if (d.vec) {
-    for (int64_t i = lo + 4 * int64_t(threadIdx.x); i < hi; i += 4 * int64_t(blockDim.x)) {
-      if (i + 4 > hi) {
-        for (int64_t r = i; r < hi; r++) one(r);
-        continue;
-      }
-      float g[4], m[4], v[4], p[4];
-      int64_t j[4];
-      load4(d.g + i, g);
-      load4(d.m + i, m);
-      load4(d.v + i, v);
-      load4(d.p + i, p);
-      load_idx4(idx + i, j);
+  const uint64_t numel = uint64_t(d.numel);
+  const int nt = n - t;  // entry r of the thread exists iff r * kThreads < nt
+  float gr[kPer], mr[kPer], vr[kPer], pr[kPer];
+  I jr[kPer];
+  // Every load first (none depends on another: 5 x kPer in flight), then the arithmetic and stores.
 #pragma unroll
-      for (int r = 0; r < 4; r++) {
-        if (j[r] < 0 || j[r] >= d.numel) { bad = true; continue; }  // keeps its old state
-        p[r] = adamw_elem(__fmul_rn(g[r], sc), m[r], v[r], p[r], s);
-        w[j[r]] = convert<W>(p[r]);
-      }
-      store4(d.m + i, m);
-      store4(d.v + i, v);
-      store4(d.p + i, p);
+  for (int r = 0; r < kPer; r++) {
+    if (Full || r * kThreads < nt) {
+      jr[r] = ld_stream(idx + r * kThreads);
+      gr[r] = ld_stream(g + r * kThreads);
+      mr[r] = ld_stream(m + r * kThreads);
+      vr[r] = ld_stream(v + r * kThreads);
+      pr[r] = ld_stream(p + r * kThreads);
     }
-  } else {
-    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) one(i);
+  }
+  if constexpr (Prefetch) {
+    // Experimental (SIFT_SPARSE_ADAMW_PREFETCH=1): ask L2 for each weight sector as soon as its
+    // index arrives, so that the 2-byte write later merges into a sector being filled instead of
+    // leaving a partial sector for L2 to read-modify-write at eviction. Same DRAM bytes either way.
+#pragma unroll
+    for (int r = 0; r < kPer; r++)
+      if ((Full || r * kThreads < nt) && uint64_t(int64_t(jr[r])) < numel)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(w + int64_t(jr[r])));
+  }
+  bool bad = false;
+#pragma unroll
+  for (int r = 0; r < kPer; r++) {
+    if (Full || r * kThreads < nt) {
+      // Straight-line code (no branch per entry): the update is computed in any case; an index
+      // that is negative or past the end leaves the entry's state as it was (its old values are
+      // stored back) and its weight unwritten.
+      const int64_t j = int64_t(jr[r]);
+      const bool ok = uint64_t(j) < numel;
+      float mm = mr[r], vv = vr[r];
+      const float x = adamw_elem(__fmul_rn(gr[r], sc), mm, vv, pr[r], s);
+      st_stream(m + r * kThreads, ok ? mm : mr[r]);
+      st_stream(v + r * kThreads, ok ? vv : vr[r]);
+      st_stream(p + r * kThreads, ok ? x : pr[r]);
+      if (ok) w[j] = convert<W>(x);
+      else bad = true;
+    }
   }
   if (bad) atomicOr(err, 1);
 }
 
-template <int N>
-__global__ void __launch_bounds__(kThreads) sparse_adamw_kernel(const __grid_constant__ MultiArgs<SparseDesc, N> a) {
+// Compiled per (weight dtype, index dtype): the launcher groups the tensors by that pair.
+template <typename W, typename I, bool Prefetch, int N>
+__global__ void __launch_bounds__(kThreads, 4) sparse_adamw_kernel(const __grid_constant__ MultiArgs<SparseDesc, N> a) {
   const float sc = a.scale ? *a.scale : 1.0f;
   const int total = a.chunk_start[a.n];
   for (int c = blockIdx.x; c < total; c += gridDim.x) {
     const int t = find_tensor(a, c);
     const SparseDesc& d = a.d[t];
     const int64_t lo = int64_t(c - a.chunk_start[t]) * kChunk;
-    const int64_t hi = lo + kChunk < d.k ? lo + kChunk : d.k;
-    dispatch_w(d.wdt, [&](auto wt) {
-      using W = decltype(wt);
-      if (DType(d.idt) == DType::I32) sparse_chunk<W, int32_t>(d, lo, hi, a.s, sc, a.err);
-      else sparse_chunk<W, int64_t>(d, lo, hi, a.s, sc, a.err);
-    });
+    const int64_t rest = d.k - lo;  // > 0: chunk c lies inside tensor t
+    if (rest >= kChunk) {  // uniform over the block
+      sparse_round<W, I, Prefetch, true>(d, lo, kRound, a.s, sc, a.err);
+      sparse_round<W, I, Prefetch, true>(d, lo + kRound, kRound, a.s, sc, a.err);
+    } else {
+      const int n = int(rest);  // < kChunk
+      for (int o = 0; o < n; o += kRound) sparse_round<W, I, Prefetch, false>(d, lo + o, min(n - o, kRound), a.s, sc, a.err);
+    }
   }
 }
 
@@ -276,7 +311,10 @@ void launch_group(Kernel kernel, const std::vector<D>& ds, const std::vector<int
   kernel<<<total < kMaxGrid ? total : kMaxGrid, kThreads, 0, st>>>(a);
 }
 
-// Splits the descriptors into launches of at most kLargeGroup tensors and 2^31 - 1 chunks.
+// Chunks per launch: the kernels' chunk counter c (an int) steps by up to kMaxGrid past the total.
+constexpr int64_t kMaxChunks = int64_t(INT32_MAX) - kMaxGrid;
+
+// Splits the descriptors into launches of at most kLargeGroup tensors and kMaxChunks chunks.
 template <typename D, typename KSmall, typename KLarge>
 void launch_all(const std::vector<D>& ds, const std::vector<int64_t>& chunks, KSmall small, KLarge large,
                 const AdamWScalars& s, const float* scale, int* err, cudaStream_t st, const char* what) {
@@ -284,7 +322,7 @@ void launch_all(const std::vector<D>& ds, const std::vector<int64_t>& chunks, KS
   while (b < ds.size()) {
     size_t e = b;
     int64_t total = 0;
-    while (e < ds.size() && e - b < size_t(kLargeGroup) && total + chunks[e] <= int64_t(INT32_MAX)) total += chunks[e++];
+    while (e < ds.size() && e - b < size_t(kLargeGroup) && total + chunks[e] <= kMaxChunks) total += chunks[e++];
     SIFT_CHECK(e > b, "E_SHAPE", what, ": a tensor is too large for one launch");
     if (e - b <= size_t(kSmallGroup)) launch_group<kSmallGroup>(small, ds, chunks, b, e, s, scale, err, st);
     else launch_group<kLargeGroup>(large, ds, chunks, b, e, s, scale, err, st);
@@ -299,8 +337,15 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
                   const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
                   const std::vector<Tensor>& v, const std::vector<Tensor>& masters,
                   const AdamWScalars& s, const Tensor& scale) {
-  std::vector<SparseDesc> ds;
-  std::vector<int64_t> chunks;
+  // Descriptors grouped by (weight dtype, index dtype), each group in the order given; one launch
+  // (or more, see launch_all) per group present. Tensors are independent, so the order of the
+  // groups does not matter.
+  struct Group {
+    DType wdt, idt;
+    std::vector<SparseDesc> ds;
+    std::vector<int64_t> chunks;
+  };
+  std::vector<Group> groups;
   int dev = -1;
   for (size_t t = 0; t < weights.size(); t++) {
     const int64_t k = indices[t].numel();
@@ -317,13 +362,39 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
     d.numel = weights[t].numel();
     d.wdt = uint8_t(weights[t].dtype);
     d.idt = uint8_t(indices[t].dtype);
-    d.vec = aligned16(d.idx) && aligned16(d.g) && aligned16(d.m) && aligned16(d.v) && aligned16(d.p);
-    ds.push_back(d);
-    chunks.push_back(chunks_of(k));
+    Group* gp = nullptr;
+    for (Group& x : groups)
+      if (x.wdt == weights[t].dtype && x.idt == indices[t].dtype) gp = &x;
+    if (!gp) {
+      groups.push_back(Group{weights[t].dtype, indices[t].dtype, {}, {}});
+      gp = &groups.back();
+    }
+    gp->ds.push_back(d);
+    gp->chunks.push_back(chunks_of(k));
   }
-  if (ds.empty()) return;
-  launch_all(ds, chunks, sparse_adamw_kernel<kSmallGroup>, sparse_adamw_kernel<kLargeGroup>, s,
-             scale.defined() ? scale.data<float>() : nullptr, error_flag(dev), current_stream(dev), "sparseAdamW");
+  if (groups.empty()) return;
+  // An A/B switch for measuring the L2 prefetch of the weight sectors on a GPU (read once).
+  static const bool prefetch = [] {
+    const char* e = std::getenv("SIFT_SPARSE_ADAMW_PREFETCH");
+    return e != nullptr && e[0] == '1';
+  }();
+  const float* sc = scale.defined() ? scale.data<float>() : nullptr;
+  int* err = error_flag(dev);
+  cudaStream_t st = current_stream(dev);
+  for (const Group& gr : groups) {
+    dispatch_cuda_float(gr.wdt, "sparseAdamW", [&](auto wt) {
+      using W = typename decltype(wt)::type;
+      dispatch_cuda_int(gr.idt, "sparseAdamW", [&](auto it) {
+        using I = typename decltype(it)::type;
+        if (prefetch)
+          launch_all(gr.ds, gr.chunks, sparse_adamw_kernel<W, I, true, kSmallGroup>,
+                     sparse_adamw_kernel<W, I, true, kLargeGroup>, s, sc, err, st, "sparseAdamW");
+        else
+          launch_all(gr.ds, gr.chunks, sparse_adamw_kernel<W, I, false, kSmallGroup>,
+                     sparse_adamw_kernel<W, I, false, kLargeGroup>, s, sc, err, st, "sparseAdamW");
+      });
+    });
+  }
 }
 
 void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,

@@ -1,9 +1,9 @@
 // CUDA reductions over x[O, R, I] (contiguous). Rows (I == 1): a warp per row for short rows, a
 // block per row otherwise, and a two-pass reduction (fixed chunks, then the partials) when a
-// few very long rows would leave the GPU idle, e.g. a global norm. Columns (I > 1): 32 columns
-// per block, 8 row-lanes per column combined through shared memory. No atomics: the order of
-// every combination is fixed by the launch shape, which depends only on O, R and I, so results
-// are deterministic.
+// few very long rows would leave the GPU idle, e.g. a global norm. Columns (I > 1): blocks of
+// 16-byte column vectors by 32 row lanes over chunks of rows, then the chunks' partials (see
+// cols_kernel). No atomics: the order of every combination is fixed by the launch shape, which
+// depends only on O, R and I, so results are deterministic.
 #include <limits>
 #include <type_traits>
 
@@ -127,28 +127,86 @@ __global__ void rows_kernel(const T* __restrict__ x, int64_t nvirt, int64_t row_
   }
 }
 
-// Columns: block (32, 8); x: 32 adjacent outputs i (coalesced reads), y: lanes over r.
-template <ReduceOp OP, typename T, typename A>
-__global__ void cols_kernel(const T* __restrict__ x, int64_t O, int64_t Rn, int64_t I, T* __restrict__ out) {
+// Columns (I > 1): x[O, R, I] reduced over R, launched as plan_col_reduce (common.cuh) says. A
+// block is kColThreads threads: TY row lanes by TX = kColThreads / TY column units (TY = 32, or 8
+// for R < 32), a unit being V adjacent columns read as one 16-byte vector (V = 1 when I or the
+// alignment does not allow it). Rows are cut into chunks of `rpc` rows (grid.y); lane ty of a
+// chunk combines rows chunk * rpc + ty + TY * j, j = 0, 1, ... in order, the lanes are then
+// combined through shared memory in groups of 8 (lanes 8q..8q+7 in order, then the groups q in
+// order), and the chunks' partials by cols_final_kernel in chunk order. That order depends on R
+// only, not on V, TX or the alignment, so results are deterministic. The chunks keep every SM
+// busy even when O * I is small: a bias gradient [4096, 768] -> [768] ran as 24 blocks before.
+// final_pass (one chunk): finish and store T into out[o * I + i]; else store the raw accumulator
+// into part[(o * chunks + chunk) * I + i].
+constexpr int kColThreads = kColReduceThreads;
+
+template <ReduceOp OP, typename T, typename A, int V>
+__global__ void __launch_bounds__(kColThreads) cols_kernel(const T* __restrict__ x, int64_t O, int64_t Rn, int64_t I,
+                                                           int64_t rpc, int64_t chunks, bool final_pass,
+                                                           T* __restrict__ out, A* __restrict__ part) {
   using R = Rd<OP, A>;
-  __shared__ A sh[8][33];
+  __shared__ A sh[kColThreads * V];  // [TY][C], C = TX * V columns of the block
+  __shared__ A sh2[4 * 8 * V];       // [TY / 8][C]
+  const int TY = blockDim.y, TX = blockDim.x;
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t i = int64_t(blockIdx.x) * 32 + tx;
-  for (int64_t o = blockIdx.y; o < O; o += gridDim.y) {
-    A acc = R::init();
-    if (i < I) {
-      const T* p = x + o * Rn * I + i;
-      for (int64_t r = ty; r < Rn; r += 8) acc = R::combine(acc, R::map(load_as<A>(p[r * I])));
-    }
-    sh[ty][tx] = acc;
-    __syncthreads();
-    if (ty == 0 && i < I) {
-      A a = sh[0][tx];
+  const int tid = ty * TX + tx;
+  const int C = TX * V;
+  const int G = TY / 8;
+  const int64_t i0 = (int64_t(blockIdx.x) * TX + tx) * V;  // first column of this thread's unit
+  const bool valid = i0 < I;                                  // V > 1 only when I % V == 0
+  const int64_t chunk = blockIdx.y;
+  const int64_t r0 = chunk * rpc;
+  const int64_t r1 = r0 + rpc < Rn ? r0 + rpc : Rn;
+  for (int64_t o = blockIdx.z; o < O; o += gridDim.z) {
+    A acc[V];
 #pragma unroll
-      for (int k = 1; k < 8; k++) a = R::combine(a, sh[k][tx]);
-      out[o * I + i] = store_as<T>(R::finish(a, Rn));
+    for (int j = 0; j < V; j++) acc[j] = R::init();
+    if (valid) {
+      const T* p = x + (o * Rn) * I + i0;
+#pragma unroll 4
+      for (int64_t r = r0 + ty; r < r1; r += TY) {
+        const Vec<T, V> v = vload<V>(p + r * I);
+#pragma unroll
+        for (int j = 0; j < V; j++) acc[j] = R::combine(acc[j], R::map(load_as<A>(v.v[j])));
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < V; j++) sh[ty * C + tx * V + j] = acc[j];
+    __syncthreads();
+    // Groups of 8 lanes: C * G = 32 * V items (<= kColThreads), item = (q, c).
+    if (tid < C * G) {
+      const int c = tid % C, q = tid / C;
+      A a = sh[(8 * q) * C + c];
+#pragma unroll
+      for (int k = 1; k < 8; k++) a = R::combine(a, sh[(8 * q + k) * C + c]);
+      sh2[q * C + c] = a;
     }
     __syncthreads();
+    if (tid < C) {
+      const int64_t i = int64_t(blockIdx.x) * C + tid;
+      if (i < I) {
+        A a = sh2[tid];
+        for (int q = 1; q < G; q++) a = R::combine(a, sh2[q * C + tid]);
+        if (final_pass) out[o * I + i] = store_as<T>(R::finish(a, Rn));
+        else part[(o * chunks + chunk) * I + i] = a;
+      }
+    }
+    __syncthreads();  // sh/sh2 are rewritten by the next o
+  }
+}
+
+// Combines the chunks' partials of each output column in chunk order.
+template <ReduceOp OP, typename T, typename A>
+__global__ void cols_final_kernel(const A* __restrict__ part, int64_t O, int64_t I, int64_t chunks, int64_t count,
+                                  T* __restrict__ out) {
+  using R = Rd<OP, A>;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < O * I; t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t o = t / I, i = t - o * I;
+    const A* p = part + o * chunks * I + i;
+    A a = R::init();
+#pragma unroll 8
+    for (int64_t c = 0; c < chunks; c++) a = R::combine(a, p[c * I]);
+    out[t] = store_as<T>(R::finish(a, count));
   }
 }
 
@@ -212,15 +270,39 @@ unsigned grid_rows(int64_t groups) {
 }
 
 template <ReduceOp OP, typename T>
+void launch_cols(const Tensor& x, int64_t O, int64_t Rn, int64_t I, const Tensor& out, cudaStream_t s) {
+  using A = racc_t<T>;
+  constexpr int kV = vec_width(sizeof(T));
+  const T* px = x.data<T>();
+  T* po = out.data<T>();
+  const bool vec = kV > 1 && I % kV == 0 && vec_aligned(px, sizeof(T) * kV);
+  const ColReducePlan cp = plan_col_reduce(O, Rn, I, vec ? kV : 1);
+  SIFT_CHECK(cp.grid_x <= 0x7fffffff, "E_SHAPE", "reduce: too many columns");
+  const dim3 block{unsigned(cp.tx), unsigned(cp.ty), 1u};
+  const dim3 grid{unsigned(cp.grid_x), unsigned(cp.chunks), unsigned(cp.grid_z)};
+  const int64_t chunks = cp.chunks, rpc = cp.rows_per_chunk;
+  Tensor part;
+  A* pp = nullptr;
+  if (chunks > 1) {
+    DType pdt = std::is_same_v<A, double> ? DType::F64 : (std::is_same_v<A, int64_t> ? DType::I64 : DType::F32);
+    part = empty({O * chunks * I}, pdt, x.device());  // stream-ordered: safe to drop after launch
+    pp = part.data<A>();
+  }
+  const bool fin = chunks == 1;
+  if (vec)
+    cols_kernel<OP, T, A, kV><<<grid, block, 0, s>>>(px, O, Rn, I, rpc, chunks, fin, po, pp);
+  else
+    cols_kernel<OP, T, A, 1><<<grid, block, 0, s>>>(px, O, Rn, I, rpc, chunks, fin, po, pp);
+  if (!fin) cols_final_kernel<OP, T, A><<<grid_for(O * I, kBlock), kBlock, 0, s>>>(pp, O, I, chunks, Rn, po);
+}
+
+template <ReduceOp OP, typename T>
 void launch_reduce(const Tensor& x, int64_t O, int64_t Rn, int64_t I, const Tensor& out, cudaStream_t s) {
   using A = racc_t<T>;
   const T* px = x.data<T>();
   T* po = out.data<T>();
   if (I > 1) {
-    dim3 block(32, 8);
-    dim3 grid(unsigned((I + 31) / 32), unsigned(O < 65535 ? O : 65535));
-    SIFT_CHECK((I + 31) / 32 <= 0x7fffffff, "E_SHAPE", "reduce: too many columns");
-    cols_kernel<OP, T, A><<<grid, block, 0, s>>>(px, O, Rn, I, po);
+    launch_cols<OP, T>(x, O, Rn, I, out, s);
     return;
   }
   if (Rn <= 256) {  // a warp per row

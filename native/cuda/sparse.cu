@@ -164,11 +164,28 @@ struct SumSqBatch {
   int n;
 };
 
+// The same sum as the plain loop (each thread adds x[lo + t], x[lo + t + 256], ... in that order,
+// so the result is bit-identical) with 8 loads explicitly in flight per thread ahead of the
+// dependent chain of adds, rather than relying on the compiler to hoist them. The slab is at most
+// kSlab elements, so offsets inside it are 32-bit.
 template <typename T>
 __device__ __forceinline__ double slab_sumsq(const void* p, long long lo, long long hi) {
-  const T* x = static_cast<const T*>(p);
+  constexpr int kU = 8;
+  const T* x = static_cast<const T*>(p) + lo;
+  const int n = int(hi - lo);
   double acc = 0;
-  for (long long i = lo + threadIdx.x; i < hi; i += kThreads) {
+  int i = int(threadIdx.x);
+  for (; i + (kU - 1) * kThreads < n; i += kU * kThreads) {
+    T q[kU];
+#pragma unroll
+    for (int u = 0; u < kU; u++) q[u] = x[i + u * kThreads];
+#pragma unroll
+    for (int u = 0; u < kU; u++) {
+      double v = to_double(q[u]);
+      acc += v * v;
+    }
+  }
+  for (; i < n; i += kThreads) {
     double v = to_double(x[i]);
     acc += v * v;
   }
