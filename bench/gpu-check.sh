@@ -230,27 +230,48 @@ else
   stage profile-llama 45 "$BENCH" "${RUN[@]}" profile --model=llama --method=sift
   stage gemm 40 "$BENCH" "${RUN[@]}" gemm --cuda-only --quick
   # Per-kernel device time (what the op-level profile cannot split: the select's and the sparse
-  # step's kernels, cuBLAS's choices), from Nsight Systems when the machine has it.
-  NSYS="$(command -v nsys || true)"
-  for c in /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys; do
-    [ -z "$NSYS" ] && [ -x "$c" ] && NSYS="$c"
-  done
-  if [ -n "$NSYS" ]; then
-    KERN="$OUTDIR/kernels.txt"
+  # step's kernels, cuBLAS's choices) from Nsight Systems, and the limiters of the attention and
+  # select kernels (throughput, occupancy, warp stalls) from Nsight Compute, where installed.
+  find_tool() {
+    local t; t="$(command -v "$1" || true)"
+    for c in /usr/local/cuda/bin/"$1" /opt/nvidia/nsight-*/*/"$1" /opt/nvidia/nsight-*/*/bin/"$1" /usr/local/cuda/nsight-*/"$1" /usr/local/cuda/nsight-*/bin/"$1"; do
+      [ -z "$t" ] && [ -x "$c" ] && t="$c"
+    done
+    echo "$t"
+  }
+  NSYS="$(find_tool nsys)"
+  NCU="$(find_tool ncu)"
+  KERN="$OUTDIR/kernels.txt"
+  if [ -n "$NSYS$NCU" ]; then
     : > "$KERN"
-    nsys_kernels() {  # NAME CMD...: profile CMD, append the per-kernel summary to kernels.txt
-      local name="$1"; shift
-      "$NSYS" profile --trace=cuda --sample=none --cpuctxsw=none --force-overwrite=true -o "$WORK/nsys-$name" "$@" > /dev/null 2>> "$LOG" || return 1
-      echo "==== $name: $*" >> "$KERN"
-      "$NSYS" stats --report cuda_gpu_kern_sum --format csv "$WORK/nsys-$name.nsys-rep" >> "$KERN" 2>> "$LOG" \
-        || "$NSYS" stats --report gpukernsum --format csv "$WORK/nsys-$name.nsys-rep" >> "$KERN" 2>> "$LOG"
-    }
-    stage kernels 100 /dev/null bash -c "$(declare -f nsys_kernels); NSYS='$NSYS' WORK='$WORK' LOG='$LOG' KERN='$KERN'; \
-      nsys_kernels select ${RUN[*]} select --cuda-only --quick --rates=0.01 --dtypes=f32,bf16 --sizes=4096x4096,8192x28672; \
-      nsys_kernels adamw ${RUN[*]} adamw --cuda-only --quick; \
-      nsys_kernels step ${RUN[*]} profile --model=gpt2 --method=sift --steps=2"
+    cat > "$WORK/kernels.sh" <<KEOF
+set -u
+# nsys_kernels NAME CMD...: profile CMD, append its per-kernel summary
+nsys_kernels() {
+  local name="\$1"; shift
+  [ -n "$NSYS" ] || return 0
+  "$NSYS" profile --trace=cuda --sample=none --cpuctxsw=none --force-overwrite=true -o "$WORK/nsys-\$name" "\$@" > /dev/null 2>> "$LOG" || return 1
+  echo "==== nsys \$name: \$*" >> "$KERN"
+  "$NSYS" stats --report cuda_gpu_kern_sum --format csv "$WORK/nsys-\$name.nsys-rep" >> "$KERN" 2>> "$LOG" \\
+    || "$NSYS" stats --report gpukernsum --format csv "$WORK/nsys-\$name.nsys-rep" >> "$KERN" 2>> "$LOG"
+}
+# ncu_kernels NAME REGEX CMD...: the first launches of the kernels matching REGEX
+ncu_kernels() {
+  local name="\$1" re="\$2"; shift 2
+  [ -n "$NCU" ] || return 0
+  echo "==== ncu \$name (\$re): \$*" >> "$KERN"
+  "$NCU" --target-processes all --kernel-name "regex:\$re" --launch-count 6 --section SpeedOfLight --section Occupancy \\
+    --section WarpStateStats --section LaunchStats "\$@" 2>> "$LOG" | grep -v '^{' >> "$KERN"
+}
+nsys_kernels select ${RUN[*]} select --cuda-only --quick --rates=0.01 --dtypes=f32,bf16 --sizes=4096x4096,8192x28672
+nsys_kernels adamw ${RUN[*]} adamw --cuda-only --quick
+nsys_kernels step ${RUN[*]} profile --model=gpt2 --method=sift --steps=2
+ncu_kernels attention 'attn_.*_kernel' ${RUN[*]} attention --cuda-only --modes=auto
+ncu_kernels select 'hist1_kernel|cand_kernel|write_kernel|count_kernel' ${RUN[*]} select --cuda-only --quick --rates=0.01 --dtypes=bf16 --sizes=8192x28672
+KEOF
+    stage kernels 150 /dev/null bash "$WORK/kernels.sh"
   else
-    say "nsys not found: no per-kernel table (kernels.txt)"
+    say "neither nsys nor ncu found: no per-kernel tables (kernels.txt)"
   fi
   if [ "$FULL_TESTS" = 1 ] || [ $((DEADLINE - SECONDS)) -gt 200 ]; then
     stage tests-all 600 /dev/null sh -c "echo '==== whole suite' >> '$TESTS'; ${JEST[*]} --maxWorkers=8 >> '$TESTS' 2>&1"
