@@ -206,7 +206,7 @@ else
   # And the 16-byte vector paths of the memory-bound kernels (elementwise, copies, reductions,
   # dropout, cross-entropy, norms): their CUDA tests against the CPU; off (SIFT_FT_CUDA_VECTOR=0)
   # for the rest of the run if they fail.
-  stage vector-check 90 /dev/null sh -c "${JEST[*]} --maxWorkers=4 test/autograd/elementwise.test.ts test/autograd/reduce.test.ts test/autograd/loss.test.ts test/autograd/norm.test.ts test/autograd/dropout.test.ts test/autograd/embedding.test.ts test/engine/tensor.test.ts -t '\\[cuda\\]' > '$WORK/vector.txt' 2>&1; rc=\$?; cat '$WORK/vector.txt' >> '$TESTS'; exit \$rc"
+  stage vector-check 90 /dev/null sh -c "${JEST[*]} --maxWorkers=4 test/autograd/elementwise.test.ts test/autograd/reduce.test.ts test/autograd/loss.test.ts test/autograd/norm.test.ts test/autograd/dropout.test.ts test/autograd/embedding.test.ts test/autograd/rotary.test.ts -t '\\[cuda\\]' > '$WORK/vector.txt' 2>&1; rc=\$?; cat '$WORK/vector.txt' >> '$TESTS'; exit \$rc"
   if [ "$PLAN" = 0 ] && ! grep -q '"stage":"vector-check","rc":0' "$BENCH"; then
     export SIFT_FT_CUDA_VECTOR=0
     say "vector-path check failed (see tests.txt): the rest runs with SIFT_FT_CUDA_VECTOR=0"

@@ -510,7 +510,10 @@ describeCuda('elementwise ops, CUDA vs CPU', () => {
   });
 
   test('binary, scalar, where and in-place ops with broadcasting, all dtypes', () => {
-    const shapes: [number[], number[]][] = [[[37, 65], [37, 65]], [[4, 5, 6], [5, 1]], [[3], [2, 1, 3]], [[], [7]]];
+    // [37, 64] + [64] and [3, 8, 64] + [8, 64]: the strided 16-byte vector path (a broadcast outer
+    // dim, the innermost dense), as the bias add of a linear layer takes.
+    const shapes: [number[], number[]][] = [[[37, 65], [37, 65]], [[4, 5, 6], [5, 1]], [[3], [2, 1, 3]], [[], [7]],
+      [[37, 64], [64]], [[3, 8, 64], [8, 64]]];
     for (const [as, bs] of shapes) {
       for (const dt of ['f32', 'f64', 'f16', 'bf16', 'i32', 'i64'] as const) {
         tidy(() => {
@@ -547,6 +550,32 @@ describeCuda('elementwise ops, CUDA vs CPU', () => {
           }
         });
       }
+    }
+  });
+
+  test('views that start inside a row (vector path with an offset base) and odd offsets (scalar path)', () => {
+    for (const dt of ['f32', 'f16', 'bf16'] as const) {
+      tidy(() => {
+        const base = tensor(seededValues(37 * 80, 71).map((v) => 0.5 + Math.abs(v)), [37, 80], { dtype: dt });
+        const other = tensor(seededValues(37 * 64, 72).map((v) => 0.5 + Math.abs(v)), [37, 64], { dtype: dt });
+        const bg = base.cuda(), og = other.cuda();
+        for (const start of [8, 3]) {  // 8: 16-byte aligned for every dtype here; 3: not
+          const a = base.slice(1, start, start + 64), ag = bg.slice(1, start, start + 64);
+          for (const op of ['add', 'mul', 'div'] as const) {
+            const c = new Tensor(N().binary(op, a.handle, other.handle));
+            const g = new Tensor(N().binary(op, ag.handle, og.handle));
+            expectClose(nums(g.cpu()), nums(c), { rtol: tolFor(dt), atol: 0, label: `${op} ${dt} view at ${start}` });
+          }
+          const yc = wrapU('gelu_tanh', a), yg = wrapU('gelu_tanh', ag);
+          expectClose(nums(yg.cpu()), nums(yc), { rtol: tolFor(dt), atol: tolFor(dt) * 1e-2, label: `gelu_tanh ${dt} view at ${start}` });
+          expect(nums(ag.contiguous().cpu())).toEqual(nums(a.contiguous()));
+          expect(nums(ag.transpose(0, 1).contiguous().cpu())).toEqual(nums(a.transpose(0, 1).contiguous()));
+          const dc = other.clone(), dg = og.clone();
+          dc.addInplace(a, 0.5);
+          dg.addInplace(ag, 0.5);
+          expectClose(nums(dg.cpu()), nums(dc), { rtol: tolFor(dt), atol: 0, label: `in-place ${dt} from view at ${start}` });
+        }
+      });
     }
   });
 

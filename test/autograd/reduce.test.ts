@@ -341,6 +341,8 @@ describeCuda('reductions, CUDA vs CPU', () => {
     const cases: [number[], number[]][] = [
       ...CASES, [[1000, 100], [1]], [[3, 200000], [1]], [[1, 1000000], [1]], [[1000000], [0]],
       [[5000, 3], [0]], [[2, 64, 40], [0, 2]], [[7, 300, 5], [1]],
+      // column sums on the 16-byte vector path over several row chunks (I a multiple of 8)
+      [[520, 768], [0]], [[3, 300, 64], [1]],
     ];
     for (const [shape, dims] of cases) {
       for (const dt of ['f32', 'f64', 'f16', 'bf16'] as const) {
@@ -397,6 +399,13 @@ describeCuda('reductions, CUDA vs CPU', () => {
       const s = randomTensor([2, 3, 4], 59, { dtype: 'f32' });
       for (const target of [[3, 1], [4], [], [2, 1, 4]])
         expectClose(nums(new Tensor(N().sumTo(s.cuda().handle, target)).cpu()), nums(new Tensor(N().sumTo(s.handle, target))), { rtol: 1e-6, atol: 1e-6 });
+      // a bias gradient at a training shape: [8, 512, 768] summed to [768]
+      for (const dt of ['f32', 'bf16'] as const) {
+        const gb = tensor(seededValues(8 * 512 * 768, 67), [8, 512, 768], { dtype: dt });
+        const tol = dt === 'f32' ? 1e-4 : 2 ** -6;
+        expectClose(nums(new Tensor(N().sumTo(gb.cuda().handle, [768])).cpu()), nums(new Tensor(N().sumTo(gb.handle, [768]))),
+          { rtol: tol, atol: tol * 8, label: `sumTo ${dt}` });
+      }
     });
   });
 

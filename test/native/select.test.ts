@@ -255,6 +255,20 @@ describeCuda('topk and topkGlobal match the CPU exactly', () => {
     });
   });
 
+  test('topk: contiguous views that start off a 16-byte boundary (the scalar loads), large enough for the sampled digit', () => {
+    tidy(() => {
+      const n = 4096 * 80 + 123;  // 80+ tiles: the top digit is guessed from a sample first
+      const vals = seededValues(n + 1, 21).map((v, i) => Math.abs(v) * (1 + (i % 977) / 100));
+      for (const dtype of ['f32', 'f64', 'bf16']) {
+        const x = tensor(vals, [n + 1], { dtype }).slice(0, 1, n + 1);  // storage offset 1 element
+        const xc = tensor(vals, [n + 1], { dtype }).to('cuda').slice(0, 1, n + 1);
+        for (const k of [1, Math.floor(n / 100), Math.floor(n / 20), n]) {
+          expect(indices(topk(xc, k))).toEqual(indices(topk(x, k)));
+        }
+      }
+    });
+  });
+
   test('topk: NaN / Inf raise E_NUMERIC from topk itself', () => {
     tidy(() => {
       for (const dtype of ['f32', 'bf16', 'f64']) {

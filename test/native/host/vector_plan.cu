@@ -3,7 +3,7 @@
 // element j * V, with the vector's V elements consecutive and V-aligned), plan_elementwise (vector
 // count, scalar tail, alignment fallback) and plan_col_reduce (every row of a column reduction
 // read by exactly one lane of one chunk, grid limits). Compiled and run by
-// test/native/cuda-host-vector.test.ts when nvcc is present.
+// test/native/cuda-host.test.ts when nvcc is present.
 #include "../../../native/cuda/common.cuh"
 #include <cstdio>
 #include <random>
