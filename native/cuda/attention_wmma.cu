@@ -156,7 +156,10 @@ __global__ void __launch_bounds__(kTcThreads) attn_fwd_tc_kernel(const T* __rest
   float* Ow = Os + warp * 16 * LDO;
 
   const int64_t nqt = (p.Tq + BQ - 1) / BQ;
-  const int64_t qt = blockIdx.x % nqt, bh = blockIdx.x / nqt;
+  // Longest first: the grid runs the last query tiles (under a causal mask, those that see the most
+  // keys) of every (b, h) before the earlier ones, so the short tiles fill the last wave.
+  const int64_t nbh = int64_t(gridDim.x) / nqt;  // the grid is exactly nbh * nqt blocks
+  const int64_t qt = nqt - 1 - int64_t(blockIdx.x) / nbh, bh = int64_t(blockIdx.x) % nbh;
   const int64_t h = bh % p.H, b = bh / p.H, hk = h / p.group;
   const int64_t i0 = qt * BQ;
   const int D = int(p.D);
@@ -309,7 +312,10 @@ __global__ void __launch_bounds__(kTcThreads) attn_bwd_dkdv_tc_kernel(
   T* dStw = dSts + warp * 16 * LDP;
 
   const int64_t nkt = (p.Tk + BK - 1) / BK;
-  const int64_t kt = blockIdx.x % nkt, bhk = blockIdx.x / nkt;
+  // Longest first: the first key tiles (under a causal mask, those that the most queries see) of
+  // every (b, kv head) run before the later ones.
+  const int64_t nbhk = int64_t(gridDim.x) / nkt;  // the grid is exactly nbhk * nkt blocks
+  const int64_t kt = int64_t(blockIdx.x) / nbhk, bhk = int64_t(blockIdx.x) % nbhk;
   const int64_t hk = bhk % p.Hkv, b = bhk / p.Hkv;
   const int64_t j0 = kt * BK;
   const int D = int(p.D);
@@ -422,7 +428,10 @@ __global__ void __launch_bounds__(kTcThreads) attn_bwd_dq_tc_kernel(
   T* dSw = dSs + warp * 16 * LDP;
 
   const int64_t nqt = (p.Tq + BQ - 1) / BQ;
-  const int64_t qt = blockIdx.x % nqt, bh = blockIdx.x / nqt;
+  // Longest first: the grid runs the last query tiles (under a causal mask, those that see the most
+  // keys) of every (b, h) before the earlier ones, so the short tiles fill the last wave.
+  const int64_t nbh = int64_t(gridDim.x) / nqt;  // the grid is exactly nbh * nqt blocks
+  const int64_t qt = nqt - 1 - int64_t(blockIdx.x) / nbh, bh = int64_t(blockIdx.x) % nbh;
   const int64_t h = bh % p.H, b = bh / p.H, hk = h / p.group;
   const int64_t i0 = qt * BQ;
   const int D = int(p.D);
