@@ -265,14 +265,18 @@ ncu_kernels() {
   local name="\$1" re="\$2"; shift 2
   [ -n "$NCU" ] || return 0
   echo "==== ncu \$name (\$re): \$*" >> "$KERN"
-  "$NCU" --target-processes all --kernel-name "regex:\$re" --launch-count 6 --section SpeedOfLight --section Occupancy \\
+  "$NCU" --target-processes all --kernel-name "regex:\$re" --launch-count 1 --section SpeedOfLight --section Occupancy \\
     --section WarpStateStats --section LaunchStats "\$@" 2>> "$LOG" | grep -v '^{' >> "$KERN"
 }
 nsys_kernels select ${RUN[*]} select --cuda-only --quick --rates=0.01 --dtypes=f32,bf16 --sizes=4096x4096,8192x28672
 nsys_kernels adamw ${RUN[*]} adamw --cuda-only --quick
 nsys_kernels step ${RUN[*]} profile --model=gpt2 --method=sift --steps=2
-ncu_kernels attention 'attn_.*_kernel' ${RUN[*]} attention --cuda-only --modes=auto
-ncu_kernels select 'hist1_kernel|cand_kernel|write_kernel|count_kernel' ${RUN[*]} select --cuda-only --quick --rates=0.01 --dtypes=bf16 --sizes=8192x28672
+for kn in attn_fwd_tc_kernel attn_bwd_dkdv_tc_kernel attn_bwd_dq_tc_kernel; do
+  ncu_kernels attention "\$kn" ${RUN[*]} attention --cuda-only --modes=auto
+done
+for kn in cand_kernel write_kernel2; do
+  ncu_kernels select "\$kn" ${RUN[*]} select --cuda-only --quick --rates=0.01 --dtypes=bf16 --sizes=8192x28672
+done
 KEOF
     stage kernels 150 /dev/null bash "$WORK/kernels.sh"
   else
