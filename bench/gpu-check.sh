@@ -194,15 +194,6 @@ else
     say "tensor-core attention check failed (see tests.txt): the rest runs with SIFT_FT_CUDA_ATTENTION=simt"
     echo "{\"bench\":\"stage\",\"stage\":\"attention-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"simt\"}" >> "$BENCH"
   fi
-  # Likewise the fast top-k select kernels (native/cuda/select.cu, namespace fast): check them
-  # against the CPU, and fall back to the first radix-select kernels if they fail.
-  stage select-check 150 /dev/null sh -c "${JEST[*]} test/native/select.test.ts -t 'match the CPU exactly' > '$WORK/select.txt' 2>&1; rc=\$?; cat '$WORK/select.txt' >> '$TESTS'; exit \$rc"
-  if [ "$PLAN" = 0 ] && ! grep -q '"stage":"select-check","rc":0' "$BENCH"; then
-    export SIFT_FT_CUDA_SELECT=radix
-    say "fast select check failed (see tests.txt): the rest runs with SIFT_FT_CUDA_SELECT=radix"
-    echo "{\"bench\":\"stage\",\"stage\":\"select-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"radix\"}" >> "$BENCH"
-  fi
-  say "select path: ${SIFT_FT_CUDA_SELECT:-fast}"
   # And the 16-byte vector paths of the memory-bound kernels (elementwise, copies, reductions,
   # dropout, cross-entropy, norms): their CUDA tests against the CPU; off (SIFT_FT_CUDA_VECTOR=0)
   # for the rest of the run if they fail.
@@ -227,7 +218,6 @@ else
   # The suites a check stage already passed are not run again (after a failed check they run
   # again, under the fallback it switched to).
   SKIP_DONE=""
-  grep -q '"stage":"select-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/native/select\.test\.ts'"
   grep -q '"stage":"vector-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/autograd/(elementwise|reduce|loss|norm|dropout|embedding|rotary)\.test\.ts'"
   stage tests-cuda 150 /dev/null sh -c "${JEST[*]} --maxWorkers=4 $SKIP_DONE -t '\\[cuda\\]' > '$WORK/tests-cuda.txt' 2>&1; rc=\$?; cat '$WORK/tests-cuda.txt' >> '$TESTS'; exit \$rc"
   stage profile 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift

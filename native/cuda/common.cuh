@@ -186,9 +186,9 @@ template <int V, typename T> __device__ __forceinline__ void vstore(T* p, const 
 // Elements of `itemsize` bytes per 16-byte vector (1: no vector path).
 constexpr int vec_width(size_t itemsize) { return itemsize == 0 || itemsize >= 16 ? 1 : int(16 / itemsize); }
 
-// SIFT_FT_CUDA_VECTOR=0 turns every 16-byte vector path off (then the element-by-element kernels
-// run): for comparisons, and the GPU check's fallback while the vector kernels are new (written
-// without a GPU). Read once per process.
+// SIFT_FT_CUDA_VECTOR=0 turns every 16-byte vector path off (the same kernels then move one element
+// per thread): for comparisons, and the GPU check's fallback should the vector paths' CUDA tests
+// fail on a device. Read once per process.
 inline bool vector_paths_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("SIFT_FT_CUDA_VECTOR");

@@ -269,46 +269,12 @@ unsigned grid_rows(int64_t groups) {
   return unsigned(groups < 65535 * 4 ? (groups < 1 ? 1 : groups) : 65535 * 4);
 }
 
-// The column kernel that ran on the H200 before cols_kernel (one block of (32, 8) per 32 columns,
-// rows strided over the 8 lanes): kept for SIFT_FT_CUDA_VECTOR=0, the GPU check's fallback while
-// cols_kernel has not run on a GPU.
-template <ReduceOp OP, typename T, typename A>
-__global__ void cols_simple_kernel(const T* __restrict__ x, int64_t O, int64_t Rn, int64_t I, T* __restrict__ out) {
-  using R = Rd<OP, A>;
-  __shared__ A sh[8][33];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t i = int64_t(blockIdx.x) * 32 + tx;
-  for (int64_t o = blockIdx.y; o < O; o += gridDim.y) {
-    A acc = R::init();
-    if (i < I) {
-      const T* p = x + o * Rn * I + i;
-      for (int64_t r = ty; r < Rn; r += 8) acc = R::combine(acc, R::map(load_as<A>(p[r * I])));
-    }
-    sh[ty][tx] = acc;
-    __syncthreads();
-    if (ty == 0 && i < I) {
-      A a = sh[0][tx];
-#pragma unroll
-      for (int k = 1; k < 8; k++) a = R::combine(a, sh[k][tx]);
-      out[o * I + i] = store_as<T>(R::finish(a, Rn));
-    }
-    __syncthreads();
-  }
-}
-
 template <ReduceOp OP, typename T>
 void launch_cols(const Tensor& x, int64_t O, int64_t Rn, int64_t I, const Tensor& out, cudaStream_t s) {
   using A = racc_t<T>;
   constexpr int kV = vec_width(sizeof(T));
   const T* px = x.data<T>();
   T* po = out.data<T>();
-  if (!vector_paths_enabled()) {
-    const dim3 block(32, 8);
-    const dim3 grid(unsigned((I + 31) / 32), unsigned(O < 65535 ? O : 65535));
-    SIFT_CHECK((I + 31) / 32 <= 0x7fffffff, "E_SHAPE", "reduce: too many columns");
-    cols_simple_kernel<OP, T, A><<<grid, block, 0, s>>>(px, O, Rn, I, po);
-    return;
-  }
   const bool vec = kV > 1 && I % kV == 0 && vec_aligned(px, sizeof(T) * kV);
   const ColReducePlan cp = plan_col_reduce(O, Rn, I, vec ? kV : 1);
   SIFT_CHECK(cp.grid_x <= 0x7fffffff, "E_SHAPE", "reduce: too many columns");
