@@ -14,7 +14,7 @@ import type { HfTokenizer } from '../tokenizers';
 import type { Row, TaskName } from '../train/types';
 import type { FlagSpec, Parsed } from './args';
 
-export const TASKS: TaskName[] = ['classify', 'regress', 'causal-lm', 'instruct'];
+export const TASKS: TaskName[] = ['classify', 'regress', 'causal-lm', 'instruct', 'chat'];
 
 export const deviceFlag: FlagSpec = { type: 'string', help: 'cpu or cuda (default: cuda when usable)', choices: ['cpu', 'cuda'] };
 

@@ -11,7 +11,7 @@ export const evalFlags: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'model folder' },
   delta: { type: 'string', help: 'a sparse increment (delta.safetensors) to apply first' },
   data: { type: 'string', help: 'evaluation data: .jsonl, .csv, .tsv or raw text' },
-  task: { type: 'string', help: 'classify, regress, causal-lm or instruct', choices: ['classify', 'regress', 'causal-lm', 'instruct'] },
+  task: { type: 'string', help: 'classify, regress, causal-lm, instruct or chat', choices: ['classify', 'regress', 'causal-lm', 'instruct', 'chat'] },
   'batch-size': { type: 'number', help: 'batch size', default: 16 },
   'max-length': { type: 'number', help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
   ...columnFlags,

@@ -19,7 +19,7 @@ export const METHODS: MethodName[] = ['sift', 'full', 'lora', 'random-sparse'];
 export const finetuneFlags: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'model folder (config.json, safetensors, tokenizer.json)' },
   data: { type: 'string', help: 'training data: .jsonl, .csv, .tsv or raw text' },
-  task: { type: 'string', help: 'classify, regress, causal-lm or instruct', choices: ['classify', 'regress', 'causal-lm', 'instruct'] },
+  task: { type: 'string', help: 'classify, regress, causal-lm, instruct or chat', choices: ['classify', 'regress', 'causal-lm', 'instruct', 'chat'] },
   method: { type: 'string', help: 'training method', choices: METHODS, default: 'sift' },
   out: { type: 'string', help: 'output folder' },
   'sparse-rate': { type: 'number', help: 'SIFT: share of each target weight that is trained', default: 0.01 },

@@ -20,7 +20,7 @@ import { parseSelector } from './finetune';
 export const selectFlags: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'model folder' },
   data: { type: 'string', help: 'data file whose first batches choose the indices' },
-  task: { type: 'string', help: 'classify, regress, causal-lm or instruct', choices: ['classify', 'regress', 'causal-lm', 'instruct'] },
+  task: { type: 'string', help: 'classify, regress, causal-lm, instruct or chat', choices: ['classify', 'regress', 'causal-lm', 'instruct', 'chat'] },
   out: { type: 'string', help: 'output safetensors file for the indices', default: 'sift_indices.safetensors' },
   'sparse-rate': { type: 'number', help: 'share of each target weight to select', default: 0.01 },
   'target-modules': { type: 'string', help: "'a,b', 're:<regex>' or 'all-linear' (default: every linear layer but the output and task heads)" },

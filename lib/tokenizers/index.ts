@@ -6,7 +6,8 @@ import type { BatchEncoding } from './types';
 import { SiftError } from '../engine/errors';
 
 export { HfTokenizer, loadTokenizer, truncate, SPECIAL_TOKEN_NAMES } from './tokenizer';
-export type { TokenizerFiles, ChatMessage, SpecialTokenName } from './tokenizer';
+export type { TokenizerFiles, ChatMessage, SpecialTokenName, ChatTemplateOptions } from './tokenizer';
+export { renderChatTemplate, hasGenerationBlocks } from './tokenizer';
 export { trainByteBpe, createByteTokenizer, byteLevelTokenizerFiles, byteLevelWords, BYTE_TO_CHAR } from './bytelevel';
 export type { ByteTokenizerOptions, TrainByteBpeOptions } from './bytelevel';
 export { learnBpeMerges } from './train';

@@ -13,6 +13,7 @@ import { SiftError } from '../engine/errors';
 import { writeFileAtomic } from '../io/atomic';
 import { readJsonObject, resolveModelDir, ResolveOptions } from '../io/hf';
 import { legacyTokenizerJson } from './legacy';
+import { BYTE_TO_CHAR } from './bytelevel';
 import type { BatchEncodeOptions, BatchEncoding, DecodeOptions, EncodeOptions, Encoding, TextInput, TextTokenizer, TruncationStrategy } from './types';
 
 type Json = Record<string, unknown>;
@@ -152,9 +153,10 @@ export class HfTokenizer implements TextTokenizer {
       }
       if (tok !== null && core.token_to_id(tok) !== undefined) this.specials.set(name, tok);
     }
-    // LLaMA tokenizer configs carry add_bos_token/add_eos_token, which transformers turns into the template.
+    // LLaMA and Gemma tokenizer configs (Mistral and Phi-3 use LLaMA's class) carry add_bos_token /
+    // add_eos_token, which transformers turns into the post-processor's template.
     const cls = typeof config.tokenizer_class === 'string' ? config.tokenizer_class : '';
-    if (/Llama/.test(cls) && (typeof config.add_bos_token === 'boolean' || typeof config.add_eos_token === 'boolean')) {
+    if (/Llama|Gemma/.test(cls) && (typeof config.add_bos_token === 'boolean' || typeof config.add_eos_token === 'boolean')) {
       const tpl = llamaTemplate(this.specials.get('bos') ?? null, this.specials.get('eos') ?? null, config.add_bos_token !== false, config.add_eos_token === true, (t) => core.token_to_id(t));
       if (tpl) {
         tj.post_processor = tpl;
@@ -413,22 +415,111 @@ export class HfTokenizer implements TextTokenizer {
     return undefined;
   }
 
-  /** Renders messages with the model's chat template (Jinja, as transformers' apply_chat_template). */
-  applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean; template?: string; extra?: Json } = {}): string {
+  /**
+   * Renders messages with the model's chat template (Jinja, as transformers' apply_chat_template):
+   * the special tokens are the variables bos_token, eos_token, ...; `extra` adds others (tools,
+   * enable_thinking, ...). A template's raise_exception becomes an E_FORMAT SiftError with its message.
+   */
+  applyChatTemplate(messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
     const tpl = opts.template ?? this.chatTemplate();
     if (tpl === undefined) throw new SiftError('E_ARG', 'applyChatTemplate: the tokenizer has no chat_template');
-    const vars: Json = {
-      messages,
-      add_generation_prompt: opts.addGenerationPrompt === true,
-      ...(opts.extra ?? {}),
-    };
+    const vars: Json = {};
     for (const name of SPECIAL_TOKEN_NAMES) vars[`${name}_token`] = this.specials.get(name) ?? '';
-    try {
-      return new Template(tpl).render(vars);
-    } catch (e) {
-      if (e instanceof SiftError) throw e;
-      throw new SiftError('E_FORMAT', `chat template: ${(e as Error).message}`);
+    return renderChatTemplate(tpl, messages, { ...opts, extra: { ...vars, ...(opts.extra ?? {}) } });
+  }
+
+  /** Special (and added control) token strings a chat template may close a turn with, longest first. */
+  get specialTokenStrings(): string[] {
+    const out = new Set<string>();
+    for (const t of this.core.get_added_tokens_decoder().values()) if (t.special) out.add(t.content);
+    for (const name of SPECIAL_TOKEN_NAMES) {
+      const t = this.specials.get(name);
+      if (t !== undefined) out.add(t);
     }
+    return [...out].sort((a, b) => b.length - a.length);
+  }
+
+  /**
+   * Encodes a text and gives each token the span [start, end) of the text it covers (UTF-16
+   * indices; empty for tokens the text does not spell, as a BOS the post-processor adds), as the
+   * Rust tokenizers' offsets: used to find which tokens hold the assistant's turns of a rendered
+   * conversation. Returns null when the tokens cannot be aligned with the text (a normalizer that
+   * rewrites it, e.g. lowercasing).
+   */
+  encodeWithOffsets(text: string, opts: { addSpecialTokens?: boolean } = {}): { inputIds: number[]; offsets: [number, number][] } | null {
+    if (typeof text !== 'string') throw new SiftError('E_ARG', `encodeWithOffsets: expected a string, got ${typeof text}`);
+    const tokens = this.postProcess(this.core.tokenize(text), null, opts.addSpecialTokens === true).tokens;
+    const inputIds = this.ids(tokens);
+    const bytes = Buffer.from(text, 'utf8');
+    // UTF-16 index of each byte offset (a byte inside a character maps to that character's start).
+    const charAt = new Int32Array(bytes.length + 1);
+    let ci = 0;
+    for (let bi = 0; bi < bytes.length; ) {
+      const cp = text.codePointAt(ci)!;
+      const n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+      for (let k = 0; k < n; k++) charAt[bi + k] = ci;
+      bi += n;
+      ci += cp >= 0x10000 ? 2 : 1;
+    }
+    charAt[bytes.length] = text.length;
+    const added = new Set<string>();
+    for (const t of this.core.get_added_tokens_decoder().values()) added.add(t.content);
+    const byteLevel = hasType(this.files.tokenizer.decoder, 'ByteLevel') || hasType(this.files.tokenizer.pre_tokenizer, 'ByteLevel');
+    const byteFallback = (this.files.tokenizer.model as Json).byte_fallback === true;
+    const wordPiece = (this.files.tokenizer.model as Json).type === 'WordPiece';
+    const prefix = typeof (this.files.tokenizer.model as Json).continuing_subword_prefix === 'string' ? String((this.files.tokenizer.model as Json).continuing_subword_prefix) : '##';
+    const matchAt = (b: Uint8Array, at: number): boolean => {
+      if (at + b.length > bytes.length) return false;
+      for (let k = 0; k < b.length; k++) if (bytes[at + k] !== b[k]) return false;
+      return true;
+    };
+    const isSpace = (x: number): boolean => x === 0x20 || x === 0x09 || x === 0x0a || x === 0x0d || x === 0x0b || x === 0x0c;
+    const offsets: [number, number][] = [];
+    let cur = 0;
+    // Special tokens the post-processor put around the text (they spell nothing in it).
+    const a = this.core.tokenize(text).length;
+    const lead = opts.addSpecialTokens === true ? this.leadingSpecials() : 0;
+    const charToByte = charToByteMap();
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i];
+      if (i < lead || i >= lead + a) {
+        offsets.push([charAt[cur], charAt[cur]]);
+        continue;
+      }
+      let b: Uint8Array;
+      if (added.has(t)) b = Buffer.from(t, 'utf8');
+      else if (byteLevel) b = Uint8Array.from([...t].map((c) => charToByte.get(c) ?? 0x3f));
+      else if (byteFallback && /^<0x[0-9A-Fa-f]{2}>$/.test(t)) b = Uint8Array.of(parseInt(t.slice(3, 5), 16));
+      else b = Buffer.from((wordPiece && t.startsWith(prefix) ? t.slice(prefix.length) : t).replace(/\u2581/g, ' '), 'utf8');
+      let at = -1;
+      let skipLead = 0;
+      // The token as spelled; without the space of a dummy prefix; after whitespace an added
+      // token's lstrip/rstrip removed.
+      for (let c = cur; c <= bytes.length && at < 0; c++) {
+        if (matchAt(b, c)) at = c;
+        else if (b.length > 1 && b[0] === 0x20 && matchAt(b.subarray(1), c)) {
+          at = c;
+          skipLead = 1;
+        } else if (b.length === 1 && b[0] === 0x20 && c === cur && !isSpace(bytes[c] ?? 0)) {
+          at = c;
+          skipLead = 1;
+        }
+        if (c < bytes.length && !isSpace(bytes[c])) break;
+      }
+      if (at < 0) return null;
+      const end = at + b.length - skipLead;
+      offsets.push([charAt[at], charAt[end]]);
+      cur = end;
+    }
+    return { inputIds, offsets };
+  }
+
+  /** How many special tokens the post-processor puts before a single text. */
+  private leadingSpecials(): number {
+    const marker = '\u0000';
+    const r = this.postProcess([marker], null, true).tokens;
+    const i = r.indexOf(marker);
+    return i < 0 ? 0 : i;
   }
 
   /** File name -> contents, for saveModelFolder({ tokenizerFiles }) or save(). */
@@ -445,6 +536,73 @@ export class HfTokenizer implements TextTokenizer {
     const files = this.toFiles();
     for (const [name, data] of Object.entries(files)) writeFileAtomic(path.join(dir, name), [data]);
     return Object.keys(files).map((n) => path.join(dir, n));
+  }
+}
+
+let charToByteCache: Map<string, number> | undefined;
+/** GPT-2's byte-to-character map, reversed (built on first use: bytelevel.ts imports this module). */
+function charToByteMap(): Map<string, number> {
+  charToByteCache ??= new Map<string, number>(BYTE_TO_CHAR.map((c, b) => [c, b]));
+  return charToByteCache;
+}
+
+function hasType(v: unknown, type: string): boolean {
+  if (v === null || typeof v !== 'object') return false;
+  const o = v as Json;
+  if (o.type === type) return true;
+  for (const k of ['pretokenizers', 'decoders', 'processors', 'normalizers']) if (Array.isArray(o[k]) && (o[k] as unknown[]).some((x) => hasType(x, type))) return true;
+  return false;
+}
+
+export interface ChatTemplateOptions {
+  /** End with the opening of an assistant turn (add_generation_prompt). */
+  addGenerationPrompt?: boolean;
+  /** A template to use instead of the tokenizer's own. */
+  template?: string;
+  /** More template variables (tools, enable_thinking, ...). */
+  extra?: Json;
+}
+
+/** The `{% generation %}` / `{% endgeneration %}` tags of a template (transformers' assistant masks). */
+const GENERATION_TAG = /\{%(-?)\s*(generation|endgeneration)\s*(-?)%\}/g;
+
+/** Whether a chat template marks the assistant's text with {% generation %} blocks. */
+export function hasGenerationBlocks(template: string): boolean {
+  GENERATION_TAG.lastIndex = 0;
+  return GENERATION_TAG.test(template);
+}
+
+/**
+ * Renders a Jinja chat template. `markGeneration` replaces {% generation %} and {% endgeneration %}
+ * with the two given marker strings (so that the caller finds the blocks in the output).
+ */
+export function renderChatTemplate(template: string, messages: ChatMessage[], opts: ChatTemplateOptions & { markGeneration?: [string, string] } = {}): string {
+  let tpl = template;
+  if (opts.markGeneration) {
+    const [open, close] = opts.markGeneration.map((m) => JSON.stringify(m));
+    tpl = tpl.replace(GENERATION_TAG, (_m, l: string, which: string, r: string) => `{{${l} ${which === 'generation' ? open : close} ${r}}}`);
+  }
+  const vars: Json = {
+    messages,
+    add_generation_prompt: opts.addGenerationPrompt === true,
+    ...(opts.extra ?? {}),
+    // The template's raise_exception (the package's own throws a plain Error, and cannot be replaced).
+    sift_raise_exception: (msg: unknown) => {
+      throw new SiftError('E_FORMAT', `the chat template rejects these messages: ${String(msg)}`);
+    },
+  };
+  tpl = tpl.replace(/\braise_exception\s*\(/g, 'sift_raise_exception(');
+  let compiled: Template;
+  try {
+    compiled = new Template(tpl);
+  } catch (e) {
+    throw new SiftError('E_FORMAT', `chat template does not parse: ${(e as Error).message}`);
+  }
+  try {
+    return compiled.render(vars);
+  } catch (e) {
+    if (e instanceof SiftError) throw e;
+    throw new SiftError('E_FORMAT', `chat template: ${(e as Error).message}`);
   }
 }
 

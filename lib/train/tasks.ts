@@ -3,8 +3,9 @@
  * a loss (transformers' conventions, computed by the model's own head), and outputs into metrics:
  * classify (single sentences or pairs; labels by config.label2id, given names, or learned from the
  * data), regress (one score, STS-B style), causal-lm (raw text packed into blocks, or one example
- * per document) and instruct (Alpaca prompts or the tokenizer's chat template; the prompt is masked
- * out of the loss). Pre-tokenized rows ({input_ids, attention_mask?, token_type_ids?, labels?,
+ * per document), instruct (Alpaca prompts or the tokenizer's chat template; the prompt is masked
+ * out of the loss) and chat (multi-turn conversations through the chat template, the loss on the
+ * assistant's turns only). Pre-tokenized rows ({input_ids, attention_mask?, token_type_ids?, labels?,
  * label?}) are accepted by every task and need no tokenizer.
  */
 import { Tensor } from '../engine/tensor';
@@ -17,6 +18,9 @@ import type { TextTokenizer } from '../tokenizers/types';
 import type { Batch, ColumnOptions, Example, Metrics, Row, TaskName } from './types';
 import { padSequences, padTo } from './batching';
 import { accuracy, f1, mcc, pearson, spearman, perplexity } from './metrics';
+import { DEFAULT_CHAT_TEMPLATE, chatMessages, encodeRenderedChat, renderChat } from './chat';
+import type { ChatCapableTokenizer } from './chat';
+import type { ChatMessage } from '../tokenizers/tokenizer';
 
 export interface TaskOptions {
   tokenizer: TextTokenizer | null;
@@ -28,6 +32,10 @@ export interface TaskOptions {
   labels?: string[];
   /** causal-lm on raw text: pack into blocks of maxLength (default) or one example per document. */
   packing?: boolean;
+  /** More variables for the chat template (chat, instruct), e.g. { enable_thinking: false }. */
+  chatTemplateVars?: Record<string, unknown>;
+  /** Where a task says something once (the default chat template, rows skipped); default: a line on stderr. */
+  onNotice?: (message: string) => void;
 }
 
 export interface Task {
@@ -469,14 +477,29 @@ class CausalLmTask extends LmTask {
   }
 }
 
-class InstructTask extends LmTask {
-  readonly name: TaskName = 'instruct';
+/**
+ * Language modelling on conversations: the chat template formats them and the loss is on the
+ * assistant's turns only (see chat.ts). Shared by the chat task and by instruct rows on a
+ * tokenizer with a chat template.
+ */
+abstract class ConversationTask extends LmTask {
+  private readonly notice: (message: string) => void;
+  private readonly templateVars: Record<string, unknown>;
+  private saidDefault = false;
+
   constructor(opts: TaskOptions) {
     super(opts, 1024);
+    this.notice = opts.onNotice ?? ((m) => process.stderr.write(`sift-ft: ${m}\n`));
+    this.templateVars = opts.chatTemplateVars ?? {};
   }
 
-  private chatTemplate(): string | undefined {
-    const t = this.tok as unknown as { chatTemplate?: () => string | undefined };
+  protected say(message: string): void {
+    this.notice(message);
+  }
+
+  /** The tokenizer's chat template, if it has one. */
+  protected ownTemplate(): string | undefined {
+    const t = this.tok as ChatCapableTokenizer | null;
     try {
       return typeof t?.chatTemplate === 'function' ? t.chatTemplate() : undefined;
     } catch {
@@ -484,24 +507,50 @@ class InstructTask extends LmTask {
     }
   }
 
-  /** Prompt and response texts of a row (Alpaca format, or the chat template). */
-  private texts(instruction: string, input: string, output: string): { prompt: string; response: string; template: boolean } {
-    const tpl = this.chatTemplate();
-    if (tpl) {
-      const tok = this.tok as unknown as { applyChatTemplate(m: { role: string; content: string }[], o?: { addGenerationPrompt?: boolean }): string };
-      const user = { role: 'user', content: input ? `${instruction}\n\n${input}` : instruction };
-      const prompt = tok.applyChatTemplate([user], { addGenerationPrompt: true });
-      const full = tok.applyChatTemplate([user, { role: 'assistant', content: output }]);
-      return { prompt, response: full.startsWith(prompt) ? full.slice(prompt.length) : output, template: true };
+  /** A conversation as an example: ids of the rendered text, labels on the assistant's turns, cut to maxLength. */
+  protected conversation(messages: ChatMessage[]): Example {
+    const tok = this.needTokenizer() as ChatCapableTokenizer;
+    const own = this.ownTemplate();
+    const template = own ?? DEFAULT_CHAT_TEMPLATE;
+    if (!own && !this.saidDefault) {
+      this.saidDefault = true;
+      this.say("the tokenizer has no chat template: conversations are formatted with the default ChatML template ('<|im_start|>role\\ncontent<|im_end|>\\n')");
     }
-    return { prompt: alpacaPrompt(instruction, input), response: output, template: false };
+    const vars: Record<string, unknown> = {};
+    for (const name of ['bos', 'eos', 'unk', 'pad', 'cls', 'sep', 'mask'] as const) vars[`${name}_token`] = tok.specialToken?.(name) ?? '';
+    Object.assign(vars, this.templateVars);
+    const eos = tok.specialToken?.('eos');
+    const markers = [...(tok.specialTokenStrings ?? (eos ? [eos] : [])), ...(own ? [] : ['<|im_end|>'])];
+    const chat = renderChat(template, messages, vars, markers);
+    // The default template writes no BOS: the tokenizer's own goes first, as for plain text.
+    let leadingBos = false;
+    if (!own && tok.bosTokenId !== undefined) {
+      const withSpecial = tok.encode('a', null, { addSpecialTokens: true }).inputIds;
+      leadingBos = withSpecial[0] === tok.bosTokenId && tok.encode('a', null, { addSpecialTokens: false }).inputIds[0] !== tok.bosTokenId;
+    }
+    const enc = encodeRenderedChat(tok, chat, leadingBos);
+    return { inputIds: enc.inputIds.slice(0, this.maxLength), labels: enc.labels.slice(0, this.maxLength) };
   }
+
+  /** Drops examples left without a label by truncation (they would add nothing but a 0/0 loss), saying how many. */
+  protected keepLabelled(examples: Example[]): Example[] {
+    const kept = examples.filter((e) => !e.labels || e.labels.some((v, t) => t >= 1 && v !== -100));
+    if (kept.length < examples.length) {
+      this.say(`${examples.length - kept.length} of ${examples.length} rows have no assistant token within the first ${this.maxLength} tokens and are skipped (raise --max-length to keep them)`);
+    }
+    return kept;
+  }
+}
+
+class InstructTask extends ConversationTask {
+  readonly name: TaskName = 'instruct';
 
   prepare(rows: (Row | Example)[]): Example[] {
     const instrCol = this.columns.textColumn ?? 'instruction';
     const inputCol = this.columns.textPairColumn ?? 'input';
     const outCol = this.columns.labelColumn ?? 'output';
-    return rows.map((r, i) => {
+    const template = this.ownTemplate() !== undefined;
+    const out = rows.map((r, i) => {
       const n = i + 1;
       if (isExample(r)) return r;
       if ('input_ids' in r) return this.pretokenized(r, n);
@@ -509,18 +558,41 @@ class InstructTask extends LmTask {
       for (const c of [instrCol, outCol]) {
         if (typeof r[c] !== 'string') throw new SiftError('E_FORMAT', `row ${n}: instruct rows need text columns '${instrCol}' and '${outCol}' (and optionally '${inputCol}')`);
       }
-      const { prompt, response, template } = this.texts(r[instrCol] as string, typeof r[inputCol] === 'string' ? (r[inputCol] as string) : '', r[outCol] as string);
-      // Leading special tokens (e.g. LLaMA's BOS) come from the tokenizer; a chat template writes its own.
+      const instruction = r[instrCol] as string;
+      const input = typeof r[inputCol] === 'string' ? (r[inputCol] as string) : '';
+      const output = r[outCol] as string;
+      // With a chat template: one user turn and the assistant's answer, as the chat task formats them.
+      if (template) return this.conversation([{ role: 'user', content: input ? `${instruction}\n\n${input}` : instruction }, { role: 'assistant', content: output }]);
+      const prompt = alpacaPrompt(instruction, input);
+      // Leading special tokens (e.g. LLaMA's BOS) come from the tokenizer.
       const withSpecial = tok.encode(prompt, null, { addSpecialTokens: true }).inputIds;
       const plain = tok.encode(prompt, null, { addSpecialTokens: false }).inputIds;
-      const lead = !template && tok.bosTokenId !== undefined && withSpecial[0] === tok.bosTokenId && plain[0] !== tok.bosTokenId ? [tok.bosTokenId] : [];
+      const lead = tok.bosTokenId !== undefined && withSpecial[0] === tok.bosTokenId && plain[0] !== tok.bosTokenId ? [tok.bosTokenId] : [];
       const promptIds = [...lead, ...plain];
-      const respIds = tok.encode(response, null, { addSpecialTokens: false }).inputIds;
+      const respIds = tok.encode(output, null, { addSpecialTokens: false }).inputIds;
       if (tok.eosTokenId !== undefined && respIds[respIds.length - 1] !== tok.eosTokenId) respIds.push(tok.eosTokenId);
       const ids = [...promptIds, ...respIds].slice(0, this.maxLength);
       const labels = [...promptIds.map(() => -100), ...respIds].slice(0, this.maxLength);
       return { inputIds: ids, labels };
     });
+    return template ? this.keepLabelled(out) : out;
+  }
+}
+
+/** Conversations ({messages: [{role, content}, ...]}) with the loss on the assistant's turns. */
+class ChatTask extends ConversationTask {
+  readonly name: TaskName = 'chat';
+
+  prepare(rows: (Row | Example)[]): Example[] {
+    const col = this.columns.textColumn ?? 'messages';
+    const out = rows.map((r, i) => {
+      const n = i + 1;
+      if (isExample(r)) return r;
+      if ('input_ids' in r) return this.pretokenized(r, n);
+      if (!(col in r)) throw new SiftError('E_FORMAT', `row ${n}: chat rows need a '${col}' column (a list of {role, content} messages); columns: ${Object.keys(r).join(', ') || 'none'}`);
+      return this.conversation(chatMessages(r[col], n, col));
+    });
+    return this.keepLabelled(out);
   }
 }
 
@@ -531,11 +603,12 @@ export function createTask(name: TaskName, opts: TaskOptions): Task {
     case 'regress': return new RegressTask(opts);
     case 'causal-lm': return new CausalLmTask(opts);
     case 'instruct': return new InstructTask(opts);
-    default: throw new SiftError('E_ARG', `unknown task '${name as string}' (expected classify, regress, causal-lm or instruct)`);
+    case 'chat': return new ChatTask(opts);
+    default: throw new SiftError('E_ARG', `unknown task '${name as string}' (expected classify, regress, causal-lm, instruct or chat)`);
   }
 }
 
 /** The model head a task needs. */
 export function modelTaskFor(task: TaskName): 'causal-lm' | 'sequence-classification' {
-  return task === 'causal-lm' || task === 'instruct' ? 'causal-lm' : 'sequence-classification';
+  return task === 'causal-lm' || task === 'instruct' || task === 'chat' ? 'causal-lm' : 'sequence-classification';
 }

@@ -105,7 +105,7 @@ export class Trainer {
     this.originalDType = model.dtype;
     this.task = createTask(options.task, {
       tokenizer, config: model.config, columns: options.columns, maxLength: options.maxLength,
-      labels: options.labels, packing: options.packing,
+      labels: options.labels, packing: options.packing, chatTemplateVars: options.chatTemplateVars, onNotice: options.onNotice,
     });
   }
 

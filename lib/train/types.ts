@@ -12,7 +12,7 @@ import type { SelectionOptions } from '../sift/sift';
 /** One record of a data file: JSONL objects, CSV/TSV rows by column name, or raw text. */
 export type Row = Record<string, unknown>;
 
-export type TaskName = 'classify' | 'regress' | 'causal-lm' | 'instruct';
+export type TaskName = 'classify' | 'regress' | 'causal-lm' | 'instruct' | 'chat';
 
 export interface ColumnOptions {
   textColumn?: string;
@@ -105,6 +105,10 @@ export interface TrainerOptions {
   labels?: string[];
   /** causal-lm on raw text: pack tokens into blocks of maxLength (default true) or one example per document. */
   packing?: boolean;
+  /** More variables for the chat template (chat, instruct), e.g. { enable_thinking: false }. */
+  chatTemplateVars?: Record<string, unknown>;
+  /** Where the task says something once (e.g. that the default chat template is used); default: a line on stderr. */
+  onNotice?: (message: string) => void;
   /** Micro-batch size of evaluate() (default: batchSize). */
   evalBatchSize?: number;
   /** AdamW betas and eps (defaults 0.9, 0.999, 1e-8). */
