@@ -475,6 +475,7 @@ export class HfTokenizer implements TextTokenizer {
     };
     const isSpace = (x: number): boolean => x === 0x20 || x === 0x09 || x === 0x0a || x === 0x0d || x === 0x0b || x === 0x0c;
     const offsets: [number, number][] = [];
+    const pending: number[] = [];
     let cur = 0;
     // Special tokens the post-processor put around the text (they spell nothing in it).
     const a = this.core.tokenize(text).length;
@@ -493,6 +494,7 @@ export class HfTokenizer implements TextTokenizer {
       else b = Buffer.from((wordPiece && t.startsWith(prefix) ? t.slice(prefix.length) : t).replace(/\u2581/g, ' '), 'utf8');
       let at = -1;
       let skipLead = 0;
+      let deferred = false;
       // The token as spelled; without the space of a dummy prefix; after whitespace an added
       // token's lstrip/rstrip removed.
       for (let c = cur; c <= bytes.length && at < 0; c++) {
@@ -500,14 +502,21 @@ export class HfTokenizer implements TextTokenizer {
         else if (b.length > 1 && b[0] === 0x20 && matchAt(b.subarray(1), c)) {
           at = c;
           skipLead = 1;
-        } else if (b.length === 1 && b[0] === 0x20 && c === cur && !isSpace(bytes[c] ?? 0)) {
-          at = c;
-          skipLead = 1;
+        } else if (b.length === 1 && b[0] === 0x20 && c === cur) {
+          // A lone dummy-prefix piece spells nothing and takes no text; it stands where the
+          // next token starts (as the Rust normalizer aligns a prepended character).
+          pending.push(offsets.length);
+          offsets.push([charAt[cur], charAt[cur]]);
+          deferred = true;
+          break;
         }
         if (c < bytes.length && !isSpace(bytes[c])) break;
       }
+      if (deferred) continue;
       if (at < 0) return null;
       const end = at + b.length - skipLead;
+      for (const k of pending) offsets[k] = [charAt[at], charAt[at]];
+      pending.length = 0;
       offsets.push([charAt[at], charAt[end]]);
       cur = end;
     }
@@ -580,7 +589,8 @@ export function renderChatTemplate(template: string, messages: ChatMessage[], op
   let tpl = template;
   if (opts.markGeneration) {
     const [open, close] = opts.markGeneration.map((m) => JSON.stringify(m));
-    tpl = tpl.replace(GENERATION_TAG, (_m, l: string, which: string, r: string) => `{{${l} ${which === 'generation' ? open : close} ${r}}}`);
+    // Still a block tag around the marker, so that trim_blocks / lstrip_blocks act as on the tag.
+    tpl = tpl.replace(GENERATION_TAG, (_m, l: string, which: string, r: string) => `{%${l} if true %}{{ ${which === 'generation' ? open : close} }}{% endif ${r}%}`);
   }
   const vars: Json = {
     messages,

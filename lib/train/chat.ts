@@ -178,7 +178,8 @@ export function encodeRenderedChat(tok: ChatCapableTokenizer, chat: RenderedChat
   if (withOffsets) {
     withOffsets.inputIds.forEach((id, i) => {
       const [s, e] = withOffsets.offsets[i];
-      const inside = e > s && chat.spans.some(([a, b]) => s < b && e > a);
+      // A token that spells no text (a dummy-prefix piece) belongs where it stands.
+      const inside = chat.spans.some(([a, b]) => (e > s ? s < b && e > a : s >= a && s < b));
       inputIds.push(id);
       labels.push(inside ? id : -100);
     });
