@@ -214,6 +214,8 @@ else
   stage adamw 45 "$BENCH" "${RUN[@]}" adamw --cuda-only
   stage attention 30 "$BENCH" "${RUN[@]}" attention --cuda-only
   [ -n "$PY" ] && stage peers-kernels 75 "$PEERS" "$PY" -B bench/peers/torch_kernels.py --device cuda
+  # The family tokenizers and chat templates against transformers' AutoTokenizer on the same files.
+  [ -n "$PY" ] && [ "$HAVE_TF" = 1 ] && stage tokenizers 30 "$PEERS" sh -c "node '$DIST/bench/tokenizers.js' > '$WORK/tokenizers.json' && '$PY' -B bench/peers/compare_tokenizers.py '$WORK/tokenizers.json'"
   # CUDA tests first (the CPU suites pass on the CPU machines); the whole suite if time is left.
   # The suites a check stage already passed are not run again (after a failed check they run
   # again, under the fallback it switched to).
