@@ -35,7 +35,7 @@ const TURNS = [
 const out: Record<string, unknown> = {};
 for (const family of FAMILIES) {
   const tok = HfTokenizer.fromFolder(path.join(DIR, family));
-  const noSystem = family === 'gemma' || family === 'mistral';
+  const noSystem = family === 'gemma';
   const conversation = noSystem ? TURNS : [SYSTEM, ...TURNS];
   const chat = createTask('chat', { tokenizer: tok, config: { max_position_embeddings: 4096 }, maxLength: 4096 }).prepare([{ messages: conversation }])[0];
   out[family] = {

@@ -4,11 +4,13 @@
  * post-processor, decoder, added tokens and chat template, with a small vocabulary), and their chat
  * templates rendered as transformers' apply_chat_template renders them.
  */
+import * as fs from 'fs';
 import * as path from 'path';
 import { HfTokenizer, SiftError } from '../../lib';
 
 const DIR = path.join(__dirname, '..', 'fixtures', 'tokenizers');
 const load = (family: string): HfTokenizer => HfTokenizer.fromFolder(path.join(DIR, family));
+const TEMPLATES = JSON.parse(fs.readFileSync(path.join(DIR, 'templates.json'), 'utf8')) as Record<string, string>;
 const tokens = (t: HfTokenizer, text: string, addSpecialTokens = true): string[] => t.encode(text, null, { addSpecialTokens }).inputIds.map((i) => t.idToToken(i)!);
 
 function errorOf(fn: () => unknown): SiftError {
@@ -87,6 +89,24 @@ describe('Llama 3 (byte-level BPE, its regex, BOS by the post-processor)', () =>
     expect(t.decode(ids, { skipSpecialTokens: true })).toBe('Hello world');
   });
 
+  test('Llama 3.2 template: the dated system block always, tools absent', () => {
+    const t = load('llama3');
+    const template = TEMPLATES['llama3.2'];
+    const extra = { date_string: '26 Jul 2024' };
+    expect(t.applyChatTemplate([{ role: 'user', content: 'Hi!' }], { template, extra, addGenerationPrompt: true })).toBe(
+      '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>' +
+        '<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
+    );
+    expect(t.applyChatTemplate([{ role: 'system', content: ' Be brief. ' }, ...CONVERSATION.slice(0, 2)], { template, extra })).toBe(
+      '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|>' +
+        '<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello there.<|eot_id|>',
+    );
+    // Without date_string the template takes today's date through strftime_now, as transformers does.
+    const today = new Date();
+    const day = `${String(today.getDate()).padStart(2, '0')} ${today.toLocaleString('en-US', { month: 'short' })} ${today.getFullYear()}`;
+    expect(t.applyChatTemplate([{ role: 'user', content: 'Hi!' }], { template })).toContain(`Today Date: ${day}\n\n`);
+  });
+
   test('template: header tokens, trimmed content, BOS once', () => {
     const t = load('llama3');
     expect(t.applyChatTemplate([{ role: 'system', content: 'Be brief.' }, ...CONVERSATION.slice(0, 2)], { addGenerationPrompt: false })).toBe(
@@ -140,10 +160,20 @@ describe('Mistral v0.3 (Metaspace first, byte fallback, control tokens)', () => 
     expect(t.decode(ids, { skipSpecialTokens: true })).toBe('Hello world');
   });
 
-  test('template: [INST] ... [/INST], eos after answers; a system message raises', () => {
+  test('v0.3 template: [INST] ... [/INST], the system message in the first turn, eos after answers', () => {
     const t = load('mistral');
-    expect(t.applyChatTemplate(CONVERSATION)).toBe('<s>[INST] Hi! [/INST]Hello there.</s>[INST] Bye now [/INST]');
-    expect(errorOf(() => t.applyChatTemplate([{ role: 'system', content: 'S' }, { role: 'user', content: 'Hi' }])).message).toMatch(/^the chat template rejects these messages: Conversation roles must alternate/);
+    expect(t.applyChatTemplate(CONVERSATION)).toBe('<s>[INST] Hi![/INST] Hello there.</s>[INST] Bye now[/INST]');
+    expect(t.applyChatTemplate([{ role: 'system', content: 'Be brief.' }, ...CONVERSATION])).toBe('<s>[INST] Be brief.\n\nHi![/INST] Hello there.</s>[INST] Bye now[/INST]');
+    const e = errorOf(() => t.applyChatTemplate([{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }]));
+    expect(e.message).toBe('the chat template rejects these messages: After the optional system message, conversation roles must alternate user/assistant/user/assistant/...');
+    expect(errorOf(() => t.applyChatTemplate([{ role: 'user', content: 'a' }, { role: 'robot', content: 'b' }])).message).toMatch(/Only user and assistant roles are supported/);
+  });
+
+  test('v0.1 / v0.2 template: a space inside [INST] ... [/INST], no system message', () => {
+    const t = load('mistral');
+    const template = TEMPLATES['mistral-v0.1'];
+    expect(t.applyChatTemplate(CONVERSATION, { template })).toBe('<s>[INST] Hi! [/INST]Hello there.</s>[INST] Bye now [/INST]');
+    expect(errorOf(() => t.applyChatTemplate([{ role: 'system', content: 'S' }, { role: 'user', content: 'Hi' }], { template })).message).toMatch(/^the chat template rejects these messages: Conversation roles must alternate/);
   });
 });
 

@@ -3,6 +3,7 @@
  * the default ChatML template, labels on the assistant's turns only (content and end-of-turn
  * token), truncation, padding, bad rows.
  */
+import * as fs from 'fs';
 import * as path from 'path';
 import { HfTokenizer, SiftError, createByteTokenizer, createModel, tidy } from '../../lib';
 import { createTask } from '../../lib/train/tasks';
@@ -54,7 +55,7 @@ describe('chat task with the families templates', () => {
     ['qwen3', true, ['Hello there.<|im_end|>', 'See you later.<|im_end|>']],
     ['llama3', true, ['Hello there.<|eot_id|>', 'See you later.<|eot_id|>']],
     ['gemma', false, ['Hello there.<end_of_turn>', 'See you later.<end_of_turn>']],
-    ['mistral', false, ['Hello there.</s>', 'See you later.</s>']],
+    ['mistral', true, ['Hello there.</s>', 'See you later.</s>']],
     ['phi3', true, ['Hello there.<|end|>', 'See you later.<|end|>']],
   ];
   test.each(cases)('%s: the loss is on every assistant turn and its end-of-turn token only', (family, system, expected) => {
@@ -70,6 +71,17 @@ describe('chat task with the families templates', () => {
     if (family === 'phi3') expect(e.labels!.map((v) => (v === -100 ? '' : t.idToToken(v))).filter(Boolean).slice(5, 7)).toEqual(['▁', '<0x53>']);
     expect(task.lossWeight(e)).toBe(e.labels!.filter((v) => v !== -100).length);
     expect(notices).toEqual([]);
+  });
+
+  test('Llama 3.2 template (system block, date): the answers and <|eot_id|> only', () => {
+    const t = load('llama3');
+    const files = t.toFiles();
+    const cfg = { ...JSON.parse(files['tokenizer_config.json']), chat_template: JSON.parse(fs.readFileSync(path.join(DIR, 'templates.json'), 'utf8'))['llama3.2'] };
+    const t32 = HfTokenizer.fromFiles({ tokenizer: JSON.parse(files['tokenizer.json']), config: cfg });
+    const task = createTask('chat', { tokenizer: t32, config, chatTemplateVars: { date_string: '26 Jul 2024' } });
+    const [e] = task.prepare([{ messages: [SYSTEM, ...TURNS] }]);
+    expect(t32.decode(e.inputIds)).toContain('Today Date: 26 Jul 2024\n\nBe brief.<|eot_id|>');
+    expect(labelled(t32, e)).toEqual(['Hello there.<|eot_id|>', 'See you later.<|eot_id|>']);
   });
 
   test('a template that trims the content: spaces around an answer are not its tokens, the end token is', () => {
