@@ -35,10 +35,10 @@ export async function runGenerate(f: Parsed): Promise<number> {
     if (ids.length === 0) throw new SiftError('E_ARG', '--prompt encodes to no tokens');
     const out: number[] = [];
     let printed = '';
-    const eos = tok.eosTokenId;
+    const eos = tok.eosTokenIds;
     for await (const step of generateStream(loaded.model, [ids], {
       maxNewTokens: f['max-new-tokens'] as number, temperature: f.temperature as number, topK: f['top-k'] as number, topP: f['top-p'] as number,
-      seed: f.seed as number, eosTokenId: eos ?? null,
+      seed: f.seed as number, eosTokenId: eos.length ? eos : null,
     })) {
       out.push(step[0]);
       if (f.json) continue;

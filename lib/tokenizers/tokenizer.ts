@@ -86,6 +86,8 @@ export interface TokenizerFiles {
   specialTokensMap?: Json;
   /** A chat template from chat_template.jinja (optional). */
   chatTemplate?: string;
+  /** Parsed generation_config.json of the model folder (optional): its eos_token_id ends generation. */
+  generationConfig?: Json;
 }
 
 export interface ChatMessage {
@@ -197,11 +199,13 @@ export class HfTokenizer implements TextTokenizer {
     const specialTokensMap = stmPath ? readJsonObject(stmPath) : undefined;
     const tplPath = file('chat_template.jinja');
     const chatTemplate = tplPath ? fs.readFileSync(tplPath, 'utf8') : undefined;
+    const genPath = file('generation_config.json');
+    const generationConfig = genPath ? readJsonObject(genPath) : undefined;
     const tjPath = file('tokenizer.json');
     let tokenizer: Json;
     if (tjPath) tokenizer = readJsonObject(tjPath);
     else tokenizer = legacyTokenizerJson(dir, { ...(specialTokensMap ?? {}), ...(config ?? {}) });
-    return new HfTokenizer({ tokenizer, config, specialTokensMap, chatTemplate });
+    return new HfTokenizer({ tokenizer, config, specialTokensMap, chatTemplate, generationConfig });
   }
 
   static fromFiles(files: TokenizerFiles): HfTokenizer {
@@ -241,6 +245,20 @@ export class HfTokenizer implements TextTokenizer {
   get maskTokenId(): number | undefined {
     return this.specialId('mask');
   }
+  /**
+   * The ids that end generation: eos_token_id of generation_config.json (a number or a list, as
+   * transformers' generate reads it; e.g. Gemma's <end_of_turn>, Llama 3's <|eot_id|>) and the
+   * tokenizer's EOS.
+   */
+  get eosTokenIds(): number[] {
+    const ids: number[] = [];
+    const g = this.files.generationConfig?.eos_token_id;
+    for (const v of Array.isArray(g) ? g : [g]) if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= this.maxId) ids.push(v);
+    const eos = this.eosTokenId;
+    if (eos !== undefined) ids.push(eos);
+    return [...new Set(ids)];
+  }
+
   /** Set it (e.g. to eosTokenId) to pad with a tokenizer that has no pad token, as GPT-2 and LLaMA. */
   get padTokenId(): number | undefined {
     return this.padOverride ?? this.specialId('pad');

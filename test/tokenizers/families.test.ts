@@ -196,6 +196,21 @@ describe('Phi-3 (LLaMA-2-style tokenizer.json, added chat tokens with rstrip)', 
   });
 });
 
+describe('generation_config.json', () => {
+  test('its eos_token_id list ends generation with the tokenizer EOS', () => {
+    const q = load('qwen2.5');
+    expect(q.eosTokenIds.sort()).toEqual([q.tokenToId('<|im_end|>')!, q.tokenToId('<|endoftext|>')!].sort());
+    const l = load('llama3');
+    expect(l.eosTokenIds.sort()).toEqual([l.tokenToId('<|end_of_text|>')!, l.tokenToId('<|eot_id|>')!].sort());
+    const p = load('phi3');
+    expect(p.eosTokenIds.sort()).toEqual(['<|endoftext|>', '<|assistant|>', '<|end|>'].map((t) => p.tokenToId(t)!).sort());
+    const g = load('gemma');
+    expect(g.eosTokenIds).toEqual([g.tokenToId('<eos>'), g.tokenToId('<end_of_turn>')]);
+    // A folder without one: the tokenizer's EOS.
+    expect(load('mistral').eosTokenIds).toEqual([2]);
+  });
+});
+
 describe('offsets', () => {
   test.each(['qwen2.5', 'qwen3', 'llama3', 'gemma', 'mistral', 'phi3'])('%s: every token of a rendered conversation spells its span of the text', (family) => {
     const t = load(family);
