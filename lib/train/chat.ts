@@ -6,11 +6,12 @@
  *
  * The assistant's text is found in the rendered string, whatever the template:
  * - a template with {% generation %} blocks marks it itself;
- * - otherwise each assistant content is wrapped in two private-use marker characters (inside its
- *   leading and trailing whitespace, so that `| trim` and `.strip()` act as on the real text),
- *   and the rendering with markers, once they are removed, must equal the real one;
- * - otherwise (a template that rewrites the content) each turn is the difference between the
- *   conversation up to it with a generation prompt and the conversation up to and with it.
+ * - otherwise each assistant content is wrapped in a pair of private-use marker characters of its
+ *   own (inside its leading and trailing whitespace, so that `| trim` and `.strip()` act as on the
+ *   real text), and the rendering with markers, once they are removed, must equal the real one;
+ * - a turn whose markers do not both come through (a template that rewrites the content) is the
+ *   difference between the conversation up to it with a generation prompt and the conversation up
+ *   to and with it, or else the end of its content written right before its closing marker.
  * Character spans become token labels through the tokenizer's offsets.
  */
 import { SiftError } from '../engine/errors';
@@ -37,11 +38,15 @@ export interface ChatCapableTokenizer extends TextTokenizer {
   encodeWithOffsets?(text: string, opts?: { addSpecialTokens?: boolean }): { inputIds: number[]; offsets: [number, number][] } | null;
 }
 
-const OPEN = '\uE000';
-const CLOSE = '\uE001';
+// Private-use characters that mark text in a rendering: the generation blocks, and the start and
+// end of each assistant turn (one pair per turn, so that a marker the template drops is noticed).
 const GEN_OPEN = '\uE002';
 const GEN_CLOSE = '\uE003';
-const MARKERS = /[\uE000-\uE003]/;
+const OPEN_BASE = 0xe100;
+const CLOSE_BASE = 0xe900;
+const REASONING_BASE = 0xf100;
+const MAX_MARKED_TURNS = 0x700;
+const MARKERS = /[\uE000-\uE003\uE100-\uF7FF]/;
 
 /** The messages of a row, checked: a non-empty array of {role, content} with known roles, text contents and an assistant turn. */
 export function chatMessages(value: unknown, rowNo: number, column = 'messages'): ChatMessage[] {
@@ -106,55 +111,107 @@ export function renderChat(template: string, messages: ChatMessage[], vars: Reco
     return { text, spans };
   }
   const text = render(template, messages, vars);
-  if (clean) {
-    const wrapped = messages.map((m) => {
-      if (m.role !== 'assistant') return m;
+  const turns = messages.map((m, k) => (m.role === 'assistant' ? k : -1)).filter((k) => k >= 0);
+  const spans: ([number, number] | null)[] = turns.map(() => null);
+  // Closing positions of turns whose opening marker the template dropped (e.g. with a reasoning part).
+  const closes: (number | null)[] = turns.map(() => null);
+  if (clean && turns.length <= MAX_MARKED_TURNS) {
+    const wrapped = messages.map((m, k) => {
+      const j = turns.indexOf(k);
+      if (j < 0) return m;
       const lead = /^\s*/.exec(m.content)![0];
       const core = m.content.trim();
       const trail = core.length ? /\s*$/.exec(m.content)![0] : '';
-      return { ...m, content: lead + OPEN + core + CLOSE + trail };
+      const out: ChatMessage = { ...m, content: lead + String.fromCharCode(OPEN_BASE + j) + core + String.fromCharCode(CLOSE_BASE + j) + trail };
+      // A separate reasoning part (Qwen3's reasoning_content) is the assistant's text too, where the template writes it.
+      const r = m.reasoning_content;
+      if (typeof r === 'string' && r.trim()) out.reasoning_content = /^\s*/.exec(r)![0] + String.fromCharCode(REASONING_BASE + j) + r.trimStart();
+      return out;
     });
     const marked = render(template, wrapped, vars);
-    const leads = messages.filter((m) => m.role === 'assistant').map((m) => /^\s*/.exec(m.content)![0]);
-    const slack = messages.filter((m) => m.role === 'assistant').map((m) => (m.content.trim().length ? /\s*$/.exec(m.content)![0].length : 0));
+    const opens = new Map<number, number>();
+    const shut = new Map<number, number>();
+    const reasons = new Map<number, number>();
+    const seen = new Set<number>();
     let stripped = '';
-    const spans: [number, number][] = [];
-    let open = -1;
-    let ok = true;
     for (const ch of marked) {
-      if (ch === OPEN) {
-        if (open >= 0) ok = false;
-        open = stripped.length;
-      } else if (ch === CLOSE) {
-        if (open < 0) ok = false;
-        else {
-          // Leading whitespace the template kept belongs to the content too.
-          const lead = leads[spans.length] ?? '';
-          const start = lead && stripped.slice(open - lead.length, open) === lead ? open - lead.length : open;
-          spans.push([start, withEndMarker(text, stripped.length, markers, slack[spans.length] ?? 0)]);
-        }
-        open = -1;
+      const c = ch.charCodeAt(0);
+      if (c >= OPEN_BASE && c < OPEN_BASE + turns.length) {
+        if (seen.has(c)) opens.delete(c - OPEN_BASE);
+        else opens.set(c - OPEN_BASE, stripped.length);
+        seen.add(c);
+      } else if (c >= CLOSE_BASE && c < CLOSE_BASE + turns.length) {
+        if (seen.has(c)) shut.delete(c - CLOSE_BASE);
+        else shut.set(c - CLOSE_BASE, stripped.length);
+        seen.add(c);
+      } else if (c >= REASONING_BASE && c < REASONING_BASE + turns.length) {
+        if (!seen.has(c)) reasons.set(c - REASONING_BASE, stripped.length);
+        seen.add(c);
       } else stripped += ch;
     }
-    if (ok && open < 0 && stripped === text && spans.length === messages.filter((m) => m.role === 'assistant').length) {
-      // A span may only reach its end marker once the marker follows the content in the real text.
-      return { text, spans: spans.map(([s, e]) => [s, Math.min(e, text.length)]) };
+    // Markers only count where, once removed, the rendering is the real one.
+    if (stripped === text) {
+      turns.forEach((k, j) => {
+        const o = opens.get(j);
+        const c = shut.get(j);
+        if (c !== undefined) closes[j] = c;
+        if (o === undefined || c === undefined || o > c) return;
+        const content = messages[k].content;
+        // Leading whitespace the template kept belongs to the content too; so does the
+        // end-of-turn token after it (past the content's own trailing whitespace).
+        const lead = /^\s*/.exec(content)![0];
+        let startAt = lead && text.slice(o - lead.length, o) === lead ? o - lead.length : o;
+        const r = reasons.get(j);
+        if (r !== undefined && r < startAt) startAt = r;
+        const slack = content.trim().length ? /\s*$/.exec(content)![0].length : 0;
+        spans[j] = [startAt, withEndMarker(text, c, markers, slack)];
+      });
     }
   }
-  // The template rewrites the content: compare renderings of the conversation's prefixes.
-  const spans: [number, number][] = [];
-  messages.forEach((m, k) => {
-    if (m.role !== 'assistant') return;
-    const before = render(template, messages.slice(0, k), vars, true);
-    const upTo = render(template, messages.slice(0, k + 1), vars);
-    if (!upTo.startsWith(before) || !text.startsWith(upTo)) {
-      throw new SiftError('E_UNSUPPORTED', `the chat template renders assistant message ${k + 1} differently within the conversation than at its end, so its tokens cannot be located; give the template {% generation %} blocks around the assistant's text`);
+  turns.forEach((k, j) => {
+    if (spans[j]) return;
+    spans[j] = prefixSpan(template, messages, k, vars, text) ?? suffixSpan(text, messages[k].content, closes[j], markers);
+    if (!spans[j]) {
+      throw new SiftError('E_UNSUPPORTED', `the chat template rewrites assistant message ${k + 1} so that its text cannot be found in the rendered conversation; give the template {% generation %} blocks around the assistant's text`);
     }
-    let end = upTo.length;
-    while (end > before.length && /\s/.test(upTo[end - 1])) end--;
-    spans.push([before.length, end]);
   });
-  return { text, spans };
+  return { text, spans: spans as [number, number][] };
+}
+
+/**
+ * A turn as the difference between the conversation up to it with a generation prompt and the
+ * conversation up to and with it (trailing whitespace left out), when the full rendering starts
+ * with the latter.
+ */
+function prefixSpan(template: string, messages: ChatMessage[], k: number, vars: Record<string, unknown>, text: string): [number, number] | null {
+  let before: string;
+  let upTo: string;
+  try {
+    before = render(template, messages.slice(0, k), vars, true);
+    upTo = render(template, messages.slice(0, k + 1), vars);
+  } catch {
+    return null;
+  }
+  if (!upTo.startsWith(before) || !text.startsWith(upTo) || upTo.length === before.length) return null;
+  let end = upTo.length;
+  while (end > before.length && /\s/.test(upTo[end - 1])) end--;
+  return [before.length, end];
+}
+
+/**
+ * A turn whose opening marker the template dropped with part of the content (Qwen3 drops the
+ * reasoning of earlier answers): the longest end of the content written right before its
+ * closing marker, and the end-of-turn token after it.
+ */
+function suffixSpan(text: string, content: string, close: number | null, markers: string[]): [number, number] | null {
+  if (close === null) return null;
+  const core = content.trim();
+  let n = 0;
+  while (n < core.length && n < close && text[close - n - 1] === core[core.length - n - 1]) n++;
+  // Whitespace the match reached into belongs to the template's text before the content.
+  while (n > 0 && /\s/.test(text[close - n])) n--;
+  if (n === 0) return null;
+  return [close - n, withEndMarker(text, close, markers, 0)];
 }
 
 export interface ChatEncoding {

@@ -84,6 +84,27 @@ describe('chat task with the families templates', () => {
     expect(labelled(t32, e)).toEqual(['Hello there.<|eot_id|>', 'See you later.<|eot_id|>']);
   });
 
+  test('Qwen3 reasoning: the last answer keeps its think block (labelled), earlier answers lose theirs', () => {
+    const t = load('qwen3');
+    const task = createTask('chat', { tokenizer: t, config });
+    const inline = [
+      { role: 'user', content: 'Hi!' },
+      { role: 'assistant', content: '<think>\nGreet.\n</think>\n\nHello there.' },
+      { role: 'user', content: 'Bye now' },
+      { role: 'assistant', content: '<think>\nBye.\n</think>\n\nSee you later.' },
+    ];
+    const separate = [TURNS[0], { ...TURNS[1], reasoning_content: 'Greet.' }, TURNS[2], { ...TURNS[3], reasoning_content: 'Bye.' }];
+    for (const messages of [inline, separate]) {
+      const [e] = task.prepare([{ messages }]);
+      expect(t.decode(e.inputIds)).toBe(
+        '<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello there.<|im_end|>\n<|im_start|>user\nBye now<|im_end|>\n' +
+          '<|im_start|>assistant\n<think>\nBye.\n</think>\n\nSee you later.<|im_end|>\n',
+      );
+      const want = messages === inline ? '<think>\nBye.\n</think>\n\nSee you later.<|im_end|>' : 'Bye.\n</think>\n\nSee you later.<|im_end|>';
+      expect(labelled(t, e)).toEqual(['Hello there.<|im_end|>', want]);
+    }
+  });
+
   test('a template that trims the content: spaces around an answer are not its tokens, the end token is', () => {
     const t = load('llama3');
     const task = createTask('chat', { tokenizer: t, config });
