@@ -466,7 +466,8 @@ export class HfTokenizer implements TextTokenizer {
    */
   encodeWithOffsets(text: string, opts: { addSpecialTokens?: boolean } = {}): { inputIds: number[]; offsets: [number, number][] } | null {
     if (typeof text !== 'string') throw new SiftError('E_ARG', `encodeWithOffsets: expected a string, got ${typeof text}`);
-    const tokens = this.postProcess(this.core.tokenize(text), null, opts.addSpecialTokens === true).tokens;
+    const pieces = this.core.tokenize(text);
+    const tokens = this.postProcess(pieces, null, opts.addSpecialTokens === true).tokens;
     const inputIds = this.ids(tokens);
     const bytes = Buffer.from(text, 'utf8');
     // UTF-16 index of each byte offset (a byte inside a character maps to that character's start).
@@ -496,7 +497,7 @@ export class HfTokenizer implements TextTokenizer {
     const pending: number[] = [];
     let cur = 0;
     // Special tokens the post-processor put around the text (they spell nothing in it).
-    const a = this.core.tokenize(text).length;
+    const a = pieces.length;
     const lead = opts.addSpecialTokens === true ? this.leadingSpecials() : 0;
     const charToByte = charToByteMap();
     for (let i = 0; i < tokens.length; i++) {

@@ -486,6 +486,8 @@ abstract class ConversationTask extends LmTask {
   private readonly notice: (message: string) => void;
   private readonly templateVars: Record<string, unknown>;
   private saidDefault = false;
+  /** Whether the tokenizer puts a BOS before plain text (known after the first conversation). */
+  private tokenizerBos: boolean | undefined;
 
   constructor(opts: TaskOptions) {
     super(opts, 1024);
@@ -523,12 +525,11 @@ abstract class ConversationTask extends LmTask {
     const markers = [...(tok.specialTokenStrings ?? (eos ? [eos] : [])), ...(own ? [] : ['<|im_end|>'])];
     const chat = renderChat(template, messages, vars, markers);
     // The default template writes no BOS: the tokenizer's own goes first, as for plain text.
-    let leadingBos = false;
-    if (!own && tok.bosTokenId !== undefined) {
+    if (this.tokenizerBos === undefined) {
       const withSpecial = tok.encode('a', null, { addSpecialTokens: true }).inputIds;
-      leadingBos = withSpecial[0] === tok.bosTokenId && tok.encode('a', null, { addSpecialTokens: false }).inputIds[0] !== tok.bosTokenId;
+      this.tokenizerBos = tok.bosTokenId !== undefined && withSpecial[0] === tok.bosTokenId && tok.encode('a', null, { addSpecialTokens: false }).inputIds[0] !== tok.bosTokenId;
     }
-    const enc = encodeRenderedChat(tok, chat, leadingBos);
+    const enc = encodeRenderedChat(tok, chat, !own && this.tokenizerBos);
     return { inputIds: enc.inputIds.slice(0, this.maxLength), labels: enc.labels.slice(0, this.maxLength) };
   }
 
