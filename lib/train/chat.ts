@@ -95,7 +95,7 @@ function withEndMarker(text: string, end: number, markers: string[], slack: numb
  */
 export function renderChat(template: string, messages: ChatMessage[], vars: Record<string, unknown>, endMarkers: string[]): RenderedChat {
   const markers = [...endMarkers].sort((a, b) => b.length - a.length);
-  const clean = !messages.some((m) => MARKERS.test(m.content));
+  const clean = !messages.some((m) => MARKERS.test(m.content) || (typeof m.reasoning_content === 'string' && MARKERS.test(m.reasoning_content)));
   if (clean && hasGenerationBlocks(template)) {
     const marked = render(template, messages, vars, false, [GEN_OPEN, GEN_CLOSE]);
     const spans: [number, number][] = [];
