@@ -139,7 +139,9 @@ export function suggest(name: string, candidates: string[], prefix = '--'): stri
     }
   }
   const close = best && (bestD <= Math.max(2, Math.floor(n.length / 3)) || kebab(best).includes(n) || n.includes(kebab(best)));
-  return close ? ` (did you mean ${prefix}${best}?)` : '';
+  // In the user's spelling: dashes on the command line, as typed in a file.
+  const shown = prefix === '--' && !name.includes('_') ? kebab(best) : best;
+  return close ? ` (did you mean ${prefix}${shown}?)` : '';
 }
 
 const TRUE = new Set(['true', '1', 'yes', 'on']);
@@ -294,14 +296,12 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
   }
   if (configFile !== undefined) {
     const obj = readConfigFile(configFile);
-    const unknown: string[] = [];
+    const lookup = (key: string) => names.get(key) ?? names.get(kebab(key));
+    const unknown = Object.keys(obj).filter((k) => !lookup(k)).map((k) => `'${k}'${suggest(k, allNames, '')}`);
+    if (unknown.length) throw new SiftError('E_ARG', `${configFile}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}`);
     const seen: Record<string, string> = {};
     for (const [key, raw] of Object.entries(obj)) {
-      const entry = names.get(key) ?? names.get(kebab(key));
-      if (!entry) {
-        unknown.push(`'${key}'${suggest(key, allNames, '')}`);
-        continue;
-      }
+      const entry = lookup(key)!;
       const [flag, alias] = entry;
       if (seen[flag]) throw new SiftError('E_ARG', `${configFile}: '${flag}' is set twice (as '${seen[flag]}' and '${key}')`);
       seen[flag] = key;
@@ -312,7 +312,6 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
       flags[flag] = coerce(flag, spec[flag], v, what);
       sources[flag] = 'config';
     }
-    if (unknown.length) throw new SiftError('E_ARG', `${configFile}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}`);
   }
   for (const [flag, [v]] of Object.entries(cli)) {
     flags[flag] = v;

@@ -213,7 +213,9 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   if (opts.resume && !hasCheckpoint(out)) throw new SiftError('E_IO', `--resume: no checkpoint in ${out} (checkpoint-<step>/ folders are written there by --checkpoint-every, on interruption and at the end)`);
   fs.mkdirSync(out, { recursive: true });
   // The configuration the run resolved (defaults, --config file, flags), beside its results.
-  const runConfig = { ...(parsed ? resolvedConfig(parsed) : resolvedConfig({ flags: f, sources: {} })), ...(parsed?.configFile ? { config: path.resolve(parsed.configFile) } : {}) };
+  // Paths made absolute, so that the file is a --config for the same run from any folder.
+  const runConfig = resolvedConfig(parsed ?? { flags: f, sources: {} });
+  for (const k of ['model', 'data', 'eval-data', 'out']) if (typeof runConfig[k] === 'string') runConfig[k] = path.resolve(runConfig[k] as string);
   writeFileAtomic(path.join(out, 'run_config.json'), [JSON.stringify(runConfig, null, 2) + '\n']);
 
   const rows = await loadRows(dataFile);
