@@ -63,7 +63,9 @@ function loraInfo(dir: string, file: string): DeltaInfo {
     throw new SiftError('E_UNSUPPORTED', `${cfgFile}: peft_type '${cfg.peft_type}' is not supported here (LORA adapters only)`);
   }
   if (!fs.existsSync(file)) throw new SiftError('E_IO', `${dir}: no adapter_model.safetensors`);
-  const head = headOf(cfg.sift_ft_head, cfg.sift_ft_task);
+  // PEFT's own task_type names the head when sift-ft did not write the adapter.
+  const peftTask = ({ SEQ_CLS: 'classify', CAUSAL_LM: 'causal-lm' } as Record<string, string>)[String(cfg.task_type)];
+  const head = headOf(cfg.sift_ft_head, cfg.sift_ft_task ?? peftTask);
   return { kind: 'lora', file, task: head?.task, head, adapterConfig: cfg };
 }
 
