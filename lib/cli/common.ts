@@ -104,6 +104,8 @@ export interface HeadInfo {
   id2label?: Record<string, string>;
   label2id?: Record<string, number>;
   problem_type?: string;
+  /** The seed of the run (which initialised a fresh head). */
+  seed?: number;
 }
 
 function labelsFromId2Label(m: unknown): string[] | undefined {

@@ -200,7 +200,9 @@ export function applyDelta(loaded: LoadedModel, info: DeltaInfo): void {
 /** Loads the base model with the head the delta was trained with, then applies the delta. */
 export function loadWithDelta(modelDir: string, delta: string | undefined, opts: { task: TaskName; device: string; labels?: string[]; seed?: number; info?: DeltaInfo | null }): LoadedModel & { delta: DeltaInfo | null } {
   const info = opts.info ?? (delta ? inspectDelta(delta) : null);
-  const loaded = loadModelForTask(modelDir, { task: opts.task, device: opts.device, labels: info?.head?.id2label ? undefined : opts.labels, seed: opts.seed, head: info?.head });
+  // Fresh modules (a head, a pooler the checkpoint lacks) are initialised as in the run: with its seed.
+  const seed = typeof info?.head?.seed === 'number' ? info.head.seed : opts.seed;
+  const loaded = loadModelForTask(modelDir, { task: opts.task, device: opts.device, labels: info?.head?.id2label ? undefined : opts.labels, seed, head: info?.head });
   try {
     if (info) applyDelta(loaded, info);
   } catch (e) {

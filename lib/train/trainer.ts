@@ -693,6 +693,8 @@ export class Trainer {
       task: this.task.name,
       architecture: this.model.architecture,
       model_type: cfg.model_type,
+      // The seed the run was given: tools that rebuild a fresh head initialise it with this seed.
+      seed: this.seed,
       ...(classifier ? { ...pick('num_labels'), ...pick('id2label'), ...pick('label2id'), ...pick('problem_type'), head_modules: headModules(this.model) } : {}),
     };
   }

@@ -79,6 +79,13 @@ beforeAll(() => {
     saveModelFolder(bases[name], { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
     model.dispose();
   }
+  // A BERT encoder without its pooler (as masked-LM checkpoints come): pooler and classifier are fresh.
+  const bert = createModel({ model_type: 'bert', vocab_size: tok.vocabSize, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64, type_vocab_size: 2, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0, pad_token_id: tok.padTokenId }, { task: 'base', seed: 3 });
+  const sd = stateDict(bert);
+  for (const k of [...sd.keys()]) if (k.startsWith('pooler.')) sd.delete(k);
+  bases.bert = path.join(tmp, 'bert');
+  saveModelFolder(bases.bert, { config: bert.config, stateDict: sd, tokenizerFiles: tok.toFiles() });
+  bert.dispose();
   const texts = ['good film', 'great movie', 'bad film', 'awful movie', 'lovely story', 'boring plot', 'nice acting', 'poor script'];
   clsCsv = path.join(tmp, 'cls.csv');
   fs.writeFileSync(clsCsv, 'sentence,label\n' + texts.map((t, i) => `${t},${Math.floor(i / 2) % 2 === 0 ? 'pos' : 'neg'}`).join('\n') + '\n');
@@ -112,6 +119,7 @@ describe('increments of every task work on the base they were trained from', () 
   test.each([
     ['llama', 'classify', 'sift', 'LlamaForSequenceClassification'],
     ['gpt2', 'classify', 'sift', 'GPT2ForSequenceClassification'],
+    ['bert', 'classify', 'sift', 'BertForSequenceClassification'],
     ['llama', 'regress', 'sift', 'LlamaForSequenceClassification'],
     ['llama', 'classify', 'lora', 'LlamaForSequenceClassification'],
   ])('%s %s (%s): eval --delta, generate refuses, merge, export-onnx', async (arch, task, method, headArch) => {
