@@ -79,6 +79,14 @@ export interface TrainerState {
   best: BestState | null;
 }
 
+/** The metrics each task's evaluation reports (checked before training when metricForBest is set). */
+const TASK_METRICS: Record<string, string[]> = {
+  classify: ['loss', 'accuracy', 'f1', 'mcc'],
+  regress: ['loss', 'pearson', 'spearman'],
+  'causal-lm': ['loss', 'perplexity'],
+  instruct: ['loss', 'perplexity'],
+};
+
 /** Metrics where lower is better; every other metric is better when greater. */
 const LOWER_IS_BETTER = new Set(['loss', 'perplexity']);
 
@@ -334,6 +342,12 @@ export class Trainer {
       const examples = this.task.prepare(train);
       check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
       const evalEx = evalData && evalData.length ? this.task.prepare(evalData) : null;
+      if (o.metricForBest) {
+        check(!!evalEx, 'E_ARG', 'metricForBest needs evaluation data (fit(train, evalData))');
+        const known = TASK_METRICS[this.task.name];
+        const m = metricName(o.metricForBest);
+        check(!known || known.includes(m), 'E_ARG', `metricForBest '${o.metricForBest}': task ${this.task.name} reports ${known?.join(', ')}`);
+      }
       const sampler = new BatchSampler(examples.length, {
         batchSize: this.batchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),
       });

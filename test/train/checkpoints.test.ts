@@ -78,9 +78,12 @@ test('early stopping after N evaluations without improvement (greater is better 
   expect(fs.existsSync(path.join(out, 'best', 'model.safetensors'))).toBe(true);
 });
 
-test('a metric the evaluation does not have is an error naming the ones it has', async () => {
-  const { error } = await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, evalEvery: 1, metricForBest: 'bleu' }, evalRows);
-  expect(error).toMatchObject({ code: 'E_ARG', message: expect.stringContaining('accuracy') });
+test('a metric the task does not report is an error before training, naming the ones it has', async () => {
+  const { events, error } = await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, evalEvery: 1, metricForBest: 'bleu' }, evalRows);
+  expect(error).toMatchObject({ code: 'E_ARG', message: expect.stringContaining('accuracy, f1, mcc') });
+  expect(events).toEqual([]);
+  const noEval = await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, metricForBest: 'loss' });
+  expect(noEval.error).toMatchObject({ code: 'E_ARG', message: expect.stringContaining('needs evaluation data') });
 });
 
 test('a diverging run stops with E_NUMERIC naming the step; no checkpoint after it', async () => {
