@@ -156,7 +156,7 @@ function toBoolean(v: unknown, what: string): boolean {
 }
 
 /** A value of a flag, typed and checked. `what` names it in errors ('flag --lr', 'lr in run.yaml'). */
-function coerce(name: string, s: FlagSpec, v: unknown, what: string): string | number | boolean {
+function coerce(s: FlagSpec, v: unknown, what: string): string | number | boolean {
   if (s.type === 'boolean') return toBoolean(v, what);
   if (s.type === 'number') {
     const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
@@ -172,7 +172,6 @@ function coerce(name: string, s: FlagSpec, v: unknown, what: string): string | n
   if (s.choices && !s.choices.includes(str)) {
     throw new SiftError('E_ARG', `${what} must be one of ${s.choices.join(', ')}; got '${str}'${suggest(str, s.choices, '')}`);
   }
-  void name;
   return str;
 }
 
@@ -274,10 +273,10 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
       if (value === undefined || (!t.inlineValue && String(value).startsWith('--'))) {
         throw new SiftError('E_ARG', `${what} needs a value (${spec[flag].help})`);
       }
-      v = type === 'number' ? coerce(flag, { ...spec[flag], type: 'number' }, value, what) : String(value);
+      v = type === 'number' ? coerce({ ...spec[flag], type: 'number' }, value, what) : String(value);
     }
     if (alias?.value) v = alias.value(v);
-    v = coerce(flag, spec[flag], v, what);
+    v = coerce(spec[flag], v, what);
     if (cli[flag] && cli[flag][1] !== name) throw new SiftError('E_ARG', `flag --${flag} given twice (as --${cli[flag][1]} and --${name})`);
     cli[flag] = [v, name];
   }
@@ -307,9 +306,9 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
       seen[flag] = key;
       if (raw === null || raw === undefined) continue;
       const what = `'${key}' in ${configFile}`;
-      let v: string | number | boolean = (alias?.type ?? spec[flag].type) === 'boolean' ? toBoolean(raw, what) : coerce(flag, { ...spec[flag], choices: alias?.value ? undefined : spec[flag].choices }, raw, what);
+      let v: string | number | boolean = (alias?.type ?? spec[flag].type) === 'boolean' ? toBoolean(raw, what) : coerce({ ...spec[flag], choices: alias?.value ? undefined : spec[flag].choices }, raw, what);
       if (alias?.value) v = alias.value(v);
-      flags[flag] = coerce(flag, spec[flag], v, what);
+      flags[flag] = coerce(spec[flag], v, what);
       sources[flag] = 'config';
     }
   }

@@ -334,6 +334,12 @@ export class Trainer {
     const log = outDir ? path.join(outDir, 'log.jsonl') : null;
     if (outDir) fs.mkdirSync(outDir, { recursive: true });
     if (log && !o.resume) fs.writeFileSync(log, '');
+    // A run that does not resume starts over in outDir: checkpoints of an earlier run there would
+    // otherwise be taken for its own by a later resume.
+    if (outDir && !o.resume) {
+      for (const c of listCheckpoints(outDir)) fs.rmSync(path.join(outDir, c.name), { recursive: true, force: true });
+      for (const n of ['checkpoint', 'best', 'trainer_state.json']) fs.rmSync(path.join(outDir, n), { recursive: true, force: true });
+    }
     const emit = (e: TrainerEvent): TrainerEvent => {
       if (log) fs.appendFileSync(log, JSON.stringify({ ...e, time: new Date().toISOString() }) + '\n');
       return e;

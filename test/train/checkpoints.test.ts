@@ -109,3 +109,15 @@ test('warmupRatio: ceil(ratio x total) warmup steps, warmupSteps overrides it', 
   const b = await lrs({ warmupRatio: 0.25, warmupSteps: 5 });
   expect(b.map((x) => +x.toFixed(12))).toEqual(expected(5).map((x) => +x.toFixed(12)));
 });
+
+test('a run without resume starts over: checkpoints of an earlier run in outDir are removed', async () => {
+  const out = path.join(dir, 'again');
+  await fit({ task: 'classify', method: 'full', steps: 4, batchSize: 8, checkpointEvery: 1, evalEvery: 2, metricForBest: 'loss', outDir: out }, evalRows);
+  expect(listCheckpoints(out).map((c) => c.step)).toEqual([1, 2, 3, 4]);
+  expect(fs.existsSync(path.join(out, 'best'))).toBe(true);
+  const { error } = await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, outDir: out });
+  expect(error).toBeUndefined();
+  expect(listCheckpoints(out).map((c) => c.step)).toEqual([2]);
+  expect(fs.existsSync(path.join(out, 'best'))).toBe(false);
+  expect(JSON.parse(fs.readFileSync(path.join(out, 'trainer_state.json'), 'utf8'))).toEqual({ latest: 'checkpoint-2', checkpoints: ['checkpoint-2'], best: null });
+});
