@@ -15,6 +15,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
 import { SiftError } from '../engine/errors';
 
 export interface FlagSpec {
@@ -187,7 +188,7 @@ export function readConfigFile(file: string): Record<string, unknown> {
   let obj: unknown;
   try {
     if (ext === '.json') obj = JSON.parse(text);
-    else if (ext === '.yaml' || ext === '.yml') obj = (require('yaml') as typeof import('yaml')).parse(text);
+    else if (ext === '.yaml' || ext === '.yml') obj = parseYaml(text);
     else throw new SiftError('E_ARG', `--config ${file}: expected a .yaml, .yml or .json file`);
   } catch (e) {
     if (e instanceof SiftError) throw e;

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { SiftError } from '../engine/errors';
 import { loadRows } from '../train/data';
-import { Trainer } from '../train/trainer';
+import { Trainer, latestCheckpoint } from '../train/trainer';
 import type { MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from '../train/types';
 import type { ModuleSelector } from '../sift/targets';
 import { FlagSpec, ParseResult, Parsed, resolvedConfig } from './args';
@@ -210,7 +210,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const device = resolveDevice(f.device);
   const opts = trainerOptionsFrom(f, task, device, out);
   if (opts.metricForBest && !evalFile) throw new SiftError('E_ARG', `--metric-for-best${f['metric-for-best'] === undefined ? ' (implied by --early-stopping-patience)' : ''} needs --eval-data`);
-  if (opts.resume && !hasCheckpoint(out)) throw new SiftError('E_IO', `--resume: no checkpoint in ${out} (checkpoint-<step>/ folders are written there by --checkpoint-every, on interruption and at the end)`);
+  if (opts.resume && !latestCheckpoint(out)) throw new SiftError('E_IO', `--resume: no checkpoint in ${out} (checkpoint-<step>/ folders are written there by --checkpoint-every, on interruption and at the end)`);
   fs.mkdirSync(out, { recursive: true });
   // The configuration the run resolved (defaults, --config file, flags), beside its results.
   // Paths made absolute, so that the file is a --config for the same run from any folder.
@@ -257,7 +257,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
     progress?.end();
     const done = rec.done;
     if (done?.interrupted) {
-      const ckpt = trainer.latestCheckpoint(out);
+      const ckpt = latestCheckpoint(out);
       process.stderr.write(`sift-ft finetune: interrupted at step ${done.step}; checkpoint ${ckpt}; no increment written. Run the same command with --resume to finish.\n`);
       return 130;
     }
@@ -321,16 +321,6 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   } finally {
     trainer.dispose();
     loaded.model.dispose();
-  }
-}
-
-/** Whether outDir holds a checkpoint to resume from. */
-function hasCheckpoint(outDir: string): boolean {
-  if (fs.existsSync(path.join(outDir, 'checkpoint', 'trainer.json'))) return true;
-  try {
-    return fs.readdirSync(outDir).some((n) => /^checkpoint-\d+$/.test(n) && fs.existsSync(path.join(outDir, n, 'trainer.json')));
-  } catch {
-    return false;
   }
 }
 

@@ -96,6 +96,14 @@ export function metricName(m: string): string {
 }
 
 /** checkpoint-<step> folders of outDir, oldest first. */
+/** The newest checkpoint folder of outDir (checkpoint-<step>, or the single 'checkpoint' of earlier versions), or null. */
+export function latestCheckpoint(outDir: string): string | null {
+  const all = listCheckpoints(outDir);
+  if (all.length) return path.join(outDir, all[all.length - 1].name);
+  const single = path.join(outDir, 'checkpoint');
+  return fs.existsSync(path.join(single, 'trainer.json')) ? single : null;
+}
+
 export function listCheckpoints(outDir: string): { name: string; step: number }[] {
   let names: string[];
   try {
@@ -437,7 +445,7 @@ export class Trainer {
         const gradNorm = this.opt!.lastGradNorm();
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
           const what = !Number.isFinite(loss) ? `loss ${loss}` : `gradient norm ${gradNorm}`;
-          const kept = outDir ? this.latestCheckpoint(outDir) : null;
+          const kept = outDir ? latestCheckpoint(outDir) : null;
           throw new SiftError('E_NUMERIC', `non-finite ${what} at step ${this.step} of ${this.total} (learning rate too high?); `
             + `${kept ? `the last good checkpoint is ${kept}` : 'no checkpoint was written before it'}; nothing else is written`);
         }
@@ -631,16 +639,9 @@ export class Trainer {
     return dir;
   }
 
-  /** The newest checkpoint folder of outDir (checkpoint-<step>, or a single 'checkpoint'), or null. */
-  latestCheckpoint(outDir: string): string | null {
-    const all = listCheckpoints(outDir);
-    if (all.length) return path.join(outDir, all[all.length - 1].name);
-    const single = path.join(outDir, 'checkpoint');
-    return fs.existsSync(path.join(single, 'trainer.json')) ? single : null;
-  }
 
   private readCheckpoint(outDir: string): { meta: CheckpointMeta; tensors: Map<string, Tensor> } | null {
-    const dir = this.latestCheckpoint(outDir);
+    const dir = latestCheckpoint(outDir);
     if (!dir) return null;
     const metaFile = path.join(dir, 'trainer.json');
     let meta: CheckpointMeta;
