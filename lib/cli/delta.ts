@@ -75,6 +75,9 @@ export function inspectDelta(p: string): DeltaInfo {
   if (fs.statSync(p).isDirectory()) {
     if (fs.existsSync(path.join(p, 'adapter_config.json'))) return loraInfo(p, path.join(p, 'adapter_model.safetensors'));
     if (fs.existsSync(path.join(p, 'delta.safetensors'))) return inspectDelta(path.join(p, 'delta.safetensors'));
+    if (fs.existsSync(path.join(p, 'config.json'))) {
+      throw new SiftError('E_FORMAT', `--delta ${p}: this folder is a full model (a full fine-tuning run writes one): pass it as --model`);
+    }
     throw new SiftError('E_FORMAT', `--delta ${p}: the folder holds neither an increment (delta.safetensors) nor a LoRA adapter (adapter_config.json)`);
   }
   if (path.basename(p) === 'adapter_config.json') return loraInfo(path.dirname(p), path.join(path.dirname(p), 'adapter_model.safetensors'));
