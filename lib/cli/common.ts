@@ -10,6 +10,7 @@ import { loadModelFolder } from '../io/hf';
 import { createModel, loadStateDictInto } from '../models';
 import type { HFConfig, ModelTask, PreTrainedModel } from '../models/common';
 import { loadTokenizer } from '../tokenizers';
+import { loadOnnxModel } from '../onnx/import';
 import type { HfTokenizer } from '../tokenizers';
 import type { Row, TaskName } from '../train/types';
 import type { FlagSpec, Parsed } from './args';
@@ -91,31 +92,56 @@ export interface LoadedModel {
   dir: string;
   /** Class names in id order (classify). */
   labels?: string[];
+  /** Parameters the checkpoint did not hold (a fresh task head): their initial values are random. */
+  initialized: string[];
+}
+
+/** The head an increment or adapter was trained with (its `sift_head` metadata). */
+export interface HeadInfo {
+  task?: TaskName;
+  architecture?: string;
+  num_labels?: number;
+  id2label?: Record<string, string>;
+  label2id?: Record<string, number>;
+  problem_type?: string;
+  /** The seed of the run (which initialised a fresh head). */
+  seed?: number;
+}
+
+function labelsFromId2Label(m: unknown): string[] | undefined {
+  if (!m || typeof m !== 'object') return undefined;
+  const e = Object.entries(m as Record<string, string>).map(([k, v]) => [Number(k), String(v)] as [number, string]);
+  if (e.length < 1 || e.some(([k]) => !Number.isInteger(k))) return undefined;
+  return e.sort((a, b) => a[0] - b[0]).map(([, v]) => v);
 }
 
 /**
- * Loads a model folder for a task. For classify, `labels` (from the data) are used when the config
- * has no label2id; a causal-LM checkpoint gets a freshly initialised classification head.
+ * Loads a model folder (or an `.onnx` graph) for a task. For classify, the labels are the head's
+ * (an increment's), else the config's label2id, else `labels` (from the data); a causal-LM
+ * checkpoint gets a freshly initialised classification head (listed in `initialized`).
  */
-export function loadModelForTask(dir: string, opts: { task: TaskName; device: string; labels?: string[]; seed?: number }): LoadedModel {
+export function loadModelForTask(dir: string, opts: { task: TaskName; device: string; labels?: string[]; seed?: number; head?: HeadInfo }): LoadedModel {
+  if (dir.toLowerCase().endsWith('.onnx')) return loadOnnxForTask(dir, opts);
   const { config, stateDict } = loadModelFolder(dir);
   const cfg: HFConfig = { ...config };
   let labels: string[] | undefined;
+  const head = opts.head;
   if (opts.task === 'classify') {
     const l2i = cfg.label2id as Record<string, number> | undefined;
     const fromConfig = l2i && typeof l2i === 'object' && Object.keys(l2i).length > 1 && !Object.keys(l2i).every((k) => /^LABEL_\d+$/.test(k))
       ? Object.entries(l2i).sort((a, b) => a[1] - b[1]).map(([k]) => k)
       : undefined;
-    labels = fromConfig ?? opts.labels;
+    labels = labelsFromId2Label(head?.id2label) ?? fromConfig ?? opts.labels;
     if (!labels || labels.length < 2) {
-      const n = typeof cfg.num_labels === 'number' ? cfg.num_labels : 2;
+      const n = typeof head?.num_labels === 'number' ? head.num_labels : typeof cfg.num_labels === 'number' ? cfg.num_labels : 2;
       labels = fromConfig ?? Array.from({ length: n }, (_, i) => String(i));
     }
     cfg.num_labels = labels.length;
     cfg.id2label = Object.fromEntries(labels.map((l, i) => [String(i), l]));
     cfg.label2id = Object.fromEntries(labels.map((l, i) => [l, i]));
+    if (head?.problem_type) cfg.problem_type = head.problem_type;
   } else if (opts.task === 'regress') {
-    cfg.num_labels = 1;
+    cfg.num_labels = typeof head?.num_labels === 'number' ? head.num_labels : 1;
     cfg.problem_type = 'regression';
   }
   const task = modelTaskFor(opts.task);
@@ -124,8 +150,9 @@ export function loadModelForTask(dir: string, opts: { task: TaskName; device: st
   const sameHead = task === 'causal-lm' ? /(CausalLM|LMHeadModel)$/.test(arch ?? '') : /SequenceClassification$/.test(arch ?? '');
   if (!sameHead) delete cfg.architectures;
   const model = createModel(cfg, { task, device: opts.device, seed: opts.seed ?? 0 });
+  let initialized: string[];
   try {
-    loadStateDictInto(model, stateDict, { strict: false, disposeSource: true });
+    initialized = loadStateDictInto(model, stateDict, { strict: false, disposeSource: true }).missing;
   } catch (e) {
     model.dispose();
     throw e;
@@ -134,7 +161,32 @@ export function loadModelForTask(dir: string, opts: { task: TaskName; device: st
   if (fs.existsSync(path.join(dir, 'tokenizer.json')) || fs.existsSync(path.join(dir, 'vocab.json')) || fs.existsSync(path.join(dir, 'vocab.txt'))) {
     tokenizer = loadTokenizer(dir);
   }
-  return { model, tokenizer, config: model.config, dir, labels };
+  return { model, tokenizer, config: model.config, dir, labels, initialized };
+}
+
+/**
+ * An ONNX graph as the model of a task: its head is part of the graph, so the task must be the
+ * graph's (a causal LM for causal-lm and instruct, a sequence classifier for classify and regress).
+ * The tokenizer is read from the graph's folder.
+ */
+function loadOnnxForTask(file: string, opts: { task: TaskName; device: string; labels?: string[] }): LoadedModel {
+  if (!fs.statSync(file).isFile()) throw new SiftError('E_IO', `${file}: not a file`);
+  const want = modelTaskFor(opts.task);
+  const model = loadOnnxModel(file, { device: opts.device });
+  if (model.task !== want) {
+    const has = model.task;
+    model.dispose();
+    throw new SiftError('E_UNSUPPORTED', `${file}: the graph is a ${has} model, task ${opts.task} needs a ${want} graph (an ONNX graph's head cannot be replaced; `
+      + `export the model folder with the head you need, or train from the folder)`);
+  }
+  const dir = path.dirname(path.resolve(file));
+  let tokenizer: HfTokenizer | null = null;
+  if (fs.existsSync(path.join(dir, 'tokenizer.json')) || fs.existsSync(path.join(dir, 'vocab.json')) || fs.existsSync(path.join(dir, 'vocab.txt'))) {
+    tokenizer = loadTokenizer(dir);
+  }
+  const cfg = model.config as HFConfig;
+  const labels = opts.task === 'classify' ? labelsFromId2Label(cfg.id2label) ?? opts.labels : undefined;
+  return { model: model as unknown as PreTrainedModel, tokenizer, config: cfg, dir: file, labels, initialized: [] };
 }
 
 export function fmtInt(n: number): string {

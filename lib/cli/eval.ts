@@ -1,19 +1,20 @@
 /** `sift-ft eval`: loss and the task's metrics of a model (optionally with an increment applied) on a data file. */
 import { SiftError } from '../engine/errors';
-import { applyIncrement } from '../sift/increment';
 import { loadRows } from '../train/data';
 import { Trainer } from '../train/trainer';
 import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireTask, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
+import { TASKS, deviceFlag, labelColumnOf, labelsOf, requireFile, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
+import { inspectDelta, loadWithDelta, taskFor } from './delta';
+import type { TaskName } from '../train/types';
 import { fmtMetrics } from './progress';
 
 export const evalFlags: Record<string, FlagSpec> = {
-  model: { type: 'string', help: 'model folder' },
-  delta: { type: 'string', help: 'a sparse increment (delta.safetensors) to apply first' },
+  model: { type: 'string', help: 'model folder or .onnx graph' },
+  delta: { type: 'string', help: 'an increment (delta.safetensors or its run folder) or a LoRA adapter folder, trained from --model' },
   data: { type: 'string', help: 'evaluation data: .jsonl, .csv, .tsv or raw text' },
-  task: { type: 'string', help: 'classify, regress, causal-lm, instruct or chat', choices: ['classify', 'regress', 'causal-lm', 'instruct', 'chat'] },
-  'batch-size': { type: 'number', help: 'batch size', default: 16 },
-  'max-length': { type: 'number', help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
+  task: { type: 'string', help: 'classify, regress, causal-lm, instruct or chat (default: the task --delta was trained for)', choices: TASKS },
+  'batch-size': { type: 'number', help: 'batch size', default: 16, integer: true, min: 1 },
+  'max-length': { type: 'number', integer: true, min: 1, help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
   ...columnFlags,
   device: deviceFlag,
   json: { type: 'boolean', help: 'print the metrics as JSON' },
@@ -24,8 +25,9 @@ export const evalHelp = 'Evaluates a model (with an optional increment) on a dat
 export async function runEval(f: Parsed): Promise<number> {
   const modelDir = requireFile(f.model, 'model', 'the model folder');
   const dataFile = requireFile(f.data, 'data', 'the evaluation data file');
-  const task = requireTask(f.task);
-  const delta = f.delta === undefined ? undefined : requireFile(f.delta, 'delta', 'an increment file');
+  const delta = f.delta === undefined ? undefined : requireFile(f.delta, 'delta', 'an increment file or adapter folder');
+  const info = delta ? inspectDelta(delta) : null;
+  const task = taskFor(f.task as TaskName | undefined, info);
   const device = resolveDevice(f.device);
   const batchSize = f['batch-size'] as number;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new SiftError('E_ARG', `flag --batch-size must be a positive integer, got ${batchSize}`);
@@ -37,9 +39,8 @@ export async function runEval(f: Parsed): Promise<number> {
     const col = labelColumnOf(rows, columns.labelColumn);
     if (col) labels = labelsOf(rows, col);
   }
-  const loaded = loadModelForTask(modelDir, { task, device, labels });
+  const loaded = loadWithDelta(modelDir, delta, { task, device, labels, info });
   try {
-    if (delta) applyIncrement(loaded.model, delta);
     loaded.model.eval();
     const trainer = new Trainer(loaded.model, loaded.tokenizer, {
       task, method: 'full', device, batchSize, evalBatchSize: batchSize, maxLength: f['max-length'] as number, columns, labels: loaded.labels, shuffle: false,

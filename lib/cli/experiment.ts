@@ -193,7 +193,7 @@ export async function experimentMain(argv: string[]): Promise<number> {
     return argv.length === 0 ? 2 : 0;
   }
   try {
-    return await runExperiment(parseFlags(argv, experimentFlags));
+    return await runExperiment(parseFlags(argv, experimentFlags, { positionals: 1 }));
   } catch (e) {
     const err = e as Error;
     process.stderr.write(`experiment: ${err.message}${e instanceof SiftError ? ` [${e.code}]` : ''}\n`);

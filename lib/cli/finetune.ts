@@ -6,51 +6,57 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { SiftError } from '../engine/errors';
 import { loadRows } from '../train/data';
-import { Trainer } from '../train/trainer';
+import { Trainer, latestCheckpoint } from '../train/trainer';
 import type { MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from '../train/types';
 import type { ModuleSelector } from '../sift/targets';
-import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, fmtBytes, fmtDuration, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
+import { FlagSpec, ParseResult, Parsed, resolvedConfig } from './args';
+import { writeFileAtomic } from '../io/atomic';
+import { deviceFlag, fmtBytes, fmtDuration, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, writeJson, columnFlags, columnsOf, TASKS } from './common';
 import { Progress, fmtMetrics } from './progress';
 import { RunRecorder, renderReport } from './report';
 
 export const METHODS: MethodName[] = ['sift', 'full', 'lora', 'random-sparse'];
 
 export const finetuneFlags: Record<string, FlagSpec> = {
-  model: { type: 'string', help: 'model folder (config.json, safetensors, tokenizer.json)' },
+  model: { type: 'string', help: 'model folder (config.json, safetensors, tokenizer.json) or an .onnx graph (tokenizer files beside it)' },
   data: { type: 'string', help: 'training data: .jsonl, .csv, .tsv or raw text' },
-  task: { type: 'string', help: 'classify, regress, causal-lm, instruct or chat', choices: ['classify', 'regress', 'causal-lm', 'instruct', 'chat'] },
+  task: { type: 'string', help: 'classify, regress, causal-lm, instruct or chat', choices: TASKS },
   method: { type: 'string', help: 'training method', choices: METHODS, default: 'sift' },
   out: { type: 'string', help: 'output folder' },
   'sparse-rate': { type: 'number', help: 'SIFT: share of each target weight that is trained', default: 0.01 },
   'target-modules': { type: 'string', help: "SIFT/LoRA targets: 'a,b' module names, 're:<regex>' or 'all-linear' (default: every linear layer but the output and task heads)" },
   'dense-modules': { type: 'string', help: "modules trained in full: 'a,b' or 're:<regex>' (default: the task head)" },
-  'selection-batches': { type: 'number', help: 'SIFT: batches whose gradients choose the indices', default: 1 },
+  'selection-batches': { type: 'number', help: 'SIFT: batches whose gradients choose the indices', default: 1, integer: true, min: 1 },
   'selection-score': { type: 'string', help: 'SIFT: how entries are scored', choices: ['abs', 'fisher', 'random', 'magnitude'], default: 'abs' },
-  'lora-rank': { type: 'number', help: 'LoRA rank', default: 8 },
+  'lora-rank': { type: 'number', help: 'LoRA rank', default: 8, integer: true, min: 1 },
   'lora-alpha': { type: 'number', help: 'LoRA alpha (default: 2 x rank)' },
   'lora-dropout': { type: 'number', help: 'LoRA dropout', default: 0 },
-  steps: { type: 'number', help: 'optimizer steps after the selection batches' },
+  steps: { type: 'number', help: 'optimizer steps after the selection batches', integer: true, min: 1 },
   epochs: { type: 'number', help: 'passes over the data (instead of --steps)' },
-  'batch-size': { type: 'number', help: 'micro-batch size', default: 8 },
-  'grad-accum': { type: 'number', help: 'micro-batches per optimizer step', default: 1 },
+  'batch-size': { type: 'number', help: 'micro-batch size', default: 8, integer: true, min: 1 },
+  'grad-accum': { type: 'number', help: 'micro-batches per optimizer step', default: 1, integer: true, min: 1 },
   lr: { type: 'number', help: 'peak learning rate', default: 1e-4 },
   'lr-schedule': { type: 'string', help: 'learning-rate schedule', choices: ['constant', 'linear', 'cosine'], default: 'linear' },
-  'warmup-steps': { type: 'number', help: 'warmup steps', default: 0 },
+  'warmup-steps': { type: 'number', help: 'warmup steps (overrides --warmup-ratio)', default: 0, integer: true, min: 0 },
+  'warmup-ratio': { type: 'number', help: 'warmup as a share of the total steps (rounded up)', default: 0, min: 0 },
   'weight-decay': { type: 'number', help: 'AdamW weight decay', default: 0 },
   'max-grad-norm': { type: 'number', help: 'gradient clipping norm (0 = off)', default: 1 },
-  seed: { type: 'number', help: 'seed of shuffling, selection and initialisation', default: 42 },
+  seed: { type: 'number', help: 'seed of shuffling, selection and initialisation', default: 42, integer: true },
   shuffle: { type: 'boolean', help: 'shuffle the data (--no-shuffle: file order, wrapping around)', default: true },
   'eval-data': { type: 'string', help: 'evaluation data file' },
-  'eval-every': { type: 'number', help: 'evaluate every N optimizer steps (0: only at the end)', default: 0 },
-  'checkpoint-every': { type: 'number', help: 'write a checkpoint every N optimizer steps (0: off)', default: 0 },
-  resume: { type: 'boolean', help: 'continue from the checkpoint in --out' },
+  'eval-every': { type: 'number', help: 'evaluate every N optimizer steps (0: only at the end)', default: 0, integer: true, min: 0 },
+  'checkpoint-every': { type: 'number', help: 'write OUT/checkpoint-<step> every N optimizer steps (0: only at the end and on interruption)', default: 0, integer: true, min: 0 },
+  'save-total-limit': { type: 'number', help: 'keep at most N checkpoint folders (the best one is kept besides)', integer: true, min: 1 },
+  'metric-for-best': { type: 'string', help: 'eval metric that picks the best result, saved to OUT/best/ (accuracy, f1, loss, ...; needs --eval-data)' },
+  'greater-is-better': { type: 'boolean', help: 'whether a larger --metric-for-best is better (default: false for loss and perplexity, else true)' },
+  'early-stopping-patience': { type: 'number', help: 'stop after N evaluations without improvement of --metric-for-best (default metric: loss)', integer: true, min: 1 },
+  resume: { type: 'boolean', help: 'continue from the newest checkpoint in --out' },
   merge: { type: 'boolean', help: 'also write the merged full model to OUT/model/' },
   ...columnFlags,
-  'max-length': { type: 'number', help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
+  'max-length': { type: 'number', integer: true, min: 1, help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
   'mixed-precision': { type: 'string', help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)', choices: ['bf16', 'none'] },
   'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
-  'log-every': { type: 'number', help: 'log every N optimizer steps', default: 1 },
+  'log-every': { type: 'number', help: 'log every N optimizer steps', default: 1, integer: true, min: 1 },
   device: deviceFlag,
   json: { type: 'boolean', help: 'print the final summary as JSON' },
   quiet: { type: 'boolean', help: 'no progress output' },
@@ -92,6 +98,8 @@ export function trainerOptionsFrom(f: Parsed, task: TaskName, device: string, ou
   if (!((f.lr as number) > 0)) throw new SiftError('E_ARG', `flag --lr must be positive, got ${f.lr}`);
   if (!((f['max-grad-norm'] as number) >= 0)) throw new SiftError('E_ARG', `flag --max-grad-norm must be >= 0 (0 = off), got ${f['max-grad-norm']}`);
   if (f.epochs !== undefined && !((f.epochs as number) > 0)) throw new SiftError('E_ARG', `flag --epochs must be positive, got ${f.epochs}`);
+  const ratio = f['warmup-ratio'] as number | undefined;
+  if (ratio !== undefined && !(ratio >= 0 && ratio <= 1)) throw new SiftError('E_ARG', `flag --warmup-ratio must be in [0, 1], got ${ratio}`);
   const method = f.method as MethodName;
   const targets = parseSelector(f['target-modules'], 'target-modules');
   const dense = parseSelector(f['dense-modules'], 'dense-modules');
@@ -119,12 +127,17 @@ export function trainerOptionsFrom(f: Parsed, task: TaskName, device: string, ou
     lr: f.lr as number,
     lrSchedule: f['lr-schedule'] as 'linear',
     warmupSteps: positiveInt(f['warmup-steps'], 'warmup-steps', true),
+    warmupRatio: f['warmup-ratio'] as number | undefined,
     weightDecay: f['weight-decay'] as number,
     maxGradNorm: f['max-grad-norm'] as number,
     seed: f.seed as number,
     shuffle: f.shuffle as boolean,
     evalEvery: positiveInt(f['eval-every'], 'eval-every', true),
     checkpointEvery: positiveInt(f['checkpoint-every'], 'checkpoint-every', true),
+    saveTotalLimit: positiveInt(f['save-total-limit'], 'save-total-limit'),
+    metricForBest: (f['metric-for-best'] as string | undefined) ?? (f['early-stopping-patience'] !== undefined ? 'loss' : undefined),
+    greaterIsBetter: f['greater-is-better'] as boolean | undefined,
+    earlyStoppingPatience: positiveInt(f['early-stopping-patience'], 'early-stopping-patience'),
     resume: !!f.resume,
     device,
     mixedPrecision: f['mixed-precision'] as 'bf16' | 'none' | undefined,
@@ -151,6 +164,9 @@ export interface FinetuneResult {
   tokensPerSec: number;
   seconds: number;
   metrics?: Record<string, number | undefined>;
+  /** The best evaluation (--metric-for-best) and where its result is. */
+  best?: { step: number; metric: string; value: number; path?: string };
+  stoppedEarly?: boolean;
   gradProportion?: Record<string, number>;
   meanGradProportion?: number;
 }
@@ -161,15 +177,46 @@ export function meanOf(v: Record<string, number> | undefined): number | undefine
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : undefined;
 }
 
-export async function runFinetune(f: Parsed): Promise<number> {
+/**
+ * SIGINT and SIGTERM while `run` trains: the first aborts `controller` (the Trainer stops at the
+ * next step boundary and writes a checkpoint), a second exits at once with 130. The handlers are
+ * the CLI's: the library only sees the AbortSignal.
+ */
+export async function withInterrupts<T>(controller: AbortController, note: (s: string) => void, run: () => Promise<T>): Promise<T> {
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      process.stderr.write(`\nsift-ft: second ${sig}: exiting now (the last checkpoint stays)\n`);
+      process.exit(130);
+    }
+    note(`${sig}: stopping at the next step boundary and writing a checkpoint (press Ctrl-C again to exit at once)`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await run();
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: ParseResult): Promise<number> {
   const modelDir = requireFile(f.model, 'model', 'the model folder');
   const dataFile = requireFile(f.data, 'data', 'the training data file');
   const task = requireTask(f.task);
   const out = requireFlag(f.out as string | undefined, 'out', 'the output folder');
   const evalFile = f['eval-data'] === undefined ? undefined : requireFile(f['eval-data'], 'eval-data', 'the evaluation data file');
   const device = resolveDevice(f.device);
-  fs.mkdirSync(out, { recursive: true });
   const opts = trainerOptionsFrom(f, task, device, out);
+  if (opts.metricForBest && !evalFile) throw new SiftError('E_ARG', `--metric-for-best${f['metric-for-best'] === undefined ? ' (implied by --early-stopping-patience)' : ''} needs --eval-data`);
+  if (opts.resume && !latestCheckpoint(out)) throw new SiftError('E_IO', `--resume: no checkpoint in ${out} (checkpoint-<step>/ folders are written there by --checkpoint-every, on interruption and at the end)`);
+  fs.mkdirSync(out, { recursive: true });
+  // The configuration the run resolved (defaults, --config file, flags), beside its results.
+  // Paths made absolute, so that the file is a --config for the same run from any folder.
+  const runConfig = resolvedConfig(parsed ?? { flags: f, sources: {} });
+  for (const k of ['model', 'data', 'eval-data', 'out']) if (typeof runConfig[k] === 'string') runConfig[k] = path.resolve(runConfig[k] as string);
+  writeFileAtomic(path.join(out, 'run_config.json'), [JSON.stringify(runConfig, null, 2) + '\n']);
 
   const rows = await loadRows(dataFile);
   if (rows.length === 0) throw new SiftError('E_FORMAT', `${dataFile}: no rows`);
@@ -182,28 +229,39 @@ export async function runFinetune(f: Parsed): Promise<number> {
   const loaded = loadModelForTask(modelDir, { task, device, labels, seed: opts.seed });
   opts.labels = loaded.labels;
   const t0 = Date.now();
+  const controller = new AbortController();
+  opts.signal = controller.signal;
   const trainer = new Trainer(loaded.model, loaded.tokenizer, opts);
   const progress = f.quiet ? null : new Progress(process.stderr, `finetune ${opts.method}`);
+  const note = (s: string) => (progress ? progress.note(s) : process.stderr.write(`sift-ft finetune: ${s}\n`));
   const rec = new RunRecorder();
   let tokensPerSec = 0;
   let steps = 0;
   try {
-    for await (const e of trainer.fit(rows, evalRows) as AsyncGenerator<TrainerEvent>) {
-      rec.add(e);
-      if (e.type === 'step') {
-        tokensPerSec = e.tokensPerSec;
-        steps = e.step;
-        progress?.step(e);
-      } else if (e.type === 'selection') {
-        progress?.note(`selection done after ${e.batches} batch(es): ${fmtInt(e.trainable)} of ${fmtInt(e.total)} parameters trainable (${((100 * e.trainable) / e.total).toPrecision(3)}%)`);
-      } else if (e.type === 'eval') {
-        progress?.note(`eval at step ${e.step}: ${fmtMetrics(e.metrics)}`);
-      } else if (e.type === 'checkpoint') {
-        progress?.note(`checkpoint at step ${e.step}: ${e.path}`);
+    await withInterrupts(controller, note, async () => {
+      for await (const e of trainer.fit(rows, evalRows) as AsyncGenerator<TrainerEvent>) {
+        rec.add(e);
+        if (e.type === 'step') {
+          tokensPerSec = e.tokensPerSec;
+          steps = e.step;
+          progress?.step(e);
+        } else if (e.type === 'selection') {
+          progress?.note(`selection done after ${e.batches} batch(es): ${fmtInt(e.trainable)} of ${fmtInt(e.total)} parameters trainable (${((100 * e.trainable) / e.total).toPrecision(3)}%)`);
+        } else if (e.type === 'eval') {
+          progress?.note(`eval at step ${e.step}: ${fmtMetrics(e.metrics)}`);
+        } else if (e.type === 'checkpoint') {
+          progress?.note(`checkpoint at step ${e.step}: ${e.path}`);
+        }
       }
-    }
+    });
     progress?.end();
     const done = rec.done;
+    if (done?.interrupted) {
+      const ckpt = latestCheckpoint(out);
+      process.stderr.write(`sift-ft finetune: interrupted at step ${done.step}; checkpoint ${ckpt}; no increment written. Run the same command with --resume to finish.\n`);
+      return 130;
+    }
+    if (done?.stoppedEarly) process.stderr.write(`sift-ft finetune: early stopping at step ${done.step}: ${opts.earlyStoppingPatience} evaluations without improvement of ${done.best?.metric}\n`);
     let metrics = done?.metrics;
     if (!metrics && evalRows) metrics = await trainer.evaluate(evalRows);
     trainer.save(out);
@@ -228,6 +286,8 @@ export async function runFinetune(f: Parsed): Promise<number> {
       tokensPerSec,
       seconds,
       metrics,
+      best: done?.best ? { ...done.best, path: done.best.path ? path.resolve(done.best.path) : undefined } : undefined,
+      stoppedEarly: done?.stoppedEarly,
       gradProportion: rec.gradProportion,
       meanGradProportion: meanOf(rec.gradProportion),
     };
@@ -253,6 +313,7 @@ export async function runFinetune(f: Parsed): Promise<number> {
       if (result.meanGradProportion !== undefined) lines.push(`gradient proportion on the selected entries (mean over targets): ${(100 * result.meanGradProportion).toFixed(1)}%`);
       if (result.delta) lines.push(`increment: ${result.delta}`);
       if (merged) lines.push(`merged model: ${result.merged}`);
+      if (done?.best) lines.push(`best: ${done.best.metric} ${done.best.value.toPrecision(4)} at step ${done.best.step}, saved to ${path.resolve(done.best.path ?? out, '')} (checkpoint-${done.best.step})`);
       lines.push(`log: ${result.log}`, `report: ${result.report}`);
       process.stdout.write(lines.join('\n') + '\n');
     }

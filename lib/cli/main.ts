@@ -5,7 +5,7 @@
  */
 import { exportOnnxFlags, exportOnnxHelp, runExportOnnx } from '../onnx/cli';
 import { SiftError } from '../engine/errors';
-import { FlagSpec, Parsed, flagHelp, parseFlags } from './args';
+import { FlagSpec, ParseResult, Parsed, flagHelp, parseCommand } from './args';
 import { benchFlags, benchHelp, runBench } from './bench';
 import { demoFlags, demoHelp, runDemo } from './demo';
 import { evalFlags, evalHelp, runEval } from './eval';
@@ -18,22 +18,22 @@ import { selectFlags, selectHelp, runSelect } from './select';
 interface Command {
   help: string;
   flags: Record<string, FlagSpec>;
-  run: (flags: Parsed, argv: string[]) => number | Promise<number>;
+  run: (flags: Parsed, argv: string[], parsed: ParseResult) => number | Promise<number>;
   /** Arguments go through unparsed (bench: each benchmark has its own flags). */
   raw?: boolean;
   usage?: string;
 }
 
 const commands: Record<string, Command> = {
-  finetune: { help: finetuneHelp, flags: finetuneFlags, run: runFinetune, usage: '--model DIR --data FILE --task T [--method M] --out DIR' },
-  eval: { help: evalHelp, flags: evalFlags, run: runEval, usage: '--model DIR [--delta FILE] --data FILE --task T' },
-  select: { help: selectHelp, flags: selectFlags, run: runSelect, usage: '--model DIR --data FILE --task T [--out FILE]' },
-  generate: { help: generateHelp, flags: generateFlags, run: runGenerate, usage: '--model DIR [--delta FILE] --prompt TEXT' },
-  merge: { help: mergeHelp, flags: mergeFlags, run: runMerge, usage: '--model DIR --delta FILE --out DIR' },
+  finetune: { help: finetuneHelp, flags: finetuneFlags, run: runFinetune, usage: '--model DIR|FILE.onnx --data FILE --task T [--method M] --out DIR [--config run.yaml]' },
+  eval: { help: evalHelp, flags: evalFlags, run: runEval, usage: '--model DIR|FILE.onnx [--delta FILE|DIR] --data FILE [--task T]' },
+  select: { help: selectHelp, flags: selectFlags, run: runSelect, usage: '--model DIR|FILE.onnx --data FILE --task T [--out FILE]' },
+  generate: { help: generateHelp, flags: generateFlags, run: runGenerate, usage: '--model DIR [--delta FILE|DIR] --prompt TEXT' },
+  merge: { help: mergeHelp, flags: mergeFlags, run: runMerge, usage: '--model DIR --delta FILE|DIR --out DIR' },
   bench: { help: benchHelp, flags: benchFlags, run: runBench, raw: true, usage: '[name...] [benchmark flags]' },
   info: { help: infoHelp, flags: infoFlags, run: runInfo },
   demo: { help: demoHelp, flags: demoFlags, run: runDemo, usage: '[--quick] [--out DIR]' },
-  'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE] --out model.onnx' },
+  'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE|DIR] --out model.onnx' },
 };
 
 function usage(): string {
@@ -62,7 +62,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    return await cmd.run(cmd.raw ? { _: rest } : parseFlags(rest, cmd.flags), rest);
+    const parsed: ParseResult = cmd.raw ? { flags: { _: rest }, sources: {} } : parseCommand(rest, cmd.flags);
+    return await cmd.run(parsed.flags, rest, parsed);
   } catch (e) {
     if (e instanceof SiftError) {
       process.stderr.write(`sift-ft ${name}: ${e.message} [${e.code}]\n`);

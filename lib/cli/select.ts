@@ -14,21 +14,21 @@ import { Sift } from '../sift/sift';
 import { loadRows } from '../train/data';
 import { createTask } from '../train/tasks';
 import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, table, writeJson, columnFlags, columnsOf } from './common';
+import { deviceFlag, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, table, writeJson, columnFlags, columnsOf, TASKS } from './common';
 import { parseSelector } from './finetune';
 
 export const selectFlags: Record<string, FlagSpec> = {
-  model: { type: 'string', help: 'model folder' },
+  model: { type: 'string', help: 'model folder or .onnx graph (tokenizer files beside it)' },
   data: { type: 'string', help: 'data file whose first batches choose the indices' },
-  task: { type: 'string', help: 'classify, regress, causal-lm, instruct or chat', choices: ['classify', 'regress', 'causal-lm', 'instruct', 'chat'] },
+  task: { type: 'string', help: 'classify, regress, causal-lm, instruct or chat', choices: TASKS },
   out: { type: 'string', help: 'output safetensors file for the indices', default: 'sift_indices.safetensors' },
   'sparse-rate': { type: 'number', help: 'share of each target weight to select', default: 0.01 },
   'target-modules': { type: 'string', help: "'a,b', 're:<regex>' or 'all-linear' (default: every linear layer but the output and task heads)" },
   'dense-modules': { type: 'string', help: "modules that would be trained in full: 'a,b' or 're:<regex>'" },
-  'selection-batches': { type: 'number', help: 'batches whose gradients choose the indices', default: 1 },
+  'selection-batches': { type: 'number', help: 'batches whose gradients choose the indices', default: 1, integer: true, min: 1 },
   'selection-score': { type: 'string', help: 'how entries are scored', choices: ['abs', 'fisher', 'random', 'magnitude'], default: 'abs' },
   'selection-scope': { type: 'string', help: 'one budget per tensor or one global budget', choices: ['tensor', 'global'], default: 'tensor' },
-  'batch-size': { type: 'number', help: 'batch size', default: 8 },
+  'batch-size': { type: 'number', help: 'batch size', default: 8, integer: true, min: 1 },
   'max-length': { type: 'number', help: 'max tokens per example (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
   ...columnFlags,
   seed: { type: 'number', help: 'seed (random score, head initialisation)', default: 42 },

@@ -9,5 +9,6 @@ export type { SamplerOptions } from './batching';
 export { accuracy, f1, mcc, pearson, spearman, ranks, perplexity } from './metrics';
 export { applyLora, LoraAdapters, defaultLoraTargets } from './lora';
 export type { LoraOptions, LoraLayer } from './lora';
-export { Trainer } from './trainer';
+export { Trainer, listCheckpoints, latestCheckpoint, metricName } from './trainer';
+export type { BestState, TrainerState } from './trainer';
 export { DenseAdamW } from './optim';

@@ -56,7 +56,66 @@ interface CheckpointMeta {
   /** The engine generator is reseeded from (seed, position) before each micro-batch: nothing else to store. */
   rng: { scheme: 'per-microbatch'; seed: number };
   labels?: string[];
+  /** Best-checkpoint and early-stopping state at this step. */
+  best?: BestState;
   time: string;
+}
+
+/** The best evaluation so far (metricForBest) and evaluations since it improved. */
+export interface BestState {
+  metric: string;
+  greaterIsBetter: boolean;
+  value: number | null;
+  step: number | null;
+  /** Folder of the checkpoint written at that step (relative to outDir). */
+  checkpoint: string | null;
+  evalsWithoutImprovement: number;
+}
+
+/** OUT/trainer_state.json: the index of the run's checkpoints. */
+export interface TrainerState {
+  latest: string | null;
+  checkpoints: string[];
+  best: BestState | null;
+}
+
+/** The metrics each task's evaluation reports (checked before training when metricForBest is set). */
+const TASK_METRICS: Record<string, string[]> = {
+  classify: ['loss', 'accuracy', 'f1', 'mcc'],
+  regress: ['loss', 'pearson', 'spearman'],
+  'causal-lm': ['loss', 'perplexity'],
+  instruct: ['loss', 'perplexity'],
+};
+
+/** Metrics where lower is better; every other metric is better when greater. */
+const LOWER_IS_BETTER = new Set(['loss', 'perplexity']);
+
+/** 'eval_accuracy' (Hugging Face's spelling) -> 'accuracy'. */
+export function metricName(m: string): string {
+  return m.replace(/^eval[_-]/, '');
+}
+
+/** checkpoint-<step> folders of outDir, oldest first. */
+/** The newest checkpoint folder of outDir (checkpoint-<step>, or the single 'checkpoint' of earlier versions), or null. */
+export function latestCheckpoint(outDir: string): string | null {
+  const all = listCheckpoints(outDir);
+  if (all.length) return path.join(outDir, all[all.length - 1].name);
+  const single = path.join(outDir, 'checkpoint');
+  return fs.existsSync(path.join(single, 'trainer.json')) ? single : null;
+}
+
+export function listCheckpoints(outDir: string): { name: string; step: number }[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(outDir);
+  } catch {
+    return [];
+  }
+  return names
+    .map((n) => /^checkpoint-(\d+)$/.exec(n))
+    .filter((m): m is RegExpExecArray => !!m && fs.existsSync(path.join(outDir, m[0], 'trainer.json')))
+    .map((m) => ({ name: m[0], step: Number(m[1]) }))
+    .sort((a, b) => a.step - b.step);
 }
 
 type Optimizer = SparseAdamW | DenseAdamW;
@@ -85,6 +144,7 @@ export class Trainer {
   private disposed = false;
   private step = 0;
   private position = 0;
+  private best: BestState | null = null;
 
   constructor(readonly model: PreTrainedModel, readonly tokenizer: TextTokenizer | null, readonly options: TrainerOptions) {
     check(options && typeof options === 'object', 'E_ARG', 'Trainer: options are required ({ task, ... })');
@@ -97,6 +157,12 @@ export class Trainer {
       check(v === undefined || (Number.isInteger(v) && v >= (k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 0 : 1)), 'E_ARG', `${k} must be a ${k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 'non-negative' : 'positive'} integer, got ${v}`);
     }
     check(options.epochs === undefined || (typeof options.epochs === 'number' && options.epochs > 0), 'E_ARG', `epochs must be positive, got ${options.epochs}`);
+    check(options.warmupRatio === undefined || (options.warmupRatio >= 0 && options.warmupRatio <= 1), 'E_ARG', `warmupRatio must be in [0, 1], got ${options.warmupRatio}`);
+    for (const k of ['saveTotalLimit', 'earlyStoppingPatience'] as const) {
+      const v = options[k];
+      check(v === undefined || (Number.isInteger(v) && v >= 1), 'E_ARG', `${k} must be a positive integer, got ${v}`);
+    }
+    check(options.earlyStoppingPatience === undefined || !!options.metricForBest, 'E_ARG', 'earlyStoppingPatience needs metricForBest (the metric whose evaluations it counts)');
     check(!options.resume || !!options.outDir, 'E_ARG', 'resume needs outDir (where the checkpoint is)');
     const dev = options.device ?? model.device;
     this.device = dev === 'cuda' ? 'cuda:0' : dev;
@@ -206,8 +272,17 @@ export class Trainer {
     return Math.max(1, Math.ceil((epochs * sampler.batchesPerEpoch) / this.gradAccum));
   }
 
+  /** Warmup steps: warmupSteps when given (> 0), else ceil(warmupRatio x total steps), as transformers does. */
+  private warmupFor(total: number): number {
+    const o = this.options;
+    if (o.warmupSteps) return o.warmupSteps;
+    return o.warmupRatio ? Math.ceil(o.warmupRatio * total) : 0;
+  }
+
   private scheduleFor(total: number): ScheduleOptions {
-    return { type: this.options.lrSchedule ?? 'linear', warmupSteps: this.options.warmupSteps ?? 0, totalSteps: total };
+    const warmupSteps = this.warmupFor(total);
+    // A run no longer than its warmup: linear and cosine decay need one step past it.
+    return { type: this.options.lrSchedule ?? 'linear', warmupSteps, totalSteps: Math.max(total, warmupSteps + 1) };
   }
 
   private total = 0;
@@ -216,7 +291,7 @@ export class Trainer {
     const o = this.options;
     return {
       lr: o.lr ?? (this.method === 'lora' ? 2e-4 : 1e-4), betas: o.betas, eps: o.eps, weightDecay: o.weightDecay ?? 0,
-      maxGradNorm: o.maxGradNorm ?? 1, schedule: this.scheduleFor(Math.max(this.total, (o.warmupSteps ?? 0) + 1)),
+      maxGradNorm: o.maxGradNorm ?? 1, schedule: this.scheduleFor(this.total),
     };
   }
 
@@ -251,7 +326,12 @@ export class Trainer {
 
   // ---- training
 
-  /** Trains; yields events. Checkpoints go to outDir/checkpoint, log lines to outDir/log.jsonl. */
+  /**
+   * Trains; yields events. Checkpoints go to outDir/checkpoint-<step>, log lines to
+   * outDir/log.jsonl, the best result (metricForBest) to outDir/best/. When `signal` aborts, the
+   * run stops at the next step boundary, writes a checkpoint and ends with a done event marked
+   * `interrupted`. A non-finite loss or gradient norm throws E_NUMERIC naming the step.
+   */
   async *fit(train: (Row | Example)[], evalData?: (Row | Example)[]): AsyncGenerator<TrainerEvent> {
     check(!this.disposed, 'E_DISPOSED', 'this Trainer was disposed');
     check(!this.running, 'E_ARG', 'fit() is already running');
@@ -262,6 +342,12 @@ export class Trainer {
     const log = outDir ? path.join(outDir, 'log.jsonl') : null;
     if (outDir) fs.mkdirSync(outDir, { recursive: true });
     if (log && !o.resume) fs.writeFileSync(log, '');
+    // A run that does not resume starts over in outDir: checkpoints of an earlier run there would
+    // otherwise be taken for its own by a later resume.
+    if (outDir && !o.resume) {
+      for (const c of listCheckpoints(outDir)) fs.rmSync(path.join(outDir, c.name), { recursive: true, force: true });
+      for (const n of ['checkpoint', 'best', 'trainer_state.json']) fs.rmSync(path.join(outDir, n), { recursive: true, force: true });
+    }
     const emit = (e: TrainerEvent): TrainerEvent => {
       if (log) fs.appendFileSync(log, JSON.stringify({ ...e, time: new Date().toISOString() }) + '\n');
       return e;
@@ -270,6 +356,12 @@ export class Trainer {
       const examples = this.task.prepare(train);
       check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
       const evalEx = evalData && evalData.length ? this.task.prepare(evalData) : null;
+      if (o.metricForBest) {
+        check(!!evalEx, 'E_ARG', 'metricForBest needs evaluation data (fit(train, evalData))');
+        const known = TASK_METRICS[this.task.name];
+        const m = metricName(o.metricForBest);
+        check(!known || known.includes(m), 'E_ARG', `metricForBest '${o.metricForBest}': task ${this.task.name} reports ${known?.join(', ')}`);
+      }
       const sampler = new BatchSampler(examples.length, {
         batchSize: this.batchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),
       });
@@ -313,9 +405,24 @@ export class Trainer {
       let tokens = 0;
       const logEvery = o.logEvery ?? 1;
       let lastEval = -1;
+      let lastCheckpoint = ckpt ? this.step : -1;
       let finalMetrics: Metrics | undefined;
+      let interrupted = false;
+      let stoppedEarly = false;
+      if (o.metricForBest && !this.best) {
+        const metric = metricName(o.metricForBest);
+        this.best = { metric, greaterIsBetter: o.greaterIsBetter ?? !LOWER_IS_BETTER.has(metric), value: null, step: null, checkpoint: null, evalsWithoutImprovement: 0 };
+      }
+      const checkpoint = (): TrainerEvent => {
+        const p = this.writeCheckpoint(outDir!);
+        lastCheckpoint = this.step;
+        return emit({ type: 'checkpoint', step: this.step, path: p });
+      };
       while (this.step < this.total) {
-        if (o.signal?.aborted) break;
+        if (o.signal?.aborted) {
+          interrupted = true;
+          break;
+        }
         const positions = Array.from({ length: this.gradAccum }, (_, i) => this.position + i);
         const batches = positions.map(at);
         // Weights make the accumulated gradient the mean over all label tokens (or examples) of the step.
@@ -330,46 +437,63 @@ export class Trainer {
         this.opt!.step();
         this.step++;
         this.position += this.gradAccum;
+        // Every step's loss and gradient norm are read: a non-finite one stops the run before
+        // anything (checkpoint, increment) is written from the weights it produced.
+        let loss = 0;
+        for (let i = 0; i < losses.length; i++) loss += (Number((await losses[i].data())[0]) * weights[i]) / W;
+        for (const l of losses) l.dispose();
+        const gradNorm = this.opt!.lastGradNorm();
+        if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+          const what = !Number.isFinite(loss) ? `loss ${loss}` : `gradient norm ${gradNorm}`;
+          const kept = outDir ? latestCheckpoint(outDir) : null;
+          throw new SiftError('E_NUMERIC', `non-finite ${what} at step ${this.step} of ${this.total} (learning rate too high?); `
+            + `${kept ? `the last good checkpoint is ${kept}` : 'no checkpoint was written before it'}; nothing else is written`);
+        }
         const logNow = this.step % logEvery === 0 || this.step === this.total;
         if (logNow) {
-          let loss = 0;
-          for (let i = 0; i < losses.length; i++) loss += (Number((await losses[i].data())[0]) * weights[i]) / W;
           const elapsed = (Date.now() - t0) / 1000;
           const done = this.step - startStep;
           yield emit({
             type: 'step', step: this.step, totalSteps: this.total, loss,
             lr: this.opt!.options.lr * lrMultiplier(this.step - 1, this.opt!.options.schedule),
-            gradNorm: this.opt!.lastGradNorm(), tokensPerSec: elapsed > 0 ? tokens / elapsed : 0,
+            gradNorm, tokensPerSec: elapsed > 0 ? tokens / elapsed : 0,
             elapsedSec: elapsed, etaSec: done > 0 ? (elapsed / done) * (this.total - this.step) : 0,
           });
         } else {
           await sleepTick();
         }
-        for (const l of losses) l.dispose();
         if (evalEx && o.evalEvery && this.step % o.evalEvery === 0) {
           finalMetrics = await this.evaluate(evalEx);
           lastEval = this.step;
           yield emit({ type: 'eval', step: this.step, metrics: finalMetrics });
+          const b = this.updateBest(finalMetrics, outDir);
+          if (b.improved && outDir && lastCheckpoint !== this.step) yield checkpoint();
+          if (b.stop) {
+            stoppedEarly = true;
+            break;
+          }
         }
-        if (outDir && o.checkpointEvery && this.step % o.checkpointEvery === 0 && this.step < this.total) {
-          const p = this.writeCheckpoint(outDir);
-          yield emit({ type: 'checkpoint', step: this.step, path: p });
+        if (outDir && o.checkpointEvery && this.step % o.checkpointEvery === 0 && this.step < this.total && lastCheckpoint !== this.step) {
+          yield checkpoint();
         }
       }
-      if (evalEx && lastEval !== this.step) {
+      if (evalEx && lastEval !== this.step && !interrupted) {
         finalMetrics = await this.evaluate(evalEx);
         yield emit({ type: 'eval', step: this.step, metrics: finalMetrics });
+        this.updateBest(finalMetrics, outDir);
       }
-      if (outDir) {
-        // Always leave a checkpoint: an aborted run resumes from it.
-        const p = this.writeCheckpoint(outDir);
-        yield emit({ type: 'checkpoint', step: this.step, path: p });
+      if (outDir && lastCheckpoint !== this.step) {
+        // Always leave a checkpoint: an interrupted run resumes from it.
+        yield checkpoint();
       }
       const c = this.counts();
       let gradProportion: Record<string, number> | undefined;
-      if (this._sift && o.trackGradProportion) gradProportion = Object.fromEntries(await this._sift.gradProportions());
-      yield emit({ type: 'done', step: this.step, metrics: finalMetrics, peakMemoryBytes: this.peakMemory(), trainable: c.trainable, total: c.total, gradProportion });
-    } finally {
+      if (this._sift && o.trackGradProportion && !interrupted) gradProportion = Object.fromEntries(await this._sift.gradProportions());
+      yield emit({
+        type: 'done', step: this.step, metrics: finalMetrics, peakMemoryBytes: this.peakMemory(), trainable: c.trainable, total: c.total, gradProportion,
+        ...(interrupted ? { interrupted: true } : {}), ...(stoppedEarly ? { stoppedEarly: true } : {}),
+        ...(this.best && this.best.step !== null ? { best: { step: this.best.step, metric: this.best.metric, value: this.best.value!, path: outDir ? path.join(outDir, 'best') : undefined } } : {}),
+      });    } finally {
       this.running = false;
     }
   }
@@ -446,16 +570,53 @@ export class Trainer {
     return out;
   }
 
-  /** Writes outDir/checkpoint atomically (a new folder renamed into place); returns its path. */
+  /**
+   * Records an evaluation for metricForBest: a better value becomes the best (its result saved to
+   * outDir/best/ at once), another counts toward earlyStoppingPatience. `stop`: patience ran out.
+   */
+  private updateBest(metrics: Metrics, outDir: string | undefined): { improved: boolean; stop: boolean } {
+    const b = this.best;
+    if (!b) return { improved: false, stop: false };
+    const v = (metrics as Record<string, number | undefined>)[b.metric];
+    if (typeof v !== 'number') {
+      const have = Object.keys(metrics).filter((k) => k !== 'examples');
+      throw new SiftError('E_ARG', `metricForBest '${b.metric}': the evaluation has no such metric (it has ${have.join(', ')})`);
+    }
+    const improved = Number.isFinite(v) && (b.value === null || (b.greaterIsBetter ? v > b.value : v < b.value));
+    if (improved) {
+      b.value = v;
+      b.step = this.step;
+      b.checkpoint = outDir ? `checkpoint-${this.step}` : null;
+      b.evalsWithoutImprovement = 0;
+      if (outDir) this.save(path.join(outDir, 'best'));
+    } else {
+      b.evalsWithoutImprovement++;
+    }
+    const patience = this.options.earlyStoppingPatience;
+    return { improved, stop: !!patience && b.evalsWithoutImprovement >= patience };
+  }
+
+  /** The best evaluation so far (with metricForBest). */
+  get bestState(): BestState | null {
+    return this.best ? { ...this.best } : null;
+  }
+
+  /**
+   * Writes outDir/checkpoint-<step> atomically (a new folder renamed into place), updates
+   * outDir/trainer_state.json and deletes the oldest checkpoints beyond saveTotalLimit (never the
+   * best one); returns the checkpoint's path.
+   */
   writeCheckpoint(outDir: string): string {
     check(this.setupDone && !!this.opt, 'E_ARG', 'nothing to checkpoint before training has started');
-    const dir = path.join(outDir, 'checkpoint');
+    const name = `checkpoint-${this.step}`;
+    const dir = path.join(outDir, name);
     const tmp = path.join(outDir, `.checkpoint.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
     fs.mkdirSync(tmp, { recursive: true });
     const meta: CheckpointMeta = {
       version: CHECKPOINT_VERSION, method: this.method, task: this.task.name, step: this.step, position: this.position,
       totalSteps: this.total, seed: this.seed, batchSize: this.batchSize, gradAccum: this.gradAccum,
-      rng: { scheme: 'per-microbatch', seed: this.seed }, labels: this.task.labels, time: new Date().toISOString(),
+      rng: { scheme: 'per-microbatch', seed: this.seed }, labels: this.task.labels,
+      ...(this.best ? { best: { ...this.best } } : {}), time: new Date().toISOString(),
     };
     saveSafetensors(path.join(tmp, 'state.safetensors'), this.checkpointTensors(), { format: 'sift-ft-checkpoint' });
     writeFileAtomic(path.join(tmp, 'trainer.json'), [JSON.stringify(meta, null, 2) + '\n']);
@@ -463,13 +624,26 @@ export class Trainer {
     if (old) fs.renameSync(dir, old);
     fs.renameSync(tmp, dir);
     if (old) fs.rmSync(old, { recursive: true, force: true });
+    // Rotation: the newest saveTotalLimit checkpoints stay, and the best one besides them.
+    let kept = listCheckpoints(outDir);
+    const limit = this.options.saveTotalLimit;
+    if (limit) {
+      const protectedName = this.best?.checkpoint ?? null;
+      const others = kept.filter((c) => c.name !== protectedName && c.name !== name);
+      const excess = kept.length - limit;
+      for (const c of others.slice(0, Math.max(0, excess))) fs.rmSync(path.join(outDir, c.name), { recursive: true, force: true });
+      kept = listCheckpoints(outDir);
+    }
+    const state: TrainerState = { latest: name, checkpoints: kept.map((c) => c.name), best: this.best ? { ...this.best } : null };
+    writeFileAtomic(path.join(outDir, 'trainer_state.json'), [JSON.stringify(state, null, 2) + '\n']);
     return dir;
   }
 
+
   private readCheckpoint(outDir: string): { meta: CheckpointMeta; tensors: Map<string, Tensor> } | null {
-    const dir = path.join(outDir, 'checkpoint');
+    const dir = latestCheckpoint(outDir);
+    if (!dir) return null;
     const metaFile = path.join(dir, 'trainer.json');
-    if (!fs.existsSync(metaFile)) return null;
     let meta: CheckpointMeta;
     try {
       meta = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as CheckpointMeta;
@@ -510,6 +684,7 @@ export class Trainer {
     });
     this.step = meta.step;
     this.position = meta.position;
+    if (meta.best && this.options.metricForBest && metricName(this.options.metricForBest) === meta.best.metric) this.best = { ...meta.best };
     if (meta.labels && !this.task.labels) this.task.labels = meta.labels;
   }
 
@@ -527,6 +702,24 @@ export class Trainer {
     return cfg;
   }
 
+  /**
+   * What rebuilds the model a result applies to: the task, the architecture (with its head) and
+   * the head's config (labels, problem type), stored with every increment and adapter.
+   */
+  headInfo(): Record<string, unknown> {
+    const cfg = this.configToSave();
+    const pick = (k: string) => (cfg[k] === undefined ? {} : { [k]: cfg[k] });
+    const classifier = this.task.name === 'classify' || this.task.name === 'regress';
+    return {
+      task: this.task.name,
+      architecture: this.model.architecture,
+      model_type: cfg.model_type,
+      // The seed the run was given: tools that rebuild a fresh head initialise it with this seed.
+      seed: this.seed,
+      ...(classifier ? { ...pick('num_labels'), ...pick('id2label'), ...pick('label2id'), ...pick('problem_type'), head_modules: headModules(this.model) } : {}),
+    };
+  }
+
   private tokenizerFiles(): Record<string, string> | undefined {
     const t = this.tokenizer as unknown as { toFiles?: () => Record<string, string> } | null;
     return t && typeof t.toFiles === 'function' ? t.toFiles() : undefined;
@@ -540,7 +733,8 @@ export class Trainer {
   save(outDir: string): void {
     check(this.setupDone, 'E_ARG', 'save(): nothing trained yet (call fit() first)');
     fs.mkdirSync(outDir, { recursive: true });
-    const meta = { task: this.task.name, ...(this.task.labels ? { labels: JSON.stringify(this.task.labels) } : {}) };
+    const head = this.headInfo();
+    const meta = { task: this.task.name, ...(this.task.labels ? { labels: JSON.stringify(this.task.labels) } : {}), sift_head: JSON.stringify(head) };
     if (this._sift) {
       saveIncrement(this._sift, path.join(outDir, 'delta.safetensors'), { extraMetadata: meta });
     } else if (this._lora) {
@@ -554,7 +748,7 @@ export class Trainer {
         const head = heads.find((h) => n === h || n.startsWith(`${h}.`));
         return head ?? n.slice(0, Math.max(0, n.lastIndexOf('.')));
       }))].filter((x) => x.length > 0);
-      this._lora.saveAdapter(file, { extraConfig: { sift_ft_task: this.task.name, ...(modulesToSave.length ? { modules_to_save: modulesToSave } : {}) } });
+      this._lora.saveAdapter(file, { extraConfig: { sift_ft_task: this.task.name, sift_ft_head: head, ...(modulesToSave.length ? { modules_to_save: modulesToSave } : {}) } });
       if (dense.length) {
         // PEFT keeps fully trained modules (modules_to_save) in the adapter file too.
         const entries: [string, Tensor][] = [...this._lora.namedParameters().map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor]), ...dense.map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor])];

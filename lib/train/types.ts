@@ -78,6 +78,8 @@ export interface TrainerOptions {
   lr?: number;
   lrSchedule?: ScheduleOptions['type'];
   warmupSteps?: number;
+  /** Warmup as a share of the total steps (ceil), used when warmupSteps is 0 or unset. */
+  warmupRatio?: number;
   weightDecay?: number;
   /** 0 turns clipping off. */
   maxGradNorm?: number;
@@ -92,7 +94,17 @@ export interface TrainerOptions {
   /** Where log.jsonl, checkpoints, delta.safetensors and report.html go. */
   outDir?: string;
   checkpointEvery?: number;
+  /** Keep at most this many checkpoint-<step> folders (the best one is kept besides). */
+  saveTotalLimit?: number;
+  /** Evaluation metric that picks the best result ('accuracy', 'loss', ...; 'eval_' prefix allowed). */
+  metricForBest?: string;
+  /** Default: false for loss and perplexity, true for the other metrics. */
+  greaterIsBetter?: boolean;
+  /** Stop after this many evaluations without improvement of metricForBest. */
+  earlyStoppingPatience?: number;
+  /** Resume from the newest checkpoint in outDir. */
   resume?: boolean;
+  /** Aborting stops the run at the next step boundary with a checkpoint (done event: interrupted). */
   signal?: AbortSignal;
   /** Max sequence length for tokenization / block size for causal-lm packing. */
   maxLength?: number;
@@ -121,7 +133,15 @@ export type TrainerEvent =
   | { type: 'step'; step: number; totalSteps: number; loss: number; lr: number; gradNorm?: number; tokensPerSec: number; elapsedSec: number; etaSec: number }
   | { type: 'eval'; step: number; metrics: Metrics }
   | { type: 'checkpoint'; step: number; path: string }
-  | { type: 'done'; step: number; metrics?: Metrics; peakMemoryBytes: number; trainable: number; total: number; gradProportion?: Record<string, number> };
+  | {
+    type: 'done'; step: number; metrics?: Metrics; peakMemoryBytes: number; trainable: number; total: number; gradProportion?: Record<string, number>;
+    /** The signal aborted the run (a checkpoint was written; resume to finish). */
+    interrupted?: boolean;
+    /** earlyStoppingPatience ran out. */
+    stoppedEarly?: boolean;
+    /** The best evaluation (metricForBest) and the folder its result was saved to. */
+    best?: { step: number; metric: string; value: number; path?: string };
+  };
 
 /** What a task does with a model's output. */
 export interface TaskHead {

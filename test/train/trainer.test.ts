@@ -134,9 +134,9 @@ describe('resume', () => {
       const first = await run(t2, train, undefined, (e) => {
         if (e.type === 'step' && e.step === 3) ctl.abort();
       });
-      expect(first[first.length - 1]).toMatchObject({ type: 'done', step: 3 });
-      expect(fs.existsSync(path.join(out, 'checkpoint', 'state.safetensors'))).toBe(true);
-      expect(JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'trainer.json'), 'utf8'))).toMatchObject({ step: 3, method });
+      expect(first[first.length - 1]).toMatchObject({ type: 'done', step: 3, interrupted: true });
+      expect(fs.existsSync(path.join(out, 'checkpoint-3', 'state.safetensors'))).toBe(true);
+      expect(JSON.parse(fs.readFileSync(path.join(out, 'checkpoint-3', 'trainer.json'), 'utf8'))).toMatchObject({ step: 3, method });
       t2.dispose();
       m2.dispose();
 
