@@ -37,6 +37,7 @@ import type { Example, Metrics, MethodName, Row, TrainerEvent, TrainerOptions } 
 import { createTask, Task } from './tasks';
 import { BatchSampler, deriveSeed } from './batching';
 import { applyLora, LoraAdapters } from './lora';
+import { peftTaskType } from '../io/peft';
 import { DenseAdamW } from './optim';
 
 const CHECKPOINT_VERSION = 1;
@@ -554,7 +555,7 @@ export class Trainer {
         const head = heads.find((h) => n === h || n.startsWith(`${h}.`));
         return head ?? n.slice(0, Math.max(0, n.lastIndexOf('.')));
       }))].filter((x) => x.length > 0);
-      this._lora.saveAdapter(file, { extraConfig: { sift_ft_task: this.task.name, ...(modulesToSave.length ? { modules_to_save: modulesToSave } : {}) } });
+      this._lora.saveAdapter(file, { extraConfig: { task_type: peftTaskType(this.task.name), sift_ft_task: this.task.name, ...(modulesToSave.length ? { modules_to_save: modulesToSave } : {}) } });
       if (dense.length) {
         // PEFT keeps fully trained modules (modules_to_save) in the adapter file too.
         const entries: [string, Tensor][] = [...this._lora.namedParameters().map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor]), ...dense.map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor])];
