@@ -51,6 +51,7 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   'mixed-precision': { type: 'string', help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)', choices: ['bf16', 'none'] },
   'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
   'log-every': { type: 'number', help: 'log every N optimizer steps', default: 1 },
+  'report-to': { type: 'string', help: "where the logged metrics also go: 'tensorboard' (event files in --out, beside log.jsonl) or 'none'", choices: ['none', 'tensorboard'], default: 'none' },
   device: deviceFlag,
   json: { type: 'boolean', help: 'print the final summary as JSON' },
   quiet: { type: 'boolean', help: 'no progress output' },
@@ -133,6 +134,7 @@ export function trainerOptionsFrom(f: Parsed, task: TaskName, device: string, ou
     maxLength: positiveInt(f['max-length'], 'max-length'),
     trackGradProportion: method === 'sift' || method === 'random-sparse',
     logEvery: positiveInt(f['log-every'], 'log-every'),
+    reportTo: (f['report-to'] as 'none' | 'tensorboard' | undefined) ?? 'none',
     columns,
   };
 }
@@ -254,6 +256,7 @@ export async function runFinetune(f: Parsed): Promise<number> {
       if (result.delta) lines.push(`increment: ${result.delta}`);
       if (merged) lines.push(`merged model: ${result.merged}`);
       lines.push(`log: ${result.log}`, `report: ${result.report}`);
+      if (opts.reportTo === 'tensorboard') lines.push(`tensorboard: tensorboard --logdir ${result.outDir}`);
       process.stdout.write(lines.join('\n') + '\n');
     }
     return 0;

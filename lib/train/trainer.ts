@@ -38,6 +38,7 @@ import { createTask, Task } from './tasks';
 import { BatchSampler, deriveSeed } from './batching';
 import { applyLora, LoraAdapters } from './lora';
 import { peftTaskType } from '../io/peft';
+import { TensorBoardLogger, wantsTensorboard } from '../io/tensorboard';
 import { DenseAdamW } from './optim';
 
 const CHECKPOINT_VERSION = 1;
@@ -263,8 +264,12 @@ export class Trainer {
     const log = outDir ? path.join(outDir, 'log.jsonl') : null;
     if (outDir) fs.mkdirSync(outDir, { recursive: true });
     if (log && !o.resume) fs.writeFileSync(log, '');
+    const tensorboard = wantsTensorboard(o.reportTo);
+    check(!tensorboard || !!outDir, 'E_ARG', "reportTo 'tensorboard' needs outDir (the event file goes there)");
+    const tb = tensorboard ? new TensorBoardLogger(outDir!) : null;
     const emit = (e: TrainerEvent): TrainerEvent => {
       if (log) fs.appendFileSync(log, JSON.stringify({ ...e, time: new Date().toISOString() }) + '\n');
+      tb?.add(e);
       return e;
     };
     try {
@@ -371,6 +376,7 @@ export class Trainer {
       if (this._sift && o.trackGradProportion) gradProportion = Object.fromEntries(await this._sift.gradProportions());
       yield emit({ type: 'done', step: this.step, metrics: finalMetrics, peakMemoryBytes: this.peakMemory(), trainable: c.trainable, total: c.total, gradProportion });
     } finally {
+      tb?.close();
       this.running = false;
     }
   }
