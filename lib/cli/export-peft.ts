@@ -148,7 +148,8 @@ export function runExportPeft(f: Parsed): number {
   const modelDir = requireFile(f.model, 'model', 'the base model folder');
   const delta = requireFile(f.delta, 'delta', 'the increment or LoRA adapter');
   const out = requireFlag(f.out as string | undefined, 'out', 'the output folder');
-  if (path.resolve(out) === path.resolve(delta)) throw new SiftError('E_ARG', '--out must differ from --delta (the adapter would overwrite itself while being read)');
+  // The adapter is read in full before anything is written (atomically), so a LoRA folder can be re-written in place.
+  if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new SiftError('E_ARG', `--out ${out}: a file exists there; give a folder for the adapter`);
   const r = exportPeft({ modelDir, delta, out, baseModel: f['base-model'] as string | undefined });
   const c = r.config;
   if (f.json) {

@@ -252,6 +252,11 @@ describe('export-peft', () => {
     const cfg = readConfig(out);
     expect(Object.keys(cfg).sort()).toEqual([...PEFT_CONFIG_FIELDS, ...LORA_FIELDS].sort());
     expect(cfg).toMatchObject({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 4, fan_in_fan_out: false, bias: 'none', target_modules: ['q_proj', 'v_proj'] });
+    // Re-written in place: the run folder's own config loses sift-ft's keys and keeps its weights.
+    expect(readConfig(run).sift_ft_task).toBe('causal-lm');
+    expect((await cliRun('export-peft', '--model', llama, '--delta', run, '--out', run)).code).toBe(0);
+    expect(Object.keys(readConfig(run)).sort()).toEqual([...PEFT_CONFIG_FIELDS, ...LORA_FIELDS].sort());
+    expect(fs.readFileSync(path.join(run, 'adapter_model.safetensors')).equals(fs.readFileSync(path.join(out, 'adapter_model.safetensors')))).toBe(true);
     const reader = SafetensorsReader.open(path.join(out, 'adapter_model.safetensors'));
     try {
       expect(reader.names().sort()).toEqual(['0', '1'].flatMap((l) => ['q_proj', 'v_proj'].flatMap((p) => ['A', 'B'].map((x) => `base_model.model.model.layers.${l}.self_attn.${p}.lora_${x}.weight`))).sort());
@@ -286,6 +291,8 @@ describe('export-peft', () => {
     const bad = await cliRun('export-peft', '--model', llama, '--delta', path.join(tmp, 'llama', 'config.json'), '--out', path.join(tmp, 'x'));
     expect(bad.code).toBe(1);
     expect(bad.err).toMatch(/\[E_(FORMAT|IO)\]/);
+    const onFile = await cliRun('export-peft', '--model', llama, '--delta', path.join(tmp, 'sift-lm', 'delta.safetensors'), '--out', path.join(tmp, 'llama', 'config.json'));
+    expect([onFile.code, /\[E_ARG\]/.test(onFile.err)]).toEqual([2, true]);
     const help = await cliRun('export-peft', '--help');
     expect(help.out).toMatch(/--delta/);
   });
