@@ -59,8 +59,8 @@ const FULL: DemoSize = {
   pretrainSteps: 800, pretrainBatch: 16, block: 64,
   train: 2000, dev: 300, test: 500, steps: 150, batch: 16, selectionBatches: 16,
   // Wide enough for all: full fine-tuning moves every weight and wants small steps, the sparse
-  // methods and LoRA larger ones.
-  lrs: [1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+  // methods and LoRA larger ones (each method's choice lies inside the grid on this task).
+  lrs: [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
 };
 
 const QUICK: DemoSize = {
