@@ -130,6 +130,8 @@ for m in ("transformers","peft"):
 print(sys.executable, " ".join(v), "cuda" if torch.cuda.is_available() else "no cuda")' 2>&1)"
 HAVE_TF=0
 echo "$TORCH_INFO" | grep -q 'transformers [0-9]' && HAVE_TF=1
+HAVE_PEFT=0
+[ "$HAVE_TF" = 1 ] && echo "$TORCH_INFO" | grep -q 'peft [0-9]' && HAVE_PEFT=1
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -172,6 +174,15 @@ stage() {
 
 RUN=(node "$DIST/bench/run.js")
 JEST=(node node_modules/jest/bin/jest.js --ci --colors=false)
+# export-peft's adapters (SUPERTUNING from SIFT increments, LoRA) loaded with Hugging Face PEFT on
+# their base: PEFT's logits against ours, one row per adapter in peers.jsonl (CPU work, small model).
+peft_stage() {
+  if [ "$HAVE_PEFT" = 1 ]; then
+    stage peft 90 "$PEERS" sh -c "node '$DIST/bench/peft-export.js' '$WORK/peft' && '$PY' -B bench/peers/peft_check.py '$WORK/peft'"
+  elif [ "$PLAN" = 0 ]; then
+    echo "{\"bench\":\"stage\",\"stage\":\"peft\",\"rc\":null,\"seconds\":0,\"status\":\"skipped\",\"error\":\"python has no transformers and peft\"}" >> "$BENCH"
+  fi
+}
 if [ "$SMOKE" = 1 ]; then
   stage train 90 "$BENCH" "${RUN[@]}" train --cpu-only --quick --models=gpt2,llama
   if [ -n "$PY" ]; then
@@ -180,6 +191,7 @@ if [ "$SMOKE" = 1 ]; then
     stage peers-train 90 "$PEERS" "$PY" -B bench/peers/torch_train.py --device cpu --tiny --budget-s 0.3 --warmup 1 $TOY
     stage peers-kernels 60 "$PEERS" "$PY" -B bench/peers/torch_kernels.py --device cpu --quick --only topk,adamw,attention --sizes 1024x4096 --dtypes f32
   fi
+  peft_stage
   stage select 60 "$BENCH" "${RUN[@]}" select --cpu-only --quick --sizes=1024x4096 --dtypes=f32
   stage adamw 60 "$BENCH" "${RUN[@]}" adamw --cpu-only --quick
   stage attention 30 "$BENCH" "${RUN[@]}" attention --cpu-only --quick
@@ -210,6 +222,7 @@ else
     # shellcheck disable=SC2086
     stage peers-train 140 "$PEERS" "$PY" -B bench/peers/torch_train.py --device cuda $TOYG
   fi
+  peft_stage
   stage select 60 "$BENCH" "${RUN[@]}" select --cuda-only
   stage adamw 45 "$BENCH" "${RUN[@]}" adamw --cuda-only
   stage attention 30 "$BENCH" "${RUN[@]}" attention --cuda-only

@@ -35,6 +35,8 @@ export interface Summary {
   adamw: Record<string, unknown>[];
   gemm: Record<string, unknown>[];
   attention: Record<string, unknown>[];
+  /** export-peft adapters loaded with Hugging Face PEFT (bench/peers/peft_check.py). */
+  peft: Row[];
   profile: Row[];
   stages: Row[];
   errors: Row[];
@@ -187,7 +189,12 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
   const tests = parseTests(testsText);
   if (tests) goals.push({ goal: 'test suite', subject: 'jest (CUDA suites included)', ours: `${tests.passed} passed, ${tests.failed} failed, ${tests.skipped} skipped`, peer: '', ratio: null, target: '0 failed', met: tests.failed === 0 });
   const errors = [...ours, ...peers].filter((r) => r.status === 'error' && r.bench !== 'stage');
-  return { goals, tests, train, select, adamw, gemm, attention, profile: ours.filter((r) => r.bench === 'profile'), stages: ours.filter((r) => r.bench === 'stage'), errors };
+  const peft = peers.filter((r) => r.bench === 'peft');
+  if (peft.length) {
+    const compared = peft.filter((r) => r.status === 'ok' || String(r.status).startsWith('mismatch') || String(r.status).startsWith('error'));
+    goals.push({ goal: 'PEFT loads export-peft adapters', subject: peft.map((r) => r.case).join(', '), ours: peft.map((r) => `${r.case}: ${r.status}`).join('; '), peer: `peft ${peft[0].peft ?? '?'}`, ratio: null, target: 'logits equal', met: compared.length ? compared.every(ok) : null });
+  }
+  return { goals, tests, train, select, adamw, gemm, attention, peft, profile: ours.filter((r) => r.bench === 'profile'), stages: ours.filter((r) => r.bench === 'stage'), errors };
 }
 
 function table(header: string[], rows: (string | number | null | undefined)[][]): string {
@@ -220,6 +227,10 @@ export function markdown(s: Summary, env: string): string {
     table(['device', 'weights', 'layers', 'rate', 'k', 'ours ms', 'floor ms', 'ms/floor', 'torch ms', 'speedup'],
       s.adamw.map((x) => [x.device as string, x.weightDtype as string, x.layers as number, pct(x.rate), x.k as number, x.oursMs as number, x.floorMs as number, x.floorRatio as number, x.torchMs as number, x.speedup as number])), '',
   ];
+  if (s.peft.length) {
+    parts.push('## PEFT (export-peft adapters loaded with Hugging Face PEFT)', '', table(['adapter', 'peft_type', 'status', 'max |PEFT - ours|', 'after merge_and_unload', 'max |change| by the adapter'],
+      s.peft.map((x) => [x.case as string, x.peft_type as string, x.status as string, x.max_abs_diff as number, x.max_abs_diff_merged as number, x.max_abs_change as number])), '');
+  }
   if (s.gemm.length) {
     parts.push('## GEMM', '', table(['device', 'impl', 'dtype', 'shape', 'ours GFLOP/s', 'torch GFLOP/s', 'ratio'],
       s.gemm.map((x) => [x.device as string, x.impl as string, x.dtype as string, x.shape as string, x.oursGflops as number, x.torchGflops as number, x.ratio as number])), '');

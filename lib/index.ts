@@ -41,6 +41,10 @@ export { planTargets, moduleMatcher } from './sift/targets';
 export type { ModuleSelector, NamedModel } from './sift/targets';
 export { saveIncrement, loadIncrement, applyIncrement, unmergeIncrement, exactDelta } from './sift/increment';
 export type { Increment } from './sift/increment';
+export { applyPeftAdapter, readPeftAdapter, supertuningFromIncrement, loraPeftConfig, peftTaskType } from './io/peft';
+export type { PeftAdapter } from './io/peft';
+export { EventFileWriter, TensorBoardLogger, readEventFile } from './io/tensorboard';
+export type { ReportTo } from './io/tensorboard';
 export { SafetensorsReader, AsyncSafetensorsReader, loadSafetensors, saveSafetensors } from './io/safetensors';
 export {
   resolveModelDir, resolveModelPath, loadConfig, loadStateDict, loadStateDictAsync, iterStateDict, iterStateDictAsync,

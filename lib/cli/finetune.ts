@@ -57,6 +57,7 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   'mixed-precision': { type: 'string', help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)', choices: ['bf16', 'none'] },
   'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
   'log-every': { type: 'number', help: 'log every N optimizer steps', default: 1, integer: true, min: 1 },
+  'report-to': { type: 'string', help: "where the logged metrics also go: 'tensorboard' (event files in --out, beside log.jsonl) or 'none'", choices: ['none', 'tensorboard'], default: 'none' },
   device: deviceFlag,
   json: { type: 'boolean', help: 'print the final summary as JSON' },
   quiet: { type: 'boolean', help: 'no progress output' },
@@ -146,6 +147,7 @@ export function trainerOptionsFrom(f: Parsed, task: TaskName, device: string, ou
     maxLength: positiveInt(f['max-length'], 'max-length'),
     trackGradProportion: method === 'sift' || method === 'random-sparse',
     logEvery: positiveInt(f['log-every'], 'log-every'),
+    reportTo: (f['report-to'] as 'none' | 'tensorboard' | undefined) ?? 'none',
     columns,
   };
 }
@@ -315,6 +317,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
       if (merged) lines.push(`merged model: ${result.merged}`);
       if (done?.best) lines.push(`best: ${done.best.metric} ${done.best.value.toPrecision(4)} at step ${done.best.step}, saved to ${path.resolve(done.best.path ?? out, '')} (checkpoint-${done.best.step})`);
       lines.push(`log: ${result.log}`, `report: ${result.report}`);
+      if (opts.reportTo === 'tensorboard') lines.push(`tensorboard: tensorboard --logdir ${result.outDir}`);
       process.stdout.write(lines.join('\n') + '\n');
     }
     return 0;

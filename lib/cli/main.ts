@@ -9,6 +9,7 @@ import { FlagSpec, ParseResult, Parsed, flagHelp, parseCommand } from './args';
 import { benchFlags, benchHelp, runBench } from './bench';
 import { demoFlags, demoHelp, runDemo } from './demo';
 import { evalFlags, evalHelp, runEval } from './eval';
+import { exportPeftFlags, exportPeftHelp, runExportPeft } from './export-peft';
 import { finetuneFlags, finetuneHelp, runFinetune } from './finetune';
 import { generateFlags, generateHelp, runGenerate } from './generate';
 import { infoFlags, infoHelp, runInfo } from './info';
@@ -34,6 +35,7 @@ const commands: Record<string, Command> = {
   info: { help: infoHelp, flags: infoFlags, run: runInfo },
   demo: { help: demoHelp, flags: demoFlags, run: runDemo, usage: '[--quick] [--out DIR]' },
   'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE|DIR] --out model.onnx' },
+  'export-peft': { help: exportPeftHelp, flags: exportPeftFlags, run: runExportPeft, usage: '--model DIR --delta FILE|DIR --out DIR' },
 };
 
 function usage(): string {

@@ -23,6 +23,7 @@ import type { Module } from '../nn/module';
 import { moduleMatcher, ModuleSelector } from '../sift/targets';
 import { saveSafetensors, loadSafetensors } from '../io/safetensors';
 import { writeFileAtomic } from '../io/atomic';
+import { loraPeftConfig } from '../io/peft';
 import { deriveSeed } from './batching';
 
 export interface LoraOptions {
@@ -194,16 +195,13 @@ export class LoraAdapters {
     const entries: [string, Tensor][] = this.namedParameters().map(([n, t]) => [`base_model.model.${n}`, t]);
     saveSafetensors(file, entries, { format: 'pt' });
     const cfg = {
-      peft_type: 'LORA',
-      task_type: null,
-      r: this.options.rank,
-      lora_alpha: this.options.alpha,
-      lora_dropout: this.options.dropout,
-      target_modules: [...new Set(this.layers.map((l) => l.name.slice(l.name.lastIndexOf('.') + 1)))],
-      fan_in_fan_out: this.layers.some((l) => l.conv1d),
-      bias: 'none',
-      base_model_name_or_path: opts.baseModel ?? null,
-      inference_mode: true,
+      ...loraPeftConfig({
+        r: this.options.rank,
+        lora_alpha: this.options.alpha,
+        lora_dropout: this.options.dropout,
+        target_modules: [...new Set(this.layers.map((l) => l.name.slice(l.name.lastIndexOf('.') + 1)))],
+        fan_in_fan_out: this.layers.some((l) => l.conv1d),
+      }, null, opts.baseModel ?? null),
       ...opts.extraConfig,
     };
     writeFileAtomic(path.join(path.dirname(file), 'adapter_config.json'), [JSON.stringify(cfg, null, 2) + '\n']);

@@ -37,6 +37,8 @@ import type { Example, Metrics, MethodName, Row, TrainerEvent, TrainerOptions } 
 import { createTask, Task } from './tasks';
 import { BatchSampler, deriveSeed } from './batching';
 import { applyLora, LoraAdapters } from './lora';
+import { peftTaskType } from '../io/peft';
+import { TensorBoardLogger, wantsTensorboard } from '../io/tensorboard';
 import { DenseAdamW } from './optim';
 
 const CHECKPOINT_VERSION = 1;
@@ -348,8 +350,12 @@ export class Trainer {
       for (const c of listCheckpoints(outDir)) fs.rmSync(path.join(outDir, c.name), { recursive: true, force: true });
       for (const n of ['checkpoint', 'best', 'trainer_state.json']) fs.rmSync(path.join(outDir, n), { recursive: true, force: true });
     }
+    const tensorboard = wantsTensorboard(o.reportTo);
+    check(!tensorboard || !!outDir, 'E_ARG', "reportTo 'tensorboard' needs outDir (the event file goes there)");
+    const tb = tensorboard ? new TensorBoardLogger(outDir!) : null;
     const emit = (e: TrainerEvent): TrainerEvent => {
       if (log) fs.appendFileSync(log, JSON.stringify({ ...e, time: new Date().toISOString() }) + '\n');
+      tb?.add(e);
       return e;
     };
     try {
@@ -493,7 +499,9 @@ export class Trainer {
         type: 'done', step: this.step, metrics: finalMetrics, peakMemoryBytes: this.peakMemory(), trainable: c.trainable, total: c.total, gradProportion,
         ...(interrupted ? { interrupted: true } : {}), ...(stoppedEarly ? { stoppedEarly: true } : {}),
         ...(this.best && this.best.step !== null ? { best: { step: this.best.step, metric: this.best.metric, value: this.best.value!, path: outDir ? path.join(outDir, 'best') : undefined } } : {}),
-      });    } finally {
+      });
+    } finally {
+      tb?.close();
       this.running = false;
     }
   }
@@ -748,7 +756,7 @@ export class Trainer {
         const head = heads.find((h) => n === h || n.startsWith(`${h}.`));
         return head ?? n.slice(0, Math.max(0, n.lastIndexOf('.')));
       }))].filter((x) => x.length > 0);
-      this._lora.saveAdapter(file, { extraConfig: { sift_ft_task: this.task.name, sift_ft_head: head, ...(modulesToSave.length ? { modules_to_save: modulesToSave } : {}) } });
+      this._lora.saveAdapter(file, { extraConfig: { task_type: peftTaskType(this.task.name), sift_ft_task: this.task.name, sift_ft_head: head, ...(modulesToSave.length ? { modules_to_save: modulesToSave } : {}) } });
       if (dense.length) {
         // PEFT keeps fully trained modules (modules_to_save) in the adapter file too.
         const entries: [string, Tensor][] = [...this._lora.namedParameters().map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor]), ...dense.map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor])];

@@ -8,6 +8,7 @@ import type { ModelOutput } from '../models/common';
 import type { ScheduleOptions } from '../sift/schedule';
 import type { ModuleSelector } from '../sift/targets';
 import type { SelectionOptions } from '../sift/sift';
+import type { ReportTo } from '../io/tensorboard';
 
 /** One record of a data file: JSONL objects, CSV/TSV rows by column name, or raw text. */
 export type Row = Record<string, unknown>;
@@ -111,6 +112,11 @@ export interface TrainerOptions {
   /** Measure SIFT's gradient proportion (per target) at each logged step. */
   trackGradProportion?: boolean;
   logEvery?: number;
+  /**
+   * Where the logged events also go (transformers' report_to): 'tensorboard' writes
+   * outDir/events.out.tfevents.<time>.<host> as the run progresses; 'none' (the default) only log.jsonl.
+   */
+  reportTo?: ReportTo | ReportTo[];
   /** Column names of the data (classify/regress/instruct). */
   columns?: ColumnOptions;
   /** Class names by id (classify); default: config.label2id, else learned from the training data. */

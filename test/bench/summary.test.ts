@@ -87,6 +87,17 @@ describe('summary of the GPU check', () => {
     expect(markdown(a, '')).toContain('## Fused attention vs torch scaled_dot_product_attention');
   });
 
+  test('reports the PEFT check: a goal met only when every compared adapter matched, skipped ones aside', () => {
+    const row = (c: string, status: string) => ({ bench: 'peft', case: c, peft_type: c.startsWith('lora') ? 'LORA' : 'SUPERTUNING', peft: '0.19.0', status, max_abs_diff: 1e-7, max_abs_diff_merged: 2e-7, max_abs_change: 0.3 });
+    const good = summarize([], [row('sift-causal-lm', 'ok'), row('lora-causal-lm', 'ok')], '');
+    expect(good.goals.find((g) => g.goal.startsWith('PEFT'))!.met).toBe(true);
+    expect(markdown(good, '')).toContain('## PEFT (export-peft adapters loaded with Hugging Face PEFT)');
+    const bad = summarize([], [row('sift-causal-lm', 'mismatch (tolerance 1.00e-4)'), row('lora-causal-lm', 'ok')], '');
+    expect(bad.goals.find((g) => g.goal.startsWith('PEFT'))!.met).toBe(false);
+    const skipped = summarize([], [row('sift-causal-lm', 'skipped: this PEFT has no SupertuningConfig')], '');
+    expect(skipped.goals.find((g) => g.goal.startsWith('PEFT'))!.met).toBeNull();
+  });
+
   test('writes results.json and summary.md from a folder, skipping broken lines', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-summary-'));
     try {
