@@ -8,7 +8,7 @@ export { SiftError } from './engine/errors';
 export type { SiftErrorCode } from './engine/errors';
 export type { DType } from './engine/dtype';
 export { tidy, keep } from './engine/scope';
-export { liveTensors, backends, cudaAvailable, synchronize, emptyCache, resetPeakMemory } from './engine/runtime';
+export { liveTensors, backends, cudaAvailable, synchronize, emptyCache, resetPeakMemory, synchronizeAsync, DeviceFence, executorStats, resetExecutorStats, setNumThreads, numThreads } from './engine/runtime';
 export type { LiveTensors } from './engine/runtime';
 export { backward, noGrad, enableGrad, isGradEnabled, gradients } from './autograd/tape';
 export { checkpoint } from './autograd/checkpoint';
