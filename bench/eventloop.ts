@@ -126,6 +126,8 @@ export async function trainWatched(model: ReturnType<typeof createModel>, rows: 
   const trainer = new Trainer(model, null, options);
   resetExecutorStats();
   const watch = watchEventLoop(10);
+  // Let both timers run once first: monitorEventLoopDelay records nothing before its first tick.
+  await new Promise((r) => setTimeout(r, 50));
   const losses: number[] = [];
   const stepMs: number[] = [];
   let last = performance.now();

@@ -3,12 +3,13 @@
  * (fences awaited on worker threads), the CPU pool can leave the main thread a core, and the
  * results do not depend on either.
  */
+import * as fs from 'fs';
 import { tidy, tensor, SiftError, stateDict } from '../../lib';
 import { native } from '../../lib/engine/native';
 import { Tensor } from '../../lib/engine/tensor';
 import { matmul } from '../../lib/autograd/matmul';
 import { DeviceFence, executorStats, numThreads, resetExecutorStats, setNumThreads, synchronizeAsync } from '../../lib/engine/runtime';
-import { llamaForLoad, trainWatched } from '../../bench/eventloop';
+import { llamaForLoad, trainWatched, watchEventLoop } from '../../bench/eventloop';
 import { describeCuda } from '../helpers/gradcheck';
 import type { TrainerOptions } from '../../lib/train/types';
 
@@ -119,7 +120,35 @@ describe('results do not depend on the async waits', () => {
 });
 
 describe('the event loop keeps serving while a model trains', () => {
+  test('the watcher sees a stall of the JavaScript thread', async () => {
+    const w = watchEventLoop(10);
+    await new Promise((r) => setTimeout(r, 50));
+    // Busy for 120 ms of the thread's own CPU time (wall time where the kernel does not say): on
+    // a loaded machine a wall-clock loop would partly be spent waiting for a CPU.
+    const cpuMs = () => {
+      try {
+        return Number(fs.readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+      } catch {
+        return performance.now();
+      }
+    };
+    const t = cpuMs();
+    while (cpuMs() - t < 120) {
+      /* busy: the JavaScript thread itself stalls the loop */
+    }
+    await new Promise((r) => setTimeout(r, 30));
+    const rep = w.stop();
+    expect(rep.maxLateMs).toBeGreaterThan(100);
+    expect(rep.maxDelayMs).toBeGreaterThan(100);
+    if (rep.maxSelfStallMs !== null) expect(rep.maxSelfStallMs).toBeGreaterThan(100);
+  });
+
   test('a LLaMA whose steps take seconds: worst stall under 50 ms, most timer ticks run (cpu)', async () => {
+    // The first micro-batch a process ever runs compiles the forward and backward code (tens of
+    // ms of JIT, once per process): a short run of a small model of the same family first.
+    const warm = llamaForLoad({ hidden: 64, layers: 2, seq: 16, batch: 4, vocab: 96 }, 2);
+    await trainWatched(warm.model, warm.rows, { task: 'causal-lm', steps: 2, batchSize: 4, lr: 1e-3, seed: 1, sift: { sparseRate: 0.01 } });
+    warm.model.dispose();
     // Sized so that one step takes >= 1 s on a 2-core machine with one kernel thread.
     const { model, rows } = llamaForLoad({ hidden: 512, layers: 2, seq: 128, batch: 8 }, 1);
     const r = await trainWatched(model, rows, { task: 'causal-lm', steps: 3, batchSize: 8, lr: 1e-3, seed: 1, reserveMainThread: true, sift: { sparseRate: 0.01 } });
@@ -134,9 +163,11 @@ describe('the event loop keeps serving while a model trains', () => {
     expect(Math.min(...r.stepMs)).toBeGreaterThan(1000);
     // What the JavaScript thread itself does: never blocked in the executor for long...
     expect(r.mainThreadMaxWaitMs).toBeLessThan(20);
-    // ...and no gap between timer ticks longer than 50 ms beyond the time it waited for a CPU.
+    // ...and no gap between timer ticks longer than 50 ms beyond the time it waited for a CPU
+    // (other processes on a shared machine); where the kernel does not say, the wall clock.
     if (rep.maxSelfStallMs !== null) expect(rep.maxSelfStallMs).toBeLessThan(50);
-    // Wall clock, scheduling included (the machine may be shared): percentiles with a margin.
+    else expect(rep.maxDelayMs).toBeLessThan(50);
+    // Wall clock, scheduling included: the 99th percentile and the share of ticks, with a margin.
     expect(rep.p99DelayMs).toBeLessThan(50);
     expect(rep.tickShare).toBeGreaterThan(0.6);
   });
