@@ -398,12 +398,13 @@ export class Trainer {
         if (logNow) {
           let loss = 0;
           for (let i = 0; i < losses.length; i++) loss += (Number((await losses[i].data())[0]) * weights[i]) / W;
+          const gradNorm = await this.opt!.lastGradNormAsync();
           const elapsed = (Date.now() - t0) / 1000;
           const done = this.step - startStep;
           yield emit({
             type: 'step', step: this.step, totalSteps: this.total, loss,
             lr: this.opt!.options.lr * lrMultiplier(this.step - 1, this.opt!.options.schedule),
-            gradNorm: this.opt!.lastGradNorm(), tokensPerSec: elapsed > 0 ? tokens / elapsed : 0,
+            gradNorm, tokensPerSec: elapsed > 0 ? tokens / elapsed : 0,
             elapsedSec: elapsed, etaSec: done > 0 ? (elapsed / done) * (this.total - this.step) : 0,
           });
         } else {
