@@ -32,6 +32,7 @@ struct DeviceState {
   size_t events_used = 0;
   // Fence events (fence_record): ids index `fences`; waited ones go back to `fences_free`.
   std::vector<cudaEvent_t> fences;
+  std::vector<bool> fences_live;  // recorded and not yet waited for
   std::vector<uint64_t> fences_free;
   // Pinned staging blocks of copy_h2d; `done` is recorded after the copy out of the block.
   struct Staging {
@@ -247,9 +248,13 @@ uint64_t fence_record(int device) {
     // Blocking sync: the waiting worker sleeps instead of spinning on a core JavaScript may need.
     CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync));
     s.fences.push_back(e);
+    s.fences_live.push_back(false);
     id = s.fences.size() - 1;
   }
-  CUDA_CHECK(cudaEventRecord(s.fences[id], s.stream));
+  cudaError_t err = cudaEventRecord(s.fences[id], s.stream);
+  if (err != cudaSuccess) s.fences_free.push_back(id);
+  CUDA_CHECK(err);
+  s.fences_live[id] = true;
   return id;
 }
 
@@ -258,7 +263,9 @@ void fence_wait(int device, uint64_t fence) {
   cudaEvent_t e = nullptr;
   {
     std::lock_guard<std::mutex> lk(g_mu);
-    SIFT_CHECK(fence < s.fences.size(), "E_ARG", "fence ", fence, " was not recorded on cuda:", device);
+    SIFT_CHECK(fence < s.fences.size() && s.fences_live[fence], "E_ARG", "fence ", fence,
+               " is not a recorded fence of cuda:", device, " (or it was waited for already)");
+    s.fences_live[fence] = false;  // one wait per fence: the event is recycled after it
     e = s.fences[fence];
   }
   cudaError_t err = cudaEventSynchronize(e);
@@ -329,7 +336,6 @@ int take_staging(DeviceState& s, size_t n) {
     if (b.taken || b.size < n || cudaEventQuery(b.done) != cudaSuccess) continue;
     if (best < 0 || b.size < s.staging[size_t(best)].size) best = int(i);
   }
-  cudaGetLastError();  // cudaEventQuery's cudaErrorNotReady is not an error
   if (best < 0 && s.staging.size() < kStageBlocks) {
     DeviceState::Staging b;
     b.size = std::max<size_t>(size_t(64) << 10, n);
