@@ -2,7 +2,8 @@
  * Event-loop responsiveness while a model trains (`npm run bench -- eventloop [--flags]`), and the
  * watcher the tests use. Flags: --steps N (4), --hidden N (512), --layers N (2), --seq N (128),
  * --batch N (8), --grad-accum N (1), --async true|false (true), --reserve true|false (true),
- * --threads N, --log-every N (1). Prints one JSON line: the trainer's step time and the loop report.
+ * --threads N, --log-every N (1), --warmup true|false (true: a short run of a small model first, so
+ * that the one-time compilation of the training code is not measured). Prints one JSON line: the trainer's step time and the loop report.
  *
  * Watches the event loop while something runs: monitorEventLoopDelay's histogram, a periodic
  * timer's ticks, and, on Linux, the JavaScript thread's own stalls: the gap between two ticks less
@@ -157,6 +158,13 @@ export async function run(args: string[]): Promise<void> {
     return i >= 0 && i + 1 < args.length ? args[i + 1] : def;
   };
   const shape = { hidden: Number(flag('hidden', '512')), layers: Number(flag('layers', '2')), seq: Number(flag('seq', '128')), batch: Number(flag('batch', '8')) };
+  if (flag('warmup', 'true') === 'true') {
+    // The first micro-batch of a process compiles the forward and backward code (tens of ms of
+    // JIT, once): a short run of a small model of the same family first.
+    const warm = llamaForLoad({ hidden: 64, layers: 2, seq: 16, batch: 4, vocab: 96 }, 2);
+    await trainWatched(warm.model, warm.rows, { task: 'causal-lm', steps: 2, batchSize: 4, lr: 1e-3, seed: 1, sift: { sparseRate: 0.01 } });
+    warm.model.dispose();
+  }
   const { model, rows } = llamaForLoad(shape);
   const threads = flag('threads', '');
   const options: TrainerOptions = {
@@ -166,5 +174,5 @@ export async function run(args: string[]): Promise<void> {
   };
   const r = await trainWatched(model, rows, options);
   model.dispose();
-  console.log(JSON.stringify({ shape, asyncWaits: options.asyncWaits, reserveMainThread: options.reserveMainThread, numThreads: options.numThreads, ...r }));
+  console.log(JSON.stringify({ shape, steps: options.steps, asyncWaits: options.asyncWaits, reserveMainThread: options.reserveMainThread, numThreads: options.numThreads, ...r }));
 }

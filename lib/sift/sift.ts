@@ -313,6 +313,15 @@ export class Sift {
       for (const s of scores) s?.dispose();
       // Surfaces a NaN/Inf in the scores (named) before anything else is read.
       for (const d of devices) yield d;
+      // Fingerprints of the base weights first, while nothing is queued: the reads do not wait.
+      for (const t of this.targets) {
+        if (t.score) {
+          t.score.dispose();
+          t.score = null;
+        }
+        t.baseFingerprint = yield* fingerprintSteps(t.param);
+      }
+      for (const [name, p] of this.dense) this.denseFingerprints.set(name, yield* fingerprintSteps(p));
       // The sparse gradients of all targets on one device are views into one f32 buffer, so that
       // zeroGrad() is one fill per device instead of one per target. Each view starts on a 64-byte
       // boundary, as its own allocation did (kernels take vectorised paths on aligned pointers).
@@ -325,12 +334,7 @@ export class Sift {
         offsets.set(device, 0);
       }
       for (const t of this.targets) {
-        if (t.score) {
-          t.score.dispose();
-          t.score = null;
-        }
         const device = t.param.device;
-        t.baseFingerprint = yield* fingerprintSteps(t.param);
         t.base = keep(new Tensor(N.full([t.k], 0, 'f32', device), { shape: [t.k], dtype: 'f32', device, contiguous: true }));
         const buf = this.gradBuffers.find((b) => b.device === device)!;
         const off = offsets.get(device)!;
@@ -339,7 +343,6 @@ export class Sift {
         if (t.k > 0) N.gatherInto(t.base.handle, t.param.handle, t.idx!.handle, false);
       }
       for (const [name, p] of this.dense) {
-        this.denseFingerprints.set(name, yield* fingerprintSteps(p));
         this.denseBase.set(name, keep(new Tensor(N.clone(p.handle))));
         p.zeroGrad();
       }

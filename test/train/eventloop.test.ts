@@ -3,13 +3,15 @@
  * (fences awaited on worker threads), the CPU pool can leave the main thread a core, and the
  * results do not depend on either.
  */
+import { execFile } from 'child_process';
 import * as fs from 'fs';
+import * as path from 'path';
 import { tidy, tensor, SiftError, stateDict } from '../../lib';
 import { native } from '../../lib/engine/native';
 import { Tensor } from '../../lib/engine/tensor';
 import { matmul } from '../../lib/autograd/matmul';
 import { DeviceFence, executorStats, numThreads, resetExecutorStats, setNumThreads, synchronizeAsync } from '../../lib/engine/runtime';
-import { llamaForLoad, trainWatched, watchEventLoop } from '../../bench/eventloop';
+import { llamaForLoad, LoadRun, trainWatched, watchEventLoop } from '../../bench/eventloop';
 import { describeCuda } from '../helpers/gradcheck';
 import type { TrainerOptions } from '../../lib/train/types';
 
@@ -144,23 +146,25 @@ describe('the event loop keeps serving while a model trains', () => {
   });
 
   test('a LLaMA whose steps take seconds: worst stall under 50 ms, most timer ticks run (cpu)', async () => {
-    // The first micro-batch a process ever runs compiles the forward and backward code (tens of
-    // ms of JIT, once per process): a short run of a small model of the same family first.
-    const warm = llamaForLoad({ hidden: 64, layers: 2, seq: 16, batch: 4, vocab: 96 }, 2);
-    await trainWatched(warm.model, warm.rows, { task: 'causal-lm', steps: 2, batchSize: 4, lr: 1e-3, seed: 1, sift: { sparseRate: 0.01 } });
-    warm.model.dispose();
-    // Sized so that one step takes >= 1 s on a 2-core machine with one kernel thread.
-    const { model, rows } = llamaForLoad({ hidden: 512, layers: 2, seq: 128, batch: 8 }, 1);
-    const r = await trainWatched(model, rows, { task: 'causal-lm', steps: 3, batchSize: 8, lr: 1e-3, seed: 1, reserveMainThread: true, sift: { sparseRate: 0.01 } });
-    model.dispose();
+    // In a plain Node process, as a server would run it (the test runner's heap and messages are
+    // not the trainer's): bench/eventloop.ts, which first runs a small model once (the first
+    // micro-batch of a process compiles the training code, tens of ms, once), then trains a model
+    // sized so that one step takes >= 1 s on a 2-core machine with one kernel thread.
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, [path.join(__dirname, '..', 'helpers', 'run-ts.js'), path.join(__dirname, '..', '..', 'bench', 'run.ts'), 'eventloop',
+        '--hidden=512', '--layers=2', '--seq=192', '--batch=8', '--steps=3', '--reserve=true', '--async=true'],
+      { timeout: 240000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)));
+    });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as LoadRun;
     const rep = r.report;
     // eslint-disable-next-line no-console
     console.log(`event loop while training: steps ${r.stepMs.map((x) => x.toFixed(0)).join(', ')} ms; delay p50 ${rep.p50DelayMs.toFixed(1)} p99 ${rep.p99DelayMs.toFixed(1)} max ${rep.maxDelayMs.toFixed(1)} ms; ` +
       `ticks ${(100 * rep.tickShare).toFixed(0)}%; longest late tick ${rep.maxLateMs.toFixed(1)} ms, of it the thread's own ${rep.maxSelfStallMs?.toFixed(1)} ms; ` +
       `run-queue wait ${rep.runQueueWaitMs?.toFixed(0)} ms; JS blocked in the executor: max ${r.mainThreadMaxWaitMs.toFixed(1)} ms, total ${r.mainThreadWaitMs.toFixed(0)} ms`);
+    expect(r.losses.length).toBe(3);
     expect(r.losses.every(Number.isFinite)).toBe(true);
     // Not vacuous: the steps are long.
-    expect(Math.min(...r.stepMs)).toBeGreaterThan(1000);
+    expect([...r.stepMs].sort((a, b) => a - b)[1]).toBeGreaterThan(1000);
     // What the JavaScript thread itself does: never blocked in the executor for long...
     expect(r.mainThreadMaxWaitMs).toBeLessThan(20);
     // ...and no gap between timer ticks longer than 50 ms beyond the time it waited for a CPU
