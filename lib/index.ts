@@ -10,6 +10,7 @@ export type { DType } from './engine/dtype';
 export { tidy, keep } from './engine/scope';
 export { liveTensors, backends, cudaAvailable, synchronize, emptyCache, resetPeakMemory, synchronizeAsync, DeviceFence, executorStats, resetExecutorStats, setNumThreads, numThreads } from './engine/runtime';
 export type { LiveTensors } from './engine/runtime';
+export type { ExecutorStats } from './engine/addon-types';
 export { backward, noGrad, enableGrad, isGradEnabled, gradients } from './autograd/tape';
 export { checkpoint } from './autograd/checkpoint';
 export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, manualSeed } from './autograd/creation';

@@ -370,6 +370,7 @@ export class Trainer {
       }
 
       resetPeakMemory();
+      if (this.device === 'cpu') this.inFlightSeq = executorStats().fence;  // ops per micro-batch count from here
       const t0 = Date.now();
       const startStep = this.step;
       let tokens = 0;
