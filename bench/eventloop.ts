@@ -32,17 +32,19 @@ export interface LoopReport {
   maxLateMs: number;
   /** The same, less the time the thread waited for a CPU in between (null where unknown). */
   maxSelfStallMs: number | null;
+  /** Most CPU time the thread used between two ticks: its longest run of work (null where unknown). */
+  maxCpuMs: number | null;
   /** Time the JavaScript thread waited for a CPU over the whole run (null where unknown). */
   runQueueWaitMs: number | null;
 }
 
 const SCHEDSTAT = `/proc/self/task/${process.pid}/schedstat`;
 
-/** Run-queue wait of the main thread in ms, or null where the kernel does not report it. */
-function runQueueWaitMs(): number | null {
+/** CPU time and run-queue wait of the main thread in ms, or null where the kernel does not say. */
+function schedstat(): { cpu: number; queue: number } | null {
   try {
     const f = fs.readFileSync(SCHEDSTAT, 'utf8').trim().split(/\s+/);
-    return Number(f[1]) / 1e6;
+    return { cpu: Number(f[0]) / 1e6, queue: Number(f[1]) / 1e6 };
   } catch {
     return null;
   }
@@ -52,18 +54,22 @@ export function watchEventLoop(intervalMs = 10): { stop(): LoopReport } {
   const h = monitorEventLoopDelay({ resolution: 1 });
   h.enable();
   const t0 = performance.now();
-  const q0 = runQueueWaitMs();
+  const q0 = schedstat();
   let last = t0;
   let lastQ = q0;
   let ticks = 0;
   let maxLate = 0;
   let maxSelf: number | null = q0 === null ? null : 0;
+  let maxCpu: number | null = q0 === null ? null : 0;
   const timer = setInterval(() => {
     const now = performance.now();
-    const q = lastQ === null ? null : runQueueWaitMs();
+    const q = lastQ === null ? null : schedstat();
     const late = now - last - intervalMs;
     if (late > maxLate) maxLate = late;
-    if (maxSelf !== null && q !== null && lastQ !== null) maxSelf = Math.max(maxSelf, late - (q - lastQ));
+    if (maxSelf !== null && maxCpu !== null && q !== null && lastQ !== null) {
+      maxSelf = Math.max(maxSelf, late - (q.queue - lastQ.queue));
+      maxCpu = Math.max(maxCpu, q.cpu - lastQ.cpu);
+    }
     last = now;
     lastQ = q;
     ticks++;
@@ -73,7 +79,7 @@ export function watchEventLoop(intervalMs = 10): { stop(): LoopReport } {
       clearInterval(timer);
       h.disable();
       const durationMs = performance.now() - t0;
-      const q1 = runQueueWaitMs();
+      const q1 = schedstat();
       return {
         durationMs,
         maxDelayMs: h.max / 1e6,
@@ -83,7 +89,8 @@ export function watchEventLoop(intervalMs = 10): { stop(): LoopReport } {
         tickShare: ticks / Math.max(1, Math.floor(durationMs / intervalMs)),
         maxLateMs: maxLate,
         maxSelfStallMs: maxSelf,
-        runQueueWaitMs: q0 !== null && q1 !== null ? q1 - q0 : null,
+        maxCpuMs: maxCpu,
+        runQueueWaitMs: q0 !== null && q1 !== null ? q1.queue - q0.queue : null,
       };
     },
   };
