@@ -58,6 +58,14 @@ export type BinaryOp =
 /** Ops with a scalar right-hand side; `rsub` is s - a, `rdiv` is s / a, `rpow` is s ** a. */
 export type ScalarOp = BinaryOp | 'rsub' | 'rdiv' | 'rpow';
 
+/** The CPU executor's queue and the time the JavaScript thread spent blocked in it. */
+export interface ExecutorStats {
+  pending: number;
+  maxPending: number;
+  fence: number;
+  mainThreadWaits: { count: number; totalMs: number; maxMs: number };
+}
+
 export type ReduceOp = 'sum' | 'mean' | 'max' | 'min' | 'sumsq' | 'absmax';
 
 export interface Addon {
@@ -107,6 +115,17 @@ export interface Addon {
   cudaEventElapsed(device: number, start: number, end: number): number;
   cudaEventsReset(device: number): void;
   emptyCache(): void;
+
+  // ---- waiting without blocking JavaScript, CPU threads (native/binding/device_wait.cpp)
+  /** Marks the work queued on the device so far; never waits. */
+  deviceFence(device: string): number;
+  /** Resolves once the device ran the work up to the fence (waits on a worker thread). */
+  waitFenceAsync(device: string, fence: number): Promise<void>;
+  executorStats(): ExecutorStats;
+  resetExecutorStats(): void;
+  /** Threads of later CPU kernels (0: the default), applied in op order; returns the previous request. */
+  setNumThreads(threads: number): number;
+  numThreads(): { threads: number; default: number; hardware: number };
 
   // ---- elementwise (native/binding/elementwise.cpp)
   unary(op: UnaryOp, x: NativeTensor): NativeTensor;
@@ -197,7 +216,8 @@ export interface Addon {
    * broken toward the lower flat index. Returns the flat indices sorted ascending (i64 when
    * numel >= 2^31, else i32). NaN or Inf in scores: E_NUMERIC.
    */
-  topk(scores: NativeTensor, k: number): NativeTensor;
+  /** `label` names the scores' tensor in an E_NUMERIC error (NaN/Inf in the scores). */
+  topk(scores: NativeTensor, k: number, label?: string): NativeTensor;
   /**
    * One budget over many score tensors: the k largest values over all of them (ties toward the
    * lower tensor position, then the lower flat index). Returns one sorted index tensor per input.

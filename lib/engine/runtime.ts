@@ -1,6 +1,8 @@
 /** Engine-wide functions: memory accounting, backends, synchronisation. */
 import { native } from './native';
-import type { BackendsInfo, MemoryCount } from './addon-types';
+import type { BackendsInfo, ExecutorStats, MemoryCount } from './addon-types';
+import { normalizeDevice } from './dtype';
+import { check } from './errors';
 
 export interface LiveTensors {
   cpu: MemoryCount;
@@ -27,6 +29,68 @@ export function cudaAvailable(): boolean {
 /** Waits until the device has run all queued work; throws an asynchronous error if one occurred. */
 export function synchronize(device = 'cpu'): void {
   native().synchronize(device);
+}
+
+/**
+ * Waits until the device has run all work queued so far, without blocking the event loop (the
+ * wait runs on a worker thread); rejects with an asynchronous error if one occurred.
+ */
+export function synchronizeAsync(device = 'cpu'): Promise<void> {
+  const d = normalizeDevice(device);
+  return native().waitFenceAsync(d, native().deviceFence(d));
+}
+
+/**
+ * A mark on the device's queue: `fence.wait()` resolves once the device ran everything queued
+ * before the mark (off the event loop). A loop that queues work and awaits the fence of its
+ * previous iteration keeps one iteration in flight without ever blocking JavaScript.
+ */
+export class DeviceFence {
+  readonly device: string;
+  private readonly id: number;
+  private waited: Promise<void> | null = null;
+
+  constructor(device = 'cpu') {
+    this.device = normalizeDevice(device);
+    this.id = native().deviceFence(this.device);
+  }
+
+  /** Resolves once the device passed the fence (the same promise on every call). */
+  wait(): Promise<void> {
+    if (!this.waited) this.waited = native().waitFenceAsync(this.device, this.id);
+    return this.waited;
+  }
+}
+
+/** The CPU executor's queue depth and the time the JavaScript thread spent blocked in it. */
+export function executorStats(): ExecutorStats {
+  return native().executorStats();
+}
+
+export function resetExecutorStats(): void {
+  native().resetExecutorStats();
+}
+
+/**
+ * Threads of the CPU kernels: a count, or 'auto' for the default (SIFT_FT_NUM_THREADS, else the
+ * hardware's). Applies to kernels queued after the call. Returns the count in effect before.
+ */
+export function setNumThreads(threads: number | 'auto'): number {
+  check(threads === 'auto' || (Number.isInteger(threads) && threads >= 1 && threads <= 256), 'E_ARG', `numThreads must be 'auto' or an integer from 1 to 256, got ${String(threads)}`);
+  const before = native().numThreads().threads;
+  native().setNumThreads(threads === 'auto' ? 0 : threads);
+  return before;
+}
+
+/** Threads of the CPU kernels now, the default, and the hardware's count. */
+export function numThreads(): { threads: number; default: number; hardware: number } {
+  return native().numThreads();
+}
+
+/** The thread count that leaves one core to the JavaScript thread (at least 1). */
+export function threadsLeavingMainThread(): number {
+  const n = native().numThreads();
+  return Math.max(1, Math.min(n.default, n.hardware - 1));
 }
 
 /** Returns cached CUDA blocks to the driver. */

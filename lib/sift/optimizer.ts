@@ -226,6 +226,12 @@ export class SparseAdamW {
     return Math.sqrt(this.lastNormSq.item());
   }
 
+  /** lastGradNorm() without blocking the event loop while the device finishes the step. */
+  async lastGradNormAsync(): Promise<number> {
+    if (!this.lastNormSq) return 0;
+    return Math.sqrt(Number((await this.lastNormSq.data())[0]));
+  }
+
   /** Optimizer state for checkpoints: tensors by name and the step count. */
   stateTensors(): [string, Tensor][] {
     const out: [string, Tensor][] = [];

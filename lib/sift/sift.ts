@@ -8,9 +8,16 @@ import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
 import { native } from '../engine/native';
 import { keep } from '../engine/scope';
+import { synchronizeAsync } from '../engine/runtime';
 import { noGrad } from '../autograd/tape';
 import { NamedModel, ModuleSelector, planTargets } from './targets';
-import { TensorFingerprint, fingerprint } from './fingerprint';
+import { TensorFingerprint, fingerprintSteps } from './fingerprint';
+
+/**
+ * What select's steps ask of their driver: wait until a device ran its queued work (a device
+ * name), or just a chance to let other work run (undefined).
+ */
+type SelectWait = string | void;
 
 export type SelectionScore = 'abs' | 'fisher' | 'random' | 'magnitude';
 
@@ -92,6 +99,13 @@ export class Sift {
   private readonly gradBuffers: Tensor[] = [];
   /** [targets, 2] f32 on the device: [selected g^2, total g^2] per target, when tracked. */
   private proportion: Tensor | null = null;
+  /**
+   * Whether the NaN/Inf check of the top-k chosen inside backward() (one selection batch, one
+   * budget per tensor) waits for the device there (true, the default: backward() throws E_NUMERIC
+   * naming the tensor), or is left to the next synchronisation (false: backward() never waits, and
+   * selectAsync() or the next read throws the same error). The Trainer sets false.
+   */
+  checkScoresInBackward = true;
 
   constructor(model: NamedModel, options: SiftOptions) {
     check(typeof options.sparseRate === 'number' && options.sparseRate > 0 && options.sparseRate <= 1, 'E_ARG',
@@ -152,6 +166,7 @@ export class Sift {
           N.scoreAccumulate(score.handle, g.handle, this.selection.score === 'fisher' ? 'square' : 'abs', false);
           t.idx = keep(this.topkNamed(score, t.k, t.name));
           score.dispose();
+          if (this.checkScoresInBackward) native().synchronize(g.device);
         }
         return null;
       }
@@ -184,15 +199,8 @@ export class Sift {
   }
 
   private topkNamed(score: Tensor, k: number, name: string): Tensor {
-    try {
-      const idx = new Tensor(native().topk(score.handle, k));
-      // The CPU and CUDA top-k report NaN/Inf asynchronously: surface it here, with the tensor's name.
-      native().synchronize(score.device);
-      return idx;
-    } catch (e) {
-      if (e instanceof SiftError && e.code === 'E_NUMERIC') throw new SiftError('E_NUMERIC', `selection scores of '${name}' contain NaN or Inf (${e.message})`);
-      throw e;
-    }
+    // The top-k reports NaN/Inf in the scores asynchronously, naming `name`.
+    return new Tensor(native().topk(score.handle, k, name));
   }
 
   /**
@@ -201,13 +209,62 @@ export class Sift {
    * values and fingerprints, and switches the hooks to sparse-gradient gathering.
    */
   select(): void {
+    const steps = this.selectSteps();
+    let r = noGrad(() => steps.next());
+    while (!r.done) {
+      const wait = r.value;
+      r = noGrad(() => {
+        if (typeof wait !== 'string') return steps.next();
+        try {
+          native().synchronize(wait);
+        } catch (e) {
+          return steps.throw(e);
+        }
+        return steps.next();
+      });
+    }
+  }
+
+  /**
+   * select() without blocking the event loop: waits for the device off the JavaScript thread
+   * before reading it, and hashes the base fingerprints a chunk at a time between event-loop turns.
+   * Same result as select().
+   */
+  async selectAsync(): Promise<void> {
+    const steps = this.selectSteps();
+    let r = noGrad(() => steps.next());
+    let last = Date.now();
+    while (!r.done) {
+      const wait = r.value;
+      let error: unknown;
+      let failed = false;
+      if (typeof wait === 'string') {
+        try {
+          await synchronizeAsync(wait);
+        } catch (e) {
+          error = e;
+          failed = true;
+        }
+        last = Date.now();
+      } else if (Date.now() - last >= 4) {
+        await new Promise<void>((res) => setImmediate(res));
+        last = Date.now();
+      }
+      r = noGrad(() => (failed ? steps.throw(error) : steps.next()));
+    }
+  }
+
+  private *selectSteps(): Generator<SelectWait, void, void> {
     check(this.phase === 'selecting', 'E_ARG', this.phase === 'training' ? 'select(): indices were already chosen' : 'this Sift was disposed');
     const N = native();
+    const devices = [...new Set(this.targets.map((t) => t.param.device))];
+    // Top-k chosen inside backward() is checked here (it may not have been waited for).
+    for (const d of devices) yield d;
     if (this.needsGradients) {
       const missing = this.targets.filter((t) => t.backwardCount === 0).map((t) => t.name);
       check(missing.length === 0, 'E_ARG', () => `select(): no gradient reached ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}; run backward() on ${this.selection.batches} selection batch(es) first`);
     }
-    noGrad(() => {
+    {
       // Scores for the modes that did not choose inside the hook.
       const scores: (Tensor | null)[] = this.targets.map((t, i) => {
         if (t.idx) return null;
@@ -236,6 +293,8 @@ export class Sift {
         const total = this.targets.reduce((a, t) => a + t.numel, 0);
         const K = kForRate(this.options.sparseRate, total);
         let idxs: Tensor[];
+        // topkGlobal waits for the device (its output sizes depend on the data): wait first.
+        for (const d of devices) yield d;
         try {
           idxs = N.topkGlobal(scores.map((s) => s!.handle), K).map((h) => new Tensor(h));
         } catch (e) {
@@ -252,6 +311,17 @@ export class Sift {
         });
       }
       for (const s of scores) s?.dispose();
+      // Surfaces a NaN/Inf in the scores (named) before anything else is read.
+      for (const d of devices) yield d;
+      // Fingerprints of the base weights first, while nothing is queued: the reads do not wait.
+      for (const t of this.targets) {
+        if (t.score) {
+          t.score.dispose();
+          t.score = null;
+        }
+        t.baseFingerprint = yield* fingerprintSteps(t.param);
+      }
+      for (const [name, p] of this.dense) this.denseFingerprints.set(name, yield* fingerprintSteps(p));
       // The sparse gradients of all targets on one device are views into one f32 buffer, so that
       // zeroGrad() is one fill per device instead of one per target. Each view starts on a 64-byte
       // boundary, as its own allocation did (kernels take vectorised paths on aligned pointers).
@@ -264,12 +334,7 @@ export class Sift {
         offsets.set(device, 0);
       }
       for (const t of this.targets) {
-        if (t.score) {
-          t.score.dispose();
-          t.score = null;
-        }
         const device = t.param.device;
-        t.baseFingerprint = fingerprint(t.param);
         t.base = keep(new Tensor(N.full([t.k], 0, 'f32', device), { shape: [t.k], dtype: 'f32', device, contiguous: true }));
         const buf = this.gradBuffers.find((b) => b.device === device)!;
         const off = offsets.get(device)!;
@@ -278,11 +343,10 @@ export class Sift {
         if (t.k > 0) N.gatherInto(t.base.handle, t.param.handle, t.idx!.handle, false);
       }
       for (const [name, p] of this.dense) {
-        this.denseFingerprints.set(name, fingerprint(p));
         this.denseBase.set(name, keep(new Tensor(N.clone(p.handle))));
         p.zeroGrad();
       }
-    });
+    }
     this.phase = 'training';
   }
 

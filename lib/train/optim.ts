@@ -55,6 +55,12 @@ export class DenseAdamW {
     return this.lastNormSq ? Math.sqrt(this.lastNormSq.item()) : 0;
   }
 
+  /** lastGradNorm() without blocking the event loop while the device finishes the step. */
+  async lastGradNormAsync(): Promise<number> {
+    if (!this.lastNormSq) return 0;
+    return Math.sqrt(Number((await this.lastNormSq.data())[0]));
+  }
+
   stateTensors(): [string, Tensor][] {
     return this.slots.stateTensors();
   }

@@ -9,7 +9,10 @@
  * SIFT's indices are not stored as state to trust: a resumed run replays the selection batches on
  * the base model it is given and checks that the indices equal the checkpoint's (E_MISMATCH if not).
  *
- * Each step awaits the device (when it logs) or setImmediate, so a Node pipeline stays responsive.
+ * Event loop: the device waits happen off the JavaScript thread (asyncWaits, default): one
+ * micro-batch stays queued ahead of the device while the trainer awaits the one before it, and
+ * reads (losses, selection, checkpoints) await the device first, so a server keeps serving while
+ * it trains (docs/server.md).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -17,7 +20,7 @@ import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
 import { native } from '../engine/native';
 import { keep, tidy } from '../engine/scope';
-import { liveTensors, resetPeakMemory } from '../engine/runtime';
+import { DeviceFence, executorStats, liveTensors, numThreads, resetPeakMemory, setNumThreads, synchronizeAsync, threadsLeavingMainThread } from '../engine/runtime';
 import { manualSeed } from '../autograd/creation';
 import { mul } from '../autograd/elementwise';
 import { detach } from '../autograd/shape';
@@ -147,6 +150,9 @@ export class Trainer {
   private step = 0;
   private position = 0;
   private best: BestState | null = null;
+  /** The work queued for the last micro-batch (asyncWaits): awaited once the next one is queued. */
+  private inFlight: DeviceFence | null = null;
+  private inFlightSeq = 0;
 
   constructor(readonly model: PreTrainedModel, readonly tokenizer: TextTokenizer | null, readonly options: TrainerOptions) {
     check(options && typeof options === 'object', 'E_ARG', 'Trainer: options are required ({ task, ... })');
@@ -166,6 +172,8 @@ export class Trainer {
     }
     check(options.earlyStoppingPatience === undefined || !!options.metricForBest, 'E_ARG', 'earlyStoppingPatience needs metricForBest (the metric whose evaluations it counts)');
     check(!options.resume || !!options.outDir, 'E_ARG', 'resume needs outDir (where the checkpoint is)');
+    check(options.numThreads === undefined || options.numThreads === 'auto' || (Number.isInteger(options.numThreads) && options.numThreads >= 1 && options.numThreads <= 256),
+      'E_ARG', `numThreads must be 'auto' or an integer from 1 to 256, got ${String(options.numThreads)}`);
     const dev = options.device ?? model.device;
     this.device = dev === 'cuda' ? 'cuda:0' : dev;
     if (model.device !== this.device) model.to(this.device);
@@ -326,6 +334,55 @@ export class Trainer {
     return { loss, tokens };
   }
 
+  // ---- waiting for the device
+
+  private get asyncWaits(): boolean {
+    return this.options.asyncWaits ?? true;
+  }
+
+  /**
+   * Called after each micro-batch is queued: marks its work and awaits the one queued before, so
+   * the device always has the next micro-batch while JavaScript is free between them. On the CPU,
+   * when one micro-batch holds more than half the op queue (SIFT_FT_CPU_QUEUE), it awaits this
+   * one instead (queueing the next would meet the queue's back-pressure, a wait on the JS thread).
+   */
+  private async pace(): Promise<void> {
+    if (!this.asyncWaits) return;
+    const prev = this.inFlight;
+    const cur = new DeviceFence(this.device);
+    this.inFlight = cur;
+    let waitCurrent = false;
+    if (this.device === 'cpu') {
+      const st = executorStats();
+      waitCurrent = 2 * (st.fence - this.inFlightSeq) > st.maxPending;
+      this.inFlightSeq = st.fence;
+    }
+    if (prev) await prev.wait();
+    if (waitCurrent) await cur.wait();
+  }
+
+  /** Waits (off the JavaScript thread) until the device ran everything queued (asyncWaits). */
+  private async deviceIdle(): Promise<void> {
+    if (!this.asyncWaits) return;
+    const last = this.inFlight;
+    this.inFlight = null;
+    if (last) await last.wait();  // (recycles its CUDA event)
+    await synchronizeAsync(this.device);
+  }
+
+  /** Applies numThreads / reserveMainThread; returns what restores the count in effect before. */
+  private applyThreads(): () => void {
+    const o = this.options;
+    if (!this.device.startsWith('cpu') && o.numThreads === undefined) return () => {};
+    const want = o.numThreads ?? (o.reserveMainThread ? threadsLeavingMainThread() : undefined);
+    if (want === undefined) return () => {};
+    const before = numThreads().threads;
+    setNumThreads(want);
+    return () => {
+      setNumThreads(before);
+    };
+  }
+
   // ---- training
 
   /**
@@ -339,6 +396,7 @@ export class Trainer {
     check(!this.running, 'E_ARG', 'fit() is already running');
     check(Array.isArray(train) && train.length > 0, 'E_ARG', 'fit(): no training rows');
     this.running = true;
+    const restoreThreads = this.applyThreads();
     const o = this.options;
     const outDir = o.outDir;
     const log = outDir ? path.join(outDir, 'log.jsonl') : null;
@@ -384,6 +442,8 @@ export class Trainer {
 
       // SIFT's selection micro-batches: gradients scored, no update.
       if (this._sift && !this._sift.selected) {
+        // The top-k chosen in the selection backward is checked at the next read, not waited for there.
+        if (this.asyncWaits) this._sift.checkScoresInBackward = false;
         const nSel = this._sift.selectionBatches;
         for (let i = 0; i < nSel; i++) {
           const { loss } = this.microBatch(at(this.position), this.position, 1 / nSel);
@@ -391,7 +451,8 @@ export class Trainer {
           await loss.data();
           loss.dispose();
         }
-        this._sift.select();
+        if (this.asyncWaits) await this._sift.selectAsync();
+        else this._sift.select();
       }
       if (this._sift && !this.opt) {
         this.opt = new SparseAdamW(this._sift, this.adamOptions());
@@ -401,11 +462,13 @@ export class Trainer {
         yield emit({ type: 'selection', batches: this._sift.selectionBatches, trainable: c.trainable, total: c.total });
       }
       if (ckpt) {
+        await this.deviceIdle();
         this.restore(ckpt.tensors, ckpt.meta);
         for (const t of ckpt.tensors.values()) t.dispose();
       }
 
       resetPeakMemory();
+      if (this.device === 'cpu') this.inFlightSeq = executorStats().fence;  // ops per micro-batch count from here
       const t0 = Date.now();
       const startStep = this.step;
       let tokens = 0;
@@ -419,7 +482,8 @@ export class Trainer {
         const metric = metricName(o.metricForBest);
         this.best = { metric, greaterIsBetter: o.greaterIsBetter ?? !LOWER_IS_BETTER.has(metric), value: null, step: null, checkpoint: null, evalsWithoutImprovement: 0 };
       }
-      const checkpoint = (): TrainerEvent => {
+      const checkpoint = async (): Promise<TrainerEvent> => {
+        await this.deviceIdle();
         const p = this.writeCheckpoint(outDir!);
         lastCheckpoint = this.step;
         return emit({ type: 'checkpoint', step: this.step, path: p });
@@ -439,8 +503,10 @@ export class Trainer {
           const r = this.microBatch(batches[i], positions[i], weights[i] / W);
           losses.push(r.loss);
           tokens += r.tokens;
+          if (i < batches.length - 1) await this.pace();
         }
         this.opt!.step();
+        await this.pace();
         this.step++;
         this.position += this.gradAccum;
         // Every step's loss and gradient norm are read: a non-finite one stops the run before
@@ -448,7 +514,7 @@ export class Trainer {
         let loss = 0;
         for (let i = 0; i < losses.length; i++) loss += (Number((await losses[i].data())[0]) * weights[i]) / W;
         for (const l of losses) l.dispose();
-        const gradNorm = this.opt!.lastGradNorm();
+        const gradNorm = this.asyncWaits ? await this.opt!.lastGradNormAsync() : this.opt!.lastGradNorm();
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
           const what = !Number.isFinite(loss) ? `loss ${loss}` : `gradient norm ${gradNorm}`;
           const kept = outDir ? latestCheckpoint(outDir) : null;
@@ -473,14 +539,14 @@ export class Trainer {
           lastEval = this.step;
           yield emit({ type: 'eval', step: this.step, metrics: finalMetrics });
           const b = this.updateBest(finalMetrics, outDir);
-          if (b.improved && outDir && lastCheckpoint !== this.step) yield checkpoint();
+          if (b.improved && outDir && lastCheckpoint !== this.step) yield await checkpoint();
           if (b.stop) {
             stoppedEarly = true;
             break;
           }
         }
         if (outDir && o.checkpointEvery && this.step % o.checkpointEvery === 0 && this.step < this.total && lastCheckpoint !== this.step) {
-          yield checkpoint();
+          yield await checkpoint();
         }
       }
       if (evalEx && lastEval !== this.step && !interrupted) {
@@ -490,8 +556,9 @@ export class Trainer {
       }
       if (outDir && lastCheckpoint !== this.step) {
         // Always leave a checkpoint: an interrupted run resumes from it.
-        yield checkpoint();
+        yield await checkpoint();
       }
+      await this.deviceIdle();
       const c = this.counts();
       let gradProportion: Record<string, number> | undefined;
       if (this._sift && o.trackGradProportion && !interrupted) gradProportion = Object.fromEntries(await this._sift.gradProportions());
@@ -502,6 +569,8 @@ export class Trainer {
       });
     } finally {
       tb?.close();
+      this.inFlight = null;
+      restoreThreads();
       this.running = false;
     }
   }

@@ -132,6 +132,24 @@ export interface TrainerOptions {
   /** AdamW betas and eps (defaults 0.9, 0.999, 1e-8). */
   betas?: [number, number];
   eps?: number;
+  /**
+   * Threads of the CPU kernels while fit() runs: a count, or 'auto' (SIFT_FT_NUM_THREADS, else
+   * the hardware's). The count in effect before is restored when fit() ends.
+   */
+  numThreads?: number | 'auto';
+  /**
+   * Leave a core to the JavaScript thread (a server's event loop): CPU kernels run on one thread
+   * fewer than the default (at least one) while fit() runs. numThreads, when given, wins.
+   */
+  reserveMainThread?: boolean;
+  /**
+   * Wait for the device off the JavaScript thread (default true): the trainer keeps one
+   * micro-batch queued ahead of the device and awaits the one before it, and waits before reading
+   * (selection, checkpoints), so the event loop keeps running while the device computes. false:
+   * JavaScript queues ahead until the CPU op queue is full and then blocks in each op (the former
+   * behaviour). Results are identical either way.
+   */
+  asyncWaits?: boolean;
 }
 
 export type TrainerEvent =

@@ -7,7 +7,10 @@ namespace sift::binding {
 namespace {
 
 Napi::Value Topk(const Napi::CallbackInfo& info) {
-  return wrap(info.Env(), ops::topk(arg_tensor(info, 0, "scores"), arg_int(info, 1, "k")));
+  // Optional label: names the scores' tensor in an E_NUMERIC error (which may surface later, at
+  // the next synchronisation, since the top-k is queued).
+  std::string label = arg_present(info, 2) ? arg_string(info, 2, "label") : std::string();
+  return wrap(info.Env(), ops::topk(arg_tensor(info, 0, "scores"), arg_int(info, 1, "k"), label));
 }
 
 Napi::Value TopkGlobal(const Napi::CallbackInfo& info) {

@@ -1,5 +1,6 @@
 #include "executor.h"
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -27,6 +28,20 @@ struct CpuExecutor::Impl {
   bool inline_mode = false;
   std::exception_ptr error;
   std::thread worker;
+  // Ops queued and ops run since start: fence() is `queued`, wait_for(f) waits for `done >= f`.
+  uint64_t queued = 0, done = 0;
+  size_t fence_waiters = 0;
+  std::thread::id main_thread;
+  WaitStats main_waits;
+
+  bool on_main_thread() const { return main_thread == std::this_thread::get_id(); }
+  // Records a wait of the JavaScript thread that lasted since `t0` (mu held).
+  void count_main_wait(std::chrono::steady_clock::time_point t0) {
+    uint64_t ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+    main_waits.count++;
+    main_waits.total_ns += ns;
+    if (ns > main_waits.max_ns) main_waits.max_ns = ns;
+  }
 
   void run() {
     on_executor_thread = true;
@@ -51,7 +66,8 @@ struct CpuExecutor::Impl {
       {
         std::lock_guard<std::mutex> lk(mu);
         busy = false;
-        if (queue.empty()) cv_idle.notify_all();
+        done++;
+        if (queue.empty() || fence_waiters > 0) cv_idle.notify_all();
       }
     }
   }
@@ -82,8 +98,15 @@ void CpuExecutor::enqueue(std::function<void()> fn) {
   }
   {
     std::unique_lock<std::mutex> lk(impl_->mu);
-    impl_->cv_room.wait(lk, [&] { return impl_->queue.size() < impl_->max_pending; });
+    auto room = [&] { return impl_->queue.size() < impl_->max_pending; };
+    if (!room()) {
+      const bool main = impl_->on_main_thread();
+      const auto t0 = std::chrono::steady_clock::now();
+      impl_->cv_room.wait(lk, room);
+      if (main) impl_->count_main_wait(t0);
+    }
     impl_->queue.push_back(std::move(fn));
+    impl_->queued++;
   }
   impl_->cv_work.notify_one();
 }
@@ -93,11 +116,53 @@ void CpuExecutor::sync() {
   std::exception_ptr err;
   {
     std::unique_lock<std::mutex> lk(impl_->mu);
-    impl_->cv_idle.wait(lk, [&] { return impl_->queue.empty() && !impl_->busy; });
+    auto idle = [&] { return impl_->queue.empty() && !impl_->busy; };
+    if (!idle()) {
+      const bool main = impl_->on_main_thread();
+      const auto t0 = std::chrono::steady_clock::now();
+      impl_->cv_idle.wait(lk, idle);
+      if (main) impl_->count_main_wait(t0);
+    }
     err = impl_->error;
     impl_->error = nullptr;
   }
   if (err) std::rethrow_exception(err);
+}
+
+uint64_t CpuExecutor::fence() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return impl_->queued;
+}
+
+void CpuExecutor::wait_for(uint64_t fence) {
+  if (on_executor_thread) return;
+  std::exception_ptr err;
+  {
+    std::unique_lock<std::mutex> lk(impl_->mu);
+    impl_->fence_waiters++;
+    impl_->cv_idle.wait(lk, [&] { return impl_->done >= fence || (impl_->queue.empty() && !impl_->busy); });
+    impl_->fence_waiters--;
+    err = impl_->error;
+    impl_->error = nullptr;
+  }
+  if (err) std::rethrow_exception(err);
+}
+
+size_t CpuExecutor::max_pending() const { return impl_->max_pending; }
+
+CpuExecutor::WaitStats CpuExecutor::main_thread_waits() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return impl_->main_waits;
+}
+
+void CpuExecutor::reset_main_thread_waits() {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  impl_->main_waits = WaitStats();
+}
+
+void CpuExecutor::set_main_thread() {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  impl_->main_thread = std::this_thread::get_id();
 }
 
 size_t CpuExecutor::pending() const {

@@ -16,14 +16,19 @@ thread_local bool in_parallel = false;
 
 class Pool {
  public:
-  explicit Pool(int n) : nthreads_(n) {
-    for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+  explicit Pool(int n) : nthreads_(n) { grow(n); }
+  int size() const { return nthreads_.load(); }
+
+  // Later regions use n threads; workers are started as needed and idle ones stay parked.
+  void resize(int n) {
+    std::lock_guard<std::mutex> job_lock(job_mu_);
+    grow(n);
+    nthreads_ = n;
   }
-  int size() const { return nthreads_; }
 
   void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
     std::lock_guard<std::mutex> job_lock(job_mu_);  // one parallel region at a time
-    int64_t chunks = std::min<int64_t>(nthreads_, (n + grain - 1) / grain);
+    int64_t chunks = std::min<int64_t>(nthreads_.load(), (n + grain - 1) / grain);
     {
       std::lock_guard<std::mutex> lk(mu_);
       fn_ = &fn;
@@ -77,16 +82,23 @@ class Pool {
     if (b < e) (*fn_)(b, e);
   }
 
-  void loop(int) {
+  // Starts workers 1..n-1 that do not exist yet (job_mu_ held or in the constructor).
+  void grow(int n) {
+    for (int i = int(workers_.size()) + 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+  }
+
+  void loop(int index) {
     uint64_t seen = 0;
     in_parallel = true;
     for (;;) {
+      bool active;
       {
         std::unique_lock<std::mutex> lk(mu_);
         cv_.wait(lk, [&] { return generation_ != seen; });
         seen = generation_;
+        active = index < chunks_;  // a region of fewer chunks than workers leaves the rest parked
       }
-      for (;;) {
+      while (active) {
         int64_t c = claim(seen);
         if (c < 0) break;
         try {
@@ -101,7 +113,7 @@ class Pool {
     }
   }
 
-  int nthreads_;
+  std::atomic<int> nthreads_;
   std::vector<std::thread> workers_;
   std::mutex job_mu_, mu_;
   std::condition_variable cv_, done_cv_;
@@ -112,21 +124,29 @@ class Pool {
   std::exception_ptr error_;
 };
 
+constexpr int kMaxThreads = 256;
+
+int clamp_threads(int n) { return n < 1 ? 1 : n > kMaxThreads ? kMaxThreads : n; }
+
 Pool& pool() {
-  static Pool* p = [] {
-    int n = int(std::thread::hardware_concurrency());
-    if (const char* s = std::getenv("SIFT_FT_NUM_THREADS")) n = std::atoi(s);
-    if (n < 1) n = 1;
-    if (n > 256) n = 256;
-    auto* pl = new Pool(n);
-    return pl;
-  }();
+  static Pool* p = new Pool(default_num_threads());
   return *p;  // leaked: workers live until process exit
 }
 
 }  // namespace
 
+int hardware_threads() { return clamp_threads(int(std::thread::hardware_concurrency())); }
+
+int default_num_threads() {
+  // Read at each call, so that SIFT_FT_NUM_THREADS set before the first kernel (or before
+  // set_num_threads(0)) applies.
+  if (const char* s = std::getenv("SIFT_FT_NUM_THREADS"); s && std::atoi(s) >= 1) return clamp_threads(std::atoi(s));
+  return hardware_threads();
+}
+
 int num_threads() { return pool().size(); }
+
+void set_num_threads(int n) { pool().resize(clamp_threads(n <= 0 ? default_num_threads() : n)); }
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;

@@ -3,6 +3,8 @@
 // driver and reports CUDA as unavailable there.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
@@ -28,7 +30,22 @@ struct DeviceState {
   // Timing events (event_record): created on demand, recycled by events_reset.
   std::vector<cudaEvent_t> events;
   size_t events_used = 0;
+  // Fence events (fence_record): ids index `fences`; waited ones go back to `fences_free`.
+  std::vector<cudaEvent_t> fences;
+  std::vector<bool> fences_live;  // recorded and not yet waited for
+  std::vector<uint64_t> fences_free;
+  // Pinned staging blocks of copy_h2d; `done` is recorded after the copy out of the block.
+  struct Staging {
+    void* ptr = nullptr;
+    size_t size = 0;
+    cudaEvent_t done = nullptr;
+    bool taken = false;
+  };
+  std::vector<Staging> staging;
 };
+
+constexpr size_t kStageMax = size_t(16) << 20;  // larger uploads wait for the stream instead
+constexpr size_t kStageBlocks = 32;
 
 std::mutex g_mu;
 // Leaked on purpose: tensors freed during process teardown may still return blocks here.
@@ -217,6 +234,48 @@ void synchronize(int device) {
   }
 }
 
+uint64_t fence_record(int device) {
+  DeviceState& s = state(device);
+  std::lock_guard<std::mutex> lk(g_mu);
+  uint64_t id;
+  if (!s.fences_free.empty()) {
+    id = s.fences_free.back();
+    s.fences_free.pop_back();
+  } else {
+    SIFT_CHECK(s.fences.size() < (size_t(1) << 20), "E_ARG", "too many fences in flight on cuda:", device);
+    CUDA_CHECK(cudaSetDevice(device));
+    cudaEvent_t e = nullptr;
+    // Blocking sync: the waiting worker sleeps instead of spinning on a core JavaScript may need.
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventBlockingSync));
+    s.fences.push_back(e);
+    s.fences_live.push_back(false);
+    id = s.fences.size() - 1;
+  }
+  cudaError_t err = cudaEventRecord(s.fences[id], s.stream);
+  if (err != cudaSuccess) s.fences_free.push_back(id);
+  CUDA_CHECK(err);
+  s.fences_live[id] = true;
+  return id;
+}
+
+void fence_wait(int device, uint64_t fence) {
+  DeviceState& s = state(device);
+  cudaEvent_t e = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    SIFT_CHECK(fence < s.fences.size() && s.fences_live[fence], "E_ARG", "fence ", fence,
+               " is not a recorded fence of cuda:", device, " (or it was waited for already)");
+    s.fences_live[fence] = false;  // one wait per fence: the event is recycled after it
+    e = s.fences[fence];
+  }
+  cudaError_t err = cudaEventSynchronize(e);
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    s.fences_free.push_back(fence);
+  }
+  CUDA_CHECK(err);
+}
+
 int event_record(int device) {
   DeviceState& s = state(device);
   std::lock_guard<std::mutex> lk(g_mu);
@@ -267,11 +326,53 @@ int* error_flag(int device) {
   return state(device).error_flag;
 }
 
+namespace {
+// A pinned block of at least n bytes whose last copy has run (marked taken), or -1 when
+// kStageBlocks blocks are all in flight. g_mu held.
+int take_staging(DeviceState& s, size_t n) {
+  int best = -1;
+  for (size_t i = 0; i < s.staging.size(); i++) {
+    auto& b = s.staging[i];
+    if (b.taken || b.size < n || cudaEventQuery(b.done) != cudaSuccess) continue;
+    if (best < 0 || b.size < s.staging[size_t(best)].size) best = int(i);
+  }
+  if (best < 0 && s.staging.size() < kStageBlocks) {
+    DeviceState::Staging b;
+    b.size = std::max<size_t>(size_t(64) << 10, n);
+    b.size = (b.size + 4095) / 4096 * 4096;
+    CUDA_CHECK(cudaHostAlloc(&b.ptr, b.size, cudaHostAllocDefault));
+    CUDA_CHECK(cudaEventCreateWithFlags(&b.done, cudaEventDisableTiming));
+    s.staging.push_back(b);
+    best = int(s.staging.size() - 1);
+  }
+  if (best >= 0) s.staging[size_t(best)].taken = true;
+  return best;
+}
+}  // namespace
+
 void copy_h2d(int device, void* dst, const void* src, size_t nbytes) {
   set_device(device);  // the calling thread may be a worker whose current device differs
   cudaStream_t st = current_stream(device);
-  CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, st));
-  CUDA_CHECK(cudaStreamSynchronize(st));
+  int block = -1;
+  void* staged = nullptr;
+  if (nbytes > 0 && nbytes <= kStageMax) {
+    std::lock_guard<std::mutex> lk(g_mu);
+    DeviceState& s = state(device);
+    block = take_staging(s, nbytes);
+    if (block >= 0) staged = s.staging[size_t(block)].ptr;
+  }
+  if (!staged) {  // large, or every staging block still in flight: wait for the stream
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    return;
+  }
+  std::memcpy(staged, src, nbytes);
+  cudaError_t err = cudaMemcpyAsync(dst, staged, nbytes, cudaMemcpyHostToDevice, st);
+  std::lock_guard<std::mutex> lk(g_mu);
+  auto& b = g_dev[device].staging[size_t(block)];
+  if (err == cudaSuccess) err = cudaEventRecord(b.done, st);
+  b.taken = false;
+  CUDA_CHECK(err);
 }
 
 void copy_d2h(int device, void* dst, const void* src, size_t nbytes) {

@@ -43,6 +43,9 @@ void synchronize(int device);  // waits for the stream; throws E_CUDA on a stick
 void check_last_error(const char* what);
 
 // Copies. Host-to-device and device-to-host are synchronous with respect to the host buffer.
+// copy_h2d of up to 16 MiB returns without waiting for the stream: the bytes go through a pinned
+// staging block (reused once the copy out of it has run), so uploading a batch does not wait for
+// the previous step's kernels.
 void copy_h2d(int device, void* dst, const void* src, size_t nbytes);
 void copy_d2h(int device, void* dst, const void* src, size_t nbytes);
 void copy_d2d(int device, void* dst, const void* src, size_t nbytes);  // async on the stream
@@ -51,6 +54,12 @@ void memset_async(int device, void* dst, int value, size_t nbytes);
 // Device-side error flag for data-dependent checks (e.g. an index out of range in a kernel):
 // kernels set it; synchronize() reads it and throws E_INDEX.
 int* error_flag(int device);
+
+// Fences: fence_record marks the work queued on the device's stream so far (an event, recorded
+// without waiting); fence_wait blocks the calling thread (an async worker, not JavaScript) until
+// the stream has passed it, then recycles the event. Errors of the kernels before it are thrown.
+uint64_t fence_record(int device);
+void fence_wait(int device, uint64_t fence);
 
 // Timing events on a device's compute stream (for profiling: device time of the work queued
 // between two records, without synchronising in between). event_record returns an id into the

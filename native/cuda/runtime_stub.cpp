@@ -31,6 +31,8 @@ void copy_d2h(int, void*, const void*, size_t) { not_built(); }
 void copy_d2d(int, void*, const void*, size_t) { not_built(); }
 void memset_async(int, void*, int, size_t) { not_built(); }
 int* error_flag(int) { not_built(); }
+uint64_t fence_record(int) { not_built(); }
+void fence_wait(int, uint64_t) { not_built(); }
 int event_record(int) { not_built(); }
 float event_elapsed_ms(int, int, int) { not_built(); }
 void events_reset(int) {}

@@ -29,7 +29,21 @@ void check_contiguous(const Tensor& t, const char* op, const char* what) {
 
 DType topk_index_dtype(int64_t n) { return n >= (int64_t(1) << 31) ? DType::I64 : DType::I32; }
 
-Tensor topk(const Tensor& scores, int64_t k) {
+namespace {
+// Runs a top-k; a NaN/Inf found in the scores (reported when the work runs, possibly on the
+// executor) names the scores' tensor when a label is given.
+template <typename F>
+void labelled_topk(const std::string& label, F&& run) {
+  try {
+    run();
+  } catch (const SiftException& e) {
+    if (label.empty() || e.code() != "E_NUMERIC") throw;
+    fail("E_NUMERIC", "selection scores of '", label, "' contain NaN or Inf (", e.message(), ")");
+  }
+}
+}  // namespace
+
+Tensor topk(const Tensor& scores, int64_t k, const std::string& label) {
   check_device_usable(scores.device());
   check_float(scores, "topk");
   const int64_t n = scores.numel();
@@ -37,7 +51,8 @@ Tensor topk(const Tensor& scores, int64_t k) {
   Tensor s = dense(scores);
   Tensor out = empty({k}, topk_index_dtype(n), s.device());
   Device dev = s.device();
-  SIFT_ON_DEVICE(dev, cpu::topk(s, k, out), cuda::topk(s, k, out));
+  SIFT_ON_DEVICE(dev, labelled_topk(label, [&] { cpu::topk(s, k, out); }),
+                 labelled_topk(label, [&] { cuda::topk(s, k, out); }));
   return out;
 }
 

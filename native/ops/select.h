@@ -15,7 +15,7 @@ DType topk_index_dtype(int64_t n);
 // Exact top-k (ties toward the lower flat index), indices ascending. On CUDA it synchronises once
 // at its end to read back the NaN/Inf flag (E_NUMERIC); on CPU a NaN raises E_NUMERIC from the
 // queued kernel, i.e. at the next synchronisation.
-Tensor topk(const Tensor& scores, int64_t k);
+Tensor topk(const Tensor& scores, int64_t k, const std::string& label = "");
 // One budget over several tensors (one dtype, one device). Output sizes depend on the data, so this
 // waits for the device once.
 std::vector<Tensor> topk_global(const std::vector<Tensor>& scores, int64_t k);
