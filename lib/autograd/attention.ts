@@ -19,9 +19,21 @@ export interface AttentionOptions {
   /** Dropout on the attention weights (training only). */
   dropoutP?: number;
   seed?: number | bigint;
+  /**
+   * Logit soft-capping (Gemma 2's attn_logit_softcapping), 0 or undefined = off: the scores
+   * become softcap * tanh(scale * q k^T / softcap) before the mask is added.
+   */
+  softcap?: number;
+  /**
+   * Sliding window (Mistral, Gemma 2, Phi-3, Qwen2's sliding_window), 0 or undefined = off; needs
+   * `causal`. As transformers' sliding_window_causal_mask_function: query i, at absolute position
+   * a = i + Tk - Tq (queries are aligned to the end of the keys, as with a KV cache), sees key j
+   * iff j <= a and a - j < window, so a query sees itself and the window - 1 keys before it.
+   */
+  window?: number;
 }
 
-/** softmax(q k^T * scale + mask) v for q [B, H, Tq, D], k and v [B, Hkv, Tk, D] (grouped-query when Hkv < H). */
+/** softmax(softcap(q k^T * scale) + mask) v for q [B, H, Tq, D], k and v [B, Hkv, Tk, D] (grouped-query when Hkv < H). */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   check(q.ndim === 4 && k.ndim === 4 && v.ndim === 4, 'E_SHAPE', `attention: q, k, v must be 4-D [B, H, T, D], got [${q.shape}], [${k.shape}], [${v.shape}]`);
   const scale = opts.scale ?? 1 / Math.sqrt(q.shape[3]);
@@ -30,14 +42,19 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const seed = p > 0 ? (opts.seed ?? drawSeed()) : 0;
   const mask = opts.mask ?? null;
   const causal = opts.causal ?? false;
-  const [outh, lseh] = N().attention(q.handle, k.handle, v.handle, mask?.handle ?? null, causal, scale, p, seed);
+  const softcap = opts.softcap ?? 0;
+  const window = opts.window ?? 0;
+  check(Number.isFinite(softcap) && softcap >= 0, 'E_ARG', `attention: softcap must be a finite number >= 0 (0 = off), got ${softcap}`);
+  check(Number.isSafeInteger(window) && window >= 0, 'E_ARG', `attention: window must be an integer >= 0 (0 = off), got ${window}`);
+  check(window === 0 || causal, 'E_ARG', `attention: a sliding window (window ${window}) applies on top of the causal mask; pass causal: true`);
+  const [outh, lseh] = N().attention(q.handle, k.handle, v.handle, mask?.handle ?? null, causal, scale, p, seed, softcap, window);
   // Fresh contiguous outputs whose metadata is known here: no native calls to read it later.
   const { dtype, device } = q;
   const qs = q.shape, ks = k.shape, vs = v.shape;
   const out = fresh(outh, qs.slice(), dtype, device);
   const lse = fresh(lseh, [qs[0], qs[1], qs[2]], dtype === 'f64' ? 'f64' : 'f32', device);
   record('attention', [q, k, v], [out], ([g]) => {
-    const [gq, gk, gv] = N().attentionBackward(g!.handle, q.handle, k.handle, v.handle, out.handle, lse.handle, mask?.handle ?? null, causal, scale, p, seed);
+    const [gq, gk, gv] = N().attentionBackward(g!.handle, q.handle, k.handle, v.handle, out.handle, lse.handle, mask?.handle ?? null, causal, scale, p, seed, softcap, window);
     return [fresh(gq, qs.slice(), dtype, device), fresh(gk, ks.slice(), dtype, device), fresh(gv, vs.slice(), dtype, device)];
   }, [lse]);
   return out;

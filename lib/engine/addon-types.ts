@@ -171,10 +171,13 @@ export interface Addon {
    * broadcastable to [B, H, Tq, Tk]. causal aligns the last query with the last key.
    * Returns [out [B, H, Tq, D], lse [B, H, Tq]] (lse: f32, f64 for f64 inputs; -inf for a row with
    * every key masked, whose output is zeros; kept for the backward).
+   * softcap > 0 soft-caps the scores (softcap * tanh(scale * q.k / softcap), before the mask);
+   * window > 0 (integer, causal only) adds a sliding window: query i at absolute position
+   * a = i + Tk - Tq sees key j iff j <= a and a - j < window. Both 0 (or left out) = off.
    */
-  attention(q: NativeTensor, k: NativeTensor, v: NativeTensor, mask: NativeTensor | null, causal: boolean, scale: number, dropoutP: number, seed: number | bigint): [NativeTensor, NativeTensor];
-  /** Returns [gq, gk, gv]. */
-  attentionBackward(gout: NativeTensor, q: NativeTensor, k: NativeTensor, v: NativeTensor, out: NativeTensor, lse: NativeTensor, mask: NativeTensor | null, causal: boolean, scale: number, dropoutP: number, seed: number | bigint): [NativeTensor, NativeTensor, NativeTensor];
+  attention(q: NativeTensor, k: NativeTensor, v: NativeTensor, mask: NativeTensor | null, causal: boolean, scale: number, dropoutP: number, seed: number | bigint, softcap?: number, window?: number): [NativeTensor, NativeTensor];
+  /** Returns [gq, gk, gv]; softcap and window as given to the forward. */
+  attentionBackward(gout: NativeTensor, q: NativeTensor, k: NativeTensor, v: NativeTensor, out: NativeTensor, lse: NativeTensor, mask: NativeTensor | null, causal: boolean, scale: number, dropoutP: number, seed: number | bigint, softcap?: number, window?: number): [NativeTensor, NativeTensor, NativeTensor];
   /**
    * Which CUDA attention kernels later calls use: 'auto' (tensor-core kernels for f16/bf16 with
    * head dims that are multiples of 16 up to 128 on sm_80+, CUDA-core kernels otherwise) or

@@ -337,22 +337,15 @@ export class DecoderAttention extends Module {
     const { rotaryDim, attentionFactor } = this.p.rope;
     // An attention factor multiplies cos and sin, so q and k: with full rotary it is the scale's f^2.
     const f2 = rotaryDim === headDim ? attentionFactor * attentionFactor : 1;
-    const opts: AttentionOptions & { softcap?: number; window?: number } = {
+    const opts: AttentionOptions = {
       mask: a.mask, causal: true, scale: this.p.attnScale * f2, dropoutP: this.training ? this.p.attnDropout : 0,
     };
     if (this.p.attnSoftcap !== null) opts.softcap = this.p.attnSoftcap;
     if (this.window !== null && this.window < k.shape[2]) opts.window = this.window;
-    const out = attention(q, k, v, opts);
+    const out = scaledDotProductAttention(q, k, v, opts);
     const merged = reshape(permute(out, [0, 2, 1, 3]), [B, T, nHead * headDim]);
     return { out: this.o_proj.forward(merged), kv: { k, v } };
   }
-}
-
-/** scaledDotProductAttention with the soft-capping and sliding-window options. */
-function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions & { softcap?: number; window?: number }): Tensor {
-  if (opts.softcap !== undefined) throw new SiftError('E_UNSUPPORTED', 'attention logit soft-capping (attn_logit_softcapping) needs the attention softcap option, not in this build');
-  if (opts.window !== undefined) throw new SiftError('E_UNSUPPORTED', `sliding-window attention over ${k.shape[2]} keys (window ${opts.window}) needs the attention window option, not in this build`);
-  return scaledDotProductAttention(q, k, v, opts);
 }
 
 export class DecoderMLP extends Module {

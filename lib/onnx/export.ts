@@ -46,7 +46,8 @@ export interface ExportOnnxResult {
 /** Protobuf messages cannot exceed 2 GiB; stay clear of it with the graph's own bytes. */
 const EXTERNAL_THRESHOLD = 2 ** 31 - 2 ** 26;
 
-class Emitter {
+/** Writes a model's forward as ONNX nodes (exported for the tests of its attention lowering). */
+export class Emitter {
   readonly g: GraphBuilder;
   private readonly names = new Map<Tensor, string>();
   constructor(readonly model: PreTrainedModel, opset: number) {
@@ -148,11 +149,14 @@ class Emitter {
     return this.op('Reshape', [this.op('Transpose', [x], { perm: { ints: [0, 2, 1, 3] } }), this.g.i64([0, 0, width])]);
   }
 
-  /** softmax(q k^T * scale, masked) v with `allowed` a bool [B, 1, Tq|1, Tk] mask (or null). */
-  attention(q: string, k: string, v: string, allowed: string | null, scale: number, softcap: number | null = null): string {
+  /**
+   * softmax(q k^T * scale, masked) v with `allowed` a bool [B, 1, Tq|1, Tk] mask (or null); with
+   * softcap > 0 the scores are soft-capped first (softcap * tanh(s / softcap): Div, Tanh, Mul).
+   */
+  attention(q: string, k: string, v: string, allowed: string | null, scale: number, softcap = 0): string {
     const kt = this.op('Transpose', [k], { perm: { ints: [0, 1, 3, 2] } });
     let s = this.op('Mul', [this.op('MatMul', [q, kt]), this.g.f32(scale)]);
-    if (softcap !== null) s = this.softcap(s, softcap);
+    if (softcap > 0) s = this.op('Mul', [this.op('Tanh', [this.op('Div', [s, this.g.f32(softcap)])]), this.g.f32(softcap)]);
     if (allowed) s = this.op('Where', [allowed, s, this.g.f32(-3.4028234663852886e38)]);
     return this.op('MatMul', [this.op('Softmax', [s], { axis: { int: -1 } }), v]);
   }
@@ -162,13 +166,20 @@ class Emitter {
     return this.op('Gather', [this.op('Shape', [x]), this.g.i64([i], true)], { axis: { int: 0 } });
   }
 
-  /** Padding (and, when causal, causal) mask as bool [B, 1, T|1, T]. */
-  attentionMask(mask: string, T: string, causal: boolean): string {
+  /**
+   * Padding (and, when causal, causal) mask as bool [B, 1, T|1, T]. window > 0 (causal only) adds
+   * the sliding window of scaledDotProductAttention: query i sees key j iff j <= i and i - j < window
+   * (the keys with i - j >= window, Trilu's lower part below diagonal -window, are removed).
+   */
+  attentionMask(mask: string, T: string, causal: boolean, window = 0): string {
+    check(window === 0 || causal, 'E_ARG', 'export-onnx: a sliding window needs the causal mask');
     const pad = this.op('Unsqueeze', [this.op('Cast', [mask], { to: { int: ONNX_DTYPE.bool } }), this.g.i64([1, 2])]);
     if (!causal) return pad;
     const TT = this.op('Concat', [this.op('Unsqueeze', [T, this.g.i64([0])]), this.op('Unsqueeze', [T, this.g.i64([0])])], { axis: { int: 0 } });
     const ones = this.op('ConstantOfShape', [TT], { value: { tensor: { dtype: 'f32', dims: [1], values: [1] } } });
-    const tri = this.op('Cast', [this.op('Trilu', [ones], { upper: { int: 0 } })], { to: { int: ONNX_DTYPE.bool } });
+    const lower = (k: number) => this.op('Cast', [this.op('Trilu', k === 0 ? [ones] : [ones, this.g.i64([k], true)], { upper: { int: 0 } })], { to: { int: ONNX_DTYPE.bool } });
+    let tri = lower(0);
+    if (window > 0) tri = this.op('And', [tri, this.op('Not', [lower(-window)])]);
     return this.op('And', [tri, pad]);
   }
 
@@ -311,17 +322,13 @@ function emitDecoder(e: Emitter, m: DecoderForCausalLM | DecoderForSequenceClass
     : e.op('Reshape', [e.op('Expand', [e.op('Unsqueeze', [x, g.i64([2])]), g.i64([1, 1, rep, 1, 1])]), g.i64([0, p.nHead, -1, p.headDim])]);
   let h = e.op('Gather', [e.w(body.embed_tokens.weight), ids]);
   if (p.embedScale) h = e.op('Mul', [h, g.f32(Math.fround(Math.sqrt(p.D)))]);
-  const causal = e.attentionMask(mask, T, true);
-  const windowed = new Map<number, string>();
+  const allowed = new Map<number, string>();
   const allowedFor = (w: number | null) => {
-    if (w === null) return causal;
-    let a = windowed.get(w);
+    const key = w ?? 0;
+    let a = allowed.get(key);
     if (!a) {
-      // key j visible from query i iff j <= i and i - j < window
-      const r = e.range(T);
-      const diff = e.op('Sub', [e.op('Unsqueeze', [r, g.i64([1])]), e.op('Unsqueeze', [r, g.i64([0])])]);
-      a = e.op('And', [causal, e.op('Less', [diff, g.i64([w], true)])]);
-      windowed.set(w, a);
+      a = e.attentionMask(mask, T, true, key);
+      allowed.set(key, a);
     }
     return a;
   };
@@ -341,7 +348,7 @@ function emitDecoder(e: Emitter, m: DecoderForCausalLM | DecoderForSequenceClass
     const q = rope(heads(qp, p.nHead, at.q_norm));
     const k = repeat(rope(heads(kp, p.nKV, at.k_norm)));
     const v = repeat(heads(vp, p.nKV));
-    const a = e.attention(q, k, v, allowedFor(l.window), p.attnScale * f2, p.attnSoftcap);
+    const a = e.attention(q, k, v, allowedFor(l.window), p.attnScale * f2, p.attnSoftcap ?? 0);
     let ao = e.linear(e.merge(a, p.nHead * p.headDim), at.o_proj.weight, at.o_proj.bias);
     if (l.pre_feedforward_layernorm) ao = norm(ao, l.post_attention_layernorm);
     h = e.op('Add', [h, ao]);

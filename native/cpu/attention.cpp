@@ -8,6 +8,9 @@
 // and the result is deterministic, at the cost of computing the scores twice.
 // Inner loops are laid out to run over a contiguous dim without reductions (k and v tiles are
 // transposed) so that the compiler vectorises them.
+// Soft-capping multiplies dS by 1 - tanh^2 of the capped score; a sliding window narrows the key
+// range of each query block (and the query range of each key block), so tiles entirely outside
+// the window are never computed.
 #include "attention.h"
 
 #include <algorithm>
@@ -24,29 +27,45 @@ namespace {
 constexpr int64_t BQ = 32, BK = 64;
 
 struct Geo {
-  int64_t B, H, Hkv, Tq, Tk, D, group, shift;
-  Geo(const Tensor& q, const Tensor& k)
+  int64_t B, H, Hkv, Tq, Tk, D, group, shift, window;
+  Geo(const Tensor& q, const Tensor& k, const AttnDesc& d)
       : B(q.shape[0]), H(q.shape[1]), Hkv(k.shape[1]), Tq(q.shape[2]), Tk(k.shape[2]), D(q.shape[3]),
-        group(q.shape[1] / k.shape[1]), shift(k.shape[2] - q.shape[2]) {}
-  // Keys visible to some query of [i0, i0 + nq): [0, end).
+        group(q.shape[1] / k.shape[1]), shift(k.shape[2] - q.shape[2]), window(d.window) {}
+  // Keys visible to some query of [i0, i0 + nq): [key_begin, key_end).
+  int64_t key_begin(int64_t i0) const {
+    if (!window) return 0;
+    return std::clamp<int64_t>(i0 + shift - window + 1, 0, Tk);
+  }
   int64_t key_end(bool causal, int64_t i0, int64_t nq) const {
     if (!causal) return Tk;
     return std::clamp<int64_t>(i0 + nq + shift, 0, Tk);
   }
+  // Queries that see some key of [j0, j0 + nk): [query_begin, query_end).
+  int64_t query_begin(bool causal, int64_t j0) const {
+    if (!causal) return 0;
+    return std::clamp<int64_t>(j0 - shift, 0, Tq);
+  }
+  int64_t query_end(int64_t j0, int64_t nk) const {
+    if (!window) return Tq;
+    return std::clamp<int64_t>(j0 + nk - 1 - shift + window, 0, Tq);
+  }
 };
 
-// Turns raw dot products into masked, scaled scores (-inf where a key is not visible).
+// Turns raw dot products into masked, scaled (and soft-capped) scores (-inf where a key is not
+// visible).
 template <typename A>
 struct Masker {
   AttnMask mode;
   bool causal;
-  int64_t H, Tq, Tk, shift;
+  int64_t H, Tq, Tk, shift, window;
+  A cap, inv_cap;
   const uint8_t* pad = nullptr;
   const A* add = nullptr;
   int64_t ms[4] = {0, 0, 0, 0};
 
   Masker(const Tensor& mask, const AttnDesc& d, const Geo& g)
-      : mode(d.mask), causal(d.causal), H(g.H), Tq(g.Tq), Tk(g.Tk), shift(g.shift) {
+      : mode(d.mask), causal(d.causal), H(g.H), Tq(g.Tq), Tk(g.Tk), shift(g.shift), window(d.window),
+        cap(A(d.softcap)), inv_cap(d.softcap > 0 ? A(1.0 / d.softcap) : A(0)) {
     if (mode == AttnMask::KeyPadding) pad = mask.data<uint8_t>();
     if (mode == AttnMask::Additive) {
       add = mask.data<A>();
@@ -54,18 +73,33 @@ struct Masker {
     }
   }
 
-  void apply(int64_t b, int64_t h, int64_t i, int64_t j0, int64_t nk, A scale, A* s) const {
+  // dcap (only with soft-capping, when not null): d capped / d uncapped = 1 - tanh^2 per key, 0
+  // where the key is not visible.
+  void apply(int64_t b, int64_t h, int64_t i, int64_t j0, int64_t nk, A scale, A* s, A* dcap = nullptr) const {
     const A ninf = -std::numeric_limits<A>::infinity();
     const int64_t visible = causal ? std::clamp<int64_t>(i + shift + 1 - j0, 0, nk) : nk;
+    const int64_t first = window ? std::clamp<int64_t>(i + shift - window + 1 - j0, 0, visible) : 0;
     for (int64_t c = 0; c < nk; c++) s[c] *= scale;
+    if (cap > A(0)) {
+      for (int64_t c = first; c < visible; c++) {
+        const A t = std::tanh(s[c] * inv_cap);
+        s[c] = cap * t;
+        if (dcap) dcap[c] = A(1) - t * t;
+      }
+      if (dcap) {
+        for (int64_t c = 0; c < first; c++) dcap[c] = A(0);
+        for (int64_t c = visible; c < nk; c++) dcap[c] = A(0);
+      }
+    }
+    for (int64_t c = 0; c < first; c++) s[c] = ninf;
     for (int64_t c = visible; c < nk; c++) s[c] = ninf;
     if (pad) {
       const uint8_t* p = pad + b * Tk + j0;
-      for (int64_t c = 0; c < visible; c++)
+      for (int64_t c = first; c < visible; c++)
         if (!p[c]) s[c] = ninf;
     } else if (add) {
       const A* a = add + b * ms[0] + h * ms[1] + i * ms[2] + j0 * ms[3];
-      for (int64_t c = 0; c < visible; c++) s[c] += a[c * ms[3]];
+      for (int64_t c = first; c < visible; c++) s[c] += a[c * ms[3]];
     }
   }
 };
@@ -130,7 +164,7 @@ template <typename T>
 void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, const Tensor& out,
                   const Tensor& lse, const AttnDesc& desc) {
   using A = acc_t<T>;
-  const Geo g(q, k);
+  const Geo g(q, k, desc);
   const Masker<A> mk(mask, desc, g);
   const Dropper<A> drop(desc);
   const A scale = A(desc.scale);
@@ -148,7 +182,7 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
       std::fill(m.begin(), m.end(), ninf);
       std::fill(l.begin(), l.end(), A(0));
       const int64_t kend = g.key_end(desc.causal, i0, nq);
-      for (int64_t j0 = 0; j0 < kend; j0 += BK) {
+      for (int64_t j0 = g.key_begin(i0); j0 < kend; j0 += BK) {
         const int64_t nk = std::min(BK, kend - j0);
         load_cols<T, A>(k, b, hk, j0, nk, D, kt.data());
         load_rows<T, A>(v, b, hk, j0, nk, D, va.data());
@@ -203,6 +237,8 @@ void probs_and_dscores(const Geo& g, const Masker<A>& mk, const Dropper<A>& drop
                        const A* delta, int64_t b, int64_t h, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
                        A* s, A* dp) {
   const A ninf = -std::numeric_limits<A>::infinity();
+  A dcap[BK];
+  const bool capped = mk.cap > A(0);
   for (int64_t r = 0; r < nq; r++) {
     const int64_t i = i0 + r, row = (b * g.H + h) * g.Tq + i;
     A* srow = s + r * BK;
@@ -213,7 +249,7 @@ void probs_and_dscores(const Geo& g, const Masker<A>& mk, const Dropper<A>& drop
       std::fill(dprow, dprow + nk, A(0));
       continue;
     }
-    mk.apply(b, h, i, j0, nk, scale, srow);
+    mk.apply(b, h, i, j0, nk, scale, srow, capped ? dcap : nullptr);
     const uint64_t ctr = uint64_t(row * g.Tk + j0);
     for (int64_t c = 0; c < nk; c++) {
       const A p = std::exp(srow[c] - L);
@@ -221,6 +257,8 @@ void probs_and_dscores(const Geo& g, const Masker<A>& mk, const Dropper<A>& drop
       srow[c] = p * z;
       dprow[c] = p * (dprow[c] * z - Dl);
     }
+    if (capped)
+      for (int64_t c = 0; c < nk; c++) dprow[c] *= dcap[c];
   }
 }
 
@@ -229,7 +267,7 @@ void backward_impl(const Tensor& gout, const Tensor& q, const Tensor& k, const T
                    const Tensor& lse, const Tensor& mask, const Tensor& gq, const Tensor& gk, const Tensor& gv,
                    const AttnDesc& desc) {
   using A = acc_t<T>;
-  const Geo g(q, k);
+  const Geo g(q, k, desc);
   const Masker<A> mk(mask, desc, g);
   const Dropper<A> drop(desc);
   const A scale = A(desc.scale);
@@ -266,10 +304,10 @@ void backward_impl(const Tensor& gout, const Tensor& q, const Tensor& k, const T
       load_cols<T, A>(v, b, hk, j0, nk, D, vt.data());
       std::fill(dk.begin(), dk.end(), A(0));
       std::fill(dv.begin(), dv.end(), A(0));
-      // The first query that sees key j0 under the causal mask.
-      const int64_t istart = desc.causal ? std::clamp<int64_t>(j0 - g.shift, 0, g.Tq) : 0;
+      // The queries that see some key of the block under the causal mask and the window.
+      const int64_t istart = g.query_begin(desc.causal, j0), iend = g.query_end(j0, nk);
       for (int64_t h = hk * g.group; h < (hk + 1) * g.group; h++) {
-        for (int64_t i0 = (istart / BQ) * BQ; i0 < g.Tq; i0 += BQ) {
+        for (int64_t i0 = (istart / BQ) * BQ; i0 < iend; i0 += BQ) {
           const int64_t nq = std::min(BQ, g.Tq - i0);
           load_rows<T, A>(q, b, h, i0, nq, D, qa.data());
           load_rows<T, A>(gout, b, h, i0, nq, D, da.data());
@@ -307,7 +345,7 @@ void backward_impl(const Tensor& gout, const Tensor& q, const Tensor& k, const T
       load_rows<T, A>(gout, b, h, i0, nq, D, da.data());
       std::fill(dq.begin(), dq.end(), A(0));
       const int64_t kend = g.key_end(desc.causal, i0, nq);
-      for (int64_t j0 = 0; j0 < kend; j0 += BK) {
+      for (int64_t j0 = g.key_begin(i0); j0 < kend; j0 += BK) {
         const int64_t nk = std::min(BK, kend - j0);
         load_rows<T, A>(k, b, hk, j0, nk, D, ka.data());
         load_cols<T, A>(k, b, hk, j0, nk, D, kt.data());

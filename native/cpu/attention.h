@@ -17,6 +17,13 @@ enum class AttnMask : int { None = 0, KeyPadding = 1, Additive = 2 };
 struct AttnDesc {
   bool causal = false;   // key j visible to query i iff j <= i + (Tk - Tq)
   double scale = 1.0;
+  // Logit soft-capping (Gemma 2), 0 = off: score = softcap * tanh(scale * q.k / softcap), before
+  // the mask is added.
+  double softcap = 0.0;
+  // Sliding window on top of the causal mask (only with causal), 0 = off. As transformers'
+  // sliding_window_causal_mask_function: with a = i + (Tk - Tq) the absolute position of query i,
+  // key j is visible iff j <= a and a - j < window (the window counts the query's own key).
+  int64_t window = 0;
   double dropout_p = 0.0;
   uint64_t seed = 0;     // dropout counter of (b, h, i, j) is ((b * H + h) * Tq + i) * Tk + j
   AttnMask mask = AttnMask::None;

@@ -46,7 +46,8 @@ struct Prepared {
 };
 
 Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
-                 const std::optional<Tensor>& mask, bool causal, double scale, double p, uint64_t seed) {
+                 const std::optional<Tensor>& mask, bool causal, double scale, double p, uint64_t seed,
+                 double softcap, int64_t window) {
   check_float(q, op);
   check_same_dtype(q, k, op);
   check_same_dtype(q, v, op);
@@ -66,6 +67,12 @@ Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor&
              " query heads are not a multiple of ", k.shape[1], " key/value heads");
   SIFT_CHECK(std::isfinite(scale), "E_ARG", op, ": scale must be finite, got ", scale);
   SIFT_CHECK(p >= 0.0 && p < 1.0, "E_ARG", op, ": dropoutP must be in [0, 1), got ", p);
+  SIFT_CHECK(std::isfinite(softcap) && softcap >= 0.0, "E_ARG", op,
+             ": softcap must be a finite number >= 0 (0 = off), got ", softcap);
+  SIFT_CHECK(window >= 0, "E_ARG", op, ": window must be an integer >= 0 (0 = off), got ", window);
+  SIFT_CHECK(window == 0 || causal, "E_ARG", op,
+             ": a sliding window applies on top of the causal mask; set causal (got window ", window,
+             " without it)");
 
   Prepared r;
   r.q = rows_unit_stride(q);
@@ -73,6 +80,8 @@ Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor&
   r.v = rows_unit_stride(v);
   r.desc.causal = causal;
   r.desc.scale = scale;
+  r.desc.softcap = softcap;
+  r.desc.window = window;
   r.desc.dropout_p = p;
   r.desc.seed = seed;
   r.desc.tensor_cores = g_tensor_cores.load(std::memory_order_relaxed);
@@ -113,8 +122,8 @@ Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor&
 
 std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const std::optional<Tensor>& mask, bool causal, double scale,
-                                    double dropout_p, uint64_t seed) {
-  Prepared pr = prepare("attention", q, k, v, mask, causal, scale, dropout_p, seed);
+                                    double dropout_p, uint64_t seed, double softcap, int64_t window) {
+  Prepared pr = prepare("attention", q, k, v, mask, causal, scale, dropout_p, seed, softcap, window);
   Device dev = q.device();
   Tensor out = empty(q.shape, q.dtype, dev);
   Tensor lse = empty({q.shape[0], q.shape[1], q.shape[2]}, acc_dtype(q.dtype), dev);
@@ -129,9 +138,10 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
 std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                                       const Tensor& v, const Tensor& out, const Tensor& lse,
                                                       const std::optional<Tensor>& mask, bool causal,
-                                                      double scale, double dropout_p, uint64_t seed) {
+                                                      double scale, double dropout_p, uint64_t seed,
+                                                      double softcap, int64_t window) {
   const char* op = "attentionBackward";
-  Prepared pr = prepare(op, q, k, v, mask, causal, scale, dropout_p, seed);
+  Prepared pr = prepare(op, q, k, v, mask, causal, scale, dropout_p, seed, softcap, window);
   for (const Tensor* t : {&gout, &out, &lse}) check_same_device(q, *t, op);
   check_same_dtype(q, gout, op);
   check_same_dtype(q, out, op);
