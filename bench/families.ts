@@ -53,7 +53,7 @@ function flag(args: string[], name: string): string | undefined {
 }
 
 function paramCount(cfg: HFConfig): number {
-  // From the shapes alone (no allocation): enough for the memory check.
+  // From the shapes alone, before allocating (norms and biases left out): for the memory check.
   const D = Number(cfg.hidden_size), I = Number(cfg.intermediate_size), L = Number(cfg.num_hidden_layers), V = Number(cfg.vocab_size);
   const H = Number(cfg.num_attention_heads), KV = Number(cfg.num_key_value_heads ?? H);
   const hd = Number(cfg.head_dim ?? Math.floor(D / H));
@@ -92,6 +92,7 @@ export function runOne(name: string, o: { device: string; dtype: 'bf16' | 'f32';
     const t0 = Date.now();
     const model = createModel(cfg, { device: o.device, dtype: o.dtype, seed: 1 });
     disposers.push(() => model.dispose());
+    row.params = model.numParameters();
     model.train();
     synchronize(o.device);
     row.buildMs = Date.now() - t0;
