@@ -127,7 +127,7 @@ function layerWindows(cfg: HFConfig, family: DecoderFamily, nLayer: number): (nu
       return none.map(() => sw);
     case 'qwen2': case 'qwen3': {
       if (!useSw) return none;
-      const from = cfgOptInt(cfg, 'max_window_layers') ?? (family === 'qwen2' ? 28 : 28);
+      const from = cfgOptInt(cfg, 'max_window_layers') ?? 28;
       return none.map((_, i) => (i >= from ? sw : null));
     }
     case 'gemma2':
@@ -189,7 +189,7 @@ export function decoderParams(cfg: HFConfig): DecoderParams {
   check(qpas === null || qpas > 0, 'E_ARG', `config.json: query_pre_attn_scalar must be positive, got ${qpas}`);
   if (family === 'phi3') {
     const embd = cfgNum(cfg, 'embd_pdrop', 0);
-    // transformers' Phi3Model has no embedding dropout any more; a non-zero value would be ignored there too.
+    // transformers' Phi3Model does not apply embd_pdrop (only resid_pdrop and attention_dropout): checked, not used.
     check(embd >= 0 && embd < 1, 'E_ARG', `config.json: embd_pdrop must be in [0, 1), got ${embd}`);
   }
   check(p.residDropout >= 0 && p.residDropout < 1, 'E_ARG', `config.json: resid_pdrop must be in [0, 1), got ${p.residDropout}`);
