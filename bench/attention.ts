@@ -5,7 +5,10 @@
  * (setCudaAttention: 'auto' = tensor cores where they apply, 'simt' = CUDA cores), with TFLOP/s
  * counted as flash attention does (forward 4 B H Tq Tk D, halved when causal; backward 2.5x the
  * forward). bench/peers/torch_kernels.py --only attention times torch's scaled_dot_product_attention
- * on the same shapes. On the CPU a small f32 shape runs (a smoke test of this script).
+ * on the same shapes. A long Mistral-style shape (4096 tokens, 32 heads of 128) runs with and without
+ * a 1024-token sliding window with Gemma 2's soft-capping (FLOPs counted over the visible pairs),
+ * which shows the key tiles outside the window being skipped.
+ * On the CPU a small f32 shape runs (a smoke test of this script).
  *
  * Timing: one warm-up, then the median of repeats, each between two device synchronisations.
  * Flags: --cpu-only, --cuda-only, --quick, --modes=auto,simt, --dtype=bf16|f16|f32.
@@ -29,6 +32,8 @@ export interface AttentionRow {
   D: number;
   causal: boolean;
   dropout: number;
+  window: number;
+  softcap: number;
   fwdMs: number;
   bwdMs: number;
   fwdTflops: number;
@@ -57,7 +62,14 @@ function timeMs(device: string, fn: () => void, budgetMs: number, maxRepeats: nu
   return { ms: median(ts), repeats };
 }
 
-interface Shape { name: string; B: number; H: number; T: number; D: number; causal: boolean; dropout: number }
+interface Shape { name: string; B: number; H: number; T: number; D: number; causal: boolean; dropout: number; window?: number; softcap?: number }
+
+/** Query-key pairs each (b, h) computes: all, the causal half, or those inside the window. */
+function visiblePairs(s: Shape): number {
+  if (!s.causal) return s.T * s.T;
+  if (!s.window || s.window >= s.T) return (s.T * s.T) / 2;
+  return (s.window * (s.window + 1)) / 2 + (s.T - s.window) * s.window;
+}
 
 export async function run(args: string[]): Promise<AttentionRow[]> {
   const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -77,6 +89,8 @@ export async function run(args: string[]): Promise<AttentionRow[]> {
       ? [
         { name: 'gpt2-124m layer', B: 8, H: 12, T: 512, D: 64, causal: true, dropout: 0.1 },
         { name: 'llama-220m layer', B: 8, H: 16, T: 512, D: 64, causal: true, dropout: 0 },
+        { name: 'mistral 4k, full causal', B: 1, H: 32, T: 4096, D: 128, causal: true, dropout: 0 },
+        { name: 'mistral 4k, window 1024 + softcap 50', B: 1, H: 32, T: 4096, D: 128, causal: true, dropout: 0, window: 1024, softcap: 50 },
       ]
       : [{ name: 'small', B: 1, H: 4, T: quick ? 64 : 128, D: 64, causal: true, dropout: 0.1 }];
     for (const s of shapes) {
@@ -91,7 +105,7 @@ export async function run(args: string[]): Promise<AttentionRow[]> {
             const fwd = () => {
               out?.dispose();
               lse?.dispose();
-              const [o, l] = N.attention(q.handle, k.handle, v.handle, null, s.causal, scale, s.dropout, 11);
+              const [o, l] = N.attention(q.handle, k.handle, v.handle, null, s.causal, scale, s.dropout, 11, s.softcap ?? 0, s.window ?? 0);
               out = new Tensor(o);
               lse = new Tensor(l);
             };
@@ -99,15 +113,16 @@ export async function run(args: string[]): Promise<AttentionRow[]> {
             const maxRep = quick ? 3 : cuda ? 50 : 5;
             const f = timeMs(device, fwd, budget, maxRep);
             const bw = timeMs(device, () => {
-              const grads = N.attentionBackward(g.handle, q.handle, k.handle, v.handle, out!.handle, lse!.handle, null, s.causal, scale, s.dropout, 11);
+              const grads = N.attentionBackward(g.handle, q.handle, k.handle, v.handle, out!.handle, lse!.handle, null, s.causal, scale, s.dropout, 11, s.softcap ?? 0, s.window ?? 0);
               for (const h of grads) N.dispose(h);
             }, budget, maxRep);
             (out as Tensor | null)?.dispose();
             (lse as Tensor | null)?.dispose();
-            const flops = (4 * s.B * s.H * s.T * s.T * s.D) / (s.causal ? 2 : 1);
+            const flops = 4 * s.B * s.H * visiblePairs(s) * s.D;
             const row: AttentionRow = {
               bench: 'attention', device, deviceName: cuda ? b.cuda.devices[0]?.name ?? 'cuda' : `cpu x${b.cpu.threads}`,
               shape: s.name, mode, dtype, B: s.B, H: s.H, T: s.T, D: s.D, causal: s.causal, dropout: s.dropout,
+              window: s.window ?? 0, softcap: s.softcap ?? 0,
               fwdMs: Number(f.ms.toFixed(4)), bwdMs: Number(bw.ms.toFixed(4)),
               fwdTflops: Number((flops / (f.ms / 1e3) / 1e12).toFixed(2)),
               bwdTflops: Number(((2.5 * flops) / (bw.ms / 1e3) / 1e12).toFixed(2)),

@@ -192,9 +192,10 @@ if [ "$SMOKE" = 1 ]; then
   stage profile 60 "$BENCH" "${RUN[@]}" profile --cpu-only --model=gpt2 --method=sift --steps=2
   [ "$WITH_TESTS" = 1 ] && stage tests 600 /dev/null sh -c "${JEST[*]} > '$TESTS' 2>&1"
 else
-  # The tensor-core attention kernels first ran here: check them against the CPU and the CUDA-core
-  # kernels before anything depends on them, and fall back to the CUDA-core kernels if they fail.
-  stage attention-check 60 /dev/null sh -c "${JEST[*]} test/autograd/attention.test.ts -t 'tensor-core' > '$WORK/attn.txt' 2>&1; rc=\$?; cat '$WORK/attn.txt' >> '$TESTS'; exit \$rc"
+  # The tensor-core attention kernels first ran here: check them (and both CUDA paths with
+  # soft-capping and the sliding window) against the CPU and the CUDA-core kernels before anything
+  # depends on them, and fall back to the CUDA-core kernels if they fail.
+  stage attention-check 120 /dev/null sh -c "${JEST[*]} test/autograd/attention.test.ts test/autograd/attention-softcap-window.test.ts -t 'tensor-core|softcap and window: CUDA' > '$WORK/attn.txt' 2>&1; rc=\$?; cat '$WORK/attn.txt' >> '$TESTS'; exit \$rc"
   if [ "$PLAN" = 0 ] && ! grep -q '"stage":"attention-check","rc":0' "$BENCH"; then
     export SIFT_FT_CUDA_ATTENTION=simt
     say "tensor-core attention check failed (see tests.txt): the rest runs with SIFT_FT_CUDA_ATTENTION=simt"
@@ -218,7 +219,7 @@ else
   fi
   stage select 60 "$BENCH" "${RUN[@]}" select --cuda-only
   stage adamw 45 "$BENCH" "${RUN[@]}" adamw --cuda-only
-  stage attention 30 "$BENCH" "${RUN[@]}" attention --cuda-only
+  stage attention 60 "$BENCH" "${RUN[@]}" attention --cuda-only
   [ -n "$PY" ] && stage peers-kernels 75 "$PEERS" "$PY" -B bench/peers/torch_kernels.py --device cuda
   # CUDA tests first (the CPU suites pass on the CPU machines); the whole suite if time is left.
   # The suites a check stage already passed are not run again (after a failed check they run

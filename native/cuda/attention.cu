@@ -13,6 +13,10 @@
 // per (b, h, query tile) loops over key tiles and accumulates dQ. Scores are computed twice, in
 // exchange for no atomics, no f32 scratch buffers and bitwise reproducible gradients.
 //
+// With soft-capping or a sliding window the EXT instantiations run (attention_common.cuh); a
+// window also narrows each query tile's key tiles and each key tile's query tiles, so tiles wholly
+// outside the window are skipped.
+//
 // Tiles are kept in shared memory in the accumulation type with rows padded to DMAX + 1
 // elements, so the column-wise reads of the score loops are free of bank conflicts. Head dims up
 // to 256 are supported (DMAX 32, 64, 128, 256); configurations are chosen to fit the 99 KB of
@@ -47,7 +51,7 @@ template <typename A, int DMAX> struct FwdCfg {
   static constexpr size_t smem = sizeof(A) * size_t((BQ + BK) * (DMAX + 1) + BQ * (BK + 1));
 };
 
-template <typename T, typename A, int DMAX, int BQ, int BK>
+template <typename T, typename A, int DMAX, int BQ, int BK, bool EXT>
 __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                                             const T* __restrict__ v, T* __restrict__ out,
                                                             A* __restrict__ lse, Params<A> p) {
@@ -75,7 +79,7 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const T* __restrict_
   }
   const int64_t kend = key_end(p, i0, BQ);
   const int D = int(p.D);
-  for (int64_t j0 = 0; j0 < kend; j0 += BK) {
+  for (int64_t j0 = key_tile_begin<EXT, BK>(p, i0); j0 < kend; j0 += BK) {
     __syncthreads();  // the previous tile's P and V are no longer read
     load_tile<T, A, DMAX, BK>(kb, p.ks[2], j0, kend, p.D, KVs);
     __syncthreads();
@@ -102,7 +106,7 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const T* __restrict_
       A mx = ninf<A>();
 #pragma unroll
       for (int c = 0; c < CB; c++) {
-        sc[a][c] = masked_score(p, b, h, i, j0 + tx + 16 * c, sc[a][c]);
+        sc[a][c] = masked_score<EXT>(p, b, h, i, j0 + tx + 16 * c, sc[a][c]);
         mx = amax(mx, sc[a][c]);
       }
       mx = row_max(mx);
@@ -188,7 +192,7 @@ __global__ void attn_delta_kernel(const T* __restrict__ gout, const T* __restric
   }
 }
 
-template <typename T, typename A, int DMAX, int BQ, int BK>
+template <typename T, typename A, int DMAX, int BQ, int BK, bool EXT>
 __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(
     const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     const A* __restrict__ lse, const A* __restrict__ delta, T* __restrict__ gk, T* __restrict__ gv, Params<A> p) {
@@ -220,10 +224,11 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(
     istart = j0 - p.shift;
     istart = istart < 0 ? 0 : istart;
   }
+  const int64_t iend = query_end<EXT>(p, j0, BK);  // past the last query that sees the key tile
   for (int64_t h = hk * p.group; h < (hk + 1) * p.group; h++) {
     const T* qb = q + b * p.qs[0] + h * p.qs[1];
     const T* gb = gout + b * p.gs[0] + h * p.gs[1];
-    for (int64_t i0 = (istart / BQ) * BQ; i0 < p.Tq; i0 += BQ) {
+    for (int64_t i0 = (istart / BQ) * BQ; i0 < iend; i0 += BQ) {
       __syncthreads();  // the previous tile is no longer read
       load_tile<T, A, DMAX, BQ>(qb, p.qs[2], i0, p.Tq, p.D, Qs);
       load_tile<T, A, DMAX, BQ>(gb, p.gs[2], i0, p.Tq, p.D, Gs);
@@ -266,7 +271,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(
         for (int c = 0; c < CB; c++) {
           const int cc = tx + 16 * c;
           A pz, ds;
-          prob_and_dscore(p, b, h, i0 + r, j0 + cc, s[a][c], dp[a][c], Ls[r], Dls[r], pz, ds);
+          prob_and_dscore<EXT>(p, b, h, i0 + r, j0 + cc, s[a][c], dp[a][c], Ls[r], Dls[r], pz, ds);
           Ps[r * LP + cc] = pz;
           Ss[r * LP + cc] = ds;
         }
@@ -311,7 +316,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(
   }
 }
 
-template <typename T, typename A, int DMAX, int BQ, int BK>
+template <typename T, typename A, int DMAX, int BQ, int BK, bool EXT>
 __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(
     const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     const A* __restrict__ lse, const A* __restrict__ delta, T* __restrict__ gq, Params<A> p) {
@@ -342,7 +347,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(
     for (int e = 0; e < DE; e++) dq[a][e] = A(0);
   }
   const int64_t kend = key_end(p, i0, BQ);
-  for (int64_t j0 = 0; j0 < kend; j0 += BK) {
+  for (int64_t j0 = key_tile_begin<EXT, BK>(p, i0); j0 < kend; j0 += BK) {
     __syncthreads();
     load_tile<T, A, DMAX, BK>(kb, p.ks[2], j0, kend, p.D, Ks);
     load_tile<T, A, DMAX, BK>(vb, p.vs[2], j0, kend, p.D, Vs);
@@ -380,7 +385,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(
       for (int c = 0; c < CB; c++) {
         const int cc = tx + 16 * c;
         A pz, ds;
-        prob_and_dscore(p, b, h, i0 + r, j0 + cc, s[a][c], dp[a][c], L[a], Dl[a], pz, ds);
+        prob_and_dscore<EXT>(p, b, h, i0 + r, j0 + cc, s[a][c], dp[a][c], L[a], Dl[a], pz, ds);
         Ss[r * LP + cc] = ds;
       }
     }
@@ -422,6 +427,7 @@ void with_head_dim(int64_t D, const char* op, F&& f) {
   else fail("E_SHAPE", op, ": CUDA attention supports head dims up to 256, got ", D);
 }
 
+
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, const Tensor& out,
@@ -434,19 +440,20 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
     using T = typename decltype(tag)::type;
     using A = dacc_t<T>;
     Params<A> p = make_params<A>(q, k, v, nullptr, mask, desc);
+    const bool ext = uses_ext(desc);
     if constexpr (!std::is_same_v<T, float> && !std::is_same_v<T, double>) {
-      if (tc_eligible(q, desc)) return tc_forward(q, k, v, out, lse, p, dev, st);
+      if (tc_eligible(q, desc)) return tc_forward(q, k, v, out, lse, p, ext, dev, st);
     }
-    with_head_dim(D, "attention", [&](auto dm) {
+    with_head_dim(D, "attention", [&](auto dm) { with_ext(ext, [&](auto ex) {
       constexpr int DMAX = decltype(dm)::value;
       using C = FwdCfg<A, DMAX>;
-      auto kern = attn_fwd_kernel<T, A, DMAX, C::BQ, C::BK>;
+      auto kern = attn_fwd_kernel<T, A, DMAX, C::BQ, C::BK, decltype(ex)::value>;
       prepare_smem(kern, C::smem, dev, "attention", D, q.dtype);
       const int64_t blocks = B * H * ((Tq + C::BQ - 1) / C::BQ);
       SIFT_CHECK(blocks < (int64_t(1) << 31), "E_SHAPE", "attention: too many query tiles");
       kern<<<unsigned(blocks), kThreads, C::smem, st>>>(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(),
                                                         lse.data<A>(), p);
-    });
+    }); });
   });
   check_last_error("attention");
 }
@@ -467,14 +474,16 @@ void attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k, co
     Tensor delta = empty({rows}, lse.dtype, q.device());
     attn_delta_kernel<T, A><<<grid_for(rows * 32, 256), 256, 0, st>>>(gout.data<T>(), out.data<T>(),
                                                                        delta.data<A>(), p, rows);
+    const bool ext = uses_ext(desc);
     if constexpr (!std::is_same_v<T, float> && !std::is_same_v<T, double>) {
-      if (tc_eligible(q, desc)) return tc_backward(gout, q, k, v, lse, delta, gq, gk, gv, p, dev, st);
+      if (tc_eligible(q, desc)) return tc_backward(gout, q, k, v, lse, delta, gq, gk, gv, p, ext, dev, st);
     }
-    with_head_dim(D, "attentionBackward", [&](auto dm) {
+    with_head_dim(D, "attentionBackward", [&](auto dm) { with_ext(ext, [&](auto ex) {
       constexpr int DMAX = decltype(dm)::value;
+      constexpr bool EXT = decltype(ex)::value;
       using C = BwdCfg<A, DMAX>;
-      auto kdkdv = attn_bwd_dkdv_kernel<T, A, DMAX, C::BQ, C::BK>;
-      auto kdq = attn_bwd_dq_kernel<T, A, DMAX, C::BQ, C::BK>;
+      auto kdkdv = attn_bwd_dkdv_kernel<T, A, DMAX, C::BQ, C::BK, EXT>;
+      auto kdq = attn_bwd_dq_kernel<T, A, DMAX, C::BQ, C::BK, EXT>;
       prepare_smem(kdkdv, C::smem_dkdv, dev, "attentionBackward", D, q.dtype);
       prepare_smem(kdq, C::smem_dq, dev, "attentionBackward", D, q.dtype);
       const int64_t kblocks = B * Hkv * ((Tk + C::BK - 1) / C::BK);
@@ -486,7 +495,7 @@ void attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k, co
                                                                gv.data<T>(), p);
       kdq<<<unsigned(qblocks), kThreads, C::smem_dq, st>>>(gout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
                                                            lse.data<A>(), delta.data<A>(), gq.data<T>(), p);
-    });
+    }); });
   });
   check_last_error("attentionBackward");
 }

@@ -2,6 +2,10 @@
 // every dtype and head dim; attention_wmma.cu: tensor-core kernels for f16/bf16): the kernel
 // parameters, the mask and dropout semantics of one score (identical on both paths and on the
 // CPU), and the host-side launch helpers.
+//
+// Soft-capping and the sliding window are compiled in only where the template flag EXT is true:
+// the launchers pick the EXT instantiation when a call uses either (AttnDesc::softcap, ::window),
+// so the kernels of calls without them are the same code as before they existed.
 #pragma once
 #include <limits>
 #include <type_traits>
@@ -26,6 +30,9 @@ struct Params {
   uint32_t thr;
   A rz;
   uint64_t seed;
+  // Read only by the EXT instantiations (last, so the fields above keep their offsets).
+  A softcap, inv_softcap;  // 0: off
+  int64_t window;          // 0: off
 };
 
 template <typename A> __device__ __forceinline__ A aexp(A x) {
@@ -35,6 +42,10 @@ template <typename A> __device__ __forceinline__ A aexp(A x) {
 template <typename A> __device__ __forceinline__ A alog(A x) {
   if constexpr (std::is_same_v<A, double>) return log(x);
   else return logf(x);
+}
+template <typename A> __device__ __forceinline__ A atanh_(A x) {
+  if constexpr (std::is_same_v<A, double>) return tanh(x);
+  else return tanhf(x);
 }
 template <typename A> __device__ __forceinline__ A amax(A a, A b) { return a > b ? a : b; }
 template <typename A> __device__ __forceinline__ A ninf() { return -std::numeric_limits<A>::infinity(); }
@@ -52,18 +63,36 @@ template <typename A> __device__ __forceinline__ A row_sum(A v) {
   return v;
 }
 
-// scale * dot + mask, or -inf for keys query i does not see (and for padding rows/cols).
-template <typename A>
-__device__ __forceinline__ A masked_score(const Params<A>& p, int64_t b, int64_t h, int64_t i, int64_t j, A dot) {
+// scale * dot + mask, or -inf for keys query i does not see (and for padding rows/cols). With
+// EXT, the sliding window (i + shift - j < window) and soft-capping (softcap * tanh(s / softcap),
+// before the mask; dcap receives its derivative 1 - tanh^2, left as is for a masked key).
+template <bool EXT, typename A>
+__device__ __forceinline__ A masked_score(const Params<A>& p, int64_t b, int64_t h, int64_t i, int64_t j, A dot,
+                                          A& dcap) {
   if (i >= p.Tq || j >= p.Tk) return ninf<A>();
   if (p.causal && j > i + p.shift) return ninf<A>();
+  if constexpr (EXT) {
+    if (p.window && i + p.shift - j >= p.window) return ninf<A>();
+  }
   A s = dot * p.scale;
+  if constexpr (EXT) {
+    if (p.softcap > A(0)) {
+      const A t = atanh_(s * p.inv_softcap);
+      s = p.softcap * t;
+      dcap = A(1) - t * t;
+    }
+  }
   if (p.mask_mode == int(AttnMask::KeyPadding)) {
     if (!p.pad[b * p.Tk + j]) return ninf<A>();
   } else if (p.mask_mode == int(AttnMask::Additive)) {
     s += p.add[b * p.ms[0] + h * p.ms[1] + i * p.ms[2] + j * p.ms[3]];
   }
   return s;
+}
+template <bool EXT, typename A>
+__device__ __forceinline__ A masked_score(const Params<A>& p, int64_t b, int64_t h, int64_t i, int64_t j, A dot) {
+  A unused;
+  return masked_score<EXT>(p, b, h, i, j, dot, unused);
 }
 
 template <typename A>
@@ -82,15 +111,43 @@ __device__ __forceinline__ int64_t key_end(const Params<A>& p, int64_t i0, int64
   return end < 0 ? 0 : (end > p.Tk ? p.Tk : end);
 }
 
-// P*Z and dS = P * (dP*Z - Delta) of one score (dot = q.k, dpd = dO.v).
-template <typename A>
+// The first key tile (of BK keys) that the tile of queries starting at i0 sees: 0 unless a sliding
+// window leaves the tiles before it wholly out of sight of the tile's first query, and hence of all.
+template <bool EXT, int BK, typename A>
+__device__ __forceinline__ int64_t key_tile_begin(const Params<A>& p, int64_t i0) {
+  if constexpr (EXT) {
+    if (p.window) {
+      const int64_t first = i0 + p.shift - p.window + 1;
+      return first <= 0 ? 0 : (first / BK) * BK;
+    }
+  }
+  return 0;
+}
+
+// Queries [.., end) that see some key of the tile [j0, j0 + rows): Tq unless a sliding window
+// hides the key tile's last key from the later queries.
+template <bool EXT, typename A>
+__device__ __forceinline__ int64_t query_end(const Params<A>& p, int64_t j0, int64_t rows) {
+  if constexpr (EXT) {
+    if (p.window) {
+      const int64_t end = j0 + rows - 1 - p.shift + p.window;
+      return end < 0 ? 0 : (end > p.Tq ? p.Tq : end);
+    }
+  }
+  return p.Tq;
+}
+
+// P*Z and dS = P * (dP*Z - Delta) of one score (dot = q.k, dpd = dO.v); with soft-capping dS is
+// the gradient of the uncapped score, times 1 - tanh^2.
+template <bool EXT, typename A>
 __device__ __forceinline__ void prob_and_dscore(const Params<A>& p, int64_t b, int64_t h, int64_t i, int64_t j, A dot,
                                                 A dpd, A L, A Dl, A& pz, A& ds) {
-  A P = A(0);
-  if (L != ninf<A>()) P = aexp(masked_score(p, b, h, i, j, dot) - L);
+  A P = A(0), dcap = A(1);
+  if (L != ninf<A>()) P = aexp(masked_score<EXT>(p, b, h, i, j, dot, dcap) - L);
   const A z = drop_factor(p, b, h, i, j);
   pz = P * z;
   ds = P * (dpd * z - Dl);
+  if constexpr (EXT) ds *= dcap;
 }
 
 template <typename A>
@@ -120,7 +177,21 @@ inline Params<A> make_params(const Tensor& q, const Tensor& k, const Tensor& v, 
   p.thr = dropout_threshold(desc.dropout_p);
   p.rz = A(1.0 / (1.0 - desc.dropout_p));
   p.seed = desc.seed;
+  p.softcap = A(desc.softcap);
+  p.inv_softcap = desc.softcap > 0 ? A(1.0 / desc.softcap) : A(0);
+  p.window = desc.window;
   return p;
+}
+
+// Whether a call needs the EXT kernels (soft-capping or a sliding window).
+inline bool uses_ext(const AttnDesc& desc) { return desc.softcap > 0 || desc.window > 0; }
+
+// f(std::bool_constant<EXT>): the launchers' choice of instantiation, EXT only for calls that use
+// soft-capping or a sliding window.
+template <typename F>
+inline void with_ext(bool ext, F&& f) {
+  if (ext) f(std::true_type{});
+  else f(std::false_type{});
 }
 
 // Kernels using over 48 KB of dynamic shared memory must opt in, per device.
@@ -138,9 +209,9 @@ inline void prepare_smem(K kernel, size_t smem, int dev, const char* op, int64_t
 // to 128, compute capability 8.0 or newer, enough shared memory, and desc.tensor_cores set.
 bool tc_eligible(const Tensor& q, const AttnDesc& desc);
 void tc_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                const Params<float>& p, int dev, cudaStream_t st);
+                const Params<float>& p, bool ext, int dev, cudaStream_t st);
 void tc_backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                  const Tensor& delta, const Tensor& gq, const Tensor& gk, const Tensor& gv, const Params<float>& p,
-                 int dev, cudaStream_t st);
+                 bool ext, int dev, cudaStream_t st);
 
 }  // namespace sift::cuda::attn

@@ -19,6 +19,9 @@
 // and dK += dS^T Q. dQ: a block per (b, h, 64 queries), each warp owns 16 queries and
 // accumulates dQ += dS K over the key tiles. No atomics: the gradients are deterministic.
 //
+// Soft-capping and the sliding window live in the EXT instantiations (attention_common.cuh); a
+// window also skips the key tiles (forward, dQ) and query tiles (dK/dV) wholly outside it.
+//
 // WMMA needs 32-byte aligned tile pointers and leading dimensions that are multiples of 8 (16-bit)
 // or 4 (f32) elements: every shared-memory region below is sized in multiples of 32 bytes and
 // rows are padded by 8 (16-bit) or 4 (f32) elements, which also staggers banks.
@@ -136,7 +139,7 @@ template <int DMAX> struct TcFwd {
   static_assert(kv_bytes % 32 == 0 && s_bytes % 32 == 0 && p_bytes % 32 == 0, "32-byte aligned regions");
 };
 
-template <typename T, int DMAX>
+template <typename T, int DMAX, bool EXT>
 __global__ void __launch_bounds__(kTcThreads) attn_fwd_tc_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                                                  const T* __restrict__ v, T* __restrict__ out,
                                                                  float* __restrict__ lse, Params<float> p, TcVec vec) {
@@ -186,7 +189,7 @@ __global__ void __launch_bounds__(kTcThreads) attn_fwd_tc_kernel(const T* __rest
   const int64_t kend = key_end(p, i0, BQ);
   const T* kb = k + b * p.ks[0] + hk * p.ks[1];
   const T* vb = v + b * p.vs[0] + hk * p.vs[1];
-  for (int64_t j0 = 0; j0 < kend; j0 += BK) {
+  for (int64_t j0 = key_tile_begin<EXT, BK>(p, i0); j0 < kend; j0 += BK) {
     __syncthreads();  // the previous tile's K and V are no longer read
     load_rows<T, DMAX, BK>(kb, p.ks[2], j0, kend, D, vec.k, Ks, LDT);
     load_rows<T, DMAX, BK>(vb, p.vs[2], j0, kend, D, vec.v, Vs, LDT);
@@ -210,7 +213,7 @@ __global__ void __launch_bounds__(kTcThreads) attn_fwd_tc_kernel(const T* __rest
 #pragma unroll 8
     for (int t = 0; t < BK / 2; t++) {
       const int c = 2 * t + half;
-      const float s = masked_score(p, b, h, i, j0 + c, Sw[r * LDS + c]);
+      const float s = masked_score<EXT>(p, b, h, i, j0 + c, Sw[r * LDS + c]);
       Sw[r * LDS + c] = s;
       mx = amax(mx, s);
     }
@@ -285,7 +288,7 @@ template <int DMAX> struct TcDkDv {
   static_assert(k_bytes % 32 == 0 && q_bytes % 32 == 0 && s_bytes % 32 == 0 && p_bytes % 32 == 0, "alignment");
 };
 
-template <typename T, int DMAX>
+template <typename T, int DMAX, bool EXT>
 __global__ void __launch_bounds__(kTcThreads) attn_bwd_dkdv_tc_kernel(
     const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     const float* __restrict__ lse, const float* __restrict__ delta, T* __restrict__ gk, T* __restrict__ gv,
@@ -332,12 +335,13 @@ __global__ void __launch_bounds__(kTcThreads) attn_bwd_dkdv_tc_kernel(
     istart = j0 - p.shift;
     istart = istart < 0 ? 0 : istart;
   }
+  const int64_t iend = query_end<EXT>(p, j0, BK);  // past the last query that sees the key tile
   const T* Kw = Ks + warp * 16 * LDT;
   const T* Vw = Vs + warp * 16 * LDT;
   for (int64_t h = hk * p.group; h < (hk + 1) * p.group; h++) {
     const T* qb = q + b * p.qs[0] + h * p.qs[1];
     const T* gb = gout + b * p.gs[0] + h * p.gs[1];
-    for (int64_t i0 = (istart / BQ) * BQ; i0 < p.Tq; i0 += BQ) {
+    for (int64_t i0 = (istart / BQ) * BQ; i0 < iend; i0 += BQ) {
       __syncthreads();  // the previous query tile is no longer read (and K, V are loaded)
       load_rows<T, DMAX, BQ>(qb, p.qs[2], i0, p.Tq, D, vec.q, Qs, LDT);
       load_rows<T, DMAX, BQ>(gb, p.gs[2], i0, p.Tq, D, vec.g, Gs, LDT);
@@ -353,7 +357,7 @@ __global__ void __launch_bounds__(kTcThreads) attn_bwd_dkdv_tc_kernel(
       for (int e = lane; e < 16 * BQ; e += 32) {
         const int jl = e / BQ, il = e % BQ;
         float pz, ds;
-        prob_and_dscore(p, b, h, i0 + il, j0 + warp * 16 + jl, Stw[jl * LDS + il], dPtw[jl * LDS + il], Ls[il],
+        prob_and_dscore<EXT>(p, b, h, i0 + il, j0 + warp * 16 + jl, Stw[jl * LDS + il], dPtw[jl * LDS + il], Ls[il],
                         Dls[il], pz, ds);
         Ptw[jl * LDP + il] = from_f32<T>(pz);
         dStw[jl * LDP + il] = from_f32<T>(ds);
@@ -404,7 +408,7 @@ template <int DMAX> struct TcDq {
   static_assert(k_bytes % 32 == 0 && q_bytes % 32 == 0 && s_bytes % 32 == 0 && p_bytes % 32 == 0, "alignment");
 };
 
-template <typename T, int DMAX>
+template <typename T, int DMAX, bool EXT>
 __global__ void __launch_bounds__(kTcThreads) attn_bwd_dq_tc_kernel(
     const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     const float* __restrict__ lse, const float* __restrict__ delta, T* __restrict__ gq, Params<float> p, TcVec vec) {
@@ -450,7 +454,7 @@ __global__ void __launch_bounds__(kTcThreads) attn_bwd_dq_tc_kernel(
 #pragma unroll
   for (int n = 0; n < DK; n++) wmma::fill_fragment(dq[n], 0.0f);
   const int64_t kend = key_end(p, i0, BQ);
-  for (int64_t j0 = 0; j0 < kend; j0 += BK) {
+  for (int64_t j0 = key_tile_begin<EXT, BK>(p, i0); j0 < kend; j0 += BK) {
     __syncthreads();  // the previous K and V tiles are no longer read (Q, dO, lse, Delta loaded)
     load_rows<T, DMAX, BK>(kb, p.ks[2], j0, kend, D, vec.k, Ks, LDT);
     load_rows<T, DMAX, BK>(vb, p.vs[2], j0, kend, D, vec.v, Vs, LDT);
@@ -462,7 +466,7 @@ __global__ void __launch_bounds__(kTcThreads) attn_bwd_dq_tc_kernel(
       const int il = e / BK, jl = e % BK;
       const int rw = warp * 16 + il;
       float pz, ds;
-      prob_and_dscore(p, b, h, i0 + rw, j0 + jl, Sw[il * LDS + jl], dPw[il * LDS + jl], Ls[rw], Dls[rw], pz, ds);
+      prob_and_dscore<EXT>(p, b, h, i0 + rw, j0 + jl, Sw[il * LDS + jl], dPw[il * LDS + jl], Ls[rw], Dls[rw], pz, ds);
       dSw[il * LDP + jl] = from_f32<T>(ds);
     }
     __syncwarp();
@@ -527,7 +531,7 @@ bool tc_code_present(int dev) {
   if (cache[dev] == 0) {
     set_device(dev);
     cudaFuncAttributes a{};
-    const bool ok = cudaFuncGetAttributes(&a, attn_fwd_tc_kernel<__half, 64>) == cudaSuccess && a.ptxVersion >= 80;
+    const bool ok = cudaFuncGetAttributes(&a, attn_fwd_tc_kernel<__half, 64, false>) == cudaSuccess && a.ptxVersion >= 80;
     cudaGetLastError();  // a failed query leaves no error behind
     cache[dev] = ok ? 1 : 2;
   }
@@ -571,38 +575,39 @@ bool tc_eligible(const Tensor& q, const AttnDesc& desc) {
 }
 
 void tc_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                const Params<float>& p, int dev, cudaStream_t st) {
+                const Params<float>& p, bool ext, int dev, cudaStream_t st) {
   const int64_t B = q.shape[0], H = q.shape[1], Tq = q.shape[2];
   const TcVec vec{vec_ok(q.raw(), p.qs), vec_ok(k.raw(), p.ks), vec_ok(v.raw(), p.vs), false};
   with_tc_type(q.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    with_tc_head_dim(p.D, [&](auto dm) {
+    with_tc_head_dim(p.D, [&](auto dm) { with_ext(ext, [&](auto ex) {
       constexpr int DMAX = decltype(dm)::value;
       using C = TcFwd<DMAX>;
-      auto kern = attn_fwd_tc_kernel<T, DMAX>;
+      auto kern = attn_fwd_tc_kernel<T, DMAX, decltype(ex)::value>;
       prepare_smem(kern, C::smem, dev, "attention", p.D, q.dtype);
       const int64_t blocks = B * H * ((Tq + C::BQ - 1) / C::BQ);
       SIFT_CHECK(blocks < (int64_t(1) << 31), "E_SHAPE", "attention: too many query tiles");
       kern<<<unsigned(blocks), kTcThreads, C::smem, st>>>(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(),
                                                           lse.data<float>(), p, vec);
-    });
+    }); });
   });
   check_last_error("attention (tensor cores)");
 }
 
 void tc_backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                  const Tensor& delta, const Tensor& gq, const Tensor& gk, const Tensor& gv, const Params<float>& p,
-                 int dev, cudaStream_t st) {
+                 bool ext, int dev, cudaStream_t st) {
   const int64_t B = q.shape[0], H = q.shape[1], Hkv = k.shape[1], Tq = q.shape[2], Tk = k.shape[2];
   const TcVec vec{vec_ok(q.raw(), p.qs), vec_ok(k.raw(), p.ks), vec_ok(v.raw(), p.vs), vec_ok(gout.raw(), p.gs)};
   with_tc_type(q.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    with_tc_head_dim(p.D, [&](auto dm) {
+    with_tc_head_dim(p.D, [&](auto dm) { with_ext(ext, [&](auto ex) {
       constexpr int DMAX = decltype(dm)::value;
+      constexpr bool EXT = decltype(ex)::value;
       using CK = TcDkDv<DMAX>;
       using CQ = TcDq<DMAX>;
-      auto kdkdv = attn_bwd_dkdv_tc_kernel<T, DMAX>;
-      auto kdq = attn_bwd_dq_tc_kernel<T, DMAX>;
+      auto kdkdv = attn_bwd_dkdv_tc_kernel<T, DMAX, EXT>;
+      auto kdq = attn_bwd_dq_tc_kernel<T, DMAX, EXT>;
       prepare_smem(kdkdv, CK::smem, dev, "attentionBackward", p.D, q.dtype);
       prepare_smem(kdq, CQ::smem, dev, "attentionBackward", p.D, q.dtype);
       const int64_t kblocks = B * Hkv * ((Tk + CK::BK - 1) / CK::BK);
@@ -615,7 +620,7 @@ void tc_backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Ten
       kdq<<<unsigned(qblocks), kTcThreads, CQ::smem, st>>>(gout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
                                                            lse.data<float>(), delta.data<float>(), gq.data<T>(), p,
                                                            vec);
-    });
+    }); });
   });
   check_last_error("attentionBackward (tensor cores)");
 }
