@@ -147,7 +147,8 @@ export function decoderParams(cfg: HFConfig): DecoderParams {
   const maxPositions = cfgInt(cfg, 'max_position_embeddings', 2048);
   const ropeTheta = cfgNum(cfg, 'rope_theta', family === 'qwen3' ? 1000000 : 10000);
   const attnBias = cfgBool(cfg, 'attention_bias', false);
-  // Gemma's MLP takes hidden_activation (tanh GELU when unset); transformers ignores hidden_act there.
+  // Gemma's MLP: hidden_activation, else the tanh GELU Gemma was trained with (early Gemma configs say
+  // hidden_act 'gelu', which transformers 4.38-4.4x ignored in favour of this default).
   const act = gemma ? cfgStr(cfg, 'hidden_activation', 'gelu_pytorch_tanh') : cfgStr(cfg, 'hidden_act', 'silu');
   const qpas = family === 'gemma2' ? optNum(cfg, 'query_pre_attn_scalar') ?? 256 : null;
   const p: DecoderParams = {
