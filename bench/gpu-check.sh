@@ -183,6 +183,12 @@ peft_stage() {
     echo "{\"bench\":\"stage\",\"stage\":\"peft\",\"rc\":null,\"seconds\":0,\"status\":\"skipped\",\"error\":\"python has no transformers and peft\"}" >> "$BENCH"
   fi
 }
+# The parity fixtures made again with transformers itself where it is installed: the script loads
+# the same weights into transformers' classes and fails when they disagree with the float64
+# reimplementation the committed fixtures come from (every family, logits, loss and gradients).
+if [ "$HAVE_TF" = 1 ]; then
+  stage fixtures-transformers 120 /dev/null sh -c "'$PY' -B test/fixtures/make_fixtures.py --out '$WORK/fixtures' > '$WORK/fixtures.txt' 2>&1; rc=\$?; cat '$WORK/fixtures.txt' >> '$LOG'; exit \$rc"
+fi
 if [ "$SMOKE" = 1 ]; then
   stage train 90 "$BENCH" "${RUN[@]}" train --cpu-only --quick --models=gpt2,llama
   if [ -n "$PY" ]; then

@@ -11,6 +11,8 @@ const registry: Record<string, () => BenchModule> = {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   attention: () => require('./attention') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
+  families: () => require('./families') as BenchModule,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
   gemm: () => require('./gemm') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   select: () => require('./select') as BenchModule,

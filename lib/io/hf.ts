@@ -95,9 +95,12 @@ function looksLikePickle(file: string): boolean {
   let fd: number | undefined;
   try {
     fd = fs.openSync(file, 'r');
-    const b = Buffer.alloc(4);
-    const n = fs.readSync(fd, b, 0, 4, 0);
+    const b = Buffer.alloc(9);
+    const n = fs.readSync(fd, b, 0, 9, 0);
     if (n >= 4 && b[0] === 0x50 && b[1] === 0x4b && b[2] === 0x03 && b[3] === 0x04) return true;
+    // A safetensors header length such as 0x0280 starts with the same two bytes as a pickle: a
+    // JSON header right after the length says safetensors.
+    if (n === 9 && b[8] === 0x7b && Number(b.readBigUInt64LE(0)) < fs.fstatSync(fd).size) return false;
     return n >= 2 && b[0] === 0x80 && b[1] >= 2 && b[1] <= 5;
   } catch {
     return false;

@@ -7,7 +7,7 @@ import { SiftError } from '../engine/errors';
 import type { HFConfig, ModelOptions, ModelTask, PreTrainedModel } from './common';
 import { GPT2BaseModel, GPT2LMHeadModel, GPT2ForSequenceClassification } from './gpt2';
 import { BertBaseModel, BertForSequenceClassification, RobertaForSequenceClassification } from './bert';
-import { LlamaBaseModel, LlamaForCausalLM, LlamaForSequenceClassification } from './llama';
+import { DecoderBaseModel, DecoderForCausalLM, DecoderForSequenceClassification, DECODER_FAMILIES } from './decoder';
 
 export type ModelConstructor = new (config: HFConfig, opts?: ModelOptions) => PreTrainedModel;
 
@@ -46,14 +46,17 @@ registerModelType('roberta', {
     base: { architecture: 'RobertaModel', ctor: BertBaseModel },
   },
 });
-registerModelType('llama', {
-  defaultTask: 'causal-lm',
-  tasks: {
-    'causal-lm': { architecture: 'LlamaForCausalLM', ctor: LlamaForCausalLM },
-    'sequence-classification': { architecture: 'LlamaForSequenceClassification', ctor: LlamaForSequenceClassification },
-    base: { architecture: 'LlamaModel', ctor: LlamaBaseModel },
-  },
-});
+// The LLaMA-lineage decoders share one implementation (decoder.ts) with transformers' class names per family.
+for (const [modelType, prefix] of Object.entries(DECODER_FAMILIES)) {
+  registerModelType(modelType, {
+    defaultTask: 'causal-lm',
+    tasks: {
+      'causal-lm': { architecture: `${prefix}ForCausalLM`, ctor: DecoderForCausalLM },
+      'sequence-classification': { architecture: `${prefix}ForSequenceClassification`, ctor: DecoderForSequenceClassification },
+      base: { architecture: `${prefix}Model`, ctor: DecoderBaseModel },
+    },
+  });
+}
 
 /** Model types with a registered implementation. */
 export function supportedModelTypes(): string[] {

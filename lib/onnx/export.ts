@@ -1,5 +1,5 @@
 /**
- * ONNX export of sift-ft's models (GPT-2, BERT, RoBERTa, LLaMA; causal LM, sequence
+ * ONNX export of sift-ft's models (GPT-2, BERT, RoBERTa and the decoders of decoder.ts; causal LM, sequence
  * classification and base models): the forward written out in standard ai.onnx ops (opset 17+),
  * inputs input_ids / attention_mask (/ token_type_ids for BERT) with dynamic batch and sequence
  * axes, and each weight as an initializer named by its state-dict key in its own layout (Linear
@@ -15,7 +15,9 @@ import { cast } from '../autograd/shape';
 import { PreTrainedModel, cfgOptInt } from '../models/common';
 import { GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2BaseModel, gpt2Params } from '../models/gpt2';
 import { BertForSequenceClassification, RobertaForSequenceClassification, BertBaseModel, bertParams } from '../models/bert';
-import { LlamaForCausalLM, LlamaForSequenceClassification, LlamaBaseModel, llamaParams, llamaInvFreq } from '../models/llama';
+import { DecoderForCausalLM, DecoderForSequenceClassification, DecoderBaseModel, DecoderParams, GemmaRMSNorm } from '../models/decoder';
+import { ropeInvFreq } from '../models/rope';
+import { RMSNorm } from '../nn/layers';
 import { applyIncrement, unmergeIncrement, loadIncrement } from '../sift/increment';
 import { writeFileAtomic } from '../io/atomic';
 import { GraphBuilder, LazyInitializer, ONNX_DTYPE } from './builder';
@@ -98,9 +100,24 @@ export class Emitter {
 
   /** LLaMA's RMSNorm: x / sqrt(mean(x^2) + eps) * w. */
   rmsNorm(x: string, weight: Tensor, eps: number): string {
+    return this.rmsNormWith(x, this.w(weight), eps);
+  }
+
+  /** RMSNorm with a graph value as the scale (Gemma's 1 + w). */
+  rmsNormWith(x: string, scale: string, eps: number): string {
     const ms = this.reduceMeanLast(this.op('Pow', [x, this.g.f32(2)]));
     const den = this.op('Sqrt', [this.op('Add', [ms, this.g.f32(eps)])]);
-    return this.op('Mul', [this.op('Div', [x, den]), this.w(weight)]);
+    return this.op('Mul', [this.op('Div', [x, den]), scale]);
+  }
+
+  /** tanh(x / cap) * cap. */
+  softcap(x: string, cap: number): string {
+    return this.op('Mul', [this.op('Tanh', [this.op('Div', [x, this.g.f32(cap)])]), this.g.f32(cap)]);
+  }
+
+  /** Splits the last dim into pieces of the given sizes. */
+  split(x: string, sizes: number[]): string[] {
+    return this.g.nodeN('Split', [x, this.g.i64(sizes)], { axis: { int: -1 } }, sizes.length);
   }
 
   act(x: string, name: string): string {
@@ -268,51 +285,124 @@ function emitBert(e: Emitter, m: BertForSequenceClassification | RobertaForSeque
   return { out: h, kind: 'base', width: p.D };
 }
 
-function emitLlama(e: Emitter, m: LlamaForCausalLM | LlamaForSequenceClassification | LlamaBaseModel): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
+function emitDecoder(e: Emitter, m: DecoderForCausalLM | DecoderForSequenceClassification | DecoderBaseModel): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
   const g = e.g;
-  const body = m instanceof LlamaBaseModel ? m.body : m.model;
-  const p = llamaParams(m.config);
+  const body = m instanceof DecoderBaseModel ? m.body : m.model;
+  const p = body.p;
+  const { rotaryDim, attentionFactor } = p.rope;
   const ids = g.input('input_ids', 'i64', ['batch_size', 'sequence_length']);
   const mask = g.input('attention_mask', 'i64', ['batch_size', 'sequence_length']);
   const T = e.dim(ids, 1);
-  const inv = llamaInvFreq(p);
   const posF = e.op('Unsqueeze', [e.op('Cast', [e.range(T)], { to: { int: ONNX_DTYPE.f32 } }), g.i64([1])]);
-  const freqs = e.op('Mul', [posF, g.constant('f32', [inv.length], inv)]);
+  const freqs = e.op('Mul', [posF, emitInvFreq(e, p, T)]);
   const embAngles = e.op('Concat', [freqs, freqs], { axis: { int: -1 } });
   const cos = e.op('Cos', [embAngles]);
   const sin = e.op('Sin', [embAngles]);
-  const half = p.headDim / 2;
+  const half = rotaryDim / 2;
   const rope = (x: string) => {
-    const x1 = e.op('Slice', [x, g.i64([0]), g.i64([half]), g.i64([3])]);
-    const x2 = e.op('Slice', [x, g.i64([half]), g.i64([p.headDim]), g.i64([3])]);
+    const part = rotaryDim === p.headDim ? x : e.op('Slice', [x, g.i64([0]), g.i64([rotaryDim]), g.i64([3])]);
+    const x1 = e.op('Slice', [part, g.i64([0]), g.i64([half]), g.i64([3])]);
+    const x2 = e.op('Slice', [part, g.i64([half]), g.i64([rotaryDim]), g.i64([3])]);
     const rot = e.op('Concat', [e.op('Neg', [x2]), x1], { axis: { int: 3 } });
-    return e.op('Add', [e.op('Mul', [x, cos]), e.op('Mul', [rot, sin])]);
+    const turned = e.op('Add', [e.op('Mul', [part, cos]), e.op('Mul', [rot, sin])]);
+    if (rotaryDim === p.headDim) return turned;
+    const scaled = attentionFactor === 1 ? turned : e.op('Mul', [turned, g.f32(attentionFactor)]);
+    return e.op('Concat', [scaled, e.op('Slice', [x, g.i64([rotaryDim]), g.i64([p.headDim]), g.i64([3])])], { axis: { int: 3 } });
+  };
+  const norm = (x: string, n: RMSNorm | GemmaRMSNorm) => n instanceof GemmaRMSNorm
+    ? e.rmsNormWith(x, e.op('Add', [e.w(n.weight), g.f32(1)]), n.eps)
+    : e.rmsNorm(x, n.weight, n.eps);
+  // [B, T, h*hd] -> [B, h, T, hd], per-head norm (qwen3) before the transpose.
+  const heads = (x: string, h: number, n?: RMSNorm) => {
+    const r = e.op('Reshape', [x, g.i64([0, 0, h, p.headDim])]);
+    return e.op('Transpose', [n ? norm(r, n) : r], { perm: { ints: [0, 2, 1, 3] } });
   };
   const rep = p.nHead / p.nKV;
   const repeat = (x: string) => rep === 1 ? x
     : e.op('Reshape', [e.op('Expand', [e.op('Unsqueeze', [x, g.i64([2])]), g.i64([1, 1, rep, 1, 1])]), g.i64([0, p.nHead, -1, p.headDim])]);
   let h = e.op('Gather', [e.w(body.embed_tokens.weight), ids]);
-  const allowed = e.attentionMask(mask, T, true);
+  if (p.embedScale) h = e.op('Mul', [h, g.f32(Math.fround(Math.sqrt(p.D)))]);
+  const allowed = new Map<number, string>();
+  const allowedFor = (w: number | null) => {
+    const key = w ?? 0;
+    let a = allowed.get(key);
+    if (!a) {
+      a = e.attentionMask(mask, T, true, key);
+      allowed.set(key, a);
+    }
+    return a;
+  };
+  const f2 = rotaryDim === p.headDim ? attentionFactor * attentionFactor : 1;
   for (const l of body.layers.items) {
-    const x = e.rmsNorm(h, l.input_layernorm.weight, l.input_layernorm.eps);
+    const x = norm(h, l.input_layernorm);
     const at = l.self_attn;
-    const q = rope(e.heads(e.linear(x, at.q_proj.weight, at.q_proj.bias), p.nHead, p.headDim));
-    const k = repeat(rope(e.heads(e.linear(x, at.k_proj.weight, at.k_proj.bias), p.nKV, p.headDim)));
-    const v = repeat(e.heads(e.linear(x, at.v_proj.weight, at.v_proj.bias), p.nKV, p.headDim));
-    const a = e.attention(q, k, v, allowed, 1 / Math.sqrt(p.headDim));
-    h = e.op('Add', [h, e.linear(e.merge(a, p.nHead * p.headDim), at.o_proj.weight, at.o_proj.bias)]);
-    const y = e.rmsNorm(h, l.post_attention_layernorm.weight, l.post_attention_layernorm.eps);
+    let qp: string, kp: string, vp: string;
+    if (at.qkv_proj) {
+      const qkv = e.linear(x, at.qkv_proj.weight, at.qkv_proj.bias);
+      [qp, kp, vp] = e.split(qkv, [p.nHead * p.headDim, p.nKV * p.headDim, p.nKV * p.headDim]);
+    } else {
+      qp = e.linear(x, at.q_proj!.weight, at.q_proj!.bias);
+      kp = e.linear(x, at.k_proj!.weight, at.k_proj!.bias);
+      vp = e.linear(x, at.v_proj!.weight, at.v_proj!.bias);
+    }
+    const q = rope(heads(qp, p.nHead, at.q_norm));
+    const k = repeat(rope(heads(kp, p.nKV, at.k_norm)));
+    const v = repeat(heads(vp, p.nKV));
+    const a = e.attention(q, k, v, allowedFor(l.window), p.attnScale * f2, p.attnSoftcap ?? 0);
+    let ao = e.linear(e.merge(a, p.nHead * p.headDim), at.o_proj.weight, at.o_proj.bias);
+    if (l.pre_feedforward_layernorm) ao = norm(ao, l.post_attention_layernorm);
+    h = e.op('Add', [h, ao]);
+    const y = norm(h, l.pre_feedforward_layernorm ?? l.post_attention_layernorm);
     const mlp = l.mlp;
-    const gate = e.act(e.linear(y, mlp.gate_proj.weight, mlp.gate_proj.bias), p.act);
-    h = e.op('Add', [h, e.linear(e.op('Mul', [gate, e.linear(y, mlp.up_proj.weight, mlp.up_proj.bias)]), mlp.down_proj.weight, mlp.down_proj.bias)]);
+    let gate: string, up: string;
+    if (mlp.gate_up_proj) {
+      [gate, up] = e.split(e.linear(y, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias), [p.inner, p.inner]);
+    } else {
+      gate = e.linear(y, mlp.gate_proj!.weight, mlp.gate_proj!.bias);
+      up = e.linear(y, mlp.up_proj!.weight, mlp.up_proj!.bias);
+    }
+    let mo = e.linear(e.op('Mul', [e.act(gate, p.act), up]), mlp.down_proj.weight, mlp.down_proj.bias);
+    if (l.post_feedforward_layernorm) mo = norm(mo, l.post_feedforward_layernorm);
+    h = e.op('Add', [h, mo]);
   }
-  h = e.rmsNorm(h, body.norm.weight, body.norm.eps);
-  if (m instanceof LlamaForCausalLM) return { out: e.linear(h, m.lm_head.currentWeight(), null), kind: 'lm', width: p.vocab };
-  if (m instanceof LlamaForSequenceClassification) {
+  h = norm(h, body.norm);
+  if (m instanceof DecoderForCausalLM) {
+    let logits = e.linear(h, m.lm_head.currentWeight(), null);
+    if (p.finalSoftcap !== null) logits = e.softcap(logits, p.finalSoftcap);
+    return { out: logits, kind: 'lm', width: p.vocab };
+  }
+  if (m instanceof DecoderForSequenceClassification) {
     const pooled = e.lastToken(h, e.keepMask(ids, mask, p.padTokenId), T, p.D);
     return { out: e.linear(pooled, m.score.weight, m.score.bias), kind: 'cls', width: m.numLabels };
   }
   return { out: h, kind: 'base', width: p.D };
+}
+
+/**
+ * The inverse frequencies as a graph value: a constant, or for the types that depend on the
+ * sequence length, computed from T (longrope: long or short factors; dynamic: the NTK base).
+ */
+function emitInvFreq(e: Emitter, p: DecoderParams, T: string): string {
+  const g = e.g;
+  const spec = p.rope;
+  const n = spec.rotaryDim / 2;
+  if (spec.type === 'longrope') {
+    const short = ropeInvFreq(spec, 0);
+    const long = ropeInvFreq(spec, spec.originalMax + 1);
+    const isLong = e.op('Greater', [T, g.i64([spec.originalMax], true)]);
+    return e.op('Where', [isLong, g.constant('f32', [n], long), g.constant('f32', [n], short)]);
+  }
+  if (spec.type === 'dynamic') {
+    const factor = Number(spec.scaling!.factor);
+    const d = spec.rotaryDim;
+    const L = e.op('Cast', [e.op('Max', [T, g.i64([spec.maxPositions], true)])], { to: { int: ONNX_DTYPE.f32 } });
+    const ratio = e.op('Sub', [e.op('Mul', [L, g.f32(factor / spec.maxPositions)]), g.f32(factor - 1)]);
+    const base = e.op('Mul', [e.op('Pow', [ratio, g.f32(d / (d - 2))]), g.f32(spec.theta)]);
+    const exps = new Float32Array(n).map((_, i) => Math.fround((2 * i) / d));
+    return e.op('Reciprocal', [e.op('Pow', [base, g.constant('f32', [n], exps)])]);
+  }
+  const inv = ropeInvFreq(spec, 0);
+  return g.constant('f32', [n], inv);
 }
 
 /** The graph of a model (weights not read yet). */
@@ -322,7 +412,7 @@ export function buildOnnxGraph(model: PreTrainedModel, opset = 17): GraphBuilder
   let r: { out: string; kind: 'lm' | 'cls' | 'base'; width: number };
   if (model instanceof GPT2LMHeadModel || model instanceof GPT2ForSequenceClassification || model instanceof GPT2BaseModel) r = emitGpt2(e, model);
   else if (model instanceof BertForSequenceClassification || model instanceof RobertaForSequenceClassification || model instanceof BertBaseModel) r = emitBert(e, model);
-  else if (model instanceof LlamaForCausalLM || model instanceof LlamaForSequenceClassification || model instanceof LlamaBaseModel) r = emitLlama(e, model);
+  else if (model instanceof DecoderForCausalLM || model instanceof DecoderForSequenceClassification || model instanceof DecoderBaseModel) r = emitDecoder(e, model);
   else throw new SiftError('E_UNSUPPORTED', `export-onnx: architecture ${model.architecture} is not supported`);
   if (r.kind === 'cls') e.g.output(r.out, 'logits', 'f32', ['batch_size', r.width]);
   else e.g.output(r.out, r.kind === 'lm' ? 'logits' : 'last_hidden_state', 'f32', ['batch_size', 'sequence_length', r.width]);

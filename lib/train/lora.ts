@@ -43,7 +43,8 @@ export function defaultLoraTargets(modelType: string | undefined): ModuleSelecto
   switch (modelType) {
     case 'gpt2': return ['c_attn'];
     case 'bert': case 'roberta': return ['query', 'value'];
-    case 'llama': return ['q_proj', 'v_proj'];
+    case 'llama': case 'mistral': case 'qwen2': case 'qwen3': case 'gemma': case 'gemma2': return ['q_proj', 'v_proj'];
+    case 'phi3': return ['qkv_proj'];
     default: return 'all-linear';
   }
 }

@@ -383,6 +383,17 @@ describe('model path resolution', () => {
       expect((e as SiftError).code).toBe('E_FORMAT');
       expect((e as Error).message).toMatch(/pickle/);
     }
+    // A safetensors file whose header length (0x0280) begins like a pickle is still safetensors.
+    const lookalike = fresh('pickle-lookalike');
+    fs.mkdirSync(lookalike);
+    const head = JSON.stringify({ w: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } });
+    const header = Buffer.from(head + ' '.repeat(0x280 - head.length));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(header.length));
+    fs.writeFileSync(path.join(lookalike, 'model.safetensors'), Buffer.concat([len, header, Buffer.from(new Float32Array([1.5]).buffer)]));
+    const sd = loadStateDict(lookalike);
+    expect(Array.from(sd.get('w')!.toArray() as Float32Array)).toEqual([1.5]);
+    for (const t of sd.values()) t.dispose();
     // Only pickles and an index of pickles.
     const idx = fresh('pickle-index');
     fs.mkdirSync(idx);

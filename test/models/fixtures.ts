@@ -9,7 +9,11 @@ import { loadSafetensors } from '../../lib/io/safetensors';
 import type { HFConfig } from '../../lib/models';
 
 export const FIXTURE_DIR = path.join(__dirname, '..', 'fixtures');
-export const FIXTURE_NAMES = ['gpt2-lm', 'gpt2-cls', 'bert-cls', 'roberta-cls', 'roberta-reg', 'llama-lm', 'llama-lm-tied', 'llama-cls'];
+export const FIXTURE_NAMES = [
+  'gpt2-lm', 'gpt2-cls', 'bert-cls', 'roberta-cls', 'roberta-reg', 'llama-lm', 'llama-lm-tied', 'llama-cls', 'llama-lm-yarn',
+  'qwen2-lm', 'qwen2-cls', 'qwen3-lm', 'qwen3-cls', 'mistral-lm', 'mistral-cls', 'gemma-lm', 'gemma-cls', 'gemma2-lm', 'gemma2-cls',
+  'phi3-lm', 'phi3-lm-short', 'phi3-cls',
+];
 
 export interface Fixture {
   name: string;

@@ -1,0 +1,91 @@
+/**
+ * A checkpoint folder of each decoder family (qwen2, qwen3, mistral, gemma, gemma2, phi3) works with
+ * the same commands as LLaMA: finetune (SIFT on "all-linear", with --merge) -> eval with the delta
+ * -> merge -> generate -> export-onnx, and LoRA with PEFT's default targets. Tiny random models
+ * with sliding windows shorter than the sequences, made here with a byte tokenizer.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { main } from '../../lib/cli/main';
+import { createModel, stateDict, HFConfig } from '../../lib/models';
+import { saveModelFolder } from '../../lib/io/hf';
+import { createByteTokenizer } from '../../lib/tokenizers';
+
+async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const o = jest.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
+    out += String(c);
+    return true;
+  });
+  const e = jest.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
+    err += String(c);
+    return true;
+  });
+  try {
+    const code = await main(argv);
+    return { code, out, err };
+  } finally {
+    o.mockRestore();
+    e.mockRestore();
+  }
+}
+
+const tok = createByteTokenizer();
+const common = {
+  vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+  max_position_embeddings: 64, initializer_range: 0.2, eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId,
+};
+const FAMILIES: Record<string, HFConfig> = {
+  qwen2: { ...common, model_type: 'qwen2', tie_word_embeddings: true, use_sliding_window: true, sliding_window: 6, max_window_layers: 1 },
+  qwen3: { ...common, model_type: 'qwen3', head_dim: 6 },
+  mistral: { ...common, model_type: 'mistral', head_dim: 6, sliding_window: 6 },
+  gemma: { ...common, model_type: 'gemma', head_dim: 6 },
+  gemma2: { ...common, model_type: 'gemma2', head_dim: 6, query_pre_attn_scalar: 8, attn_logit_softcapping: 20, final_logit_softcapping: 15, sliding_window: 6 },
+  phi3: { ...common, model_type: 'phi3', hidden_size: 32, partial_rotary_factor: 0.5, sliding_window: 6, rope_scaling: { type: 'longrope', short_factor: [1, 1.2], long_factor: [2, 4] }, original_max_position_embeddings: 8 },
+};
+
+let tmp: string;
+let data: string;
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-cli-families-'));
+  const texts = ['the cat sat on the mat', 'a dog ran in the park', 'birds sing at dawn', 'fish swim in the sea'];
+  data = path.join(tmp, 'lm.jsonl');
+  fs.writeFileSync(data, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe.each(Object.keys(FAMILIES))('%s folder', (family) => {
+  test('finetune (sift, all-linear, --merge) -> eval -> merge -> generate -> export-onnx; lora', async () => {
+    const base = path.join(tmp, family);
+    const model = createModel(FAMILIES[family], { task: 'causal-lm', seed: 3 });
+    saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles(), dtype: 'bf16' });
+    model.dispose();
+    const out = path.join(tmp, `${family}-ft`);
+    let r = await cli('finetune', '--model', base, '--data', data, '--task', 'causal-lm', '--method', 'sift', '--target-modules', 'all-linear', '--out', out,
+      '--steps', '2', '--batch-size', '2', '--max-length', '16', '--lr', '1e-2', '--sparse-rate', '0.05', '--merge', '--device', 'cpu', '--json', '--quiet');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out).trainable).toBeGreaterThan(0);
+    const delta = path.join(out, 'delta.safetensors');
+    r = await cli('eval', '--model', base, '--delta', delta, '--data', data, '--task', 'causal-lm', '--max-length', '16', '--device', 'cpu', '--json');
+    expect(r.code).toBe(0);
+    const withDelta = JSON.parse(r.out).metrics.loss;
+    expect(Number.isFinite(withDelta)).toBe(true);
+    const merged = path.join(tmp, `${family}-merged`);
+    r = await cli('merge', '--model', base, '--delta', delta, '--out', merged, '--json');
+    expect(r.code).toBe(0);
+    r = await cli('eval', '--model', merged, '--data', data, '--task', 'causal-lm', '--max-length', '16', '--device', 'cpu', '--json');
+    expect(JSON.parse(r.out).metrics.loss).toBeCloseTo(withDelta, 2);
+    r = await cli('generate', '--model', merged, '--prompt', 'the cat sat', '--max-new-tokens', '8', '--device', 'cpu', '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out).tokens.length).toBeGreaterThan(0);
+    r = await cli('export-onnx', '--model', merged, '--out', path.join(tmp, `${family}.onnx`));
+    expect(r.code).toBe(0);
+    expect(fs.statSync(path.join(tmp, `${family}.onnx`)).size).toBeGreaterThan(1000);
+    r = await cli('finetune', '--model', base, '--data', data, '--task', 'causal-lm', '--method', 'lora', '--out', path.join(tmp, `${family}-lora`),
+      '--steps', '1', '--batch-size', '2', '--max-length', '16', '--device', 'cpu', '--json', '--quiet');
+    expect(r.code).toBe(0);
+  }, 120000);
+});
