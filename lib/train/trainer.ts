@@ -338,27 +338,35 @@ export class Trainer {
     check(!this.disposed, 'E_DISPOSED', 'this Trainer was disposed');
     check(!this.running, 'E_ARG', 'fit() is already running');
     check(Array.isArray(train) && train.length > 0, 'E_ARG', 'fit(): no training rows');
-    this.running = true;
     const o = this.options;
     const outDir = o.outDir;
-    const log = outDir ? path.join(outDir, 'log.jsonl') : null;
-    if (outDir) fs.mkdirSync(outDir, { recursive: true });
-    if (log && !o.resume) fs.writeFileSync(log, '');
-    // A run that does not resume starts over in outDir: checkpoints of an earlier run there would
-    // otherwise be taken for its own by a later resume.
-    if (outDir && !o.resume) {
-      for (const c of listCheckpoints(outDir)) fs.rmSync(path.join(outDir, c.name), { recursive: true, force: true });
-      for (const n of ['checkpoint', 'best', 'trainer_state.json']) fs.rmSync(path.join(outDir, n), { recursive: true, force: true });
-    }
+    // Checked before anything in outDir is touched (a run that does not resume clears it).
     const tensorboard = wantsTensorboard(o.reportTo);
     check(!tensorboard || !!outDir, 'E_ARG', "reportTo 'tensorboard' needs outDir (the event file goes there)");
-    const tb = tensorboard ? new TensorBoardLogger(outDir!) : null;
+    this.running = true;
+    const log = outDir ? path.join(outDir, 'log.jsonl') : null;
+    let tb: TensorBoardLogger | null = null;
     const emit = (e: TrainerEvent): TrainerEvent => {
       if (log) fs.appendFileSync(log, JSON.stringify({ ...e, time: new Date().toISOString() }) + '\n');
       tb?.add(e);
       return e;
     };
     try {
+      if (outDir) {
+        try {
+          fs.mkdirSync(outDir, { recursive: true });
+        } catch (e) {
+          throw new SiftError('E_IO', `cannot create outDir ${outDir}: ${(e as Error).message}`);
+        }
+      }
+      if (log && !o.resume) fs.writeFileSync(log, '');
+      // A run that does not resume starts over in outDir: checkpoints of an earlier run there would
+      // otherwise be taken for its own by a later resume.
+      if (outDir && !o.resume) {
+        for (const c of listCheckpoints(outDir)) fs.rmSync(path.join(outDir, c.name), { recursive: true, force: true });
+        for (const n of ['checkpoint', 'best', 'trainer_state.json']) fs.rmSync(path.join(outDir, n), { recursive: true, force: true });
+      }
+      if (tensorboard) tb = new TensorBoardLogger(outDir!);
       const examples = this.task.prepare(train);
       check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
       const evalEx = evalData && evalData.length ? this.task.prepare(evalData) : null;
