@@ -33,7 +33,7 @@ import { ScheduleOptions, lrMultiplier } from '../sift/schedule';
 import { saveSafetensors, loadSafetensors } from '../io/safetensors';
 import { saveModelFolder } from '../io/hf';
 import { writeFileAtomic } from '../io/atomic';
-import type { Example, Metrics, MethodName, Row, TrainerEvent, TrainerOptions } from './types';
+import type { Example, Metrics, MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from './types';
 import { createTask, Task } from './tasks';
 import { BatchSampler, deriveSeed } from './batching';
 import { applyLora, LoraAdapters } from './lora';
@@ -82,11 +82,12 @@ export interface TrainerState {
 }
 
 /** The metrics each task's evaluation reports (checked before training when metricForBest is set). */
-const TASK_METRICS: Record<string, string[]> = {
+const TASK_METRICS: Record<TaskName, string[]> = {
   classify: ['loss', 'accuracy', 'f1', 'mcc'],
   regress: ['loss', 'pearson', 'spearman'],
   'causal-lm': ['loss', 'perplexity'],
   instruct: ['loss', 'perplexity'],
+  chat: ['loss', 'perplexity'],
 };
 
 /** Metrics where lower is better; every other metric is better when greater. */
@@ -374,7 +375,7 @@ export class Trainer {
         check(!!evalEx, 'E_ARG', 'metricForBest needs evaluation data (fit(train, evalData))');
         const known = TASK_METRICS[this.task.name];
         const m = metricName(o.metricForBest);
-        check(!known || known.includes(m), 'E_ARG', `metricForBest '${o.metricForBest}': task ${this.task.name} reports ${known?.join(', ')}`);
+        check(known.includes(m), 'E_ARG', `metricForBest '${o.metricForBest}': task ${this.task.name} reports ${known.join(', ')}`);
       }
       const sampler = new BatchSampler(examples.length, {
         batchSize: this.batchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),

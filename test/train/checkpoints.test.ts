@@ -153,3 +153,31 @@ test('a bad reportTo is refused before outDir is touched, and a failed start lea
     m.dispose();
   }
 });
+
+test('metricForBest is checked against the chat task\'s metrics before training', async () => {
+  const lm = createModel({ ...cfg, num_labels: undefined }, { task: 'causal-lm', seed: 7 });
+  const chatRows: Row[] = train.map((r) => ({ input_ids: r.input_ids }));
+  try {
+    for (const [metric, ok] of [['accuracy', false], ['eval_perplexity', true]] as const) {
+      const t = new Trainer(lm, null, { task: 'chat', method: 'full', steps: 1, batchSize: 8, evalEvery: 1, metricForBest: metric });
+      const events: TrainerEvent[] = [];
+      let error: unknown;
+      try {
+        for await (const e of t.fit(chatRows, chatRows.slice(0, 8))) events.push(e);
+      } catch (e) {
+        error = e;
+      } finally {
+        t.dispose();
+      }
+      if (ok) {
+        expect(error).toBeUndefined();
+        expect(evals(events).length).toBeGreaterThan(0);
+      } else {
+        expect(error).toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/task chat reports loss, perplexity/) });
+        expect(events.filter((e) => e.type === 'step')).toEqual([]);
+      }
+    }
+  } finally {
+    lm.dispose();
+  }
+});
