@@ -13,9 +13,9 @@ import { SiftError } from '../engine/errors';
 import { Tensor } from '../engine/tensor';
 import { native } from '../engine/native';
 import { noGrad } from '../autograd/tape';
-import { SafetensorsReader, loadSafetensors } from '../io/safetensors';
+import { SafetensorsReader } from '../io/safetensors';
+import { applyPeftAdapter, readPeftAdapter } from '../io/peft';
 import { applyIncrement, loadIncrement, INCREMENT_FORMAT } from '../sift/increment';
-import { applyLora } from '../train/lora';
 import type { TaskName } from '../train/types';
 import { HeadInfo, LoadedModel, TASKS, loadModelForTask } from './common';
 
@@ -131,7 +131,7 @@ export function taskFor(flag: TaskName | undefined, info: DeltaInfo | null, fall
 /**
  * Applies an increment or adapter to a loaded model in place. Parameters the base checkpoint did
  * not hold (`loaded.initialized`, a fresh head) take the values the increment was trained from
- * first; LoRA adapters are folded into the weights (their modules_to_save copied in).
+ * first; LoRA adapters are merged into the weights as PEFT merges them (their modules_to_save copied in).
  */
 export function applyDelta(loaded: LoadedModel, info: DeltaInfo): void {
   const model = loaded.model;
@@ -162,41 +162,20 @@ export function applyDelta(loaded: LoadedModel, info: DeltaInfo): void {
     }
     return;
   }
-  const cfg = info.adapterConfig ?? {};
-  const targets = cfg.target_modules;
-  const sel = Array.isArray(targets) ? (targets as string[]) : typeof targets === 'string' ? targets : undefined;
-  const rank = Number(cfg.r ?? 8);
-  const adapters = applyLora(model, { rank, alpha: Number(cfg.lora_alpha ?? rank), dropout: 0, targetModules: sel, freezeBase: false });
+  // A LoRA adapter in PEFT's format: applied as PEFT merges it (io/peft.ts: scaling, rsLoRA,
+  // Conv1D, modules_to_save; DoRA and per-layer patterns refused), after checking that a head the
+  // base checkpoint lacks comes with the adapter.
+  const adapter = readPeftAdapter(info.file);
   try {
-    adapters.loadAdapter(info.file);
-    const { tensors } = loadSafetensors(info.file);
-    try {
-      const params = new Map(model.namedParameters());
-      const fresh = new Set(loaded.initialized);
-      const saved = Array.isArray(cfg.modules_to_save) ? (cfg.modules_to_save as string[]) : [];
-      noGrad(() => {
-        for (const [k, t] of tensors) {
-          if (/\.lora_[AB]\./.test(k)) continue;
-          const name = k.replace(/^base_model\.model\./, '').replace('.modules_to_save.default.', '.');
-          const p = params.get(name);
-          if (!p) throw new SiftError('E_MISMATCH', `${info.file}: the model has no parameter '${name}'`);
-          if (p.shape.join() !== t.shape.join()) throw new SiftError('E_MISMATCH', `${info.file}: '${name}' has shape [${t.shape}], the model [${p.shape}] (another number of labels?)`);
-          const v = t.dtype === p.dtype ? t : new Tensor(N.cast(t.handle, p.dtype));
-          const vd = v.device === p.device ? v : new Tensor(N.to(v.handle, p.device));
-          N.copy_(p.handle, vd.handle);
-          if (vd !== v) vd.dispose();
-          if (v !== t) v.dispose();
-          fresh.delete(name);
-        }
-      });
-      const unset = [...fresh].filter((n) => saved.some((m) => n === m || n.startsWith(`${m}.`)) || /^(score|classifier)\./.test(n));
-      if (unset.length) throw new SiftError('E_FORMAT', `${info.file}: the adapter has no weights for ${unset.join(', ')} (the task head; modules_to_save)`);
-    } finally {
-      for (const t of tensors.values()) t.dispose();
-    }
-    adapters.merge();
+    const fresh = new Set(loaded.initialized);
+    for (const k of adapter.tensors.keys()) fresh.delete(k);
+    const cfg = adapter.config;
+    const saved = Array.isArray(cfg.modules_to_save) ? (cfg.modules_to_save as string[]) : [];
+    const unset = [...fresh].filter((n) => saved.some((m) => n === m || n.startsWith(`${m}.`)) || /^(score|classifier)\./.test(n));
+    if (unset.length) throw new SiftError('E_FORMAT', `${info.file}: the adapter has no weights for ${unset.join(', ')} (the task head; modules_to_save)`);
+    applyPeftAdapter(model, adapter);
   } finally {
-    adapters.dispose();
+    adapter.dispose();
   }
 }
 
