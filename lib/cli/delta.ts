@@ -1,8 +1,8 @@
 /**
  * What `--delta` names, recognised by content: a SIFT increment (a safetensors file whose metadata
- * says `format: sift-increment`, or a run folder holding delta.safetensors) or a LoRA adapter in
- * PEFT's layout (a folder with adapter_config.json and adapter_model.safetensors, or that
- * safetensors file itself). Both carry the head they were trained with (`sift_head` in the
+ * says `format: sift-increment`, or a run folder holding delta.safetensors) or a PEFT adapter, LoRA
+ * or SUPERTUNING (a folder with adapter_config.json and adapter_model.safetensors, or that
+ * safetensors file itself). sift-ft's carry the head they were trained with (`sift_head` in the
  * increment's metadata, `sift_ft_head` in adapter_config.json), so the base model is rebuilt with
  * that head before the result is applied: a classifier head trained from a language model's body
  * starts from the exact values it was initialised with (the increment stores them).
@@ -20,13 +20,13 @@ import type { TaskName } from '../train/types';
 import { HeadInfo, LoadedModel, TASKS, loadModelForTask } from './common';
 
 export interface DeltaInfo {
-  kind: 'increment' | 'lora';
+  kind: 'increment' | 'lora' | 'supertuning';
   /** The safetensors file. */
   file: string;
   /** The task it was trained for, when recorded. */
   task?: TaskName;
   head?: HeadInfo;
-  /** LoRA: adapter_config.json. */
+  /** PEFT adapters (LoRA, SUPERTUNING): adapter_config.json. */
   adapterConfig?: Record<string, unknown>;
 }
 
@@ -57,19 +57,19 @@ function headOf(raw: unknown, task: unknown): HeadInfo | undefined {
 
 function loraInfo(dir: string, file: string): DeltaInfo {
   const cfgFile = path.join(dir, 'adapter_config.json');
-  if (!fs.existsSync(cfgFile)) throw new SiftError('E_FORMAT', `${file}: a LoRA adapter needs adapter_config.json beside it`);
+  if (!fs.existsSync(cfgFile)) throw new SiftError('E_FORMAT', `${file}: a PEFT adapter needs adapter_config.json beside it`);
   const cfg = readJson(cfgFile);
-  if (cfg.peft_type !== undefined && cfg.peft_type !== 'LORA') {
-    throw new SiftError('E_UNSUPPORTED', `${cfgFile}: peft_type '${cfg.peft_type}' is not supported here (LORA adapters only)`);
+  if (cfg.peft_type !== 'LORA' && cfg.peft_type !== 'SUPERTUNING') {
+    throw new SiftError('E_UNSUPPORTED', `${cfgFile}: peft_type ${JSON.stringify(cfg.peft_type)} is not supported here (LORA and SUPERTUNING adapters are)`);
   }
   if (!fs.existsSync(file)) throw new SiftError('E_IO', `${dir}: no adapter_model.safetensors`);
   // PEFT's own task_type names the head when sift-ft did not write the adapter.
   const peftTask = ({ SEQ_CLS: 'classify', CAUSAL_LM: 'causal-lm' } as Record<string, string>)[String(cfg.task_type)];
   const head = headOf(cfg.sift_ft_head, cfg.sift_ft_task ?? peftTask);
-  return { kind: 'lora', file, task: head?.task, head, adapterConfig: cfg };
+  return { kind: cfg.peft_type === 'SUPERTUNING' ? 'supertuning' : 'lora', file, task: head?.task, head, adapterConfig: cfg };
 }
 
-/** Recognises an increment or a LoRA adapter by its content. */
+/** Recognises an increment or a PEFT adapter (LoRA, SUPERTUNING) by its content. */
 export function inspectDelta(p: string): DeltaInfo {
   if (!fs.existsSync(p)) throw new SiftError('E_IO', `--delta ${p}: no such file or folder`);
   if (fs.statSync(p).isDirectory()) {
@@ -78,7 +78,7 @@ export function inspectDelta(p: string): DeltaInfo {
     if (fs.existsSync(path.join(p, 'config.json'))) {
       throw new SiftError('E_FORMAT', `--delta ${p}: this folder is a full model (a full fine-tuning run writes one): pass it as --model`);
     }
-    throw new SiftError('E_FORMAT', `--delta ${p}: the folder holds neither an increment (delta.safetensors) nor a LoRA adapter (adapter_config.json)`);
+    throw new SiftError('E_FORMAT', `--delta ${p}: the folder holds neither an increment (delta.safetensors) nor a PEFT adapter (adapter_config.json)`);
   }
   if (path.basename(p) === 'adapter_config.json') return loraInfo(path.dirname(p), path.join(path.dirname(p), 'adapter_model.safetensors'));
   let meta: Record<string, string>;
@@ -102,8 +102,8 @@ export function inspectDelta(p: string): DeltaInfo {
     }
     return { kind: 'increment', file: p, task: head?.task, head };
   }
-  if (keys.some((k) => /\.lora_[AB]\./.test(k))) return loraInfo(path.dirname(p), p);
-  throw new SiftError('E_FORMAT', `--delta ${p}: neither a sift-ft increment (metadata format '${INCREMENT_FORMAT}') nor a LoRA adapter (lora_A/lora_B tensors)`);
+  if (keys.some((k) => /\.lora_[AB]\.|\.supertuning_(values|indices)$/.test(k))) return loraInfo(path.dirname(p), p);
+  throw new SiftError('E_FORMAT', `--delta ${p}: neither a sift-ft increment (metadata format '${INCREMENT_FORMAT}') nor a PEFT adapter (lora_A/lora_B or supertuning tensors)`);
 }
 
 /** The task of a model folder's own head, for deltas that do not record theirs. */
@@ -131,7 +131,8 @@ export function taskFor(flag: TaskName | undefined, info: DeltaInfo | null, fall
 /**
  * Applies an increment or adapter to a loaded model in place. Parameters the base checkpoint did
  * not hold (`loaded.initialized`, a fresh head) take the values the increment was trained from
- * first; LoRA adapters are merged into the weights as PEFT merges them (their modules_to_save copied in).
+ * first; PEFT adapters (LoRA, SUPERTUNING) are merged into the weights as PEFT merges them (their
+ * modules_to_save copied in).
  */
 export function applyDelta(loaded: LoadedModel, info: DeltaInfo): void {
   const model = loaded.model;
@@ -162,8 +163,8 @@ export function applyDelta(loaded: LoadedModel, info: DeltaInfo): void {
     }
     return;
   }
-  // A LoRA adapter in PEFT's format: applied as PEFT merges it (io/peft.ts: scaling, rsLoRA,
-  // Conv1D, modules_to_save; DoRA and per-layer patterns refused), after checking that a head the
+  // A PEFT adapter: applied as PEFT merges it (io/peft.ts: LoRA scaling, rsLoRA, Conv1D,
+  // SUPERTUNING's counts, modules_to_save; DoRA and per-layer patterns refused), after checking that a head the
   // base checkpoint lacks comes with the adapter.
   const adapter = readPeftAdapter(info.file);
   try {

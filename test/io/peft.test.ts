@@ -329,6 +329,38 @@ describe('export-peft', () => {
     expect(() => loadWithDelta(llama, run, { task: 'causal-lm', device: 'cpu' })).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
   });
 
+  test('--delta takes the SUPERTUNING adapter export-peft wrote: the same weights as the increment, bit for bit', async () => {
+    const run = path.join(tmp, 'sift-lm-delta');
+    await train(llama, run, { method: 'sift', sift: { sparseRate: 0.05 } });
+    const out = path.join(tmp, 'peft-lm-delta');
+    exportPeft({ modelDir: llama, delta: run, out });
+    const fromIncrement = loadWithDelta(llama, run, { task: 'causal-lm', device: 'cpu' });
+    const fromAdapter = loadWithDelta(llama, out, { task: 'causal-lm', device: 'cpu' });
+    try {
+      expect(fromAdapter.delta?.kind).toBe('supertuning');
+      const a = params(fromAdapter.model);
+      const b = params(fromIncrement.model);
+      const base = loadModelForTask(llama, { task: 'causal-lm', device: 'cpu' });
+      const c = params(base.model);
+      base.model.dispose();
+      let changed = 0;
+      for (const [n, v] of b) {
+        expect(a.get(n)).toEqual(v);
+        if (c.get(n)!.some((x, i) => x !== v[i])) changed++;
+      }
+      expect(changed).toBe(2 * 7);
+    } finally {
+      fromIncrement.model.dispose();
+      fromAdapter.model.dispose();
+    }
+    // A PEFT method sift-ft does not apply is named.
+    const other = path.join(tmp, 'ia3');
+    fs.mkdirSync(other);
+    fs.copyFileSync(path.join(out, 'adapter_model.safetensors'), path.join(other, 'adapter_model.safetensors'));
+    fs.writeFileSync(path.join(other, 'adapter_config.json'), JSON.stringify({ ...readConfig(out), peft_type: 'IA3' }));
+    expect(() => loadWithDelta(llama, other, { task: 'causal-lm', device: 'cpu' })).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
+  });
+
   test('CLI: flags checked, one-line errors', async () => {
     expect((await cliRun('export-peft', '--model', llama, '--out', path.join(tmp, 'x'))).code).toBe(2);
     const bad = await cliRun('export-peft', '--model', llama, '--delta', path.join(tmp, 'llama', 'config.json'), '--out', path.join(tmp, 'x'));
