@@ -59,6 +59,8 @@ export interface Alias {
   flag: string;
   type?: FlagSpec['type'];
   value?: (v: string | number | boolean) => string | number | boolean;
+  /** The alias's own spelling of "not set" (max_steps -1, TrainingArguments' default): the flag is left unset. */
+  unset?: (v: unknown) => boolean;
 }
 
 /** lr_scheduler_type values of transformers that our schedules implement. */
@@ -69,7 +71,7 @@ export const HF_ALIASES: Record<string, Alias> = {
   per_device_train_batch_size: { flag: 'batch-size' },
   gradient_accumulation_steps: { flag: 'grad-accum' },
   num_train_epochs: { flag: 'epochs' },
-  max_steps: { flag: 'steps' },
+  max_steps: { flag: 'steps', unset: (v) => Number(v) === -1 },
   warmup_ratio: { flag: 'warmup-ratio' },
   warmup_steps: { flag: 'warmup-steps' },
   weight_decay: { flag: 'weight-decay' },
@@ -253,6 +255,10 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
     const [flag, alias] = entry;
     const type = alias?.type ?? spec[flag].type;
     const what = `flag --${name}`;
+    if (alias?.unset && value !== undefined && alias.unset(value)) {
+      if (cli[flag] && cli[flag][1] !== name) throw new SiftError('E_ARG', `flag --${flag} given twice (as --${cli[flag][1]} and --${name})`);
+      continue;
+    }
     let v: string | number | boolean;
     if (type === 'boolean') {
       if (negated) {
@@ -305,7 +311,7 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
       const [flag, alias] = entry;
       if (seen[flag]) throw new SiftError('E_ARG', `${configFile}: '${flag}' is set twice (as '${seen[flag]}' and '${key}')`);
       seen[flag] = key;
-      if (raw === null || raw === undefined) continue;
+      if (raw === null || raw === undefined || alias?.unset?.(raw)) continue;
       const what = `'${key}' in ${configFile}`;
       let v: string | number | boolean = (alias?.type ?? spec[flag].type) === 'boolean' ? toBoolean(raw, what) : coerce({ ...spec[flag], choices: alias?.value ? undefined : spec[flag].choices }, raw, what);
       if (alias?.value) v = alias.value(v);

@@ -1,8 +1,8 @@
 /**
  * What `--delta` names, recognised by content: a SIFT increment (a safetensors file whose metadata
- * says `format: sift-increment`, or a run folder holding delta.safetensors) or a LoRA adapter in
- * PEFT's layout (a folder with adapter_config.json and adapter_model.safetensors, or that
- * safetensors file itself). Both carry the head they were trained with (`sift_head` in the
+ * says `format: sift-increment`, or a run folder holding delta.safetensors) or a PEFT adapter, LoRA
+ * or SUPERTUNING (a folder with adapter_config.json and adapter_model.safetensors, or that
+ * safetensors file itself). sift-ft's carry the head they were trained with (`sift_head` in the
  * increment's metadata, `sift_ft_head` in adapter_config.json), so the base model is rebuilt with
  * that head before the result is applied: a classifier head trained from a language model's body
  * starts from the exact values it was initialised with (the increment stores them).
@@ -13,20 +13,20 @@ import { SiftError } from '../engine/errors';
 import { Tensor } from '../engine/tensor';
 import { native } from '../engine/native';
 import { noGrad } from '../autograd/tape';
-import { SafetensorsReader, loadSafetensors } from '../io/safetensors';
+import { SafetensorsReader } from '../io/safetensors';
+import { applyPeftAdapter, readPeftAdapter } from '../io/peft';
 import { applyIncrement, loadIncrement, INCREMENT_FORMAT } from '../sift/increment';
-import { applyLora } from '../train/lora';
 import type { TaskName } from '../train/types';
 import { HeadInfo, LoadedModel, TASKS, loadModelForTask } from './common';
 
 export interface DeltaInfo {
-  kind: 'increment' | 'lora';
+  kind: 'increment' | 'lora' | 'supertuning';
   /** The safetensors file. */
   file: string;
   /** The task it was trained for, when recorded. */
   task?: TaskName;
   head?: HeadInfo;
-  /** LoRA: adapter_config.json. */
+  /** PEFT adapters (LoRA, SUPERTUNING): adapter_config.json. */
   adapterConfig?: Record<string, unknown>;
 }
 
@@ -57,19 +57,19 @@ function headOf(raw: unknown, task: unknown): HeadInfo | undefined {
 
 function loraInfo(dir: string, file: string): DeltaInfo {
   const cfgFile = path.join(dir, 'adapter_config.json');
-  if (!fs.existsSync(cfgFile)) throw new SiftError('E_FORMAT', `${file}: a LoRA adapter needs adapter_config.json beside it`);
+  if (!fs.existsSync(cfgFile)) throw new SiftError('E_FORMAT', `${file}: a PEFT adapter needs adapter_config.json beside it`);
   const cfg = readJson(cfgFile);
-  if (cfg.peft_type !== undefined && cfg.peft_type !== 'LORA') {
-    throw new SiftError('E_UNSUPPORTED', `${cfgFile}: peft_type '${cfg.peft_type}' is not supported here (LORA adapters only)`);
+  if (cfg.peft_type !== 'LORA' && cfg.peft_type !== 'SUPERTUNING') {
+    throw new SiftError('E_UNSUPPORTED', `${cfgFile}: peft_type ${JSON.stringify(cfg.peft_type)} is not supported here (LORA and SUPERTUNING adapters are)`);
   }
   if (!fs.existsSync(file)) throw new SiftError('E_IO', `${dir}: no adapter_model.safetensors`);
   // PEFT's own task_type names the head when sift-ft did not write the adapter.
   const peftTask = ({ SEQ_CLS: 'classify', CAUSAL_LM: 'causal-lm' } as Record<string, string>)[String(cfg.task_type)];
   const head = headOf(cfg.sift_ft_head, cfg.sift_ft_task ?? peftTask);
-  return { kind: 'lora', file, task: head?.task, head, adapterConfig: cfg };
+  return { kind: cfg.peft_type === 'SUPERTUNING' ? 'supertuning' : 'lora', file, task: head?.task, head, adapterConfig: cfg };
 }
 
-/** Recognises an increment or a LoRA adapter by its content. */
+/** Recognises an increment or a PEFT adapter (LoRA, SUPERTUNING) by its content. */
 export function inspectDelta(p: string): DeltaInfo {
   if (!fs.existsSync(p)) throw new SiftError('E_IO', `--delta ${p}: no such file or folder`);
   if (fs.statSync(p).isDirectory()) {
@@ -78,7 +78,7 @@ export function inspectDelta(p: string): DeltaInfo {
     if (fs.existsSync(path.join(p, 'config.json'))) {
       throw new SiftError('E_FORMAT', `--delta ${p}: this folder is a full model (a full fine-tuning run writes one): pass it as --model`);
     }
-    throw new SiftError('E_FORMAT', `--delta ${p}: the folder holds neither an increment (delta.safetensors) nor a LoRA adapter (adapter_config.json)`);
+    throw new SiftError('E_FORMAT', `--delta ${p}: the folder holds neither an increment (delta.safetensors) nor a PEFT adapter (adapter_config.json)`);
   }
   if (path.basename(p) === 'adapter_config.json') return loraInfo(path.dirname(p), path.join(path.dirname(p), 'adapter_model.safetensors'));
   let meta: Record<string, string>;
@@ -102,8 +102,8 @@ export function inspectDelta(p: string): DeltaInfo {
     }
     return { kind: 'increment', file: p, task: head?.task, head };
   }
-  if (keys.some((k) => /\.lora_[AB]\./.test(k))) return loraInfo(path.dirname(p), p);
-  throw new SiftError('E_FORMAT', `--delta ${p}: neither a sift-ft increment (metadata format '${INCREMENT_FORMAT}') nor a LoRA adapter (lora_A/lora_B tensors)`);
+  if (keys.some((k) => /\.lora_[AB]\.|\.supertuning_(values|indices)$/.test(k))) return loraInfo(path.dirname(p), p);
+  throw new SiftError('E_FORMAT', `--delta ${p}: neither a sift-ft increment (metadata format '${INCREMENT_FORMAT}') nor a PEFT adapter (lora_A/lora_B or supertuning tensors)`);
 }
 
 /** The task of a model folder's own head, for deltas that do not record theirs. */
@@ -131,7 +131,8 @@ export function taskFor(flag: TaskName | undefined, info: DeltaInfo | null, fall
 /**
  * Applies an increment or adapter to a loaded model in place. Parameters the base checkpoint did
  * not hold (`loaded.initialized`, a fresh head) take the values the increment was trained from
- * first; LoRA adapters are folded into the weights (their modules_to_save copied in).
+ * first; PEFT adapters (LoRA, SUPERTUNING) are merged into the weights as PEFT merges them (their
+ * modules_to_save copied in).
  */
 export function applyDelta(loaded: LoadedModel, info: DeltaInfo): void {
   const model = loaded.model;
@@ -162,41 +163,20 @@ export function applyDelta(loaded: LoadedModel, info: DeltaInfo): void {
     }
     return;
   }
-  const cfg = info.adapterConfig ?? {};
-  const targets = cfg.target_modules;
-  const sel = Array.isArray(targets) ? (targets as string[]) : typeof targets === 'string' ? targets : undefined;
-  const rank = Number(cfg.r ?? 8);
-  const adapters = applyLora(model, { rank, alpha: Number(cfg.lora_alpha ?? rank), dropout: 0, targetModules: sel, freezeBase: false });
+  // A PEFT adapter: applied as PEFT merges it (io/peft.ts: LoRA scaling, rsLoRA, Conv1D,
+  // SUPERTUNING's counts, modules_to_save; DoRA and per-layer patterns refused), after checking that a head the
+  // base checkpoint lacks comes with the adapter.
+  const adapter = readPeftAdapter(info.file);
   try {
-    adapters.loadAdapter(info.file);
-    const { tensors } = loadSafetensors(info.file);
-    try {
-      const params = new Map(model.namedParameters());
-      const fresh = new Set(loaded.initialized);
-      const saved = Array.isArray(cfg.modules_to_save) ? (cfg.modules_to_save as string[]) : [];
-      noGrad(() => {
-        for (const [k, t] of tensors) {
-          if (/\.lora_[AB]\./.test(k)) continue;
-          const name = k.replace(/^base_model\.model\./, '').replace('.modules_to_save.default.', '.');
-          const p = params.get(name);
-          if (!p) throw new SiftError('E_MISMATCH', `${info.file}: the model has no parameter '${name}'`);
-          if (p.shape.join() !== t.shape.join()) throw new SiftError('E_MISMATCH', `${info.file}: '${name}' has shape [${t.shape}], the model [${p.shape}] (another number of labels?)`);
-          const v = t.dtype === p.dtype ? t : new Tensor(N.cast(t.handle, p.dtype));
-          const vd = v.device === p.device ? v : new Tensor(N.to(v.handle, p.device));
-          N.copy_(p.handle, vd.handle);
-          if (vd !== v) vd.dispose();
-          if (v !== t) v.dispose();
-          fresh.delete(name);
-        }
-      });
-      const unset = [...fresh].filter((n) => saved.some((m) => n === m || n.startsWith(`${m}.`)) || /^(score|classifier)\./.test(n));
-      if (unset.length) throw new SiftError('E_FORMAT', `${info.file}: the adapter has no weights for ${unset.join(', ')} (the task head; modules_to_save)`);
-    } finally {
-      for (const t of tensors.values()) t.dispose();
-    }
-    adapters.merge();
+    const fresh = new Set(loaded.initialized);
+    for (const k of adapter.tensors.keys()) fresh.delete(k);
+    const cfg = adapter.config;
+    const saved = Array.isArray(cfg.modules_to_save) ? (cfg.modules_to_save as string[]) : [];
+    const unset = [...fresh].filter((n) => saved.some((m) => n === m || n.startsWith(`${m}.`)) || /^(score|classifier)\./.test(n));
+    if (unset.length) throw new SiftError('E_FORMAT', `${info.file}: the adapter has no weights for ${unset.join(', ')} (the task head; modules_to_save)`);
+    applyPeftAdapter(model, adapter);
   } finally {
-    adapters.dispose();
+    adapter.dispose();
   }
 }
 

@@ -138,7 +138,14 @@ export function verdict(results: MethodSummary[], opts: { zeroShot?: number; tes
     }
     const rnd = by('random-sparse');
     if (s.gradProportion !== undefined) {
-      lines.push(`SIFT's selected entries carried ${pct(s.gradProportion)} of the gradient's squared norm on average${rnd?.gradProportion !== undefined ? ` (random entries: ${pct(rnd.gradProportion)})` : ''}: the gradient is concentrated on few weights${rnd && rnd.mean > s.mean ? ', though here that did not make the chosen entries the better ones to train' : ''}.`);
+      // Concentrated only if the chosen entries carry well over what as many random entries carry
+      // (measured by random-sparse, else their share of the entries).
+      const chance = rnd?.gradProportion ?? s.trainable / s.total;
+      const concentrated = s.gradProportion > 2 * chance;
+      lines.push(`SIFT's selected entries carried ${pct(s.gradProportion)} of the gradient's squared norm on average${rnd?.gradProportion !== undefined ? ` (random entries: ${pct(rnd.gradProportion)})` : ''}: `
+        + (concentrated
+          ? `the gradient is concentrated on few weights${rnd && rnd.mean > s.mean ? ', though here that did not make the chosen entries the better ones to train' : ''}.`
+          : `not much more than as many random entries carry (${pct(chance)}), so this run does not show the gradient concentrated on few weights.`));
     }
   } else if (results.length > 1) {
     lines.push(compare(ranked[0], ranked[1]));

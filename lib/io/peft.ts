@@ -295,7 +295,7 @@ export function readPeftAdapter(p: string): PeftAdapter {
   try {
     for (const name of r.names()) {
       // An adapter saved without PEFT's stripping still carries the adapter name: drop it the same way.
-      const key = name.replace(/\.default(?=\.weight$|$)/, '');
+      const key = name.replace('.modules_to_save.default.', '.').replace(/\.default(?=\.weight$|$)/, '');
       tensors.set(key.startsWith(PREFIX) ? key.slice(PREFIX.length) : key, r.tensor(name));
     }
   } catch (e) {

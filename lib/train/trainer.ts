@@ -36,7 +36,7 @@ import { ScheduleOptions, lrMultiplier } from '../sift/schedule';
 import { saveSafetensors, loadSafetensors } from '../io/safetensors';
 import { saveModelFolder } from '../io/hf';
 import { writeFileAtomic } from '../io/atomic';
-import type { Example, Metrics, MethodName, Row, TrainerEvent, TrainerOptions } from './types';
+import type { Example, Metrics, MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from './types';
 import { createTask, Task } from './tasks';
 import { BatchSampler, deriveSeed } from './batching';
 import { applyLora, LoraAdapters } from './lora';
@@ -85,11 +85,12 @@ export interface TrainerState {
 }
 
 /** The metrics each task's evaluation reports (checked before training when metricForBest is set). */
-const TASK_METRICS: Record<string, string[]> = {
+const TASK_METRICS: Record<TaskName, string[]> = {
   classify: ['loss', 'accuracy', 'f1', 'mcc'],
   regress: ['loss', 'pearson', 'spearman'],
   'causal-lm': ['loss', 'perplexity'],
   instruct: ['loss', 'perplexity'],
+  chat: ['loss', 'perplexity'],
 };
 
 /** Metrics where lower is better; every other metric is better when greater. */
@@ -395,28 +396,36 @@ export class Trainer {
     check(!this.disposed, 'E_DISPOSED', 'this Trainer was disposed');
     check(!this.running, 'E_ARG', 'fit() is already running');
     check(Array.isArray(train) && train.length > 0, 'E_ARG', 'fit(): no training rows');
-    this.running = true;
-    const restoreThreads = this.applyThreads();
     const o = this.options;
     const outDir = o.outDir;
-    const log = outDir ? path.join(outDir, 'log.jsonl') : null;
-    if (outDir) fs.mkdirSync(outDir, { recursive: true });
-    if (log && !o.resume) fs.writeFileSync(log, '');
-    // A run that does not resume starts over in outDir: checkpoints of an earlier run there would
-    // otherwise be taken for its own by a later resume.
-    if (outDir && !o.resume) {
-      for (const c of listCheckpoints(outDir)) fs.rmSync(path.join(outDir, c.name), { recursive: true, force: true });
-      for (const n of ['checkpoint', 'best', 'trainer_state.json']) fs.rmSync(path.join(outDir, n), { recursive: true, force: true });
-    }
+    // Checked before anything in outDir is touched (a run that does not resume clears it).
     const tensorboard = wantsTensorboard(o.reportTo);
     check(!tensorboard || !!outDir, 'E_ARG', "reportTo 'tensorboard' needs outDir (the event file goes there)");
-    const tb = tensorboard ? new TensorBoardLogger(outDir!) : null;
+    this.running = true;
+    const restoreThreads = this.applyThreads();
+    const log = outDir ? path.join(outDir, 'log.jsonl') : null;
+    let tb: TensorBoardLogger | null = null;
     const emit = (e: TrainerEvent): TrainerEvent => {
       if (log) fs.appendFileSync(log, JSON.stringify({ ...e, time: new Date().toISOString() }) + '\n');
       tb?.add(e);
       return e;
     };
     try {
+      if (outDir) {
+        try {
+          fs.mkdirSync(outDir, { recursive: true });
+        } catch (e) {
+          throw new SiftError('E_IO', `cannot create outDir ${outDir}: ${(e as Error).message}`);
+        }
+      }
+      if (log && !o.resume) fs.writeFileSync(log, '');
+      // A run that does not resume starts over in outDir: checkpoints of an earlier run there would
+      // otherwise be taken for its own by a later resume.
+      if (outDir && !o.resume) {
+        for (const c of listCheckpoints(outDir)) fs.rmSync(path.join(outDir, c.name), { recursive: true, force: true });
+        for (const n of ['checkpoint', 'best', 'trainer_state.json']) fs.rmSync(path.join(outDir, n), { recursive: true, force: true });
+      }
+      if (tensorboard) tb = new TensorBoardLogger(outDir!);
       const examples = this.task.prepare(train);
       check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
       const evalEx = evalData && evalData.length ? this.task.prepare(evalData) : null;
@@ -424,7 +433,7 @@ export class Trainer {
         check(!!evalEx, 'E_ARG', 'metricForBest needs evaluation data (fit(train, evalData))');
         const known = TASK_METRICS[this.task.name];
         const m = metricName(o.metricForBest);
-        check(!known || known.includes(m), 'E_ARG', `metricForBest '${o.metricForBest}': task ${this.task.name} reports ${known?.join(', ')}`);
+        check(known.includes(m), 'E_ARG', `metricForBest '${o.metricForBest}': task ${this.task.name} reports ${known.join(', ')}`);
       }
       const sampler = new BatchSampler(examples.length, {
         batchSize: this.batchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),

@@ -52,6 +52,16 @@ describe('verdict', () => {
     expect(verdict([summary('sift', [0.5, 0.52, 0.49]), summary('full', [0.55, 0.5, 0.51])], { grid })).toMatch(/No method got far above chance/);
   });
 
+  test('the gradient is called concentrated only when the chosen entries carry well over what random ones do', () => {
+    const grid = [1e-3, 1e-2, 1e-1];
+    const flat = verdict([summary('sift', [0.9, 0.91, 0.92], 1e-2, { gradProportion: 0.03 }), summary('random-sparse', [0.8, 0.81, 0.82], 1e-2, { gradProportion: 0.025 })], { grid });
+    expect(flat).toMatch(/carried 3\.0% of the gradient's squared norm on average \(random entries: 2\.5%\): not much more than as many random entries carry \(2\.5%\), so this run does not show the gradient concentrated/);
+    expect(flat).not.toMatch(/the gradient is concentrated/);
+    // Without random-sparse, the chance level is SIFT's share of the entries (8,000 of 480,000).
+    expect(verdict([summary('sift', [0.9, 0.91, 0.92], 1e-2, { gradProportion: 0.02 }), summary('full', [0.9, 0.92, 0.91])], { grid })).toMatch(/not much more than as many random entries carry \(1\.7%\)/);
+    expect(verdict([summary('sift', [0.9, 0.91, 0.92], 1e-2, { gradProportion: 0.2 }), summary('full', [0.9, 0.92, 0.91])], { grid })).toMatch(/carried 20\.0% .*: the gradient is concentrated on few weights\./);
+  });
+
   test('the table shows mean ± std, range and every seed', () => {
     const t = demoTable([summary('sift', [0.84, 0.86, 0.85], 3e-3)]);
     expect(t).toMatch(/sift.*3e-3.*85\.0% ± 1\.0.*84\.0-86\.0%.*84\.0 \/ 86\.0 \/ 85\.0/);

@@ -18,6 +18,7 @@ import { SiftError } from '../../lib/engine/errors';
 import { applyPeftAdapter, peftTargetModules, supertuningCount, supertuningSparsity } from '../../lib/io/peft';
 import { exportPeft } from '../../lib/cli/export-peft';
 import { loadModelForTask } from '../../lib/cli/common';
+import { loadWithDelta } from '../../lib/cli/delta';
 import { main } from '../../lib/cli/main';
 
 /** The dataclass fields of PEFT's PeftConfig (peft/config.py) and SupertuningConfig (peft/tuners/supertuning/config.py). */
@@ -284,6 +285,80 @@ describe('export-peft', () => {
       loaded.model.dispose();
       b.model.dispose();
     }
+  });
+
+  test('--delta of a PEFT LoRA adapter (eval, generate, merge, export-onnx) merges as PEFT does: rsLoRA scale, DoRA refused', async () => {
+    const run = path.join(tmp, 'lora-rs');
+    await train(llama, run, { method: 'lora', lora: { rank: 4, alpha: 4 } });
+    const cfgFile = path.join(run, 'adapter_config.json');
+    const cfg = readConfig(run);
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, use_rslora: true }));
+    const bm = loadModelForTask(llama, { task: 'causal-lm', device: 'cpu' }).model;
+    const base = params(bm);
+    bm.dispose();
+    const r = SafetensorsReader.open(path.join(run, 'adapter_model.safetensors'));
+    const get = (k: string) => {
+      const t = r.tensor(`base_model.model.model.layers.0.self_attn.q_proj.${k}.weight`);
+      const v = { shape: t.shape.slice(), data: Float32Array.from(t.toArray() as Float32Array) };
+      t.dispose();
+      return v;
+    };
+    const A = get('lora_A');
+    const B = get('lora_B');
+    r.close();
+    const [rank, inF] = A.shape;
+    const outF = B.shape[0];
+    const scale = 4 / Math.sqrt(rank); // use_rslora: lora_alpha / sqrt(r), not lora_alpha / r
+    const w0 = base.get('model.layers.0.self_attn.q_proj.weight')!;
+    const expected = Float32Array.from(w0, (w, idx) => {
+      const o = Math.floor(idx / inF);
+      const i = idx % inF;
+      let d = 0;
+      for (let k = 0; k < rank; k++) d += B.data[o * rank + k] * A.data[k * inF + i];
+      return w + scale * d;
+    });
+    expect(outF * inF).toBe(w0.length);
+    const loaded = loadWithDelta(llama, run, { task: 'causal-lm', device: 'cpu' });
+    try {
+      const got = params(loaded.model).get('model.layers.0.self_attn.q_proj.weight')!;
+      for (let i = 0; i < got.length; i++) expect(Math.abs(got[i] - expected[i])).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(expected[i])));
+    } finally {
+      loaded.model.dispose();
+    }
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, use_dora: true }));
+    expect(() => loadWithDelta(llama, run, { task: 'causal-lm', device: 'cpu' })).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
+  });
+
+  test('--delta takes the SUPERTUNING adapter export-peft wrote: the same weights as the increment, bit for bit', async () => {
+    const run = path.join(tmp, 'sift-lm-delta');
+    await train(llama, run, { method: 'sift', sift: { sparseRate: 0.05 } });
+    const out = path.join(tmp, 'peft-lm-delta');
+    exportPeft({ modelDir: llama, delta: run, out });
+    const fromIncrement = loadWithDelta(llama, run, { task: 'causal-lm', device: 'cpu' });
+    const fromAdapter = loadWithDelta(llama, out, { task: 'causal-lm', device: 'cpu' });
+    try {
+      expect(fromAdapter.delta?.kind).toBe('supertuning');
+      const a = params(fromAdapter.model);
+      const b = params(fromIncrement.model);
+      const base = loadModelForTask(llama, { task: 'causal-lm', device: 'cpu' });
+      const c = params(base.model);
+      base.model.dispose();
+      let changed = 0;
+      for (const [n, v] of b) {
+        expect(a.get(n)).toEqual(v);
+        if (c.get(n)!.some((x, i) => x !== v[i])) changed++;
+      }
+      expect(changed).toBe(2 * 7);
+    } finally {
+      fromIncrement.model.dispose();
+      fromAdapter.model.dispose();
+    }
+    // A PEFT method sift-ft does not apply is named.
+    const other = path.join(tmp, 'ia3');
+    fs.mkdirSync(other);
+    fs.copyFileSync(path.join(out, 'adapter_model.safetensors'), path.join(other, 'adapter_model.safetensors'));
+    fs.writeFileSync(path.join(other, 'adapter_config.json'), JSON.stringify({ ...readConfig(out), peft_type: 'IA3' }));
+    expect(() => loadWithDelta(llama, other, { task: 'causal-lm', device: 'cpu' })).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
   });
 
   test('CLI: flags checked, one-line errors', async () => {

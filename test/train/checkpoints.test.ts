@@ -121,3 +121,63 @@ test('a run without resume starts over: checkpoints of an earlier run in outDir 
   expect(fs.existsSync(path.join(out, 'best'))).toBe(false);
   expect(JSON.parse(fs.readFileSync(path.join(out, 'trainer_state.json'), 'utf8'))).toEqual({ latest: 'checkpoint-2', checkpoints: ['checkpoint-2'], best: null });
 });
+
+test('a bad reportTo is refused before outDir is touched, and a failed start leaves the Trainer usable', async () => {
+  const out = path.join(dir, 'keep');
+  await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, checkpointEvery: 1, outDir: out });
+  const log = fs.readFileSync(path.join(out, 'log.jsonl'), 'utf8');
+  expect(listCheckpoints(out).map((c) => c.step)).toEqual([1, 2]);
+  const { error } = await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, outDir: out, reportTo: 'wandb' as never });
+  expect(error).toMatchObject({ code: 'E_ARG' });
+  // Nothing of the earlier run was deleted or truncated by the refused one.
+  expect(listCheckpoints(out).map((c) => c.step)).toEqual([1, 2]);
+  expect(fs.readFileSync(path.join(out, 'log.jsonl'), 'utf8')).toBe(log);
+
+  // outDir under a regular file: the start fails with E_IO, every time (not 'fit() is already running').
+  const blocker = path.join(dir, 'a-file');
+  fs.writeFileSync(blocker, 'x');
+  const m = createModel(cfg, { task: 'sequence-classification', seed: 7 });
+  const t = new Trainer(m, null, { task: 'classify', method: 'full', steps: 1, batchSize: 8, outDir: path.join(blocker, 'run'), reportTo: 'tensorboard' });
+  try {
+    for (let i = 0; i < 2; i++) {
+      let err: unknown;
+      try {
+        for await (const e of t.fit(train)) void e;
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toMatchObject({ code: 'E_IO' });
+    }
+  } finally {
+    t.dispose();
+    m.dispose();
+  }
+});
+
+test('metricForBest is checked against the chat task\'s metrics before training', async () => {
+  const lm = createModel({ ...cfg, num_labels: undefined }, { task: 'causal-lm', seed: 7 });
+  const chatRows: Row[] = train.map((r) => ({ input_ids: r.input_ids }));
+  try {
+    for (const [metric, ok] of [['accuracy', false], ['eval_perplexity', true]] as const) {
+      const t = new Trainer(lm, null, { task: 'chat', method: 'full', steps: 1, batchSize: 8, evalEvery: 1, metricForBest: metric });
+      const events: TrainerEvent[] = [];
+      let error: unknown;
+      try {
+        for await (const e of t.fit(chatRows, chatRows.slice(0, 8))) events.push(e);
+      } catch (e) {
+        error = e;
+      } finally {
+        t.dispose();
+      }
+      if (ok) {
+        expect(error).toBeUndefined();
+        expect(evals(events).length).toBeGreaterThan(0);
+      } else {
+        expect(error).toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/task chat reports loss, perplexity/) });
+        expect(events.filter((e) => e.type === 'step')).toEqual([]);
+      }
+    }
+  } finally {
+    lm.dispose();
+  }
+});
