@@ -1,0 +1,131 @@
+/**
+ * Activation memory of a training step: the tensors each op keeps for its backward, per decoder
+ * block, read off the block's forward (lib/models/llama.ts, gpt2.ts) and checked against
+ * liveTensors().peakBytes on the CPU backend (test/plan/plan.test.ts, docs/memory.md). The block's
+ * dimensions come from its parameters' shapes in the shape-only module tree, so a config's
+ * head_dim, grouped KV heads or intermediate size are read the way the model reads them.
+ *
+ * The peak of a step comes at the start of the backward: every block's saved tensors, the output
+ * layer's logits and their gradient. With activation checkpointing a block keeps only its input,
+ * and the block being recomputed holds its full set during its backward.
+ */
+import { SiftError } from '../engine/errors';
+import type { PreTrainedModel } from '../models/common';
+import type { TaskName } from '../train/types';
+
+export interface ActivationInput {
+  batchSize: number;
+  seqLength: number;
+  /** Bytes per activation entry (the weights' dtype: 4 for f32, 2 for bf16). */
+  actSize: number;
+  checkpointing: boolean;
+  task: TaskName;
+  /** LoRA: [in, out, rank] of each adapted layer. */
+  adapters?: [number, number, number][];
+}
+
+export interface ActivationEstimate {
+  family: 'llama' | 'gpt2';
+  /** Saved tensors of one block (bytes). */
+  perBlock: number;
+  blocks: number;
+  /** Kept for the backward at the peak. */
+  saved: number;
+  /** Output-layer and block-backward transients at the peak. */
+  workspace: number;
+}
+
+interface BlockShape {
+  family: 'llama' | 'gpt2';
+  D: number;
+  /** Query width (heads x head dim) and key/value width (KV heads x head dim). */
+  qWidth: number;
+  kvWidth: number;
+  heads: number;
+  inner: number;
+}
+
+function shapeOf(model: PreTrainedModel, name: string): number[] | null {
+  const p = model.namedParameters().find(([n]) => n === name);
+  return p ? p[1].shape : null;
+}
+
+/** Blocks in the list whose first block's prefix is `prefix` ('model.layers.0.'). */
+function countBlocks(names: string[], prefix: string): number {
+  const base = prefix.slice(0, prefix.length - 2);
+  const ids = new Set<string>();
+  for (const n of names) {
+    if (!n.startsWith(base)) continue;
+    const m = /^(\d+)\./.exec(n.slice(base.length));
+    if (m) ids.add(m[1]);
+  }
+  return ids.size;
+}
+
+/** The first block's prefix and dimensions, found by the parameter names the families use. */
+function blockShape(model: PreTrainedModel): { prefix: string; blocks: number; shape: BlockShape } {
+  const names = model.namedParameters().map(([n]) => n);
+  const cfg = model.config;
+  const heads = Number(cfg.num_attention_heads ?? cfg.n_head ?? 1);
+  const llama = names.find((n) => /(^|\.)layers\.0\.self_attn\.q_proj\.weight$/.test(n));
+  if (llama && names.some((n) => n.endsWith('layers.0.mlp.gate_proj.weight'))) {
+    const prefix = llama.slice(0, llama.length - 'self_attn.q_proj.weight'.length);
+    const q = shapeOf(model, `${prefix}self_attn.q_proj.weight`)!;
+    const k = shapeOf(model, `${prefix}self_attn.k_proj.weight`)!;
+    const g = shapeOf(model, `${prefix}mlp.gate_proj.weight`)!;
+    return { prefix, blocks: countBlocks(names, prefix), shape: { family: 'llama', D: q[1], qWidth: q[0], kvWidth: k[0], heads, inner: g[0] } };
+  }
+  const gpt2 = names.find((n) => /(^|\.)h\.0\.attn\.c_attn\.weight$/.test(n));
+  if (gpt2) {
+    const prefix = gpt2.slice(0, gpt2.length - 'attn.c_attn.weight'.length);
+    const a = shapeOf(model, `${prefix}attn.c_attn.weight`)!;
+    const f = shapeOf(model, `${prefix}mlp.c_fc.weight`)!;
+    return { prefix, blocks: countBlocks(names, prefix), shape: { family: 'gpt2', D: a[0], qWidth: a[0], kvWidth: a[0], heads, inner: f[1] } };
+  }
+  throw new SiftError('E_UNSUPPORTED', `plan: no activation formula for model type '${String(cfg.model_type)}' (decoder blocks of the LLaMA or GPT-2 layout)`);
+}
+
+/** Vocabulary of the output layer: the lm_head's rows (or the tied embedding's). */
+function vocabOf(model: PreTrainedModel): number {
+  const head = model.namedParameters().find(([n]) => /(^|\.)(lm_head|embed_tokens|wte)\.weight$/.test(n));
+  return head ? head[1].shape[0] : 0;
+}
+
+export function activationBytes(model: PreTrainedModel, o: ActivationInput): ActivationEstimate {
+  const { blocks, shape: s } = blockShape(model);
+  const a = o.actSize;
+  const BT = o.batchSize * o.seqLength;
+  // Per-row statistics are f32 whatever the activations' dtype: a norm's rstd (and mean), attention's log-sum-exp.
+  const lse = 4 * o.batchSize * s.heads * o.seqLength;
+  let perBlock: number;
+  let blockTransient: number;
+  if (s.family === 'llama') {
+    // input (norm 1), norm 1 out (q/k/v), rotated q and k, v, attention out, merged heads (o_proj),
+    // h = x + attn (norm 2), norm 2 out (gate/up), gate out (silu), silu out and up out (mul), product (down).
+    perBlock = a * BT * (4 * s.D + 3 * s.qWidth + 2 * s.kvWidth + 4 * s.inner) + 2 * 4 * BT + lse;
+    // Backward of the MLP: gradients of the product, the gate and up outputs live together.
+    blockTransient = a * BT * 3 * s.inner;
+  } else {
+    // input (ln_1), ln_1 out (c_attn), q, k, v, attention out, merged heads (c_proj), h (ln_2), ln_2 out (c_fc),
+    // c_fc out (gelu), gelu out (c_proj).
+    perBlock = a * BT * (8 * s.D + 2 * s.inner) + 2 * 8 * BT + lse;
+    blockTransient = a * BT * 2 * s.inner;
+  }
+  // LoRA: base(x) + scale * B(A x) keeps the base output, B's product, its scaled copy and A x (B's
+  // input) until the step's scope ends, and (measured) one more tensor of the layer's input size.
+  const adapterBytes = (o.adapters ?? []).reduce((acc, [inF, outF, r]) => acc + a * BT * (inF + 3 * outF + r), 0);
+  perBlock += adapterBytes / blocks;
+  const kept = o.checkpointing ? a * BT * s.D * blocks + perBlock : perBlock * blocks;
+  let head: number;
+  let headTransient: number;
+  if (o.task === 'causal-lm' || o.task === 'instruct' || o.task === 'chat') {
+    const V = vocabOf(model);
+    // ids, positions and shifted targets (i64); final norm out (lm_head); logits (cross-entropy) and their gradient.
+    head = 3 * 8 * BT + a * BT * s.D + 4 * BT + a * BT * V;
+    headTransient = a * BT * V;
+  } else {
+    head = 2 * 8 * BT + a * BT * s.D + 4 * BT;
+    headTransient = a * BT * s.D;
+  }
+  return { family: s.family, perBlock, blocks, saved: kept + head, workspace: Math.max(headTransient, blockTransient) };
+}
