@@ -20,6 +20,8 @@ const registry: Record<string, () => BenchModule> = {
   profile: () => require('./profile') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   host: () => require('./host') as BenchModule,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  shapes: () => require('./shapes') as BenchModule,
 };
 
 async function main(): Promise<void> {
