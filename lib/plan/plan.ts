@@ -160,7 +160,7 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
         moments += 8 * p.size;
         if (wSize < 4) masters += 4 * p.size;
       }
-      gradients += method === 'sift' ? largestTargetGrad : 0;
+      gradients += largestTargetGrad;
     } else {
       let trained: [string, { size: number }][];
       if (method === 'full') {

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { liveTensors, HFConfig, SiftError, kForRate } from '../../lib';
 import { planMemory, shapeOnlyModel, quantizedBytes } from '../../lib/plan/plan';
+import { planWarning } from '../../lib/cli/plan';
 
 const CONFIGS: Record<string, HFConfig> = {
   gpt2: { model_type: 'gpt2', vocab_size: 97, n_positions: 128, n_embd: 64, n_layer: 3, n_head: 4, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 },
@@ -133,5 +134,16 @@ describe('sift-ft plan (CLI)', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('finetune warns before a run that will not fit', () => {
+  test('a 70B-shaped full fine-tuning plan is over this machine; a tiny one is not', () => {
+    const big: HFConfig = { model_type: 'llama', vocab_size: 128256, hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: 80, num_attention_heads: 64, num_key_value_heads: 8, max_position_embeddings: 8192 };
+    const line = planWarning(big, { method: 'full', batchSize: 8, maxLength: 4096, device: 'cpu' });
+    expect(line).toMatch(/^warning: plan predicts a peak of .* more than the .* free on/);
+    expect(planWarning(CONFIGS.llama, { method: 'sift', batchSize: 2, maxLength: 32, device: 'cpu' })).toBeNull();
+    // A model the planner has no formula for gives no warning (and no error): the run goes on.
+    expect(planWarning({ model_type: 'bert', vocab_size: 10, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8 }, { task: 'classify' })).toBeNull();
   });
 });
