@@ -115,17 +115,23 @@ export function activationBytes(model: PreTrainedModel, o: ActivationInput): Act
   // input) until the step's scope ends, and (measured) one more tensor of the layer's input size.
   const adapterBytes = (o.adapters ?? []).reduce((acc, [inF, outF, r]) => acc + a * BT * (inF + 3 * outF + r), 0);
   perBlock += adapterBytes / blocks;
-  const kept = o.checkpointing ? a * BT * s.D * blocks + perBlock : perBlock * blocks;
-  let head: number;
-  let headTransient: number;
+  // Saved through the whole backward: every block's tensors, or only its input when checkpointed.
+  const blocksKept = o.checkpointing ? a * BT * s.D * blocks : perBlock * blocks;
+  let headKept: number;
+  let logits: number;
   if (o.task === 'causal-lm' || o.task === 'instruct' || o.task === 'chat') {
-    const V = vocabOf(model);
-    // ids, positions and shifted targets (i64); final norm out (lm_head); logits (cross-entropy) and their gradient.
-    head = 3 * 8 * BT + a * BT * s.D + 4 * BT + a * BT * V;
-    headTransient = a * BT * V;
+    // ids, positions and shifted targets (i64), the final norm's output (lm_head) and statistics; the logits (cross-entropy).
+    headKept = 3 * 8 * BT + a * BT * s.D + 4 * BT;
+    logits = a * BT * vocabOf(model);
   } else {
-    head = 2 * 8 * BT + a * BT * s.D + 4 * BT;
-    headTransient = a * BT * s.D;
+    headKept = 2 * 8 * BT + a * BT * s.D + 4 * BT;
+    logits = 0;
   }
-  return { family: s.family, perBlock, blocks, saved: kept + head, workspace: Math.max(headTransient, blockTransient) };
+  // Two moments compete for the peak: the output layer's backward (the logits and their gradient
+  // alive; no block recomputed yet), and a block's backward (the logits gone; the block's own
+  // tensors recomputed when checkpointed, the gradient flowing in, its intermediates).
+  const atHead = { saved: blocksKept + headKept + logits, workspace: Math.max(logits, a * BT * s.D) };
+  const atBlock = { saved: blocksKept + headKept + (o.checkpointing ? perBlock : 0), workspace: a * BT * s.D + blockTransient };
+  const peak = atHead.saved + atHead.workspace >= atBlock.saved + atBlock.workspace ? atHead : atBlock;
+  return { family: s.family, perBlock, blocks, saved: peak.saved, workspace: peak.workspace };
 }
