@@ -37,6 +37,12 @@ export interface ActivationEstimate {
 
 interface BlockShape {
   family: 'llama' | 'gpt2';
+  /** LLaMA-layout variants (the shared decoder of Qwen, Mistral, Gemma, Phi-3): q/k/v in one projection, per-head q/k norms, norms around both branches, Gemma's f32 norms. */
+  fusedQkv?: boolean;
+  qkNorm?: boolean;
+  sandwichNorms?: boolean;
+  f32Norms?: boolean;
+  kvHeads?: number;
   D: number;
   /** Query width (heads x head dim) and key/value width (KV heads x head dim). */
   qWidth: number;
@@ -67,13 +73,26 @@ function blockShape(model: PreTrainedModel): { prefix: string; blocks: number; s
   const names = model.namedParameters().map(([n]) => n);
   const cfg = model.config;
   const heads = Number(cfg.num_attention_heads ?? cfg.n_head ?? 1);
-  const llama = names.find((n) => /(^|\.)layers\.0\.self_attn\.q_proj\.weight$/.test(n));
-  if (llama && names.some((n) => n.endsWith('layers.0.mlp.gate_proj.weight'))) {
-    const prefix = llama.slice(0, llama.length - 'self_attn.q_proj.weight'.length);
-    const q = shapeOf(model, `${prefix}self_attn.q_proj.weight`)!;
-    const k = shapeOf(model, `${prefix}self_attn.k_proj.weight`)!;
-    const g = shapeOf(model, `${prefix}mlp.gate_proj.weight`)!;
-    return { prefix, blocks: countBlocks(names, prefix), shape: { family: 'llama', D: q[1], qWidth: q[0], kvWidth: k[0], heads, inner: g[0] } };
+  const attn = names.find((n) => /(^|\.)layers\.0\.self_attn\.(q|qkv)_proj\.weight$/.test(n));
+  const prefix = attn ? attn.slice(0, attn.lastIndexOf('self_attn.')) : '';
+  const gateUp = attn && (shapeOf(model, `${prefix}mlp.gate_proj.weight`) ?? shapeOf(model, `${prefix}mlp.gate_up_proj.weight`));
+  if (attn && gateUp) {
+    const fusedQkv = attn.endsWith('qkv_proj.weight');
+    const D = shapeOf(model, attn)![1];
+    const o = shapeOf(model, `${prefix}self_attn.o_proj.weight`)!;
+    const qWidth = o[1];
+    const kvWidth = fusedQkv ? (shapeOf(model, attn)![0] - qWidth) / 2 : shapeOf(model, `${prefix}self_attn.k_proj.weight`)![0];
+    const inner = names.includes(`${prefix}mlp.gate_up_proj.weight`) ? gateUp[0] / 2 : gateUp[0];
+    const kinds = new Map(model.namedModules().map(([p, m]) => [p, m.kind]));
+    const headDim = qWidth / heads;
+    return {
+      prefix, blocks: countBlocks(names, prefix), shape: {
+        family: 'llama', D, qWidth, kvWidth, heads, inner, fusedQkv, kvHeads: kvWidth / headDim,
+        qkNorm: names.includes(`${prefix}self_attn.q_norm.weight`),
+        sandwichNorms: names.includes(`${prefix}pre_feedforward_layernorm.weight`),
+        f32Norms: kinds.get(`${prefix}input_layernorm`) === 'GemmaRMSNorm',
+      },
+    };
   }
   const gpt2 = names.find((n) => /(^|\.)h\.0\.attn\.c_attn\.weight$/.test(n));
   if (gpt2) {
@@ -101,8 +120,18 @@ export function activationBytes(model: PreTrainedModel, o: ActivationInput): Act
   let blockTransient: number;
   if (s.family === 'llama') {
     // input (norm 1), norm 1 out (q/k/v), rotated q and k, v, attention out, merged heads (o_proj),
-    // h = x + attn (norm 2), norm 2 out (gate/up), gate out (silu), silu out and up out (mul), product (down).
-    perBlock = a * BT * (4 * s.D + 3 * s.qWidth + 2 * s.kvWidth + 4 * s.inner) + 2 * 4 * BT + lse;
+    // h = x + attn (norm 2), norm 2 out (gate/up), gate out (the activation), activation out and up
+    // out (mul), product (down). A fused q/k/v keeps its whole output alive (v is a view of it) besides
+    // the rotated q and k; q/k norms keep the projections they normalise; norms around both branches
+    // keep the attention and MLP outputs they read. Gemma's norms on bf16 activations compute in f32:
+    // the f32 input (read by the backward) and the f32 output live on.
+    const Q = s.qWidth, K = s.kvWidth;
+    const qkv = s.fusedQkv ? Q + 2 * K + Q + K : Q + 2 * K;
+    const norms = s.sandwichNorms ? 4 : 2;
+    perBlock = a * BT * (4 * s.D + qkv + (s.qkNorm ? Q + K : 0) + 2 * Q + 4 * s.inner + (s.sandwichNorms ? 2 * s.D : 0))
+      + norms * 4 * BT + lse
+      + (s.qkNorm ? 4 * BT * (s.heads + (s.kvHeads ?? s.heads)) : 0)
+      + (s.f32Norms && a < 4 ? norms * 8 * BT * s.D : 0);
     // Backward of the MLP: gradients of the product, the gate and up outputs live together.
     blockTransient = a * BT * 3 * s.inner;
   } else {

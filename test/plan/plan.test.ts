@@ -8,11 +8,22 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
-import { liveTensors, HFConfig, SiftError, kForRate } from '../../lib';
+import { liveTensors, HFConfig, SiftError, kForRate, supportedModelTypes } from '../../lib';
 import { planMemory, shapeOnlyModel, quantizedBytes } from '../../lib/plan/plan';
 import { planWarning } from '../../lib/cli/plan';
 
+const small = { vocab_size: 97, hidden_size: 64, intermediate_size: 176, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128, head_dim: 16, tie_word_embeddings: false };
+/** The other decoder families at the same small shape: each case runs where this build has the family. */
+const FAMILIES: Record<string, HFConfig> = {
+  qwen2: { model_type: 'qwen2', ...small },
+  qwen3: { model_type: 'qwen3', ...small },
+  mistral: { model_type: 'mistral', ...small },
+  gemma: { model_type: 'gemma', ...small, hidden_activation: 'gelu_pytorch_tanh' },
+  gemma2: { model_type: 'gemma2', ...small, hidden_activation: 'gelu_pytorch_tanh', query_pre_attn_scalar: 16, final_logit_softcapping: 30, attn_logit_softcapping: 50, sliding_window: 16 },
+  phi3: { model_type: 'phi3', ...small, resid_pdrop: 0, attention_dropout: 0, embd_pdrop: 0 },
+};
 const CONFIGS: Record<string, HFConfig> = {
+  ...FAMILIES,
   // Wider, with an output layer that dominates (4000 tokens) and grouped KV heads.
   'gpt2-wide': { model_type: 'gpt2', vocab_size: 4000, n_positions: 256, n_embd: 128, n_layer: 2, n_head: 8, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 },
   'llama-wide': { model_type: 'llama', vocab_size: 4000, hidden_size: 128, intermediate_size: 352, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 2, max_position_embeddings: 256, tie_word_embeddings: false },
@@ -50,6 +61,11 @@ describe('plan agrees with the measured peak within 15%', () => {
   const cases: [string, 'sift' | 'full' | 'lora', boolean, 'bf16' | 'none'][] = [];
   for (const fam of ['gpt2', 'llama']) for (const m of ['sift', 'full', 'lora'] as const) for (const ck of [false, true]) for (const mp of ['none', 'bf16'] as const) cases.push([fam, m, ck, mp]);
   for (const m of ['sift', 'full', 'lora'] as const) for (const ck of [false, true]) cases.push(['gpt2-wide', m, ck, 'none'], ['llama-wide', m, ck, 'bf16']);
+  const have = new Set(supportedModelTypes());
+  const families = Object.keys(FAMILIES).filter((f) => have.has(f));
+  for (const fam of families) for (const m of ['sift', 'full', 'lora'] as const) for (const ck of [false, true]) for (const mp of ['none', 'bf16'] as const) cases.push([fam, m, ck, mp]);
+  const missing = Object.keys(FAMILIES).filter((f) => !have.has(f));
+  (missing.length ? test.skip : test)(`families not in this build: ${missing.join(', ') || 'none'}`, () => undefined);
   (built ? test.each(cases) : test.skip.each(cases))('%s %s checkpointing=%s precision=%s (needs dist/: npx tsc)', (fam, method, ck, mp) => {
     const opts = { task: 'causal-lm' as const, method, batchSize: 2, maxLength: fam.endsWith('wide') ? 128 : 32, activationCheckpointing: ck, mixedPrecision: mp };
     const plan = planMemory(CONFIGS[fam], opts);
