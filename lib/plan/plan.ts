@@ -47,7 +47,7 @@ export interface PlanParts {
   masters: number;
   moments: number;
   indices: number;
-  /** Dense gradients: all of them (full), the adapters' (LoRA), or the largest target's, gathered and freed in its hook (SIFT). */
+  /** Dense gradients: all of them (full), the adapters' (LoRA), or the largest target's, gathered and freed in its hook (SIFT; a checkpointed block's targets together). */
   gradients: number;
   /** Tensors the forward keeps for the backward, at the peak. */
   activations: number;
@@ -159,6 +159,17 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
         gradients += p.size * wSize;
         moments += 8 * p.size;
         if (wSize < 4) masters += 4 * p.size;
+      }
+      // A checkpointed block's backward hands the gradients of every weight it reads to the outer
+      // backward at once (lib/autograd/checkpoint.ts): the block's targets' dense gradients coexist.
+      if (opts.activationCheckpointing) {
+        const perBlock = new Map<string, number>();
+        for (const [name, p] of plan.sparse) {
+          const m = /^(.*?\.\d+)\./.exec(name);
+          const key = m ? m[1] : name;
+          perBlock.set(key, (perBlock.get(key) ?? 0) + p.size * wSize);
+        }
+        largestTargetGrad = Math.max(largestTargetGrad, ...perBlock.values());
       }
       gradients += largestTargetGrad;
     } else {
