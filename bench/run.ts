@@ -24,6 +24,8 @@ const registry: Record<string, () => BenchModule> = {
   host: () => require('./host') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   eventloop: () => require('./eventloop') as BenchModule,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  shapes: () => require('./shapes') as BenchModule,
 };
 
 async function main(): Promise<void> {

@@ -114,9 +114,39 @@ function checkShape(shape: number[], op: string): void {
   check(Array.isArray(shape) && shape.every((d) => Number.isInteger(d) && d >= 0), 'E_SHAPE', `${op}: invalid shape [${shape}]`);
 }
 
+let shapeOnlyDepth = 0;
+
+/**
+ * Runs fn with shape-only creation: full, zeros, ones, randn and rand return a one-element buffer
+ * viewed (stride 0) as the requested shape, so a module tree of any size is built with its real
+ * parameter shapes and dtypes in a few bytes per parameter (what `sift-ft plan` measures). Values
+ * are meaningless; nothing built this way may be trained or evaluated.
+ */
+export function shapeOnly<T>(fn: () => T): T {
+  shapeOnlyDepth++;
+  try {
+    return fn();
+  } finally {
+    shapeOnlyDepth--;
+  }
+}
+
+/** Whether creation is shape-only (inside shapeOnly()). */
+export function isShapeOnly(): boolean {
+  return shapeOnlyDepth > 0;
+}
+
+function placeholder(shape: number[], dtype: DType, device: string): Tensor {
+  const one = N().full([1], 0, dtype, device);
+  const h = N().view(one, shape, shape.map(() => 0), 0);
+  N().dispose(one);
+  return wrap(h);
+}
+
 export function full(shape: number[], value: number, opts: TensorOptions = {}): Tensor {
   checkShape(shape, 'full');
   const { dtype, device } = resolve(opts);
+  if (shapeOnlyDepth > 0) return finish(placeholder(shape, dtype, device), opts);
   return finish(wrap(N().full(shape, value, dtype, device)), opts);
 }
 
@@ -169,6 +199,7 @@ export function randn(shape: number[], opts: RandomOptions = {}): Tensor {
   checkShape(shape, 'randn');
   const { dtype, device } = resolve(opts);
   check(isFloat(dtype), 'E_DTYPE', `randn: dtype must be floating-point, got ${dtype}`);
+  if (shapeOnlyDepth > 0) return finish(placeholder(shape, dtype, device), opts);
   return finish(wrap(N().randn(shape, dtype, device, nextSeed(opts))), opts);
 }
 
@@ -177,6 +208,7 @@ export function rand(shape: number[], opts: RandomOptions = {}): Tensor {
   checkShape(shape, 'rand');
   const { dtype, device } = resolve(opts);
   check(isFloat(dtype), 'E_DTYPE', `rand: dtype must be floating-point, got ${dtype}`);
+  if (shapeOnlyDepth > 0) return finish(placeholder(shape, dtype, device), opts);
   return finish(wrap(N().rand(shape, dtype, device, nextSeed(opts))), opts);
 }
 

@@ -14,6 +14,9 @@ import { writeFileAtomic } from '../io/atomic';
 import { deviceFlag, fmtBytes, fmtDuration, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, writeJson, columnFlags, columnsOf, TASKS } from './common';
 import { Progress, fmtMetrics } from './progress';
 import { RunRecorder, renderReport } from './report';
+import { planWarning } from './plan';
+import { loadConfig } from '../io/hf';
+import type { HFConfig } from '../models/common';
 
 export const METHODS: MethodName[] = ['sift', 'full', 'lora', 'random-sparse'];
 
@@ -219,6 +222,14 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const runConfig = resolvedConfig(parsed ?? { flags: f, sources: {} });
   for (const k of ['model', 'data', 'eval-data', 'out']) if (typeof runConfig[k] === 'string') runConfig[k] = path.resolve(runConfig[k] as string);
   writeFileAtomic(path.join(out, 'run_config.json'), [JSON.stringify(runConfig, null, 2) + '\n']);
+
+  // Before anything is allocated: one line when the plan says the run will not fit the device.
+  const warning = planWarning(loadConfig(modelDir) as HFConfig, {
+    task, method: opts.method, sparseRate: opts.sift?.sparseRate, batchSize: opts.batchSize, maxLength: opts.maxLength,
+    activationCheckpointing: opts.activationCheckpointing, mixedPrecision: opts.mixedPrecision, device: device.startsWith('cuda') ? 'cuda' : 'cpu',
+    loraRank: opts.lora?.rank, targetModules: opts.method === 'lora' ? opts.lora?.targetModules : opts.sift?.targetModules, denseModules: opts.sift?.denseModules,
+  });
+  if (warning) process.stderr.write(warning + '\n');
 
   const rows = await loadRows(dataFile);
   if (rows.length === 0) throw new SiftError('E_FORMAT', `${dataFile}: no rows`);

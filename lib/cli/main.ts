@@ -13,6 +13,7 @@ import { exportPeftFlags, exportPeftHelp, runExportPeft } from './export-peft';
 import { finetuneFlags, finetuneHelp, runFinetune } from './finetune';
 import { generateFlags, generateHelp, runGenerate } from './generate';
 import { infoFlags, infoHelp, runInfo } from './info';
+import { planFlags, planHelp, runPlan } from './plan';
 import { mergeFlags, mergeHelp, runMerge } from './merge';
 import { selectFlags, selectHelp, runSelect } from './select';
 
@@ -33,6 +34,7 @@ const commands: Record<string, Command> = {
   merge: { help: mergeHelp, flags: mergeFlags, run: runMerge, usage: '--model DIR --delta FILE|DIR --out DIR' },
   bench: { help: benchHelp, flags: benchFlags, run: runBench, raw: true, usage: '[name...] [benchmark flags]' },
   info: { help: infoHelp, flags: infoFlags, run: runInfo },
+  plan: { help: planHelp, flags: planFlags, run: runPlan, usage: '--model DIR|config.json --method sift|full|lora [--batch-size B] [--max-length T] [--json]' },
   demo: { help: demoHelp, flags: demoFlags, run: runDemo, usage: '[--quick] [--out DIR]' },
   'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE|DIR] --out model.onnx' },
   'export-peft': { help: exportPeftHelp, flags: exportPeftFlags, run: runExportPeft, usage: '--model DIR --delta FILE|DIR --out DIR' },

@@ -8,13 +8,14 @@ import { Module } from '../nn/module';
 import { Embedding, InitOptions } from '../nn/layers';
 import { matmul, linear, conv1d } from '../autograd/matmul';
 import { add, mul } from '../autograd/elementwise';
-import { randn, zeros } from '../autograd/creation';
+import { randn, zeros, isShapeOnly } from '../autograd/creation';
 import { noGrad, isGradEnabled } from '../autograd/tape';
 import { checkpoint } from '../autograd/checkpoint';
 
 export function normalTensor(shape: number[], opts: InitOptions): Tensor {
   return noGrad(() => {
     const r = randn(shape, { seed: opts.seed, device: opts.device, dtype: opts.dtype ?? 'f32' });
+    if (isShapeOnly()) return r;
     const t = mul(r, opts.std ?? 0.02);
     r.dispose();
     return t;

@@ -5,7 +5,7 @@ import { linear } from '../autograd/matmul';
 import { embedding } from '../autograd/nn';
 import { layerNorm, rmsNorm } from '../autograd/nn';
 import { dropout } from '../autograd/attention';
-import { zeros, ones, randn } from '../autograd/creation';
+import { zeros, ones, randn, isShapeOnly } from '../autograd/creation';
 import { mul } from '../autograd/elementwise';
 import { noGrad } from '../autograd/tape';
 
@@ -20,6 +20,7 @@ export interface InitOptions {
 function normalInit(shape: number[], opts: InitOptions): Tensor {
   return noGrad(() => {
     const r = randn(shape, { seed: opts.seed, device: opts.device, dtype: opts.dtype ?? 'f32' });
+    if (isShapeOnly()) return r;
     const t = mul(r, opts.std ?? 0.02);
     r.dispose();
     return t;

@@ -135,6 +135,30 @@ function headModules(model: PreTrainedModel): string[] {
   return model.children().map(([n]) => n).filter((n) => n === 'score' || n === 'classifier');
 }
 
+/**
+ * SIFT's targets and dense modules for a run: the options' own, else every linear layer but the
+ * output and task heads (those are trained densely).
+ */
+export function siftSelectors(model: PreTrainedModel, options: TrainerOptions): { targetModules: ModuleSelector; denseModules?: ModuleSelector } {
+  const o = options.sift ?? {};
+  const heads = options.task === 'classify' || options.task === 'regress' ? headModules(model) : [];
+  const headRe = heads.length ? `(?:${heads.join('|')})(?:\\..*)?` : undefined;
+  const underHead = (p: string) => heads.some((h) => p === h || p.startsWith(`${h}.`));
+  let targetModules = o.targetModules;
+  if (targetModules === undefined) {
+    targetModules = model.namedModules()
+      .filter(([p, m]) => p && LINEAR_KINDS.has(m.kind) && !p.endsWith('lm_head') && !underHead(p))
+      .map(([p]) => p);
+  }
+  let denseModules = o.denseModules;
+  if (denseModules === undefined && headRe) {
+    const isTarget = moduleMatcher(targetModules, model, 'targetModules');
+    const headPaths = model.namedModules().map(([p]) => p).filter(underHead);
+    if (!isTarget || !headPaths.some((p) => isTarget(p))) denseModules = headRe;
+  }
+  return { targetModules, denseModules };
+}
+
 export class Trainer {
   readonly task: Task;
   readonly method: MethodName;
@@ -214,25 +238,8 @@ export class Trainer {
 
   // ---- setup
 
-  /** Default SIFT targets: every linear layer but the output and task heads (those are trained densely). */
   private siftSelectors(): { targetModules: ModuleSelector; denseModules?: ModuleSelector } {
-    const o = this.options.sift ?? {};
-    const heads = this.options.task === 'classify' || this.options.task === 'regress' ? headModules(this.model) : [];
-    const headRe = heads.length ? `(?:${heads.join('|')})(?:\\..*)?` : undefined;
-    const underHead = (p: string) => heads.some((h) => p === h || p.startsWith(`${h}.`));
-    let targetModules = o.targetModules;
-    if (targetModules === undefined) {
-      targetModules = this.model.namedModules()
-        .filter(([p, m]) => p && LINEAR_KINDS.has(m.kind) && !p.endsWith('lm_head') && !underHead(p))
-        .map(([p]) => p);
-    }
-    let denseModules = o.denseModules;
-    if (denseModules === undefined && headRe) {
-      const isTarget = moduleMatcher(targetModules, this.model, 'targetModules');
-      const headPaths = this.model.namedModules().map(([p]) => p).filter(underHead);
-      if (!isTarget || !headPaths.some((p) => isTarget(p))) denseModules = headRe;
-    }
-    return { targetModules, denseModules };
+    return siftSelectors(this.model, this.options);
   }
 
   private setup(): void {

@@ -1,0 +1,169 @@
+/**
+ * `sift-ft plan` against what the same run measures: a short training run on the CPU backend with
+ * SIFT_FT_CPU_QUEUE=1 (tensors live as on a CUDA stream) reports peakMemoryBytes; the plan must be
+ * within 15% of it for GPT-2 and LLaMA, sift / full / lora, with and without activation
+ * checkpointing and bf16. The shape-only module tree has the real shapes and costs a few bytes.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { spawnSync } from 'child_process';
+import { liveTensors, HFConfig, SiftError, kForRate, supportedModelTypes } from '../../lib';
+import { planMemory, shapeOnlyModel, quantizedBytes } from '../../lib/plan/plan';
+import { planWarning } from '../../lib/cli/plan';
+
+const small = { vocab_size: 97, hidden_size: 64, intermediate_size: 176, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128, head_dim: 16, tie_word_embeddings: false };
+/** The other decoder families at the same small shape: each case runs where this build has the family. */
+const FAMILIES: Record<string, HFConfig> = {
+  qwen2: { model_type: 'qwen2', ...small },
+  qwen3: { model_type: 'qwen3', ...small },
+  mistral: { model_type: 'mistral', ...small },
+  gemma: { model_type: 'gemma', ...small, hidden_activation: 'gelu_pytorch_tanh' },
+  gemma2: { model_type: 'gemma2', ...small, hidden_activation: 'gelu_pytorch_tanh', query_pre_attn_scalar: 16, final_logit_softcapping: 30, attn_logit_softcapping: 50, sliding_window: 16 },
+  phi3: { model_type: 'phi3', ...small, resid_pdrop: 0, attention_dropout: 0, embd_pdrop: 0 },
+};
+const CONFIGS: Record<string, HFConfig> = {
+  ...FAMILIES,
+  // Wider, with an output layer that dominates (4000 tokens) and grouped KV heads.
+  'gpt2-wide': { model_type: 'gpt2', vocab_size: 4000, n_positions: 256, n_embd: 128, n_layer: 2, n_head: 8, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 },
+  'llama-wide': { model_type: 'llama', vocab_size: 4000, hidden_size: 128, intermediate_size: 352, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 2, max_position_embeddings: 256, tie_word_embeddings: false },
+  gpt2: { model_type: 'gpt2', vocab_size: 97, n_positions: 128, n_embd: 64, n_layer: 3, n_head: 4, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 },
+  llama: { model_type: 'llama', vocab_size: 97, hidden_size: 64, intermediate_size: 176, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128, tie_word_embeddings: false },
+};
+
+/**
+ * One short run per case in a child process on the built package (dist/), with SIFT_FT_CPU_QUEUE=1:
+ * the CPU executor reads it when it starts, which a jest worker may have done already.
+ */
+const MEASURE = `
+const { createModel, liveTensors } = require(process.argv[1] + '/dist/lib');
+const { Trainer } = require(process.argv[1] + '/dist/lib/train/trainer');
+const [cfg, opts] = JSON.parse(process.argv[2]);
+(async () => {
+  const baseline = liveTensors().cpu.bytes;
+  const model = createModel(cfg, { task: 'causal-lm', seed: 1 });
+  const rows = Array.from({ length: 4 }, (_, i) => ({ input_ids: Array.from({ length: opts.maxLength }, (_, j) => (i * 7 + j * 3) % cfg.vocab_size) }));
+  const t = new Trainer(model, null, { ...opts, steps: 2, lr: 1e-3, sift: { sparseRate: 0.01 }, lora: { rank: 8 } });
+  let peak = 0;
+  for await (const e of t.fit(rows)) if (e.type === 'done') peak = e.peakMemoryBytes - baseline;
+  process.stdout.write(String(peak));
+})();
+`;
+
+const root = path.join(__dirname, '..', '..');
+const built = fs.existsSync(path.join(root, 'dist', 'lib', 'train', 'trainer.js'));
+const measured: string[] = [];
+afterAll(() => {
+  if (process.env.SIFT_FT_PLAN_TABLE) fs.writeFileSync(process.env.SIFT_FT_PLAN_TABLE, measured.join('\n') + '\n');
+});
+
+describe('plan agrees with the measured peak within 15%', () => {
+  const cases: [string, 'sift' | 'full' | 'lora', boolean, 'bf16' | 'none'][] = [];
+  for (const fam of ['gpt2', 'llama']) for (const m of ['sift', 'full', 'lora'] as const) for (const ck of [false, true]) for (const mp of ['none', 'bf16'] as const) cases.push([fam, m, ck, mp]);
+  for (const m of ['sift', 'full', 'lora'] as const) for (const ck of [false, true]) cases.push(['gpt2-wide', m, ck, 'none'], ['llama-wide', m, ck, 'bf16']);
+  const have = new Set(supportedModelTypes());
+  const families = Object.keys(FAMILIES).filter((f) => have.has(f));
+  for (const fam of families) for (const m of ['sift', 'full', 'lora'] as const) for (const ck of [false, true]) for (const mp of ['none', 'bf16'] as const) cases.push([fam, m, ck, mp]);
+  const missing = Object.keys(FAMILIES).filter((f) => !have.has(f));
+  (missing.length ? test.skip : test)(`families not in this build: ${missing.join(', ') || 'none'}`, () => undefined);
+  (built ? test.each(cases) : test.skip.each(cases))('%s %s checkpointing=%s precision=%s (needs dist/: npx tsc)', (fam, method, ck, mp) => {
+    const opts = { task: 'causal-lm' as const, method, batchSize: 2, maxLength: fam.endsWith('wide') ? 128 : 32, activationCheckpointing: ck, mixedPrecision: mp };
+    const plan = planMemory(CONFIGS[fam], opts);
+    const r = spawnSync(process.execPath, ['-e', MEASURE, root, JSON.stringify([CONFIGS[fam], opts])], { encoding: 'utf8', env: { ...process.env, SIFT_FT_CPU_QUEUE: '1' } });
+    expect(r.stderr).toBe('');
+    const peak = Number(r.stdout);
+    expect(peak).toBeGreaterThan(0);
+    const ratio = plan.peakBytes / peak;
+    measured.push(`| ${fam} | ${opts.maxLength} | ${method} | ${ck ? 'yes' : 'no'} | ${mp} | ${plan.peakBytes} | ${peak} | ${ratio.toFixed(3)} |`);
+    expect(ratio).toBeGreaterThan(0.85);
+    expect(ratio).toBeLessThan(1.15);
+  });
+});
+
+describe('shape-only module tree', () => {
+  test('real parameter shapes of a Llama-3.2-1B config in a few bytes each', () => {
+    const cfg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'bench', 'configs', 'llama-3.2-1b.json'), 'utf8')) as HFConfig;
+    const before = liveTensors().cpu.bytes;
+    const m = shapeOnlyModel(cfg, 'causal-lm');
+    try {
+      const params = m.namedParameters();
+      // The published count of Llama-3.2-1B (tied embeddings counted once).
+      expect(params.reduce((a, [, t]) => a + t.size, 0)).toBe(1235814400);
+      expect(params.find(([n]) => n === 'model.embed_tokens.weight')![1].shape).toEqual([128256, 2048]);
+      expect(params.find(([n]) => n === 'model.layers.15.self_attn.k_proj.weight')![1].shape).toEqual([512, 2048]);
+      expect(params.find(([n]) => n === 'model.layers.0.mlp.down_proj.weight')![1].shape).toEqual([2048, 8192]);
+      expect(liveTensors().cpu.bytes - before).toBeLessThan(params.length * 16);
+    } finally {
+      m.dispose();
+    }
+  });
+
+  test('plan of the 1B shape: parts add up, SIFT k per target, bf16 weights', () => {
+    const cfg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'bench', 'configs', 'llama-3.2-1b.json'), 'utf8')) as HFConfig;
+    const p = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 128, mixedPrecision: 'bf16' });
+    expect(p.parameters).toBe(1235814400);
+    expect(p.parts.weights).toBe(2 * 1235814400);
+    // Targets: the 7 projections of 16 blocks (not the tied embedding / lm_head).
+    const perBlock = [[2048, 2048], [512, 2048], [512, 2048], [2048, 2048], [8192, 2048], [8192, 2048], [2048, 8192]];
+    const k = 16 * perBlock.reduce((a, [o, i]) => a + kForRate(0.01, o * i), 0);
+    expect(p.trainable).toBe(k);
+    expect(p.parts.moments).toBe(8 * k);
+    expect(p.parts.indices).toBe(4 * k);
+    const sum = p.parts.weights + p.parts.quantizedWeights + p.parts.trainableState + p.parts.gradients + p.parts.activations + p.parts.workspace;
+    expect(p.peakBytes).toBe(sum);
+    const nf4 = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 128, mixedPrecision: 'bf16', quantize: 'nf4' });
+    expect(nf4.parts.quantizedWeights).toBeGreaterThan(0);
+    expect(nf4.peakBytes).toBeLessThan(0.6 * p.peakBytes);
+  });
+
+  test('quantized sizes: int8 one byte and a row scale; NF4 half a byte, an 8-bit absmax per 64, an f32 per 256 blocks', () => {
+    expect(quantizedBytes('int8', [4096, 4096])).toBe(4096 * 4096 + 4 * 4096);
+    const n = 4096 * 4096;
+    expect(quantizedBytes('nf4', [4096, 4096])).toBe(n / 2 + n / 64 + 4 * (n / 64 / 256) + 4);
+  });
+
+  test('bad input is a typed error', () => {
+    expect(() => planMemory(CONFIGS.llama, { method: 'nope' as never })).toThrow(SiftError);
+    expect(() => planMemory(CONFIGS.llama, { sparseRate: 2 })).toThrow(/sparse rate/);
+    expect(() => planMemory({ model_type: 'bert', vocab_size: 10, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8 }, { task: 'classify' })).toThrow(/no activation formula/);
+  });
+});
+
+describe('sift-ft plan (CLI)', () => {
+  const cli = path.join(__dirname, '..', '..', 'dist', 'lib', 'cli', 'main.js');
+  const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+  const have = fs.existsSync(cli);
+  (have ? test : test.skip)('--json prints peakBytes and the parts; a folder or a config.json', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-plan-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(CONFIGS.llama));
+      for (const target of [dir, path.join(dir, 'config.json')]) {
+        const r = run(['plan', '--model', target, '--method', 'lora', '--batch-size', '2', '--max-length', '32', '--json']);
+        expect(r.status).toBe(0);
+        const j = JSON.parse(r.stdout);
+        expect(j.peakBytes).toBe(planMemory(CONFIGS.llama, { method: 'lora', batchSize: 2, maxLength: 32 }).peakBytes);
+        for (const k of ['weights', 'quantizedWeights', 'trainableState', 'masters', 'moments', 'indices', 'gradients', 'activations', 'workspace']) expect(typeof j.parts[k]).toBe('number');
+        expect(j.fits).toBe(true);
+      }
+      const text = run(['plan', '--model', dir, '--device', 'cuda']);
+      expect(text.status).toBe(0);
+      expect(text.stdout).toMatch(/peak/);
+      const bad = run(['plan', '--model', path.join(dir, 'missing.json')]);
+      expect(bad.status).not.toBe(0);
+      expect(bad.stderr).toMatch(/E_IO/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('finetune warns before a run that will not fit', () => {
+  test('a 70B-shaped full fine-tuning plan is over this machine; a tiny one is not', () => {
+    const big: HFConfig = { model_type: 'llama', vocab_size: 128256, hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: 80, num_attention_heads: 64, num_key_value_heads: 8, max_position_embeddings: 8192 };
+    const line = planWarning(big, { method: 'full', batchSize: 8, maxLength: 4096, device: 'cpu' });
+    expect(line).toMatch(/^warning: plan predicts a peak of .* more than the .* free on/);
+    expect(planWarning(CONFIGS.llama, { method: 'sift', batchSize: 2, maxLength: 32, device: 'cpu' })).toBeNull();
+    // A model the planner has no formula for gives no warning (and no error): the run goes on.
+    expect(planWarning({ model_type: 'bert', vocab_size: 10, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8 }, { task: 'classify' })).toBeNull();
+  });
+});
