@@ -227,3 +227,32 @@ withGloo('two CPU processes (gloo)', () => {
     expect(err0).toMatch(/E_DIST/);
   }, 180000);
 });
+
+// On a GPU machine (gpu-check runs the [cuda] tests): a one-rank NCCL group through the whole
+// finetune path. Several GPUs are needed for more ranks (NCCL takes one GPU per rank).
+const CUDA = (() => {
+  try {
+    return require('../../lib/engine/runtime').cudaAvailable() as boolean;
+  } catch {
+    return false;
+  }
+})();
+(CUDA ? describe : describe.skip)('NCCL', () => {
+  test('[cuda] a one-rank NCCL group trains on cuda:LOCAL_RANK and reports its gradient bytes', async () => {
+    if (!fs.existsSync(BIN)) ensureDist();
+    const out = path.join(tmp, 'nccl');
+    const port = await freePort();
+    const env = { ...cleanEnv(), RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
+    const r = spawnSync(process.execPath, [BIN, ...finetuneArgs(out, 2).map((a) => (a === 'cpu' ? 'cuda' : a))], { env, encoding: 'utf8' });
+    if (r.status !== 0 && /NCCL was not found/.test(r.stderr)) {
+      console.warn(`NCCL test not run: ${r.stderr.trim()}`);
+      return;
+    }
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const res = JSON.parse(r.stdout);
+    expect(res.worldSize).toBe(1);
+    expect(res.communication.bytesPerStep).toBeGreaterThan(0);
+    expect(fs.existsSync(path.join(out, 'delta.safetensors'))).toBe(true);
+  }, 180000);
+});
