@@ -35,17 +35,17 @@ export interface LaunchPlan {
 /** Splits `launch` arguments at `--` and checks them. */
 export function planLaunch(argv: string[]): LaunchPlan {
   const sep = argv.indexOf('--');
-  if (sep < 0 || sep === argv.length - 1) throw new SiftError('E_ARG', 'launch: give the command after --, e.g. sift-ft launch --nproc-per-node 2 -- finetune --model M --data D --task T --out O');
-  const f: Parsed = parseCommand(argv.slice(0, sep), launchFlags, { configFile: false }).flags;
-  if (f._.length) throw new SiftError('E_ARG', `launch: unexpected argument '${f._[0]}' before -- (the command goes after --)`);
-  if (f['nproc-per-node'] === undefined) throw new SiftError('E_ARG', 'launch: --nproc-per-node is required');
+  if (sep < 0 || sep === argv.length - 1) throw new SiftError('E_ARG', 'give the command after --, e.g. sift-ft launch --nproc-per-node 2 -- finetune --model M --data D --task T --out O');
+  const f: Parsed = parseCommand(argv.slice(0, sep), launchFlags).flags;
+  if (f._.length) throw new SiftError('E_ARG', `unexpected argument '${f._[0]}' before -- (the command goes after --)`);
+  if (f['nproc-per-node'] === undefined) throw new SiftError('E_ARG', '--nproc-per-node is required');
   const plan: LaunchPlan = {
     nproc: f['nproc-per-node'] as number, nnodes: f.nnodes as number, nodeRank: f['node-rank'] as number,
     masterAddr: f['master-addr'] as string, masterPort: f['master-port'] as number, command: argv.slice(sep + 1),
   };
-  if (plan.nodeRank >= plan.nnodes) throw new SiftError('E_ARG', `launch: --node-rank ${plan.nodeRank} must be below --nnodes ${plan.nnodes}`);
-  if (plan.masterPort > 65535) throw new SiftError('E_ARG', `launch: --master-port must be at most 65535, got ${plan.masterPort}`);
-  if (plan.command[0] === 'launch') throw new SiftError('E_ARG', 'launch: the command cannot be launch itself');
+  if (plan.nodeRank >= plan.nnodes) throw new SiftError('E_ARG', `--node-rank ${plan.nodeRank} must be below --nnodes ${plan.nnodes}`);
+  if (plan.masterPort > 65535) throw new SiftError('E_ARG', `--master-port must be at most 65535, got ${plan.masterPort}`);
+  if (plan.command[0] === 'launch') throw new SiftError('E_ARG', 'the command cannot be launch itself');
   return plan;
 }
 

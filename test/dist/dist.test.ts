@@ -39,7 +39,16 @@ function freePort(): Promise<number> {
   });
 }
 
+/** Rebuilds dist/ when a source the spawned CLI runs is newer than its output. */
 function ensureDist(): void {
+  const stale = (dir: string): boolean => fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).some((d) => {
+    const rel = path.join(dir, d.name);
+    if (d.isDirectory()) return stale(rel);
+    if (!d.name.endsWith('.ts')) return false;
+    const js = path.join(ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
+    return !fs.existsSync(js) || fs.statSync(js).mtimeMs < fs.statSync(path.join(ROOT, rel)).mtimeMs;
+  });
+  if (!stale('lib')) return;
   const r = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
   if (r.status !== 0) throw new Error('tsc failed');
 }
@@ -225,6 +234,32 @@ withGloo('two CPU processes (gloo)', () => {
     expect(Date.now() - killedAt).toBeLessThan(25000);
     expect(code).not.toBe(0);
     expect(err0).toMatch(/E_DIST/);
+  }, 180000);
+
+  test('launch ends the other processes and names the rank when one dies', async () => {
+    const out = path.join(tmp, 'launch-killed');
+    const port = await freePort();
+    const launcher = spawn(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(out, 2, ['--steps', '100000'])], { env: cleanEnv() });
+    let err = '';
+    launcher.stderr.on('data', (c) => (err += String(c)));
+    const exited = new Promise<number>((resolve) => launcher.on('exit', (code) => resolve(code ?? -1)));
+    const log = path.join(out, 'log.jsonl');
+    const t0 = Date.now();
+    while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
+      if (Date.now() - t0 > 120000) throw new Error('training did not start');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // The launcher's children: kill one of them.
+    const ps = spawnSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' });
+    const pids = ps.stdout.trim().split(/\s+/).map(Number).filter((p) => p > 0);
+    expect(pids.length).toBe(2);
+    process.kill(pids[1], 'SIGKILL');
+    const killedAt = Date.now();
+    const code = await exited;
+    expect(Date.now() - killedAt).toBeLessThan(20000);
+    expect(code).not.toBe(0);
+    expect(err).toMatch(/sift-ft launch: rank \d of 2 was killed by SIGKILL/);
+    for (const p of pids) expect(() => process.kill(p, 0)).toThrow();
   }, 180000);
 });
 
