@@ -32,6 +32,8 @@ export type { AttentionOptions, DropoutOptions } from './autograd/attention';
 
 export { Module } from './nn/module';
 export { Linear, Embedding, LayerNorm, RMSNorm, Dropout } from './nn/layers';
+export { ProcessGroup, distEnv, glooAvailable } from './dist/group';
+export type { DistEnv, ProcessGroupOptions } from './dist/group';
 export { Sift, kForRate } from './sift/sift';
 export type { SiftOptions, SelectionOptions, SelectionScore, SparseTarget, SiftSummary, SiftSummaryRow } from './sift/sift';
 export { SparseAdamW } from './sift/optimizer';

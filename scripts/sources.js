@@ -4,7 +4,7 @@
 const fs = require('fs');
 const path = require('path');
 const root = path.join(__dirname, '..');
-const dirs = ['native/core', 'native/cpu', 'native/ops', 'native/binding'];
+const dirs = ['native/core', 'native/cpu', 'native/ops', 'native/dist', 'native/binding'];
 const files = [];
 for (const d of dirs) {
   for (const f of fs.readdirSync(path.join(root, d)).sort()) if (f.endsWith('.cpp')) files.push(`${d}/${f}`);

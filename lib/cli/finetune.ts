@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { SiftError } from '../engine/errors';
 import { loadRows } from '../train/data';
+import { distEnv, ProcessGroup } from '../dist/group';
 import { Trainer, latestCheckpoint } from '../train/trainer';
 import type { MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from '../train/types';
 import type { ModuleSelector } from '../sift/targets';
@@ -64,6 +65,7 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   device: deviceFlag,
   json: { type: 'boolean', help: 'print the final summary as JSON' },
   quiet: { type: 'boolean', help: 'no progress output' },
+  'dist-timeout': { type: 'number', min: 1, default: 600, help: 'data parallel (under sift-ft launch or torchrun): seconds a process waits for the others in a collective before the run ends with E_DIST' },
 };
 
 export const finetuneHelp = 'Fine-tunes a model with SIFT (or full, lora, random-sparse) and writes the increment, a log and a report.';
@@ -174,6 +176,9 @@ export interface FinetuneResult {
   stoppedEarly?: boolean;
   gradProportion?: Record<string, number>;
   meanGradProportion?: number;
+  /** Data parallel: the processes, and the gradient bytes all-reduced per step beside full fine-tuning's. */
+  worldSize?: number;
+  communication?: { bytesPerStep: number; fullFinetuneBytesPerStep: number; fraction: number };
 }
 
 export function meanOf(v: Record<string, number> | undefined): number | undefined {
@@ -212,16 +217,23 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const task = requireTask(f.task);
   const out = requireFlag(f.out as string | undefined, 'out', 'the output folder');
   const evalFile = f['eval-data'] === undefined ? undefined : requireFile(f['eval-data'], 'eval-data', 'the evaluation data file');
-  const device = resolveDevice(f.device);
+  let device = resolveDevice(f.device);
+  // Started by sift-ft launch or torchrun: join the group first (each CUDA process takes cuda:LOCAL_RANK).
+  const group = distEnv() ? await ProcessGroup.init({ device, timeoutSec: f['dist-timeout'] as number }) : undefined;
+  if (group) device = group.device;
+  const writer = !group || group.rank === 0;
   const opts = trainerOptionsFrom(f, task, device, out);
+  opts.processGroup = group;
   if (opts.metricForBest && !evalFile) throw new SiftError('E_ARG', `--metric-for-best${f['metric-for-best'] === undefined ? ' (implied by --early-stopping-patience)' : ''} needs --eval-data`);
   if (opts.resume && !latestCheckpoint(out)) throw new SiftError('E_IO', `--resume: no checkpoint in ${out} (checkpoint-<step>/ folders are written there by --checkpoint-every, on interruption and at the end)`);
   fs.mkdirSync(out, { recursive: true });
-  // The configuration the run resolved (defaults, --config file, flags), beside its results.
-  // Paths made absolute, so that the file is a --config for the same run from any folder.
-  const runConfig = resolvedConfig(parsed ?? { flags: f, sources: {} });
-  for (const k of ['model', 'data', 'eval-data', 'out']) if (typeof runConfig[k] === 'string') runConfig[k] = path.resolve(runConfig[k] as string);
-  writeFileAtomic(path.join(out, 'run_config.json'), [JSON.stringify(runConfig, null, 2) + '\n']);
+  if (writer) {
+    // The configuration the run resolved (defaults, --config file, flags), beside its results.
+    // Paths made absolute, so that the file is a --config for the same run from any folder.
+    const runConfig = resolvedConfig(parsed ?? { flags: f, sources: {} });
+    for (const k of ['model', 'data', 'eval-data', 'out']) if (typeof runConfig[k] === 'string') runConfig[k] = path.resolve(runConfig[k] as string);
+    writeFileAtomic(path.join(out, 'run_config.json'), [JSON.stringify(runConfig, null, 2) + '\n']);
+  }
 
   // Before anything is allocated: one line when the plan says the run will not fit the device.
   const warning = planWarning(loadConfig(modelDir) as HFConfig, {
@@ -245,7 +257,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const controller = new AbortController();
   opts.signal = controller.signal;
   const trainer = new Trainer(loaded.model, loaded.tokenizer, opts);
-  const progress = f.quiet ? null : new Progress(process.stderr, `finetune ${opts.method}`);
+  const progress = f.quiet || !writer ? null : new Progress(process.stderr, `finetune ${opts.method}`);
   const note = (s: string) => (progress ? progress.note(s) : process.stderr.write(`sift-ft finetune: ${s}\n`));
   const rec = new RunRecorder();
   let tokensPerSec = 0;
@@ -269,6 +281,11 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
     });
     progress?.end();
     const done = rec.done;
+    if (!writer) {
+      // Rank 0 writes the results; the others only take part in the collectives (evaluation included).
+      if (!done?.metrics && evalRows) await trainer.evaluate(evalRows);
+      return done?.interrupted ? 130 : 0;
+    }
     if (done?.interrupted) {
       const ckpt = latestCheckpoint(out);
       process.stderr.write(`sift-ft finetune: interrupted at step ${done.step}; checkpoint ${ckpt}; no increment written. Run the same command with --resume to finish.\n`);
@@ -303,6 +320,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
       stoppedEarly: done?.stoppedEarly,
       gradProportion: rec.gradProportion,
       meanGradProportion: meanOf(rec.gradProportion),
+      ...(group ? { worldSize: group.worldSize, communication: done?.communication } : {}),
     };
     const config: Record<string, unknown> = {
       model: path.resolve(modelDir), data: path.resolve(dataFile), evalData: evalFile ? path.resolve(evalFile) : undefined, device,
@@ -324,6 +342,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
       ];
       if (metrics) lines.push(`eval: ${fmtMetrics(metrics)}`);
       if (result.meanGradProportion !== undefined) lines.push(`gradient proportion on the selected entries (mean over targets): ${(100 * result.meanGradProportion).toFixed(1)}%`);
+      if (result.communication) lines.push(`data parallel over ${result.worldSize} processes: ${fmtBytes(result.communication.bytesPerStep)} of gradients all-reduced per step (full fine-tuning: ${fmtBytes(result.communication.fullFinetuneBytesPerStep)}, ${(100 * result.communication.fraction).toPrecision(3)}%)`);
       if (result.delta) lines.push(`increment: ${result.delta}`);
       if (merged) lines.push(`merged model: ${result.merged}`);
       if (done?.best) lines.push(`best: ${done.best.metric} ${done.best.value.toPrecision(4)} at step ${done.best.step}, saved to ${path.resolve(done.best.path ?? out, '')} (checkpoint-${done.best.step})`);
@@ -335,6 +354,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   } finally {
     trainer.dispose();
     loaded.model.dispose();
+    group?.destroy();
   }
 }
 

@@ -14,6 +14,7 @@ import { finetuneFlags, finetuneHelp, runFinetune } from './finetune';
 import { generateFlags, generateHelp, runGenerate } from './generate';
 import { infoFlags, infoHelp, runInfo } from './info';
 import { planFlags, planHelp, runPlan } from './plan';
+import { launchFlags, launchHelp, runLaunch } from './launch';
 import { mergeFlags, mergeHelp, runMerge } from './merge';
 import { selectFlags, selectHelp, runSelect } from './select';
 
@@ -37,6 +38,7 @@ const commands: Record<string, Command> = {
   plan: { help: planHelp, flags: planFlags, run: runPlan, usage: '--model DIR|config.json --method sift|full|lora [--batch-size B] [--max-length T] [--json]' },
   demo: { help: demoHelp, flags: demoFlags, run: runDemo, usage: '[--quick] [--out DIR]' },
   'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE|DIR] --out model.onnx' },
+  launch: { help: launchHelp, flags: launchFlags, run: runLaunch, raw: true, usage: '--nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] -- <command> [flags]' },
   'export-peft': { help: exportPeftHelp, flags: exportPeftFlags, run: runExportPeft, usage: '--model DIR --delta FILE|DIR --out DIR' },
 };
 
@@ -60,7 +62,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`sift-ft: unknown command '${name}' (commands: ${Object.keys(commands).join(', ')})\n`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  const own = name === 'launch' && rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (own.includes('--help') || own.includes('-h')) {
     const flags = Object.keys(cmd.flags).length ? `\n\nFlags:\n${flagHelp(cmd.flags)}` : '';
     process.stdout.write(`Usage: sift-ft ${name}${cmd.usage ? ` ${cmd.usage}` : ' [flags]'}\n\n${cmd.help}${flags}\n`);
     return 0;

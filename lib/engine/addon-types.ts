@@ -251,6 +251,27 @@ export interface Addon {
   adamW(params: NativeTensor[], grads: NativeTensor[], m: NativeTensor[], v: NativeTensor[], masters: (NativeTensor | null)[], hp: AdamWHyper, scale: NativeTensor | null): void;
   /** min(1, maxNorm / (sqrt(normSq) + 1e-6)) as an f32 scalar on the device (normSq: f32 scalar). */
   clipCoefficient(normSq: NativeTensor, maxNorm: number): NativeTensor;
+
+  // ---- Process group (native/binding/dist.cpp, native/dist/): one per process
+  /**
+   * Joins the process group by rendezvous at masterAddr:masterPort (rank 0 serves it); resolves
+   * once every rank has joined. backend 'gloo' (CPU tensors; E_UNSUPPORTED in a build without
+   * gloo) or 'nccl' (CUDA tensors on cudaDevice; NCCL loaded at run time). A peer that does not
+   * join or answer within timeoutMs: E_DIST.
+   */
+  distInit(o: { rank: number; worldSize: number; masterAddr: string; masterPort: number; timeoutMs: number; backend: 'gloo' | 'nccl'; cudaDevice?: number }): Promise<void>;
+  /** Leaves the group (after the collectives already queued have run). */
+  distDestroy(): void;
+  /** Whether gloo is built in, and the group's rank, size and backend when this process has one. */
+  distInfo(): { gloo: boolean; rank?: number; worldSize?: number; backend?: string };
+  /** In-place sum over the ranks of a contiguous tensor (f32, f64, i32, i64; NCCL also bf16/f16), queued on its stream. */
+  distAllReduce(t: NativeTensor): void;
+  /** In-place copy of root's tensor to every rank, queued on its stream. */
+  distBroadcast(t: NativeTensor, root: number): void;
+  /** [worldSize, ...shape]: every rank's tensor, rank order, queued on the stream. */
+  distAllGather(t: NativeTensor): NativeTensor;
+  /** Queued barrier on the device's stream ('cpu' default). */
+  distBarrier(device?: string): void;
 }
 
 export interface AdamWHyper {

@@ -40,6 +40,11 @@ export interface SiftOptions {
   seed?: number;
   /** Measure each target's gradient proportion on the selected entries at every backward. */
   trackGradProportion?: boolean;
+  /**
+   * Data parallel: sums a selection gradient over the ranks (in place, f32 contiguous), so that
+   * every rank scores the gradient of the whole global batch and chooses the same indices.
+   */
+  reduceSelectionGradient?: (g: Tensor) => void;
 }
 
 export interface SparseTarget {
@@ -160,30 +165,18 @@ export class Sift {
     if (this.phase === 'selecting') {
       if (!this.needsGradients) return null;
       t.backwardCount++;
-      if (this.immediate) {
-        if (!t.idx) {
-          const score = new Tensor(N.full([t.numel], 0, 'f32', g.device));
-          N.scoreAccumulate(score.handle, g.handle, this.selection.score === 'fisher' ? 'square' : 'abs', false);
-          t.idx = keep(this.topkNamed(score, t.k, t.name));
-          score.dispose();
-          if (this.checkScoresInBackward) native().synchronize(g.device);
+      if (this.options.reduceSelectionGradient) {
+        const cast = new Tensor(N.cast(g.handle, 'f32'));
+        const reduced = new Tensor(N.contiguous(cast.handle));
+        cast.dispose();
+        this.options.reduceSelectionGradient(reduced);
+        try {
+          return this.scoreSelection(t, reduced);
+        } finally {
+          reduced.dispose();
         }
-        return null;
       }
-      if (!t.score) t.score = keep(new Tensor(N.full([t.numel], 0, 'f32', g.device)));
-      if (this.selection.score === 'fisher') {
-        N.scoreAccumulate(t.score.handle, g.handle, 'square', true);
-      } else {
-        // |sum of gradients|: accumulate the signed sum, take the absolute value at select().
-        const dense = new Tensor(N.contiguous(g.handle));
-        const flat = new Tensor(N.view(dense.handle, [t.numel], [1], 0));
-        dense.dispose();
-        const f32 = flat.dtype === 'f32' ? flat : new Tensor(N.cast(flat.handle, 'f32'));
-        N.addInplace(t.score.handle, f32.handle, 1);
-        if (f32 !== flat) f32.dispose();
-        flat.dispose();
-      }
-      return null;
+      return this.scoreSelection(t, g);
     }
     // Training: keep the k entries, drop the dense gradient.
     if (t.k > 0) {
@@ -191,6 +184,39 @@ export class Sift {
       if (this.options.trackGradProportion) N.gradProportion(this.proportionBuffer(g.device).handle, this.targets.indexOf(t), g.handle, t.idx!.handle);
     }
     return null;
+  }
+
+  private scoreSelection(t: SparseTarget, g: Tensor): null {
+    const N = native();
+    if (this.immediate) {
+      if (!t.idx) {
+        const score = new Tensor(N.full([t.numel], 0, 'f32', g.device));
+        N.scoreAccumulate(score.handle, g.handle, this.selection.score === 'fisher' ? 'square' : 'abs', false);
+        t.idx = keep(this.topkNamed(score, t.k, t.name));
+        score.dispose();
+        if (this.checkScoresInBackward) native().synchronize(g.device);
+      }
+      return null;
+    }
+    if (!t.score) t.score = keep(new Tensor(N.full([t.numel], 0, 'f32', g.device)));
+    if (this.selection.score === 'fisher') {
+      N.scoreAccumulate(t.score.handle, g.handle, 'square', true);
+    } else {
+      // |sum of gradients|: accumulate the signed sum, take the absolute value at select().
+      const dense = new Tensor(N.contiguous(g.handle));
+      const flat = new Tensor(N.view(dense.handle, [t.numel], [1], 0));
+      dense.dispose();
+      const f32 = flat.dtype === 'f32' ? flat : new Tensor(N.cast(flat.handle, 'f32'));
+      N.addInplace(t.score.handle, f32.handle, 1);
+      if (f32 !== flat) f32.dispose();
+      flat.dispose();
+    }
+    return null;
+  }
+
+  /** The flat f32 buffers (one per device) holding every target's sparse gradient, once selected. */
+  get sparseGradientBuffers(): readonly Tensor[] {
+    return this.gradBuffers;
   }
 
   private proportionBuffer(device: string): Tensor {

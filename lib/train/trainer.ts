@@ -43,6 +43,7 @@ import { applyLora, LoraAdapters } from './lora';
 import { peftTaskType } from '../io/peft';
 import { TensorBoardLogger, wantsTensorboard } from '../io/tensorboard';
 import { DenseAdamW } from './optim';
+import type { ProcessGroup } from '../dist/group';
 
 const CHECKPOINT_VERSION = 1;
 const LINEAR_KINDS = new Set(['Linear', 'Conv1D']);
@@ -58,6 +59,8 @@ interface CheckpointMeta {
   seed: number;
   batchSize: number;
   gradAccum: number;
+  /** Processes of the run that wrote it (batchSize is the global batch: processes x per-process batch). */
+  worldSize?: number;
   /** The engine generator is reseeded from (seed, position) before each micro-batch: nothing else to store. */
   rng: { scheme: 'per-microbatch'; seed: number };
   labels?: string[];
@@ -200,7 +203,9 @@ export class Trainer {
     check(options.numThreads === undefined || options.numThreads === 'auto' || (Number.isInteger(options.numThreads) && options.numThreads >= 1 && options.numThreads <= 256),
       'E_ARG', `numThreads must be 'auto' or an integer from 1 to 256, got ${String(options.numThreads)}`);
     const dev = options.device ?? model.device;
-    this.device = dev === 'cuda' ? 'cuda:0' : dev;
+    const group = options.processGroup;
+    // Each process of a group drives its own GPU: the group's device (cuda:LOCAL_RANK).
+    this.device = group && dev.startsWith('cuda') ? group.device : dev === 'cuda' ? 'cuda:0' : dev;
     if (model.device !== this.device) model.to(this.device);
     this.precision = options.mixedPrecision ?? (this.device.startsWith('cuda') ? 'bf16' : 'none');
     this.originalDType = model.dtype;
@@ -228,8 +233,57 @@ export class Trainer {
     return this.options.seed ?? 42;
   }
 
+  /** Examples per micro-batch of this process. */
   private get batchSize(): number {
     return this.options.batchSize ?? 8;
+  }
+
+  private get group(): ProcessGroup | undefined {
+    return this.options.processGroup;
+  }
+
+  private get worldSize(): number {
+    return this.group?.worldSize ?? 1;
+  }
+
+  /** Examples per micro-batch over all processes: the unit the sampler, checkpoints and the schedule count in. */
+  private get globalBatchSize(): number {
+    return this.batchSize * this.worldSize;
+  }
+
+  /** Whether this process writes outDir (rank 0, or a run without a group). */
+  private get writer(): boolean {
+    return !this.group || this.group.rank === 0;
+  }
+
+  /**
+   * This rank's slice of a global micro-batch and its weight in the global mean loss. A rank whose
+   * slice is empty (the short last batch of an epoch) runs the first example with weight 0, so that
+   * its backward, and the collectives in it, match the other ranks'.
+   */
+  private shard(global: Example[]): { examples: Example[]; weight: number } {
+    if (!this.group) return { examples: global, weight: global.reduce((a, e) => a + this.task.lossWeight(e), 0) };
+    const B = this.batchSize;
+    const mine = global.slice(this.group.rank * B, (this.group.rank + 1) * B);
+    if (mine.length === 0) return { examples: global.slice(0, 1), weight: 0 };
+    return { examples: mine, weight: mine.reduce((a, e) => a + this.task.lossWeight(e), 0) };
+  }
+
+  /** Sums the gradients of the step over the ranks: SIFT's k selected values per target (one flat buffer per device) and the dense modules'. */
+  private reduceGradients(): void {
+    const g = this.group;
+    if (!g) return;
+    if (this._sift) {
+      for (const b of this._sift.sparseGradientBuffers) g.allReduce(b);
+      for (const [, p] of this._sift.dense) if (p.grad) g.allReduce(p.grad);
+    } else {
+      for (const [, p] of this.trained) if (p.grad) g.allReduce(p.grad);
+    }
+  }
+
+  /** Bytes full fine-tuning's gradient all-reduce would move per step (f32 gradients of every float parameter). */
+  private fullFinetuneBytes(): number {
+    return this.model.namedParameters().filter(([, t]) => ['f32', 'f16', 'bf16', 'f64'].includes(t.dtype)).reduce((a, [, t]) => a + 4 * t.size, 0);
   }
 
   private get gradAccum(): number {
@@ -261,6 +315,7 @@ export class Trainer {
       this._sift = new Sift(this.model, {
         sparseRate: s.sparseRate ?? 0.01, ...this.siftSelectors(), selection: sel, seed: this.seed,
         trackGradProportion: o.trackGradProportion,
+        ...(this.group ? { reduceSelectionGradient: (g: Tensor) => void this.group!.allReduce(g) } : {}),
       });
     } else if (this.method === 'full') {
       for (const [, t] of this.model.namedParameters()) if (['f32', 'f16', 'bf16', 'f64'].includes(t.dtype)) t.requiresGrad = true;
@@ -404,10 +459,11 @@ export class Trainer {
     check(!this.running, 'E_ARG', 'fit() is already running');
     check(Array.isArray(train) && train.length > 0, 'E_ARG', 'fit(): no training rows');
     const o = this.options;
-    const outDir = o.outDir;
+    // With a process group only rank 0 writes outDir (log, checkpoints, best); every rank reads a checkpoint to resume.
+    const outDir = this.writer ? o.outDir : undefined;
     // Checked before anything in outDir is touched (a run that does not resume clears it).
     const tensorboard = wantsTensorboard(o.reportTo);
-    check(!tensorboard || !!outDir, 'E_ARG', "reportTo 'tensorboard' needs outDir (the event file goes there)");
+    check(!tensorboard || !!o.outDir, 'E_ARG', "reportTo 'tensorboard' needs outDir (the event file goes there)");
     this.running = true;
     const restoreThreads = this.applyThreads();
     const log = outDir ? path.join(outDir, 'log.jsonl') : null;
@@ -432,7 +488,7 @@ export class Trainer {
         for (const c of listCheckpoints(outDir)) fs.rmSync(path.join(outDir, c.name), { recursive: true, force: true });
         for (const n of ['checkpoint', 'best', 'trainer_state.json']) fs.rmSync(path.join(outDir, n), { recursive: true, force: true });
       }
-      if (tensorboard) tb = new TensorBoardLogger(outDir!);
+      if (tensorboard && outDir) tb = new TensorBoardLogger(outDir);
       const examples = this.task.prepare(train);
       check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
       const evalEx = evalData && evalData.length ? this.task.prepare(evalData) : null;
@@ -443,13 +499,14 @@ export class Trainer {
         check(known.includes(m), 'E_ARG', `metricForBest '${o.metricForBest}': task ${this.task.name} reports ${known.join(', ')}`);
       }
       const sampler = new BatchSampler(examples.length, {
-        batchSize: this.batchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),
+        batchSize: this.globalBatchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),
       });
       this.total = this.totalSteps(sampler);
-      const ckpt = o.resume ? this.readCheckpoint(outDir!) : null;
+      const ckpt = o.resume ? this.readCheckpoint(o.outDir!) : null;
       if (ckpt) {
-        check(ckpt.meta.method === this.method && ckpt.meta.totalSteps === this.total && ckpt.meta.batchSize === this.batchSize && ckpt.meta.gradAccum === this.gradAccum && ckpt.meta.seed === this.seed,
-          'E_MISMATCH', `the checkpoint in ${outDir} was written by another configuration (method ${ckpt.meta.method}, ${ckpt.meta.totalSteps} steps, batch ${ckpt.meta.batchSize} x ${ckpt.meta.gradAccum}, seed ${ckpt.meta.seed})`);
+        check(ckpt.meta.method === this.method && ckpt.meta.totalSteps === this.total && ckpt.meta.batchSize === this.globalBatchSize && ckpt.meta.gradAccum === this.gradAccum && ckpt.meta.seed === this.seed,
+          'E_MISMATCH', `the checkpoint in ${o.outDir} was written by another configuration (method ${ckpt.meta.method}, ${ckpt.meta.totalSteps} steps, batch ${ckpt.meta.batchSize} x ${ckpt.meta.gradAccum}, seed ${ckpt.meta.seed})`
+          + (this.worldSize > 1 || (ckpt.meta.worldSize ?? 1) > 1 ? `; the batch counts all processes (this run: ${this.worldSize} x ${this.batchSize})` : ''));
       }
       const fresh = !this.setupDone;
       this.setup();
@@ -462,7 +519,10 @@ export class Trainer {
         if (this.asyncWaits) this._sift.checkScoresInBackward = false;
         const nSel = this._sift.selectionBatches;
         for (let i = 0; i < nSel; i++) {
-          const { loss } = this.microBatch(at(this.position), this.position, 1 / nSel);
+          const global = at(this.position);
+          const W = global.reduce((a, e) => a + this.task.lossWeight(e), 0) || 1;
+          const sh = this.shard(global);
+          const { loss } = this.microBatch(sh.examples, this.position, sh.weight / W / nSel);
           this.position++;
           await loss.data();
           loss.dispose();
@@ -494,6 +554,7 @@ export class Trainer {
       let finalMetrics: Metrics | undefined;
       let interrupted = false;
       let stoppedEarly = false;
+      let commBytes = 0;
       if (o.metricForBest && !this.best) {
         const metric = metricName(o.metricForBest);
         this.best = { metric, greaterIsBetter: o.greaterIsBetter ?? !LOWER_IS_BETTER.has(metric), value: null, step: null, checkpoint: null, evalsWithoutImprovement: 0 };
@@ -504,22 +565,35 @@ export class Trainer {
         lastCheckpoint = this.step;
         return emit({ type: 'checkpoint', step: this.step, path: p });
       };
+      // With a group, an abort seen by any rank stops every rank after the same step (the flag is
+      // summed with the step's loss), so that no rank waits in a collective the others never start.
+      let groupAbort = false;
       while (this.step < this.total) {
-        if (o.signal?.aborted) {
+        if (this.group ? groupAbort : o.signal?.aborted) {
           interrupted = true;
           break;
         }
         const positions = Array.from({ length: this.gradAccum }, (_, i) => this.position + i);
         const batches = positions.map(at);
-        // Weights make the accumulated gradient the mean over all label tokens (or examples) of the step.
+        // Weights make the accumulated gradient the mean over all label tokens (or examples) of the
+        // step's global batch: each rank weighs its slice by its share of that total.
         const weights = batches.map((b) => b.reduce((a, e) => a + this.task.lossWeight(e), 0));
         const W = weights.reduce((a, b) => a + b, 0) || 1;
         const losses: Tensor[] = [];
+        const shardWeights: number[] = [];
+        let stepTokens = 0;
         for (let i = 0; i < batches.length; i++) {
-          const r = this.microBatch(batches[i], positions[i], weights[i] / W);
+          const sh = this.shard(batches[i]);
+          const r = this.microBatch(sh.examples, positions[i], sh.weight / W);
           losses.push(r.loss);
-          tokens += r.tokens;
+          shardWeights.push(sh.weight);
+          if (sh.weight > 0 || !this.group) stepTokens += r.tokens;
           if (i < batches.length - 1) await this.pace();
+        }
+        if (this.group) {
+          const before = this.group.bytes;
+          this.reduceGradients();
+          commBytes = this.group.bytes - before;
         }
         this.opt!.step();
         await this.pace();
@@ -528,8 +602,14 @@ export class Trainer {
         // Every step's loss and gradient norm are read: a non-finite one stops the run before
         // anything (checkpoint, increment) is written from the weights it produced.
         let loss = 0;
-        for (let i = 0; i < losses.length; i++) loss += (Number((await losses[i].data())[0]) * weights[i]) / W;
+        for (let i = 0; i < losses.length; i++) loss += (Number((await losses[i].data())[0]) * shardWeights[i]) / W;
         for (const l of losses) l.dispose();
+        if (this.group) {
+          let aborts: number;
+          [loss, stepTokens, aborts] = await this.group.allReduceNumbers([loss, stepTokens, o.signal?.aborted ? 1 : 0]);
+          groupAbort = aborts > 0;
+        }
+        tokens += stepTokens;
         const gradNorm = this.asyncWaits ? await this.opt!.lastGradNormAsync() : this.opt!.lastGradNorm();
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
           const what = !Number.isFinite(loss) ? `loss ${loss}` : `gradient norm ${gradNorm}`;
@@ -581,6 +661,10 @@ export class Trainer {
       yield emit({
         type: 'done', step: this.step, metrics: finalMetrics, peakMemoryBytes: this.peakMemory(), trainable: c.trainable, total: c.total, gradProportion,
         ...(interrupted ? { interrupted: true } : {}), ...(stoppedEarly ? { stoppedEarly: true } : {}),
+        ...(this.group ? {
+          worldSize: this.worldSize,
+          communication: { bytesPerStep: commBytes, fullFinetuneBytesPerStep: this.fullFinetuneBytes(), fraction: commBytes / (this.fullFinetuneBytes() || 1) },
+        } : {}),
         ...(this.best && this.best.step !== null ? { best: { step: this.best.step, metric: this.best.metric, value: this.best.value!, path: outDir ? path.join(outDir, 'best') : undefined } } : {}),
       });
     } finally {
@@ -613,11 +697,17 @@ export class Trainer {
     const bs = this.options.evalBatchSize ?? this.batchSize;
     const wasTraining = this.model.training;
     this.model.eval();
-    const preds: number[] = [];
+    // With a process group, rank r evaluates the chunks c with c % worldSize == r; the sums and
+    // the predictions are then summed over the ranks (each chunk's predictions come from one rank).
+    const world = this.worldSize;
+    const rank = this.group?.rank ?? 0;
+    const nChunks = Math.ceil(examples.length / bs);
+    const chunkPreds: number[][] = Array.from({ length: nChunks }, () => []);
     let lossSum = 0;
     let weightSum = 0;
     try {
-      for (let i = 0; i < examples.length; i += bs) {
+      for (let c = rank; c < nChunks; c += world) {
+        const i = c * bs;
         const chunk = examples.slice(i, i + bs);
         const out = tidy(() => noGrad(() => {
           const batch = this.task.collate(chunk, this.device);
@@ -633,7 +723,7 @@ export class Trainer {
           } else {
             await out.logits.data();
           }
-          preds.push(...this.task.predict({ logits: out.logits }));
+          chunkPreds[c] = this.task.predict({ logits: out.logits });
         } finally {
           out.logits.dispose();
           out.loss?.dispose();
@@ -641,6 +731,23 @@ export class Trainer {
       }
     } finally {
       if (wasTraining) this.model.train();
+    }
+    let preds: number[];
+    if (this.group) {
+      const sums = await this.group.allReduceNumbers([lossSum, weightSum, ...chunkPreds.map((p) => p.length)]);
+      [lossSum, weightSum] = sums;
+      const counts = sums.slice(2);
+      const offsets: number[] = [];
+      let n = 0;
+      for (const k of counts) {
+        offsets.push(n);
+        n += k;
+      }
+      const flat = new Array<number>(n).fill(0);
+      chunkPreds.forEach((p, c) => p.forEach((v, j) => (flat[offsets[c] + j] = v)));
+      preds = n > 0 ? await this.group.allReduceNumbers(flat) : [];
+    } else {
+      preds = chunkPreds.flat();
     }
     const targets = this.task.targets(examples);
     const loss = weightSum > 0 ? lossSum / weightSum : NaN;
@@ -707,7 +814,7 @@ export class Trainer {
     fs.mkdirSync(tmp, { recursive: true });
     const meta: CheckpointMeta = {
       version: CHECKPOINT_VERSION, method: this.method, task: this.task.name, step: this.step, position: this.position,
-      totalSteps: this.total, seed: this.seed, batchSize: this.batchSize, gradAccum: this.gradAccum,
+      totalSteps: this.total, seed: this.seed, batchSize: this.globalBatchSize, gradAccum: this.gradAccum, worldSize: this.worldSize,
       rng: { scheme: 'per-microbatch', seed: this.seed }, labels: this.task.labels,
       ...(this.best ? { best: { ...this.best } } : {}), time: new Date().toISOString(),
     };

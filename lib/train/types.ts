@@ -9,6 +9,7 @@ import type { ScheduleOptions } from '../sift/schedule';
 import type { ModuleSelector } from '../sift/targets';
 import type { SelectionOptions } from '../sift/sift';
 import type { ReportTo } from '../io/tensorboard';
+import type { ProcessGroup } from '../dist/group';
 
 /** One record of a data file: JSONL objects, CSV/TSV rows by column name, or raw text. */
 export type Row = Record<string, unknown>;
@@ -88,6 +89,12 @@ export interface TrainerOptions {
   shuffle?: boolean;
   evalEvery?: number;
   device?: string;
+  /**
+   * Data-parallel training: batchSize is per process, each rank trains on its slice of every
+   * global batch (worldSize x batchSize examples), gradients (SIFT: the k selected values) are
+   * summed over the ranks before each step, and only rank 0 writes outDir.
+   */
+  processGroup?: ProcessGroup;
   /** bf16 weights and activations with f32 optimizer state (CUDA). */
   mixedPrecision?: 'bf16' | 'none';
   /** Recompute each block's activations in the backward. */
@@ -159,6 +166,9 @@ export type TrainerEvent =
   | { type: 'checkpoint'; step: number; path: string }
   | {
     type: 'done'; step: number; metrics?: Metrics; peakMemoryBytes: number; trainable: number; total: number; gradProportion?: Record<string, number>;
+    /** Data parallel: the processes and the gradient bytes all-reduced per optimizer step, beside what full fine-tuning's all-reduce would move. */
+    worldSize?: number;
+    communication?: { bytesPerStep: number; fullFinetuneBytesPerStep: number; fraction: number };
     /** The signal aborted the run (a checkpoint was written; resume to finish). */
     interrupted?: boolean;
     /** earlyStoppingPatience ran out. */

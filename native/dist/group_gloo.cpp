@@ -1,0 +1,186 @@
+// The CPU backend: gloo's TCP transport, connected through the TcpStore. Built only when the
+// build found gloo (SIFT_WITH_GLOO); otherwise asking for a CPU group is E_UNSUPPORTED.
+#include "group.h"
+
+#ifdef SIFT_WITH_GLOO
+#include <gloo/allgather.h>
+#include <gloo/allreduce.h>
+#include <gloo/barrier.h>
+#include <gloo/broadcast.h>
+#include <gloo/common/error.h>
+#include <gloo/math.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/prefix_store.h>
+#include <gloo/rendezvous/store.h>
+#include <gloo/transport/tcp/device.h>
+#endif
+
+#include <unistd.h>
+
+#include "store.h"
+
+namespace sift::dist {
+
+#ifdef SIFT_WITH_GLOO
+
+namespace {
+
+// gloo's Store interface over the TcpStore.
+class StoreAdapter : public gloo::rendezvous::Store {
+ public:
+  explicit StoreAdapter(TcpStore& s) : s_(s) {}
+  void set(const std::string& key, const std::vector<char>& data) override { s_.set(key, data); }
+  std::vector<char> get(const std::string& key) override { return s_.get(key); }
+  void wait(const std::vector<std::string>& keys) override { s_.wait(keys, s_.timeout()); }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override { s_.wait(keys, timeout); }
+
+ private:
+  TcpStore& s_;
+};
+
+class GlooGroup : public Group {
+ public:
+  explicit GlooGroup(const GroupOptions& o) : timeout_(o.timeout) {
+    rank_ = o.rank;
+    world_ = o.world_size;
+    backend_ = "gloo";
+    store_ = std::make_unique<TcpStore>(o.master_addr, o.master_port, o.rank == 0, o.timeout);
+    StoreAdapter adapter(*store_);
+    gloo::transport::tcp::attr attr;
+    attr.hostname = hostname_for(o.master_addr);
+    try {
+      device_ = gloo::transport::tcp::CreateDevice(attr);
+      auto ctx = std::make_shared<gloo::rendezvous::Context>(o.rank, o.world_size);
+      ctx->setTimeout(o.timeout);
+      ctx->connectFullMesh(adapter, device_);
+      ctx_ = ctx;
+      // Every rank is connected: rank 0's store (and its listening port) is no longer needed once
+      // all have read what they needed, which the first barrier below proves.
+      gloo::BarrierOptions b(ctx_);
+      b.setTimeout(timeout_);
+      gloo::barrier(b);
+    } catch (const gloo::Exception& e) {
+      fail("E_DIST", "process group (gloo, rank ", o.rank, " of ", o.world_size, "): ", e.what());
+    }
+  }
+
+  void all_reduce_sum(const Tensor& t) override {
+    check_tensor(t, "allReduce");
+    run("allReduce", [&] {
+      gloo::AllreduceOptions opts(ctx_);
+      opts.setTimeout(timeout_);
+      switch (t.dtype) {
+        case DType::F32: set_sum<float>(opts, t); break;
+        case DType::F64: set_sum<double>(opts, t); break;
+        case DType::I32: set_sum<int32_t>(opts, t); break;
+        case DType::I64: set_sum<int64_t>(opts, t); break;
+        default: fail("E_DTYPE", "allReduce: ", t.desc(), " (f32, f64, i32 or i64)");
+      }
+      gloo::allreduce(opts);
+    });
+  }
+
+  void broadcast(const Tensor& t, int root) override {
+    check_tensor(t, "broadcast");
+    SIFT_CHECK(root >= 0 && root < world_, "E_ARG", "broadcast: root ", root, " is not a rank of ", world_);
+    run("broadcast", [&] {
+      gloo::BroadcastOptions opts(ctx_);
+      opts.setTimeout(timeout_);
+      opts.setRoot(root);
+      opts.setOutput(static_cast<char*>(t.raw()), t.nbytes());
+      gloo::broadcast(opts);
+    });
+  }
+
+  void all_gather(const Tensor& in, const Tensor& out) override {
+    check_tensor(in, "allGather");
+    check_tensor(out, "allGather");
+    SIFT_CHECK(in.dtype == out.dtype && out.nbytes() == in.nbytes() * size_t(world_), "E_SHAPE",
+               "allGather: output ", out.desc(), " must hold ", world_, " x ", in.desc());
+    run("allGather", [&] {
+      gloo::AllgatherOptions opts(ctx_);
+      opts.setTimeout(timeout_);
+      opts.setInput(static_cast<char*>(in.raw()), in.nbytes());
+      opts.setOutput(static_cast<char*>(out.raw()), out.nbytes());
+      gloo::allgather(opts);
+    });
+  }
+
+  void barrier() override {
+    run("barrier", [&] {
+      gloo::BarrierOptions opts(ctx_);
+      opts.setTimeout(timeout_);
+      gloo::barrier(opts);
+    });
+  }
+
+ private:
+  template <typename T>
+  static void set_sum(gloo::AllreduceOptions& opts, const Tensor& t) {
+    opts.setOutput(t.data<T>(), size_t(t.numel()));
+    void (*fn)(void*, const void*, const void*, size_t) = &gloo::sum<T>;
+    opts.setReduceFunction(fn);
+  }
+
+  void check_tensor(const Tensor& t, const char* op) const {
+    SIFT_CHECK(t.defined() && t.device().is_cpu(), "E_DEVICE", op, ": the gloo group takes CPU tensors, got ", t.desc());
+    SIFT_CHECK(t.is_contiguous(), "E_ARG", op, ": the tensor must be contiguous");
+  }
+
+  template <typename F>
+  void run(const char* op, F&& f) {
+    SIFT_CHECK(broken_.empty(), "E_DIST", "process group is broken: ", broken_);
+    try {
+      f();
+    } catch (const gloo::Exception& e) {
+      // gloo cannot recover a pair after an I/O error: every later collective fails the same way.
+      broken_ = str_cat(op, " failed on rank ", rank_, " of ", world_, ": ", e.what(),
+                        " (a rank died or stopped answering within ", timeout_.count() / 1000.0, " s)");
+      fail("E_DIST", broken_);
+    }
+  }
+
+  static std::string hostname_for(const std::string& master) {
+    // Loopback rendezvous means a single-node group: bind gloo to loopback too, so it needs no
+    // resolvable hostname. Otherwise gloo binds to the address this host's name resolves to.
+    if (master == "127.0.0.1" || master == "localhost" || master == "::1") return "127.0.0.1";
+    char buf[256] = {0};
+    if (gethostname(buf, sizeof buf - 1) == 0 && buf[0]) return buf;
+    return "127.0.0.1";
+  }
+
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<TcpStore> store_;
+  std::shared_ptr<gloo::transport::Device> device_;
+  std::shared_ptr<gloo::Context> ctx_;
+  std::string broken_;
+};
+
+}  // namespace
+
+bool gloo_available() { return true; }
+
+std::shared_ptr<Group> create_gloo_group(const GroupOptions& opts) { return std::make_shared<GlooGroup>(opts); }
+
+#else
+
+bool gloo_available() { return false; }
+
+std::shared_ptr<Group> create_gloo_group(const GroupOptions&) {
+  fail("E_UNSUPPORTED",
+       "CPU process groups need gloo, and this build of sift-ft was made without it (install libgloo-dev, "
+       "e.g. apt-get install libgloo-dev, then rebuild: npm run build:native)");
+}
+
+#endif
+
+std::shared_ptr<Group> create_group(const GroupOptions& opts) {
+  SIFT_CHECK(opts.world_size >= 1, "E_ARG", "world size must be at least 1, got ", opts.world_size);
+  SIFT_CHECK(opts.rank >= 0 && opts.rank < opts.world_size, "E_ARG", "rank ", opts.rank, " is not in 0..", opts.world_size - 1);
+  SIFT_CHECK(opts.timeout.count() > 0, "E_ARG", "process group timeout must be positive");
+  if (opts.backend == "gloo") return create_gloo_group(opts);
+  if (opts.backend == "nccl") return create_nccl_group(opts);
+  fail("E_ARG", "process group backend must be gloo or nccl, got '", opts.backend, "'");
+}
+
+}  // namespace sift::dist

@@ -1,0 +1,236 @@
+#include "store.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "../core/error.h"
+
+namespace sift::dist {
+
+namespace {
+
+// Protocol, one request and one reply at a time per connection:
+//   'S' u32 klen key u32 vlen value -> u8 1
+//   'G' u32 klen key                -> u8 found [u32 vlen value]
+bool write_all(int fd, const void* p, size_t n) {
+  const char* c = static_cast<const char*>(p);
+  while (n) {
+    ssize_t w = ::send(fd, c, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    c += w;
+    n -= size_t(w);
+  }
+  return true;
+}
+
+bool read_all(int fd, void* p, size_t n) {
+  char* c = static_cast<char*>(p);
+  while (n) {
+    ssize_t r = ::recv(fd, c, n, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    c += r;
+    n -= size_t(r);
+  }
+  return true;
+}
+
+bool write_blob(int fd, const char* p, uint32_t n) { return write_all(fd, &n, 4) && (n == 0 || write_all(fd, p, n)); }
+
+bool read_blob(int fd, std::vector<char>* out) {
+  uint32_t n = 0;
+  if (!read_all(fd, &n, 4)) return false;
+  if (n > (64u << 20)) return false;  // a rendezvous value is small: anything else is not our peer
+  out->resize(n);
+  return n == 0 || read_all(fd, out->data(), n);
+}
+
+}  // namespace
+
+struct TcpStore::Server {
+  int listen_fd = -1;
+  std::mutex mu;
+  std::map<std::string, std::vector<char>> kv;
+  std::vector<int> conns;
+  std::vector<std::thread> threads;
+  std::thread acceptor;
+
+  void serve(int fd) {
+    for (;;) {
+      char op = 0;
+      std::vector<char> key, val;
+      if (!read_all(fd, &op, 1) || !read_blob(fd, &key)) break;
+      std::string k(key.begin(), key.end());
+      if (op == 'S') {
+        if (!read_blob(fd, &val)) break;
+        {
+          std::lock_guard<std::mutex> lk(mu);
+          kv[k] = std::move(val);
+        }
+        char ok = 1;
+        if (!write_all(fd, &ok, 1)) break;
+      } else if (op == 'G') {
+        bool found;
+        {
+          std::lock_guard<std::mutex> lk(mu);
+          auto it = kv.find(k);
+          found = it != kv.end();
+          if (found) val = it->second;
+        }
+        char f = found ? 1 : 0;
+        if (!write_all(fd, &f, 1)) break;
+        if (found && !write_blob(fd, val.data(), uint32_t(val.size()))) break;
+      } else {
+        break;
+      }
+    }
+  }
+
+  ~Server() {
+    if (listen_fd >= 0) ::shutdown(listen_fd, SHUT_RDWR);
+    if (acceptor.joinable()) acceptor.join();
+    if (listen_fd >= 0) ::close(listen_fd);
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      for (int fd : conns) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& t : threads) t.join();
+    for (int fd : conns) ::close(fd);
+  }
+};
+
+TcpStore::TcpStore(const std::string& host, int port, bool is_server, std::chrono::milliseconds timeout)
+    : where_(host + ":" + std::to_string(port)), timeout_(timeout) {
+  SIFT_CHECK(port > 0 && port < 65536, "E_ARG", "rendezvous port must be in 1..65535, got ", port);
+  if (is_server) {
+    server_ = std::make_unique<Server>();
+    int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+    bool v6 = fd >= 0;
+    if (!v6) fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    SIFT_CHECK(fd >= 0, "E_IO", "rendezvous: socket(): ", std::strerror(errno));
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc;
+    if (v6) {
+      int zero = 0;
+      ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+      sockaddr_in6 a{};
+      a.sin6_family = AF_INET6;
+      a.sin6_addr = in6addr_any;
+      a.sin6_port = htons(uint16_t(port));
+      rc = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    } else {
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = htonl(INADDR_ANY);
+      a.sin_port = htons(uint16_t(port));
+      rc = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    }
+    if (rc != 0 || ::listen(fd, 128) != 0) {
+      std::string err = std::strerror(errno);
+      ::close(fd);
+      fail("E_IO", "rendezvous: rank 0 cannot listen on port ", port, " (", err, "); choose another --master-port");
+    }
+    server_->listen_fd = fd;
+    Server* s = server_.get();
+    s->acceptor = std::thread([s] {
+      for (;;) {
+        int c = ::accept(s->listen_fd, nullptr, nullptr);
+        if (c < 0) {
+          if (errno == EINTR || errno == ECONNABORTED) continue;
+          return;
+        }
+        std::lock_guard<std::mutex> lk(s->mu);
+        s->conns.push_back(c);
+        s->threads.emplace_back([s, c] { s->serve(c); });
+      }
+    });
+  }
+  // Connect, retrying while rank 0 is not listening yet.
+  auto deadline = std::chrono::steady_clock::now() + timeout_;
+  std::string last = "no address";
+  for (;;) {
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+    if (g != 0) {
+      last = ::gai_strerror(g);
+    } else {
+      for (addrinfo* ai = res; ai && fd_ < 0; ai = ai->ai_next) {
+        int fd = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        if (fd < 0) continue;
+        if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+          fd_ = fd;
+        } else {
+          last = std::strerror(errno);
+          ::close(fd);
+        }
+      }
+      ::freeaddrinfo(res);
+    }
+    if (fd_ >= 0) break;
+    if (std::chrono::steady_clock::now() >= deadline)
+      fail("E_DIST", "rendezvous: cannot reach rank 0 at ", where_, " within ", timeout_.count() / 1000.0, " s (", last,
+           "); is MASTER_ADDR/MASTER_PORT right and did rank 0 start?");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+TcpStore::~TcpStore() {
+  if (fd_ >= 0) ::close(fd_);
+  server_.reset();
+}
+
+void TcpStore::set(const std::string& key, const std::vector<char>& value) {
+  char op = 'S', ok = 0;
+  bool good = write_all(fd_, &op, 1) && write_blob(fd_, key.data(), uint32_t(key.size())) &&
+              write_blob(fd_, value.data(), uint32_t(value.size())) && read_all(fd_, &ok, 1);
+  SIFT_CHECK(good && ok == 1, "E_DIST", "rendezvous: lost the connection to rank 0 at ", where_);
+}
+
+bool TcpStore::try_get(const std::string& key, std::vector<char>* out) {
+  char op = 'G', found = 0;
+  bool good = write_all(fd_, &op, 1) && write_blob(fd_, key.data(), uint32_t(key.size())) && read_all(fd_, &found, 1);
+  SIFT_CHECK(good, "E_DIST", "rendezvous: lost the connection to rank 0 at ", where_);
+  if (!found) return false;
+  std::vector<char> v;
+  SIFT_CHECK(read_blob(fd_, &v), "E_DIST", "rendezvous: lost the connection to rank 0 at ", where_);
+  if (out) *out = std::move(v);
+  return true;
+}
+
+void TcpStore::wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (const auto& k : keys) {
+    while (!try_get(k, nullptr)) {
+      if (std::chrono::steady_clock::now() >= deadline)
+        fail("E_DIST", "rendezvous: '", k, "' did not appear within ", timeout.count() / 1000.0,
+             " s (a rank did not start or died before joining)");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
+std::vector<char> TcpStore::get(const std::string& key) {
+  wait({key}, timeout_);
+  std::vector<char> v;
+  try_get(key, &v);
+  return v;
+}
+
+}  // namespace sift::dist

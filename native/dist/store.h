@@ -1,0 +1,37 @@
+// The rendezvous store: a small key-value exchange served by rank 0 over TCP (MASTER_ADDR:
+// MASTER_PORT), through which ranks publish their transport addresses (gloo) or the NCCL unique id
+// before the collective library connects them. It carries a few kilobytes once per group; the
+// collectives themselves never go through it.
+#pragma once
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sift::dist {
+
+class TcpStore {
+ public:
+  // Rank 0 (is_server) listens on port (all interfaces) and serves; every rank, rank 0 included,
+  // connects to host:port as a client, retrying until timeout.
+  TcpStore(const std::string& host, int port, bool is_server, std::chrono::milliseconds timeout);
+  ~TcpStore();
+  TcpStore(const TcpStore&) = delete;
+  TcpStore& operator=(const TcpStore&) = delete;
+
+  void set(const std::string& key, const std::vector<char>& value);
+  // Waits until the key is present (E_DIST after the timeout).
+  std::vector<char> get(const std::string& key);
+  void wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout);
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+ private:
+  bool try_get(const std::string& key, std::vector<char>* out);
+  struct Server;
+  std::unique_ptr<Server> server_;
+  int fd_ = -1;
+  std::string where_;
+  std::chrono::milliseconds timeout_;
+};
+
+}  // namespace sift::dist

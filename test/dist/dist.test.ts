@@ -1,0 +1,293 @@
+/**
+ * Data parallel on CPU processes (gloo): two processes at batch B train the same increment as one
+ * at 2B (same indices, values equal up to summation order), a killed rank ends the other with
+ * E_DIST instead of a hang, and a checkpoint of a one-process run resumes on two. Skipped, saying
+ * why, when the addon was built without gloo.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as net from 'net';
+import { spawn, spawnSync } from 'child_process';
+import { createModel, stateDict } from '../../lib/models';
+import { saveModelFolder } from '../../lib/io/hf';
+import { createByteTokenizer } from '../../lib/tokenizers';
+import { SafetensorsReader } from '../../lib/io/safetensors';
+import { glooAvailable, distEnv } from '../../lib/dist/group';
+import { planLaunch, rankEnv } from '../../lib/cli/launch';
+
+const ROOT = path.join(__dirname, '..', '..');
+const BIN = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
+const GLOO = glooAvailable();
+if (!GLOO) console.warn('test/dist: skipped the multi-process tests: this build of the addon has no gloo (install libgloo-dev and rebuild)');
+const withGloo = GLOO ? describe : describe.skip;
+
+let tmp: string;
+let base: string;
+let data: string;
+let cls: string;
+let wide: string;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+/** Rebuilds dist/ when a source the spawned CLI runs is newer than its output. */
+function ensureDist(): void {
+  const stale = (dir: string): boolean => fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).some((d) => {
+    const rel = path.join(dir, d.name);
+    if (d.isDirectory()) return stale(rel);
+    if (!d.name.endsWith('.ts')) return false;
+    const js = path.join(ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
+    return !fs.existsSync(js) || fs.statSync(js).mtimeMs < fs.statSync(path.join(ROOT, rel)).mtimeMs;
+  });
+  if (!stale('lib')) return;
+  const r = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
+  if (r.status !== 0) throw new Error('tsc failed');
+}
+
+const cleanEnv = (): NodeJS.ProcessEnv => {
+  const env = { ...process.env, SIFT_FT_NUM_THREADS: '1' };
+  for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT']) delete env[k];
+  return env;
+};
+
+function finetuneArgs(out: string, batch: number, extra: string[] = [], model = base): string[] {
+  return ['finetune', '--model', model, '--data', data, '--task', 'causal-lm', '--out', out, '--steps', '4', '--batch-size', String(batch),
+    '--sparse-rate', '0.05', '--lr', '0.01', '--seed', '5', '--device', 'cpu', '--quiet', '--json', ...extra];
+}
+
+function readDelta(dir: string): Map<string, Float32Array | Int32Array | BigInt64Array> {
+  const r = SafetensorsReader.open(path.join(dir, 'delta.safetensors'));
+  const out = new Map<string, Float32Array | Int32Array | BigInt64Array>();
+  try {
+    for (const name of r.names()) {
+      const t = r.tensor(name);
+      out.set(name, t.toArray() as Float32Array);
+      t.dispose();
+    }
+  } finally {
+    r.close();
+  }
+  return out;
+}
+
+function expectSameIncrement(a: string, b: string): void {
+  const A = readDelta(a);
+  const B = readDelta(b);
+  expect([...B.keys()].sort()).toEqual([...A.keys()].sort());
+  let idx = 0;
+  for (const [name, va] of A) {
+    const vb = B.get(name)!;
+    if (name.endsWith('.sift_idx')) {
+      expect(Array.from(vb as Int32Array)).toEqual(Array.from(va as Int32Array));
+      idx++;
+    } else {
+      const x = va as Float32Array;
+      const y = vb as Float32Array;
+      expect(y.length).toBe(x.length);
+      for (let i = 0; i < x.length; i++) expect(Math.abs(x[i] - y[i])).toBeLessThan(1e-4 + 1e-3 * Math.abs(x[i]));
+    }
+  }
+  expect(idx).toBeGreaterThan(0);
+}
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-dist-test-'));
+  const tok = createByteTokenizer();
+  const config = {
+    model_type: 'gpt2', vocab_size: tok.vocabSize, n_embd: 16, n_layer: 1, n_head: 2, n_positions: 48, n_inner: 32,
+    resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0, eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId,
+  };
+  const model = createModel(config, { task: 'causal-lm', seed: 3 });
+  base = path.join(tmp, 'base');
+  saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
+  model.dispose();
+  const texts = ['the cat sat on the mat', 'a dog ran in the big green park', 'birds sing', 'fish swim in the deep blue sea today',
+    'the sun is warm', 'rain falls on the old red roof all night', 'wind', 'snow covers the quiet hills in winter'];
+  data = path.join(tmp, 'lm.jsonl');
+  fs.writeFileSync(data, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+  const rows = ['good film', 'great movie', 'bad film', 'awful movie', 'lovely story', 'boring plot', 'nice acting', 'poor script', 'fine cast', 'dull end'];
+  cls = path.join(tmp, 'cls.csv');
+  fs.writeFileSync(cls, 'sentence,label\n' + rows.map((t, i) => `${t},${i % 2 ? 'neg' : 'pos'}`).join('\n') + '\n');
+  // Wide enough that SIFT's per-target padding is negligible, as in real models.
+  const wideModel = createModel({ ...config, n_embd: 128, n_inner: 512, n_head: 4, n_layer: 2 }, { task: 'causal-lm', seed: 4 });
+  wide = path.join(tmp, 'wide');
+  saveModelFolder(wide, { config: wideModel.config, stateDict: stateDict(wideModel), tokenizerFiles: tok.toFiles() });
+  wideModel.dispose();
+  if (GLOO) ensureDist();
+}, 180000);
+
+afterAll(() => {
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('launch: plan and environment', () => {
+  test('torchrun variables per rank, cores divided, the command after --', () => {
+    const plan = planLaunch(['--nproc-per-node', '2', '--nnodes', '2', '--node-rank', '1', '--master-addr', 'h0', '--master-port', '29511', '--', 'finetune', '--steps', '3']);
+    expect(plan.command).toEqual(['finetune', '--steps', '3']);
+    const env = rankEnv(plan, 1, {});
+    expect(env).toMatchObject({ RANK: '3', WORLD_SIZE: '4', LOCAL_RANK: '1', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: 'h0', MASTER_PORT: '29511' });
+    expect(Number(env.SIFT_FT_NUM_THREADS)).toBeGreaterThanOrEqual(1);
+    expect(distEnv(env)).toEqual({ rank: 3, worldSize: 4, localRank: 1, localWorldSize: 2, masterAddr: 'h0', masterPort: 29511 });
+    expect(distEnv({})).toBeNull();
+    expect(() => planLaunch(['--nproc-per-node', '2', 'finetune'])).toThrow(/after --/);
+    expect(() => planLaunch(['--nproc-per-node', '2', '--node-rank', '1', '--', 'finetune'])).toThrow(/node-rank/);
+    expect(() => distEnv({ WORLD_SIZE: '2', RANK: '2' })).toThrow(/RANK 2/);
+  });
+});
+
+withGloo('two CPU processes (gloo)', () => {
+  test('2 processes at batch 2 train the increment of 1 process at batch 4', async () => {
+    const one = path.join(tmp, 'one');
+    const r1 = spawnSync(process.execPath, [BIN, ...finetuneArgs(one, 4)], { env: cleanEnv(), encoding: 'utf8' });
+    expect(r1.stderr).toBe('');
+    expect(r1.status).toBe(0);
+    const two = path.join(tmp, 'two');
+    const port = await freePort();
+    const r2 = spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(two, 2)], { env: cleanEnv(), encoding: 'utf8' });
+    expect(r2.status).toBe(0);
+    const res = JSON.parse(r2.stdout);
+    expect(res.worldSize).toBe(2);
+    expect(res.communication.bytesPerStep).toBeGreaterThan(0);
+    expect(res.communication.bytesPerStep).toBeLessThan(res.communication.fullFinetuneBytesPerStep);
+    expectSameIncrement(one, two);
+    // The loss curve is the global batch's on rank 0.
+    const steps = (d: string) => fs.readFileSync(path.join(d, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'step');
+    const a = steps(one);
+    const b = steps(two);
+    expect(b.length).toBe(a.length);
+    a.forEach((e, i) => expect(b[i].loss).toBeCloseTo(e.loss, 4));
+  }, 180000);
+
+  test('classify with a dense head and sharded evaluation: 2 x 2 equals 1 x 4', async () => {
+    const args = (out: string, batch: number) => ['finetune', '--model', base, '--data', cls, '--eval-data', cls, '--task', 'classify', '--out', out,
+      '--steps', '3', '--batch-size', String(batch), '--sparse-rate', '0.05', '--lr', '0.01', '--seed', '7', '--device', 'cpu', '--quiet', '--json'];
+    const one = path.join(tmp, 'cls-one');
+    const r1 = spawnSync(process.execPath, [BIN, ...args(one, 4)], { env: cleanEnv(), encoding: 'utf8' });
+    expect(r1.status).toBe(0);
+    const two = path.join(tmp, 'cls-two');
+    const port = await freePort();
+    const r2 = spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args(two, 2)], { env: cleanEnv(), encoding: 'utf8' });
+    expect(r2.status).toBe(0);
+    expectSameIncrement(one, two);
+    const m1 = JSON.parse(r1.stdout).metrics;
+    const m2 = JSON.parse(r2.stdout).metrics;
+    expect(m2.examples).toBe(m1.examples);
+    expect(m2.accuracy).toBe(m1.accuracy);
+    expect(m2.loss).toBeCloseTo(m1.loss, 4);
+  }, 180000);
+
+  test('the gradient bytes of SIFT at 1% are at most 2% of full fine-tuning\'s', async () => {
+    const out = path.join(tmp, 'bytes');
+    const port = await freePort();
+    const env = { ...cleanEnv(), RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
+    const r = spawnSync(process.execPath, [BIN, ...finetuneArgs(out, 2, ['--steps', '1', '--sparse-rate', '0.01'], wide)], { env, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const c = JSON.parse(r.stdout).communication;
+    expect(c.bytesPerStep).toBeGreaterThan(0);
+    expect(c.fraction).toBeLessThanOrEqual(0.02);
+  }, 180000);
+
+  test('a checkpoint of a one-process run resumes on two processes', async () => {
+    const ref = path.join(tmp, 'ref');
+    const r1 = spawnSync(process.execPath, [BIN, ...finetuneArgs(ref, 4, ['--checkpoint-every', '2'])], { env: cleanEnv(), encoding: 'utf8' });
+    expect(r1.status).toBe(0);
+    const cut = path.join(tmp, 'cut');
+    fs.cpSync(ref, cut, { recursive: true });
+    fs.rmSync(path.join(cut, 'checkpoint-4'), { recursive: true, force: true });
+    fs.rmSync(path.join(cut, 'delta.safetensors'));
+    const port = await freePort();
+    const r2 = spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(cut, 2, ['--checkpoint-every', '2', '--resume'])], { env: cleanEnv(), encoding: 'utf8' });
+    expect(r2.stderr).not.toMatch(/\[E_/);
+    expect(r2.status).toBe(0);
+    expectSameIncrement(ref, cut);
+  }, 180000);
+
+  test('a killed rank ends the other with E_DIST, not a hang', async () => {
+    const out = path.join(tmp, 'killed');
+    const port = await freePort();
+    const env = (rank: number) => ({ ...cleanEnv(), RANK: String(rank), WORLD_SIZE: '2', LOCAL_RANK: String(rank), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });
+    const args = finetuneArgs(out, 2, ['--steps', '100000', '--dist-timeout', '20']);
+    const r0 = spawn(process.execPath, [BIN, ...args], { env: env(0) });
+    const r1 = spawn(process.execPath, [BIN, ...args], { env: env(1) });
+    let err0 = '';
+    r0.stderr.on('data', (c) => (err0 += String(c)));
+    const exit0 = new Promise<number>((resolve) => r0.on('exit', (code) => resolve(code ?? -1)));
+    // Wait until training runs (rank 0 logs steps), then kill rank 1.
+    const log = path.join(out, 'log.jsonl');
+    const t0 = Date.now();
+    while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
+      if (Date.now() - t0 > 120000) throw new Error('training did not start');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    r1.kill('SIGKILL');
+    const killedAt = Date.now();
+    const code = await exit0;
+    expect(Date.now() - killedAt).toBeLessThan(25000);
+    expect(code).not.toBe(0);
+    expect(err0).toMatch(/E_DIST/);
+  }, 180000);
+
+  test('launch ends the other processes and names the rank when one dies', async () => {
+    const out = path.join(tmp, 'launch-killed');
+    const port = await freePort();
+    const launcher = spawn(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(out, 2, ['--steps', '100000'])], { env: cleanEnv() });
+    let err = '';
+    launcher.stderr.on('data', (c) => (err += String(c)));
+    const exited = new Promise<number>((resolve) => launcher.on('exit', (code) => resolve(code ?? -1)));
+    const log = path.join(out, 'log.jsonl');
+    const t0 = Date.now();
+    while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
+      if (Date.now() - t0 > 120000) throw new Error('training did not start');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // The launcher's children: kill one of them.
+    const ps = spawnSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' });
+    const pids = ps.stdout.trim().split(/\s+/).map(Number).filter((p) => p > 0);
+    expect(pids.length).toBe(2);
+    process.kill(pids[1], 'SIGKILL');
+    const killedAt = Date.now();
+    const code = await exited;
+    expect(Date.now() - killedAt).toBeLessThan(20000);
+    expect(code).not.toBe(0);
+    expect(err).toMatch(/sift-ft launch: rank \d of 2 was killed by SIGKILL/);
+    for (const p of pids) expect(() => process.kill(p, 0)).toThrow();
+  }, 180000);
+});
+
+// On a GPU machine (gpu-check runs the [cuda] tests): a one-rank NCCL group through the whole
+// finetune path. Several GPUs are needed for more ranks (NCCL takes one GPU per rank).
+const CUDA = (() => {
+  try {
+    return require('../../lib/engine/runtime').cudaAvailable() as boolean;
+  } catch {
+    return false;
+  }
+})();
+(CUDA ? describe : describe.skip)('NCCL', () => {
+  test('[cuda] a one-rank NCCL group trains on cuda:LOCAL_RANK and reports its gradient bytes', async () => {
+    if (!fs.existsSync(BIN)) ensureDist();
+    const out = path.join(tmp, 'nccl');
+    const port = await freePort();
+    const env = { ...cleanEnv(), RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
+    const r = spawnSync(process.execPath, [BIN, ...finetuneArgs(out, 2).map((a) => (a === 'cpu' ? 'cuda' : a))], { env, encoding: 'utf8' });
+    if (r.status !== 0 && /NCCL was not found/.test(r.stderr)) {
+      console.warn(`NCCL test not run: ${r.stderr.trim()}`);
+      return;
+    }
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const res = JSON.parse(r.stdout);
+    expect(res.worldSize).toBe(1);
+    expect(res.communication.bytesPerStep).toBeGreaterThan(0);
+    expect(fs.existsSync(path.join(out, 'delta.safetensors'))).toBe(true);
+  }, 180000);
+});
