@@ -4,7 +4,7 @@ import { applyIncrement } from '../sift/increment';
 import { loadRows } from '../train/data';
 import { Trainer } from '../train/trainer';
 import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireTask, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
+import { quantizeFlag, quantizeModel, deviceFlag, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireTask, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
 import { fmtMetrics } from './progress';
 
 export const evalFlags: Record<string, FlagSpec> = {
@@ -16,6 +16,7 @@ export const evalFlags: Record<string, FlagSpec> = {
   'max-length': { type: 'number', help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
   ...columnFlags,
   device: deviceFlag,
+  quantize: quantizeFlag,
   json: { type: 'boolean', help: 'print the metrics as JSON' },
 };
 
@@ -40,6 +41,8 @@ export async function runEval(f: Parsed): Promise<number> {
   const loaded = loadModelForTask(modelDir, { task, device, labels });
   try {
     if (delta) applyIncrement(loaded.model, delta);
+    // The increment applies to the unquantized base; quantization comes after it.
+    quantizeModel(loaded.model, f.quantize, false);
     loaded.model.eval();
     const trainer = new Trainer(loaded.model, loaded.tokenizer, {
       task, method: 'full', device, batchSize, evalBatchSize: batchSize, maxLength: f['max-length'] as number, columns, labels: loaded.labels, shuffle: false,

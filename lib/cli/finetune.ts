@@ -10,7 +10,7 @@ import { Trainer } from '../train/trainer';
 import type { MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from '../train/types';
 import type { ModuleSelector } from '../sift/targets';
 import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, fmtBytes, fmtDuration, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
+import { quantizeFlag, quantizeModel, deviceFlag, fmtBytes, fmtDuration, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
 import { Progress, fmtMetrics } from './progress';
 import { RunRecorder, renderReport } from './report';
 
@@ -52,6 +52,7 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
   'log-every': { type: 'number', help: 'log every N optimizer steps', default: 1 },
   device: deviceFlag,
+  quantize: quantizeFlag,
   json: { type: 'boolean', help: 'print the final summary as JSON' },
   quiet: { type: 'boolean', help: 'no progress output' },
 };
@@ -166,6 +167,9 @@ export async function runFinetune(f: Parsed): Promise<number> {
   const dataFile = requireFile(f.data, 'data', 'the training data file');
   const task = requireTask(f.task);
   const out = requireFlag(f.out as string | undefined, 'out', 'the output folder');
+  if (f.quantize !== undefined && f.merge) {
+    throw new SiftError('E_ARG', '--merge writes full weights, which a quantized base no longer has; apply OUT/delta.safetensors to the original model with sift-ft merge');
+  }
   const evalFile = f['eval-data'] === undefined ? undefined : requireFile(f['eval-data'], 'eval-data', 'the evaluation data file');
   const device = resolveDevice(f.device);
   fs.mkdirSync(out, { recursive: true });
@@ -183,6 +187,10 @@ export async function runFinetune(f: Parsed): Promise<number> {
   opts.labels = loaded.labels;
   const t0 = Date.now();
   const trainer = new Trainer(loaded.model, loaded.tokenizer, opts);
+  // The layers that do not train (SIFT's non-targets, LoRA's base) are stored quantized; the
+  // trained ones stay dense, so the increment applies to the original base unchanged.
+  const quantized = quantizeModel(loaded.model, f.quantize, true);
+  if (f.quantize !== undefined && quantized.length === 0 && !f.quiet) process.stderr.write(`--quantize ${f.quantize}: every linear layer trains; none was quantized\n`);
   const progress = f.quiet ? null : new Progress(process.stderr, `finetune ${opts.method}`);
   const rec = new RunRecorder();
   let tokensPerSec = 0;

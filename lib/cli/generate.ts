@@ -3,7 +3,7 @@ import { SiftError } from '../engine/errors';
 import { generateStream } from '../models';
 import { applyIncrement } from '../sift/increment';
 import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, loadModelForTask, requireFile, requireFlag, resolveDevice, writeJson } from './common';
+import { quantizeFlag, quantizeModel, deviceFlag, loadModelForTask, requireFile, requireFlag, resolveDevice, writeJson } from './common';
 
 export const generateFlags: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'model folder (a causal LM with a tokenizer)' },
@@ -15,6 +15,7 @@ export const generateFlags: Record<string, FlagSpec> = {
   'top-p': { type: 'number', help: 'nucleus sampling threshold (1: off)', default: 1 },
   seed: { type: 'number', help: 'sampling seed', default: 0 },
   device: deviceFlag,
+  quantize: quantizeFlag,
   json: { type: 'boolean', help: 'print {prompt, completion, tokens} as JSON at the end instead of streaming' },
 };
 
@@ -30,6 +31,8 @@ export async function runGenerate(f: Parsed): Promise<number> {
     const tok = loaded.tokenizer;
     if (!tok) throw new SiftError('E_IO', `${modelDir}: no tokenizer files (tokenizer.json); generate needs one to read the prompt`);
     if (delta) applyIncrement(loaded.model, delta);
+    // The increment applies to the unquantized base; quantization comes after it.
+    quantizeModel(loaded.model, f.quantize, false);
     loaded.model.eval();
     const ids = tok.encode(prompt).inputIds;
     if (ids.length === 0) throw new SiftError('E_ARG', '--prompt encodes to no tokens');
