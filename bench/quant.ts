@@ -6,7 +6,7 @@
  * model's (goals: within 1% and 5%). Memory: peak bytes (liveTensors().cpu.peakBytes) of one LoRA
  * step and one SIFT step at the same shape with a dense and an NF4 base.
  *
- *   npx ts-node bench/quant.ts [--steps 300] [--json]
+ *   npx tsc -p tsconfig.json && node dist/bench/quant.js [--steps 300]
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -22,7 +22,8 @@ const flag = (name: string, dflt: number) => {
 };
 const STEPS = flag('steps', 300);
 const B = 8, T = 64;
-const DATA = path.resolve(__dirname, '..', '..', 'shared', 'data', 'tinyshakespeare', 'input.txt');
+// ../shared/data relative to the project root (run from the root).
+const DATA = path.resolve(process.cwd(), '..', 'shared', 'data', 'tinyshakespeare', 'input.txt');
 
 const config = {
   model_type: 'llama', vocab_size: 256, hidden_size: 128, intermediate_size: 384, num_hidden_layers: 4,

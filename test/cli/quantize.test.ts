@@ -10,6 +10,8 @@ import { main } from '../../lib/cli/main';
 import { createModel, stateDict } from '../../lib/models';
 import { saveModelFolder } from '../../lib/io/hf';
 import { createByteTokenizer } from '../../lib/tokenizers';
+import { quantizeModel } from '../../lib/cli/common';
+import { Sift, Linear, applyLora } from '../../lib';
 
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
@@ -88,6 +90,23 @@ describe('--quantize', () => {
     const r = await cli('select', '--model', base, '--data', data, '--task', 'causal-lm', '--device', 'cpu', '--target-modules', 'q_proj', '--batch-size', '2', '--max-length', '16', '--quantize', 'nf4', '--out', path.join(tmp, 'idx.safetensors'), '--json');
     expect(r.code).toBe(0);
     expect(fs.existsSync(path.join(tmp, 'idx.safetensors'))).toBe(true);
+  });
+
+  test('with frozenOnly, the layers that train stay dense and the frozen ones are quantized', () => {
+    const cfg = { model_type: 'llama', vocab_size: 32, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 16, tie_word_embeddings: false };
+    const m = createModel(cfg, { seed: 1 });
+    const sift = new Sift(m, { sparseRate: 0.01, targetModules: ['q_proj', 'v_proj'] });
+    const done = quantizeModel(m, 'nf4', true);
+    expect(done.sort()).toEqual(['model.layers.0.mlp.down_proj', 'model.layers.0.mlp.gate_proj', 'model.layers.0.mlp.up_proj', 'model.layers.0.self_attn.k_proj', 'model.layers.0.self_attn.o_proj']);
+    const mods = new Map(m.namedModules());
+    expect((mods.get('model.layers.0.self_attn.q_proj') as Linear).quantized).toBeNull();
+    sift.dispose();
+    m.dispose();
+    const m2 = createModel(cfg, { seed: 1 });
+    const lora = applyLora(m2, { rank: 4, targetModules: ['q_proj', 'v_proj'] });
+    expect(quantizeModel(m2, 'int8', true)).toHaveLength(7);
+    lora.dispose();
+    m2.dispose();
   });
 
   test('a bad format is an argument error', async () => {
