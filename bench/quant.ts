@@ -6,7 +6,7 @@
  * model's (goals: within 1% and 5%). Memory: peak bytes (liveTensors().cpu.peakBytes) of one LoRA
  * step and one SIFT step at the same shape with a dense and an NF4 base.
  *
- *   npx tsc -p tsconfig.json && node dist/bench/quant.js [--steps 300]
+ *   npx tsc -p tsconfig.json && node dist/bench/quant.js [--steps 300] [--memory-only]
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -57,14 +57,7 @@ function peakOfStep(model: PreTrainedModel, ids: number[][], step: () => void): 
   return liveTensors().cpu.peakBytes;
 }
 
-function main(): void {
-  if (!fs.existsSync(DATA)) {
-    console.log(`skipped: ${DATA} is absent (see shared/data/README.md)`);
-    return;
-  }
-  const text = fs.readFileSync(DATA);
-  const split = Math.floor(text.length * 0.9);
-  const train = new Uint8Array(text.subarray(0, split)), held = new Uint8Array(text.subarray(split));
+function measureQuality(train: Uint8Array, held: Uint8Array) {
   const model = createModel(config, { seed: 1 });
   const opt = new DenseAdamW(model.namedParameters(), { lr: 3e-3, weightDecay: 0 });
   const t0 = Date.now();
@@ -83,12 +76,24 @@ function main(): void {
     results[fmt] = heldOutLoss(m, evalData);
     m.dispose();
   }
-  const quality = {
+  model.dispose();
+  return {
     steps: STEPS, trainSeconds: (Date.now() - t0) / 1000, loss: results,
     int8RelDiff: Math.abs(results.int8 - results.dense) / results.dense,
     nf4RelDiff: Math.abs(results.nf4 - results.dense) / results.dense,
   };
-  model.dispose();
+}
+
+function main(): void {
+  if (!fs.existsSync(DATA)) {
+    console.log(`skipped: ${DATA} is absent (see shared/data/README.md)`);
+    return;
+  }
+  const text = fs.readFileSync(DATA);
+  const memoryOnly = args.includes('--memory-only');
+  const split = Math.floor(text.length * 0.9);
+  const train = new Uint8Array(text.subarray(0, split)), held = new Uint8Array(text.subarray(split));
+  const quality = memoryOnly ? null : measureQuality(train, held);
 
   // Memory at one shape: a wider model so that weights dominate, as in the large models.
   const big = { ...config, hidden_size: 512, intermediate_size: 1536, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 8 };
@@ -97,7 +102,6 @@ function main(): void {
   for (const q of [null, 'nf4'] as (QuantFormat | null)[]) {
     const m = createModel(big, { seed: 2 });
     const lora = applyLora(m, { rank: 8 });
-    for (const [, p] of m.namedParameters()) p.requiresGrad = false;
     if (q) m.quantize(q);
     const o = new DenseAdamW(lora.namedParameters(), { lr: 1e-4 });
     memory[`lora_${q ?? 'dense'}`] = peakOfStep(m, ids, () => o.step());

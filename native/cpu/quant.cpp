@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "gemm.h"
 #include "parallel.h"
 #include "../core/quant_tables.h"
 
@@ -147,6 +148,32 @@ void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Ten
       }
     }
   });
+}
+
+void quant_linear(const Tensor& x, const std::vector<Tensor>& s, bool nf4, int64_t rows, int64_t cols,
+                  bool transpose, const Tensor& y) {
+  const int64_t M = x.size(0);
+  const int64_t tn = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t(1) << 20) / cols));
+  Tensor tile = empty({tn, cols}, DType::F32, x.device());
+  const float* X = x.data<float>();
+  float* Y = y.data<float>();
+  for (int64_t r0 = 0; r0 < rows; r0 += tn) {
+    const int64_t n = std::min(rows, r0 + tn) - r0;
+    Tensor t = make_view(tile, {n, cols}, {cols, 1}, 0);
+    if (nf4) {
+      dequantize_nf4_rows(s[0], s[1], s[2], s[3], cols, r0, t);
+    } else {
+      dequantize_int8_rows(s[0], s[1], r0, t);
+    }
+    const float* W = t.data<float>();
+    if (!transpose) {
+      // Y[:, r0:r0+n] = X @ W_tile^T (B(k, j) = W[j * cols + k]).
+      gemm_f32(M, n, cols, X, cols, 1, W, 1, cols, Y + r0, rows, false);
+    } else {
+      // Y (+)= X[:, r0:r0+n] @ W_tile.
+      gemm_f32(M, cols, n, X + r0, rows, 1, W, cols, 1, Y, cols, r0 > 0);
+    }
+  }
 }
 
 }  // namespace sift::cpu

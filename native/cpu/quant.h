@@ -4,6 +4,7 @@
 // contiguous; the ops validate them.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "../core/tensor.h"
 
@@ -21,5 +22,11 @@ void quantize_nf4(const Tensor& w, const Tensor& packed, const Tensor& absmax_q,
 // Rows [r0, r0 + out.rows) of an NF4 weight with `cols` columns, dequantized into out (f32).
 void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale,
                          const Tensor& offset, int64_t cols, int64_t r0, const Tensor& out);
+
+// transpose = false: y [M, rows] = x [M, cols] @ W^T; true: y [M, cols] = x [M, rows] @ W. x and y
+// contiguous f32; W (state as in native/ops/quant.h) is dequantized one tile of rows at a time
+// into a single buffer of about 4 MiB, so the whole dense weight never exists.
+void quant_linear(const Tensor& x, const std::vector<Tensor>& state, bool nf4, int64_t rows, int64_t cols,
+                  bool transpose, const Tensor& y);
 
 }  // namespace sift::cpu

@@ -1,6 +1,6 @@
-// Validation of quantized weight states and the tiled quantized linear products (shared by the
-// CPU and CUDA backends: only the dequantization of a tile is a device kernel; the products are
-// the engine's GEMMs).
+// Validation of quantized weight states and the tiled quantized linear products. On the CPU one
+// queued kernel (cpu::quant_linear) dequantizes tile after tile into one buffer and runs the GEMM
+// on each; on CUDA the tiles are dequantized by a kernel and multiplied with the engine's GEMM.
 #include "quant.h"
 
 #include <algorithm>
@@ -60,7 +60,8 @@ Device check_state(const std::vector<Tensor>& s, const std::string& format, int6
   return dev;
 }
 
-// Rows per dequantized tile: about 4 MiB of f32 on the CPU (cache-sized), 64 MiB on CUDA.
+// Rows per dequantized tile on CUDA: about 64 MiB of f32. (Freed tiles return to the stream's
+// caching allocator and are reused by the next tile, so one tile's memory is live at a time.)
 int64_t tile_rows(Device dev, int64_t rows, int64_t cols) {
   const int64_t budget = dev.is_cpu() ? (int64_t(1) << 20) : (int64_t(1) << 24);
   return std::max<int64_t>(1, std::min(rows, budget / cols));
@@ -123,8 +124,19 @@ Tensor quant_linear(const Tensor& x_in, const std::vector<Tensor>& s, const std:
   Tensor x2 = make_view(xc, {M, in_f}, {in_f, 1}, xc.offset);
   Shape out_shape = x_in.shape;
   out_shape.back() = out_f;
-  const int64_t tn = tile_rows(dev, rows, cols);
   Tensor y;
+  if (dev.is_cpu()) {
+    // One queued kernel with one tile buffer: tiles allocated here, ahead of the CPU executor,
+    // would all be alive at once.
+    y = empty({M, out_f}, DType::F32, dev);
+    if (M > 0) {
+      const bool nf4 = format == "nf4";
+      CpuExecutor::get().enqueue([=]() { cpu::quant_linear(x2, s, nf4, rows, cols, transpose, y); });
+    }
+    Tensor out = make_view(y, out_shape, contiguous_strides(out_shape), y.offset);
+    return x_in.dtype == DType::F32 ? out : cast(out, x_in.dtype);
+  }
+  const int64_t tn = tile_rows(dev, rows, cols);
   if (tn >= rows) {
     Tensor w = dequantize_rows(s, format, rows, cols, 0, rows);
     y = matmul(x2, w, false, !transpose);

@@ -7,6 +7,7 @@
  * models with quantized Linear layers; CUDA against the CPU.
  */
 import { Tensor, tidy, SiftError, QuantizedWeight, quantLinear, quantizedBytes, linear, backward, toDevice, createModel, liveTensors, stateDict, loadStateDictInto } from '../../lib';
+import { native } from '../../lib/engine/native';
 import { randomTensor, expectClose, describeCuda } from '../helpers/gradcheck';
 
 const f = Math.fround;
@@ -206,7 +207,7 @@ function backwardGrads(y: Tensor, g: Tensor, wrt: Tensor[]): Tensor[] {
 
 describe('models with quantized Linear layers', () => {
   const cfg = { model_type: 'llama', vocab_size: 64, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 32, rms_norm_eps: 1e-5, tie_word_embeddings: false };
-  test.each(['int8', 'nf4'] as const)('%s: projections quantized, embeddings, norms and head dense; loss close to the dense model's', (fmt) => {
+  test.each(['int8', 'nf4'] as const)('%s: projections quantized, embeddings, norms and head dense; loss close to the dense loss', (fmt) => {
     const ref = createModel(cfg, { seed: 3 });
     const model = createModel(cfg, { seed: 3, quantize: fmt });
     expect(model.quantization).toBe(fmt);
@@ -263,6 +264,11 @@ describeCuda('quantized weights: CUDA vs CPU', () => {
     const x = randomTensor([4, C], 12, { dtype: 'f32' });
     const yc = quantLinear(x, qc), yg = quantLinear(toDevice(x, 'cuda'), qg);
     expectClose(yg.toArray() as Float32Array, yc.toArray() as Float32Array, { atol: 1e-4, rtol: 1e-4 });
+    // The input gradient's product, dy @ W.
+    const dy = randomTensor([4, R], 13, { dtype: 'f32' });
+    const gc = new Tensor(native().quantLinear(dy.handle, qc.handles, fmt, R, C, true));
+    const gg = new Tensor(native().quantLinear(toDevice(dy, 'cuda').handle, qg.handles, fmt, R, C, true));
+    expectClose(gg.toArray() as Float32Array, gc.toArray() as Float32Array, { atol: 1e-4, rtol: 1e-4 });
     qc.dispose();
     qg.dispose();
   }));
