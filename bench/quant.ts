@@ -96,20 +96,27 @@ function main(): void {
   const quality = memoryOnly ? null : measureQuality(train, held);
 
   // Memory at one shape: a wider model so that weights dominate, as in the large models.
-  const big = { ...config, hidden_size: 512, intermediate_size: 1536, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 8 };
+  const big = { ...config, hidden_size: 1024, intermediate_size: 2816, num_hidden_layers: 4, num_attention_heads: 16, num_key_value_heads: 16 };
   const ids = batches(train, 1, 3)[0].slice(0, 2);
   const memory: Record<string, number> = {};
+  // Bytes live before each model is built (counted out of its peak).
+  const baseline = () => {
+    synchronize();
+    return liveTensors().cpu.bytes;
+  };
   for (const q of [null, 'nf4'] as (QuantFormat | null)[]) {
+    const b0 = baseline();
     const m = createModel(big, { seed: 2 });
     const lora = applyLora(m, { rank: 8 });
     if (q) m.quantize(q);
     const o = new DenseAdamW(lora.namedParameters(), { lr: 1e-4 });
-    memory[`lora_${q ?? 'dense'}`] = peakOfStep(m, ids, () => o.step());
+    memory[`lora_${q ?? 'dense'}`] = peakOfStep(m, ids, () => o.step()) - b0;
     o.dispose?.();
     lora.dispose();
     m.dispose();
   }
   for (const q of [null, 'nf4'] as (QuantFormat | null)[]) {
+    const b0 = baseline();
     const m = createModel(big, { seed: 2 });
     // SIFT on the attention projections; with NF4 the MLP and other frozen layers are quantized.
     const sift = new Sift(m, { sparseRate: 0.01, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });
@@ -117,7 +124,8 @@ function main(): void {
     tidy(() => backward(m.forward({ inputIds: ids, labels: ids }).loss!));
     sift.select();
     const o = new SparseAdamW(sift, { lr: 1e-4 });
-    memory[`sift_${q ?? 'dense'}`] = peakOfStep(m, ids, () => o.step());
+    memory[`sift_${q ?? 'dense'}`] = peakOfStep(m, ids, () => o.step()) - b0;
+    memory[`baseline_before_sift_${q ?? 'dense'}`] = b0;
     o.dispose?.();
     sift.dispose();
     m.dispose();
