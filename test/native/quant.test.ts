@@ -7,7 +7,13 @@
  * models with quantized Linear layers; CUDA against the CPU.
  */
 import { Tensor, tidy, SiftError, QuantizedWeight, quantLinear, quantizedBytes, linear, backward, toDevice, createModel, liveTensors, stateDict, loadStateDictInto } from '../../lib';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { native } from '../../lib/engine/native';
+import { loadModel } from '../../lib/load';
+import { saveModelFolder } from '../../lib/io/hf';
+import type { PreTrainedModel } from '../../lib/models/common';
 import { randomTensor, expectClose, describeCuda } from '../helpers/gradcheck';
 
 const f = Math.fround;
@@ -224,6 +230,28 @@ describe('models with quantized Linear layers', () => {
     });
     ref.dispose();
     model.dispose();
+  });
+
+  test('loadModel(dir, { quantize }) quantizes after loading; bad options are errors', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-quant-load-'));
+    try {
+      const m = createModel(cfg, { seed: 4 });
+      saveModelFolder(dir, { config: m.config, stateDict: stateDict(m) });
+      const loaded = loadModel(dir, { quantize: 'nf4' }) as PreTrainedModel;
+      expect(loaded.quantization).toBe('nf4');
+      tidy(() => {
+        const ids = [[3, 1, 4, 1, 5]];
+        const la = m.forward({ inputIds: ids, labels: ids }).loss!.item();
+        const lb = loaded.forward({ inputIds: ids, labels: ids }).loss!.item();
+        expect(Math.abs(lb - la) / la).toBeLessThan(0.05);
+      });
+      loaded.dispose();
+      m.dispose();
+      expect(() => loadModel(dir, { quantize: 'fp8' as never })).toThrow(/int8' or 'nf4/);
+      expect(() => loadModel(path.join(dir, 'x.onnx'), { quantize: 'int8' })).toThrow(/ONNX/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('dispose() frees the quantized weights; to() moves them', () => {
