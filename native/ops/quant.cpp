@@ -62,9 +62,8 @@ Device check_state(const std::vector<Tensor>& s, const std::string& format, int6
 
 // Rows per dequantized tile on CUDA: about 64 MiB of f32. (Freed tiles return to the stream's
 // caching allocator and are reused by the next tile, so one tile's memory is live at a time.)
-int64_t tile_rows(Device dev, int64_t rows, int64_t cols) {
-  const int64_t budget = dev.is_cpu() ? (int64_t(1) << 20) : (int64_t(1) << 24);
-  return std::max<int64_t>(1, std::min(rows, budget / cols));
+int64_t cuda_tile_rows(int64_t rows, int64_t cols) {
+  return std::max<int64_t>(1, std::min(rows, (int64_t(1) << 24) / cols));
 }
 
 }  // namespace
@@ -136,7 +135,7 @@ Tensor quant_linear(const Tensor& x_in, const std::vector<Tensor>& s, const std:
     Tensor out = make_view(y, out_shape, contiguous_strides(out_shape), y.offset);
     return x_in.dtype == DType::F32 ? out : cast(out, x_in.dtype);
   }
-  const int64_t tn = tile_rows(dev, rows, cols);
+  const int64_t tn = cuda_tile_rows(rows, cols);
   if (tn >= rows) {
     Tensor w = dequantize_rows(s, format, rows, cols, 0, rows);
     y = matmul(x2, w, false, !transpose);
