@@ -25,6 +25,8 @@ export {
 } from './autograd/elementwise';
 export { reduce, argmax, norm } from './autograd/reduce';
 export { matmul, linear, conv1d } from './autograd/matmul';
+export { QuantizedWeight, quantLinear, quantizedBytes, QUANT_FORMATS } from './autograd/quant';
+export type { QuantFormat } from './autograd/quant';
 export { softmax, logSoftmax, layerNorm, rmsNorm, embedding, crossEntropy } from './autograd/nn';
 export type { CrossEntropyOptions } from './autograd/nn';
 export { scaledDotProductAttention, rotaryEmbedding, rotaryInvFreq, dropout } from './autograd/attention';

@@ -14,10 +14,33 @@ import { loadOnnxModel } from '../onnx/import';
 import type { HfTokenizer } from '../tokenizers';
 import type { Row, TaskName } from '../train/types';
 import type { FlagSpec, Parsed } from './args';
+import { Linear } from '../nn/layers';
+import { parseQuantFormat } from '../autograd/quant';
 
 export const TASKS: TaskName[] = ['classify', 'regress', 'causal-lm', 'instruct', 'chat'];
 
 export const deviceFlag: FlagSpec = { type: 'string', help: 'cpu or cuda (default: cuda when usable)', choices: ['cpu', 'cuda'] };
+
+export const quantizeFlag: FlagSpec = {
+  type: 'string',
+  help: 'store the frozen linear weights quantized: int8 (per-row absmax) or nf4 (NF4, blocks of 64, double-quantized scales)',
+  choices: ['int8', 'nf4'],
+};
+
+/**
+ * Applies --quantize: stores the model's Linear weights quantized; with `frozenOnly`, only those
+ * that do not train (requiresGrad false: SIFT's non-targets, LoRA's base). Returns the paths.
+ */
+export function quantizeModel(model: PreTrainedModel, flag: unknown, frozenOnly: boolean): string[] {
+  if (flag === undefined) return [];
+  const format = parseQuantFormat(flag, '--quantize');
+  const modules = new Map(model.namedModules());
+  const trains = (p: string) => {
+    const m = modules.get(p);
+    return m instanceof Linear && !m.quantized && m.weight.requiresGrad;
+  };
+  return model.quantize(format, frozenOnly ? { keep: trains } : {});
+}
 
 /** The data-column flags shared by finetune, eval and select. */
 export const columnFlags: Record<string, FlagSpec> = {

@@ -3,7 +3,7 @@ import { SiftError } from '../engine/errors';
 import { loadRows } from '../train/data';
 import { Trainer } from '../train/trainer';
 import type { FlagSpec, Parsed } from './args';
-import { TASKS, deviceFlag, labelColumnOf, labelsOf, requireFile, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
+import { quantizeFlag, quantizeModel, TASKS, deviceFlag, labelColumnOf, labelsOf, requireFile, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
 import { inspectDelta, loadWithDelta, taskFor } from './delta';
 import type { TaskName } from '../train/types';
 import { fmtMetrics } from './progress';
@@ -17,6 +17,7 @@ export const evalFlags: Record<string, FlagSpec> = {
   'max-length': { type: 'number', integer: true, min: 1, help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
   ...columnFlags,
   device: deviceFlag,
+  quantize: quantizeFlag,
   json: { type: 'boolean', help: 'print the metrics as JSON' },
 };
 
@@ -41,6 +42,8 @@ export async function runEval(f: Parsed): Promise<number> {
   }
   const loaded = loadWithDelta(modelDir, delta, { task, device, labels, info });
   try {
+    // The increment applies to the unquantized base; quantization comes after it.
+    quantizeModel(loaded.model, f.quantize, false);
     loaded.model.eval();
     const trainer = new Trainer(loaded.model, loaded.tokenizer, {
       task, method: 'full', device, batchSize, evalBatchSize: batchSize, maxLength: f['max-length'] as number, columns, labels: loaded.labels, shuffle: false,

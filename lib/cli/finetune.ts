@@ -12,7 +12,7 @@ import type { MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from '..
 import type { ModuleSelector } from '../sift/targets';
 import { FlagSpec, ParseResult, Parsed, resolvedConfig } from './args';
 import { writeFileAtomic } from '../io/atomic';
-import { deviceFlag, fmtBytes, fmtDuration, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, writeJson, columnFlags, columnsOf, TASKS } from './common';
+import { quantizeFlag, quantizeModel, deviceFlag, fmtBytes, fmtDuration, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, writeJson, columnFlags, columnsOf, TASKS } from './common';
 import { Progress, fmtMetrics } from './progress';
 import { RunRecorder, renderReport } from './report';
 import { planWarning } from './plan';
@@ -63,6 +63,7 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   'log-every': { type: 'number', help: 'log every N optimizer steps', default: 1, integer: true, min: 1 },
   'report-to': { type: 'string', help: "where the logged metrics also go: 'tensorboard' (event files in --out, beside log.jsonl) or 'none'", choices: ['none', 'tensorboard'], default: 'none' },
   device: deviceFlag,
+  quantize: quantizeFlag,
   json: { type: 'boolean', help: 'print the final summary as JSON' },
   quiet: { type: 'boolean', help: 'no progress output' },
   'dist-timeout': { type: 'number', min: 1, default: 600, help: 'data parallel (under sift-ft launch or torchrun): seconds a process waits for the others in a collective before the run ends with E_DIST' },
@@ -216,6 +217,9 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const dataFile = requireFile(f.data, 'data', 'the training data file');
   const task = requireTask(f.task);
   const out = requireFlag(f.out as string | undefined, 'out', 'the output folder');
+  if (f.quantize !== undefined && f.merge) {
+    throw new SiftError('E_ARG', '--merge writes full weights, which a quantized base no longer has; apply OUT/delta.safetensors to the original model with sift-ft merge');
+  }
   const evalFile = f['eval-data'] === undefined ? undefined : requireFile(f['eval-data'], 'eval-data', 'the evaluation data file');
   let device = resolveDevice(f.device);
   // Started by sift-ft launch or torchrun: join the group first (each CUDA process takes cuda:LOCAL_RANK).
@@ -239,7 +243,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const warning = planWarning(loadConfig(modelDir) as HFConfig, {
     task, method: opts.method, sparseRate: opts.sift?.sparseRate, batchSize: opts.batchSize, maxLength: opts.maxLength,
     activationCheckpointing: opts.activationCheckpointing, mixedPrecision: opts.mixedPrecision, device: device.startsWith('cuda') ? 'cuda' : 'cpu',
-    loraRank: opts.lora?.rank, targetModules: opts.method === 'lora' ? opts.lora?.targetModules : opts.sift?.targetModules, denseModules: opts.sift?.denseModules,
+    loraRank: opts.lora?.rank, quantize: f.quantize as 'int8' | 'nf4' | undefined, targetModules: opts.method === 'lora' ? opts.lora?.targetModules : opts.sift?.targetModules, denseModules: opts.sift?.denseModules,
   });
   if (warning) process.stderr.write(warning + '\n');
 
@@ -257,6 +261,10 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const controller = new AbortController();
   opts.signal = controller.signal;
   const trainer = new Trainer(loaded.model, loaded.tokenizer, opts);
+  // The layers that do not train (SIFT's non-targets, LoRA's base) are stored quantized; the
+  // trained ones stay dense, so the increment applies to the original base unchanged.
+  const quantized = quantizeModel(loaded.model, f.quantize, true);
+  if (f.quantize !== undefined && quantized.length === 0 && !f.quiet) process.stderr.write(`--quantize ${f.quantize}: every linear layer trains; none was quantized\n`);
   const progress = f.quiet || !writer ? null : new Progress(process.stderr, `finetune ${opts.method}`);
   const note = (s: string) => (progress ? progress.note(s) : process.stderr.write(`sift-ft finetune: ${s}\n`));
   const rec = new RunRecorder();

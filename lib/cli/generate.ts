@@ -2,7 +2,7 @@
 import { SiftError } from '../engine/errors';
 import { generateStream } from '../models';
 import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, requireFile, requireFlag, resolveDevice, writeJson } from './common';
+import { quantizeFlag, quantizeModel, deviceFlag, requireFile, requireFlag, resolveDevice, writeJson } from './common';
 import { inspectDelta, loadWithDelta } from './delta';
 
 export const generateFlags: Record<string, FlagSpec> = {
@@ -15,6 +15,7 @@ export const generateFlags: Record<string, FlagSpec> = {
   'top-p': { type: 'number', help: 'nucleus sampling threshold (1: off)', default: 1 },
   seed: { type: 'number', help: 'sampling seed', default: 0 },
   device: deviceFlag,
+  quantize: quantizeFlag,
   json: { type: 'boolean', help: 'print {prompt, completion, tokens} as JSON at the end instead of streaming' },
 };
 
@@ -35,6 +36,8 @@ export async function runGenerate(f: Parsed): Promise<number> {
   try {
     const tok = loaded.tokenizer;
     if (!tok) throw new SiftError('E_IO', `${modelDir}: no tokenizer files (tokenizer.json); generate needs one to read the prompt`);
+    // The increment applies to the unquantized base; quantization comes after it.
+    quantizeModel(loaded.model, f.quantize, false);
     loaded.model.eval();
     const ids = tok.encode(prompt).inputIds;
     if (ids.length === 0) throw new SiftError('E_ARG', '--prompt encodes to no tokens');

@@ -14,7 +14,7 @@ import { Sift } from '../sift/sift';
 import { loadRows } from '../train/data';
 import { createTask } from '../train/tasks';
 import type { FlagSpec, Parsed } from './args';
-import { deviceFlag, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, table, writeJson, columnFlags, columnsOf, TASKS } from './common';
+import { quantizeFlag, quantizeModel, deviceFlag, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, table, writeJson, columnFlags, columnsOf, TASKS } from './common';
 import { parseSelector } from './finetune';
 
 export const selectFlags: Record<string, FlagSpec> = {
@@ -33,6 +33,7 @@ export const selectFlags: Record<string, FlagSpec> = {
   ...columnFlags,
   seed: { type: 'number', help: 'seed (random score, head initialisation)', default: 42 },
   device: deviceFlag,
+  quantize: quantizeFlag,
   json: { type: 'boolean', help: 'print the report as JSON' },
 };
 
@@ -79,6 +80,8 @@ export async function runSelect(f: Parsed): Promise<number> {
       seed: f.seed as number,
       trackGradProportion: true,
     });
+    // Frozen layers (not targets, not dense modules) are stored quantized; targets stay dense.
+    quantizeModel(model, f.quantize, true);
     // Batches wrap around a small file so that selection and measurement always have data.
     const batchAt = (i: number) => {
       const ex = Array.from({ length: Math.min(bs, examples.length) }, (_, j) => examples[(i * bs + j) % examples.length]);

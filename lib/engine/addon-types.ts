@@ -8,6 +8,9 @@
  * output that was not requested).
  */
 
+/** Quantized weight formats (native/ops/quant.h). */
+export type QuantFormat = 'int8' | 'nf4';
+
 export type DTypeName = 'f32' | 'f16' | 'bf16' | 'i32' | 'i64' | 'f64' | 'bool';
 
 /** Opaque native tensor handle. */
@@ -158,6 +161,14 @@ export interface Addon {
   /** CUDA GEMM path: 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's own kernel); returns the previous one. */
   setCudaGemm(which: 'auto' | 'kernel'): 'auto' | 'kernel';
   setCpuGemm(which: 'auto' | 'native' | 'openblas' | 'native:avx512' | 'native:avx2' | 'native:generic'): boolean;
+
+  // ---- quantized weights (native/binding/quant.cpp; layouts in native/ops/quant.h)
+  /** Quantizes a 2-D float weight: int8 -> [codes, absmax]; nf4 -> [packed, absmaxCodes, absmaxScales, offset]. */
+  quantize(weight: NativeTensor, format: QuantFormat): NativeTensor[];
+  /** The dequantized weight, f32 [rows, cols]. */
+  dequantize(state: NativeTensor[], format: QuantFormat, rows: number, cols: number): NativeTensor;
+  /** transpose false: x [..., cols] @ W^T -> [..., rows]; true: x [..., rows] @ W -> [..., cols]; W dequantized by tiles. */
+  quantLinear(x: NativeTensor, state: NativeTensor[], format: QuantFormat, rows: number, cols: number, transpose: boolean): NativeTensor;
 
   // ---- normalisation, softmax, losses, embeddings (native/binding/nn.cpp)
   softmax(x: NativeTensor, dim: number): NativeTensor;

@@ -7,6 +7,8 @@ import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
 import { DType, isFloat, isInt } from '../engine/dtype';
 import { Module } from '../nn/module';
+import { Linear } from '../nn/layers';
+import type { QuantFormat } from '../autograd/quant';
 import { tensor, full } from '../autograd/creation';
 import { toDevice, cast, reshape, squeeze, concat } from '../autograd/shape';
 import { slice } from '../autograd/shape';
@@ -84,6 +86,8 @@ export interface ModelOptions {
   dtype?: 'f32' | 'f16' | 'bf16' | 'f64';
   /** Seed of the random initialisation (drawn from the engine's generator when absent). */
   seed?: number;
+  /** Store the Linear layers' frozen weights quantized (PreTrainedModel.quantize). */
+  quantize?: QuantFormat;
 }
 
 /**
@@ -150,6 +154,33 @@ export abstract class PreTrainedModel extends Module {
     // The block lists (ModuleList) found by their flag: models/layers imports this file.
     return this.namedModules().map(([, m]) => m)
       .filter((m): m is Module & { gradientCheckpointing: boolean } => m !== this && typeof (m as { gradientCheckpointing?: unknown }).gradientCheckpointing === 'boolean');
+  }
+
+  /**
+   * Stores the frozen weights of the Linear layers quantized (int8 with per-row absmax, or NF4
+   * with double-quantized block absmax) and frees the dense ones. Embeddings, norms and the LM
+   * head stay dense, and so do Linear layers whose weight is tied to another parameter and those
+   * `keep` names (trainable modules). Returns the quantized modules' paths.
+   */
+  quantize(format: QuantFormat, opts: { keep?: (path: string) => boolean } = {}): string[] {
+    const counts = new Map<Tensor, number>();
+    for (const [, m] of this.namedModules()) {
+      for (const [, t] of m.ownParameters()) counts.set(t, (counts.get(t) ?? 0) + 1);
+    }
+    const done: string[] = [];
+    for (const [path, m] of this.namedModules()) {
+      if (!(m instanceof Linear) || m.quantized || opts.keep?.(path)) continue;
+      if ((counts.get(m.weight) ?? 0) > 1) continue;
+      m.quantize(format);
+      done.push(path);
+    }
+    return done;
+  }
+
+  /** The quantization of the Linear layers (null when none is quantized). */
+  get quantization(): QuantFormat | null {
+    for (const [, m] of this.namedModules()) if (m instanceof Linear && m.quantized) return m.quantized.format;
+    return null;
   }
 
   /** Where the parameters are now (to() moves them). */

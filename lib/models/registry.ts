@@ -106,5 +106,7 @@ export interface CreateModelOptions extends ModelOptions {
 export function createModel(config: HFConfig, opts: CreateModelOptions = {}): PreTrainedModel {
   const r = resolveModelClass(config, opts.task);
   const cfg: HFConfig = { ...config, model_type: r.modelType, architectures: [r.architecture] };
-  return new r.ctor(cfg, opts);
+  const model = new r.ctor(cfg, opts);
+  if (opts.quantize) model.quantize(opts.quantize);
+  return model;
 }

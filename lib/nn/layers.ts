@@ -8,6 +8,8 @@ import { dropout } from '../autograd/attention';
 import { zeros, ones, randn, isShapeOnly } from '../autograd/creation';
 import { mul } from '../autograd/elementwise';
 import { noGrad } from '../autograd/tape';
+import { QuantizedWeight, QuantFormat, quantLinear } from '../autograd/quant';
+import { SiftError } from '../engine/errors';
 
 export interface InitOptions {
   device?: string;
@@ -36,8 +38,40 @@ export class Linear extends Module {
     this.weight = this.registerParameter('weight', normalInit([outFeatures, inFeatures], opts))!;
     this.bias = this.registerParameter('bias', opts.bias === false ? null : zeros([outFeatures], { device: opts.device, dtype: opts.dtype }));
   }
+  /** The frozen weight in quantized form, once quantize() ran (then `weight` is no parameter). */
+  quantized: QuantizedWeight | null = null;
+
+  /**
+   * Stores the weight quantized (int8 or NF4) and frees the dense one. The weight is frozen from
+   * then on: it leaves the parameters; the bias stays a parameter.
+   */
+  quantize(format: QuantFormat): this {
+    if (this.quantized) throw new SiftError('E_ARG', `this Linear is already quantized (${this.quantized.format})`);
+    const q = QuantizedWeight.from(this.weight, format);
+    const dense = this.weight;
+    this.unregisterParameter('weight');
+    dense.dispose();
+    this.quantized = q;
+    Object.defineProperty(this, 'weight', {
+      configurable: true,
+      get: () => {
+        throw new SiftError('E_UNSUPPORTED', `this Linear's weight is stored quantized (${format}); use quantized.dequantize()`);
+      },
+    });
+    return this;
+  }
+
   forward(x: Tensor): Tensor {
+    if (this.quantized) return quantLinear(x, this.quantized, this.bias);
     return linear(x, this.weight, this.bias);
+  }
+
+  protected override moveOwned(device: string): void {
+    this.quantized?.to(device);
+  }
+
+  protected override disposeOwned(): void {
+    this.quantized?.dispose();
   }
 }
 

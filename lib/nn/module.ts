@@ -33,6 +33,20 @@ export abstract class Module {
     return m;
   }
 
+  /**
+   * Takes a parameter out of the tree without disposing it (a layer that stores its weight in
+   * another form, such as a quantized Linear, calls this).
+   */
+  protected unregisterParameter(name: string): void {
+    this._params.delete(name);
+  }
+
+  /** Native memory a module owns besides its parameters (quantized weights): moved by to(). */
+  protected moveOwned(_device: string): void {}
+
+  /** Frees native memory a module owns besides its parameters: called by dispose(). */
+  protected disposeOwned(): void {}
+
   /** Replaces a parameter's tensor (e.g. when loading), disposing the old one. */
   setParameter(name: string, t: Tensor): void {
     if (!this._params.has(name)) throw new SiftError('E_ARG', `${this.kind} has no parameter '${name}'`);
@@ -106,6 +120,7 @@ export abstract class Module {
         m._params.set(n, nt);
         (m as unknown as Record<string, unknown>)[n] = nt;
       }
+      if (!dtypes.includes(target)) m.moveOwned(target === 'cuda' ? 'cuda:0' : target);
     }
     return this;
   }
@@ -118,5 +133,6 @@ export abstract class Module {
   /** Frees every parameter of the tree. */
   dispose(): void {
     for (const [, t] of this.namedParameters()) t.dispose();
+    for (const [, m] of this.namedModules()) m.disposeOwned();
   }
 }

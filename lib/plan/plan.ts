@@ -17,6 +17,7 @@ import { siftSelectors } from '../train/trainer';
 import { applyLora } from '../train/lora';
 import type { MethodName, TaskName, TrainerOptions } from '../train/types';
 import { activationBytes, ActivationEstimate } from './activations';
+import { quantizedBytes } from '../autograd/quant';
 
 export type QuantizeMode = 'int8' | 'nf4';
 
@@ -85,15 +86,6 @@ export function shapeOnlyModel(config: HFConfig, task: TaskName): PreTrainedMode
   return shapeOnly(() => createModel(cfg, { task: modelTask, device: 'cpu' }));
 }
 
-/** Bytes of a quantized [rows, cols] weight: int8 with an f32 scale per row; NF4 as bitsandbytes (blocks of 64, absmax double-quantized to 8 bits in blocks of 256 with an f32 scale each). */
-export function quantizedBytes(mode: QuantizeMode, shape: number[]): number {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const rows = shape[0];
-  if (mode === 'int8') return n + 4 * rows;
-  const blocks = Math.ceil(n / 64);
-  return Math.ceil(n / 2) + blocks + 4 * Math.ceil(blocks / 256) + 4;
-}
-
 /** Predicts the peak memory of a training run of `config` with these options. */
 export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan {
   const method = opts.method ?? 'sift';
@@ -122,10 +114,20 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
     // Quantized: the weights of linear layers but the output and task heads (bitsandbytes' convention).
     const isQuantized = (name: string, shape: number[]) => !!opts.quantize && shape.length === 2 && name.endsWith('.weight')
       && LINEAR_KINDS.has(kinds.get(modulePath(name)) ?? '') && !/(^|\.)(lm_head|score|classifier)(\.|$)/.test(name);
+    const trainerOpts = { task, method, sift: { sparseRate: rate, targetModules: opts.targetModules, denseModules: opts.denseModules } } as TrainerOptions;
+    // A run quantizes only the weights that do not train (lib/cli/common.ts quantizeModel): SIFT's
+    // targets and dense modules, and every weight of full fine-tuning, stay in the run's dtype.
+    const trained = new Set<string>();
+    if (opts.quantize && method === 'full') for (const [n] of params) trained.add(n);
+    else if (opts.quantize && method !== 'lora') {
+      const sel = siftSelectors(model, trainerOpts);
+      const tp = planTargets(model, sel.targetModules, sel.denseModules);
+      for (const [n] of [...tp.sparse, ...tp.dense]) trained.add(n);
+    }
     let weights = 0;
     let quantizedWeights = 0;
     for (const [n, t] of params) {
-      if (isQuantized(n, t.shape)) quantizedWeights += quantizedBytes(opts.quantize!, t.shape);
+      if (isQuantized(n, t.shape) && !trained.has(n)) quantizedWeights += quantizedBytes(opts.quantize!, t.shape[0], t.shape[1]);
       else weights += t.size * wSize;
     }
     const parameters = params.reduce((a, [, t]) => a + t.size, 0);
@@ -138,7 +140,6 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
     let trainable = 0;
     let largestTargetGrad = 0;
     const adapters: [number, number, number][] = [];
-    const trainerOpts = { task, method, sift: { sparseRate: rate, targetModules: opts.targetModules, denseModules: opts.denseModules } } as TrainerOptions;
     if (method === 'sift' || method === 'random-sparse') {
       const sel = siftSelectors(model, trainerOpts);
       const plan = planTargets(model, sel.targetModules, sel.denseModules);

@@ -79,7 +79,9 @@ export class LoraAdapters {
 
   /** @internal */
   wrap(name: string, module: Module, conv1d: boolean, index: number): void {
-    const w = (module as unknown as { weight: Tensor }).weight;
+    // A quantized base (QLoRA-style) has no dense weight: its shape and device come from the codes.
+    const q = module instanceof Linear ? module.quantized : null;
+    const w = q ? { shape: q.shape, device: q.device, dtype: 'f32' as const } : (module as unknown as { weight: Tensor }).weight;
     const [inF, outF] = conv1d ? w.shape : [w.shape[1], w.shape[0]];
     const r = this.options.rank;
     const { A, B } = tidy(() => noGrad(() => {
@@ -132,6 +134,7 @@ export class LoraAdapters {
   }
 
   private fold(sign: 1 | -1): void {
+    check(!this.layers.some((l) => l.module instanceof Linear && l.module.quantized), 'E_UNSUPPORTED', 'LoRA adapters cannot be merged into a quantized base; save the adapter and apply it to the original weights');
     noGrad(() => {
       for (const l of this.layers) {
         const w = (l.module as unknown as { weight: Tensor }).weight;

@@ -9,7 +9,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { liveTensors, HFConfig, SiftError, kForRate, supportedModelTypes } from '../../lib';
-import { planMemory, shapeOnlyModel, quantizedBytes } from '../../lib/plan/plan';
+import { planMemory, shapeOnlyModel } from '../../lib/plan/plan';
+import { quantizedBytes } from '../../lib/autograd/quant';
 import { planWarning } from '../../lib/cli/plan';
 
 const small = { vocab_size: 97, hidden_size: 64, intermediate_size: 176, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128, head_dim: 16, tie_word_embeddings: false };
@@ -111,15 +112,22 @@ describe('shape-only module tree', () => {
     expect(p.parts.indices).toBe(4 * k);
     const sum = p.parts.weights + p.parts.quantizedWeights + p.parts.trainableState + p.parts.gradients + p.parts.activations + p.parts.workspace;
     expect(p.peakBytes).toBe(sum);
-    const nf4 = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 128, mixedPrecision: 'bf16', quantize: 'nf4' });
-    expect(nf4.parts.quantizedWeights).toBeGreaterThan(0);
-    expect(nf4.peakBytes).toBeLessThan(0.6 * p.peakBytes);
+    // A run quantizes only what does not train: LoRA's whole base, SIFT's non-target layers.
+    const lora = planMemory(cfg, { method: 'lora', batchSize: 1, maxLength: 128, mixedPrecision: 'bf16' });
+    const loraNf4 = planMemory(cfg, { method: 'lora', batchSize: 1, maxLength: 128, mixedPrecision: 'bf16', quantize: 'nf4' });
+    expect(loraNf4.parts.quantizedWeights).toBeGreaterThan(0);
+    expect(loraNf4.peakBytes).toBeLessThan(0.6 * lora.peakBytes);
+    const siftAll = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 128, mixedPrecision: 'bf16', quantize: 'nf4' });
+    expect(siftAll.parts.quantizedWeights).toBe(0);
+    const siftQV = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 128, mixedPrecision: 'bf16', quantize: 'nf4', targetModules: ['q_proj', 'v_proj'] });
+    expect(siftQV.parts.quantizedWeights).toBeGreaterThan(0);
+    expect(siftQV.peakBytes).toBeLessThan(p.peakBytes);
   });
 
   test('quantized sizes: int8 one byte and a row scale; NF4 half a byte, an 8-bit absmax per 64, an f32 per 256 blocks', () => {
-    expect(quantizedBytes('int8', [4096, 4096])).toBe(4096 * 4096 + 4 * 4096);
+    expect(quantizedBytes('int8', 4096, 4096)).toBe(4096 * 4096 + 4 * 4096);
     const n = 4096 * 4096;
-    expect(quantizedBytes('nf4', [4096, 4096])).toBe(n / 2 + n / 64 + 4 * (n / 64 / 256) + 4);
+    expect(quantizedBytes('nf4', 4096, 4096)).toBe(n / 2 + n / 64 + 4 * (n / 64 / 256) + 4);
   });
 
   test('bad input is a typed error', () => {
