@@ -14,6 +14,7 @@ import { finetuneFlags, finetuneHelp, runFinetune } from './finetune';
 import { generateFlags, generateHelp, runGenerate } from './generate';
 import { infoFlags, infoHelp, runInfo } from './info';
 import { mergeFlags, mergeHelp, runMerge } from './merge';
+import { pretrainFlags, pretrainHelp, runPretrain } from './pretrain';
 import { selectFlags, selectHelp, runSelect } from './select';
 
 interface Command {
@@ -23,6 +24,8 @@ interface Command {
   /** Arguments go through unparsed (bench: each benchmark has its own flags). */
   raw?: boolean;
   usage?: string;
+  /** Positional words allowed (the command checks where they stand). */
+  positionals?: number;
 }
 
 const commands: Record<string, Command> = {
@@ -35,6 +38,7 @@ const commands: Record<string, Command> = {
   info: { help: infoHelp, flags: infoFlags, run: runInfo },
   demo: { help: demoHelp, flags: demoFlags, run: runDemo, usage: '[--quick] [--out DIR]' },
   'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE|DIR] --out model.onnx' },
+  pretrain: { help: pretrainHelp, flags: pretrainFlags, run: runPretrain, positionals: 10_000, usage: '--architecture gpt2|llama --size S | --config config.json | --model DIR --data FILE... --steps N|--tokens N|--minutes M --out DIR' },
   'export-peft': { help: exportPeftHelp, flags: exportPeftFlags, run: runExportPeft, usage: '--model DIR --delta FILE|DIR --out DIR' },
 };
 
@@ -64,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    const parsed: ParseResult = cmd.raw ? { flags: { _: rest }, sources: {} } : parseCommand(rest, cmd.flags);
+    const parsed: ParseResult = cmd.raw ? { flags: { _: rest }, sources: {} } : parseCommand(rest, cmd.flags, { positionals: cmd.positionals });
     return await cmd.run(parsed.flags, rest, parsed);
   } catch (e) {
     if (e instanceof SiftError) {

@@ -33,7 +33,7 @@ import { ScheduleOptions, lrMultiplier } from '../sift/schedule';
 import { saveSafetensors, loadSafetensors } from '../io/safetensors';
 import { saveModelFolder } from '../io/hf';
 import { writeFileAtomic } from '../io/atomic';
-import type { Example, Metrics, MethodName, Row, TrainerEvent, TrainerOptions } from './types';
+import type { Example, ExampleSource, Metrics, MethodName, Row, TrainerEvent, TrainerOptions } from './types';
 import { createTask, Task } from './tasks';
 import { BatchSampler, deriveSeed } from './batching';
 import { applyLora, LoraAdapters } from './lora';
@@ -334,10 +334,12 @@ export class Trainer {
    * run stops at the next step boundary, writes a checkpoint and ends with a done event marked
    * `interrupted`. A non-finite loss or gradient norm throws E_NUMERIC naming the step.
    */
-  async *fit(train: (Row | Example)[], evalData?: (Row | Example)[]): AsyncGenerator<TrainerEvent> {
+  async *fit(train: (Row | Example)[] | ExampleSource, evalData?: (Row | Example)[]): AsyncGenerator<TrainerEvent> {
     check(!this.disposed, 'E_DISPOSED', 'this Trainer was disposed');
     check(!this.running, 'E_ARG', 'fit() is already running');
-    check(Array.isArray(train) && train.length > 0, 'E_ARG', 'fit(): no training rows');
+    const source = !Array.isArray(train) && train && typeof (train as ExampleSource).batch === 'function' ? train as ExampleSource : null;
+    check(!!source || (Array.isArray(train) && train.length > 0), 'E_ARG', 'fit(): no training rows');
+    check(!source || this.options.steps !== undefined, 'E_ARG', 'fit(): a streamed source needs steps (it has no epochs)');
     this.running = true;
     const o = this.options;
     const outDir = o.outDir;
@@ -359,8 +361,23 @@ export class Trainer {
       return e;
     };
     try {
-      const examples = this.task.prepare(train);
-      check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
+      let at: (pos: number) => Promise<Example[]>;
+      if (source) {
+        this.total = this.options.steps!;
+        at = async (pos) => {
+          const ex = this.task.prepare(await source.batch(pos, this.batchSize));
+          check(ex.length > 0, 'E_ARG', `fit(): the source's micro-batch at position ${pos} gave no examples`);
+          return ex;
+        };
+      } else {
+        const examples = this.task.prepare(train as (Row | Example)[]);
+        check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
+        const sampler = new BatchSampler(examples.length, {
+          batchSize: this.batchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),
+        });
+        this.total = this.totalSteps(sampler);
+        at = async (pos) => sampler.batchAt(pos).map((i) => examples[i]);
+      }
       const evalEx = evalData && evalData.length ? this.task.prepare(evalData) : null;
       if (o.metricForBest) {
         check(!!evalEx, 'E_ARG', 'metricForBest needs evaluation data (fit(train, evalData))');
@@ -368,10 +385,6 @@ export class Trainer {
         const m = metricName(o.metricForBest);
         check(!known || known.includes(m), 'E_ARG', `metricForBest '${o.metricForBest}': task ${this.task.name} reports ${known?.join(', ')}`);
       }
-      const sampler = new BatchSampler(examples.length, {
-        batchSize: this.batchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),
-      });
-      this.total = this.totalSteps(sampler);
       const ckpt = o.resume ? this.readCheckpoint(outDir!) : null;
       if (ckpt) {
         check(ckpt.meta.method === this.method && ckpt.meta.totalSteps === this.total && ckpt.meta.batchSize === this.batchSize && ckpt.meta.gradAccum === this.gradAccum && ckpt.meta.seed === this.seed,
@@ -380,13 +393,12 @@ export class Trainer {
       const fresh = !this.setupDone;
       this.setup();
       if (fresh) this.position = 0;
-      const at = (pos: number) => sampler.batchAt(pos).map((i) => examples[i]);
 
       // SIFT's selection micro-batches: gradients scored, no update.
       if (this._sift && !this._sift.selected) {
         const nSel = this._sift.selectionBatches;
         for (let i = 0; i < nSel; i++) {
-          const { loss } = this.microBatch(at(this.position), this.position, 1 / nSel);
+          const { loss } = this.microBatch(await at(this.position), this.position, 1 / nSel);
           this.position++;
           await loss.data();
           loss.dispose();
@@ -430,7 +442,8 @@ export class Trainer {
           break;
         }
         const positions = Array.from({ length: this.gradAccum }, (_, i) => this.position + i);
-        const batches = positions.map(at);
+        const batches: Example[][] = [];
+        for (const p of positions) batches.push(await at(p));
         // Weights make the accumulated gradient the mean over all label tokens (or examples) of the step.
         const weights = batches.map((b) => b.reduce((a, e) => a + this.task.lossWeight(e), 0));
         const W = weights.reduce((a, b) => a + b, 0) || 1;

@@ -21,6 +21,17 @@ export interface ColumnOptions {
   labelColumn?: string;
 }
 
+/**
+ * Training data read as it is needed instead of held in an array (pre-training on a corpus larger
+ * than memory): the Trainer asks for the micro-batch at each position in turn, starting at the
+ * run's first position (0, or the checkpoint's on resume). A source is a pure function of the
+ * position, like the in-memory sampler, so that a resumed run sees the same batches.
+ */
+export interface ExampleSource {
+  /** The rows or examples of the micro-batch at `position` (batchSize of them). */
+  batch(position: number, batchSize: number): Promise<(Row | Example)[]>;
+}
+
 /** A tokenized example ready for collation. */
 export interface Example {
   inputIds: number[];
