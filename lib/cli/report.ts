@@ -14,6 +14,8 @@ export interface RunData {
   evals: { step: number; metrics: Metrics }[];
   /** Per target tensor: share of the gradient's squared norm on the selected entries. */
   gradProportion?: Record<string, number>;
+  /** The gradient's quasi-sparsity before training (TrainerOptions.quasiSparsity). */
+  quasiSparsity?: QuasiSparsity;
 }
 
 export interface ReportData {
@@ -201,7 +203,8 @@ export function renderReport(data: ReportData): string {
     propChart = barChart('Gradient proportion on the selected entries per layer, at the last step (share of the squared gradient norm; the sparse rate is the share of entries)',
       shortNames(names), withProp.map((r) => ({ name: r.name, color: r.color, values: names.map((n) => r.gradProportion![n]) })));
   }
-  if (data.quasiSparsity?.length) propChart += quasiSparsityCharts(data.quasiSparsity).join('\n');
+  const measured = [...(data.quasiSparsity ?? []), ...runs.filter((r) => r.quasiSparsity).map((r) => ({ name: r.name, qs: r.quasiSparsity! }))];
+  if (measured.length) propChart += quasiSparsityCharts(measured).join('\n');
   const sectionRuns = data.pretrain ? [...runs, { ...data.pretrain, color: '#555' }] : runs;
   const runSections = sectionRuns.map((r) => `<section class="run"><h3><span class="swatch" style="background:${r.color}"></span>${esc(r.name)}</h3>
 <div class="cols"><div><h4>Summary</h4>${kvTable(r.summary)}</div><div><h4>Configuration</h4>${kvTable(r.config)}</div></div></section>`).join('\n');
@@ -235,18 +238,24 @@ export class RunRecorder {
   readonly steps: RunData['steps'] = [];
   readonly evals: RunData['evals'] = [];
   gradProportion?: Record<string, number>;
+  quasiSparsity?: QuasiSparsity;
   done?: Extract<TrainerEvent, { type: 'done' }>;
 
   add(e: TrainerEvent): void {
     if (e.type === 'step') this.steps.push({ step: e.step, loss: e.loss, lr: e.lr });
     else if (e.type === 'eval') this.evals.push({ step: e.step, metrics: e.metrics });
-    else if (e.type === 'done') {
+    else if (e.type === 'quasi-sparsity') {
+      this.quasiSparsity = {
+        fractions: e.fractions, layers: e.layers.map((l) => ({ ...l, sqNorm: NaN })),
+        overall: { name: 'overall', numel: e.layers.reduce((a, l) => a + l.numel, 0), shares: e.overall, sqNorm: NaN },
+      };
+    } else if (e.type === 'done') {
       this.done = e;
       if (e.gradProportion) this.gradProportion = e.gradProportion;
     }
   }
 
   run(name: string, config: Record<string, unknown>, summary: Record<string, unknown>): RunData {
-    return { name, config, summary, steps: this.steps, evals: this.evals, gradProportion: this.gradProportion };
+    return { name, config, summary, steps: this.steps, evals: this.evals, gradProportion: this.gradProportion, quasiSparsity: this.quasiSparsity };
   }
 }

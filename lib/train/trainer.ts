@@ -40,6 +40,8 @@ import { applyLora, LoraAdapters } from './lora';
 import { peftTaskType } from '../io/peft';
 import { TensorBoardLogger, wantsTensorboard } from '../io/tensorboard';
 import { DenseAdamW } from './optim';
+import { measureQuasiSparsity } from '../sift/quasi';
+import { planTargets } from '../sift/targets';
 
 const CHECKPOINT_VERSION = 1;
 const LINEAR_KINDS = new Set(['Linear', 'Conv1D']);
@@ -391,6 +393,24 @@ export class Trainer {
           'E_MISMATCH', `the checkpoint in ${outDir} was written by another configuration (method ${ckpt.meta.method}, ${ckpt.meta.totalSteps} steps, batch ${ckpt.meta.batchSize} x ${ckpt.meta.gradAccum}, seed ${ckpt.meta.seed})`);
       }
       const fresh = !this.setupDone;
+      if (o.quasiSparsity && fresh && !ckpt) {
+        // Before setup: SIFT's hooks would take the gradients over, LoRA would wrap the layers.
+        const nSel = this.method === 'sift' ? (o.sift?.selection?.batches ?? 1) : 1;
+        const targets = this.method === 'lora' && o.lora?.targetModules !== undefined ? o.lora.targetModules : this.siftSelectors().targetModules;
+        const params = planTargets(this.model, targets, undefined).sparse;
+        const wasTraining = this.model.training;
+        this.model.train();
+        const qs = await measureQuasiSparsity(params, async () => {
+          for (let i = 0; i < nSel; i++) {
+            const { loss } = this.microBatch(await at(i), i, 1 / nSel);
+            await loss.data();
+            loss.dispose();
+          }
+        });
+        for (const [, p] of this.model.namedParameters()) p.zeroGrad();
+        if (!wasTraining) this.model.eval();
+        yield emit({ type: 'quasi-sparsity', batches: nSel, fractions: qs.fractions, overall: qs.overall.shares, layers: qs.layers.map((l) => ({ name: l.name, numel: l.numel, shares: l.shares })) });
+      }
       this.setup();
       if (fresh) this.position = 0;
 

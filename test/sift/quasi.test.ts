@@ -123,6 +123,26 @@ describe('sift-ft select --report', () => {
       const html = fs.readFileSync(r.report, 'utf8');
       expect(html).toMatch(/<svg/);
       expect(html).toMatch(/top 1% of entries/);
+
+      // A finetune run with --quasi-sparsity: the same measurement of its selection batches, in log.jsonl and report.html.
+      const ft = path.join(tmp, 'ft');
+      const so2 = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
+      const se2 = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+      try {
+        code = await main(['finetune', '--model', path.join(tmp, 'm'), '--data', data, '--task', 'causal-lm', '--max-length', '16', '--selection-batches', '2', '--batch-size', '4', '--steps', '2', '--out', ft, '--quasi-sparsity', '--quiet', '--shuffle', 'false']);
+      } finally {
+        so2.mockRestore();
+        se2.mockRestore();
+      }
+      expect(code).toBe(0);
+      const events = fs.readFileSync(path.join(ft, 'log.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      const q = events.find((e) => e.type === 'quasi-sparsity');
+      expect(q.batches).toBe(2);
+      expect(q.fractions).toEqual(QUASI_FRACTIONS);
+      expect(q.layers.map((l: { name: string }) => l.name)).toEqual(r.quasiSparsity.layers.map((l: { name: string }) => l.name));
+      // The same batches in the same order (no shuffling): the same shares as select's.
+      q.overall.forEach((v: number, i: number) => expect(v).toBeCloseTo(r.quasiSparsity.overall.shares[i], 4));
+      expect(fs.readFileSync(path.join(ft, 'report.html'), 'utf8')).toMatch(/top 5% of entries/);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
