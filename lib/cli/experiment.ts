@@ -27,8 +27,9 @@ import { FlagSpec, Parsed, flagHelp, parseFlags } from './args';
 import { deviceFlag, fmtDuration, fmtInt, loadModelForTask, resolveDevice } from './common';
 import { MethodSummary, demoTable, gridAndSeeds } from './demo';
 import { FinetuneSpec, MethodSpec } from './pipeline';
+import { curvesFromLog } from './finetune';
 import { PRETRAIN_SIZES, pretrainFlags, pretrainModel } from './pretrain';
-import { renderReport } from './report';
+import { RunData, renderReport } from './report';
 import { quasiTable } from './select';
 
 export const experimentFlags: Record<string, FlagSpec> = {
@@ -173,7 +174,7 @@ export async function runExperiment(f: Parsed): Promise<number> {
   // 1. The base: pre-trained on the books, or reused from the cache / --base.
   let baseDir: string;
   let pretrainInfo: Record<string, unknown> | null = null;
-  let pretrainRun;
+  let pretrainRun: RunData | undefined;
   if (f.base !== undefined) {
     baseDir = path.resolve(String(f.base));
   } else {
@@ -187,6 +188,8 @@ export async function runExperiment(f: Parsed): Promise<number> {
     if (cached && JSON.stringify(cached.settings) === JSON.stringify(settings) && fs.existsSync(path.join(baseDir, 'model.safetensors'))) {
       log(`reusing the pre-trained base in ${baseDir} (same pre-training settings)`);
       pretrainInfo = cached.result;
+      // The cached run's curve, from its log.
+      pretrainRun = curvesFromLog(path.join(baseDir, 'log.jsonl'))?.run('pre-training (cached)', settings, pretrainInfo ?? {});
     } else {
       const files = expandDataPaths(f['pretrain-data'] !== undefined ? String(f['pretrain-data']).split(',').map((x) => x.trim()) : [path.join(dataDir, 'gutenberg')]);
       const pf: Parsed = { _: [] };
