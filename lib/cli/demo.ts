@@ -177,6 +177,44 @@ function matchedLoraRank(baseDir: string, trainable: number, device: string): { 
   }
 }
 
+/**
+ * One method's runs: the first seed at every learning rate of the grid, judged on the eval split's
+ * accuracy (then loss), then every other seed at the chosen rate; test accuracy's mean and spread.
+ */
+export async function gridAndSeeds(base: FinetuneSpec, m: MethodName, spec: (lr: number) => MethodSpec, lrs: number[], seeds: number[], log: (s: string) => void, rank?: number): Promise<MethodSummary> {
+  const common = base.common;
+  const search: MethodResult[] = [];
+  for (const lr of lrs) {
+    resetPeakMemory();
+    search.push(await finetuneMethod({ ...base }, { ...spec(lr), name: `${m}@${lr}-seed${seeds[0]}` }, log));
+  }
+  const better = (a: MethodResult, b: MethodResult) => {
+    const [x, y] = [a.metrics.accuracy ?? -1, b.metrics.accuracy ?? -1];
+    return x !== y ? x > y : (a.metrics.loss ?? Infinity) < (b.metrics.loss ?? Infinity);
+  };
+  const best = search.reduce((a, b) => (better(b, a) ? b : a));
+  const lr = best.lr!;
+  const runs = [best];
+  for (const s of seeds.slice(1)) {
+    resetPeakMemory();
+    runs.push(await finetuneMethod({ ...base, common: { ...common, seed: s } }, { ...spec(lr), name: `${m}@${lr}-seed${s}` }, log));
+  }
+  const tests = runs.map((r) => r.testMetrics?.accuracy ?? 0);
+  const gp = runs.map((r) => r.meanGradProportion).filter((x): x is number => x !== undefined);
+  return {
+    method: m, lr, search: search.map((r) => ({ lr: r.lr!, devAccuracy: r.metrics.accuracy })),
+    seeds: runs.map((r, i) => ({ seed: seeds[i], test: tests[i], dev: r.metrics.accuracy })),
+    ...spreadOf(tests),
+    trainable: best.trainable, total: best.total,
+    gradProportion: gp.length ? gp.reduce((a, b) => a + b, 0) / gp.length : undefined,
+    rank,
+    peakMemoryBytes: Math.max(...runs.map((r) => r.peakMemoryBytes)),
+    tokensPerSec: runs.reduce((a, r) => a + r.tokensPerSec, 0) / runs.length,
+    seconds: [...search, ...runs.slice(1)].reduce((a, r) => a + r.seconds, 0),
+    run: best,
+  };
+}
+
 export async function runDemo(f: Parsed): Promise<number> {
   const t0 = Date.now();
   const device = resolveDevice(f.device);
@@ -253,39 +291,9 @@ export async function runDemo(f: Parsed): Promise<number> {
       lora = matchedLoraRank(pre.dir, s?.trainable ?? Math.round(rate * pre.parameters), device);
       log(`LoRA rank ${lora.rank} over ${lora.targets.length} modules, to match ${s ? "SIFT's" : 'the sparse budget\'s'} trainable count`);
     }
-    // The search: the first seed at every rate of the grid, judged on dev accuracy (then dev loss).
-    const search: MethodResult[] = [];
-    for (const lr of size.lrs) {
-      resetPeakMemory();
-      search.push(await finetuneMethod({ ...base }, { ...spec(m, lr), name: `${m}@${lr}-seed${seeds[0]}` }, log));
-    }
-    const better = (a: MethodResult, b: MethodResult) => {
-      const [x, y] = [a.metrics.accuracy ?? -1, b.metrics.accuracy ?? -1];
-      return x !== y ? x > y : (a.metrics.loss ?? Infinity) < (b.metrics.loss ?? Infinity);
-    };
-    const best = search.reduce((a, b) => (better(b, a) ? b : a));
-    const lr = best.lr!;
-    const runs = [best];
-    for (const s of seeds.slice(1)) {
-      resetPeakMemory();
-      runs.push(await finetuneMethod({ ...base, common: { ...common, seed: s } }, { ...spec(m, lr), name: `${m}@${lr}-seed${s}` }, log));
-    }
-    const tests = runs.map((r) => r.testMetrics?.accuracy ?? 0);
-    const gp = runs.map((r) => r.meanGradProportion).filter((x): x is number => x !== undefined);
-    summaries.push({
-      method: m, lr, search: search.map((r) => ({ lr: r.lr!, devAccuracy: r.metrics.accuracy })),
-      seeds: runs.map((r, i) => ({ seed: seeds[i], test: tests[i], dev: r.metrics.accuracy })),
-      ...spreadOf(tests),
-      trainable: best.trainable, total: best.total,
-      gradProportion: gp.length ? gp.reduce((a, b) => a + b, 0) / gp.length : undefined,
-      rank: m === 'lora' ? lora?.rank : undefined,
-      peakMemoryBytes: Math.max(...runs.map((r) => r.peakMemoryBytes)),
-      tokensPerSec: runs.reduce((a, r) => a + r.tokensPerSec, 0) / runs.length,
-      seconds: [...search, ...runs.slice(1)].reduce((a, r) => a + r.seconds, 0),
-      run: best,
-    });
+    summaries.push(await gridAndSeeds(base, m, (lr) => spec(m, lr), size.lrs, seeds, log, m === 'lora' ? lora?.rank : undefined));
     const last = summaries[summaries.length - 1];
-    log(`${m}: lr ${lr} chosen on dev; test accuracy over seeds ${seeds.join(', ')}: ${tests.map(pct).join(', ')} (mean ${pct(last.mean)}, std ${pct(last.std)})`);
+    log(`${m}: lr ${last.lr} chosen on dev; test accuracy over seeds ${seeds.join(', ')}: ${last.seeds.map((x) => pct(x.test)).join(', ')} (mean ${pct(last.mean)}, std ${pct(last.std)})`);
   }
   const seconds = (Date.now() - t0) / 1000;
   const text = verdict(summaries, { zeroShot, testSize: test.length, grid: size.lrs });

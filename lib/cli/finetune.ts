@@ -18,6 +18,7 @@ import { RunRecorder, renderReport } from './report';
 import { planWarning } from './plan';
 import { loadConfig } from '../io/hf';
 import type { HFConfig } from '../models/common';
+import type { QuasiSparsity } from '../sift/quasi';
 
 export const METHODS: MethodName[] = ['sift', 'full', 'lora', 'random-sparse'];
 
@@ -61,6 +62,7 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   'mixed-precision': { type: 'string', help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)', choices: ['bf16', 'none'] },
   'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
   'log-every': { type: 'number', help: 'log every N optimizer steps', default: 1, integer: true, min: 1 },
+  'quasi-sparsity': { type: 'boolean', help: "before training, measure the gradient's quasi-sparsity (share of the squared norm on the top 0.1%, 1%, 5% of entries per layer and overall) into log.jsonl and report.html" },
   'report-to': { type: 'string', help: "where the logged metrics also go: 'tensorboard' (event files in --out, beside log.jsonl) or 'none'", choices: ['none', 'tensorboard'], default: 'none' },
   device: deviceFlag,
   quantize: quantizeFlag,
@@ -154,6 +156,7 @@ export function trainerOptionsFrom(f: Parsed, task: TaskName, device: string, ou
     trackGradProportion: method === 'sift' || method === 'random-sparse',
     logEvery: positiveInt(f['log-every'], 'log-every'),
     reportTo: (f['report-to'] as 'none' | 'tensorboard' | undefined) ?? 'none',
+    quasiSparsity: !!f['quasi-sparsity'],
     columns,
   };
 }
@@ -180,6 +183,8 @@ export interface FinetuneResult {
   /** Data parallel: the processes, and the gradient bytes all-reduced per step beside full fine-tuning's. */
   worldSize?: number;
   communication?: { bytesPerStep: number; fullFinetuneBytesPerStep: number; fraction: number };
+  /** The gradient's quasi-sparsity before training (--quasi-sparsity). */
+  quasiSparsity?: QuasiSparsity;
 }
 
 export function meanOf(v: Record<string, number> | undefined): number | undefined {
@@ -284,6 +289,8 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
           progress?.note(`eval at step ${e.step}: ${fmtMetrics(e.metrics)}`);
         } else if (e.type === 'checkpoint') {
           progress?.note(`checkpoint at step ${e.step}: ${e.path}`);
+        } else if (e.type === 'quasi-sparsity') {
+          progress?.note(`quasi-sparsity: the top ${e.fractions.map((x, i) => `${+(100 * x).toPrecision(3)}% of entries carry ${(100 * e.overall[i]).toFixed(1)}%`).join(', ')} of the gradient's squared norm`);
         }
       }
     });
@@ -329,6 +336,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
       gradProportion: rec.gradProportion,
       meanGradProportion: meanOf(rec.gradProportion),
       ...(group ? { worldSize: group.worldSize, communication: done?.communication } : {}),
+      quasiSparsity: rec.quasiSparsity,
     };
     const config: Record<string, unknown> = {
       model: path.resolve(modelDir), data: path.resolve(dataFile), evalData: evalFile ? path.resolve(evalFile) : undefined, device,

@@ -16,6 +16,7 @@ import { infoFlags, infoHelp, runInfo } from './info';
 import { planFlags, planHelp, runPlan } from './plan';
 import { launchFlags, launchHelp, runLaunch } from './launch';
 import { mergeFlags, mergeHelp, runMerge } from './merge';
+import { pretrainFlags, pretrainHelp, runPretrain } from './pretrain';
 import { selectFlags, selectHelp, runSelect } from './select';
 
 interface Command {
@@ -25,6 +26,8 @@ interface Command {
   /** Arguments go through unparsed (bench: each benchmark has its own flags). */
   raw?: boolean;
   usage?: string;
+  /** Positional words allowed (the command checks where they stand). */
+  positionals?: number;
 }
 
 const commands: Record<string, Command> = {
@@ -39,6 +42,7 @@ const commands: Record<string, Command> = {
   demo: { help: demoHelp, flags: demoFlags, run: runDemo, usage: '[--quick] [--out DIR]' },
   'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE|DIR] --out model.onnx' },
   launch: { help: launchHelp, flags: launchFlags, run: runLaunch, raw: true, usage: '--nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] -- <command> [flags]' },
+  pretrain: { help: pretrainHelp, flags: pretrainFlags, run: runPretrain, positionals: 10_000, usage: '--architecture gpt2|llama --size S | --config config.json | --model DIR --data FILE... --steps N|--tokens N|--minutes M --out DIR' },
   'export-peft': { help: exportPeftHelp, flags: exportPeftFlags, run: runExportPeft, usage: '--model DIR --delta FILE|DIR --out DIR' },
 };
 
@@ -69,7 +73,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    const parsed: ParseResult = cmd.raw ? { flags: { _: rest }, sources: {} } : parseCommand(rest, cmd.flags);
+    const parsed: ParseResult = cmd.raw ? { flags: { _: rest }, sources: {} } : parseCommand(rest, cmd.flags, { positionals: cmd.positionals });
     return await cmd.run(parsed.flags, rest, parsed);
   } catch (e) {
     if (e instanceof SiftError) {

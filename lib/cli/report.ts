@@ -4,6 +4,7 @@
  * summary. Several runs (the demo's methods) share the charts, one colour each.
  */
 import type { Metrics, TrainerEvent } from '../train/types';
+import { QuasiSparsity, fractionLabel } from '../sift/quasi';
 
 export interface RunData {
   name: string;
@@ -13,6 +14,8 @@ export interface RunData {
   evals: { step: number; metrics: Metrics }[];
   /** Per target tensor: share of the gradient's squared norm on the selected entries. */
   gradProportion?: Record<string, number>;
+  /** The gradient's quasi-sparsity before training (TrainerOptions.quasiSparsity). */
+  quasiSparsity?: QuasiSparsity;
 }
 
 export interface ReportData {
@@ -22,6 +25,25 @@ export interface ReportData {
   notes?: string[];
   /** A pre-training run, charted on its own (its loss scale would flatten the fine-tuning curves). */
   pretrain?: RunData;
+  /** Gradient quasi-sparsity measurements (e.g. a pre-trained model against a random one), one series each. */
+  quasiSparsity?: { name: string; qs: QuasiSparsity }[];
+}
+
+/**
+ * One bar chart per fraction: the share of the gradient's squared norm on the top entries, per
+ * layer and overall, one series per measurement.
+ */
+export function quasiSparsityCharts(list: { name: string; qs: QuasiSparsity }[]): string[] {
+  if (!list.length) return [];
+  const names = [...new Set(list.flatMap((m) => m.qs.layers.map((l) => l.name)))];
+  return list[0].qs.fractions.map((f, i) => barChart(
+    `Share of the gradient's squared norm on its top ${fractionLabel(f)} of entries (per layer and overall; an even gradient gives ${fractionLabel(f)})`,
+    ['overall', ...shortNames(names)],
+    list.map((m, j) => ({
+      name: m.name, color: COLORS[j % COLORS.length],
+      values: [m.qs.overall.shares[i], ...names.map((n) => m.qs.layers.find((l) => l.name === n)?.shares[i])],
+    })),
+  ));
 }
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
@@ -181,6 +203,8 @@ export function renderReport(data: ReportData): string {
     propChart = barChart('Gradient proportion on the selected entries per layer, at the last step (share of the squared gradient norm; the sparse rate is the share of entries)',
       shortNames(names), withProp.map((r) => ({ name: r.name, color: r.color, values: names.map((n) => r.gradProportion![n]) })));
   }
+  const measured = [...(data.quasiSparsity ?? []), ...runs.filter((r) => r.quasiSparsity).map((r) => ({ name: r.name, qs: r.quasiSparsity! }))];
+  if (measured.length) propChart += quasiSparsityCharts(measured).join('\n');
   const sectionRuns = data.pretrain ? [...runs, { ...data.pretrain, color: '#555' }] : runs;
   const runSections = sectionRuns.map((r) => `<section class="run"><h3><span class="swatch" style="background:${r.color}"></span>${esc(r.name)}</h3>
 <div class="cols"><div><h4>Summary</h4>${kvTable(r.summary)}</div><div><h4>Configuration</h4>${kvTable(r.config)}</div></div></section>`).join('\n');
@@ -201,7 +225,7 @@ table.kv td{padding:2px 0;font-family:ui-monospace,Menlo,monospace;word-break:br
 .empty{color:#999}table.metrics{border-collapse:collapse;font-size:13px;margin:8px}table.metrics td,table.metrics th{padding:4px 10px;text-align:right}table.metrics th:first-child{text-align:left}
 </style></head><body>
 <h1>${esc(data.title)}</h1>${data.subtitle ? `<p class="sub">${esc(data.subtitle)}</p>` : ''}${notes}
-<h2>Curves</h2><div class="charts">${charts.join('\n')}</div>
+${runs.length || data.pretrain ? `<h2>Curves</h2><div class="charts">${charts.join('\n')}</div>` : ''}
 ${propChart ? `<h2>Quasi-sparsity</h2><div class="charts">${propChart}</div>` : ''}
 <h2>Runs</h2>${runSections}
 <p class="sub">Written by sift-ft on ${esc(new Date().toISOString())}.</p>
@@ -214,18 +238,24 @@ export class RunRecorder {
   readonly steps: RunData['steps'] = [];
   readonly evals: RunData['evals'] = [];
   gradProportion?: Record<string, number>;
+  quasiSparsity?: QuasiSparsity;
   done?: Extract<TrainerEvent, { type: 'done' }>;
 
   add(e: TrainerEvent): void {
     if (e.type === 'step') this.steps.push({ step: e.step, loss: e.loss, lr: e.lr });
     else if (e.type === 'eval') this.evals.push({ step: e.step, metrics: e.metrics });
-    else if (e.type === 'done') {
+    else if (e.type === 'quasi-sparsity') {
+      this.quasiSparsity = {
+        fractions: e.fractions, layers: e.layers.map((l) => ({ ...l, sqNorm: NaN })),
+        overall: { name: 'overall', numel: e.layers.reduce((a, l) => a + l.numel, 0), shares: e.overall, sqNorm: NaN },
+      };
+    } else if (e.type === 'done') {
       this.done = e;
       if (e.gradProportion) this.gradProportion = e.gradProportion;
     }
   }
 
   run(name: string, config: Record<string, unknown>, summary: Record<string, unknown>): RunData {
-    return { name, config, summary, steps: this.steps, evals: this.evals, gradProportion: this.gradProportion };
+    return { name, config, summary, steps: this.steps, evals: this.evals, gradProportion: this.gradProportion, quasiSparsity: this.quasiSparsity };
   }
 }

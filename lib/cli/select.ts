@@ -11,6 +11,10 @@ import { tidy } from '../engine/scope';
 import { native } from '../engine/native';
 import { saveSafetensors } from '../io/safetensors';
 import { Sift } from '../sift/sift';
+import { planTargets } from '../sift/targets';
+import { QuasiSparsity, fractionLabel, measureQuasiSparsity } from '../sift/quasi';
+import { writeFileAtomic } from '../io/atomic';
+import { renderReport } from './report';
 import { loadRows } from '../train/data';
 import { createTask } from '../train/tasks';
 import type { FlagSpec, Parsed } from './args';
@@ -35,6 +39,7 @@ export const selectFlags: Record<string, FlagSpec> = {
   device: deviceFlag,
   quantize: quantizeFlag,
   json: { type: 'boolean', help: 'print the report as JSON' },
+  report: { type: 'boolean', help: "also measure the gradient's quasi-sparsity (share of the squared norm on the top 0.1%, 1%, 5% of entries, per layer and overall) and write it, as a picture, to quasi-sparsity.html beside --out" },
 };
 
 export const selectHelp = 'Chooses the SIFT indices from the first batches, saves them (<name>.sift_idx) and prints the quasi-sparsity report.';
@@ -72,16 +77,6 @@ export async function runSelect(f: Parsed): Promise<number> {
     const targetModules = parseSelector(f['target-modules'], 'target-modules')
       ?? model.namedModules().filter(([p, m]) => p && (m.kind === 'Linear' || m.kind === 'Conv1D') && !p.endsWith('lm_head') && !underHead(p)).map(([p]) => p);
     const denseModules = parseSelector(f['dense-modules'], 'dense-modules') ?? (f['target-modules'] === undefined && heads.length ? heads : undefined);
-    sift = new Sift(model, {
-      sparseRate: rate,
-      targetModules,
-      denseModules,
-      selection: { batches: nSel, score: f['selection-score'] as 'abs', scope: f['selection-scope'] as 'tensor' },
-      seed: f.seed as number,
-      trackGradProportion: true,
-    });
-    // Frozen layers (not targets, not dense modules) are stored quantized; targets stay dense.
-    quantizeModel(model, f.quantize, true);
     // Batches wrap around a small file so that selection and measurement always have data.
     const batchAt = (i: number) => {
       const ex = Array.from({ length: Math.min(bs, examples.length) }, (_, j) => examples[(i * bs + j) % examples.length]);
@@ -99,6 +94,25 @@ export async function runSelect(f: Parsed): Promise<number> {
         b.dispose();
       }
     };
+    let qs: QuasiSparsity | null = null;
+    if (f.report) {
+      // The selection batches' accumulated gradient, before SIFT's hooks take the gradients over.
+      const params = planTargets(model, targetModules, denseModules).sparse;
+      qs = await measureQuasiSparsity(params, () => {
+        for (let i = 0; i < nSel; i++) backwardOn(i);
+      });
+      for (const [, p] of model.namedParameters()) p.zeroGrad();
+    }
+    sift = new Sift(model, {
+      sparseRate: rate,
+      targetModules,
+      denseModules,
+      selection: { batches: nSel, score: f['selection-score'] as 'abs', scope: f['selection-scope'] as 'tensor' },
+      seed: f.seed as number,
+      trackGradProportion: true,
+    });
+    // Frozen layers (not targets, not dense modules) are stored quantized; targets stay dense.
+    quantizeModel(model, f.quantize, true);
     const batches = sift.needsGradients ? sift.selectionBatches : 0;
     for (let i = 0; i < batches; i++) backwardOn(i);
     if (!sift.selected) sift.select();
@@ -126,9 +140,21 @@ export async function runSelect(f: Parsed): Promise<number> {
     for (const o of owned) o.dispose();
     const layers = sift.targets.map((tg) => ({ name: tg.name, shape: tg.param.shape, selected: tg.k, total: tg.numel, gradProportion: props.get(tg.name) ?? 0 }));
     const mean = layers.length ? layers.reduce((a, l) => a + l.gradProportion, 0) / layers.length : 0;
+    let reportFile: string | undefined;
+    if (qs) {
+      reportFile = path.join(path.dirname(path.resolve(out)), 'quasi-sparsity.html');
+      writeFileAtomic(reportFile, [renderReport({
+        title: `Gradient quasi-sparsity of ${path.basename(path.resolve(modelDir))}`,
+        subtitle: `accumulated gradient of ${nSel} selection batch(es) of ${bs} from ${path.basename(dataFile)}, task ${task}; ${qs.layers.length} target tensors, ${fmtInt(qs.overall.numel)} entries`,
+        runs: [],
+        quasiSparsity: [{ name: path.basename(path.resolve(modelDir)), qs }],
+        notes: [quasiSentence(qs)],
+      })]);
+    }
     if (f.json) {
-      writeJson({ out: path.resolve(out), sparseRate: rate, trainable: summary.trainable, total: summary.total, meanGradProportion: mean, layers });
+      writeJson({ out: path.resolve(out), sparseRate: rate, trainable: summary.trainable, total: summary.total, meanGradProportion: mean, layers, ...(qs ? { quasiSparsity: qs, report: reportFile } : {}) });
     } else {
+      if (qs) process.stdout.write(`${quasiTable(qs)}\n\n${quasiSentence(qs)}\nreport: ${reportFile}\n\n`);
       process.stdout.write(`${table(['target', 'shape', 'selected', 'share', 'gradient proportion'], layers.map((l) => [
         l.name, l.shape.join('x'), fmtInt(l.selected), `${((100 * l.selected) / l.total).toFixed(2)}%`, `${(100 * l.gradProportion).toFixed(1)}%`,
       ]))}\n\n`);
@@ -141,4 +167,19 @@ export async function runSelect(f: Parsed): Promise<number> {
     sift?.dispose();
     model.dispose();
   }
+}
+
+/** The quasi-sparsity table: per layer and overall, the share of the squared norm on the top entries. */
+export function quasiTable(qs: QuasiSparsity): string {
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  return table(['tensor', 'entries', ...qs.fractions.map((f) => `top ${fractionLabel(f)}`)], [
+    ...qs.layers.map((l) => [l.name, fmtInt(l.numel), ...l.shares.map(pct)]),
+    ['overall', fmtInt(qs.overall.numel), ...qs.overall.shares.map(pct)],
+  ]);
+}
+
+/** One sentence: what the overall shares say. */
+export function quasiSentence(qs: QuasiSparsity): string {
+  const parts = qs.fractions.map((f, i) => `the top ${fractionLabel(f)} of entries carry ${(100 * qs.overall.shares[i]).toFixed(1)}%`);
+  return `Of the gradient's squared norm over all targets, ${parts.join(', ')} (an even gradient: the same percentages as the entries).`;
 }

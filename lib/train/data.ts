@@ -7,6 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as readline from 'readline';
+import * as zlib from 'zlib';
 import { SiftError } from '../engine/errors';
 import type { Row } from './types';
 
@@ -23,30 +24,42 @@ export interface ReadOptions {
   textUnit?: 'line' | 'file';
 }
 
-/** The format a path's extension stands for. */
+/** The format a path's extension stands for (a trailing .gz is looked through). */
 export function formatOf(file: string): DataFormat {
-  const ext = path.extname(file).toLowerCase();
+  const ext = path.extname(isGzipName(file) ? file.slice(0, -3) : file).toLowerCase();
   if (ext === '.jsonl' || ext === '.ndjson' || ext === '.json') return 'jsonl';
   if (ext === '.csv') return 'csv';
   if (ext === '.tsv') return 'tsv';
   return 'text';
 }
 
+function isGzipName(file: string): boolean {
+  return file.toLowerCase().endsWith('.gz');
+}
+
 function formatError(file: string, line: number, msg: string): SiftError {
   return new SiftError('E_FORMAT', `${file}:${line}: ${msg}`);
 }
 
-async function* lines(file: string): AsyncGenerator<string> {
+/**
+ * The lines of a text file, streamed; a file whose name ends in .gz is gunzipped on the fly
+ * (node:zlib), so a compressed corpus is never held whole either.
+ */
+export async function* readLines(file: string): AsyncGenerator<string> {
   let stream: fs.ReadStream;
   try {
     fs.accessSync(file, fs.constants.R_OK);
     if (fs.statSync(file).isDirectory()) throw new SiftError('E_IO', `${file} is a directory, not a data file`);
-    stream = fs.createReadStream(file, { encoding: 'utf8' });
+    stream = fs.createReadStream(file);
   } catch (e) {
     if (e instanceof SiftError) throw e;
     throw new SiftError('E_IO', `cannot read ${file}: ${(e as Error).message}`);
   }
-  const rl = readline.createInterface({ input: stream, crlfDelay: Infinity });
+  const gunzip = isGzipName(file) ? zlib.createGunzip() : null;
+  if (gunzip) stream.pipe(gunzip);
+  const input = gunzip ?? stream;
+  input.setEncoding('utf8');
+  const rl = readline.createInterface({ input, crlfDelay: Infinity });
   try {
     let first = true;
     for await (const l of rl) {
@@ -54,8 +67,14 @@ async function* lines(file: string): AsyncGenerator<string> {
       yield first && l.charCodeAt(0) === 0xfeff ? l.slice(1) : l;
       first = false;
     }
+  } catch (e) {
+    if (e instanceof SiftError) throw e;
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    if (gunzip && code.startsWith('Z_')) throw new SiftError('E_FORMAT', `${file}: not a valid gzip file (${(e as Error).message})`);
+    throw new SiftError('E_IO', `cannot read ${file}: ${(e as Error).message}`);
   } finally {
     rl.close();
+    gunzip?.destroy();
     stream.destroy();
   }
 }
@@ -138,19 +157,20 @@ export async function* readRows(file: string, opts: ReadOptions = {}): AsyncGene
     if (opts.textUnit === 'file') {
       let text: string;
       try {
-        text = fs.readFileSync(file, 'utf8');
+        const raw = fs.readFileSync(file);
+        text = (isGzipName(file) ? zlib.gunzipSync(raw) : raw).toString('utf8');
       } catch (e) {
         throw new SiftError('E_IO', `cannot read ${file}: ${(e as Error).message}`);
       }
       yield { text };
       return;
     }
-    for await (const l of lines(file)) if (l.trim().length) yield { text: l };
+    for await (const l of readLines(file)) if (l.trim().length) yield { text: l };
     return;
   }
   if (format === 'jsonl') {
     let n = 0;
-    for await (const l of lines(file)) {
+    for await (const l of readLines(file)) {
       n++;
       if (!l.trim()) continue;
       let v: unknown;
@@ -168,7 +188,7 @@ export async function* readRows(file: string, opts: ReadOptions = {}): AsyncGene
   let columns: string[] | null = opts.columns ?? null;
   let wantHeader = opts.header ?? !opts.columns;
   let n = 0;
-  for await (const l of lines(file)) {
+  for await (const l of readLines(file)) {
     n++;
     if (!parser.pending && l.length === 0) continue;
     const fields = parser.feed(l, n);

@@ -1,7 +1,9 @@
 /** The training layer: data readers, tasks, batching, metrics, LoRA and the Trainer. */
 export * from './types';
-export { readRows, loadRows, formatOf, DelimitedParser } from './data';
+export { readRows, readLines, loadRows, formatOf, DelimitedParser } from './data';
 export type { DataFormat, ReadOptions } from './data';
+export { TokenBlockStream, readDocuments, sampleText, expandDataPaths } from './stream';
+export type { TokenBlockOptions, TextStreamOptions } from './stream';
 export { createTask, modelTaskFor, alpacaPrompt } from './tasks';
 export type { Task, TaskOptions } from './tasks';
 export { BatchSampler, SeededRng, shuffleInPlace, deriveSeed, padSequences, padTo } from './batching';

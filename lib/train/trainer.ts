@@ -36,7 +36,7 @@ import { ScheduleOptions, lrMultiplier } from '../sift/schedule';
 import { saveSafetensors, loadSafetensors } from '../io/safetensors';
 import { saveModelFolder } from '../io/hf';
 import { writeFileAtomic } from '../io/atomic';
-import type { Example, Metrics, MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from './types';
+import type { Example, ExampleSource, Metrics, MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from './types';
 import { createTask, Task } from './tasks';
 import { BatchSampler, deriveSeed } from './batching';
 import { applyLora, LoraAdapters } from './lora';
@@ -44,6 +44,8 @@ import { peftTaskType } from '../io/peft';
 import { TensorBoardLogger, wantsTensorboard } from '../io/tensorboard';
 import { DenseAdamW } from './optim';
 import type { ProcessGroup } from '../dist/group';
+import { measureQuasiSparsity } from '../sift/quasi';
+import { planTargets } from '../sift/targets';
 
 const CHECKPOINT_VERSION = 1;
 const LINEAR_KINDS = new Set(['Linear', 'Conv1D']);
@@ -454,10 +456,12 @@ export class Trainer {
    * run stops at the next step boundary, writes a checkpoint and ends with a done event marked
    * `interrupted`. A non-finite loss or gradient norm throws E_NUMERIC naming the step.
    */
-  async *fit(train: (Row | Example)[], evalData?: (Row | Example)[]): AsyncGenerator<TrainerEvent> {
+  async *fit(train: (Row | Example)[] | ExampleSource, evalData?: (Row | Example)[]): AsyncGenerator<TrainerEvent> {
     check(!this.disposed, 'E_DISPOSED', 'this Trainer was disposed');
     check(!this.running, 'E_ARG', 'fit() is already running');
-    check(Array.isArray(train) && train.length > 0, 'E_ARG', 'fit(): no training rows');
+    const source = !Array.isArray(train) && train && typeof (train as ExampleSource).batch === 'function' ? train as ExampleSource : null;
+    check(!!source || (Array.isArray(train) && train.length > 0), 'E_ARG', 'fit(): no training rows');
+    check(!source || this.options.steps !== undefined, 'E_ARG', 'fit(): a streamed source needs steps (it has no epochs)');
     const o = this.options;
     // With a process group only rank 0 writes outDir (log, checkpoints, best); every rank reads a checkpoint to resume.
     const outDir = this.writer ? o.outDir : undefined;
@@ -489,8 +493,23 @@ export class Trainer {
         for (const n of ['checkpoint', 'best', 'trainer_state.json']) fs.rmSync(path.join(outDir, n), { recursive: true, force: true });
       }
       if (tensorboard && outDir) tb = new TensorBoardLogger(outDir);
-      const examples = this.task.prepare(train);
-      check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
+      let at: (pos: number) => Promise<Example[]>;
+      if (source) {
+        this.total = this.options.steps!;
+        at = async (pos) => {
+          const ex = this.task.prepare(await source.batch(pos, this.globalBatchSize));
+          check(ex.length > 0, 'E_ARG', `fit(): the source's micro-batch at position ${pos} gave no examples`);
+          return ex;
+        };
+      } else {
+        const examples = this.task.prepare(train as (Row | Example)[]);
+        check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
+        const sampler = new BatchSampler(examples.length, {
+          batchSize: this.globalBatchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),
+        });
+        this.total = this.totalSteps(sampler);
+        at = async (pos) => sampler.batchAt(pos).map((i) => examples[i]);
+      }
       const evalEx = evalData && evalData.length ? this.task.prepare(evalData) : null;
       if (o.metricForBest) {
         check(!!evalEx, 'E_ARG', 'metricForBest needs evaluation data (fit(train, evalData))');
@@ -498,10 +517,6 @@ export class Trainer {
         const m = metricName(o.metricForBest);
         check(known.includes(m), 'E_ARG', `metricForBest '${o.metricForBest}': task ${this.task.name} reports ${known.join(', ')}`);
       }
-      const sampler = new BatchSampler(examples.length, {
-        batchSize: this.globalBatchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),
-      });
-      this.total = this.totalSteps(sampler);
       const ckpt = o.resume ? this.readCheckpoint(o.outDir!) : null;
       if (ckpt) {
         check(ckpt.meta.method === this.method && ckpt.meta.totalSteps === this.total && ckpt.meta.batchSize === this.globalBatchSize && ckpt.meta.gradAccum === this.gradAccum && ckpt.meta.seed === this.seed,
@@ -509,9 +524,26 @@ export class Trainer {
           + (this.worldSize > 1 || (ckpt.meta.worldSize ?? 1) > 1 ? `; the batch counts all processes (this run: ${this.worldSize} x ${this.batchSize})` : ''));
       }
       const fresh = !this.setupDone;
+      if (o.quasiSparsity && fresh && !ckpt) {
+        // Before setup: SIFT's hooks would take the gradients over, LoRA would wrap the layers.
+        const nSel = this.method === 'sift' ? (o.sift?.selection?.batches ?? 1) : 1;
+        const targets = this.method === 'lora' && o.lora?.targetModules !== undefined ? o.lora.targetModules : this.siftSelectors().targetModules;
+        const params = planTargets(this.model, targets, undefined).sparse;
+        const wasTraining = this.model.training;
+        this.model.train();
+        const qs = await measureQuasiSparsity(params, async () => {
+          for (let i = 0; i < nSel; i++) {
+            const { loss } = this.microBatch(await at(i), i, 1 / nSel);
+            await loss.data();
+            loss.dispose();
+          }
+        });
+        for (const [, p] of this.model.namedParameters()) p.zeroGrad();
+        if (!wasTraining) this.model.eval();
+        yield emit({ type: 'quasi-sparsity', batches: nSel, fractions: qs.fractions, overall: qs.overall.shares, layers: qs.layers.map((l) => ({ name: l.name, numel: l.numel, shares: l.shares })) });
+      }
       this.setup();
       if (fresh) this.position = 0;
-      const at = (pos: number) => sampler.batchAt(pos).map((i) => examples[i]);
 
       // SIFT's selection micro-batches: gradients scored, no update.
       if (this._sift && !this._sift.selected) {
@@ -519,7 +551,7 @@ export class Trainer {
         if (this.asyncWaits) this._sift.checkScoresInBackward = false;
         const nSel = this._sift.selectionBatches;
         for (let i = 0; i < nSel; i++) {
-          const global = at(this.position);
+          const global = await at(this.position);
           const W = global.reduce((a, e) => a + this.task.lossWeight(e), 0) || 1;
           const sh = this.shard(global);
           const { loss } = this.microBatch(sh.examples, this.position, sh.weight / W / nSel);
@@ -574,7 +606,8 @@ export class Trainer {
           break;
         }
         const positions = Array.from({ length: this.gradAccum }, (_, i) => this.position + i);
-        const batches = positions.map(at);
+        const batches: Example[][] = [];
+        for (const p of positions) batches.push(await at(p));
         // Weights make the accumulated gradient the mean over all label tokens (or examples) of the
         // step's global batch: each rank weighs its slice by its share of that total.
         const weights = batches.map((b) => b.reduce((a, e) => a + this.task.lossWeight(e), 0));

@@ -22,6 +22,17 @@ export interface ColumnOptions {
   labelColumn?: string;
 }
 
+/**
+ * Training data read as it is needed instead of held in an array (pre-training on a corpus larger
+ * than memory): the Trainer asks for the micro-batch at each position in turn, starting at the
+ * run's first position (0, or the checkpoint's on resume). A source is a pure function of the
+ * position, like the in-memory sampler, so that a resumed run sees the same batches.
+ */
+export interface ExampleSource {
+  /** The rows or examples of the micro-batch at `position` (batchSize of them). */
+  batch(position: number, batchSize: number): Promise<(Row | Example)[]>;
+}
+
 /** A tokenized example ready for collation. */
 export interface Example {
   inputIds: number[];
@@ -136,6 +147,12 @@ export interface TrainerOptions {
   onNotice?: (message: string) => void;
   /** Micro-batch size of evaluate() (default: batchSize). */
   evalBatchSize?: number;
+  /**
+   * Before training, measure the gradient's quasi-sparsity on the targeted linear layers (the
+   * accumulated gradient of SIFT's selection batches, or of the first batch for other methods):
+   * a 'quasi-sparsity' event with the share of the squared norm on the top 0.1%, 1%, 5% of entries.
+   */
+  quasiSparsity?: boolean;
   /** AdamW betas and eps (defaults 0.9, 0.999, 1e-8). */
   betas?: [number, number];
   eps?: number;
@@ -161,6 +178,7 @@ export interface TrainerOptions {
 
 export type TrainerEvent =
   | { type: 'selection'; batches: number; trainable: number; total: number }
+  | { type: 'quasi-sparsity'; batches: number; fractions: number[]; overall: number[]; layers: { name: string; numel: number; shares: number[] }[] }
   | { type: 'step'; step: number; totalSteps: number; loss: number; lr: number; gradNorm?: number; tokensPerSec: number; elapsedSec: number; etaSec: number }
   | { type: 'eval'; step: number; metrics: Metrics }
   | { type: 'checkpoint'; step: number; path: string }
