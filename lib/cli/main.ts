@@ -6,7 +6,8 @@
 import { exportOnnxFlags, exportOnnxHelp, runExportOnnx } from '../onnx/cli';
 import { SiftError } from '../engine/errors';
 import { FlagSpec, Parsed, flagHelp, parseFlags } from './args';
-import { benchFlags, benchHelp, runBench } from './bench';
+import { benchFlags, benchHelp, benchRunner, runBench } from './bench';
+import { buildFlags, buildHelp, runBuild } from './build';
 import { demoFlags, demoHelp, runDemo } from './demo';
 import { evalFlags, evalHelp, runEval } from './eval';
 import { finetuneFlags, finetuneHelp, runFinetune } from './finetune';
@@ -14,6 +15,7 @@ import { generateFlags, generateHelp, runGenerate } from './generate';
 import { infoFlags, infoHelp, runInfo } from './info';
 import { mergeFlags, mergeHelp, runMerge } from './merge';
 import { selectFlags, selectHelp, runSelect } from './select';
+import { env } from '../engine/env';
 
 interface Command {
   help: string;
@@ -22,6 +24,8 @@ interface Command {
   /** Arguments go through unparsed (bench: each benchmark has its own flags). */
   raw?: boolean;
   usage?: string;
+  /** Listed in the usage only where it can run (bench: from a clone of the repository). */
+  available?: () => boolean;
 }
 
 const commands: Record<string, Command> = {
@@ -30,14 +34,15 @@ const commands: Record<string, Command> = {
   select: { help: selectHelp, flags: selectFlags, run: runSelect, usage: '--model DIR --data FILE --task T [--out FILE]' },
   generate: { help: generateHelp, flags: generateFlags, run: runGenerate, usage: '--model DIR [--delta FILE] --prompt TEXT' },
   merge: { help: mergeHelp, flags: mergeFlags, run: runMerge, usage: '--model DIR --delta FILE --out DIR' },
-  bench: { help: benchHelp, flags: benchFlags, run: runBench, raw: true, usage: '[name...] [benchmark flags]' },
+  bench: { help: benchHelp, flags: benchFlags, run: runBench, raw: true, usage: '[name...] [benchmark flags]', available: () => benchRunner() !== null },
   info: { help: infoHelp, flags: infoFlags, run: runInfo },
+  build: { help: buildHelp, flags: buildFlags, run: runBuild, usage: '[--cuda | --cpu-only] [--cuda-archs LIST] [--force]' },
   demo: { help: demoHelp, flags: demoFlags, run: runDemo, usage: '[--quick] [--out DIR]' },
   'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE] --out model.onnx' },
 };
 
 function usage(): string {
-  const rows = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(12)} ${c.help}`);
+  const rows = Object.entries(commands).filter(([, c]) => !c.available || c.available()).map(([name, c]) => `  ${name.padEnd(12)} ${c.help}`);
   return `Usage: sift-ft <command> [flags]\n\nCommands:\n${rows.join('\n')}\n\nRun 'sift-ft <command> --help' for a command's flags.`;
 }
 
@@ -70,7 +75,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     // Anything else is a bug or an environment failure: still one line, the stack on request.
     const err = e as Error;
-    process.stderr.write(`sift-ft ${name}: ${err?.message ?? String(e)}${process.env.SIFT_FT_DEBUG ? `\n${err?.stack}` : ' (set SIFT_FT_DEBUG=1 for the stack)'}\n`);
+    process.stderr.write(`sift-ft ${name}: ${err?.message ?? String(e)}${env('SIFT_FT_DEBUG') ? `\n${err?.stack}` : ' (set SIFT_FT_DEBUG=1 for the stack)'}\n`);
     return 1;
   }
 }

@@ -8,18 +8,19 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { SiftError } from '../engine/errors';
-import { backends, resetPeakMemory } from '../engine/runtime';
-import { createModel } from '../models';
-import { planTargets } from '../sift/targets';
-import { kForRate } from '../sift/sift';
-import { trainByteBpe } from '../tokenizers';
-import { loadRows } from '../train/data';
-import type { MethodName, Row } from '../train/types';
-import { FlagSpec, Parsed, flagHelp, parseFlags } from './args';
-import { deviceFlag, fmtDuration, resolveDevice } from './common';
-import { MethodResult, MethodSpec, finetuneMethod, pretrain, resultsTable } from './pipeline';
-import { renderReport } from './report';
+import { SiftError } from '../lib/engine/errors';
+import { backends, resetPeakMemory } from '../lib/engine/runtime';
+import { createModel } from '../lib/models';
+import { planTargets } from '../lib/sift/targets';
+import { kForRate } from '../lib/sift/sift';
+import { trainByteBpe } from '../lib/tokenizers';
+import { loadRows } from '../lib/train/data';
+import type { MethodName, Row } from '../lib/train/types';
+import { FlagSpec, Parsed, flagHelp, parseFlags } from '../lib/cli/args';
+import { deviceFlag, fmtDuration, resolveDevice } from '../lib/cli/common';
+import { MethodResult, MethodSpec, finetuneMethod, pretrain, resultsTable } from '../lib/cli/pipeline';
+import { renderReport } from '../lib/cli/report';
+import { env } from '../lib/engine/env';
 
 export const experimentFlags: Record<string, FlagSpec> = {
   out: { type: 'string', help: 'output folder' },
@@ -197,7 +198,7 @@ export async function experimentMain(argv: string[]): Promise<number> {
   } catch (e) {
     const err = e as Error;
     process.stderr.write(`experiment: ${err.message}${e instanceof SiftError ? ` [${e.code}]` : ''}\n`);
-    if (process.env.SIFT_FT_DEBUG) process.stderr.write(`${err.stack}\n`);
+    if (env('SIFT_FT_DEBUG')) process.stderr.write(`${err.stack}\n`);
     return 1;
   }
 }
