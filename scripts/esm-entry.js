@@ -13,7 +13,9 @@ if (!fs.existsSync(cjs)) {
   process.exit(1);
 }
 // Loading the index does not load the native addon (it loads on first use).
-const names = Object.keys(require(cjs)).filter((n) => n !== '__esModule' && n !== 'default').sort();
+const names = Object.keys(require(cjs))
+  .filter((n) => n !== '__esModule' && n !== 'default')
+  .sort();
 const bad = names.filter((n) => !/^[A-Za-z_$][\w$]*$/.test(n));
 if (bad.length) {
   console.error(`esm-entry: export names that are not identifiers: ${bad.join(', ')}`);

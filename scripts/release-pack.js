@@ -80,7 +80,9 @@ function main() {
     // alone, and output of sources since moved or deleted cannot ship), or dist/ with --no-build.
     const dist = path.join(stage, 'dist');
     if (o.build) {
-      run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json'), '--outDir', dist], { cwd: root });
+      run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json'), '--outDir', dist], {
+        cwd: root,
+      });
       // esm-entry loads the compiled index to list its exports: its dependencies are the clone's.
       const env = { ...process.env, NODE_PATH: path.join(root, 'node_modules') };
       run(process.execPath, [path.join(__dirname, 'esm-entry.js'), dist], { cwd: root, env });
@@ -100,7 +102,8 @@ function pack(o, pkg, stage, dist) {
   const { platformPackageName } = require(path.join(dist, 'lib', 'engine', 'native.js'));
   const platformName = platformPackageName();
   const facts = addonFacts(o.addon);
-  if (!facts.cuda && !o.allowCpuOnly) fail(`${o.addon} has no CUDA backend; a release addon needs it (build with nvcc, or pass --allow-cpu-only)`);
+  if (!facts.cuda && !o.allowCpuOnly)
+    fail(`${o.addon} has no CUDA backend; a release addon needs it (build with nvcc, or pass --allow-cpu-only)`);
   const versions = symbolVersions(o.addon);
   // The platform package: the addon, a README and package.json with npm's platform fields.
   const plat = path.join(stage, 'platform');

@@ -14,7 +14,10 @@ import type { FlagSpec, Parsed } from './args';
 export const buildFlags: Record<string, FlagSpec> = {
   cuda: { type: 'boolean', help: 'require the CUDA backend (fails when nvcc is not found); default: CUDA when nvcc is found' },
   'cpu-only': { type: 'boolean', help: 'build the CPU backend only, without looking for nvcc' },
-  'cuda-archs': { type: 'string', help: "CUDA architectures, CMake syntax (default '75-real;80-real;86-real;89-real;90': machine code for 7.5 to 9.0 plus PTX)" },
+  'cuda-archs': {
+    type: 'string',
+    help: "CUDA architectures, CMake syntax (default '75-real;80-real;86-real;89-real;90': machine code for 7.5 to 9.0 plus PTX)",
+  },
   force: { type: 'boolean', help: 'rebuild even when the sources, options and toolchain are unchanged' },
 };
 
@@ -28,7 +31,8 @@ export function buildArgs(flags: Parsed): string[] {
   if (flags.cuda) args.push('--cuda');
   if (flags['cpu-only']) args.push('--cpu-only');
   if (typeof flags['cuda-archs'] === 'string') {
-    if (!/^[0-9a-z;,-]+$/.test(flags['cuda-archs'])) throw new SiftError('E_ARG', `--cuda-archs: expected e.g. '86' or '80-real;90', got '${flags['cuda-archs']}'`);
+    if (!/^[0-9a-z;,-]+$/.test(flags['cuda-archs']))
+      throw new SiftError('E_ARG', `--cuda-archs: expected e.g. '86' or '80-real;90', got '${flags['cuda-archs']}'`);
     args.push(`--cuda-archs=${flags['cuda-archs']}`);
   }
   if (flags.force) args.push('--force');

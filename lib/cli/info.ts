@@ -57,7 +57,7 @@ export function runInfo(flags: Parsed): number {
     `sift-ft ${info.version} (Node ${info.node}, ${info.platform})`,
     `addon: ${addon.package ?? addon.origin} (${addon.path})`,
     `CPU:  usable, ${be.cpu.threads} threads, GEMM: ${be.cpu.gemm}`,
-    `CUDA: ${be.cuda.compiled ? `compiled (runtime ${be.cuda.runtimeVersion}${driver})` : 'not compiled'}; ${be.cuda.usable ? 'usable' : `not usable: ${String(be.cuda.status)}`}`,
+    `CUDA: ${be.cuda.compiled ? `compiled (runtime ${be.cuda.runtimeVersion}${driver}); ` : ''}${be.cuda.usable ? 'usable' : `not usable: ${String(be.cuda.status)}`}`,
   ];
   if (be.cuda.compiled) lines.push(`      GEMM: ${be.cuda.gemm}`);
   for (const d of be.cuda.devices) {

@@ -85,7 +85,9 @@ export function archCovers(cc: string, archs: ArchList): boolean {
 export function describeArchs(archs: ArchList): string {
   const f = (a: number) => `${Math.floor(a / 10)}.${a % 10}`;
   const sass = archs.sass.length ? `${archs.sass.map(f).join(', ')} (machine code)` : '';
-  const ptx = archs.ptx.length ? `PTX ${archs.ptx.map(f).join(', ')} (compiled by the driver for ${f(Math.min(...archs.ptx))} and newer)` : '';
+  const ptx = archs.ptx.length
+    ? `PTX ${archs.ptx.map(f).join(', ')} (compiled by the driver for ${f(Math.min(...archs.ptx))} and newer)`
+    : '';
   return [sass, ptx].filter(Boolean).join(' and ') || 'no architecture';
 }
 
@@ -108,7 +110,10 @@ export function cudaStatus(compiled: boolean, probe: CudaProbe | undefined, devi
         'or in a container expose the GPU (docker run --gpus all); the CPU backend works without it',
     );
   }
-  if (probe.driverVersion < probe.runtimeVersion && (probe.error === 'cudaErrorInsufficientDriver' || Math.floor(probe.driverVersion / 1000) < runtimeMajor)) {
+  if (
+    probe.driverVersion < probe.runtimeVersion &&
+    (probe.error === 'cudaErrorInsufficientDriver' || Math.floor(probe.driverVersion / 1000) < runtimeMajor)
+  ) {
     return none(
       'driver-too-old',
       `the NVIDIA driver supports CUDA up to ${cudaVersionString(probe.driverVersion)}, but this addon's CUDA runtime is ${runtime}: ` +

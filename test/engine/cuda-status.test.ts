@@ -56,17 +56,30 @@ describe('cudaStatus', () => {
   });
 
   test('no driver: libcuda missing (the static runtime reports driver version 0)', () => {
-    const s = cudaStatus(true, probe({ driverVersion: 0, error: 'cudaErrorInsufficientDriver', errorText: 'CUDA driver version is insufficient for CUDA runtime version', deviceCount: 0 }), []);
+    const s = cudaStatus(
+      true,
+      probe({
+        driverVersion: 0,
+        error: 'cudaErrorInsufficientDriver',
+        errorText: 'CUDA driver version is insufficient for CUDA runtime version',
+        deviceCount: 0,
+      }),
+      [],
+    );
     expect(s.reason).toBe('no-driver');
     expect(s.message).toMatch(/no NVIDIA driver found \(libcuda\.so\.1/);
     expect(s.message).toMatch(/R580 or newer\) for CUDA 13\.0/);
   });
 
   test('driver older than the runtime: both versions and the driver branch to install', () => {
-    const s = cudaStatus(true, probe({ driverVersion: 12040, error: 'cudaErrorInsufficientDriver', errorText: 'insufficient', deviceCount: 0 }), []);
+    const s = cudaStatus(
+      true,
+      probe({ driverVersion: 12040, error: 'cudaErrorInsufficientDriver', errorText: 'insufficient', deviceCount: 0 }),
+      [],
+    );
     expect(s.reason).toBe('driver-too-old');
     expect(s.message).toContain('supports CUDA up to 12.4');
-    expect(s.message).toContain("CUDA runtime is 13.0");
+    expect(s.message).toContain('CUDA runtime is 13.0');
     expect(s.message).toContain('R580');
   });
 
@@ -83,7 +96,12 @@ describe('cudaStatus', () => {
   });
 
   test('GPU architecture not covered: its compute capability against the compiled ones', () => {
-    const v100 = { index: 0, name: 'Tesla V100-SXM2-16GB', computeCapability: '7.0', kernelImageError: 'cudaErrorNoKernelImageForDevice: no kernel image is available for execution on the device' };
+    const v100 = {
+      index: 0,
+      name: 'Tesla V100-SXM2-16GB',
+      computeCapability: '7.0',
+      kernelImageError: 'cudaErrorNoKernelImageForDevice: no kernel image is available for execution on the device',
+    };
     const s = cudaStatus(true, probe({}), [v100]);
     expect(s.reason).toBe('arch-not-covered');
     expect(s.usable).toBe(false);

@@ -14,18 +14,23 @@ const root = path.join(__dirname, '..', '..');
 const sourceBuild = path.join(root, 'build', 'Release', 'sift_ft.node');
 const addon = fs.existsSync(sourceBuild) ? sourceBuild : process.env.SIFT_FT_NATIVE;
 const haveAddon = !!addon && fs.existsSync(addon);
-const d = haveAddon ? describe : describe.skip;
 
-function npmCli(): string {
-  if (process.env.npm_execpath && fs.existsSync(process.env.npm_execpath)) return process.env.npm_execpath;
+/** npm's CLI script, run through this Node.js (so that the user PATH needs nothing but node). */
+function npmCli(): string | null {
+  if (process.env.npm_execpath && /npm-cli\.js$/.test(process.env.npm_execpath) && fs.existsSync(process.env.npm_execpath))
+    return process.env.npm_execpath;
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     const p = path.join(dir, 'npm');
-    if (fs.existsSync(p)) return path.join(path.dirname(fs.realpathSync(p)), 'npm-cli.js');
+    if (!fs.existsSync(p)) continue;
+    const cli = path.join(path.dirname(fs.realpathSync(p)), 'npm-cli.js');
+    if (fs.existsSync(cli)) return cli;
   }
-  throw new Error('npm not found');
+  return null;
 }
+const npm = npmCli();
+const d = haveAddon && npm ? describe : describe.skip;
 
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-ft-release-test-'));
+const work = haveAddon && npm ? fs.mkdtempSync(path.join(os.tmpdir(), 'sift-ft-release-test-')) : os.tmpdir();
 const out = path.join(work, 'out');
 const project = path.join(work, 'project');
 const bin = path.join(work, 'bin');
@@ -33,7 +38,13 @@ const bin = path.join(work, 'bin');
 const userEnv: NodeJS.ProcessEnv = { PATH: bin, HOME: os.homedir(), TMPDIR: os.tmpdir(), npm_config_update_notifier: 'false' };
 
 function sh(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): SpawnSyncReturns<string> {
-  return spawnSync(cmd, args, { cwd: opts.cwd ?? root, env: opts.env ?? process.env, encoding: 'utf8', timeout: opts.timeout ?? 300000, maxBuffer: 64 * 1024 * 1024 });
+  return spawnSync(cmd, args, {
+    cwd: opts.cwd ?? root,
+    env: opts.env ?? process.env,
+    encoding: 'utf8',
+    timeout: opts.timeout ?? 300000,
+    maxBuffer: 64 * 1024 * 1024,
+  });
 }
 const expectOk = (r: SpawnSyncReturns<string>, what: string) => {
   if (r.status !== 0) throw new Error(`${what} failed (${r.status ?? r.signal}):\n${r.stdout}\n${r.stderr}`);
@@ -45,17 +56,32 @@ const expectOk = (r: SpawnSyncReturns<string>, what: string) => {
  * its cache, offline, as `npm ci` left them). Only what the main package needs at run time.
  */
 function projectLock(mainTgz: string, platformTgz: string, platformName: string): object {
-  const repo = JSON.parse(fs.readFileSync(path.join(root, 'package-lock.json'), 'utf8')).packages as Record<string, Record<string, unknown>>;
+  const repo = JSON.parse(fs.readFileSync(path.join(root, 'package-lock.json'), 'utf8')).packages as Record<
+    string,
+    Record<string, unknown>
+  >;
   const rel = (f: string) => `file:${path.relative(project, f)}`;
   const mainPkg = JSON.parse(sh('tar', ['-xzOf', mainTgz, 'package/package.json']).stdout);
   const platPkg = JSON.parse(sh('tar', ['-xzOf', platformTgz, 'package/package.json']).stdout);
   const packages: Record<string, Record<string, unknown>> = {
     '': { name: 'release-check', version: '1.0.0', dependencies: { 'sift-ft': rel(mainTgz), [platformName]: rel(platformTgz) } },
     'node_modules/sift-ft': {
-      version: mainPkg.version, resolved: rel(mainTgz), license: mainPkg.license, dependencies: mainPkg.dependencies,
-      optionalDependencies: mainPkg.optionalDependencies, bin: mainPkg.bin, engines: mainPkg.engines,
+      version: mainPkg.version,
+      resolved: rel(mainTgz),
+      license: mainPkg.license,
+      dependencies: mainPkg.dependencies,
+      optionalDependencies: mainPkg.optionalDependencies,
+      bin: mainPkg.bin,
+      engines: mainPkg.engines,
     },
-    [`node_modules/${platformName}`]: { version: platPkg.version, resolved: rel(platformTgz), os: platPkg.os, cpu: platPkg.cpu, libc: platPkg.libc, engines: platPkg.engines },
+    [`node_modules/${platformName}`]: {
+      version: platPkg.version,
+      resolved: rel(platformTgz),
+      os: platPkg.os,
+      cpu: platPkg.cpu,
+      libc: platPkg.libc,
+      engines: platPkg.engines,
+    },
   };
   // Node's resolution over the clone's tree: from the requiring package's folder upwards.
   const resolve = (from: string, name: string): string => {
@@ -72,7 +98,9 @@ function projectLock(mainTgz: string, platformTgz: string, platformName: string)
       const key = resolve(from, name);
       if (packages[key]) continue;
       const { dev, devOptional, peer, ...entry } = repo[key];
-      void dev; void devOptional; void peer;
+      void dev;
+      void devOptional;
+      void peer;
       packages[key] = entry;
       queue.push([key, { ...(entry.dependencies as Record<string, string>), ...(entry.optionalDependencies as Record<string, string>) }]);
     }
@@ -89,7 +117,12 @@ d('release tarballs installed without scripts', () => {
     const facts = sh(process.execPath, ['-e', `process.stdout.write(String(require(${JSON.stringify(addon)}).backends().cuda.compiled))`]);
     expectOk(facts, 'loading the addon');
     addonCuda = facts.stdout.trim() === 'true';
-    const pack = sh(process.execPath, [path.join(root, 'scripts', 'release-pack.js'), out, `--addon=${addon}`, ...(addonCuda ? [] : ['--allow-cpu-only'])]);
+    const pack = sh(process.execPath, [
+      path.join(root, 'scripts', 'release-pack.js'),
+      out,
+      `--addon=${addon}`,
+      ...(addonCuda ? [] : ['--allow-cpu-only']),
+    ]);
     expectOk(pack, 'release:pack');
     packed = JSON.parse(pack.stdout.trim().split('\n').pop()!);
 
@@ -98,11 +131,25 @@ d('release tarballs installed without scripts', () => {
     fs.mkdirSync(project);
     fs.writeFileSync(
       path.join(project, 'package.json'),
-      JSON.stringify({ name: 'release-check', version: '1.0.0', private: true, dependencies: { 'sift-ft': `file:${path.relative(project, packed.main)}`, [packed.platformName]: `file:${path.relative(project, packed.platform)}` } }),
+      JSON.stringify({
+        name: 'release-check',
+        version: '1.0.0',
+        private: true,
+        dependencies: {
+          'sift-ft': `file:${path.relative(project, packed.main)}`,
+          [packed.platformName]: `file:${path.relative(project, packed.platform)}`,
+        },
+      }),
     );
-    fs.writeFileSync(path.join(project, 'package-lock.json'), JSON.stringify(projectLock(packed.main, packed.platform, packed.platformName), null, 2));
+    fs.writeFileSync(
+      path.join(project, 'package-lock.json'),
+      JSON.stringify(projectLock(packed.main, packed.platform, packed.platformName), null, 2),
+    );
     const t0 = Date.now();
-    const install = sh(process.execPath, [npmCli(), 'ci', '--offline', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: project, env: userEnv });
+    const install = sh(process.execPath, [npm!, 'ci', '--offline', '--ignore-scripts', '--no-audit', '--no-fund'], {
+      cwd: project,
+      env: userEnv,
+    });
     installSeconds = (Date.now() - t0) / 1000;
     expectOk(install, 'npm install of the tarballs');
     process.stdout.write(`release tarballs installed in ${installSeconds.toFixed(1)}s (offline, no scripts)\n`);
@@ -119,10 +166,26 @@ d('release tarballs installed without scripts', () => {
 
   test('the main tarball ships the library, the CLI and the native sources, and no development harness', () => {
     const list = sh('tar', ['-tzf', packed.main]).stdout.split('\n').filter(Boolean);
-    for (const f of ['package/package.json', 'package/README.md', 'package/dist/lib/index.js', 'package/dist/lib/index.mjs', 'package/dist/lib/index.d.ts', 'package/dist/lib/index.d.mts', 'package/dist/lib/cli/main.js', 'package/CMakeLists.txt', 'package/scripts/build-native.js', 'package/native/cuda/runtime.cu', 'package/proto/onnx.proto']) {
+    for (const f of [
+      'package/package.json',
+      'package/README.md',
+      'package/dist/lib/index.js',
+      'package/dist/lib/index.mjs',
+      'package/dist/lib/index.d.ts',
+      'package/dist/lib/index.d.mts',
+      'package/dist/lib/cli/main.js',
+      'package/CMakeLists.txt',
+      'package/scripts/build-native.js',
+      'package/native/cuda/runtime.cu',
+      'package/proto/onnx.proto',
+    ]) {
       expect(list).toContain(f);
     }
-    const dev = list.filter((f) => /^package\/(bench|test|docs|\.ci|dist\/bench|build)\/|\.(js|ts)\.map$|\.tsbuildinfo$|release-pack|ensure-built|link-bin|gpu-check|experiment/.test(f));
+    const dev = list.filter((f) =>
+      /^package\/(bench|test|docs|\.ci|dist\/bench|build)\/|\.(js|ts)\.map$|\.tsbuildinfo$|release-pack|ensure-built|link-bin|gpu-check|experiment/.test(
+        f,
+      ),
+    );
     expect(dev).toEqual([]);
     const pkg = JSON.parse(fs.readFileSync(path.join(project, 'node_modules', 'sift-ft', 'package.json'), 'utf8'));
     expect(pkg.scripts).toBeUndefined();
@@ -199,11 +262,17 @@ d('release tarballs installed without scripts', () => {
     const publint = sh(process.execPath, [path.join(root, 'node_modules', 'publint', 'src', 'cli.js'), '--strict', pkgDir]);
     expect(`${publint.stdout}${publint.stderr}`).not.toMatch(/warning|error|suggestion/i);
     expect(publint.status).toBe(0);
-    const attw = sh(process.execPath, [path.join(root, 'node_modules', '@arethetypeswrong', 'cli', 'dist', 'index.js'), packed.main, '--format', 'ascii']);
+    const attw = sh(process.execPath, [
+      path.join(root, 'node_modules', '@arethetypeswrong', 'cli', 'dist', 'index.js'),
+      packed.main,
+      '--format',
+      'ascii',
+    ]);
     if (attw.status !== 0) throw new Error(`attw:\n${attw.stdout}\n${attw.stderr}`);
   });
 });
 
-if (!haveAddon) {
-  test.skip(`release tarballs [skipped: no addon built at ${sourceBuild} and SIFT_FT_NATIVE unset]`, () => undefined);
+if (!haveAddon || !npm) {
+  const why = !haveAddon ? `no addon built at ${sourceBuild} and SIFT_FT_NATIVE unset` : 'npm not found';
+  test.skip(`release tarballs [skipped: ${why}]`, () => undefined);
 }
