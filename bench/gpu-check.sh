@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 6 in one command: nvidia-smi, the end-to-end training benchmark, the
+# The GPU check in one command: nvidia-smi, the end-to-end training benchmark, the
 # kernel benchmarks (select, adamw, gemm), a per-op profile, the PyTorch peers on the same card and
 # the CUDA test suite, then results.json and summary.md with our/peer ratios next to the goals.
 #
