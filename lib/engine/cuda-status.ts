@@ -129,21 +129,36 @@ export function cudaStatus(compiled: boolean, probe: CudaProbe | undefined, devi
   if (probe.error) return none('error', `CUDA could not start: ${probe.error} (${probe.errorText})`);
 
   const archs = parseArchs(probe.archs);
+  // The native check (the device loading a probe kernel) decides where it ran; an error other than
+  // a missing kernel image (the device busy in exclusive mode, out of memory) is not about the
+  // architecture and is named as it is.
+  const noImage = (e: string) => /NoKernelImage|InvalidDeviceFunction|no kernel image/i.test(e);
   const per = devices.map((d) => {
-    const supported = d.kernelImageError !== undefined ? d.kernelImageError === '' : archCovers(d.computeCapability, archs);
-    if (supported) return { index: d.index, supported };
+    const err = d.kernelImageError;
+    const supported = err !== undefined ? err === '' : archCovers(d.computeCapability, archs);
+    if (supported) return { index: d.index, supported, archProblem: false };
+    if (err && !noImage(err))
+      return { index: d.index, supported, archProblem: false, problem: `cuda:${d.index} (${d.name}) cannot be used: ${err}` };
     const cc = d.computeCapability.replace('.', '');
     return {
       index: d.index,
       supported,
+      archProblem: true,
       problem:
         `cuda:${d.index} (${d.name}) has compute capability ${d.computeCapability}, but this addon has code for ${describeArchs(archs)}: ` +
         `build it for this GPU with \`npx sift-ft build --cuda --cuda-archs ${cc}\``,
     };
   });
+  const devicesOut = per.map(({ archProblem: _, ...d }) => d);
   if (per.length > 0 && per.every((d) => !d.supported)) {
-    return { usable: false, reason: 'arch-not-covered', message: per.map((d) => d.problem).join('; '), devices: per };
+    const reason: CudaReason = per.some((d) => d.archProblem) ? 'arch-not-covered' : 'error';
+    return { usable: false, reason, message: per.map((d) => d.problem).join('; '), devices: devicesOut };
   }
   const skipped = per.filter((d) => !d.supported).map((d) => d.problem);
-  return { usable: true, reason: 'usable', message: skipped.length ? `available (${skipped.join('; ')})` : 'available', devices: per };
+  return {
+    usable: true,
+    reason: 'usable',
+    message: skipped.length ? `available (${skipped.join('; ')})` : 'available',
+    devices: devicesOut,
+  };
 }

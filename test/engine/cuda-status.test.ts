@@ -122,6 +122,20 @@ describe('cudaStatus', () => {
     expect(rule.reason).toBe('arch-not-covered');
   });
 
+  test('a device that fails for another reason is named with its error, not as an architecture problem', () => {
+    const busy = {
+      index: 0,
+      name: 'NVIDIA A100',
+      computeCapability: '8.0',
+      kernelImageError: 'cudaErrorDevicesUnavailable: CUDA-capable device(s) is/are busy or unavailable',
+    };
+    const s = cudaStatus(true, probe({}), [busy]);
+    expect(s.reason).toBe('error');
+    expect(s.message).toBe(
+      'cuda:0 (NVIDIA A100) cannot be used: cudaErrorDevicesUnavailable: CUDA-capable device(s) is/are busy or unavailable',
+    );
+  });
+
   test('any other CUDA error is named', () => {
     const s = cudaStatus(true, probe({ error: 'cudaErrorSystemNotReady', errorText: 'system not yet initialized', deviceCount: 0 }), []);
     expect(s).toMatchObject({ usable: false, reason: 'error' });
