@@ -18,8 +18,10 @@ ADDON=""
 ARCHS="80-real;90"
 BUILD_DIR="build-device"
 LIMIT=$((64 * 1024 * 1024))
-# Not needed by the check (ONNX runtime binaries are hundreds of MB).
-EXCLUDES=(--exclude=node_modules/onnxruntime-node --exclude=node_modules/onnxruntime-common --exclude=node_modules/.cache)
+# Not needed by the check (ONNX runtime binaries are hundreds of MB; the formatter, linter and
+# package checkers are tens).
+EXCLUDES=(--exclude=node_modules/onnxruntime-node --exclude=node_modules/onnxruntime-common --exclude=node_modules/.cache
+  --exclude=node_modules/@biomejs --exclude=node_modules/@arethetypeswrong --exclude=node_modules/publint)
 for a in "$@"; do
   case "$a" in
     --addon=*) ADDON="${a#--addon=}" ;;

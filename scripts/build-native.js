@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// Builds the native addon. Run by `npm install` / `npm ci` (the "install" script).
-//  - CMake present: cmake-js, with the CUDA backend when nvcc is found (static cudart,
-//    architectures 80, 86, 89, 90 + PTX, or SIFT_FT_CUDA_ARCHS="90;..." to override).
-//  - SIFT_FT_CPU_ONLY=1: CUDA skipped entirely (no probe).
+// Builds the native addon from source: `sift-ft build` runs it (in a clone, `npm install` too,
+// through the "prepare" script). Published installs load a prebuilt addon and never run it.
+//  - CMake present: cmake-js, with the CUDA backend when nvcc is found (static cudart, SASS for
+//    75, 80, 86, 89 and 90 plus PTX, or --cuda-archs / SIFT_FT_CUDA_ARCHS="90;..." to override).
+//  - --cuda: CUDA is required (fails without nvcc); --cpu-only or SIFT_FT_CPU_ONLY=1: no probe.
 //  - No CMake (or SIFT_FT_BUILD_TOOL=node-gyp): node-gyp with binding.gyp, CPU only.
+//  - --force: rebuild even when the sources, options and toolchain are those of the last build.
 // Prints one line saying what was built and why; the tool output goes to build/build-native.log
 // and is printed only when the build fails (or with SIFT_FT_VERBOSE_BUILD=1).
 'use strict';
@@ -15,6 +17,24 @@ const root = path.join(__dirname, '..');
 const outDir = process.env.SIFT_FT_BUILD_DIR ? path.resolve(process.env.SIFT_FT_BUILD_DIR) : path.join(root, 'build');
 const logPath = path.join(outDir, 'build-native.log');
 const verbose = process.env.SIFT_FT_VERBOSE_BUILD === '1';
+const DEFAULT_ARCHS = '75-real;80-real;86-real;89-real;90';
+
+function option(name) {
+  const a = process.argv.find((x) => x === `--${name}` || x.startsWith(`--${name}=`));
+  if (!a) return undefined;
+  return a.includes('=') ? a.slice(a.indexOf('=') + 1) : true;
+}
+const requireCuda = option('cuda') === true;
+const cpuOnly = option('cpu-only') === true || process.env.SIFT_FT_CPU_ONLY === '1';
+const archs = (typeof option('cuda-archs') === 'string' ? option('cuda-archs') : process.env.SIFT_FT_CUDA_ARCHS) || DEFAULT_ARCHS;
+
+// "75-real;80-real;90" -> "75, 80, 90 (SASS) + PTX 90": what the summary line says.
+function describeArchs(list) {
+  const parts = list.split(/[;,]/).filter(Boolean);
+  const sass = parts.filter((a) => !a.endsWith('-virtual')).map((a) => a.replace(/-(real|virtual)$/, ''));
+  const ptx = parts.filter((a) => !a.endsWith('-real')).map((a) => a.replace(/-(real|virtual)$/, ''));
+  return `archs ${sass.join(', ')}${ptx.length ? ` + PTX ${ptx.join(', ')}` : ''}`;
+}
 
 function which(cmd) {
   for (const dir of (process.env.PATH || '').split(path.delimiter)) {
@@ -103,8 +123,12 @@ function main() {
   let cuda = false;
   let cudaWhy;
   let nvcc = null;
-  if (process.env.SIFT_FT_CPU_ONLY === '1') {
-    cudaWhy = 'CUDA off: SIFT_FT_CPU_ONLY=1';
+  if (requireCuda && cpuOnly) {
+    console.error('sift-ft: --cuda and --cpu-only (or SIFT_FT_CPU_ONLY=1) contradict each other');
+    process.exit(2);
+  }
+  if (cpuOnly) {
+    cudaWhy = `CUDA off: ${option('cpu-only') ? '--cpu-only' : 'SIFT_FT_CPU_ONLY=1'}`;
   } else if (!cmake) {
     cudaWhy = 'CUDA off: CMake not found (node-gyp builds CPU only)';
   } else {
@@ -114,9 +138,12 @@ function main() {
       cudaWhy = 'CUDA off: nvcc not found (set CUDA_HOME or put nvcc on PATH to build it)';
     } else {
       cuda = true;
-      const archs = process.env.SIFT_FT_CUDA_ARCHS || '80-real;86-real;89-real;90';
-      cudaWhy = `CUDA on: nvcc ${ver} at ${nvcc}, archs ${archs.replace(/-real/g, '')}${archs === '80-real;86-real;89-real;90' ? ' + PTX' : ''}, static cudart, cuBLAS loaded at run time`;
+      cudaWhy = `CUDA on: nvcc ${ver} at ${nvcc}, ${describeArchs(archs)}, static cudart, cuBLAS loaded at run time`;
     }
+  }
+  if (requireCuda && !cuda) {
+    console.error(`sift-ft: --cuda asked for the CUDA backend, but ${cudaWhy.replace(/^CUDA off: /, '')}`);
+    process.exit(1);
   }
 
   let cmd;
@@ -125,8 +152,7 @@ function main() {
     cmd = process.execPath;
     args = [require.resolve('cmake-js/bin/cmake-js'), 'compile', '--out', outDir, '--parallel', String(Math.max(1, require('os').cpus().length)), '--log-level', 'warn'];
     if (cuda) {
-      args.push('--CDSIFT_WITH_CUDA=ON', `--CDCMAKE_CUDA_COMPILER=${nvcc}`);
-      if (process.env.SIFT_FT_CUDA_ARCHS) args.push(`--CDSIFT_CUDA_ARCHS=${process.env.SIFT_FT_CUDA_ARCHS}`);
+      args.push('--CDSIFT_WITH_CUDA=ON', `--CDCMAKE_CUDA_COMPILER=${nvcc}`, `--CDSIFT_CUDA_ARCHS=${archs.replace(/,/g, ';')}`);
     } else {
       args.push('--CDSIFT_WITH_CUDA=OFF');
     }

@@ -13,4 +13,5 @@ function run(args) {
 if (!fs.existsSync(addon)) run([path.join(__dirname, 'build-native.js')]);
 if (!fs.existsSync(path.join(root, 'dist', 'lib', 'index.js')) || process.argv.includes('--ts')) {
   run([require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')]);
+  run([path.join(__dirname, 'esm-entry.js')]);
 }

@@ -1,4 +1,7 @@
-/** `sift-ft bench`: runs the benchmarks of bench/run.ts (present in a source checkout, built to dist/bench). */
+/**
+ * `sift-ft bench`: runs the benchmarks of bench/run.ts. They live in the repository, not in the
+ * published package, so the command runs from a clone (after `npm install`) and says so elsewhere.
+ */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -7,7 +10,7 @@ import type { FlagSpec, Parsed } from './args';
 
 export const benchFlags: Record<string, FlagSpec> = {};
 
-export const benchHelp = "Runs benchmarks (names and flags go to bench/run.ts: 'sift-ft bench gemm --size 1024'; no name lists them).";
+export const benchHelp = "Runs the benchmarks of a clone of the repository (names and flags go to bench/run.ts: 'sift-ft bench gemm --size 1024'; no name lists them).";
 
 /** The compiled runner: dist/bench/run.js next to dist/lib/cli, or from the package root. */
 export function benchRunner(): string | null {
@@ -18,7 +21,12 @@ export function benchRunner(): string | null {
 /** Bench takes its arguments raw (its flags belong to each benchmark), so main() passes argv through. */
 export function runBench(_f: Parsed, argv: string[] = []): number {
   const runner = benchRunner();
-  if (!runner) throw new SiftError('E_IO', 'the benchmarks are not in this installation (run from a source checkout after `npm run build:ts`)');
+  if (!runner) {
+    throw new SiftError(
+      'E_UNSUPPORTED',
+      'the benchmarks are not part of the installed package: they run from a clone of the repository (git clone, npm install, then `npm run bench -- <name>`)',
+    );
+  }
   const r = spawnSync(process.execPath, [runner, ...argv], { stdio: 'inherit', env: process.env });
   if (r.error) throw new SiftError('E_IO', `cannot run ${runner}: ${r.error.message}`);
   return r.status ?? 1;

@@ -6,7 +6,8 @@
 import { exportOnnxFlags, exportOnnxHelp, runExportOnnx } from '../onnx/cli';
 import { SiftError } from '../engine/errors';
 import { FlagSpec, ParseResult, Parsed, flagHelp, parseCommand } from './args';
-import { benchFlags, benchHelp, runBench } from './bench';
+import { benchFlags, benchHelp, benchRunner, runBench } from './bench';
+import { buildFlags, buildHelp, runBuild } from './build';
 import { demoFlags, demoHelp, runDemo } from './demo';
 import { evalFlags, evalHelp, runEval } from './eval';
 import { exportPeftFlags, exportPeftHelp, runExportPeft } from './export-peft';
@@ -18,6 +19,7 @@ import { launchFlags, launchHelp, runLaunch } from './launch';
 import { mergeFlags, mergeHelp, runMerge } from './merge';
 import { pretrainFlags, pretrainHelp, runPretrain } from './pretrain';
 import { selectFlags, selectHelp, runSelect } from './select';
+import { env } from '../engine/env';
 
 interface Command {
   help: string;
@@ -28,6 +30,8 @@ interface Command {
   usage?: string;
   /** Positional words allowed (the command checks where they stand). */
   positionals?: number;
+  /** Listed in the usage only where it can run (bench: from a clone of the repository). */
+  available?: () => boolean;
 }
 
 const commands: Record<string, Command> = {
@@ -36,8 +40,9 @@ const commands: Record<string, Command> = {
   select: { help: selectHelp, flags: selectFlags, run: runSelect, usage: '--model DIR|FILE.onnx --data FILE --task T [--out FILE]' },
   generate: { help: generateHelp, flags: generateFlags, run: runGenerate, usage: '--model DIR [--delta FILE|DIR] --prompt TEXT' },
   merge: { help: mergeHelp, flags: mergeFlags, run: runMerge, usage: '--model DIR --delta FILE|DIR --out DIR' },
-  bench: { help: benchHelp, flags: benchFlags, run: runBench, raw: true, usage: '[name...] [benchmark flags]' },
+  bench: { help: benchHelp, flags: benchFlags, run: runBench, raw: true, usage: '[name...] [benchmark flags]', available: () => benchRunner() !== null },
   info: { help: infoHelp, flags: infoFlags, run: runInfo },
+  build: { help: buildHelp, flags: buildFlags, run: runBuild, usage: '[--cuda | --cpu-only] [--cuda-archs LIST] [--force]' },
   plan: { help: planHelp, flags: planFlags, run: runPlan, usage: '--model DIR|config.json --method sift|full|lora [--batch-size B] [--max-length T] [--json]' },
   demo: { help: demoHelp, flags: demoFlags, run: runDemo, usage: '[--quick] [--out DIR]' },
   'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE|DIR] --out model.onnx' },
@@ -47,7 +52,7 @@ const commands: Record<string, Command> = {
 };
 
 function usage(): string {
-  const rows = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(12)} ${c.help}`);
+  const rows = Object.entries(commands).filter(([, c]) => !c.available || c.available()).map(([name, c]) => `  ${name.padEnd(12)} ${c.help}`);
   return `Usage: sift-ft <command> [flags]\n\nCommands:\n${rows.join('\n')}\n\nRun 'sift-ft <command> --help' for a command's flags.`;
 }
 
@@ -82,7 +87,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     // Anything else is a bug or an environment failure: still one line, the stack on request.
     const err = e as Error;
-    process.stderr.write(`sift-ft ${name}: ${err?.message ?? String(e)}${process.env.SIFT_FT_DEBUG ? `\n${err?.stack}` : ' (set SIFT_FT_DEBUG=1 for the stack)'}\n`);
+    process.stderr.write(`sift-ft ${name}: ${err?.message ?? String(e)}${env('SIFT_FT_DEBUG') ? `\n${err?.stack}` : ' (set SIFT_FT_DEBUG=1 for the stack)'}\n`);
     return 1;
   }
 }

@@ -4,6 +4,7 @@
  */
 import type { TrainerEvent } from '../train/types';
 import { fmtDuration } from './common';
+import { env } from '../engine/env';
 
 type StepEvent = Extract<TrainerEvent, { type: 'step' }>;
 
@@ -13,7 +14,7 @@ export class Progress {
   private drawn = false;
 
   constructor(private readonly stream: NodeJS.WriteStream = process.stderr, private readonly label = 'train', private readonly plainEverySec = 5) {
-    this.tty = !!stream.isTTY && !process.env.CI;
+    this.tty = !!stream.isTTY && !env('CI');
   }
 
   step(e: StepEvent): void {

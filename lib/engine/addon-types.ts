@@ -31,16 +31,30 @@ export interface CudaDeviceInfo {
   multiprocessors: number;
   totalMemory: number;
   freeMemory: number;
+  /** Native: '' when the device loaded this binary's kernels, else the CUDA error. */
+  kernelImageError?: string;
+  /** Whether this binary can run on the device (backends() sets it), and why not. */
+  supported?: boolean;
+  problem?: string;
 }
+
+import type { CudaProbe, CudaReason } from './cuda-status';
 
 export interface BackendsInfo {
   cpu: { compiled: true; usable: true; threads: number; asyncExecutor: boolean; gemm?: string; simd?: string };
   cuda: {
     compiled: boolean;
     usable: boolean;
+    /** Why CUDA is or is not usable, in words (backends() words it from `probe`: see cuda-status.ts). */
     status: string;
+    /** The same as a code: 'usable', 'not-compiled', 'no-driver', 'driver-too-old', 'no-device', 'arch-not-covered', 'error'. */
+    reason?: CudaReason;
     runtimeVersion: string;
+    /** Newest CUDA version the installed driver supports ('12.4'), null without a driver or without CUDA. */
+    driverVersion?: string | null;
     gemm: string;
+    /** Native facts behind `status` (absent in CPU-only builds' older addons). */
+    probe?: CudaProbe;
     devices: CudaDeviceInfo[];
   };
 }

@@ -9,6 +9,7 @@ import { SiftError, check } from './errors';
 import { track, registerTensorClass } from './scope';
 import type { GradNode } from '../autograd/tape';
 import * as ops from '../autograd/ops';
+import { envFlag } from './env';
 
 /** Called when a parameter's gradient is complete during backward(). Return a tensor to replace
  * the gradient, null to drop it (it is disposed), or nothing to keep it. */
@@ -57,7 +58,7 @@ function stridesAreContiguous(shape: readonly number[], strides: readonly number
  * SIFT_FT_CHECK_META=1: every tensor built with metadata compares it with the native handle's at
  * construction (E_INTERNAL on a difference). For tests; off by default.
  */
-const CHECK_META = process.env.SIFT_FT_CHECK_META === '1';
+const CHECK_META = envFlag('SIFT_FT_CHECK_META');
 
 function sameArray(a: readonly number[], b: readonly number[]): boolean {
   if (a.length !== b.length) return false;

@@ -14,6 +14,7 @@ import { SiftError } from '../engine/errors';
 import { native } from '../engine/native';
 import { writeFileAtomic, writeFileAtomicAsync } from './atomic';
 import { AsyncSafetensorsReader, SafetensorsReader, TensorInfo, findDuplicateKey } from './safetensors';
+import { env } from '../engine/env';
 
 export const CONFIG_NAME = 'config.json';
 export const SAFE_WEIGHTS_NAME = 'model.safetensors';
@@ -122,9 +123,12 @@ export interface ResolveOptions {
 function hubCacheDirs(opts: ResolveOptions): string[] {
   const dirs: string[] = [];
   if (opts.cacheDir) dirs.push(opts.cacheDir);
-  if (process.env.HF_HUB_CACHE) dirs.push(process.env.HF_HUB_CACHE);
-  if (process.env.HF_HOME) dirs.push(path.join(process.env.HF_HOME, 'hub'));
-  if (process.env.XDG_CACHE_HOME) dirs.push(path.join(process.env.XDG_CACHE_HOME, 'huggingface', 'hub'));
+  const hubCache = env('HF_HUB_CACHE');
+  const hfHome = env('HF_HOME');
+  const xdgCache = env('XDG_CACHE_HOME');
+  if (hubCache) dirs.push(hubCache);
+  if (hfHome) dirs.push(path.join(hfHome, 'hub'));
+  if (xdgCache) dirs.push(path.join(xdgCache, 'huggingface', 'hub'));
   dirs.push(path.join(os.homedir(), '.cache', 'huggingface', 'hub'));
   return dirs;
 }

@@ -237,6 +237,15 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   cu.Set("status", cuda::status());
   cu.Set("runtimeVersion", cuda::runtime_version());
   cu.Set("gemm", cuda::gemm_library());
+  const cuda::Probe pr = cuda::probe_info();
+  Napi::Object probe = Napi::Object::New(env);
+  probe.Set("driverVersion", pr.driver_version);
+  probe.Set("runtimeVersion", pr.runtime_version);
+  probe.Set("error", pr.error);
+  probe.Set("errorText", pr.error_text);
+  probe.Set("deviceCount", pr.device_count);
+  probe.Set("archs", pr.archs);
+  cu.Set("probe", probe);
   Napi::Array devs = Napi::Array::New(env);
   if (avail) {
     for (int d = 0; d < cuda::device_count(); d++) {
@@ -248,6 +257,7 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
       x.Set("multiprocessors", di.multiprocessors);
       x.Set("totalMemory", double(di.total_memory));
       x.Set("freeMemory", double(di.free_memory));
+      x.Set("kernelImageError", di.kernel_image_error);
       devs.Set(uint32_t(d), x);
     }
   }

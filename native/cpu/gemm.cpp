@@ -72,23 +72,13 @@ bool use_openblas() {
 }
 
 // ---- blocking parameters (elements). KC * NR * sizeof(T) is the B micro-panel kept in L1,
-// MC * KC * sizeof(T) the A block kept in L2. Env overrides exist for tuning only.
+// MC * KC * sizeof(T) the A block kept in L2.
 struct Blocking {
   int64_t kc, mc, nc;
 };
 
-int64_t env_int(const char* name, int64_t dflt) {
-  const char* s = std::getenv(name);
-  if (!s) return dflt;
-  long long v = std::atoll(s);
-  return v > 0 ? v : dflt;
-}
-
 template <typename T> Blocking blocking() {
-  static const Blocking b = sizeof(T) == 4
-      ? Blocking{env_int("SIFT_FT_GEMM_KC", 384), env_int("SIFT_FT_GEMM_MC", 144), env_int("SIFT_FT_GEMM_NC", 4096)}
-      : Blocking{128, 192, 2048};
-  return b;
+  return sizeof(T) == 4 ? Blocking{384, 144, 4096} : Blocking{128, 192, 2048};
 }
 
 // ---- per-thread aligned scratch buffers (pool threads live for the whole process)

@@ -186,20 +186,9 @@ template <int V, typename T> __device__ __forceinline__ void vstore(T* p, const 
 // Elements of `itemsize` bytes per 16-byte vector (1: no vector path).
 constexpr int vec_width(size_t itemsize) { return itemsize == 0 || itemsize >= 16 ? 1 : int(16 / itemsize); }
 
-// SIFT_FT_CUDA_VECTOR=0 turns every 16-byte vector path off (the same kernels then move one element
-// per thread): for comparisons, and the GPU check's fallback should the vector paths' CUDA tests
-// fail on a device. Read once per process.
-inline bool vector_paths_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("SIFT_FT_CUDA_VECTOR");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  return on;
-}
-
-// Whether p may be accessed `bytes` at a time by a vector path: aligned, and vector paths enabled.
+// Whether p may be accessed `bytes` at a time by a vector path (aligned).
 inline bool vec_aligned(const void* p, size_t bytes) {
-  return vector_paths_enabled() && reinterpret_cast<uintptr_t>(p) % bytes == 0;
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
 // Turns an indexer over elements (make_indexer's output) into one over vectors of V elements:

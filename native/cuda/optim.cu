@@ -151,7 +151,7 @@ __device__ __forceinline__ void st_stream(float* p, float x) { __stcs(p, x); }
 // One round over entries [lo, lo + n) of one tensor, 0 < n <= kRound (n == kRound when Full):
 // thread t owns entries lo + r * kThreads + t (r < kPer). All offsets inside the round are 32-bit;
 // lo is 64-bit.
-template <typename W, typename I, bool Prefetch, bool Full>
+template <typename W, typename I, bool Full>
 __device__ __forceinline__ void sparse_round(const SparseDesc& d, int64_t lo, int n, const AdamWScalars& s,
                                              float sc, int* err) {
   // Per-thread bases; entry r of the thread is at [r * kThreads]: a constant offset, so the loads and
@@ -178,15 +178,6 @@ __device__ __forceinline__ void sparse_round(const SparseDesc& d, int64_t lo, in
       pr[r] = ld_stream(p + r * kThreads);
     }
   }
-  if constexpr (Prefetch) {
-    // Experimental (SIFT_SPARSE_ADAMW_PREFETCH=1): ask L2 for each weight sector as soon as its
-    // index arrives, so that the 2-byte write later merges into a sector being filled instead of
-    // leaving a partial sector for L2 to read-modify-write at eviction. Same DRAM bytes either way.
-#pragma unroll
-    for (int r = 0; r < kPer; r++)
-      if ((Full || r * kThreads < nt) && uint64_t(int64_t(jr[r])) < numel)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(w + int64_t(jr[r])));
-  }
   bool bad = false;
 #pragma unroll
   for (int r = 0; r < kPer; r++) {
@@ -209,7 +200,7 @@ __device__ __forceinline__ void sparse_round(const SparseDesc& d, int64_t lo, in
 }
 
 // Compiled per (weight dtype, index dtype): the launcher groups the tensors by that pair.
-template <typename W, typename I, bool Prefetch, int N>
+template <typename W, typename I, int N>
 __global__ void __launch_bounds__(kThreads, 4) sparse_adamw_kernel(const __grid_constant__ MultiArgs<SparseDesc, N> a) {
   const float sc = a.scale ? *a.scale : 1.0f;
   const int total = a.chunk_start[a.n];
@@ -219,11 +210,11 @@ __global__ void __launch_bounds__(kThreads, 4) sparse_adamw_kernel(const __grid_
     const int64_t lo = int64_t(c - a.chunk_start[t]) * kChunk;
     const int64_t rest = d.k - lo;  // > 0: chunk c lies inside tensor t
     if (rest >= kChunk) {  // uniform over the block
-      sparse_round<W, I, Prefetch, true>(d, lo, kRound, a.s, sc, a.err);
-      sparse_round<W, I, Prefetch, true>(d, lo + kRound, kRound, a.s, sc, a.err);
+      sparse_round<W, I, true>(d, lo, kRound, a.s, sc, a.err);
+      sparse_round<W, I, true>(d, lo + kRound, kRound, a.s, sc, a.err);
     } else {
       const int n = int(rest);  // < kChunk
-      for (int o = 0; o < n; o += kRound) sparse_round<W, I, Prefetch, false>(d, lo + o, min(n - o, kRound), a.s, sc, a.err);
+      for (int o = 0; o < n; o += kRound) sparse_round<W, I, false>(d, lo + o, min(n - o, kRound), a.s, sc, a.err);
     }
   }
 }
@@ -373,11 +364,6 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
     gp->chunks.push_back(chunks_of(k));
   }
   if (groups.empty()) return;
-  // An A/B switch for measuring the L2 prefetch of the weight sectors on a GPU (read once).
-  static const bool prefetch = [] {
-    const char* e = std::getenv("SIFT_SPARSE_ADAMW_PREFETCH");
-    return e != nullptr && e[0] == '1';
-  }();
   const float* sc = scale.defined() ? scale.data<float>() : nullptr;
   int* err = error_flag(dev);
   cudaStream_t st = current_stream(dev);
@@ -386,12 +372,8 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
       using W = typename decltype(wt)::type;
       dispatch_cuda_int(gr.idt, "sparseAdamW", [&](auto it) {
         using I = typename decltype(it)::type;
-        if (prefetch)
-          launch_all(gr.ds, gr.chunks, sparse_adamw_kernel<W, I, true, kSmallGroup>,
-                     sparse_adamw_kernel<W, I, true, kLargeGroup>, s, sc, err, st, "sparseAdamW");
-        else
-          launch_all(gr.ds, gr.chunks, sparse_adamw_kernel<W, I, false, kSmallGroup>,
-                     sparse_adamw_kernel<W, I, false, kLargeGroup>, s, sc, err, st, "sparseAdamW");
+        launch_all(gr.ds, gr.chunks, sparse_adamw_kernel<W, I, kSmallGroup>, sparse_adamw_kernel<W, I, kLargeGroup>, s,
+                   sc, err, st, "sparseAdamW");
       });
     });
   }

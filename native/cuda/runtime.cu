@@ -47,11 +47,20 @@ struct DeviceState {
 constexpr size_t kStageMax = size_t(16) << 20;  // larger uploads wait for the stream instead
 constexpr size_t kStageBlocks = 32;
 
+#ifndef SIFT_CUDA_ARCH_LIST
+#define SIFT_CUDA_ARCH_LIST ""
+#endif
+
+// Compiled for the same architectures as every other kernel: whether the device can load it tells
+// whether the binary has code for the device (SASS for its architecture or PTX it can JIT).
+__global__ void image_probe_kernel() {}
+
 std::mutex g_mu;
 // Leaked on purpose: tensors freed during process teardown may still return blocks here.
 DeviceState* const g_dev = new DeviceState[kMaxDevices];
 int g_count = -1;
 std::string g_status;
+cudaError_t g_probe_error = cudaSuccess;
 
 void probe() {
   if (g_count >= 0) return;
@@ -60,11 +69,24 @@ void probe() {
   if (err != cudaSuccess) {
     cudaGetLastError();
     g_count = 0;
+    g_probe_error = err;
     g_status = std::string("unavailable: ") + cudaGetErrorString(err);
     return;
   }
   g_count = n > kMaxDevices ? kMaxDevices : n;
   g_status = n == 0 ? "unavailable: no CUDA device found" : "available";
+}
+
+// Empty when the binary has code for the device; sets the device current (creates its context).
+std::string image_error(int device) {
+  cudaError_t err = cudaSetDevice(device);
+  if (err == cudaSuccess) {
+    cudaFuncAttributes a;
+    err = cudaFuncGetAttributes(&a, image_probe_kernel);
+  }
+  if (err == cudaSuccess) return "";
+  cudaGetLastError();
+  return std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
 }
 
 DeviceState& state(int device) {
@@ -74,6 +96,16 @@ DeviceState& state(int device) {
              " does not exist (", g_count, " device(s) found)");
   DeviceState& s = g_dev[device];
   if (!s.ready) {
+    const std::string no_image = image_error(device);
+    if (!no_image.empty()) {
+      cudaDeviceProp p;
+      const bool props = cudaGetDeviceProperties(&p, device) == cudaSuccess;
+      fail("E_DEVICE", "cuda:", device, props ? std::string(" (") + p.name + ", compute capability " +
+                                                    std::to_string(p.major) + "." + std::to_string(p.minor) + ")"
+                                              : std::string(),
+           " cannot run this build's kernels (", no_image, "); it was compiled for ", SIFT_CUDA_ARCH_LIST,
+           ": rebuild for this GPU with `sift-ft build --cuda --cuda-archs <arch>`");
+    }
     CUDA_CHECK(cudaSetDevice(device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
     CUDA_CHECK(cudaMalloc(&s.error_flag, sizeof(int)));
@@ -126,9 +158,29 @@ std::string runtime_version() {
   return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
 }
 
+Probe probe_info() {
+  std::lock_guard<std::mutex> lk(g_mu);
+  probe();
+  Probe r;
+  r.compiled = true;
+  cudaDriverGetVersion(&r.driver_version);  // leaves 0 when no driver is installed
+  cudaRuntimeGetVersion(&r.runtime_version);
+  cudaGetLastError();
+  if (g_probe_error != cudaSuccess) {
+    r.error = cudaGetErrorName(g_probe_error);
+    r.error_text = cudaGetErrorString(g_probe_error);
+  }
+  r.device_count = g_count;
+  r.archs = SIFT_CUDA_ARCH_LIST;
+  return r;
+}
+
+// Properties without state(): a device this build has no code for is still listed, with why.
 DeviceInfo device_info(int device) {
   std::lock_guard<std::mutex> lk(g_mu);
-  state(device);
+  probe();
+  SIFT_CHECK(device >= 0 && device < g_count, "E_DEVICE", "cuda:", device, " does not exist (", g_count,
+             " device(s) found)");
   cudaDeviceProp p;
   CUDA_CHECK(cudaGetDeviceProperties(&p, device));
   DeviceInfo info;
@@ -136,8 +188,12 @@ DeviceInfo device_info(int device) {
   info.major = p.major;
   info.minor = p.minor;
   info.multiprocessors = p.multiProcessorCount;
-  CUDA_CHECK(cudaSetDevice(device));
-  CUDA_CHECK(cudaMemGetInfo(&info.free_memory, &info.total_memory));
+  info.kernel_image_error = image_error(device);
+  if (cudaMemGetInfo(&info.free_memory, &info.total_memory) != cudaSuccess) {
+    cudaGetLastError();
+    info.total_memory = p.totalGlobalMem;
+    info.free_memory = 0;
+  }
   return info;
 }
 

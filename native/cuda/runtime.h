@@ -14,6 +14,19 @@ struct DeviceInfo {
   int multiprocessors = 0;
   size_t total_memory = 0;
   size_t free_memory = 0;
+  // Empty when this binary has code the device can run; else why not (the CUDA error's words).
+  std::string kernel_image_error;
+};
+
+// The facts behind status(), for a message a user can act on (lib/engine/cuda-status.ts words it).
+struct Probe {
+  bool compiled = false;
+  int driver_version = 0;   // cudaDriverGetVersion: newest CUDA the driver supports (0: no driver)
+  int runtime_version = 0;  // cudaRuntimeGetVersion: the statically linked runtime
+  std::string error;        // cudaGetDeviceCount's error name, empty on success
+  std::string error_text;   // and its description
+  int device_count = 0;
+  std::string archs;        // the CUDA architectures compiled in, CMake syntax with ',' ("75-real,...,90")
 };
 
 struct AllocatorStats {
@@ -29,6 +42,7 @@ std::string status();            // why CUDA is or is not available, in words
 int device_count();
 DeviceInfo device_info(int device);
 std::string runtime_version();
+Probe probe_info();
 
 // Caching allocator (stream-ordered on the single stream of each device).
 void* alloc(int device, size_t nbytes);

@@ -17,6 +17,7 @@ std::string status() { return "not compiled (CPU-only build)"; }
 int device_count() { return 0; }
 DeviceInfo device_info(int) { not_built(); }
 std::string runtime_version() { return ""; }
+Probe probe_info() { return {}; }
 void* alloc(int, size_t) { not_built(); }
 void release(int, void*, size_t) {}
 void empty_cache(int) {}

@@ -43,7 +43,6 @@
 //    exactly (keys above the digit < k <= those + keys in it). A miss (rare: the k-th key close to
 //    a digit boundary, or k at the extremes) resets the state and the exact pass 1 and pass 2 run
 //    from guarded kernels that otherwise exit at once; so a miss costs time, never correctness.
-//    SIFT_FT_CUDA_SELECT=exact turns the guess off (the fast kernels with the exact pass 1).
 #include <cub/cub.cuh>
 
 #include <algorithm>
@@ -837,8 +836,7 @@ constexpr long long kSampleStride = 16;
 constexpr long long kSampleMinTiles = 32;
 
 template <typename T>
-std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k, const Tensor* single_out,
-                                    bool sample) {
+std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k, const Tensor* single_out) {
   using K = typename KeyOf<T>::type;
   const Device device = scores[0].device();
   const int dev = device.index;
@@ -952,7 +950,7 @@ std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k
   const size_t smem0 = sizeof(unsigned int) << widths[0], smem1 = sizeof(unsigned int) << widths[1];
   const unsigned g1 = grid_of(reinterpret_cast<const void*>(h1), smem0);
   const unsigned g2 = grid_of(reinterpret_cast<const void*>(c2), smem1);
-  const long long tstride = sample ? std::min<long long>(kSampleStride, ntiles / kSampleMinTiles) : 1;
+  const long long tstride = std::min<long long>(kSampleStride, ntiles / kSampleMinTiles);
   if (tstride >= 2) {
     const long long nsamp = (ntiles + tstride - 1) / tstride;  // tiles 0, tstride, 2 * tstride, ...
     long long m = 0;                                           // elements in those tiles
@@ -1024,29 +1022,19 @@ std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k
 
 }  // namespace fast
 
-// SIFT_FT_CUDA_SELECT=exact: the kernels without the sampled guess of the top digit (for
-// comparison); anything else (default): with it.
-bool sampled_guess() {
-  const char* e = std::getenv("SIFT_FT_CUDA_SELECT");
-  const bool exact = e != nullptr && std::strcmp(e, "exact") == 0;
-  static std::atomic<bool> said{false};
-  if (exact && !said.exchange(true)) std::fprintf(stderr, "sift-ft: CUDA topk without the sampled top digit (SIFT_FT_CUDA_SELECT=exact)\n");
-  return !exact;
-}
-
 }  // namespace
 
 void topk(const Tensor& scores, int64_t k, const Tensor& out) {
   dispatch_cuda_float(scores.dtype, "topk", [&](auto tt) {
     using T = typename decltype(tt)::type;
-    fast::run_select_fast<T>({scores}, k, &out, sampled_guess());
+    fast::run_select_fast<T>({scores}, k, &out);
   });
 }
 
 std::vector<Tensor> topk_global(const std::vector<Tensor>& scores, int64_t k) {
   return dispatch_cuda_float(scores[0].dtype, "topkGlobal", [&](auto tt) {
     using T = typename decltype(tt)::type;
-    return fast::run_select_fast<T>(scores, k, nullptr, sampled_guess());
+    return fast::run_select_fast<T>(scores, k, nullptr);
   });
 }
 

@@ -4,7 +4,7 @@
  * pre-trained base than on a random initialisation), and silent on the criteria when no method
  * beat the majority class.
  */
-import { experimentVerdict } from '../../lib/cli/experiment';
+import { experimentVerdict } from '../../bench/experiment';
 import { spreadOf, MethodSummary } from '../../lib/cli/demo';
 import { quasiSparsity } from '../../lib/sift/quasi';
 import type { MethodName } from '../../lib/train/types';

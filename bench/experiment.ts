@@ -11,26 +11,27 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { SiftError } from '../engine/errors';
-import { backends } from '../engine/runtime';
-import { tidy } from '../engine/scope';
-import { createModel } from '../models';
-import type { PreTrainedModel } from '../models/common';
-import { planTargets } from '../sift/targets';
-import { kForRate } from '../sift/sift';
-import { QuasiSparsity, measureQuasiSparsity } from '../sift/quasi';
-import { loadRows } from '../train/data';
-import { createTask } from '../train/tasks';
-import { expandDataPaths } from '../train/stream';
-import type { MethodName, Row } from '../train/types';
-import { FlagSpec, Parsed, flagHelp, parseFlags } from './args';
-import { deviceFlag, fmtDuration, fmtInt, loadModelForTask, resolveDevice } from './common';
-import { MethodSummary, demoTable, gridAndSeeds } from './demo';
-import { FinetuneSpec, MethodSpec } from './pipeline';
-import { curvesFromLog } from './finetune';
-import { PRETRAIN_SIZES, pretrainFlags, pretrainModel } from './pretrain';
-import { RunData, renderReport } from './report';
-import { quasiTable } from './select';
+import { SiftError } from '../lib/engine/errors';
+import { backends } from '../lib/engine/runtime';
+import { tidy } from '../lib/engine/scope';
+import { createModel } from '../lib/models';
+import type { PreTrainedModel } from '../lib/models/common';
+import { planTargets } from '../lib/sift/targets';
+import { kForRate } from '../lib/sift/sift';
+import { QuasiSparsity, measureQuasiSparsity } from '../lib/sift/quasi';
+import { loadRows } from '../lib/train/data';
+import { createTask } from '../lib/train/tasks';
+import { expandDataPaths } from '../lib/train/stream';
+import type { MethodName, Row } from '../lib/train/types';
+import { FlagSpec, Parsed, flagHelp, parseFlags } from '../lib/cli/args';
+import { deviceFlag, fmtDuration, fmtInt, loadModelForTask, resolveDevice } from '../lib/cli/common';
+import { MethodSummary, demoTable, gridAndSeeds } from '../lib/cli/demo';
+import { FinetuneSpec, MethodSpec } from '../lib/cli/pipeline';
+import { curvesFromLog } from '../lib/cli/finetune';
+import { PRETRAIN_SIZES, pretrainFlags, pretrainModel } from '../lib/cli/pretrain';
+import { RunData, renderReport } from '../lib/cli/report';
+import { quasiTable } from '../lib/cli/select';
+import { env } from '../lib/engine/env';
 
 export const experimentFlags: Record<string, FlagSpec> = {
   out: { type: 'string', help: 'output folder (the pre-trained base is cached in OUT/base)' },
@@ -309,7 +310,7 @@ export async function experimentMain(argv: string[]): Promise<number> {
   } catch (e) {
     const err = e as Error;
     process.stderr.write(`experiment: ${err.message}${e instanceof SiftError ? ` [${e.code}]` : ''}\n`);
-    if (process.env.SIFT_FT_DEBUG) process.stderr.write(`${err.stack}\n`);
+    if (env('SIFT_FT_DEBUG')) process.stderr.write(`${err.stack}\n`);
     return 1;
   }
 }
