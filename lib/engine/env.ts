@@ -23,6 +23,12 @@ export const ENV_VARS = {
   CI: { readBy: 'library', doc: 'any value: progress is printed as plain lines, never redrawn' },
   HF_HUB_CACHE: { readBy: 'library', doc: "Hugging Face hub cache searched for 'org/name' model ids" },
   HF_HOME: { readBy: 'library', doc: "Hugging Face home; its hub/ folder is searched for 'org/name' model ids" },
+  RANK: { readBy: 'library', doc: "this process's rank in a process group (torchrun's name; set by sift-ft launch)" },
+  WORLD_SIZE: { readBy: 'library', doc: 'processes in the group' },
+  LOCAL_RANK: { readBy: 'library', doc: "rank on this node: a CUDA process takes cuda:LOCAL_RANK" },
+  LOCAL_WORLD_SIZE: { readBy: 'library', doc: 'processes on this node' },
+  MASTER_ADDR: { readBy: 'library', doc: "rank 0's address for the rendezvous (default 127.0.0.1)" },
+  MASTER_PORT: { readBy: 'library', doc: "rank 0's rendezvous port (default 29500)" },
   XDG_CACHE_HOME: { readBy: 'library', doc: "its huggingface/hub folder is searched for 'org/name' model ids" },
 
   SIFT_FT_NUM_THREADS: { readBy: 'native', doc: 'CPU threads of the kernel thread pool (default: all cores)' },
@@ -35,6 +41,10 @@ export const ENV_VARS = {
     readBy: 'native',
     doc: 'simt: CUDA attention on CUDA cores only (default: tensor cores for f16/bf16 where they apply)',
   },
+  SIFT_FT_NCCL: { readBy: 'native', doc: "path of the libnccl.so to load for CUDA process groups (default: the loader's path, CUDA_HOME, PyTorch's nvidia/nccl)" },
+  VIRTUAL_ENV: { readBy: 'native', doc: 'a Python environment whose site-packages/nvidia/nccl is searched for libnccl.so' },
+  CONDA_PREFIX: { readBy: 'native', doc: 'same as VIRTUAL_ENV' },
+  HOME: { readBy: 'native', doc: '~/.local/lib/python3*/site-packages/nvidia/nccl is searched for libnccl.so' },
   CUDA_HOME: { readBy: 'native', doc: 'CUDA toolkit folder: searched for libcublas.so, and for nvcc by the source build' },
   CUDA_PATH: { readBy: 'native', doc: 'same as CUDA_HOME' },
 
