@@ -6,11 +6,13 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { main } from '../../lib/cli/main';
 import { createModel, stateDict } from '../../lib/models';
 import { saveModelFolder } from '../../lib/io/hf';
 import { createByteTokenizer } from '../../lib/tokenizers';
 import { SafetensorsReader } from '../../lib/io/safetensors';
+import { runCli } from '../helpers/cli';
+
+const cli = runCli;
 
 interface Run {
   code: number;
@@ -18,25 +20,6 @@ interface Run {
   err: string;
 }
 
-async function cli(...argv: string[]): Promise<Run> {
-  let out = '';
-  let err = '';
-  const o = jest.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
-    out += String(c);
-    return true;
-  });
-  const e = jest.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
-    err += String(c);
-    return true;
-  });
-  try {
-    const code = await main(argv);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
 
 const COMMANDS = ['finetune', 'eval', 'select', 'generate', 'merge', 'bench', 'info', 'demo', 'export-onnx'];
 

@@ -9,7 +9,6 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as zlib from 'zlib';
-import { main } from '../../lib/cli/main';
 import { configFor } from '../../lib/cli/pretrain';
 import { loadModel } from '../../lib/load';
 import { generate } from '../../lib/models/generate';
@@ -18,6 +17,9 @@ import { loadSafetensors } from '../../lib/io/safetensors';
 import { HfTokenizer, trainByteBpe } from '../../lib/tokenizers';
 import { TokenBlockStream, expandDataPaths, readDocuments } from '../../lib/train/stream';
 import { readRows } from '../../lib/train/data';
+import { runCli } from '../helpers/cli';
+
+const cli = (args: string[]) => runCli(...args);
 
 jest.setTimeout(240_000);
 
@@ -45,19 +47,6 @@ afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const so = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => (out.push(String(s)), true));
-  const se = jest.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => (err.push(String(s)), true));
-  try {
-    const code = await main(args);
-    return { code, out: out.join(''), err: err.join('') };
-  } finally {
-    so.mockRestore();
-    se.mockRestore();
-  }
-}
 
 function losses(outDir: string): number[] {
   return fs.readFileSync(path.join(outDir, 'log.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((e) => e.type === 'step').map((e) => e.loss as number);

@@ -9,11 +9,13 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawn, spawnSync } from 'child_process';
-import { main } from '../../lib/cli/main';
 import { createModel, stateDict } from '../../lib/models';
 import { saveModelFolder } from '../../lib/io/hf';
 import { createByteTokenizer } from '../../lib/tokenizers';
 import { SafetensorsReader } from '../../lib/io/safetensors';
+import { runCli } from '../helpers/cli';
+
+const cli = runCli;
 
 interface Run {
   code: number;
@@ -21,25 +23,6 @@ interface Run {
   err: string;
 }
 
-async function cli(...argv: string[]): Promise<Run> {
-  let out = '';
-  let err = '';
-  const o = jest.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
-    out += String(c);
-    return true;
-  });
-  const e = jest.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
-    err += String(c);
-    return true;
-  });
-  try {
-    const code = await main(argv);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
 
 const ROOT = path.join(__dirname, '..', '..');
 const BIN = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');

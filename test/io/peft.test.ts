@@ -19,7 +19,9 @@ import { applyPeftAdapter, peftTargetModules, supertuningCount, supertuningSpars
 import { exportPeft } from '../../lib/cli/export-peft';
 import { loadModelForTask } from '../../lib/cli/common';
 import { loadWithDelta } from '../../lib/cli/delta';
-import { main } from '../../lib/cli/main';
+import { runCli } from '../helpers/cli';
+
+const cliRun = runCli;
 
 /** The dataclass fields of PEFT's PeftConfig (peft/config.py) and SupertuningConfig (peft/tuners/supertuning/config.py). */
 const PEFT_CONFIG_FIELDS = ['peft_type', 'task_type', 'base_model_name_or_path', 'revision', 'inference_mode', 'auto_mapping'];
@@ -373,21 +375,3 @@ describe('export-peft', () => {
   });
 });
 
-async function cliRun(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const o = jest.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
-    out += String(c);
-    return true;
-  });
-  const e = jest.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
-    err += String(c);
-    return true;
-  });
-  try {
-    return { code: await main(argv), out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
