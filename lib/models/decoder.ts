@@ -99,12 +99,24 @@ function optNum(cfg: HFConfig, key: string): number | null {
 }
 
 /**
+ * An optional number whose config class has a default: the default when config.json lacks the key
+ * (as transformers' config classes fill it), none when the key is null.
+ */
+function optNumOr(cfg: HFConfig, key: string, dflt: number): number | null {
+  return cfg[key] === undefined ? dflt : optNum(cfg, key);
+}
+
+/** sliding_window where config.json lacks it: MistralConfig and Gemma2Config default to 4096, the others to none. */
+const SLIDING_DEFAULT: Partial<Record<DecoderFamily, number>> = { mistral: 4096, gemma2: 4096 };
+
+/**
  * The sliding window of each layer: transformers' layer_types when present, else the family's rule
  * (mistral and phi3: every layer when sliding_window is set; qwen2/qwen3: layers from
  * max_window_layers on when use_sliding_window; gemma2: even layers).
  */
 function layerWindows(cfg: HFConfig, family: DecoderFamily, nLayer: number): (number | null)[] {
-  const sw = cfgOptInt(cfg, 'sliding_window');
+  const dflt = SLIDING_DEFAULT[family];
+  const sw = cfg.sliding_window === undefined && dflt !== undefined ? dflt : cfgOptInt(cfg, 'sliding_window');
   const lt = cfg.layer_types;
   const qwen = family === 'qwen2' || family === 'qwen3';
   // Qwen configs carry sliding_window even when use_sliding_window is false; it then means nothing.
@@ -172,8 +184,9 @@ export function decoderParams(cfg: HFConfig): DecoderParams {
     embedScale: gemma,
     sandwichNorms: family === 'gemma2',
     attnScale: 1 / Math.sqrt(qpas ?? headDim),
-    attnSoftcap: family === 'gemma2' ? optNum(cfg, 'attn_logit_softcapping') : null,
-    finalSoftcap: family === 'gemma2' ? optNum(cfg, 'final_logit_softcapping') : null,
+    // Gemma2Config's defaults (50 and 30) where config.json lacks the keys; null turns capping off.
+    attnSoftcap: family === 'gemma2' ? optNumOr(cfg, 'attn_logit_softcapping', 50) : null,
+    finalSoftcap: family === 'gemma2' ? optNumOr(cfg, 'final_logit_softcapping', 30) : null,
     windows: layerWindows(cfg, family, nLayer),
     fusedQkv: family === 'phi3',
     fusedGateUp: family === 'phi3',

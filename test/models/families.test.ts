@@ -14,6 +14,7 @@ import { saveModelFolder } from '../../lib/io/hf';
 import { loadModel } from '../../lib/load';
 import { planTargets } from '../../lib/sift/targets';
 import { applyLora, defaultLoraTargets } from '../../lib/train/lora';
+import { decoderParams } from '../../lib/models/decoder';
 import { loadFixture } from './fixtures';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-families-'));
@@ -120,6 +121,18 @@ describe('names and registry', () => {
     expect(windows(CONFIGS.qwen2)).toEqual([null, null]);
     expect(windows({ ...CONFIGS.qwen2, use_sliding_window: true, sliding_window: 5, max_window_layers: 1 })).toEqual([null, 5]);
     expect(windows({ ...CONFIGS.gemma2, layer_types: ['full_attention', 'sliding_attention'] })).toEqual([null, 5]);
+  });
+
+  test("keys config.json lacks take their config class's defaults (Gemma2Config's softcaps and window, MistralConfig's window); null turns them off", () => {
+    const { sliding_window: _sw, attn_logit_softcapping: _a, final_logit_softcapping: _f, ...gemma2 } = CONFIGS.gemma2;
+    const g = decoderParams(gemma2);
+    expect([g.attnSoftcap, g.finalSoftcap, g.windows]).toEqual([50, 30, [4096, null]]);
+    const off = decoderParams({ ...gemma2, attn_logit_softcapping: null, final_logit_softcapping: null, sliding_window: null });
+    expect([off.attnSoftcap, off.finalSoftcap, off.windows]).toEqual([null, null, [null, null]]);
+    const { sliding_window: _m, ...mistral } = CONFIGS.mistral;
+    expect(decoderParams(mistral).windows).toEqual([4096, 4096]);
+    expect(decoderParams(CONFIGS.qwen3).windows).toEqual([null, null]);
+    expect(decoderParams(CONFIGS.phi3).windows).toEqual([5, 5]);
   });
 });
 
