@@ -35,7 +35,7 @@ import {
   cfgNum, cfgInt, cfgOptInt, cfgBool, cfgStr, numLabels, activation, idsTensor, rangePositions, causalLmLoss,
   classificationLoss, hostRows, lastTokenIndices, gatherTokens, maskTensor, zeroRow, releaseInto,
 } from './common';
-import { RopeSpec, ropeSpec, ropeInvFreq, ropeVariant, ropeIsDynamic } from './rope';
+import { RopeSpec, ropeFields, ropeSpec, ropeInvFreq, ropeVariant, ropeIsDynamic } from './rope';
 
 export type DecoderFamily = 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'gemma' | 'gemma2' | 'phi3';
 
@@ -157,7 +157,8 @@ export function decoderParams(cfg: HFConfig): DecoderParams {
   const nLayer = cfgInt(cfg, 'num_hidden_layers', 32);
   const headDim = cfgOptInt(cfg, 'head_dim') ?? (gemma ? 256 : family === 'qwen3' ? 128 : Math.floor(D / nHead));
   const maxPositions = cfgInt(cfg, 'max_position_embeddings', 2048);
-  const ropeTheta = cfgNum(cfg, 'rope_theta', family === 'qwen3' ? 1000000 : 10000);
+  const rc = ropeFields(cfg);
+  const ropeTheta = cfgNum(rc, 'rope_theta', family === 'qwen3' ? 1000000 : 10000);
   const attnBias = cfgBool(cfg, 'attention_bias', false);
   // Gemma's MLP: hidden_activation, else the tanh GELU Gemma was trained with (early Gemma configs say
   // hidden_act 'gelu', which transformers 4.38-4.4x ignored in favour of this default).
@@ -174,7 +175,7 @@ export function decoderParams(cfg: HFConfig): DecoderParams {
     inner: cfgInt(cfg, 'intermediate_size', 11008),
     act,
     eps: cfgNum(cfg, 'rms_norm_eps', family === 'phi3' ? 1e-5 : 1e-6),
-    rope: ropeSpec(cfg, headDim, ropeTheta, maxPositions),
+    rope: ropeSpec(rc, headDim, ropeTheta, maxPositions),
     maxPositions,
     qkvBias: family === 'qwen2' ? true : family === 'mistral' || family === 'phi3' ? false : attnBias,
     oBias: family === 'qwen2' || family === 'mistral' || family === 'phi3' ? false : attnBias,

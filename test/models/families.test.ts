@@ -136,6 +136,22 @@ describe('names and registry', () => {
   });
 });
 
+describe('rope_parameters (transformers 5 configs)', () => {
+  test('rope_parameters decides theta, scaling and partial_rotary_factor; per-layer-type parameters are refused', () => {
+    const logits = (cfg: HFConfig) => tidy(() => values(make(cfg).eval().forward({ inputIds: [[5, 9, 12, 3, 17, 22, 8, 30, 11]] }).logits));
+    const { rope_theta: _t, ...qwen2 } = { ...CONFIGS.qwen2, rope_theta: 1 };
+    const v4 = logits({ ...qwen2, rope_theta: 50, rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 16 } });
+    const v5 = logits({ ...qwen2, rope_parameters: { rope_type: 'yarn', rope_theta: 50, factor: 4, original_max_position_embeddings: 16 } });
+    expect(v5).toEqual(v4);
+    // The theta of rope_parameters, not the family's default (10000), with no scaling.
+    const plain = logits({ ...qwen2, rope_parameters: { rope_type: 'default', rope_theta: 50 } });
+    expect(plain).toEqual(logits({ ...qwen2, rope_theta: 50 }));
+    expect(maxAbsDiff(plain, logits(qwen2))).toBeGreaterThan(1e-4);
+    expect(decoderParams({ ...CONFIGS.phi3, partial_rotary_factor: undefined, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 } }).rope.rotaryDim).toBe(2);
+    expect(codeOf(() => decoderParams({ ...CONFIGS.gemma2, rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 1e6 }, sliding_attention: { rope_type: 'default', rope_theta: 1e4 } } }))).toBe('E_UNSUPPORTED');
+  });
+});
+
 describe('checkpoints', () => {
   test('a tied checkpoint without lm_head.weight loads; an extra lm_head.weight is tolerated', () => {
     const src = make(CONFIGS.gemma, { seed: 3 });
