@@ -176,6 +176,16 @@ export function loadModelForTask(dir: string, opts: { task: TaskName; device: st
   let initialized: string[];
   try {
     initialized = loadStateDictInto(model, stateDict, { strict: false, disposeSource: true }).missing;
+    // Only a task head the checkpoint was not trained with (and BERT-style poolers) may start fresh:
+    // a missing body weight, or a missing head of the checkpoint's own kind (an untied lm_head), is a broken folder.
+    const prefix = `${model.baseModelPrefix}.`;
+    // A causal LM's head is new only when the checkpoint is a classifier's (a config without architectures is taken for an LM).
+    const headMayBeNew = task === 'causal-lm' ? /SequenceClassification$/.test(arch ?? '') : !sameHead;
+    const broken = initialized.filter((n) => (n.startsWith(prefix) ? !/(^|\.)pooler\./.test(n) : !headMayBeNew));
+    if (broken.length) {
+      throw new SiftError('E_FORMAT', `${dir}: the checkpoint has no weights for ${broken.slice(0, 5).join(', ')}${broken.length > 5 ? ` and ${broken.length - 5} more` : ''} `
+        + `(a truncated or mismatched checkpoint; only a new task head may start untrained)`);
+    }
   } catch (e) {
     model.dispose();
     throw e;

@@ -8,15 +8,16 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { SiftError } from '../engine/errors';
-import { loadIncrement, INCREMENT_FORMAT } from '../sift/increment';
-import { SafetensorsReader } from '../io/safetensors';
+import { loadIncrement } from '../sift/increment';
+import type { Tensor } from '../engine/tensor';
 import {
   PEFT_CONFIG_FILE, PeftAdapterFiles, loraPeftConfig, peftTargetModules, peftTaskType, readPeftAdapter,
   supertuningFromIncrement, writePeftAdapter,
 } from '../io/peft';
 import type { TaskName } from '../train/types';
 import type { FlagSpec, Parsed } from './args';
-import { fmtInt, loadModelForTask, requireFile, requireFlag, writeJson } from './common';
+import { LoadedModel, fmtInt, loadModelForTask, requireFile, requireFlag, writeJson } from './common';
+import { DeltaInfo, inspectDelta, taskFor, taskOfFolder } from './delta';
 
 export const exportPeftFlags: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'base model folder the increment or adapter was trained from' },
@@ -28,59 +29,40 @@ export const exportPeftFlags: Record<string, FlagSpec> = {
 
 export const exportPeftHelp = 'Writes an increment as a Hugging Face PEFT adapter (SUPERTUNING), or a LoRA adapter in PEFT\'s exact format.';
 
-const TASKS: TaskName[] = ['classify', 'regress', 'causal-lm', 'instruct'];
-
-/** The task of a run from its increment metadata or adapter config (sift-ft's own keys), else causal-lm. */
-function taskOf(v: unknown, peftTask: unknown): TaskName {
-  if (typeof v === 'string' && (TASKS as string[]).includes(v)) return v as TaskName;
-  // Chat runs train a causal LM (their loss masking does not change the model).
-  if (v === 'chat') return 'causal-lm';
-  return peftTask === 'SEQ_CLS' ? 'classify' : 'causal-lm';
-}
-
-function labelsOf(raw: unknown): string[] | undefined {
-  if (Array.isArray(raw)) return raw.map(String);
-  if (typeof raw !== 'string') return undefined;
-  try {
-    const v = JSON.parse(raw);
-    return Array.isArray(v) ? v.map(String) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-type Source = { kind: 'increment'; file: string } | { kind: 'lora'; dir: string };
-
-/** What --delta points at: an increment file, or a LoRA adapter (a folder, its weights, or a run folder holding either). */
-function sourceOf(p: string): Source {
-  if (fs.statSync(p).isDirectory()) {
-    if (fs.existsSync(path.join(p, PEFT_CONFIG_FILE))) return { kind: 'lora', dir: p };
-    if (fs.existsSync(path.join(p, 'delta.safetensors'))) return { kind: 'increment', file: path.join(p, 'delta.safetensors') };
-    throw new SiftError('E_IO', `--delta ${p}: the folder has neither ${PEFT_CONFIG_FILE} nor delta.safetensors`);
-  }
-  if (path.basename(p) === PEFT_CONFIG_FILE) return { kind: 'lora', dir: path.dirname(p) };
-  const r = SafetensorsReader.open(p);
-  const format = r.metadata.format;
-  r.close();
-  if (format === INCREMENT_FORMAT) return { kind: 'increment', file: p };
-  if (fs.existsSync(path.join(path.dirname(p), PEFT_CONFIG_FILE))) return { kind: 'lora', dir: path.dirname(p) };
-  throw new SiftError('E_FORMAT', `--delta ${p}: neither a sift-ft increment nor a LoRA adapter (no ${PEFT_CONFIG_FILE} beside it)`);
-}
-
 function headModules(modules: [string, { kind: string }][]): string[] {
   return modules.map(([n]) => n).filter((n) => n === 'score' || n === 'classifier');
 }
 
+/** Full tensors the adapter carries (a trained head, modules_to_save) must have their parameter's shape. */
+function checkShapes(what: string, tensors: Iterable<[string, Tensor]>, params: Map<string, Tensor>, modelDir: string): void {
+  for (const [k, t] of tensors) {
+    const p = params.get(k);
+    if (!p) throw new SiftError('E_MISMATCH', `${what}: '${k}' is not a parameter of ${modelDir}`);
+    if (p.shape.join() !== t.shape.join()) {
+      throw new SiftError('E_MISMATCH', `${what}: '${k}' has shape [${t.shape}], ${modelDir}'s has [${p.shape}]${/^(score|classifier)\./.test(k) ? ' (another number of labels?)' : ''}`);
+    }
+  }
+}
+
+/** The base model with the head the delta was trained with (as --delta rebuilds it elsewhere), without the delta applied. */
+function baseFor(modelDir: string, info: DeltaInfo, task: TaskName): LoadedModel {
+  return loadModelForTask(modelDir, { task, device: 'cpu', head: info.head, seed: typeof info.head?.seed === 'number' ? info.head.seed : undefined });
+}
+
 /** Exports an increment or a LoRA adapter as a PEFT adapter folder. */
 export function exportPeft(opts: { modelDir: string; delta: string; out: string; baseModel?: string }): PeftAdapterFiles & { source: 'increment' | 'lora'; padding?: number } {
-  const src = sourceOf(opts.delta);
+  const info = inspectDelta(opts.delta);
   const baseModel = opts.baseModel ?? path.resolve(opts.modelDir);
-  if (src.kind === 'increment') {
-    const inc = loadIncrement(src.file);
+  const task = taskFor(undefined, info, taskOfFolder(opts.modelDir));
+  if (info.kind === 'supertuning') {
+    throw new SiftError('E_UNSUPPORTED', `${info.file}: already a PEFT SUPERTUNING adapter; export-peft re-writes LORA adapters and exports sift-ft increments`);
+  }
+  if (info.kind === 'increment') {
+    const inc = loadIncrement(info.file);
     try {
-      const task = taskOf(inc.metadata.task, undefined);
-      const loaded = loadModelForTask(opts.modelDir, { task, device: 'cpu', labels: labelsOf(inc.metadata.labels) });
+      const loaded = baseFor(opts.modelDir, info, task);
       try {
+        checkShapes(info.file, [...inc.dense].map(([k, d]) => [k, d.value] as [string, Tensor]), new Map(loaded.model.namedParameters()), opts.modelDir);
         const { config, entries, owned, padding } = supertuningFromIncrement(loaded.model, inc, {
           baseModel, taskType: peftTaskType(task), headModules: headModules(loaded.model.namedModules()),
         });
@@ -96,35 +78,34 @@ export function exportPeft(opts: { modelDir: string; delta: string; out: string;
       inc.dispose();
     }
   }
-  const a = readPeftAdapter(src.dir);
+  const dir = path.dirname(info.file);
+  const a = readPeftAdapter(info.file);
   try {
-    if (a.config.peft_type !== 'LORA') throw new SiftError('E_UNSUPPORTED', `${src.dir}: peft_type ${JSON.stringify(a.config.peft_type)}; export-peft re-writes LORA adapters and exports sift-ft increments`);
-    const task = taskOf(a.config.sift_ft_task, a.config.task_type);
-    const loaded = loadModelForTask(opts.modelDir, { task, device: 'cpu', labels: labelsOf(a.config.sift_ft_labels) });
+    const loaded = baseFor(opts.modelDir, info, task);
     try {
       const modules = loaded.model.namedModules();
       const kinds = new Map(modules);
       const params = new Map(loaded.model.namedParameters());
       const layers = [...a.tensors.keys()].filter((k) => k.endsWith('.lora_A.weight')).map((k) => k.slice(0, -'.lora_A.weight'.length));
-      if (!layers.length) throw new SiftError('E_FORMAT', `${src.dir}: the adapter has no lora_A weights`);
+      if (!layers.length) throw new SiftError('E_FORMAT', `${dir}: the adapter has no lora_A weights`);
       const r = a.tensors.get(`${layers[0]}.lora_A.weight`)!.shape[0];
       for (const m of layers) {
         const kind = kinds.get(m)?.kind;
-        if (kind !== 'Linear' && kind !== 'Conv1D') throw new SiftError('E_MISMATCH', `${src.dir}: adapted module '${m}' is not a Linear or Conv1D module of ${opts.modelDir}`);
+        if (kind !== 'Linear' && kind !== 'Conv1D') throw new SiftError('E_MISMATCH', `${dir}: adapted module '${m}' is not a Linear or Conv1D module of ${opts.modelDir}`);
         const w = params.get(`${m}.weight`)!;
         const [outF, inF] = kind === 'Conv1D' ? [w.shape[1], w.shape[0]] : [w.shape[0], w.shape[1]];
         const A = a.tensors.get(`${m}.lora_A.weight`)!;
         const B = a.tensors.get(`${m}.lora_B.weight`);
         if (!B || A.shape.join() !== `${r},${inF}` || B.shape.join() !== `${outF},${r}`) {
-          throw new SiftError('E_MISMATCH', `${src.dir}: '${m}' has lora_A [${A.shape}] and lora_B [${B?.shape ?? 'missing'}], expected [${r},${inF}] and [${outF},${r}] (rank ${r})`);
+          throw new SiftError('E_MISMATCH', `${dir}: '${m}' has lora_A [${A.shape}] and lora_B [${B?.shape ?? 'missing'}], expected [${r},${inF}] and [${outF},${r}] (rank ${r})`);
         }
       }
       const adapterKeys = new Set(layers.flatMap((m) => [`${m}.lora_A.weight`, `${m}.lora_B.weight`]));
       const heads = headModules(modules);
       const toSave = new Set<string>((a.config.modules_to_save as string[] | null | undefined) ?? []);
+      checkShapes(dir, [...a.tensors].filter(([k]) => !adapterKeys.has(k)), params, opts.modelDir);
       for (const k of a.tensors.keys()) {
         if (adapterKeys.has(k)) continue;
-        if (!params.has(k)) throw new SiftError('E_MISMATCH', `${src.dir}: '${k}' is not a parameter of ${opts.modelDir}`);
         if (![...toSave].some((m) => k.startsWith(`${m}.`))) toSave.add(heads.find((h) => k.startsWith(`${h}.`)) ?? k.slice(0, k.lastIndexOf('.')));
       }
       const alpha = typeof a.config.lora_alpha === 'number' ? a.config.lora_alpha : r;

@@ -35,7 +35,7 @@ import {
   cfgNum, cfgInt, cfgOptInt, cfgBool, cfgStr, numLabels, activation, idsTensor, rangePositions, causalLmLoss,
   classificationLoss, hostRows, lastTokenIndices, gatherTokens, maskTensor, zeroRow, releaseInto,
 } from './common';
-import { RopeSpec, ropeSpec, ropeInvFreq, ropeVariant, ropeIsDynamic } from './rope';
+import { RopeSpec, ropeFields, ropeSpec, ropeInvFreq, ropeVariant, ropeIsDynamic } from './rope';
 
 export type DecoderFamily = 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'gemma' | 'gemma2' | 'phi3';
 
@@ -99,12 +99,24 @@ function optNum(cfg: HFConfig, key: string): number | null {
 }
 
 /**
+ * An optional number whose config class has a default: the default when config.json lacks the key
+ * (as transformers' config classes fill it), none when the key is null.
+ */
+function optNumOr(cfg: HFConfig, key: string, dflt: number): number | null {
+  return cfg[key] === undefined ? dflt : optNum(cfg, key);
+}
+
+/** sliding_window where config.json lacks it: MistralConfig and Gemma2Config default to 4096, the others to none. */
+const SLIDING_DEFAULT: Partial<Record<DecoderFamily, number>> = { mistral: 4096, gemma2: 4096 };
+
+/**
  * The sliding window of each layer: transformers' layer_types when present, else the family's rule
  * (mistral and phi3: every layer when sliding_window is set; qwen2/qwen3: layers from
  * max_window_layers on when use_sliding_window; gemma2: even layers).
  */
 function layerWindows(cfg: HFConfig, family: DecoderFamily, nLayer: number): (number | null)[] {
-  const sw = cfgOptInt(cfg, 'sliding_window');
+  const dflt = SLIDING_DEFAULT[family];
+  const sw = cfg.sliding_window === undefined && dflt !== undefined ? dflt : cfgOptInt(cfg, 'sliding_window');
   const lt = cfg.layer_types;
   const qwen = family === 'qwen2' || family === 'qwen3';
   // Qwen configs carry sliding_window even when use_sliding_window is false; it then means nothing.
@@ -145,7 +157,8 @@ export function decoderParams(cfg: HFConfig): DecoderParams {
   const nLayer = cfgInt(cfg, 'num_hidden_layers', 32);
   const headDim = cfgOptInt(cfg, 'head_dim') ?? (gemma ? 256 : family === 'qwen3' ? 128 : Math.floor(D / nHead));
   const maxPositions = cfgInt(cfg, 'max_position_embeddings', 2048);
-  const ropeTheta = cfgNum(cfg, 'rope_theta', family === 'qwen3' ? 1000000 : 10000);
+  const rc = ropeFields(cfg);
+  const ropeTheta = cfgNum(rc, 'rope_theta', family === 'qwen3' ? 1000000 : 10000);
   const attnBias = cfgBool(cfg, 'attention_bias', false);
   // Gemma's MLP: hidden_activation, else the tanh GELU Gemma was trained with (early Gemma configs say
   // hidden_act 'gelu', which transformers 4.38-4.4x ignored in favour of this default).
@@ -162,7 +175,7 @@ export function decoderParams(cfg: HFConfig): DecoderParams {
     inner: cfgInt(cfg, 'intermediate_size', 11008),
     act,
     eps: cfgNum(cfg, 'rms_norm_eps', family === 'phi3' ? 1e-5 : 1e-6),
-    rope: ropeSpec(cfg, headDim, ropeTheta, maxPositions),
+    rope: ropeSpec(rc, headDim, ropeTheta, maxPositions),
     maxPositions,
     qkvBias: family === 'qwen2' ? true : family === 'mistral' || family === 'phi3' ? false : attnBias,
     oBias: family === 'qwen2' || family === 'mistral' || family === 'phi3' ? false : attnBias,
@@ -172,8 +185,9 @@ export function decoderParams(cfg: HFConfig): DecoderParams {
     embedScale: gemma,
     sandwichNorms: family === 'gemma2',
     attnScale: 1 / Math.sqrt(qpas ?? headDim),
-    attnSoftcap: family === 'gemma2' ? optNum(cfg, 'attn_logit_softcapping') : null,
-    finalSoftcap: family === 'gemma2' ? optNum(cfg, 'final_logit_softcapping') : null,
+    // Gemma2Config's defaults (50 and 30) where config.json lacks the keys; null turns capping off.
+    attnSoftcap: family === 'gemma2' ? optNumOr(cfg, 'attn_logit_softcapping', 50) : null,
+    finalSoftcap: family === 'gemma2' ? optNumOr(cfg, 'final_logit_softcapping', 30) : null,
     windows: layerWindows(cfg, family, nLayer),
     fusedQkv: family === 'phi3',
     fusedGateUp: family === 'phi3',

@@ -50,6 +50,28 @@ function factorList(rs: Record<string, unknown>, key: string, n: number): number
   return v as number[];
 }
 
+/**
+ * The config with rope_theta, rope_scaling and partial_rotary_factor as transformers 4 writes
+ * them. transformers 5 saves them in one `rope_parameters` object ({rope_type, rope_theta, factor,
+ * ...}); where it is present it decides. Per-layer-type rope parameters (an object per attention
+ * type) are refused by name.
+ */
+export function ropeFields(cfg: HFConfig): HFConfig {
+  const rp = cfg.rope_parameters;
+  if (rp === undefined || rp === null) return cfg;
+  if (typeof rp !== 'object' || Array.isArray(rp)) throw new SiftError('E_ARG', `config.json: rope_parameters must be an object or null, got ${JSON.stringify(rp)}`);
+  const r = rp as Record<string, unknown>;
+  const nested = Object.keys(r).filter((k) => r[k] !== null && typeof r[k] === 'object' && !Array.isArray(r[k]));
+  if (nested.length) throw new SiftError('E_UNSUPPORTED', `config.json: rope_parameters per layer type (${nested.join(', ')}) are not supported`);
+  const out: HFConfig = { ...cfg };
+  if (r.rope_theta !== undefined) out.rope_theta = r.rope_theta;
+  if (r.partial_rotary_factor !== undefined) out.partial_rotary_factor = r.partial_rotary_factor;
+  const { rope_theta: _t, partial_rotary_factor: _p, ...scaling } = r;
+  const type = scaling.rope_type ?? scaling.type ?? 'default';
+  out.rope_scaling = type === 'default' ? null : scaling;
+  return out;
+}
+
 /** The rope of a decoder config (head_dim is the model's, partial_rotary_factor applied here). */
 export function ropeSpec(cfg: HFConfig, headDim: number, theta: number, maxPositions: number): RopeSpec {
   const prf = cfg.partial_rotary_factor ?? 1;

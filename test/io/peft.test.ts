@@ -363,6 +363,33 @@ describe('export-peft', () => {
     expect(() => loadWithDelta(llama, other, { task: 'causal-lm', device: 'cpu' })).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
   });
 
+  test('a LoRA classifier of three labels exports with the head its adapter records; a head of another label count is E_MISMATCH', async () => {
+    const run = path.join(tmp, 'lora-cls3');
+    const loaded = loadModelForTask(llama, { task: 'classify', device: 'cpu', labels: ['a', 'b', 'c'] });
+    const t = new Trainer(loaded.model, loaded.tokenizer, { task: 'classify', method: 'lora', lora: { rank: 2, alpha: 4 }, steps: 2, batchSize: 4, lr: 5e-2, seed: 2, device: 'cpu', outDir: run, maxLength: 16, labels: loaded.labels });
+    try {
+      for await (const e of t.fit(texts.map((text, i) => ({ text, label: ['a', 'b', 'c'][i % 3] })))) void e;
+      t.save(run);
+    } finally {
+      t.dispose();
+      loaded.model.dispose();
+    }
+    const out = path.join(tmp, 'peft-cls3');
+    exportPeft({ modelDir: llama, delta: run, out });
+    expect(readConfig(out)).toMatchObject({ peft_type: 'LORA', task_type: 'SEQ_CLS', modules_to_save: ['score'] });
+    const reader = SafetensorsReader.open(path.join(out, 'adapter_model.safetensors'));
+    try {
+      expect(reader.info('base_model.model.score.weight').shape).toEqual([3, 16]);
+    } finally {
+      reader.close();
+    }
+    // The adapter says four labels while its score weight has three rows.
+    const cfg = readConfig(run);
+    fs.writeFileSync(path.join(run, 'adapter_config.json'), JSON.stringify({ ...cfg, sift_ft_head: { task: 'classify', num_labels: 4, id2label: { 0: 'a', 1: 'b', 2: 'c', 3: 'd' } } }));
+    expect(() => exportPeft({ modelDir: llama, delta: run, out: path.join(tmp, 'peft-cls4') })).toThrow(expect.objectContaining({ code: 'E_MISMATCH', message: expect.stringMatching(/score\.weight.*\[3,16\].*\[4,16\]/) }));
+    expect(fs.existsSync(path.join(tmp, 'peft-cls4'))).toBe(false);
+  });
+
   test('CLI: flags checked, one-line errors', async () => {
     expect((await cliRun('export-peft', '--model', llama, '--out', path.join(tmp, 'x'))).code).toBe(2);
     const bad = await cliRun('export-peft', '--model', llama, '--delta', path.join(tmp, 'llama', 'config.json'), '--out', path.join(tmp, 'x'));

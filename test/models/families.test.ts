@@ -14,6 +14,7 @@ import { saveModelFolder } from '../../lib/io/hf';
 import { loadModel } from '../../lib/load';
 import { planTargets } from '../../lib/sift/targets';
 import { applyLora, defaultLoraTargets } from '../../lib/train/lora';
+import { decoderParams } from '../../lib/models/decoder';
 import { loadFixture } from './fixtures';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-families-'));
@@ -120,6 +121,34 @@ describe('names and registry', () => {
     expect(windows(CONFIGS.qwen2)).toEqual([null, null]);
     expect(windows({ ...CONFIGS.qwen2, use_sliding_window: true, sliding_window: 5, max_window_layers: 1 })).toEqual([null, 5]);
     expect(windows({ ...CONFIGS.gemma2, layer_types: ['full_attention', 'sliding_attention'] })).toEqual([null, 5]);
+  });
+
+  test("keys config.json lacks take their config class's defaults (Gemma2Config's softcaps and window, MistralConfig's window); null turns them off", () => {
+    const { sliding_window: _sw, attn_logit_softcapping: _a, final_logit_softcapping: _f, ...gemma2 } = CONFIGS.gemma2;
+    const g = decoderParams(gemma2);
+    expect([g.attnSoftcap, g.finalSoftcap, g.windows]).toEqual([50, 30, [4096, null]]);
+    const off = decoderParams({ ...gemma2, attn_logit_softcapping: null, final_logit_softcapping: null, sliding_window: null });
+    expect([off.attnSoftcap, off.finalSoftcap, off.windows]).toEqual([null, null, [null, null]]);
+    const { sliding_window: _m, ...mistral } = CONFIGS.mistral;
+    expect(decoderParams(mistral).windows).toEqual([4096, 4096]);
+    expect(decoderParams(CONFIGS.qwen3).windows).toEqual([null, null]);
+    expect(decoderParams(CONFIGS.phi3).windows).toEqual([5, 5]);
+  });
+});
+
+describe('rope_parameters (transformers 5 configs)', () => {
+  test('rope_parameters decides theta, scaling and partial_rotary_factor; per-layer-type parameters are refused', () => {
+    const logits = (cfg: HFConfig) => tidy(() => values(make(cfg).eval().forward({ inputIds: [[5, 9, 12, 3, 17, 22, 8, 30, 11]] }).logits));
+    const { rope_theta: _t, ...qwen2 } = { ...CONFIGS.qwen2, rope_theta: 1 };
+    const v4 = logits({ ...qwen2, rope_theta: 50, rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 16 } });
+    const v5 = logits({ ...qwen2, rope_parameters: { rope_type: 'yarn', rope_theta: 50, factor: 4, original_max_position_embeddings: 16 } });
+    expect(v5).toEqual(v4);
+    // The theta of rope_parameters, not the family's default (10000), with no scaling.
+    const plain = logits({ ...qwen2, rope_parameters: { rope_type: 'default', rope_theta: 50 } });
+    expect(plain).toEqual(logits({ ...qwen2, rope_theta: 50 }));
+    expect(maxAbsDiff(plain, logits(qwen2))).toBeGreaterThan(1e-4);
+    expect(decoderParams({ ...CONFIGS.phi3, partial_rotary_factor: undefined, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 } }).rope.rotaryDim).toBe(2);
+    expect(codeOf(() => decoderParams({ ...CONFIGS.gemma2, rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 1e6 }, sliding_attention: { rope_type: 'default', rope_theta: 1e4 } } }))).toBe('E_UNSUPPORTED');
   });
 });
 
