@@ -702,7 +702,11 @@ export class Trainer {
       });
     } finally {
       tb?.close();
+      // A run that ends by an error still waits for its last fence (which recycles its CUDA event);
+      // the error that ended the run is the one reported.
+      const last = this.inFlight;
       this.inFlight = null;
+      if (last) await last.wait().catch(() => undefined);
       restoreThreads();
       this.running = false;
     }
