@@ -52,8 +52,13 @@ export interface Row {
 }
 
 const LAYER_SHAPES: [string, number, number][] = [
-  ['q', 4096, 4096], ['k', 4096, 4096], ['v', 4096, 4096], ['o', 4096, 4096],
-  ['gate', 11008, 4096], ['up', 11008, 4096], ['down', 4096, 11008],
+  ['q', 4096, 4096],
+  ['k', 4096, 4096],
+  ['v', 4096, 4096],
+  ['o', 4096, 4096],
+  ['gate', 11008, 4096],
+  ['up', 11008, 4096],
+  ['down', 4096, 11008],
 ];
 
 function median(xs: number[]): number {
@@ -71,7 +76,7 @@ function measuredBandwidth(device: string, quick: boolean): number {
   return tidy(() => {
     const n = quick ? 1 << 24 : 1 << 27;
     const x = new Tensor(native().full([n], 1, 'f32', device));
-    const y = new Tensor(native().full([n], 0, 'f32', device));  // touched first: no page faults timed
+    const y = new Tensor(native().full([n], 0, 'f32', device)); // touched first: no page faults timed
     const ts: number[] = [];
     for (let i = 0; i < (quick ? 3 : 7); i++) {
       synchronize(device);
@@ -95,7 +100,9 @@ export async function run(args: string[]): Promise<Row[]> {
   const devices: string[] = [];
   if (!args.includes('--cuda-only')) devices.push('cpu');
   if (!args.includes('--cpu-only') && b.cuda.usable) devices.push('cuda:0');
-  console.error(`# adamw bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : 'not usable'}`);
+  console.error(
+    `# adamw bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : 'not usable'}`,
+  );
   const N = native();
   const rows: Row[] = [];
 
@@ -105,7 +112,9 @@ export async function run(args: string[]): Promise<Row[]> {
     const measured = measuredBandwidth(device, quick);
     const given = cuda ? datasheetBandwidth(b.cuda.devices[0]?.name ?? '') : null;
     const bandwidth = given ?? measured;
-    console.error(`# ${device}: measured copy bandwidth ${(measured / 1e9).toFixed(1)} GB/s${given ? `, datasheet ${(given / 1e9).toFixed(0)} GB/s` : ''}`);
+    console.error(
+      `# ${device}: measured copy bandwidth ${(measured / 1e9).toFixed(1)} GB/s${given ? `, datasheet ${(given / 1e9).toFixed(0)} GB/s` : ''}`,
+    );
     // Bytes of weight memory that one scattered write moves: a sector (CUDA) or a line (CPU), read and
     // written back (see the header: ECC on HBM makes a partial sector write a read-modify-write).
     const sector = cuda ? 32 : 64;
@@ -121,7 +130,11 @@ export async function run(args: string[]): Promise<Row[]> {
           const stride = Math.max(1, Math.round(1 / rate));
           let k = 0;
           let floorBytes = 0;
-          const idx: Tensor[] = [], g: Tensor[] = [], m: Tensor[] = [], v: Tensor[] = [], p: Tensor[] = [];
+          const idx: Tensor[] = [],
+            g: Tensor[] = [],
+            m: Tensor[] = [],
+            v: Tensor[] = [],
+            p: Tensor[] = [];
           shapes.forEach(([r, c], t) => {
             const numel = r * c;
             const it = new Tensor(N.arange(t % stride, numel, stride, 'i32', device));
@@ -140,8 +153,16 @@ export async function run(args: string[]): Promise<Row[]> {
           const once = (): number => {
             synchronize(device);
             const t0 = process.hrtime.bigint();
-            N.sparseAdamW(H(weights), H(idx), H(g), H(m), H(v), H(p),
-              { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: ++step }, null);
+            N.sparseAdamW(
+              H(weights),
+              H(idx),
+              H(g),
+              H(m),
+              H(v),
+              H(p),
+              { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: ++step },
+              null,
+            );
             synchronize(device);
             return Number(process.hrtime.bigint() - t0) / 1e6;
           };
@@ -153,10 +174,22 @@ export async function run(args: string[]): Promise<Row[]> {
           const ms = median(ts);
           const floorMs = (floorBytes / bandwidth) * 1e3;
           const row: Row = {
-            bench: 'adamw', device, weightDtype: wdtype, layers, tensors: shapes.length, params, rate, k,
-            ms: Number(ms.toFixed(3)), gbps: Number((floorBytes / (ms / 1e3) / 1e9).toFixed(1)), floorBytes,
-            floorMs: Number(floorMs.toFixed(3)), ratio: Number((ms / floorMs).toFixed(2)), bandwidth,
-            bandwidthSource: given ? 'datasheet' : 'measured', repeats,
+            bench: 'adamw',
+            device,
+            weightDtype: wdtype,
+            layers,
+            tensors: shapes.length,
+            params,
+            rate,
+            k,
+            ms: Number(ms.toFixed(3)),
+            gbps: Number((floorBytes / (ms / 1e3) / 1e9).toFixed(1)),
+            floorBytes,
+            floorMs: Number(floorMs.toFixed(3)),
+            ratio: Number((ms / floorMs).toFixed(2)),
+            bandwidth,
+            bandwidthSource: given ? 'datasheet' : 'measured',
+            repeats,
           };
           console.log(JSON.stringify(row));
           rows.push(row);
@@ -168,7 +201,9 @@ export async function run(args: string[]): Promise<Row[]> {
   const header = ['device', 'weights', 'layers', 'rate', 'k', 'ms', 'GB/s (floor bytes)', 'floor ms', 'ms/floor'];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const x of rows) {
-    lines.push(`| ${[x.device, x.weightDtype, x.layers, `${x.rate * 100}%`, x.k, x.ms.toFixed(3), x.gbps.toFixed(1), x.floorMs.toFixed(3), x.ratio.toFixed(2)].join(' | ')} |`);
+    lines.push(
+      `| ${[x.device, x.weightDtype, x.layers, `${x.rate * 100}%`, x.k, x.ms.toFixed(3), x.gbps.toFixed(1), x.floorMs.toFixed(3), x.ratio.toFixed(2)].join(' | ')} |`,
+    );
   }
   console.log('\n' + lines.join('\n'));
   return rows;

@@ -54,7 +54,7 @@ function timeMs(device: string, fn: () => void, budgetMs: number, maxRepeats: nu
     synchronize(device);
     return Number(process.hrtime.bigint() - t0) / 1e6;
   };
-  once();  // warm-up: allocator, shared-memory opt-in
+  once(); // warm-up: allocator, shared-memory opt-in
   const first = once();
   const repeats = Math.max(3, Math.min(maxRepeats, Math.floor(budgetMs / Math.max(first, 1e-3))));
   const ts: number[] = [];
@@ -62,7 +62,17 @@ function timeMs(device: string, fn: () => void, budgetMs: number, maxRepeats: nu
   return { ms: median(ts), repeats };
 }
 
-interface Shape { name: string; B: number; H: number; T: number; D: number; causal: boolean; dropout: number; window?: number; softcap?: number }
+interface Shape {
+  name: string;
+  B: number;
+  H: number;
+  T: number;
+  D: number;
+  causal: boolean;
+  dropout: number;
+  window?: number;
+  softcap?: number;
+}
 
 /** Query-key pairs each (b, h) computes: all, the causal half, or those inside the window. */
 function visiblePairs(s: Shape): number {
@@ -85,23 +95,38 @@ export async function run(args: string[]): Promise<AttentionRow[]> {
   for (const device of devices) {
     const cuda = device.startsWith('cuda');
     const dtype = (opt('dtype') as DType | undefined) ?? (cuda ? 'bf16' : 'f32');
-    const shapes: Shape[] = cuda && !quick
-      ? [
-        { name: 'gpt2-124m layer', B: 8, H: 12, T: 512, D: 64, causal: true, dropout: 0.1 },
-        { name: 'llama-220m layer', B: 8, H: 16, T: 512, D: 64, causal: true, dropout: 0 },
-        { name: 'mistral 4k, full causal', B: 1, H: 32, T: 4096, D: 128, causal: true, dropout: 0 },
-        { name: 'mistral 4k, window 1024 + softcap 50', B: 1, H: 32, T: 4096, D: 128, causal: true, dropout: 0, window: 1024, softcap: 50 },
-      ]
-      : [{ name: 'small', B: 1, H: 4, T: quick ? 64 : 128, D: 64, causal: true, dropout: 0.1 }];
+    const shapes: Shape[] =
+      cuda && !quick
+        ? [
+            { name: 'gpt2-124m layer', B: 8, H: 12, T: 512, D: 64, causal: true, dropout: 0.1 },
+            { name: 'llama-220m layer', B: 8, H: 16, T: 512, D: 64, causal: true, dropout: 0 },
+            { name: 'mistral 4k, full causal', B: 1, H: 32, T: 4096, D: 128, causal: true, dropout: 0 },
+            {
+              name: 'mistral 4k, window 1024 + softcap 50',
+              B: 1,
+              H: 32,
+              T: 4096,
+              D: 128,
+              causal: true,
+              dropout: 0,
+              window: 1024,
+              softcap: 50,
+            },
+          ]
+        : [{ name: 'small', B: 1, H: 4, T: quick ? 64 : 128, D: 64, causal: true, dropout: 0.1 }];
     for (const s of shapes) {
       for (const mode of cuda ? modes : (['auto'] as const)) {
         const prev = N.setCudaAttention(mode);
         try {
           tidy(() => {
             const mk = (seed: number) => randn([s.B, s.H, s.T, s.D], { dtype: 'f32', device, seed }).to(dtype);
-            const q = mk(1), k = mk(2), v = mk(3), g = mk(4);
+            const q = mk(1),
+              k = mk(2),
+              v = mk(3),
+              g = mk(4);
             const scale = 1 / Math.sqrt(s.D);
-            let out: Tensor | null = null, lse: Tensor | null = null;
+            let out: Tensor | null = null,
+              lse: Tensor | null = null;
             const fwd = () => {
               out?.dispose();
               lse?.dispose();
@@ -112,18 +137,49 @@ export async function run(args: string[]): Promise<AttentionRow[]> {
             const budget = quick ? 200 : cuda ? 1500 : 1000;
             const maxRep = quick ? 3 : cuda ? 50 : 5;
             const f = timeMs(device, fwd, budget, maxRep);
-            const bw = timeMs(device, () => {
-              const grads = N.attentionBackward(g.handle, q.handle, k.handle, v.handle, out!.handle, lse!.handle, null, s.causal, scale, s.dropout, 11, s.softcap ?? 0, s.window ?? 0);
-              for (const h of grads) N.dispose(h);
-            }, budget, maxRep);
+            const bw = timeMs(
+              device,
+              () => {
+                const grads = N.attentionBackward(
+                  g.handle,
+                  q.handle,
+                  k.handle,
+                  v.handle,
+                  out!.handle,
+                  lse!.handle,
+                  null,
+                  s.causal,
+                  scale,
+                  s.dropout,
+                  11,
+                  s.softcap ?? 0,
+                  s.window ?? 0,
+                );
+                for (const h of grads) N.dispose(h);
+              },
+              budget,
+              maxRep,
+            );
             (out as Tensor | null)?.dispose();
             (lse as Tensor | null)?.dispose();
             const flops = 4 * s.B * s.H * visiblePairs(s) * s.D;
             const row: AttentionRow = {
-              bench: 'attention', device, deviceName: cuda ? b.cuda.devices[0]?.name ?? 'cuda' : `cpu x${b.cpu.threads}`,
-              shape: s.name, mode, dtype, B: s.B, H: s.H, T: s.T, D: s.D, causal: s.causal, dropout: s.dropout,
-              window: s.window ?? 0, softcap: s.softcap ?? 0,
-              fwdMs: Number(f.ms.toFixed(4)), bwdMs: Number(bw.ms.toFixed(4)),
+              bench: 'attention',
+              device,
+              deviceName: cuda ? (b.cuda.devices[0]?.name ?? 'cuda') : `cpu x${b.cpu.threads}`,
+              shape: s.name,
+              mode,
+              dtype,
+              B: s.B,
+              H: s.H,
+              T: s.T,
+              D: s.D,
+              causal: s.causal,
+              dropout: s.dropout,
+              window: s.window ?? 0,
+              softcap: s.softcap ?? 0,
+              fwdMs: Number(f.ms.toFixed(4)),
+              bwdMs: Number(bw.ms.toFixed(4)),
               fwdTflops: Number((flops / (f.ms / 1e3) / 1e12).toFixed(2)),
               bwdTflops: Number(((2.5 * flops) / (bw.ms / 1e3) / 1e12).toFixed(2)),
               repeats: f.repeats,
@@ -140,8 +196,19 @@ export async function run(args: string[]): Promise<AttentionRow[]> {
   const header = ['device', 'shape', 'kernels', 'dtype', 'B x H x T x D', 'fwd ms', 'bwd ms', 'fwd TFLOP/s', 'bwd TFLOP/s'];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const r of rows) {
-    lines.push(`| ${[r.deviceName, r.shape, r.device === 'cpu' ? 'cpu' : r.mode === 'auto' ? 'auto (tensor cores)' : 'simt (CUDA cores)', r.dtype,
-      `${r.B} x ${r.H} x ${r.T} x ${r.D}`, r.fwdMs.toFixed(3), r.bwdMs.toFixed(3), r.fwdTflops.toFixed(2), r.bwdTflops.toFixed(2)].join(' | ')} |`);
+    lines.push(
+      `| ${[
+        r.deviceName,
+        r.shape,
+        r.device === 'cpu' ? 'cpu' : r.mode === 'auto' ? 'auto (tensor cores)' : 'simt (CUDA cores)',
+        r.dtype,
+        `${r.B} x ${r.H} x ${r.T} x ${r.D}`,
+        r.fwdMs.toFixed(3),
+        r.bwdMs.toFixed(3),
+        r.fwdTflops.toFixed(2),
+        r.bwdTflops.toFixed(2),
+      ].join(' | ')} |`,
+    );
   }
   console.log('\n' + lines.join('\n'));
   return rows;

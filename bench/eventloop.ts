@@ -108,14 +108,22 @@ export interface LoadShape {
 export function llamaForLoad(shape: LoadShape, seed = 1): { model: ReturnType<typeof createModel>; rows: Row[] } {
   const vocab = shape.vocab ?? 2048;
   const cfg: HFConfig = {
-    model_type: 'llama', vocab_size: vocab, max_position_embeddings: shape.seq, hidden_size: shape.hidden,
-    intermediate_size: shape.hidden * 3, num_hidden_layers: shape.layers, num_attention_heads: Math.max(1, shape.hidden / 64),
-    num_key_value_heads: Math.max(1, shape.hidden / 128), tie_word_embeddings: false,
+    model_type: 'llama',
+    vocab_size: vocab,
+    max_position_embeddings: shape.seq,
+    hidden_size: shape.hidden,
+    intermediate_size: shape.hidden * 3,
+    num_hidden_layers: shape.layers,
+    num_attention_heads: Math.max(1, shape.hidden / 64),
+    num_key_value_heads: Math.max(1, shape.hidden / 128),
+    tie_word_embeddings: false,
   };
   const model = createModel(cfg, { task: 'causal-lm', seed });
   let s = seed;
-  const r = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
-  const rows: Row[] = Array.from({ length: shape.batch * 4 }, () => ({ input_ids: Array.from({ length: shape.seq }, () => Math.floor(r() * vocab)) }));
+  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const rows: Row[] = Array.from({ length: shape.batch * 4 }, () => ({
+    input_ids: Array.from({ length: shape.seq }, () => Math.floor(r() * vocab)),
+  }));
   return { model, rows };
 }
 
@@ -164,7 +172,12 @@ export async function run(args: string[]): Promise<void> {
     const i = args.indexOf(`--${name}`);
     return i >= 0 && i + 1 < args.length ? args[i + 1] : def;
   };
-  const shape = { hidden: Number(flag('hidden', '512')), layers: Number(flag('layers', '2')), seq: Number(flag('seq', '128')), batch: Number(flag('batch', '8')) };
+  const shape = {
+    hidden: Number(flag('hidden', '512')),
+    layers: Number(flag('layers', '2')),
+    seq: Number(flag('seq', '128')),
+    batch: Number(flag('batch', '8')),
+  };
   if (flag('warmup', 'true') === 'true') {
     // The first micro-batch of a process compiles the forward and backward code (tens of ms of
     // JIT, once): a short run of a small model of the same family first.
@@ -175,11 +188,27 @@ export async function run(args: string[]): Promise<void> {
   const { model, rows } = llamaForLoad(shape);
   const threads = flag('threads', '');
   const options: TrainerOptions = {
-    task: 'causal-lm', steps: Number(flag('steps', '4')), batchSize: shape.batch, gradAccum: Number(flag('grad-accum', '1')), lr: 1e-3, seed: 1,
-    logEvery: Number(flag('log-every', '1')), asyncWaits: flag('async', 'true') === 'true', reserveMainThread: flag('reserve', 'true') === 'true',
+    task: 'causal-lm',
+    steps: Number(flag('steps', '4')),
+    batchSize: shape.batch,
+    gradAccum: Number(flag('grad-accum', '1')),
+    lr: 1e-3,
+    seed: 1,
+    logEvery: Number(flag('log-every', '1')),
+    asyncWaits: flag('async', 'true') === 'true',
+    reserveMainThread: flag('reserve', 'true') === 'true',
     ...(threads ? { numThreads: Number(threads) } : {}),
   };
   const r = await trainWatched(model, rows, options);
   model.dispose();
-  console.log(JSON.stringify({ shape, steps: options.steps, asyncWaits: options.asyncWaits, reserveMainThread: options.reserveMainThread, numThreads: options.numThreads, ...r }));
+  console.log(
+    JSON.stringify({
+      shape,
+      steps: options.steps,
+      asyncWaits: options.asyncWaits,
+      reserveMainThread: options.reserveMainThread,
+      numThreads: options.numThreads,
+      ...r,
+    }),
+  );
 }

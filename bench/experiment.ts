@@ -37,24 +37,49 @@ export const experimentFlags: Record<string, FlagSpec> = {
   out: { type: 'string', help: 'output folder (the pre-trained base is cached in OUT/base)' },
   data: { type: 'string', help: 'the shared data folder', default: path.join('..', 'shared', 'data') },
   base: { type: 'string', help: 'use this model folder as the base instead of pre-training one' },
-  'pretrain-data': { type: 'string', help: 'pre-training text: files or folders, comma-separated (default: DATA/gutenberg, all 921 books)' },
+  'pretrain-data': {
+    type: 'string',
+    help: 'pre-training text: files or folders, comma-separated (default: DATA/gutenberg, all 921 books)',
+  },
   architecture: { type: 'string', help: 'architecture of the base', choices: ['gpt2', 'llama'], default: 'gpt2' },
-  size: { type: 'string', help: `size of the base (${Object.keys(PRETRAIN_SIZES).join(', ')}; see docs/pretraining.md)`, choices: Object.keys(PRETRAIN_SIZES), default: 'mini' },
+  size: {
+    type: 'string',
+    help: `size of the base (${Object.keys(PRETRAIN_SIZES).join(', ')}; see docs/pretraining.md)`,
+    choices: Object.keys(PRETRAIN_SIZES),
+    default: 'mini',
+  },
   'pretrain-minutes': { type: 'number', help: 'pre-training wall time (with --pretrain-steps: a cap)', default: 60, min: 0 },
-  'pretrain-steps': { type: 'number', help: 'pre-training steps (default: as many as --pretrain-minutes allow, constant rate after warmup)', integer: true, min: 1 },
+  'pretrain-steps': {
+    type: 'number',
+    help: 'pre-training steps (default: as many as --pretrain-minutes allow, constant rate after warmup)',
+    integer: true,
+    min: 1,
+  },
   'pretrain-batch': { type: 'number', help: 'pre-training sequences per step', default: 16, integer: true, min: 1 },
   'pretrain-lr': { type: 'number', help: 'pre-training peak learning rate', default: 1e-3 },
   block: { type: 'number', help: 'pre-training block size (tokens)', default: 128, integer: true, min: 2 },
   'tokenizer-vocab': { type: 'number', help: 'BPE vocabulary size', default: 8192, integer: true, min: 260 },
   'tokenizer-sample-mb': { type: 'number', help: 'megabytes of the books the tokenizer is trained on', default: 10 },
-  'train-size': { type: 'number', help: 'SST-2 train rows used for fine-tuning (0: all but the dev split)', default: 0, integer: true, min: 0 },
+  'train-size': {
+    type: 'number',
+    help: 'SST-2 train rows used for fine-tuning (0: all but the dev split)',
+    default: 0,
+    integer: true,
+    min: 0,
+  },
   'dev-size': { type: 'number', help: 'rows of SST-2 train held out to choose learning rates', default: 2000, integer: true, min: 1 },
   'test-size': { type: 'number', help: 'SST-2 dev rows scored as the held-out test (0: all 6,735)', default: 0, integer: true, min: 0 },
   steps: { type: 'number', help: 'fine-tuning optimizer steps per run', default: 1000, integer: true, min: 1 },
   batch: { type: 'number', help: 'fine-tuning batch size', default: 32, integer: true, min: 1 },
   'max-length': { type: 'number', help: 'fine-tuning max tokens per sentence', default: 64, integer: true, min: 2 },
   'sparse-rate': { type: 'number', help: "SIFT and random-sparse budget (the paper's 1%)", default: 0.01 },
-  'selection-batches': { type: 'number', help: "SIFT's selection batches (also the quasi-sparsity measurement's)", default: 1, integer: true, min: 1 },
+  'selection-batches': {
+    type: 'number',
+    help: "SIFT's selection batches (also the quasi-sparsity measurement's)",
+    default: 1,
+    integer: true,
+    min: 1,
+  },
   lrs: { type: 'string', help: 'the learning-rate grid every method searches, comma-separated', default: '1e-4,3e-4,1e-3,3e-3,1e-2' },
   seeds: { type: 'number', help: 'fine-tuning seeds per method at its chosen rate', default: 3, integer: true, min: 1 },
   methods: { type: 'string', help: 'methods, comma-separated', default: 'sift,random-sparse,lora,full' },
@@ -76,11 +101,19 @@ function shuffled<T>(a: T[], seed: number): T[] {
 
 /** SIFT's and LoRA's targets: every linear layer but the LM and classification heads. */
 function linearTargets(model: PreTrainedModel): string[] {
-  return model.namedModules().filter(([p, m]) => p && (m.kind === 'Linear' || m.kind === 'Conv1D') && !p.endsWith('lm_head') && p !== 'score' && !p.startsWith('score.')).map(([p]) => p);
+  return model
+    .namedModules()
+    .filter(
+      ([p, m]) => p && (m.kind === 'Linear' || m.kind === 'Conv1D') && !p.endsWith('lm_head') && p !== 'score' && !p.startsWith('score.'),
+    )
+    .map(([p]) => p);
 }
 
 /** The LoRA rank whose adapters (r x (in + out) per target) come closest to SIFT's sparse budget. */
-export function matchedLoraRank(config: Record<string, unknown>, rate: number): { rank: number; siftSparse: number; loraPerRank: number; targets: string[] } {
+export function matchedLoraRank(
+  config: Record<string, unknown>,
+  rate: number,
+): { rank: number; siftSparse: number; loraPerRank: number; targets: string[] } {
   const model = createModel({ ...config, num_labels: 2 }, { task: 'sequence-classification', device: 'cpu', seed: 0 });
   try {
     const targets = linearTargets(model);
@@ -99,7 +132,12 @@ export function matchedLoraRank(config: Record<string, unknown>, rate: number): 
 }
 
 /** Quasi-sparsity of a classifier's target gradients, accumulated over the first batches of rows. */
-async function classifierQuasiSparsity(model: PreTrainedModel, tokenizer: ReturnType<typeof loadModelForTask>['tokenizer'], rows: Row[], o: { batches: number; batch: number; maxLength: number; device: string }): Promise<QuasiSparsity> {
+async function classifierQuasiSparsity(
+  model: PreTrainedModel,
+  tokenizer: ReturnType<typeof loadModelForTask>['tokenizer'],
+  rows: Row[],
+  o: { batches: number; batch: number; maxLength: number; device: string },
+): Promise<QuasiSparsity> {
   const task = createTask('classify', { tokenizer, config: model.config, maxLength: o.maxLength, labels: ['0', '1'] });
   const ex = task.prepare(rows.slice(0, o.batches * o.batch));
   const params = planTargets(model, linearTargets(model), undefined).sparse;
@@ -120,32 +158,47 @@ const NAMES: Record<MethodName, string> = { sift: 'SIFT', full: 'full fine-tunin
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 /** What the numbers say, against the issue's two criteria; computed from them. */
-export function experimentVerdict(results: MethodSummary[], qs: { base: QuasiSparsity; random: QuasiSparsity } | null, majority?: number): string[] {
+export function experimentVerdict(
+  results: MethodSummary[],
+  qs: { base: QuasiSparsity; random: QuasiSparsity } | null,
+  majority?: number,
+): string[] {
   const lines: string[] = [];
   // Runs that do not beat always answering the test split's majority class learned nothing to compare.
   const learned = majority === undefined || !results.length || Math.max(...results.map((r) => r.mean)) > majority + 0.02;
   const by = (m: MethodName) => results.find((r) => r.method === m);
   const fmt = (r: MethodSummary) => `${pct(r.mean)} ± ${pct(r.std)} (range ${pct(r.min)}-${pct(r.max)})`;
-  if (results.length) lines.push(`Test accuracy, mean ± standard deviation over ${Math.min(...results.map((r) => r.seeds.length))} seeds: ${results.map((r) => `${NAMES[r.method]} ${fmt(r)}`).join('; ')}.`);
+  if (results.length)
+    lines.push(
+      `Test accuracy, mean ± standard deviation over ${Math.min(...results.map((r) => r.seeds.length))} seeds: ${results.map((r) => `${NAMES[r.method]} ${fmt(r)}`).join('; ')}.`,
+    );
   const s = by('sift');
   const rnd = by('random-sparse');
   const full = by('full');
   if (!learned) {
-    lines.push(`No method got more than 2 points above the majority class of the test split (${pct(majority!)}): the base and the fine-tuning budget are too small for SST-2 here, so this run tests the path, not the method.`);
+    lines.push(
+      `No method got more than 2 points above the majority class of the test split (${pct(majority!)}): the base and the fine-tuning budget are too small for SST-2 here, so this run tests the path, not the method.`,
+    );
   }
   if (learned && s && rnd) {
     const d = s.mean - rnd.mean;
-    lines.push(`SIFT ${d >= 0 ? 'is at or above' : 'is below'} random-sparse at the same count by ${pct(Math.abs(d))}${Math.abs(d) <= Math.max(s.std, rnd.std) ? ', within the seed-to-seed spread' : ''}.`);
+    lines.push(
+      `SIFT ${d >= 0 ? 'is at or above' : 'is below'} random-sparse at the same count by ${pct(Math.abs(d))}${Math.abs(d) <= Math.max(s.std, rnd.std) ? ', within the seed-to-seed spread' : ''}.`,
+    );
   }
   if (learned && s && full) {
     const d = full.mean - s.mean;
-    lines.push(`Full fine-tuning ${d >= 0 ? 'leads' : 'trails'} SIFT by ${(100 * Math.abs(d)).toFixed(1)} points (the criterion is within 1.5 points): ${Math.abs(d) <= 0.015 || d < 0 ? 'met' : 'not met'}.`);
+    lines.push(
+      `Full fine-tuning ${d >= 0 ? 'leads' : 'trails'} SIFT by ${(100 * Math.abs(d)).toFixed(1)} points (the criterion is within 1.5 points): ${Math.abs(d) <= 0.015 || d < 0 ? 'met' : 'not met'}.`,
+    );
   }
   if (qs) {
     const i = qs.base.fractions.indexOf(0.01);
     const b = qs.base.overall.shares[i];
     const r = qs.random.overall.shares[i];
-    lines.push(`Quasi-sparsity on SST-2: the top 1% of the gradient's entries carry ${pct(b)} of its squared norm on the pre-trained base and ${pct(r)} on a random initialisation of the same shape: ${b > r ? 'higher on the pre-trained base' : 'not higher on the pre-trained base'}.`);
+    lines.push(
+      `Quasi-sparsity on SST-2: the top 1% of the gradient's entries carry ${pct(b)} of its squared norm on the pre-trained base and ${pct(r)} on a random initialisation of the same shape: ${b > r ? 'higher on the pre-trained base' : 'not higher on the pre-trained base'}.`,
+    );
   }
   return lines;
 }
@@ -163,13 +216,25 @@ export async function runExperiment(f: Parsed): Promise<number> {
   if (!(rate > 0 && rate <= 1)) throw new SiftError('E_ARG', `flag --sparse-rate must be in (0, 1], got ${rate}`);
   const quiet = !!f.quiet;
   const log = (s: string) => process.stderr.write(`experiment: ${s}\n`);
-  const methods = [...new Set(String(f.methods).split(',').map((m) => m.trim()).filter(Boolean))] as MethodName[];
-  for (const m of methods) if (!['sift', 'full', 'lora', 'random-sparse'].includes(m)) throw new SiftError('E_ARG', `flag --methods: unknown method '${m}'`);
+  const methods = [
+    ...new Set(
+      String(f.methods)
+        .split(',')
+        .map((m) => m.trim())
+        .filter(Boolean),
+    ),
+  ] as MethodName[];
+  for (const m of methods)
+    if (!['sift', 'full', 'lora', 'random-sparse'].includes(m)) throw new SiftError('E_ARG', `flag --methods: unknown method '${m}'`);
   methods.sort((a, b) => (a === 'sift' ? -1 : b === 'sift' ? 1 : 0));
-  const lrs = String(f.lrs).split(',').map((x) => Number(x.trim()));
-  if (!lrs.length || lrs.some((x) => !(x > 0))) throw new SiftError('E_ARG', `flag --lrs: positive numbers, comma-separated, got '${f.lrs}'`);
+  const lrs = String(f.lrs)
+    .split(',')
+    .map((x) => Number(x.trim()));
+  if (!lrs.length || lrs.some((x) => !(x > 0)))
+    throw new SiftError('E_ARG', `flag --lrs: positive numbers, comma-separated, got '${f.lrs}'`);
   const sst2 = path.join(dataDir, 'sst2');
-  if (!fs.existsSync(path.join(sst2, 'train.tsv'))) throw new SiftError('E_IO', `${sst2}/train.tsv not found: the experiment reads ../shared/data (see its README); pass --data DIR`);
+  if (!fs.existsSync(path.join(sst2, 'train.tsv')))
+    throw new SiftError('E_IO', `${sst2}/train.tsv not found: the experiment reads ../shared/data (see its README); pass --data DIR`);
   log(`output in ${out}`);
 
   // 1. The base: pre-trained on the books, or reused from the cache / --base.
@@ -181,8 +246,17 @@ export async function runExperiment(f: Parsed): Promise<number> {
   } else {
     baseDir = path.join(out, 'base');
     const settings = {
-      architecture: f.architecture, size: f.size, minutes: f['pretrain-minutes'], steps: f['pretrain-steps'], batch: f['pretrain-batch'], lr: f['pretrain-lr'],
-      block: f.block, vocab: f['tokenizer-vocab'], sample: f['tokenizer-sample-mb'], data: f['pretrain-data'] ?? 'gutenberg', seed,
+      architecture: f.architecture,
+      size: f.size,
+      minutes: f['pretrain-minutes'],
+      steps: f['pretrain-steps'],
+      batch: f['pretrain-batch'],
+      lr: f['pretrain-lr'],
+      block: f.block,
+      vocab: f['tokenizer-vocab'],
+      sample: f['tokenizer-sample-mb'],
+      data: f['pretrain-data'] ?? 'gutenberg',
+      seed,
     };
     const cacheFile = path.join(baseDir, 'experiment-pretrain.json');
     const cached = fs.existsSync(cacheFile) ? JSON.parse(fs.readFileSync(cacheFile, 'utf8')) : null;
@@ -192,29 +266,59 @@ export async function runExperiment(f: Parsed): Promise<number> {
       // The cached run's curve, from its log.
       pretrainRun = curvesFromLog(path.join(baseDir, 'log.jsonl'))?.run('pre-training (cached)', settings, pretrainInfo ?? {});
     } else {
-      const files = expandDataPaths(f['pretrain-data'] !== undefined ? String(f['pretrain-data']).split(',').map((x) => x.trim()) : [path.join(dataDir, 'gutenberg')]);
+      const files = expandDataPaths(
+        f['pretrain-data'] !== undefined
+          ? String(f['pretrain-data'])
+              .split(',')
+              .map((x) => x.trim())
+          : [path.join(dataDir, 'gutenberg')],
+      );
       const pf: Parsed = { _: [] };
       for (const [k, spec] of Object.entries(pretrainFlags)) if (spec.default !== undefined) pf[k] = spec.default;
       Object.assign(pf, {
-        architecture: f.architecture, size: f.size, out: baseDir, 'tokenizer-vocab': f['tokenizer-vocab'], 'tokenizer-sample-mb': f['tokenizer-sample-mb'],
-        'block-size': f.block, 'batch-size': f['pretrain-batch'], lr: f['pretrain-lr'], seed, device, quiet, minutes: f['pretrain-minutes'],
-        'checkpoint-every': 500, 'save-total-limit': 1,
+        architecture: f.architecture,
+        size: f.size,
+        out: baseDir,
+        'tokenizer-vocab': f['tokenizer-vocab'],
+        'tokenizer-sample-mb': f['tokenizer-sample-mb'],
+        'block-size': f.block,
+        'batch-size': f['pretrain-batch'],
+        lr: f['pretrain-lr'],
+        seed,
+        device,
+        quiet,
+        minutes: f['pretrain-minutes'],
+        'checkpoint-every': 500,
+        'save-total-limit': 1,
       });
       if (f['pretrain-steps'] !== undefined) pf.steps = f['pretrain-steps'];
       const r = await pretrainModel(pf, files, log);
       if (r.interrupted) throw new SiftError('E_ARG', 'pre-training was interrupted; run again to start it over');
       pretrainInfo = {
-        parameters: r.parameters, steps: r.steps, tokens: r.tokens, firstLoss: r.firstLoss, finalLoss: r.finalLoss, tokensPerSec: r.tokensPerSec,
-        seconds: r.seconds, timeUp: r.timeUp, vocab: r.tokenizer.vocabSize, files: files.map((x) => path.basename(x)),
+        parameters: r.parameters,
+        steps: r.steps,
+        tokens: r.tokens,
+        firstLoss: r.firstLoss,
+        finalLoss: r.finalLoss,
+        tokensPerSec: r.tokensPerSec,
+        seconds: r.seconds,
+        timeUp: r.timeUp,
+        vocab: r.tokenizer.vocabSize,
+        files: files.map((x) => path.basename(x)),
       };
       pretrainRun = r.run;
       fs.writeFileSync(cacheFile, JSON.stringify({ settings, result: pretrainInfo }, null, 2) + '\n');
-      log(`pre-trained ${fmtInt(r.parameters)} parameters on ${fmtInt(r.tokens)} tokens in ${fmtDuration(r.seconds)}: loss ${r.firstLoss.toFixed(3)} -> ${r.finalLoss.toFixed(3)}`);
+      log(
+        `pre-trained ${fmtInt(r.parameters)} parameters on ${fmtInt(r.tokens)} tokens in ${fmtDuration(r.seconds)}: loss ${r.firstLoss.toFixed(3)} -> ${r.finalLoss.toFixed(3)}`,
+      );
     }
   }
 
   // 2. SST-2: train (minus a dev split that picks learning rates), dev as the held-out test.
-  const all = shuffled((await loadRows(path.join(sst2, 'train.tsv'))).map((r) => ({ text: r.sentence, label: r.label })), seed + 2);
+  const all = shuffled(
+    (await loadRows(path.join(sst2, 'train.tsv'))).map((r) => ({ text: r.sentence, label: r.label })),
+    seed + 2,
+  );
   const devN = f['dev-size'] as number;
   const dev = all.slice(0, devN);
   let train = all.slice(devN);
@@ -237,66 +341,145 @@ export async function runExperiment(f: Parsed): Promise<number> {
   } finally {
     base.model.dispose();
   }
-  log(`quasi-sparsity, top 1% of entries: pre-trained ${pct(qs.base.overall.shares[1])}, random initialisation ${pct(qs.random.overall.shares[1])}`);
+  log(
+    `quasi-sparsity, top 1% of entries: pre-trained ${pct(qs.base.overall.shares[1])}, random initialisation ${pct(qs.random.overall.shares[1])}`,
+  );
 
   // 4. The comparison.
   const config = JSON.parse(fs.readFileSync(path.join(baseDir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const lora = matchedLoraRank(config, rate);
-  log(`SST-2: ${train.length} train, ${dev.length} dev (learning rates), ${test.length} test rows; SIFT trains ${fmtInt(lora.siftSparse)} sparse entries, LoRA rank ${lora.rank} ${fmtInt(lora.rank * lora.loraPerRank)} (the head trained densely in both)`);
+  log(
+    `SST-2: ${train.length} train, ${dev.length} dev (learning rates), ${test.length} test rows; SIFT trains ${fmtInt(lora.siftSparse)} sparse entries, LoRA rank ${lora.rank} ${fmtInt(lora.rank * lora.loraPerRank)} (the head trained densely in both)`,
+  );
   const common = {
-    steps: f.steps as number, batchSize: f.batch as number, evalEvery: 0, lrSchedule: 'linear' as const,
-    warmupSteps: Math.round((f.steps as number) * 0.06), weightDecay: 0, maxGradNorm: 1, seed, maxLength: f['max-length'] as number, logEvery: 1, evalBatchSize: 64,
+    steps: f.steps as number,
+    batchSize: f.batch as number,
+    evalEvery: 0,
+    lrSchedule: 'linear' as const,
+    warmupSteps: Math.round((f.steps as number) * 0.06),
+    weightDecay: 0,
+    maxGradNorm: 1,
+    seed,
+    maxLength: f['max-length'] as number,
+    logEvery: 1,
+    evalBatchSize: 64,
   };
   const spec = (m: MethodName, lr: number): MethodSpec => {
     const sel = { batches: f['selection-batches'] as number };
     switch (m) {
-      case 'sift': return { method: 'sift', options: { lr, sift: { sparseRate: rate, targetModules: lora.targets, denseModules: ['score'], selection: sel } } };
-      case 'random-sparse': return { method: 'random-sparse', options: { lr, sift: { sparseRate: rate, targetModules: lora.targets, denseModules: ['score'], selection: { score: 'random' } } } };
-      case 'lora': return { method: 'lora', options: { lr, lora: { rank: lora.rank, alpha: 2 * lora.rank, targetModules: lora.targets, denseModules: ['score'] } } };
-      default: return { method: 'full', options: { lr } };
+      case 'sift':
+        return {
+          method: 'sift',
+          options: { lr, sift: { sparseRate: rate, targetModules: lora.targets, denseModules: ['score'], selection: sel } },
+        };
+      case 'random-sparse':
+        return {
+          method: 'random-sparse',
+          options: { lr, sift: { sparseRate: rate, targetModules: lora.targets, denseModules: ['score'], selection: { score: 'random' } } },
+        };
+      case 'lora':
+        return {
+          method: 'lora',
+          options: { lr, lora: { rank: lora.rank, alpha: 2 * lora.rank, targetModules: lora.targets, denseModules: ['score'] } },
+        };
+      default:
+        return { method: 'full', options: { lr } };
     }
   };
   const seeds = Array.from({ length: f.seeds as number }, (_, i) => seed + i);
-  const ft: FinetuneSpec = { baseDir, task: 'classify', train, eval: dev, test, labels: ['0', '1'], device, outDir: path.join(out, 'runs'), common, quiet };
+  const ft: FinetuneSpec = {
+    baseDir,
+    task: 'classify',
+    train,
+    eval: dev,
+    test,
+    labels: ['0', '1'],
+    device,
+    outDir: path.join(out, 'runs'),
+    common,
+    quiet,
+  };
   const summaries: MethodSummary[] = [];
   for (const m of methods) {
     const r = await gridAndSeeds(ft, m, (lr) => spec(m, lr), lrs, seeds, log, m === 'lora' ? lora.rank : undefined);
     summaries.push(r);
-    log(`${m}: lr ${r.lr} chosen on dev; test accuracy ${r.seeds.map((x) => pct(x.test)).join(', ')} (mean ${pct(r.mean)}, std ${pct(r.std)})`);
+    log(
+      `${m}: lr ${r.lr} chosen on dev; test accuracy ${r.seeds.map((x) => pct(x.test)).join(', ')} (mean ${pct(r.mean)}, std ${pct(r.std)})`,
+    );
   }
 
   const seconds = (Date.now() - t0) / 1000;
   const b = backends();
-  const machine = device === 'cpu' ? `${os.cpus()[0]?.model ?? 'CPU'} (${b.cpu.threads} threads), ${os.platform()}` : `${b.cuda.devices[0]?.name ?? 'CUDA GPU'}`;
+  const machine =
+    device === 'cpu'
+      ? `${os.cpus()[0]?.model ?? 'CPU'} (${b.cpu.threads} threads), ${os.platform()}`
+      : `${b.cuda.devices[0]?.name ?? 'CUDA GPU'}`;
   const positives = test.filter((r) => String(r.label) === '1').length / test.length;
   const verdictLines = experimentVerdict(summaries, qs, Math.max(positives, 1 - positives));
   const tableText = demoTable(summaries);
   const summary = {
-    experiment: 'sst2', machine, device, seconds, out, base: baseDir,
+    experiment: 'sst2',
+    machine,
+    device,
+    seconds,
+    out,
+    base: baseDir,
     settings: Object.fromEntries(Object.entries(f).filter(([k]) => k !== '_')),
-    pretrain: pretrainInfo, loraRank: lora.rank, siftSparse: lora.siftSparse, grid: lrs, seeds,
+    pretrain: pretrainInfo,
+    loraRank: lora.rank,
+    siftSparse: lora.siftSparse,
+    grid: lrs,
+    seeds,
     split: { train: train.length, dev: dev.length, test: test.length },
-    quasiSparsity: { fractions: qs.base.fractions, base: qs.base.overall.shares, random: qs.random.overall.shares, layers: { base: qs.base.layers, random: qs.random.layers } },
+    quasiSparsity: {
+      fractions: qs.base.fractions,
+      base: qs.base.overall.shares,
+      random: qs.random.overall.shares,
+      layers: { base: qs.base.layers, random: qs.random.layers },
+    },
     results: summaries.map((r) => ({
-      method: r.method, lr: r.lr, search: r.search, seeds: r.seeds, mean: r.mean, std: r.std, min: r.min, max: r.max,
-      trainable: r.trainable, total: r.total, rank: r.rank, meanGradProportion: r.gradProportion, peakMemoryBytes: r.peakMemoryBytes, tokensPerSec: r.tokensPerSec, seconds: r.seconds,
+      method: r.method,
+      lr: r.lr,
+      search: r.search,
+      seeds: r.seeds,
+      mean: r.mean,
+      std: r.std,
+      min: r.min,
+      max: r.max,
+      trainable: r.trainable,
+      total: r.total,
+      rank: r.rank,
+      meanGradProportion: r.gradProportion,
+      peakMemoryBytes: r.peakMemoryBytes,
+      tokensPerSec: r.tokensPerSec,
+      seconds: r.seconds,
     })),
     verdict: verdictLines,
   };
   fs.writeFileSync(path.join(out, 'results.json'), JSON.stringify(summary, null, 2) + '\n');
-  fs.writeFileSync(path.join(out, 'report.html'), renderReport({
-    title: 'sift-ft: SST-2 on a base pre-trained on the Gutenberg books',
-    subtitle: `${config.model_type} base (${pretrainInfo ? `${fmtInt(Number(pretrainInfo.parameters))} parameters, ${fmtInt(Number(pretrainInfo.tokens))} pre-training tokens` : baseDir}); ${test.length} SST-2 dev rows as the test; ${machine}; ${fmtDuration(seconds)}`,
-    notes: [...verdictLines, ...tableText.split('\n')],
-    runs: summaries.map((r) => ({ ...r.run.run, name: `${r.method} (lr ${r.lr}, seed ${seeds[0]})` })),
-    pretrain: pretrainRun,
-    quasiSparsity: [{ name: 'pre-trained base', qs: qs.base }, { name: 'random initialisation', qs: qs.random }],
-  }));
+  fs.writeFileSync(
+    path.join(out, 'report.html'),
+    renderReport({
+      title: 'sift-ft: SST-2 on a base pre-trained on the Gutenberg books',
+      subtitle: `${config.model_type} base (${pretrainInfo ? `${fmtInt(Number(pretrainInfo.parameters))} parameters, ${fmtInt(Number(pretrainInfo.tokens))} pre-training tokens` : baseDir}); ${test.length} SST-2 dev rows as the test; ${machine}; ${fmtDuration(seconds)}`,
+      notes: [...verdictLines, ...tableText.split('\n')],
+      runs: summaries.map((r) => ({ ...r.run.run, name: `${r.method} (lr ${r.lr}, seed ${seeds[0]})` })),
+      pretrain: pretrainRun,
+      quasiSparsity: [
+        { name: 'pre-trained base', qs: qs.base },
+        { name: 'random initialisation', qs: qs.random },
+      ],
+    }),
+  );
   if (!quiet) {
-    process.stdout.write(`\nQuasi-sparsity of the pre-trained base on SST-2:\n${quasiTable(qs.base)}\n\nand of a random initialisation of the same shape:\n${quasiTable(qs.random)}\n\n`);
+    process.stdout.write(
+      `\nQuasi-sparsity of the pre-trained base on SST-2:\n${quasiTable(qs.base)}\n\nand of a random initialisation of the same shape:\n${quasiTable(qs.random)}\n\n`,
+    );
   }
-  process.stdout.write(`\nSST-2 (${test.length} test rows), ${machine}, ${fmtDuration(seconds)} in all\n\n${tableText}\n\n${verdictLines.join('\n')}\n\n`
-    + `results: ${path.join(out, 'results.json')}\nreport: ${path.join(out, 'report.html')}\n`);
+  process.stdout.write(
+    `\nSST-2 (${test.length} test rows), ${machine}, ${fmtDuration(seconds)} in all\n\n${tableText}\n\n${verdictLines.join('\n')}\n\n` +
+      `results: ${path.join(out, 'results.json')}\nreport: ${path.join(out, 'report.html')}\n`,
+  );
   return 0;
 }
 

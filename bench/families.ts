@@ -22,7 +22,8 @@ import type { HFConfig } from '../lib/models/common';
 import { Sift } from '../lib/sift/sift';
 import { SparseAdamW } from '../lib/sift/optimizer';
 
-export const description = 'decoder families at the shapes of Qwen2.5-0.5B, Qwen3-0.6B, Gemma(-2)-2B, Phi-3-mini, Mistral-7B: build and SIFT steps';
+export const description =
+  'decoder families at the shapes of Qwen2.5-0.5B, Qwen3-0.6B, Gemma(-2)-2B, Phi-3-mini, Mistral-7B: build and SIFT steps';
 
 const CONFIG_DIR = path.join(__dirname, '..', '..', 'test', 'fixtures', 'configs');
 const MODELS = ['qwen2.5-0.5b', 'qwen3-0.6b', 'gemma-2b', 'gemma-2-2b', 'phi-3-mini-4k', 'phi-3-mini-128k', 'mistral-7b-v0.3'];
@@ -54,8 +55,12 @@ function flag(args: string[], name: string): string | undefined {
 
 function paramCount(cfg: HFConfig): number {
   // From the shapes alone, before allocating (norms and biases left out): for the memory check.
-  const D = Number(cfg.hidden_size), I = Number(cfg.intermediate_size), L = Number(cfg.num_hidden_layers), V = Number(cfg.vocab_size);
-  const H = Number(cfg.num_attention_heads), KV = Number(cfg.num_key_value_heads ?? H);
+  const D = Number(cfg.hidden_size),
+    I = Number(cfg.intermediate_size),
+    L = Number(cfg.num_hidden_layers),
+    V = Number(cfg.vocab_size);
+  const H = Number(cfg.num_attention_heads),
+    KV = Number(cfg.num_key_value_heads ?? H);
   const hd = Number(cfg.head_dim ?? Math.floor(D / H));
   const tied = cfg.tie_word_embeddings ?? String(cfg.model_type).startsWith('gemma');
   const block = D * (H + 2 * KV) * hd + H * hd * D + 3 * D * I;
@@ -71,12 +76,29 @@ function peak(device: string): number {
   return device.startsWith('cuda') ? native().cudaMemory(Number(device.split(':')[1] ?? 0)).peakAllocated : liveTensors().cpu.peakBytes;
 }
 
-export function runOne(name: string, o: { device: string; dtype: 'bf16' | 'f32'; batch: number; seq: number; steps: number; rate: number; layers?: number }): Row {
+export function runOne(
+  name: string,
+  o: { device: string; dtype: 'bf16' | 'f32'; batch: number; seq: number; steps: number; rate: number; layers?: number },
+): Row {
   const full = JSON.parse(fs.readFileSync(path.join(CONFIG_DIR, `${name}.json`), 'utf8')) as HFConfig;
   const cfg: HFConfig = o.layers ? { ...full, num_hidden_layers: o.layers } : full;
   const row: Row = {
-    bench: 'families', model: name, status: 'ok', device: o.device, dtype: o.dtype, layers: Number(cfg.num_hidden_layers), params: paramCount(cfg),
-    trainable: 0, batch: o.batch, seq: o.seq, buildMs: 0, selectionMs: 0, msPerStep: 0, tokensPerSec: 0, peakBytes: 0, loss: NaN,
+    bench: 'families',
+    model: name,
+    status: 'ok',
+    device: o.device,
+    dtype: o.dtype,
+    layers: Number(cfg.num_hidden_layers),
+    params: paramCount(cfg),
+    trainable: 0,
+    batch: o.batch,
+    seq: o.seq,
+    buildMs: 0,
+    selectionMs: 0,
+    msPerStep: 0,
+    tokensPerSec: 0,
+    peakBytes: 0,
+    loss: NaN,
   };
   const bytes = row.params * (o.dtype === 'bf16' ? 2 : 4);
   // Weights, a dense gradient of the largest tensor at a time, SIFT state and activations: 1.3x weights.
@@ -101,11 +123,12 @@ export function runOne(name: string, o: { device: string; dtype: 'bf16' | 'f32';
     const ids = keep(tensor(flat, [o.batch, o.seq], { dtype: 'i32', device: o.device }));
     disposers.push(() => ids.dispose());
     const rows = Array.from({ length: o.batch }, (_, b) => Array.from(flat.subarray(b * o.seq, (b + 1) * o.seq)));
-    const fb = (): number => tidy(() => {
-      const out = model.forward({ inputIds: ids, labels: rows });
-      out.loss!.backward();
-      return (out.loss as Tensor).item();
-    });
+    const fb = (): number =>
+      tidy(() => {
+        const out = model.forward({ inputIds: ids, labels: rows });
+        out.loss!.backward();
+        return (out.loss as Tensor).item();
+      });
     const sift = new Sift(model, { sparseRate: o.rate, targetModules: 'all-linear' });
     disposers.unshift(() => sift.dispose());
     const t1 = Date.now();
@@ -156,6 +179,8 @@ export async function run(args: string[]): Promise<void> {
   const gib = (b: number) => (b / 2 ** 30).toFixed(2);
   console.log('\nmodel              status   layers  params(M)  build s  select s  ms/step  tokens/s  peak GiB');
   for (const r of out) {
-    console.log(`${r.model.padEnd(18)} ${r.status.padEnd(8)} ${String(r.layers).padStart(6)} ${(r.params / 1e6).toFixed(0).padStart(10)} ${(r.buildMs / 1000).toFixed(1).padStart(8)} ${(r.selectionMs / 1000).toFixed(1).padStart(9)} ${r.msPerStep.toFixed(0).padStart(8)} ${r.tokensPerSec.toFixed(1).padStart(9)} ${gib(r.peakBytes).padStart(9)}${r.reason ? `  (${r.reason})` : ''}`);
+    console.log(
+      `${r.model.padEnd(18)} ${r.status.padEnd(8)} ${String(r.layers).padStart(6)} ${(r.params / 1e6).toFixed(0).padStart(10)} ${(r.buildMs / 1000).toFixed(1).padStart(8)} ${(r.selectionMs / 1000).toFixed(1).padStart(9)} ${r.msPerStep.toFixed(0).padStart(8)} ${r.tokensPerSec.toFixed(1).padStart(9)} ${gib(r.peakBytes).padStart(9)}${r.reason ? `  (${r.reason})` : ''}`,
+    );
   }
 }

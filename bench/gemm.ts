@@ -79,8 +79,18 @@ function measure(device: string, impl: string, shapes: Shape[], dtype: DType, qu
   for (const s of shapes) {
     const { ms, repeats } = time(device, s, dtype, quick);
     const r: Result = {
-      bench: 'gemm', device, impl, dtype, shape: s.name, M: s.M, N: s.N, K: s.K, layout: s.layout,
-      ms: Number(ms.toFixed(3)), gflops: Number(((2 * s.M * s.N * s.K) / (ms * 1e6)).toFixed(1)), repeats,
+      bench: 'gemm',
+      device,
+      impl,
+      dtype,
+      shape: s.name,
+      M: s.M,
+      N: s.N,
+      K: s.K,
+      layout: s.layout,
+      ms: Number(ms.toFixed(3)),
+      gflops: Number(((2 * s.M * s.N * s.K) / (ms * 1e6)).toFixed(1)),
+      repeats,
     };
     console.log(JSON.stringify(r));
     out.push(r);
@@ -90,7 +100,8 @@ function measure(device: string, impl: string, shapes: Shape[], dtype: DType, qu
 function table(results: Result[]): void {
   const columns = [...new Set(results.map((r) => `${r.device} ${r.impl} ${r.dtype}`))];
   const rows = [...new Set(results.map((r) => `${r.shape} ${r.layout}`))];
-  const cell = (row: string, col: string) => results.find((r) => `${r.shape} ${r.layout}` === row && `${r.device} ${r.impl} ${r.dtype}` === col);
+  const cell = (row: string, col: string) =>
+    results.find((r) => `${r.shape} ${r.layout}` === row && `${r.device} ${r.impl} ${r.dtype}` === col);
   // ours / OpenBLAS per dtype, when both ran.
   const ratios: { label: string; ours: string; ref: string }[] = [];
   for (const dt of [...new Set(results.map((r) => r.dtype))]) {
@@ -103,7 +114,8 @@ function table(results: Result[]): void {
   for (const row of rows) {
     const vals = columns.map((c) => cell(row, c)?.gflops.toFixed(1) ?? '-');
     const rs = ratios.map((r) => {
-      const o = cell(row, r.ours), b = cell(row, r.ref);
+      const o = cell(row, r.ours),
+        b = cell(row, r.ref);
       return o && b ? (o.gflops / b.gflops).toFixed(2) : '-';
     });
     lines.push(`| ${[row, ...vals, ...rs].join(' | ')} |`);
@@ -121,14 +133,22 @@ export async function run(args: string[]): Promise<void> {
   const N = native();
   const results: Result[] = [];
   const b = backends();
-  console.error(`# gemm bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : 'not usable'}`);
+  console.error(
+    `# gemm bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : 'not usable'}`,
+  );
 
   if (!args.includes('--cuda-only')) {
     const impls: string[] = ['native'];
     if (N.setCpuGemm('openblas')) impls.push('openblas');
     for (const impl of impls) {
       N.setCpuGemm(impl as 'native');
-      const name = N.gemmInfo().cpu.startsWith('openblas') ? 'openblas' : `sift-ft ${N.gemmInfo().cpu.replace(/^sift-ft /, '').split(' microkernel')[0]}`;
+      const name = N.gemmInfo().cpu.startsWith('openblas')
+        ? 'openblas'
+        : `sift-ft ${
+            N.gemmInfo()
+              .cpu.replace(/^sift-ft /, '')
+              .split(' microkernel')[0]
+          }`;
       console.error(`# cpu: ${N.gemmInfo().cpu}`);
       // OpenBLAS takes only f32/f64; f16/bf16 always use our kernels.
       for (const dt of dtypes) if (impl === 'native' || dt === 'f32' || dt === 'f64') measure('cpu', name, shapes, dt, quick, results);

@@ -22,7 +22,8 @@ import { native } from '../lib/engine/native';
 import { instrument } from './profile';
 import { setupRun, modelSpec, loadApplyLora, ModelKey, BenchMethod, ModelSpec } from './train';
 
-export const description = 'host floor of a training step: full-depth GPT-2/LLaMA graphs at tiny widths on the CPU (ms/step, native calls, launches)';
+export const description =
+  'host floor of a training step: full-depth GPT-2/LLaMA graphs at tiny widths on the CPU (ms/step, native calls, launches)';
 
 export interface HostRow {
   bench: 'host';
@@ -54,9 +55,19 @@ export interface HostRow {
 /** The train bench's full-size spec with the widths shrunk (depth, modules and targets unchanged). */
 export function hostSpec(key: ModelKey, layers?: number): ModelSpec {
   const s = modelSpec(key, false);
-  const config = key === 'gpt2'
-    ? { ...s.config, vocab_size: 256, n_embd: 64, n_head: 4, n_positions: 64, ...(layers ? { n_layer: layers } : {}) }
-    : { ...s.config, vocab_size: 256, hidden_size: 64, intermediate_size: 176, num_attention_heads: 4, num_key_value_heads: 4, max_position_embeddings: 64, ...(layers ? { num_hidden_layers: layers } : {}) };
+  const config =
+    key === 'gpt2'
+      ? { ...s.config, vocab_size: 256, n_embd: 64, n_head: 4, n_positions: 64, ...(layers ? { n_layer: layers } : {}) }
+      : {
+          ...s.config,
+          vocab_size: 256,
+          hidden_size: 64,
+          intermediate_size: 176,
+          num_attention_heads: 4,
+          num_key_value_heads: 4,
+          max_position_embeddings: 64,
+          ...(layers ? { num_hidden_layers: layers } : {}),
+        };
   return { ...s, name: `${key === 'gpt2' ? 'gpt2-124m' : 'llama-220m'}-depth/tiny-width`, config };
 }
 
@@ -77,7 +88,7 @@ export function jsThreadCpuMs(): number | null {
   try {
     const st = fs.readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(f[11]) + Number(f[12]);  // utime + stime
+    const ticks = Number(f[11]) + Number(f[12]); // utime + stime
     return Number.isFinite(ticks) ? ticks * 10 : null;
   } catch {
     return null;
@@ -93,10 +104,27 @@ function median(xs: number[]): number {
 export function hostOne(key: ModelKey, method: BenchMethod, o: HostOptions): HostRow {
   const spec = hostSpec(key, o.layers);
   const layers = Number(key === 'gpt2' ? spec.config.n_layer : spec.config.num_hidden_layers);
-  const batch = 1, seq = 8;
+  const batch = 1,
+    seq = 8;
   const row: HostRow = {
-    bench: 'host', status: 'ok', device: `cpu x${backends().cpu.threads}`, model: spec.name, method, rate: method === 'sift' ? o.rate : null,
-    layers, batch, seq, steps: o.steps, reps: o.reps, msPerStep: 0, minMsPerStep: 0, jsCpuMsPerStep: null, callsPerStep: 0, launchesPerStep: 0, nativeMsPerStep: 0, topCalls: [],
+    bench: 'host',
+    status: 'ok',
+    device: `cpu x${backends().cpu.threads}`,
+    model: spec.name,
+    method,
+    rate: method === 'sift' ? o.rate : null,
+    layers,
+    batch,
+    seq,
+    steps: o.steps,
+    reps: o.reps,
+    msPerStep: 0,
+    minMsPerStep: 0,
+    jsCpuMsPerStep: null,
+    callsPerStep: 0,
+    launchesPerStep: 0,
+    nativeMsPerStep: 0,
+    topCalls: [],
   };
   if (method === 'lora' && !loadApplyLora()) {
     row.status = 'skipped';
@@ -134,7 +162,10 @@ export function hostOne(key: ModelKey, method: BenchMethod, o: HostOptions): Hos
     row.callsPerStep = Number((stats.reduce((a, s) => a + s.calls, 0) / profSteps).toFixed(1));
     row.launchesPerStep = Number((prof.launches() / profSteps).toFixed(1));
     row.nativeMsPerStep = Number((stats.reduce((a, s) => a + s.ns, 0) / 1e6 / profSteps).toFixed(3));
-    row.topCalls = stats.slice().sort((a, b) => b.calls - a.calls).slice(0, o.top)
+    row.topCalls = stats
+      .slice()
+      .sort((a, b) => b.calls - a.calls)
+      .slice(0, o.top)
       .map((s) => ({ op: s.op, callsPerStep: Number((s.calls / profSteps).toFixed(1)) }));
   } catch (e) {
     const err = e as Error & { code?: string };
@@ -151,13 +182,37 @@ export function hostOne(key: ModelKey, method: BenchMethod, o: HostOptions): Hos
 }
 
 export function hostTable(rows: HostRow[]): string {
-  const header = ['model', 'method', 'layers', 'ms/step (median)', 'ms/step (best)', 'JS-thread CPU ms/step', 'native ms/step', 'launches/step', 'native calls/step', 'most frequent calls', 'status'];
+  const header = [
+    'model',
+    'method',
+    'layers',
+    'ms/step (median)',
+    'ms/step (best)',
+    'JS-thread CPU ms/step',
+    'native ms/step',
+    'launches/step',
+    'native calls/step',
+    'most frequent calls',
+    'status',
+  ];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const r of rows) {
     const ok = r.status === 'ok';
-    lines.push(`| ${[r.model, r.method, r.layers, ok ? r.msPerStep.toFixed(2) : '', ok ? r.minMsPerStep.toFixed(2) : '', ok && r.jsCpuMsPerStep !== null ? r.jsCpuMsPerStep.toFixed(2) : '', ok ? r.nativeMsPerStep.toFixed(2) : '',
-      ok ? r.launchesPerStep : '', ok ? r.callsPerStep : '', ok ? r.topCalls.map((c) => `${c.op} ${c.callsPerStep}`).join(', ') : '',
-      ok ? 'ok' : `${r.status}: ${r.error ?? ''}`].join(' | ')} |`);
+    lines.push(
+      `| ${[
+        r.model,
+        r.method,
+        r.layers,
+        ok ? r.msPerStep.toFixed(2) : '',
+        ok ? r.minMsPerStep.toFixed(2) : '',
+        ok && r.jsCpuMsPerStep !== null ? r.jsCpuMsPerStep.toFixed(2) : '',
+        ok ? r.nativeMsPerStep.toFixed(2) : '',
+        ok ? r.launchesPerStep : '',
+        ok ? r.callsPerStep : '',
+        ok ? r.topCalls.map((c) => `${c.op} ${c.callsPerStep}`).join(', ') : '',
+        ok ? 'ok' : `${r.status}: ${r.error ?? ''}`,
+      ].join(' | ')} |`,
+    );
   }
   return lines.join('\n');
 }
@@ -168,8 +223,12 @@ export async function run(args: string[]): Promise<HostRow[]> {
   const models = (opt('models')?.split(',') ?? ['gpt2', 'llama']) as ModelKey[];
   const methods = (opt('methods')?.split(',') ?? ['sift', 'full', 'lora']) as BenchMethod[];
   const o: HostOptions = {
-    rate: num('rate', 0.01), steps: num('steps', 40), reps: num('reps', 5), warmup: num('warmup', 5),
-    layers: opt('layers') === undefined ? undefined : Number(opt('layers')), top: num('top', 8),
+    rate: num('rate', 0.01),
+    steps: num('steps', 40),
+    reps: num('reps', 5),
+    warmup: num('warmup', 5),
+    layers: opt('layers') === undefined ? undefined : Number(opt('layers')),
+    top: num('top', 8),
   };
   console.error(`# host floor: cpu x${backends().cpu.threads}, batch 1 x seq 8, ${o.reps} runs of ${o.steps} steps`);
   const rows: HostRow[] = [];

@@ -19,7 +19,10 @@ import { noGrad } from '../lib/autograd/tape';
 import { tidy } from '../lib/engine/scope';
 
 const VOCAB = 96;
-const INPUTS = [[5, 17, 33, 9, 70, 41, 12, 88], [3, 64, 22, 90, 7, 15, 50, 31]];
+const INPUTS = [
+  [5, 17, 33, 9, 70, 41, 12, 88],
+  [3, 64, 22, 90, 7, 15, 50, 31],
+];
 
 function rows(n: number, seed: number, withLabel: boolean): Row[] {
   let s = seed;
@@ -30,16 +33,32 @@ function rows(n: number, seed: number, withLabel: boolean): Row[] {
   });
 }
 
-function logits(model: { forward(i: { inputIds: number[][] }): { logits: { toArray(): ArrayLike<number>; shape: number[] } } }): { shape: number[]; data: number[] } {
-  return tidy(() => noGrad(() => {
-    const out = model.forward({ inputIds: INPUTS }).logits;
-    return { shape: out.shape.slice(), data: Array.from(out.toArray()) };
-  }));
+function logits(model: { forward(i: { inputIds: number[][] }): { logits: { toArray(): ArrayLike<number>; shape: number[] } } }): {
+  shape: number[];
+  data: number[];
+} {
+  return tidy(() =>
+    noGrad(() => {
+      const out = model.forward({ inputIds: INPUTS }).logits;
+      return { shape: out.shape.slice(), data: Array.from(out.toArray()) };
+    }),
+  );
 }
 
 async function run(base: string, out: string, task: 'causal-lm' | 'classify', opts: Partial<TrainerOptions>): Promise<void> {
   const loaded = loadModelForTask(base, { task, device: 'cpu', labels: task === 'classify' ? ['0', '1'] : undefined });
-  const t = new Trainer(loaded.model, null, { task, steps: 6, batchSize: 4, lr: 2e-2, seed: 4, device: 'cpu', outDir: out, labels: loaded.labels, lrSchedule: 'constant', ...opts });
+  const t = new Trainer(loaded.model, null, {
+    task,
+    steps: 6,
+    batchSize: 4,
+    lr: 2e-2,
+    seed: 4,
+    device: 'cpu',
+    outDir: out,
+    labels: loaded.labels,
+    lrSchedule: 'constant',
+    ...opts,
+  });
   try {
     for await (const e of t.fit(rows(32, 9, task === 'classify'))) void e;
     t.save(out);
@@ -55,9 +74,25 @@ async function main(): Promise<void> {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const config = {
-    model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: VOCAB, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, rms_norm_eps: 1e-6, rope_theta: 10000, hidden_act: 'silu',
-    tie_word_embeddings: false, attention_bias: false, mlp_bias: false, bos_token_id: 1, eos_token_id: 2, pad_token_id: 0, initializer_range: 0.2,
+    model_type: 'llama',
+    architectures: ['LlamaForCausalLM'],
+    vocab_size: VOCAB,
+    hidden_size: 64,
+    intermediate_size: 96,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    max_position_embeddings: 64,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    hidden_act: 'silu',
+    tie_word_embeddings: false,
+    attention_bias: false,
+    mlp_bias: false,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    pad_token_id: 0,
+    initializer_range: 0.2,
   };
   const base = path.join(dir, 'base');
   const m = createModel(config, { task: 'causal-lm', seed: 11 });

@@ -26,9 +26,29 @@ export const description = 'per-op host/device time and launch count of one trai
 
 /** Native functions that only read metadata or release memory: not counted as launches. */
 const NOT_LAUNCHES = new Set([
-  'shape', 'strides', 'offset', 'dtype', 'device', 'isContiguous', 'sameStorage', 'isDisposed', 'dispose',
-  'view', 'backends', 'liveTensors', 'cudaMemory', 'gemmInfo', 'synchronize', 'resetPeakMemory', 'emptyCache',
-  'setErrorClass', 'setCpuGemm', 'setCudaAttention', 'cudaEventRecord', 'cudaEventElapsed', 'cudaEventsReset',
+  'shape',
+  'strides',
+  'offset',
+  'dtype',
+  'device',
+  'isContiguous',
+  'sameStorage',
+  'isDisposed',
+  'dispose',
+  'view',
+  'backends',
+  'liveTensors',
+  'cudaMemory',
+  'gemmInfo',
+  'synchronize',
+  'resetPeakMemory',
+  'emptyCache',
+  'setErrorClass',
+  'setCpuGemm',
+  'setCudaAttention',
+  'cudaEventRecord',
+  'cudaEventElapsed',
+  'cudaEventsReset',
 ]);
 
 export interface OpStat {
@@ -90,12 +110,19 @@ export function instrument(addon: Addon, syncDevice: string | null = null, event
   return {
     stats: () => [...table.values()].filter((s) => s.calls > 0).sort((a, b) => (b.deviceMs ?? 0) - (a.deviceMs ?? 0) || b.ns - a.ns),
     reset: () => {
-      table.forEach((s) => { s.calls = 0; s.ns = 0; s.deviceMs = null; });
+      table.forEach((s) => {
+        s.calls = 0;
+        s.ns = 0;
+        s.deviceMs = null;
+      });
       marks.length = 0;
       if (eventsDevice !== null) (originals.get('cudaEventsReset') as (d: number) => void).call(addon, eventsDevice);
     },
     launches: () => [...table.values()].filter((s) => !NOT_LAUNCHES.has(s.op)).reduce((a, s) => a + s.calls, 0),
-    restore: () => originals.forEach((fn, name) => { target[name] = fn; }),
+    restore: () =>
+      originals.forEach((fn, name) => {
+        target[name] = fn;
+      }),
     collectDeviceTimes: () => {
       let total = 0;
       for (const m of marks) {
@@ -147,12 +174,17 @@ export async function run(args: string[]): Promise<ProfileRow> {
   const syncEach = args.includes('--sync-each');
   const spec = modelSpec(key, small);
   const setup = setupRun(spec, method, {
-    device, dtype: (opt('dtype') as 'bf16' | 'f32' | undefined) ?? (cuda ? 'bf16' : 'f32'),
-    batch: Number(opt('batch') ?? (small ? 4 : 8)), seq: Number(opt('seq') ?? (small ? 64 : 512)), rate,
+    device,
+    dtype: (opt('dtype') as 'bf16' | 'f32' | undefined) ?? (cuda ? 'bf16' : 'f32'),
+    batch: Number(opt('batch') ?? (small ? 4 : 8)),
+    seq: Number(opt('seq') ?? (small ? 64 : 512)),
+    rate,
   });
-  console.error(`# profile: ${spec.name} ${method}${method === 'sift' ? ` ${rate * 100}%` : ''} on ${cuda ? b.cuda.devices[0]?.name : `cpu x${b.cpu.threads}`}${syncEach ? ', synchronising after each op' : ''}`);
+  console.error(
+    `# profile: ${spec.name} ${method}${method === 'sift' ? ` ${rate * 100}%` : ''} on ${cuda ? b.cuda.devices[0]?.name : `cpu x${b.cpu.threads}`}${syncEach ? ', synchronising after each op' : ''}`,
+  );
   try {
-    setup.step();  // warm-up: allocator caches, GEMM plans, first-use costs
+    setup.step(); // warm-up: allocator caches, GEMM plans, first-use costs
     synchronize(device);
     // The closing wait is timed apart (the original function, not the wrapper): it is how far the
     // device runs behind the host at the end of the steps.
@@ -177,15 +209,26 @@ export async function run(args: string[]): Promise<ProfileRow> {
     const stats = prof.stats();
     const hostMs = stats.reduce((a, s) => a + s.ns, 0) / 1e6 / steps;
     const row: ProfileRow = {
-      bench: 'profile', device, model: spec.name, method, rate: method === 'sift' ? rate : null, syncEach, steps,
-      stepMs: Number(ms.toFixed(3)), nativeHostMs: Number(hostMs.toFixed(3)),
-      deviceWaitMs: Number(waitMs.toFixed(3)), jsMs: Number((ms - hostMs - waitMs).toFixed(3)),
-      launchesPerStep: Number((prof.launches() / steps).toFixed(1)), callsPerStep: Number((stats.reduce((a, s) => a + s.calls, 0) / steps).toFixed(1)),
+      bench: 'profile',
+      device,
+      model: spec.name,
+      method,
+      rate: method === 'sift' ? rate : null,
+      syncEach,
+      steps,
+      stepMs: Number(ms.toFixed(3)),
+      nativeHostMs: Number(hostMs.toFixed(3)),
+      deviceWaitMs: Number(waitMs.toFixed(3)),
+      jsMs: Number((ms - hostMs - waitMs).toFixed(3)),
+      launchesPerStep: Number((prof.launches() / steps).toFixed(1)),
+      callsPerStep: Number((stats.reduce((a, s) => a + s.calls, 0) / steps).toFixed(1)),
       deviceBusyMs: busy === null ? null : Number(busy.toFixed(3)),
       top: stats.slice(0, topN).map((s) => {
         const dms = s.deviceMs === null ? null : s.deviceMs / steps;
         return {
-          op: s.op, callsPerStep: Number((s.calls / steps).toFixed(1)), msPerStep: Number((s.ns / 1e6 / steps).toFixed(3)),
+          op: s.op,
+          callsPerStep: Number((s.calls / steps).toFixed(1)),
+          msPerStep: Number((s.ns / 1e6 / steps).toFixed(3)),
           deviceMsPerStep: dms === null ? null : Number(dms.toFixed(3)),
           share: Number(((dms ?? s.ns / 1e6 / steps) / ms).toFixed(3)),
         };
@@ -194,9 +237,18 @@ export async function run(args: string[]): Promise<ProfileRow> {
     console.log(JSON.stringify(row));
     const lines = [
       `step ${row.stepMs.toFixed(2)} ms = native calls ${row.nativeHostMs.toFixed(2)} ms (host${syncEach ? ' + device, synchronised per op' : ''}) + JavaScript ${row.jsMs.toFixed(2)} ms + waiting for the device ${row.deviceWaitMs.toFixed(2)} ms; ${row.launchesPerStep} launches, ${row.callsPerStep} native calls per step`,
-      ...(row.deviceBusyMs === null ? [] : [`device busy ${row.deviceBusyMs.toFixed(2)} ms per step (CUDA events around each op; the rest of the step the device waited for the host)`]),
-      '', '| op | calls/step | host ms/step | device ms/step | share of step |', '|---|---|---|---|---|',
-      ...row.top.map((t) => `| ${t.op} | ${t.callsPerStep} | ${t.msPerStep.toFixed(3)} | ${t.deviceMsPerStep === null ? '' : t.deviceMsPerStep.toFixed(3)} | ${(t.share * 100).toFixed(1)}% |`),
+      ...(row.deviceBusyMs === null
+        ? []
+        : [
+            `device busy ${row.deviceBusyMs.toFixed(2)} ms per step (CUDA events around each op; the rest of the step the device waited for the host)`,
+          ]),
+      '',
+      '| op | calls/step | host ms/step | device ms/step | share of step |',
+      '|---|---|---|---|---|',
+      ...row.top.map(
+        (t) =>
+          `| ${t.op} | ${t.callsPerStep} | ${t.msPerStep.toFixed(3)} | ${t.deviceMsPerStep === null ? '' : t.deviceMsPerStep.toFixed(3)} | ${(t.share * 100).toFixed(1)}% |`,
+      ),
     ];
     console.log('\n' + lines.join('\n'));
     return row;

@@ -11,8 +11,20 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  createModel, stateDict, loadStateDictInto, DenseAdamW, applyLora, Sift, SparseAdamW, tidy, backward,
-  liveTensors, resetPeakMemory, synchronize, PreTrainedModel, QuantFormat,
+  createModel,
+  stateDict,
+  loadStateDictInto,
+  DenseAdamW,
+  applyLora,
+  Sift,
+  SparseAdamW,
+  tidy,
+  backward,
+  liveTensors,
+  resetPeakMemory,
+  synchronize,
+  PreTrainedModel,
+  QuantFormat,
 } from '../lib';
 
 const args = process.argv.slice(2);
@@ -21,22 +33,33 @@ const flag = (name: string, dflt: number) => {
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
 const STEPS = flag('steps', 300);
-const B = 8, T = 64;
+const B = 8,
+  T = 64;
 // ../shared/data relative to the project root (run from the root).
 const DATA = path.resolve(process.cwd(), '..', 'shared', 'data', 'tinyshakespeare', 'input.txt');
 
 const config = {
-  model_type: 'llama', vocab_size: 256, hidden_size: 128, intermediate_size: 384, num_hidden_layers: 4,
-  num_attention_heads: 4, num_key_value_heads: 4, max_position_embeddings: T, rms_norm_eps: 1e-5, tie_word_embeddings: false,
+  model_type: 'llama',
+  vocab_size: 256,
+  hidden_size: 128,
+  intermediate_size: 384,
+  num_hidden_layers: 4,
+  num_attention_heads: 4,
+  num_key_value_heads: 4,
+  max_position_embeddings: T,
+  rms_norm_eps: 1e-5,
+  tie_word_embeddings: false,
 };
 
 function batches(bytes: Uint8Array, n: number, seed: number): number[][][] {
   let s = seed >>> 0 || 1;
-  const rnd = () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
-  return Array.from({ length: n }, () => Array.from({ length: B }, () => {
-    const o = Math.floor(rnd() * (bytes.length - T - 1));
-    return Array.from(bytes.subarray(o, o + T));
-  }));
+  const rnd = () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
+  return Array.from({ length: n }, () =>
+    Array.from({ length: B }, () => {
+      const o = Math.floor(rnd() * (bytes.length - T - 1));
+      return Array.from(bytes.subarray(o, o + T));
+    }),
+  );
 }
 
 function heldOutLoss(model: PreTrainedModel, data: number[][][]): number {
@@ -78,7 +101,9 @@ function measureQuality(train: Uint8Array, held: Uint8Array) {
   }
   model.dispose();
   return {
-    steps: STEPS, trainSeconds: (Date.now() - t0) / 1000, loss: results,
+    steps: STEPS,
+    trainSeconds: (Date.now() - t0) / 1000,
+    loss: results,
     int8RelDiff: Math.abs(results.int8 - results.dense) / results.dense,
     nf4RelDiff: Math.abs(results.nf4 - results.dense) / results.dense,
   };
@@ -92,11 +117,19 @@ function main(): void {
   const text = fs.readFileSync(DATA);
   const memoryOnly = args.includes('--memory-only');
   const split = Math.floor(text.length * 0.9);
-  const train = new Uint8Array(text.subarray(0, split)), held = new Uint8Array(text.subarray(split));
+  const train = new Uint8Array(text.subarray(0, split)),
+    held = new Uint8Array(text.subarray(split));
   const quality = memoryOnly ? null : measureQuality(train, held);
 
   // Memory at one shape: a wider model so that weights dominate, as in the large models.
-  const big = { ...config, hidden_size: 1024, intermediate_size: 2816, num_hidden_layers: 4, num_attention_heads: 16, num_key_value_heads: 16 };
+  const big = {
+    ...config,
+    hidden_size: 1024,
+    intermediate_size: 2816,
+    num_hidden_layers: 4,
+    num_attention_heads: 16,
+    num_key_value_heads: 16,
+  };
   const ids = batches(train, 1, 3)[0].slice(0, 2);
   const memory: Record<string, number> = {};
   // Bytes live before each model is built (counted out of its peak).

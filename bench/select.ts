@@ -96,7 +96,9 @@ export async function run(args: string[]): Promise<Row[]> {
   const devices: string[] = [];
   if (!args.includes('--cuda-only')) devices.push('cpu');
   if (!args.includes('--cpu-only') && b.cuda.usable) devices.push('cuda:0');
-  console.error(`# select bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : 'not usable'}`);
+  console.error(
+    `# select bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : 'not usable'}`,
+  );
 
   const rows: Row[] = [];
   for (const device of devices) {
@@ -106,7 +108,9 @@ export async function run(args: string[]): Promise<Row[]> {
     const measured = measuredBandwidth(device, quick);
     const given = cuda ? datasheetBandwidth(b.cuda.devices[0]?.name ?? '') : null;
     const bandwidth = given ?? measured;
-    console.error(`# ${device}: measured copy bandwidth ${(measured / 1e9).toFixed(1)} GB/s${given ? `, datasheet ${(given / 1e9).toFixed(0)} GB/s` : ''}`);
+    console.error(
+      `# ${device}: measured copy bandwidth ${(measured / 1e9).toFixed(1)} GB/s${given ? `, datasheet ${(given / 1e9).toFixed(0)} GB/s` : ''}`,
+    );
     for (const dtype of dtypes) {
       for (const [r, c] of sizes) {
         tidy(() => {
@@ -119,10 +123,20 @@ export async function run(args: string[]): Promise<Row[]> {
             const { ms, repeats } = timeIt(device, () => new Tensor(native().topk(s.handle, k)), budget, quick ? 5 : cuda ? 30 : 7);
             const floorMs = (bytes / bandwidth) * 1e3;
             const row: Row = {
-              bench: 'select', device, dtype, shape: `${r}x${c}`, numel, rate, k,
-              ms: Number(ms.toFixed(3)), gbps: Number((bytes / (ms / 1e3) / 1e9).toFixed(1)),
-              floorMs: Number(floorMs.toFixed(4)), ratio: Number((ms / floorMs).toFixed(2)),
-              bandwidth, bandwidthSource: given ? 'datasheet' : 'measured', repeats,
+              bench: 'select',
+              device,
+              dtype,
+              shape: `${r}x${c}`,
+              numel,
+              rate,
+              k,
+              ms: Number(ms.toFixed(3)),
+              gbps: Number((bytes / (ms / 1e3) / 1e9).toFixed(1)),
+              floorMs: Number(floorMs.toFixed(4)),
+              ratio: Number((ms / floorMs).toFixed(2)),
+              bandwidth,
+              bandwidthSource: given ? 'datasheet' : 'measured',
+              repeats,
             };
             console.log(JSON.stringify(row));
             rows.push(row);
@@ -134,7 +148,9 @@ export async function run(args: string[]): Promise<Row[]> {
   const header = ['device', 'dtype', 'shape', 'rate', 'k', 'ms', 'GB/s', 'floor ms', 'ms/floor'];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const x of rows) {
-    lines.push(`| ${[x.device, x.dtype, x.shape, `${x.rate * 100}%`, x.k, x.ms.toFixed(3), x.gbps.toFixed(1), x.floorMs.toFixed(3), x.ratio.toFixed(1)].join(' | ')} |`);
+    lines.push(
+      `| ${[x.device, x.dtype, x.shape, `${x.rate * 100}%`, x.k, x.ms.toFixed(3), x.gbps.toFixed(1), x.floorMs.toFixed(3), x.ratio.toFixed(1)].join(' | ')} |`,
+    );
   }
   console.log('\n' + lines.join('\n'));
   return rows;

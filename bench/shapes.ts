@@ -25,15 +25,34 @@ function config(name: string): HFConfig {
 const gib = (n: number) => `${(n / 2 ** 30).toFixed(3)} GiB`;
 
 function show(label: string, p: MemoryPlan): void {
-  console.log(JSON.stringify({ bench: 'shapes', label, plannedPeakBytes: p.peakBytes, parameters: p.parameters, trainable: p.trainable, parts: p.parts }));
-  console.log(`${label}: plan ${gib(p.peakBytes)} (weights ${gib(p.parts.weights)}, quantized ${gib(p.parts.quantizedWeights)}, state ${gib(p.parts.trainableState)}, activations ${gib(p.parts.activations)})`);
+  console.log(
+    JSON.stringify({
+      bench: 'shapes',
+      label,
+      plannedPeakBytes: p.peakBytes,
+      parameters: p.parameters,
+      trainable: p.trainable,
+      parts: p.parts,
+    }),
+  );
+  console.log(
+    `${label}: plan ${gib(p.peakBytes)} (weights ${gib(p.parts.weights)}, quantized ${gib(p.parts.quantizedWeights)}, state ${gib(p.parts.trainableState)}, activations ${gib(p.parts.activations)})`,
+  );
 }
 
 export async function run(args: string[]): Promise<void> {
   const T = flag(args, 'seq', 128);
   const B = flag(args, 'batch', 1);
   const rate = flag(args, 'rate', 0.01);
-  const opts = { task: 'causal-lm' as const, method: 'sift' as const, sparseRate: rate, batchSize: B, maxLength: T, mixedPrecision: 'bf16' as const, device: 'cpu' as const };
+  const opts = {
+    task: 'causal-lm' as const,
+    method: 'sift' as const,
+    sparseRate: rate,
+    batchSize: B,
+    maxLength: T,
+    mixedPrecision: 'bf16' as const,
+    device: 'cpu' as const,
+  };
   const c8 = config('llama-3-8b.json');
   show('llama-3-8b bf16', planMemory(c8, opts));
   show('llama-3-8b nf4', planMemory(c8, { ...opts, quantize: 'nf4' }));
@@ -41,15 +60,40 @@ export async function run(args: string[]): Promise<void> {
   const plan = planMemory(c1, opts);
   show('llama-3.2-1b bf16', plan);
   if (args.includes('--plan-only')) return;
-  if (process.env.SIFT_FT_CPU_QUEUE !== '1') console.log('note: SIFT_FT_CPU_QUEUE=1 makes CPU tensors live as on a CUDA stream (the measured peak otherwise differs)');
+  if (process.env.SIFT_FT_CPU_QUEUE !== '1')
+    console.log('note: SIFT_FT_CPU_QUEUE=1 makes CPU tensors live as on a CUDA stream (the measured peak otherwise differs)');
   const t0 = Date.now();
   const model = createModel(c1, { task: 'causal-lm', dtype: 'bf16', seed: 1 });
-  const rows = Array.from({ length: B * 2 }, (_, i) => ({ input_ids: Array.from({ length: T }, (_, j) => (i * 7919 + j * 104729) % 128000) }));
-  const trainer = new Trainer(model, null, { task: 'causal-lm', method: 'sift', steps: 1, batchSize: B, maxLength: T, mixedPrecision: 'bf16', sift: { sparseRate: rate }, device: 'cpu', lr: 1e-5 });
+  const rows = Array.from({ length: B * 2 }, (_, i) => ({
+    input_ids: Array.from({ length: T }, (_, j) => (i * 7919 + j * 104729) % 128000),
+  }));
+  const trainer = new Trainer(model, null, {
+    task: 'causal-lm',
+    method: 'sift',
+    steps: 1,
+    batchSize: B,
+    maxLength: T,
+    mixedPrecision: 'bf16',
+    sift: { sparseRate: rate },
+    device: 'cpu',
+    lr: 1e-5,
+  });
   let peak = 0;
   for await (const e of trainer.fit(rows)) if (e.type === 'done') peak = e.peakMemoryBytes;
   const seconds = (Date.now() - t0) / 1000;
-  console.log(JSON.stringify({ bench: 'shapes', label: 'llama-3.2-1b bf16 measured', measuredPeakBytes: peak, plannedPeakBytes: plan.peakBytes, ratio: plan.peakBytes / peak, seconds, live: liveTensors().cpu.bytes }));
-  console.log(`llama-3.2-1b, one SIFT ${rate} step, batch ${B} x ${T}: measured ${gib(peak)}, plan ${gib(plan.peakBytes)} (plan/measured ${(plan.peakBytes / peak).toFixed(3)}), ${seconds.toFixed(0)} s`);
+  console.log(
+    JSON.stringify({
+      bench: 'shapes',
+      label: 'llama-3.2-1b bf16 measured',
+      measuredPeakBytes: peak,
+      plannedPeakBytes: plan.peakBytes,
+      ratio: plan.peakBytes / peak,
+      seconds,
+      live: liveTensors().cpu.bytes,
+    }),
+  );
+  console.log(
+    `llama-3.2-1b, one SIFT ${rate} step, batch ${B} x ${T}: measured ${gib(peak)}, plan ${gib(plan.peakBytes)} (plan/measured ${(plan.peakBytes / peak).toFixed(3)}), ${seconds.toFixed(0)} s`,
+  );
   model.dispose();
 }

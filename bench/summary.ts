@@ -77,7 +77,8 @@ const ok = (r: Row) => (r.status ?? 'ok') === 'ok';
 const num = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? x : null);
 const ratio = (a: number | null, b: number | null) => (a !== null && b !== null && b > 0 ? Number((a / b).toFixed(3)) : null);
 /** GiB, or MiB below 1 GiB (the CPU runs are small). */
-const gib = (b: number | null) => (b === null ? 'n/a' : b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${(b / 2 ** 20).toFixed(1)} MiB`);
+const gib = (b: number | null) =>
+  b === null ? 'n/a' : b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${(b / 2 ** 20).toFixed(1)} MiB`;
 const fmt = (x: number | null, d = 0) => (x === null ? 'n/a' : x.toFixed(d));
 
 function sameRate(a: unknown, b: unknown): boolean {
@@ -94,12 +95,19 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
     trainPeers.find((p) => ok(p) && kind(p) === kind(r) && p.model === r.model && p.method === method && sameRate(p.rate, rate)) ?? null;
 
   for (const r of trainOurs) {
-    const p = trainPeers.find((q) => kind(q) === kind(r) && q.model === r.model && q.method === r.method && sameRate(q.rate, r.rate)) ?? null;
+    const p =
+      trainPeers.find((q) => kind(q) === kind(r) && q.model === r.model && q.method === r.method && sameRate(q.rate, r.rate)) ?? null;
     train.push({
-      device: r.deviceName ?? r.device, model: r.model, method: r.method, rate: r.rate, status: r.status,
-      oursTokensPerSec: ok(r) ? num(r.tokensPerSec) : null, peerTokensPerSec: p && ok(p) ? num(p.tokensPerSec) : null,
+      device: r.deviceName ?? r.device,
+      model: r.model,
+      method: r.method,
+      rate: r.rate,
+      status: r.status,
+      oursTokensPerSec: ok(r) ? num(r.tokensPerSec) : null,
+      peerTokensPerSec: p && ok(p) ? num(p.tokensPerSec) : null,
       tokensRatio: ok(r) && p && ok(p) ? ratio(num(r.tokensPerSec), num(p.tokensPerSec)) : null,
-      oursPeakBytes: ok(r) ? num(r.peakBytes) : null, peerPeakBytes: p && ok(p) ? num(p.peakBytes) : null,
+      oursPeakBytes: ok(r) ? num(r.peakBytes) : null,
+      peerPeakBytes: p && ok(p) ? num(p.peakBytes) : null,
       peakRatio: ok(r) && p && ok(p) ? ratio(num(r.peakBytes), num(p.peakBytes)) : null,
       error: r.error ?? (p && !ok(p) ? `peer: ${p.error}` : p && p.impl && p.impl !== 'transformers' ? `peer: ${p.impl}` : undefined),
     });
@@ -107,8 +115,19 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
   // Peer rows with no row of ours (e.g. our run timed out) still show.
   for (const p of trainPeers) {
     if (!trainOurs.some((r) => kind(r) === kind(p) && r.model === p.model && r.method === p.method && sameRate(r.rate, p.rate))) {
-      train.push({ device: p.deviceName ?? p.device, model: p.model, method: p.method, rate: p.rate, status: 'missing', oursTokensPerSec: null,
-        peerTokensPerSec: ok(p) ? num(p.tokensPerSec) : null, tokensRatio: null, oursPeakBytes: null, peerPeakBytes: ok(p) ? num(p.peakBytes) : null, peakRatio: null });
+      train.push({
+        device: p.deviceName ?? p.device,
+        model: p.model,
+        method: p.method,
+        rate: p.rate,
+        status: 'missing',
+        oursTokensPerSec: null,
+        peerTokensPerSec: ok(p) ? num(p.tokensPerSec) : null,
+        tokensRatio: null,
+        oursPeakBytes: null,
+        peerPeakBytes: ok(p) ? num(p.peakBytes) : null,
+        peakRatio: null,
+      });
     }
   }
 
@@ -122,11 +141,27 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
     const st = sift ? num(sift.tokensPerSec) : null;
     const ft = full ? num(full.tokensPerSec) : null;
     const tr = ratio(st, ft);
-    goals.push({ goal: 'sift 1% tokens/s >= torch full', subject: `${model} (${dev})`, ours: fmt(st), peer: fmt(ft), ratio: tr, target: '>= 1', met: tr === null ? null : tr >= 1 });
+    goals.push({
+      goal: 'sift 1% tokens/s >= torch full',
+      subject: `${model} (${dev})`,
+      ours: fmt(st),
+      peer: fmt(ft),
+      ratio: tr,
+      target: '>= 1',
+      met: tr === null ? null : tr >= 1,
+    });
     const sp = sift ? num(sift.peakBytes) : null;
     const lp = lora ? num(lora.peakBytes) : null;
     const mr = ratio(sp, lp);
-    goals.push({ goal: 'sift 1% peak memory < torch LoRA', subject: `${model} (${dev})`, ours: gib(sp), peer: gib(lp), ratio: mr, target: '< 1', met: mr === null ? null : mr < 1 });
+    goals.push({
+      goal: 'sift 1% peak memory < torch LoRA',
+      subject: `${model} (${dev})`,
+      ours: gib(sp),
+      peer: gib(lp),
+      ratio: mr,
+      target: '< 1',
+      met: mr === null ? null : mr < 1,
+    });
     // Memory against the rate: it should grow with the rate and stay far below full's.
     const peakAt = (method: string, rate: number | null) => {
       const r = trainOurs.find((x) => kind(x) === dev && x.model === model && x.method === method && sameRate(x.rate, rate) && ok(x));
@@ -137,9 +172,12 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
     const known = series.filter((x): x is number => x !== null);
     const monotone = known.length >= 2 && known.every((x, i) => i === 0 || x >= known[i - 1]);
     goals.push({
-      goal: 'peak memory by sparse rate (0.1%, 1%, 5% | full)', subject: `${model} (${dev})`,
+      goal: 'peak memory by sparse rate (0.1%, 1%, 5% | full)',
+      subject: `${model} (${dev})`,
       ours: `${series.map(gib).join(', ')} | ${gib(fullPeak)}`,
-      peer: '', ratio: ratio(series[1], fullPeak), target: 'grows with rate, < full',
+      peer: '',
+      ratio: ratio(series[1], fullPeak),
+      target: 'grows with rate, < full',
       met: known.length < 2 || fullPeak === null ? null : monotone && known[known.length - 1] < fullPeak,
     });
   }
@@ -147,109 +185,362 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
   // Selection: our topk on |g| scores vs torch.topk on the same scores.
   const select: Record<string, unknown>[] = [];
   for (const r of ours.filter((x) => x.bench === 'select')) {
-    const p = peers.find((q) => q.bench === 'peer-topk' && q.op === 'topk' && kind(q) === kind(r) && q.dtype === r.dtype && q.shape === r.shape && sameRate(q.rate, r.rate));
-    const pa = peers.find((q) => q.bench === 'peer-topk' && q.op === 'topk_abs' && kind(q) === kind(r) && q.dtype === r.dtype && q.shape === r.shape && sameRate(q.rate, r.rate));
-    select.push({ device: r.device, dtype: r.dtype, shape: r.shape, rate: r.rate, k: r.k, oursMs: num(r.ms), torchTopkMs: p ? num(p.ms) : null,
-      torchAbsTopkMs: pa ? num(pa.ms) : null, speedup: p ? ratio(num(p.ms), num(r.ms)) : null, oursFloorRatio: num(r.ratio) });
+    const p = peers.find(
+      (q) =>
+        q.bench === 'peer-topk' &&
+        q.op === 'topk' &&
+        kind(q) === kind(r) &&
+        q.dtype === r.dtype &&
+        q.shape === r.shape &&
+        sameRate(q.rate, r.rate),
+    );
+    const pa = peers.find(
+      (q) =>
+        q.bench === 'peer-topk' &&
+        q.op === 'topk_abs' &&
+        kind(q) === kind(r) &&
+        q.dtype === r.dtype &&
+        q.shape === r.shape &&
+        sameRate(q.rate, r.rate),
+    );
+    select.push({
+      device: r.device,
+      dtype: r.dtype,
+      shape: r.shape,
+      rate: r.rate,
+      k: r.k,
+      oursMs: num(r.ms),
+      torchTopkMs: p ? num(p.ms) : null,
+      torchAbsTopkMs: pa ? num(pa.ms) : null,
+      speedup: p ? ratio(num(p.ms), num(r.ms)) : null,
+      oursFloorRatio: num(r.ratio),
+    });
   }
   for (const dev of ['cuda', 'cpu']) {
     const rows = select.filter((s) => String(s.device).startsWith(dev) && s.speedup !== null);
     if (!rows.length) continue;
     const worst = rows.reduce((a, b) => ((b.speedup as number) < (a.speedup as number) ? b : a));
-    goals.push({ goal: 'selection >= 5x faster than torch.topk (worst case)', subject: `${worst.shape} ${worst.dtype} ${(worst.rate as number) * 100}% (${dev})`,
-      ours: `${fmt(worst.oursMs as number, 3)} ms`, peer: `${fmt(worst.torchTopkMs as number, 3)} ms`, ratio: worst.speedup as number, target: '>= 5', met: (worst.speedup as number) >= 5 });
+    goals.push({
+      goal: 'selection >= 5x faster than torch.topk (worst case)',
+      subject: `${worst.shape} ${worst.dtype} ${(worst.rate as number) * 100}% (${dev})`,
+      ours: `${fmt(worst.oursMs as number, 3)} ms`,
+      peer: `${fmt(worst.torchTopkMs as number, 3)} ms`,
+      ratio: worst.speedup as number,
+      target: '>= 5',
+      met: (worst.speedup as number) >= 5,
+    });
   }
 
   // Sparse AdamW: time / floor, and against the same step written in PyTorch.
   const adamw: Record<string, unknown>[] = [];
   for (const r of ours.filter((x) => x.bench === 'adamw')) {
-    const p = peers.find((q) => q.bench === 'peer-adamw' && kind(q) === kind(r) && sameRate(q.rate, r.rate) && q.layers === r.layers && q.weightDtype === r.weightDtype);
-    adamw.push({ device: r.device, weightDtype: r.weightDtype, layers: r.layers, rate: r.rate, k: r.k, oursMs: num(r.ms), floorMs: num(r.floorMs),
-      floorRatio: num(r.ratio), torchMs: p ? num(p.ms) : null, speedup: p ? ratio(num(p.ms), num(r.ms)) : null });
+    const p = peers.find(
+      (q) =>
+        q.bench === 'peer-adamw' &&
+        kind(q) === kind(r) &&
+        sameRate(q.rate, r.rate) &&
+        q.layers === r.layers &&
+        q.weightDtype === r.weightDtype,
+    );
+    adamw.push({
+      device: r.device,
+      weightDtype: r.weightDtype,
+      layers: r.layers,
+      rate: r.rate,
+      k: r.k,
+      oursMs: num(r.ms),
+      floorMs: num(r.floorMs),
+      floorRatio: num(r.ratio),
+      torchMs: p ? num(p.ms) : null,
+      speedup: p ? ratio(num(p.ms), num(r.ms)) : null,
+    });
     if (kind(r) === 'cuda') {
-      goals.push({ goal: 'sparse AdamW step within 2x of the floor', subject: `${r.layers} layers ${r.weightDtype} ${(r.rate as number) * 100}% (cuda)`,
-        ours: `${fmt(num(r.ms), 3)} ms`, peer: p ? `torch ${fmt(num(p.ms), 3)} ms` : '', ratio: num(r.ratio), target: '<= 2 (ms/floor)', met: num(r.ratio) === null ? null : (r.ratio as number) <= 2 });
+      goals.push({
+        goal: 'sparse AdamW step within 2x of the floor',
+        subject: `${r.layers} layers ${r.weightDtype} ${(r.rate as number) * 100}% (cuda)`,
+        ours: `${fmt(num(r.ms), 3)} ms`,
+        peer: p ? `torch ${fmt(num(p.ms), 3)} ms` : '',
+        ratio: num(r.ratio),
+        target: '<= 2 (ms/floor)',
+        met: num(r.ratio) === null ? null : (r.ratio as number) <= 2,
+      });
     }
   }
   const gemm: Record<string, unknown>[] = [];
   for (const r of ours.filter((x) => x.bench === 'gemm')) {
-    const p = peers.find((q) => q.bench === 'peer-gemm' && kind(q) === kind(r) && q.dtype === r.dtype && q.M === r.M && q.N === r.N && q.K === r.K);
-    gemm.push({ device: r.device, impl: r.impl, dtype: r.dtype, shape: r.shape, oursGflops: num(r.gflops), torchGflops: p ? num(p.gflops) : null,
-      ratio: p ? ratio(num(r.gflops), num(p.gflops)) : null });
+    const p = peers.find(
+      (q) => q.bench === 'peer-gemm' && kind(q) === kind(r) && q.dtype === r.dtype && q.M === r.M && q.N === r.N && q.K === r.K,
+    );
+    gemm.push({
+      device: r.device,
+      impl: r.impl,
+      dtype: r.dtype,
+      shape: r.shape,
+      oursGflops: num(r.gflops),
+      torchGflops: p ? num(p.gflops) : null,
+      ratio: p ? ratio(num(r.gflops), num(p.gflops)) : null,
+    });
   }
   // Fused attention: our kernels (tensor cores / CUDA cores) vs torch's scaled_dot_product_attention.
   const attention: Record<string, unknown>[] = [];
   for (const r of ours.filter((x) => x.bench === 'attention')) {
     const p = peers.find((q) => q.bench === 'peer-attention' && ok(q) && kind(q) === kind(r) && q.shape === r.shape);
-    attention.push({ device: r.deviceName ?? r.device, shape: r.shape, mode: r.mode, dtype: r.dtype, oursFwdMs: num(r.fwdMs), oursBwdMs: num(r.bwdMs),
-      torchFwdMs: p ? num(p.fwdMs) : null, torchBwdMs: p ? num(p.bwdMs) : null,
-      fwdRatio: p ? ratio(num(p.fwdMs), num(r.fwdMs)) : null, bwdRatio: p ? ratio(num(p.bwdMs), num(r.bwdMs)) : null,
-      oursFwdTflops: num(r.fwdTflops), oursBwdTflops: num(r.bwdTflops) });
+    attention.push({
+      device: r.deviceName ?? r.device,
+      shape: r.shape,
+      mode: r.mode,
+      dtype: r.dtype,
+      oursFwdMs: num(r.fwdMs),
+      oursBwdMs: num(r.bwdMs),
+      torchFwdMs: p ? num(p.fwdMs) : null,
+      torchBwdMs: p ? num(p.bwdMs) : null,
+      fwdRatio: p ? ratio(num(p.fwdMs), num(r.fwdMs)) : null,
+      bwdRatio: p ? ratio(num(p.bwdMs), num(r.bwdMs)) : null,
+      oursFwdTflops: num(r.fwdTflops),
+      oursBwdTflops: num(r.bwdTflops),
+    });
   }
   const tests = parseTests(testsText);
-  if (tests) goals.push({ goal: 'test suite', subject: 'jest (CUDA suites included)', ours: `${tests.passed} passed, ${tests.failed} failed, ${tests.skipped} skipped`, peer: '', ratio: null, target: '0 failed', met: tests.failed === 0 });
+  if (tests)
+    goals.push({
+      goal: 'test suite',
+      subject: 'jest (CUDA suites included)',
+      ours: `${tests.passed} passed, ${tests.failed} failed, ${tests.skipped} skipped`,
+      peer: '',
+      ratio: null,
+      target: '0 failed',
+      met: tests.failed === 0,
+    });
   const errors = [...ours, ...peers].filter((r) => r.status === 'error' && r.bench !== 'stage');
   const peft = peers.filter((r) => r.bench === 'peft');
   if (peft.length) {
-    const compared = peft.filter((r) => r.status === 'ok' || String(r.status).startsWith('mismatch') || String(r.status).startsWith('error'));
-    goals.push({ goal: 'PEFT loads export-peft adapters', subject: peft.map((r) => r.case).join(', '), ours: peft.map((r) => `${r.case}: ${r.status}`).join('; '), peer: `peft ${peft[0].peft ?? '?'}`, ratio: null, target: 'logits equal', met: compared.length ? compared.every(ok) : null });
+    const compared = peft.filter(
+      (r) => r.status === 'ok' || String(r.status).startsWith('mismatch') || String(r.status).startsWith('error'),
+    );
+    goals.push({
+      goal: 'PEFT loads export-peft adapters',
+      subject: peft.map((r) => r.case).join(', '),
+      ours: peft.map((r) => `${r.case}: ${r.status}`).join('; '),
+      peer: `peft ${peft[0].peft ?? '?'}`,
+      ratio: null,
+      target: 'logits equal',
+      met: compared.length ? compared.every(ok) : null,
+    });
   }
-  return { goals, tests, train, select, adamw, gemm, attention, peft, profile: ours.filter((r) => r.bench === 'profile'), stages: ours.filter((r) => r.bench === 'stage'), errors };
+  return {
+    goals,
+    tests,
+    train,
+    select,
+    adamw,
+    gemm,
+    attention,
+    peft,
+    profile: ours.filter((r) => r.bench === 'profile'),
+    stages: ours.filter((r) => r.bench === 'stage'),
+    errors,
+  };
 }
 
 function table(header: string[], rows: (string | number | null | undefined)[][]): string {
-  const cell = (x: string | number | null | undefined) => (x === null || x === undefined ? '' : String(x).replace(/\|/g, '/').replace(/\n/g, ' '));
-  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`)].join('\n');
+  const cell = (x: string | number | null | undefined) =>
+    x === null || x === undefined ? '' : String(x).replace(/\|/g, '/').replace(/\n/g, ' ');
+  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`)].join(
+    '\n',
+  );
 }
 
 export function goalsTable(s: Summary): string {
-  return table(['goal', 'subject', 'ours', 'peer', 'ratio', 'target', 'met'],
-    s.goals.map((g) => [g.goal, g.subject, g.ours, g.peer, g.ratio === null ? 'n/a' : g.ratio, g.target, g.met === null ? 'n/a' : g.met ? 'yes' : 'NO']));
+  return table(
+    ['goal', 'subject', 'ours', 'peer', 'ratio', 'target', 'met'],
+    s.goals.map((g) => [
+      g.goal,
+      g.subject,
+      g.ours,
+      g.peer,
+      g.ratio === null ? 'n/a' : g.ratio,
+      g.target,
+      g.met === null ? 'n/a' : g.met ? 'yes' : 'NO',
+    ]),
+  );
 }
 
 export function stagesTable(s: Summary): string {
-  return table(['stage', 'status', 'seconds', 'rc'], s.stages.map((x) => [x.stage as string, x.status as string, x.seconds as number, x.rc as number | null]));
+  return table(
+    ['stage', 'status', 'seconds', 'rc'],
+    s.stages.map((x) => [x.stage as string, x.status as string, x.seconds as number, x.rc as number | null]),
+  );
 }
 
 export function markdown(s: Summary, env: string): string {
   const pct = (r: unknown) => (typeof r === 'number' ? `${+(r * 100).toFixed(3)}%` : '');
   const parts = [
-    '# sift-ft GPU check', '', '```', env.trim() || '(no env.txt)', '```', '',
-    '## Goals (issue 6)', '', goalsTable(s), '', '## Stages', '', stagesTable(s), '',
-    '## End-to-end training (ours vs PyTorch, same shapes)', '',
-    table(['device', 'model', 'method', 'rate', 'ours tok/s', 'torch tok/s', 'ratio', 'ours peak', 'torch peak', 'ratio', 'note'],
-      s.train.map((t) => [t.device as string, t.model as string, t.method as string, pct(t.rate), fmt(t.oursTokensPerSec as number | null), fmt(t.peerTokensPerSec as number | null),
-        t.tokensRatio as number | null, gib(t.oursPeakBytes as number | null), gib(t.peerPeakBytes as number | null), t.peakRatio as number | null, (t.error as string | undefined) ?? (t.status !== 'ok' ? String(t.status) : '')])), '',
-    '## Selection (top-k) vs torch.topk', '',
-    table(['device', 'dtype', 'shape', 'rate', 'ours ms', 'torch.topk ms', 'torch abs+topk ms', 'speedup', 'ours ms/floor'],
-      s.select.map((x) => [x.device as string, x.dtype as string, x.shape as string, pct(x.rate), x.oursMs as number, x.torchTopkMs as number, x.torchAbsTopkMs as number, x.speedup as number, x.oursFloorRatio as number])), '',
-    '## Sparse AdamW step', '',
-    table(['device', 'weights', 'layers', 'rate', 'k', 'ours ms', 'floor ms', 'ms/floor', 'torch ms', 'speedup'],
-      s.adamw.map((x) => [x.device as string, x.weightDtype as string, x.layers as number, pct(x.rate), x.k as number, x.oursMs as number, x.floorMs as number, x.floorRatio as number, x.torchMs as number, x.speedup as number])), '',
+    '# sift-ft GPU check',
+    '',
+    '```',
+    env.trim() || '(no env.txt)',
+    '```',
+    '',
+    '## Goals (issue 6)',
+    '',
+    goalsTable(s),
+    '',
+    '## Stages',
+    '',
+    stagesTable(s),
+    '',
+    '## End-to-end training (ours vs PyTorch, same shapes)',
+    '',
+    table(
+      ['device', 'model', 'method', 'rate', 'ours tok/s', 'torch tok/s', 'ratio', 'ours peak', 'torch peak', 'ratio', 'note'],
+      s.train.map((t) => [
+        t.device as string,
+        t.model as string,
+        t.method as string,
+        pct(t.rate),
+        fmt(t.oursTokensPerSec as number | null),
+        fmt(t.peerTokensPerSec as number | null),
+        t.tokensRatio as number | null,
+        gib(t.oursPeakBytes as number | null),
+        gib(t.peerPeakBytes as number | null),
+        t.peakRatio as number | null,
+        (t.error as string | undefined) ?? (t.status !== 'ok' ? String(t.status) : ''),
+      ]),
+    ),
+    '',
+    '## Selection (top-k) vs torch.topk',
+    '',
+    table(
+      ['device', 'dtype', 'shape', 'rate', 'ours ms', 'torch.topk ms', 'torch abs+topk ms', 'speedup', 'ours ms/floor'],
+      s.select.map((x) => [
+        x.device as string,
+        x.dtype as string,
+        x.shape as string,
+        pct(x.rate),
+        x.oursMs as number,
+        x.torchTopkMs as number,
+        x.torchAbsTopkMs as number,
+        x.speedup as number,
+        x.oursFloorRatio as number,
+      ]),
+    ),
+    '',
+    '## Sparse AdamW step',
+    '',
+    table(
+      ['device', 'weights', 'layers', 'rate', 'k', 'ours ms', 'floor ms', 'ms/floor', 'torch ms', 'speedup'],
+      s.adamw.map((x) => [
+        x.device as string,
+        x.weightDtype as string,
+        x.layers as number,
+        pct(x.rate),
+        x.k as number,
+        x.oursMs as number,
+        x.floorMs as number,
+        x.floorRatio as number,
+        x.torchMs as number,
+        x.speedup as number,
+      ]),
+    ),
+    '',
   ];
   if (s.peft.length) {
-    parts.push('## PEFT (export-peft adapters loaded with Hugging Face PEFT)', '', table(['adapter', 'peft_type', 'status', 'max |PEFT - ours|', 'after merge_and_unload', 'max |change| by the adapter'],
-      s.peft.map((x) => [x.case as string, x.peft_type as string, x.status as string, x.max_abs_diff as number, x.max_abs_diff_merged as number, x.max_abs_change as number])), '');
+    parts.push(
+      '## PEFT (export-peft adapters loaded with Hugging Face PEFT)',
+      '',
+      table(
+        ['adapter', 'peft_type', 'status', 'max |PEFT - ours|', 'after merge_and_unload', 'max |change| by the adapter'],
+        s.peft.map((x) => [
+          x.case as string,
+          x.peft_type as string,
+          x.status as string,
+          x.max_abs_diff as number,
+          x.max_abs_diff_merged as number,
+          x.max_abs_change as number,
+        ]),
+      ),
+      '',
+    );
   }
   if (s.gemm.length) {
-    parts.push('## GEMM', '', table(['device', 'impl', 'dtype', 'shape', 'ours GFLOP/s', 'torch GFLOP/s', 'ratio'],
-      s.gemm.map((x) => [x.device as string, x.impl as string, x.dtype as string, x.shape as string, x.oursGflops as number, x.torchGflops as number, x.ratio as number])), '');
+    parts.push(
+      '## GEMM',
+      '',
+      table(
+        ['device', 'impl', 'dtype', 'shape', 'ours GFLOP/s', 'torch GFLOP/s', 'ratio'],
+        s.gemm.map((x) => [
+          x.device as string,
+          x.impl as string,
+          x.dtype as string,
+          x.shape as string,
+          x.oursGflops as number,
+          x.torchGflops as number,
+          x.ratio as number,
+        ]),
+      ),
+      '',
+    );
   }
   if (s.attention.length) {
-    parts.push('## Fused attention vs torch scaled_dot_product_attention (speed ratio: torch ms / ours ms)', '',
-      table(['device', 'shape', 'kernels', 'dtype', 'ours fwd ms', 'torch fwd ms', 'fwd ratio', 'ours bwd ms', 'torch bwd ms', 'bwd ratio', 'ours TFLOP/s fwd/bwd'],
-        s.attention.map((x) => [x.device as string, x.shape as string, x.mode as string, x.dtype as string, x.oursFwdMs as number, x.torchFwdMs as number, x.fwdRatio as number,
-          x.oursBwdMs as number, x.torchBwdMs as number, x.bwdRatio as number, `${x.oursFwdTflops} / ${x.oursBwdTflops}`])), '');
+    parts.push(
+      '## Fused attention vs torch scaled_dot_product_attention (speed ratio: torch ms / ours ms)',
+      '',
+      table(
+        [
+          'device',
+          'shape',
+          'kernels',
+          'dtype',
+          'ours fwd ms',
+          'torch fwd ms',
+          'fwd ratio',
+          'ours bwd ms',
+          'torch bwd ms',
+          'bwd ratio',
+          'ours TFLOP/s fwd/bwd',
+        ],
+        s.attention.map((x) => [
+          x.device as string,
+          x.shape as string,
+          x.mode as string,
+          x.dtype as string,
+          x.oursFwdMs as number,
+          x.torchFwdMs as number,
+          x.fwdRatio as number,
+          x.oursBwdMs as number,
+          x.torchBwdMs as number,
+          x.bwdRatio as number,
+          `${x.oursFwdTflops} / ${x.oursBwdTflops}`,
+        ]),
+      ),
+      '',
+    );
   }
   for (const p of s.profile) {
-    parts.push(`## Profile: ${p.model} ${p.method}${p.rate ? ` ${pct(p.rate)}` : ''} on ${p.device}${p.syncEach ? ' (synchronised per op)' : ''}`, '',
-      `step ${p.stepMs} ms = native calls ${p.nativeHostMs} ms + JavaScript ${p.jsMs} ms + waiting for the device ${p.deviceWaitMs} ms; ${p.launchesPerStep} launches per step`
-        + (typeof p.deviceBusyMs === 'number' ? `; device busy ${p.deviceBusyMs} ms per step (CUDA events)` : ''), '',
-      table(['op', 'calls/step', 'host ms/step', 'device ms/step', 'share'], ((p.top as { op: string; callsPerStep: number; msPerStep: number; deviceMsPerStep?: number | null; share: number }[]) ?? [])
-        .map((t) => [t.op, t.callsPerStep, t.msPerStep, t.deviceMsPerStep ?? '', `${(t.share * 100).toFixed(1)}%`])), '');
+    parts.push(
+      `## Profile: ${p.model} ${p.method}${p.rate ? ` ${pct(p.rate)}` : ''} on ${p.device}${p.syncEach ? ' (synchronised per op)' : ''}`,
+      '',
+      `step ${p.stepMs} ms = native calls ${p.nativeHostMs} ms + JavaScript ${p.jsMs} ms + waiting for the device ${p.deviceWaitMs} ms; ${p.launchesPerStep} launches per step` +
+        (typeof p.deviceBusyMs === 'number' ? `; device busy ${p.deviceBusyMs} ms per step (CUDA events)` : ''),
+      '',
+      table(
+        ['op', 'calls/step', 'host ms/step', 'device ms/step', 'share'],
+        ((p.top as { op: string; callsPerStep: number; msPerStep: number; deviceMsPerStep?: number | null; share: number }[]) ?? []).map(
+          (t) => [t.op, t.callsPerStep, t.msPerStep, t.deviceMsPerStep ?? '', `${(t.share * 100).toFixed(1)}%`],
+        ),
+      ),
+      '',
+    );
   }
   if (s.errors.length) {
-    parts.push('## Errors', '', ...s.errors.map((e) => `- ${e.bench} ${[e.model, e.method, e.rate].filter((x) => x !== undefined && x !== null).join(' ')}: ${e.error}`), '');
+    parts.push(
+      '## Errors',
+      '',
+      ...s.errors.map(
+        (e) => `- ${e.bench} ${[e.model, e.method, e.rate].filter((x) => x !== undefined && x !== null).join(' ')}: ${e.error}`,
+      ),
+      '',
+    );
   }
   return parts.join('\n');
 }

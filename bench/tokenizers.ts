@@ -37,7 +37,9 @@ for (const family of FAMILIES) {
   const tok = HfTokenizer.fromFolder(path.join(DIR, family));
   const noSystem = family === 'gemma';
   const conversation = noSystem ? TURNS : [SYSTEM, ...TURNS];
-  const chat = createTask('chat', { tokenizer: tok, config: { max_position_embeddings: 4096 }, maxLength: 4096 }).prepare([{ messages: conversation }])[0];
+  const chat = createTask('chat', { tokenizer: tok, config: { max_position_embeddings: 4096 }, maxLength: 4096 }).prepare([
+    { messages: conversation },
+  ])[0];
   out[family] = {
     dir: path.relative(ROOT, path.join(DIR, family)),
     encode: TEXTS.map((t) => tok.encode(t).inputIds),

@@ -46,14 +46,54 @@ export function modelSpec(key: ModelKey, small: boolean): ModelSpec {
   if (key === 'gpt2') {
     const config: HFConfig = small
       ? { model_type: 'gpt2', vocab_size: 2048, n_positions: 256, n_embd: 128, n_layer: 2, n_head: 4 }
-      // transformers' GPT2Config() defaults, written out.
-      : { model_type: 'gpt2', vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12, activation_function: 'gelu_new', resid_pdrop: 0.1, embd_pdrop: 0.1, attn_pdrop: 0.1, layer_norm_epsilon: 1e-5, initializer_range: 0.02 };
+      : // transformers' GPT2Config() defaults, written out.
+        {
+          model_type: 'gpt2',
+          vocab_size: 50257,
+          n_positions: 1024,
+          n_embd: 768,
+          n_layer: 12,
+          n_head: 12,
+          activation_function: 'gelu_new',
+          resid_pdrop: 0.1,
+          embd_pdrop: 0.1,
+          attn_pdrop: 0.1,
+          layer_norm_epsilon: 1e-5,
+          initializer_range: 0.02,
+        };
     return { key, name: small ? 'gpt2-small' : 'gpt2-124m', config, targets: ['c_attn', 'c_proj', 'c_fc'] };
   }
   const config: HFConfig = small
-    ? { model_type: 'llama', vocab_size: 2048, hidden_size: 128, intermediate_size: 352, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4, max_position_embeddings: 256 }
-    : { model_type: 'llama', vocab_size: 32000, hidden_size: 1024, intermediate_size: 2816, num_hidden_layers: 12, num_attention_heads: 16, num_key_value_heads: 16, max_position_embeddings: 2048, rms_norm_eps: 1e-6, rope_theta: 10000, hidden_act: 'silu', tie_word_embeddings: false };
-  return { key, name: small ? 'llama-small' : 'llama-220m', config, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
+    ? {
+        model_type: 'llama',
+        vocab_size: 2048,
+        hidden_size: 128,
+        intermediate_size: 352,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 4,
+        max_position_embeddings: 256,
+      }
+    : {
+        model_type: 'llama',
+        vocab_size: 32000,
+        hidden_size: 1024,
+        intermediate_size: 2816,
+        num_hidden_layers: 12,
+        num_attention_heads: 16,
+        num_key_value_heads: 16,
+        max_position_embeddings: 2048,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10000,
+        hidden_act: 'silu',
+        tie_word_embeddings: false,
+      };
+  return {
+    key,
+    name: small ? 'llama-small' : 'llama-220m',
+    config,
+    targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  };
 }
 
 export interface TrainRow {
@@ -103,9 +143,11 @@ export function randomTokens(B: number, T: number, vocab: number, seed: number):
   for (let b = 0; b < B; b++) {
     const r: number[] = [];
     for (let t = 0; t < T; t++) {
-      s ^= s << 13; s >>>= 0;
+      s ^= s << 13;
+      s >>>= 0;
       s ^= s >>> 17;
-      s ^= s << 5; s >>>= 0;
+      s ^= s << 5;
+      s >>>= 0;
       r.push(s % vocab);
     }
     rows.push(r);
@@ -168,10 +210,13 @@ export function setupRun(spec: ModelSpec, method: BenchMethod, o: SetupOptions):
   let trainable: number;
   if (method === 'sift') {
     const sift = new Sift(model, { sparseRate: o.rate, targetModules: spec.targets });
-    forwardBackward(false);  // selection batch: scores only, no update
+    forwardBackward(false); // selection batch: scores only, no update
     sift.select();
     const opt = new SparseAdamW(sift, { lr, weightDecay: 0 });
-    disposers.unshift(() => opt.dispose(), () => sift.dispose());
+    disposers.unshift(
+      () => opt.dispose(),
+      () => sift.dispose(),
+    );
     trainable = sift.summary().trainable;
     update = () => opt.step();
   } else if (method === 'full') {
@@ -185,9 +230,16 @@ export function setupRun(spec: ModelSpec, method: BenchMethod, o: SetupOptions):
       for (const d of disposers) d();
       throw Object.assign(new Error('lib/train/lora.ts (applyLora) is not available yet'), { skipped: true });
     }
-    const adapters = applyLora(model, { rank: 8, alpha: 16, dropout: 0, targetModules: spec.targets }) as { parameters?: () => Tensor[]; dispose?: () => void } | undefined;
+    const adapters = applyLora(model, { rank: 8, alpha: 16, dropout: 0, targetModules: spec.targets }) as
+      | { parameters?: () => Tensor[]; dispose?: () => void }
+      | undefined;
     // Adapters are the trainable tensors; the base is frozen, as PEFT does.
-    const params = adapters?.parameters ? adapters.parameters() : model.namedParameters().filter(([n]) => /lora_/.test(n)).map(([, p]) => p);
+    const params = adapters?.parameters
+      ? adapters.parameters()
+      : model
+          .namedParameters()
+          .filter(([n]) => /lora_/.test(n))
+          .map(([, p]) => p);
     const set = new Set(params);
     for (const p of model.parameters()) if (!set.has(p)) p.requiresGrad = false;
     for (const p of params) p.requiresGrad = true;
@@ -234,13 +286,36 @@ export interface TrainArgs {
 }
 
 /** One timed run (model x method x rate on a device). Never throws: failures become rows. */
-export function benchOne(device: string, spec: ModelSpec, method: BenchMethod, rate: number | null, a: Required<Omit<TrainArgs, 'devices' | 'models' | 'methods' | 'rates' | 'small' | 'steps'>> & { steps?: number }): TrainRow {
+export function benchOne(
+  device: string,
+  spec: ModelSpec,
+  method: BenchMethod,
+  rate: number | null,
+  a: Required<Omit<TrainArgs, 'devices' | 'models' | 'methods' | 'rates' | 'small' | 'steps'>> & { steps?: number },
+): TrainRow {
   const cuda = device.startsWith('cuda');
   const b = backends();
   const row: TrainRow = {
-    bench: 'train', status: 'ok', device, deviceName: cuda ? b.cuda.devices[Number(device.split(':')[1] ?? 0)]?.name ?? 'cuda' : `cpu x${b.cpu.threads}`,
-    model: spec.name, params: 0, method, rate, dtype: a.dtype, batch: a.batch, seq: a.seq, trainable: 0,
-    warmup: a.warmup, steps: 0, msPerStep: 0, stepsPerSec: 0, tokensPerSec: 0, peakBytes: 0, steadyBytes: 0, loss: NaN,
+    bench: 'train',
+    status: 'ok',
+    device,
+    deviceName: cuda ? (b.cuda.devices[Number(device.split(':')[1] ?? 0)]?.name ?? 'cuda') : `cpu x${b.cpu.threads}`,
+    model: spec.name,
+    params: 0,
+    method,
+    rate,
+    dtype: a.dtype,
+    batch: a.batch,
+    seq: a.seq,
+    trainable: 0,
+    warmup: a.warmup,
+    steps: 0,
+    msPerStep: 0,
+    stepsPerSec: 0,
+    tokensPerSec: 0,
+    peakBytes: 0,
+    steadyBytes: 0,
+    loss: NaN,
   };
   let run: RunSetup | null = null;
   try {
@@ -303,13 +378,40 @@ export function benchOne(device: string, spec: ModelSpec, method: BenchMethod, r
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 
 export function trainTable(rows: TrainRow[]): string {
-  const header = ['device', 'model', 'method', 'rate', 'dtype', 'B x T', 'trainable', 'ms/step', 'steps/s', 'tokens/s', 'peak MiB', 'steady MiB', 'status'];
+  const header = [
+    'device',
+    'model',
+    'method',
+    'rate',
+    'dtype',
+    'B x T',
+    'trainable',
+    'ms/step',
+    'steps/s',
+    'tokens/s',
+    'peak MiB',
+    'steady MiB',
+    'status',
+  ];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const r of rows) {
-    lines.push(`| ${[r.deviceName, r.model, r.method, r.rate === null ? '' : `${+(r.rate * 100).toFixed(3)}%`, r.dtype, `${r.batch} x ${r.seq}`,
-      r.trainable, r.status === 'ok' ? r.msPerStep.toFixed(1) : '', r.status === 'ok' ? r.stepsPerSec.toFixed(2) : '',
-      r.status === 'ok' ? r.tokensPerSec : '', r.status === 'ok' ? mib(r.peakBytes) : '', r.status === 'ok' ? mib(r.steadyBytes) : '',
-      r.status === 'ok' ? 'ok' : `${r.status}: ${r.error ?? ''}`].join(' | ')} |`);
+    lines.push(
+      `| ${[
+        r.deviceName,
+        r.model,
+        r.method,
+        r.rate === null ? '' : `${+(r.rate * 100).toFixed(3)}%`,
+        r.dtype,
+        `${r.batch} x ${r.seq}`,
+        r.trainable,
+        r.status === 'ok' ? r.msPerStep.toFixed(1) : '',
+        r.status === 'ok' ? r.stepsPerSec.toFixed(2) : '',
+        r.status === 'ok' ? r.tokensPerSec : '',
+        r.status === 'ok' ? mib(r.peakBytes) : '',
+        r.status === 'ok' ? mib(r.steadyBytes) : '',
+        r.status === 'ok' ? 'ok' : `${r.status}: ${r.error ?? ''}`,
+      ].join(' | ')} |`,
+    );
   }
   return lines.join('\n');
 }
@@ -330,7 +432,11 @@ export function parseArgs(args: string[]): TrainArgs {
     methods: (opt('methods')?.split(',') ?? ['sift', 'full', 'lora']) as BenchMethod[],
     rates: opt('rates')?.split(',').map(Number) ?? [0.001, 0.01, 0.05],
     small: args.includes('--small') ? true : args.includes('--full-size') ? false : 'auto',
-    batch: num('batch'), seq: num('seq'), warmup: num('warmup'), steps: num('steps'), budgetMs: num('budget-ms'),
+    batch: num('batch'),
+    seq: num('seq'),
+    warmup: num('warmup'),
+    steps: num('steps'),
+    budgetMs: num('budget-ms'),
     dtype: dt === 'bf16' || dt === 'f32' ? dt : undefined,
     quick: args.includes('--quick'),
   };
@@ -339,7 +445,9 @@ export function parseArgs(args: string[]): TrainArgs {
 export async function run(args: string[]): Promise<TrainRow[]> {
   const a = parseArgs(args);
   const b = backends();
-  console.error(`# train bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : `not usable (${b.cuda.status})`}`);
+  console.error(
+    `# train bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : `not usable (${b.cuda.status})`}`,
+  );
   const rows: TrainRow[] = [];
   for (const device of a.devices) {
     const cuda = device.startsWith('cuda');
@@ -362,7 +470,8 @@ export async function run(args: string[]): Promise<TrainRow[]> {
           console.log(JSON.stringify(row));
           rows.push(row);
           const live = liveTensors();
-          if (live.cuda.count > 0 || live.cpu.count > 4) console.error(`# note: live tensors after ${spec.name}/${method}: cpu ${live.cpu.count}, cuda ${live.cuda.count}`);
+          if (live.cuda.count > 0 || live.cpu.count > 4)
+            console.error(`# note: live tensors after ${spec.name}/${method}: cpu ${live.cpu.count}, cuda ${live.cuda.count}`);
         }
       }
     }

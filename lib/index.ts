@@ -8,7 +8,20 @@ export { SiftError } from './engine/errors';
 export type { SiftErrorCode } from './engine/errors';
 export type { DType } from './engine/dtype';
 export { tidy, keep } from './engine/scope';
-export { liveTensors, backends, cudaAvailable, synchronize, emptyCache, resetPeakMemory, synchronizeAsync, DeviceFence, executorStats, resetExecutorStats, setNumThreads, numThreads } from './engine/runtime';
+export {
+  liveTensors,
+  backends,
+  cudaAvailable,
+  synchronize,
+  emptyCache,
+  resetPeakMemory,
+  synchronizeAsync,
+  DeviceFence,
+  executorStats,
+  resetExecutorStats,
+  setNumThreads,
+  numThreads,
+} from './engine/runtime';
 export type { LiveTensors } from './engine/runtime';
 export type { ExecutorStats } from './engine/addon-types';
 export { backward, noGrad, enableGrad, isGradEnabled, gradients } from './autograd/tape';
@@ -16,12 +29,52 @@ export { checkpoint } from './autograd/checkpoint';
 export { tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, arange, manualSeed } from './autograd/creation';
 export type { TensorOptions, RandomOptions } from './autograd/creation';
 export {
-  reshape, transpose, permute, unsqueeze, squeeze, flatten, expand, slice, split, concat, stack,
-  contiguous, clone, cast, toDevice, detach,
+  reshape,
+  transpose,
+  permute,
+  unsqueeze,
+  squeeze,
+  flatten,
+  expand,
+  slice,
+  split,
+  concat,
+  stack,
+  contiguous,
+  clone,
+  cast,
+  toDevice,
+  detach,
 } from './autograd/shape';
 export {
-  add, sub, mul, div, pow, rsub, rdiv, maximum, minimum, compare, where, neg, exp, log, tanh, relu,
-  silu, sigmoid, sqrt, rsqrt, abs, square, reciprocal, sin, cos, erf, sign, gelu,
+  add,
+  sub,
+  mul,
+  div,
+  pow,
+  rsub,
+  rdiv,
+  maximum,
+  minimum,
+  compare,
+  where,
+  neg,
+  exp,
+  log,
+  tanh,
+  relu,
+  silu,
+  sigmoid,
+  sqrt,
+  rsqrt,
+  abs,
+  square,
+  reciprocal,
+  sin,
+  cos,
+  erf,
+  sign,
+  gelu,
 } from './autograd/elementwise';
 export { reduce, argmax, norm } from './autograd/reduce';
 export { matmul, linear, conv1d } from './autograd/matmul';
@@ -52,8 +105,18 @@ export { EventFileWriter, TensorBoardLogger, readEventFile } from './io/tensorbo
 export type { ReportTo } from './io/tensorboard';
 export { SafetensorsReader, AsyncSafetensorsReader, loadSafetensors, saveSafetensors } from './io/safetensors';
 export {
-  resolveModelDir, resolveModelPath, loadConfig, loadStateDict, loadStateDictAsync, iterStateDict, iterStateDictAsync,
-  StateDictReader, AsyncStateDictReader, loadModelFolder, saveModelFolder, saveModelFolderAsync,
+  resolveModelDir,
+  resolveModelPath,
+  loadConfig,
+  loadStateDict,
+  loadStateDictAsync,
+  iterStateDict,
+  iterStateDictAsync,
+  StateDictReader,
+  AsyncStateDictReader,
+  loadModelFolder,
+  saveModelFolder,
+  saveModelFolderAsync,
 } from './io/hf';
 export type { LoadOptions, SaveModelOptions, SavedModel, ResolvedModel } from './io/hf';
 export * from './tokenizers';

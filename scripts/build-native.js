@@ -150,7 +150,16 @@ function main() {
   let args;
   if (cmake) {
     cmd = process.execPath;
-    args = [require.resolve('cmake-js/bin/cmake-js'), 'compile', '--out', outDir, '--parallel', String(Math.max(1, require('os').cpus().length)), '--log-level', 'warn'];
+    args = [
+      require.resolve('cmake-js/bin/cmake-js'),
+      'compile',
+      '--out',
+      outDir,
+      '--parallel',
+      String(Math.max(1, require('os').cpus().length)),
+      '--log-level',
+      'warn',
+    ];
     if (cuda) {
       args.push('--CDSIFT_WITH_CUDA=ON', `--CDCMAKE_CUDA_COMPILER=${nvcc}`, `--CDSIFT_CUDA_ARCHS=${archs.replace(/,/g, ';')}`);
     } else {
@@ -174,14 +183,19 @@ function main() {
   const addon = path.join(outDir, 'Release', 'sift_ft.node');
   const stampFile = path.join(outDir, 'Release', '.sift-build-stamp');
   const stamp = buildStamp({ args: args.slice(1), cuda, cudaWhy, node: process.versions.modules, napi: process.versions.napi });
-  if (!process.argv.includes('--force') && fs.existsSync(addon) && fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8') === stamp) {
+  if (
+    !process.argv.includes('--force') &&
+    fs.existsSync(addon) &&
+    fs.existsSync(stampFile) &&
+    fs.readFileSync(stampFile, 'utf8') === stamp
+  ) {
     console.log(`sift-ft: native addon up to date (${path.relative(root, addon)}); ${cudaWhy}; \`npm run build:native\` rebuilds it`);
     return;
   }
 
   const res = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: process.env });
   const log = `$ ${cmd} ${args.join(' ')}\n${res.stdout || ''}\n${res.stderr || ''}`;
-  fs.mkdirSync(outDir, { recursive: true });  // node-gyp's rebuild removes build/ first
+  fs.mkdirSync(outDir, { recursive: true }); // node-gyp's rebuild removes build/ first
   fs.writeFileSync(logPath, log);
   const secs = ((Date.now() - start) / 1000).toFixed(0);
   if (res.status !== 0) {

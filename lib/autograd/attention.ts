@@ -35,7 +35,11 @@ export interface AttentionOptions {
 
 /** softmax(softcap(q k^T * scale) + mask) v for q [B, H, Tq, D], k and v [B, Hkv, Tk, D] (grouped-query when Hkv < H). */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
-  check(q.ndim === 4 && k.ndim === 4 && v.ndim === 4, 'E_SHAPE', `attention: q, k, v must be 4-D [B, H, T, D], got [${q.shape}], [${k.shape}], [${v.shape}]`);
+  check(
+    q.ndim === 4 && k.ndim === 4 && v.ndim === 4,
+    'E_SHAPE',
+    `attention: q, k, v must be 4-D [B, H, T, D], got [${q.shape}], [${k.shape}], [${v.shape}]`,
+  );
   const scale = opts.scale ?? 1 / Math.sqrt(q.shape[3]);
   const p = opts.dropoutP ?? 0;
   check(p >= 0 && p < 1, 'E_ARG', `attention: dropoutP must be in [0, 1), got ${p}`);
@@ -46,17 +50,43 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const window = opts.window ?? 0;
   check(Number.isFinite(softcap) && softcap >= 0, 'E_ARG', `attention: softcap must be a finite number >= 0 (0 = off), got ${softcap}`);
   check(Number.isSafeInteger(window) && window >= 0, 'E_ARG', `attention: window must be an integer >= 0 (0 = off), got ${window}`);
-  check(window === 0 || causal, 'E_ARG', `attention: a sliding window (window ${window}) applies on top of the causal mask; pass causal: true`);
+  check(
+    window === 0 || causal,
+    'E_ARG',
+    `attention: a sliding window (window ${window}) applies on top of the causal mask; pass causal: true`,
+  );
   const [outh, lseh] = N().attention(q.handle, k.handle, v.handle, mask?.handle ?? null, causal, scale, p, seed, softcap, window);
   // Fresh contiguous outputs whose metadata is known here: no native calls to read it later.
   const { dtype, device } = q;
-  const qs = q.shape, ks = k.shape, vs = v.shape;
+  const qs = q.shape,
+    ks = k.shape,
+    vs = v.shape;
   const out = fresh(outh, qs.slice(), dtype, device);
   const lse = fresh(lseh, [qs[0], qs[1], qs[2]], dtype === 'f64' ? 'f64' : 'f32', device);
-  record('attention', [q, k, v], [out], ([g]) => {
-    const [gq, gk, gv] = N().attentionBackward(g!.handle, q.handle, k.handle, v.handle, out.handle, lse.handle, mask?.handle ?? null, causal, scale, p, seed, softcap, window);
-    return [fresh(gq, qs.slice(), dtype, device), fresh(gk, ks.slice(), dtype, device), fresh(gv, vs.slice(), dtype, device)];
-  }, [lse]);
+  record(
+    'attention',
+    [q, k, v],
+    [out],
+    ([g]) => {
+      const [gq, gk, gv] = N().attentionBackward(
+        g!.handle,
+        q.handle,
+        k.handle,
+        v.handle,
+        out.handle,
+        lse.handle,
+        mask?.handle ?? null,
+        causal,
+        scale,
+        p,
+        seed,
+        softcap,
+        window,
+      );
+      return [fresh(gq, qs.slice(), dtype, device), fresh(gk, ks.slice(), dtype, device), fresh(gv, vs.slice(), dtype, device)];
+    },
+    [lse],
+  );
   return out;
 }
 

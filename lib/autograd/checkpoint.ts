@@ -43,38 +43,47 @@ export function checkpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[]): T
 
   const seedState = getSeedState();
   const read = new Set<Tensor>();
-  const y = tidy(() => noGrad(() => observeGradInputs(() => {
-    const r = fn(...inputs.map((t) => detach(t)));
-    check(r instanceof Tensor, 'E_ARG', 'checkpoint: fn must return a tensor');
-    // A fresh handle: the tape node goes on it, never on a tensor fn merely passed through.
-    if (r.requiresGrad) read.add(r);  // a tensor passed through unchanged (only outer tensors require grad here)
-    return detach(r);
-  }, read)));
+  const y = tidy(() =>
+    noGrad(() =>
+      observeGradInputs(() => {
+        const r = fn(...inputs.map((t) => detach(t)));
+        check(r instanceof Tensor, 'E_ARG', 'checkpoint: fn must return a tensor');
+        // A fresh handle: the tape node goes on it, never on a tensor fn merely passed through.
+        if (r.requiresGrad) read.add(r); // a tensor passed through unchanged (only outer tensors require grad here)
+        return detach(r);
+      }, read),
+    ),
+  );
   settle(y);
   // The arguments reach fn as detached copies, so `read` holds only what fn closes over.
   const closed = [...read];
   const outShape = y.shape;
 
-  record('checkpoint', [...inputs, ...closed], [y], ([g]) => tidy(() => {
-    const xs = inputs.map((t) => {
-      const d = detach(t);
-      if (t.requiresGrad) d.requiresGrad = true;
-      return d;
-    });
-    const now = getSeedState();
-    setSeedState(seedState);
-    let out: Tensor;
-    try {
-      out = enableGrad(() => fn(...xs));
-    } finally {
-      setSeedState(now);
-    }
-    check(out instanceof Tensor && sameShape(out.shape, outShape), 'E_AUTOGRAD',
-      () => `checkpoint: the recomputation returned shape [${out?.shape}], the forward [${outShape}]; fn must be deterministic`);
-    if (!out.requiresGrad) return [...inputs, ...closed].map(() => null);
-    const gs = gradients(out, g!, [...xs, ...closed]);
-    settle(out);
-    return gs;
-  }));
+  record('checkpoint', [...inputs, ...closed], [y], ([g]) =>
+    tidy(() => {
+      const xs = inputs.map((t) => {
+        const d = detach(t);
+        if (t.requiresGrad) d.requiresGrad = true;
+        return d;
+      });
+      const now = getSeedState();
+      setSeedState(seedState);
+      let out: Tensor;
+      try {
+        out = enableGrad(() => fn(...xs));
+      } finally {
+        setSeedState(now);
+      }
+      check(
+        out instanceof Tensor && sameShape(out.shape, outShape),
+        'E_AUTOGRAD',
+        () => `checkpoint: the recomputation returned shape [${out?.shape}], the forward [${outShape}]; fn must be deterministic`,
+      );
+      if (!out.requiresGrad) return [...inputs, ...closed].map(() => null);
+      const gs = gradients(out, g!, [...xs, ...closed]);
+      settle(out);
+      return gs;
+    }),
+  );
   return y;
 }

@@ -11,7 +11,18 @@ export interface TensorOptions {
 }
 
 type NestedNumbers = number | boolean | bigint | NestedNumbers[];
-export type TensorData = NestedNumbers[] | number | Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array;
+export type TensorData =
+  | NestedNumbers[]
+  | number
+  | Float32Array
+  | Float64Array
+  | Int32Array
+  | BigInt64Array
+  | Uint8Array
+  | Int8Array
+  | Uint16Array
+  | Int16Array
+  | Uint32Array;
 
 function inferShape(data: unknown): number[] {
   const shape: number[] = [];
@@ -47,8 +58,10 @@ function defaultDType(data: unknown): DType {
 function hostArray(values: ArrayLike<number | bigint>, dtype: DType): ArrayBufferView {
   const n = values.length;
   switch (dtype) {
-    case 'f64': return Float64Array.from(values as ArrayLike<number>, Number);
-    case 'i32': return Int32Array.from(values as ArrayLike<number>, Number);
+    case 'f64':
+      return Float64Array.from(values as ArrayLike<number>, Number);
+    case 'i32':
+      return Int32Array.from(values as ArrayLike<number>, Number);
     case 'i64': {
       const a = new BigInt64Array(n);
       for (let i = 0; i < n; i++) {
@@ -57,8 +70,10 @@ function hostArray(values: ArrayLike<number | bigint>, dtype: DType): ArrayBuffe
       }
       return a;
     }
-    case 'bool': return Uint8Array.from(values as ArrayLike<number>, (v) => (Number(v) !== 0 ? 1 : 0));
-    default: return Float32Array.from(values as ArrayLike<number>, Number);  // f32; f16/bf16 cast after upload
+    case 'bool':
+      return Uint8Array.from(values as ArrayLike<number>, (v) => (Number(v) !== 0 ? 1 : 0));
+    default:
+      return Float32Array.from(values as ArrayLike<number>, Number); // f32; f16/bf16 cast after upload
   }
 }
 
@@ -82,7 +97,11 @@ export function tensor(data: TensorData, shape?: number[], opts: TensorOptions =
   }
   const finalShape = shape ?? inferred;
   const numel = finalShape.reduce((a, b) => a * b, 1);
-  check(finalShape.every((d) => Number.isInteger(d) && d >= 0), 'E_SHAPE', `tensor(): invalid shape [${finalShape}]`);
+  check(
+    finalShape.every((d) => Number.isInteger(d) && d >= 0),
+    'E_SHAPE',
+    `tensor(): invalid shape [${finalShape}]`,
+  );
   check(numel === flat.length, 'E_SHAPE', `tensor(): ${flat.length} values do not fill shape [${finalShape}] (${numel} elements)`);
   let t: Tensor;
   if (dtype === 'f16' || dtype === 'bf16') {
@@ -90,11 +109,13 @@ export function tensor(data: TensorData, shape?: number[], opts: TensorOptions =
     t = wrap(N().cast(h, dtype));
     N().dispose(h);
   } else {
-    let view: ArrayBufferView;
-    const sameType = (dtype === 'f32' && data instanceof Float32Array) || (dtype === 'f64' && data instanceof Float64Array)
-      || (dtype === 'i32' && data instanceof Int32Array) || (dtype === 'i64' && data instanceof BigInt64Array)
-      || (dtype === 'bool' && data instanceof Uint8Array);
-    view = sameType ? (data as ArrayBufferView) : hostArray(flat, dtype);
+    const sameType =
+      (dtype === 'f32' && data instanceof Float32Array) ||
+      (dtype === 'f64' && data instanceof Float64Array) ||
+      (dtype === 'i32' && data instanceof Int32Array) ||
+      (dtype === 'i64' && data instanceof BigInt64Array) ||
+      (dtype === 'bool' && data instanceof Uint8Array);
+    const view: ArrayBufferView = sameType ? (data as ArrayBufferView) : hostArray(flat, dtype);
     t = wrap(N().fromBuffer(view, finalShape, dtype, device));
   }
   if (opts.requiresGrad) t.requiresGrad_(true);
@@ -138,7 +159,12 @@ export function isShapeOnly(): boolean {
 
 function placeholder(shape: number[], dtype: DType, device: string): Tensor {
   const one = N().full([1], 0, dtype, device);
-  const h = N().view(one, shape, shape.map(() => 0), 0);
+  const h = N().view(
+    one,
+    shape,
+    shape.map(() => 0),
+    0,
+  );
   N().dispose(one);
   return wrap(h);
 }

@@ -19,7 +19,8 @@ const COMPARISONS = new Set<string>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
 // The native ops allocate their outputs (contiguous, offset 0): shape, dtype and device are known.
 function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const h = N().binary(op, a.handle, b.handle);
-  const as = a.shape, bs = b.shape;
+  const as = a.shape,
+    bs = b.shape;
   return fresh(h, sameShape(as, bs) ? as : broadcastShapes(as, bs, op), COMPARISONS.has(op) ? 'bool' : a.dtype, a.device);
 }
 
@@ -39,7 +40,8 @@ export function add(a: Tensor, b: Tensor | number): Tensor {
   }
   checkPair(a, b, 'add');
   const y = binaryRaw('add', a, b);
-  const as = a.shape, bs = b.shape;
+  const as = a.shape,
+    bs = b.shape;
   record('add', [a, b], [y], ([g]) => [a.requiresGrad ? sumToShape(g!, as) : null, b.requiresGrad ? sumToShape(g!, bs) : null]);
   return y;
 }
@@ -52,7 +54,8 @@ export function sub(a: Tensor, b: Tensor | number): Tensor {
   }
   checkPair(a, b, 'sub');
   const y = binaryRaw('sub', a, b);
-  const as = a.shape, bs = b.shape;
+  const as = a.shape,
+    bs = b.shape;
   record('sub', [a, b], [y], ([g]) => [a.requiresGrad ? sumToShape(g!, as) : null, b.requiresGrad ? neg(sumToShape(g!, bs)) : null]);
   return y;
 }
@@ -65,7 +68,8 @@ export function mul(a: Tensor, b: Tensor | number): Tensor {
   }
   checkPair(a, b, 'mul');
   const y = binaryRaw('mul', a, b);
-  const as = a.shape, bs = b.shape;
+  const as = a.shape,
+    bs = b.shape;
   record('mul', [a, b], [y], ([g]) => [
     a.requiresGrad ? sumToShape(binaryRaw('mul', g!, b), as) : null,
     b.requiresGrad ? sumToShape(binaryRaw('mul', g!, a), bs) : null,
@@ -81,9 +85,10 @@ export function div(a: Tensor, b: Tensor | number): Tensor {
   }
   checkPair(a, b, 'div');
   const y = binaryRaw('div', a, b);
-  const as = a.shape, bs = b.shape;
+  const as = a.shape,
+    bs = b.shape;
   record('div', [a, b], [y], ([g]) => {
-    const ga = a.requiresGrad || b.requiresGrad ? binaryRaw('div', g!, b) : null;  // g / b
+    const ga = a.requiresGrad || b.requiresGrad ? binaryRaw('div', g!, b) : null; // g / b
     return [
       a.requiresGrad ? sumToShape(ga!, as) : null,
       // d(a/b)/db = -(a/b)/b = -y/b  ->  -(g/b) * y
@@ -101,7 +106,8 @@ export function pow(a: Tensor, b: Tensor | number): Tensor {
   }
   checkPair(a, b, 'pow');
   const y = binaryRaw('pow', a, b);
-  const as = a.shape, bs = b.shape;
+  const as = a.shape,
+    bs = b.shape;
   record('pow', [a, b], [y], ([g]) => [
     a.requiresGrad ? sumToShape(binaryRaw('mul', g!, binaryRaw('mul', b, binaryRaw('pow', a, scalarRaw('sub', b, 1)))), as) : null,
     b.requiresGrad ? sumToShape(binaryRaw('mul', g!, binaryRaw('mul', y, unaryRaw('log', a))), bs) : null,
@@ -163,7 +169,8 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
   checkPair(a, b, 'where');
   check(cond.device === a.device, 'E_DEVICE', `where: condition on ${cond.device}, values on ${a.device}`);
   const y = wrap(N().where(cond.handle, a.handle, b.handle));
-  const as = a.shape, bs = b.shape;
+  const as = a.shape,
+    bs = b.shape;
   record('where', [a, b], [y], ([g]) => {
     const zero = wrap(N().full([], 0, g!.dtype, g!.device));
     return [
@@ -199,6 +206,7 @@ export const sign = (x: Tensor) => unaryRaw('sign', x);
 
 /** GELU: exact erf form by default (PyTorch's), or the tanh approximation (GPT-2's gelu_new). */
 export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
-  if (approximate !== 'none' && approximate !== 'tanh') throw new SiftError('E_ARG', `gelu: approximate must be 'none' or 'tanh', got '${approximate}'`);
+  if (approximate !== 'none' && approximate !== 'tanh')
+    throw new SiftError('E_ARG', `gelu: approximate must be 'none' or 'tanh', got '${approximate}'`);
   return unaryOp(approximate === 'tanh' ? 'gelu_tanh' : 'gelu', x);
 }

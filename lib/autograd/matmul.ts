@@ -19,8 +19,10 @@ function checkOperands(a: Tensor, b: Tensor, op: string): void {
 export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
   const h = N().matmul(a.handle, b.handle, transA, transB);
   // The native op checked the operands and allocated [...batch, M, N] (batch dims broadcast).
-  const as = a.shape, bs = b.shape;
-  const na = as.length - 2, nb = bs.length - 2;
+  const as = a.shape,
+    bs = b.shape;
+  const na = as.length - 2,
+    nb = bs.length - 2;
   const nbatch = Math.max(na, nb);
   const shape = new Array<number>(nbatch + 2);
   for (let i = 0; i < nbatch; i++) {
@@ -47,7 +49,8 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const k2 = b.shape[b.ndim - 2];
   if (k1 !== k2) throw new SiftError('E_SHAPE', `matmul: inner dimensions differ ([${a.shape}] @ [${b.shape}])`);
   const y = matmulRaw(a, b);
-  const aShape = a.shape, bShape = b.shape;
+  const aShape = a.shape,
+    bShape = b.shape;
   record('matmul', [a, b], [y], ([g]) => {
     let ga: Tensor | null = null;
     let gb: Tensor | null = null;
@@ -90,9 +93,11 @@ export function conv1d(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
  */
 function affine(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'out-in' | 'in-out', op: string): Tensor {
   checkOperands(x, weight, op);
-  if (weight.ndim !== 2) throw new SiftError('E_SHAPE', `${op}: weight must be 2-D [${layout === 'out-in' ? 'out, in' : 'in, out'}], got [${weight.shape}]`);
+  if (weight.ndim !== 2)
+    throw new SiftError('E_SHAPE', `${op}: weight must be 2-D [${layout === 'out-in' ? 'out, in' : 'in, out'}], got [${weight.shape}]`);
   const outDim = layout === 'out-in' ? 0 : 1;
-  const inF = weight.shape[1 - outDim], outF = weight.shape[outDim];
+  const inF = weight.shape[1 - outDim],
+    outF = weight.shape[outDim];
   if (x.shape[x.ndim - 1] !== inF) {
     throw new SiftError('E_SHAPE', `${op}: input [${x.shape}] does not end in ${inF} features (weight [${weight.shape}])`);
   }

@@ -30,7 +30,11 @@ export function quantizedBytes(format: QuantFormat, rows: number, cols: number):
 
 export class QuantizedWeight {
   private state: Tensor[];
-  private constructor(readonly format: QuantFormat, readonly shape: [number, number], state: Tensor[]) {
+  private constructor(
+    readonly format: QuantFormat,
+    readonly shape: [number, number],
+    state: Tensor[],
+  ) {
     this.state = state.map((t) => keep(t));
   }
 
@@ -39,7 +43,11 @@ export class QuantizedWeight {
     parseQuantFormat(format);
     if (weight.ndim !== 2) throw new SiftError('E_SHAPE', `quantize: weight must be 2-D, got [${weight.shape}]`);
     const hs = N().quantize(weight.handle, format);
-    return new QuantizedWeight(format, [weight.shape[0], weight.shape[1]], hs.map((h) => new Tensor(h)));
+    return new QuantizedWeight(
+      format,
+      [weight.shape[0], weight.shape[1]],
+      hs.map((h) => new Tensor(h)),
+    );
   }
 
   get device(): string {
@@ -88,14 +96,17 @@ export function quantLinear(x: Tensor, weight: QuantizedWeight, bias?: Tensor | 
   }
   if (x.device !== weight.device) throw new SiftError('E_DEVICE', `quantLinear: input on ${x.device}, weight on ${weight.device}`);
   if (bias) {
-    if (bias.ndim !== 1 || bias.shape[0] !== outF) throw new SiftError('E_SHAPE', `quantLinear: bias must be [${outF}], got [${bias.shape}]`);
+    if (bias.ndim !== 1 || bias.shape[0] !== outF)
+      throw new SiftError('E_SHAPE', `quantLinear: bias must be [${outF}], got [${bias.shape}]`);
     if (bias.dtype !== x.dtype) throw new SiftError('E_DTYPE', `quantLinear: bias is ${bias.dtype}, input ${x.dtype}`);
   }
   const yShape = [...x.shape.slice(0, -1), outF];
   const y = fresh(N().quantLinear(x.handle, weight.handles, weight.format, outF, inF, false), yShape, x.dtype, x.device);
   if (bias) N().addInplace(y.handle, bias.handle, 1);
   record('quantLinear', [x, bias], [y], ([g]) => {
-    const gx = x.requiresGrad ? fresh(N().quantLinear(g!.handle, weight.handles, weight.format, outF, inF, true), x.shape.slice(), x.dtype, x.device) : null;
+    const gx = x.requiresGrad
+      ? fresh(N().quantLinear(g!.handle, weight.handles, weight.format, outF, inF, true), x.shape.slice(), x.dtype, x.device)
+      : null;
     const gb = bias && bias.requiresGrad ? sumToShape(g!, [outF]) : null;
     return [gx, gb];
   });

@@ -84,7 +84,12 @@ export function reshape(x: Tensor, shape: number[]): Tensor {
     y = viewOf(x, target, st, x.offset);
   } else {
     const c = N().contiguous(x.handle);
-    y = new Tensor(N().view(c, target, contiguousStrides(target), 0), { shape: target, dtype: x.dtype, device: x.device, contiguous: true });
+    y = new Tensor(N().view(c, target, contiguousStrides(target), 0), {
+      shape: target,
+      dtype: x.dtype,
+      device: x.device,
+      contiguous: true,
+    });
     N().dispose(c);
   }
   record('reshape', [x], [y], ([g]) => [reshape(g!, inShape)]);
@@ -108,7 +113,12 @@ export function permute(x: Tensor, dims: number[]): Tensor {
   check(new Set(perm).size === nd, 'E_SHAPE', `permute: dims [${dims}] are not a permutation`);
   const shape = x.shape;
   const strides = x.strides;
-  const y = viewOf(x, perm.map((p) => shape[p]), perm.map((p) => strides[p]), x.offset);
+  const y = viewOf(
+    x,
+    perm.map((p) => shape[p]),
+    perm.map((p) => strides[p]),
+    x.offset,
+  );
   const inverse = new Array(nd);
   perm.forEach((p, i) => (inverse[p] = i));
   record('permute', [x], [y], ([g]) => [permute(g!, inverse)]);
@@ -124,7 +134,11 @@ export function unsqueeze(x: Tensor, dim: number): Tensor {
 }
 
 export function squeeze(x: Tensor, dim?: number): Tensor {
-  if (dim === undefined) return reshape(x, x.shape.filter((s) => s !== 1));
+  if (dim === undefined)
+    return reshape(
+      x,
+      x.shape.filter((s) => s !== 1),
+    );
   const d = normDim(dim, x.ndim, 'squeeze');
   if (x.shape[d] !== 1) return reshape(x, x.shape);
   const shape = x.shape.slice();
@@ -214,7 +228,14 @@ export function split(x: Tensor, sizes: number | number[], dim = 0): Tensor[] {
   const device = x.device;
   record('split', [x], outs, (grads) => {
     const pieces = grads.map((g, i) => g ?? wrap(N().full(outs[i] ? pieceShape(x.shape, d, parts[i]) : [], 0, dtype, device)));
-    return [wrap(N().concat(pieces.map((p) => p.handle), d))];
+    return [
+      wrap(
+        N().concat(
+          pieces.map((p) => p.handle),
+          d,
+        ),
+      ),
+    ];
   });
   return outs;
 }
@@ -228,8 +249,11 @@ export function split(x: Tensor, sizes: number | number[], dim = 0): Tensor[] {
  */
 export function splitHeads(x: Tensor, parts: number, heads: number): Tensor[] {
   check(x.ndim === 3, 'E_SHAPE', () => `splitHeads: x must be [B, T, C], got [${x.shape}]`);
-  check(Number.isInteger(parts) && parts > 0 && Number.isInteger(heads) && heads > 0, 'E_ARG',
-    `splitHeads: parts and heads must be positive integers, got ${parts} and ${heads}`);
+  check(
+    Number.isInteger(parts) && parts > 0 && Number.isInteger(heads) && heads > 0,
+    'E_ARG',
+    `splitHeads: parts and heads must be positive integers, got ${parts} and ${heads}`,
+  );
   const shape = x.shape;
   const [B, T, C] = shape;
   check(C % (parts * heads) === 0, 'E_SHAPE', `splitHeads: ${C} features do not split into ${parts} x ${heads} heads`);
@@ -275,7 +299,12 @@ function pieceShape(shape: number[], d: number, n: number): number[] {
 export function concat(ts: Tensor[], dim = 0): Tensor {
   check(ts.length > 0, 'E_ARG', 'concat: no tensors given');
   const d = normDim(dim, ts[0].ndim, 'concat');
-  const y = wrap(N().concat(ts.map((t) => t.handle), d));
+  const y = wrap(
+    N().concat(
+      ts.map((t) => t.handle),
+      d,
+    ),
+  );
   const sizes = ts.map((t) => t.shape[d]);
   record('concat', ts, [y], ([g]) => {
     const out: Tensor[] = [];
@@ -290,7 +319,10 @@ export function concat(ts: Tensor[], dim = 0): Tensor {
 }
 
 export function stack(ts: Tensor[], dim = 0): Tensor {
-  return concat(ts.map((t) => unsqueeze(t, dim)), dim);
+  return concat(
+    ts.map((t) => unsqueeze(t, dim)),
+    dim,
+  );
 }
 
 /** A contiguous tensor with x's data: x's own layout (shared storage) when it is contiguous already. */
@@ -318,9 +350,10 @@ export function cast(x: Tensor, dtype: DType): Tensor {
   const h = N().cast(x.handle, dtype);
   // Casting to the same dtype gives x's own layout; any other dtype a new contiguous tensor.
   if (from === dtype) x.markViewed();
-  const y = from === dtype
-    ? new Tensor(h, { shape: x.shape, dtype, device: x.device, strides: x.strides, offset: x.offset })
-    : fresh(h, x.shape, dtype, x.device);
+  const y =
+    from === dtype
+      ? new Tensor(h, { shape: x.shape, dtype, device: x.device, strides: x.strides, offset: x.offset })
+      : fresh(h, x.shape, dtype, x.device);
   if (isFloat(from) && isFloat(dtype)) record('cast', [x], [y], ([g]) => [cast(g!, from)]);
   return y;
 }

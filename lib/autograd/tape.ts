@@ -81,7 +81,13 @@ export function observeGradInputs<T>(fn: () => T, into: Set<Tensor>): T {
  * `owned` are saved tensors only the node uses; they are disposed when no graph is recorded or
  * once the node has run its backward.
  */
-export function record(name: string, inputs: (Tensor | null | undefined)[], outputs: Tensor[], backward: BackwardFn, owned: Tensor[] = NO_TENSORS): void {
+export function record(
+  name: string,
+  inputs: (Tensor | null | undefined)[],
+  outputs: Tensor[],
+  backward: BackwardFn,
+  owned: Tensor[] = NO_TENSORS,
+): void {
   if (observers.length) {
     for (const t of inputs) if (t && t.requiresGrad) for (const o of observers) o.add(t);
   }
@@ -179,8 +185,11 @@ export function gradients(root: Tensor, seed: Tensor | undefined, wrt: Tensor[],
 function checkRoot(root: Tensor, seed: Tensor | undefined): void {
   check(root.requiresGrad, 'E_AUTOGRAD', 'backward() on a tensor that does not require gradients');
   if (seed) {
-    check(seed.shape.length === root.shape.length && seed.shape.every((d, i) => d === root.shape[i]), 'E_SHAPE',
-      () => `backward: gradient of shape [${seed.shape}] for a tensor of shape [${root.shape}]`);
+    check(
+      seed.shape.length === root.shape.length && seed.shape.every((d, i) => d === root.shape[i]),
+      'E_SHAPE',
+      () => `backward: gradient of shape [${seed.shape}] for a tensor of shape [${root.shape}]`,
+    );
   } else {
     check(root.size === 1, 'E_SHAPE', `backward() without a gradient needs a scalar, got shape [${root.shape}]`);
   }
@@ -222,7 +231,12 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
     if (!sameShape(prev.shape, g.shape)) {
       throw new SiftError('E_INTERNAL', `autograd: gradient shapes differ when accumulating ([${prev.shape}] and [${g.shape}])`);
     }
-    const sum = new Tensor(N.binary('add', prev.handle, g.handle), { shape: prev.shape, dtype: prev.dtype, device: prev.device, contiguous: true });
+    const sum = new Tensor(N.binary('add', prev.handle, g.handle), {
+      shape: prev.shape,
+      dtype: prev.dtype,
+      device: prev.device,
+      contiguous: true,
+    });
     slots[i] = sum;
     retain(sum);
     release(prev);
@@ -247,19 +261,20 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
       capture.set(leaf, g);
       return;
     }
-    if (leaf.hasGradHooks) for (const hook of leaf.gradHooks) {
-      const r = hook(g, leaf);
-      if (r === null) {
-        release(g);
-        g = null;
-        break;
+    if (leaf.hasGradHooks)
+      for (const hook of leaf.gradHooks) {
+        const r = hook(g, leaf);
+        if (r === null) {
+          release(g);
+          g = null;
+          break;
+        }
+        if (r instanceof Tensor && r !== g) {
+          retain(r);
+          release(g);
+          g = r;
+        }
       }
-      if (r instanceof Tensor && r !== g) {
-        retain(r);
-        release(g);
-        g = r;
-      }
-    }
     if (!g) return;
     if (leaf.grad && !leaf.grad.isDisposed) {
       N.addInplace(leaf.grad.handle, g.handle, 1);
@@ -354,7 +369,7 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
     if (hasGrad) {
       const fn = node.backward!;
       inGrads = tidy(() => fn(slots!));
-      for (const g of inGrads) if (g) retain(g);  // temporary references while distributing
+      for (const g of inGrads) if (g) retain(g); // temporary references while distributing
     }
     const inputs = node.inputs;
     for (let i = 0; i < inputs.length; i++) {
@@ -362,7 +377,10 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
       if (!inp) continue;
       const g = inGrads[i];
       if (g && !sameShape(g.shape, inp.shape)) {
-        throw new SiftError('E_INTERNAL', `autograd: '${node.name}' returned a gradient of shape [${g.shape}] for input ${i} of shape [${inp.shape}]`);
+        throw new SiftError(
+          'E_INTERNAL',
+          `autograd: '${node.name}' returned a gradient of shape [${g.shape}] for input ${i} of shape [${inp.shape}]`,
+        );
       }
       if (!stopsAt(inp)) {
         if (!g) continue;

@@ -64,7 +64,12 @@ export interface Alias {
 }
 
 /** lr_scheduler_type values of transformers that our schedules implement. */
-const HF_SCHEDULERS: Record<string, string> = { linear: 'linear', cosine: 'cosine', constant: 'constant', constant_with_warmup: 'constant' };
+const HF_SCHEDULERS: Record<string, string> = {
+  linear: 'linear',
+  cosine: 'cosine',
+  constant: 'constant',
+  constant_with_warmup: 'constant',
+};
 
 export const HF_ALIASES: Record<string, Alias> = {
   learning_rate: { flag: 'lr' },
@@ -79,7 +84,8 @@ export const HF_ALIASES: Record<string, Alias> = {
     flag: 'lr-schedule',
     value: (v) => {
       const s = HF_SCHEDULERS[String(v)];
-      if (!s) throw new SiftError('E_ARG', `lr_scheduler_type '${v}' is not supported (supported: ${Object.keys(HF_SCHEDULERS).join(', ')})`);
+      if (!s)
+        throw new SiftError('E_ARG', `lr_scheduler_type '${v}' is not supported (supported: ${Object.keys(HF_SCHEDULERS).join(', ')})`);
       return s;
     },
   },
@@ -124,7 +130,8 @@ function distance(a: string, b: string): number {
   const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
   for (let j = 1; j <= b.length; j++) d[0][j] = j;
   for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    for (let j = 1; j <= b.length; j++)
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
   }
   return d[a.length][b.length];
 }
@@ -197,7 +204,8 @@ export function readConfigFile(file: string): Record<string, unknown> {
     throw new SiftError('E_FORMAT', `--config ${file}: ${(e as Error).message.split('\n')[0]}`);
   }
   if (obj === null || obj === undefined) return {};
-  if (typeof obj !== 'object' || Array.isArray(obj)) throw new SiftError('E_FORMAT', `--config ${file}: expected a mapping of flag names to values`);
+  if (typeof obj !== 'object' || Array.isArray(obj))
+    throw new SiftError('E_FORMAT', `--config ${file}: expected a mapping of flag names to values`);
   return obj as Record<string, unknown>;
 }
 
@@ -208,7 +216,7 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
   const options: Record<string, { type: 'string' | 'boolean' }> = {};
   for (const [n, [flag, alias]] of names) options[n] = { type: (alias?.type ?? spec[flag].type) === 'boolean' ? 'boolean' : 'string' };
   if (withConfig) options.config = { type: 'string' };
-  let tokens;
+  let tokens: ReturnType<typeof parseArgs>['tokens'];
   try {
     ({ tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true }));
   } catch (e) {
@@ -250,13 +258,24 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
       }
     }
     if (!entry) {
-      throw new SiftError('E_ARG', `unknown flag --${name}${suggest(name, allNames) || ` (allowed: ${Object.keys(spec).map((k) => `--${k}`).join(', ') || 'none'})`}`);
+      throw new SiftError(
+        'E_ARG',
+        `unknown flag --${name}${
+          suggest(name, allNames) ||
+          ` (allowed: ${
+            Object.keys(spec)
+              .map((k) => `--${k}`)
+              .join(', ') || 'none'
+          })`
+        }`,
+      );
     }
     const [flag, alias] = entry;
     const type = alias?.type ?? spec[flag].type;
     const what = `flag --${name}`;
     if (alias?.unset && value !== undefined && alias.unset(value)) {
-      if (cli[flag] && cli[flag][1] !== name) throw new SiftError('E_ARG', `flag --${flag} given twice (as --${cli[flag][1]} and --${name})`);
+      if (cli[flag] && cli[flag][1] !== name)
+        throw new SiftError('E_ARG', `flag --${flag} given twice (as --${cli[flag][1]} and --${name})`);
       continue;
     }
     let v: string | number | boolean;
@@ -290,7 +309,10 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
   const max = opts.positionals ?? 0;
   if (positionals.length > max) {
     const stray = positionals.slice(max);
-    throw new SiftError('E_ARG', `unexpected argument${stray.length > 1 ? 's' : ''} ${stray.map((s) => `'${s}'`).join(', ')}${max ? '' : ' (this command takes only --flags)'}`);
+    throw new SiftError(
+      'E_ARG',
+      `unexpected argument${stray.length > 1 ? 's' : ''} ${stray.map((s) => `'${s}'`).join(', ')}${max ? '' : ' (this command takes only --flags)'}`,
+    );
   }
   const flags: Parsed = { _: positionals };
   const sources: Record<string, FlagSource> = {};
@@ -303,7 +325,9 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
   if (configFile !== undefined) {
     const obj = readConfigFile(configFile);
     const lookup = (key: string) => names.get(key) ?? names.get(kebab(key));
-    const unknown = Object.keys(obj).filter((k) => !lookup(k)).map((k) => `'${k}'${suggest(k, allNames, '')}`);
+    const unknown = Object.keys(obj)
+      .filter((k) => !lookup(k))
+      .map((k) => `'${k}'${suggest(k, allNames, '')}`);
     if (unknown.length) throw new SiftError('E_ARG', `${configFile}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}`);
     const seen: Record<string, string> = {};
     for (const [key, raw] of Object.entries(obj)) {
@@ -313,7 +337,10 @@ export function parseCommand(argv: string[], spec: Record<string, FlagSpec>, opt
       seen[flag] = key;
       if (raw === null || raw === undefined || alias?.unset?.(raw)) continue;
       const what = `'${key}' in ${configFile}`;
-      let v: string | number | boolean = (alias?.type ?? spec[flag].type) === 'boolean' ? toBoolean(raw, what) : coerce({ ...spec[flag], choices: alias?.value ? undefined : spec[flag].choices }, raw, what);
+      let v: string | number | boolean =
+        (alias?.type ?? spec[flag].type) === 'boolean'
+          ? toBoolean(raw, what)
+          : coerce({ ...spec[flag], choices: alias?.value ? undefined : spec[flag].choices }, raw, what);
       if (alias?.value) v = alias.value(v);
       flags[flag] = coerce(spec[flag], v, what);
       sources[flag] = 'config';
@@ -344,7 +371,9 @@ export function flagHelp(spec: Record<string, FlagSpec>): string {
     const def = s.default !== undefined ? ` (default: ${s.default})` : '';
     return `${left.padEnd(34)} ${s.help}${def}`;
   });
-  const aliases = Object.entries(HF_ALIASES).filter(([, a]) => spec[a.flag]).map(([n, a]) => `${n} -> --${a.flag}`);
+  const aliases = Object.entries(HF_ALIASES)
+    .filter(([, a]) => spec[a.flag])
+    .map(([n, a]) => `${n} -> --${a.flag}`);
   if (aliases.length) rows.push('', `  Hugging Face names (also with dashes): ${aliases.join(', ')}`);
   if (!spec.config) rows.push(`  --config <file.yaml|file.json>    read flags from a run configuration (command-line flags override it)`);
   return rows.join('\n');

@@ -10,7 +10,8 @@ import type { FlagSpec, Parsed } from './args';
 
 export const benchFlags: Record<string, FlagSpec> = {};
 
-export const benchHelp = "Runs the benchmarks of a clone of the repository (names and flags go to bench/run.ts: 'sift-ft bench gemm --size 1024'; no name lists them).";
+export const benchHelp =
+  "Runs the benchmarks of a clone of the repository (names and flags go to bench/run.ts: 'sift-ft bench gemm --size 1024'; no name lists them).";
 
 /** The compiled runner: dist/bench/run.js next to dist/lib/cli, or from the package root. */
 export function benchRunner(): string | null {

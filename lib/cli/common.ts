@@ -143,7 +143,10 @@ function labelsFromId2Label(m: unknown): string[] | undefined {
  * (an increment's), else the config's label2id, else `labels` (from the data); a causal-LM
  * checkpoint gets a freshly initialised classification head (listed in `initialized`).
  */
-export function loadModelForTask(dir: string, opts: { task: TaskName; device: string; labels?: string[]; seed?: number; head?: HeadInfo }): LoadedModel {
+export function loadModelForTask(
+  dir: string,
+  opts: { task: TaskName; device: string; labels?: string[]; seed?: number; head?: HeadInfo },
+): LoadedModel {
   if (dir.toLowerCase().endsWith('.onnx')) return loadOnnxForTask(dir, opts);
   const { config, stateDict } = loadModelFolder(dir);
   const cfg: HFConfig = { ...config };
@@ -151,9 +154,12 @@ export function loadModelForTask(dir: string, opts: { task: TaskName; device: st
   const head = opts.head;
   if (opts.task === 'classify') {
     const l2i = cfg.label2id as Record<string, number> | undefined;
-    const fromConfig = l2i && typeof l2i === 'object' && Object.keys(l2i).length > 1 && !Object.keys(l2i).every((k) => /^LABEL_\d+$/.test(k))
-      ? Object.entries(l2i).sort((a, b) => a[1] - b[1]).map(([k]) => k)
-      : undefined;
+    const fromConfig =
+      l2i && typeof l2i === 'object' && Object.keys(l2i).length > 1 && !Object.keys(l2i).every((k) => /^LABEL_\d+$/.test(k))
+        ? Object.entries(l2i)
+            .sort((a, b) => a[1] - b[1])
+            .map(([k]) => k)
+        : undefined;
     labels = labelsFromId2Label(head?.id2label) ?? fromConfig ?? opts.labels;
     if (!labels || labels.length < 2) {
       const n = typeof head?.num_labels === 'number' ? head.num_labels : typeof cfg.num_labels === 'number' ? cfg.num_labels : 2;
@@ -183,15 +189,22 @@ export function loadModelForTask(dir: string, opts: { task: TaskName; device: st
     const headMayBeNew = task === 'causal-lm' ? /SequenceClassification$/.test(arch ?? '') : !sameHead;
     const broken = initialized.filter((n) => (n.startsWith(prefix) ? !/(^|\.)pooler\./.test(n) : !headMayBeNew));
     if (broken.length) {
-      throw new SiftError('E_FORMAT', `${dir}: the checkpoint has no weights for ${broken.slice(0, 5).join(', ')}${broken.length > 5 ? ` and ${broken.length - 5} more` : ''} `
-        + `(a truncated or mismatched checkpoint; only a new task head may start untrained)`);
+      throw new SiftError(
+        'E_FORMAT',
+        `${dir}: the checkpoint has no weights for ${broken.slice(0, 5).join(', ')}${broken.length > 5 ? ` and ${broken.length - 5} more` : ''} ` +
+          `(a truncated or mismatched checkpoint; only a new task head may start untrained)`,
+      );
     }
   } catch (e) {
     model.dispose();
     throw e;
   }
   let tokenizer: HfTokenizer | null = null;
-  if (fs.existsSync(path.join(dir, 'tokenizer.json')) || fs.existsSync(path.join(dir, 'vocab.json')) || fs.existsSync(path.join(dir, 'vocab.txt'))) {
+  if (
+    fs.existsSync(path.join(dir, 'tokenizer.json')) ||
+    fs.existsSync(path.join(dir, 'vocab.json')) ||
+    fs.existsSync(path.join(dir, 'vocab.txt'))
+  ) {
     tokenizer = loadTokenizer(dir);
   }
   return { model, tokenizer, config: model.config, dir, labels, initialized };
@@ -209,16 +222,23 @@ function loadOnnxForTask(file: string, opts: { task: TaskName; device: string; l
   if (model.task !== want) {
     const has = model.task;
     model.dispose();
-    throw new SiftError('E_UNSUPPORTED', `${file}: the graph is a ${has} model, task ${opts.task} needs a ${want} graph (an ONNX graph's head cannot be replaced; `
-      + `export the model folder with the head you need, or train from the folder)`);
+    throw new SiftError(
+      'E_UNSUPPORTED',
+      `${file}: the graph is a ${has} model, task ${opts.task} needs a ${want} graph (an ONNX graph's head cannot be replaced; ` +
+        `export the model folder with the head you need, or train from the folder)`,
+    );
   }
   const dir = path.dirname(path.resolve(file));
   let tokenizer: HfTokenizer | null = null;
-  if (fs.existsSync(path.join(dir, 'tokenizer.json')) || fs.existsSync(path.join(dir, 'vocab.json')) || fs.existsSync(path.join(dir, 'vocab.txt'))) {
+  if (
+    fs.existsSync(path.join(dir, 'tokenizer.json')) ||
+    fs.existsSync(path.join(dir, 'vocab.json')) ||
+    fs.existsSync(path.join(dir, 'vocab.txt'))
+  ) {
     tokenizer = loadTokenizer(dir);
   }
   const cfg = model.config as HFConfig;
-  const labels = opts.task === 'classify' ? labelsFromId2Label(cfg.id2label) ?? opts.labels : undefined;
+  const labels = opts.task === 'classify' ? (labelsFromId2Label(cfg.id2label) ?? opts.labels) : undefined;
   return { model: model as unknown as PreTrainedModel, tokenizer, config: cfg, dir: file, labels, initialized: [] };
 }
 

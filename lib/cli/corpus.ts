@@ -18,11 +18,54 @@ export class SeededRng {
   }
 }
 
-const PRODUCTS = ['phone', 'laptop', 'camera', 'blender', 'headset', 'keyboard', 'jacket', 'backpack', 'lamp', 'kettle', 'watch', 'speaker', 'tablet', 'printer', 'chair', 'monitor'];
+const PRODUCTS = [
+  'phone',
+  'laptop',
+  'camera',
+  'blender',
+  'headset',
+  'keyboard',
+  'jacket',
+  'backpack',
+  'lamp',
+  'kettle',
+  'watch',
+  'speaker',
+  'tablet',
+  'printer',
+  'chair',
+  'monitor',
+];
 const FILMS = ['movie', 'film', 'documentary', 'sequel', 'thriller', 'comedy', 'drama', 'series', 'musical', 'cartoon'];
-const PRODUCT_ASPECTS = ['battery', 'screen', 'design', 'price', 'sound', 'build quality', 'delivery', 'handle', 'fabric', 'software', 'display', 'packaging'];
+const PRODUCT_ASPECTS = [
+  'battery',
+  'screen',
+  'design',
+  'price',
+  'sound',
+  'build quality',
+  'delivery',
+  'handle',
+  'fabric',
+  'software',
+  'display',
+  'packaging',
+];
 const FILM_ASPECTS = ['plot', 'acting', 'soundtrack', 'ending', 'script', 'cast', 'pacing', 'dialogue', 'camera work', 'story'];
-const POS = ['great', 'excellent', 'wonderful', 'superb', 'amazing', 'lovely', 'brilliant', 'fantastic', 'solid', 'delightful', 'impressive', 'good'];
+const POS = [
+  'great',
+  'excellent',
+  'wonderful',
+  'superb',
+  'amazing',
+  'lovely',
+  'brilliant',
+  'fantastic',
+  'solid',
+  'delightful',
+  'impressive',
+  'good',
+];
 const NEG = ['terrible', 'awful', 'poor', 'dreadful', 'boring', 'disappointing', 'weak', 'horrible', 'bad', 'flimsy', 'clumsy', 'mediocre'];
 const POS_VERB = ['loved', 'enjoyed', 'liked', 'adored', 'recommend'];
 const NEG_VERB = ['hated', 'disliked', 'regret buying', 'returned', 'cannot stand'];

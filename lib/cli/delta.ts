@@ -60,7 +60,10 @@ function loraInfo(dir: string, file: string): DeltaInfo {
   if (!fs.existsSync(cfgFile)) throw new SiftError('E_FORMAT', `${file}: a PEFT adapter needs adapter_config.json beside it`);
   const cfg = readJson(cfgFile);
   if (cfg.peft_type !== 'LORA' && cfg.peft_type !== 'SUPERTUNING') {
-    throw new SiftError('E_UNSUPPORTED', `${cfgFile}: peft_type ${JSON.stringify(cfg.peft_type)} is not supported here (LORA and SUPERTUNING adapters are)`);
+    throw new SiftError(
+      'E_UNSUPPORTED',
+      `${cfgFile}: peft_type ${JSON.stringify(cfg.peft_type)} is not supported here (LORA and SUPERTUNING adapters are)`,
+    );
   }
   if (!fs.existsSync(file)) throw new SiftError('E_IO', `${dir}: no adapter_model.safetensors`);
   // PEFT's own task_type names the head when sift-ft did not write the adapter.
@@ -78,7 +81,10 @@ export function inspectDelta(p: string): DeltaInfo {
     if (fs.existsSync(path.join(p, 'config.json'))) {
       throw new SiftError('E_FORMAT', `--delta ${p}: this folder is a full model (a full fine-tuning run writes one): pass it as --model`);
     }
-    throw new SiftError('E_FORMAT', `--delta ${p}: the folder holds neither an increment (delta.safetensors) nor a PEFT adapter (adapter_config.json)`);
+    throw new SiftError(
+      'E_FORMAT',
+      `--delta ${p}: the folder holds neither an increment (delta.safetensors) nor a PEFT adapter (adapter_config.json)`,
+    );
   }
   if (path.basename(p) === 'adapter_config.json') return loraInfo(path.dirname(p), path.join(path.dirname(p), 'adapter_model.safetensors'));
   let meta: Record<string, string>;
@@ -103,7 +109,10 @@ export function inspectDelta(p: string): DeltaInfo {
     return { kind: 'increment', file: p, task: head?.task, head };
   }
   if (keys.some((k) => /\.lora_[AB]\.|\.supertuning_(values|indices)$/.test(k))) return loraInfo(path.dirname(p), p);
-  throw new SiftError('E_FORMAT', `--delta ${p}: neither a sift-ft increment (metadata format '${INCREMENT_FORMAT}') nor a PEFT adapter (lora_A/lora_B or supertuning tensors)`);
+  throw new SiftError(
+    'E_FORMAT',
+    `--delta ${p}: neither a sift-ft increment (metadata format '${INCREMENT_FORMAT}') nor a PEFT adapter (lora_A/lora_B or supertuning tensors)`,
+  );
 }
 
 /** The task of a model folder's own head, for deltas that do not record theirs. */
@@ -124,7 +133,11 @@ export function taskFor(flag: TaskName | undefined, info: DeltaInfo | null, fall
     throw new SiftError('E_MISMATCH', `--task ${flag}, but ${info!.file} was trained for task ${recorded}`);
   }
   const t = flag ?? recorded ?? fallback;
-  if (!t) throw new SiftError('E_ARG', `missing --task (${TASKS.join(', ')}); ${info ? `${info.file} does not record its task` : 'no --delta to take it from'}`);
+  if (!t)
+    throw new SiftError(
+      'E_ARG',
+      `missing --task (${TASKS.join(', ')}); ${info ? `${info.file} does not record its task` : 'no --delta to take it from'}`,
+    );
   return t;
 }
 
@@ -148,7 +161,10 @@ export function applyDelta(loaded: LoadedModel, info: DeltaInfo): void {
           const p = params.get(name);
           if (!p || !d.base) continue;
           if (p.shape.join() !== d.base.shape.join()) {
-            throw new SiftError('E_MISMATCH', `'${name}' has shape [${p.shape}], the increment's head has [${d.base.shape}] (another number of labels?)`);
+            throw new SiftError(
+              'E_MISMATCH',
+              `'${name}' has shape [${p.shape}], the increment's head has [${d.base.shape}] (another number of labels?)`,
+            );
           }
           const b = d.base.dtype === p.dtype ? d.base : new Tensor(N.cast(d.base.handle, p.dtype));
           const bd = b.device === p.device ? b : new Tensor(N.to(b.handle, p.device));
@@ -173,7 +189,8 @@ export function applyDelta(loaded: LoadedModel, info: DeltaInfo): void {
     const cfg = adapter.config;
     const saved = Array.isArray(cfg.modules_to_save) ? (cfg.modules_to_save as string[]) : [];
     const unset = [...fresh].filter((n) => saved.some((m) => n === m || n.startsWith(`${m}.`)) || /^(score|classifier)\./.test(n));
-    if (unset.length) throw new SiftError('E_FORMAT', `${info.file}: the adapter has no weights for ${unset.join(', ')} (the task head; modules_to_save)`);
+    if (unset.length)
+      throw new SiftError('E_FORMAT', `${info.file}: the adapter has no weights for ${unset.join(', ')} (the task head; modules_to_save)`);
     applyPeftAdapter(model, adapter);
   } finally {
     adapter.dispose();
@@ -181,11 +198,21 @@ export function applyDelta(loaded: LoadedModel, info: DeltaInfo): void {
 }
 
 /** Loads the base model with the head the delta was trained with, then applies the delta. */
-export function loadWithDelta(modelDir: string, delta: string | undefined, opts: { task: TaskName; device: string; labels?: string[]; seed?: number; info?: DeltaInfo | null }): LoadedModel & { delta: DeltaInfo | null } {
+export function loadWithDelta(
+  modelDir: string,
+  delta: string | undefined,
+  opts: { task: TaskName; device: string; labels?: string[]; seed?: number; info?: DeltaInfo | null },
+): LoadedModel & { delta: DeltaInfo | null } {
   const info = opts.info ?? (delta ? inspectDelta(delta) : null);
   // Fresh modules (a head, a pooler the checkpoint lacks) are initialised as in the run: with its seed.
   const seed = typeof info?.head?.seed === 'number' ? info.head.seed : opts.seed;
-  const loaded = loadModelForTask(modelDir, { task: opts.task, device: opts.device, labels: info?.head?.id2label ? undefined : opts.labels, seed, head: info?.head });
+  const loaded = loadModelForTask(modelDir, {
+    task: opts.task,
+    device: opts.device,
+    labels: info?.head?.id2label ? undefined : opts.labels,
+    seed,
+    head: info?.head,
+  });
   try {
     if (info) applyDelta(loaded, info);
   } catch (e) {

@@ -3,7 +3,19 @@ import { SiftError } from '../engine/errors';
 import { loadRows } from '../train/data';
 import { Trainer } from '../train/trainer';
 import type { FlagSpec, Parsed } from './args';
-import { quantizeFlag, quantizeModel, TASKS, deviceFlag, labelColumnOf, labelsOf, requireFile, resolveDevice, writeJson, columnFlags, columnsOf } from './common';
+import {
+  quantizeFlag,
+  quantizeModel,
+  TASKS,
+  deviceFlag,
+  labelColumnOf,
+  labelsOf,
+  requireFile,
+  resolveDevice,
+  writeJson,
+  columnFlags,
+  columnsOf,
+} from './common';
 import { inspectDelta, loadWithDelta, taskFor } from './delta';
 import type { TaskName } from '../train/types';
 import { fmtMetrics } from './progress';
@@ -12,9 +24,18 @@ export const evalFlags: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'model folder or .onnx graph' },
   delta: { type: 'string', help: 'an increment (delta.safetensors or its run folder) or a LoRA adapter folder, trained from --model' },
   data: { type: 'string', help: 'evaluation data: .jsonl, .csv, .tsv or raw text' },
-  task: { type: 'string', help: 'classify, regress, causal-lm, instruct or chat (default: the task --delta was trained for)', choices: TASKS },
+  task: {
+    type: 'string',
+    help: 'classify, regress, causal-lm, instruct or chat (default: the task --delta was trained for)',
+    choices: TASKS,
+  },
   'batch-size': { type: 'number', help: 'batch size', default: 16, integer: true, min: 1 },
-  'max-length': { type: 'number', integer: true, min: 1, help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
+  'max-length': {
+    type: 'number',
+    integer: true,
+    min: 1,
+    help: "max tokens per example / block size for causal-lm (default: the model's positions, at most 512; 1024 for causal-lm)",
+  },
   ...columnFlags,
   device: deviceFlag,
   quantize: quantizeFlag,
@@ -31,7 +52,8 @@ export async function runEval(f: Parsed): Promise<number> {
   const task = taskFor(f.task as TaskName | undefined, info);
   const device = resolveDevice(f.device);
   const batchSize = f['batch-size'] as number;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new SiftError('E_ARG', `flag --batch-size must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new SiftError('E_ARG', `flag --batch-size must be a positive integer, got ${batchSize}`);
   const rows = await loadRows(dataFile);
   if (rows.length === 0) throw new SiftError('E_FORMAT', `${dataFile}: no rows`);
   const columns = columnsOf(f);
@@ -46,7 +68,15 @@ export async function runEval(f: Parsed): Promise<number> {
     quantizeModel(loaded.model, f.quantize, false);
     loaded.model.eval();
     const trainer = new Trainer(loaded.model, loaded.tokenizer, {
-      task, method: 'full', device, batchSize, evalBatchSize: batchSize, maxLength: f['max-length'] as number, columns, labels: loaded.labels, shuffle: false,
+      task,
+      method: 'full',
+      device,
+      batchSize,
+      evalBatchSize: batchSize,
+      maxLength: f['max-length'] as number,
+      columns,
+      labels: loaded.labels,
+      shuffle: false,
     });
     try {
       const t0 = Date.now();

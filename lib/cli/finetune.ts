@@ -12,7 +12,25 @@ import type { MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from '..
 import type { ModuleSelector } from '../sift/targets';
 import { FlagSpec, ParseResult, Parsed, resolvedConfig } from './args';
 import { writeFileAtomic } from '../io/atomic';
-import { quantizeFlag, quantizeModel, deviceFlag, fmtBytes, fmtDuration, fmtInt, labelColumnOf, labelsOf, loadModelForTask, requireFile, requireFlag, requireTask, resolveDevice, writeJson, columnFlags, columnsOf, TASKS } from './common';
+import {
+  quantizeFlag,
+  quantizeModel,
+  deviceFlag,
+  fmtBytes,
+  fmtDuration,
+  fmtInt,
+  labelColumnOf,
+  labelsOf,
+  loadModelForTask,
+  requireFile,
+  requireFlag,
+  requireTask,
+  resolveDevice,
+  writeJson,
+  columnFlags,
+  columnsOf,
+  TASKS,
+} from './common';
 import { Progress, fmtMetrics } from './progress';
 import { RunRecorder, renderReport } from './report';
 import { planWarning } from './plan';
@@ -29,10 +47,18 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   method: { type: 'string', help: 'training method', choices: METHODS, default: 'sift' },
   out: { type: 'string', help: 'output folder' },
   'sparse-rate': { type: 'number', help: 'SIFT: share of each target weight that is trained', default: 0.01 },
-  'target-modules': { type: 'string', help: "SIFT/LoRA targets: 'a,b' module names, 're:<regex>' or 'all-linear' (default: every linear layer but the output and task heads)" },
+  'target-modules': {
+    type: 'string',
+    help: "SIFT/LoRA targets: 'a,b' module names, 're:<regex>' or 'all-linear' (default: every linear layer but the output and task heads)",
+  },
   'dense-modules': { type: 'string', help: "modules trained in full: 'a,b' or 're:<regex>' (default: the task head)" },
   'selection-batches': { type: 'number', help: 'SIFT: batches whose gradients choose the indices', default: 1, integer: true, min: 1 },
-  'selection-score': { type: 'string', help: 'SIFT: how entries are scored', choices: ['abs', 'fisher', 'random', 'magnitude'], default: 'abs' },
+  'selection-score': {
+    type: 'string',
+    help: 'SIFT: how entries are scored',
+    choices: ['abs', 'fisher', 'random', 'magnitude'],
+    default: 'abs',
+  },
   'lora-rank': { type: 'number', help: 'LoRA rank', default: 8, integer: true, min: 1 },
   'lora-alpha': { type: 'number', help: 'LoRA alpha (default: 2 x rank)' },
   'lora-dropout': { type: 'number', help: 'LoRA dropout', default: 0 },
@@ -50,25 +76,64 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   shuffle: { type: 'boolean', help: 'shuffle the data (--no-shuffle: file order, wrapping around)', default: true },
   'eval-data': { type: 'string', help: 'evaluation data file' },
   'eval-every': { type: 'number', help: 'evaluate every N optimizer steps (0: only at the end)', default: 0, integer: true, min: 0 },
-  'checkpoint-every': { type: 'number', help: 'write OUT/checkpoint-<step> every N optimizer steps (0: only at the end and on interruption)', default: 0, integer: true, min: 0 },
+  'checkpoint-every': {
+    type: 'number',
+    help: 'write OUT/checkpoint-<step> every N optimizer steps (0: only at the end and on interruption)',
+    default: 0,
+    integer: true,
+    min: 0,
+  },
   'save-total-limit': { type: 'number', help: 'keep at most N checkpoint folders (the best one is kept besides)', integer: true, min: 1 },
-  'metric-for-best': { type: 'string', help: 'eval metric that picks the best result, saved to OUT/best/ (accuracy, f1, loss, ...; needs --eval-data)' },
-  'greater-is-better': { type: 'boolean', help: 'whether a larger --metric-for-best is better (default: false for loss and perplexity, else true)' },
-  'early-stopping-patience': { type: 'number', help: 'stop after N evaluations without improvement of --metric-for-best (default metric: loss)', integer: true, min: 1 },
+  'metric-for-best': {
+    type: 'string',
+    help: 'eval metric that picks the best result, saved to OUT/best/ (accuracy, f1, loss, ...; needs --eval-data)',
+  },
+  'greater-is-better': {
+    type: 'boolean',
+    help: 'whether a larger --metric-for-best is better (default: false for loss and perplexity, else true)',
+  },
+  'early-stopping-patience': {
+    type: 'number',
+    help: 'stop after N evaluations without improvement of --metric-for-best (default metric: loss)',
+    integer: true,
+    min: 1,
+  },
   resume: { type: 'boolean', help: 'continue from the newest checkpoint in --out' },
   merge: { type: 'boolean', help: 'also write the merged full model to OUT/model/' },
   ...columnFlags,
-  'max-length': { type: 'number', integer: true, min: 1, help: 'max tokens per example / block size for causal-lm (default: the model\'s positions, at most 512; 1024 for causal-lm)' },
-  'mixed-precision': { type: 'string', help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)', choices: ['bf16', 'none'] },
+  'max-length': {
+    type: 'number',
+    integer: true,
+    min: 1,
+    help: "max tokens per example / block size for causal-lm (default: the model's positions, at most 512; 1024 for causal-lm)",
+  },
+  'mixed-precision': {
+    type: 'string',
+    help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)',
+    choices: ['bf16', 'none'],
+  },
   'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
   'log-every': { type: 'number', help: 'log every N optimizer steps', default: 1, integer: true, min: 1 },
-  'quasi-sparsity': { type: 'boolean', help: "before training, measure the gradient's quasi-sparsity (share of the squared norm on the top 0.1%, 1%, 5% of entries per layer and overall) into log.jsonl and report.html" },
-  'report-to': { type: 'string', help: "where the logged metrics also go: 'tensorboard' (event files in --out, beside log.jsonl) or 'none'", choices: ['none', 'tensorboard'], default: 'none' },
+  'quasi-sparsity': {
+    type: 'boolean',
+    help: "before training, measure the gradient's quasi-sparsity (share of the squared norm on the top 0.1%, 1%, 5% of entries per layer and overall) into log.jsonl and report.html",
+  },
+  'report-to': {
+    type: 'string',
+    help: "where the logged metrics also go: 'tensorboard' (event files in --out, beside log.jsonl) or 'none'",
+    choices: ['none', 'tensorboard'],
+    default: 'none',
+  },
   device: deviceFlag,
   quantize: quantizeFlag,
   json: { type: 'boolean', help: 'print the final summary as JSON' },
   quiet: { type: 'boolean', help: 'no progress output' },
-  'dist-timeout': { type: 'number', min: 1, default: 600, help: 'data parallel (under sift-ft launch or torchrun): seconds a process waits for the others in a collective before the run ends with E_DIST' },
+  'dist-timeout': {
+    type: 'number',
+    min: 1,
+    default: 600,
+    help: 'data parallel (under sift-ft launch or torchrun): seconds a process waits for the others in a collective before the run ends with E_DIST',
+  },
 };
 
 export const finetuneHelp = 'Fine-tunes a model with SIFT (or full, lora, random-sparse) and writes the increment, a log and a report.';
@@ -87,7 +152,10 @@ export function parseSelector(v: unknown, flag: string): ModuleSelector | undefi
       throw new SiftError('E_ARG', `--${flag}: invalid regular expression '${s.slice(3)}' (${(e as Error).message})`);
     }
   }
-  const parts = s.split(',').map((p) => p.trim()).filter(Boolean);
+  const parts = s
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean);
   if (parts.length === 0) throw new SiftError('E_ARG', `--${flag}: expected 'a,b', 're:<regex>' or 'all-linear', got '${s}'`);
   return parts;
 }
@@ -95,7 +163,8 @@ export function parseSelector(v: unknown, flag: string): ModuleSelector | undefi
 function positiveInt(v: unknown, flag: string, allowZero = false): number | undefined {
   if (v === undefined) return undefined;
   const n = v as number;
-  if (!Number.isInteger(n) || n < (allowZero ? 0 : 1)) throw new SiftError('E_ARG', `flag --${flag} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${n}`);
+  if (!Number.isInteger(n) || n < (allowZero ? 0 : 1))
+    throw new SiftError('E_ARG', `flag --${flag} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${n}`);
   return n;
 }
 
@@ -105,10 +174,13 @@ export function trainerOptionsFrom(f: Parsed, task: TaskName, device: string, ou
   if (!(rate > 0 && rate <= 1)) throw new SiftError('E_ARG', `flag --sparse-rate must be in (0, 1], got ${rate}`);
   if (f.steps !== undefined && f.epochs !== undefined) throw new SiftError('E_ARG', 'give --steps or --epochs, not both');
   if (!((f.lr as number) > 0)) throw new SiftError('E_ARG', `flag --lr must be positive, got ${f.lr}`);
-  if (!((f['max-grad-norm'] as number) >= 0)) throw new SiftError('E_ARG', `flag --max-grad-norm must be >= 0 (0 = off), got ${f['max-grad-norm']}`);
-  if (f.epochs !== undefined && !((f.epochs as number) > 0)) throw new SiftError('E_ARG', `flag --epochs must be positive, got ${f.epochs}`);
+  if (!((f['max-grad-norm'] as number) >= 0))
+    throw new SiftError('E_ARG', `flag --max-grad-norm must be >= 0 (0 = off), got ${f['max-grad-norm']}`);
+  if (f.epochs !== undefined && !((f.epochs as number) > 0))
+    throw new SiftError('E_ARG', `flag --epochs must be positive, got ${f.epochs}`);
   const ratio = f['warmup-ratio'] as number | undefined;
-  if (ratio !== undefined && !(ratio >= 0 && ratio <= 1)) throw new SiftError('E_ARG', `flag --warmup-ratio must be in [0, 1], got ${ratio}`);
+  if (ratio !== undefined && !(ratio >= 0 && ratio <= 1))
+    throw new SiftError('E_ARG', `flag --warmup-ratio must be in [0, 1], got ${ratio}`);
   const method = f.method as MethodName;
   const targets = parseSelector(f['target-modules'], 'target-modules');
   const dense = parseSelector(f['dense-modules'], 'dense-modules');
@@ -120,7 +192,10 @@ export function trainerOptionsFrom(f: Parsed, task: TaskName, device: string, ou
       sparseRate: rate,
       targetModules: targets,
       denseModules: dense,
-      selection: { batches: positiveInt(f['selection-batches'], 'selection-batches'), score: method === 'random-sparse' ? 'random' : (f['selection-score'] as 'abs') },
+      selection: {
+        batches: positiveInt(f['selection-batches'], 'selection-batches'),
+        score: method === 'random-sparse' ? 'random' : (f['selection-score'] as 'abs'),
+      },
     },
     lora: {
       rank: positiveInt(f['lora-rank'], 'lora-rank'),
@@ -223,7 +298,10 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const task = requireTask(f.task);
   const out = requireFlag(f.out as string | undefined, 'out', 'the output folder');
   if (f.quantize !== undefined && f.merge) {
-    throw new SiftError('E_ARG', '--merge writes full weights, which a quantized base no longer has; apply OUT/delta.safetensors to the original model with sift-ft merge');
+    throw new SiftError(
+      'E_ARG',
+      '--merge writes full weights, which a quantized base no longer has; apply OUT/delta.safetensors to the original model with sift-ft merge',
+    );
   }
   const evalFile = f['eval-data'] === undefined ? undefined : requireFile(f['eval-data'], 'eval-data', 'the evaluation data file');
   let device = resolveDevice(f.device);
@@ -233,22 +311,40 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const writer = !group || group.rank === 0;
   const opts = trainerOptionsFrom(f, task, device, out);
   opts.processGroup = group;
-  if (opts.metricForBest && !evalFile) throw new SiftError('E_ARG', `--metric-for-best${f['metric-for-best'] === undefined ? ' (implied by --early-stopping-patience)' : ''} needs --eval-data`);
-  if (opts.resume && !latestCheckpoint(out)) throw new SiftError('E_IO', `--resume: no checkpoint in ${out} (checkpoint-<step>/ folders are written there by --checkpoint-every, on interruption and at the end)`);
+  if (opts.metricForBest && !evalFile)
+    throw new SiftError(
+      'E_ARG',
+      `--metric-for-best${f['metric-for-best'] === undefined ? ' (implied by --early-stopping-patience)' : ''} needs --eval-data`,
+    );
+  if (opts.resume && !latestCheckpoint(out))
+    throw new SiftError(
+      'E_IO',
+      `--resume: no checkpoint in ${out} (checkpoint-<step>/ folders are written there by --checkpoint-every, on interruption and at the end)`,
+    );
   fs.mkdirSync(out, { recursive: true });
   if (writer) {
     // The configuration the run resolved (defaults, --config file, flags), beside its results.
     // Paths made absolute, so that the file is a --config for the same run from any folder.
     const runConfig = resolvedConfig(parsed ?? { flags: f, sources: {} });
-    for (const k of ['model', 'data', 'eval-data', 'out']) if (typeof runConfig[k] === 'string') runConfig[k] = path.resolve(runConfig[k] as string);
+    for (const k of ['model', 'data', 'eval-data', 'out'])
+      if (typeof runConfig[k] === 'string') runConfig[k] = path.resolve(runConfig[k] as string);
     writeFileAtomic(path.join(out, 'run_config.json'), [JSON.stringify(runConfig, null, 2) + '\n']);
   }
 
   // Before anything is allocated: one line when the plan says the run will not fit the device.
   const warning = planWarning(loadConfig(modelDir) as HFConfig, {
-    task, method: opts.method, sparseRate: opts.sift?.sparseRate, batchSize: opts.batchSize, maxLength: opts.maxLength,
-    activationCheckpointing: opts.activationCheckpointing, mixedPrecision: opts.mixedPrecision, device: device.startsWith('cuda') ? 'cuda' : 'cpu',
-    loraRank: opts.lora?.rank, quantize: f.quantize as 'int8' | 'nf4' | undefined, targetModules: opts.method === 'lora' ? opts.lora?.targetModules : opts.sift?.targetModules, denseModules: opts.sift?.denseModules,
+    task,
+    method: opts.method,
+    sparseRate: opts.sift?.sparseRate,
+    batchSize: opts.batchSize,
+    maxLength: opts.maxLength,
+    activationCheckpointing: opts.activationCheckpointing,
+    mixedPrecision: opts.mixedPrecision,
+    device: device.startsWith('cuda') ? 'cuda' : 'cpu',
+    loraRank: opts.lora?.rank,
+    quantize: f.quantize as 'int8' | 'nf4' | undefined,
+    targetModules: opts.method === 'lora' ? opts.lora?.targetModules : opts.sift?.targetModules,
+    denseModules: opts.sift?.denseModules,
   });
   if (warning) process.stderr.write(warning + '\n');
 
@@ -269,7 +365,8 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   // The layers that do not train (SIFT's non-targets, LoRA's base) are stored quantized; the
   // trained ones stay dense, so the increment applies to the original base unchanged.
   const quantized = quantizeModel(loaded.model, f.quantize, true);
-  if (f.quantize !== undefined && quantized.length === 0 && !f.quiet) process.stderr.write(`--quantize ${f.quantize}: every linear layer trains; none was quantized\n`);
+  if (f.quantize !== undefined && quantized.length === 0 && !f.quiet)
+    process.stderr.write(`--quantize ${f.quantize}: every linear layer trains; none was quantized\n`);
   const progress = f.quiet || !writer ? null : new Progress(process.stderr, `finetune ${opts.method}`);
   const note = (s: string) => (progress ? progress.note(s) : process.stderr.write(`sift-ft finetune: ${s}\n`));
   const rec = new RunRecorder();
@@ -284,13 +381,17 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
           steps = e.step;
           progress?.step(e);
         } else if (e.type === 'selection') {
-          progress?.note(`selection done after ${e.batches} batch(es): ${fmtInt(e.trainable)} of ${fmtInt(e.total)} parameters trainable (${((100 * e.trainable) / e.total).toPrecision(3)}%)`);
+          progress?.note(
+            `selection done after ${e.batches} batch(es): ${fmtInt(e.trainable)} of ${fmtInt(e.total)} parameters trainable (${((100 * e.trainable) / e.total).toPrecision(3)}%)`,
+          );
         } else if (e.type === 'eval') {
           progress?.note(`eval at step ${e.step}: ${fmtMetrics(e.metrics)}`);
         } else if (e.type === 'checkpoint') {
           progress?.note(`checkpoint at step ${e.step}: ${e.path}`);
         } else if (e.type === 'quasi-sparsity') {
-          progress?.note(`quasi-sparsity: the top ${e.fractions.map((x, i) => `${+(100 * x).toPrecision(3)}% of entries carry ${(100 * e.overall[i]).toFixed(1)}%`).join(', ')} of the gradient's squared norm`);
+          progress?.note(
+            `quasi-sparsity: the top ${e.fractions.map((x, i) => `${+(100 * x).toPrecision(3)}% of entries carry ${(100 * e.overall[i]).toFixed(1)}%`).join(', ')} of the gradient's squared norm`,
+          );
         }
       }
     });
@@ -303,10 +404,15 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
     }
     if (done?.interrupted) {
       const ckpt = latestCheckpoint(out);
-      process.stderr.write(`sift-ft finetune: interrupted at step ${done.step}; checkpoint ${ckpt}; no increment written. Run the same command with --resume to finish.\n`);
+      process.stderr.write(
+        `sift-ft finetune: interrupted at step ${done.step}; checkpoint ${ckpt}; no increment written. Run the same command with --resume to finish.\n`,
+      );
       return 130;
     }
-    if (done?.stoppedEarly) process.stderr.write(`sift-ft finetune: early stopping at step ${done.step}: ${opts.earlyStoppingPatience} evaluations without improvement of ${done.best?.metric}\n`);
+    if (done?.stoppedEarly)
+      process.stderr.write(
+        `sift-ft finetune: early stopping at step ${done.step}: ${opts.earlyStoppingPatience} evaluations without improvement of ${done.best?.metric}\n`,
+      );
     let metrics = done?.metrics;
     if (!metrics && evalRows) metrics = await trainer.evaluate(evalRows);
     trainer.save(out);
@@ -339,17 +445,23 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
       quasiSparsity: rec.quasiSparsity,
     };
     const config: Record<string, unknown> = {
-      model: path.resolve(modelDir), data: path.resolve(dataFile), evalData: evalFile ? path.resolve(evalFile) : undefined, device,
+      model: path.resolve(modelDir),
+      data: path.resolve(dataFile),
+      evalData: evalFile ? path.resolve(evalFile) : undefined,
+      device,
       ...flatOptions(opts),
     };
     // Curves from log.jsonl: after --resume it holds the steps of the earlier run(s) too.
     const fromLog = curvesFromLog(result.log) ?? rec;
     if (!fromLog.gradProportion) fromLog.gradProportion = rec.gradProportion;
-    fs.writeFileSync(result.report, renderReport({
-      title: `sift-ft finetune: ${opts.method} on ${path.basename(dataFile)}`,
-      subtitle: `${path.basename(modelDir)}, task ${task}, ${steps} optimizer steps in ${fmtDuration(seconds)} on ${device}`,
-      runs: [fromLog.run(opts.method!, config, summaryOf(result))],
-    }));
+    fs.writeFileSync(
+      result.report,
+      renderReport({
+        title: `sift-ft finetune: ${opts.method} on ${path.basename(dataFile)}`,
+        subtitle: `${path.basename(modelDir)}, task ${task}, ${steps} optimizer steps in ${fmtDuration(seconds)} on ${device}`,
+        runs: [fromLog.run(opts.method!, config, summaryOf(result))],
+      }),
+    );
     if (f.json) {
       writeJson(result);
     } else {
@@ -357,11 +469,18 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
         `method ${result.method}: ${fmtInt(result.trainable)} of ${fmtInt(result.total)} parameters trained, ${steps} steps in ${fmtDuration(seconds)}, ${Math.round(tokensPerSec)} tokens/s, peak memory ${fmtBytes(result.peakMemoryBytes)}`,
       ];
       if (metrics) lines.push(`eval: ${fmtMetrics(metrics)}`);
-      if (result.meanGradProportion !== undefined) lines.push(`gradient proportion on the selected entries (mean over targets): ${(100 * result.meanGradProportion).toFixed(1)}%`);
-      if (result.communication) lines.push(`data parallel over ${result.worldSize} processes: ${fmtBytes(result.communication.bytesPerStep)} of gradients all-reduced per step (full fine-tuning: ${fmtBytes(result.communication.fullFinetuneBytesPerStep)}, ${(100 * result.communication.fraction).toPrecision(3)}%)`);
+      if (result.meanGradProportion !== undefined)
+        lines.push(`gradient proportion on the selected entries (mean over targets): ${(100 * result.meanGradProportion).toFixed(1)}%`);
+      if (result.communication)
+        lines.push(
+          `data parallel over ${result.worldSize} processes: ${fmtBytes(result.communication.bytesPerStep)} of gradients all-reduced per step (full fine-tuning: ${fmtBytes(result.communication.fullFinetuneBytesPerStep)}, ${(100 * result.communication.fraction).toPrecision(3)}%)`,
+        );
       if (result.delta) lines.push(`increment: ${result.delta}`);
       if (merged) lines.push(`merged model: ${result.merged}`);
-      if (done?.best) lines.push(`best: ${done.best.metric} ${done.best.value.toPrecision(4)} at step ${done.best.step}, saved to ${path.resolve(done.best.path ?? out, '')} (checkpoint-${done.best.step})`);
+      if (done?.best)
+        lines.push(
+          `best: ${done.best.metric} ${done.best.value.toPrecision(4)} at step ${done.best.step}, saved to ${path.resolve(done.best.path ?? out, '')} (checkpoint-${done.best.step})`,
+        );
       lines.push(`log: ${result.log}`, `report: ${result.report}`);
       if (opts.reportTo === 'tensorboard') lines.push(`tensorboard: tensorboard --logdir ${result.outDir}`);
       process.stdout.write(lines.join('\n') + '\n');
@@ -392,12 +511,28 @@ export function summaryOf(r: FinetuneResult): Record<string, unknown> {
 export function flatOptions(o: TrainerOptions): Record<string, unknown> {
   const sel = (s: ModuleSelector | undefined) => (Array.isArray(s) ? s.join(',') : s === 'all-linear' || s === undefined ? s : `re:${s}`);
   const out: Record<string, unknown> = {
-    task: o.task, method: o.method, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum, lr: o.lr,
-    lrSchedule: o.lrSchedule, warmupSteps: o.warmupSteps, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed,
-    shuffle: o.shuffle, maxLength: o.maxLength,
+    task: o.task,
+    method: o.method,
+    steps: o.steps,
+    epochs: o.epochs,
+    batchSize: o.batchSize,
+    gradAccum: o.gradAccum,
+    lr: o.lr,
+    lrSchedule: o.lrSchedule,
+    warmupSteps: o.warmupSteps,
+    weightDecay: o.weightDecay,
+    maxGradNorm: o.maxGradNorm,
+    seed: o.seed,
+    shuffle: o.shuffle,
+    maxLength: o.maxLength,
   };
   if (o.method === 'sift' || o.method === 'random-sparse') {
-    Object.assign(out, { sparseRate: o.sift?.sparseRate, targetModules: sel(o.sift?.targetModules), denseModules: sel(o.sift?.denseModules), selection: o.sift?.selection });
+    Object.assign(out, {
+      sparseRate: o.sift?.sparseRate,
+      targetModules: sel(o.sift?.targetModules),
+      denseModules: sel(o.sift?.denseModules),
+      selection: o.sift?.selection,
+    });
   } else if (o.method === 'lora') {
     Object.assign(out, { loraRank: o.lora?.rank, loraAlpha: o.lora?.alpha, loraTargets: sel(o.lora?.targetModules) });
   }

@@ -29,7 +29,10 @@ export async function runGenerate(f: Parsed): Promise<number> {
   // A classifier's increment changes the body for its head: generating with the LM head on that
   // body would be text from a model nobody trained. Such deltas are evaluated, not generated from.
   if (info?.task === 'classify' || info?.task === 'regress') {
-    throw new SiftError('E_UNSUPPORTED', `${info.file} was trained for task ${info.task} (a ${info.head?.architecture ?? 'classification'} head); generate needs a causal-lm or instruct increment. Use 'sift-ft eval --delta' to score it`);
+    throw new SiftError(
+      'E_UNSUPPORTED',
+      `${info.file} was trained for task ${info.task} (a ${info.head?.architecture ?? 'classification'} head); generate needs a causal-lm or instruct increment. Use 'sift-ft eval --delta' to score it`,
+    );
   }
   const device = resolveDevice(f.device);
   const loaded = loadWithDelta(modelDir, delta, { task: 'causal-lm', device, info });
@@ -45,8 +48,12 @@ export async function runGenerate(f: Parsed): Promise<number> {
     let printed = '';
     const eos = tok.eosTokenIds;
     for await (const step of generateStream(loaded.model, [ids], {
-      maxNewTokens: f['max-new-tokens'] as number, temperature: f.temperature as number, topK: f['top-k'] as number, topP: f['top-p'] as number,
-      seed: f.seed as number, eosTokenId: eos.length ? eos : null,
+      maxNewTokens: f['max-new-tokens'] as number,
+      temperature: f.temperature as number,
+      topK: f['top-k'] as number,
+      topP: f['top-p'] as number,
+      seed: f.seed as number,
+      eosTokenId: eos.length ? eos : null,
     })) {
       out.push(step[0]);
       if (f.json) continue;

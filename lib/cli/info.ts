@@ -7,7 +7,8 @@ export const infoFlags: Record<string, FlagSpec> = {
   json: { type: 'boolean', help: 'print JSON' },
 };
 
-export const infoHelp = 'Shows what this installation of sift-ft can use: the addon, backends, GPUs (and why CUDA is unusable, if it is), GEMM libraries.';
+export const infoHelp =
+  'Shows what this installation of sift-ft can use: the addon, backends, GPUs (and why CUDA is unusable, if it is), GEMM libraries.';
 
 export function collectInfo(): Record<string, unknown> {
   const b = backends();
@@ -61,7 +62,9 @@ export function runInfo(flags: Parsed): number {
   ];
   if (be.cuda.compiled) lines.push(`      GEMM: ${be.cuda.gemm}`);
   for (const d of be.cuda.devices) {
-    lines.push(`      cuda:${d.index} ${d.name}, compute ${d.computeCapability}, ${d.totalMemoryGiB} GiB (${d.freeMemoryGiB} free), ${d.multiprocessors} SMs${d.supported ? '' : ' (not supported by this build)'}`);
+    lines.push(
+      `      cuda:${d.index} ${d.name}, compute ${d.computeCapability}, ${d.totalMemoryGiB} GiB (${d.freeMemoryGiB} free), ${d.multiprocessors} SMs${d.supported ? '' : ' (not supported by this build)'}`,
+    );
   }
   process.stdout.write(lines.join('\n') + '\n');
   return 0;

@@ -13,12 +13,19 @@ import { FlagSpec, Parsed, parseCommand } from './args';
 export const launchFlags: Record<string, FlagSpec> = {
   'nproc-per-node': { type: 'number', integer: true, min: 1, help: 'processes on this node (one per GPU on CUDA)' },
   nnodes: { type: 'number', integer: true, min: 1, default: 1, help: 'nodes in the group' },
-  'node-rank': { type: 'number', integer: true, min: 0, default: 0, help: "this node's index (0 runs rank 0, which serves the rendezvous)" },
+  'node-rank': {
+    type: 'number',
+    integer: true,
+    min: 0,
+    default: 0,
+    help: "this node's index (0 runs rank 0, which serves the rendezvous)",
+  },
   'master-addr': { type: 'string', default: '127.0.0.1', help: "rank 0's host (reachable from every node)" },
   'master-port': { type: 'number', integer: true, min: 1, default: 29500, help: 'a free TCP port on the master host for the rendezvous' },
 };
 
-export const launchHelp = 'Starts a data-parallel run: N processes of a sift-ft command per node, joined in one process group (as torchrun does).';
+export const launchHelp =
+  'Starts a data-parallel run: N processes of a sift-ft command per node, joined in one process group (as torchrun does).';
 
 /** Seconds the others get to stop after a rank failed, before SIGKILL. */
 const GRACE_SEC = 10;
@@ -35,13 +42,21 @@ export interface LaunchPlan {
 /** Splits `launch` arguments at `--` and checks them. */
 export function planLaunch(argv: string[]): LaunchPlan {
   const sep = argv.indexOf('--');
-  if (sep < 0 || sep === argv.length - 1) throw new SiftError('E_ARG', 'give the command after --, e.g. sift-ft launch --nproc-per-node 2 -- finetune --model M --data D --task T --out O');
+  if (sep < 0 || sep === argv.length - 1)
+    throw new SiftError(
+      'E_ARG',
+      'give the command after --, e.g. sift-ft launch --nproc-per-node 2 -- finetune --model M --data D --task T --out O',
+    );
   const f: Parsed = parseCommand(argv.slice(0, sep), launchFlags).flags;
   if (f._.length) throw new SiftError('E_ARG', `unexpected argument '${f._[0]}' before -- (the command goes after --)`);
   if (f['nproc-per-node'] === undefined) throw new SiftError('E_ARG', '--nproc-per-node is required');
   const plan: LaunchPlan = {
-    nproc: f['nproc-per-node'] as number, nnodes: f.nnodes as number, nodeRank: f['node-rank'] as number,
-    masterAddr: f['master-addr'] as string, masterPort: f['master-port'] as number, command: argv.slice(sep + 1),
+    nproc: f['nproc-per-node'] as number,
+    nnodes: f.nnodes as number,
+    nodeRank: f['node-rank'] as number,
+    masterAddr: f['master-addr'] as string,
+    masterPort: f['master-port'] as number,
+    command: argv.slice(sep + 1),
   };
   if (plan.nodeRank >= plan.nnodes) throw new SiftError('E_ARG', `--node-rank ${plan.nodeRank} must be below --nnodes ${plan.nnodes}`);
   if (plan.masterPort > 65535) throw new SiftError('E_ARG', `--master-port must be at most 65535, got ${plan.masterPort}`);
@@ -86,31 +101,37 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('exit', onExit);
   try {
-    const exits = Array.from({ length: plan.nproc }, (_, local) => new Promise<void>((resolve) => {
-      const rank = plan.nodeRank * plan.nproc + local;
-      // Each child in its own process group: a Ctrl-C in the terminal reaches the launcher only,
-      // which forwards it once (a second SIGINT would make the children exit without a checkpoint).
-      const child = spawn(process.execPath, [main, ...plan.command], { env: rankEnv(plan, local), stdio: 'inherit', detached: true });
-      children[local] = child;
-      child.on('error', (e) => {
-        if (!firstFailure) firstFailure = { rank, code: 1, why: `could not start (${e.message})` };
-        resolve();
-      });
-      child.on('exit', (code, signal) => {
-        // 130: the rank stopped on the forwarded signal (and rank 0 wrote a checkpoint): not a failure.
-        const failed = (code !== null && code !== 0 && !(signalled && code === 130)) || (signal !== null && !signalled);
-        if (failed && !firstFailure) {
-          firstFailure = { rank, code: code ?? 1, why: code !== null ? `exited with code ${code}` : `was killed by ${signal}` };
-          const others = children.filter((c) => c && c !== child && c.exitCode === null && c.signalCode === null).length;
-          if (others) {
-            process.stderr.write(`sift-ft launch: rank ${rank} of ${world} ${firstFailure.why}; stopping the other ${others} process(es) on this node\n`);
-            stopOthers('SIGTERM');
-            killTimer = setTimeout(() => stopOthers('SIGKILL'), GRACE_SEC * 1000);
-          }
-        }
-        resolve();
-      });
-    }));
+    const exits = Array.from(
+      { length: plan.nproc },
+      (_, local) =>
+        new Promise<void>((resolve) => {
+          const rank = plan.nodeRank * plan.nproc + local;
+          // Each child in its own process group: a Ctrl-C in the terminal reaches the launcher only,
+          // which forwards it once (a second SIGINT would make the children exit without a checkpoint).
+          const child = spawn(process.execPath, [main, ...plan.command], { env: rankEnv(plan, local), stdio: 'inherit', detached: true });
+          children[local] = child;
+          child.on('error', (e) => {
+            if (!firstFailure) firstFailure = { rank, code: 1, why: `could not start (${e.message})` };
+            resolve();
+          });
+          child.on('exit', (code, signal) => {
+            // 130: the rank stopped on the forwarded signal (and rank 0 wrote a checkpoint): not a failure.
+            const failed = (code !== null && code !== 0 && !(signalled && code === 130)) || (signal !== null && !signalled);
+            if (failed && !firstFailure) {
+              firstFailure = { rank, code: code ?? 1, why: code !== null ? `exited with code ${code}` : `was killed by ${signal}` };
+              const others = children.filter((c) => c && c !== child && c.exitCode === null && c.signalCode === null).length;
+              if (others) {
+                process.stderr.write(
+                  `sift-ft launch: rank ${rank} of ${world} ${firstFailure.why}; stopping the other ${others} process(es) on this node\n`,
+                );
+                stopOthers('SIGTERM');
+                killTimer = setTimeout(() => stopOthers('SIGKILL'), GRACE_SEC * 1000);
+              }
+            }
+            resolve();
+          });
+        }),
+    );
     await Promise.all(exits);
   } finally {
     if (killTimer) clearTimeout(killTimer);

@@ -35,24 +35,61 @@ interface Command {
 }
 
 const commands: Record<string, Command> = {
-  finetune: { help: finetuneHelp, flags: finetuneFlags, run: runFinetune, usage: '--model DIR|FILE.onnx --data FILE --task T [--method M] --out DIR [--config run.yaml]' },
+  finetune: {
+    help: finetuneHelp,
+    flags: finetuneFlags,
+    run: runFinetune,
+    usage: '--model DIR|FILE.onnx --data FILE --task T [--method M] --out DIR [--config run.yaml]',
+  },
   eval: { help: evalHelp, flags: evalFlags, run: runEval, usage: '--model DIR|FILE.onnx [--delta FILE|DIR] --data FILE [--task T]' },
   select: { help: selectHelp, flags: selectFlags, run: runSelect, usage: '--model DIR|FILE.onnx --data FILE --task T [--out FILE]' },
   generate: { help: generateHelp, flags: generateFlags, run: runGenerate, usage: '--model DIR [--delta FILE|DIR] --prompt TEXT' },
   merge: { help: mergeHelp, flags: mergeFlags, run: runMerge, usage: '--model DIR --delta FILE|DIR --out DIR' },
-  bench: { help: benchHelp, flags: benchFlags, run: runBench, raw: true, usage: '[name...] [benchmark flags]', available: () => benchRunner() !== null },
+  bench: {
+    help: benchHelp,
+    flags: benchFlags,
+    run: runBench,
+    raw: true,
+    usage: '[name...] [benchmark flags]',
+    available: () => benchRunner() !== null,
+  },
   info: { help: infoHelp, flags: infoFlags, run: runInfo },
   build: { help: buildHelp, flags: buildFlags, run: runBuild, usage: '[--cuda | --cpu-only] [--cuda-archs LIST] [--force]' },
-  plan: { help: planHelp, flags: planFlags, run: runPlan, usage: '--model DIR|config.json --method sift|full|lora [--batch-size B] [--max-length T] [--json]' },
+  plan: {
+    help: planHelp,
+    flags: planFlags,
+    run: runPlan,
+    usage: '--model DIR|config.json --method sift|full|lora [--batch-size B] [--max-length T] [--json]',
+  },
   demo: { help: demoHelp, flags: demoFlags, run: runDemo, usage: '[--quick] [--out DIR]' },
-  'export-onnx': { help: exportOnnxHelp, flags: exportOnnxFlags, run: runExportOnnx, usage: '--model DIR [--delta FILE|DIR] --out model.onnx' },
-  launch: { help: launchHelp, flags: launchFlags, run: runLaunch, raw: true, usage: '--nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] -- <command> [flags]' },
-  pretrain: { help: pretrainHelp, flags: pretrainFlags, run: runPretrain, positionals: 10_000, usage: '--architecture gpt2|llama --size S | --config config.json | --model DIR --data FILE... --steps N|--tokens N|--minutes M --out DIR' },
+  'export-onnx': {
+    help: exportOnnxHelp,
+    flags: exportOnnxFlags,
+    run: runExportOnnx,
+    usage: '--model DIR [--delta FILE|DIR] --out model.onnx',
+  },
+  launch: {
+    help: launchHelp,
+    flags: launchFlags,
+    run: runLaunch,
+    raw: true,
+    usage: '--nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] -- <command> [flags]',
+  },
+  pretrain: {
+    help: pretrainHelp,
+    flags: pretrainFlags,
+    run: runPretrain,
+    positionals: 10_000,
+    usage:
+      '--architecture gpt2|llama --size S | --config config.json | --model DIR --data FILE... --steps N|--tokens N|--minutes M --out DIR',
+  },
   'export-peft': { help: exportPeftHelp, flags: exportPeftFlags, run: runExportPeft, usage: '--model DIR --delta FILE|DIR --out DIR' },
 };
 
 function usage(): string {
-  const rows = Object.entries(commands).filter(([, c]) => !c.available || c.available()).map(([name, c]) => `  ${name.padEnd(12)} ${c.help}`);
+  const rows = Object.entries(commands)
+    .filter(([, c]) => !c.available || c.available())
+    .map(([name, c]) => `  ${name.padEnd(12)} ${c.help}`);
   return `Usage: sift-ft <command> [flags]\n\nCommands:\n${rows.join('\n')}\n\nRun 'sift-ft <command> --help' for a command's flags.`;
 }
 
@@ -78,7 +115,9 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    const parsed: ParseResult = cmd.raw ? { flags: { _: rest }, sources: {} } : parseCommand(rest, cmd.flags, { positionals: cmd.positionals });
+    const parsed: ParseResult = cmd.raw
+      ? { flags: { _: rest }, sources: {} }
+      : parseCommand(rest, cmd.flags, { positionals: cmd.positionals });
     return await cmd.run(parsed.flags, rest, parsed);
   } catch (e) {
     if (e instanceof SiftError) {
@@ -87,7 +126,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     // Anything else is a bug or an environment failure: still one line, the stack on request.
     const err = e as Error;
-    process.stderr.write(`sift-ft ${name}: ${err?.message ?? String(e)}${env('SIFT_FT_DEBUG') ? `\n${err?.stack}` : ' (set SIFT_FT_DEBUG=1 for the stack)'}\n`);
+    process.stderr.write(
+      `sift-ft ${name}: ${err?.message ?? String(e)}${env('SIFT_FT_DEBUG') ? `\n${err?.stack}` : ' (set SIFT_FT_DEBUG=1 for the stack)'}\n`,
+    );
     return 1;
   }
 }

@@ -19,7 +19,8 @@ export const mergeFlags: Record<string, FlagSpec> = {
   json: { type: 'boolean', help: 'print what was written as JSON' },
 };
 
-export const mergeHelp = 'Merges an increment or LoRA adapter into its base model and writes a full model folder (config, safetensors, tokenizer).';
+export const mergeHelp =
+  'Merges an increment or LoRA adapter into its base model and writes a full model folder (config, safetensors, tokenizer).';
 
 export function runMerge(f: Parsed): number {
   const modelDir = requireFile(f.model, 'model', 'the base model folder');
@@ -32,7 +33,10 @@ export function runMerge(f: Parsed): number {
     const tokFiles = TOKENIZER_FILE_NAMES.map((n) => path.join(modelDir, n)).filter((p) => fs.existsSync(p));
     const saved = saveModelFolder(out, { config: loaded.model.config, stateDict: stateDict(loaded.model), tokenizerFiles: tokFiles });
     if (f.json) writeJson({ out: saved.dir, architecture: loaded.model.architecture, files: saved.files, bytes: saved.totalSize });
-    else process.stdout.write(`merged ${path.basename(delta)} into ${modelDir} as ${loaded.model.architecture}: ${saved.dir} (${saved.files.join(', ')})\n`);
+    else
+      process.stdout.write(
+        `merged ${path.basename(delta)} into ${modelDir} as ${loaded.model.architecture}: ${saved.dir} (${saved.files.join(', ')})\n`,
+      );
     return 0;
   } finally {
     loaded.model.dispose();

@@ -22,7 +22,14 @@ export interface Logger {
   (line: string): void;
 }
 
-async function drain(trainer: Trainer, train: Row[], evalRows: Row[] | undefined, rec: RunRecorder, progress: Progress | null, log: Logger): Promise<number> {
+async function drain(
+  trainer: Trainer,
+  train: Row[],
+  evalRows: Row[] | undefined,
+  rec: RunRecorder,
+  progress: Progress | null,
+  log: Logger,
+): Promise<number> {
   let tokensPerSec = 0;
   const samples: number[] = [];
   for await (const e of trainer.fit(train, evalRows) as AsyncGenerator<TrainerEvent>) {
@@ -81,9 +88,21 @@ export async function pretrain(spec: PretrainSpec, log: Logger): Promise<Pretrai
   };
   const model: PreTrainedModel = createModel(config, { task: 'causal-lm', device: spec.device, seed: spec.seed });
   const opts: TrainerOptions = {
-    task: 'causal-lm', method: 'full', steps: spec.steps, batchSize: spec.batchSize, lr: spec.lr, lrSchedule: 'cosine',
-    warmupSteps: Math.max(1, Math.round(spec.steps * 0.05)), weightDecay: 0.01, maxGradNorm: 1, seed: spec.seed, device: spec.device,
-    maxLength: spec.blockSize, packing: true, outDir: path.join(spec.outDir, 'pretrain-run'), logEvery: 1,
+    task: 'causal-lm',
+    method: 'full',
+    steps: spec.steps,
+    batchSize: spec.batchSize,
+    lr: spec.lr,
+    lrSchedule: 'cosine',
+    warmupSteps: Math.max(1, Math.round(spec.steps * 0.05)),
+    weightDecay: 0.01,
+    maxGradNorm: 1,
+    seed: spec.seed,
+    device: spec.device,
+    maxLength: spec.blockSize,
+    packing: true,
+    outDir: path.join(spec.outDir, 'pretrain-run'),
+    logEvery: 1,
   };
   const rec = new RunRecorder();
   const trainer = new Trainer(model, tok, opts);
@@ -102,9 +121,26 @@ export async function pretrain(spec: PretrainSpec, log: Logger): Promise<Pretrai
   const losses = rec.steps.map((s) => s.loss);
   const k = Math.max(1, Math.min(10, Math.floor(losses.length / 5)));
   const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-  const result = { dir, seconds, firstLoss: avg(losses.slice(0, k)), finalLoss: avg(losses.slice(-k)), tokensPerSec: tps, parameters, run: rec.run('pre-training (full)', flatConfig(opts), {}) };
-  result.run.summary = { parameters, 'optimizer steps': spec.steps, 'first loss': result.firstLoss, 'final loss': result.finalLoss, 'tokens/s': Math.round(tps), 'wall time': fmtDuration(seconds) };
-  log(`pre-trained ${fmtInt(parameters)} parameters for ${spec.steps} steps in ${fmtDuration(seconds)}: loss ${result.firstLoss.toFixed(3)} -> ${result.finalLoss.toFixed(3)} (${Math.round(tps)} tokens/s); saved to ${dir}`);
+  const result = {
+    dir,
+    seconds,
+    firstLoss: avg(losses.slice(0, k)),
+    finalLoss: avg(losses.slice(-k)),
+    tokensPerSec: tps,
+    parameters,
+    run: rec.run('pre-training (full)', flatConfig(opts), {}),
+  };
+  result.run.summary = {
+    parameters,
+    'optimizer steps': spec.steps,
+    'first loss': result.firstLoss,
+    'final loss': result.finalLoss,
+    'tokens/s': Math.round(tps),
+    'wall time': fmtDuration(seconds),
+  };
+  log(
+    `pre-trained ${fmtInt(parameters)} parameters for ${spec.steps} steps in ${fmtDuration(seconds)}: loss ${result.firstLoss.toFixed(3)} -> ${result.finalLoss.toFixed(3)} (${Math.round(tps)} tokens/s); saved to ${dir}`,
+  );
   return result;
 }
 
@@ -162,9 +198,11 @@ export function initHeadFromTokens(model: PreTrainedModel, tokenIds: number[]): 
   const params = new Map(model.namedParameters());
   const head = params.get('score.weight');
   const emb = params.get('transformer.wte.weight') ?? params.get('model.embed_tokens.weight');
-  if (!head || !emb) throw new SiftError('E_UNSUPPORTED', 'verbalizer head: the model needs a bias-free score head and token embeddings (GPT-2 or LLaMA)');
+  if (!head || !emb)
+    throw new SiftError('E_UNSUPPORTED', 'verbalizer head: the model needs a bias-free score head and token embeddings (GPT-2 or LLaMA)');
   const [C, D] = head.shape;
-  if (tokenIds.length !== C || emb.shape[1] !== D) throw new SiftError('E_SHAPE', `verbalizer head: ${tokenIds.length} tokens for ${C} labels (width ${emb.shape[1]} vs ${D})`);
+  if (tokenIds.length !== C || emb.shape[1] !== D)
+    throw new SiftError('E_SHAPE', `verbalizer head: ${tokenIds.length} tokens for ${C} labels (width ${emb.shape[1]} vs ${D})`);
   const e = emb.toArray() as Float32Array;
   const w = new Float32Array(C * D);
   tokenIds.forEach((id, c) => w.set(e.subarray(id * D, (id + 1) * D), c * D));
@@ -181,8 +219,14 @@ export async function finetuneMethod(spec: FinetuneSpec, m: MethodSpec, log: Log
   const loaded = loadModelForTask(spec.baseDir, { task: spec.task, device: spec.device, labels: spec.labels, seed: spec.common.seed ?? 0 });
   if (spec.verbalizer) initHeadFromTokens(loaded.model, spec.verbalizer);
   const opts: TrainerOptions = {
-    task: spec.task, device: spec.device, labels: loaded.labels, outDir, trackGradProportion: m.method === 'sift' || m.method === 'random-sparse',
-    ...spec.common, ...m.options, method: m.method,
+    task: spec.task,
+    device: spec.device,
+    labels: loaded.labels,
+    outDir,
+    trackGradProportion: m.method === 'sift' || m.method === 'random-sparse',
+    ...spec.common,
+    ...m.options,
+    method: m.method,
   };
   const t0 = Date.now();
   const rec = new RunRecorder();
@@ -195,13 +239,29 @@ export async function finetuneMethod(spec: FinetuneSpec, m: MethodSpec, log: Log
     trainer.save(outDir);
     if (spec.saveMerged) trainer.saveMerged(outDir);
     const res: MethodResult = {
-      name, method: m.method, trainable: rec.done?.trainable ?? 0, total: rec.done?.total ?? loaded.model.numParameters(), peakMemoryBytes: rec.done?.peakMemoryBytes ?? 0,
-      tokensPerSec: tps, seconds, metrics, testMetrics, lr: opts.lr, gradProportion: rec.gradProportion, meanGradProportion: meanOf(rec.gradProportion), outDir,
+      name,
+      method: m.method,
+      trainable: rec.done?.trainable ?? 0,
+      total: rec.done?.total ?? loaded.model.numParameters(),
+      peakMemoryBytes: rec.done?.peakMemoryBytes ?? 0,
+      tokensPerSec: tps,
+      seconds,
+      metrics,
+      testMetrics,
+      lr: opts.lr,
+      gradProportion: rec.gradProportion,
+      meanGradProportion: meanOf(rec.gradProportion),
+      outDir,
       run: rec.run(name, flatConfig(opts), {}),
     };
     res.run.summary = summaryRow(res);
-    fs.writeFileSync(path.join(outDir, 'report.html'), renderReport({ title: `sift-ft: ${name}`, subtitle: `fine-tuned from ${spec.baseDir} on ${spec.device}`, runs: [res.run] }));
-    log(`${name}${opts.lr !== undefined ? ` (lr ${opts.lr})` : ''}: ${fmtMetrics(metrics)}${testMetrics ? `; test ${fmtMetrics(testMetrics)}` : ''} (${fmtDuration(seconds)})`);
+    fs.writeFileSync(
+      path.join(outDir, 'report.html'),
+      renderReport({ title: `sift-ft: ${name}`, subtitle: `fine-tuned from ${spec.baseDir} on ${spec.device}`, runs: [res.run] }),
+    );
+    log(
+      `${name}${opts.lr !== undefined ? ` (lr ${opts.lr})` : ''}: ${fmtMetrics(metrics)}${testMetrics ? `; test ${fmtMetrics(testMetrics)}` : ''} (${fmtDuration(seconds)})`,
+    );
     return res;
   } finally {
     trainer.dispose();
@@ -212,7 +272,13 @@ export async function finetuneMethod(spec: FinetuneSpec, m: MethodSpec, log: Log
 /** Metrics of the base model itself (with its verbalizer head, if any) on rows, before any training. */
 export async function evaluateBase(spec: FinetuneSpec, rows: Row[]): Promise<Metrics> {
   const loaded = loadModelForTask(spec.baseDir, { task: spec.task, device: spec.device, labels: spec.labels, seed: spec.common.seed ?? 0 });
-  const trainer = new Trainer(loaded.model, loaded.tokenizer, { task: spec.task, device: spec.device, labels: loaded.labels, ...spec.common, method: 'full' });
+  const trainer = new Trainer(loaded.model, loaded.tokenizer, {
+    task: spec.task,
+    device: spec.device,
+    labels: loaded.labels,
+    ...spec.common,
+    method: 'full',
+  });
   try {
     if (spec.verbalizer) initHeadFromTokens(loaded.model, spec.verbalizer);
     return await trainer.evaluate(rows);
@@ -240,7 +306,17 @@ export function summaryRow(r: MethodResult): Record<string, unknown> {
  * the runs have one (else on eval), and each run's learning rate with `opts.lr`.
  */
 export function resultsTable(results: MethodResult[], metric: 'accuracy' = 'accuracy', opts: { lr?: boolean } = {}): string {
-  const head = ['method', 'trainable params', 'share', 'peak memory', 'tokens/s', ...(opts.lr ? ['lr'] : []), metric, 'grad proportion', 'time'];
+  const head = [
+    'method',
+    'trainable params',
+    'share',
+    'peak memory',
+    'tokens/s',
+    ...(opts.lr ? ['lr'] : []),
+    metric,
+    'grad proportion',
+    'time',
+  ];
   return table(
     head,
     results.map((r) => {

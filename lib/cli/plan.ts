@@ -17,14 +17,23 @@ import { fmtBytes, fmtInt, requireFlag, writeJson } from './common';
 export const planFlags: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'model folder or its config.json' },
   method: { type: 'string', help: 'training method', choices: ['sift', 'full', 'lora'], default: 'sift' },
-  task: { type: 'string', help: 'causal-lm, instruct, chat, classify or regress', choices: ['causal-lm', 'instruct', 'chat', 'classify', 'regress'], default: 'causal-lm' },
+  task: {
+    type: 'string',
+    help: 'causal-lm, instruct, chat, classify or regress',
+    choices: ['causal-lm', 'instruct', 'chat', 'classify', 'regress'],
+    default: 'causal-lm',
+  },
   'sparse-rate': { type: 'number', help: 'SIFT: share of each target weight that is trained', default: 0.01 },
   'lora-rank': { type: 'number', help: 'LoRA rank', default: 8 },
   'batch-size': { type: 'number', help: 'micro-batch size', default: 8 },
-  'max-length': { type: 'number', help: 'tokens per example (default: the model\'s positions, at most 1024 for causal-lm, 512 otherwise)' },
+  'max-length': { type: 'number', help: "tokens per example (default: the model's positions, at most 1024 for causal-lm, 512 otherwise)" },
   quantize: { type: 'string', help: 'frozen weights stored quantized', choices: ['int8', 'nf4'] },
   'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
-  'mixed-precision': { type: 'string', help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)', choices: ['bf16', 'none'] },
+  'mixed-precision': {
+    type: 'string',
+    help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)',
+    choices: ['bf16', 'none'],
+  },
   device: { type: 'string', help: 'the device to plan for', choices: ['cpu', 'cuda'], default: 'cpu' },
   json: { type: 'boolean', help: 'print the plan as JSON' },
 };
@@ -43,7 +52,8 @@ export function deviceCapacity(device: 'cpu' | 'cuda'): DeviceCapacity {
   if (device === 'cpu') return { device, name: `${os.cpus().length} CPU threads, RAM`, totalBytes: os.totalmem(), freeBytes: os.freemem() };
   const b = backends();
   const d = b.cuda.usable ? b.cuda.devices[0] : undefined;
-  if (!d) return { device, name: `CUDA (${b.cuda.compiled ? b.cuda.status : 'not compiled in this build'})`, totalBytes: null, freeBytes: null };
+  if (!d)
+    return { device, name: `CUDA (${b.cuda.compiled ? b.cuda.status : 'not compiled in this build'})`, totalBytes: null, freeBytes: null };
   return { device, name: `cuda:0 ${d.name}`, totalBytes: d.totalMemory, freeBytes: d.freeMemory };
 }
 
@@ -109,9 +119,17 @@ export function runPlan(f: Parsed): number {
     `${plan.model}, ${fmtInt(plan.parameters)} parameters; ${plan.method}${plan.method === 'sift' ? ` ${opts.sparseRate}` : ''}: ${fmtInt(plan.trainable)} trained; batch ${plan.batchSize} x ${plan.maxLength} tokens, ${plan.weightDType}${plan.quantize ? `, frozen weights ${plan.quantize}` : ''}${plan.activationCheckpointing ? ', activation checkpointing' : ''}`,
     row('weights', p.weights),
     row('quantized weights', p.quantizedWeights),
-    row('trainable state', p.trainableState, `masters ${fmtBytes(p.masters)}, moments ${fmtBytes(p.moments)}, indices ${fmtBytes(p.indices)}`),
+    row(
+      'trainable state',
+      p.trainableState,
+      `masters ${fmtBytes(p.masters)}, moments ${fmtBytes(p.moments)}, indices ${fmtBytes(p.indices)}`,
+    ),
     row('gradients', p.gradients),
-    row('activations', p.activations, `${plan.activationDetail.blocks} blocks x ${fmtBytes(plan.activationDetail.perBlock)}${plan.activationCheckpointing ? ' (one block recomputed at a time)' : ''}`),
+    row(
+      'activations',
+      p.activations,
+      `${plan.activationDetail.blocks} blocks x ${fmtBytes(plan.activationDetail.perBlock)}${plan.activationCheckpointing ? ' (one block recomputed at a time)' : ''}`,
+    ),
     row('workspace', p.workspace),
     row('peak', plan.peakBytes),
   ];

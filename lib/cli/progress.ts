@@ -13,7 +13,11 @@ export class Progress {
   private lastPlain = 0;
   private drawn = false;
 
-  constructor(private readonly stream: NodeJS.WriteStream = process.stderr, private readonly label = 'train', private readonly plainEverySec = 5) {
+  constructor(
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+    private readonly label = 'train',
+    private readonly plainEverySec = 5,
+  ) {
     this.tty = !!stream.isTTY && !env('CI');
   }
 

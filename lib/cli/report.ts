@@ -36,14 +36,17 @@ export interface ReportData {
 export function quasiSparsityCharts(list: { name: string; qs: QuasiSparsity }[]): string[] {
   if (!list.length) return [];
   const names = [...new Set(list.flatMap((m) => m.qs.layers.map((l) => l.name)))];
-  return list[0].qs.fractions.map((f, i) => barChart(
-    `Share of the gradient's squared norm on its top ${fractionLabel(f)} of entries (per layer and overall; an even gradient gives ${fractionLabel(f)})`,
-    ['overall', ...shortNames(names)],
-    list.map((m, j) => ({
-      name: m.name, color: COLORS[j % COLORS.length],
-      values: [m.qs.overall.shares[i], ...names.map((n) => m.qs.layers.find((l) => l.name === n)?.shares[i])],
-    })),
-  ));
+  return list[0].qs.fractions.map((f, i) =>
+    barChart(
+      `Share of the gradient's squared norm on its top ${fractionLabel(f)} of entries (per layer and overall; an even gradient gives ${fractionLabel(f)})`,
+      ['overall', ...shortNames(names)],
+      list.map((m, j) => ({
+        name: m.name,
+        color: COLORS[j % COLORS.length],
+        values: [m.qs.overall.shares[i], ...names.map((n) => m.qs.layers.find((l) => l.name === n)?.shares[i])],
+      })),
+    ),
+  );
 }
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
@@ -76,7 +79,11 @@ interface Series {
 }
 
 /** An SVG line chart; a series with one point is drawn as a dot. */
-export function lineChart(title: string, series: Series[], opts: { xLabel?: string; yLabel?: string; width?: number; height?: number; smooth?: boolean } = {}): string {
+export function lineChart(
+  title: string,
+  series: Series[],
+  opts: { xLabel?: string; yLabel?: string; width?: number; height?: number; smooth?: boolean } = {},
+): string {
   const W = opts.width ?? 560;
   const H = opts.height ?? 300;
   const m = { l: 56, r: 16, t: 30, b: 40 };
@@ -102,34 +109,54 @@ export function lineChart(title: string, series: Series[], opts: { xLabel?: stri
   for (const t of niceTicks(x0, x1, 6)) {
     parts.push(`<text x="${X(t).toFixed(1)}" y="${H - m.b + 16}" text-anchor="middle">${fmtTick(t)}</text>`);
   }
-  parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${H - m.b}" y2="${H - m.b}" class="axis"/><line x1="${m.l}" x2="${m.l}" y1="${m.t}" y2="${H - m.b}" class="axis"/>`);
-  if (opts.xLabel) parts.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 6}" text-anchor="middle" class="label">${esc(opts.xLabel)}</text>`);
-  if (opts.yLabel) parts.push(`<text x="12" y="${(m.t + H - m.b) / 2}" text-anchor="middle" class="label" transform="rotate(-90 12 ${(m.t + H - m.b) / 2})">${esc(opts.yLabel)}</text>`);
+  parts.push(
+    `<line x1="${m.l}" x2="${W - m.r}" y1="${H - m.b}" y2="${H - m.b}" class="axis"/><line x1="${m.l}" x2="${m.l}" y1="${m.t}" y2="${H - m.b}" class="axis"/>`,
+  );
+  if (opts.xLabel)
+    parts.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 6}" text-anchor="middle" class="label">${esc(opts.xLabel)}</text>`);
+  if (opts.yLabel)
+    parts.push(
+      `<text x="12" y="${(m.t + H - m.b) / 2}" text-anchor="middle" class="label" transform="rotate(-90 12 ${(m.t + H - m.b) / 2})">${esc(opts.yLabel)}</text>`,
+    );
   series.forEach((s, i) => {
     const pts = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
     if (pts.length === 0) return;
     if (opts.smooth && pts.length > 20) {
       // Raw values faint, an exponential moving average on top: noisy per-step losses stay readable.
-      parts.push(`<polyline fill="none" stroke="${s.color}" stroke-opacity="0.25" stroke-width="1" points="${pts.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ')}"/>`);
+      parts.push(
+        `<polyline fill="none" stroke="${s.color}" stroke-opacity="0.25" stroke-width="1" points="${pts.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ')}"/>`,
+      );
       const a = Math.min(0.5, 10 / pts.length);
       let ema = pts[0][1];
       const sm = pts.map(([x, y]) => {
         ema = a * y + (1 - a) * ema;
         return [x, ema] as [number, number];
       });
-      parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${sm.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ')}"/>`);
+      parts.push(
+        `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${sm.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ')}"/>`,
+      );
     } else {
-      parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ')}"/>`);
-      if (pts.length <= 30) for (const [x, y] of pts) parts.push(`<circle cx="${X(x).toFixed(1)}" cy="${Y(y).toFixed(1)}" r="3" fill="${s.color}"/>`);
+      parts.push(
+        `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ')}"/>`,
+      );
+      if (pts.length <= 30)
+        for (const [x, y] of pts) parts.push(`<circle cx="${X(x).toFixed(1)}" cy="${Y(y).toFixed(1)}" r="3" fill="${s.color}"/>`);
     }
     const ly = m.t + 4 + i * 16;
-    parts.push(`<rect x="${W - m.r - 150}" y="${ly - 9}" width="12" height="3" fill="${s.color}"/><text x="${W - m.r - 132}" y="${ly - 4}">${esc(s.name)}</text>`);
+    parts.push(
+      `<rect x="${W - m.r - 150}" y="${ly - 9}" width="12" height="3" fill="${s.color}"/><text x="${W - m.r - 132}" y="${ly - 4}">${esc(s.name)}</text>`,
+    );
   });
   return `<figure class="chart"><figcaption>${esc(title)}</figcaption><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(title)}">${parts.join('')}</svg></figure>`;
 }
 
 /** Horizontal bars in [0, 1], one group per label with one bar per series. */
-export function barChart(title: string, labels: string[], series: { name: string; color: string; values: (number | undefined)[] }[], opts: { width?: number } = {}): string {
+export function barChart(
+  title: string,
+  labels: string[],
+  series: { name: string; color: string; values: (number | undefined)[] }[],
+  opts: { width?: number } = {},
+): string {
   if (labels.length === 0) return '';
   const W = opts.width ?? 760;
   const bar = 12;
@@ -140,7 +167,9 @@ export function barChart(title: string, labels: string[], series: { name: string
   const X = (v: number) => m.l + v * (W - m.l - m.r);
   const parts: string[] = [];
   for (const t of [0, 0.25, 0.5, 0.75, 1]) {
-    parts.push(`<line x1="${X(t)}" x2="${X(t)}" y1="${m.t - 4}" y2="${H - m.b}" class="grid"/><text x="${X(t)}" y="${H - m.b + 16}" text-anchor="middle">${t * 100}%</text>`);
+    parts.push(
+      `<line x1="${X(t)}" x2="${X(t)}" y1="${m.t - 4}" y2="${H - m.b}" class="grid"/><text x="${X(t)}" y="${H - m.b + 16}" text-anchor="middle">${t * 100}%</text>`,
+    );
   }
   labels.forEach((l, i) => {
     const gy = m.t + i * group;
@@ -149,12 +178,18 @@ export function barChart(title: string, labels: string[], series: { name: string
       const v = s.values[i];
       if (v === undefined || !Number.isFinite(v)) return;
       const y = gy + j * bar;
-      parts.push(`<rect x="${m.l}" y="${y}" width="${(X(Math.max(0, Math.min(1, v))) - m.l).toFixed(1)}" height="${bar - 2}" fill="${s.color}"/>`);
+      parts.push(
+        `<rect x="${m.l}" y="${y}" width="${(X(Math.max(0, Math.min(1, v))) - m.l).toFixed(1)}" height="${bar - 2}" fill="${s.color}"/>`,
+      );
       parts.push(`<text x="${(X(Math.max(0, Math.min(1, v))) + 4).toFixed(1)}" y="${y + bar - 3}">${(v * 100).toFixed(1)}%</text>`);
     });
   });
   if (series.length > 1) {
-    series.forEach((s, j) => parts.push(`<rect x="${m.l + j * 150}" y="${8}" width="12" height="10" fill="${s.color}"/><text x="${m.l + j * 150 + 16}" y="${17}">${esc(s.name)}</text>`));
+    series.forEach((s, j) =>
+      parts.push(
+        `<rect x="${m.l + j * 150}" y="${8}" width="12" height="10" fill="${s.color}"/><text x="${m.l + j * 150 + 16}" y="${17}">${esc(s.name)}</text>`,
+      ),
+    );
   }
   return `<figure class="chart wide"><figcaption>${esc(title)}</figcaption><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(title)}">${parts.join('')}</svg></figure>`;
 }
@@ -162,7 +197,10 @@ export function barChart(title: string, labels: string[], series: { name: string
 function kvTable(obj: Record<string, unknown>): string {
   const rows = Object.entries(obj)
     .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(typeof v === 'number' ? (Number.isInteger(v) ? v.toLocaleString('en-US') : +v.toPrecision(5)) : typeof v === 'object' ? JSON.stringify(v) : v)}</td></tr>`);
+    .map(
+      ([k, v]) =>
+        `<tr><th>${esc(k)}</th><td>${esc(typeof v === 'number' ? (Number.isInteger(v) ? v.toLocaleString('en-US') : +v.toPrecision(5)) : typeof v === 'object' ? JSON.stringify(v) : v)}</td></tr>`,
+    );
   return `<table class="kv">${rows.join('')}</table>`;
 }
 
@@ -174,40 +212,74 @@ function shortNames(names: string[]): string[] {
 export function renderReport(data: ReportData): string {
   const runs = data.runs.map((r, i) => ({ ...r, color: COLORS[i % COLORS.length] }));
   const charts: string[] = [];
-  charts.push(lineChart('Training loss', runs.map((r) => ({ name: r.name, color: r.color, points: r.steps.map((s) => [s.step, s.loss] as [number, number]) })), { xLabel: 'optimizer step', yLabel: 'loss', smooth: true }));
+  charts.push(
+    lineChart(
+      'Training loss',
+      runs.map((r) => ({ name: r.name, color: r.color, points: r.steps.map((s) => [s.step, s.loss] as [number, number]) })),
+      { xLabel: 'optimizer step', yLabel: 'loss', smooth: true },
+    ),
+  );
   if (data.pretrain) {
-    charts.push(lineChart('Pre-training loss', [{ name: data.pretrain.name, color: '#555', points: data.pretrain.steps.map((s) => [s.step, s.loss] as [number, number]) }], { xLabel: 'optimizer step', yLabel: 'loss', smooth: true }));
+    charts.push(
+      lineChart(
+        'Pre-training loss',
+        [{ name: data.pretrain.name, color: '#555', points: data.pretrain.steps.map((s) => [s.step, s.loss] as [number, number]) }],
+        { xLabel: 'optimizer step', yLabel: 'loss', smooth: true },
+      ),
+    );
   }
   const metricNames = [...new Set(runs.flatMap((r) => r.evals.flatMap((e) => Object.keys(e.metrics).filter((k) => k !== 'examples'))))];
   const curves = runs.some((r) => r.evals.length > 1);
   if (!curves && metricNames.length) {
     // One evaluation per run: a table says more than single dots on an axis.
     const head = metricNames.map((m) => `<th>${esc(m)}</th>`).join('');
-    const body = runs.map((r) => {
-      const m = (r.evals[r.evals.length - 1]?.metrics ?? {}) as Record<string, number>;
-      return `<tr><th><span class="swatch" style="background:${r.color}"></span>${esc(r.name)}</th>${metricNames.map((k) => `<td>${typeof m[k] === 'number' ? m[k].toFixed(4) : '-'}</td>`).join('')}</tr>`;
-    }).join('');
-    charts.push(`<figure class="chart"><figcaption>Final evaluation</figcaption><table class="metrics"><tr><th></th>${head}</tr>${body}</table></figure>`);
+    const body = runs
+      .map((r) => {
+        const m = (r.evals[r.evals.length - 1]?.metrics ?? {}) as Record<string, number>;
+        return `<tr><th><span class="swatch" style="background:${r.color}"></span>${esc(r.name)}</th>${metricNames.map((k) => `<td>${typeof m[k] === 'number' ? m[k].toFixed(4) : '-'}</td>`).join('')}</tr>`;
+      })
+      .join('');
+    charts.push(
+      `<figure class="chart"><figcaption>Final evaluation</figcaption><table class="metrics"><tr><th></th>${head}</tr>${body}</table></figure>`,
+    );
   }
   for (const name of curves ? metricNames : []) {
-    charts.push(lineChart(`Eval ${name}`, runs.map((r) => ({
-      name: r.name,
-      color: r.color,
-      points: r.evals.filter((e) => typeof (e.metrics as Record<string, number>)[name] === 'number').map((e) => [e.step, (e.metrics as Record<string, number>)[name]] as [number, number]),
-    })), { xLabel: 'optimizer step', yLabel: name }));
+    charts.push(
+      lineChart(
+        `Eval ${name}`,
+        runs.map((r) => ({
+          name: r.name,
+          color: r.color,
+          points: r.evals
+            .filter((e) => typeof (e.metrics as Record<string, number>)[name] === 'number')
+            .map((e) => [e.step, (e.metrics as Record<string, number>)[name]] as [number, number]),
+        })),
+        { xLabel: 'optimizer step', yLabel: name },
+      ),
+    );
   }
   const withProp = runs.filter((r) => r.gradProportion && Object.keys(r.gradProportion).length > 0);
   let propChart = '';
   if (withProp.length > 0) {
     const names = [...new Set(withProp.flatMap((r) => Object.keys(r.gradProportion!)))];
-    propChart = barChart('Gradient proportion on the selected entries per layer, at the last step (share of the squared gradient norm; the sparse rate is the share of entries)',
-      shortNames(names), withProp.map((r) => ({ name: r.name, color: r.color, values: names.map((n) => r.gradProportion![n]) })));
+    propChart = barChart(
+      'Gradient proportion on the selected entries per layer, at the last step (share of the squared gradient norm; the sparse rate is the share of entries)',
+      shortNames(names),
+      withProp.map((r) => ({ name: r.name, color: r.color, values: names.map((n) => r.gradProportion![n]) })),
+    );
   }
-  const measured = [...(data.quasiSparsity ?? []), ...runs.filter((r) => r.quasiSparsity).map((r) => ({ name: r.name, qs: r.quasiSparsity! }))];
+  const measured = [
+    ...(data.quasiSparsity ?? []),
+    ...runs.filter((r) => r.quasiSparsity).map((r) => ({ name: r.name, qs: r.quasiSparsity! })),
+  ];
   if (measured.length) propChart += quasiSparsityCharts(measured).join('\n');
   const sectionRuns = data.pretrain ? [...runs, { ...data.pretrain, color: '#555' }] : runs;
-  const runSections = sectionRuns.map((r) => `<section class="run"><h3><span class="swatch" style="background:${r.color}"></span>${esc(r.name)}</h3>
-<div class="cols"><div><h4>Summary</h4>${kvTable(r.summary)}</div><div><h4>Configuration</h4>${kvTable(r.config)}</div></div></section>`).join('\n');
+  const runSections = sectionRuns
+    .map(
+      (r) => `<section class="run"><h3><span class="swatch" style="background:${r.color}"></span>${esc(r.name)}</h3>
+<div class="cols"><div><h4>Summary</h4>${kvTable(r.summary)}</div><div><h4>Configuration</h4>${kvTable(r.config)}</div></div></section>`,
+    )
+    .join('\n');
   const notes = (data.notes ?? []).map((n) => `<p class="note">${esc(n)}</p>`).join('');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(data.title)}</title>
@@ -246,7 +318,8 @@ export class RunRecorder {
     else if (e.type === 'eval') this.evals.push({ step: e.step, metrics: e.metrics });
     else if (e.type === 'quasi-sparsity') {
       this.quasiSparsity = {
-        fractions: e.fractions, layers: e.layers.map((l) => ({ ...l, sqNorm: NaN })),
+        fractions: e.fractions,
+        layers: e.layers.map((l) => ({ ...l, sqNorm: NaN })),
         overall: { name: 'overall', numel: e.layers.reduce((a, l) => a + l.numel, 0), shares: e.overall, sqNorm: NaN },
       };
     } else if (e.type === 'done') {
@@ -256,6 +329,14 @@ export class RunRecorder {
   }
 
   run(name: string, config: Record<string, unknown>, summary: Record<string, unknown>): RunData {
-    return { name, config, summary, steps: this.steps, evals: this.evals, gradProportion: this.gradProportion, quasiSparsity: this.quasiSparsity };
+    return {
+      name,
+      config,
+      summary,
+      steps: this.steps,
+      evals: this.evals,
+      gradProportion: this.gradProportion,
+      quasiSparsity: this.quasiSparsity,
+    };
   }
 }

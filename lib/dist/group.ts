@@ -65,7 +65,11 @@ export class ProcessGroup {
   bytes = 0;
   private destroyed = false;
 
-  private constructor(readonly env: DistEnv, readonly backend: 'gloo' | 'nccl', readonly device: string) {}
+  private constructor(
+    readonly env: DistEnv,
+    readonly backend: 'gloo' | 'nccl',
+    readonly device: string,
+  ) {}
 
   get rank(): number {
     return this.env.rank;
@@ -89,8 +93,13 @@ export class ProcessGroup {
     const timeoutSec = opts.timeoutSec ?? 600;
     check(timeoutSec > 0, 'E_ARG', `the process group timeout must be positive, got ${timeoutSec}`);
     await native().distInit({
-      rank: env.rank, worldSize: env.worldSize, masterAddr: env.masterAddr, masterPort: env.masterPort,
-      timeoutMs: Math.round(timeoutSec * 1000), backend, cudaDevice: cuda ? env.localRank : 0,
+      rank: env.rank,
+      worldSize: env.worldSize,
+      masterAddr: env.masterAddr,
+      masterPort: env.masterPort,
+      timeoutMs: Math.round(timeoutSec * 1000),
+      backend,
+      cudaDevice: cuda ? env.localRank : 0,
     });
     return new ProcessGroup(env, backend, device);
   }

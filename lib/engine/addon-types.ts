@@ -61,16 +61,30 @@ export interface BackendsInfo {
 
 /** Unary elementwise ops (forward: `unary`; gradient w.r.t. input: `unaryBackward`). */
 export type UnaryOp =
-  | 'neg' | 'exp' | 'log' | 'tanh' | 'relu' | 'gelu' | 'gelu_tanh' | 'silu' | 'sigmoid'
-  | 'sqrt' | 'rsqrt' | 'abs' | 'square' | 'reciprocal' | 'sin' | 'cos' | 'erf' | 'sign';
+  | 'neg'
+  | 'exp'
+  | 'log'
+  | 'tanh'
+  | 'relu'
+  | 'gelu'
+  | 'gelu_tanh'
+  | 'silu'
+  | 'sigmoid'
+  | 'sqrt'
+  | 'rsqrt'
+  | 'abs'
+  | 'square'
+  | 'reciprocal'
+  | 'sin'
+  | 'cos'
+  | 'erf'
+  | 'sign';
 
 /**
  * Binary broadcasting ops; comparisons return bool tensors. On integer tensors div truncates
  * toward zero (x / 0 gives 0, no trap) and pow with a negative exponent gives 0 (except bases 1, -1).
  */
-export type BinaryOp =
-  | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum'
-  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
 
 /** Ops with a scalar right-hand side; `rsub` is s - a, `rdiv` is s / a, `rpow` is s ** a. */
 export type ScalarOp = BinaryOp | 'rsub' | 'rdiv' | 'rpow';
@@ -190,12 +204,30 @@ export interface Addon {
   logSoftmax(x: NativeTensor, dim: number): NativeTensor;
   logSoftmaxBackward(y: NativeTensor, gy: NativeTensor, dim: number): NativeTensor;
   /** Normalises over the last dim. Returns [y, mean, rstd] (mean, rstd: f32 [rows]; f64 for f64 x). */
-  layerNorm(x: NativeTensor, weight: NativeTensor | null, bias: NativeTensor | null, eps: number): [NativeTensor, NativeTensor, NativeTensor];
+  layerNorm(
+    x: NativeTensor,
+    weight: NativeTensor | null,
+    bias: NativeTensor | null,
+    eps: number,
+  ): [NativeTensor, NativeTensor, NativeTensor];
   /** Returns [gx, gweight | null, gbias | null]. */
-  layerNormBackward(gy: NativeTensor, x: NativeTensor, weight: NativeTensor | null, mean: NativeTensor, rstd: NativeTensor, needWeightGrads: boolean): [NativeTensor, NativeTensor | null, NativeTensor | null];
+  layerNormBackward(
+    gy: NativeTensor,
+    x: NativeTensor,
+    weight: NativeTensor | null,
+    mean: NativeTensor,
+    rstd: NativeTensor,
+    needWeightGrads: boolean,
+  ): [NativeTensor, NativeTensor | null, NativeTensor | null];
   /** Returns [y, rstd] (rstd: f32 [rows]; f64 for f64 x). */
   rmsNorm(x: NativeTensor, weight: NativeTensor | null, eps: number): [NativeTensor, NativeTensor];
-  rmsNormBackward(gy: NativeTensor, x: NativeTensor, weight: NativeTensor | null, rstd: NativeTensor, needWeightGrads: boolean): [NativeTensor, NativeTensor | null];
+  rmsNormBackward(
+    gy: NativeTensor,
+    x: NativeTensor,
+    weight: NativeTensor | null,
+    rstd: NativeTensor,
+    needWeightGrads: boolean,
+  ): [NativeTensor, NativeTensor | null];
   /** weight [V, D], ids (i32/i64, any shape) -> [...ids.shape, D]. Out-of-range ids: E_INDEX. */
   embedding(weight: NativeTensor, ids: NativeTensor): NativeTensor;
   /** Scatter-add of gy rows into a zero [numRows, D] gradient. */
@@ -205,8 +237,22 @@ export interface Addon {
    * averages over targets != ignoreIndex (0 when none is left). Returns [loss (scalar f32, or [N] for
    * 'none'), lse f32 [N]]; both f64 for f64 logits. Targets outside [0, C) other than ignoreIndex: E_INDEX.
    */
-  crossEntropy(logits: NativeTensor, targets: NativeTensor, ignoreIndex: number, reduction: 'mean' | 'sum' | 'none', labelSmoothing: number): [NativeTensor, NativeTensor];
-  crossEntropyBackward(logits: NativeTensor, targets: NativeTensor, lse: NativeTensor, gloss: NativeTensor, ignoreIndex: number, reduction: 'mean' | 'sum' | 'none', labelSmoothing: number): NativeTensor;
+  crossEntropy(
+    logits: NativeTensor,
+    targets: NativeTensor,
+    ignoreIndex: number,
+    reduction: 'mean' | 'sum' | 'none',
+    labelSmoothing: number,
+  ): [NativeTensor, NativeTensor];
+  crossEntropyBackward(
+    logits: NativeTensor,
+    targets: NativeTensor,
+    lse: NativeTensor,
+    gloss: NativeTensor,
+    ignoreIndex: number,
+    reduction: 'mean' | 'sum' | 'none',
+    labelSmoothing: number,
+  ): NativeTensor;
 
   // ---- attention, rotary embedding, dropout (native/binding/attention.cpp)
   /**
@@ -219,9 +265,34 @@ export interface Addon {
    * window > 0 (integer, causal only) adds a sliding window: query i at absolute position
    * a = i + Tk - Tq sees key j iff j <= a and a - j < window. Both 0 (or left out) = off.
    */
-  attention(q: NativeTensor, k: NativeTensor, v: NativeTensor, mask: NativeTensor | null, causal: boolean, scale: number, dropoutP: number, seed: number | bigint, softcap?: number, window?: number): [NativeTensor, NativeTensor];
+  attention(
+    q: NativeTensor,
+    k: NativeTensor,
+    v: NativeTensor,
+    mask: NativeTensor | null,
+    causal: boolean,
+    scale: number,
+    dropoutP: number,
+    seed: number | bigint,
+    softcap?: number,
+    window?: number,
+  ): [NativeTensor, NativeTensor];
   /** Returns [gq, gk, gv]; softcap and window as given to the forward. */
-  attentionBackward(gout: NativeTensor, q: NativeTensor, k: NativeTensor, v: NativeTensor, out: NativeTensor, lse: NativeTensor, mask: NativeTensor | null, causal: boolean, scale: number, dropoutP: number, seed: number | bigint, softcap?: number, window?: number): [NativeTensor, NativeTensor, NativeTensor];
+  attentionBackward(
+    gout: NativeTensor,
+    q: NativeTensor,
+    k: NativeTensor,
+    v: NativeTensor,
+    out: NativeTensor,
+    lse: NativeTensor,
+    mask: NativeTensor | null,
+    causal: boolean,
+    scale: number,
+    dropoutP: number,
+    seed: number | bigint,
+    softcap?: number,
+    window?: number,
+  ): [NativeTensor, NativeTensor, NativeTensor];
   /**
    * Which CUDA attention kernels later calls use: 'auto' (tensor-core kernels for f16/bf16 with
    * head dims that are multiples of 16 up to 128 on sm_80+, CUDA-core kernels otherwise) or
@@ -271,9 +342,26 @@ export interface Addon {
    * + eps)) with PyTorch's bias correction, then weights.flat[idx] = master (cast to the weight dtype).
    * grads, m, v, masters: f32 [k_t]; idx: i32/i64 [k_t]; weights any float dtype.
    */
-  sparseAdamW(weights: NativeTensor[], indices: NativeTensor[], grads: NativeTensor[], m: NativeTensor[], v: NativeTensor[], masters: NativeTensor[], hp: AdamWHyper, scale: NativeTensor | null): void;
+  sparseAdamW(
+    weights: NativeTensor[],
+    indices: NativeTensor[],
+    grads: NativeTensor[],
+    m: NativeTensor[],
+    v: NativeTensor[],
+    masters: NativeTensor[],
+    hp: AdamWHyper,
+    scale: NativeTensor | null,
+  ): void;
   /** Dense AdamW over many tensors (masters: f32 copies for f16/bf16 params, or null to update params directly). */
-  adamW(params: NativeTensor[], grads: NativeTensor[], m: NativeTensor[], v: NativeTensor[], masters: (NativeTensor | null)[], hp: AdamWHyper, scale: NativeTensor | null): void;
+  adamW(
+    params: NativeTensor[],
+    grads: NativeTensor[],
+    m: NativeTensor[],
+    v: NativeTensor[],
+    masters: (NativeTensor | null)[],
+    hp: AdamWHyper,
+    scale: NativeTensor | null,
+  ): void;
   /** min(1, maxNorm / (sqrt(normSq) + 1e-6)) as an f32 scalar on the device (normSq: f32 scalar). */
   clipCoefficient(normSq: NativeTensor, maxNorm: number): NativeTensor;
 
@@ -284,7 +372,15 @@ export interface Addon {
    * gloo) or 'nccl' (CUDA tensors on cudaDevice; NCCL loaded at run time). A peer that does not
    * join or answer within timeoutMs: E_DIST.
    */
-  distInit(o: { rank: number; worldSize: number; masterAddr: string; masterPort: number; timeoutMs: number; backend: 'gloo' | 'nccl'; cudaDevice?: number }): Promise<void>;
+  distInit(o: {
+    rank: number;
+    worldSize: number;
+    masterAddr: string;
+    masterPort: number;
+    timeoutMs: number;
+    backend: 'gloo' | 'nccl';
+    cudaDevice?: number;
+  }): Promise<void>;
   /** Leaves the group (after the collectives already queued have run). */
   distDestroy(): void;
   /** Whether gloo is built in, and the group's rank, size and backend when this process has one. */

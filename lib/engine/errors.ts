@@ -3,9 +3,23 @@
  * callers can always branch on `err.code`.
  */
 export type SiftErrorCode =
-  | 'E_SHAPE' | 'E_DTYPE' | 'E_DEVICE' | 'E_OOM' | 'E_CUDA' | 'E_FORMAT' | 'E_INDEX'
-  | 'E_ARG' | 'E_DISPOSED' | 'E_NUMERIC' | 'E_MISMATCH' | 'E_UNSUPPORTED' | 'E_AUTOGRAD'
-  | 'E_IO' | 'E_INTERNAL' | 'E_ABORTED' | 'E_DIST';
+  | 'E_SHAPE'
+  | 'E_DTYPE'
+  | 'E_DEVICE'
+  | 'E_OOM'
+  | 'E_CUDA'
+  | 'E_FORMAT'
+  | 'E_INDEX'
+  | 'E_ARG'
+  | 'E_DISPOSED'
+  | 'E_NUMERIC'
+  | 'E_MISMATCH'
+  | 'E_UNSUPPORTED'
+  | 'E_AUTOGRAD'
+  | 'E_IO'
+  | 'E_INTERNAL'
+  | 'E_ABORTED'
+  | 'E_DIST';
 
 export class SiftError extends Error {
   readonly code: SiftErrorCode;

@@ -90,7 +90,11 @@ export function resetExecutorStats(): void {
  * hardware's). Applies to kernels queued after the call. Returns the count in effect before.
  */
 export function setNumThreads(threads: number | 'auto'): number {
-  check(threads === 'auto' || (Number.isInteger(threads) && threads >= 1 && threads <= 256), 'E_ARG', `numThreads must be 'auto' or an integer from 1 to 256, got ${String(threads)}`);
+  check(
+    threads === 'auto' || (Number.isInteger(threads) && threads >= 1 && threads <= 256),
+    'E_ARG',
+    `numThreads must be 'auto' or an integer from 1 to 256, got ${String(threads)}`,
+  );
   const before = native().numThreads().threads;
   native().setNumThreads(threads === 'auto' ? 0 : threads);
   return before;

@@ -41,7 +41,7 @@ function close(scope: Scope, spare: Tensor[] | null): void {
   if (spare) {
     for (const t of spare) {
       const st = t as unknown as Scoped;
-      if (st.scopeRef !== scope) continue;  // created elsewhere, kept, or listed twice
+      if (st.scopeRef !== scope) continue; // created elsewhere, kept, or listed twice
       st.scopeRef = null;
       track(t);
     }
@@ -50,7 +50,7 @@ function close(scope: Scope, spare: Tensor[] | null): void {
   scope.items = [];
   for (let i = 0; i < items.length; i++) {
     const st = items[i] as unknown as Scoped;
-    if (st.scopeRef !== scope) continue;  // kept, or moved
+    if (st.scopeRef !== scope) continue; // kept, or moved
     st.scopeRef = null;
     items[i].dispose();
   }

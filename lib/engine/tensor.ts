@@ -70,7 +70,10 @@ function sameArray(a: readonly number[], b: readonly number[]): boolean {
 export function checkTensorMeta(handle: NativeTensor, meta: TensorMeta): void {
   const N = native();
   const bad = (what: string, given: unknown, actual: unknown) => {
-    throw new SiftError('E_INTERNAL', `tensor metadata given at construction differs from the native handle's: ${what} ${JSON.stringify(given)} vs ${JSON.stringify(actual)}`);
+    throw new SiftError(
+      'E_INTERNAL',
+      `tensor metadata given at construction differs from the native handle's: ${what} ${JSON.stringify(given)} vs ${JSON.stringify(actual)}`,
+    );
   };
   const shape = N.shape(handle);
   if (meta.shape && !sameArray(meta.shape, shape)) bad('shape', meta.shape, shape);
@@ -344,67 +347,171 @@ export class Tensor {
   }
 
   // ---- elementwise
-  add(o: Tensor | number): Tensor { return ops.add(this, o); }
-  sub(o: Tensor | number): Tensor { return ops.sub(this, o); }
-  mul(o: Tensor | number): Tensor { return ops.mul(this, o); }
-  div(o: Tensor | number): Tensor { return ops.div(this, o); }
-  pow(o: Tensor | number): Tensor { return ops.pow(this, o); }
-  maximum(o: Tensor | number): Tensor { return ops.maximum(this, o); }
-  minimum(o: Tensor | number): Tensor { return ops.minimum(this, o); }
-  neg(): Tensor { return ops.neg(this); }
-  exp(): Tensor { return ops.exp(this); }
-  log(): Tensor { return ops.log(this); }
-  tanh(): Tensor { return ops.tanh(this); }
-  relu(): Tensor { return ops.relu(this); }
+  add(o: Tensor | number): Tensor {
+    return ops.add(this, o);
+  }
+  sub(o: Tensor | number): Tensor {
+    return ops.sub(this, o);
+  }
+  mul(o: Tensor | number): Tensor {
+    return ops.mul(this, o);
+  }
+  div(o: Tensor | number): Tensor {
+    return ops.div(this, o);
+  }
+  pow(o: Tensor | number): Tensor {
+    return ops.pow(this, o);
+  }
+  maximum(o: Tensor | number): Tensor {
+    return ops.maximum(this, o);
+  }
+  minimum(o: Tensor | number): Tensor {
+    return ops.minimum(this, o);
+  }
+  neg(): Tensor {
+    return ops.neg(this);
+  }
+  exp(): Tensor {
+    return ops.exp(this);
+  }
+  log(): Tensor {
+    return ops.log(this);
+  }
+  tanh(): Tensor {
+    return ops.tanh(this);
+  }
+  relu(): Tensor {
+    return ops.relu(this);
+  }
   /** GELU, exact erf form (PyTorch's default); gelu('tanh') is the tanh approximation. */
-  gelu(approximate: 'none' | 'tanh' = 'none'): Tensor { return ops.gelu(this, approximate); }
-  silu(): Tensor { return ops.silu(this); }
-  sigmoid(): Tensor { return ops.sigmoid(this); }
-  sqrt(): Tensor { return ops.sqrt(this); }
-  rsqrt(): Tensor { return ops.rsqrt(this); }
-  abs(): Tensor { return ops.abs(this); }
-  square(): Tensor { return ops.square(this); }
-  reciprocal(): Tensor { return ops.reciprocal(this); }
-  sin(): Tensor { return ops.sin(this); }
-  cos(): Tensor { return ops.cos(this); }
-  erf(): Tensor { return ops.erf(this); }
-  eq(o: Tensor | number): Tensor { return ops.compare('eq', this, o); }
-  ne(o: Tensor | number): Tensor { return ops.compare('ne', this, o); }
-  lt(o: Tensor | number): Tensor { return ops.compare('lt', this, o); }
-  le(o: Tensor | number): Tensor { return ops.compare('le', this, o); }
-  gt(o: Tensor | number): Tensor { return ops.compare('gt', this, o); }
-  ge(o: Tensor | number): Tensor { return ops.compare('ge', this, o); }
+  gelu(approximate: 'none' | 'tanh' = 'none'): Tensor {
+    return ops.gelu(this, approximate);
+  }
+  silu(): Tensor {
+    return ops.silu(this);
+  }
+  sigmoid(): Tensor {
+    return ops.sigmoid(this);
+  }
+  sqrt(): Tensor {
+    return ops.sqrt(this);
+  }
+  rsqrt(): Tensor {
+    return ops.rsqrt(this);
+  }
+  abs(): Tensor {
+    return ops.abs(this);
+  }
+  square(): Tensor {
+    return ops.square(this);
+  }
+  reciprocal(): Tensor {
+    return ops.reciprocal(this);
+  }
+  sin(): Tensor {
+    return ops.sin(this);
+  }
+  cos(): Tensor {
+    return ops.cos(this);
+  }
+  erf(): Tensor {
+    return ops.erf(this);
+  }
+  eq(o: Tensor | number): Tensor {
+    return ops.compare('eq', this, o);
+  }
+  ne(o: Tensor | number): Tensor {
+    return ops.compare('ne', this, o);
+  }
+  lt(o: Tensor | number): Tensor {
+    return ops.compare('lt', this, o);
+  }
+  le(o: Tensor | number): Tensor {
+    return ops.compare('le', this, o);
+  }
+  gt(o: Tensor | number): Tensor {
+    return ops.compare('gt', this, o);
+  }
+  ge(o: Tensor | number): Tensor {
+    return ops.compare('ge', this, o);
+  }
 
   // ---- products and nn
-  matmul(o: Tensor): Tensor { return ops.matmul(this, o); }
-  softmax(dim = -1): Tensor { return ops.softmax(this, dim); }
-  logSoftmax(dim = -1): Tensor { return ops.logSoftmax(this, dim); }
+  matmul(o: Tensor): Tensor {
+    return ops.matmul(this, o);
+  }
+  softmax(dim = -1): Tensor {
+    return ops.softmax(this, dim);
+  }
+  logSoftmax(dim = -1): Tensor {
+    return ops.logSoftmax(this, dim);
+  }
 
   // ---- reductions
-  sum(dim?: number | number[], keepdim = false): Tensor { return ops.reduce('sum', this, dim, keepdim); }
-  mean(dim?: number | number[], keepdim = false): Tensor { return ops.reduce('mean', this, dim, keepdim); }
-  max(dim?: number | number[], keepdim = false): Tensor { return ops.reduce('max', this, dim, keepdim); }
-  min(dim?: number | number[], keepdim = false): Tensor { return ops.reduce('min', this, dim, keepdim); }
-  argmax(dim = -1, keepdim = false): Tensor { return ops.argmax(this, dim, keepdim); }
+  sum(dim?: number | number[], keepdim = false): Tensor {
+    return ops.reduce('sum', this, dim, keepdim);
+  }
+  mean(dim?: number | number[], keepdim = false): Tensor {
+    return ops.reduce('mean', this, dim, keepdim);
+  }
+  max(dim?: number | number[], keepdim = false): Tensor {
+    return ops.reduce('max', this, dim, keepdim);
+  }
+  min(dim?: number | number[], keepdim = false): Tensor {
+    return ops.reduce('min', this, dim, keepdim);
+  }
+  argmax(dim = -1, keepdim = false): Tensor {
+    return ops.argmax(this, dim, keepdim);
+  }
   /** p-norm (p = 2 by default; 1 and Infinity too) over dims, or over all elements. */
-  norm(p: number = 2, dim?: number | number[], keepdim = false): Tensor { return ops.norm(this, p, dim, keepdim); }
+  norm(p: number = 2, dim?: number | number[], keepdim = false): Tensor {
+    return ops.norm(this, p, dim, keepdim);
+  }
 
   // ---- shapes and views
-  reshape(...shape: (number | number[])[]): Tensor { return ops.reshape(this, flatShape(shape)); }
-  view(...shape: (number | number[])[]): Tensor { return ops.reshape(this, flatShape(shape)); }
-  transpose(a = -2, b = -1): Tensor { return ops.transpose(this, a, b); }
-  permute(...dims: (number | number[])[]): Tensor { return ops.permute(this, flatShape(dims)); }
-  get T(): Tensor { return ops.transpose(this, -2, -1); }
-  unsqueeze(dim: number): Tensor { return ops.unsqueeze(this, dim); }
-  squeeze(dim?: number): Tensor { return ops.squeeze(this, dim); }
-  flatten(start = 0, end = -1): Tensor { return ops.flatten(this, start, end); }
-  expand(...shape: (number | number[])[]): Tensor { return ops.expand(this, flatShape(shape)); }
+  reshape(...shape: (number | number[])[]): Tensor {
+    return ops.reshape(this, flatShape(shape));
+  }
+  view(...shape: (number | number[])[]): Tensor {
+    return ops.reshape(this, flatShape(shape));
+  }
+  transpose(a = -2, b = -1): Tensor {
+    return ops.transpose(this, a, b);
+  }
+  permute(...dims: (number | number[])[]): Tensor {
+    return ops.permute(this, flatShape(dims));
+  }
+  get T(): Tensor {
+    return ops.transpose(this, -2, -1);
+  }
+  unsqueeze(dim: number): Tensor {
+    return ops.unsqueeze(this, dim);
+  }
+  squeeze(dim?: number): Tensor {
+    return ops.squeeze(this, dim);
+  }
+  flatten(start = 0, end = -1): Tensor {
+    return ops.flatten(this, start, end);
+  }
+  expand(...shape: (number | number[])[]): Tensor {
+    return ops.expand(this, flatShape(shape));
+  }
   /** Elements start..end (exclusive, step 1) along dim, as a view. */
-  slice(dim: number, start: number, end?: number): Tensor { return ops.slice(this, dim, start, end); }
-  narrow(dim: number, start: number, length: number): Tensor { return ops.slice(this, dim, start, start + length); }
-  split(sizes: number | number[], dim = 0): Tensor[] { return ops.split(this, sizes, dim); }
-  contiguous(): Tensor { return ops.contiguous(this); }
-  clone(): Tensor { return ops.clone(this); }
+  slice(dim: number, start: number, end?: number): Tensor {
+    return ops.slice(this, dim, start, end);
+  }
+  narrow(dim: number, start: number, length: number): Tensor {
+    return ops.slice(this, dim, start, start + length);
+  }
+  split(sizes: number | number[], dim = 0): Tensor[] {
+    return ops.split(this, sizes, dim);
+  }
+  contiguous(): Tensor {
+    return ops.contiguous(this);
+  }
+  clone(): Tensor {
+    return ops.clone(this);
+  }
 
   /** Moves to a device ('cpu', 'cuda', 'cuda:N') or converts to a dtype ('f32', 'bf16', ...). */
   to(target: string): Tensor {
@@ -412,10 +519,18 @@ export class Tensor {
     if (dtypes.includes(target)) return ops.cast(this, target as DType);
     return ops.toDevice(this, normalizeDevice(target));
   }
-  cast(dtype: DType): Tensor { return ops.cast(this, dtype); }
-  cpu(): Tensor { return ops.toDevice(this, 'cpu'); }
-  cuda(index = 0): Tensor { return ops.toDevice(this, `cuda:${index}`); }
-  float(): Tensor { return ops.cast(this, 'f32'); }
+  cast(dtype: DType): Tensor {
+    return ops.cast(this, dtype);
+  }
+  cpu(): Tensor {
+    return ops.toDevice(this, 'cpu');
+  }
+  cuda(index = 0): Tensor {
+    return ops.toDevice(this, `cuda:${index}`);
+  }
+  float(): Tensor {
+    return ops.cast(this, 'f32');
+  }
 
   // ---- in place (not recorded by autograd; for optimizers and gradient accumulation)
   /** this += alpha * other, in place. */
@@ -442,12 +557,18 @@ function flatShape(args: (number | number[])[]): number[] {
 
 function typedView(buf: ArrayBuffer, dtype: DType): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array {
   switch (dtype) {
-    case 'f32': return new Float32Array(buf);
-    case 'f64': return new Float64Array(buf);
-    case 'i32': return new Int32Array(buf);
-    case 'i64': return new BigInt64Array(buf);
-    case 'bool': return new Uint8Array(buf);
-    default: throw new SiftError('E_DTYPE', `no typed array for ${dtype}`);
+    case 'f32':
+      return new Float32Array(buf);
+    case 'f64':
+      return new Float64Array(buf);
+    case 'i32':
+      return new Int32Array(buf);
+    case 'i64':
+      return new BigInt64Array(buf);
+    case 'bool':
+      return new Uint8Array(buf);
+    default:
+      throw new SiftError('E_DTYPE', `no typed array for ${dtype}`);
   }
 }
 

@@ -50,7 +50,10 @@ export function writeFileAtomic(target: string, chunks: Iterable<Uint8Array | st
 }
 
 /** The same over fs.promises; chunks may be produced asynchronously (e.g. device-to-host copies). */
-export async function writeFileAtomicAsync(target: string, chunks: Iterable<Uint8Array | string> | AsyncIterable<Uint8Array | string>): Promise<void> {
+export async function writeFileAtomicAsync(
+  target: string,
+  chunks: Iterable<Uint8Array | string> | AsyncIterable<Uint8Array | string>,
+): Promise<void> {
   const dir = path.dirname(target);
   try {
     await fs.promises.mkdir(dir, { recursive: true });

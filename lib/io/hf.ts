@@ -22,8 +22,17 @@ export const SAFE_WEIGHTS_INDEX_NAME = 'model.safetensors.index.json';
 export const GENERATION_CONFIG_NAME = 'generation_config.json';
 /** Files that make up a tokenizer in a model folder (the ones that exist are copied on save). */
 export const TOKENIZER_FILE_NAMES = [
-  'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'vocab.json',
-  'merges.txt', 'vocab.txt', 'tokenizer.model', 'spiece.model', 'sentencepiece.bpe.model', 'chat_template.jinja',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'added_tokens.json',
+  'vocab.json',
+  'merges.txt',
+  'vocab.txt',
+  'tokenizer.model',
+  'spiece.model',
+  'sentencepiece.bpe.model',
+  'chat_template.jinja',
 ];
 
 const PICKLE_EXT = /\.(bin|pt|pth|ckpt|pkl|pickle)$/i;
@@ -41,9 +50,9 @@ function formatError(msg: string): SiftError {
 function pickleRefusal(file: string): SiftError {
   const dir = path.dirname(file);
   return formatError(
-    `${file} is a PyTorch pickle checkpoint; sift-ft does not load pickles (unpickling can run arbitrary code). `
-    + 'Convert it to safetensors first, e.g. in Python: from transformers import AutoModel; '
-    + `AutoModel.from_pretrained('${dir}').save_pretrained('${dir}-safetensors', safe_serialization=True)`,
+    `${file} is a PyTorch pickle checkpoint; sift-ft does not load pickles (unpickling can run arbitrary code). ` +
+      'Convert it to safetensors first, e.g. in Python: from transformers import AutoModel; ' +
+      `AutoModel.from_pretrained('${dir}').save_pretrained('${dir}-safetensors', safe_serialization=True)`,
   );
 }
 
@@ -169,7 +178,10 @@ export function resolveModelDir(p: string, opts: ResolveOptions = {}): string {
         const repo = path.join(cache, repoName);
         if (isDir(repo)) return resolveSnapshot(repo, opts.revision);
       }
-      throw new SiftError('E_IO', `model '${p}' is not a local path and is not in the hub cache (${hubCacheDirs(opts).join(', ')}); sift-ft downloads nothing`);
+      throw new SiftError(
+        'E_IO',
+        `model '${p}' is not a local path and is not in the hub cache (${hubCacheDirs(opts).join(', ')}); sift-ft downloads nothing`,
+      );
     }
     throw new SiftError('E_IO', `model path ${p} does not exist`);
   }
@@ -218,7 +230,8 @@ function shardsOfIndex(indexPath: string): { files: string[]; weightMap: Map<str
   }
   if (weightMap.size === 0) throw formatError(`${indexPath}: weight_map is empty`);
   const meta = index.metadata;
-  if (meta !== undefined && (meta === null || typeof meta !== 'object' || Array.isArray(meta))) throw formatError(`${indexPath}: 'metadata' is not an object`);
+  if (meta !== undefined && (meta === null || typeof meta !== 'object' || Array.isArray(meta)))
+    throw formatError(`${indexPath}: 'metadata' is not an object`);
   files.sort();
   return { files, weightMap };
 }
@@ -243,7 +256,8 @@ export function resolveModelPath(p: string, opts: ResolveOptions = {}): Resolved
     if (PICKLE_EXT.test(name) || name === 'pytorch_model.bin.index.json') throw pickleRefusal(abs);
     if (name.endsWith('.safetensors')) return { ...base, weightFiles: [abs], indexPath: null };
     if (name === SAFE_WEIGHTS_INDEX_NAME) return { ...base, weightFiles: shardsOfIndex(abs).files, indexPath: abs };
-    if (name !== CONFIG_NAME) throw formatError(`${abs}: not a model file (expected a folder, config.json, *.safetensors or ${SAFE_WEIGHTS_INDEX_NAME})`);
+    if (name !== CONFIG_NAME)
+      throw formatError(`${abs}: not a model file (expected a folder, config.json, *.safetensors or ${SAFE_WEIGHTS_INDEX_NAME})`);
   }
   const single = present(SAFE_WEIGHTS_NAME);
   if (single) return { ...base, weightFiles: [single], indexPath: null };
@@ -253,7 +267,9 @@ export function resolveModelPath(p: string, opts: ResolveOptions = {}): Resolved
   const st = entries.filter((f) => f.endsWith('.safetensors') && !f.startsWith('.') && isFile(path.join(dir, f)));
   if (st.length === 1) return { ...base, weightFiles: [path.join(dir, st[0])], indexPath: null };
   if (st.length > 1) {
-    throw formatError(`${dir}: several safetensors files (${st.join(', ')}) and no ${SAFE_WEIGHTS_INDEX_NAME} to say how they form one model`);
+    throw formatError(
+      `${dir}: several safetensors files (${st.join(', ')}) and no ${SAFE_WEIGHTS_INDEX_NAME} to say how they form one model`,
+    );
   }
   const pickle = entries.find((f) => PICKLE_EXT.test(f) || f === 'pytorch_model.bin.index.json');
   if (pickle) throw pickleRefusal(path.join(dir, pickle));
@@ -294,7 +310,10 @@ function targetDType(info: TensorInfo, dtype: DType | undefined): DType | undefi
  * file only, and for sharded checkpoints the weight_map naming exactly the tensors each shard holds.
  * Returns the tensor names in reading order (file by file, by offset) with their file.
  */
-function crossCheck(model: ResolvedModel, headers: { path: string; tensors: Map<string, TensorInfo> }[]): { order: string[]; where: Map<string, number> } {
+function crossCheck(
+  model: ResolvedModel,
+  headers: { path: string; tensors: Map<string, TensorInfo> }[],
+): { order: string[]; where: Map<string, number> } {
   const where = new Map<string, number>();
   const order: string[] = [];
   headers.forEach((h, i) => {
@@ -310,11 +329,18 @@ function crossCheck(model: ResolvedModel, headers: { path: string; tensors: Map<
     const { weightMap } = shardsOfIndex(model.indexPath);
     for (const [name, file] of weightMap) {
       const i = where.get(name);
-      if (i === undefined) throw formatError(`${model.indexPath}: tensor '${name}' is mapped to ${path.basename(file)}, which does not hold it`);
-      if (headers[i].path !== file) throw formatError(`${model.indexPath}: tensor '${name}' is mapped to ${path.basename(file)} but is in ${path.basename(headers[i].path)}`);
+      if (i === undefined)
+        throw formatError(`${model.indexPath}: tensor '${name}' is mapped to ${path.basename(file)}, which does not hold it`);
+      if (headers[i].path !== file)
+        throw formatError(
+          `${model.indexPath}: tensor '${name}' is mapped to ${path.basename(file)} but is in ${path.basename(headers[i].path)}`,
+        );
     }
     for (const name of order) {
-      if (!weightMap.has(name)) throw formatError(`${model.indexPath}: tensor '${name}' of ${path.basename(headers[where.get(name)!].path)} is missing from weight_map`);
+      if (!weightMap.has(name))
+        throw formatError(
+          `${model.indexPath}: tensor '${name}' of ${path.basename(headers[where.get(name)!].path)} is missing from weight_map`,
+        );
     }
   }
   return { order, where };
@@ -485,7 +511,10 @@ export async function loadStateDictAsync(p: string, opts: LoadOptions = {}): Pro
 }
 
 /** config.json, the state dict and the resolved files of a model path together. */
-export function loadModelFolder(p: string, opts: LoadOptions = {}): { config: Record<string, unknown>; stateDict: Map<string, Tensor>; model: ResolvedModel } {
+export function loadModelFolder(
+  p: string,
+  opts: LoadOptions = {},
+): { config: Record<string, unknown>; stateDict: Map<string, Tensor>; model: ResolvedModel } {
   const model = resolveModelPath(p, opts);
   if (!model.configPath) throw new SiftError('E_IO', `${model.dir}: no ${CONFIG_NAME}`);
   const config = readJsonObject(model.configPath);
@@ -610,13 +639,15 @@ function shardHeader(tensors: PlannedTensor[], metadata: Record<string, string>)
 }
 
 function planSave(opts: SaveModelOptions): { files: PlannedFile[]; weightFiles: string[]; totalSize: number; tied: [string, string][] } {
-  if (opts.config === null || typeof opts.config !== 'object' || Array.isArray(opts.config)) throw new SiftError('E_ARG', 'saveModelFolder: config must be an object');
+  if (opts.config === null || typeof opts.config !== 'object' || Array.isArray(opts.config))
+    throw new SiftError('E_ARG', 'saveModelFolder: config must be an object');
   const seen = new Set<string>();
   const byHandle = new Map<unknown, string>();
   const tied: [string, string][] = [];
   const planned: PlannedTensor[] = [];
   for (const [name, t] of entriesOf(opts.stateDict)) {
-    if (typeof name !== 'string' || name.length === 0 || name === '__metadata__') throw new SiftError('E_ARG', `saveModelFolder: invalid tensor name '${name}'`);
+    if (typeof name !== 'string' || name.length === 0 || name === '__metadata__')
+      throw new SiftError('E_ARG', `saveModelFolder: invalid tensor name '${name}'`);
     if (seen.has(name)) throw new SiftError('E_ARG', `saveModelFolder: tensor name '${name}' appears twice`);
     if (!(t instanceof Tensor)) throw new SiftError('E_ARG', `saveModelFolder: '${name}' is not a Tensor`);
     seen.add(name);
@@ -635,7 +666,10 @@ function planSave(opts: SaveModelOptions): { files: PlannedFile[]; weightFiles: 
     planned.push({ name, tensor: t, dtype, shape, bytes: shape.reduce((a, b) => a * b, 1) * dtypeSize(dtype) });
   }
   // Largest element size first keeps every tensor's data aligned to its element size.
-  const ordered = planned.map((p, i) => ({ p, i })).sort((a, b) => dtypeSize(b.p.dtype) - dtypeSize(a.p.dtype) || a.i - b.i).map((x) => x.p);
+  const ordered = planned
+    .map((p, i) => ({ p, i }))
+    .sort((a, b) => dtypeSize(b.p.dtype) - dtypeSize(a.p.dtype) || a.i - b.i)
+    .map((x) => x.p);
   const maxShard = parseSize(opts.maxShardSize ?? DEFAULT_MAX_SHARD);
   const groups: PlannedTensor[][] = [];
   let cur: PlannedTensor[] = [];
@@ -655,7 +689,10 @@ function planSave(opts: SaveModelOptions): { files: PlannedFile[]; weightFiles: 
   const files: PlannedFile[] = [];
   const weightFiles: string[] = [];
   if (groups.length === 1) {
-    files.push({ name: SAFE_WEIGHTS_NAME, shard: { name: SAFE_WEIGHTS_NAME, header: shardHeader(groups[0], metadata), tensors: groups[0] } });
+    files.push({
+      name: SAFE_WEIGHTS_NAME,
+      shard: { name: SAFE_WEIGHTS_NAME, header: shardHeader(groups[0], metadata), tensors: groups[0] },
+    });
     weightFiles.push(SAFE_WEIGHTS_NAME);
   } else {
     const n = groups.length;
@@ -672,8 +709,10 @@ function planSave(opts: SaveModelOptions): { files: PlannedFile[]; weightFiles: 
   }
   const names = new Set(files.map((f) => f.name));
   const add = (f: PlannedFile): void => {
-    if (f.name !== path.basename(f.name) || f.name.startsWith('.') || f.name.includes('\\')) throw new SiftError('E_ARG', `saveModelFolder: '${f.name}' is not a plain file name`);
-    if (names.has(f.name) || f.name === CONFIG_NAME) throw new SiftError('E_ARG', `saveModelFolder: file '${f.name}' would be written twice`);
+    if (f.name !== path.basename(f.name) || f.name.startsWith('.') || f.name.includes('\\'))
+      throw new SiftError('E_ARG', `saveModelFolder: '${f.name}' is not a plain file name`);
+    if (names.has(f.name) || f.name === CONFIG_NAME)
+      throw new SiftError('E_ARG', `saveModelFolder: file '${f.name}' would be written twice`);
     names.add(f.name);
     files.push(f);
   };
@@ -725,7 +764,8 @@ async function tensorBytesAsync(t: PlannedTensor): Promise<Uint8Array> {
 }
 
 function checkSize(t: PlannedTensor, b: Uint8Array): Uint8Array {
-  if (b.byteLength !== t.bytes) throw new SiftError('E_INTERNAL', `saveModelFolder: '${t.name}' gave ${b.byteLength} bytes, expected ${t.bytes}`);
+  if (b.byteLength !== t.bytes)
+    throw new SiftError('E_INTERNAL', `saveModelFolder: '${t.name}' gave ${b.byteLength} bytes, expected ${t.bytes}`);
   return b;
 }
 

@@ -36,9 +36,15 @@ const PREFIX = 'base_model.model.';
 /** PEFT's TaskType for one of sift-ft's tasks. */
 export function peftTaskType(task: string | undefined): string | null {
   switch (task) {
-    case 'classify': case 'regress': return 'SEQ_CLS';
-    case 'causal-lm': case 'instruct': case 'chat': return 'CAUSAL_LM';
-    default: return null;
+    case 'classify':
+    case 'regress':
+      return 'SEQ_CLS';
+    case 'causal-lm':
+    case 'instruct':
+    case 'chat':
+      return 'CAUSAL_LM';
+    default:
+      return null;
   }
 }
 
@@ -81,7 +87,8 @@ export function supertuningSparsity(layers: { name: string; numel: number; k: nu
   if (!layers.length) throw new SiftError('E_ARG', 'no sparse layers to export');
   const total = layers.reduce((a, l) => a + l.k, 0);
   const padding = (s: number) => layers.reduce((a, l) => a + supertuningCount(l.numel, s) - l.k, 0);
-  const fits = (s: number) => s >= 0 && s < 1 && layers.every((l) => supertuningCount(l.numel, s) >= l.k && supertuningCount(l.numel, s) <= l.numel);
+  const fits = (s: number) =>
+    s >= 0 && s < 1 && layers.every((l) => supertuningCount(l.numel, s) >= l.k && supertuningCount(l.numel, s) <= l.numel);
   // Every layer needs 1 - sparsity >= k / numel.
   const q = Math.max(...layers.map((l) => l.k / l.numel));
   let best: number | null = null;
@@ -137,7 +144,11 @@ export interface PeftAdapterFiles {
 }
 
 function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
+  return Object.fromEntries(
+    Object.keys(o)
+      .sort()
+      .map((k) => [k, o[k]]),
+  );
 }
 
 /** Writes adapter_model.safetensors and adapter_config.json (as PEFT's save_pretrained does: keys sorted, indent 2). */
@@ -150,7 +161,14 @@ export function writePeftAdapter(dir: string, config: Record<string, unknown>, e
 
 /** Fields of PeftConfig itself (peft/config.py) that every adapter_config.json carries. */
 function baseConfig(peftType: string, taskType: string | null, baseModel: string | null): Record<string, unknown> {
-  return { peft_type: peftType, task_type: taskType, base_model_name_or_path: baseModel, revision: null, inference_mode: true, auto_mapping: null };
+  return {
+    peft_type: peftType,
+    task_type: taskType,
+    base_model_name_or_path: baseModel,
+    revision: null,
+    inference_mode: true,
+    auto_mapping: null,
+  };
 }
 
 /** The module that owns a parameter, among the head modules, else its parent path. */
@@ -172,7 +190,11 @@ export interface SupertuningExportOptions {
  * PEFT SUPERTUNING adapter tensors and config of a sparse increment for `model` (its base weights:
  * every sparse target's fingerprint is checked, as applyIncrement does).
  */
-export function supertuningFromIncrement(model: PeftModelView, inc: Increment, opts: SupertuningExportOptions): { config: Record<string, unknown>; entries: [string, Tensor][]; owned: Tensor[]; padding: number } {
+export function supertuningFromIncrement(
+  model: PeftModelView,
+  inc: Increment,
+  opts: SupertuningExportOptions,
+): { config: Record<string, unknown>; entries: [string, Tensor][]; owned: Tensor[]; padding: number } {
   const params = new Map(model.namedParameters());
   const kinds = new Map(model.namedModules());
   const conv = new Set<string>();
@@ -192,20 +214,36 @@ export function supertuningFromIncrement(model: PeftModelView, inc: Increment, o
     const p = params.get(name);
     const fp = inc.baseFingerprint[name];
     if (!p || !fp || !sameFingerprint(fingerprint(p), fp)) {
-      throw new SiftError('E_MISMATCH', `'${name}' differs from the weights the increment was trained from (fingerprint mismatch): wrong base model`);
+      throw new SiftError(
+        'E_MISMATCH',
+        `'${name}' differs from the weights the increment was trained from (fingerprint mismatch): wrong base model`,
+      );
     }
     if (p.size >= 2 ** 31) throw new SiftError('E_UNSUPPORTED', `'${name}' has ${p.size} entries: PEFT's SuperTuning stores int32 indices`);
     const ia = t.idx.toArray() as Int32Array | BigInt64Array;
-    layers.push({ name, mod, numel: p.size, k: t.idx.size, idx: ia instanceof Int32Array ? ia : Int32Array.from(ia, Number), val: t.val.toArray() as Float32Array });
+    layers.push({
+      name,
+      mod,
+      numel: p.size,
+      k: t.idx.size,
+      idx: ia instanceof Int32Array ? ia : Int32Array.from(ia, Number),
+      val: t.val.toArray() as Float32Array,
+    });
   }
   if (conv.size) {
     const c = [...conv];
-    throw new SiftError('E_UNSUPPORTED', `PEFT's SuperTuning supports torch.nn.Linear only, and ${c.length} of this increment's layers are GPT-2 Conv1D modules `
-      + `(${c.slice(0, 3).join(', ')}${c.length > 3 ? ', ...' : ''}); use the increment with sift-ft (merge, eval, export-onnx), or train LoRA, which PEFT holds for Conv1D`);
+    throw new SiftError(
+      'E_UNSUPPORTED',
+      `PEFT's SuperTuning supports torch.nn.Linear only, and ${c.length} of this increment's layers are GPT-2 Conv1D modules ` +
+        `(${c.slice(0, 3).join(', ')}${c.length > 3 ? ', ...' : ''}); use the increment with sift-ft (merge, eval, export-onnx), or train LoRA, which PEFT holds for Conv1D`,
+    );
   }
   if (other.length) {
-    throw new SiftError('E_UNSUPPORTED', `PEFT's SuperTuning holds sparse entries of Linear weights only, and the increment trains ${other.length} other tensor(s) sparsely `
-      + `(${other.slice(0, 3).join(', ')}${other.length > 3 ? ', ...' : ''}); train with --target-modules naming modules without biases to export it`);
+    throw new SiftError(
+      'E_UNSUPPORTED',
+      `PEFT's SuperTuning holds sparse entries of Linear weights only, and the increment trains ${other.length} other tensor(s) sparsely ` +
+        `(${other.slice(0, 3).join(', ')}${other.length > 3 ? ', ...' : ''}); train with --target-modules naming modules without biases to export it`,
+    );
   }
   if (!layers.length) throw new SiftError('E_ARG', 'the increment has no sparse targets to export');
   const { sparsity, padding } = supertuningSparsity(layers);
@@ -289,7 +327,8 @@ export function readPeftAdapter(p: string): PeftAdapter {
   } catch (e) {
     throw new SiftError('E_FORMAT', `${cfgFile}: not valid JSON (${(e as Error).message})`);
   }
-  if (!config || typeof config !== 'object' || typeof config.peft_type !== 'string') throw new SiftError('E_FORMAT', `${cfgFile}: no peft_type`);
+  if (!config || typeof config !== 'object' || typeof config.peft_type !== 'string')
+    throw new SiftError('E_FORMAT', `${cfgFile}: no peft_type`);
   const r = SafetensorsReader.open(weights);
   const tensors = new Map<string, Tensor>();
   try {
@@ -329,23 +368,36 @@ export function applyPeftAdapter(model: PeftModelView, adapter: PeftAdapter | st
     };
     if (type === 'SUPERTUNING') {
       const sparsity = a.config.sparsity;
-      if (typeof sparsity !== 'number' || !(sparsity >= 0 && sparsity < 1)) throw new SiftError('E_FORMAT', `SUPERTUNING adapter: sparsity must be in [0, 1), got ${JSON.stringify(sparsity)}`);
-      if (a.config.r !== null && a.config.r !== undefined) throw new SiftError('E_UNSUPPORTED', 'SUPERTUNING adapters with a LoRA part (r set) are not supported');
+      if (typeof sparsity !== 'number' || !(sparsity >= 0 && sparsity < 1))
+        throw new SiftError('E_FORMAT', `SUPERTUNING adapter: sparsity must be in [0, 1), got ${JSON.stringify(sparsity)}`);
+      if (a.config.r !== null && a.config.r !== undefined)
+        throw new SiftError('E_UNSUPPORTED', 'SUPERTUNING adapters with a LoRA part (r set) are not supported');
       for (const [key, val] of a.tensors) {
         if (!key.endsWith('.supertuning_values')) continue;
         const mod = key.slice(0, -'.supertuning_values'.length);
         const idx = a.tensors.get(`${mod}.supertuning_indices`);
         if (!idx) throw new SiftError('E_FORMAT', `SUPERTUNING adapter: '${key}' has no supertuning_indices`);
-        if (idx.dtype !== 'i32' && idx.dtype !== 'i64') throw new SiftError('E_FORMAT', `SUPERTUNING adapter: '${mod}.supertuning_indices' must be integer, got ${idx.dtype}`);
-        if (idx.shape.length !== 1 || val.shape.length !== 1 || idx.size !== val.size) throw new SiftError('E_FORMAT', `SUPERTUNING adapter: '${mod}' has indices [${idx.shape}] and values [${val.shape}]`);
-        if (kinds.get(mod)?.kind !== 'Linear') throw new SiftError('E_UNSUPPORTED', `SUPERTUNING adapter: '${mod}' is not a Linear module of this model`);
+        if (idx.dtype !== 'i32' && idx.dtype !== 'i64')
+          throw new SiftError('E_FORMAT', `SUPERTUNING adapter: '${mod}.supertuning_indices' must be integer, got ${idx.dtype}`);
+        if (idx.shape.length !== 1 || val.shape.length !== 1 || idx.size !== val.size)
+          throw new SiftError('E_FORMAT', `SUPERTUNING adapter: '${mod}' has indices [${idx.shape}] and values [${val.shape}]`);
+        if (kinds.get(mod)?.kind !== 'Linear')
+          throw new SiftError('E_UNSUPPORTED', `SUPERTUNING adapter: '${mod}' is not a Linear module of this model`);
         const w = param(`${mod}.weight`, 'adapts');
         const k = supertuningCount(w.size, sparsity);
-        if (k !== idx.size) throw new SiftError('E_FORMAT', `SUPERTUNING adapter: '${mod}' has ${idx.size} entries, but sparsity ${sparsity} gives int(${w.size} * (1 - sparsity)) = ${k}`);
+        if (k !== idx.size)
+          throw new SiftError(
+            'E_FORMAT',
+            `SUPERTUNING adapter: '${mod}' has ${idx.size} entries, but sparsity ${sparsity} gives int(${w.size} * (1 - sparsity)) = ${k}`,
+          );
         const ia = idx.toArray() as Int32Array | BigInt64Array;
         for (let i = 0; i < ia.length; i++) {
           const v = Number(ia[i]);
-          if (!(v >= 0 && v < w.size)) throw new SiftError('E_FORMAT', `SUPERTUNING adapter: '${mod}.supertuning_indices' entry ${i} (${v}) is outside [0, ${w.size})`);
+          if (!(v >= 0 && v < w.size))
+            throw new SiftError(
+              'E_FORMAT',
+              `SUPERTUNING adapter: '${mod}.supertuning_indices' entry ${i} (${v}) is outside [0, ${w.size})`,
+            );
         }
         used.add(key).add(`${mod}.supertuning_indices`);
         plan.push(() => {
@@ -360,11 +412,13 @@ export function applyPeftAdapter(model: PeftModelView, adapter: PeftAdapter | st
     } else if (type === 'LORA') {
       const r = a.config.r;
       const alpha = a.config.lora_alpha;
-      if (typeof r !== 'number' || !(r > 0) || typeof alpha !== 'number') throw new SiftError('E_FORMAT', 'LORA adapter: r and lora_alpha must be numbers');
+      if (typeof r !== 'number' || !(r > 0) || typeof alpha !== 'number')
+        throw new SiftError('E_FORMAT', 'LORA adapter: r and lora_alpha must be numbers');
       if (a.config.use_dora) throw new SiftError('E_UNSUPPORTED', 'LORA adapter: DoRA (use_dora) is not supported');
       for (const f of ['rank_pattern', 'alpha_pattern'] as const) {
         const v = a.config[f];
-        if (v && typeof v === 'object' && Object.keys(v).length) throw new SiftError('E_UNSUPPORTED', `LORA adapter: ${f} is not supported`);
+        if (v && typeof v === 'object' && Object.keys(v).length)
+          throw new SiftError('E_UNSUPPORTED', `LORA adapter: ${f} is not supported`);
       }
       const scale = a.config.use_rslora ? alpha / Math.sqrt(r) : alpha / r;
       for (const [key, A] of a.tensors) {
@@ -397,9 +451,11 @@ export function applyPeftAdapter(model: PeftModelView, adapter: PeftAdapter | st
     }
     for (const [key, t] of a.tensors) {
       if (used.has(key)) continue;
-      if (!toSave.some((m) => key.startsWith(`${m}.`))) throw new SiftError('E_FORMAT', `the adapter holds '${key}', which is neither an adapter weight nor under modules_to_save`);
+      if (!toSave.some((m) => key.startsWith(`${m}.`)))
+        throw new SiftError('E_FORMAT', `the adapter holds '${key}', which is neither an adapter weight nor under modules_to_save`);
       const p = param(key, 'replaces');
-      if (p.shape.join() !== t.shape.join()) throw new SiftError('E_MISMATCH', `the adapter's '${key}' has shape [${t.shape}], the model's [${p.shape}]`);
+      if (p.shape.join() !== t.shape.join())
+        throw new SiftError('E_MISMATCH', `the adapter's '${key}' has shape [${t.shape}], the model's [${p.shape}]`);
       plan.push(() => {
         const v = t.dtype === p.dtype ? t : new Tensor(native().cast(t.handle, p.dtype));
         const vd = v.device === p.device ? v : new Tensor(native().to(v.handle, p.device));

@@ -12,7 +12,14 @@ import { native } from '../engine/native';
 import { writeFileAtomic } from './atomic';
 
 const ST_TO_DTYPE: Record<string, DType> = {
-  F32: 'f32', F16: 'f16', BF16: 'bf16', F64: 'f64', I32: 'i32', I64: 'i64', BOOL: 'bool', U8: 'bool',
+  F32: 'f32',
+  F16: 'f16',
+  BF16: 'bf16',
+  F64: 'f64',
+  I32: 'i32',
+  I64: 'i64',
+  BOOL: 'bool',
+  U8: 'bool',
 };
 const DTYPE_TO_ST: Record<DType, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16', f64: 'F64', i32: 'I32', i64: 'I64', bool: 'BOOL' };
 /** Header size limit: real headers of large sharded models are a few MB. */
@@ -34,7 +41,12 @@ function formatError(file: string, msg: string): SiftError {
 }
 
 /** Parses and validates a header given the file size. */
-export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: number, headerLen: number): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+export function parseHeader(
+  file: string,
+  headerBytes: Uint8Array,
+  fileSize: number,
+  headerLen: number,
+): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
   let text: string;
   try {
     // Invalid UTF-8 must not be silently replaced by U+FFFD (that would rename tensors).
@@ -57,7 +69,8 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw formatError(file, '__metadata__ must be an object of strings');
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+        throw formatError(file, '__metadata__ must be an object of strings');
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
         if (typeof v !== 'string') throw formatError(file, `__metadata__.${k} is not a string`);
       }
@@ -78,7 +91,10 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
     }
     const [begin, end] = e.data_offsets as number[];
     if (begin > end || end > dataLen) {
-      throw formatError(file, `tensor '${name}': data_offsets [${begin}, ${end}] outside the data section of ${dataLen} bytes (truncated file?)`);
+      throw formatError(
+        file,
+        `tensor '${name}': data_offsets [${begin}, ${end}] outside the data section of ${dataLen} bytes (truncated file?)`,
+      );
     }
     let numel = 1;
     for (const d of shape) {
@@ -247,7 +263,13 @@ export class AsyncSafetensorsReader {
   private readonly dataStart: number;
   private fh: fs.promises.FileHandle | null;
 
-  private constructor(path: string, fh: fs.promises.FileHandle, tensors: Map<string, TensorInfo>, metadata: Record<string, string>, dataStart: number) {
+  private constructor(
+    path: string,
+    fh: fs.promises.FileHandle,
+    tensors: Map<string, TensorInfo>,
+    metadata: Record<string, string>,
+    dataStart: number,
+  ) {
     this.path = path;
     this.fh = fh;
     this.tensors = tensors;
@@ -329,7 +351,10 @@ function readFully(fd: number, buf: Buffer, position: number, file: string, tens
 }
 
 /** Reads every tensor of a file (small files: increments, fixtures). */
-export function loadSafetensors(path: string, opts: { device?: string } = {}): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+export function loadSafetensors(
+  path: string,
+  opts: { device?: string } = {},
+): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
   const r = SafetensorsReader.open(path);
   try {
     const tensors = new Map<string, Tensor>();
@@ -366,7 +391,12 @@ export function encodeSafetensors(entries: [string, Tensor][], metadata?: Record
 }
 
 /** Writes tensors (in the given order) atomically. */
-export function saveSafetensors(path: string, tensors: Map<string, Tensor> | [string, Tensor][] | Record<string, Tensor>, metadata?: Record<string, string>): void {
-  const entries: [string, Tensor][] = tensors instanceof Map ? [...tensors.entries()] : Array.isArray(tensors) ? tensors : Object.entries(tensors);
+export function saveSafetensors(
+  path: string,
+  tensors: Map<string, Tensor> | [string, Tensor][] | Record<string, Tensor>,
+  metadata?: Record<string, string>,
+): void {
+  const entries: [string, Tensor][] =
+    tensors instanceof Map ? [...tensors.entries()] : Array.isArray(tensors) ? tensors : Object.entries(tensors);
   writeFileAtomic(path, encodeSafetensors(entries, metadata));
 }

@@ -83,7 +83,9 @@ export class EventFileWriter {
 
   /** One Event at `step` with a simple_value per tag (non-finite values are written too: TensorBoard shows them). */
   scalars(step: number, values: Record<string, number>, wallTime = Date.now() / 1000): void {
-    const value = Object.entries(values).filter(([, v]) => typeof v === 'number').map(([tag, v]) => ({ tag, simple_value: v }));
+    const value = Object.entries(values)
+      .filter(([, v]) => typeof v === 'number')
+      .map(([tag, v]) => ({ tag, simple_value: v }));
     if (!value.length) return;
     this.write({ wall_time: wallTime, step, summary: { value } });
   }
@@ -109,14 +111,21 @@ export function readEventFile(file: string): { fileVersion: string | null; scala
   while (off < buf.length) {
     if (off + 12 > buf.length) throw new SiftError('E_FORMAT', `${file}: truncated record header at byte ${off}`);
     const len = Number(buf.readBigUInt64LE(off));
-    if (buf.readUInt32LE(off + 8) !== maskedCrc32c(buf.subarray(off, off + 8))) throw new SiftError('E_FORMAT', `${file}: bad length CRC at byte ${off}`);
+    if (buf.readUInt32LE(off + 8) !== maskedCrc32c(buf.subarray(off, off + 8)))
+      throw new SiftError('E_FORMAT', `${file}: bad length CRC at byte ${off}`);
     if (off + 12 + len + 4 > buf.length) throw new SiftError('E_FORMAT', `${file}: truncated record at byte ${off}`);
     const data = buf.subarray(off + 12, off + 12 + len);
     if (buf.readUInt32LE(off + 12 + len) !== maskedCrc32c(data)) throw new SiftError('E_FORMAT', `${file}: bad data CRC at byte ${off}`);
-    const ev = decodeMessage<{ wall_time?: number; step?: unknown; file_version?: string; summary?: { value?: { tag?: string; simple_value?: number }[] } }>(eventType(), data, file);
+    const ev = decodeMessage<{
+      wall_time?: number;
+      step?: unknown;
+      file_version?: string;
+      summary?: { value?: { tag?: string; simple_value?: number }[] };
+    }>(eventType(), data, file);
     if (ev.file_version) fileVersion = fileVersion ?? ev.file_version;
     for (const v of ev.summary?.value ?? []) {
-      if (typeof v.simple_value === 'number') scalars.push({ wallTime: ev.wall_time ?? 0, step: toNum(ev.step, 'step'), tag: v.tag ?? '', value: v.simple_value });
+      if (typeof v.simple_value === 'number')
+        scalars.push({ wallTime: ev.wall_time ?? 0, step: toNum(ev.step, 'step'), tag: v.tag ?? '', value: v.simple_value });
     }
     records++;
     off += 12 + len + 4;
@@ -129,7 +138,9 @@ export type ReportTo = 'tensorboard' | 'none';
 
 export function wantsTensorboard(reportTo: ReportTo | ReportTo[] | undefined): boolean {
   const list = reportTo === undefined ? [] : Array.isArray(reportTo) ? reportTo : [reportTo];
-  for (const r of list) if (r !== 'tensorboard' && r !== 'none') throw new SiftError('E_ARG', `reportTo: unknown destination '${String(r)}' (allowed: tensorboard, none)`);
+  for (const r of list)
+    if (r !== 'tensorboard' && r !== 'none')
+      throw new SiftError('E_ARG', `reportTo: unknown destination '${String(r)}' (allowed: tensorboard, none)`);
   return list.includes('tensorboard');
 }
 
@@ -155,7 +166,14 @@ export class TensorBoardLogger {
       if (e.gradNorm !== undefined) v['train/grad_norm'] = e.gradNorm;
       this.writer.scalars(e.step, v);
     } else if (e.type === 'eval') {
-      this.writer.scalars(e.step, Object.fromEntries(Object.entries(e.metrics).filter(([, x]) => typeof x === 'number').map(([k, x]) => [`eval/${k}`, x as number])));
+      this.writer.scalars(
+        e.step,
+        Object.fromEntries(
+          Object.entries(e.metrics)
+            .filter(([, x]) => typeof x === 'number')
+            .map(([k, x]) => [`eval/${k}`, x as number]),
+        ),
+      );
     } else if (e.type === 'selection') {
       this.writer.scalars(0, { 'sift/trainable_parameters': e.trainable, 'sift/total_parameters': e.total });
     }

@@ -15,9 +15,25 @@ import { scaledDotProductAttention } from '../autograd/attention';
 import { tensor } from '../autograd/creation';
 import { ModuleList } from './layers';
 import {
-  PreTrainedModel, HFConfig, ModelOptions, ModelInputs, ModelOutput, SeedStream,
-  cfgNum, cfgInt, cfgOptInt, cfgStr, numLabels, activation, idsTensor, rangePositions,
-  classificationLoss, hostRows, maskTensor, zeroRow, releaseInto,
+  PreTrainedModel,
+  HFConfig,
+  ModelOptions,
+  ModelInputs,
+  ModelOutput,
+  SeedStream,
+  cfgNum,
+  cfgInt,
+  cfgOptInt,
+  cfgStr,
+  numLabels,
+  activation,
+  idsTensor,
+  rangePositions,
+  classificationLoss,
+  hostRows,
+  maskTensor,
+  zeroRow,
+  releaseInto,
 } from './common';
 
 export interface BertParams {
@@ -51,7 +67,8 @@ export function bertParams(cfg: HFConfig, roberta: boolean): BertParams {
     eps: cfgNum(cfg, 'layer_norm_eps', 1e-12),
     hiddenDropout,
     attnDropout: cfgNum(cfg, 'attention_probs_dropout_prob', 0.1),
-    classifierDropout: cfg.classifier_dropout === null || cfg.classifier_dropout === undefined ? hiddenDropout : cfgNum(cfg, 'classifier_dropout'),
+    classifierDropout:
+      cfg.classifier_dropout === null || cfg.classifier_dropout === undefined ? hiddenDropout : cfgNum(cfg, 'classifier_dropout'),
     maxPositions: cfgInt(cfg, 'max_position_embeddings', 512),
     typeVocab: cfgInt(cfg, 'type_vocab_size', 2),
     std: cfgNum(cfg, 'initializer_range', 0.02),
@@ -80,7 +97,10 @@ class BertEmbeddings extends Module {
   token_type_embeddings: Embedding;
   LayerNorm: LayerNorm;
   dropout: Dropout;
-  constructor(private readonly p: BertParams, c: Ctx) {
+  constructor(
+    private readonly p: BertParams,
+    c: Ctx,
+  ) {
     super();
     this.word_embeddings = this.registerModule('word_embeddings', new Embedding(p.vocab, p.D, linearOpts(p, c)));
     zeroRow(this.word_embeddings.weight, p.padTokenId);
@@ -100,8 +120,11 @@ class BertEmbeddings extends Module {
     else if (this.p.roberta) pos = robertaPositions(hostRows(inputs.inputIds, 'inputIds'), this.p.padTokenId ?? 1, device);
     else pos = rangePositions(B, T, 0, device);
     check(pos.shape[1] <= this.p.maxPositions, 'E_ARG', `sequence of ${T} tokens exceeds max_position_embeddings ${this.p.maxPositions}`);
-    const types = inputs.tokenTypeIds ? idsTensor(inputs.tokenTypeIds, device, 'tokenTypeIds') : tensor(new BigInt64Array(B * T), [B, T], { dtype: 'i64', device });
-    const w = this.word_embeddings.forward(ids), t = this.token_type_embeddings.forward(types);
+    const types = inputs.tokenTypeIds
+      ? idsTensor(inputs.tokenTypeIds, device, 'tokenTypeIds')
+      : tensor(new BigInt64Array(B * T), [B, T], { dtype: 'i64', device });
+    const w = this.word_embeddings.forward(ids),
+      t = this.token_type_embeddings.forward(types);
     const wt = releaseInto(add(w, t), w, t);
     const pe = this.position_embeddings.forward(pos);
     const e = releaseInto(add(wt, pe), wt, pe);
@@ -132,7 +155,10 @@ class BertSelfAttention extends Module {
   query: Linear;
   key: Linear;
   value: Linear;
-  constructor(private readonly p: BertParams, c: Ctx) {
+  constructor(
+    private readonly p: BertParams,
+    c: Ctx,
+  ) {
     super();
     this.query = this.registerModule('query', new Linear(p.D, p.D, linearOpts(p, c)));
     this.key = this.registerModule('key', new Linear(p.D, p.D, linearOpts(p, c)));
@@ -144,7 +170,10 @@ class BertSelfAttention extends Module {
     const hd = D / H;
     const heads = (t: Tensor) => permute(reshape(t, [B, T, H, hd]), [0, 2, 1, 3]);
     const a = scaledDotProductAttention(heads(this.query.forward(x)), heads(this.key.forward(x)), heads(this.value.forward(x)), {
-      mask, causal: false, scale: 1 / Math.sqrt(hd), dropoutP: this.training ? this.p.attnDropout : 0,
+      mask,
+      causal: false,
+      scale: 1 / Math.sqrt(hd),
+      dropoutP: this.training ? this.p.attnDropout : 0,
     });
     return reshape(permute(a, [0, 2, 1, 3]), [B, T, D]);
   }
@@ -243,7 +272,11 @@ export class BertBody extends Module {
   embeddings: BertEmbeddings;
   encoder: BertEncoder;
   pooler: BertPooler | null = null;
-  constructor(readonly p: BertParams, c: Ctx, withPooler: boolean) {
+  constructor(
+    readonly p: BertParams,
+    c: Ctx,
+    withPooler: boolean,
+  ) {
     super();
     this.embeddings = this.registerModule('embeddings', new BertEmbeddings(p, c));
     this.encoder = this.registerModule('encoder', new BertEncoder(p, c));
@@ -261,7 +294,11 @@ export class BertBody extends Module {
 }
 
 function ctxOf(opts: ModelOptions): Ctx {
-  return { device: opts.device === 'cuda' ? 'cuda:0' : opts.device ?? 'cpu', dtype: opts.dtype ?? 'f32', seeds: new SeedStream(opts.seed) };
+  return {
+    device: opts.device === 'cuda' ? 'cuda:0' : (opts.device ?? 'cpu'),
+    dtype: opts.dtype ?? 'f32',
+    seeds: new SeedStream(opts.seed),
+  };
 }
 
 const ENCODER_BUFFERS = [/(^|\.)embeddings\.(position_ids|token_type_ids)$/];

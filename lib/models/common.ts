@@ -5,7 +5,7 @@
  */
 import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
-import { DType, isFloat, isInt } from '../engine/dtype';
+import { DType, isInt } from '../engine/dtype';
 import { Module } from '../nn/module';
 import { Linear } from '../nn/layers';
 import type { QuantFormat } from '../autograd/quant';
@@ -103,9 +103,12 @@ export abstract class PreTrainedModel extends Module {
   private readonly initDevice: string;
   private readonly initDType: DType;
 
-  constructor(readonly config: HFConfig, opts: ModelOptions) {
+  constructor(
+    readonly config: HFConfig,
+    opts: ModelOptions,
+  ) {
     super();
-    this.initDevice = opts.device === 'cuda' ? 'cuda:0' : opts.device ?? 'cpu';
+    this.initDevice = opts.device === 'cuda' ? 'cuda:0' : (opts.device ?? 'cpu');
     this.initDType = opts.dtype ?? 'f32';
   }
 
@@ -152,8 +155,12 @@ export abstract class PreTrainedModel extends Module {
 
   private blockStacks(): { gradientCheckpointing: boolean }[] {
     // The block lists (ModuleList) found by their flag: models/layers imports this file.
-    return this.namedModules().map(([, m]) => m)
-      .filter((m): m is Module & { gradientCheckpointing: boolean } => m !== this && typeof (m as { gradientCheckpointing?: unknown }).gradientCheckpointing === 'boolean');
+    return this.namedModules()
+      .map(([, m]) => m)
+      .filter(
+        (m): m is Module & { gradientCheckpointing: boolean } =>
+          m !== this && typeof (m as { gradientCheckpointing?: unknown }).gradientCheckpointing === 'boolean',
+      );
   }
 
   /**
@@ -204,7 +211,8 @@ export function cfgNum(cfg: HFConfig, key: string, dflt?: number): number {
     if (dflt === undefined) throw new SiftError('E_ARG', `config.json: missing '${key}'`);
     return dflt;
   }
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new SiftError('E_ARG', `config.json: '${key}' must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new SiftError('E_ARG', `config.json: '${key}' must be a number, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -258,7 +266,11 @@ export function hostRows(x: IdsInput | Float32Array, what: string): number[][] {
   if (arr.length > 0 && Array.isArray(arr[0])) {
     const rows = arr as number[][];
     const T = rows[0].length;
-    check(rows.every((r) => Array.isArray(r) && r.length === T), 'E_SHAPE', `${what}: rows of different lengths (pad them)`);
+    check(
+      rows.every((r) => Array.isArray(r) && r.length === T),
+      'E_SHAPE',
+      `${what}: rows of different lengths (pad them)`,
+    );
     return rows.map((r) => r.map(Number));
   }
   return [(arr as number[]).map(Number)];
@@ -276,10 +288,12 @@ export function idsTensor(x: IdsInput, device: string, what: string): Tensor {
   const B = rows.length;
   const T = B ? rows[0].length : 0;
   const flat = new BigInt64Array(B * T);
-  rows.forEach((r, b) => r.forEach((v, t) => {
-    check(Number.isInteger(v), 'E_ARG', `${what}: ids must be integers, got ${v}`);
-    flat[b * T + t] = BigInt(v);
-  }));
+  rows.forEach((r, b) =>
+    r.forEach((v, t) => {
+      check(Number.isInteger(v), 'E_ARG', `${what}: ids must be integers, got ${v}`);
+      flat[b * T + t] = BigInt(v);
+    }),
+  );
   return tensor(flat, [B, T], { dtype: 'i64', device });
 }
 
@@ -321,13 +335,23 @@ export function rangePositions(B: number, T: number, offset: number, device: str
 /** transformers' ACT2FN names. */
 export function activation(name: string): (x: Tensor) => Tensor {
   switch (name) {
-    case 'gelu': return (x) => gelu(x, 'none');
-    case 'gelu_new': case 'gelu_pytorch_tanh': case 'gelu_fast': return (x) => gelu(x, 'tanh');
-    case 'relu': return relu;
-    case 'silu': case 'swish': return silu;
-    case 'tanh': return tanh;
-    case 'sigmoid': return sigmoid;
-    default: throw new SiftError('E_UNSUPPORTED', `unsupported activation '${name}'`);
+    case 'gelu':
+      return (x) => gelu(x, 'none');
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh':
+    case 'gelu_fast':
+      return (x) => gelu(x, 'tanh');
+    case 'relu':
+      return relu;
+    case 'silu':
+    case 'swish':
+      return silu;
+    case 'tanh':
+      return tanh;
+    case 'sigmoid':
+      return sigmoid;
+    default:
+      throw new SiftError('E_UNSUPPORTED', `unsupported activation '${name}'`);
   }
 }
 
@@ -339,7 +363,11 @@ export function causalLmLoss(logits: Tensor, labels: IdsInput): Tensor {
   let targets: Tensor;
   if (labels instanceof Tensor) {
     // Shift on the device: no host round trip per step.
-    check(labels.ndim === 2 && labels.shape[0] === B && labels.shape[1] === T, 'E_SHAPE', `labels: expected [${B}, ${T}], got [${labels.shape}]`);
+    check(
+      labels.ndim === 2 && labels.shape[0] === B && labels.shape[1] === T,
+      'E_SHAPE',
+      `labels: expected [${B}, ${T}], got [${labels.shape}]`,
+    );
     const onDev = labels.device === logits.device ? labels : toDevice(labels, logits.device);
     const l64 = onDev.dtype === 'i64' ? onDev : cast(onDev, 'i64');
     const tail = full([B, 1], -100, { dtype: 'i64', device: logits.device });
@@ -365,14 +393,23 @@ export function classificationLoss(logits: Tensor, labels: IdsInput | Float32Arr
   const lf = logits.dtype === 'f32' || logits.dtype === 'f64' ? logits : cast(logits, 'f32');
   const B = logits.shape[0];
   let pt = problemType as ProblemType | null;
-  const labelIsInt = labels instanceof Tensor ? isInt(labels.dtype) : !(labels instanceof Float32Array) && hostRows(labels as IdsInput, 'labels').flat().every(Number.isInteger);
+  const labelIsInt =
+    labels instanceof Tensor
+      ? isInt(labels.dtype)
+      : !(labels instanceof Float32Array) &&
+        hostRows(labels as IdsInput, 'labels')
+          .flat()
+          .every(Number.isInteger);
   if (!pt) {
     if (nLabels === 1) pt = 'regression';
     else if (labelIsInt) pt = 'single_label_classification';
     else pt = 'multi_label_classification';
   }
   if (pt === 'single_label_classification') {
-    const t = labels instanceof Tensor ? toDevice(reshape(labels, [-1]), device) : idsTensor([hostRows(labels as IdsInput, 'labels').flat()], device, 'labels');
+    const t =
+      labels instanceof Tensor
+        ? toDevice(reshape(labels, [-1]), device)
+        : idsTensor([hostRows(labels as IdsInput, 'labels').flat()], device, 'labels');
     const targets = t.ndim === 2 ? reshape(t, [-1]) : t;
     check(targets.shape[0] === B, 'E_SHAPE', `labels: expected ${B} class ids, got ${targets.shape[0]}`);
     return crossEntropy(lf, targets, { ignoreIndex: -100 });
@@ -409,10 +446,14 @@ export function lastTokenIndices(ids: number[][], padTokenId: number | null, mas
     let last = row.length - 1;
     if (padTokenId !== null) {
       last = -1;
-      row.forEach((v, t) => { if (v !== padTokenId) last = t; });
+      row.forEach((v, t) => {
+        if (v !== padTokenId) last = t;
+      });
       if (last < 0) last = row.length - 1;
     } else if (mask) {
-      mask[b].forEach((v, t) => { if (v) last = t; });
+      mask[b].forEach((v, t) => {
+        if (v) last = t;
+      });
     }
     return last;
   });
@@ -427,7 +468,6 @@ export function gatherTokens(h: Tensor, idx: number[]): Tensor {
   const rows = tensor(flat, [B], { dtype: 'i64', device: h.device });
   return embeddingGather(reshape(h, [B * T, D]), rows);
 }
-
 
 // ---- initialisation
 
@@ -463,7 +503,11 @@ export function maskTensor(mask: IdsInput | null | undefined, device: string, B:
   if (mask === null || mask === undefined) return null;
   if (!(mask instanceof Tensor)) {
     const rows = hostRows(mask, 'attentionMask');
-    check(rows.length === B && (rows[0]?.length ?? 0) === Tk, 'E_SHAPE', `attentionMask: expected [${B}, ${Tk}], got [${rows.length}, ${rows[0]?.length ?? 0}]`);
+    check(
+      rows.length === B && (rows[0]?.length ?? 0) === Tk,
+      'E_SHAPE',
+      `attentionMask: expected [${B}, ${Tk}], got [${rows.length}, ${rows[0]?.length ?? 0}]`,
+    );
     if (rows.every((r) => r.every((v) => v))) return null;
     return boolMask(rows, device);
   }

@@ -31,9 +31,31 @@ import { tensor, zeros } from '../autograd/creation';
 import { keep } from '../engine/scope';
 import { LMHead, ModuleList } from './layers';
 import {
-  PreTrainedModel, HFConfig, ModelOptions, ModelInputs, ModelOutput, KVCache, LayerCache, SeedStream,
-  cfgNum, cfgInt, cfgOptInt, cfgBool, cfgStr, numLabels, activation, idsTensor, rangePositions, causalLmLoss,
-  classificationLoss, hostRows, lastTokenIndices, gatherTokens, maskTensor, zeroRow, releaseInto,
+  PreTrainedModel,
+  HFConfig,
+  ModelOptions,
+  ModelInputs,
+  ModelOutput,
+  KVCache,
+  LayerCache,
+  SeedStream,
+  cfgNum,
+  cfgInt,
+  cfgOptInt,
+  cfgBool,
+  cfgStr,
+  numLabels,
+  activation,
+  idsTensor,
+  rangePositions,
+  causalLmLoss,
+  classificationLoss,
+  hostRows,
+  lastTokenIndices,
+  gatherTokens,
+  maskTensor,
+  zeroRow,
+  releaseInto,
 } from './common';
 import { RopeSpec, ropeFields, ropeSpec, ropeInvFreq, ropeVariant, ropeIsDynamic } from './rope';
 
@@ -41,7 +63,13 @@ export type DecoderFamily = 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'gemma' | 
 
 /** transformers' class-name prefix per family. */
 export const DECODER_FAMILIES: Record<DecoderFamily, string> = {
-  llama: 'Llama', qwen2: 'Qwen2', qwen3: 'Qwen3', mistral: 'Mistral', gemma: 'Gemma', gemma2: 'Gemma2', phi3: 'Phi3',
+  llama: 'Llama',
+  qwen2: 'Qwen2',
+  qwen3: 'Qwen3',
+  mistral: 'Mistral',
+  gemma: 'Gemma',
+  gemma2: 'Gemma2',
+  phi3: 'Phi3',
 };
 
 export interface DecoderParams {
@@ -88,7 +116,8 @@ export interface DecoderParams {
 
 function familyOf(cfg: HFConfig): DecoderFamily {
   const t = String(cfg.model_type ?? 'llama');
-  if (!(t in DECODER_FAMILIES)) throw new SiftError('E_UNSUPPORTED', `model_type '${t}' is not a decoder family (${Object.keys(DECODER_FAMILIES).join(', ')})`);
+  if (!(t in DECODER_FAMILIES))
+    throw new SiftError('E_UNSUPPORTED', `model_type '${t}' is not a decoder family (${Object.keys(DECODER_FAMILIES).join(', ')})`);
   return t as DecoderFamily;
 }
 
@@ -129,15 +158,20 @@ function layerWindows(cfg: HFConfig, family: DecoderFamily, nLayer: number): (nu
         check(sw !== null && sw > 0 && useSw, 'E_ARG', `config.json: layer ${i} is 'sliding_attention' but sliding_window is not set`);
         return sw;
       }
-      throw new SiftError('E_UNSUPPORTED', `config.json: layer type '${String(t)}' of layer ${i} is not supported (full_attention, sliding_attention)`);
+      throw new SiftError(
+        'E_UNSUPPORTED',
+        `config.json: layer type '${String(t)}' of layer ${i} is not supported (full_attention, sliding_attention)`,
+      );
     });
   }
   const none = new Array<number | null>(nLayer).fill(null);
   if (sw === null || sw <= 0) return none;
   switch (family) {
-    case 'mistral': case 'phi3':
+    case 'mistral':
+    case 'phi3':
       return none.map(() => sw);
-    case 'qwen2': case 'qwen3': {
+    case 'qwen2':
+    case 'qwen3': {
       if (!useSw) return none;
       const from = cfgOptInt(cfg, 'max_window_layers') ?? 28;
       return none.map((_, i) => (i >= from ? sw : null));
@@ -163,7 +197,7 @@ export function decoderParams(cfg: HFConfig): DecoderParams {
   // Gemma's MLP: hidden_activation, else the tanh GELU Gemma was trained with (early Gemma configs say
   // hidden_act 'gelu', which transformers 4.38-4.4x ignored in favour of this default).
   const act = gemma ? cfgStr(cfg, 'hidden_activation', 'gelu_pytorch_tanh') : cfgStr(cfg, 'hidden_act', 'silu');
-  const qpas = family === 'gemma2' ? optNum(cfg, 'query_pre_attn_scalar') ?? 256 : null;
+  const qpas = family === 'gemma2' ? (optNum(cfg, 'query_pre_attn_scalar') ?? 256) : null;
   const p: DecoderParams = {
     family,
     vocab: cfgInt(cfg, 'vocab_size', 32000),
@@ -197,10 +231,18 @@ export function decoderParams(cfg: HFConfig): DecoderParams {
     std: cfgNum(cfg, 'initializer_range', 0.02),
     padTokenId: cfgOptInt(cfg, 'pad_token_id'),
   };
-  check(p.nKV > 0 && p.nHead % p.nKV === 0, 'E_ARG', `config.json: num_attention_heads ${p.nHead} is not a multiple of num_key_value_heads ${p.nKV}`);
+  check(
+    p.nKV > 0 && p.nHead % p.nKV === 0,
+    'E_ARG',
+    `config.json: num_attention_heads ${p.nHead} is not a multiple of num_key_value_heads ${p.nKV}`,
+  );
   check(p.headDim % 2 === 0, 'E_ARG', `config.json: head dim ${p.headDim} must be even for rotary embeddings`);
   check(p.attnSoftcap === null || p.attnSoftcap > 0, 'E_ARG', `config.json: attn_logit_softcapping must be positive, got ${p.attnSoftcap}`);
-  check(p.finalSoftcap === null || p.finalSoftcap > 0, 'E_ARG', `config.json: final_logit_softcapping must be positive, got ${p.finalSoftcap}`);
+  check(
+    p.finalSoftcap === null || p.finalSoftcap > 0,
+    'E_ARG',
+    `config.json: final_logit_softcapping must be positive, got ${p.finalSoftcap}`,
+  );
   check(qpas === null || qpas > 0, 'E_ARG', `config.json: query_pre_attn_scalar must be positive, got ${qpas}`);
   if (family === 'phi3') {
     const embd = cfgNum(cfg, 'embd_pdrop', 0);
@@ -255,7 +297,11 @@ interface Ctx {
  */
 export class GemmaRMSNorm extends Module {
   weight: Tensor;
-  constructor(readonly dim: number, readonly eps = 1e-6, opts: { device?: string; dtype?: Ctx['dtype'] } = {}) {
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-6,
+    opts: { device?: string; dtype?: Ctx['dtype'] } = {},
+  ) {
     super();
     this.weight = this.registerParameter('weight', zeros([dim], { device: opts.device, dtype: opts.dtype }))!;
   }
@@ -290,7 +336,11 @@ export class DecoderAttention extends Module {
   o_proj: Linear;
   q_norm?: RMSNorm;
   k_norm?: RMSNorm;
-  constructor(private readonly p: DecoderParams, private readonly window: number | null, c: Ctx) {
+  constructor(
+    private readonly p: DecoderParams,
+    private readonly window: number | null,
+    c: Ctx,
+  ) {
     super();
     const o = (bias: boolean) => ({ device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next(), bias });
     const { D, nHead, nKV, headDim } = p;
@@ -319,7 +369,9 @@ export class DecoderAttention extends Module {
     if (rotaryDim === headDim) {
       // The rotary backward reads no activation: what led to it goes at once, except the input
       // of a q/k norm, which its backward reads.
-      return norm ? releaseInto(rotaryEmbedding(pr, a.pos, a.invFreq), pr, n) : releaseInto(rotaryEmbedding(pr, a.pos, a.invFreq), pr, r, proj);
+      return norm
+        ? releaseInto(rotaryEmbedding(pr, a.pos, a.invFreq), pr, n)
+        : releaseInto(rotaryEmbedding(pr, a.pos, a.invFreq), pr, r, proj);
     }
     // Partial rotary (phi3): the first rotaryDim features of each head turn, the rest pass; the
     // attention factor multiplies only the turned part, as transformers' cos and sin do.
@@ -353,7 +405,10 @@ export class DecoderAttention extends Module {
     // An attention factor multiplies cos and sin, so q and k: with full rotary it is the scale's f^2.
     const f2 = rotaryDim === headDim ? attentionFactor * attentionFactor : 1;
     const opts: AttentionOptions = {
-      mask: a.mask, causal: true, scale: this.p.attnScale * f2, dropoutP: this.training ? this.p.attnDropout : 0,
+      mask: a.mask,
+      causal: true,
+      scale: this.p.attnScale * f2,
+      dropoutP: this.training ? this.p.attnDropout : 0,
     };
     if (this.p.attnSoftcap !== null) opts.softcap = this.p.attnSoftcap;
     if (this.window !== null && this.window < k.shape[2]) opts.window = this.window;
@@ -369,7 +424,10 @@ export class DecoderMLP extends Module {
   gate_up_proj?: Linear;
   down_proj: Linear;
   private readonly act: (x: Tensor) => Tensor;
-  constructor(private readonly p: DecoderParams, c: Ctx) {
+  constructor(
+    private readonly p: DecoderParams,
+    c: Ctx,
+  ) {
     super();
     const o = () => ({ device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next(), bias: p.mlpBias });
     if (p.fusedGateUp) {
@@ -400,7 +458,11 @@ export class DecoderLayer extends Module {
   post_attention_layernorm: Norm;
   pre_feedforward_layernorm?: Norm;
   post_feedforward_layernorm?: Norm;
-  constructor(private readonly p: DecoderParams, readonly window: number | null, c: Ctx) {
+  constructor(
+    private readonly p: DecoderParams,
+    readonly window: number | null,
+    c: Ctx,
+  ) {
     super();
     this.self_attn = this.registerModule('self_attn', new DecoderAttention(p, window, c));
     this.mlp = this.registerModule('mlp', new DecoderMLP(p, c));
@@ -438,9 +500,15 @@ export class DecoderModel extends Module {
   layers: ModuleList<DecoderLayer>;
   norm: Norm;
   private readonly invFreqCache = new Map<string, Tensor>();
-  constructor(readonly p: DecoderParams, c: Ctx) {
+  constructor(
+    readonly p: DecoderParams,
+    c: Ctx,
+  ) {
     super();
-    this.embed_tokens = this.registerModule('embed_tokens', new Embedding(p.vocab, p.D, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next() }));
+    this.embed_tokens = this.registerModule(
+      'embed_tokens',
+      new Embedding(p.vocab, p.D, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next() }),
+    );
     zeroRow(this.embed_tokens.weight, p.padTokenId);
     const layers: DecoderLayer[] = [];
     for (let i = 0; i < p.nLayer; i++) layers.push(new DecoderLayer(p, p.windows[i], c));
@@ -481,7 +549,10 @@ export class DecoderModel extends Module {
     let seqLen = offset + T;
     if (inputs.positionIds && ropeIsDynamic(this.p.rope)) {
       // transformers: seq_len = max(position_ids) + 1.
-      const host = inputs.positionIds instanceof Tensor ? Array.from(pos.toArray() as ArrayLike<number | bigint>, Number) : hostRows(inputs.positionIds, 'positionIds').flat();
+      const host =
+        inputs.positionIds instanceof Tensor
+          ? Array.from(pos.toArray() as ArrayLike<number | bigint>, Number)
+          : hostRows(inputs.positionIds, 'positionIds').flat();
       seqLen = host.reduce((m, v) => Math.max(m, v), -1) + 1;
     }
     const mask = maskTensor(inputs.attentionMask, device, B, offset + T);
@@ -513,7 +584,11 @@ export class DecoderModel extends Module {
 }
 
 function ctxOf(opts: ModelOptions): Ctx {
-  return { device: opts.device === 'cuda' ? 'cuda:0' : opts.device ?? 'cpu', dtype: opts.dtype ?? 'f32', seeds: new SeedStream(opts.seed) };
+  return {
+    device: opts.device === 'cuda' ? 'cuda:0' : (opts.device ?? 'cpu'),
+    dtype: opts.dtype ?? 'f32',
+    seeds: new SeedStream(opts.seed),
+  };
 }
 
 const DECODER_BUFFERS = [/(^|\.)rotary_emb\.inv_freq$/, /(^|\.)rotary_emb\.(short|long)_inv_freq$/, /(^|\.)rotary_emb\.original_inv_freq$/];
@@ -541,7 +616,15 @@ export class DecoderForCausalLM extends PreTrainedModel {
     const p = decoderParams(config);
     this.model = this.registerModule('model', new DecoderModel(p, c));
     const tie = cfgBool(config, 'tie_word_embeddings', p.tieDefault);
-    this.lm_head = this.registerModule('lm_head', new LMHead(p.D, p.vocab, tie ? this.model.embed_tokens : null, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next() }));
+    this.lm_head = this.registerModule(
+      'lm_head',
+      new LMHead(p.D, p.vocab, tie ? this.model.embed_tokens : null, {
+        device: c.device,
+        dtype: c.dtype,
+        std: p.std,
+        seed: c.seeds.next(),
+      }),
+    );
   }
   override tiedParameters(): Record<string, string> {
     return this.lm_head.isTied ? { 'lm_head.weight': 'model.embed_tokens.weight' } : {};
@@ -580,7 +663,10 @@ export class DecoderForSequenceClassification extends PreTrainedModel {
     const p = decoderParams(config);
     this.numLabels = numLabels(config);
     this.model = this.registerModule('model', new DecoderModel(p, c));
-    this.score = this.registerModule('score', new Linear(p.D, this.numLabels, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next(), bias: false }));
+    this.score = this.registerModule(
+      'score',
+      new Linear(p.D, this.numLabels, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next(), bias: false }),
+    );
   }
   override ignoredCheckpointKeys(): RegExp[] {
     return DECODER_BUFFERS;

@@ -6,7 +6,7 @@
  * callback. Logit processing runs on the host on the last position only.
  */
 import { Tensor } from '../engine/tensor';
-import { SiftError, check } from '../engine/errors';
+import { check } from '../engine/errors';
 import { tidy } from '../engine/scope';
 import { noGrad } from '../autograd/tape';
 import { reshape, slice, cast } from '../autograd/shape';
@@ -58,7 +58,11 @@ export function argmaxOf(v: ArrayLike<number>): number {
 }
 
 /** Draws one token from logits with temperature, top-k then top-p (transformers' order). */
-export function sampleToken(logits: ArrayLike<number>, opts: { temperature: number; topK?: number; topP?: number }, rng: SeededRandom): number {
+export function sampleToken(
+  logits: ArrayLike<number>,
+  opts: { temperature: number; topK?: number; topP?: number },
+  rng: SeededRandom,
+): number {
   const { temperature } = opts;
   if (!(temperature > 0)) return argmaxOf(logits);
   const V = logits.length;
@@ -95,7 +99,11 @@ export function sampleToken(logits: ArrayLike<number>, opts: { temperature: numb
  * Generates tokens, yielding the new token of every row after each step. Rows that finished
  * (emitted EOS) yield the padding token until all are done.
  */
-export async function* generateStream(model: PreTrainedModel, inputIds: number[][] | number[] | Tensor, opts: GenerateOptions = {}): AsyncGenerator<number[]> {
+export async function* generateStream(
+  model: PreTrainedModel,
+  inputIds: number[][] | number[] | Tensor,
+  opts: GenerateOptions = {},
+): AsyncGenerator<number[]> {
   check(model.task === 'causal-lm', 'E_ARG', `generate: ${model.architecture} is not a causal language model`);
   const maxNew = opts.maxNewTokens ?? 20;
   check(Number.isInteger(maxNew) && maxNew >= 0, 'E_ARG', `generate: maxNewTokens must be a non-negative integer, got ${maxNew}`);
@@ -105,23 +113,31 @@ export async function* generateStream(model: PreTrainedModel, inputIds: number[]
   check(topP > 0 && topP <= 1, 'E_ARG', `generate: topP must be in (0, 1], got ${topP}`);
   const topK = opts.topK ?? 0;
   check(Number.isInteger(topK) && topK >= 0, 'E_ARG', `generate: topK must be a non-negative integer, got ${topK}`);
-  const eos = new Set(opts.eosTokenId === null || opts.eosTokenId === undefined ? [] : Array.isArray(opts.eosTokenId) ? opts.eosTokenId : [opts.eosTokenId]);
+  const eos = new Set(
+    opts.eosTokenId === null || opts.eosTokenId === undefined ? [] : Array.isArray(opts.eosTokenId) ? opts.eosTokenId : [opts.eosTokenId],
+  );
   const cfgPad = typeof model.config.pad_token_id === 'number' ? model.config.pad_token_id : undefined;
   const pad = opts.padTokenId ?? cfgPad ?? (eos.size ? [...eos][0] : 0);
   const useCache = opts.useCache !== false;
   const rng = new SeededRandom(opts.seed ?? 0);
 
   // Left-pad ragged prompts; mask-derived positions (pad positions get 1, as transformers).
-  const prompts = inputIds instanceof Tensor ? hostRows(inputIds, 'inputIds') : Array.isArray(inputIds[0]) ? (inputIds as number[][]) : [inputIds as number[]];
+  const prompts =
+    inputIds instanceof Tensor
+      ? hostRows(inputIds, 'inputIds')
+      : Array.isArray(inputIds[0])
+        ? (inputIds as number[][])
+        : [inputIds as number[]];
   check(prompts.length > 0 && prompts.every((r) => r.length > 0), 'E_ARG', 'generate: every prompt needs at least one token');
   const T0 = Math.max(...prompts.map((r) => r.length));
   const seqs = prompts.map((r) => [...new Array(T0 - r.length).fill(pad), ...r]);
   const mask = prompts.map((r) => [...new Array(T0 - r.length).fill(0), ...new Array(r.length).fill(1)]);
   const padded = prompts.some((r) => r.length < T0);
-  const positionsOf = (m: number[][]) => m.map((row) => {
-    let c = 0;
-    return row.map((v) => (v ? c++ : 1));
-  });
+  const positionsOf = (m: number[][]) =>
+    m.map((row) => {
+      let c = 0;
+      return row.map((v) => (v ? c++ : 1));
+    });
 
   const flags = model.namedModules().map(([, m]) => m.training);
   model.eval();
@@ -133,15 +149,20 @@ export async function* generateStream(model: PreTrainedModel, inputIds: number[]
       const ids = first ? seqs : seqs.map((s) => [s[s.length - 1]]);
       const pos = padded ? positionsOf(mask).map((r) => (first ? r : [r[r.length - 1]])) : undefined;
       const prevCache = cache;
-      const res = tidy(() => noGrad(() => {
-        const out = model.forward({
-          inputIds: ids, attentionMask: padded ? mask : null, positionIds: pos,
-          cache: first ? null : prevCache, useCache,
-        });
-        const [B, T, V] = out.logits.shape;
-        const last = reshape(slice(out.logits, 1, T - 1, T), [B, V]);
-        return { last: last.dtype === 'f32' ? last.contiguous() : cast(last, 'f32'), cache: useCache ? out.cache : undefined };
-      }));
+      const res = tidy(() =>
+        noGrad(() => {
+          const out = model.forward({
+            inputIds: ids,
+            attentionMask: padded ? mask : null,
+            positionIds: pos,
+            cache: first ? null : prevCache,
+            useCache,
+          });
+          const [B, T, V] = out.logits.shape;
+          const last = reshape(slice(out.logits, 1, T - 1, T), [B, V]);
+          return { last: last.dtype === 'f32' ? last.contiguous() : cast(last, 'f32'), cache: useCache ? out.cache : undefined };
+        }),
+      );
       if (prevCache && prevCache !== res.cache) disposeCache(prevCache);
       cache = res.cache;
       const V = res.last.shape[1];
@@ -171,10 +192,21 @@ export async function* generateStream(model: PreTrainedModel, inputIds: number[]
  * Generates up to maxNewTokens tokens per prompt. Returns, per prompt, its tokens followed by the
  * generated ones (up to and including EOS, without padding).
  */
-export async function generate(model: PreTrainedModel, inputIds: number[][] | number[] | Tensor, opts: GenerateOptions = {}): Promise<number[][]> {
-  const prompts = inputIds instanceof Tensor ? hostRows(inputIds, 'inputIds') : Array.isArray(inputIds[0]) ? (inputIds as number[][]) : [inputIds as number[]];
+export async function generate(
+  model: PreTrainedModel,
+  inputIds: number[][] | number[] | Tensor,
+  opts: GenerateOptions = {},
+): Promise<number[][]> {
+  const prompts =
+    inputIds instanceof Tensor
+      ? hostRows(inputIds, 'inputIds')
+      : Array.isArray(inputIds[0])
+        ? (inputIds as number[][])
+        : [inputIds as number[]];
   const out = prompts.map((r) => [...r]);
-  const eos = new Set(opts.eosTokenId === null || opts.eosTokenId === undefined ? [] : Array.isArray(opts.eosTokenId) ? opts.eosTokenId : [opts.eosTokenId]);
+  const eos = new Set(
+    opts.eosTokenId === null || opts.eosTokenId === undefined ? [] : Array.isArray(opts.eosTokenId) ? opts.eosTokenId : [opts.eosTokenId],
+  );
   const done = prompts.map(() => false);
   for await (const tokens of generateStream(model, inputIds, opts)) {
     tokens.forEach((t, b) => {
@@ -185,4 +217,3 @@ export async function generate(model: PreTrainedModel, inputIds: number[][] | nu
   }
   return out;
 }
-

@@ -12,9 +12,30 @@ import { reshape, permute, splitHeads, concat } from '../autograd/shape';
 import { scaledDotProductAttention } from '../autograd/attention';
 import { Conv1D, LMHead, ModuleList } from './layers';
 import {
-  PreTrainedModel, HFConfig, ModelOptions, ModelInputs, ModelOutput, KVCache, LayerCache, SeedStream,
-  cfgNum, cfgInt, cfgOptInt, cfgStr, cfgBool, numLabels, activation, idsTensor, rangePositions, causalLmLoss,
-  classificationLoss, hostRows, lastTokenIndices, gatherTokens, maskTensor, releaseInto,
+  PreTrainedModel,
+  HFConfig,
+  ModelOptions,
+  ModelInputs,
+  ModelOutput,
+  KVCache,
+  LayerCache,
+  SeedStream,
+  cfgNum,
+  cfgInt,
+  cfgOptInt,
+  cfgStr,
+  cfgBool,
+  numLabels,
+  activation,
+  idsTensor,
+  rangePositions,
+  causalLmLoss,
+  classificationLoss,
+  hostRows,
+  lastTokenIndices,
+  gatherTokens,
+  maskTensor,
+  releaseInto,
 } from './common';
 
 interface GPT2Params {
@@ -92,7 +113,10 @@ class GPT2Attention extends Module {
       v = concat([past.v, v], 2);
     }
     const a = scaledDotProductAttention(q, k, v, {
-      mask, causal: true, scale: this.scale, dropoutP: this.attn_dropout.training ? this.attn_dropout.p : 0,
+      mask,
+      causal: true,
+      scale: this.scale,
+      dropoutP: this.attn_dropout.training ? this.attn_dropout.p : 0,
     });
     const merged = reshape(permute(a, [0, 2, 1, 3]), [B, T, D]);
     const proj = this.c_proj.forward(merged);
@@ -109,7 +133,10 @@ class GPT2MLP extends Module {
     super();
     const o = { device: c.device, dtype: c.dtype };
     this.c_fc = this.registerModule('c_fc', new Conv1D(p.D, p.inner, { ...o, std: p.std, seed: c.seeds.next() }));
-    this.c_proj = this.registerModule('c_proj', new Conv1D(p.inner, p.D, { ...o, std: p.std / Math.sqrt(2 * p.nLayer), seed: c.seeds.next() }));
+    this.c_proj = this.registerModule(
+      'c_proj',
+      new Conv1D(p.inner, p.D, { ...o, std: p.std / Math.sqrt(2 * p.nLayer), seed: c.seeds.next() }),
+    );
     this.dropout = this.registerModule('dropout', new Dropout(p.residPdrop));
     this.act = activation(p.act);
   }
@@ -148,7 +175,10 @@ export class GPT2Model extends Module {
   drop: Dropout;
   h: ModuleList<GPT2Block>;
   ln_f: LayerNorm;
-  constructor(readonly p: GPT2Params, c: Ctx) {
+  constructor(
+    readonly p: GPT2Params,
+    c: Ctx,
+  ) {
     super();
     const o = { device: c.device, dtype: c.dtype, std: p.std };
     this.wte = this.registerModule('wte', new Embedding(p.vocab, p.D, { ...o, seed: c.seeds.next() }));
@@ -168,7 +198,8 @@ export class GPT2Model extends Module {
     const offset = past ? past.length : 0;
     check(offset + T <= this.p.nPositions, 'E_ARG', `GPT-2: ${offset + T} positions exceed n_positions ${this.p.nPositions}`);
     const pos = inputs.positionIds ? idsTensor(inputs.positionIds, device, 'positionIds') : rangePositions(B, T, offset, device);
-    const tok = this.wte.forward(ids), posEmb = this.wpe.forward(pos);
+    const tok = this.wte.forward(ids),
+      posEmb = this.wpe.forward(pos);
     let h = releaseInto(add(tok, posEmb), tok, posEmb);
     if (inputs.tokenTypeIds) {
       const typ = this.wte.forward(idsTensor(inputs.tokenTypeIds, device, 'tokenTypeIds'));
@@ -192,7 +223,11 @@ export class GPT2Model extends Module {
 }
 
 function ctxOf(opts: ModelOptions): Ctx {
-  return { device: opts.device === 'cuda' ? 'cuda:0' : opts.device ?? 'cpu', dtype: opts.dtype ?? 'f32', seeds: new SeedStream(opts.seed) };
+  return {
+    device: opts.device === 'cuda' ? 'cuda:0' : (opts.device ?? 'cpu'),
+    dtype: opts.dtype ?? 'f32',
+    seeds: new SeedStream(opts.seed),
+  };
 }
 
 /** Buffers of GPT-2 checkpoints (the causal mask), not parameters. */
@@ -236,7 +271,10 @@ export class GPT2LMHeadModel extends PreTrainedModel {
     const p = gpt2Params(config);
     this.transformer = this.registerModule('transformer', new GPT2Model(p, c));
     const tie = cfgBool(config, 'tie_word_embeddings', true);
-    this.lm_head = this.registerModule('lm_head', new LMHead(p.D, p.vocab, tie ? this.transformer.wte : null, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next() }));
+    this.lm_head = this.registerModule(
+      'lm_head',
+      new LMHead(p.D, p.vocab, tie ? this.transformer.wte : null, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next() }),
+    );
   }
   override tiedParameters(): Record<string, string> {
     return this.lm_head.isTied ? { 'lm_head.weight': 'transformer.wte.weight' } : {};
@@ -268,7 +306,10 @@ export class GPT2ForSequenceClassification extends PreTrainedModel {
     const p = gpt2Params(config);
     this.numLabels = numLabels(config);
     this.transformer = this.registerModule('transformer', new GPT2Model(p, c));
-    this.score = this.registerModule('score', new Linear(p.D, this.numLabels, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next(), bias: false }));
+    this.score = this.registerModule(
+      'score',
+      new Linear(p.D, this.numLabels, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next(), bias: false }),
+    );
   }
   override ignoredCheckpointKeys(): RegExp[] {
     return GPT2_BUFFERS;

@@ -5,7 +5,13 @@ export { GPT2BaseModel, GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2Mode
 export { BertBaseModel, BertForSequenceClassification, RobertaForSequenceClassification, BertBody, robertaPositions } from './bert';
 export { LlamaBaseModel, LlamaForCausalLM, LlamaForSequenceClassification, LlamaModel, llamaInvFreq } from './llama';
 export {
-  DecoderBaseModel, DecoderForCausalLM, DecoderForSequenceClassification, DecoderModel, GemmaRMSNorm, decoderParams, DECODER_FAMILIES,
+  DecoderBaseModel,
+  DecoderForCausalLM,
+  DecoderForSequenceClassification,
+  DecoderModel,
+  GemmaRMSNorm,
+  decoderParams,
+  DECODER_FAMILIES,
 } from './decoder';
 export type { DecoderParams, DecoderFamily } from './decoder';
 export { ropeSpec, ropeInvFreq } from './rope';

@@ -6,8 +6,8 @@
 import { Tensor } from '../engine/tensor';
 import { Module } from '../nn/module';
 import { Embedding, InitOptions } from '../nn/layers';
-import { matmul, linear, conv1d } from '../autograd/matmul';
-import { add, mul } from '../autograd/elementwise';
+import { linear, conv1d } from '../autograd/matmul';
+import { mul } from '../autograd/elementwise';
 import { randn, zeros, isShapeOnly } from '../autograd/creation';
 import { noGrad, isGradEnabled } from '../autograd/tape';
 import { checkpoint } from '../autograd/checkpoint';
@@ -26,7 +26,11 @@ export function normalTensor(shape: number[], opts: InitOptions): Tensor {
 export class Conv1D extends Module {
   weight: Tensor;
   bias: Tensor;
-  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: InitOptions = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: InitOptions = {},
+  ) {
     super();
     this.weight = this.registerParameter('weight', normalTensor([inFeatures, outFeatures], opts))!;
     this.bias = this.registerParameter('bias', zeros([outFeatures], { device: opts.device, dtype: opts.dtype }))!;

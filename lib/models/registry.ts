@@ -83,15 +83,23 @@ function taskOfArchitecture(entry: Entry, arch: string | undefined): ModelTask |
 }
 
 /** Resolves the class a config and task build (without building it). */
-export function resolveModelClass(config: HFConfig, task?: ModelTask): { modelType: string; task: ModelTask; architecture: string; ctor: ModelConstructor } {
+export function resolveModelClass(
+  config: HFConfig,
+  task?: ModelTask,
+): { modelType: string; task: ModelTask; architecture: string; ctor: ModelConstructor } {
   if (config === null || typeof config !== 'object') throw new SiftError('E_ARG', 'createModel: config must be a config.json object');
   const modelType = modelTypeOf(config);
   const entry = registry.get(modelType);
-  if (!entry) throw new SiftError('E_UNSUPPORTED', `model_type '${modelType}' is not supported (supported: ${supportedModelTypes().join(', ')})`);
+  if (!entry)
+    throw new SiftError('E_UNSUPPORTED', `model_type '${modelType}' is not supported (supported: ${supportedModelTypes().join(', ')})`);
   const arch = Array.isArray(config.architectures) ? config.architectures[0] : undefined;
   const t = task ?? taskOfArchitecture(entry, arch) ?? entry.defaultTask;
   const impl = entry.tasks[t];
-  if (!impl) throw new SiftError('E_UNSUPPORTED', `model_type '${modelType}' has no '${t}' head (available: ${Object.keys(entry.tasks).join(', ')})`);
+  if (!impl)
+    throw new SiftError(
+      'E_UNSUPPORTED',
+      `model_type '${modelType}' has no '${t}' head (available: ${Object.keys(entry.tasks).join(', ')})`,
+    );
   return { modelType, task: t, architecture: impl.architecture, ctor: impl.ctor };
 }
 

@@ -38,7 +38,8 @@ function num(rs: Record<string, unknown>, key: string, dflt?: number): number {
     if (dflt === undefined) throw new SiftError('E_ARG', `config.json: rope_scaling needs '${key}'`);
     return dflt;
   }
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new SiftError('E_ARG', `config.json: rope_scaling.${key} must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new SiftError('E_ARG', `config.json: rope_scaling.${key} must be a number, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -59,10 +60,12 @@ function factorList(rs: Record<string, unknown>, key: string, n: number): number
 export function ropeFields(cfg: HFConfig): HFConfig {
   const rp = cfg.rope_parameters;
   if (rp === undefined || rp === null) return cfg;
-  if (typeof rp !== 'object' || Array.isArray(rp)) throw new SiftError('E_ARG', `config.json: rope_parameters must be an object or null, got ${JSON.stringify(rp)}`);
+  if (typeof rp !== 'object' || Array.isArray(rp))
+    throw new SiftError('E_ARG', `config.json: rope_parameters must be an object or null, got ${JSON.stringify(rp)}`);
   const r = rp as Record<string, unknown>;
   const nested = Object.keys(r).filter((k) => r[k] !== null && typeof r[k] === 'object' && !Array.isArray(r[k]));
-  if (nested.length) throw new SiftError('E_UNSUPPORTED', `config.json: rope_parameters per layer type (${nested.join(', ')}) are not supported`);
+  if (nested.length)
+    throw new SiftError('E_UNSUPPORTED', `config.json: rope_parameters per layer type (${nested.join(', ')}) are not supported`);
   const out: HFConfig = { ...cfg };
   if (r.rope_theta !== undefined) out.rope_theta = r.rope_theta;
   if (r.partial_rotary_factor !== undefined) out.partial_rotary_factor = r.partial_rotary_factor;
@@ -75,19 +78,34 @@ export function ropeFields(cfg: HFConfig): HFConfig {
 /** The rope of a decoder config (head_dim is the model's, partial_rotary_factor applied here). */
 export function ropeSpec(cfg: HFConfig, headDim: number, theta: number, maxPositions: number): RopeSpec {
   const prf = cfg.partial_rotary_factor ?? 1;
-  if (typeof prf !== 'number' || !(prf > 0 && prf <= 1)) throw new SiftError('E_ARG', `config.json: partial_rotary_factor must be in (0, 1], got ${JSON.stringify(prf)}`);
+  if (typeof prf !== 'number' || !(prf > 0 && prf <= 1))
+    throw new SiftError('E_ARG', `config.json: partial_rotary_factor must be in (0, 1], got ${JSON.stringify(prf)}`);
   const rotaryDim = Math.floor(headDim * prf);
-  if (rotaryDim % 2 !== 0 || rotaryDim === 0) throw new SiftError('E_ARG', `config.json: rotary dim ${rotaryDim} (head_dim ${headDim} x partial_rotary_factor ${prf}) must be even and positive`);
+  if (rotaryDim % 2 !== 0 || rotaryDim === 0)
+    throw new SiftError(
+      'E_ARG',
+      `config.json: rotary dim ${rotaryDim} (head_dim ${headDim} x partial_rotary_factor ${prf}) must be even and positive`,
+    );
   const raw = cfg.rope_scaling;
-  if (raw !== undefined && raw !== null && (typeof raw !== 'object' || Array.isArray(raw))) throw new SiftError('E_ARG', `config.json: rope_scaling must be an object or null, got ${JSON.stringify(raw)}`);
+  if (raw !== undefined && raw !== null && (typeof raw !== 'object' || Array.isArray(raw)))
+    throw new SiftError('E_ARG', `config.json: rope_scaling must be an object or null, got ${JSON.stringify(raw)}`);
   const rs = (raw ?? null) as Record<string, unknown> | null;
-  let type = String(rs ? rs.rope_type ?? rs.type ?? 'default' : 'default');
+  let type = String(rs ? (rs.rope_type ?? rs.type ?? 'default') : 'default');
   if (type === 'su') type = 'longrope';
-  const spec: RopeSpec = { type: type as RopeType, theta, rotaryDim, maxPositions, scaling: rs, attentionFactor: 1, originalMax: maxPositions };
+  const spec: RopeSpec = {
+    type: type as RopeType,
+    theta,
+    rotaryDim,
+    maxPositions,
+    scaling: rs,
+    attentionFactor: 1,
+    originalMax: maxPositions,
+  };
   switch (type) {
     case 'default':
       return spec;
-    case 'linear': case 'dynamic':
+    case 'linear':
+    case 'dynamic':
       num(rs!, 'factor');
       return spec;
     case 'llama3':
@@ -103,7 +121,8 @@ export function ropeSpec(cfg: HFConfig, headDim: number, theta: number, maxPosit
       let af = rs!.attention_factor as number | null | undefined;
       if (af === undefined || af === null) {
         const mscale = (s: number, m = 1) => (s <= 1 ? 1 : 0.1 * m * Math.log(s) + 1);
-        const m = rs!.mscale as number | undefined, mall = rs!.mscale_all_dim as number | undefined;
+        const m = rs!.mscale as number | undefined,
+          mall = rs!.mscale_all_dim as number | undefined;
         af = m && mall ? mscale(factor, m) / mscale(factor, mall) : mscale(factor);
       }
       spec.attentionFactor = Number(af);
@@ -207,7 +226,8 @@ export function ropeInvFreq(spec: RopeSpec, seqLen = 0): Float32Array {
       const ext = factorList(rs!, seqLen > spec.originalMax ? 'long_factor' : 'short_factor', d / 2);
       const out = new Float32Array(d / 2);
       const b = Math.fround(spec.theta);
-      for (let i = 0; i < d / 2; i++) out[i] = Math.fround(1 / Math.fround(Math.fround(ext[i]) * Math.fround(Math.pow(b, Math.fround((2 * i) / d)))));
+      for (let i = 0; i < d / 2; i++)
+        out[i] = Math.fround(1 / Math.fround(Math.fround(ext[i]) * Math.fround(Math.pow(b, Math.fround((2 * i) / d)))));
       return out;
     }
     case 'llama3': {

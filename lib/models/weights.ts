@@ -95,8 +95,11 @@ export function loadStateDictInto(
   const ignored = model.ignoredCheckpointKeys();
   const loaded = new Set<string>();
   const unexpected: string[] = [];
-  const isReader = !(source instanceof Map) && !Array.isArray(source) && typeof (source as { get?: unknown }).get === 'function'
-    && Array.isArray((source as { keys?: unknown }).keys);
+  const isReader =
+    !(source instanceof Map) &&
+    !Array.isArray(source) &&
+    typeof (source as { get?: unknown }).get === 'function' &&
+    Array.isArray((source as { keys?: unknown }).keys);
   const owned = opts.disposeSource ?? !(source instanceof Map || Array.isArray(source));
   const take = (ckey: string, get: () => Tensor | null) => {
     const mkey = resolveKey(model, keys, ckey);
@@ -137,7 +140,8 @@ export function loadStateDictInto(
     if (bad.length || unexpected.length) {
       const parts: string[] = [];
       if (bad.length) parts.push(`missing ${bad.length} key(s): ${bad.slice(0, 8).join(', ')}${bad.length > 8 ? ', ...' : ''}`);
-      if (unexpected.length) parts.push(`unexpected ${unexpected.length} key(s): ${unexpected.slice(0, 8).join(', ')}${unexpected.length > 8 ? ', ...' : ''}`);
+      if (unexpected.length)
+        parts.push(`unexpected ${unexpected.length} key(s): ${unexpected.slice(0, 8).join(', ')}${unexpected.length > 8 ? ', ...' : ''}`);
       throw new SiftError('E_FORMAT', `checkpoint does not match ${model.architecture}: ${parts.join('; ')}`);
     }
   }

@@ -33,10 +33,17 @@ function normalInit(shape: number[], opts: InitOptions): Tensor {
 export class Linear extends Module {
   weight: Tensor;
   bias: Tensor | null;
-  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: InitOptions & { bias?: boolean } = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: InitOptions & { bias?: boolean } = {},
+  ) {
     super();
     this.weight = this.registerParameter('weight', normalInit([outFeatures, inFeatures], opts))!;
-    this.bias = this.registerParameter('bias', opts.bias === false ? null : zeros([outFeatures], { device: opts.device, dtype: opts.dtype }));
+    this.bias = this.registerParameter(
+      'bias',
+      opts.bias === false ? null : zeros([outFeatures], { device: opts.device, dtype: opts.dtype }),
+    );
   }
   /** The frozen weight in quantized form, once quantize() ran (then `weight` is no parameter). */
   quantized: QuantizedWeight | null = null;
@@ -77,7 +84,11 @@ export class Linear extends Module {
 
 export class Embedding extends Module {
   weight: Tensor;
-  constructor(readonly numEmbeddings: number, readonly dim: number, opts: InitOptions = {}) {
+  constructor(
+    readonly numEmbeddings: number,
+    readonly dim: number,
+    opts: InitOptions = {},
+  ) {
     super();
     this.weight = this.registerParameter('weight', normalInit([numEmbeddings, dim], opts))!;
   }
@@ -89,11 +100,18 @@ export class Embedding extends Module {
 export class LayerNorm extends Module {
   weight: Tensor | null;
   bias: Tensor | null;
-  constructor(readonly dim: number, readonly eps = 1e-5, opts: InitOptions & { affine?: boolean; bias?: boolean } = {}) {
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-5,
+    opts: InitOptions & { affine?: boolean; bias?: boolean } = {},
+  ) {
     super();
     const affine = opts.affine !== false;
     this.weight = this.registerParameter('weight', affine ? ones([dim], { device: opts.device, dtype: opts.dtype }) : null);
-    this.bias = this.registerParameter('bias', affine && opts.bias !== false ? zeros([dim], { device: opts.device, dtype: opts.dtype }) : null);
+    this.bias = this.registerParameter(
+      'bias',
+      affine && opts.bias !== false ? zeros([dim], { device: opts.device, dtype: opts.dtype }) : null,
+    );
   }
   forward(x: Tensor): Tensor {
     return layerNorm(x, this.weight, this.bias, this.eps);
@@ -102,7 +120,11 @@ export class LayerNorm extends Module {
 
 export class RMSNorm extends Module {
   weight: Tensor;
-  constructor(readonly dim: number, readonly eps = 1e-6, opts: InitOptions = {}) {
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-6,
+    opts: InitOptions = {},
+  ) {
     super();
     this.weight = this.registerParameter('weight', ones([dim], { device: opts.device, dtype: opts.dtype }))!;
   }

@@ -52,7 +52,8 @@ export abstract class Module {
     if (!this._params.has(name)) throw new SiftError('E_ARG', `${this.kind} has no parameter '${name}'`);
     const old = this._params.get(name);
     if (old && old !== t) {
-      if (old.shape.join() !== t.shape.join()) throw new SiftError('E_SHAPE', `parameter '${name}': shape [${t.shape}] does not match [${old.shape}]`);
+      if (old.shape.join() !== t.shape.join())
+        throw new SiftError('E_SHAPE', `parameter '${name}': shape [${t.shape}] does not match [${old.shape}]`);
       old.dispose();
     }
     keep(t);
@@ -112,7 +113,9 @@ export abstract class Module {
       for (const [n, t] of m._params) {
         if (!t) continue;
         if (dtypes.includes(target) && !isFloat(t.dtype)) continue;
-        const h = dtypes.includes(target) ? native().cast(t.handle, target as DType) : native().to(t.handle, target === 'cuda' ? 'cuda:0' : target);
+        const h = dtypes.includes(target)
+          ? native().cast(t.handle, target as DType)
+          : native().to(t.handle, target === 'cuda' ? 'cuda:0' : target);
         const nt = keep(new Tensor(h));
         nt.requiresGrad = t.requiresGrad;
         nt.name = t.name;

@@ -76,7 +76,12 @@ export class GraphBuilder {
   private valueInfo(name: string, elem: OnnxElem, dims: Dim[]): Record<string, unknown> {
     return {
       name,
-      type: { tensor_type: { elem_type: ONNX_DTYPE[elem], shape: { dim: dims.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) } } },
+      type: {
+        tensor_type: {
+          elem_type: ONNX_DTYPE[elem],
+          shape: { dim: dims.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) },
+        },
+      },
     };
   }
 
@@ -107,7 +112,8 @@ export class GraphBuilder {
 
   private fresh(hint: string): string {
     let n: string;
-    do n = `/${hint}_${this.counter++}`; while (this.used.has(n));
+    do n = `/${hint}_${this.counter++}`;
+    while (this.used.has(n));
     this.used.add(n);
     return n;
   }
@@ -116,7 +122,10 @@ export class GraphBuilder {
   nodeN(op: string, inputs: string[], attrs: Record<string, Attr> = {}, nOut = 1, hint = op): string[] {
     const outs = Array.from({ length: nOut }, () => this.fresh(hint));
     this.nodes.push({
-      input: inputs, output: outs, name: `${hint}_node_${this.counter++}`, op_type: op,
+      input: inputs,
+      output: outs,
+      name: `${hint}_node_${this.counter++}`,
+      op_type: op,
       attribute: Object.entries(attrs).map(([k, v]) => attrProto(k, v)),
     });
     return outs;
@@ -140,7 +149,11 @@ export class GraphBuilder {
   }
 
   /** The ModelProto as a plain object (initializers as given by `tensorProto`). */
-  modelObject(graphName: string, tensorProto: (init: LazyInitializer) => Record<string, unknown>, metadata: Record<string, string>): Record<string, unknown> {
+  modelObject(
+    graphName: string,
+    tensorProto: (init: LazyInitializer) => Record<string, unknown>,
+    metadata: Record<string, string>,
+  ): Record<string, unknown> {
     return {
       ir_version: 8,
       opset_import: [{ domain: '', version: this.opset }],

@@ -8,6 +8,7 @@ import { SiftError } from '../engine/errors';
 import type { FlagSpec, Parsed } from '../cli/args';
 import { loadModelFolder } from '../io/hf';
 import { createModel, loadStateDictInto } from '../models';
+import type { PreTrainedModel } from '../models/common';
 import { inspectDelta, loadWithDelta, taskOfFolder } from '../cli/delta';
 import { exportOnnx } from './export';
 
@@ -26,7 +27,7 @@ export function runExportOnnx(flags: Parsed): number {
   const out = flags.out;
   if (typeof dir !== 'string' || !dir) throw new SiftError('E_ARG', '--model is required');
   if (typeof out !== 'string' || !out) throw new SiftError('E_ARG', '--out is required');
-  let model;
+  let model: PreTrainedModel;
   if (typeof flags.delta === 'string') {
     // The delta decides the head (a classification run from a language model exports a classifier).
     const info = inspectDelta(flags.delta);
@@ -48,7 +49,9 @@ export function runExportOnnx(flags: Parsed): number {
       opset: typeof flags.opset === 'number' ? flags.opset : 17,
       externalData: typeof ext === 'boolean' ? ext : 'auto',
     });
-    process.stdout.write(`export-onnx: ${model.architecture} -> ${r.path}${r.dataPath ? ` (+ ${r.dataPath})` : ''}; inputs ${r.inputs.join(', ')}; outputs ${r.outputs.join(', ')}; opset ${r.opset}; ${r.initializers} initializers\n`);
+    process.stdout.write(
+      `export-onnx: ${model.architecture} -> ${r.path}${r.dataPath ? ` (+ ${r.dataPath})` : ''}; inputs ${r.inputs.join(', ')}; outputs ${r.outputs.join(', ')}; opset ${r.opset}; ${r.initializers} initializers\n`,
+    );
     return 0;
   } finally {
     model.dispose();

@@ -14,7 +14,7 @@ import { noGrad } from '../autograd/tape';
 import { cast } from '../autograd/shape';
 import { PreTrainedModel, cfgOptInt } from '../models/common';
 import { GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2BaseModel, gpt2Params } from '../models/gpt2';
-import { BertForSequenceClassification, RobertaForSequenceClassification, BertBaseModel, bertParams } from '../models/bert';
+import { BertForSequenceClassification, RobertaForSequenceClassification, BertBaseModel } from '../models/bert';
 import { DecoderForCausalLM, DecoderForSequenceClassification, DecoderBaseModel, DecoderParams, GemmaRMSNorm } from '../models/decoder';
 import { ropeInvFreq } from '../models/rope';
 import { RMSNorm } from '../nn/layers';
@@ -50,7 +50,10 @@ const EXTERNAL_THRESHOLD = 2 ** 31 - 2 ** 26;
 export class Emitter {
   readonly g: GraphBuilder;
   private readonly names = new Map<Tensor, string>();
-  constructor(readonly model: PreTrainedModel, opset: number) {
+  constructor(
+    readonly model: PreTrainedModel,
+    opset: number,
+  ) {
     this.g = new GraphBuilder(opset);
     for (const [n, t] of model.namedParameters()) this.names.set(t, n);
   }
@@ -60,13 +63,17 @@ export class Emitter {
     const name = this.names.get(t);
     if (!name) throw new SiftError('E_ARG', 'export-onnx: a weight is not a parameter of the model');
     return this.g.initializer({
-      name, dtype: 'f32', dims: t.shape, nbytes: t.size * 4,
-      bytes: () => noGrad(() => {
-        const f = t.dtype === 'f32' ? t : cast(t, 'f32');
-        const a = f.toArray() as Float32Array;
-        if (f !== t) f.dispose();
-        return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-      }),
+      name,
+      dtype: 'f32',
+      dims: t.shape,
+      nbytes: t.size * 4,
+      bytes: () =>
+        noGrad(() => {
+          const f = t.dtype === 'f32' ? t : cast(t, 'f32');
+          const a = f.toArray() as Float32Array;
+          if (f !== t) f.dispose();
+          return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+        }),
     });
   }
 
@@ -127,16 +134,24 @@ export class Emitter {
         const e = this.op('Erf', [this.op('Div', [x, c(Math.SQRT2)])]);
         return this.op('Mul', [this.op('Mul', [x, c(0.5)]), this.op('Add', [e, c(1)])]);
       }
-      case 'gelu_new': case 'gelu_pytorch_tanh': case 'gelu_fast': {
+      case 'gelu_new':
+      case 'gelu_pytorch_tanh':
+      case 'gelu_fast': {
         const cube = this.op('Pow', [x, c(3)]);
         const inner = this.op('Mul', [this.op('Add', [x, this.op('Mul', [cube, c(0.044715)])]), c(Math.sqrt(2 / Math.PI))]);
         return this.op('Mul', [this.op('Mul', [x, c(0.5)]), this.op('Add', [this.op('Tanh', [inner]), c(1)])]);
       }
-      case 'relu': return this.op('Relu', [x]);
-      case 'silu': case 'swish': return this.op('Mul', [x, this.op('Sigmoid', [x])]);
-      case 'tanh': return this.op('Tanh', [x]);
-      case 'sigmoid': return this.op('Sigmoid', [x]);
-      default: throw new SiftError('E_UNSUPPORTED', `export-onnx: activation '${name}' is not supported`);
+      case 'relu':
+        return this.op('Relu', [x]);
+      case 'silu':
+      case 'swish':
+        return this.op('Mul', [x, this.op('Sigmoid', [x])]);
+      case 'tanh':
+        return this.op('Tanh', [x]);
+      case 'sigmoid':
+        return this.op('Sigmoid', [x]);
+      default:
+        throw new SiftError('E_UNSUPPORTED', `export-onnx: activation '${name}' is not supported`);
     }
   }
 
@@ -175,9 +190,14 @@ export class Emitter {
     check(window === 0 || causal, 'E_ARG', 'export-onnx: a sliding window needs the causal mask');
     const pad = this.op('Unsqueeze', [this.op('Cast', [mask], { to: { int: ONNX_DTYPE.bool } }), this.g.i64([1, 2])]);
     if (!causal) return pad;
-    const TT = this.op('Concat', [this.op('Unsqueeze', [T, this.g.i64([0])]), this.op('Unsqueeze', [T, this.g.i64([0])])], { axis: { int: 0 } });
+    const TT = this.op('Concat', [this.op('Unsqueeze', [T, this.g.i64([0])]), this.op('Unsqueeze', [T, this.g.i64([0])])], {
+      axis: { int: 0 },
+    });
     const ones = this.op('ConstantOfShape', [TT], { value: { tensor: { dtype: 'f32', dims: [1], values: [1] } } });
-    const lower = (k: number) => this.op('Cast', [this.op('Trilu', k === 0 ? [ones] : [ones, this.g.i64([k], true)], { upper: { int: 0 } })], { to: { int: ONNX_DTYPE.bool } });
+    const lower = (k: number) =>
+      this.op('Cast', [this.op('Trilu', k === 0 ? [ones] : [ones, this.g.i64([k], true)], { upper: { int: 0 } })], {
+        to: { int: ONNX_DTYPE.bool },
+      });
     let tri = lower(0);
     if (window > 0) tri = this.op('And', [tri, this.op('Not', [lower(-window)])]);
     return this.op('And', [tri, pad]);
@@ -205,7 +225,10 @@ export class Emitter {
   }
 }
 
-function emitGpt2(e: Emitter, m: GPT2LMHeadModel | GPT2ForSequenceClassification | GPT2BaseModel): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
+function emitGpt2(
+  e: Emitter,
+  m: GPT2LMHeadModel | GPT2ForSequenceClassification | GPT2BaseModel,
+): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
   const g = e.g;
   const p = gpt2Params(m.config);
   const body = m instanceof GPT2BaseModel ? m.body : m.transformer;
@@ -236,7 +259,10 @@ function emitGpt2(e: Emitter, m: GPT2LMHeadModel | GPT2ForSequenceClassification
   return { out: h, kind: 'base', width: p.D };
 }
 
-function emitBert(e: Emitter, m: BertForSequenceClassification | RobertaForSequenceClassification | BertBaseModel): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
+function emitBert(
+  e: Emitter,
+  m: BertForSequenceClassification | RobertaForSequenceClassification | BertBaseModel,
+): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
   const g = e.g;
   const body = m instanceof BertForSequenceClassification ? m.bert : m instanceof RobertaForSequenceClassification ? m.roberta : m.body;
   const p = body.p;
@@ -258,19 +284,39 @@ function emitBert(e: Emitter, m: BertForSequenceClassification | RobertaForSeque
     const tt = g.input('token_type_ids', 'i64', ['batch_size', 'sequence_length']);
     types = e.op('Gather', [e.w(emb.token_type_embeddings.weight), tt]);
   }
-  let h = e.op('Add', [e.op('Add', [e.op('Gather', [e.w(emb.word_embeddings.weight), ids]), types]), e.op('Gather', [e.w(emb.position_embeddings.weight), pos])]);
+  let h = e.op('Add', [
+    e.op('Add', [e.op('Gather', [e.w(emb.word_embeddings.weight), ids]), types]),
+    e.op('Gather', [e.w(emb.position_embeddings.weight), pos]),
+  ]);
   h = e.layerNorm(h, emb.LayerNorm.weight, emb.LayerNorm.bias, emb.LayerNorm.eps, p.D);
   const allowed = e.attentionMask(mask, T, false);
   const hd = p.D / p.nHead;
   for (const l of body.encoder.layer.items) {
     const s = l.attention.self;
-    const a = e.attention(e.heads(e.linear(h, s.query.weight, s.query.bias), p.nHead, hd), e.heads(e.linear(h, s.key.weight, s.key.bias), p.nHead, hd),
-      e.heads(e.linear(h, s.value.weight, s.value.bias), p.nHead, hd), allowed, 1 / Math.sqrt(hd));
+    const a = e.attention(
+      e.heads(e.linear(h, s.query.weight, s.query.bias), p.nHead, hd),
+      e.heads(e.linear(h, s.key.weight, s.key.bias), p.nHead, hd),
+      e.heads(e.linear(h, s.value.weight, s.value.bias), p.nHead, hd),
+      allowed,
+      1 / Math.sqrt(hd),
+    );
     const ao = l.attention.output;
-    h = e.layerNorm(e.op('Add', [e.linear(e.merge(a, p.D), ao.dense.weight, ao.dense.bias), h]), ao.LayerNorm.weight, ao.LayerNorm.bias, ao.LayerNorm.eps, p.D);
+    h = e.layerNorm(
+      e.op('Add', [e.linear(e.merge(a, p.D), ao.dense.weight, ao.dense.bias), h]),
+      ao.LayerNorm.weight,
+      ao.LayerNorm.bias,
+      ao.LayerNorm.eps,
+      p.D,
+    );
     const f = e.act(e.linear(h, l.intermediate.dense.weight, l.intermediate.dense.bias), p.act);
     const o = l.output;
-    h = e.layerNorm(e.op('Add', [e.linear(f, o.dense.weight, o.dense.bias), h]), o.LayerNorm.weight, o.LayerNorm.bias, o.LayerNorm.eps, p.D);
+    h = e.layerNorm(
+      e.op('Add', [e.linear(f, o.dense.weight, o.dense.bias), h]),
+      o.LayerNorm.weight,
+      o.LayerNorm.bias,
+      o.LayerNorm.eps,
+      p.D,
+    );
   }
   const first = () => e.op('Gather', [h, g.i64([0], true)], { axis: { int: 1 } });
   if (m instanceof BertForSequenceClassification) {
@@ -278,14 +324,20 @@ function emitBert(e: Emitter, m: BertForSequenceClassification | RobertaForSeque
     return { out: e.linear(pooled, m.classifier.weight, m.classifier.bias), kind: 'cls', width: m.numLabels };
   }
   if (m instanceof RobertaForSequenceClassification) {
-    const head = m.classifier as unknown as { dense: { weight: Tensor; bias: Tensor | null }; out_proj: { weight: Tensor; bias: Tensor | null } };
+    const head = m.classifier as unknown as {
+      dense: { weight: Tensor; bias: Tensor | null };
+      out_proj: { weight: Tensor; bias: Tensor | null };
+    };
     const x = e.op('Tanh', [e.linear(first(), head.dense.weight, head.dense.bias)]);
     return { out: e.linear(x, head.out_proj.weight, head.out_proj.bias), kind: 'cls', width: m.numLabels };
   }
   return { out: h, kind: 'base', width: p.D };
 }
 
-function emitDecoder(e: Emitter, m: DecoderForCausalLM | DecoderForSequenceClassification | DecoderBaseModel): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
+function emitDecoder(
+  e: Emitter,
+  m: DecoderForCausalLM | DecoderForSequenceClassification | DecoderBaseModel,
+): { out: string; kind: 'lm' | 'cls' | 'base'; width: number } {
   const g = e.g;
   const body = m instanceof DecoderBaseModel ? m.body : m.model;
   const p = body.p;
@@ -309,17 +361,21 @@ function emitDecoder(e: Emitter, m: DecoderForCausalLM | DecoderForSequenceClass
     const scaled = attentionFactor === 1 ? turned : e.op('Mul', [turned, g.f32(attentionFactor)]);
     return e.op('Concat', [scaled, e.op('Slice', [x, g.i64([rotaryDim]), g.i64([p.headDim]), g.i64([3])])], { axis: { int: 3 } });
   };
-  const norm = (x: string, n: RMSNorm | GemmaRMSNorm) => n instanceof GemmaRMSNorm
-    ? e.rmsNormWith(x, e.op('Add', [e.w(n.weight), g.f32(1)]), n.eps)
-    : e.rmsNorm(x, n.weight, n.eps);
+  const norm = (x: string, n: RMSNorm | GemmaRMSNorm) =>
+    n instanceof GemmaRMSNorm ? e.rmsNormWith(x, e.op('Add', [e.w(n.weight), g.f32(1)]), n.eps) : e.rmsNorm(x, n.weight, n.eps);
   // [B, T, h*hd] -> [B, h, T, hd], per-head norm (qwen3) before the transpose.
   const heads = (x: string, h: number, n?: RMSNorm) => {
     const r = e.op('Reshape', [x, g.i64([0, 0, h, p.headDim])]);
     return e.op('Transpose', [n ? norm(r, n) : r], { perm: { ints: [0, 2, 1, 3] } });
   };
   const rep = p.nHead / p.nKV;
-  const repeat = (x: string) => rep === 1 ? x
-    : e.op('Reshape', [e.op('Expand', [e.op('Unsqueeze', [x, g.i64([2])]), g.i64([1, 1, rep, 1, 1])]), g.i64([0, p.nHead, -1, p.headDim])]);
+  const repeat = (x: string) =>
+    rep === 1
+      ? x
+      : e.op('Reshape', [
+          e.op('Expand', [e.op('Unsqueeze', [x, g.i64([2])]), g.i64([1, 1, rep, 1, 1])]),
+          g.i64([0, p.nHead, -1, p.headDim]),
+        ]);
   let h = e.op('Gather', [e.w(body.embed_tokens.weight), ids]);
   if (p.embedScale) h = e.op('Mul', [h, g.f32(Math.fround(Math.sqrt(p.D)))]);
   const allowed = new Map<number, string>();
@@ -410,9 +466,16 @@ export function buildOnnxGraph(model: PreTrainedModel, opset = 17): GraphBuilder
   check(Number.isInteger(opset) && opset >= 17 && opset <= 21, 'E_ARG', `export-onnx: opset must be 17 to 21, got ${opset}`);
   const e = new Emitter(model, opset);
   let r: { out: string; kind: 'lm' | 'cls' | 'base'; width: number };
-  if (model instanceof GPT2LMHeadModel || model instanceof GPT2ForSequenceClassification || model instanceof GPT2BaseModel) r = emitGpt2(e, model);
-  else if (model instanceof BertForSequenceClassification || model instanceof RobertaForSequenceClassification || model instanceof BertBaseModel) r = emitBert(e, model);
-  else if (model instanceof DecoderForCausalLM || model instanceof DecoderForSequenceClassification || model instanceof DecoderBaseModel) r = emitDecoder(e, model);
+  if (model instanceof GPT2LMHeadModel || model instanceof GPT2ForSequenceClassification || model instanceof GPT2BaseModel)
+    r = emitGpt2(e, model);
+  else if (
+    model instanceof BertForSequenceClassification ||
+    model instanceof RobertaForSequenceClassification ||
+    model instanceof BertBaseModel
+  )
+    r = emitBert(e, model);
+  else if (model instanceof DecoderForCausalLM || model instanceof DecoderForSequenceClassification || model instanceof DecoderBaseModel)
+    r = emitDecoder(e, model);
   else throw new SiftError('E_UNSUPPORTED', `export-onnx: architecture ${model.architecture} is not supported`);
   if (r.kind === 'cls') e.g.output(r.out, 'logits', 'f32', ['batch_size', r.width]);
   else e.g.output(r.out, r.kind === 'lm' ? 'logits' : 'last_hidden_state', 'f32', ['batch_size', 'sequence_length', r.width]);
@@ -441,20 +504,24 @@ export function exportOnnx(model: PreTrainedModel, outPath: string, opts: Export
         offsets.set(init.name, off);
         off += Math.ceil(init.nbytes / 64) * 64;
       }
-      writeFileAtomic(dataPath, (function* () {
-        for (const init of g.initializers) {
-          const b = init.bytes();
-          yield b;
-          const padN = Math.ceil(b.byteLength / 64) * 64 - b.byteLength;
-          if (padN) yield new Uint8Array(padN);
-        }
-      })());
+      writeFileAtomic(
+        dataPath,
+        (function* () {
+          for (const init of g.initializers) {
+            const b = init.bytes();
+            yield b;
+            const padN = Math.ceil(b.byteLength / 64) * 64 - b.byteLength;
+            if (padN) yield new Uint8Array(padN);
+          }
+        })(),
+      );
     }
     const tensorProto = (init: LazyInitializer): Record<string, unknown> => {
       const base = { name: init.name, dims: init.dims, data_type: ONNX_DTYPE[init.dtype] };
       if (!offsets) return { ...base, raw_data: init.bytes() };
       return {
-        ...base, data_location: 1,
+        ...base,
+        data_location: 1,
         external_data: [
           { key: 'location', value: dataName },
           { key: 'offset', value: String(offsets.get(init.name)) },
@@ -471,12 +538,20 @@ export function exportOnnx(model: PreTrainedModel, outPath: string, opts: Export
     writeFileAtomic(outPath, [bytes]);
     if (!external && fs.existsSync(dataPath)) {
       // A stale data file from an earlier external export would mislead readers.
-      try { fs.unlinkSync(dataPath); } catch { /* ignore */ }
+      try {
+        fs.unlinkSync(dataPath);
+      } catch {
+        /* ignore */
+      }
     }
     return {
-      path: outPath, dataPath: external ? dataPath : null, opset,
-      inputs: g.inputs.map((i) => String(i.name)), outputs: g.outputs.map((o) => String(o.name)),
-      initializers: g.initializers.length, bytes: bytes.byteLength + (external ? total : 0),
+      path: outPath,
+      dataPath: external ? dataPath : null,
+      opset,
+      inputs: g.inputs.map((i) => String(i.name)),
+      outputs: g.outputs.map((o) => String(o.name)),
+      initializers: g.initializers.length,
+      bytes: bytes.byteLength + (external ? total : 0),
     };
   } finally {
     if (inc) {

@@ -11,7 +11,7 @@ import { SiftError } from '../engine/errors';
 import { onnxType, decodeMessage, toNum } from './proto';
 import { Host, HostDType, host } from './host';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
+// biome-ignore lint/suspicious/noExplicitAny: protobufjs decodes to untyped messages
 type Msg = any;
 
 /** Largest tensor accepted from a file (elements); far above any weight, far below 2^53. */
@@ -82,23 +82,45 @@ function decodeRaw(bytes: Uint8Array, dataType: number, count: number): Float32A
   buf.set(bytes);
   const dv = new DataView(buf.buffer);
   switch (dataType) {
-    case 1: return new Float32Array(buf.buffer, 0, count);
-    case 11: return new Float64Array(buf.buffer, 0, count);
-    case 10: return Float32Array.from({ length: count }, (_, i) => f16ToF32(dv.getUint16(2 * i, true)));
-    case 16: return Float32Array.from({ length: count }, (_, i) => bf16ToF32(dv.getUint16(2 * i, true)));
+    case 1:
+      return new Float32Array(buf.buffer, 0, count);
+    case 11:
+      return new Float64Array(buf.buffer, 0, count);
+    case 10:
+      return Float32Array.from({ length: count }, (_, i) => f16ToF32(dv.getUint16(2 * i, true)));
+    case 16:
+      return Float32Array.from({ length: count }, (_, i) => bf16ToF32(dv.getUint16(2 * i, true)));
     default: {
       const out = new Float64Array(count);
       for (let i = 0; i < count; i++) {
         switch (dataType) {
-          case 2: out[i] = dv.getUint8(i); break;
-          case 3: out[i] = dv.getInt8(i); break;
-          case 4: out[i] = dv.getUint16(2 * i, true); break;
-          case 5: out[i] = dv.getInt16(2 * i, true); break;
-          case 6: out[i] = dv.getInt32(4 * i, true); break;
-          case 7: out[i] = Number(dv.getBigInt64(8 * i, true)); break;
-          case 9: out[i] = dv.getUint8(i) ? 1 : 0; break;
-          case 12: out[i] = dv.getUint32(4 * i, true); break;
-          case 13: out[i] = Number(dv.getBigUint64(8 * i, true)); break;
+          case 2:
+            out[i] = dv.getUint8(i);
+            break;
+          case 3:
+            out[i] = dv.getInt8(i);
+            break;
+          case 4:
+            out[i] = dv.getUint16(2 * i, true);
+            break;
+          case 5:
+            out[i] = dv.getInt16(2 * i, true);
+            break;
+          case 6:
+            out[i] = dv.getInt32(4 * i, true);
+            break;
+          case 7:
+            out[i] = Number(dv.getBigInt64(8 * i, true));
+            break;
+          case 9:
+            out[i] = dv.getUint8(i) ? 1 : 0;
+            break;
+          case 12:
+            out[i] = dv.getUint32(4 * i, true);
+            break;
+          case 13:
+            out[i] = Number(dv.getBigUint64(8 * i, true));
+            break;
         }
       }
       return out;
@@ -109,11 +131,17 @@ function decodeRaw(bytes: Uint8Array, dataType: number, count: number): Float32A
 function fieldValues(tp: Msg, dataType: number): ArrayLike<unknown> | null {
   const nonEmpty = (a: unknown) => (Array.isArray(a) && a.length ? (a as unknown[]) : null);
   switch (dataType) {
-    case 1: return nonEmpty(tp.float_data);
-    case 11: return nonEmpty(tp.double_data);
-    case 7: return nonEmpty(tp.int64_data);
-    case 12: case 13: return nonEmpty(tp.uint64_data);
-    default: return nonEmpty(tp.int32_data);
+    case 1:
+      return nonEmpty(tp.float_data);
+    case 11:
+      return nonEmpty(tp.double_data);
+    case 7:
+      return nonEmpty(tp.int64_data);
+    case 12:
+    case 13:
+      return nonEmpty(tp.uint64_data);
+    default:
+      return nonEmpty(tp.int32_data);
   }
 }
 
@@ -123,7 +151,8 @@ export function tensorRef(tp: Msg, what: string, baseDir: string | null): Tensor
   const label = `${what}${name ? ` '${name}'` : ''}`;
   const dataType = toNum(tp.data_type, label);
   const size = ELEM_SIZE[dataType];
-  if (dataType === 8 || dataType === 14 || dataType === 15) throw new SiftError('E_UNSUPPORTED', `${label}: string and complex tensors are not supported`);
+  if (dataType === 8 || dataType === 14 || dataType === 15)
+    throw new SiftError('E_UNSUPPORTED', `${label}: string and complex tensors are not supported`);
   if (!size) throw new SiftError('E_FORMAT', `${label}: unknown data type ${dataType}`);
   const dims = ((tp.dims ?? []) as unknown[]).map((d) => toNum(d, label));
   let count = 1;
@@ -144,11 +173,15 @@ export function tensorRef(tp: Msg, what: string, baseDir: string | null): Tensor
     }
     const file = path.resolve(baseDir, loc);
     const rel = path.relative(path.resolve(baseDir), file);
-    if (rel.startsWith('..') || path.isAbsolute(rel)) throw new SiftError('E_FORMAT', `${label}: external data location '${loc}' leaves the model's folder`);
+    if (rel.startsWith('..') || path.isAbsolute(rel))
+      throw new SiftError('E_FORMAT', `${label}: external data location '${loc}' leaves the model's folder`);
     const offset = ext.has('offset') ? Number(ext.get('offset')) : 0;
     const length = ext.has('length') ? Number(ext.get('length')) : nbytes;
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length !== nbytes) {
-      throw new SiftError('E_FORMAT', `${label}: external data offset ${ext.get('offset')} / length ${ext.get('length')} do not fit ${nbytes} bytes of [${dims}]`);
+      throw new SiftError(
+        'E_FORMAT',
+        `${label}: external data offset ${ext.get('offset')} / length ${ext.get('length')} do not fit ${nbytes} bytes of [${dims}]`,
+      );
     }
     let st: fs.Stats;
     try {
@@ -156,9 +189,13 @@ export function tensorRef(tp: Msg, what: string, baseDir: string | null): Tensor
     } catch {
       throw new SiftError('E_FORMAT', `${label}: external data file '${loc}' not found`);
     }
-    if (!st.isFile() || offset + length > st.size) throw new SiftError('E_FORMAT', `${label}: external data '${loc}' holds ${st.size} bytes, needs ${offset + length}`);
+    if (!st.isFile() || offset + length > st.size)
+      throw new SiftError('E_FORMAT', `${label}: external data '${loc}' holds ${st.size} bytes, needs ${offset + length}`);
     return {
-      name, dataType, dims, count,
+      name,
+      dataType,
+      dims,
+      count,
       read: () => {
         const buf = Buffer.alloc(length);
         const fd = fs.openSync(file, 'r');
@@ -178,14 +215,18 @@ export function tensorRef(tp: Msg, what: string, baseDir: string | null): Tensor
   }
   const raw = tp.raw_data as Uint8Array | undefined;
   if (raw && raw.byteLength > 0) {
-    if (raw.byteLength !== nbytes) throw new SiftError('E_FORMAT', `${label}: raw_data has ${raw.byteLength} bytes, [${dims}] needs ${nbytes}`);
+    if (raw.byteLength !== nbytes)
+      throw new SiftError('E_FORMAT', `${label}: raw_data has ${raw.byteLength} bytes, [${dims}] needs ${nbytes}`);
     return { name, dataType, dims, count, read: () => decodeRaw(raw, dataType, count) };
   }
   const vals = fieldValues(tp, dataType);
   const have = vals ? vals.length : 0;
   if (have !== count) throw new SiftError('E_FORMAT', `${label}: ${have} values for [${dims}] (${count} elements)`);
   return {
-    name, dataType, dims, count,
+    name,
+    dataType,
+    dims,
+    count,
     read: () => {
       if (!vals) return dataType === 11 ? new Float64Array(0) : FLOAT_TYPES.has(dataType) ? new Float32Array(0) : new Float64Array(0);
       if (dataType === 1) return Float32Array.from(vals as number[]);
@@ -218,25 +259,36 @@ function parseAttr(a: Msg, where: string, baseDir: string | null): [string, Attr
   }
   const label = `${where} attribute '${name}'`;
   switch (type) {
-    case 1: return [name, Number(a.f ?? 0)];
-    case 2: return [name, toNum(a.i, label)];
-    case 3: return [name, Buffer.from((a.s ?? new Uint8Array(0)) as Uint8Array).toString('utf8')];
+    case 1:
+      return [name, Number(a.f ?? 0)];
+    case 2:
+      return [name, toNum(a.i, label)];
+    case 3:
+      return [name, Buffer.from((a.s ?? new Uint8Array(0)) as Uint8Array).toString('utf8')];
     case 4: {
       if (!a.t) throw new SiftError('E_FORMAT', `${label}: tensor attribute without a tensor`);
       return [name, refToHost(tensorRef(a.t, label, baseDir), label)];
     }
-    case 6: return [name, ((a.floats ?? []) as number[]).map(Number)];
-    case 7: return [name, ((a.ints ?? []) as unknown[]).map((v) => toNum(v, label))];
-    case 8: return [name, ((a.strings ?? []) as Uint8Array[]).map((s) => Buffer.from(s).toString('utf8'))];
-    case 5: case 10: return [name, { graph: true }];
-    default: throw new SiftError('E_UNSUPPORTED', `${label}: attribute type ${type} is not supported`);
+    case 6:
+      return [name, ((a.floats ?? []) as number[]).map(Number)];
+    case 7:
+      return [name, ((a.ints ?? []) as unknown[]).map((v) => toNum(v, label))];
+    case 8:
+      return [name, ((a.strings ?? []) as Uint8Array[]).map((s) => Buffer.from(s).toString('utf8'))];
+    case 5:
+    case 10:
+      return [name, { graph: true }];
+    default:
+      throw new SiftError('E_UNSUPPORTED', `${label}: attribute type ${type} is not supported`);
   }
 }
 
 function dimsOf(vi: Msg): (number | string)[] {
   const dims = vi?.type?.tensor_type?.shape?.dim;
   if (!Array.isArray(dims)) return [];
-  return dims.map((d: Msg) => (d.dim_param ? String(d.dim_param) : d.dim_value !== undefined && d.dim_value !== null ? toNum(d.dim_value, 'input dim') : '?'));
+  return dims.map((d: Msg) =>
+    d.dim_param ? String(d.dim_param) : d.dim_value !== undefined && d.dim_value !== null ? toNum(d.dim_value, 'input dim') : '?',
+  );
 }
 
 /** Decodes and checks an ONNX model file's bytes. `baseDir` is where external data may live. */
@@ -276,8 +328,13 @@ export function parseOnnx(bytes: Uint8Array, baseDir: string | null, what = 'ONN
       attrs.set(k, v);
     }
     return {
-      index, name, op: String(n.op_type ?? ''), domain: String(n.domain ?? ''),
-      inputs: ((n.input ?? []) as unknown[]).map(String), outputs: ((n.output ?? []) as unknown[]).map(String), attrs,
+      index,
+      name,
+      op: String(n.op_type ?? ''),
+      domain: String(n.domain ?? ''),
+      inputs: ((n.input ?? []) as unknown[]).map(String),
+      outputs: ((n.output ?? []) as unknown[]).map(String),
+      attrs,
     };
   });
   for (const n of nodes) {
@@ -310,7 +367,10 @@ export function parseOnnx(bytes: Uint8Array, baseDir: string | null, what = 'ONN
     for (const c of consumers[k]) if (--indeg[c] === 0) queue.push(c);
   }
   if (order.length !== nodes.length) {
-    const stuck = nodes.filter((n) => indeg[n.index] > 0).slice(0, 5).map((n) => `'${n.name}'`);
+    const stuck = nodes
+      .filter((n) => indeg[n.index] > 0)
+      .slice(0, 5)
+      .map((n) => `'${n.name}'`);
     throw new SiftError('E_FORMAT', `${what}: the graph has a cycle (through nodes ${stuck.join(', ')})`);
   }
   const outputs = ((g.output ?? []) as Msg[]).map((o) => String(o.name ?? ''));
@@ -318,5 +378,14 @@ export function parseOnnx(bytes: Uint8Array, baseDir: string | null, what = 'ONN
   if (!outputs.length) throw new SiftError('E_FORMAT', `${what}: the graph has no outputs`);
   const metadata: Record<string, string> = {};
   for (const e of (m.metadata_props ?? []) as Msg[]) metadata[String(e.key ?? '')] = String(e.value ?? '');
-  return { opset, irVersion: toNum(m.ir_version, 'ir_version'), producer: String(m.producer_name ?? ''), metadata, inputs, outputs, initializers, nodes: order };
+  return {
+    opset,
+    irVersion: toNum(m.ir_version, 'ir_version'),
+    producer: String(m.producer_name ?? ''),
+    metadata,
+    inputs,
+    outputs,
+    initializers,
+    nodes: order,
+  };
 }

@@ -28,7 +28,8 @@ export function checkSize(shape: number[], what: string): number {
     if (!Number.isSafeInteger(d) || d < 0) throw new SiftError('E_FORMAT', `${what}: invalid dimension ${d} in [${shape}]`);
   }
   const n = numel(shape);
-  if (n > MAX_HOST_ELEMENTS) throw new SiftError('E_FORMAT', `${what}: ${n} elements in [${shape}] exceed the interpreter's limit of ${MAX_HOST_ELEMENTS}`);
+  if (n > MAX_HOST_ELEMENTS)
+    throw new SiftError('E_FORMAT', `${what}: ${n} elements in [${shape}] exceed the interpreter's limit of ${MAX_HOST_ELEMENTS}`);
   return n;
 }
 
@@ -76,7 +77,8 @@ export function broadcastShapes(shapes: number[][], what: string): number[] {
       const j = r - s.length + i;
       const d = s[i];
       if (out[j] === 1) out[j] = d;
-      else if (d !== 1 && d !== out[j]) throw new SiftError('E_SHAPE', `${what}: shapes ${shapes.map((x) => `[${x}]`).join(', ')} do not broadcast`);
+      else if (d !== 1 && d !== out[j])
+        throw new SiftError('E_SHAPE', `${what}: shapes ${shapes.map((x) => `[${x}]`).join(', ')} do not broadcast`);
     }
   }
   return out;
@@ -100,7 +102,10 @@ function broadcastIndexer(s: number[], outShape: number[]): (flat: number) => nu
 }
 
 export function mapN(ins: Host[], dtype: HostDType, fn: (...v: number[]) => number, what: string): Host {
-  const shape = broadcastShapes(ins.map((x) => x.shape), what);
+  const shape = broadcastShapes(
+    ins.map((x) => x.shape),
+    what,
+  );
   const out = host(dtype, shape, undefined, what);
   const same = ins.every((x) => x.shape.length === shape.length && x.shape.every((d, i) => d === shape[i]));
   const idx = same ? null : ins.map((x) => broadcastIndexer(x.shape, shape));

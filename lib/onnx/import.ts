@@ -55,7 +55,8 @@ function sanitize(part: string): string {
 /** Module path and parameter name of an initializer. */
 export function parameterPath(name: string): { modulePath: string[]; param: string } {
   const parts = name.split('.');
-  if (parts.length < 2 || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(parts[parts.length - 1])) return { modulePath: [sanitize(name)], param: 'weight' };
+  if (parts.length < 2 || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(parts[parts.length - 1]))
+    return { modulePath: [sanitize(name)], param: 'weight' };
   return { modulePath: parts.slice(0, -1).map(sanitize), param: parts[parts.length - 1] };
 }
 
@@ -74,7 +75,7 @@ export class OnnxModel extends Module {
   constructor(graph: OnnxGraph, opts: OnnxLoadOptions = {}) {
     super();
     this.graph = graph;
-    this.devStr = opts.device === 'cuda' ? 'cuda:0' : opts.device ?? 'cpu';
+    this.devStr = opts.device === 'cuda' ? 'cuda:0' : (opts.device ?? 'cpu');
     let cfg: Record<string, unknown> = {};
     try {
       cfg = graph.metadata['sift-ft.config'] ? JSON.parse(graph.metadata['sift-ft.config']) : {};
@@ -84,13 +85,17 @@ export class OnnxModel extends Module {
     this.config = cfg && typeof cfg === 'object' ? cfg : {};
     this.architecture = graph.metadata['sift-ft.architecture'] || `onnx:${graph.producer || 'graph'}`;
     const metaTask = graph.metadata['sift-ft.task'] as ModelTask | undefined;
-    this.task = opts.task ?? (metaTask === 'causal-lm' || metaTask === 'sequence-classification' || metaTask === 'base' ? metaTask : 'base');
+    this.task =
+      opts.task ?? (metaTask === 'causal-lm' || metaTask === 'sequence-classification' || metaTask === 'base' ? metaTask : 'base');
     const kinds = usageKinds(graph);
     for (const [name, ref] of graph.initializers) {
       if (isParameter(name, ref)) {
         const data = ref.read();
-        const dt: DType = data instanceof Float64Array ? 'f64' : opts.dtype ?? 'f32';
-        const t = tensor(dt === 'f64' ? Float64Array.from(data) : data instanceof Float32Array ? data : Float32Array.from(data), ref.dims, { dtype: dt, device: this.devStr });
+        const dt: DType = data instanceof Float64Array ? 'f64' : (opts.dtype ?? 'f32');
+        const t = tensor(dt === 'f64' ? Float64Array.from(data) : data instanceof Float32Array ? data : Float32Array.from(data), ref.dims, {
+          dtype: dt,
+          device: this.devStr,
+        });
         const { modulePath, param } = parameterPath(name);
         let m = this.root;
         for (const p of modulePath) m = m.child(p);
@@ -125,7 +130,8 @@ export class OnnxModel extends Module {
     const env = new Map<string, Value>(this.values);
     for (const inp of this.graph.inputs) {
       const v = feeds[inp.name];
-      if (v === undefined) throw new SiftError('E_ARG', `ONNX model: input '${inp.name}' is required (inputs: ${this.inputNames.join(', ')})`);
+      if (v === undefined)
+        throw new SiftError('E_ARG', `ONNX model: input '${inp.name}' is required (inputs: ${this.inputNames.join(', ')})`);
       env.set(inp.name, asValue(v, inp.elemType, inp.name));
     }
     for (const n of this.graph.nodes) {
@@ -155,11 +161,25 @@ export class OnnxModel extends Module {
     const fill = (v: number) => rows.map((r) => r.map(() => v));
     for (const inp of this.graph.inputs) {
       switch (inp.name) {
-        case 'input_ids': feeds[inp.name] = rows; break;
-        case 'attention_mask': feeds[inp.name] = inputs.attentionMask ? hostRows(inputs.attentionMask, 'attentionMask') : fill(1); break;
-        case 'token_type_ids': feeds[inp.name] = inputs.tokenTypeIds ? hostRows(inputs.tokenTypeIds, 'tokenTypeIds') : fill(0); break;
-        case 'position_ids': feeds[inp.name] = inputs.positionIds ? hostRows(inputs.positionIds, 'positionIds') : rows.map(() => Array.from({ length: T }, (_, t) => t)); break;
-        default: throw new SiftError('E_UNSUPPORTED', `ONNX model: graph input '${inp.name}' has no counterpart in the model inputs (input_ids, attention_mask, token_type_ids, position_ids)`);
+        case 'input_ids':
+          feeds[inp.name] = rows;
+          break;
+        case 'attention_mask':
+          feeds[inp.name] = inputs.attentionMask ? hostRows(inputs.attentionMask, 'attentionMask') : fill(1);
+          break;
+        case 'token_type_ids':
+          feeds[inp.name] = inputs.tokenTypeIds ? hostRows(inputs.tokenTypeIds, 'tokenTypeIds') : fill(0);
+          break;
+        case 'position_ids':
+          feeds[inp.name] = inputs.positionIds
+            ? hostRows(inputs.positionIds, 'positionIds')
+            : rows.map(() => Array.from({ length: T }, (_, t) => t));
+          break;
+        default:
+          throw new SiftError(
+            'E_UNSUPPORTED',
+            `ONNX model: graph input '${inp.name}' has no counterpart in the model inputs (input_ids, attention_mask, token_type_ids, position_ids)`,
+          );
       }
     }
     const outs = this.run(feeds);
@@ -191,7 +211,9 @@ function isParameter(name: string, ref: TensorRef): boolean {
 /** What each initializer is used as: Embedding (Gather data), Linear (MatMul/Gemm right operand), norms. */
 function usageKinds(g: OnnxGraph): Map<string, string> {
   const transposed = new Map<string, string>();
-  for (const n of g.nodes) if ((n.op === 'Transpose' || n.op === 'Identity' || n.op === 'Cast') && g.initializers.has(n.inputs[0])) transposed.set(n.outputs[0], n.inputs[0]);
+  for (const n of g.nodes)
+    if ((n.op === 'Transpose' || n.op === 'Identity' || n.op === 'Cast') && g.initializers.has(n.inputs[0]))
+      transposed.set(n.outputs[0], n.inputs[0]);
   const kinds = new Map<string, string>();
   const mark = (value: string, kind: string) => {
     const name = g.initializers.has(value) ? value : transposed.get(value);
@@ -204,8 +226,10 @@ function usageKinds(g: OnnxGraph): Map<string, string> {
     else if ((n.op === 'MatMul' || n.op === 'Gemm') && n.inputs[1]) {
       const name = g.initializers.has(n.inputs[1]) ? n.inputs[1] : transposed.get(n.inputs[1]);
       if (name && g.initializers.get(name)!.dims.length === 2) mark(n.inputs[1], 'Linear');
-    } else if (n.op === 'LayerNormalization') { mark(n.inputs[1], 'LayerNorm'); if (n.inputs[2]) mark(n.inputs[2], 'LayerNorm'); }
-    else if (n.op === 'SimplifiedLayerNormalization') mark(n.inputs[1], 'RMSNorm');
+    } else if (n.op === 'LayerNormalization') {
+      mark(n.inputs[1], 'LayerNorm');
+      if (n.inputs[2]) mark(n.inputs[2], 'LayerNorm');
+    } else if (n.op === 'SimplifiedLayerNormalization') mark(n.inputs[1], 'RMSNorm');
   }
   return kinds;
 }

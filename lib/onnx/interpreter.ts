@@ -9,15 +9,30 @@ import { SiftError } from '../engine/errors';
 import { DType, isFloat } from '../engine/dtype';
 import { tensor } from '../autograd/creation';
 import * as E from '../autograd/elementwise';
-import { reshape, permute, unsqueeze, squeeze, slice, split, concat, expand, cast, contiguous } from '../autograd/shape';
+import { reshape, permute, squeeze, slice, split, concat, expand, cast, contiguous } from '../autograd/shape';
 import { reduce } from '../autograd/reduce';
 import { matmul, linear } from '../autograd/matmul';
 import { softmax, logSoftmax, layerNorm, rmsNorm, embedding } from '../autograd/nn';
 import {
-  Host, HostDType, host, isHost, isFloatHost, mapN, expandTo, transposeHost, sliceHost, concatHost, gatherHost,
-  reduceHost, matmulHost, broadcastShapes, numel, checkSize, stridesOf,
+  Host,
+  HostDType,
+  host,
+  isHost,
+  isFloatHost,
+  mapN,
+  expandTo,
+  transposeHost,
+  sliceHost,
+  concatHost,
+  gatherHost,
+  reduceHost,
+  matmulHost,
+  broadcastShapes,
+  numel,
+  checkSize,
+  stridesOf,
 } from './host';
-import { AttrValue, OnnxNode, hostDTypeOf } from './graph';
+import { OnnxNode, hostDTypeOf } from './graph';
 
 export type Value = Tensor | Host;
 
@@ -91,7 +106,11 @@ export function toEngine(v: Value, c: RunContext, floatDType?: DType): Tensor {
     return tensor(dt === 'f64' ? v.data : Float32Array.from(v.data), v.shape, { dtype: dt, device: c.device });
   }
   if (v.dtype === 'bool') return tensor(Uint8Array.from(v.data), v.shape, { dtype: 'bool', device: c.device });
-  return tensor(BigInt64Array.from(v.data, (x) => BigInt(x)), v.shape, { dtype: 'i64', device: c.device });
+  return tensor(
+    BigInt64Array.from(v.data, (x) => BigInt(x)),
+    v.shape,
+    { dtype: 'i64', device: c.device },
+  );
 }
 
 /** Integers listed by a host input (shapes, axes, indices). */
@@ -115,15 +134,40 @@ function engineFloat(ins: (Value | undefined)[]): DType | undefined {
 // ---- op families
 
 const HOST_UNARY: Record<string, (x: number) => number> = {
-  Neg: (x) => -x, Abs: Math.abs, Sqrt: Math.sqrt, Exp: Math.exp, Log: Math.log, Tanh: Math.tanh, Sin: Math.sin, Cos: Math.cos,
-  Reciprocal: (x) => 1 / x, Sigmoid: (x) => 1 / (1 + Math.exp(-x)), Relu: (x) => Math.max(0, x), Erf: erfHost,
-  Floor: Math.floor, Ceil: Math.ceil, Round: roundHalfEven, Sign: Math.sign, Not: (x) => (x ? 0 : 1),
-  IsNaN: (x) => (Number.isNaN(x) ? 1 : 0), IsInf: (x) => (x === Infinity || x === -Infinity ? 1 : 0),
+  Neg: (x) => -x,
+  Abs: Math.abs,
+  Sqrt: Math.sqrt,
+  Exp: Math.exp,
+  Log: Math.log,
+  Tanh: Math.tanh,
+  Sin: Math.sin,
+  Cos: Math.cos,
+  Reciprocal: (x) => 1 / x,
+  Sigmoid: (x) => 1 / (1 + Math.exp(-x)),
+  Relu: (x) => Math.max(0, x),
+  Erf: erfHost,
+  Floor: Math.floor,
+  Ceil: Math.ceil,
+  Round: roundHalfEven,
+  Sign: Math.sign,
+  Not: (x) => (x ? 0 : 1),
+  IsNaN: (x) => (Number.isNaN(x) ? 1 : 0),
+  IsInf: (x) => (x === Infinity || x === -Infinity ? 1 : 0),
 };
 
 const ENGINE_UNARY: Record<string, (x: Tensor) => Tensor> = {
-  Neg: E.neg, Abs: E.abs, Sqrt: E.sqrt, Exp: E.exp, Log: E.log, Tanh: E.tanh, Sin: E.sin, Cos: E.cos,
-  Reciprocal: E.reciprocal, Sigmoid: E.sigmoid, Relu: E.relu, Erf: E.erf,
+  Neg: E.neg,
+  Abs: E.abs,
+  Sqrt: E.sqrt,
+  Exp: E.exp,
+  Log: E.log,
+  Tanh: E.tanh,
+  Sin: E.sin,
+  Cos: E.cos,
+  Reciprocal: E.reciprocal,
+  Sigmoid: E.sigmoid,
+  Relu: E.relu,
+  Erf: E.erf,
 };
 
 function roundHalfEven(x: number): number {
@@ -141,11 +185,22 @@ function erfHost(x: number): number {
 }
 
 const HOST_BINARY: Record<string, (a: number, b: number) => number> = {
-  Add: (a, b) => a + b, Sub: (a, b) => a - b, Mul: (a, b) => a * b, Div: (a, b) => a / b, Pow: (a, b) => a ** b,
-  Max: Math.max, Min: Math.min, Mod: (a, b) => a - Math.floor(a / b) * b,
-  Equal: (a, b) => (a === b ? 1 : 0), Less: (a, b) => (a < b ? 1 : 0), Greater: (a, b) => (a > b ? 1 : 0),
-  LessOrEqual: (a, b) => (a <= b ? 1 : 0), GreaterOrEqual: (a, b) => (a >= b ? 1 : 0),
-  And: (a, b) => (a && b ? 1 : 0), Or: (a, b) => (a || b ? 1 : 0), Xor: (a, b) => ((a ? 1 : 0) ^ (b ? 1 : 0)),
+  Add: (a, b) => a + b,
+  Sub: (a, b) => a - b,
+  Mul: (a, b) => a * b,
+  Div: (a, b) => a / b,
+  Pow: (a, b) => a ** b,
+  Max: Math.max,
+  Min: Math.min,
+  Mod: (a, b) => a - Math.floor(a / b) * b,
+  Equal: (a, b) => (a === b ? 1 : 0),
+  Less: (a, b) => (a < b ? 1 : 0),
+  Greater: (a, b) => (a > b ? 1 : 0),
+  LessOrEqual: (a, b) => (a <= b ? 1 : 0),
+  GreaterOrEqual: (a, b) => (a >= b ? 1 : 0),
+  And: (a, b) => (a && b ? 1 : 0),
+  Or: (a, b) => (a || b ? 1 : 0),
+  Xor: (a, b) => (a ? 1 : 0) ^ (b ? 1 : 0),
   BitwiseAnd: (a, b) => Number(BigInt(a) & BigInt(b)),
 };
 const COMPARE = new Set(['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'And', 'Or', 'Xor']);
@@ -161,40 +216,61 @@ function hostBinary(op: string, a: Host, b: Host, n: OnnxNode): Host {
 
 function engineBinary(op: string, a: Value, b: Value, c: RunContext): Tensor {
   const dt = engineFloat([a, b])!;
-  const scalar = (v: Value) => (isHost(v) && numel(v.shape) === 1 && v.shape.length <= Math.max((isHost(a) ? b : a).shape.length, 0) ? v.data[0] : null);
+  const scalar = (v: Value) =>
+    isHost(v) && numel(v.shape) === 1 && v.shape.length <= Math.max((isHost(a) ? b : a).shape.length, 0) ? v.data[0] : null;
   const sa = scalar(a);
   const sb = scalar(b);
   if (sb !== null && !isHost(a)) {
     switch (op) {
-      case 'Add': return E.add(a, sb);
-      case 'Sub': return E.sub(a, sb);
-      case 'Mul': return E.mul(a, sb);
-      case 'Div': return E.div(a, sb);
-      case 'Pow': return E.pow(a, sb);
-      case 'Max': return E.maximum(a, sb);
-      case 'Min': return E.minimum(a, sb);
+      case 'Add':
+        return E.add(a, sb);
+      case 'Sub':
+        return E.sub(a, sb);
+      case 'Mul':
+        return E.mul(a, sb);
+      case 'Div':
+        return E.div(a, sb);
+      case 'Pow':
+        return E.pow(a, sb);
+      case 'Max':
+        return E.maximum(a, sb);
+      case 'Min':
+        return E.minimum(a, sb);
     }
   }
   if (sa !== null && !isHost(b)) {
     switch (op) {
-      case 'Add': return E.add(b, sa);
-      case 'Mul': return E.mul(b, sa);
-      case 'Sub': return E.rsub(sa, b);
-      case 'Div': return E.rdiv(sa, b);
-      case 'Max': return E.maximum(b, sa);
-      case 'Min': return E.minimum(b, sa);
+      case 'Add':
+        return E.add(b, sa);
+      case 'Mul':
+        return E.mul(b, sa);
+      case 'Sub':
+        return E.rsub(sa, b);
+      case 'Div':
+        return E.rdiv(sa, b);
+      case 'Max':
+        return E.maximum(b, sa);
+      case 'Min':
+        return E.minimum(b, sa);
     }
   }
   const ta = toEngine(a, c, dt);
   const tb = toEngine(b, c, dt);
   switch (op) {
-    case 'Add': return E.add(ta, tb);
-    case 'Sub': return E.sub(ta, tb);
-    case 'Mul': return E.mul(ta, tb);
-    case 'Div': return E.div(ta, tb);
-    case 'Pow': return E.pow(ta, tb);
-    case 'Max': return E.maximum(ta, tb);
-    case 'Min': return E.minimum(ta, tb);
+    case 'Add':
+      return E.add(ta, tb);
+    case 'Sub':
+      return E.sub(ta, tb);
+    case 'Mul':
+      return E.mul(ta, tb);
+    case 'Div':
+      return E.div(ta, tb);
+    case 'Pow':
+      return E.pow(ta, tb);
+    case 'Max':
+      return E.maximum(ta, tb);
+    case 'Min':
+      return E.minimum(ta, tb);
   }
   throw new SiftError('E_UNSUPPORTED', `ONNX ${op} on weights`);
 }
@@ -217,7 +293,8 @@ function reshapeTarget(n: OnnxNode, inShape: number[], spec: number[]): number[]
   const out = spec.map((d, i) => (d === 0 && !allowzero ? inShape[i] : d));
   const total = numel(inShape);
   const neg = out.filter((d) => d === -1).length;
-  if (neg > 1 || out.some((d) => d === undefined || d < -1 || !Number.isSafeInteger(d))) fail(n, 'E_FORMAT', `invalid shape [${spec}] for [${inShape}]`);
+  if (neg > 1 || out.some((d) => d === undefined || d < -1 || !Number.isSafeInteger(d)))
+    fail(n, 'E_FORMAT', `invalid shape [${spec}] for [${inShape}]`);
   if (neg === 1) {
     const known = out.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
     if (known === 0 || total % known !== 0) fail(n, 'E_SHAPE', `cannot reshape [${inShape}] to [${spec}]`);
@@ -236,12 +313,17 @@ function unsqueezeShape(n: OnnxNode, shape: number[], axes: number[]): number[] 
 }
 
 function squeezeAxes(n: OnnxNode, shape: number[], axes: number[] | undefined): number[] {
-  const ax = axes && axes.length ? axes.map((a) => normAxis(n, a, shape.length)) : shape.map((d, i) => (d === 1 ? i : -1)).filter((i) => i >= 0);
+  const ax =
+    axes && axes.length ? axes.map((a) => normAxis(n, a, shape.length)) : shape.map((d, i) => (d === 1 ? i : -1)).filter((i) => i >= 0);
   for (const a of ax) if (shape[a] !== 1) fail(n, 'E_SHAPE', `cannot squeeze axis ${a} of [${shape}]`);
   return ax;
 }
 
-function sliceParams(n: OnnxNode, ins: (Value | undefined)[], shape: number[]): { starts: number[]; ends: number[]; axes: number[]; steps: number[] } {
+function sliceParams(
+  n: OnnxNode,
+  ins: (Value | undefined)[],
+  shape: number[],
+): { starts: number[]; ends: number[]; axes: number[]; steps: number[] } {
   let starts: number[];
   let ends: number[];
   let axes: number[] | undefined;
@@ -277,7 +359,11 @@ function gatherEngine(n: OnnxNode, x: Tensor, idx: Host, axis: number): Tensor {
   const ids = idx.data.map((v) => (v < 0 ? v + d : v));
   for (const v of ids) if (!(v >= 0 && v < d)) fail(n, 'E_SHAPE', `index out of range for a dimension of ${d}`);
   if (idx.shape.length === 0) return squeeze(slice(x, axis, ids[0], ids[0] + 1), axis);
-  const idT = tensor(BigInt64Array.from(ids, (v) => BigInt(v)), [ids.length], { dtype: 'i64', device: x.device });
+  const idT = tensor(
+    BigInt64Array.from(ids, (v) => BigInt(v)),
+    [ids.length],
+    { dtype: 'i64', device: x.device },
+  );
   // Move `axis` first, gather rows of [d, rest], then put the index dims back at `axis`.
   const perm = [axis, ...Array.from({ length: r }, (_, i) => i).filter((i) => i !== axis)];
   const moved = axis === 0 ? x : permute(x, perm);
@@ -327,7 +413,8 @@ const binary: OpFn = (n, ins, c) => {
   let acc = vals[0];
   for (let i = 1; i < vals.length; i++) {
     const b = vals[i];
-    if (COMPARE.has(op) || op === 'Mod' || op === 'BitwiseAnd' || (isHost(acc) && isHost(b))) acc = hostBinary(op, toHost(acc), toHost(b), n);
+    if (COMPARE.has(op) || op === 'Mod' || op === 'BitwiseAnd' || (isHost(acc) && isHost(b)))
+      acc = hostBinary(op, toHost(acc), toHost(b), n);
     else acc = engineBinary(op, acc, b, c);
   }
   return [acc];
@@ -401,7 +488,8 @@ export const OPS: Record<string, OpFn> = {
     const x = need(n, ins, 0);
     const r = shapeOf(x).length;
     const perm = attrInts(n, 'perm') ?? Array.from({ length: r }, (_, i) => r - 1 - i);
-    if (perm.length !== r || new Set(perm).size !== r || perm.some((p) => p < 0 || p >= r)) fail(n, 'E_FORMAT', `bad perm [${perm}] for rank ${r}`);
+    if (perm.length !== r || new Set(perm).size !== r || perm.some((p) => p < 0 || p >= r))
+      fail(n, 'E_FORMAT', `bad perm [${perm}] for rank ${r}`);
     return [isHost(x) ? transposeHost(x, perm) : permute(x, perm)];
   },
   Unsqueeze: (n, ins) => {
@@ -427,7 +515,12 @@ export const OPS: Record<string, OpFn> = {
     const axis = normAxis(n, attrInt(n, 'axis', 0), shapeOf(xs[0]).length);
     if (xs.every(isHost)) return [concatHost(xs as Host[], axis)];
     const dt = engineFloat(xs);
-    return [concat(xs.map((v) => toEngine(v, c, dt)), axis)];
+    return [
+      concat(
+        xs.map((v) => toEngine(v, c, dt)),
+        axis,
+      ),
+    ];
   },
   Slice: (n, ins) => {
     const x = need(n, ins, 0);
@@ -455,7 +548,8 @@ export const OPS: Record<string, OpFn> = {
       const each = Math.ceil(s[axis] / k);
       sizes = Array.from({ length: k }, (_, i) => Math.max(0, Math.min(each, s[axis] - i * each)));
     }
-    if (sizes.reduce((a, b) => a + b, 0) !== s[axis] || sizes.length !== n.outputs.length) fail(n, 'E_SHAPE', `split [${sizes}] of a dimension of ${s[axis]}`);
+    if (sizes.reduce((a, b) => a + b, 0) !== s[axis] || sizes.length !== n.outputs.length)
+      fail(n, 'E_SHAPE', `split [${sizes}] of a dimension of ${s[axis]}`);
     if (isHost(x)) {
       let off = 0;
       return sizes.map((z) => {

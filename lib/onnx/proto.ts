@@ -64,7 +64,8 @@ export function toNum(v: unknown, what: string): number {
     const l = v as { toNumber(): number; high: number; low: number };
     n = l.toNumber();
   } else n = NaN;
-  if (!Number.isFinite(n) || !Number.isSafeInteger(Math.trunc(n))) throw new SiftError('E_FORMAT', `${what}: integer ${String(v)} out of range`);
+  if (!Number.isFinite(n) || !Number.isSafeInteger(Math.trunc(n)))
+    throw new SiftError('E_FORMAT', `${what}: integer ${String(v)} out of range`);
   return n;
 }
 

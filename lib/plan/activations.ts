@@ -86,8 +86,17 @@ function blockShape(model: PreTrainedModel): { prefix: string; blocks: number; s
     const kinds = new Map(model.namedModules().map(([p, m]) => [p, m.kind]));
     const headDim = qWidth / heads;
     return {
-      prefix, blocks: countBlocks(names, prefix), shape: {
-        family: 'llama', D, qWidth, kvWidth, heads, inner, fusedQkv, kvHeads: kvWidth / headDim,
+      prefix,
+      blocks: countBlocks(names, prefix),
+      shape: {
+        family: 'llama',
+        D,
+        qWidth,
+        kvWidth,
+        heads,
+        inner,
+        fusedQkv,
+        kvHeads: kvWidth / headDim,
         qkNorm: names.includes(`${prefix}self_attn.q_norm.weight`),
         sandwichNorms: names.includes(`${prefix}pre_feedforward_layernorm.weight`),
         f32Norms: kinds.get(`${prefix}input_layernorm`) === 'GemmaRMSNorm',
@@ -99,9 +108,16 @@ function blockShape(model: PreTrainedModel): { prefix: string; blocks: number; s
     const prefix = gpt2.slice(0, gpt2.length - 'attn.c_attn.weight'.length);
     const a = shapeOf(model, `${prefix}attn.c_attn.weight`)!;
     const f = shapeOf(model, `${prefix}mlp.c_fc.weight`)!;
-    return { prefix, blocks: countBlocks(names, prefix), shape: { family: 'gpt2', D: a[0], qWidth: a[0], kvWidth: a[0], heads, inner: f[1] } };
+    return {
+      prefix,
+      blocks: countBlocks(names, prefix),
+      shape: { family: 'gpt2', D: a[0], qWidth: a[0], kvWidth: a[0], heads, inner: f[1] },
+    };
   }
-  throw new SiftError('E_UNSUPPORTED', `plan: no activation formula for model type '${String(cfg.model_type)}' (decoder blocks of the LLaMA or GPT-2 layout)`);
+  throw new SiftError(
+    'E_UNSUPPORTED',
+    `plan: no activation formula for model type '${String(cfg.model_type)}' (decoder blocks of the LLaMA or GPT-2 layout)`,
+  );
 }
 
 /** Vocabulary of the output layer: the lm_head's rows (or the tied embedding's). */
@@ -125,13 +141,16 @@ export function activationBytes(model: PreTrainedModel, o: ActivationInput): Act
     // the rotated q and k; q/k norms keep the projections they normalise; norms around both branches
     // keep the attention and MLP outputs they read. Gemma's norms on bf16 activations compute in f32:
     // the f32 input (read by the backward) and the f32 output live on.
-    const Q = s.qWidth, K = s.kvWidth;
+    const Q = s.qWidth,
+      K = s.kvWidth;
     const qkv = s.fusedQkv ? Q + 2 * K + Q + K : Q + 2 * K;
     const norms = s.sandwichNorms ? 4 : 2;
-    perBlock = a * BT * (4 * s.D + qkv + (s.qkNorm ? Q + K : 0) + 2 * Q + 4 * s.inner + (s.sandwichNorms ? 2 * s.D : 0))
-      + norms * 4 * BT + lse
-      + (s.qkNorm ? 4 * BT * (s.heads + (s.kvHeads ?? s.heads)) : 0)
-      + (s.f32Norms && a < 4 ? norms * 8 * BT * s.D : 0);
+    perBlock =
+      a * BT * (4 * s.D + qkv + (s.qkNorm ? Q + K : 0) + 2 * Q + 4 * s.inner + (s.sandwichNorms ? 2 * s.D : 0)) +
+      norms * 4 * BT +
+      lse +
+      (s.qkNorm ? 4 * BT * (s.heads + (s.kvHeads ?? s.heads)) : 0) +
+      (s.f32Norms && a < 4 ? norms * 8 * BT * s.D : 0);
     // Backward of the MLP: gradients of the product, the gate and up outputs live together.
     blockTransient = a * BT * 3 * s.inner;
   } else {

@@ -89,7 +89,11 @@ export function shapeOnlyModel(config: HFConfig, task: TaskName): PreTrainedMode
 /** Predicts the peak memory of a training run of `config` with these options. */
 export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan {
   const method = opts.method ?? 'sift';
-  check(['sift', 'full', 'lora', 'random-sparse'].includes(method), 'E_ARG', `method must be sift, full, lora or random-sparse, got '${method}'`);
+  check(
+    ['sift', 'full', 'lora', 'random-sparse'].includes(method),
+    'E_ARG',
+    `method must be sift, full, lora or random-sparse, got '${method}'`,
+  );
   const task = opts.task ?? 'causal-lm';
   const device = opts.device ?? 'cpu';
   check(device === 'cpu' || device === 'cuda', 'E_ARG', `device must be cpu or cuda, got '${device}'`);
@@ -102,7 +106,11 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
   const positions = Number(config.max_position_embeddings ?? config.n_positions ?? 512);
   const T = opts.maxLength ?? Math.min(positions, task === 'causal-lm' ? 1024 : 512);
   check(Number.isInteger(T) && T >= 1, 'E_ARG', `max length must be a positive integer, got ${T}`);
-  check(opts.quantize === undefined || opts.quantize === 'int8' || opts.quantize === 'nf4', 'E_ARG', `quantize must be int8 or nf4, got '${opts.quantize}'`);
+  check(
+    opts.quantize === undefined || opts.quantize === 'int8' || opts.quantize === 'nf4',
+    'E_ARG',
+    `quantize must be int8 or nf4, got '${opts.quantize}'`,
+  );
 
   const model = shapeOnlyModel(config, task);
   try {
@@ -112,9 +120,17 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
     const kinds = new Map(model.namedModules().map(([p, m]) => [p, m.kind]));
     const modulePath = (n: string) => (n.includes('.') ? n.slice(0, n.lastIndexOf('.')) : '');
     // Quantized: the weights of linear layers but the output and task heads (bitsandbytes' convention).
-    const isQuantized = (name: string, shape: number[]) => !!opts.quantize && shape.length === 2 && name.endsWith('.weight')
-      && LINEAR_KINDS.has(kinds.get(modulePath(name)) ?? '') && !/(^|\.)(lm_head|score|classifier)(\.|$)/.test(name);
-    const trainerOpts = { task, method, sift: { sparseRate: rate, targetModules: opts.targetModules, denseModules: opts.denseModules } } as TrainerOptions;
+    const isQuantized = (name: string, shape: number[]) =>
+      !!opts.quantize &&
+      shape.length === 2 &&
+      name.endsWith('.weight') &&
+      LINEAR_KINDS.has(kinds.get(modulePath(name)) ?? '') &&
+      !/(^|\.)(lm_head|score|classifier)(\.|$)/.test(name);
+    const trainerOpts = {
+      task,
+      method,
+      sift: { sparseRate: rate, targetModules: opts.targetModules, denseModules: opts.denseModules },
+    } as TrainerOptions;
     // A run quantizes only the weights that do not train (lib/cli/common.ts quantizeModel): SIFT's
     // targets and dense modules, and every weight of full fine-tuning, stay in the run's dtype.
     const trained = new Set<string>();
@@ -195,16 +211,39 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
       if (method === 'lora') weights += trained.reduce((a, [, p]) => a + p.size, 0) * wSize;
     }
     const act = activationBytes(model, {
-      batchSize: B, seqLength: T, actSize: wSize, checkpointing: !!opts.activationCheckpointing, task,
+      batchSize: B,
+      seqLength: T,
+      actSize: wSize,
+      checkpointing: !!opts.activationCheckpointing,
+      task,
       adapters,
     });
     const trainableState = masters + moments + indices + otherState;
     const peakBytes = weights + quantizedWeights + trainableState + gradients + act.saved + act.workspace;
     return {
-      model: String(config.model_type ?? 'unknown'), method, device, batchSize: B, maxLength: T, weightDType: wDType,
-      activationDType: wDType, quantize: opts.quantize ?? null, activationCheckpointing: !!opts.activationCheckpointing,
-      parameters, trainable, peakBytes,
-      parts: { weights, quantizedWeights, trainableState, masters, moments, indices, gradients, activations: act.saved, workspace: act.workspace },
+      model: String(config.model_type ?? 'unknown'),
+      method,
+      device,
+      batchSize: B,
+      maxLength: T,
+      weightDType: wDType,
+      activationDType: wDType,
+      quantize: opts.quantize ?? null,
+      activationCheckpointing: !!opts.activationCheckpointing,
+      parameters,
+      trainable,
+      peakBytes,
+      parts: {
+        weights,
+        quantizedWeights,
+        trainableState,
+        masters,
+        moments,
+        indices,
+        gradients,
+        activations: act.saved,
+        workspace: act.workspace,
+      },
       activationDetail: act,
     };
   } finally {

@@ -26,7 +26,7 @@ const i32buf = new Int32Array(f32buf.buffer);
 function nextF32(x: number, dir: 1 | -1): number {
   if (x === 0) return dir * 1.401298464324817e-45;
   f32buf[0] = x;
-  i32buf[0] += (x > 0) === (dir > 0) ? 1 : -1;
+  i32buf[0] += x > 0 === dir > 0 ? 1 : -1;
   return f32buf[0];
 }
 
@@ -105,8 +105,13 @@ export function saveIncrement(sift: Sift, path: string, opts: { extraMetadata?: 
     });
     const o = sift.options;
     const config = {
-      method: 'sift', sparseRate: o.sparseRate, targetModules: o.targetModules ?? 'all-linear', denseModules: o.denseModules ?? null,
-      selection: sift.selectionOptions, seed: o.seed, trainable: sift.summary().trainable,
+      method: 'sift',
+      sparseRate: o.sparseRate,
+      targetModules: o.targetModules ?? 'all-linear',
+      denseModules: o.denseModules ?? null,
+      selection: sift.selectionOptions,
+      seed: o.seed,
+      trainable: sift.summary().trainable,
     };
     saveSafetensors(path, entries, {
       format: INCREMENT_FORMAT,
@@ -137,8 +142,13 @@ export function loadIncrement(path: string, opts: { device?: string } = {}): Inc
   const all: Tensor[] = [];
   try {
     const meta = r.metadata;
-    if (meta.format !== INCREMENT_FORMAT) throw new SiftError('E_FORMAT', `${path}: not a sift-ft increment file (metadata format is ${JSON.stringify(meta.format)})`);
-    if (meta.format_version !== INCREMENT_VERSION) throw new SiftError('E_FORMAT', `${path}: increment format version ${meta.format_version} is not supported (expected ${INCREMENT_VERSION})`);
+    if (meta.format !== INCREMENT_FORMAT)
+      throw new SiftError('E_FORMAT', `${path}: not a sift-ft increment file (metadata format is ${JSON.stringify(meta.format)})`);
+    if (meta.format_version !== INCREMENT_VERSION)
+      throw new SiftError(
+        'E_FORMAT',
+        `${path}: increment format version ${meta.format_version} is not supported (expected ${INCREMENT_VERSION})`,
+      );
     const config = parseJsonMeta<Record<string, unknown>>(path, meta, 'sift_config');
     const baseFingerprint = parseJsonMeta<Record<string, TensorFingerprint>>(path, meta, 'base_fingerprint');
     const trainedFingerprint = parseJsonMeta<Record<string, TensorFingerprint>>(path, meta, 'trained_fingerprint');
@@ -151,10 +161,12 @@ export function loadIncrement(path: string, opts: { device?: string } = {}): Inc
         const base = name.slice(0, -'.sift_idx'.length);
         const fp = baseFingerprint[base];
         if (!fp) throw new SiftError('E_FORMAT', `${path}: '${base}' has indices but no base fingerprint`);
-        if (!names.has(`${base}.sift_val`)) throw new SiftError('E_FORMAT', `${path}: '${base}.sift_idx' has no matching '${base}.sift_val'`);
+        if (!names.has(`${base}.sift_val`))
+          throw new SiftError('E_FORMAT', `${path}: '${base}.sift_idx' has no matching '${base}.sift_val'`);
         const ii = r.info(name);
         const vi = r.info(`${base}.sift_val`);
-        if (ii.dtype !== 'i32' && ii.dtype !== 'i64') throw new SiftError('E_FORMAT', `${path}: '${name}' must be I32 or I64, got ${ii.fileDType}`);
+        if (ii.dtype !== 'i32' && ii.dtype !== 'i64')
+          throw new SiftError('E_FORMAT', `${path}: '${name}' must be I32 or I64, got ${ii.fileDType}`);
         if (vi.dtype !== 'f32') throw new SiftError('E_FORMAT', `${path}: '${base}.sift_val' must be F32, got ${vi.fileDType}`);
         if (ii.shape.length !== 1 || vi.shape.length !== 1 || ii.shape[0] !== vi.shape[0]) {
           throw new SiftError('E_FORMAT', `${path}: '${base}' has ${ii.shape} indices and ${vi.shape} values`);
@@ -166,13 +178,15 @@ export function loadIncrement(path: string, opts: { device?: string } = {}): Inc
         let prev = -1;
         for (let i = 0; i < idxArr.length; i++) {
           const v = Number(idxArr[i]);
-          if (!(v > prev) || v >= numel) throw new SiftError('E_FORMAT', `${path}: '${name}' entry ${i} (${v}) is out of range [0, ${numel}) or not in ascending order`);
+          if (!(v > prev) || v >= numel)
+            throw new SiftError('E_FORMAT', `${path}: '${name}' entry ${i} (${v}) is out of range [0, ${numel}) or not in ascending order`);
           prev = v;
         }
         const idx = device === 'cpu' ? idxCpu : new Tensor(native().to(idxCpu.handle, device));
         const val = r.tensor(`${base}.sift_val`, { device });
         const b = names.has(`${base}.sift_base`) ? r.tensor(`${base}.sift_base`, { device }) : null;
-        if (b && (b.dtype !== 'f32' || b.shape[0] !== ii.shape[0])) throw new SiftError('E_FORMAT', `${path}: '${base}.sift_base' must be F32 [${ii.shape[0]}]`);
+        if (b && (b.dtype !== 'f32' || b.shape[0] !== ii.shape[0]))
+          throw new SiftError('E_FORMAT', `${path}: '${base}.sift_base' must be F32 [${ii.shape[0]}]`);
         all.push(idx, val, ...(b ? [b] : []));
         targets.set(base, { idx, val, base: b });
       } else if (name.endsWith('.sift_val') || name.endsWith('.sift_base')) {
@@ -184,7 +198,11 @@ export function loadIncrement(path: string, opts: { device?: string } = {}): Inc
         const fp = baseFingerprint[name];
         if (!fp) throw new SiftError('E_FORMAT', `${path}: dense tensor '${name}' has no base fingerprint`);
         const info = r.info(name);
-        if (info.shape.join() !== fp.shape.join()) throw new SiftError('E_FORMAT', `${path}: dense tensor '${name}' has shape [${info.shape}] but its fingerprint says [${fp.shape}]`);
+        if (info.shape.join() !== fp.shape.join())
+          throw new SiftError(
+            'E_FORMAT',
+            `${path}: dense tensor '${name}' has shape [${info.shape}] but its fingerprint says [${fp.shape}]`,
+          );
         const value = r.tensor(name, { device });
         const base = names.has(`${name}.sift_base`) ? r.tensor(`${name}.sift_base`, { device }) : null;
         all.push(value, ...(base ? [base] : []));
@@ -192,7 +210,12 @@ export function loadIncrement(path: string, opts: { device?: string } = {}): Inc
       }
     }
     return {
-      targets, dense, config, baseFingerprint, trainedFingerprint, metadata: meta,
+      targets,
+      dense,
+      config,
+      baseFingerprint,
+      trainedFingerprint,
+      metadata: meta,
       dispose: () => {
         for (const t of all) t.dispose();
       },
@@ -214,9 +237,13 @@ function checkFingerprints(model: Map<string, Tensor>, expected: Record<string, 
     const p = model.get(name);
     if (!p) throw new SiftError('E_MISMATCH', `the model has no parameter '${name}' that the increment ${what}`);
     const fp = expected[name];
-    if (p.shape.join() !== fp.shape.join()) throw new SiftError('E_MISMATCH', `'${name}' has shape [${p.shape}], the increment expects [${fp.shape}]`);
+    if (p.shape.join() !== fp.shape.join())
+      throw new SiftError('E_MISMATCH', `'${name}' has shape [${p.shape}], the increment expects [${fp.shape}]`);
     if (!sameFingerprint(fingerprint(p), fp)) {
-      throw new SiftError('E_MISMATCH', `'${name}' differs from the weights the increment ${what} (fingerprint mismatch): wrong base model, or the increment is already applied`);
+      throw new SiftError(
+        'E_MISMATCH',
+        `'${name}' differs from the weights the increment ${what} (fingerprint mismatch): wrong base model, or the increment is already applied`,
+      );
     }
   }
 }

@@ -27,12 +27,20 @@ export type ResolvedAdamWOptions = Required<Omit<AdamWOptions, 'schedule'>> & { 
 
 /** Defaults and checks shared by SparseAdamW and DenseAdamW. */
 export function resolveAdamWOptions(opts: AdamWOptions): ResolvedAdamWOptions {
-  check(typeof opts.lr === 'number' && opts.lr >= 0 && Number.isFinite(opts.lr), 'E_ARG', `lr must be a non-negative number, got ${opts.lr}`);
+  check(
+    typeof opts.lr === 'number' && opts.lr >= 0 && Number.isFinite(opts.lr),
+    'E_ARG',
+    `lr must be a non-negative number, got ${opts.lr}`,
+  );
   const betas = opts.betas ?? [0.9, 0.999];
   check(betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1, 'E_ARG', `betas must be in [0, 1), got [${betas}]`);
   const o: ResolvedAdamWOptions = {
-    lr: opts.lr, betas, eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0,
-    maxGradNorm: opts.maxGradNorm ?? 0, schedule: opts.schedule ?? { type: 'constant' },
+    lr: opts.lr,
+    betas,
+    eps: opts.eps ?? 1e-8,
+    weightDecay: opts.weightDecay ?? 0,
+    maxGradNorm: opts.maxGradNorm ?? 0,
+    schedule: opts.schedule ?? { type: 'constant' },
   };
   check(o.eps > 0, 'E_ARG', `eps must be positive, got ${o.eps}`);
   check(o.maxGradNorm >= 0, 'E_ARG', `maxGradNorm must be >= 0, got ${o.maxGradNorm}`);
@@ -42,8 +50,12 @@ export function resolveAdamWOptions(opts: AdamWOptions): ResolvedAdamWOptions {
 /** The native kernel's hyper-parameters for the step after `stepCount` steps. */
 export function adamWHyper(o: ResolvedAdamWOptions, stepCount: number): AdamWHyper {
   return {
-    lr: o.lr * lrMultiplier(stepCount, o.schedule), beta1: o.betas[0], beta2: o.betas[1],
-    eps: o.eps, weightDecay: o.weightDecay, step: stepCount + 1,
+    lr: o.lr * lrMultiplier(stepCount, o.schedule),
+    beta1: o.betas[0],
+    beta2: o.betas[1],
+    eps: o.eps,
+    weightDecay: o.weightDecay,
+    step: stepCount + 1,
   };
 }
 
@@ -52,7 +64,8 @@ export function restoreState(live: [string, Tensor][], saved: Map<string, Tensor
   for (const [name, t] of live) {
     const src = saved.get(name);
     if (!src) throw new SiftError('E_FORMAT', `optimizer state has no '${name}'`);
-    if (src.shape.join() !== t.shape.join()) throw new SiftError('E_MISMATCH', `optimizer state '${name}' has shape [${src.shape}], expected [${t.shape}]`);
+    if (src.shape.join() !== t.shape.join())
+      throw new SiftError('E_MISMATCH', `optimizer state '${name}' has shape [${src.shape}], expected [${t.shape}]`);
     native().copy_(t.handle, src.handle);
   }
 }
@@ -69,14 +82,20 @@ export class DenseSlots {
   constructor(params: [string, Tensor][], masters?: Map<string, Tensor>) {
     const N = native();
     this.slots = params.map(([name, p]) => {
-      check(['f32', 'f16', 'bf16', 'f64'].includes(p.dtype), 'E_DTYPE', `'${name}' has dtype ${p.dtype}; only float weights can be trained`);
+      check(
+        ['f32', 'f16', 'bf16', 'f64'].includes(p.dtype),
+        'E_DTYPE',
+        `'${name}' has dtype ${p.dtype}; only float weights can be trained`,
+      );
       let master: Tensor | null = null;
       if (p.dtype !== 'f32' && p.dtype !== 'f64') {
         const given = masters?.get(name);
         master = keep(new Tensor(given ? N.clone(given.handle) : N.cast(p.handle, 'f32')));
       }
       return {
-        name, param: p, master,
+        name,
+        param: p,
+        master,
         m: keep(new Tensor(N.full(p.shape, 0, 'f32', p.device))),
         v: keep(new Tensor(N.full(p.shape, 0, 'f32', p.device))),
       };
@@ -93,8 +112,13 @@ export class DenseSlots {
     const live = this.live();
     if (!live.length) return;
     native().adamW(
-      live.map((s) => s.param.handle), live.map((s) => s.param.grad!.handle), live.map((s) => s.m.handle),
-      live.map((s) => s.v.handle), live.map((s) => (s.master ? s.master.handle : null)), hp, scale ? scale.handle : null,
+      live.map((s) => s.param.handle),
+      live.map((s) => s.param.grad!.handle),
+      live.map((s) => s.m.handle),
+      live.map((s) => s.v.handle),
+      live.map((s) => (s.master ? s.master.handle : null)),
+      hp,
+      scale ? scale.handle : null,
     );
   }
 
@@ -150,7 +174,10 @@ export class SparseAdamW {
   private disposed = false;
   private sparseCache: SparseLists | null = null;
 
-  constructor(readonly sift: Sift, opts: AdamWOptions) {
+  constructor(
+    readonly sift: Sift,
+    opts: AdamWOptions,
+  ) {
     check(sift.selected, 'E_ARG', 'SparseAdamW: choose the SIFT indices first (run the selection batches, then sift.select())');
     this.options = resolveAdamWOptions(opts);
     const N = native();
@@ -177,8 +204,15 @@ export class SparseAdamW {
       let same = true;
       for (let i = 0; i < active.length; i++) {
         const t = active[i];
-        if (t !== c.targets[i] || t.param !== c.params[i] || t.idx !== c.idx[i] || t.grad !== c.grads[i] ||
-            t.param.isDisposed || t.idx!.isDisposed || t.grad!.isDisposed) {
+        if (
+          t !== c.targets[i] ||
+          t.param !== c.params[i] ||
+          t.idx !== c.idx[i] ||
+          t.grad !== c.grads[i] ||
+          t.param.isDisposed ||
+          t.idx!.isDisposed ||
+          t.grad!.isDisposed
+        ) {
           same = false;
           break;
         }
@@ -186,9 +220,16 @@ export class SparseAdamW {
       if (same) return c;
     }
     const lists: SparseLists = {
-      targets: active.slice(), params: active.map((t) => t.param), idx: active.map((t) => t.idx), grads: active.map((t) => t.grad),
-      weightHandles: active.map((t) => t.param.handle), idxHandles: active.map((t) => t.idx!.handle), gradHandles: active.map((t) => t.grad!.handle),
-      mHandles: this.m.map((x) => x.handle), vHandles: this.v.map((x) => x.handle), masterHandles: this.masters.map((x) => x.handle),
+      targets: active.slice(),
+      params: active.map((t) => t.param),
+      idx: active.map((t) => t.idx),
+      grads: active.map((t) => t.grad),
+      weightHandles: active.map((t) => t.param.handle),
+      idxHandles: active.map((t) => t.idx!.handle),
+      gradHandles: active.map((t) => t.grad!.handle),
+      mHandles: this.m.map((x) => x.handle),
+      vHandles: this.v.map((x) => x.handle),
+      masterHandles: this.masters.map((x) => x.handle),
     };
     this.sparseCache = lists;
     return lists;
@@ -211,8 +252,16 @@ export class SparseAdamW {
     }
     if (lists) {
       // m, v and masters were made for exactly these targets (k > 0), in this order.
-      N.sparseAdamW(lists.weightHandles, lists.idxHandles, lists.gradHandles, lists.mHandles, lists.vHandles, lists.masterHandles,
-        hp, scale ? scale.handle : null);
+      N.sparseAdamW(
+        lists.weightHandles,
+        lists.idxHandles,
+        lists.gradHandles,
+        lists.mHandles,
+        lists.vHandles,
+        lists.masterHandles,
+        hp,
+        scale ? scale.handle : null,
+      );
     }
     this.dense.update(hp, scale);
     scale?.dispose();

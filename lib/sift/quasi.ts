@@ -83,7 +83,11 @@ export function quasiSparsity(grads: [string, ArrayLike<number>][], fractions: n
  * selection batches' backward passes). The parameters' gradients are cleared before and after;
  * parameters that did not need gradients are restored to that.
  */
-export async function measureQuasiSparsity(params: [string, Tensor][], runBackward: () => void | Promise<void>, fractions: number[] = QUASI_FRACTIONS): Promise<QuasiSparsity> {
+export async function measureQuasiSparsity(
+  params: [string, Tensor][],
+  runBackward: () => void | Promise<void>,
+  fractions: number[] = QUASI_FRACTIONS,
+): Promise<QuasiSparsity> {
   const had = params.map(([, t]) => t.requiresGrad);
   for (const [, t] of params) {
     t.zeroGrad();

@@ -113,12 +113,23 @@ export class Sift {
   checkScoresInBackward = true;
 
   constructor(model: NamedModel, options: SiftOptions) {
-    check(typeof options.sparseRate === 'number' && options.sparseRate > 0 && options.sparseRate <= 1, 'E_ARG',
-      `sparseRate must be in (0, 1], got ${options.sparseRate}`);
+    check(
+      typeof options.sparseRate === 'number' && options.sparseRate > 0 && options.sparseRate <= 1,
+      'E_ARG',
+      `sparseRate must be in (0, 1], got ${options.sparseRate}`,
+    );
     const sel = options.selection ?? {};
     this.selection = { batches: sel.batches ?? 1, score: sel.score ?? 'abs', scope: sel.scope ?? 'tensor' };
-    check(Number.isInteger(this.selection.batches) && this.selection.batches >= 1, 'E_ARG', `selection.batches must be a positive integer, got ${sel.batches}`);
-    check(['abs', 'fisher', 'random', 'magnitude'].includes(this.selection.score), 'E_ARG', `selection.score must be abs, fisher, random or magnitude, got '${sel.score}'`);
+    check(
+      Number.isInteger(this.selection.batches) && this.selection.batches >= 1,
+      'E_ARG',
+      `selection.batches must be a positive integer, got ${sel.batches}`,
+    );
+    check(
+      ['abs', 'fisher', 'random', 'magnitude'].includes(this.selection.score),
+      'E_ARG',
+      `selection.score must be abs, fisher, random or magnitude, got '${sel.score}'`,
+    );
     check(['tensor', 'global'].includes(this.selection.scope), 'E_ARG', `selection.scope must be tensor or global, got '${sel.scope}'`);
     this.options = { ...options, seed: options.seed ?? 0 };
     const plan = planTargets(model, options.targetModules, options.denseModules);
@@ -127,12 +138,28 @@ export class Sift {
     for (const [, t] of plan.frozen) t.requiresGrad = false;
     for (const [, t] of plan.dense) t.requiresGrad = true;
     this.targets = plan.sparse.map(([name, param]) => {
-      check(['f32', 'f16', 'bf16', 'f64'].includes(param.dtype), 'E_DTYPE', `SIFT target '${name}' has dtype ${param.dtype}; only float weights can be trained`);
+      check(
+        ['f32', 'f16', 'bf16', 'f64'].includes(param.dtype),
+        'E_DTYPE',
+        `SIFT target '${name}' has dtype ${param.dtype}; only float weights can be trained`,
+      );
       param.requiresGrad = true;
-      return { name, param, numel: param.size, k: kForRate(options.sparseRate, param.size), idx: null, grad: null, base: null, baseFingerprint: null, score: null, backwardCount: 0 };
+      return {
+        name,
+        param,
+        numel: param.size,
+        k: kForRate(options.sparseRate, param.size),
+        idx: null,
+        grad: null,
+        base: null,
+        baseFingerprint: null,
+        score: null,
+        backwardCount: 0,
+      };
     });
     for (const t of this.targets) this.removers.push(t.param.registerGradHook((g) => this.onTargetGrad(t, g)));
-    for (const [, p] of this.dense) this.removers.push(p.registerGradHook(() => (this.phase === 'selecting' && this.needsGradients ? null : undefined)));
+    for (const [, p] of this.dense)
+      this.removers.push(p.registerGradHook(() => (this.phase === 'selecting' && this.needsGradients ? null : undefined)));
     if (!this.needsGradients) this.select();
   }
 
@@ -181,7 +208,8 @@ export class Sift {
     // Training: keep the k entries, drop the dense gradient.
     if (t.k > 0) {
       N.gatherInto(t.grad!.handle, g.handle, t.idx!.handle, true);
-      if (this.options.trackGradProportion) N.gradProportion(this.proportionBuffer(g.device).handle, this.targets.indexOf(t), g.handle, t.idx!.handle);
+      if (this.options.trackGradProportion)
+        N.gradProportion(this.proportionBuffer(g.device).handle, this.targets.indexOf(t), g.handle, t.idx!.handle);
     }
     return null;
   }
@@ -281,14 +309,23 @@ export class Sift {
   }
 
   private *selectSteps(): Generator<SelectWait, void, void> {
-    check(this.phase === 'selecting', 'E_ARG', this.phase === 'training' ? 'select(): indices were already chosen' : 'this Sift was disposed');
+    check(
+      this.phase === 'selecting',
+      'E_ARG',
+      this.phase === 'training' ? 'select(): indices were already chosen' : 'this Sift was disposed',
+    );
     const N = native();
     const devices = [...new Set(this.targets.map((t) => t.param.device))];
     // Top-k chosen inside backward() is checked here (it may not have been waited for).
     for (const d of devices) yield d;
     if (this.needsGradients) {
       const missing = this.targets.filter((t) => t.backwardCount === 0).map((t) => t.name);
-      check(missing.length === 0, 'E_ARG', () => `select(): no gradient reached ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}; run backward() on ${this.selection.batches} selection batch(es) first`);
+      check(
+        missing.length === 0,
+        'E_ARG',
+        () =>
+          `select(): no gradient reached ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}; run backward() on ${this.selection.batches} selection batch(es) first`,
+      );
     }
     {
       // Scores for the modes that did not choose inside the hook.
@@ -322,9 +359,13 @@ export class Sift {
         // topkGlobal waits for the device (its output sizes depend on the data): wait first.
         for (const d of devices) yield d;
         try {
-          idxs = N.topkGlobal(scores.map((s) => s!.handle), K).map((h) => new Tensor(h));
+          idxs = N.topkGlobal(
+            scores.map((s) => s!.handle),
+            K,
+          ).map((h) => new Tensor(h));
         } catch (e) {
-          if (e instanceof SiftError && e.code === 'E_NUMERIC') throw new SiftError('E_NUMERIC', `selection scores contain NaN or Inf: ${e.message}`);
+          if (e instanceof SiftError && e.code === 'E_NUMERIC')
+            throw new SiftError('E_NUMERIC', `selection scores contain NaN or Inf: ${e.message}`);
           throw e;
         }
         this.targets.forEach((t, i) => {
@@ -356,7 +397,9 @@ export class Sift {
       for (const t of this.targets) totals.set(t.param.device, (totals.get(t.param.device) ?? 0) + padded(t.k));
       const offsets = new Map<string, number>();
       for (const [device, total] of totals) {
-        this.gradBuffers.push(keep(new Tensor(N.full([total], 0, 'f32', device), { shape: [total], dtype: 'f32', device, contiguous: true })));
+        this.gradBuffers.push(
+          keep(new Tensor(N.full([total], 0, 'f32', device), { shape: [total], dtype: 'f32', device, contiguous: true })),
+        );
         offsets.set(device, 0);
       }
       for (const t of this.targets) {

@@ -57,7 +57,11 @@ export interface TargetPlan {
 }
 
 /** Splits a model's parameters into sparse targets, dense modules and frozen parameters. */
-export function planTargets(model: NamedModel, targetModules: ModuleSelector | undefined, denseModules: ModuleSelector | undefined): TargetPlan {
+export function planTargets(
+  model: NamedModel,
+  targetModules: ModuleSelector | undefined,
+  denseModules: ModuleSelector | undefined,
+): TargetPlan {
   const isTarget = moduleMatcher(targetModules ?? 'all-linear', model, 'targetModules');
   const isDense = moduleMatcher(denseModules, model, 'denseModules');
   const plan: TargetPlan = { sparse: [], dense: [], frozen: [] };

@@ -62,7 +62,8 @@ export function byteLevelTokenizerFiles(merges: [string, string][], opts: ByteTo
   });
   let next = 256;
   for (const [a, b] of merges) {
-    if (vocab[a] === undefined || vocab[b] === undefined) throw new SiftError('E_ARG', `merge '${a} ${b}' uses a symbol that is neither a byte nor an earlier merge`);
+    if (vocab[a] === undefined || vocab[b] === undefined)
+      throw new SiftError('E_ARG', `merge '${a} ${b}' uses a symbol that is neither a byte nor an earlier merge`);
     if (a.includes(' ') || b.includes(' ')) throw new SiftError('E_ARG', `merge '${a} ${b}' holds a space: byte-level symbols never do`);
     const m = a + b;
     if (vocab[m] === undefined) vocab[m] = next++;
@@ -76,14 +77,16 @@ export function byteLevelTokenizerFiles(merges: [string, string][], opts: ByteTo
   }
   const role = (given: string | null | undefined, dflt: string | null): string | null => {
     const t = given === undefined ? (dflt !== null && specials.includes(dflt) ? dflt : null) : given;
-    if (t !== null && !specials.includes(t)) throw new SiftError('E_ARG', `'${t}' is not one of the special tokens (${specials.join(', ')})`);
+    if (t !== null && !specials.includes(t))
+      throw new SiftError('E_ARG', `'${t}' is not one of the special tokens (${specials.join(', ')})`);
     return t;
   };
   const bos = role(opts.bos, '<|endoftext|>');
   const eos = role(opts.eos, '<|endoftext|>');
   const pad = role(opts.pad, '<pad>');
   const unk = role(opts.unk, null);
-  if ((opts.addBosToken && bos === null) || (opts.addEosToken && eos === null)) throw new SiftError('E_ARG', 'addBosToken/addEosToken need a bos/eos special token');
+  if ((opts.addBosToken && bos === null) || (opts.addEosToken && eos === null))
+    throw new SiftError('E_ARG', 'addBosToken/addEosToken need a bos/eos special token');
   let postProcessor: Json = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true };
   if (opts.addBosToken || opts.addEosToken) {
     const sp = (t: string, typeId: number): Json => ({ SpecialToken: { id: t, type_id: typeId } });
@@ -96,7 +99,8 @@ export function byteLevelTokenizerFiles(merges: [string, string][], opts: ByteTo
     pair.push({ Sequence: { id: 'B', type_id: 1 } });
     if (opts.addEosToken) pair.push(sp(eos!, 1));
     const st: Json = {};
-    for (const t of new Set([opts.addBosToken ? bos! : null, opts.addEosToken ? eos! : null])) if (t !== null) st[t] = { id: t, ids: [vocab[t]], tokens: [t] };
+    for (const t of new Set([opts.addBosToken ? bos! : null, opts.addEosToken ? eos! : null]))
+      if (t !== null) st[t] = { id: t, ids: [vocab[t]], tokens: [t] };
     postProcessor = { type: 'TemplateProcessing', single, pair, special_tokens: st };
   }
   const tokenizer: Json = {
@@ -109,8 +113,15 @@ export function byteLevelTokenizerFiles(merges: [string, string][], opts: ByteTo
     post_processor: postProcessor,
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
-      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab,
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
       // "a b" strings: readable by every tokenizers version (byte-level symbols hold no spaces).
       merges: merges.map(([a, b]) => `${a} ${b}`),
     },

@@ -12,10 +12,22 @@ export { trainByteBpe, createByteTokenizer, byteLevelTokenizerFiles, byteLevelWo
 export type { ByteTokenizerOptions, TrainByteBpeOptions } from './bytelevel';
 export { learnBpeMerges } from './train';
 export type { LearnBpeOptions } from './train';
-export type { TextTokenizer, Encoding, BatchEncoding, EncodeOptions, BatchEncodeOptions, DecodeOptions, TextInput, TruncationStrategy } from './types';
+export type {
+  TextTokenizer,
+  Encoding,
+  BatchEncoding,
+  EncodeOptions,
+  BatchEncodeOptions,
+  DecodeOptions,
+  TextInput,
+  TruncationStrategy,
+} from './types';
 
 /** A padded batch as [batch, seq] integer tensors (i64 by default, as transformers feeds them). */
-export function batchToTensors(batch: BatchEncoding, opts: { dtype?: DType; device?: string } = {}): { inputIds: Tensor; attentionMask: Tensor; tokenTypeIds: Tensor } {
+export function batchToTensors(
+  batch: BatchEncoding,
+  opts: { dtype?: DType; device?: string } = {},
+): { inputIds: Tensor; attentionMask: Tensor; tokenTypeIds: Tensor } {
   const dtype = opts.dtype ?? 'i64';
   const b = batch.inputIds.length;
   const n = b === 0 ? 0 : batch.inputIds[0].length;

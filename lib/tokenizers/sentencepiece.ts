@@ -14,7 +14,14 @@ import type { TextTokenizer, Encoding, BatchEncoding, EncodeOptions, BatchEncode
 
 export const SPIECE_UNDERLINE = '\u2581';
 
-export enum PieceType { NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4, UNUSED = 5, BYTE = 6 }
+export enum PieceType {
+  NORMAL = 1,
+  UNKNOWN = 2,
+  CONTROL = 3,
+  USER_DEFINED = 4,
+  UNUSED = 5,
+  BYTE = 6,
+}
 
 export interface SentencePiece {
   piece: string;
@@ -29,7 +36,7 @@ export interface SentencePieceOptions {
   addEos?: boolean;
 }
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
+// biome-ignore lint/suspicious/noExplicitAny: protobufjs decodes to untyped messages
 type Msg = any;
 
 const UNK_PENALTY = 10;
@@ -69,7 +76,11 @@ export class SentencePieceTokenizer implements TextTokenizer {
     });
     const ts = model.trainer_spec ?? {};
     const mt = toNum(ts.model_type ?? 1, 'model_type');
-    if (mt !== 1 && mt !== 2) throw new SiftError('E_UNSUPPORTED', `tokenizer.model: model type ${mt === 3 ? 'WORD' : mt === 4 ? 'CHAR' : mt} is not supported (BPE and Unigram)`);
+    if (mt !== 1 && mt !== 2)
+      throw new SiftError(
+        'E_UNSUPPORTED',
+        `tokenizer.model: model type ${mt === 3 ? 'WORD' : mt === 4 ? 'CHAR' : mt} is not supported (BPE and Unigram)`,
+      );
     this.modelType = mt === 2 ? 'bpe' : 'unigram';
     this.byteFallback = !!ts.byte_fallback;
     const idOf = (v: unknown, d: number) => {
@@ -92,8 +103,12 @@ export class SentencePieceTokenizer implements TextTokenizer {
       }
       if (!this.ids.has(p.piece)) this.ids.set(p.piece, i);
     });
-    if (this.byteFallback && this.byteIds.some((v) => v < 0)) throw new SiftError('E_FORMAT', 'tokenizer.model: byte_fallback without all 256 byte pieces');
-    this.userDefined = this.pieces.filter((p) => p.type === PieceType.USER_DEFINED).map((p) => p.piece).sort((a, b) => b.length - a.length);
+    if (this.byteFallback && this.byteIds.some((v) => v < 0))
+      throw new SiftError('E_FORMAT', 'tokenizer.model: byte_fallback without all 256 byte pieces');
+    this.userDefined = this.pieces
+      .filter((p) => p.type === PieceType.USER_DEFINED)
+      .map((p) => p.piece)
+      .sort((a, b) => b.length - a.length);
     this.maxPieceChars = Math.max(1, ...this.pieces.map((p) => [...p.piece].length));
     const normal = this.pieces.filter((p) => p.type === PieceType.NORMAL).map((p) => p.score);
     this.minScore = normal.length ? Math.min(...normal) : 0;
@@ -154,11 +169,16 @@ export class SentencePieceTokenizer implements TextTokenizer {
       let which = '';
       if (this.userDefined.length) {
         for (let i = 0; i < rest.length && cut < 0; i++) {
-          for (const u of this.userDefined) if (rest.startsWith(u, i)) { cut = i; which = u; break; }
+          for (const u of this.userDefined)
+            if (rest.startsWith(u, i)) {
+              cut = i;
+              which = u;
+              break;
+            }
         }
       }
       const seg = cut < 0 ? rest : rest.slice(0, cut);
-      if (seg) (this.modelType === 'bpe' ? this.encodeBpe(seg, out) : this.encodeUnigram(seg, out));
+      if (seg) this.modelType === 'bpe' ? this.encodeBpe(seg, out) : this.encodeUnigram(seg, out);
       if (cut < 0) break;
       out.push(this.ids.get(which)!);
       rest = rest.slice(cut + which.length);
@@ -190,7 +210,7 @@ export class SentencePieceTokenizer implements TextTokenizer {
     const alive = sym.map(() => true);
     // Max-heap of candidate merges by score, leftmost first on ties.
     const heap: { l: number; r: number; score: number; text: string }[] = [];
-    const less = (a: typeof heap[0], b: typeof heap[0]) => a.score < b.score || (a.score === b.score && a.l > b.l);
+    const less = (a: (typeof heap)[0], b: (typeof heap)[0]) => a.score < b.score || (a.score === b.score && a.l > b.l);
     const push = (l: number, r: number) => {
       if (l < 0 || r < 0) return;
       const t = sym[l] + sym[r];
@@ -302,7 +322,13 @@ export class SentencePieceTokenizer implements TextTokenizer {
     if (doTrunc && opts.maxLength !== undefined) {
       const extra = special ? this.withSpecials([], b ? [] : null).ids.length : 0;
       const strategy = opts.truncation === true || opts.truncation === undefined ? 'longest_first' : opts.truncation || 'longest_first';
-      const [ta, tb] = truncate(a.map(String), b ? b.map(String) : null, Math.max(0, opts.maxLength - extra), strategy, opts.truncationSide ?? 'right');
+      const [ta, tb] = truncate(
+        a.map(String),
+        b ? b.map(String) : null,
+        Math.max(0, opts.maxLength - extra),
+        strategy,
+        opts.truncationSide ?? 'right',
+      );
       a = ta.map(Number);
       b = tb ? tb.map(Number) : null;
     }

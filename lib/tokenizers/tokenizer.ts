@@ -14,7 +14,16 @@ import { writeFileAtomic } from '../io/atomic';
 import { readJsonObject, resolveModelDir, ResolveOptions } from '../io/hf';
 import { legacyTokenizerJson } from './legacy';
 import { BYTE_TO_CHAR } from './bytelevel';
-import type { BatchEncodeOptions, BatchEncoding, DecodeOptions, EncodeOptions, Encoding, TextInput, TextTokenizer, TruncationStrategy } from './types';
+import type {
+  BatchEncodeOptions,
+  BatchEncoding,
+  DecodeOptions,
+  EncodeOptions,
+  Encoding,
+  TextInput,
+  TextTokenizer,
+  TruncationStrategy,
+} from './types';
 
 type Json = Record<string, unknown>;
 
@@ -49,12 +58,19 @@ function withPrefixSpace(pre: unknown, add: boolean): unknown {
   if (pre === null || typeof pre !== 'object') return pre;
   const p = pre as Json;
   if (p.type === 'ByteLevel') return { ...p, add_prefix_space: add };
-  if (p.type === 'Sequence' && Array.isArray(p.pretokenizers)) return { ...p, pretokenizers: p.pretokenizers.map((x) => withPrefixSpace(x, add)) };
+  if (p.type === 'Sequence' && Array.isArray(p.pretokenizers))
+    return { ...p, pretokenizers: p.pretokenizers.map((x) => withPrefixSpace(x, add)) };
   return pre;
 }
 
 /** LLaMA-family tokenizers rebuild their template from add_bos_token/add_eos_token (LlamaTokenizerFast.update_post_processor). */
-function llamaTemplate(bos: string | null, eos: string | null, addBos: boolean, addEos: boolean, vocab: (t: string) => number | undefined): Json | null {
+function llamaTemplate(
+  bos: string | null,
+  eos: string | null,
+  addBos: boolean,
+  addEos: boolean,
+  vocab: (t: string) => number | undefined,
+): Json | null {
   if ((addBos && bos === null) || (addEos && eos === null)) return null;
   const special = (t: string, typeId: number): Json => ({ SpecialToken: { id: t, type_id: typeId } });
   const seq = (id: string, typeId: number): Json => ({ Sequence: { id, type_id: typeId } });
@@ -116,7 +132,8 @@ export class HfTokenizer implements TextTokenizer {
     const tokenizerJson = asObject(files.tokenizer, 'tokenizer.json');
     const config = files.config ? asObject(files.config, 'tokenizer_config.json') : {};
     const stm = files.specialTokensMap ? asObject(files.specialTokensMap, 'special_tokens_map.json') : {};
-    if (tokenizerJson.model === null || typeof tokenizerJson.model !== 'object') throw new SiftError('E_FORMAT', "tokenizer.json has no 'model'");
+    if (tokenizerJson.model === null || typeof tokenizerJson.model !== 'object')
+      throw new SiftError('E_FORMAT', "tokenizer.json has no 'model'");
     // The package requires these keys present (null allowed), as every tokenizers-written file has them.
     const tj: Json = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, added_tokens: [], ...tokenizerJson };
     if (typeof config.add_prefix_space === 'boolean') tj.pre_tokenizer = withPrefixSpace(tj.pre_tokenizer, config.add_prefix_space);
@@ -159,7 +176,13 @@ export class HfTokenizer implements TextTokenizer {
     // add_eos_token, which transformers turns into the post-processor's template.
     const cls = typeof config.tokenizer_class === 'string' ? config.tokenizer_class : '';
     if (/Llama|Gemma/.test(cls) && (typeof config.add_bos_token === 'boolean' || typeof config.add_eos_token === 'boolean')) {
-      const tpl = llamaTemplate(this.specials.get('bos') ?? null, this.specials.get('eos') ?? null, config.add_bos_token !== false, config.add_eos_token === true, (t) => core.token_to_id(t));
+      const tpl = llamaTemplate(
+        this.specials.get('bos') ?? null,
+        this.specials.get('eos') ?? null,
+        config.add_bos_token !== false,
+        config.add_eos_token === true,
+        (t) => core.token_to_id(t),
+      );
       if (tpl) {
         tj.post_processor = tpl;
         core = new HfCoreTokenizer(tj, coreConfig);
@@ -180,7 +203,12 @@ export class HfTokenizer implements TextTokenizer {
     this.paddingSide = pside === 'left' ? 'left' : 'right';
     this.truncationSide = config.truncation_side === 'left' ? 'left' : 'right';
     this.cleanUp = config.clean_up_tokenization_spaces === true;
-    if (!this.specials.has('pad') && padding && typeof padding.pad_token === 'string' && core.token_to_id(padding.pad_token) !== undefined) {
+    if (
+      !this.specials.has('pad') &&
+      padding &&
+      typeof padding.pad_token === 'string' &&
+      core.token_to_id(padding.pad_token) !== undefined
+    ) {
       this.specials.set('pad', padding.pad_token);
     }
   }
@@ -264,7 +292,8 @@ export class HfTokenizer implements TextTokenizer {
     return this.padOverride ?? this.specialId('pad');
   }
   set padTokenId(id: number | undefined) {
-    if (id !== undefined && (!Number.isInteger(id) || id < 0 || id > this.maxId)) throw new SiftError('E_INDEX', `padTokenId ${id} is outside the vocabulary [0, ${this.maxId}]`);
+    if (id !== undefined && (!Number.isInteger(id) || id < 0 || id > this.maxId))
+      throw new SiftError('E_INDEX', `padTokenId ${id} is outside the vocabulary [0, ${this.maxId}]`);
     this.padOverride = id;
   }
 
@@ -335,17 +364,20 @@ export class HfTokenizer implements TextTokenizer {
   /** Encodes a text or a pair, truncated to maxLength with special tokens as the model expects. */
   encode(text: string, pair?: string | null, opts: EncodeOptions = {}): Encoding {
     if (typeof text !== 'string') throw new SiftError('E_ARG', `encode: expected a string, got ${typeof text}`);
-    if (pair !== undefined && pair !== null && typeof pair !== 'string') throw new SiftError('E_ARG', `encode: pair must be a string, got ${typeof pair}`);
+    if (pair !== undefined && pair !== null && typeof pair !== 'string')
+      throw new SiftError('E_ARG', `encode: pair must be a string, got ${typeof pair}`);
     const add = opts.addSpecialTokens !== false;
     let a = this.core.tokenize(text);
     let b = pair === undefined || pair === null ? null : this.core.tokenize(pair);
     const strategy = truncationStrategy(opts);
     if (strategy) {
       const maxLength = opts.maxLength ?? this.modelMaxLength;
-      if (maxLength === undefined) throw new SiftError('E_ARG', 'encode: truncation needs maxLength (the tokenizer has no model_max_length)');
+      if (maxLength === undefined)
+        throw new SiftError('E_ARG', 'encode: truncation needs maxLength (the tokenizer has no model_max_length)');
       checkLength(maxLength, 'maxLength');
       const budget = maxLength - (add ? this.specialCount[b ? 1 : 0] : 0);
-      if (budget < 0) throw new SiftError('E_ARG', `encode: maxLength ${maxLength} leaves no room after ${maxLength - budget} special tokens`);
+      if (budget < 0)
+        throw new SiftError('E_ARG', `encode: maxLength ${maxLength} leaves no room after ${maxLength - budget} special tokens`);
       [a, b] = truncate(a, b, budget, strategy, opts.truncationSide ?? this.truncationSide);
     }
     const { tokens, typeIds } = this.postProcess(a, b, add);
@@ -381,7 +413,10 @@ export class HfTokenizer implements TextTokenizer {
     const needs = padding !== false && encs.some((e) => e.inputIds.length < target);
     const padId = this.padTokenId;
     if (needs && padId === undefined) {
-      throw new SiftError('E_ARG', 'encodeBatch: the tokenizer has no pad token; set tokenizer.padTokenId (e.g. to eosTokenId) or pass padding: false');
+      throw new SiftError(
+        'E_ARG',
+        'encodeBatch: the tokenizer has no pad token; set tokenizer.padTokenId (e.g. to eosTokenId) or pass padding: false',
+      );
     }
     for (const e of encs) {
       const n = padding === false ? 0 : target - e.inputIds.length;
@@ -414,7 +449,10 @@ export class HfTokenizer implements TextTokenizer {
       ids2 = list.filter((id) => !special.has(id));
       if (ids2.length === 0) return '';
     }
-    return this.core.decode(ids2, { skip_special_tokens: opts.skipSpecialTokens === true, clean_up_tokenization_spaces: opts.cleanUpTokenizationSpaces ?? this.cleanUp });
+    return this.core.decode(ids2, {
+      skip_special_tokens: opts.skipSpecialTokens === true,
+      clean_up_tokenization_spaces: opts.cleanUpTokenizationSpaces ?? this.cleanUp,
+    });
   }
 
   decodeBatch(batch: ArrayLike<number | bigint>[], opts: DecodeOptions = {}): string[] {
@@ -486,7 +524,10 @@ export class HfTokenizer implements TextTokenizer {
     const byteLevel = hasType(this.files.tokenizer.decoder, 'ByteLevel') || hasType(this.files.tokenizer.pre_tokenizer, 'ByteLevel');
     const byteFallback = (this.files.tokenizer.model as Json).byte_fallback === true;
     const wordPiece = (this.files.tokenizer.model as Json).type === 'WordPiece';
-    const prefix = typeof (this.files.tokenizer.model as Json).continuing_subword_prefix === 'string' ? String((this.files.tokenizer.model as Json).continuing_subword_prefix) : '##';
+    const prefix =
+      typeof (this.files.tokenizer.model as Json).continuing_subword_prefix === 'string'
+        ? String((this.files.tokenizer.model as Json).continuing_subword_prefix)
+        : '##';
     const matchAt = (b: Uint8Array, at: number): boolean => {
       if (at + b.length > bytes.length) return false;
       for (let k = 0; k < b.length; k++) if (bytes[at + k] !== b[k]) return false;
@@ -578,7 +619,8 @@ function hasType(v: unknown, type: string): boolean {
   if (v === null || typeof v !== 'object') return false;
   const o = v as Json;
   if (o.type === type) return true;
-  for (const k of ['pretokenizers', 'decoders', 'processors', 'normalizers']) if (Array.isArray(o[k]) && (o[k] as unknown[]).some((x) => hasType(x, type))) return true;
+  for (const k of ['pretokenizers', 'decoders', 'processors', 'normalizers'])
+    if (Array.isArray(o[k]) && (o[k] as unknown[]).some((x) => hasType(x, type))) return true;
   return false;
 }
 
@@ -604,12 +646,19 @@ export function hasGenerationBlocks(template: string): boolean {
  * Renders a Jinja chat template. `markGeneration` replaces {% generation %} and {% endgeneration %}
  * with the two given marker strings (so that the caller finds the blocks in the output).
  */
-export function renderChatTemplate(template: string, messages: ChatMessage[], opts: ChatTemplateOptions & { markGeneration?: [string, string] } = {}): string {
+export function renderChatTemplate(
+  template: string,
+  messages: ChatMessage[],
+  opts: ChatTemplateOptions & { markGeneration?: [string, string] } = {},
+): string {
   let tpl = template;
   if (opts.markGeneration) {
     const [open, close] = opts.markGeneration.map((m) => JSON.stringify(m));
     // Still a block tag around the marker, so that trim_blocks / lstrip_blocks act as on the tag.
-    tpl = tpl.replace(GENERATION_TAG, (_m, l: string, which: string, r: string) => `{%${l} if true %}{{ ${which === 'generation' ? open : close} }}{% endif ${r}%}`);
+    tpl = tpl.replace(
+      GENERATION_TAG,
+      (_m, l: string, which: string, r: string) => `{%${l} if true %}{{ ${which === 'generation' ? open : close} }}{% endif ${r}%}`,
+    );
   }
   const vars: Json = {
     messages,
@@ -644,7 +693,7 @@ function checkLength(n: number, what: string): void {
 }
 
 function truncationStrategy(opts: EncodeOptions): TruncationStrategy | null {
-  const t = opts.truncation ?? (opts.maxLength !== undefined);
+  const t = opts.truncation ?? opts.maxLength !== undefined;
   if (t === false) return null;
   if (t === true) return 'longest_first';
   if (t === 'longest_first' || t === 'only_first' || t === 'only_second') return t;
@@ -657,7 +706,13 @@ function cut(tokens: string[], n: number, side: 'right' | 'left'): string[] {
 }
 
 /** Fits a text or pair into `budget` tokens (special tokens already subtracted). */
-export function truncate(a: string[], b: string[] | null, budget: number, strategy: TruncationStrategy, side: 'right' | 'left'): [string[], string[] | null] {
+export function truncate(
+  a: string[],
+  b: string[] | null,
+  budget: number,
+  strategy: TruncationStrategy,
+  side: 'right' | 'left',
+): [string[], string[] | null] {
   if (a.length + (b?.length ?? 0) <= budget) return [a, b];
   if (b === null) {
     if (strategy === 'only_second') throw new SiftError('E_ARG', "truncation 'only_second' needs a pair");
@@ -666,7 +721,11 @@ export function truncate(a: string[], b: string[] | null, budget: number, strate
   if (strategy === 'only_first' || strategy === 'only_second') {
     const [keep, shrink] = strategy === 'only_first' ? [b, a] : [a, b];
     const room = budget - keep.length;
-    if (room < 0) throw new SiftError('E_ARG', `truncation '${strategy}': the other sequence alone has ${keep.length} tokens, over the budget of ${budget}`);
+    if (room < 0)
+      throw new SiftError(
+        'E_ARG',
+        `truncation '${strategy}': the other sequence alone has ${keep.length} tokens, over the budget of ${budget}`,
+      );
     const s = cut(shrink, room, side);
     return strategy === 'only_first' ? [s, b] : [a, s];
   }

@@ -16,7 +16,8 @@ export interface LearnBpeOptions {
  * Every merge's parts and result are symbols of the input or of earlier merges.
  */
 export function learnBpeMerges(words: Iterable<[string[], number]>, numMerges: number, opts: LearnBpeOptions = {}): [string, string][] {
-  if (!Number.isSafeInteger(numMerges) || numMerges < 0) throw new SiftError('E_ARG', `learnBpeMerges: numMerges must be a non-negative integer, got ${numMerges}`);
+  if (!Number.isSafeInteger(numMerges) || numMerges < 0)
+    throw new SiftError('E_ARG', `learnBpeMerges: numMerges must be a non-negative integer, got ${numMerges}`);
   const minFreq = opts.minFrequency ?? 2;
   const symbols: string[] = [];
   const symbolId = new Map<string, number>();

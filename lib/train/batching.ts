@@ -72,14 +72,18 @@ export class BatchSampler {
   private cachedEpoch = -1;
   private cached: number[][] = [];
 
-  constructor(readonly size: number, opts: SamplerOptions) {
+  constructor(
+    readonly size: number,
+    opts: SamplerOptions,
+  ) {
     check(Number.isInteger(size) && size > 0, 'E_ARG', `no examples to batch (got ${size})`);
     check(Number.isInteger(opts.batchSize) && opts.batchSize > 0, 'E_ARG', `batchSize must be a positive integer, got ${opts.batchSize}`);
     this.batchSize = opts.batchSize;
     this.shuffle = opts.shuffle ?? true;
     this.seed = opts.seed ?? 0;
     this.lengths = opts.lengths && opts.bucket !== false ? opts.lengths : null;
-    if (this.lengths && this.lengths.length !== size) throw new SiftError('E_ARG', `lengths has ${this.lengths.length} entries for ${size} examples`);
+    if (this.lengths && this.lengths.length !== size)
+      throw new SiftError('E_ARG', `lengths has ${this.lengths.length} entries for ${size} examples`);
     this.window = opts.bucketWindow ?? 50;
   }
 
@@ -92,7 +96,10 @@ export class BatchSampler {
   epochBatches(epoch: number): number[][] {
     if (epoch === this.cachedEpoch) return this.cached;
     const rng = new SeededRng(deriveSeed(this.seed, epoch, 0x5eed));
-    const order = shuffleInPlace(Array.from({ length: this.size }, (_, i) => i), rng);
+    const order = shuffleInPlace(
+      Array.from({ length: this.size }, (_, i) => i),
+      rng,
+    );
     const batches: number[][] = [];
     if (this.lengths) {
       const L = this.lengths;
@@ -129,7 +136,11 @@ export class BatchSampler {
 }
 
 /** Right- (or left-) pads sequences to the longest one: ids with `pad`, and a 0/1 attention mask. */
-export function padSequences(seqs: number[][], pad: number, opts: { side?: 'right' | 'left'; multipleOf?: number; fillMask?: number[][] } = {}): { ids: number[][]; mask: number[][]; length: number } {
+export function padSequences(
+  seqs: number[][],
+  pad: number,
+  opts: { side?: 'right' | 'left'; multipleOf?: number; fillMask?: number[][] } = {},
+): { ids: number[][]; mask: number[][]; length: number } {
   let T = seqs.reduce((a, s) => Math.max(a, s.length), 0);
   if (opts.multipleOf && opts.multipleOf > 1) T = Math.ceil(T / opts.multipleOf) * opts.multipleOf;
   const left = opts.side === 'left';

@@ -55,15 +55,24 @@ export function chatMessages(value: unknown, rowNo: number, column = 'messages')
   }
   const out: ChatMessage[] = [];
   value.forEach((m, i) => {
-    if (m === null || typeof m !== 'object' || Array.isArray(m)) throw new SiftError('E_FORMAT', `row ${rowNo}: message ${i + 1} is not an object with role and content`);
+    if (m === null || typeof m !== 'object' || Array.isArray(m))
+      throw new SiftError('E_FORMAT', `row ${rowNo}: message ${i + 1} is not an object with role and content`);
     const { role, content } = m as Record<string, unknown>;
     if (typeof role !== 'string' || !(CHAT_ROLES as readonly string[]).includes(role)) {
-      throw new SiftError('E_FORMAT', `row ${rowNo}: message ${i + 1} has role ${JSON.stringify(role)} (expected ${CHAT_ROLES.join(', ')})`);
+      throw new SiftError(
+        'E_FORMAT',
+        `row ${rowNo}: message ${i + 1} has role ${JSON.stringify(role)} (expected ${CHAT_ROLES.join(', ')})`,
+      );
     }
-    if (typeof content !== 'string') throw new SiftError('E_FORMAT', `row ${rowNo}: message ${i + 1} (${role}) has content of type ${content === null ? 'null' : Array.isArray(content) ? 'array' : typeof content}; expected text`);
+    if (typeof content !== 'string')
+      throw new SiftError(
+        'E_FORMAT',
+        `row ${rowNo}: message ${i + 1} (${role}) has content of type ${content === null ? 'null' : Array.isArray(content) ? 'array' : typeof content}; expected text`,
+      );
     out.push({ ...(m as Record<string, unknown>), role, content });
   });
-  if (!out.some((m) => m.role === 'assistant')) throw new SiftError('E_FORMAT', `row ${rowNo}: no assistant message, so nothing to learn from`);
+  if (!out.some((m) => m.role === 'assistant'))
+    throw new SiftError('E_FORMAT', `row ${rowNo}: no assistant message, so nothing to learn from`);
   return out;
 }
 
@@ -73,7 +82,13 @@ export interface RenderedChat {
   spans: [number, number][];
 }
 
-function render(template: string, messages: ChatMessage[], extra: Record<string, unknown>, addGenerationPrompt = false, markGeneration?: [string, string]): string {
+function render(
+  template: string,
+  messages: ChatMessage[],
+  extra: Record<string, unknown>,
+  addGenerationPrompt = false,
+  markGeneration?: [string, string],
+): string {
   return renderChatTemplate(template, messages, { extra, addGenerationPrompt, markGeneration });
 }
 
@@ -95,7 +110,9 @@ function withEndMarker(text: string, end: number, markers: string[], slack: numb
  */
 export function renderChat(template: string, messages: ChatMessage[], vars: Record<string, unknown>, endMarkers: string[]): RenderedChat {
   const markers = [...endMarkers].sort((a, b) => b.length - a.length);
-  const clean = !messages.some((m) => MARKERS.test(m.content) || (typeof m.reasoning_content === 'string' && MARKERS.test(m.reasoning_content)));
+  const clean = !messages.some(
+    (m) => MARKERS.test(m.content) || (typeof m.reasoning_content === 'string' && MARKERS.test(m.reasoning_content)),
+  );
   if (clean && hasGenerationBlocks(template)) {
     const marked = render(template, messages, vars, false, [GEN_OPEN, GEN_CLOSE]);
     const spans: [number, number][] = [];
@@ -122,10 +139,14 @@ export function renderChat(template: string, messages: ChatMessage[], vars: Reco
       const lead = /^\s*/.exec(m.content)![0];
       const core = m.content.trim();
       const trail = core.length ? /\s*$/.exec(m.content)![0] : '';
-      const out: ChatMessage = { ...m, content: lead + String.fromCharCode(OPEN_BASE + j) + core + String.fromCharCode(CLOSE_BASE + j) + trail };
+      const out: ChatMessage = {
+        ...m,
+        content: lead + String.fromCharCode(OPEN_BASE + j) + core + String.fromCharCode(CLOSE_BASE + j) + trail,
+      };
       // A separate reasoning part (Qwen3's reasoning_content) is the assistant's text too, where the template writes it.
       const r = m.reasoning_content;
-      if (typeof r === 'string' && r.trim()) out.reasoning_content = /^\s*/.exec(r)![0] + String.fromCharCode(REASONING_BASE + j) + r.trimStart();
+      if (typeof r === 'string' && r.trim())
+        out.reasoning_content = /^\s*/.exec(r)![0] + String.fromCharCode(REASONING_BASE + j) + r.trimStart();
       return out;
     });
     const marked = render(template, wrapped, vars);
@@ -172,7 +193,10 @@ export function renderChat(template: string, messages: ChatMessage[], vars: Reco
     if (spans[j]) return;
     spans[j] = prefixSpan(template, messages, k, vars, text) ?? suffixSpan(text, messages[k].content, closes[j], markers);
     if (!spans[j]) {
-      throw new SiftError('E_UNSUPPORTED', `the chat template rewrites assistant message ${k + 1} so that its text cannot be found in the rendered conversation; give the template {% generation %} blocks around the assistant's text`);
+      throw new SiftError(
+        'E_UNSUPPORTED',
+        `the chat template rewrites assistant message ${k + 1} so that its text cannot be found in the rendered conversation; give the template {% generation %} blocks around the assistant's text`,
+      );
     }
   });
   return { text, spans: spans as [number, number][] };
@@ -183,7 +207,13 @@ export function renderChat(template: string, messages: ChatMessage[], vars: Reco
  * conversation up to and with it (trailing whitespace left out), when the full rendering starts
  * with the latter.
  */
-function prefixSpan(template: string, messages: ChatMessage[], k: number, vars: Record<string, unknown>, text: string): [number, number] | null {
+function prefixSpan(
+  template: string,
+  messages: ChatMessage[],
+  k: number,
+  vars: Record<string, unknown>,
+  text: string,
+): [number, number] | null {
   let before: string;
   let upTo: string;
   try {

@@ -92,7 +92,10 @@ export class DelimitedParser {
   /** Line on which the record being parsed started (1-based). */
   startLine = 0;
 
-  constructor(private readonly delimiter: string, private readonly file: string) {}
+  constructor(
+    private readonly delimiter: string,
+    private readonly file: string,
+  ) {}
 
   get pending(): boolean {
     return this.inQuotes;
@@ -136,7 +139,11 @@ export class DelimitedParser {
         this.quotedField = true;
       } else if (this.afterQuote) {
         if (c === ' ' || c === '\r') continue;
-        throw formatError(this.file, lineNo, `unexpected character '${c}' after a closing quote (a quote inside a quoted field is written "")`);
+        throw formatError(
+          this.file,
+          lineNo,
+          `unexpected character '${c}' after a closing quote (a quote inside a quoted field is written "")`,
+        );
       } else {
         this.field += c;
       }

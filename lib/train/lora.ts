@@ -41,11 +41,22 @@ export interface LoraOptions {
 /** PEFT's default target modules per architecture. */
 export function defaultLoraTargets(modelType: string | undefined): ModuleSelector {
   switch (modelType) {
-    case 'gpt2': return ['c_attn'];
-    case 'bert': case 'roberta': return ['query', 'value'];
-    case 'llama': case 'mistral': case 'qwen2': case 'qwen3': case 'gemma': case 'gemma2': return ['q_proj', 'v_proj'];
-    case 'phi3': return ['qkv_proj'];
-    default: return 'all-linear';
+    case 'gpt2':
+      return ['c_attn'];
+    case 'bert':
+    case 'roberta':
+      return ['query', 'value'];
+    case 'llama':
+    case 'mistral':
+    case 'qwen2':
+    case 'qwen3':
+    case 'gemma':
+    case 'gemma2':
+      return ['q_proj', 'v_proj'];
+    case 'phi3':
+      return ['qkv_proj'];
+    default:
+      return 'all-linear';
   }
 }
 
@@ -68,7 +79,10 @@ export class LoraAdapters {
   private disposed = false;
   private readonly restore: (() => void)[] = [];
 
-  constructor(readonly model: Module, readonly options: Required<Omit<LoraOptions, 'seed' | 'freezeBase'>> & { seed: number }) {
+  constructor(
+    readonly model: Module,
+    readonly options: Required<Omit<LoraOptions, 'seed' | 'freezeBase'>> & { seed: number },
+  ) {
     this.scale = options.alpha / options.rank;
   }
 
@@ -84,20 +98,22 @@ export class LoraAdapters {
     const w = q ? { shape: q.shape, device: q.device, dtype: 'f32' as const } : (module as unknown as { weight: Tensor }).weight;
     const [inF, outF] = conv1d ? w.shape : [w.shape[1], w.shape[0]];
     const r = this.options.rank;
-    const { A, B } = tidy(() => noGrad(() => {
-      const bound = 1 / Math.sqrt(inF);
-      const u = rand([r, inF], { seed: deriveSeed(this.options.seed, index, 0x10a), device: w.device, dtype: 'f32' });
-      const a32 = mul(add(mul(u, 2), -1), bound);
-      const a = w.dtype === 'f32' ? a32 : cast(a32, w.dtype);
-      const b = zeros([outF, r], { device: w.device, dtype: w.dtype });
-      return { A: keep(a.requiresGrad_(true)), B: keep(b.requiresGrad_(true)) };
-    }));
+    const { A, B } = tidy(() =>
+      noGrad(() => {
+        const bound = 1 / Math.sqrt(inF);
+        const u = rand([r, inF], { seed: deriveSeed(this.options.seed, index, 0x10a), device: w.device, dtype: 'f32' });
+        const a32 = mul(add(mul(u, 2), -1), bound);
+        const a = w.dtype === 'f32' ? a32 : cast(a32, w.dtype);
+        const b = zeros([outF, r], { device: w.device, dtype: w.dtype });
+        return { A: keep(a.requiresGrad_(true)), B: keep(b.requiresGrad_(true)) };
+      }),
+    );
     A.name = `${name}.lora_A.weight`;
     B.name = `${name}.lora_B.weight`;
     const layer: LoraLayer = { name, module, conv1d, A, B };
     this.layers.push(layer);
     const target = module as unknown as { forward: Forward };
-    const own = Object.prototype.hasOwnProperty.call(target, 'forward');
+    const own = Object.hasOwn(target, 'forward');
     const prev = target.forward;
     const base: Forward = prev.bind(module);
     const p = this.options.dropout;
@@ -115,7 +131,13 @@ export class LoraAdapters {
 
   /** Adapter tensors by PEFT's names. */
   namedParameters(): [string, Tensor][] {
-    return this.layers.flatMap((l) => [[`${l.name}.lora_A.weight`, l.A], [`${l.name}.lora_B.weight`, l.B]] as [string, Tensor][]);
+    return this.layers.flatMap(
+      (l) =>
+        [
+          [`${l.name}.lora_A.weight`, l.A],
+          [`${l.name}.lora_B.weight`, l.B],
+        ] as [string, Tensor][],
+    );
   }
 
   parameters(): Tensor[] {
@@ -134,7 +156,11 @@ export class LoraAdapters {
   }
 
   private fold(sign: 1 | -1): void {
-    check(!this.layers.some((l) => l.module instanceof Linear && l.module.quantized), 'E_UNSUPPORTED', 'LoRA adapters cannot be merged into a quantized base; save the adapter and apply it to the original weights');
+    check(
+      !this.layers.some((l) => l.module instanceof Linear && l.module.quantized),
+      'E_UNSUPPORTED',
+      'LoRA adapters cannot be merged into a quantized base; save the adapter and apply it to the original weights',
+    );
     noGrad(() => {
       for (const l of this.layers) {
         const w = (l.module as unknown as { weight: Tensor }).weight;
@@ -199,13 +225,17 @@ export class LoraAdapters {
     const entries: [string, Tensor][] = this.namedParameters().map(([n, t]) => [`base_model.model.${n}`, t]);
     saveSafetensors(file, entries, { format: 'pt' });
     const cfg = {
-      ...loraPeftConfig({
-        r: this.options.rank,
-        lora_alpha: this.options.alpha,
-        lora_dropout: this.options.dropout,
-        target_modules: [...new Set(this.layers.map((l) => l.name.slice(l.name.lastIndexOf('.') + 1)))],
-        fan_in_fan_out: this.layers.some((l) => l.conv1d),
-      }, null, opts.baseModel ?? null),
+      ...loraPeftConfig(
+        {
+          r: this.options.rank,
+          lora_alpha: this.options.alpha,
+          lora_dropout: this.options.dropout,
+          target_modules: [...new Set(this.layers.map((l) => l.name.slice(l.name.lastIndexOf('.') + 1)))],
+          fan_in_fan_out: this.layers.some((l) => l.conv1d),
+        },
+        null,
+        opts.baseModel ?? null,
+      ),
       ...opts.extraConfig,
     };
     writeFileAtomic(path.join(path.dirname(file), 'adapter_config.json'), [JSON.stringify(cfg, null, 2) + '\n']);
@@ -222,7 +252,8 @@ export class LoraAdapters {
         for (const [n, p] of this.namedParameters()) {
           const src = byName.get(n);
           if (!src) throw new SiftError('E_FORMAT', `${file}: no tensor '${n}'`);
-          if (src.shape.join() !== p.shape.join()) throw new SiftError('E_MISMATCH', `${file}: '${n}' has shape [${src.shape}], expected [${p.shape}]`);
+          if (src.shape.join() !== p.shape.join())
+            throw new SiftError('E_MISMATCH', `${file}: '${n}' has shape [${src.shape}], expected [${p.shape}]`);
           p.copy_(src.dtype === p.dtype ? src : cast(src, p.dtype));
         }
       });

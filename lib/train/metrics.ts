@@ -102,7 +102,7 @@ export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
 export function ranks(x: ArrayLike<number>): number[] {
   const idx = Array.from({ length: x.length }, (_, i) => i).sort((a, b) => x[a] - x[b]);
   const r = new Array<number>(x.length);
-  for (let i = 0; i < idx.length;) {
+  for (let i = 0; i < idx.length; ) {
     let j = i;
     while (j + 1 < idx.length && x[idx[j + 1]] === x[idx[i]]) j++;
     const avg = (i + j) / 2 + 1;

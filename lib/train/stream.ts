@@ -36,7 +36,10 @@ export function expandDataPaths(paths: string[]): string[] {
       throw new SiftError('E_IO', `${p}: no such file or folder`);
     }
     if (st.isDirectory()) {
-      const files = fs.readdirSync(p).filter((n) => !n.startsWith('.') && /\.(jsonl|ndjson|json|txt|text|md)(\.gz)?$/i.test(n)).sort();
+      const files = fs
+        .readdirSync(p)
+        .filter((n) => !n.startsWith('.') && /\.(jsonl|ndjson|json|txt|text|md)(\.gz)?$/i.test(n))
+        .sort();
       if (!files.length) throw new SiftError('E_IO', `${p}: the folder has no .jsonl, .txt or .md files (gzipped or not)`);
       out.push(...files.map((n) => path.join(p, n)));
     } else {
@@ -61,7 +64,10 @@ export async function* readDocuments(files: string[], opts: TextStreamOptions = 
         n++;
         const t = row[column];
         if (typeof t !== 'string') {
-          throw new SiftError('E_FORMAT', `${file}: record ${n} has no text field '${column}' (fields: ${Object.keys(row).join(', ')}; choose one with --text-column)`);
+          throw new SiftError(
+            'E_FORMAT',
+            `${file}: record ${n} has no text field '${column}' (fields: ${Object.keys(row).join(', ')}; choose one with --text-column)`,
+          );
         }
         if (t.length) yield { text: t, end: true };
       }
@@ -76,7 +82,10 @@ export async function* readDocuments(files: string[], opts: TextStreamOptions = 
       }
       yield { text: chunk.join('\n'), end: true };
     } else {
-      throw new SiftError('E_ARG', `${file}: pre-training reads JSON lines (.jsonl) and raw text (.txt), gzipped or not; not ${formatOf(file).toUpperCase()}`);
+      throw new SiftError(
+        'E_ARG',
+        `${file}: pre-training reads JSON lines (.jsonl) and raw text (.txt), gzipped or not; not ${formatOf(file).toUpperCase()}`,
+      );
     }
   }
 }
@@ -125,8 +134,13 @@ export class TokenBlockStream implements ExampleSource {
   /** Tokens read from the files (all epochs). */
   tokensRead = 0;
 
-  constructor(files: string[], private readonly tokenizer: TextTokenizer, private readonly opts: TokenBlockOptions) {
-    if (!Number.isInteger(opts.blockSize) || opts.blockSize < 2) throw new SiftError('E_ARG', `block size must be an integer >= 2, got ${opts.blockSize}`);
+  constructor(
+    files: string[],
+    private readonly tokenizer: TextTokenizer,
+    private readonly opts: TokenBlockOptions,
+  ) {
+    if (!Number.isInteger(opts.blockSize) || opts.blockSize < 2)
+      throw new SiftError('E_ARG', `block size must be an integer >= 2, got ${opts.blockSize}`);
     const buf = opts.shuffleBuffer ?? 2048;
     if (!Number.isInteger(buf) || buf < 1) throw new SiftError('E_ARG', `shuffle buffer must be a positive integer, got ${buf}`);
     this.files = files;
@@ -174,7 +188,10 @@ export class TokenBlockStream implements ExampleSource {
         if (this.buffer.length) break;
         // End of the files with the buffer drained: the next epoch, unless the corpus has no block at all.
         if (this.blocksThisEpoch === 0) {
-          throw new SiftError('E_ARG', `the data (${this.files.join(', ')}) holds fewer than ${this.blockSize} tokens: not one block (lower --block-size or add text)`);
+          throw new SiftError(
+            'E_ARG',
+            `the data (${this.files.join(', ')}) holds fewer than ${this.blockSize} tokens: not one block (lower --block-size or add text)`,
+          );
         }
         void this.docs!.return(undefined);
         this.docs = readDocuments(this.files, this.opts);
@@ -197,7 +214,8 @@ export class TokenBlockStream implements ExampleSource {
   }
 
   async batch(position: number, batchSize: number): Promise<Example[]> {
-    if (!Number.isInteger(position) || position < 0) throw new SiftError('E_ARG', `position must be a non-negative integer, got ${position}`);
+    if (!Number.isInteger(position) || position < 0)
+      throw new SiftError('E_ARG', `position must be a non-negative integer, got ${position}`);
     const first = position * batchSize;
     if (first < this.served) this.restart();
     while (this.served < first) await this.next();

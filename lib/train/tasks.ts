@@ -120,17 +120,26 @@ abstract class BaseTask implements Task {
   }
 
   protected needTokenizer(): TextTokenizer {
-    if (!this.tok) throw new SiftError('E_ARG', `task '${this.name}': these rows hold text, which needs a tokenizer (or give pre-tokenized rows with input_ids)`);
+    if (!this.tok)
+      throw new SiftError(
+        'E_ARG',
+        `task '${this.name}': these rows hold text, which needs a tokenizer (or give pre-tokenized rows with input_ids)`,
+      );
     return this.tok;
   }
 
   protected column(row: Row, given: string | undefined, candidates: string[], what: string, rowNo: number): string {
     if (given !== undefined) {
-      if (!(given in row)) throw new SiftError('E_FORMAT', `row ${rowNo}: no column '${given}' (${what}); columns: ${Object.keys(row).join(', ')}`);
+      if (!(given in row))
+        throw new SiftError('E_FORMAT', `row ${rowNo}: no column '${given}' (${what}); columns: ${Object.keys(row).join(', ')}`);
       return given;
     }
     const c = candidates.find((k) => k in row);
-    if (!c) throw new SiftError('E_FORMAT', `row ${rowNo}: no ${what} column (tried ${candidates.join(', ')}; columns: ${Object.keys(row).join(', ')}); name it with the column options`);
+    if (!c)
+      throw new SiftError(
+        'E_FORMAT',
+        `row ${rowNo}: no ${what} column (tried ${candidates.join(', ')}; columns: ${Object.keys(row).join(', ')}); name it with the column options`,
+      );
     return c;
   }
 
@@ -141,8 +150,13 @@ abstract class BaseTask implements Task {
     if (row.attention_mask !== undefined) ex.attentionMask = intArray(row.attention_mask, 'attention_mask', rowNo).slice(0, this.maxLength);
     if (row.token_type_ids !== undefined) ex.tokenTypeIds = intArray(row.token_type_ids, 'token_type_ids', rowNo).slice(0, this.maxLength);
     if (row.labels !== undefined) ex.labels = intArray(row.labels, 'labels', rowNo).slice(0, this.maxLength);
-    for (const [k, v] of [['attention_mask', ex.attentionMask], ['token_type_ids', ex.tokenTypeIds], ['labels', ex.labels]] as const) {
-      if (v && v.length !== ex.inputIds.length) throw new SiftError('E_FORMAT', `row ${rowNo}: '${k}' has ${v.length} entries for ${ex.inputIds.length} input_ids`);
+    for (const [k, v] of [
+      ['attention_mask', ex.attentionMask],
+      ['token_type_ids', ex.tokenTypeIds],
+      ['labels', ex.labels],
+    ] as const) {
+      if (v && v.length !== ex.inputIds.length)
+        throw new SiftError('E_FORMAT', `row ${rowNo}: '${k}' has ${v.length} entries for ${ex.inputIds.length} input_ids`);
     }
     return ex;
   }
@@ -160,7 +174,15 @@ abstract class BaseTask implements Task {
   collate(examples: Example[], device: string): Batch {
     check(examples.length > 0, 'E_ARG', 'collate: no examples');
     const masks = examples.map((e) => e.attentionMask ?? e.inputIds.map(() => 1));
-    const { ids, mask, length: T } = padSequences(examples.map((e) => e.inputIds), this.padId, { fillMask: masks });
+    const {
+      ids,
+      mask,
+      length: T,
+    } = padSequences(
+      examples.map((e) => e.inputIds),
+      this.padId,
+      { fillMask: masks },
+    );
     const B = examples.length;
     const numTokens = mask.reduce((a, r) => a + r.reduce((s, v) => s + (v ? 1 : 0), 0), 0);
     const i64 = (rows: number[][]) => {
@@ -174,13 +196,24 @@ abstract class BaseTask implements Task {
     owned.push(inputIds, attentionMask);
     let tokenTypeIds: Tensor | undefined;
     if (this.usesTokenTypes && examples.some((e) => e.tokenTypeIds)) {
-      tokenTypeIds = i64(padTo(examples.map((e) => e.tokenTypeIds ?? e.inputIds.map(() => 0)), T, 0));
+      tokenTypeIds = i64(
+        padTo(
+          examples.map((e) => e.tokenTypeIds ?? e.inputIds.map(() => 0)),
+          T,
+          0,
+        ),
+      );
       owned.push(tokenTypeIds);
     }
     const labels = this.labelTensor(examples, T, device);
     if (labels) owned.push(labels);
     return {
-      inputIds, attentionMask, tokenTypeIds, labels, numTokens, size: B,
+      inputIds,
+      attentionMask,
+      tokenTypeIds,
+      labels,
+      numTokens,
+      size: B,
       dispose() {
         for (const t of owned) t.dispose();
       },
@@ -235,7 +268,10 @@ class ClassifyTask extends BaseTask {
         if (typeof r.label === 'number') seen.add(String(r.label));
         return;
       }
-      const col = 'input_ids' in r ? (this.columns.labelColumn ?? 'label') : this.column(r, this.columns.labelColumn, ['label', 'labels'], 'label', i + 1);
+      const col =
+        'input_ids' in r
+          ? (this.columns.labelColumn ?? 'label')
+          : this.column(r, this.columns.labelColumn, ['label', 'labels'], 'label', i + 1);
       const v = r[col];
       if (v !== undefined && v !== null && v !== '') seen.add(String(v).trim());
     });
@@ -284,7 +320,9 @@ class ClassifyTask extends BaseTask {
         const tok = this.needTokenizer();
         textCol ??= this.column(r, this.columns.textColumn, TEXT_CANDIDATES, 'text', n);
         if (pairCol === undefined) {
-          pairCol = this.columns.textPairColumn ?? (PAIR_OF[textCol] && PAIR_OF[textCol] in r && !this.columns.textColumn ? PAIR_OF[textCol] : null);
+          pairCol =
+            this.columns.textPairColumn ??
+            (PAIR_OF[textCol] && PAIR_OF[textCol] in r && !this.columns.textColumn ? PAIR_OF[textCol] : null);
         }
         const text = r[textCol];
         if (typeof text !== 'string') throw new SiftError('E_FORMAT', `row ${n}: '${textCol}' must be text`);
@@ -296,7 +334,7 @@ class ClassifyTask extends BaseTask {
         const enc = tok.encode(text, pair, { maxLength: this.maxLength, truncation: true });
         ex = { inputIds: enc.inputIds, attentionMask: enc.attentionMask, tokenTypeIds: enc.tokenTypeIds };
       }
-      labelCol ??= this.columns.labelColumn ?? (['label', 'labels'].find((k) => k in r) ?? 'label');
+      labelCol ??= this.columns.labelColumn ?? ['label', 'labels'].find((k) => k in r) ?? 'label';
       const v = r[labelCol];
       if (v !== undefined && v !== null && v !== '') {
         if (!this.index) throw new SiftError('E_FORMAT', `row ${n}: labels appear after rows without any`);
@@ -306,14 +344,21 @@ class ClassifyTask extends BaseTask {
     });
     const C = numLabels(this.cfg);
     if (this.labels && this.labels.length > C) {
-      throw new SiftError('E_ARG', `the data has ${this.labels.length} classes (${this.labels.slice(0, 10).join(', ')}) but the model's head has num_labels = ${C}`);
+      throw new SiftError(
+        'E_ARG',
+        `the data has ${this.labels.length} classes (${this.labels.slice(0, 10).join(', ')}) but the model's head has num_labels = ${C}`,
+      );
     }
     return out;
   }
 
   protected labelTensor(examples: Example[], _T: number, device: string): Tensor | undefined {
     if (examples.some((e) => typeof e.label !== 'number')) return undefined;
-    return tensor(BigInt64Array.from(examples, (e) => BigInt(e.label as number)), [examples.length], { dtype: 'i64', device });
+    return tensor(
+      BigInt64Array.from(examples, (e) => BigInt(e.label as number)),
+      [examples.length],
+      { dtype: 'i64', device },
+    );
   }
 
   predict(output: ModelOutput): number[] {
@@ -335,7 +380,13 @@ class ClassifyTask extends BaseTask {
   }
 
   metrics(pred: number[], labels: number[], loss: number): Metrics {
-    return { loss, accuracy: accuracy(pred, labels), f1: f1(pred, labels, this.numClasses), mcc: mcc(pred, labels), examples: labels.length };
+    return {
+      loss,
+      accuracy: accuracy(pred, labels),
+      f1: f1(pred, labels, this.numClasses),
+      mcc: mcc(pred, labels),
+      examples: labels.length,
+    };
   }
 }
 
@@ -358,16 +409,20 @@ class RegressTask extends BaseTask {
       } else {
         const tok = this.needTokenizer();
         textCol ??= this.column(r, this.columns.textColumn, TEXT_CANDIDATES, 'text', n);
-        if (pairCol === undefined) pairCol = this.columns.textPairColumn ?? (PAIR_OF[textCol] && PAIR_OF[textCol] in r && !this.columns.textColumn ? PAIR_OF[textCol] : null);
+        if (pairCol === undefined)
+          pairCol =
+            this.columns.textPairColumn ??
+            (PAIR_OF[textCol] && PAIR_OF[textCol] in r && !this.columns.textColumn ? PAIR_OF[textCol] : null);
         const pair = pairCol ? String(r[pairCol] ?? '') : null;
         const enc = tok.encode(String(r[textCol]), pair, { maxLength: this.maxLength, truncation: true });
         ex = { inputIds: enc.inputIds, attentionMask: enc.attentionMask, tokenTypeIds: enc.tokenTypeIds };
       }
-      labelCol ??= this.columns.labelColumn ?? (['label', 'labels', 'score'].find((k) => k in r) ?? 'label');
+      labelCol ??= this.columns.labelColumn ?? ['label', 'labels', 'score'].find((k) => k in r) ?? 'label';
       const v = r[labelCol];
       if (v !== undefined && v !== null && v !== '') {
         const x = Array.isArray(v) ? v.map(Number) : Number(v);
-        if (Array.isArray(x) ? x.some((y) => !Number.isFinite(y)) : !Number.isFinite(x)) throw new SiftError('E_FORMAT', `row ${n}: score '${v}' is not a number`);
+        if (Array.isArray(x) ? x.some((y) => !Number.isFinite(y)) : !Number.isFinite(x))
+          throw new SiftError('E_FORMAT', `row ${n}: score '${v}' is not a number`);
         ex.label = x;
       }
       return ex;
@@ -381,7 +436,11 @@ class RegressTask extends BaseTask {
       const n = first.length;
       return tensor(Float32Array.from(examples.flatMap((e) => e.label as number[])), [examples.length, n], { device });
     }
-    return tensor(Float32Array.from(examples, (e) => e.label as number), [examples.length], { device });
+    return tensor(
+      Float32Array.from(examples, (e) => e.label as number),
+      [examples.length],
+      { device },
+    );
   }
 
   predict(output: ModelOutput): number[] {
@@ -516,7 +575,9 @@ abstract class ConversationTask extends LmTask {
     const template = own ?? DEFAULT_CHAT_TEMPLATE;
     if (!own && !this.saidDefault) {
       this.saidDefault = true;
-      this.say("the tokenizer has no chat template: conversations are formatted with the default ChatML template ('<|im_start|>role\\ncontent<|im_end|>\\n')");
+      this.say(
+        "the tokenizer has no chat template: conversations are formatted with the default ChatML template ('<|im_start|>role\\ncontent<|im_end|>\\n')",
+      );
     }
     const vars: Record<string, unknown> = {};
     for (const name of ['bos', 'eos', 'unk', 'pad', 'cls', 'sep', 'mask'] as const) vars[`${name}_token`] = tok.specialToken?.(name) ?? '';
@@ -527,7 +588,10 @@ abstract class ConversationTask extends LmTask {
     // The default template writes no BOS: the tokenizer's own goes first, as for plain text.
     if (this.tokenizerBos === undefined) {
       const withSpecial = tok.encode('a', null, { addSpecialTokens: true }).inputIds;
-      this.tokenizerBos = tok.bosTokenId !== undefined && withSpecial[0] === tok.bosTokenId && tok.encode('a', null, { addSpecialTokens: false }).inputIds[0] !== tok.bosTokenId;
+      this.tokenizerBos =
+        tok.bosTokenId !== undefined &&
+        withSpecial[0] === tok.bosTokenId &&
+        tok.encode('a', null, { addSpecialTokens: false }).inputIds[0] !== tok.bosTokenId;
     }
     const enc = encodeRenderedChat(tok, chat, !own && this.tokenizerBos);
     return { inputIds: enc.inputIds.slice(0, this.maxLength), labels: enc.labels.slice(0, this.maxLength) };
@@ -537,7 +601,9 @@ abstract class ConversationTask extends LmTask {
   protected keepLabelled(examples: Example[]): Example[] {
     const kept = examples.filter((e) => !e.labels || e.labels.some((v, t) => t >= 1 && v !== -100));
     if (kept.length < examples.length) {
-      this.say(`${examples.length - kept.length} of ${examples.length} rows have no assistant token within the first ${this.maxLength} tokens and are skipped (raise --max-length to keep them)`);
+      this.say(
+        `${examples.length - kept.length} of ${examples.length} rows have no assistant token within the first ${this.maxLength} tokens and are skipped (raise --max-length to keep them)`,
+      );
     }
     return kept;
   }
@@ -557,13 +623,21 @@ class InstructTask extends ConversationTask {
       if ('input_ids' in r) return this.pretokenized(r, n);
       const tok = this.needTokenizer();
       for (const c of [instrCol, outCol]) {
-        if (typeof r[c] !== 'string') throw new SiftError('E_FORMAT', `row ${n}: instruct rows need text columns '${instrCol}' and '${outCol}' (and optionally '${inputCol}')`);
+        if (typeof r[c] !== 'string')
+          throw new SiftError(
+            'E_FORMAT',
+            `row ${n}: instruct rows need text columns '${instrCol}' and '${outCol}' (and optionally '${inputCol}')`,
+          );
       }
       const instruction = r[instrCol] as string;
       const input = typeof r[inputCol] === 'string' ? (r[inputCol] as string) : '';
       const output = r[outCol] as string;
       // With a chat template: one user turn and the assistant's answer, as the chat task formats them.
-      if (template) return this.conversation([{ role: 'user', content: input ? `${instruction}\n\n${input}` : instruction }, { role: 'assistant', content: output }]);
+      if (template)
+        return this.conversation([
+          { role: 'user', content: input ? `${instruction}\n\n${input}` : instruction },
+          { role: 'assistant', content: output },
+        ]);
       const prompt = alpacaPrompt(instruction, input);
       // Leading special tokens (e.g. LLaMA's BOS) come from the tokenizer.
       const withSpecial = tok.encode(prompt, null, { addSpecialTokens: true }).inputIds;
@@ -590,7 +664,11 @@ class ChatTask extends ConversationTask {
       const n = i + 1;
       if (isExample(r)) return r;
       if ('input_ids' in r) return this.pretokenized(r, n);
-      if (!(col in r)) throw new SiftError('E_FORMAT', `row ${n}: chat rows need a '${col}' column (a list of {role, content} messages); columns: ${Object.keys(r).join(', ') || 'none'}`);
+      if (!(col in r))
+        throw new SiftError(
+          'E_FORMAT',
+          `row ${n}: chat rows need a '${col}' column (a list of {role, content} messages); columns: ${Object.keys(r).join(', ') || 'none'}`,
+        );
       return this.conversation(chatMessages(r[col], n, col));
     });
     return this.keepLabelled(out);
@@ -600,12 +678,18 @@ class ChatTask extends ConversationTask {
 /** The task of a name. */
 export function createTask(name: TaskName, opts: TaskOptions): Task {
   switch (name) {
-    case 'classify': return new ClassifyTask(opts);
-    case 'regress': return new RegressTask(opts);
-    case 'causal-lm': return new CausalLmTask(opts);
-    case 'instruct': return new InstructTask(opts);
-    case 'chat': return new ChatTask(opts);
-    default: throw new SiftError('E_ARG', `unknown task '${name as string}' (expected classify, regress, causal-lm, instruct or chat)`);
+    case 'classify':
+      return new ClassifyTask(opts);
+    case 'regress':
+      return new RegressTask(opts);
+    case 'causal-lm':
+      return new CausalLmTask(opts);
+    case 'instruct':
+      return new InstructTask(opts);
+    case 'chat':
+      return new ChatTask(opts);
+    default:
+      throw new SiftError('E_ARG', `unknown task '${name as string}' (expected classify, regress, causal-lm, instruct or chat)`);
   }
 }
 

@@ -20,7 +20,16 @@ import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
 import { native } from '../engine/native';
 import { keep, tidy } from '../engine/scope';
-import { DeviceFence, executorStats, liveTensors, numThreads, resetPeakMemory, setNumThreads, synchronizeAsync, threadsLeavingMainThread } from '../engine/runtime';
+import {
+  DeviceFence,
+  executorStats,
+  liveTensors,
+  numThreads,
+  resetPeakMemory,
+  setNumThreads,
+  synchronizeAsync,
+  threadsLeavingMainThread,
+} from '../engine/runtime';
 import { manualSeed } from '../autograd/creation';
 import { mul } from '../autograd/elementwise';
 import { detach } from '../autograd/shape';
@@ -137,28 +146,38 @@ function sleepTick(): Promise<void> {
 
 /** Paths of the task head of a sequence classifier ('score' or 'classifier'), if the model has one. */
 function headModules(model: PreTrainedModel): string[] {
-  return model.children().map(([n]) => n).filter((n) => n === 'score' || n === 'classifier');
+  return model
+    .children()
+    .map(([n]) => n)
+    .filter((n) => n === 'score' || n === 'classifier');
 }
 
 /**
  * SIFT's targets and dense modules for a run: the options' own, else every linear layer but the
  * output and task heads (those are trained densely).
  */
-export function siftSelectors(model: PreTrainedModel, options: TrainerOptions): { targetModules: ModuleSelector; denseModules?: ModuleSelector } {
+export function siftSelectors(
+  model: PreTrainedModel,
+  options: TrainerOptions,
+): { targetModules: ModuleSelector; denseModules?: ModuleSelector } {
   const o = options.sift ?? {};
   const heads = options.task === 'classify' || options.task === 'regress' ? headModules(model) : [];
   const headRe = heads.length ? `(?:${heads.join('|')})(?:\\..*)?` : undefined;
   const underHead = (p: string) => heads.some((h) => p === h || p.startsWith(`${h}.`));
   let targetModules = o.targetModules;
   if (targetModules === undefined) {
-    targetModules = model.namedModules()
+    targetModules = model
+      .namedModules()
       .filter(([p, m]) => p && LINEAR_KINDS.has(m.kind) && !p.endsWith('lm_head') && !underHead(p))
       .map(([p]) => p);
   }
   let denseModules = o.denseModules;
   if (denseModules === undefined && headRe) {
     const isTarget = moduleMatcher(targetModules, model, 'targetModules');
-    const headPaths = model.namedModules().map(([p]) => p).filter(underHead);
+    const headPaths = model
+      .namedModules()
+      .map(([p]) => p)
+      .filter(underHead);
     if (!isTarget || !headPaths.some((p) => isTarget(p))) denseModules = headRe;
   }
   return { targetModules, denseModules };
@@ -184,26 +203,64 @@ export class Trainer {
   private inFlight: DeviceFence | null = null;
   private inFlightSeq = 0;
 
-  constructor(readonly model: PreTrainedModel, readonly tokenizer: TextTokenizer | null, readonly options: TrainerOptions) {
+  constructor(
+    readonly model: PreTrainedModel,
+    readonly tokenizer: TextTokenizer | null,
+    readonly options: TrainerOptions,
+  ) {
     check(options && typeof options === 'object', 'E_ARG', 'Trainer: options are required ({ task, ... })');
     this.method = options.method ?? 'sift';
-    check(['sift', 'full', 'lora', 'random-sparse'].includes(this.method), 'E_ARG', `method must be sift, full, lora or random-sparse, got '${this.method}'`);
+    check(
+      ['sift', 'full', 'lora', 'random-sparse'].includes(this.method),
+      'E_ARG',
+      `method must be sift, full, lora or random-sparse, got '${this.method}'`,
+    );
     // Recompute each block's activations in backward instead of keeping them (evaluation runs without gradients: unaffected).
     if (options.activationCheckpointing) model.gradientCheckpointing = true;
-    for (const k of ['steps', 'batchSize', 'gradAccum', 'evalEvery', 'checkpointEvery', 'logEvery', 'warmupSteps', 'evalBatchSize'] as const) {
+    for (const k of [
+      'steps',
+      'batchSize',
+      'gradAccum',
+      'evalEvery',
+      'checkpointEvery',
+      'logEvery',
+      'warmupSteps',
+      'evalBatchSize',
+    ] as const) {
       const v = options[k];
-      check(v === undefined || (Number.isInteger(v) && v >= (k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 0 : 1)), 'E_ARG', `${k} must be a ${k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 'non-negative' : 'positive'} integer, got ${v}`);
+      check(
+        v === undefined || (Number.isInteger(v) && v >= (k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 0 : 1)),
+        'E_ARG',
+        `${k} must be a ${k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 'non-negative' : 'positive'} integer, got ${v}`,
+      );
     }
-    check(options.epochs === undefined || (typeof options.epochs === 'number' && options.epochs > 0), 'E_ARG', `epochs must be positive, got ${options.epochs}`);
-    check(options.warmupRatio === undefined || (options.warmupRatio >= 0 && options.warmupRatio <= 1), 'E_ARG', `warmupRatio must be in [0, 1], got ${options.warmupRatio}`);
+    check(
+      options.epochs === undefined || (typeof options.epochs === 'number' && options.epochs > 0),
+      'E_ARG',
+      `epochs must be positive, got ${options.epochs}`,
+    );
+    check(
+      options.warmupRatio === undefined || (options.warmupRatio >= 0 && options.warmupRatio <= 1),
+      'E_ARG',
+      `warmupRatio must be in [0, 1], got ${options.warmupRatio}`,
+    );
     for (const k of ['saveTotalLimit', 'earlyStoppingPatience'] as const) {
       const v = options[k];
       check(v === undefined || (Number.isInteger(v) && v >= 1), 'E_ARG', `${k} must be a positive integer, got ${v}`);
     }
-    check(options.earlyStoppingPatience === undefined || !!options.metricForBest, 'E_ARG', 'earlyStoppingPatience needs metricForBest (the metric whose evaluations it counts)');
+    check(
+      options.earlyStoppingPatience === undefined || !!options.metricForBest,
+      'E_ARG',
+      'earlyStoppingPatience needs metricForBest (the metric whose evaluations it counts)',
+    );
     check(!options.resume || !!options.outDir, 'E_ARG', 'resume needs outDir (where the checkpoint is)');
-    check(options.numThreads === undefined || options.numThreads === 'auto' || (Number.isInteger(options.numThreads) && options.numThreads >= 1 && options.numThreads <= 256),
-      'E_ARG', `numThreads must be 'auto' or an integer from 1 to 256, got ${String(options.numThreads)}`);
+    check(
+      options.numThreads === undefined ||
+        options.numThreads === 'auto' ||
+        (Number.isInteger(options.numThreads) && options.numThreads >= 1 && options.numThreads <= 256),
+      'E_ARG',
+      `numThreads must be 'auto' or an integer from 1 to 256, got ${String(options.numThreads)}`,
+    );
     const dev = options.device ?? model.device;
     const group = options.processGroup;
     // Each process of a group drives its own GPU: the group's device (cuda:LOCAL_RANK).
@@ -212,8 +269,14 @@ export class Trainer {
     this.precision = options.mixedPrecision ?? (this.device.startsWith('cuda') ? 'bf16' : 'none');
     this.originalDType = model.dtype;
     this.task = createTask(options.task, {
-      tokenizer, config: model.config, columns: options.columns, maxLength: options.maxLength,
-      labels: options.labels, packing: options.packing, chatTemplateVars: options.chatTemplateVars, onNotice: options.onNotice,
+      tokenizer,
+      config: model.config,
+      columns: options.columns,
+      maxLength: options.maxLength,
+      labels: options.labels,
+      packing: options.packing,
+      chatTemplateVars: options.chatTemplateVars,
+      onNotice: options.onNotice,
     });
   }
 
@@ -285,7 +348,10 @@ export class Trainer {
 
   /** Bytes full fine-tuning's gradient all-reduce would move per step (f32 gradients of every float parameter). */
   private fullFinetuneBytes(): number {
-    return this.model.namedParameters().filter(([, t]) => ['f32', 'f16', 'bf16', 'f64'].includes(t.dtype)).reduce((a, [, t]) => a + 4 * t.size, 0);
+    return this.model
+      .namedParameters()
+      .filter(([, t]) => ['f32', 'f16', 'bf16', 'f64'].includes(t.dtype))
+      .reduce((a, [, t]) => a + 4 * t.size, 0);
   }
 
   private get gradAccum(): number {
@@ -305,7 +371,12 @@ export class Trainer {
     let masters: Map<string, Tensor> | undefined;
     if (this.precision === 'bf16' && this.model.dtype !== 'bf16') {
       if (this.method === 'full') {
-        masters = new Map(this.model.namedParameters().filter(([, t]) => t.dtype === 'f32').map(([n, t]) => [n, keep(new Tensor(native().clone(t.handle)))]));
+        masters = new Map(
+          this.model
+            .namedParameters()
+            .filter(([, t]) => t.dtype === 'f32')
+            .map(([n, t]) => [n, keep(new Tensor(native().clone(t.handle)))]),
+        );
       }
       this.model.to('bf16');
     }
@@ -315,7 +386,10 @@ export class Trainer {
       const sel = { ...(s.selection ?? {}) };
       if (this.method === 'random-sparse') sel.score = 'random';
       this._sift = new Sift(this.model, {
-        sparseRate: s.sparseRate ?? 0.01, ...this.siftSelectors(), selection: sel, seed: this.seed,
+        sparseRate: s.sparseRate ?? 0.01,
+        ...this.siftSelectors(),
+        selection: sel,
+        seed: this.seed,
         trackGradProportion: o.trackGradProportion,
         ...(this.group ? { reduceSelectionGradient: (g: Tensor) => void this.group!.allReduce(g) } : {}),
       });
@@ -325,14 +399,22 @@ export class Trainer {
       this.opt = new DenseAdamW(this.trained, this.adamOptions(), masters);
     } else {
       const l = o.lora ?? {};
-      this._lora = applyLora(this.model, { rank: l.rank, alpha: l.alpha, dropout: l.dropout, targetModules: l.targetModules, seed: this.seed });
+      this._lora = applyLora(this.model, {
+        rank: l.rank,
+        alpha: l.alpha,
+        dropout: l.dropout,
+        targetModules: l.targetModules,
+        seed: this.seed,
+      });
       let dense = l.denseModules;
       if (dense === undefined && (o.task === 'classify' || o.task === 'regress')) {
         const heads = headModules(this.model);
         if (heads.length) dense = `(?:${heads.join('|')})(?:\\..*)?`;
       }
       const isDense = moduleMatcher(dense, this.model, 'lora.denseModules');
-      const denseParams = isDense ? this.model.namedParameters().filter(([n]) => isDense(n.includes('.') ? n.slice(0, n.lastIndexOf('.')) : '')) : [];
+      const denseParams = isDense
+        ? this.model.namedParameters().filter(([n]) => isDense(n.includes('.') ? n.slice(0, n.lastIndexOf('.')) : ''))
+        : [];
       for (const [, t] of denseParams) t.requiresGrad = true;
       this.trained = [...this._lora.namedParameters(), ...denseParams];
       this.opt = new DenseAdamW(this.trained, this.adamOptions());
@@ -365,8 +447,12 @@ export class Trainer {
   private adamOptions() {
     const o = this.options;
     return {
-      lr: o.lr ?? (this.method === 'lora' ? 2e-4 : 1e-4), betas: o.betas, eps: o.eps, weightDecay: o.weightDecay ?? 0,
-      maxGradNorm: o.maxGradNorm ?? 1, schedule: this.scheduleFor(this.total),
+      lr: o.lr ?? (this.method === 'lora' ? 2e-4 : 1e-4),
+      betas: o.betas,
+      eps: o.eps,
+      weightDecay: o.weightDecay ?? 0,
+      maxGradNorm: o.maxGradNorm ?? 1,
+      schedule: this.scheduleFor(this.total),
     };
   }
 
@@ -431,7 +517,7 @@ export class Trainer {
     if (!this.asyncWaits) return;
     const last = this.inFlight;
     this.inFlight = null;
-    if (last) await last.wait();  // (recycles its CUDA event)
+    if (last) await last.wait(); // (recycles its CUDA event)
     await synchronizeAsync(this.device);
   }
 
@@ -459,7 +545,7 @@ export class Trainer {
   async *fit(train: (Row | Example)[] | ExampleSource, evalData?: (Row | Example)[]): AsyncGenerator<TrainerEvent> {
     check(!this.disposed, 'E_DISPOSED', 'this Trainer was disposed');
     check(!this.running, 'E_ARG', 'fit() is already running');
-    const source = !Array.isArray(train) && train && typeof (train as ExampleSource).batch === 'function' ? train as ExampleSource : null;
+    const source = !Array.isArray(train) && train && typeof (train as ExampleSource).batch === 'function' ? (train as ExampleSource) : null;
     check(!!source || (Array.isArray(train) && train.length > 0), 'E_ARG', 'fit(): no training rows');
     check(!source || this.options.steps !== undefined, 'E_ARG', 'fit(): a streamed source needs steps (it has no epochs)');
     const o = this.options;
@@ -505,7 +591,10 @@ export class Trainer {
         const examples = this.task.prepare(train as (Row | Example)[]);
         check(examples.length > 0, 'E_ARG', 'fit(): the training rows gave no examples (text shorter than a block?)');
         const sampler = new BatchSampler(examples.length, {
-          batchSize: this.globalBatchSize, shuffle: o.shuffle ?? true, seed: this.seed, lengths: examples.map((e) => e.inputIds.length),
+          batchSize: this.globalBatchSize,
+          shuffle: o.shuffle ?? true,
+          seed: this.seed,
+          lengths: examples.map((e) => e.inputIds.length),
         });
         this.total = this.totalSteps(sampler);
         at = async (pos) => sampler.batchAt(pos).map((i) => examples[i]);
@@ -519,15 +608,25 @@ export class Trainer {
       }
       const ckpt = o.resume ? this.readCheckpoint(o.outDir!) : null;
       if (ckpt) {
-        check(ckpt.meta.method === this.method && ckpt.meta.totalSteps === this.total && ckpt.meta.batchSize === this.globalBatchSize && ckpt.meta.gradAccum === this.gradAccum && ckpt.meta.seed === this.seed,
-          'E_MISMATCH', `the checkpoint in ${o.outDir} was written by another configuration (method ${ckpt.meta.method}, ${ckpt.meta.totalSteps} steps, batch ${ckpt.meta.batchSize} x ${ckpt.meta.gradAccum}, seed ${ckpt.meta.seed})`
-          + (this.worldSize > 1 || (ckpt.meta.worldSize ?? 1) > 1 ? `; the batch counts all processes (this run: ${this.worldSize} x ${this.batchSize})` : ''));
+        check(
+          ckpt.meta.method === this.method &&
+            ckpt.meta.totalSteps === this.total &&
+            ckpt.meta.batchSize === this.globalBatchSize &&
+            ckpt.meta.gradAccum === this.gradAccum &&
+            ckpt.meta.seed === this.seed,
+          'E_MISMATCH',
+          `the checkpoint in ${o.outDir} was written by another configuration (method ${ckpt.meta.method}, ${ckpt.meta.totalSteps} steps, batch ${ckpt.meta.batchSize} x ${ckpt.meta.gradAccum}, seed ${ckpt.meta.seed})` +
+            (this.worldSize > 1 || (ckpt.meta.worldSize ?? 1) > 1
+              ? `; the batch counts all processes (this run: ${this.worldSize} x ${this.batchSize})`
+              : ''),
+        );
       }
       const fresh = !this.setupDone;
       if (o.quasiSparsity && fresh && !ckpt) {
         // Before setup: SIFT's hooks would take the gradients over, LoRA would wrap the layers.
         const nSel = this.method === 'sift' ? (o.sift?.selection?.batches ?? 1) : 1;
-        const targets = this.method === 'lora' && o.lora?.targetModules !== undefined ? o.lora.targetModules : this.siftSelectors().targetModules;
+        const targets =
+          this.method === 'lora' && o.lora?.targetModules !== undefined ? o.lora.targetModules : this.siftSelectors().targetModules;
         const params = planTargets(this.model, targets, undefined).sparse;
         const wasTraining = this.model.training;
         this.model.train();
@@ -540,7 +639,13 @@ export class Trainer {
         });
         for (const [, p] of this.model.namedParameters()) p.zeroGrad();
         if (!wasTraining) this.model.eval();
-        yield emit({ type: 'quasi-sparsity', batches: nSel, fractions: qs.fractions, overall: qs.overall.shares, layers: qs.layers.map((l) => ({ name: l.name, numel: l.numel, shares: l.shares })) });
+        yield emit({
+          type: 'quasi-sparsity',
+          batches: nSel,
+          fractions: qs.fractions,
+          overall: qs.overall.shares,
+          layers: qs.layers.map((l) => ({ name: l.name, numel: l.numel, shares: l.shares })),
+        });
       }
       this.setup();
       if (fresh) this.position = 0;
@@ -576,7 +681,7 @@ export class Trainer {
       }
 
       resetPeakMemory();
-      if (this.device === 'cpu') this.inFlightSeq = executorStats().fence;  // ops per micro-batch count from here
+      if (this.device === 'cpu') this.inFlightSeq = executorStats().fence; // ops per micro-batch count from here
       const t0 = Date.now();
       const startStep = this.step;
       let tokens = 0;
@@ -589,7 +694,14 @@ export class Trainer {
       let commBytes = 0;
       if (o.metricForBest && !this.best) {
         const metric = metricName(o.metricForBest);
-        this.best = { metric, greaterIsBetter: o.greaterIsBetter ?? !LOWER_IS_BETTER.has(metric), value: null, step: null, checkpoint: null, evalsWithoutImprovement: 0 };
+        this.best = {
+          metric,
+          greaterIsBetter: o.greaterIsBetter ?? !LOWER_IS_BETTER.has(metric),
+          value: null,
+          step: null,
+          checkpoint: null,
+          evalsWithoutImprovement: 0,
+        };
       }
       const checkpoint = async (): Promise<TrainerEvent> => {
         await this.deviceIdle();
@@ -647,18 +759,26 @@ export class Trainer {
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
           const what = !Number.isFinite(loss) ? `loss ${loss}` : `gradient norm ${gradNorm}`;
           const kept = outDir ? latestCheckpoint(outDir) : null;
-          throw new SiftError('E_NUMERIC', `non-finite ${what} at step ${this.step} of ${this.total} (learning rate too high?); `
-            + `${kept ? `the last good checkpoint is ${kept}` : 'no checkpoint was written before it'}; nothing else is written`);
+          throw new SiftError(
+            'E_NUMERIC',
+            `non-finite ${what} at step ${this.step} of ${this.total} (learning rate too high?); ` +
+              `${kept ? `the last good checkpoint is ${kept}` : 'no checkpoint was written before it'}; nothing else is written`,
+          );
         }
         const logNow = this.step % logEvery === 0 || this.step === this.total;
         if (logNow) {
           const elapsed = (Date.now() - t0) / 1000;
           const done = this.step - startStep;
           yield emit({
-            type: 'step', step: this.step, totalSteps: this.total, loss,
+            type: 'step',
+            step: this.step,
+            totalSteps: this.total,
+            loss,
             lr: this.opt!.options.lr * lrMultiplier(this.step - 1, this.opt!.options.schedule),
-            gradNorm, tokensPerSec: elapsed > 0 ? tokens / elapsed : 0,
-            elapsedSec: elapsed, etaSec: done > 0 ? (elapsed / done) * (this.total - this.step) : 0,
+            gradNorm,
+            tokensPerSec: elapsed > 0 ? tokens / elapsed : 0,
+            elapsedSec: elapsed,
+            etaSec: done > 0 ? (elapsed / done) * (this.total - this.step) : 0,
           });
         } else {
           await sleepTick();
@@ -692,13 +812,35 @@ export class Trainer {
       let gradProportion: Record<string, number> | undefined;
       if (this._sift && o.trackGradProportion && !interrupted) gradProportion = Object.fromEntries(await this._sift.gradProportions());
       yield emit({
-        type: 'done', step: this.step, metrics: finalMetrics, peakMemoryBytes: this.peakMemory(), trainable: c.trainable, total: c.total, gradProportion,
-        ...(interrupted ? { interrupted: true } : {}), ...(stoppedEarly ? { stoppedEarly: true } : {}),
-        ...(this.group ? {
-          worldSize: this.worldSize,
-          communication: { bytesPerStep: commBytes, fullFinetuneBytesPerStep: this.fullFinetuneBytes(), fraction: commBytes / (this.fullFinetuneBytes() || 1) },
-        } : {}),
-        ...(this.best && this.best.step !== null ? { best: { step: this.best.step, metric: this.best.metric, value: this.best.value!, path: outDir ? path.join(outDir, 'best') : undefined } } : {}),
+        type: 'done',
+        step: this.step,
+        metrics: finalMetrics,
+        peakMemoryBytes: this.peakMemory(),
+        trainable: c.trainable,
+        total: c.total,
+        gradProportion,
+        ...(interrupted ? { interrupted: true } : {}),
+        ...(stoppedEarly ? { stoppedEarly: true } : {}),
+        ...(this.group
+          ? {
+              worldSize: this.worldSize,
+              communication: {
+                bytesPerStep: commBytes,
+                fullFinetuneBytesPerStep: this.fullFinetuneBytes(),
+                fraction: commBytes / (this.fullFinetuneBytes() || 1),
+              },
+            }
+          : {}),
+        ...(this.best && this.best.step !== null
+          ? {
+              best: {
+                step: this.best.step,
+                metric: this.best.metric,
+                value: this.best.value!,
+                path: outDir ? path.join(outDir, 'best') : undefined,
+              },
+            }
+          : {}),
       });
     } finally {
       tb?.close();
@@ -746,11 +888,13 @@ export class Trainer {
       for (let c = rank; c < nChunks; c += world) {
         const i = c * bs;
         const chunk = examples.slice(i, i + bs);
-        const out = tidy(() => noGrad(() => {
-          const batch = this.task.collate(chunk, this.device);
-          const r = this.task.forward(this.model, batch);
-          return { logits: r.logits, loss: r.loss ? detach(r.loss) : null };
-        }));
+        const out = tidy(() =>
+          noGrad(() => {
+            const batch = this.task.collate(chunk, this.device);
+            const r = this.task.forward(this.model, batch);
+            return { logits: r.logits, loss: r.loss ? detach(r.loss) : null };
+          }),
+        );
         try {
           if (out.loss) {
             const l = Number((await out.loss.data())[0]);
@@ -850,10 +994,20 @@ export class Trainer {
     const tmp = path.join(outDir, `.checkpoint.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
     fs.mkdirSync(tmp, { recursive: true });
     const meta: CheckpointMeta = {
-      version: CHECKPOINT_VERSION, method: this.method, task: this.task.name, step: this.step, position: this.position,
-      totalSteps: this.total, seed: this.seed, batchSize: this.globalBatchSize, gradAccum: this.gradAccum, worldSize: this.worldSize,
-      rng: { scheme: 'per-microbatch', seed: this.seed }, labels: this.task.labels,
-      ...(this.best ? { best: { ...this.best } } : {}), time: new Date().toISOString(),
+      version: CHECKPOINT_VERSION,
+      method: this.method,
+      task: this.task.name,
+      step: this.step,
+      position: this.position,
+      totalSteps: this.total,
+      seed: this.seed,
+      batchSize: this.globalBatchSize,
+      gradAccum: this.gradAccum,
+      worldSize: this.worldSize,
+      rng: { scheme: 'per-microbatch', seed: this.seed },
+      labels: this.task.labels,
+      ...(this.best ? { best: { ...this.best } } : {}),
+      time: new Date().toISOString(),
     };
     saveSafetensors(path.join(tmp, 'state.safetensors'), this.checkpointTensors(), { format: 'sift-ft-checkpoint' });
     writeFileAtomic(path.join(tmp, 'trainer.json'), [JSON.stringify(meta, null, 2) + '\n']);
@@ -876,7 +1030,6 @@ export class Trainer {
     return dir;
   }
 
-
   private readCheckpoint(outDir: string): { meta: CheckpointMeta; tensors: Map<string, Tensor> } | null {
     const dir = latestCheckpoint(outDir);
     if (!dir) return null;
@@ -887,7 +1040,8 @@ export class Trainer {
     } catch (e) {
       throw new SiftError('E_FORMAT', `${metaFile}: ${(e as Error).message}`);
     }
-    if (meta.version !== CHECKPOINT_VERSION) throw new SiftError('E_FORMAT', `${metaFile}: checkpoint version ${meta.version} is not supported`);
+    if (meta.version !== CHECKPOINT_VERSION)
+      throw new SiftError('E_FORMAT', `${metaFile}: checkpoint version ${meta.version} is not supported`);
     const { tensors } = loadSafetensors(path.join(dir, 'state.safetensors'), { device: this.device });
     return { meta, tensors };
   }
@@ -910,7 +1064,11 @@ export class Trainer {
           const a = t.idx!.toArray();
           const b = saved.toArray();
           const same = a.length === b.length && a.every((v, i) => v === b[i]);
-          if (!same) throw new SiftError('E_MISMATCH', `resume: SIFT indices of '${t.name}' differ from the checkpoint's (resume from the same base model, data and seed)`);
+          if (!same)
+            throw new SiftError(
+              'E_MISMATCH',
+              `resume: SIFT indices of '${t.name}' differ from the checkpoint's (resume from the same base model, data and seed)`,
+            );
           // The f32 masters hold the trained values; the weights are their cast, as the optimizer writes them.
           N.scatterInto(t.param.handle, t.idx!.handle, get(`optim.${t.name}.master`).handle, 'set');
         }
@@ -921,7 +1079,8 @@ export class Trainer {
     });
     this.step = meta.step;
     this.position = meta.position;
-    if (meta.best && this.options.metricForBest && metricName(this.options.metricForBest) === meta.best.metric) this.best = { ...meta.best };
+    if (meta.best && this.options.metricForBest && metricName(this.options.metricForBest) === meta.best.metric)
+      this.best = { ...meta.best };
     if (meta.labels && !this.task.labels) this.task.labels = meta.labels;
   }
 
@@ -953,7 +1112,15 @@ export class Trainer {
       model_type: cfg.model_type,
       // The seed the run was given: tools that rebuild a fresh head initialise it with this seed.
       seed: this.seed,
-      ...(classifier ? { ...pick('num_labels'), ...pick('id2label'), ...pick('label2id'), ...pick('problem_type'), head_modules: headModules(this.model) } : {}),
+      ...(classifier
+        ? {
+            ...pick('num_labels'),
+            ...pick('id2label'),
+            ...pick('label2id'),
+            ...pick('problem_type'),
+            head_modules: headModules(this.model),
+          }
+        : {}),
     };
   }
 
@@ -971,7 +1138,11 @@ export class Trainer {
     check(this.setupDone, 'E_ARG', 'save(): nothing trained yet (call fit() first)');
     fs.mkdirSync(outDir, { recursive: true });
     const head = this.headInfo();
-    const meta = { task: this.task.name, ...(this.task.labels ? { labels: JSON.stringify(this.task.labels) } : {}), sift_head: JSON.stringify(head) };
+    const meta = {
+      task: this.task.name,
+      ...(this.task.labels ? { labels: JSON.stringify(this.task.labels) } : {}),
+      sift_head: JSON.stringify(head),
+    };
     if (this._sift) {
       saveIncrement(this._sift, path.join(outDir, 'delta.safetensors'), { extraMetadata: meta });
     } else if (this._lora) {
@@ -981,14 +1152,28 @@ export class Trainer {
       // writes their weights as base_model.model.<module>.<param> (its own wrapper names stripped),
       // as below, and wraps them again on loading because the config lists them.
       const heads = headModules(this.model);
-      const modulesToSave = [...new Set(dense.map(([n]) => {
-        const head = heads.find((h) => n === h || n.startsWith(`${h}.`));
-        return head ?? n.slice(0, Math.max(0, n.lastIndexOf('.')));
-      }))].filter((x) => x.length > 0);
-      this._lora.saveAdapter(file, { extraConfig: { task_type: peftTaskType(this.task.name), sift_ft_task: this.task.name, sift_ft_head: head, ...(modulesToSave.length ? { modules_to_save: modulesToSave } : {}) } });
+      const modulesToSave = [
+        ...new Set(
+          dense.map(([n]) => {
+            const head = heads.find((h) => n === h || n.startsWith(`${h}.`));
+            return head ?? n.slice(0, Math.max(0, n.lastIndexOf('.')));
+          }),
+        ),
+      ].filter((x) => x.length > 0);
+      this._lora.saveAdapter(file, {
+        extraConfig: {
+          task_type: peftTaskType(this.task.name),
+          sift_ft_task: this.task.name,
+          sift_ft_head: head,
+          ...(modulesToSave.length ? { modules_to_save: modulesToSave } : {}),
+        },
+      });
       if (dense.length) {
         // PEFT keeps fully trained modules (modules_to_save) in the adapter file too.
-        const entries: [string, Tensor][] = [...this._lora.namedParameters().map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor]), ...dense.map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor])];
+        const entries: [string, Tensor][] = [
+          ...this._lora.namedParameters().map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor]),
+          ...dense.map(([n, t]) => [`base_model.model.${n}`, t] as [string, Tensor]),
+        ];
         saveSafetensors(file, entries, { format: 'pt' });
       }
     } else {
@@ -1002,7 +1187,9 @@ export class Trainer {
     const merged = this._lora ? this._lora.mergedStateDict(stateDict(this.model)) : { stateDict: stateDict(this.model), dispose() {} };
     try {
       saveModelFolder(dir, {
-        config: this.configToSave(), stateDict: merged.stateDict, tokenizerFiles: this.tokenizerFiles(),
+        config: this.configToSave(),
+        stateDict: merged.stateDict,
+        tokenizerFiles: this.tokenizerFiles(),
         dtype: this.originalDType !== this.model.dtype ? (this.originalDType as 'f32') : undefined,
       });
     } finally {

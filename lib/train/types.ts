@@ -178,22 +178,44 @@ export interface TrainerOptions {
 
 export type TrainerEvent =
   | { type: 'selection'; batches: number; trainable: number; total: number }
-  | { type: 'quasi-sparsity'; batches: number; fractions: number[]; overall: number[]; layers: { name: string; numel: number; shares: number[] }[] }
-  | { type: 'step'; step: number; totalSteps: number; loss: number; lr: number; gradNorm?: number; tokensPerSec: number; elapsedSec: number; etaSec: number }
+  | {
+      type: 'quasi-sparsity';
+      batches: number;
+      fractions: number[];
+      overall: number[];
+      layers: { name: string; numel: number; shares: number[] }[];
+    }
+  | {
+      type: 'step';
+      step: number;
+      totalSteps: number;
+      loss: number;
+      lr: number;
+      gradNorm?: number;
+      tokensPerSec: number;
+      elapsedSec: number;
+      etaSec: number;
+    }
   | { type: 'eval'; step: number; metrics: Metrics }
   | { type: 'checkpoint'; step: number; path: string }
   | {
-    type: 'done'; step: number; metrics?: Metrics; peakMemoryBytes: number; trainable: number; total: number; gradProportion?: Record<string, number>;
-    /** Data parallel: the processes and the gradient bytes all-reduced per optimizer step, beside what full fine-tuning's all-reduce would move. */
-    worldSize?: number;
-    communication?: { bytesPerStep: number; fullFinetuneBytesPerStep: number; fraction: number };
-    /** The signal aborted the run (a checkpoint was written; resume to finish). */
-    interrupted?: boolean;
-    /** earlyStoppingPatience ran out. */
-    stoppedEarly?: boolean;
-    /** The best evaluation (metricForBest) and the folder its result was saved to. */
-    best?: { step: number; metric: string; value: number; path?: string };
-  };
+      type: 'done';
+      step: number;
+      metrics?: Metrics;
+      peakMemoryBytes: number;
+      trainable: number;
+      total: number;
+      gradProportion?: Record<string, number>;
+      /** Data parallel: the processes and the gradient bytes all-reduced per optimizer step, beside what full fine-tuning's all-reduce would move. */
+      worldSize?: number;
+      communication?: { bytesPerStep: number; fullFinetuneBytesPerStep: number; fraction: number };
+      /** The signal aborted the run (a checkpoint was written; resume to finish). */
+      interrupted?: boolean;
+      /** earlyStoppingPatience ran out. */
+      stoppedEarly?: boolean;
+      /** The best evaluation (metricForBest) and the folder its result was saved to. */
+      best?: { step: number; metric: string; value: number; path?: string };
+    };
 
 /** What a task does with a model's output. */
 export interface TaskHead {

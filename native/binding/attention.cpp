@@ -15,11 +15,10 @@ int64_t opt_int(const Napi::CallbackInfo& info, size_t i, const char* name) {
 
 // attention(q, k, v, mask, causal, scale, dropoutP, seed, softcap?, window?) -> [out, lse]
 Napi::Value Attention(const Napi::CallbackInfo& info) {
-  auto [out, lse] = ops::attention(arg_tensor(info, 0, "q"), arg_tensor(info, 1, "k"), arg_tensor(info, 2, "v"),
-                                   arg_opt_tensor(info, 3, "mask"), arg_bool(info, 4, "causal"),
-                                   arg_number(info, 5, "scale"), arg_number(info, 6, "dropoutP"),
-                                   arg_seed(info, 7, "seed"), opt_number(info, 8, "softcap"),
-                                   opt_int(info, 9, "window"));
+  auto [out, lse] = ops::attention(
+      arg_tensor(info, 0, "q"), arg_tensor(info, 1, "k"), arg_tensor(info, 2, "v"), arg_opt_tensor(info, 3, "mask"),
+      arg_bool(info, 4, "causal"), arg_number(info, 5, "scale"), arg_number(info, 6, "dropoutP"),
+      arg_seed(info, 7, "seed"), opt_number(info, 8, "softcap"), opt_int(info, 9, "window"));
   return wrap_list(info.Env(), {out, lse});
 }
 

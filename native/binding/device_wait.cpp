@@ -22,7 +22,9 @@ namespace {
 class PromiseWorker : public Napi::AsyncWorker {
  public:
   PromiseWorker(Napi::Env env, std::function<void()> work)
-      : Napi::AsyncWorker(env, "sift-ft:deviceWait"), work_(std::move(work)), deferred_(Napi::Promise::Deferred::New(env)) {}
+      : Napi::AsyncWorker(env, "sift-ft:deviceWait"),
+        work_(std::move(work)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
@@ -63,8 +65,10 @@ Napi::Value WaitFenceAsync(const Napi::CallbackInfo& info) {
   int64_t f = arg_int(info, 1, "fence");
   SIFT_CHECK(f >= 0, "E_ARG", "waitFenceAsync: fence must be a non-negative integer from deviceFence(), got ", f);
   std::function<void()> work;
-  if (d.is_cpu()) work = [f] { CpuExecutor::get().wait_for(uint64_t(f)); };
-  else work = [d, f] { cuda::fence_wait(d.index, uint64_t(f)); };
+  if (d.is_cpu())
+    work = [f] { CpuExecutor::get().wait_for(uint64_t(f)); };
+  else
+    work = [d, f] { cuda::fence_wait(d.index, uint64_t(f)); };
   auto* w = new PromiseWorker(info.Env(), std::move(work));
   Napi::Promise p = w->promise();
   w->Queue();

@@ -140,7 +140,8 @@ Napi::Value DistBroadcast(const Napi::CallbackInfo& info) {
   Tensor t = arg_tensor(info, 0, "tensor");
   int root = int(arg_int(info, 1, "root"));
   SIFT_CHECK(t.is_contiguous(), "E_ARG", "distBroadcast: the tensor must be contiguous");
-  SIFT_CHECK(root >= 0 && root < g->world_size(), "E_ARG", "distBroadcast: root ", root, " is not a rank of ", g->world_size());
+  SIFT_CHECK(root >= 0 && root < g->world_size(), "E_ARG", "distBroadcast: root ", root, " is not a rank of ",
+             g->world_size());
   queue_collective(t, [g, t, root] { g->broadcast(t, root); });
   return info.Env().Undefined();
 }
@@ -159,8 +160,10 @@ Napi::Value DistAllGather(const Napi::CallbackInfo& info) {
 Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
   auto g = current_group();
   Device d = info.Length() > 0 && info[0].IsString() ? parse_device(arg_string(info, 0, "device")) : Device{};
-  if (d.is_cpu()) CpuExecutor::get().enqueue([g] { g->barrier(); });
-  else g->barrier();
+  if (d.is_cpu())
+    CpuExecutor::get().enqueue([g] { g->barrier(); });
+  else
+    g->barrier();
   return info.Env().Undefined();
 }
 

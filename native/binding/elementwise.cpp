@@ -12,8 +12,8 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
 
 Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
   UnaryOp op = parse_unary_op(arg_string(info, 0, "op"));
-  return wrap(info.Env(), ops::unary_backward(op, arg_tensor(info, 1, "x"), arg_tensor(info, 2, "y"),
-                                              arg_tensor(info, 3, "gy")));
+  return wrap(info.Env(),
+              ops::unary_backward(op, arg_tensor(info, 1, "x"), arg_tensor(info, 2, "y"), arg_tensor(info, 3, "gy")));
 }
 
 Napi::Value Binary(const Napi::CallbackInfo& info) {
@@ -27,8 +27,7 @@ Napi::Value ScalarOp(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Where(const Napi::CallbackInfo& info) {
-  return wrap(info.Env(), ops::where(arg_tensor(info, 0, "cond"), arg_tensor(info, 1, "a"),
-                                     arg_tensor(info, 2, "b")));
+  return wrap(info.Env(), ops::where(arg_tensor(info, 0, "cond"), arg_tensor(info, 1, "a"), arg_tensor(info, 2, "b")));
 }
 
 Napi::Value AddInplace(const Napi::CallbackInfo& info) {

@@ -28,24 +28,24 @@ Napi::Value LogSoftmaxBackward(const Napi::CallbackInfo& info) {
 
 // layerNorm(x, weight | null, bias | null, eps) -> [y, mean, rstd]
 Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
-  return wrap_list(info.Env(), ops::layer_norm(arg_tensor(info, 0, "x"), opt(info, 1, "weight"),
-                                               opt(info, 2, "bias"), arg_number(info, 3, "eps")));
+  return wrap_list(info.Env(), ops::layer_norm(arg_tensor(info, 0, "x"), opt(info, 1, "weight"), opt(info, 2, "bias"),
+                                               arg_number(info, 3, "eps")));
 }
 // layerNormBackward(gy, x, weight | null, mean, rstd, needWeightGrads) -> [gx, gw | null, gb | null]
 Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
-  return wrap_list(info.Env(), ops::layer_norm_backward(arg_tensor(info, 0, "gy"), arg_tensor(info, 1, "x"),
-                                                        opt(info, 2, "weight"), arg_tensor(info, 3, "mean"),
-                                                        arg_tensor(info, 4, "rstd"),
-                                                        arg_bool(info, 5, "needWeightGrads")));
+  return wrap_list(info.Env(),
+                   ops::layer_norm_backward(arg_tensor(info, 0, "gy"), arg_tensor(info, 1, "x"), opt(info, 2, "weight"),
+                                            arg_tensor(info, 3, "mean"), arg_tensor(info, 4, "rstd"),
+                                            arg_bool(info, 5, "needWeightGrads")));
 }
 Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
-  return wrap_list(info.Env(), ops::rms_norm(arg_tensor(info, 0, "x"), opt(info, 1, "weight"),
-                                             arg_number(info, 2, "eps")));
+  return wrap_list(info.Env(),
+                   ops::rms_norm(arg_tensor(info, 0, "x"), opt(info, 1, "weight"), arg_number(info, 2, "eps")));
 }
 Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
-  return wrap_list(info.Env(), ops::rms_norm_backward(arg_tensor(info, 0, "gy"), arg_tensor(info, 1, "x"),
-                                                      opt(info, 2, "weight"), arg_tensor(info, 3, "rstd"),
-                                                      arg_bool(info, 4, "needWeightGrads")));
+  return wrap_list(info.Env(),
+                   ops::rms_norm_backward(arg_tensor(info, 0, "gy"), arg_tensor(info, 1, "x"), opt(info, 2, "weight"),
+                                          arg_tensor(info, 3, "rstd"), arg_bool(info, 4, "needWeightGrads")));
 }
 
 Napi::Value Embedding(const Napi::CallbackInfo& info) {
@@ -64,10 +64,10 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
 }
 // crossEntropyBackward(logits, targets, lse, gloss, ignoreIndex, reduction, labelSmoothing) -> glogits
 Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
-  return wrap(info.Env(), ops::cross_entropy_backward(
-                              arg_tensor(info, 0, "logits"), arg_tensor(info, 1, "targets"), arg_tensor(info, 2, "lse"),
-                              arg_tensor(info, 3, "gloss"), arg_int(info, 4, "ignoreIndex"),
-                              arg_string(info, 5, "reduction"), arg_number(info, 6, "labelSmoothing")));
+  return wrap(info.Env(), ops::cross_entropy_backward(arg_tensor(info, 0, "logits"), arg_tensor(info, 1, "targets"),
+                                                      arg_tensor(info, 2, "lse"), arg_tensor(info, 3, "gloss"),
+                                                      arg_int(info, 4, "ignoreIndex"), arg_string(info, 5, "reduction"),
+                                                      arg_number(info, 6, "labelSmoothing")));
 }
 
 }  // namespace

@@ -54,9 +54,8 @@ Tensor opt_tensor(const Napi::CallbackInfo& info, size_t i, const char* name) {
 // sparseAdamW(weights, indices, grads, m, v, masters, hp, scale)
 Napi::Value SparseAdamW(const Napi::CallbackInfo& info) {
   ops::sparse_adamw(arg_tensor_list(info, 0, "weights"), arg_tensor_list(info, 1, "indices"),
-                    arg_tensor_list(info, 2, "grads"), arg_tensor_list(info, 3, "m"),
-                    arg_tensor_list(info, 4, "v"), arg_tensor_list(info, 5, "masters"), arg_hyper(info, 6),
-                    opt_tensor(info, 7, "scale"));
+                    arg_tensor_list(info, 2, "grads"), arg_tensor_list(info, 3, "m"), arg_tensor_list(info, 4, "v"),
+                    arg_tensor_list(info, 5, "masters"), arg_hyper(info, 6), opt_tensor(info, 7, "scale"));
   return info.Env().Undefined();
 }
 

@@ -34,18 +34,18 @@ Napi::Value FromBuffer(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Full(const Napi::CallbackInfo& info) {
-  return wrap(info.Env(), ops::full(arg_shape(info, 0, "shape"), arg_number(info, 1, "value"),
-                                    arg_dtype(info, 2), arg_device(info, 3)));
+  return wrap(info.Env(), ops::full(arg_shape(info, 0, "shape"), arg_number(info, 1, "value"), arg_dtype(info, 2),
+                                    arg_device(info, 3)));
 }
 
 Napi::Value Randn(const Napi::CallbackInfo& info) {
-  return wrap(info.Env(), ops::randn(arg_shape(info, 0, "shape"), arg_dtype(info, 1),
-                                     arg_device(info, 2), arg_seed(info, 3, "seed")));
+  return wrap(info.Env(), ops::randn(arg_shape(info, 0, "shape"), arg_dtype(info, 1), arg_device(info, 2),
+                                     arg_seed(info, 3, "seed")));
 }
 
 Napi::Value Rand(const Napi::CallbackInfo& info) {
-  return wrap(info.Env(), ops::rand(arg_shape(info, 0, "shape"), arg_dtype(info, 1),
-                                    arg_device(info, 2), arg_seed(info, 3, "seed")));
+  return wrap(info.Env(), ops::rand(arg_shape(info, 0, "shape"), arg_dtype(info, 1), arg_device(info, 2),
+                                    arg_seed(info, 3, "seed")));
 }
 
 Napi::Value Arange(const Napi::CallbackInfo& info) {
@@ -283,8 +283,9 @@ Napi::Value CudaEventRecord(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CudaEventElapsed(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), cuda::event_elapsed_ms(int(arg_int(info, 0, "device")),
-                                                              int(arg_int(info, 1, "start")), int(arg_int(info, 2, "end"))));
+  return Napi::Number::New(info.Env(),
+                           cuda::event_elapsed_ms(int(arg_int(info, 0, "device")), int(arg_int(info, 1, "start")),
+                                                  int(arg_int(info, 2, "end"))));
 }
 
 Napi::Value CudaEventsReset(const Napi::CallbackInfo& info) {

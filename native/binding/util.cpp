@@ -24,9 +24,7 @@ std::vector<Registrar>& registry() {
   return r;
 }
 
-void set_error_class(Napi::Env env, Napi::Function ctor) {
-  data(env)->error_ctor = Napi::Persistent(ctor);
-}
+void set_error_class(Napi::Env env, Napi::Function ctor) { data(env)->error_ctor = Napi::Persistent(ctor); }
 
 void throw_sift(Napi::Env env, const std::string& code, const std::string& message) {
   auto* d = data(env);
@@ -87,8 +85,10 @@ Napi::Value wrap(Napi::Env env, Tensor t) { return TensorHandle::Wrap(env, std::
 Napi::Value wrap_list(Napi::Env env, const std::vector<Tensor>& ts) {
   Napi::Array a = Napi::Array::New(env, ts.size());
   for (size_t i = 0; i < ts.size(); i++) {
-    if (ts[i].defined()) a.Set(uint32_t(i), wrap(env, ts[i]));
-    else a.Set(uint32_t(i), env.Null());
+    if (ts[i].defined())
+      a.Set(uint32_t(i), wrap(env, ts[i]));
+    else
+      a.Set(uint32_t(i), env.Null());
   }
   return a;
 }

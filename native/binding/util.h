@@ -21,7 +21,10 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   static TensorHandle* Unwrap(const Napi::Value& v);  // nullptr if not a handle
   explicit TensorHandle(const Napi::CallbackInfo& info);
   Tensor& tensor();  // throws E_DISPOSED when disposed
-  void dispose() { t_ = Tensor(); disposed_ = true; }
+  void dispose() {
+    t_ = Tensor();
+    disposed_ = true;
+  }
   bool disposed() const { return disposed_; }
 
  private:
@@ -56,9 +59,9 @@ int64_t arg_int(const Napi::CallbackInfo& info, size_t i, const char* name);
 double arg_number(const Napi::CallbackInfo& info, size_t i, const char* name);
 bool arg_bool(const Napi::CallbackInfo& info, size_t i, const char* name);
 std::string arg_string(const Napi::CallbackInfo& info, size_t i, const char* name);
-Shape arg_shape(const Napi::CallbackInfo& info, size_t i, const char* name);  // int array
+Shape arg_shape(const Napi::CallbackInfo& info, size_t i, const char* name);    // int array
 uint64_t arg_seed(const Napi::CallbackInfo& info, size_t i, const char* name);  // number or bigint
-bool arg_present(const Napi::CallbackInfo& info, size_t i);  // not undefined/null
+bool arg_present(const Napi::CallbackInfo& info, size_t i);                     // not undefined/null
 
 Napi::Value wrap(Napi::Env env, Tensor t);
 Napi::Value wrap_list(Napi::Env env, const std::vector<Tensor>& ts);
@@ -77,11 +80,10 @@ inline void export_fn(Napi::Env env, Napi::Object exports, const char* name,
 
 }  // namespace sift::binding
 
-#define SIFT_BINDINGS(name)                                                          \
-  static void name(Napi::Env env, Napi::Object exports);                             \
-  static ::sift::binding::RegisterBindings name##_registered(&name);                 \
+#define SIFT_BINDINGS(name)                                          \
+  static void name(Napi::Env env, Napi::Object exports);             \
+  static ::sift::binding::RegisterBindings name##_registered(&name); \
   static void name(Napi::Env env, Napi::Object exports)
 
 // SIFT_EXPORT(exports, "add", add_fn) where add_fn is Napi::Value add_fn(const CallbackInfo&)
-#define SIFT_EXPORT(name, fn) \
-  ::sift::binding::export_fn(env, exports, name, &::sift::binding::guarded<fn>)
+#define SIFT_EXPORT(name, fn) ::sift::binding::export_fn(env, exports, name, &::sift::binding::guarded<fn>)

@@ -19,7 +19,9 @@ inline constexpr Var kVars[] = {
     {"SIFT_FT_CUBLAS", "path of the libcublas.so to load (default: the loader's path, CUDA_HOME, /usr/local/cuda*)"},
     {"CUDA_HOME", "a CUDA toolkit folder searched for libcublas.so"},
     {"CUDA_PATH", "same as CUDA_HOME"},
-    {"SIFT_FT_NCCL", "path of the libnccl.so to load for CUDA process groups (default: the loader's path, CUDA_HOME, PyTorch's nvidia/nccl)"},
+    {"SIFT_FT_NCCL",
+     "path of the libnccl.so to load for CUDA process groups (default: the loader's path, CUDA_HOME, PyTorch's "
+     "nvidia/nccl)"},
     {"VIRTUAL_ENV", "a Python environment whose site-packages/nvidia/nccl is searched for libnccl.so"},
     {"CONDA_PREFIX", "same as VIRTUAL_ENV"},
     {"HOME", "~/.local/lib/python3*/site-packages/nvidia/nccl is searched for libnccl.so"},

@@ -10,8 +10,7 @@ namespace sift {
 
 class SiftException : public std::exception {
  public:
-  SiftException(std::string code, std::string message)
-      : code_(std::move(code)), message_(std::move(message)) {}
+  SiftException(std::string code, std::string message) : code_(std::move(code)), message_(std::move(message)) {}
   const char* what() const noexcept override { return message_.c_str(); }
   const std::string& code() const { return code_; }
   const std::string& message() const { return message_; }
@@ -36,7 +35,7 @@ template <typename... Args>
 }  // namespace sift
 
 // SIFT_CHECK(cond, "E_SHAPE", "matmul: ", a, " vs ", b)
-#define SIFT_CHECK(cond, code, ...)                 \
-  do {                                              \
-    if (!(cond)) ::sift::fail(code, __VA_ARGS__);   \
+#define SIFT_CHECK(cond, code, ...)               \
+  do {                                            \
+    if (!(cond)) ::sift::fail(code, __VA_ARGS__); \
   } while (0)

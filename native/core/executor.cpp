@@ -37,7 +37,8 @@ struct CpuExecutor::Impl {
   bool on_main_thread() const { return main_thread == std::this_thread::get_id(); }
   // Records a wait of the JavaScript thread that lasted since `t0` (mu held).
   void count_main_wait(std::chrono::steady_clock::time_point t0) {
-    uint64_t ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+    uint64_t ns =
+        uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
     main_waits.count++;
     main_waits.total_ns += ns;
     if (ns > main_waits.max_ns) main_waits.max_ns = ns;

@@ -50,8 +50,10 @@ class CpuExecutor {
 // Runs fn on the device's stream: the CPU executor, or directly for CUDA (launches are async).
 template <typename F>
 void launch_on(bool cpu, F&& fn) {
-  if (cpu) CpuExecutor::get().enqueue(std::function<void()>(std::forward<F>(fn)));
-  else fn();
+  if (cpu)
+    CpuExecutor::get().enqueue(std::function<void()>(std::forward<F>(fn)));
+  else
+    fn();
 }
 
 }  // namespace sift

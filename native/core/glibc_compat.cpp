@@ -17,8 +17,10 @@ extern "C" __attribute__((visibility("hidden"))) uint32_t arc4random(void) {
   size_t got = 0;
   while (got < sizeof v) {
     long n = syscall(SYS_getrandom, p + got, sizeof v - got, 0);
-    if (n > 0) got += size_t(n);
-    else if (n < 0 && errno != EINTR) break;
+    if (n > 0)
+      got += size_t(n);
+    else if (n < 0 && errno != EINTR)
+      break;
   }
   return v;
 }

@@ -6,8 +6,16 @@
 
 namespace sift {
 
-inline float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
-inline uint32_t float_to_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint32_t float_to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
 
 struct bf16 {
   uint16_t bits;
@@ -38,7 +46,10 @@ struct f16 {
         u = sign;
       } else {  // subnormal: normalise
         int e = -1;
-        do { e++; man <<= 1; } while ((man & 0x400) == 0);
+        do {
+          e++;
+          man <<= 1;
+        } while ((man & 0x400) == 0);
         u = sign | (uint32_t(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
       }
     } else if (exp == 31) {
@@ -53,10 +64,10 @@ struct f16 {
     uint32_t u = float_to_bits(f);
     uint32_t sign = (u >> 16) & 0x8000;
     uint32_t absu = u & 0x7fffffffu;
-    if (absu > 0x7f800000u) return uint16_t(sign | 0x7e00);  // NaN
+    if (absu > 0x7f800000u) return uint16_t(sign | 0x7e00);   // NaN
     if (absu >= 0x477ff000u) return uint16_t(sign | 0x7c00);  // overflow (>= 65520) to Inf
-    if (absu < 0x38800000u) {  // result is subnormal or zero
-      if (absu < 0x33000000u) return uint16_t(sign);  // < 2^-25 rounds to 0
+    if (absu < 0x38800000u) {                                 // result is subnormal or zero
+      if (absu < 0x33000000u) return uint16_t(sign);          // < 2^-25 rounds to 0
       uint32_t e = absu >> 23;
       uint32_t man = (absu & 0x7fffff) | 0x800000;
       uint32_t shift = 126 - e;  // 14 + (113 - e) - 1 relative to the 13-bit drop

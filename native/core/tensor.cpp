@@ -54,8 +54,7 @@ bool Tensor::is_contiguous() const {
 int64_t Tensor::wrap_dim(int64_t d) const {
   int64_t n = dim();
   int64_t w = d < 0 ? d + n : d;
-  SIFT_CHECK(w >= 0 && w < n, "E_SHAPE", "dimension ", d, " out of range for a tensor of ",
-             n, " dimensions");
+  SIFT_CHECK(w >= 0 && w < n, "E_SHAPE", "dimension ", d, " out of range for a tensor of ", n, " dimensions");
   return w;
 }
 
@@ -86,8 +85,7 @@ Storage::~Storage() {
 }
 
 Tensor empty(const Shape& shape, DType dtype, Device device) {
-  for (auto d : shape)
-    SIFT_CHECK(d >= 0, "E_SHAPE", "negative dimension in shape ", shape_str(shape));
+  for (auto d : shape) SIFT_CHECK(d >= 0, "E_SHAPE", "negative dimension in shape ", shape_str(shape));
   Tensor t;
   t.shape = shape;
   t.strides = contiguous_strides(shape);

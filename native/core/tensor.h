@@ -47,7 +47,7 @@ struct Storage {
 struct Tensor {
   std::shared_ptr<Storage> storage;
   Shape shape;
-  Shape strides;  // in elements
+  Shape strides;       // in elements
   int64_t offset = 0;  // in elements
   DType dtype = DType::F32;
 
@@ -62,7 +62,10 @@ struct Tensor {
   int64_t wrap_dim(int64_t d) const;
 
   void* raw() const { return static_cast<char*>(storage->data) + offset * int64_t(itemsize()); }
-  template <typename T> T* data() const { return reinterpret_cast<T*>(raw()); }
+  template <typename T>
+  T* data() const {
+    return reinterpret_cast<T*>(raw());
+  }
 
   std::string desc() const;  // "f32[2, 3] on cpu"
 };

@@ -29,8 +29,15 @@ constexpr int64_t BQ = 32, BK = 64;
 struct Geo {
   int64_t B, H, Hkv, Tq, Tk, D, group, shift, window;
   Geo(const Tensor& q, const Tensor& k, const AttnDesc& d)
-      : B(q.shape[0]), H(q.shape[1]), Hkv(k.shape[1]), Tq(q.shape[2]), Tk(k.shape[2]), D(q.shape[3]),
-        group(q.shape[1] / k.shape[1]), shift(k.shape[2] - q.shape[2]), window(d.window) {}
+      : B(q.shape[0]),
+        H(q.shape[1]),
+        Hkv(k.shape[1]),
+        Tq(q.shape[2]),
+        Tk(k.shape[2]),
+        D(q.shape[3]),
+        group(q.shape[1] / k.shape[1]),
+        shift(k.shape[2] - q.shape[2]),
+        window(d.window) {}
   // Keys visible to some query of [i0, i0 + nq): [key_begin, key_end).
   int64_t key_begin(int64_t i0) const {
     if (!window) return 0;
@@ -64,8 +71,15 @@ struct Masker {
   int64_t ms[4] = {0, 0, 0, 0};
 
   Masker(const Tensor& mask, const AttnDesc& d, const Geo& g)
-      : mode(d.mask), causal(d.causal), H(g.H), Tq(g.Tq), Tk(g.Tk), shift(g.shift), window(d.window),
-        cap(A(d.softcap)), inv_cap(d.softcap > 0 ? A(1.0 / d.softcap) : A(0)) {
+      : mode(d.mask),
+        causal(d.causal),
+        H(g.H),
+        Tq(g.Tq),
+        Tk(g.Tk),
+        shift(g.shift),
+        window(d.window),
+        cap(A(d.softcap)),
+        inv_cap(d.softcap > 0 ? A(1.0 / d.softcap) : A(0)) {
     if (mode == AttnMask::KeyPadding) pad = mask.data<uint8_t>();
     if (mode == AttnMask::Additive) {
       add = mask.data<A>();
@@ -194,7 +208,7 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
           A mx = ninf;
           for (int64_t c = 0; c < nk; c++) mx = std::max(mx, srow[c]);
           const A mnew = std::max(m[r], mx);
-          if (mnew == ninf) continue;  // nothing visible yet in this row
+          if (mnew == ninf) continue;             // nothing visible yet in this row
           const A alpha = std::exp(m[r] - mnew);  // 0 on the first visible block
           A* orow = o.data() + r * D;
           if (alpha != A(1)) {
@@ -233,9 +247,8 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 // dropped probabilities P*Z (what multiplies dO into dV), dp (raw dO.v) becomes
 // dS = P * (dP*Z - Delta) (what multiplies q into dK and k into dQ, before the scale).
 template <typename A>
-void probs_and_dscores(const Geo& g, const Masker<A>& mk, const Dropper<A>& drop, A scale, const A* lse,
-                       const A* delta, int64_t b, int64_t h, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
-                       A* s, A* dp) {
+void probs_and_dscores(const Geo& g, const Masker<A>& mk, const Dropper<A>& drop, A scale, const A* lse, const A* delta,
+                       int64_t b, int64_t h, int64_t i0, int64_t nq, int64_t j0, int64_t nk, A* s, A* dp) {
   const A ninf = -std::numeric_limits<A>::infinity();
   A dcap[BK];
   const bool capped = mk.cap > A(0);
@@ -371,9 +384,8 @@ void backward_impl(const Tensor& gout, const Tensor& q, const Tensor& k, const T
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, const Tensor& out,
                        const Tensor& lse, const AttnDesc& desc) {
-  dispatch_float(q.dtype, "attention", [&](auto tag) {
-    forward_impl<typename decltype(tag)::type>(q, k, v, mask, out, lse, desc);
-  });
+  dispatch_float(q.dtype, "attention",
+                 [&](auto tag) { forward_impl<typename decltype(tag)::type>(q, k, v, mask, out, lse, desc); });
 }
 
 void attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,

@@ -15,7 +15,7 @@ enum class AttnMask : int { None = 0, KeyPadding = 1, Additive = 2 };
 // a key-padding mask is dense u8 [B, Tk]; an additive mask is a [B, H, Tq, Tk] view in the
 // accumulation dtype whose broadcast dims have stride 0.
 struct AttnDesc {
-  bool causal = false;   // key j visible to query i iff j <= i + (Tk - Tq)
+  bool causal = false;  // key j visible to query i iff j <= i + (Tk - Tq)
   double scale = 1.0;
   // Logit soft-capping (Gemma 2), 0 = off: score = softcap * tanh(scale * q.k / softcap), before
   // the mask is added.
@@ -25,7 +25,7 @@ struct AttnDesc {
   // key j is visible iff j <= a and a - j < window (the window counts the query's own key).
   int64_t window = 0;
   double dropout_p = 0.0;
-  uint64_t seed = 0;     // dropout counter of (b, h, i, j) is ((b * H + h) * Tq + i) * Tk + j
+  uint64_t seed = 0;  // dropout counter of (b, h, i, j) is ((b * H + h) * Tq + i) * Tk + j
   AttnMask mask = AttnMask::None;
   // CUDA only: use the tensor-core kernels where they apply (f16/bf16, head dim a multiple of 16
   // up to 128, sm_80+); false forces the CUDA-core kernels (setCudaAttention('simt')).
@@ -33,11 +33,11 @@ struct AttnDesc {
 };
 
 namespace cpu {
-void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
-                       const Tensor& out, const Tensor& lse, const AttnDesc& desc);
-void attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& out, const Tensor& lse, const Tensor& mask, const Tensor& gq,
-                        const Tensor& gk, const Tensor& gv, const AttnDesc& desc);
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, const Tensor& out,
+                       const Tensor& lse, const AttnDesc& desc);
+void attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& lse, const Tensor& mask, const Tensor& gq, const Tensor& gk, const Tensor& gv,
+                        const AttnDesc& desc);
 }  // namespace cpu
 
 }  // namespace sift

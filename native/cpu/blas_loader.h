@@ -9,14 +9,14 @@ namespace sift::cpu::blas {
 enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112 };
 
 struct OpenBlas {
-  using Sgemm = void (*)(int order, int ta, int tb, int m, int n, int k, float alpha, const float* a,
-                         int lda, const float* b, int ldb, float beta, float* c, int ldc);
-  using Dgemm = void (*)(int order, int ta, int tb, int m, int n, int k, double alpha, const double* a,
-                         int lda, const double* b, int ldb, double beta, double* c, int ldc);
+  using Sgemm = void (*)(int order, int ta, int tb, int m, int n, int k, float alpha, const float* a, int lda,
+                         const float* b, int ldb, float beta, float* c, int ldc);
+  using Dgemm = void (*)(int order, int ta, int tb, int m, int n, int k, double alpha, const double* a, int lda,
+                         const double* b, int ldb, double beta, double* c, int ldc);
   Sgemm sgemm = nullptr;
   Dgemm dgemm = nullptr;
   int (*get_num_threads)() = nullptr;
-  std::string path;    // the file that was loaded
+  std::string path;      // the file that was loaded
   std::string config;    // openblas_get_config(), when present
   std::string corename;  // openblas_get_corename(): the kernel family it picked for this CPU
 };

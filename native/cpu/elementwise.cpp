@@ -18,16 +18,22 @@ constexpr int64_t kGrain = 16384;
 template <typename T>
 using num_t = std::conditional_t<std::is_same_v<T, f16> || std::is_same_v<T, bf16>, float, T>;
 
-template <UnaryOp OP> using UnaryC = std::integral_constant<UnaryOp, OP>;
-template <BinaryOp OP> using BinaryC = std::integral_constant<BinaryOp, OP>;
+template <UnaryOp OP>
+using UnaryC = std::integral_constant<UnaryOp, OP>;
+template <BinaryOp OP>
+using BinaryC = std::integral_constant<BinaryOp, OP>;
 
 template <typename F>
 void dispatch_unary_const(UnaryOp op, F&& f) {
   switch (op) {
-#define SIFT_U(X) case UnaryOp::X: f(UnaryC<UnaryOp::X>{}); return;
-    SIFT_U(Neg) SIFT_U(Exp) SIFT_U(Log) SIFT_U(Tanh) SIFT_U(Relu) SIFT_U(Gelu) SIFT_U(GeluTanh)
-    SIFT_U(Silu) SIFT_U(Sigmoid) SIFT_U(Sqrt) SIFT_U(Rsqrt) SIFT_U(Abs) SIFT_U(Square)
-    SIFT_U(Reciprocal) SIFT_U(Sin) SIFT_U(Cos) SIFT_U(Erf) SIFT_U(Sign)
+#define SIFT_U(X)            \
+  case UnaryOp::X:           \
+    f(UnaryC<UnaryOp::X>{}); \
+    return;
+    SIFT_U(Neg)
+    SIFT_U(Exp) SIFT_U(Log) SIFT_U(Tanh) SIFT_U(Relu) SIFT_U(Gelu) SIFT_U(GeluTanh) SIFT_U(Silu) SIFT_U(Sigmoid)
+        SIFT_U(Sqrt) SIFT_U(Rsqrt) SIFT_U(Abs) SIFT_U(Square) SIFT_U(Reciprocal) SIFT_U(Sin) SIFT_U(Cos) SIFT_U(Erf)
+            SIFT_U(Sign)
 #undef SIFT_U
   }
 }
@@ -35,10 +41,13 @@ void dispatch_unary_const(UnaryOp op, F&& f) {
 template <typename F>
 void dispatch_binary_const(BinaryOp op, F&& f) {
   switch (op) {
-#define SIFT_B(X) case BinaryOp::X: f(BinaryC<BinaryOp::X>{}); return;
-    SIFT_B(Add) SIFT_B(Sub) SIFT_B(Mul) SIFT_B(Div) SIFT_B(Pow) SIFT_B(Maximum) SIFT_B(Minimum)
-    SIFT_B(Eq) SIFT_B(Ne) SIFT_B(Lt) SIFT_B(Le) SIFT_B(Gt) SIFT_B(Ge) SIFT_B(RSub) SIFT_B(RDiv)
-    SIFT_B(RPow)
+#define SIFT_B(X)              \
+  case BinaryOp::X:            \
+    f(BinaryC<BinaryOp::X>{}); \
+    return;
+    SIFT_B(Add)
+    SIFT_B(Sub) SIFT_B(Mul) SIFT_B(Div) SIFT_B(Pow) SIFT_B(Maximum) SIFT_B(Minimum) SIFT_B(Eq) SIFT_B(Ne) SIFT_B(Lt)
+        SIFT_B(Le) SIFT_B(Gt) SIFT_B(Ge) SIFT_B(RSub) SIFT_B(RDiv) SIFT_B(RPow)
 #undef SIFT_B
   }
 }
@@ -146,9 +155,7 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
     using A = acc_t<T>;
     dispatch_unary_const(op, [&](auto c) {
       constexpr UnaryOp OP = decltype(c)::value;
-      map3<T, T, T, T>(gx, x, y, gy, [](T xv, T yv, T gv) {
-        return T(ew::unary_bwd<A>(OP, A(xv), A(yv), A(gv)));
-      });
+      map3<T, T, T, T>(gx, x, y, gy, [](T xv, T yv, T gv) { return T(ew::unary_bwd<A>(OP, A(xv), A(yv), A(gv))); });
     });
   });
 }

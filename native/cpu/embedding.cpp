@@ -16,7 +16,6 @@
 namespace sift::cpu {
 namespace {
 
-
 std::vector<int64_t> ids_to_i64(const Tensor& ids, int64_t n) {
   std::vector<int64_t> out(static_cast<size_t>(n));
   dispatch_int(ids.dtype, "embedding", [&](auto tag) {

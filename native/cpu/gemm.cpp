@@ -37,7 +37,7 @@ using detail::MicroKernel;
 // ---- selection state
 
 enum class Mode { Auto, Native, OpenBlas };
-std::atomic<int> g_mode{-1};                    // Mode, -1 until initialised from the environment
+std::atomic<int> g_mode{-1};                       // Mode, -1 until initialised from the environment
 std::atomic<const KernelSet*> g_kernels{nullptr};  // the native kernels in use
 std::atomic<bool> g_forced_isa{false};
 
@@ -54,8 +54,10 @@ void init_once() {
     Mode m = Mode::Auto;
     if (const char* e = std::getenv("SIFT_FT_CPU_GEMM")) {
       std::string s(e);
-      if (s == "native") m = Mode::Native;
-      else if (s == "openblas") m = blas::openblas() ? Mode::OpenBlas : Mode::Auto;
+      if (s == "native")
+        m = Mode::Native;
+      else if (s == "openblas")
+        m = blas::openblas() ? Mode::OpenBlas : Mode::Auto;
     }
     g_mode.store(int(m));
   });
@@ -77,7 +79,8 @@ struct Blocking {
   int64_t kc, mc, nc;
 };
 
-template <typename T> Blocking blocking() {
+template <typename T>
+Blocking blocking() {
   return sizeof(T) == 4 ? Blocking{384, 144, 4096} : Blocking{128, 192, 2048};
 }
 
@@ -87,7 +90,8 @@ struct Scratch {
   void* p = nullptr;
   size_t cap = 0;
   ~Scratch() { std::free(p); }
-  template <typename T> T* get(size_t n) {
+  template <typename T>
+  T* get(size_t n) {
     size_t bytes = (n * sizeof(T) + 63) & ~size_t(63);
     if (bytes > cap) {
       std::free(p);
@@ -109,9 +113,18 @@ struct Scratch {
 };
 thread_local Scratch tl_a, tl_b, tl_c;
 
-template <typename Acc, typename Tin> inline Acc cvt(Tin v) { return Acc(float(v)); }
-template <> inline float cvt<float, float>(float v) { return v; }
-template <> inline double cvt<double, double>(double v) { return v; }
+template <typename Acc, typename Tin>
+inline Acc cvt(Tin v) {
+  return Acc(float(v));
+}
+template <>
+inline float cvt<float, float>(float v) {
+  return v;
+}
+template <>
+inline double cvt<double, double>(double v) {
+  return v;
+}
 
 // A[mc x kc] -> MR-high micro-panels, each kc steps of MR values (rows past mc are zero).
 template <typename Acc, typename Tin>
@@ -162,7 +175,8 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // Runs fn over [0, n) on up to `threads` threads (inline when 1).
-template <typename F> void run_tasks(int64_t n, int threads, F&& fn) {
+template <typename F>
+void run_tasks(int64_t n, int threads, F&& fn) {
   if (threads <= 1 || n <= 1) {
     fn(0, n);
     return;
@@ -172,9 +186,8 @@ template <typename F> void run_tasks(int64_t n, int threads, F&& fn) {
 
 // C (row stride ldc) = A @ B (+ C when accumulate), with Acc-typed C.
 template <typename Acc, typename Tin>
-void gemm_driver(const MicroKernel<Acc>& kr, int64_t M, int64_t N, int64_t K, const Tin* A,
-                 int64_t rsa, int64_t csa, const Tin* B, int64_t rsb, int64_t csb, Acc* C,
-                 int64_t ldc, bool accumulate, bool parallel) {
+void gemm_driver(const MicroKernel<Acc>& kr, int64_t M, int64_t N, int64_t K, const Tin* A, int64_t rsa, int64_t csa,
+                 const Tin* B, int64_t rsb, int64_t csb, Acc* C, int64_t ldc, bool accumulate, bool parallel) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -209,8 +222,7 @@ void gemm_driver(const MicroKernel<Acc>& kr, int64_t M, int64_t N, int64_t K, co
       const Tin* Bblk = B + pc * rsb + jc * csb;
       run_tasks(npan, threads, [&](int64_t q0, int64_t q1) {
         for (int64_t q = q0; q < q1; q++)
-          pack_b_panel(Bblk + q * nr * csb, rsb, csb, std::min<int64_t>(nr, nc - q * nr), kc, nr,
-                       Bp + q * nr * kc);
+          pack_b_panel(Bblk + q * nr * csb, rsb, csb, std::min<int64_t>(nr, nc - q * nr), kc, nr, Bp + q * nr * kc);
       });
       run_tasks(mblocks * nsplit, threads, [&](int64_t t0, int64_t t1) {
         alignas(64) Acc tile[16 * 32];
@@ -251,9 +263,11 @@ template <typename T>
 void gemm_one(const GemmLayout& L, const T* A, const T* B, T* C, bool parallel) {
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     if constexpr (std::is_same_v<T, float>)
-      gemm_driver<float, float>(kernels().f32, L.M, L.N, L.K, A, L.a_rs, L.a_cs, B, L.b_rs, L.b_cs, C, L.N, false, parallel);
+      gemm_driver<float, float>(kernels().f32, L.M, L.N, L.K, A, L.a_rs, L.a_cs, B, L.b_rs, L.b_cs, C, L.N, false,
+                                parallel);
     else
-      gemm_driver<double, double>(kernels().f64, L.M, L.N, L.K, A, L.a_rs, L.a_cs, B, L.b_rs, L.b_cs, C, L.N, false, parallel);
+      gemm_driver<double, double>(kernels().f64, L.M, L.N, L.K, A, L.a_rs, L.a_cs, B, L.b_rs, L.b_cs, C, L.N, false,
+                                  parallel);
   } else {
     // 16-bit types: f32 accumulation in a scratch C, rounded once at the end.
     float* Cf = tl_c.get<float>(size_t(L.M * L.N));
@@ -267,7 +281,8 @@ void gemm_one(const GemmLayout& L, const T* A, const T* B, T* C, bool parallel) 
 }
 
 // OpenBLAS for one f32/f64 matrix; false when the layout does not fit its int arguments.
-template <typename T> bool openblas_one(const GemmLayout& L, const T* A, const T* B, T* C) {
+template <typename T>
+bool openblas_one(const GemmLayout& L, const T* A, const T* B, T* C) {
   const blas::OpenBlas* lib = blas::openblas();
   const int64_t lim = 0x7fffffff;
   int64_t lda = L.a_cs == 1 ? L.a_rs : L.a_cs, ldb = L.b_cs == 1 ? L.b_rs : L.b_cs;
@@ -275,7 +290,8 @@ template <typename T> bool openblas_one(const GemmLayout& L, const T* A, const T
   const int ta = L.a_cs == 1 ? blas::kNoTrans : blas::kTrans;
   const int tb = L.b_cs == 1 ? blas::kNoTrans : blas::kTrans;
   if constexpr (std::is_same_v<T, float>)
-    lib->sgemm(blas::kRowMajor, ta, tb, int(L.M), int(L.N), int(L.K), 1.0f, A, int(lda), B, int(ldb), 0.0f, C, int(L.N));
+    lib->sgemm(blas::kRowMajor, ta, tb, int(L.M), int(L.N), int(L.K), 1.0f, A, int(lda), B, int(ldb), 0.0f, C,
+               int(L.N));
   else
     lib->dgemm(blas::kRowMajor, ta, tb, int(L.M), int(L.N), int(L.K), 1.0, A, int(lda), B, int(ldb), 0.0, C, int(L.N));
   return true;
@@ -321,23 +337,26 @@ void matmul_typed(const Tensor& a, const Tensor& b, const Tensor& out, const Gem
 
 void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const GemmLayout& L) {
   switch (out.dtype) {
-    case DType::F32: return matmul_typed<float>(a, b, out, L);
-    case DType::F64: return matmul_typed<double>(a, b, out, L);
-    case DType::F16: return matmul_typed<f16>(a, b, out, L);
-    case DType::BF16: return matmul_typed<bf16>(a, b, out, L);
-    default: fail("E_DTYPE", "matmul: expected a floating-point tensor, got ", dtype_name(out.dtype));
+    case DType::F32:
+      return matmul_typed<float>(a, b, out, L);
+    case DType::F64:
+      return matmul_typed<double>(a, b, out, L);
+    case DType::F16:
+      return matmul_typed<f16>(a, b, out, L);
+    case DType::BF16:
+      return matmul_typed<bf16>(a, b, out, L);
+    default:
+      fail("E_DTYPE", "matmul: expected a floating-point tensor, got ", dtype_name(out.dtype));
   }
 }
 
-void gemm_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int64_t csa,
-              const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc, bool accumulate,
-              bool parallel) {
+void gemm_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int64_t csa, const float* B, int64_t rsb,
+              int64_t csb, float* C, int64_t ldc, bool accumulate, bool parallel) {
   gemm_driver<float, float>(kernels().f32, M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, parallel);
 }
 
-void gemm_f64(int64_t M, int64_t N, int64_t K, const double* A, int64_t rsa, int64_t csa,
-              const double* B, int64_t rsb, int64_t csb, double* C, int64_t ldc, bool accumulate,
-              bool parallel) {
+void gemm_f64(int64_t M, int64_t N, int64_t K, const double* A, int64_t rsa, int64_t csa, const double* B, int64_t rsb,
+              int64_t csb, double* C, int64_t ldc, bool accumulate, bool parallel) {
   gemm_driver<double, double>(kernels().f64, M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, parallel);
 }
 
@@ -375,11 +394,16 @@ bool set_gemm(const std::string& which) {
     return true;
   }
   const KernelSet* k = nullptr;
-  if (which == "native:avx512") k = detail::kernels_avx512();
-  else if (which == "native:avx2") k = detail::kernels_avx2();
-  else if (which == "native:generic") k = detail::kernels_generic();
-  else fail("E_ARG", "setCpuGemm: unknown GEMM '", which, "' (expected auto, native, openblas, "
-            "native:avx512, native:avx2 or native:generic)");
+  if (which == "native:avx512")
+    k = detail::kernels_avx512();
+  else if (which == "native:avx2")
+    k = detail::kernels_avx2();
+  else if (which == "native:generic")
+    k = detail::kernels_generic();
+  else
+    fail("E_ARG", "setCpuGemm: unknown GEMM '", which,
+         "' (expected auto, native, openblas, "
+         "native:avx512, native:avx2 or native:generic)");
   if (!k) return false;
   g_mode.store(int(Mode::Native));
   g_kernels.store(k);

@@ -17,12 +17,10 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const GemmLayou
 // Raw single-matrix GEMMs for other CPU kernels: C (ldc row stride) = A @ B, or C += A @ B with
 // accumulate. A(i, k) = A[i * rsa + k * csa], any strides. `parallel` lets it use the thread pool
 // (it runs inline anyway when called from inside a parallel_for).
-void gemm_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int64_t csa,
-              const float* B, int64_t rsb, int64_t csb, float* C, int64_t ldc, bool accumulate,
-              bool parallel = true);
-void gemm_f64(int64_t M, int64_t N, int64_t K, const double* A, int64_t rsa, int64_t csa,
-              const double* B, int64_t rsb, int64_t csb, double* C, int64_t ldc, bool accumulate,
-              bool parallel = true);
+void gemm_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsa, int64_t csa, const float* B, int64_t rsb,
+              int64_t csb, float* C, int64_t ldc, bool accumulate, bool parallel = true);
+void gemm_f64(int64_t M, int64_t N, int64_t K, const double* A, int64_t rsa, int64_t csa, const double* B, int64_t rsb,
+              int64_t csb, double* C, int64_t ldc, bool accumulate, bool parallel = true);
 
 // Which implementation runs f32/f64 GEMMs now, in words ("sift-ft avx512 12x32 microkernel,
 // 2 threads" or "openblas (/usr/lib/.../libopenblas.so.0)").
@@ -37,7 +35,8 @@ std::string gemm_simd();
 namespace detail {
 // Register-blocked microkernel: computes the MR x NR tile of packed A (kc steps of MR values) times
 // packed B (kc steps of NR values) and stores it to c (row stride ldc), or adds it when accumulate.
-template <typename T> struct MicroKernel {
+template <typename T>
+struct MicroKernel {
   int mr = 0, nr = 0;
   void (*fn)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int accumulate) = nullptr;
   const char* name = "";

@@ -69,8 +69,8 @@ struct V512d {
 // MR rows x NV vectors: MR * NV accumulators stay in registers for the whole k loop; each step
 // loads NV vectors of packed B and broadcasts MR values of packed A.
 template <typename VT, int MR, int NV>
-void kern512(int64_t kc, const typename VT::E* a, const typename VT::E* b, typename VT::E* c,
-             int64_t ldc, int accumulate) {
+void kern512(int64_t kc, const typename VT::E* a, const typename VT::E* b, typename VT::E* c, int64_t ldc,
+             int accumulate) {
   using V = typename VT::V;
   constexpr int W = VT::W;
   V acc[MR][NV];
@@ -147,8 +147,8 @@ struct V256d {
 
 // Same scheme as kern512 with 16 ymm registers: 6 x 2 accumulators, 2 B vectors, 1 broadcast.
 template <typename VT, int MR, int NV>
-void kern256(int64_t kc, const typename VT::E* a, const typename VT::E* b, typename VT::E* c,
-             int64_t ldc, int accumulate) {
+void kern256(int64_t kc, const typename VT::E* a, const typename VT::E* b, typename VT::E* c, int64_t ldc,
+             int accumulate) {
   using V = typename VT::V;
   constexpr int W = VT::W;
   V acc[MR][NV];

@@ -16,8 +16,6 @@
 namespace sift::cpu {
 namespace {
 
-
-
 template <typename I>
 int64_t count_valid(const I* t, int64_t n, int64_t ignore) {
   int64_t k = 0;
@@ -64,8 +62,7 @@ void ce_forward(const T* x, const I* tg, void* loss_raw, void* lse_raw, int64_t 
       rl[r] = s == A(0) ? nll : (A(1) - s) * nll + s * (l - sx / A(c));
     }
   });
-  if (any_bad.load())
-    fail("E_INDEX", "crossEntropy: target ", bad.load(), " is out of range for ", c, " classes");
+  if (any_bad.load()) fail("E_INDEX", "crossEntropy: target ", bad.load(), " is out of range for ", c, " classes");
   if (red == Reduction::None) return;
   A total = 0;
   for (int64_t r = 0; r < n; r++) total += rl[r];
@@ -124,8 +121,8 @@ void ce_backward(const T* x, const I* tg, const void* lse_raw, const void* gl_ra
 
 }  // namespace
 
-void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& loss, const Tensor& lse,
-                   int64_t n, int64_t c, int64_t ignore_index, Reduction reduction, double smoothing) {
+void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& loss, const Tensor& lse, int64_t n,
+                   int64_t c, int64_t ignore_index, Reduction reduction, double smoothing) {
   dispatch_float(logits.dtype, "crossEntropy", [&](auto tt) {
     using T = typename decltype(tt)::type;
     dispatch_int(targets.dtype, "crossEntropy", [&](auto it) {
@@ -136,9 +133,9 @@ void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& lo
   });
 }
 
-void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
-                            const Tensor& gloss, const Tensor& glogits, int64_t n, int64_t c,
-                            int64_t ignore_index, Reduction reduction, double smoothing) {
+void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& gloss,
+                            const Tensor& glogits, int64_t n, int64_t c, int64_t ignore_index, Reduction reduction,
+                            double smoothing) {
   dispatch_float(logits.dtype, "crossEntropyBackward", [&](auto tt) {
     using T = typename decltype(tt)::type;
     dispatch_int(targets.dtype, "crossEntropyBackward", [&](auto it) {

@@ -13,7 +13,6 @@
 namespace sift::cpu {
 namespace {
 
-
 int64_t norm_row_grain(int64_t d) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(d, 1)); }
 
 // Rows per partial-sum block: at least 16, and at most ~256 blocks so the partials stay small.
@@ -191,31 +190,27 @@ void rms_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tens
 
 void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y, const Tensor& mean,
                 const Tensor& rstd, int64_t rows, int64_t d, double eps) {
-  dispatch_float(x.dtype, "layerNorm", [&](auto tag) {
-    ln_forward<typename decltype(tag)::type>(x, w, b, y, mean, rstd, rows, d, eps);
-  });
+  dispatch_float(x.dtype, "layerNorm",
+                 [&](auto tag) { ln_forward<typename decltype(tag)::type>(x, w, b, y, mean, rstd, rows, d, eps); });
 }
 
-void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean,
-                         const Tensor& rstd, const Tensor& gx, const Tensor& gw, const Tensor& gb,
-                         int64_t rows, int64_t d) {
+void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                         const Tensor& gx, const Tensor& gw, const Tensor& gb, int64_t rows, int64_t d) {
   dispatch_float(x.dtype, "layerNormBackward", [&](auto tag) {
     ln_backward<typename decltype(tag)::type>(gy, x, w, mean, rstd, gx, gw, gb, rows, d);
   });
 }
 
-void rms_norm(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, int64_t rows,
-              int64_t d, double eps) {
-  dispatch_float(x.dtype, "rmsNorm", [&](auto tag) {
-    rms_forward<typename decltype(tag)::type>(x, w, y, rstd, rows, d, eps);
-  });
+void rms_norm(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, int64_t rows, int64_t d,
+              double eps) {
+  dispatch_float(x.dtype, "rmsNorm",
+                 [&](auto tag) { rms_forward<typename decltype(tag)::type>(x, w, y, rstd, rows, d, eps); });
 }
 
-void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                       const Tensor& gx, const Tensor& gw, int64_t rows, int64_t d) {
-  dispatch_float(x.dtype, "rmsNormBackward", [&](auto tag) {
-    rms_backward<typename decltype(tag)::type>(gy, x, w, rstd, gx, gw, rows, d);
-  });
+void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& gx,
+                       const Tensor& gw, int64_t rows, int64_t d) {
+  dispatch_float(x.dtype, "rmsNormBackward",
+                 [&](auto tag) { rms_backward<typename decltype(tag)::type>(gy, x, w, rstd, gx, gw, rows, d); });
 }
 
 }  // namespace sift::cpu

@@ -9,14 +9,20 @@
 
 namespace sift::cpu {
 
-template <typename A, typename T> inline A ld(T v) {
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) return A(float(v));
-  else return A(v);
+template <typename A, typename T>
+inline A ld(T v) {
+  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>)
+    return A(float(v));
+  else
+    return A(v);
 }
 
-template <typename T, typename A> inline T st(A v) {
-  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) return T(float(v));
-  else return T(v);
+template <typename T, typename A>
+inline T st(A v) {
+  if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>)
+    return T(float(v));
+  else
+    return T(v);
 }
 
 // Rows are cheap to split: about 32k elements per task keeps small tensors on one thread.

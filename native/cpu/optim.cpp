@@ -35,8 +35,8 @@ std::vector<int64_t> prefix(const std::vector<Tensor>& ts) {
 float read_scale(const Tensor& scale) { return scale.defined() ? *scale.data<float>() : 1.0f; }
 
 template <typename W, typename I>
-bool sparse_segment(W* w, int64_t numel, const I* idx, const float* g, float* m, float* v, float* p,
-                    int64_t lo, int64_t hi, const AdamWScalars& s, float sc) {
+bool sparse_segment(W* w, int64_t numel, const I* idx, const float* g, float* m, float* v, float* p, int64_t lo,
+                    int64_t hi, const AdamWScalars& s, float sc) {
   bool ok = true;
   for (int64_t i = lo; i < hi; i++) {
     int64_t j = int64_t(idx[i]);
@@ -55,8 +55,8 @@ bool sparse_segment(W* w, int64_t numel, const I* idx, const float* g, float* m,
 }
 
 template <typename P, typename G>
-void dense_segment(P* p, const G* g, float* m, float* v, float* master, int64_t lo, int64_t hi,
-                   const AdamWScalars& s, float sc) {
+void dense_segment(P* p, const G* g, float* m, float* v, float* master, int64_t lo, int64_t hi, const AdamWScalars& s,
+                   float sc) {
   for (int64_t i = lo; i < hi; i++) {
     float mi = m[i], vi = v[i];
     float x = master ? master[i] : float(p[i]);
@@ -71,9 +71,8 @@ void dense_segment(P* p, const G* g, float* m, float* v, float* master, int64_t 
 }  // namespace
 
 void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>& indices,
-                  const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
-                  const std::vector<Tensor>& v, const std::vector<Tensor>& masters,
-                  const AdamWScalars& s, const Tensor& scale) {
+                  const std::vector<Tensor>& grads, const std::vector<Tensor>& m, const std::vector<Tensor>& v,
+                  const std::vector<Tensor>& masters, const AdamWScalars& s, const Tensor& scale) {
   const std::vector<int64_t> start = prefix(indices);
   const float sc = read_scale(scale);  // on the executor thread: the op that wrote it has run
   std::atomic<bool> bad{false};
@@ -84,9 +83,8 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
         using W = typename decltype(wt)::type;
         dispatch_int(indices[t].dtype, "sparseAdamW", [&](auto it) {
           using I = typename decltype(it)::type;
-          if (!sparse_segment(w.data<W>(), w.numel(), indices[t].data<I>(), grads[t].data<float>(),
-                              m[t].data<float>(), v[t].data<float>(), masters[t].data<float>(), lo,
-                              hi, s, sc))
+          if (!sparse_segment(w.data<W>(), w.numel(), indices[t].data<I>(), grads[t].data<float>(), m[t].data<float>(),
+                              v[t].data<float>(), masters[t].data<float>(), lo, hi, s, sc))
             bad = true;
         });
       });
@@ -95,9 +93,9 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
   SIFT_CHECK(!bad, "E_INDEX", "sparseAdamW: an index is out of range for its weight tensor");
 }
 
-void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-           const std::vector<Tensor>& m, const std::vector<Tensor>& v,
-           const std::vector<Tensor>& masters, const AdamWScalars& s, const Tensor& scale) {
+void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
+           const std::vector<Tensor>& v, const std::vector<Tensor>& masters, const AdamWScalars& s,
+           const Tensor& scale) {
   const std::vector<int64_t> start = prefix(params);
   const float sc = read_scale(scale);
   parallel_for(start.back(), kGrain, [&](int64_t begin, int64_t end) {
@@ -108,8 +106,7 @@ void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
         using P = typename decltype(pt)::type;
         dispatch_float(grads[t].dtype, "adamW", [&](auto gt) {
           using G = typename decltype(gt)::type;
-          dense_segment(p.data<P>(), grads[t].data<G>(), m[t].data<float>(), v[t].data<float>(),
-                        master, lo, hi, s, sc);
+          dense_segment(p.data<P>(), grads[t].data<G>(), m[t].data<float>(), v[t].data<float>(), master, lo, hi, s, sc);
         });
       });
     });

@@ -42,7 +42,10 @@ inline uint8_t dynamic_code(float x) {
   int lo = 0, hi = 255;
   while (hi - lo > 1) {
     int mid = (lo + hi) / 2;
-    if (kDynamic[mid] <= x) lo = mid; else hi = mid;
+    if (kDynamic[mid] <= x)
+      lo = mid;
+    else
+      hi = mid;
   }
   return uint8_t(std::fabs(x - kDynamic[lo]) <= std::fabs(kDynamic[hi] - x) ? lo : hi);
 }
@@ -128,8 +131,8 @@ void quantize_nf4(const Tensor& w, const Tensor& packed, const Tensor& absmax_q,
   });
 }
 
-void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale,
-                         const Tensor& offset, int64_t cols, int64_t r0, const Tensor& out) {
+void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale, const Tensor& offset,
+                         int64_t cols, int64_t r0, const Tensor& out) {
   const int64_t rows = out.size(0);
   const uint8_t* pk = reinterpret_cast<const uint8_t*>(packed.raw());
   const uint8_t* aq = reinterpret_cast<const uint8_t*>(absmax_q.raw());
@@ -150,8 +153,8 @@ void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Ten
   });
 }
 
-void quant_linear(const Tensor& x, const std::vector<Tensor>& s, bool nf4, int64_t rows, int64_t cols,
-                  bool transpose, const Tensor& y) {
+void quant_linear(const Tensor& x, const std::vector<Tensor>& s, bool nf4, int64_t rows, int64_t cols, bool transpose,
+                  const Tensor& y) {
   const int64_t M = x.size(0);
   const int64_t tn = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t(1) << 20) / cols));
   Tensor tile = empty({tn, cols}, DType::F32, x.device());

@@ -20,8 +20,8 @@ void dequantize_int8_rows(const Tensor& q, const Tensor& absmax, int64_t r0, con
 void quantize_nf4(const Tensor& w, const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale,
                   const Tensor& offset);
 // Rows [r0, r0 + out.rows) of an NF4 weight with `cols` columns, dequantized into out (f32).
-void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale,
-                         const Tensor& offset, int64_t cols, int64_t r0, const Tensor& out);
+void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale, const Tensor& offset,
+                         int64_t cols, int64_t r0, const Tensor& out);
 
 // transpose = false: y [M, rows] = x [M, cols] @ W^T; true: y [M, cols] = x [M, rows] @ W. x and y
 // contiguous f32; W (state as in native/ops/quant.h) is dequantized one tile of rows at a time

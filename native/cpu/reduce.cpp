@@ -35,19 +35,27 @@ struct R {
       return A(0);  // sums, and absmax (|x| >= 0)
   }
   static A map(A v) {
-    if constexpr (OP == ReduceOp::SumSq) return v * v;
-    else if constexpr (OP == ReduceOp::AbsMax) return v < A(0) ? -v : v;
-    else return v;
+    if constexpr (OP == ReduceOp::SumSq)
+      return v * v;
+    else if constexpr (OP == ReduceOp::AbsMax)
+      return v < A(0) ? -v : v;
+    else
+      return v;
   }
   // NaN wins in max/min (once the accumulator is NaN, no comparison replaces it).
   static A combine(A acc, A v) {
-    if constexpr (kMax) return (v > acc || v != v) ? v : acc;
-    else if constexpr (kMin) return (v < acc || v != v) ? v : acc;
-    else return acc + v;
+    if constexpr (kMax)
+      return (v > acc || v != v) ? v : acc;
+    else if constexpr (kMin)
+      return (v < acc || v != v) ? v : acc;
+    else
+      return acc + v;
   }
   static A finish(A acc, int64_t count) {
-    if constexpr (OP == ReduceOp::Mean) return acc / A(count);
-    else return acc;
+    if constexpr (OP == ReduceOp::Mean)
+      return acc / A(count);
+    else
+      return acc;
   }
 };
 
@@ -121,12 +129,24 @@ void reduce_typed(const T* x, int64_t O, int64_t Rn, int64_t I, T* out) {
 template <typename F>
 void dispatch_reduce_const(ReduceOp op, F&& f) {
   switch (op) {
-    case ReduceOp::Sum: f(std::integral_constant<ReduceOp, ReduceOp::Sum>{}); return;
-    case ReduceOp::Mean: f(std::integral_constant<ReduceOp, ReduceOp::Mean>{}); return;
-    case ReduceOp::Max: f(std::integral_constant<ReduceOp, ReduceOp::Max>{}); return;
-    case ReduceOp::Min: f(std::integral_constant<ReduceOp, ReduceOp::Min>{}); return;
-    case ReduceOp::SumSq: f(std::integral_constant<ReduceOp, ReduceOp::SumSq>{}); return;
-    case ReduceOp::AbsMax: f(std::integral_constant<ReduceOp, ReduceOp::AbsMax>{}); return;
+    case ReduceOp::Sum:
+      f(std::integral_constant<ReduceOp, ReduceOp::Sum>{});
+      return;
+    case ReduceOp::Mean:
+      f(std::integral_constant<ReduceOp, ReduceOp::Mean>{});
+      return;
+    case ReduceOp::Max:
+      f(std::integral_constant<ReduceOp, ReduceOp::Max>{});
+      return;
+    case ReduceOp::Min:
+      f(std::integral_constant<ReduceOp, ReduceOp::Min>{});
+      return;
+    case ReduceOp::SumSq:
+      f(std::integral_constant<ReduceOp, ReduceOp::SumSq>{});
+      return;
+    case ReduceOp::AbsMax:
+      f(std::integral_constant<ReduceOp, ReduceOp::AbsMax>{});
+      return;
   }
 }
 
@@ -158,7 +178,10 @@ void argmax(const Tensor& x, int64_t O, int64_t Rn, int64_t I, const Tensor& out
         int64_t bi = 0;
         for (int64_t r = 1; r < Rn && best == best; r++) {
           C v = C(p[r * I]);
-          if (v > best || v != v) { best = v; bi = r; }
+          if (v > best || v != v) {
+            best = v;
+            bi = r;
+          }
         }
         po[t] = bi;
       }

@@ -39,16 +39,19 @@ inline uint64_t key64(double d) {
 
 // NaN and +-Inf have an all-ones exponent; after the key mapping they sit at both ends.
 inline bool nonfinite(uint32_t key) { return key >= 0xff800000u || key <= 0x007fffffu; }
-inline bool nonfinite(uint64_t key) {
-  return key >= 0xfff0000000000000ull || key <= 0x000fffffffffffffull;
-}
+inline bool nonfinite(uint64_t key) { return key >= 0xfff0000000000000ull || key <= 0x000fffffffffffffull; }
 
 template <typename K, typename T>
 inline K key_of(T v) {
-  if constexpr (sizeof(K) == 4) return key32(static_cast<float>(v));
-  else return key64(static_cast<double>(static_cast<float>(v)));
+  if constexpr (sizeof(K) == 4)
+    return key32(static_cast<float>(v));
+  else
+    return key64(static_cast<double>(static_cast<float>(v)));
 }
-template <> inline uint64_t key_of<uint64_t, double>(double v) { return key64(v); }
+template <>
+inline uint64_t key_of<uint64_t, double>(double v) {
+  return key64(v);
+}
 
 struct Seg {
   const void* ptr;
@@ -134,8 +137,10 @@ class Selector {
         auto visit = [&](K key) {
           if ((key >> ms) == want) hist[(key >> sh) & mask]++;
         };
-        if (ch.overflow) each_key(c, [&](int64_t, K key) { visit(key); });
-        else for (const auto& ck : ch.cand) visit(ck.first);
+        if (ch.overflow)
+          each_key(c, [&](int64_t, K key) { visit(key); });
+        else
+          for (const auto& ck : ch.cand) visit(ck.first);
       });
       prefix = choose(h, p, prefix, krem);
     }

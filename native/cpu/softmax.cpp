@@ -13,8 +13,6 @@
 namespace sift::cpu {
 namespace {
 
-
-
 template <typename T>
 void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log) {
   using A = acc_t<T>;
@@ -58,7 +56,10 @@ void softmax_cols(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, boo
       int64_t w = std::min(kTile, inner - j0);
       const T* xb = x + o * n * inner + j0;
       T* yb = y + o * n * inner + j0;
-      for (int64_t j = 0; j < w; j++) { mx[j] = -std::numeric_limits<A>::infinity(); sum[j] = 0; }
+      for (int64_t j = 0; j < w; j++) {
+        mx[j] = -std::numeric_limits<A>::infinity();
+        sum[j] = 0;
+      }
       for (int64_t k = 0; k < n; k++)
         for (int64_t j = 0; j < w; j++) mx[j] = std::max(mx[j], ld<A>(xb[k * inner + j]));
       for (int64_t j = 0; j < w; j++)
@@ -90,10 +91,14 @@ void backward_rows(const T* y, const T* gy, T* gx, int64_t rows, int64_t n, bool
       const T* gr = gy + r * n;
       T* out = gx + r * n;
       A dot = 0;
-      if (log) for (int64_t i = 0; i < n; i++) dot += ld<A>(gr[i]);
-      else for (int64_t i = 0; i < n; i++) dot += ld<A>(gr[i]) * ld<A>(yr[i]);
-      if (log) for (int64_t i = 0; i < n; i++) out[i] = st<T>(ld<A>(gr[i]) - std::exp(ld<A>(yr[i])) * dot);
-      else for (int64_t i = 0; i < n; i++) out[i] = st<T>(ld<A>(yr[i]) * (ld<A>(gr[i]) - dot));
+      if (log)
+        for (int64_t i = 0; i < n; i++) dot += ld<A>(gr[i]);
+      else
+        for (int64_t i = 0; i < n; i++) dot += ld<A>(gr[i]) * ld<A>(yr[i]);
+      if (log)
+        for (int64_t i = 0; i < n; i++) out[i] = st<T>(ld<A>(gr[i]) - std::exp(ld<A>(yr[i])) * dot);
+      else
+        for (int64_t i = 0; i < n; i++) out[i] = st<T>(ld<A>(yr[i]) * (ld<A>(gr[i]) - dot));
     }
   });
 }
@@ -130,18 +135,22 @@ void softmax(const Tensor& x, const Tensor& y, int64_t outer, int64_t n, int64_t
   if (outer * n * inner == 0) return;
   dispatch_float(x.dtype, "softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (inner == 1) softmax_rows(x.data<T>(), y.data<T>(), outer, n, log);
-    else softmax_cols(x.data<T>(), y.data<T>(), outer, n, inner, log);
+    if (inner == 1)
+      softmax_rows(x.data<T>(), y.data<T>(), outer, n, log);
+    else
+      softmax_cols(x.data<T>(), y.data<T>(), outer, n, inner, log);
   });
 }
 
-void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, int64_t outer, int64_t n,
-                      int64_t inner, bool log) {
+void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, int64_t outer, int64_t n, int64_t inner,
+                      bool log) {
   if (outer * n * inner == 0) return;
   dispatch_float(y.dtype, "softmaxBackward", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (inner == 1) backward_rows(y.data<T>(), gy.data<T>(), gx.data<T>(), outer, n, log);
-    else backward_cols(y.data<T>(), gy.data<T>(), gx.data<T>(), outer, n, inner, log);
+    if (inner == 1)
+      backward_rows(y.data<T>(), gy.data<T>(), gx.data<T>(), outer, n, log);
+    else
+      backward_cols(y.data<T>(), gy.data<T>(), gx.data<T>(), outer, n, inner, log);
   });
 }
 

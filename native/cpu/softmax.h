@@ -6,6 +6,6 @@
 namespace sift::cpu {
 void softmax(const Tensor& x, const Tensor& y, int64_t outer, int64_t n, int64_t inner, bool log);
 // gx from the forward output y and the output gradient gy (all contiguous, same shape and dtype).
-void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, int64_t outer, int64_t n,
-                      int64_t inner, bool log);
+void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, int64_t outer, int64_t n, int64_t inner,
+                      bool log);
 }  // namespace sift::cpu

@@ -31,8 +31,8 @@ template <typename I>
 void check_indices(const I* ix, int64_t k, int64_t limit, const char* op) {
   parallel_for(k, 1 << 16, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++)
-      SIFT_CHECK(ix[i] >= 0 && int64_t(ix[i]) < limit, "E_INDEX", op, ": index ", int64_t(ix[i]),
-                 " at position ", i, " is out of range for ", limit, " elements");
+      SIFT_CHECK(ix[i] >= 0 && int64_t(ix[i]) < limit, "E_INDEX", op, ": index ", int64_t(ix[i]), " at position ", i,
+                 " is out of range for ", limit, " elements");
   });
 }
 

@@ -13,8 +13,8 @@ namespace sift::cpu {
 // Up to N operands sharing one shape (broadcast operands have stride 0 where they broadcast).
 template <int N>
 struct StridedLoop {
-  Shape shape;                             // collapsed shape
-  std::array<Shape, N> strides;            // per operand, in elements, collapsed
+  Shape shape;                   // collapsed shape
+  std::array<Shape, N> strides;  // per operand, in elements, collapsed
   int64_t numel = 1;
 
   StridedLoop(const Shape& full_shape, const std::array<Shape, N>& full_strides) {

@@ -45,16 +45,17 @@ __device__ __forceinline__ void load_tile(const T* __restrict__ base, int64_t ro
 
 // ---- forward ------------------------------------------------------------------------------
 
-template <typename A, int DMAX> struct FwdCfg {
+template <typename A, int DMAX>
+struct FwdCfg {
   static constexpr int BQ = sizeof(A) == 8 ? 16 : (DMAX >= 256 ? 32 : 64);
   static constexpr int BK = sizeof(A) == 8 ? 16 : (DMAX >= 256 ? 32 : 64);
   static constexpr size_t smem = sizeof(A) * size_t((BQ + BK) * (DMAX + 1) + BQ * (BK + 1));
 };
 
 template <typename T, typename A, int DMAX, int BQ, int BK, bool EXT>
-__global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const T* __restrict__ q, const T* __restrict__ k,
-                                                            const T* __restrict__ v, T* __restrict__ out,
-                                                            A* __restrict__ lse, Params<A> p) {
+__global__ void __launch_bounds__(kThreads)
+    attn_fwd_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
+                    A* __restrict__ lse, Params<A> p) {
   constexpr int LD = DMAX + 1, LP = BK + 1, RA = BQ / 16, CB = BK / 16, DE = DMAX / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   A* Qs = reinterpret_cast<A*>(smem_raw);
@@ -168,7 +169,8 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const T* __restrict_
 
 // ---- backward -----------------------------------------------------------------------------
 
-template <typename A, int DMAX> struct BwdCfg {
+template <typename A, int DMAX>
+struct BwdCfg {
   static constexpr int BQ = sizeof(A) == 8 ? 16 : (DMAX <= 32 ? 64 : DMAX <= 128 ? 32 : 16);
   static constexpr int BK = sizeof(A) == 8 ? 16 : (DMAX <= 64 ? 64 : DMAX <= 128 ? 32 : 16);
   static constexpr size_t smem_dkdv = sizeof(A) * size_t(2 * (BQ + BK) * (DMAX + 1) + 2 * BQ * (BK + 1) + 2 * BQ);
@@ -193,9 +195,10 @@ __global__ void attn_delta_kernel(const T* __restrict__ gout, const T* __restric
 }
 
 template <typename T, typename A, int DMAX, int BQ, int BK, bool EXT>
-__global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(
-    const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-    const A* __restrict__ lse, const A* __restrict__ delta, T* __restrict__ gk, T* __restrict__ gv, Params<A> p) {
+__global__ void __launch_bounds__(kThreads)
+    attn_bwd_dkdv_kernel(const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k,
+                         const T* __restrict__ v, const A* __restrict__ lse, const A* __restrict__ delta,
+                         T* __restrict__ gk, T* __restrict__ gv, Params<A> p) {
   constexpr int LD = DMAX + 1, LP = BK + 1, RQ = BQ / 16, CB = BK / 16, RK = BK / 16, DE = DMAX / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   A* Ks = reinterpret_cast<A*>(smem_raw);
@@ -317,9 +320,10 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(
 }
 
 template <typename T, typename A, int DMAX, int BQ, int BK, bool EXT>
-__global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(
-    const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-    const A* __restrict__ lse, const A* __restrict__ delta, T* __restrict__ gq, Params<A> p) {
+__global__ void __launch_bounds__(kThreads)
+    attn_bwd_dq_kernel(const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k,
+                       const T* __restrict__ v, const A* __restrict__ lse, const A* __restrict__ delta,
+                       T* __restrict__ gq, Params<A> p) {
   constexpr int LD = DMAX + 1, LP = BK + 1, RA = BQ / 16, CB = BK / 16, DE = DMAX / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   A* Qs = reinterpret_cast<A*>(smem_raw);
@@ -420,13 +424,17 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(
 
 template <typename F>
 void with_head_dim(int64_t D, const char* op, F&& f) {
-  if (D <= 32) f(std::integral_constant<int, 32>{});
-  else if (D <= 64) f(std::integral_constant<int, 64>{});
-  else if (D <= 128) f(std::integral_constant<int, 128>{});
-  else if (D <= 256) f(std::integral_constant<int, 256>{});
-  else fail("E_SHAPE", op, ": CUDA attention supports head dims up to 256, got ", D);
+  if (D <= 32)
+    f(std::integral_constant<int, 32>{});
+  else if (D <= 64)
+    f(std::integral_constant<int, 64>{});
+  else if (D <= 128)
+    f(std::integral_constant<int, 128>{});
+  else if (D <= 256)
+    f(std::integral_constant<int, 256>{});
+  else
+    fail("E_SHAPE", op, ": CUDA attention supports head dims up to 256, got ", D);
 }
-
 
 }  // namespace
 
@@ -444,16 +452,18 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
     if constexpr (!std::is_same_v<T, float> && !std::is_same_v<T, double>) {
       if (tc_eligible(q, desc)) return tc_forward(q, k, v, out, lse, p, ext, dev, st);
     }
-    with_head_dim(D, "attention", [&](auto dm) { with_ext(ext, [&](auto ex) {
-      constexpr int DMAX = decltype(dm)::value;
-      using C = FwdCfg<A, DMAX>;
-      auto kern = attn_fwd_kernel<T, A, DMAX, C::BQ, C::BK, decltype(ex)::value>;
-      prepare_smem(kern, C::smem, dev, "attention", D, q.dtype);
-      const int64_t blocks = B * H * ((Tq + C::BQ - 1) / C::BQ);
-      SIFT_CHECK(blocks < (int64_t(1) << 31), "E_SHAPE", "attention: too many query tiles");
-      kern<<<unsigned(blocks), kThreads, C::smem, st>>>(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(),
-                                                        lse.data<A>(), p);
-    }); });
+    with_head_dim(D, "attention", [&](auto dm) {
+      with_ext(ext, [&](auto ex) {
+        constexpr int DMAX = decltype(dm)::value;
+        using C = FwdCfg<A, DMAX>;
+        auto kern = attn_fwd_kernel<T, A, DMAX, C::BQ, C::BK, decltype(ex)::value>;
+        prepare_smem(kern, C::smem, dev, "attention", D, q.dtype);
+        const int64_t blocks = B * H * ((Tq + C::BQ - 1) / C::BQ);
+        SIFT_CHECK(blocks < (int64_t(1) << 31), "E_SHAPE", "attention: too many query tiles");
+        kern<<<unsigned(blocks), kThreads, C::smem, st>>>(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(),
+                                                          lse.data<A>(), p);
+      });
+    });
   });
   check_last_error("attention");
 }
@@ -472,30 +482,32 @@ void attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k, co
     // Delta lives in a stream-ordered scratch tensor: freed after the launches are queued, which
     // the single-stream caching allocator makes safe.
     Tensor delta = empty({rows}, lse.dtype, q.device());
-    attn_delta_kernel<T, A><<<grid_for(rows * 32, 256), 256, 0, st>>>(gout.data<T>(), out.data<T>(),
-                                                                       delta.data<A>(), p, rows);
+    attn_delta_kernel<T, A>
+        <<<grid_for(rows * 32, 256), 256, 0, st>>>(gout.data<T>(), out.data<T>(), delta.data<A>(), p, rows);
     const bool ext = uses_ext(desc);
     if constexpr (!std::is_same_v<T, float> && !std::is_same_v<T, double>) {
       if (tc_eligible(q, desc)) return tc_backward(gout, q, k, v, lse, delta, gq, gk, gv, p, ext, dev, st);
     }
-    with_head_dim(D, "attentionBackward", [&](auto dm) { with_ext(ext, [&](auto ex) {
-      constexpr int DMAX = decltype(dm)::value;
-      constexpr bool EXT = decltype(ex)::value;
-      using C = BwdCfg<A, DMAX>;
-      auto kdkdv = attn_bwd_dkdv_kernel<T, A, DMAX, C::BQ, C::BK, EXT>;
-      auto kdq = attn_bwd_dq_kernel<T, A, DMAX, C::BQ, C::BK, EXT>;
-      prepare_smem(kdkdv, C::smem_dkdv, dev, "attentionBackward", D, q.dtype);
-      prepare_smem(kdq, C::smem_dq, dev, "attentionBackward", D, q.dtype);
-      const int64_t kblocks = B * Hkv * ((Tk + C::BK - 1) / C::BK);
-      const int64_t qblocks = B * H * ((Tq + C::BQ - 1) / C::BQ);
-      SIFT_CHECK(kblocks < (int64_t(1) << 31) && qblocks < (int64_t(1) << 31), "E_SHAPE",
-                 "attentionBackward: too many tiles");
-      kdkdv<<<unsigned(kblocks), kThreads, C::smem_dkdv, st>>>(gout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
-                                                               lse.data<A>(), delta.data<A>(), gk.data<T>(),
-                                                               gv.data<T>(), p);
-      kdq<<<unsigned(qblocks), kThreads, C::smem_dq, st>>>(gout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
-                                                           lse.data<A>(), delta.data<A>(), gq.data<T>(), p);
-    }); });
+    with_head_dim(D, "attentionBackward", [&](auto dm) {
+      with_ext(ext, [&](auto ex) {
+        constexpr int DMAX = decltype(dm)::value;
+        constexpr bool EXT = decltype(ex)::value;
+        using C = BwdCfg<A, DMAX>;
+        auto kdkdv = attn_bwd_dkdv_kernel<T, A, DMAX, C::BQ, C::BK, EXT>;
+        auto kdq = attn_bwd_dq_kernel<T, A, DMAX, C::BQ, C::BK, EXT>;
+        prepare_smem(kdkdv, C::smem_dkdv, dev, "attentionBackward", D, q.dtype);
+        prepare_smem(kdq, C::smem_dq, dev, "attentionBackward", D, q.dtype);
+        const int64_t kblocks = B * Hkv * ((Tk + C::BK - 1) / C::BK);
+        const int64_t qblocks = B * H * ((Tq + C::BQ - 1) / C::BQ);
+        SIFT_CHECK(kblocks < (int64_t(1) << 31) && qblocks < (int64_t(1) << 31), "E_SHAPE",
+                   "attentionBackward: too many tiles");
+        kdkdv<<<unsigned(kblocks), kThreads, C::smem_dkdv, st>>>(gout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
+                                                                 lse.data<A>(), delta.data<A>(), gk.data<T>(),
+                                                                 gv.data<T>(), p);
+        kdq<<<unsigned(qblocks), kThreads, C::smem_dq, st>>>(gout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
+                                                             lse.data<A>(), delta.data<A>(), gq.data<T>(), p);
+      });
+    });
   });
   check_last_error("attentionBackward");
 }

@@ -35,29 +35,46 @@ struct Params {
   int64_t window;          // 0: off
 };
 
-template <typename A> __device__ __forceinline__ A aexp(A x) {
-  if constexpr (std::is_same_v<A, double>) return exp(x);
-  else return expf(x);
+template <typename A>
+__device__ __forceinline__ A aexp(A x) {
+  if constexpr (std::is_same_v<A, double>)
+    return exp(x);
+  else
+    return expf(x);
 }
-template <typename A> __device__ __forceinline__ A alog(A x) {
-  if constexpr (std::is_same_v<A, double>) return log(x);
-  else return logf(x);
+template <typename A>
+__device__ __forceinline__ A alog(A x) {
+  if constexpr (std::is_same_v<A, double>)
+    return log(x);
+  else
+    return logf(x);
 }
-template <typename A> __device__ __forceinline__ A atanh_(A x) {
-  if constexpr (std::is_same_v<A, double>) return tanh(x);
-  else return tanhf(x);
+template <typename A>
+__device__ __forceinline__ A atanh_(A x) {
+  if constexpr (std::is_same_v<A, double>)
+    return tanh(x);
+  else
+    return tanhf(x);
 }
-template <typename A> __device__ __forceinline__ A amax(A a, A b) { return a > b ? a : b; }
-template <typename A> __device__ __forceinline__ A ninf() { return -std::numeric_limits<A>::infinity(); }
+template <typename A>
+__device__ __forceinline__ A amax(A a, A b) {
+  return a > b ? a : b;
+}
+template <typename A>
+__device__ __forceinline__ A ninf() {
+  return -std::numeric_limits<A>::infinity();
+}
 
 // Reductions over the 16 threads of a score row (lanes differing in the low 4 bits). The xor
 // butterfly leaves the same bits in every lane.
-template <typename A> __device__ __forceinline__ A row_max(A v) {
+template <typename A>
+__device__ __forceinline__ A row_max(A v) {
 #pragma unroll
   for (int o = 8; o > 0; o >>= 1) v = amax(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
-template <typename A> __device__ __forceinline__ A row_sum(A v) {
+template <typename A>
+__device__ __forceinline__ A row_sum(A v) {
 #pragma unroll
   for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -152,7 +169,7 @@ __device__ __forceinline__ void prob_and_dscore(const Params<A>& p, int64_t b, i
 
 template <typename A>
 inline Params<A> make_params(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* gout, const Tensor& mask,
-                      const AttnDesc& desc) {
+                             const AttnDesc& desc) {
   Params<A> p{};
   p.H = q.shape[1];
   p.Hkv = k.shape[1];
@@ -190,8 +207,10 @@ inline bool uses_ext(const AttnDesc& desc) { return desc.softcap > 0 || desc.win
 // soft-capping or a sliding window.
 template <typename F>
 inline void with_ext(bool ext, F&& f) {
-  if (ext) f(std::true_type{});
-  else f(std::false_type{});
+  if (ext)
+    f(std::true_type{});
+  else
+    f(std::false_type{});
 }
 
 // Kernels using over 48 KB of dynamic shared memory must opt in, per device.

@@ -43,9 +43,12 @@ constexpr int kTcThreads = kWarps * 32;
 #define SIFT_TC_BODY 0
 #endif
 
-template <typename T> using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
-template <typename T> using FragBRow = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major>;
-template <typename T> using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major>;
+template <typename T>
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
+template <typename T>
+using FragBRow = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major>;
+template <typename T>
+using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major>;
 using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
 // Which global operands may be read 16 bytes at a time (base aligned, strides multiples of 8).
@@ -80,8 +83,8 @@ __device__ __forceinline__ void load_rows(const T* __restrict__ base, int64_t ro
 // Writes a 16 x 16 f32 accumulator tile, times `mul`, to rows [row0, row0 + 16) (below nrows),
 // columns [c0, c0 + 16) (below D) of a contiguous [*, D] output, through the warp's scratch.
 template <typename T>
-__device__ __forceinline__ void store_tile(const FragC& f, float* scratch, float mul, T* __restrict__ out,
-                                           int64_t row0, int64_t nrows, int c0, int D) {
+__device__ __forceinline__ void store_tile(const FragC& f, float* scratch, float mul, T* __restrict__ out, int64_t row0,
+                                           int64_t nrows, int c0, int D) {
   wmma::store_matrix_sync(scratch, f, 16, wmma::mem_row_major);
   __syncwarp();
   const int lane = threadIdx.x % 32;
@@ -124,7 +127,8 @@ __device__ __forceinline__ void score_tiles(const T* a1, const T* b1, const T* a
 
 // ---- forward ------------------------------------------------------------------------------
 
-template <int DMAX> struct TcFwd {
+template <int DMAX>
+struct TcFwd {
   static constexpr int BQ = 16 * kWarps, BK = 64;
   static constexpr int LDT = DMAX + 8;  // Q/K/V rows (16-bit)
   static constexpr int LDS = BK + 4;    // f32 score rows, per warp
@@ -140,9 +144,9 @@ template <int DMAX> struct TcFwd {
 };
 
 template <typename T, int DMAX, bool EXT>
-__global__ void __launch_bounds__(kTcThreads) attn_fwd_tc_kernel(const T* __restrict__ q, const T* __restrict__ k,
-                                                                 const T* __restrict__ v, T* __restrict__ out,
-                                                                 float* __restrict__ lse, Params<float> p, TcVec vec) {
+__global__ void __launch_bounds__(kTcThreads)
+    attn_fwd_tc_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
+                       float* __restrict__ lse, Params<float> p, TcVec vec) {
 #if SIFT_TC_BODY
   using C = TcFwd<DMAX>;
   constexpr int BQ = C::BQ, BK = C::BK, LDT = C::LDT, LDS = C::LDS, LDP = C::LDP, LDO = C::LDO;
@@ -274,7 +278,8 @@ __global__ void __launch_bounds__(kTcThreads) attn_fwd_tc_kernel(const T* __rest
 
 // ---- backward: dK and dV ------------------------------------------------------------------
 
-template <int DMAX> struct TcDkDv {
+template <int DMAX>
+struct TcDkDv {
   static constexpr int BK = 16 * kWarps, BQ = DMAX <= 64 ? 64 : 32;
   static constexpr int LDT = DMAX + 8;
   static constexpr int LDS = BQ + 4;  // f32 S^T and dP^T rows, per warp
@@ -289,10 +294,10 @@ template <int DMAX> struct TcDkDv {
 };
 
 template <typename T, int DMAX, bool EXT>
-__global__ void __launch_bounds__(kTcThreads) attn_bwd_dkdv_tc_kernel(
-    const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-    const float* __restrict__ lse, const float* __restrict__ delta, T* __restrict__ gk, T* __restrict__ gv,
-    Params<float> p, TcVec vec) {
+__global__ void __launch_bounds__(kTcThreads)
+    attn_bwd_dkdv_tc_kernel(const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k,
+                            const T* __restrict__ v, const float* __restrict__ lse, const float* __restrict__ delta,
+                            T* __restrict__ gk, T* __restrict__ gv, Params<float> p, TcVec vec) {
 #if SIFT_TC_BODY
   using C = TcDkDv<DMAX>;
   constexpr int BQ = C::BQ, BK = C::BK, LDT = C::LDT, LDS = C::LDS, LDP = C::LDP;
@@ -358,7 +363,7 @@ __global__ void __launch_bounds__(kTcThreads) attn_bwd_dkdv_tc_kernel(
         const int jl = e / BQ, il = e % BQ;
         float pz, ds;
         prob_and_dscore<EXT>(p, b, h, i0 + il, j0 + warp * 16 + jl, Stw[jl * LDS + il], dPtw[jl * LDS + il], Ls[il],
-                        Dls[il], pz, ds);
+                             Dls[il], pz, ds);
         Ptw[jl * LDP + il] = from_f32<T>(pz);
         dStw[jl * LDP + il] = from_f32<T>(ds);
       }
@@ -394,7 +399,8 @@ __global__ void __launch_bounds__(kTcThreads) attn_bwd_dkdv_tc_kernel(
 
 // ---- backward: dQ -------------------------------------------------------------------------
 
-template <int DMAX> struct TcDq {
+template <int DMAX>
+struct TcDq {
   static constexpr int BQ = 16 * kWarps, BK = DMAX <= 64 ? 64 : 32;
   static constexpr int LDT = DMAX + 8;
   static constexpr int LDS = BK + 4;  // f32 S and dP rows, per warp
@@ -409,9 +415,10 @@ template <int DMAX> struct TcDq {
 };
 
 template <typename T, int DMAX, bool EXT>
-__global__ void __launch_bounds__(kTcThreads) attn_bwd_dq_tc_kernel(
-    const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-    const float* __restrict__ lse, const float* __restrict__ delta, T* __restrict__ gq, Params<float> p, TcVec vec) {
+__global__ void __launch_bounds__(kTcThreads)
+    attn_bwd_dq_tc_kernel(const T* __restrict__ gout, const T* __restrict__ q, const T* __restrict__ k,
+                          const T* __restrict__ v, const float* __restrict__ lse, const float* __restrict__ delta,
+                          T* __restrict__ gq, Params<float> p, TcVec vec) {
 #if SIFT_TC_BODY
   using C = TcDq<DMAX>;
   constexpr int BQ = C::BQ, BK = C::BK, LDT = C::LDT, LDS = C::LDS, LDP = C::LDP;
@@ -531,7 +538,8 @@ bool tc_code_present(int dev) {
   if (cache[dev] == 0) {
     set_device(dev);
     cudaFuncAttributes a{};
-    const bool ok = cudaFuncGetAttributes(&a, attn_fwd_tc_kernel<__half, 64, false>) == cudaSuccess && a.ptxVersion >= 80;
+    const bool ok =
+        cudaFuncGetAttributes(&a, attn_fwd_tc_kernel<__half, 64, false>) == cudaSuccess && a.ptxVersion >= 80;
     cudaGetLastError();  // a failed query leaves no error behind
     cache[dev] = ok ? 1 : 2;
   }
@@ -540,14 +548,18 @@ bool tc_code_present(int dev) {
 
 template <typename F>
 void with_tc_head_dim(int64_t D, F&& f) {
-  if (D <= 64) f(std::integral_constant<int, 64>{});
-  else f(std::integral_constant<int, 128>{});
+  if (D <= 64)
+    f(std::integral_constant<int, 64>{});
+  else
+    f(std::integral_constant<int, 128>{});
 }
 
 template <typename F>
 void with_tc_type(DType t, F&& f) {
-  if (t == DType::F16) f(ctype_tag<__half>{});
-  else f(ctype_tag<__nv_bfloat16>{});
+  if (t == DType::F16)
+    f(ctype_tag<__half>{});
+  else
+    f(ctype_tag<__nv_bfloat16>{});
 }
 
 template <typename T, int DMAX>
@@ -580,16 +592,18 @@ void tc_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor&
   const TcVec vec{vec_ok(q.raw(), p.qs), vec_ok(k.raw(), p.ks), vec_ok(v.raw(), p.vs), false};
   with_tc_type(q.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    with_tc_head_dim(p.D, [&](auto dm) { with_ext(ext, [&](auto ex) {
-      constexpr int DMAX = decltype(dm)::value;
-      using C = TcFwd<DMAX>;
-      auto kern = attn_fwd_tc_kernel<T, DMAX, decltype(ex)::value>;
-      prepare_smem(kern, C::smem, dev, "attention", p.D, q.dtype);
-      const int64_t blocks = B * H * ((Tq + C::BQ - 1) / C::BQ);
-      SIFT_CHECK(blocks < (int64_t(1) << 31), "E_SHAPE", "attention: too many query tiles");
-      kern<<<unsigned(blocks), kTcThreads, C::smem, st>>>(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(),
-                                                          lse.data<float>(), p, vec);
-    }); });
+    with_tc_head_dim(p.D, [&](auto dm) {
+      with_ext(ext, [&](auto ex) {
+        constexpr int DMAX = decltype(dm)::value;
+        using C = TcFwd<DMAX>;
+        auto kern = attn_fwd_tc_kernel<T, DMAX, decltype(ex)::value>;
+        prepare_smem(kern, C::smem, dev, "attention", p.D, q.dtype);
+        const int64_t blocks = B * H * ((Tq + C::BQ - 1) / C::BQ);
+        SIFT_CHECK(blocks < (int64_t(1) << 31), "E_SHAPE", "attention: too many query tiles");
+        kern<<<unsigned(blocks), kTcThreads, C::smem, st>>>(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(),
+                                                            lse.data<float>(), p, vec);
+      });
+    });
   });
   check_last_error("attention (tensor cores)");
 }
@@ -601,26 +615,28 @@ void tc_backward(const Tensor& gout, const Tensor& q, const Tensor& k, const Ten
   const TcVec vec{vec_ok(q.raw(), p.qs), vec_ok(k.raw(), p.ks), vec_ok(v.raw(), p.vs), vec_ok(gout.raw(), p.gs)};
   with_tc_type(q.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    with_tc_head_dim(p.D, [&](auto dm) { with_ext(ext, [&](auto ex) {
-      constexpr int DMAX = decltype(dm)::value;
-      constexpr bool EXT = decltype(ex)::value;
-      using CK = TcDkDv<DMAX>;
-      using CQ = TcDq<DMAX>;
-      auto kdkdv = attn_bwd_dkdv_tc_kernel<T, DMAX, EXT>;
-      auto kdq = attn_bwd_dq_tc_kernel<T, DMAX, EXT>;
-      prepare_smem(kdkdv, CK::smem, dev, "attentionBackward", p.D, q.dtype);
-      prepare_smem(kdq, CQ::smem, dev, "attentionBackward", p.D, q.dtype);
-      const int64_t kblocks = B * Hkv * ((Tk + CK::BK - 1) / CK::BK);
-      const int64_t qblocks = B * H * ((Tq + CQ::BQ - 1) / CQ::BQ);
-      SIFT_CHECK(kblocks < (int64_t(1) << 31) && qblocks < (int64_t(1) << 31), "E_SHAPE",
-                 "attentionBackward: too many tiles");
-      kdkdv<<<unsigned(kblocks), kTcThreads, CK::smem, st>>>(gout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
-                                                             lse.data<float>(), delta.data<float>(), gk.data<T>(),
-                                                             gv.data<T>(), p, vec);
-      kdq<<<unsigned(qblocks), kTcThreads, CQ::smem, st>>>(gout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
-                                                           lse.data<float>(), delta.data<float>(), gq.data<T>(), p,
-                                                           vec);
-    }); });
+    with_tc_head_dim(p.D, [&](auto dm) {
+      with_ext(ext, [&](auto ex) {
+        constexpr int DMAX = decltype(dm)::value;
+        constexpr bool EXT = decltype(ex)::value;
+        using CK = TcDkDv<DMAX>;
+        using CQ = TcDq<DMAX>;
+        auto kdkdv = attn_bwd_dkdv_tc_kernel<T, DMAX, EXT>;
+        auto kdq = attn_bwd_dq_tc_kernel<T, DMAX, EXT>;
+        prepare_smem(kdkdv, CK::smem, dev, "attentionBackward", p.D, q.dtype);
+        prepare_smem(kdq, CQ::smem, dev, "attentionBackward", p.D, q.dtype);
+        const int64_t kblocks = B * Hkv * ((Tk + CK::BK - 1) / CK::BK);
+        const int64_t qblocks = B * H * ((Tq + CQ::BQ - 1) / CQ::BQ);
+        SIFT_CHECK(kblocks < (int64_t(1) << 31) && qblocks < (int64_t(1) << 31), "E_SHAPE",
+                   "attentionBackward: too many tiles");
+        kdkdv<<<unsigned(kblocks), kTcThreads, CK::smem, st>>>(gout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
+                                                               lse.data<float>(), delta.data<float>(), gk.data<T>(),
+                                                               gv.data<T>(), p, vec);
+        kdq<<<unsigned(qblocks), kTcThreads, CQ::smem, st>>>(gout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
+                                                             lse.data<float>(), delta.data<float>(), gq.data<T>(), p,
+                                                             vec);
+      });
+    });
   });
   check_last_error("attentionBackward (tensor cores)");
 }

@@ -28,11 +28,12 @@ constexpr int CUBLAS_GEMM_DEFAULT = -1;
 using CreateFn = cublasStatus_t (*)(cublasHandle_t*);
 using SetStreamFn = cublasStatus_t (*)(cublasHandle_t, void* /* cudaStream_t */);
 using SetWorkspaceFn = cublasStatus_t (*)(cublasHandle_t, void*, size_t);
-using GemmStridedBatchedExFn = cublasStatus_t (*)(
-    cublasHandle_t, int transa, int transb, int m, int n, int k, const void* alpha, const void* A,
-    cudaDataType Atype, int lda, long long strideA, const void* B, cudaDataType Btype, int ldb,
-    long long strideB, const void* beta, void* C, cudaDataType Ctype, int ldc, long long strideC,
-    int batchCount, int computeType, int algo);
+using GemmStridedBatchedExFn = cublasStatus_t (*)(cublasHandle_t, int transa, int transb, int m, int n, int k,
+                                                  const void* alpha, const void* A, cudaDataType Atype, int lda,
+                                                  long long strideA, const void* B, cudaDataType Btype, int ldb,
+                                                  long long strideB, const void* beta, void* C, cudaDataType Ctype,
+                                                  int ldc, long long strideC, int batchCount, int computeType,
+                                                  int algo);
 
 struct Cublas {
   CreateFn create = nullptr;
@@ -109,9 +110,7 @@ bool disabled_by_env() { return g_kernel_forced.load(); }
 // cuBLAS's recommended workspace: 32 MiB on Hopper and later, 4 MiB before (cublasSetWorkspace
 // in the cuBLAS reference); without one given, some Hopper GEMM kernels are not eligible. Taken
 // from the caching allocator once per device (so it counts in peak memory) and kept with the handle.
-size_t workspace_bytes(int device) {
-  return device_info(device).major >= 9 ? (size_t(32) << 20) : (size_t(4) << 20);
-}
+size_t workspace_bytes(int device) { return device_info(device).major >= 9 ? (size_t(32) << 20) : (size_t(4) << 20); }
 
 cublasHandle_t handle(int device) {
   std::lock_guard<std::mutex> lk(g_mu);
@@ -136,11 +135,16 @@ cublasHandle_t handle(int device) {
 
 cudaDataType cuda_type(DType t) {
   switch (t) {
-    case DType::F32: return CUDA_R_32F;
-    case DType::F64: return CUDA_R_64F;
-    case DType::F16: return CUDA_R_16F;
-    case DType::BF16: return CUDA_R_16BF;
-    default: fail("E_DTYPE", "matmul: cuBLAS got a non-float dtype ", dtype_name(t));
+    case DType::F32:
+      return CUDA_R_32F;
+    case DType::F64:
+      return CUDA_R_64F;
+    case DType::F16:
+      return CUDA_R_16F;
+    case DType::BF16:
+      return CUDA_R_16BF;
+    default:
+      fail("E_DTYPE", "matmul: cuBLAS got a non-float dtype ", dtype_name(t));
   }
 }
 
@@ -148,26 +152,26 @@ cudaDataType cuda_type(DType t) {
 
 bool cublas_enabled() { return !disabled_by_env() && load() != nullptr; }
 
-void cublas_gemm(int device, DType dtype, bool trans_a, bool trans_b, int m, int n, int k,
-                 const void* A, int lda, long long stride_a, const void* B, int ldb,
-                 long long stride_b, void* C, int ldc, long long stride_c, int batch) {
+void cublas_gemm(int device, DType dtype, bool trans_a, bool trans_b, int m, int n, int k, const void* A, int lda,
+                 long long stride_a, const void* B, int ldb, long long stride_b, void* C, int ldc, long long stride_c,
+                 int batch) {
   cublasHandle_t h = handle(device);
   const cudaDataType t = cuda_type(dtype);
   const double one_d = 1.0, zero_d = 0.0;
   const float one_f = 1.0f, zero_f = 0.0f;
   const bool f64 = dtype == DType::F64;
-  cublasStatus_t st = g_lib->gemm(h, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                  m, n, k, f64 ? static_cast<const void*>(&one_d) : &one_f, A, t, lda,
-                                  stride_a, B, t, ldb, stride_b, f64 ? static_cast<const void*>(&zero_d) : &zero_f,
-                                  C, t, ldc, stride_c, batch, f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F,
-                                  CUBLAS_GEMM_DEFAULT);
-  SIFT_CHECK(st == 0, "E_CUDA", "cublasGemmStridedBatchedEx failed on cuda:", device, " (status ", st,
-             ", m=", m, " n=", n, " k=", k, ", batch ", batch, ")");
+  cublasStatus_t st = g_lib->gemm(h, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
+                                  f64 ? static_cast<const void*>(&one_d) : &one_f, A, t, lda, stride_a, B, t, ldb,
+                                  stride_b, f64 ? static_cast<const void*>(&zero_d) : &zero_f, C, t, ldc, stride_c,
+                                  batch, f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  SIFT_CHECK(st == 0, "E_CUDA", "cublasGemmStridedBatchedEx failed on cuda:", device, " (status ", st, ", m=", m,
+             " n=", n, " k=", k, ", batch ", batch, ")");
 }
 
 std::string set_gemm_path(const std::string& which) {
   SIFT_CHECK(which == "auto" || which == "kernel", "E_ARG",
-             "setCudaGemm: expected 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's GEMM kernel), got '", which, "'");
+             "setCudaGemm: expected 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's GEMM kernel), got '", which,
+             "'");
   return g_kernel_forced.exchange(which == "kernel") ? "kernel" : "auto";
 }
 

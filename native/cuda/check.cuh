@@ -4,14 +4,14 @@
 
 #include "../core/error.h"
 
-#define CUDA_CHECK(expr)                                                                 \
-  do {                                                                                   \
-    cudaError_t err__ = (expr);                                                          \
-    if (err__ != cudaSuccess) {                                                          \
-      cudaGetLastError();                                                                \
-      ::sift::fail(err__ == cudaErrorMemoryAllocation ? "E_OOM" : "E_CUDA", #expr,       \
+#define CUDA_CHECK(expr)                                                                        \
+  do {                                                                                          \
+    cudaError_t err__ = (expr);                                                                 \
+    if (err__ != cudaSuccess) {                                                                 \
+      cudaGetLastError();                                                                       \
+      ::sift::fail(err__ == cudaErrorMemoryAllocation ? "E_OOM" : "E_CUDA", #expr,              \
                    " failed: ", cudaGetErrorString(err__), " (", __FILE__, ":", __LINE__, ")"); \
-    }                                                                                    \
+    }                                                                                           \
   } while (0)
 
 namespace sift::cuda {

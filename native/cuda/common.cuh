@@ -16,61 +16,114 @@
 
 namespace sift::cuda {
 
-template <typename T> __device__ __forceinline__ float to_f32(T v) { return static_cast<float>(v); }
-template <> __device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T>
+__device__ __forceinline__ float to_f32(T v) {
+  return static_cast<float>(v);
+}
+template <>
+__device__ __forceinline__ float to_f32<__half>(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
 
-template <typename T> __device__ __forceinline__ T from_f32(float v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <typename T>
+__device__ __forceinline__ T from_f32(float v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 // Accumulation type on the device: double for double, float otherwise.
-template <typename T> struct dacc { using type = float; };
-template <> struct dacc<double> { using type = double; };
-template <typename T> using dacc_t = typename dacc<T>::type;
+template <typename T>
+struct dacc {
+  using type = float;
+};
+template <>
+struct dacc<double> {
+  using type = double;
+};
+template <typename T>
+using dacc_t = typename dacc<T>::type;
 
-template <typename A, typename T> __device__ __forceinline__ A to_acc(T v) {
-  if constexpr (std::is_same_v<A, double>) return static_cast<double>(to_f32(v));
-  else return to_f32(v);
+template <typename A, typename T>
+__device__ __forceinline__ A to_acc(T v) {
+  if constexpr (std::is_same_v<A, double>)
+    return static_cast<double>(to_f32(v));
+  else
+    return to_f32(v);
 }
-template <> __device__ __forceinline__ double to_acc<double, double>(double v) { return v; }
-template <typename T, typename A> __device__ __forceinline__ T from_acc(A v) {
-  if constexpr (std::is_same_v<T, double>) return static_cast<double>(v);
-  else return from_f32<T>(static_cast<float>(v));
+template <>
+__device__ __forceinline__ double to_acc<double, double>(double v) {
+  return v;
+}
+template <typename T, typename A>
+__device__ __forceinline__ T from_acc(A v) {
+  if constexpr (std::is_same_v<T, double>)
+    return static_cast<double>(v);
+  else
+    return from_f32<T>(static_cast<float>(v));
 }
 
 // Generic conversion between any two element types (bool is uint8_t: nonzero -> 1).
-template <typename D, typename S> __device__ __forceinline__ D convert(S v) {
+template <typename D, typename S>
+__device__ __forceinline__ D convert(S v) {
   if constexpr (std::is_same_v<D, S>) {
     return v;
   } else if constexpr (std::is_same_v<D, uint8_t>) {
-    if constexpr (std::is_same_v<S, double>) return v != 0.0 ? 1 : 0;
-    else return to_f32(v) != 0.0f ? 1 : 0;
+    if constexpr (std::is_same_v<S, double>)
+      return v != 0.0 ? 1 : 0;
+    else
+      return to_f32(v) != 0.0f ? 1 : 0;
   } else if constexpr (std::is_same_v<S, double>) {
-    if constexpr (std::is_same_v<D, __half> || std::is_same_v<D, __nv_bfloat16>) return from_f32<D>(float(v));
-    else return static_cast<D>(v);
+    if constexpr (std::is_same_v<D, __half> || std::is_same_v<D, __nv_bfloat16>)
+      return from_f32<D>(float(v));
+    else
+      return static_cast<D>(v);
   } else if constexpr (std::is_same_v<S, int64_t> || std::is_same_v<S, int32_t> || std::is_same_v<S, uint8_t>) {
-    if constexpr (std::is_same_v<D, __half> || std::is_same_v<D, __nv_bfloat16>) return from_f32<D>(float(v));
-    else return static_cast<D>(v);
+    if constexpr (std::is_same_v<D, __half> || std::is_same_v<D, __nv_bfloat16>)
+      return from_f32<D>(float(v));
+    else
+      return static_cast<D>(v);
   } else {  // S is float, half or bf16
     float f = to_f32(v);
-    if constexpr (std::is_same_v<D, __half> || std::is_same_v<D, __nv_bfloat16>) return from_f32<D>(f);
-    else return static_cast<D>(f);
+    if constexpr (std::is_same_v<D, __half> || std::is_same_v<D, __nv_bfloat16>)
+      return from_f32<D>(f);
+    else
+      return static_cast<D>(f);
   }
 }
 
-template <typename T> struct ctype_tag { using type = T; };
+template <typename T>
+struct ctype_tag {
+  using type = T;
+};
 
 template <typename F>
 auto dispatch_cuda_all(DType t, F&& f) {
   switch (t) {
-    case DType::F32: return f(ctype_tag<float>{});
-    case DType::F64: return f(ctype_tag<double>{});
-    case DType::F16: return f(ctype_tag<__half>{});
-    case DType::BF16: return f(ctype_tag<__nv_bfloat16>{});
-    case DType::I32: return f(ctype_tag<int32_t>{});
-    case DType::I64: return f(ctype_tag<int64_t>{});
-    case DType::BOOL: return f(ctype_tag<uint8_t>{});
+    case DType::F32:
+      return f(ctype_tag<float>{});
+    case DType::F64:
+      return f(ctype_tag<double>{});
+    case DType::F16:
+      return f(ctype_tag<__half>{});
+    case DType::BF16:
+      return f(ctype_tag<__nv_bfloat16>{});
+    case DType::I32:
+      return f(ctype_tag<int32_t>{});
+    case DType::I64:
+      return f(ctype_tag<int64_t>{});
+    case DType::BOOL:
+      return f(ctype_tag<uint8_t>{});
   }
   fail("E_DTYPE", "unknown dtype");
 }
@@ -78,20 +131,28 @@ auto dispatch_cuda_all(DType t, F&& f) {
 template <typename F>
 auto dispatch_cuda_float(DType t, const char* op, F&& f) {
   switch (t) {
-    case DType::F32: return f(ctype_tag<float>{});
-    case DType::F64: return f(ctype_tag<double>{});
-    case DType::F16: return f(ctype_tag<__half>{});
-    case DType::BF16: return f(ctype_tag<__nv_bfloat16>{});
-    default: fail("E_DTYPE", op, ": expected a floating-point tensor, got ", dtype_name(t));
+    case DType::F32:
+      return f(ctype_tag<float>{});
+    case DType::F64:
+      return f(ctype_tag<double>{});
+    case DType::F16:
+      return f(ctype_tag<__half>{});
+    case DType::BF16:
+      return f(ctype_tag<__nv_bfloat16>{});
+    default:
+      fail("E_DTYPE", op, ": expected a floating-point tensor, got ", dtype_name(t));
   }
 }
 
 template <typename F>
 auto dispatch_cuda_int(DType t, const char* op, F&& f) {
   switch (t) {
-    case DType::I32: return f(ctype_tag<int32_t>{});
-    case DType::I64: return f(ctype_tag<int64_t>{});
-    default: fail("E_DTYPE", op, ": expected an i32 or i64 tensor, got ", dtype_name(t));
+    case DType::I32:
+      return f(ctype_tag<int32_t>{});
+    case DType::I64:
+      return f(ctype_tag<int64_t>{});
+    default:
+      fail("E_DTYPE", op, ": expected an i32 or i64 tensor, got ", dtype_name(t));
   }
 }
 
@@ -176,10 +237,12 @@ template <typename T, int V>
 struct alignas(sizeof(T) * V) Vec {
   T v[V];
 };
-template <int V, typename T> __device__ __forceinline__ Vec<T, V> vload(const T* p) {
+template <int V, typename T>
+__device__ __forceinline__ Vec<T, V> vload(const T* p) {
   return *reinterpret_cast<const Vec<T, V>*>(p);
 }
-template <int V, typename T> __device__ __forceinline__ void vstore(T* p, const Vec<T, V>& x) {
+template <int V, typename T>
+__device__ __forceinline__ void vstore(T* p, const Vec<T, V>& x) {
   *reinterpret_cast<Vec<T, V>*>(p) = x;
 }
 
@@ -187,9 +250,7 @@ template <int V, typename T> __device__ __forceinline__ void vstore(T* p, const 
 constexpr int vec_width(size_t itemsize) { return itemsize == 0 || itemsize >= 16 ? 1 : int(16 / itemsize); }
 
 // Whether p may be accessed `bytes` at a time by a vector path (aligned).
-inline bool vec_aligned(const void* p, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
+inline bool vec_aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 // Turns an indexer over elements (make_indexer's output) into one over vectors of V elements:
 // vector j then starts at the element offsets offsets(j). Possible when every operand walks the

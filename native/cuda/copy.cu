@@ -42,16 +42,21 @@ bool try_copy_vec(const Tensor& src, const Tensor& dst, int64_t n, const Strided
     StridedIndexer<2> vix = ix;
     if (!vectorize_indexer<2>(vix, V)) return false;
     const int64_t nvec = n / V;
-    copy_vec_kernel<W, V><<<grid_for(nvec, 256), 256, 0, st>>>(static_cast<W*>(dst.raw()),
-                                                               static_cast<const W*>(src.raw()), nvec, vix);
+    copy_vec_kernel<W, V>
+        <<<grid_for(nvec, 256), 256, 0, st>>>(static_cast<W*>(dst.raw()), static_cast<const W*>(src.raw()), nvec, vix);
     return true;
   };
   switch (dst.itemsize()) {
-    case 1: return run(ctype_tag<uint8_t>{});
-    case 2: return run(ctype_tag<uint16_t>{});
-    case 4: return run(ctype_tag<uint32_t>{});
-    case 8: return run(ctype_tag<uint64_t>{});
-    default: return false;
+    case 1:
+      return run(ctype_tag<uint8_t>{});
+    case 2:
+      return run(ctype_tag<uint16_t>{});
+    case 4:
+      return run(ctype_tag<uint32_t>{});
+    case 8:
+      return run(ctype_tag<uint64_t>{});
+    default:
+      return false;
   }
 }
 
@@ -133,10 +138,14 @@ void fill(const Tensor& dst, double value) {
   dispatch_cuda_all(dst.dtype, [&](auto dt) {
     using D = typename decltype(dt)::type;
     D v;
-    if constexpr (std::is_same_v<D, __half>) v = __float2half_rn(float(value));
-    else if constexpr (std::is_same_v<D, __nv_bfloat16>) v = __float2bfloat16_rn(float(value));
-    else if constexpr (std::is_same_v<D, uint8_t>) v = value != 0.0 ? 1 : 0;
-    else v = static_cast<D>(value);
+    if constexpr (std::is_same_v<D, __half>)
+      v = __float2half_rn(float(value));
+    else if constexpr (std::is_same_v<D, __nv_bfloat16>)
+      v = __float2bfloat16_rn(float(value));
+    else if constexpr (std::is_same_v<D, uint8_t>)
+      v = value != 0.0 ? 1 : 0;
+    else
+      v = static_cast<D>(value);
     fill_kernel<D><<<grid_for(n, 256), 256, 0, st>>>(dst.data<D>(), n, v, ix, dst.is_contiguous());
   });
   check_last_error("fill");

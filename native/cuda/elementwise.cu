@@ -16,22 +16,38 @@ namespace {
 constexpr int kBlock = 256;
 
 template <typename T>
-constexpr bool is_fp_v = std::is_same_v<T, float> || std::is_same_v<T, double> ||
-                         std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+constexpr bool is_fp_v = std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, __half> ||
+                         std::is_same_v<T, __nv_bfloat16>;
 
 // Compute type: float for f32/f16/bf16, double for f64, the element type otherwise.
-template <typename T> struct cnum { using type = T; };
-template <> struct cnum<__half> { using type = float; };
-template <> struct cnum<__nv_bfloat16> { using type = float; };
-template <typename T> using cnum_t = typename cnum<T>::type;
+template <typename T>
+struct cnum {
+  using type = T;
+};
+template <>
+struct cnum<__half> {
+  using type = float;
+};
+template <>
+struct cnum<__nv_bfloat16> {
+  using type = float;
+};
+template <typename T>
+using cnum_t = typename cnum<T>::type;
 
-template <typename T> __device__ __forceinline__ cnum_t<T> ld(T v) {
-  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) return to_f32(v);
-  else return v;
+template <typename T>
+__device__ __forceinline__ cnum_t<T> ld(T v) {
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>)
+    return to_f32(v);
+  else
+    return v;
 }
-template <typename T> __device__ __forceinline__ T st(cnum_t<T> v) {
-  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) return from_f32<T>(v);
-  else return v;
+template <typename T>
+__device__ __forceinline__ T st(cnum_t<T> v) {
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>)
+    return from_f32<T>(v);
+  else
+    return v;
 }
 
 #define SIFT_GRID_LOOP(i, n) \
@@ -43,31 +59,32 @@ template <typename T> __device__ __forceinline__ T st(cnum_t<T> v) {
 // vectorize_indexer). Contiguous vector launches end with the scalar tail [nvec * V, n), which
 // strided vector launches do not have. Per element the maths is the same call on the same
 // operands in every path.
-#define SIFT_UNIT_OFFSETS(NOPS, i)                            \
-  int64_t off[NOPS];                                          \
-  if (contig) {                                               \
-    _Pragma("unroll") for (int k_ = 0; k_ < NOPS; k_++) off[k_] = (i) * V; \
-  } else {                                                    \
-    ix.offsets((i), off);                                     \
+#define SIFT_UNIT_OFFSETS(NOPS, i)                                       \
+  int64_t off[NOPS];                                                     \
+  if (contig) {                                                          \
+    _Pragma("unroll") for (int k_ = 0; k_ < NOPS; k_++) off[k_] = (i)*V; \
+  } else {                                                               \
+    ix.offsets((i), off);                                                \
   }
 
-#define SIFT_TAIL_LOOP(e, nvec, n)                                                          \
-  if constexpr (V > 1)                                                                      \
-    if (contig)                                                                             \
-      for (int64_t e = (nvec) * V + blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < (n); \
+#define SIFT_TAIL_LOOP(e, nvec, n)                                                         \
+  if constexpr (V > 1)                                                                     \
+    if (contig)                                                                            \
+      for (int64_t e = (nvec)*V + blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < (n); \
            e += int64_t(gridDim.x) * blockDim.x)
 
 template <typename T>
 __device__ __forceinline__ T unary_elem(UnaryOp op, T v) {
-  if constexpr (is_fp_v<T>) return st<T>(ew::unary_fwd<cnum_t<T>>(op, ld(v)));
-  else return ew::unary_int<T>(op, v);
+  if constexpr (is_fp_v<T>)
+    return st<T>(ew::unary_fwd<cnum_t<T>>(op, ld(v)));
+  else
+    return ew::unary_int<T>(op, v);
 }
 
 // Pointers are not __restrict__: ops may run in place (y == x), which is safe here because each
 // unit is read whole before it is written, by the same thread, and no other thread touches it.
 template <int V, typename T>
-__global__ void unary_kernel(UnaryOp op, const T* x, T* y, int64_t nvec, int64_t n, StridedIndexer<2> ix,
-                             bool contig) {
+__global__ void unary_kernel(UnaryOp op, const T* x, T* y, int64_t nvec, int64_t n, StridedIndexer<2> ix, bool contig) {
   SIFT_GRID_LOOP(i, nvec) {
     SIFT_UNIT_OFFSETS(2, i)
     const Vec<T, V> a = vload<V>(x + off[1]);
@@ -170,8 +187,10 @@ __global__ void where_kernel(const uint8_t* c, const T* a, const T* b, T* out, i
 
 template <typename T>
 __device__ __forceinline__ T add_elem(T d, T s, cnum_t<T> alpha) {
-  if constexpr (is_fp_v<T>) return st<T>(ld(d) + alpha * ld(s));
-  else return T(d + alpha * s);
+  if constexpr (is_fp_v<T>)
+    return st<T>(ld(d) + alpha * ld(s));
+  else
+    return T(d + alpha * s);
 }
 
 // d may alias s exactly (x += x): each unit of d is read (with s's) before it is written, by the
@@ -192,8 +211,10 @@ __global__ void add_inplace_kernel(T* d, const T* s, cnum_t<T> alpha, int64_t nv
 
 template <typename T>
 __device__ __forceinline__ T scale_elem(T d, cnum_t<T> s) {
-  if constexpr (is_fp_v<T>) return st<T>(ld(d) * s);
-  else return T(d * s);
+  if constexpr (is_fp_v<T>)
+    return st<T>(ld(d) * s);
+  else
+    return T(d * s);
 }
 
 template <int V, typename T>
@@ -231,15 +252,14 @@ EwPlan<N> plan_for(const Tensor& out, std::initializer_list<const Tensor*> ins) 
 
 // Launches KERNEL<V, ...>(args..., nvec, n, ix, contig) (the other template arguments deduced)
 // with V the vector width of T when the plan is vectorised, else 1.
-#define SIFT_EW_LAUNCH(plan, n, stream, T, KERNEL, ...)                                                         \
-  do {                                                                                                         \
-    constexpr int kV_ = vec_width(sizeof(T));                                                                  \
-    if (kV_ > 1 && (plan).vec)                                                                                 \
-      KERNEL<kV_><<<grid_for((plan).nvec, kBlock), kBlock, 0, (stream)>>>(__VA_ARGS__, (plan).nvec, (n),       \
-                                                                            (plan).ix, (plan).contig);         \
-    else                                                                                                       \
-      KERNEL<1><<<grid_for((n), kBlock), kBlock, 0, (stream)>>>(__VA_ARGS__, (n), (n), (plan).ix,              \
-                                                                (plan).contig);                                \
+#define SIFT_EW_LAUNCH(plan, n, stream, T, KERNEL, ...)                                                             \
+  do {                                                                                                              \
+    constexpr int kV_ = vec_width(sizeof(T));                                                                       \
+    if (kV_ > 1 && (plan).vec)                                                                                      \
+      KERNEL<kV_><<<grid_for((plan).nvec, kBlock), kBlock, 0, (stream)>>>(__VA_ARGS__, (plan).nvec, (n), (plan).ix, \
+                                                                          (plan).contig);                           \
+    else                                                                                                            \
+      KERNEL<1><<<grid_for((n), kBlock), kBlock, 0, (stream)>>>(__VA_ARGS__, (n), (n), (plan).ix, (plan).contig);   \
   } while (0)
 
 }  // namespace

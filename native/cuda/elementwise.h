@@ -1,5 +1,5 @@
-// CUDA launchers of the elementwise ops (kernels in elementwise.cu). Inputs are views already broadcast to the output's shape
-// (stride 0 where they broadcast); outputs are contiguous (in-place ops: any layout).
+// CUDA launchers of the elementwise ops (kernels in elementwise.cu). Inputs are views already broadcast to the output's
+// shape (stride 0 where they broadcast); outputs are contiguous (in-place ops: any layout).
 #pragma once
 #include "../core/tensor.h"
 #include "../ops/elementwise.h"

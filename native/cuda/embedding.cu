@@ -88,10 +88,18 @@ void embedding(const Tensor& weight, const Tensor& ids, const Tensor& out, int64
                                                                    static_cast<W*>(out.raw()), n, v, d, flag);
     };
     switch (weight.itemsize()) {
-      case 1: launch(ctype_tag<uint8_t>{}); break;
-      case 2: launch(ctype_tag<uint16_t>{}); break;
-      case 4: launch(ctype_tag<uint32_t>{}); break;
-      default: launch(ctype_tag<uint64_t>{}); break;
+      case 1:
+        launch(ctype_tag<uint8_t>{});
+        break;
+      case 2:
+        launch(ctype_tag<uint16_t>{});
+        break;
+      case 4:
+        launch(ctype_tag<uint32_t>{});
+        break;
+      default:
+        launch(ctype_tag<uint64_t>{});
+        break;
     }
   });
   check_last_error("embedding");
@@ -125,8 +133,8 @@ void embedding_backward(const Tensor& gy, const Tensor& ids, const Tensor& gw, i
     Tensor temp = empty({int64_t(std::max<size_t>(temp_bytes, 1))}, DType::BOOL, device);
     CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.raw(), temp_bytes, ki, ko, pi, po, int(n), 0, end_bit, st));
     const int threads = d >= 256 ? 256 : (d >= 128 ? 128 : 64);
-    segment_sum_kernel<T><<<unsigned(std::min<int64_t>(n, 65535LL * 16)), threads, 0, st>>>(gy.data<T>(), ko, po,
-                                                                                         gw.data<T>(), n, v, d);
+    segment_sum_kernel<T>
+        <<<unsigned(std::min<int64_t>(n, 65535LL * 16)), threads, 0, st>>>(gy.data<T>(), ko, po, gw.data<T>(), n, v, d);
   });
   check_last_error("embeddingBackward");
 }

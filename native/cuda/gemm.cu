@@ -21,9 +21,8 @@ struct BatchInfo {
 
 template <typename T, typename Acc>
 __global__ void __launch_bounds__(kThreads)
-gemm_tiled(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C, int64_t M, int64_t N,
-           int64_t K, int64_t a_rs, int64_t a_cs, int64_t b_rs, int64_t b_cs, BatchInfo bi,
-           int64_t batches) {
+    gemm_tiled(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C, int64_t M, int64_t N, int64_t K,
+               int64_t a_rs, int64_t a_cs, int64_t b_rs, int64_t b_cs, BatchInfo bi, int64_t batches) {
   // +1 column of padding keeps the transposed stores into shared memory free of bank conflicts.
   __shared__ Acc As[BK][BM + 1];
   __shared__ Acc Bs[BK][BN + 1];
@@ -116,9 +115,9 @@ void launch_fallback(const Tensor& a, const Tensor& b, const Tensor& out, const 
   dispatch_cuda_float(out.dtype, "matmul", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using Acc = dacc_t<T>;
-    gemm_tiled<T, Acc><<<grid, kThreads, 0, st>>>(
-        static_cast<const T*>(a.raw()), static_cast<const T*>(b.raw()), static_cast<T*>(out.raw()),
-        L.M, L.N, L.K, L.a_rs, L.a_cs, L.b_rs, L.b_cs, bi, batches);
+    gemm_tiled<T, Acc><<<grid, kThreads, 0, st>>>(static_cast<const T*>(a.raw()), static_cast<const T*>(b.raw()),
+                                                  static_cast<T*>(out.raw()), L.M, L.N, L.K, L.a_rs, L.a_cs, L.b_rs,
+                                                  L.b_cs, bi, batches);
   });
   check_last_error("matmul (sift-ft GEMM kernel)");
 }
@@ -141,10 +140,10 @@ bool launch_cublas(const Tensor& a, const Tensor& b, const Tensor& out, const Ge
     int64_t oa, ob, oc;
     outer.batch_offsets(o, oa, ob, oc);
     // Column-major view: C^T (N x M, ld N) = op(B)^T-layout (N x K) * op(A) (K x M).
-    cublas_gemm(dev, out.dtype, /*trans_a=*/L.b_cs != 1, /*trans_b=*/L.a_cs != 1, int(L.N), int(L.M),
-                int(L.K), static_cast<const char*>(b.raw()) + ob * es, int(ldb), last.sb,
-                static_cast<const char*>(a.raw()) + oa * es, int(lda), last.sa,
-                static_cast<char*>(out.raw()) + oc * es, int(L.N), last.sc, int(last.size));
+    cublas_gemm(dev, out.dtype, /*trans_a=*/L.b_cs != 1, /*trans_b=*/L.a_cs != 1, int(L.N), int(L.M), int(L.K),
+                static_cast<const char*>(b.raw()) + ob * es, int(ldb), last.sb,
+                static_cast<const char*>(a.raw()) + oa * es, int(lda), last.sa, static_cast<char*>(out.raw()) + oc * es,
+                int(L.N), last.sc, int(last.size));
   }
   return true;
 }

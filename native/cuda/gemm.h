@@ -16,8 +16,8 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const GemmLayou
 bool cublas_enabled();
 // Column-major strided-batched GEMM in cuBLAS terms (C = op(A) op(B)), f32 accumulation (f64 for
 // f64), on the device's stream. Throws E_CUDA on a cuBLAS error.
-void cublas_gemm(int device, DType dtype, bool trans_a, bool trans_b, int m, int n, int k,
-                 const void* A, int lda, long long stride_a, const void* B, int ldb,
-                 long long stride_b, void* C, int ldc, long long stride_c, int batch);
+void cublas_gemm(int device, DType dtype, bool trans_a, bool trans_b, int m, int n, int k, const void* A, int lda,
+                 long long stride_a, const void* B, int ldb, long long stride_b, void* C, int ldc, long long stride_c,
+                 int batch);
 
 }  // namespace sift::cuda

@@ -149,8 +149,8 @@ __global__ void ce_backward_kernel(const T* __restrict__ x, const I* __restrict_
 
 }  // namespace
 
-void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& loss, const Tensor& lse,
-                   int64_t n, int64_t c, int64_t ignore_index, int reduction, double smoothing) {
+void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& loss, const Tensor& lse, int64_t n,
+                   int64_t c, int64_t ignore_index, int reduction, double smoothing) {
   const int dev = dev_of(logits);
   cudaStream_t st = current_stream(dev);
   dispatch_cuda_float(logits.dtype, "crossEntropy", [&](auto tt) {
@@ -160,8 +160,9 @@ void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& lo
       using I = typename decltype(it)::type;
       const bool none = reduction == 0;
       if (n == 0) {
-        if (!none) ce_reduce_kernel<A, I><<<1, 1024, 0, st>>>(nullptr, targets.data<I>(), loss.data<A>(), 0,
-                                                              ignore_index, reduction == 1);
+        if (!none)
+          ce_reduce_kernel<A, I>
+              <<<1, 1024, 0, st>>>(nullptr, targets.data<I>(), loss.data<A>(), 0, ignore_index, reduction == 1);
         return;
       }
       Tensor rows = none ? loss : empty({n}, loss.dtype, loss.device());
@@ -180,16 +181,16 @@ void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& lo
               error_flag(dev));
       });
       if (!none)
-        ce_reduce_kernel<A, I><<<1, 1024, 0, st>>>(rows.data<A>(), targets.data<I>(), loss.data<A>(), n, ignore_index,
-                                                   reduction == 1);
+        ce_reduce_kernel<A, I>
+            <<<1, 1024, 0, st>>>(rows.data<A>(), targets.data<I>(), loss.data<A>(), n, ignore_index, reduction == 1);
     });
   });
   check_last_error("crossEntropy");
 }
 
-void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
-                            const Tensor& gloss, const Tensor& glogits, int64_t n, int64_t c,
-                            int64_t ignore_index, int reduction, double smoothing) {
+void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& gloss,
+                            const Tensor& glogits, int64_t n, int64_t c, int64_t ignore_index, int reduction,
+                            double smoothing) {
   if (n == 0) return;
   const int dev = dev_of(logits);
   cudaStream_t st = current_stream(dev);
@@ -201,8 +202,8 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const T
       const bool per_row = reduction == 0;
       Tensor scale = per_row ? gloss : empty({1}, gloss.dtype, gloss.device());
       if (!per_row)
-        ce_scale_kernel<A, I><<<1, 1024, 0, st>>>(targets.data<I>(), gloss.data<A>(), scale.data<A>(), n, ignore_index,
-                                                  reduction == 1);
+        ce_scale_kernel<A, I>
+            <<<1, 1024, 0, st>>>(targets.data<I>(), gloss.data<A>(), scale.data<A>(), n, ignore_index, reduction == 1);
       const unsigned blocks = unsigned(n < 65535LL * 16 ? n : 65535LL * 16);
       constexpr int V = vec_width(sizeof(T));
       if (V > 1 && vec_aligned(logits.raw(), 16) && vec_aligned(glogits.raw(), 16))

@@ -4,9 +4,9 @@
 #include "../core/tensor.h"
 
 namespace sift::cuda {
-void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& loss, const Tensor& lse,
-                   int64_t n, int64_t c, int64_t ignore_index, int reduction, double smoothing);
-void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
-                            const Tensor& gloss, const Tensor& glogits, int64_t n, int64_t c,
-                            int64_t ignore_index, int reduction, double smoothing);
+void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& loss, const Tensor& lse, int64_t n,
+                   int64_t c, int64_t ignore_index, int reduction, double smoothing);
+void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& gloss,
+                            const Tensor& glogits, int64_t n, int64_t c, int64_t ignore_index, int reduction,
+                            double smoothing);
 }  // namespace sift::cuda

@@ -9,24 +9,50 @@
 
 namespace sift::cuda::nn {
 
-template <typename A> __device__ __forceinline__ A dexp(A v) { return exp(v); }
-template <> __device__ __forceinline__ float dexp<float>(float v) { return expf(v); }
-template <typename A> __device__ __forceinline__ A dlog(A v) { return log(v); }
-template <> __device__ __forceinline__ float dlog<float>(float v) { return logf(v); }
-template <typename A> __device__ __forceinline__ A drsqrt(A v) { return rsqrt(v); }
-template <> __device__ __forceinline__ float drsqrt<float>(float v) { return rsqrtf(v); }
-template <typename A> __device__ __forceinline__ A neg_inf() { return A(-CUDART_INF); }
-template <> __device__ __forceinline__ float neg_inf<float>() { return -CUDART_INF_F; }
+template <typename A>
+__device__ __forceinline__ A dexp(A v) {
+  return exp(v);
+}
+template <>
+__device__ __forceinline__ float dexp<float>(float v) {
+  return expf(v);
+}
+template <typename A>
+__device__ __forceinline__ A dlog(A v) {
+  return log(v);
+}
+template <>
+__device__ __forceinline__ float dlog<float>(float v) {
+  return logf(v);
+}
+template <typename A>
+__device__ __forceinline__ A drsqrt(A v) {
+  return rsqrt(v);
+}
+template <>
+__device__ __forceinline__ float drsqrt<float>(float v) {
+  return rsqrtf(v);
+}
+template <typename A>
+__device__ __forceinline__ A neg_inf() {
+  return A(-CUDART_INF);
+}
+template <>
+__device__ __forceinline__ float neg_inf<float>() {
+  return -CUDART_INF_F;
+}
 
 // Butterfly sums: every lane ends with the same bits (each step adds the same two values).
-template <typename A> __device__ __forceinline__ A warp_sum(A v) {
+template <typename A>
+__device__ __forceinline__ A warp_sum(A v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
 // Sum over the group. smem holds at least 32 values and is only touched for block groups.
-template <int TPR, typename A> __device__ __forceinline__ A group_sum(A v, A* smem) {
+template <int TPR, typename A>
+__device__ __forceinline__ A group_sum(A v, A* smem) {
   v = warp_sum(v);
   if constexpr (TPR == 32) {
     return v;
@@ -43,11 +69,13 @@ template <int TPR, typename A> __device__ __forceinline__ A group_sum(A v, A* sm
 }
 
 // Running (max, sum of exp(x - max)) of a softmax row; combining is commutative.
-template <typename A> struct MaxSum {
+template <typename A>
+struct MaxSum {
   A m, s;
 };
 
-template <typename A> __device__ __forceinline__ void ms_add(MaxSum<A>& a, A v) {
+template <typename A>
+__device__ __forceinline__ void ms_add(MaxSum<A>& a, A v) {
   if (v > a.m) {
     a.s = a.s * dexp(a.m - v) + A(1);
     a.m = v;
@@ -58,13 +86,15 @@ template <typename A> __device__ __forceinline__ void ms_add(MaxSum<A>& a, A v) 
   }
 }
 
-template <typename A> __device__ __forceinline__ MaxSum<A> ms_combine(MaxSum<A> a, MaxSum<A> b) {
+template <typename A>
+__device__ __forceinline__ MaxSum<A> ms_combine(MaxSum<A> a, MaxSum<A> b) {
   A m = a.m > b.m ? a.m : b.m;
   if (m == neg_inf<A>()) return {m, a.s + b.s};  // 0, or NaN when a NaN was seen
   return {m, a.s * dexp(a.m - m) + b.s * dexp(b.m - m)};
 }
 
-template <typename A> __device__ __forceinline__ MaxSum<A> warp_ms(MaxSum<A> v) {
+template <typename A>
+__device__ __forceinline__ MaxSum<A> warp_ms(MaxSum<A> v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     MaxSum<A> other{__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o)};
@@ -73,7 +103,8 @@ template <typename A> __device__ __forceinline__ MaxSum<A> warp_ms(MaxSum<A> v) 
   return v;
 }
 
-template <int TPR, typename A> __device__ __forceinline__ MaxSum<A> group_ms(MaxSum<A> v, A* sm, A* ss) {
+template <int TPR, typename A>
+__device__ __forceinline__ MaxSum<A> group_ms(MaxSum<A> v, A* sm, A* ss) {
   v = warp_ms(v);
   if constexpr (TPR == 32) {
     return v;
@@ -110,20 +141,31 @@ inline unsigned row_grid(int64_t rows, int tpr) {
 }
 
 // The group's first row, its stride over rows, and the thread's lane in the row.
-template <int TPR> __device__ __forceinline__ int64_t group_row0() {
+template <int TPR>
+__device__ __forceinline__ int64_t group_row0() {
   return TPR == 32 ? int64_t(blockIdx.x) * blockDim.y + threadIdx.y : int64_t(blockIdx.x);
 }
-template <int TPR> __device__ __forceinline__ int64_t group_row_stride() {
+template <int TPR>
+__device__ __forceinline__ int64_t group_row_stride() {
   return TPR == 32 ? int64_t(gridDim.x) * blockDim.y : int64_t(gridDim.x);
 }
 
 // Calls f(std::integral_constant<int, TPR>) for the TPR chosen at run time.
-template <typename F> void with_tpr(int tpr, F&& f) {
+template <typename F>
+void with_tpr(int tpr, F&& f) {
   switch (tpr) {
-    case 32: f(std::integral_constant<int, 32>{}); break;
-    case 256: f(std::integral_constant<int, 256>{}); break;
-    case 512: f(std::integral_constant<int, 512>{}); break;
-    default: f(std::integral_constant<int, 1024>{}); break;
+    case 32:
+      f(std::integral_constant<int, 32>{});
+      break;
+    case 256:
+      f(std::integral_constant<int, 256>{});
+      break;
+    case 512:
+      f(std::integral_constant<int, 512>{});
+      break;
+    default:
+      f(std::integral_constant<int, 1024>{});
+      break;
   }
 }
 

@@ -157,11 +157,17 @@ __global__ void param_final_kernel(const dacc_t<T>* __restrict__ partial, T* __r
   }
 }
 
-template <typename T> const T* opt_ptr(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
-template <typename T> T* opt_mut(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+template <typename T>
+const T* opt_ptr(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+template <typename T>
+T* opt_mut(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
 
-void forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y, const Tensor& mean,
-             const Tensor& rstd, int64_t rows, int64_t d, double eps, const char* op) {
+void forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y, const Tensor& mean, const Tensor& rstd,
+             int64_t rows, int64_t d, double eps, const char* op) {
   if (rows == 0) return;
   cudaStream_t st = current_stream(dev_of(x));
   const int tpr = pick_tpr(d);
@@ -221,10 +227,8 @@ void backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& 
     else
       param_partial_kernel<T, 1><<<pgrid, pblock, 0, st>>>(gy.data<T>(), x.data<T>(), opt_ptr<A>(mean), rstd.data<A>(),
                                                            opt_mut<A>(pw), opt_mut<A>(pb), rows, d, rpc);
-    if (gw.defined())
-      param_final_kernel<T><<<grid_for(d, 256), 256, 0, st>>>(pw.data<A>(), gw.data<T>(), chunks, d);
-    if (gb.defined())
-      param_final_kernel<T><<<grid_for(d, 256), 256, 0, st>>>(pb.data<A>(), gb.data<T>(), chunks, d);
+    if (gw.defined()) param_final_kernel<T><<<grid_for(d, 256), 256, 0, st>>>(pw.data<A>(), gw.data<T>(), chunks, d);
+    if (gb.defined()) param_final_kernel<T><<<grid_for(d, 256), 256, 0, st>>>(pb.data<A>(), gb.data<T>(), chunks, d);
   });
   check_last_error(op);
 }
@@ -236,19 +240,18 @@ void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor&
   forward(x, w, b, y, mean, rstd, rows, d, eps, "layerNorm");
 }
 
-void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean,
-                         const Tensor& rstd, const Tensor& gx, const Tensor& gw, const Tensor& gb,
-                         int64_t rows, int64_t d) {
+void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                         const Tensor& gx, const Tensor& gw, const Tensor& gb, int64_t rows, int64_t d) {
   backward(gy, x, w, mean, rstd, gx, gw, gb, rows, d, "layerNormBackward");
 }
 
-void rms_norm(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, int64_t rows,
-              int64_t d, double eps) {
+void rms_norm(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, int64_t rows, int64_t d,
+              double eps) {
   forward(x, w, Tensor(), y, Tensor(), rstd, rows, d, eps, "rmsNorm");
 }
 
-void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                       const Tensor& gx, const Tensor& gw, int64_t rows, int64_t d) {
+void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& gx,
+                       const Tensor& gw, int64_t rows, int64_t d) {
   backward(gy, x, w, Tensor(), rstd, gx, gw, Tensor(), rows, d, "rmsNormBackward");
 }
 

@@ -43,23 +43,35 @@ __device__ __forceinline__ float adamw_elem(float g, float& m, float& v, float p
 // Four consecutive elements as floats; the pointer is aligned to 4 elements.
 __device__ __forceinline__ void load4(const float* p, float* o) {
   float4 q = *reinterpret_cast<const float4*>(p);
-  o[0] = q.x; o[1] = q.y; o[2] = q.z; o[3] = q.w;
+  o[0] = q.x;
+  o[1] = q.y;
+  o[2] = q.z;
+  o[3] = q.w;
 }
 __device__ __forceinline__ void load4(const double* p, float* o) {
   double2 a = reinterpret_cast<const double2*>(p)[0], b = reinterpret_cast<const double2*>(p)[1];
-  o[0] = float(a.x); o[1] = float(a.y); o[2] = float(b.x); o[3] = float(b.y);
+  o[0] = float(a.x);
+  o[1] = float(a.y);
+  o[2] = float(b.x);
+  o[3] = float(b.y);
 }
 __device__ __forceinline__ void load4(const __half* p, float* o) {
   uint2 u = *reinterpret_cast<const uint2*>(p);
   float2 a = __half22float2(*reinterpret_cast<__half2*>(&u.x));
   float2 b = __half22float2(*reinterpret_cast<__half2*>(&u.y));
-  o[0] = a.x; o[1] = a.y; o[2] = b.x; o[3] = b.y;
+  o[0] = a.x;
+  o[1] = a.y;
+  o[2] = b.x;
+  o[3] = b.y;
 }
 __device__ __forceinline__ void load4(const __nv_bfloat16* p, float* o) {
   uint2 u = *reinterpret_cast<const uint2*>(p);
   float2 a = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&u.x));
   float2 b = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&u.y));
-  o[0] = a.x; o[1] = a.y; o[2] = b.x; o[3] = b.y;
+  o[0] = a.x;
+  o[1] = a.y;
+  o[2] = b.x;
+  o[3] = b.y;
 }
 __device__ __forceinline__ void store4(float* p, const float* x) {
   *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
@@ -86,10 +98,18 @@ __device__ __forceinline__ void store4(__nv_bfloat16* p, const float* x) {
 template <typename F>
 __device__ __forceinline__ void dispatch_w(uint8_t dt, F&& f) {
   switch (DType(dt)) {
-    case DType::F32: f(float{}); break;
-    case DType::F16: f(__half{}); break;
-    case DType::BF16: f(__nv_bfloat16{}); break;
-    default: f(double{}); break;
+    case DType::F32:
+      f(float{});
+      break;
+    case DType::F16:
+      f(__half{});
+      break;
+    case DType::BF16:
+      f(__nv_bfloat16{});
+      break;
+    default:
+      f(double{});
+      break;
   }
 }
 
@@ -133,8 +153,10 @@ __device__ __forceinline__ int find_tensor(const MultiArgs<D, N>& a, int c) {
   int lo = 0, hi = a.n - 1;
   while (lo < hi) {
     int mid = (lo + hi + 1) >> 1;
-    if (a.chunk_start[mid] <= c) lo = mid;
-    else hi = mid - 1;
+    if (a.chunk_start[mid] <= c)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
@@ -152,8 +174,8 @@ __device__ __forceinline__ void st_stream(float* p, float x) { __stcs(p, x); }
 // thread t owns entries lo + r * kThreads + t (r < kPer). All offsets inside the round are 32-bit;
 // lo is 64-bit.
 template <typename W, typename I, bool Full>
-__device__ __forceinline__ void sparse_round(const SparseDesc& d, int64_t lo, int n, const AdamWScalars& s,
-                                             float sc, int* err) {
+__device__ __forceinline__ void sparse_round(const SparseDesc& d, int64_t lo, int n, const AdamWScalars& s, float sc,
+                                             int* err) {
   // Per-thread bases; entry r of the thread is at [r * kThreads]: a constant offset, so the loads and
   // stores share 5 base registers instead of holding one address each.
   const int t = int(threadIdx.x);
@@ -192,8 +214,10 @@ __device__ __forceinline__ void sparse_round(const SparseDesc& d, int64_t lo, in
       st_stream(m + r * kThreads, ok ? mm : mr[r]);
       st_stream(v + r * kThreads, ok ? vv : vr[r]);
       st_stream(p + r * kThreads, ok ? x : pr[r]);
-      if (ok) w[j] = convert<W>(x);
-      else bad = true;
+      if (ok)
+        w[j] = convert<W>(x);
+      else
+        bad = true;
     }
   }
   if (bad) atomicOr(err, 1);
@@ -209,7 +233,7 @@ __global__ void __launch_bounds__(kThreads, 4) sparse_adamw_kernel(const __grid_
     const SparseDesc& d = a.d[t];
     const int64_t lo = int64_t(c - a.chunk_start[t]) * kChunk;
     const int64_t rest = d.k - lo;  // > 0: chunk c lies inside tensor t
-    if (rest >= kChunk) {  // uniform over the block
+    if (rest >= kChunk) {           // uniform over the block
       sparse_round<W, I, true>(d, lo, kRound, a.s, sc, a.err);
       sparse_round<W, I, true>(d, lo + kRound, kRound, a.s, sc, a.err);
     } else {
@@ -243,8 +267,10 @@ __device__ __forceinline__ void dense_chunk(const DenseDesc& d, int64_t lo, int6
       load4(g + i, gv);
       load4(d.m + i, m);
       load4(d.v + i, v);
-      if (d.master) load4(d.master + i, x);
-      else load4(p + i, x);
+      if (d.master)
+        load4(d.master + i, x);
+      else
+        load4(p + i, x);
 #pragma unroll
       for (int r = 0; r < 4; r++) x[r] = adamw_elem(__fmul_rn(gv[r], sc), m[r], v[r], x[r], s);
       store4(d.m + i, m);
@@ -286,8 +312,8 @@ bool aligned4(const void* p, DType t) {
 int64_t chunks_of(int64_t n) { return (n + kChunk - 1) / kChunk; }
 
 template <int N, typename D, typename Kernel>
-void launch_group(Kernel kernel, const std::vector<D>& ds, const std::vector<int64_t>& chunks, size_t b,
-                  size_t e, const AdamWScalars& s, const float* scale, int* err, cudaStream_t st) {
+void launch_group(Kernel kernel, const std::vector<D>& ds, const std::vector<int64_t>& chunks, size_t b, size_t e,
+                  const AdamWScalars& s, const float* scale, int* err, cudaStream_t st) {
   MultiArgs<D, N> a;
   a.n = int(e - b);
   a.chunk_start[0] = 0;
@@ -299,7 +325,7 @@ void launch_group(Kernel kernel, const std::vector<D>& ds, const std::vector<int
   a.scale = scale;
   a.err = err;
   const unsigned total = unsigned(a.chunk_start[a.n]);
-  kernel<<<total < kMaxGrid ? total : kMaxGrid, kThreads, 0, st>>>(a);
+  kernel < <<total<kMaxGrid ? total : kMaxGrid, kThreads, 0, st>>>(a);
 }
 
 // Chunks per launch: the kernels' chunk counter c (an int) steps by up to kMaxGrid past the total.
@@ -315,8 +341,10 @@ void launch_all(const std::vector<D>& ds, const std::vector<int64_t>& chunks, KS
     int64_t total = 0;
     while (e < ds.size() && e - b < size_t(kLargeGroup) && total + chunks[e] <= kMaxChunks) total += chunks[e++];
     SIFT_CHECK(e > b, "E_SHAPE", what, ": a tensor is too large for one launch");
-    if (e - b <= size_t(kSmallGroup)) launch_group<kSmallGroup>(small, ds, chunks, b, e, s, scale, err, st);
-    else launch_group<kLargeGroup>(large, ds, chunks, b, e, s, scale, err, st);
+    if (e - b <= size_t(kSmallGroup))
+      launch_group<kSmallGroup>(small, ds, chunks, b, e, s, scale, err, st);
+    else
+      launch_group<kLargeGroup>(large, ds, chunks, b, e, s, scale, err, st);
     check_last_error(what);
     b = e;
   }
@@ -325,9 +353,8 @@ void launch_all(const std::vector<D>& ds, const std::vector<int64_t>& chunks, KS
 }  // namespace
 
 void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>& indices,
-                  const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
-                  const std::vector<Tensor>& v, const std::vector<Tensor>& masters,
-                  const AdamWScalars& s, const Tensor& scale) {
+                  const std::vector<Tensor>& grads, const std::vector<Tensor>& m, const std::vector<Tensor>& v,
+                  const std::vector<Tensor>& masters, const AdamWScalars& s, const Tensor& scale) {
   // Descriptors grouped by (weight dtype, index dtype), each group in the order given; one launch
   // (or more, see launch_all) per group present. Tensors are independent, so the order of the
   // groups does not matter.
@@ -379,9 +406,9 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
   }
 }
 
-void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-           const std::vector<Tensor>& m, const std::vector<Tensor>& v,
-           const std::vector<Tensor>& masters, const AdamWScalars& s, const Tensor& scale) {
+void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
+           const std::vector<Tensor>& v, const std::vector<Tensor>& masters, const AdamWScalars& s,
+           const Tensor& scale) {
   std::vector<DenseDesc> ds;
   std::vector<int64_t> chunks;
   int dev = -1;
@@ -398,8 +425,8 @@ void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
     d.n = n;
     d.pdt = uint8_t(params[t].dtype);
     d.gdt = uint8_t(grads[t].dtype);
-    d.vec = aligned4(d.p, params[t].dtype) && aligned4(d.g, grads[t].dtype) && aligned16(d.m) &&
-            aligned16(d.v) && (d.master == nullptr || aligned16(d.master));
+    d.vec = aligned4(d.p, params[t].dtype) && aligned4(d.g, grads[t].dtype) && aligned16(d.m) && aligned16(d.v) &&
+            (d.master == nullptr || aligned16(d.master));
     ds.push_back(d);
     chunks.push_back(chunks_of(n));
   }

@@ -10,13 +10,12 @@
 namespace sift::cuda {
 
 void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>& indices,
-                  const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
-                  const std::vector<Tensor>& v, const std::vector<Tensor>& masters,
-                  const AdamWScalars& s, const Tensor& scale);
+                  const std::vector<Tensor>& grads, const std::vector<Tensor>& m, const std::vector<Tensor>& v,
+                  const std::vector<Tensor>& masters, const AdamWScalars& s, const Tensor& scale);
 
-void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-           const std::vector<Tensor>& m, const std::vector<Tensor>& v,
-           const std::vector<Tensor>& masters, const AdamWScalars& s, const Tensor& scale);
+void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
+           const std::vector<Tensor>& v, const std::vector<Tensor>& masters, const AdamWScalars& s,
+           const Tensor& scale);
 
 void clip_coefficient(const Tensor& norm_sq, const Tensor& out, float max_norm);
 

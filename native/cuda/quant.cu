@@ -27,7 +27,10 @@ __device__ __forceinline__ unsigned char dynamic_code(float x) {
   int lo = 0, hi = 255;
   while (hi - lo > 1) {
     int mid = (lo + hi) / 2;
-    if (c_dynamic[mid] <= x) lo = mid; else hi = mid;
+    if (c_dynamic[mid] <= x)
+      lo = mid;
+    else
+      hi = mid;
   }
   return (unsigned char)(fabsf(x - c_dynamic[lo]) <= fabsf(c_dynamic[hi] - x) ? lo : hi);
 }
@@ -140,8 +143,8 @@ void quantize_int8(const Tensor& w, const Tensor& q, const Tensor& absmax) {
   cudaStream_t st = current_stream(dev_of(w));
   dispatch_cuda_float(w.dtype, "quantize", [&](auto tt) {
     using T = typename decltype(tt)::type;
-    quantize_int8_kernel<T><<<unsigned(R), kThreads, 0, st>>>(w.data<T>(), static_cast<signed char*>(q.raw()),
-                                                              absmax.data<float>(), C);
+    quantize_int8_kernel<T>
+        <<<unsigned(R), kThreads, 0, st>>>(w.data<T>(), static_cast<signed char*>(q.raw()), absmax.data<float>(), C);
   });
   check_last_error("quantize(int8)");
 }
@@ -169,15 +172,15 @@ void quantize_nf4(const Tensor& w, const Tensor& packed, const Tensor& absmax_q,
   });
   mean_kernel<<<1, kThreads, 0, st>>>(amax.data<float>(), nb, offset.data<float>());
   quantize_absmax_kernel<<<unsigned(nb2), kThreads, 0, st>>>(amax.data<float>(), nb, offset.data<float>(),
-                                                              static_cast<unsigned char*>(absmax_q.raw()),
-                                                              absmax_scale.data<float>());
+                                                             static_cast<unsigned char*>(absmax_q.raw()),
+                                                             absmax_scale.data<float>());
   check_last_error("quantize(nf4)");
   // amax goes back to the caching allocator here; its block is reused only by work queued later on
   // this stream, after the kernels above.
 }
 
-void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale,
-                         const Tensor& offset, int64_t cols, int64_t r0, const Tensor& out) {
+void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale, const Tensor& offset,
+                         int64_t cols, int64_t r0, const Tensor& out) {
   const long long rows = out.size(0);
   cudaStream_t st = current_stream(dev_of(packed));
   dequantize_nf4_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, st>>>(

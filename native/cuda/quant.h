@@ -11,7 +11,7 @@ void quantize_int8(const Tensor& w, const Tensor& q, const Tensor& absmax);
 void dequantize_int8_rows(const Tensor& q, const Tensor& absmax, int64_t r0, const Tensor& out);
 void quantize_nf4(const Tensor& w, const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale,
                   const Tensor& offset);
-void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale,
-                         const Tensor& offset, int64_t cols, int64_t r0, const Tensor& out);
+void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale, const Tensor& offset,
+                         int64_t cols, int64_t r0, const Tensor& out);
 
 }  // namespace sift::cuda

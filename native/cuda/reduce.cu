@@ -16,25 +16,54 @@ namespace {
 
 constexpr int kBlock = 256;
 
-template <typename T> struct cnum { using type = T; };
-template <> struct cnum<__half> { using type = float; };
-template <> struct cnum<__nv_bfloat16> { using type = float; };
-template <typename T> using cnum_t = typename cnum<T>::type;
+template <typename T>
+struct cnum {
+  using type = T;
+};
+template <>
+struct cnum<__half> {
+  using type = float;
+};
+template <>
+struct cnum<__nv_bfloat16> {
+  using type = float;
+};
+template <typename T>
+using cnum_t = typename cnum<T>::type;
 
 // Accumulator: f32 for f32/f16/bf16, f64 for f64, i64 for integers.
-template <typename T> struct racc { using type = float; };
-template <> struct racc<double> { using type = double; };
-template <> struct racc<int32_t> { using type = int64_t; };
-template <> struct racc<int64_t> { using type = int64_t; };
-template <typename T> using racc_t = typename racc<T>::type;
+template <typename T>
+struct racc {
+  using type = float;
+};
+template <>
+struct racc<double> {
+  using type = double;
+};
+template <>
+struct racc<int32_t> {
+  using type = int64_t;
+};
+template <>
+struct racc<int64_t> {
+  using type = int64_t;
+};
+template <typename T>
+using racc_t = typename racc<T>::type;
 
-template <typename A, typename T> __device__ __forceinline__ A load_as(T v) {
-  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) return A(to_f32(v));
-  else return A(v);
+template <typename A, typename T>
+__device__ __forceinline__ A load_as(T v) {
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>)
+    return A(to_f32(v));
+  else
+    return A(v);
 }
-template <typename T, typename A> __device__ __forceinline__ T store_as(A v) {
-  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) return from_f32<T>(float(v));
-  else return T(v);
+template <typename T, typename A>
+__device__ __forceinline__ T store_as(A v) {
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>)
+    return from_f32<T>(float(v));
+  else
+    return T(v);
 }
 
 template <ReduceOp OP, typename A>
@@ -43,34 +72,49 @@ struct Rd {
   static constexpr bool kMin = OP == ReduceOp::Min;
   __device__ static A init() {
     if constexpr (kMin) {
-      if constexpr (std::is_integral_v<A>) return std::numeric_limits<A>::max();
-      else return std::numeric_limits<A>::infinity();
+      if constexpr (std::is_integral_v<A>)
+        return std::numeric_limits<A>::max();
+      else
+        return std::numeric_limits<A>::infinity();
     } else if constexpr (OP == ReduceOp::Max) {
-      if constexpr (std::is_integral_v<A>) return std::numeric_limits<A>::lowest();
-      else return -std::numeric_limits<A>::infinity();
+      if constexpr (std::is_integral_v<A>)
+        return std::numeric_limits<A>::lowest();
+      else
+        return -std::numeric_limits<A>::infinity();
     } else {
       return A(0);
     }
   }
   __device__ static A map(A v) {
-    if constexpr (OP == ReduceOp::SumSq) return v * v;
-    else if constexpr (OP == ReduceOp::AbsMax) return v < A(0) ? -v : v;
-    else return v;
+    if constexpr (OP == ReduceOp::SumSq)
+      return v * v;
+    else if constexpr (OP == ReduceOp::AbsMax)
+      return v < A(0) ? -v : v;
+    else
+      return v;
   }
   __device__ static A combine(A acc, A v) {
-    if constexpr (kMax) return (v > acc || v != v) ? v : acc;
-    else if constexpr (kMin) return (v < acc || v != v) ? v : acc;
-    else return acc + v;
+    if constexpr (kMax)
+      return (v > acc || v != v) ? v : acc;
+    else if constexpr (kMin)
+      return (v < acc || v != v) ? v : acc;
+    else
+      return acc + v;
   }
   __device__ static A finish(A acc, int64_t count) {
-    if constexpr (OP == ReduceOp::Mean) return acc / A(count);
-    else return acc;
+    if constexpr (OP == ReduceOp::Mean)
+      return acc / A(count);
+    else
+      return acc;
   }
 };
 
-template <typename A> __device__ __forceinline__ A shfl_down(A v, int o) {
-  if constexpr (std::is_same_v<A, int64_t>) return A(__shfl_down_sync(0xffffffffu, (long long)v, o));
-  else return __shfl_down_sync(0xffffffffu, v, o);
+template <typename A>
+__device__ __forceinline__ A shfl_down(A v, int o) {
+  if constexpr (std::is_same_v<A, int64_t>)
+    return A(__shfl_down_sync(0xffffffffu, (long long)v, o));
+  else
+    return __shfl_down_sync(0xffffffffu, v, o);
 }
 
 // Reduces v over groups of TPR consecutive threads (32 or kBlock); the group's first thread
@@ -101,8 +145,8 @@ __device__ __forceinline__ A group_reduce(A v) {
 // MAP: apply the op's map to inputs (false when reading partials). FINAL: finish and store as
 // Out; else store the raw accumulator.
 template <int TPR, ReduceOp OP, typename T, typename A, typename Out, bool MAP, bool FINAL>
-__global__ void rows_kernel(const T* __restrict__ x, int64_t nvirt, int64_t row_len, int64_t chunks,
-                            int64_t chunk_len, Out* __restrict__ out, int64_t count) {
+__global__ void rows_kernel(const T* __restrict__ x, int64_t nvirt, int64_t row_len, int64_t chunks, int64_t chunk_len,
+                            Out* __restrict__ out, int64_t count) {
   using R = Rd<OP, A>;
   constexpr int kGroups = kBlock / TPR;
   const int g = threadIdx.x / TPR, t = threadIdx.x % TPR;
@@ -121,8 +165,10 @@ __global__ void rows_kernel(const T* __restrict__ x, int64_t nvirt, int64_t row_
     }
     acc = group_reduce<TPR, OP, A>(acc);
     if (t == 0 && v < nvirt) {
-      if constexpr (FINAL) out[v] = store_as<Out>(R::finish(acc, count));
-      else out[v] = acc;
+      if constexpr (FINAL)
+        out[v] = store_as<Out>(R::finish(acc, count));
+      else
+        out[v] = acc;
     }
   }
 }
@@ -141,9 +187,9 @@ __global__ void rows_kernel(const T* __restrict__ x, int64_t nvirt, int64_t row_
 constexpr int kColThreads = kColReduceThreads;
 
 template <ReduceOp OP, typename T, typename A, int V>
-__global__ void __launch_bounds__(kColThreads) cols_kernel(const T* __restrict__ x, int64_t O, int64_t Rn, int64_t I,
-                                                           int64_t rpc, int64_t chunks, bool final_pass,
-                                                           T* __restrict__ out, A* __restrict__ part) {
+__global__ void __launch_bounds__(kColThreads)
+    cols_kernel(const T* __restrict__ x, int64_t O, int64_t Rn, int64_t I, int64_t rpc, int64_t chunks, bool final_pass,
+                T* __restrict__ out, A* __restrict__ part) {
   using R = Rd<OP, A>;
   __shared__ A sh[kColThreads * V];  // [TY][C], C = TX * V columns of the block
   __shared__ A sh2[4 * 8 * V];       // [TY / 8][C]
@@ -153,7 +199,7 @@ __global__ void __launch_bounds__(kColThreads) cols_kernel(const T* __restrict__
   const int C = TX * V;
   const int G = TY / 8;
   const int64_t i0 = (int64_t(blockIdx.x) * TX + tx) * V;  // first column of this thread's unit
-  const bool valid = i0 < I;                                  // V > 1 only when I % V == 0
+  const bool valid = i0 < I;                               // V > 1 only when I % V == 0
   const int64_t chunk = blockIdx.y;
   const int64_t r0 = chunk * rpc;
   const int64_t r1 = r0 + rpc < Rn ? r0 + rpc : Rn;
@@ -187,8 +233,10 @@ __global__ void __launch_bounds__(kColThreads) cols_kernel(const T* __restrict__
       if (i < I) {
         A a = sh2[tid];
         for (int q = 1; q < G; q++) a = R::combine(a, sh2[q * C + tid]);
-        if (final_pass) out[o * I + i] = store_as<T>(R::finish(a, Rn));
-        else part[(o * chunks + chunk) * I + i] = a;
+        if (final_pass)
+          out[o * I + i] = store_as<T>(R::finish(a, Rn));
+        else
+          part[(o * chunks + chunk) * I + i] = a;
       }
     }
     __syncthreads();  // sh/sh2 are rewritten by the next o
@@ -229,7 +277,10 @@ __global__ void argmax_rows_kernel(const T* __restrict__ x, int64_t O, int64_t R
     int64_t bi = -1;
     for (int64_t r = threadIdx.x; r < Rn; r += kBlock) {
       C v = load_as<C>(p[r]);
-      if (bi < 0 || arg_better(v, r, best, bi)) { best = v; bi = r; }
+      if (bi < 0 || arg_better(v, r, best, bi)) {
+        best = v;
+        bi = r;
+      }
     }
     sv[threadIdx.x] = best;
     si[threadIdx.x] = bi;
@@ -250,7 +301,8 @@ __global__ void argmax_rows_kernel(const T* __restrict__ x, int64_t O, int64_t R
 }
 
 template <typename T>
-__global__ void argmax_cols_kernel(const T* __restrict__ x, int64_t O, int64_t Rn, int64_t I, int64_t* __restrict__ out) {
+__global__ void argmax_cols_kernel(const T* __restrict__ x, int64_t O, int64_t Rn, int64_t I,
+                                   int64_t* __restrict__ out) {
   using C = cnum_t<T>;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < O * I; t += int64_t(gridDim.x) * blockDim.x) {
     int64_t o = t / I, i = t % I;
@@ -259,15 +311,16 @@ __global__ void argmax_cols_kernel(const T* __restrict__ x, int64_t O, int64_t R
     int64_t bi = 0;
     for (int64_t r = 1; r < Rn; r++) {
       C v = load_as<C>(p[r * I]);
-      if (arg_better(v, r, best, bi)) { best = v; bi = r; }
+      if (arg_better(v, r, best, bi)) {
+        best = v;
+        bi = r;
+      }
     }
     out[t] = bi;
   }
 }
 
-unsigned grid_rows(int64_t groups) {
-  return unsigned(groups < 65535 * 4 ? (groups < 1 ? 1 : groups) : 65535 * 4);
-}
+unsigned grid_rows(int64_t groups) { return unsigned(groups < 65535 * 4 ? (groups < 1 ? 1 : groups) : 65535 * 4); }
 
 template <ReduceOp OP, typename T>
 void launch_cols(const Tensor& x, int64_t O, int64_t Rn, int64_t I, const Tensor& out, cudaStream_t s) {
@@ -319,10 +372,11 @@ void launch_reduce(const Tensor& x, int64_t O, int64_t Rn, int64_t I, const Tens
   DType pdt = std::is_same_v<A, double> ? DType::F64 : (std::is_same_v<A, int64_t> ? DType::I64 : DType::F32);
   Tensor part = empty({O * chunks}, pdt, x.device());  // stream-ordered: safe to drop after launch
   A* pp = part.data<A>();
-  rows_kernel<kBlock, OP, T, A, A, true, false><<<grid_rows(O * chunks), kBlock, 0, s>>>(px, O * chunks, Rn, chunks,
-                                                                                         kChunk, pp, Rn);
+  rows_kernel<kBlock, OP, T, A, A, true, false>
+      <<<grid_rows(O * chunks), kBlock, 0, s>>>(px, O * chunks, Rn, chunks, kChunk, pp, Rn);
   if (chunks <= 256)
-    rows_kernel<32, OP, A, A, T, false, true><<<grid_rows((O + 7) / 8), kBlock, 0, s>>>(pp, O, chunks, 1, chunks, po, Rn);
+    rows_kernel<32, OP, A, A, T, false, true>
+        <<<grid_rows((O + 7) / 8), kBlock, 0, s>>>(pp, O, chunks, 1, chunks, po, Rn);
   else
     rows_kernel<kBlock, OP, A, A, T, false, true><<<grid_rows(O), kBlock, 0, s>>>(pp, O, chunks, 1, chunks, po, Rn);
 }
@@ -336,19 +390,38 @@ void reduce(ReduceOp op, const Tensor& x, int64_t O, int64_t Rn, int64_t I, cons
     using T = typename decltype(tt)::type;
     if constexpr (std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t>) {
       switch (op) {
-        case ReduceOp::Sum: launch_reduce<ReduceOp::Sum, T>(x, O, Rn, I, out, s); break;
-        case ReduceOp::Max: launch_reduce<ReduceOp::Max, T>(x, O, Rn, I, out, s); break;
-        case ReduceOp::Min: launch_reduce<ReduceOp::Min, T>(x, O, Rn, I, out, s); break;
-        default: fail("E_DTYPE", "reduce: op needs a floating-point tensor");
+        case ReduceOp::Sum:
+          launch_reduce<ReduceOp::Sum, T>(x, O, Rn, I, out, s);
+          break;
+        case ReduceOp::Max:
+          launch_reduce<ReduceOp::Max, T>(x, O, Rn, I, out, s);
+          break;
+        case ReduceOp::Min:
+          launch_reduce<ReduceOp::Min, T>(x, O, Rn, I, out, s);
+          break;
+        default:
+          fail("E_DTYPE", "reduce: op needs a floating-point tensor");
       }
     } else if constexpr (!std::is_same_v<T, uint8_t>) {
       switch (op) {
-        case ReduceOp::Sum: launch_reduce<ReduceOp::Sum, T>(x, O, Rn, I, out, s); break;
-        case ReduceOp::Mean: launch_reduce<ReduceOp::Mean, T>(x, O, Rn, I, out, s); break;
-        case ReduceOp::Max: launch_reduce<ReduceOp::Max, T>(x, O, Rn, I, out, s); break;
-        case ReduceOp::Min: launch_reduce<ReduceOp::Min, T>(x, O, Rn, I, out, s); break;
-        case ReduceOp::SumSq: launch_reduce<ReduceOp::SumSq, T>(x, O, Rn, I, out, s); break;
-        case ReduceOp::AbsMax: launch_reduce<ReduceOp::AbsMax, T>(x, O, Rn, I, out, s); break;
+        case ReduceOp::Sum:
+          launch_reduce<ReduceOp::Sum, T>(x, O, Rn, I, out, s);
+          break;
+        case ReduceOp::Mean:
+          launch_reduce<ReduceOp::Mean, T>(x, O, Rn, I, out, s);
+          break;
+        case ReduceOp::Max:
+          launch_reduce<ReduceOp::Max, T>(x, O, Rn, I, out, s);
+          break;
+        case ReduceOp::Min:
+          launch_reduce<ReduceOp::Min, T>(x, O, Rn, I, out, s);
+          break;
+        case ReduceOp::SumSq:
+          launch_reduce<ReduceOp::SumSq, T>(x, O, Rn, I, out, s);
+          break;
+        case ReduceOp::AbsMax:
+          launch_reduce<ReduceOp::AbsMax, T>(x, O, Rn, I, out, s);
+          break;
       }
     } else {
       fail("E_DTYPE", "reduce: bool tensors");

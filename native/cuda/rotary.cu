@@ -13,10 +13,10 @@ namespace {
 constexpr int kRotaryThreads = 256;
 
 template <typename T, typename A>
-__global__ void __launch_bounds__(kRotaryThreads) rotary_kernel(
-    const T* __restrict__ x, const int64_t* __restrict__ pos, int64_t pos_bs, const A* __restrict__ inv,
-    T* __restrict__ out, int64_t H, int64_t T_, int64_t half, int64_t sb, int64_t sh, int64_t st, int64_t sd,
-    bool inverse, int64_t rows) {
+__global__ void __launch_bounds__(kRotaryThreads)
+    rotary_kernel(const T* __restrict__ x, const int64_t* __restrict__ pos, int64_t pos_bs, const A* __restrict__ inv,
+                  T* __restrict__ out, int64_t H, int64_t T_, int64_t half, int64_t sb, int64_t sh, int64_t st,
+                  int64_t sd, bool inverse, int64_t rows) {
   const int lane = int(threadIdx.x & 31u);
   const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
   for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
@@ -27,8 +27,10 @@ __global__ void __launch_bounds__(kRotaryThreads) rotary_kernel(
     for (int64_t d = lane; d < half; d += 32) {
       const A ang = p * inv[d];
       A s, c;
-      if constexpr (std::is_same_v<A, double>) sincos(ang, &s, &c);
-      else sincosf(ang, &s, &c);
+      if constexpr (std::is_same_v<A, double>)
+        sincos(ang, &s, &c);
+      else
+        sincosf(ang, &s, &c);
       if (inverse) s = -s;
       const A x1 = to_acc<A>(xr[d * sd]), x2 = to_acc<A>(xr[(d + half) * sd]);
       orow[d] = from_acc<T, A>(x1 * c - x2 * s);

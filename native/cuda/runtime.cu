@@ -92,17 +92,18 @@ std::string image_error(int device) {
 DeviceState& state(int device) {
   probe();
   SIFT_CHECK(g_count > 0, "E_DEVICE", "CUDA is not usable on this machine (", g_status, ")");
-  SIFT_CHECK(device >= 0 && device < g_count, "E_DEVICE", "cuda:", device,
-             " does not exist (", g_count, " device(s) found)");
+  SIFT_CHECK(device >= 0 && device < g_count, "E_DEVICE", "cuda:", device, " does not exist (", g_count,
+             " device(s) found)");
   DeviceState& s = g_dev[device];
   if (!s.ready) {
     const std::string no_image = image_error(device);
     if (!no_image.empty()) {
       cudaDeviceProp p;
       const bool props = cudaGetDeviceProperties(&p, device) == cudaSuccess;
-      fail("E_DEVICE", "cuda:", device, props ? std::string(" (") + p.name + ", compute capability " +
-                                                    std::to_string(p.major) + "." + std::to_string(p.minor) + ")"
-                                              : std::string(),
+      fail("E_DEVICE", "cuda:", device,
+           props ? std::string(" (") + p.name + ", compute capability " + std::to_string(p.major) + "." +
+                       std::to_string(p.minor) + ")"
+                 : std::string(),
            " cannot run this build's kernels (", no_image, "); it was compiled for ", SIFT_CUDA_ARCH_LIST,
            ": rebuild for this GPU with `sift-ft build --cuda --cuda-archs <arch>`");
     }
@@ -118,7 +119,7 @@ DeviceState& state(int device) {
 
 size_t round_size(size_t n) {
   if (n == 0) n = 1;
-  if (n < (1u << 20)) return (n + 511) / 512 * 512;        // small: 512-byte steps
+  if (n < (1u << 20)) return (n + 511) / 512 * 512;       // small: 512-byte steps
   return (n + (2u << 20) - 1) / (2u << 20) * (2u << 20);  // large: 2 MiB steps
 }
 
@@ -232,9 +233,8 @@ void* alloc(int device, size_t nbytes) {
     }
     if (err != cudaSuccess) {
       cudaGetLastError();
-      fail(err == cudaErrorMemoryAllocation ? "E_OOM" : "E_CUDA", "cuda:", device,
-           " could not allocate ", nbytes, " bytes: ", cudaGetErrorString(err), " (",
-           s.stats.allocated, " bytes in use by sift-ft)");
+      fail(err == cudaErrorMemoryAllocation ? "E_OOM" : "E_CUDA", "cuda:", device, " could not allocate ", nbytes,
+           " bytes: ", cudaGetErrorString(err), " (", s.stats.allocated, " bytes in use by sift-ft)");
     }
     s.stats.reserved += size;
     s.stats.cuda_mallocs++;
@@ -373,8 +373,7 @@ void events_reset(int device) {
 void check_last_error(const char* what) {
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
-    fail(err == cudaErrorMemoryAllocation ? "E_OOM" : "E_CUDA", what, ": ",
-         cudaGetErrorString(err));
+    fail(err == cudaErrorMemoryAllocation ? "E_OOM" : "E_CUDA", what, ": ", cudaGetErrorString(err));
 }
 
 int* error_flag(int device) {

@@ -26,7 +26,7 @@ struct Probe {
   std::string error;        // cudaGetDeviceCount's error name, empty on success
   std::string error_text;   // and its description
   int device_count = 0;
-  std::string archs;        // the CUDA architectures compiled in, CMake syntax with ',' ("75-real,...,90")
+  std::string archs;  // the CUDA architectures compiled in, CMake syntax with ',' ("75-real,...,90")
 };
 
 struct AllocatorStats {
@@ -36,9 +36,9 @@ struct AllocatorStats {
   size_t cuda_mallocs = 0;
 };
 
-bool compiled();                 // the addon was built with the CUDA backend
-bool available();                // compiled, a driver is present and at least one device exists
-std::string status();            // why CUDA is or is not available, in words
+bool compiled();       // the addon was built with the CUDA backend
+bool available();      // compiled, a driver is present and at least one device exists
+std::string status();  // why CUDA is or is not available, in words
 int device_count();
 DeviceInfo device_info(int device);
 std::string runtime_version();
@@ -52,7 +52,7 @@ AllocatorStats allocator_stats(int device);
 void reset_peak(int device);
 
 void set_device(int device);
-void* stream(int device);  // cudaStream_t of the device's compute stream
+void* stream(int device);      // cudaStream_t of the device's compute stream
 void synchronize(int device);  // waits for the stream; throws E_CUDA on a sticky kernel error
 void check_last_error(const char* what);
 

@@ -6,8 +6,9 @@ namespace sift::cuda {
 
 namespace {
 [[noreturn]] void not_built() {
-  fail("E_DEVICE", "this build of sift-ft has no CUDA backend (built without nvcc or with "
-                   "SIFT_FT_CPU_ONLY=1); rebuild with the CUDA toolkit to use device 'cuda'");
+  fail("E_DEVICE",
+       "this build of sift-ft has no CUDA backend (built without nvcc or with "
+       "SIFT_FT_CPU_ONLY=1); rebuild with the CUDA toolkit to use device 'cuda'");
 }
 }  // namespace
 
@@ -40,7 +41,8 @@ void events_reset(int) {}
 std::string gemm_library() { return "none"; }
 std::string set_gemm_path(const std::string& which) {
   SIFT_CHECK(which == "auto" || which == "kernel", "E_ARG",
-             "setCudaGemm: expected 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's GEMM kernel), got '", which, "'");
+             "setCudaGemm: expected 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's GEMM kernel), got '", which,
+             "'");
   return "auto";
 }
 

@@ -83,8 +83,14 @@ struct Seg {
   int pad;
 };
 
-template <typename T> struct KeyOf { using type = unsigned int; };
-template <> struct KeyOf<double> { using type = u64; };
+template <typename T>
+struct KeyOf {
+  using type = unsigned int;
+};
+template <>
+struct KeyOf<double> {
+  using type = u64;
+};
 
 __device__ __forceinline__ unsigned int make_key(float f) {
   unsigned int u = __float_as_uint(f);
@@ -103,8 +109,10 @@ __device__ __forceinline__ bool nonfinite(u64 key) {
 
 template <typename T>
 __device__ __forceinline__ typename KeyOf<T>::type load_key(const T* p) {
-  if constexpr (std::is_same_v<T, double>) return make_key(*p);
-  else return make_key(to_f32(*p));
+  if constexpr (std::is_same_v<T, double>)
+    return make_key(*p);
+  else
+    return make_key(to_f32(*p));
 }
 
 // The tensor holding global tile t: the last segment whose first tile is <= t (empty segments
@@ -113,8 +121,10 @@ __device__ __forceinline__ int seg_of(const Seg* segs, int nseg, long long t) {
   int lo = 0, hi = nseg - 1;
   while (lo < hi) {
     int mid = (lo + hi + 1) >> 1;
-    if (segs[mid].tile_begin <= t) lo = mid;
-    else hi = mid - 1;
+    if (segs[mid].tile_begin <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
@@ -193,10 +203,11 @@ struct State2 {
 // Tile layout of the fast kernels: 16-byte loads. Load v of thread x covers the V consecutive
 // elements [v * kThreads * V + x * V, + V); so within warp w, load v covers the 32 * V consecutive
 // elements [v * kThreads * V + w * 32 * V, + 32 * V) ("slot" v * kWarps + w; slots are in index order).
-template <typename T> struct VecOf {
+template <typename T>
+struct VecOf {
   static constexpr int V = 16 / int(sizeof(T));  // elements per 16-byte load
-  static constexpr int NV = kItems / V;           // loads per thread per tile
-  static constexpr int NS = NV * kWarps;          // slots per tile
+  static constexpr int NV = kItems / V;          // loads per thread per tile
+  static constexpr int NS = NV * kWarps;         // slots per tile
   static_assert(NV * V == kItems && NS <= 128, "tile layout");
 };
 
@@ -222,8 +233,10 @@ __device__ __forceinline__ typename KeyOf<T>::type key_from_vec(const uint4& q, 
     return make_key(__uint_as_float(word_of(q, i)));
   } else {
     const unsigned int h = (word_of(q, i >> 1) >> ((i & 1) * 16)) & 0xffffu;
-    if constexpr (std::is_same_v<T, __nv_bfloat16>) return make_key(__uint_as_float(h << 16));
-    else return make_key(__half2float(__ushort_as_half(static_cast<unsigned short>(h))));
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      return make_key(__uint_as_float(h << 16));
+    else
+      return make_key(__half2float(__ushort_as_half(static_cast<unsigned short>(h))));
   }
 }
 
@@ -253,7 +266,8 @@ using BlockScanT = cub::BlockScan<u64, kThreads>;
 
 // Resident blocks per SM asked of ptxas for the heavier tile kernels (<= 64 registers for the
 // 32-bit keys; the f64 tiles hold twice the key registers).
-template <typename T> constexpr int kMinBlocks = sizeof(T) == 8 ? 2 : 4;
+template <typename T>
+constexpr int kMinBlocks = sizeof(T) == 8 ? 2 : 4;
 
 // choose_kernel's work done by one block of kThreads (the last block of a histogram kernel):
 // picks the digit holding the k_rem-th largest key, narrows prefix and rank, clears the histogram.
@@ -305,8 +319,8 @@ __device__ __forceinline__ bool last_block_done(State2* st) {
   return last;
 }
 
-__device__ __forceinline__ void finish_choose(u64* ghist, int bits, int shift, State2* st,
-                                              BlockScanT::TempStorage& tmp, u64 sample_rank = 0) {
+__device__ __forceinline__ void finish_choose(u64* ghist, int bits, int shift, State2* st, BlockScanT::TempStorage& tmp,
+                                              u64 sample_rank = 0) {
   if (last_block_done(st)) {  // block-uniform
     choose_block(ghist, bits, shift, st, tmp, sample_rank);
     if (threadIdx.x == 0) st->done = 0;
@@ -315,7 +329,8 @@ __device__ __forceinline__ void finish_choose(u64* ghist, int bits, int shift, S
 
 // State, the first kSegBatch segment descriptors, and zeroes (histogram, tile counts): one launch.
 __global__ void init_kernel(State2* st, u64 k, u64* zero, long long nzero, Seg* table, int n, SegBatch b) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < nzero; i += (long long)gridDim.x * blockDim.x)
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < nzero;
+       i += (long long)gridDim.x * blockDim.x)
     zero[i] = 0;
   if (blockIdx.x == 0) {
 #pragma unroll
@@ -341,9 +356,9 @@ __global__ void init_kernel(State2* st, u64 k, u64* zero, long long nzero, Seg* 
 // Also the sampled guess: tiles i * tstride for i < nsamp, choosing the digit of sample_rank (> 0).
 // guard_miss: run only when the sampled guess missed (grid-uniform early exit).
 template <typename T, typename K>
-__global__ void __launch_bounds__(kThreads) hist1_kernel(const Seg* __restrict__ segs, int nseg, long long nsamp,
-                                                          long long tstride, State2* st, u64* ghist, int shift,
-                                                          int bits, u64 sample_rank, int guard_miss) {
+__global__ void __launch_bounds__(kThreads)
+    hist1_kernel(const Seg* __restrict__ segs, int nseg, long long nsamp, long long tstride, State2* st, u64* ghist,
+                 int shift, int bits, u64 sample_rank, int guard_miss) {
   extern __shared__ unsigned int sh[];
   __shared__ BlockScanT::TempStorage tmp;
   if (guard_miss && !__ldcg(&st->miss)) return;
@@ -396,10 +411,9 @@ __global__ void __launch_bounds__(kThreads) hist1_kernel(const Seg* __restrict__
 // the rank becomes k - above and digit 2 is chosen as usual; if not, it flags a miss and resets
 // the state so that the guarded exact pass 1 and pass 2 (mode 2) run. mode 2: only after a miss.
 template <typename T, typename K>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<T>) cand_kernel(const Seg* __restrict__ segs, int nseg, long long ntiles,
-                                                         State2* st, u64* ghist, int s0, int s1, int bits1,
-                                                         K* cand_key, u64* cand_pos, u64 cap, u64* tile_gt,
-                                                         int mode) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks<T>)
+    cand_kernel(const Seg* __restrict__ segs, int nseg, long long ntiles, State2* st, u64* ghist, int s0, int s1,
+                int bits1, K* cand_key, u64* cand_pos, u64 cap, u64* tile_gt, int mode) {
   extern __shared__ unsigned int sh[];
   __shared__ BlockScanT::TempStorage tmp;
   __shared__ unsigned int w_cnt[2][kWarps], w_gt[2][kWarps];
@@ -521,9 +535,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<T>) cand_kernel(const Seg
 // Later digits: from the candidates, or (they overflowed) from the input again; the branch is
 // grid-uniform (overflow is only written by cand_kernel). The last block chooses the digit.
 template <typename T, typename K>
-__global__ void __launch_bounds__(kThreads) digit_kernel(const Seg* __restrict__ segs, int nseg, long long ntiles,
-                                                          State2* st, const K* __restrict__ cand_key, u64 cap,
-                                                          u64* ghist, int match_shift, int shift, int bits) {
+__global__ void __launch_bounds__(kThreads)
+    digit_kernel(const Seg* __restrict__ segs, int nseg, long long ntiles, State2* st, const K* __restrict__ cand_key,
+                 u64 cap, u64* ghist, int match_shift, int shift, int bits) {
   extern __shared__ unsigned int sh[];
   __shared__ BlockScanT::TempStorage tmp;
   const int bins = 1 << bits;
@@ -557,10 +571,10 @@ __global__ void __launch_bounds__(kThreads) digit_kernel(const Seg* __restrict__
 // Exact per-tile counts against the threshold: from the candidates (as cand_count_kernel), or
 // after an overflow from the input (as tile_count_kernel). Grid-uniform branch.
 template <typename T, typename K>
-__global__ void __launch_bounds__(kThreads) count_kernel(const Seg* __restrict__ segs, int nseg, long long ntiles,
-                                                          const State2* st, const K* __restrict__ cand_key,
-                                                          const u64* __restrict__ cand_pos, u64 cap, u64* tile_gt,
-                                                          u64* tile_eq) {
+__global__ void __launch_bounds__(kThreads)
+    count_kernel(const Seg* __restrict__ segs, int nseg, long long ntiles, const State2* st,
+                 const K* __restrict__ cand_key, const u64* __restrict__ cand_pos, u64 cap, u64* tile_gt,
+                 u64* tile_eq) {
   using Reduce = cub::BlockReduce<u64, kThreads>;
   __shared__ typename Reduce::TempStorage red;
   const K thr = K(st->prefix);
@@ -591,8 +605,10 @@ __global__ void __launch_bounds__(kThreads) count_kernel(const Seg* __restrict__
 #pragma unroll
       for (int j = 0; j < kItems; j++) {
         if (item_offset<T>(j) < r.count) {
-          if (keys[j] > thr) packed += 1ull << 32;
-          else if (keys[j] == thr) packed += 1ull;
+          if (keys[j] > thr)
+            packed += 1ull << 32;
+          else if (keys[j] == thr)
+            packed += 1ull;
         }
       }
       const u64 total = Reduce(red).Sum(packed);
@@ -611,10 +627,10 @@ constexpr int kScanItems = 16;
 // One block: exclusive scans of tile_gt and tile_eq over ntiles + 1 entries (the last one, zero,
 // gets the total), then per tensor the number of indices it gets, and the bad / lost flags.
 // Replaces two CUB device scans (4 launches) and seg_count_kernel.
-__global__ void __launch_bounds__(kScanThreads) scan_kernel(const Seg* __restrict__ segs, int nseg, long long ntiles,
-                                                             const State2* st, const u64* __restrict__ tile_gt,
-                                                             const u64* __restrict__ tile_eq, u64* gt_scan,
-                                                             u64* eq_scan, u64* counts) {
+__global__ void __launch_bounds__(kScanThreads)
+    scan_kernel(const Seg* __restrict__ segs, int nseg, long long ntiles, const State2* st,
+                const u64* __restrict__ tile_gt, const u64* __restrict__ tile_eq, u64* gt_scan, u64* eq_scan,
+                u64* counts) {
   using Scan = cub::BlockScan<u64, kScanThreads>;
   __shared__ typename Scan::TempStorage tg, te;
   const long long n = ntiles + 1;
@@ -699,11 +715,10 @@ __device__ __forceinline__ void scan_slots_n(const unsigned int* in, unsigned in
 // Barriers: cnt is written before barrier A and read by warp 0 before barrier B; off is written by
 // warp 0 between A and B and read by all after B, before they reach the next A: one buffer is safe.
 template <typename T, typename K>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<T>) write_kernel2(const Seg* __restrict__ segs, int nseg, long long ntiles,
-                                                           const State2* st, const u64* __restrict__ tile_gt,
-                                                           const u64* __restrict__ tile_eq,
-                                                           const u64* __restrict__ gt_scan,
-                                                           const u64* __restrict__ eq_scan) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks<T>)
+    write_kernel2(const Seg* __restrict__ segs, int nseg, long long ntiles, const State2* st,
+                  const u64* __restrict__ tile_gt, const u64* __restrict__ tile_eq, const u64* __restrict__ gt_scan,
+                  const u64* __restrict__ eq_scan) {
   constexpr int V = VecOf<T>::V, NV = VecOf<T>::NV, NS = VecOf<T>::NS;
   __shared__ unsigned int cnt[NS], off[NS], ecnt[NS], eoff[NS];
   const u64 need = st->k_rem;
@@ -725,14 +740,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<T>) write_kernel2(const S
     }
     const u64 eqb = eq_scan[t], teq = tile_eq[t];
     const u64 ties_here = need > eqb ? (need - eqb < teq ? need - eqb : teq) : 0;
-    if (tile_gt[t] + ties_here != 0) {  // block-uniform
+    if (tile_gt[t] + ties_here != 0) {                                   // block-uniform
       const int mode = ties_here == 0 ? 0 : (ties_here == teq ? 2 : 1);  // ties taken: none, some, all
       const Seg& s = segs[r.seg];
       const u64 base =
           selected_before(gt_scan, eq_scan, t, need) - selected_before(gt_scan, eq_scan, s.tile_begin, need);
       // Ballots of the selected items of load v (V of them), recomputed where needed rather than
       // kept for all items: registers. Partial tiles rank their ties with eoff (below).
-      auto sel_masks = [&](int v, unsigned int (&m)[V]) {
+      auto sel_masks = [&](int v, unsigned int(&m)[V]) {
         if (mode == 1) {
           unsigned int em[V];
           unsigned int before = eoff[v * kWarps + warp];
@@ -800,8 +815,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<T>) write_kernel2(const S
         for (int i = 0; i < V; i++) {
           if ((m[i] >> lane) & 1u) {
             const long long idx = r.local + item_offset<T>(v * V + i);
-            if (s.out64) static_cast<long long*>(s.out)[pos] = idx;
-            else static_cast<int*>(s.out)[pos] = int(idx);
+            if (s.out64)
+              static_cast<long long*>(s.out)[pos] = idx;
+            else
+              static_cast<int*>(s.out)[pos] = int(idx);
             pos++;
           }
         }
@@ -962,7 +979,7 @@ std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k
     const double want = double(k) * double(m) / double(total);
     const u64 rank = u64(std::max<long long>(1, std::min<long long>(m, std::llround(want))));
     h1<<<unsigned(std::min<long long>(g1, nsamp)), kThreads, smem0, stream>>>(dsegs, nseg, nsamp, tstride, st, hist,
-                                                                            shifts[0], widths[0], rank, 0);
+                                                                              shifts[0], widths[0], rank, 0);
     c2<<<g2, kThreads, smem1, stream>>>(dsegs, nseg, ntiles, st, hist, shifts[0], shifts[1], widths[1], cand_key,
                                         cand_pos, cap, tile_gt, 1);
     h1<<<g1, kThreads, smem0, stream>>>(dsegs, nseg, ntiles, 1, st, hist, shifts[0], widths[0], 0, 1);
@@ -983,7 +1000,7 @@ std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k
   {
     auto kern = count_kernel<T, K>;
     kern<<<grid_of(reinterpret_cast<const void*>(kern), 0), kThreads, 0, stream>>>(dsegs, nseg, ntiles, st, cand_key,
-                                                                                    cand_pos, cap, tile_gt, tile_eq);
+                                                                                   cand_pos, cap, tile_gt, tile_eq);
   }
   scan_kernel<<<1, kScanThreads, 0, stream>>>(dsegs, nseg, ntiles, st, tile_gt, tile_eq, gt_scan, eq_scan, counts);
   check_last_error("topk");
@@ -1009,7 +1026,7 @@ std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k
   {
     auto kern = write_kernel2<T, K>;
     kern<<<grid_of(reinterpret_cast<const void*>(kern), 0), kThreads, 0, stream>>>(dsegs, nseg, ntiles, st, tile_gt,
-                                                                                    tile_eq, gt_scan, eq_scan);
+                                                                                   tile_eq, gt_scan, eq_scan);
   }
   check_last_error("topk");
   if (single_out) {

@@ -33,8 +33,8 @@ __global__ void softmax_rows_kernel(const T* __restrict__ x, T* __restrict__ y, 
 }
 
 template <typename T>
-__global__ void softmax_cols_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int64_t n,
-                                    int64_t inner, bool log) {
+__global__ void softmax_cols_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int64_t n, int64_t inner,
+                                    bool log) {
   using A = dacc_t<T>;
   const int64_t cols = outer * inner;
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
@@ -103,19 +103,19 @@ void softmax(const Tensor& x, const Tensor& y, int64_t outer, int64_t n, int64_t
     if (inner == 1) {
       const int tpr = pick_tpr(n);
       with_tpr(tpr, [&](auto k) {
-        softmax_rows_kernel<T, decltype(k)::value><<<row_grid(outer, tpr), row_block(tpr), 0, st>>>(
-            x.data<T>(), y.data<T>(), outer, n, log);
+        softmax_rows_kernel<T, decltype(k)::value>
+            <<<row_grid(outer, tpr), row_block(tpr), 0, st>>>(x.data<T>(), y.data<T>(), outer, n, log);
       });
     } else {
-      softmax_cols_kernel<T><<<grid_for(outer * inner, 256), 256, 0, st>>>(x.data<T>(), y.data<T>(), outer, n,
-                                                                          inner, log);
+      softmax_cols_kernel<T>
+          <<<grid_for(outer * inner, 256), 256, 0, st>>>(x.data<T>(), y.data<T>(), outer, n, inner, log);
     }
   });
   check_last_error("softmax");
 }
 
-void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, int64_t outer, int64_t n,
-                      int64_t inner, bool log) {
+void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, int64_t outer, int64_t n, int64_t inner,
+                      bool log) {
   if (outer * n * inner == 0) return;
   cudaStream_t st = current_stream(dev_of(y));
   dispatch_cuda_float(y.dtype, "softmaxBackward", [&](auto tag) {
@@ -123,12 +123,12 @@ void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, int64
     if (inner == 1) {
       const int tpr = pick_tpr(n);
       with_tpr(tpr, [&](auto k) {
-        backward_rows_kernel<T, decltype(k)::value><<<row_grid(outer, tpr), row_block(tpr), 0, st>>>(
-            y.data<T>(), gy.data<T>(), gx.data<T>(), outer, n, log);
+        backward_rows_kernel<T, decltype(k)::value>
+            <<<row_grid(outer, tpr), row_block(tpr), 0, st>>>(y.data<T>(), gy.data<T>(), gx.data<T>(), outer, n, log);
       });
     } else {
-      backward_cols_kernel<T><<<grid_for(outer * inner, 256), 256, 0, st>>>(y.data<T>(), gy.data<T>(),
-                                                                           gx.data<T>(), outer, n, inner, log);
+      backward_cols_kernel<T>
+          <<<grid_for(outer * inner, 256), 256, 0, st>>>(y.data<T>(), gy.data<T>(), gx.data<T>(), outer, n, inner, log);
     }
   });
   check_last_error("softmaxBackward");

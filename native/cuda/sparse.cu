@@ -17,17 +17,33 @@ constexpr long long kSlab = 16384;  // elements reduced by one block
 constexpr int kFinalThreads = 1024;
 constexpr int kBatch = 48;  // tensors per sum-of-squares launch (kernel parameter space)
 
-template <typename T> __device__ __forceinline__ double to_double(T v) { return double(to_f32(v)); }
-template <> __device__ __forceinline__ double to_double<double>(double v) { return v; }
+template <typename T>
+__device__ __forceinline__ double to_double(T v) {
+  return double(to_f32(v));
+}
+template <>
+__device__ __forceinline__ double to_double<double>(double v) {
+  return v;
+}
 
-template <typename T> __device__ __forceinline__ float bits_to_f32(unsigned short b);
-template <> __device__ __forceinline__ float bits_to_f32<__half>(unsigned short b) { return __half2float(__ushort_as_half(b)); }
-template <> __device__ __forceinline__ float bits_to_f32<__nv_bfloat16>(unsigned short b) {
+template <typename T>
+__device__ __forceinline__ float bits_to_f32(unsigned short b);
+template <>
+__device__ __forceinline__ float bits_to_f32<__half>(unsigned short b) {
+  return __half2float(__ushort_as_half(b));
+}
+template <>
+__device__ __forceinline__ float bits_to_f32<__nv_bfloat16>(unsigned short b) {
   return __bfloat162float(__ushort_as_bfloat16(b));
 }
-template <typename T> __device__ __forceinline__ unsigned short f32_to_bits(float f);
-template <> __device__ __forceinline__ unsigned short f32_to_bits<__half>(float f) { return __half_as_ushort(__float2half_rn(f)); }
-template <> __device__ __forceinline__ unsigned short f32_to_bits<__nv_bfloat16>(float f) {
+template <typename T>
+__device__ __forceinline__ unsigned short f32_to_bits(float f);
+template <>
+__device__ __forceinline__ unsigned short f32_to_bits<__half>(float f) {
+  return __half_as_ushort(__float2half_rn(f));
+}
+template <>
+__device__ __forceinline__ unsigned short f32_to_bits<__nv_bfloat16>(float f) {
   return __bfloat16_as_ushort(__float2bfloat16_rn(f));
 }
 
@@ -98,8 +114,10 @@ __global__ void scatter_kernel(T* d, const I* __restrict__ idx, const float* __r
       ix.offsets(j, o);
       off = o[0];
     }
-    if (add) atomic_add_round(d + off, v[i]);
-    else d[off] = from_f32<T>(v[i]);
+    if (add)
+      atomic_add_round(d + off, v[i]);
+    else
+      d[off] = from_f32<T>(v[i]);
   }
 }
 
@@ -112,9 +130,9 @@ __device__ __forceinline__ double block_sum(double v) {
 // Blocks [0, dense_blocks): squares of the slab of grad; the rest: squares of grad[idx] for a
 // slab of the indices. One partial per block.
 template <typename T, typename I>
-__global__ void __launch_bounds__(kThreads) grad_prop_kernel(const T* __restrict__ g, long long n,
-                                                              const I* __restrict__ idx, long long k,
-                                                              long long dense_blocks, double* part, int* err) {
+__global__ void __launch_bounds__(kThreads)
+    grad_prop_kernel(const T* __restrict__ g, long long n, const I* __restrict__ idx, long long k,
+                     long long dense_blocks, double* part, int* err) {
   double acc = 0;
   if (blockIdx.x < dense_blocks) {
     long long lo = blockIdx.x * kSlab, hi = min(n, lo + kSlab);
@@ -139,8 +157,8 @@ __global__ void __launch_bounds__(kThreads) grad_prop_kernel(const T* __restrict
 }
 
 // *out0 = sum of part[0, n0); *out1 (if given) = sum of part[n0, n0 + n1). One block.
-__global__ void __launch_bounds__(kFinalThreads) final_sum_kernel(const double* part, long long n0, long long n1,
-                                                                   float* out0, float* out1) {
+__global__ void __launch_bounds__(kFinalThreads)
+    final_sum_kernel(const double* part, long long n0, long long n1, float* out0, float* out1) {
   using Reduce = cub::BlockReduce<double, kFinalThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   double a = 0;
@@ -214,11 +232,20 @@ __global__ void __launch_bounds__(kThreads) sumsq_multi_kernel(SumSqBatch b, dou
   const long long lo = (blk - bb) * kSlab, hi = min(n, lo + kSlab);
   double acc = 0;
   switch (dt) {
-    case int(DType::F32): acc = slab_sumsq<float>(p, lo, hi); break;
-    case int(DType::F16): acc = slab_sumsq<__half>(p, lo, hi); break;
-    case int(DType::BF16): acc = slab_sumsq<__nv_bfloat16>(p, lo, hi); break;
-    case int(DType::F64): acc = slab_sumsq<double>(p, lo, hi); break;
-    default: break;
+    case int(DType::F32):
+      acc = slab_sumsq<float>(p, lo, hi);
+      break;
+    case int(DType::F16):
+      acc = slab_sumsq<__half>(p, lo, hi);
+      break;
+    case int(DType::BF16):
+      acc = slab_sumsq<__nv_bfloat16>(p, lo, hi);
+      break;
+    case int(DType::F64):
+      acc = slab_sumsq<double>(p, lo, hi);
+      break;
+    default:
+      break;
   }
   double s = block_sum(acc);
   if (threadIdx.x == 0) part[blk] = s;
@@ -234,7 +261,8 @@ void score_accumulate(const Tensor& dst, const Tensor& src, bool square, bool ac
   cudaStream_t st = current_stream(dev_of(dst));
   dispatch_cuda_float(src.dtype, "scoreAccumulate", [&](auto tt) {
     using T = typename decltype(tt)::type;
-    score_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(dst.data<float>(), src.data<T>(), n, square, accumulate);
+    score_kernel<T>
+        <<<grid_for(n, kThreads), kThreads, 0, st>>>(dst.data<float>(), src.data<T>(), n, square, accumulate);
   });
   check_last_error("scoreAccumulate");
 }
@@ -255,8 +283,8 @@ void gather_into(const Tensor& dst, const Tensor& src, const Tensor& idx, bool a
     using T = typename decltype(tt)::type;
     dispatch_cuda_int(idx.dtype, "gatherInto", [&](auto it) {
       using I = typename decltype(it)::type;
-      gather_kernel<T, I><<<grid_for(k, kThreads), kThreads, 0, st>>>(dst.data<float>(), src.data<T>(), idx.data<I>(), k,
-                                                                      src.numel(), ix, contig, accumulate, err);
+      gather_kernel<T, I><<<grid_for(k, kThreads), kThreads, 0, st>>>(dst.data<float>(), src.data<T>(), idx.data<I>(),
+                                                                      k, src.numel(), ix, contig, accumulate, err);
     });
   });
   check_last_error("gatherInto");
@@ -278,8 +306,8 @@ void scatter_into(const Tensor& dst, const Tensor& idx, const Tensor& values, bo
     using T = typename decltype(tt)::type;
     dispatch_cuda_int(idx.dtype, "scatterInto", [&](auto it) {
       using I = typename decltype(it)::type;
-      scatter_kernel<T, I><<<grid_for(k, kThreads), kThreads, 0, st>>>(dst.data<T>(), idx.data<I>(), values.data<float>(),
-                                                                       k, dst.numel(), ix, contig, add, err);
+      scatter_kernel<T, I><<<grid_for(k, kThreads), kThreads, 0, st>>>(
+          dst.data<T>(), idx.data<I>(), values.data<float>(), k, dst.numel(), ix, contig, add, err);
     });
   });
   check_last_error("scatterInto");

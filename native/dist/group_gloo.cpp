@@ -32,7 +32,9 @@ class StoreAdapter : public gloo::rendezvous::Store {
   void set(const std::string& key, const std::vector<char>& data) override { s_.set(key, data); }
   std::vector<char> get(const std::string& key) override { return s_.get(key); }
   void wait(const std::vector<std::string>& keys) override { s_.wait(keys, s_.timeout()); }
-  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override { s_.wait(keys, timeout); }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+    s_.wait(keys, timeout);
+  }
 
  private:
   TcpStore& s_;
@@ -70,11 +72,20 @@ class GlooGroup : public Group {
       gloo::AllreduceOptions opts(ctx_);
       opts.setTimeout(timeout_);
       switch (t.dtype) {
-        case DType::F32: set_sum<float>(opts, t); break;
-        case DType::F64: set_sum<double>(opts, t); break;
-        case DType::I32: set_sum<int32_t>(opts, t); break;
-        case DType::I64: set_sum<int64_t>(opts, t); break;
-        default: fail("E_DTYPE", "allReduce: ", t.desc(), " (f32, f64, i32 or i64)");
+        case DType::F32:
+          set_sum<float>(opts, t);
+          break;
+        case DType::F64:
+          set_sum<double>(opts, t);
+          break;
+        case DType::I32:
+          set_sum<int32_t>(opts, t);
+          break;
+        case DType::I64:
+          set_sum<int64_t>(opts, t);
+          break;
+        default:
+          fail("E_DTYPE", "allReduce: ", t.desc(), " (f32, f64, i32 or i64)");
       }
       gloo::allreduce(opts);
     });
@@ -95,8 +106,8 @@ class GlooGroup : public Group {
   void all_gather(const Tensor& in, const Tensor& out) override {
     check_tensor(in, "allGather");
     check_tensor(out, "allGather");
-    SIFT_CHECK(in.dtype == out.dtype && out.nbytes() == in.nbytes() * size_t(world_), "E_SHAPE",
-               "allGather: output ", out.desc(), " must hold ", world_, " x ", in.desc());
+    SIFT_CHECK(in.dtype == out.dtype && out.nbytes() == in.nbytes() * size_t(world_), "E_SHAPE", "allGather: output ",
+               out.desc(), " must hold ", world_, " x ", in.desc());
     run("allGather", [&] {
       gloo::AllgatherOptions opts(ctx_);
       opts.setTimeout(timeout_);
@@ -123,7 +134,8 @@ class GlooGroup : public Group {
   }
 
   void check_tensor(const Tensor& t, const char* op) const {
-    SIFT_CHECK(t.defined() && t.device().is_cpu(), "E_DEVICE", op, ": the gloo group takes CPU tensors, got ", t.desc());
+    SIFT_CHECK(t.defined() && t.device().is_cpu(), "E_DEVICE", op, ": the gloo group takes CPU tensors, got ",
+               t.desc());
     SIFT_CHECK(t.is_contiguous(), "E_ARG", op, ": the tensor must be contiguous");
   }
 
@@ -176,7 +188,8 @@ std::shared_ptr<Group> create_gloo_group(const GroupOptions&) {
 
 std::shared_ptr<Group> create_group(const GroupOptions& opts) {
   SIFT_CHECK(opts.world_size >= 1, "E_ARG", "world size must be at least 1, got ", opts.world_size);
-  SIFT_CHECK(opts.rank >= 0 && opts.rank < opts.world_size, "E_ARG", "rank ", opts.rank, " is not in 0..", opts.world_size - 1);
+  SIFT_CHECK(opts.rank >= 0 && opts.rank < opts.world_size, "E_ARG", "rank ", opts.rank, " is not in 0..",
+             opts.world_size - 1);
   SIFT_CHECK(opts.timeout.count() > 0, "E_ARG", "process group timeout must be positive");
   if (opts.backend == "gloo") return create_gloo_group(opts);
   if (opts.backend == "nccl") return create_nccl_group(opts);

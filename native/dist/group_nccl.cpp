@@ -48,13 +48,16 @@ std::vector<std::string> candidates() {
   std::vector<std::string> dirs;
   for (const char* var : {"CUDA_HOME", "CUDA_PATH"})
     if (const char* e = std::getenv(var); e && *e) dirs.push_back(std::string(e) + "/lib64");
-  for (const char* d : {"/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/x86_64-linux-gnu"})
+  for (const char* d :
+       {"/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/x86_64-linux-gnu"})
     dirs.push_back(d);
   // PyTorch's CUDA wheels ship NCCL as the nvidia-nccl-cu* package.
   std::vector<std::string> patterns;
   for (const char* var : {"VIRTUAL_ENV", "CONDA_PREFIX"})
-    if (const char* e = std::getenv(var); e && *e) patterns.push_back(std::string(e) + "/lib/python3*/site-packages/nvidia/nccl/lib");
-  if (const char* h = std::getenv("HOME"); h && *h) patterns.push_back(std::string(h) + "/.local/lib/python3*/site-packages/nvidia/nccl/lib");
+    if (const char* e = std::getenv(var); e && *e)
+      patterns.push_back(std::string(e) + "/lib/python3*/site-packages/nvidia/nccl/lib");
+  if (const char* h = std::getenv("HOME"); h && *h)
+    patterns.push_back(std::string(h) + "/.local/lib/python3*/site-packages/nvidia/nccl/lib");
   patterns.push_back("/usr/local/lib/python3*/dist-packages/nvidia/nccl/lib");
   patterns.push_back("/usr/local/lib/python3*/site-packages/nvidia/nccl/lib");
   patterns.push_back("/usr/lib/python3*/dist-packages/nvidia/nccl/lib");
@@ -101,13 +104,20 @@ Nccl* load() {
 
 int nccl_type(DType d) {
   switch (d) {
-    case DType::F32: return kFloat32;
-    case DType::F64: return kFloat64;
-    case DType::BF16: return kBfloat16;
-    case DType::F16: return kFloat16;
-    case DType::I32: return kInt32;
-    case DType::I64: return kInt64;
-    default: fail("E_DTYPE", "NCCL collectives take f32, f64, bf16, f16, i32 or i64 tensors, got ", dtype_name(d));
+    case DType::F32:
+      return kFloat32;
+    case DType::F64:
+      return kFloat64;
+    case DType::BF16:
+      return kBfloat16;
+    case DType::F16:
+      return kFloat16;
+    case DType::I32:
+      return kInt32;
+    case DType::I64:
+      return kInt64;
+    default:
+      fail("E_DTYPE", "NCCL collectives take f32, f64, bf16, f16, i32 or i64 tensors, got ", dtype_name(d));
   }
 }
 
@@ -140,33 +150,39 @@ class NcclGroup : public Group {
   void all_reduce_sum(const Tensor& t) override {
     check_tensor(t, "allReduce");
     cuda::set_device(device_);
-    check(lib_->all_reduce(t.raw(), t.raw(), size_t(t.numel()), nccl_type(t.dtype), kNcclSum, comm_, cuda::stream(device_)), "ncclAllReduce");
+    check(lib_->all_reduce(t.raw(), t.raw(), size_t(t.numel()), nccl_type(t.dtype), kNcclSum, comm_,
+                           cuda::stream(device_)),
+          "ncclAllReduce");
   }
 
   void broadcast(const Tensor& t, int root) override {
     check_tensor(t, "broadcast");
     cuda::set_device(device_);
-    check(lib_->broadcast(t.raw(), t.raw(), t.nbytes(), 0 /* int8: bytes */, root, comm_, cuda::stream(device_)), "ncclBroadcast");
+    check(lib_->broadcast(t.raw(), t.raw(), t.nbytes(), 0 /* int8: bytes */, root, comm_, cuda::stream(device_)),
+          "ncclBroadcast");
   }
 
   void all_gather(const Tensor& in, const Tensor& out) override {
     check_tensor(in, "allGather");
     check_tensor(out, "allGather");
-    SIFT_CHECK(in.dtype == out.dtype && out.nbytes() == in.nbytes() * size_t(world_), "E_SHAPE",
-               "allGather: output ", out.desc(), " must hold ", world_, " x ", in.desc());
+    SIFT_CHECK(in.dtype == out.dtype && out.nbytes() == in.nbytes() * size_t(world_), "E_SHAPE", "allGather: output ",
+               out.desc(), " must hold ", world_, " x ", in.desc());
     cuda::set_device(device_);
     check(lib_->all_gather(in.raw(), out.raw(), in.nbytes(), 0, comm_, cuda::stream(device_)), "ncclAllGather");
   }
 
   void barrier() override {
     cuda::set_device(device_);
-    check(lib_->all_reduce(scratch_, scratch_, 1, kInt32, kNcclSum, comm_, cuda::stream(device_)), "ncclAllReduce (barrier)");
+    check(lib_->all_reduce(scratch_, scratch_, 1, kInt32, kNcclSum, comm_, cuda::stream(device_)),
+          "ncclAllReduce (barrier)");
     cuda::synchronize(device_);
   }
 
  private:
   void check(int rc, const char* what) {
-    if (rc != 0) fail("E_DIST", what, " failed on rank ", rank_, " of ", world_, ": ", lib_->error_string(rc), " (", lib_->path, ")");
+    if (rc != 0)
+      fail("E_DIST", what, " failed on rank ", rank_, " of ", world_, ": ", lib_->error_string(rc), " (", lib_->path,
+           ")");
   }
   void check_tensor(const Tensor& t, const char* op) const {
     SIFT_CHECK(t.defined() && t.device().is_cuda() && t.device().index == device_, "E_DEVICE", op,

@@ -45,18 +45,16 @@ struct Prepared {
   AttnDesc desc;
 };
 
-Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
-                 const std::optional<Tensor>& mask, bool causal, double scale, double p, uint64_t seed,
-                 double softcap, int64_t window) {
+Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const std::optional<Tensor>& mask,
+                 bool causal, double scale, double p, uint64_t seed, double softcap, int64_t window) {
   check_float(q, op);
   check_same_dtype(q, k, op);
   check_same_dtype(q, v, op);
   check_same_device(q, k, op);
   check_same_device(q, v, op);
   check_device_usable(q.device());
-  SIFT_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "E_SHAPE", op,
-             ": q, k, v must be 4-D [B, H, T, D], got ", shape_str(q.shape), ", ", shape_str(k.shape), ", ",
-             shape_str(v.shape));
+  SIFT_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "E_SHAPE", op, ": q, k, v must be 4-D [B, H, T, D], got ",
+             shape_str(q.shape), ", ", shape_str(k.shape), ", ", shape_str(v.shape));
   SIFT_CHECK(k.shape == v.shape, "E_SHAPE", op, ": k ", shape_str(k.shape), " and v ", shape_str(v.shape),
              " must have the same shape");
   SIFT_CHECK(q.shape[0] == k.shape[0], "E_SHAPE", op, ": batch sizes differ (q ", shape_str(q.shape), ", k ",
@@ -71,8 +69,7 @@ Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor&
              ": softcap must be a finite number >= 0 (0 = off), got ", softcap);
   SIFT_CHECK(window >= 0, "E_ARG", op, ": window must be an integer >= 0 (0 = off), got ", window);
   SIFT_CHECK(window == 0 || causal, "E_ARG", op,
-             ": a sliding window applies on top of the causal mask; set causal (got window ", window,
-             " without it)");
+             ": a sliding window applies on top of the causal mask; set causal (got window ", window, " without it)");
 
   Prepared r;
   r.q = rows_unit_stride(q);
@@ -92,8 +89,7 @@ Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor&
   const int64_t B = q.shape[0], H = q.shape[1], Tq = q.shape[2], Tk = k.shape[2];
   if (m.dtype == DType::BOOL) {
     SIFT_CHECK(m.dim() == 2 && m.shape[0] == B && m.shape[1] == Tk, "E_SHAPE", op,
-               ": a bool mask is a key padding mask of shape [B, Tk] = [", B, ", ", Tk, "], got ",
-               shape_str(m.shape));
+               ": a bool mask is a key padding mask of shape [B, Tk] = [", B, ", ", Tk, "], got ", shape_str(m.shape));
     r.mask = dense(m);
     r.desc.mask = AttnMask::KeyPadding;
     return r;
@@ -101,8 +97,7 @@ Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor&
   SIFT_CHECK(m.dtype == q.dtype || m.dtype == DType::F32, "E_DTYPE", op, ": an additive mask must be ",
              dtype_name(q.dtype), " or f32 (or a bool padding mask), got ", dtype_name(m.dtype));
   const Shape full = {B, H, Tq, Tk};
-  SIFT_CHECK(m.dim() <= 4, "E_SHAPE", op, ": mask ", shape_str(m.shape), " does not broadcast to ",
-             shape_str(full));
+  SIFT_CHECK(m.dim() <= 4, "E_SHAPE", op, ": mask ", shape_str(m.shape), " does not broadcast to ", shape_str(full));
   // Cast at the mask's own (broadcast) size, then view it as [B, H, Tq, Tk] with zero strides.
   Tensor mc = cast(m, acc_dtype(q.dtype));
   Shape strides(4, 0);
@@ -121,8 +116,8 @@ Prepared prepare(const char* op, const Tensor& q, const Tensor& k, const Tensor&
 }  // namespace
 
 std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    const std::optional<Tensor>& mask, bool causal, double scale,
-                                    double dropout_p, uint64_t seed, double softcap, int64_t window) {
+                                    const std::optional<Tensor>& mask, bool causal, double scale, double dropout_p,
+                                    uint64_t seed, double softcap, int64_t window) {
   Prepared pr = prepare("attention", q, k, v, mask, causal, scale, dropout_p, seed, softcap, window);
   Device dev = q.device();
   Tensor out = empty(q.shape, q.dtype, dev);
@@ -137,22 +132,20 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
 
 std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                                       const Tensor& v, const Tensor& out, const Tensor& lse,
-                                                      const std::optional<Tensor>& mask, bool causal,
-                                                      double scale, double dropout_p, uint64_t seed,
-                                                      double softcap, int64_t window) {
+                                                      const std::optional<Tensor>& mask, bool causal, double scale,
+                                                      double dropout_p, uint64_t seed, double softcap, int64_t window) {
   const char* op = "attentionBackward";
   Prepared pr = prepare(op, q, k, v, mask, causal, scale, dropout_p, seed, softcap, window);
   for (const Tensor* t : {&gout, &out, &lse}) check_same_device(q, *t, op);
   check_same_dtype(q, gout, op);
   check_same_dtype(q, out, op);
-  SIFT_CHECK(gout.shape == q.shape, "E_SHAPE", op, ": gradient ", shape_str(gout.shape), " for q ",
-             shape_str(q.shape));
+  SIFT_CHECK(gout.shape == q.shape, "E_SHAPE", op, ": gradient ", shape_str(gout.shape), " for q ", shape_str(q.shape));
   SIFT_CHECK(out.shape == q.shape, "E_SHAPE", op, ": out ", shape_str(out.shape), " for q ", shape_str(q.shape));
   const Shape lse_shape = {q.shape[0], q.shape[1], q.shape[2]};
   SIFT_CHECK(lse.shape == lse_shape, "E_SHAPE", op, ": lse ", shape_str(lse.shape), ", expected ",
              shape_str(lse_shape));
-  SIFT_CHECK(lse.dtype == acc_dtype(q.dtype), "E_DTYPE", op, ": lse must be ", dtype_name(acc_dtype(q.dtype)),
-             ", got ", dtype_name(lse.dtype));
+  SIFT_CHECK(lse.dtype == acc_dtype(q.dtype), "E_DTYPE", op, ": lse must be ", dtype_name(acc_dtype(q.dtype)), ", got ",
+             dtype_name(lse.dtype));
   Device dev = q.device();
   Tensor gq = empty(q.shape, q.dtype, dev);
   Tensor gk = empty(k.shape, k.dtype, dev);
@@ -184,8 +177,8 @@ Tensor rotary(const Tensor& x, const Tensor& positions, const Tensor& inv_freq, 
   SIFT_CHECK(x.dim() == 4, "E_SHAPE", op, ": x must be [B, H, T, D], got ", shape_str(x.shape));
   const int64_t B = x.shape[0], T = x.shape[2], D = x.shape[3];
   SIFT_CHECK(D % 2 == 0, "E_SHAPE", op, ": head dim must be even, got ", D);
-  SIFT_CHECK(inv_freq.dim() == 1 && inv_freq.shape[0] == D / 2, "E_SHAPE", op, ": invFreq must be [", D / 2,
-             "], got ", shape_str(inv_freq.shape));
+  SIFT_CHECK(inv_freq.dim() == 1 && inv_freq.shape[0] == D / 2, "E_SHAPE", op, ": invFreq must be [", D / 2, "], got ",
+             shape_str(inv_freq.shape));
   const bool shared = positions.dim() == 1;
   SIFT_CHECK((shared && positions.shape[0] == T) ||
                  (positions.dim() == 2 && positions.shape[0] == B && positions.shape[1] == T),

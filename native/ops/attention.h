@@ -15,14 +15,14 @@ namespace sift::ops {
 // softcap > 0: scores are soft-capped (AttnDesc::softcap); window > 0: sliding window on top of
 // the causal mask (AttnDesc::window; requires causal).
 std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    const std::optional<Tensor>& mask, bool causal, double scale,
-                                    double dropout_p, uint64_t seed, double softcap = 0.0, int64_t window = 0);
+                                    const std::optional<Tensor>& mask, bool causal, double scale, double dropout_p,
+                                    uint64_t seed, double softcap = 0.0, int64_t window = 0);
 // Returns {gq, gk, gv}, contiguous, dtype of q.
 std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& gout, const Tensor& q, const Tensor& k,
                                                       const Tensor& v, const Tensor& out, const Tensor& lse,
-                                                      const std::optional<Tensor>& mask, bool causal,
-                                                      double scale, double dropout_p, uint64_t seed,
-                                                      double softcap = 0.0, int64_t window = 0);
+                                                      const std::optional<Tensor>& mask, bool causal, double scale,
+                                                      double dropout_p, uint64_t seed, double softcap = 0.0,
+                                                      int64_t window = 0);
 Tensor rotary(const Tensor& x, const Tensor& positions, const Tensor& inv_freq, bool inverse);
 Tensor dropout(const Tensor& x, double p, uint64_t seed);
 // Which CUDA attention kernels later calls use: "auto" (tensor-core kernels for f16/bf16 with head

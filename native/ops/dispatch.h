@@ -12,11 +12,11 @@
 #endif
 
 // SIFT_ON_DEVICE(device, cpu::kernel(a, out), cuda::kernel(a, out));
-#define SIFT_ON_DEVICE(dev, cpu_call, cuda_call)                                \
-  do {                                                                          \
-    if ((dev).is_cpu()) {                                                       \
-      ::sift::CpuExecutor::get().enqueue([=]() { cpu_call; });                  \
-    } else {                                                                    \
-      SIFT_CUDA_BRANCH(::sift::cuda::set_device((dev).index); cuda_call;);      \
-    }                                                                           \
+#define SIFT_ON_DEVICE(dev, cpu_call, cuda_call)                           \
+  do {                                                                     \
+    if ((dev).is_cpu()) {                                                  \
+      ::sift::CpuExecutor::get().enqueue([=]() { cpu_call; });             \
+    } else {                                                               \
+      SIFT_CUDA_BRANCH(::sift::cuda::set_device((dev).index); cuda_call;); \
+    }                                                                      \
   } while (0)

@@ -14,25 +14,41 @@
 namespace sift {
 
 UnaryOp parse_unary_op(const std::string& s) {
-  static const struct { const char* name; UnaryOp op; } table[] = {
-      {"neg", UnaryOp::Neg}, {"exp", UnaryOp::Exp}, {"log", UnaryOp::Log}, {"tanh", UnaryOp::Tanh},
-      {"relu", UnaryOp::Relu}, {"gelu", UnaryOp::Gelu}, {"gelu_tanh", UnaryOp::GeluTanh},
-      {"silu", UnaryOp::Silu}, {"sigmoid", UnaryOp::Sigmoid}, {"sqrt", UnaryOp::Sqrt},
-      {"rsqrt", UnaryOp::Rsqrt}, {"abs", UnaryOp::Abs}, {"square", UnaryOp::Square},
-      {"reciprocal", UnaryOp::Reciprocal}, {"sin", UnaryOp::Sin}, {"cos", UnaryOp::Cos},
-      {"erf", UnaryOp::Erf}, {"sign", UnaryOp::Sign}};
+  static const struct {
+    const char* name;
+    UnaryOp op;
+  } table[] = {{"neg", UnaryOp::Neg},
+               {"exp", UnaryOp::Exp},
+               {"log", UnaryOp::Log},
+               {"tanh", UnaryOp::Tanh},
+               {"relu", UnaryOp::Relu},
+               {"gelu", UnaryOp::Gelu},
+               {"gelu_tanh", UnaryOp::GeluTanh},
+               {"silu", UnaryOp::Silu},
+               {"sigmoid", UnaryOp::Sigmoid},
+               {"sqrt", UnaryOp::Sqrt},
+               {"rsqrt", UnaryOp::Rsqrt},
+               {"abs", UnaryOp::Abs},
+               {"square", UnaryOp::Square},
+               {"reciprocal", UnaryOp::Reciprocal},
+               {"sin", UnaryOp::Sin},
+               {"cos", UnaryOp::Cos},
+               {"erf", UnaryOp::Erf},
+               {"sign", UnaryOp::Sign}};
   for (const auto& e : table)
     if (s == e.name) return e.op;
   fail("E_ARG", "unknown unary op '", s, "'");
 }
 
 BinaryOp parse_binary_op(const std::string& s, bool allow_reversed) {
-  static const struct { const char* name; BinaryOp op; } table[] = {
-      {"add", BinaryOp::Add}, {"sub", BinaryOp::Sub}, {"mul", BinaryOp::Mul}, {"div", BinaryOp::Div},
-      {"pow", BinaryOp::Pow}, {"maximum", BinaryOp::Maximum}, {"minimum", BinaryOp::Minimum},
-      {"eq", BinaryOp::Eq}, {"ne", BinaryOp::Ne}, {"lt", BinaryOp::Lt}, {"le", BinaryOp::Le},
-      {"gt", BinaryOp::Gt}, {"ge", BinaryOp::Ge}, {"rsub", BinaryOp::RSub}, {"rdiv", BinaryOp::RDiv},
-      {"rpow", BinaryOp::RPow}};
+  static const struct {
+    const char* name;
+    BinaryOp op;
+  } table[] = {
+      {"add", BinaryOp::Add}, {"sub", BinaryOp::Sub},         {"mul", BinaryOp::Mul},         {"div", BinaryOp::Div},
+      {"pow", BinaryOp::Pow}, {"maximum", BinaryOp::Maximum}, {"minimum", BinaryOp::Minimum}, {"eq", BinaryOp::Eq},
+      {"ne", BinaryOp::Ne},   {"lt", BinaryOp::Lt},           {"le", BinaryOp::Le},           {"gt", BinaryOp::Gt},
+      {"ge", BinaryOp::Ge},   {"rsub", BinaryOp::RSub},       {"rdiv", BinaryOp::RDiv},       {"rpow", BinaryOp::RPow}};
   for (const auto& e : table) {
     if (s != e.name) continue;
     SIFT_CHECK(allow_reversed || e.op < BinaryOp::RSub, "E_ARG", "'", s,
@@ -50,8 +66,8 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   for (size_t i = 0; i < n; i++) {
     int64_t da = i + a.size() >= n ? a[i + a.size() - n] : 1;
     int64_t db = i + b.size() >= n ? b[i + b.size() - n] : 1;
-    SIFT_CHECK(da == db || da == 1 || db == 1, "E_SHAPE", op, ": shapes ", shape_str(a), " and ",
-               shape_str(b), " cannot be broadcast together");
+    SIFT_CHECK(da == db || da == 1 || db == 1, "E_SHAPE", op, ": shapes ", shape_str(a), " and ", shape_str(b),
+               " cannot be broadcast together");
     out[i] = da == 1 ? db : da;
   }
   return out;
@@ -59,14 +75,14 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
 
 Tensor broadcast_to(const Tensor& t, const Shape& shape, const char* op) {
   if (t.shape == shape) return t;
-  SIFT_CHECK(t.shape.size() <= shape.size(), "E_SHAPE", op, ": shape ", shape_str(t.shape),
-             " cannot be broadcast to ", shape_str(shape));
+  SIFT_CHECK(t.shape.size() <= shape.size(), "E_SHAPE", op, ": shape ", shape_str(t.shape), " cannot be broadcast to ",
+             shape_str(shape));
   size_t lead = shape.size() - t.shape.size();
   Shape strides(shape.size(), 0);
   for (size_t i = 0; i < t.shape.size(); i++) {
     int64_t have = t.shape[i], want = shape[lead + i];
-    SIFT_CHECK(have == want || have == 1, "E_SHAPE", op, ": shape ", shape_str(t.shape),
-               " cannot be broadcast to ", shape_str(shape));
+    SIFT_CHECK(have == want || have == 1, "E_SHAPE", op, ": shape ", shape_str(t.shape), " cannot be broadcast to ",
+               shape_str(shape));
     strides[lead + i] = have == want ? t.strides[i] : 0;
   }
   return make_view(t, shape, strides, t.offset);
@@ -75,21 +91,18 @@ Tensor broadcast_to(const Tensor& t, const Shape& shape, const char* op) {
 namespace {
 
 const char* unary_name(UnaryOp op) {
-  static const char* names[] = {"neg", "exp", "log", "tanh", "relu", "gelu", "gelu_tanh", "silu",
-                                "sigmoid", "sqrt", "rsqrt", "abs", "square", "reciprocal", "sin",
-                                "cos", "erf", "sign"};
+  static const char* names[] = {"neg",  "exp",   "log", "tanh",   "relu",       "gelu", "gelu_tanh", "silu", "sigmoid",
+                                "sqrt", "rsqrt", "abs", "square", "reciprocal", "sin",  "cos",       "erf",  "sign"};
   return names[int(op)];
 }
 
 const char* binary_name(BinaryOp op) {
-  static const char* names[] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne",
-                                "lt", "le", "gt", "ge", "rsub", "rdiv", "rpow"};
+  static const char* names[] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq",
+                                "ne",  "lt",  "le",  "gt",  "ge",  "rsub",    "rdiv",    "rpow"};
   return names[int(op)];
 }
 
-void check_defined(const Tensor& t, const char* op) {
-  SIFT_CHECK(t.defined(), "E_ARG", op, ": undefined tensor");
-}
+void check_defined(const Tensor& t, const char* op) { SIFT_CHECK(t.defined(), "E_ARG", op, ": undefined tensor"); }
 
 // Arithmetic needs numbers; bool only takes part in comparisons (and where).
 void check_arith_dtype(DType t, BinaryOp op) {
@@ -120,9 +133,8 @@ Tensor unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor
   check_float(x, "unaryBackward");
   check_same_dtype(x, y, "unaryBackward");
   check_same_dtype(x, gy, "unaryBackward");
-  SIFT_CHECK(x.shape == y.shape && x.shape == gy.shape, "E_SHAPE", "unaryBackward(", unary_name(op),
-             "): x ", shape_str(x.shape), ", y ", shape_str(y.shape), " and gy ", shape_str(gy.shape),
-             " must have one shape");
+  SIFT_CHECK(x.shape == y.shape && x.shape == gy.shape, "E_SHAPE", "unaryBackward(", unary_name(op), "): x ",
+             shape_str(x.shape), ", y ", shape_str(y.shape), " and gy ", shape_str(gy.shape), " must have one shape");
   Tensor gx = empty(x.shape, x.dtype, x.device());
   if (gx.numel() == 0) return gx;
   Device dev = x.device();
@@ -189,8 +201,8 @@ void add_inplace(Tensor& dst, const Tensor& src, double alpha) {
   SIFT_CHECK(dst.dtype != DType::BOOL, "E_DTYPE", "addInplace: bool tensors");
   SIFT_CHECK(is_float(dst.dtype) || alpha == std::trunc(alpha), "E_DTYPE", "addInplace: alpha ", alpha,
              " is not an integer but the tensor is ", dtype_name(dst.dtype));
-  SIFT_CHECK(broadcast_shapes(dst.shape, src.shape, "addInplace") == dst.shape, "E_SHAPE",
-             "addInplace: src ", shape_str(src.shape), " does not broadcast to dst ", shape_str(dst.shape));
+  SIFT_CHECK(broadcast_shapes(dst.shape, src.shape, "addInplace") == dst.shape, "E_SHAPE", "addInplace: src ",
+             shape_str(src.shape), " does not broadcast to dst ", shape_str(dst.shape));
   if (dst.numel() == 0) return;
   Tensor d = dst;
   Tensor s = broadcast_to(src, dst.shape, "addInplace");

@@ -17,14 +17,28 @@
 namespace sift {
 
 enum class UnaryOp : uint8_t {
-  Neg, Exp, Log, Tanh, Relu, Gelu, GeluTanh, Silu, Sigmoid, Sqrt, Rsqrt, Abs, Square, Reciprocal,
-  Sin, Cos, Erf, Sign
+  Neg,
+  Exp,
+  Log,
+  Tanh,
+  Relu,
+  Gelu,
+  GeluTanh,
+  Silu,
+  Sigmoid,
+  Sqrt,
+  Rsqrt,
+  Abs,
+  Square,
+  Reciprocal,
+  Sin,
+  Cos,
+  Erf,
+  Sign
 };
 // Binary ops; the comparisons (Eq..Ge) produce bool. RSub/RDiv/RPow only exist with a scalar
 // (s - a, s / a, s ** a).
-enum class BinaryOp : uint8_t {
-  Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge, RSub, RDiv, RPow
-};
+enum class BinaryOp : uint8_t { Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge, RSub, RDiv, RPow };
 
 UnaryOp parse_unary_op(const std::string& s);
 BinaryOp parse_binary_op(const std::string& s, bool allow_reversed);
@@ -60,7 +74,10 @@ SIFT_HD double m_pow(double x, double y) { return pow(x, y); }
 SIFT_HD float m_fabs(float x) { return fabsf(x); }
 SIFT_HD double m_fabs(double x) { return fabs(x); }
 
-template <typename A> SIFT_HD bool is_nan(A x) { return x != x; }
+template <typename A>
+SIFT_HD bool is_nan(A x) {
+  return x != x;
+}
 
 // Float forward maths. `op` is a compile-time constant on the CPU (the switch folds away) and
 // uniform across a launch on the GPU.
@@ -68,14 +85,20 @@ template <typename A>
 SIFT_HD A unary_fwd(UnaryOp op, A x) {
   const A one = A(1), half = A(0.5);
   switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return m_exp(x);
-    case UnaryOp::Log: return m_log(x);
-    case UnaryOp::Tanh: return m_tanh(x);
-    case UnaryOp::Relu: return x > A(0) ? x : (is_nan(x) ? x : A(0));
+    case UnaryOp::Neg:
+      return -x;
+    case UnaryOp::Exp:
+      return m_exp(x);
+    case UnaryOp::Log:
+      return m_log(x);
+    case UnaryOp::Tanh:
+      return m_tanh(x);
+    case UnaryOp::Relu:
+      return x > A(0) ? x : (is_nan(x) ? x : A(0));
     // Phi(x) = erfc(-x / sqrt 2) / 2: no cancellation in 1 + erf(x / sqrt 2) for negative x (f32
     // erf implementations one ulp apart near -1 gave results 2e-5 apart relative at x = -3).
-    case UnaryOp::Gelu: return half * x * m_erfc(x * A(-0.70710678118654752440));
+    case UnaryOp::Gelu:
+      return half * x * m_erfc(x * A(-0.70710678118654752440));
     case UnaryOp::GeluTanh: {
       // 0.5 x (1 + tanh(u)) = x * sigmoid(2u): one exp instead of a tanh (several times faster
       // on the CPU), and no cancellation in 1 + tanh(u) for negative u. exp overflowing to inf
@@ -83,17 +106,28 @@ SIFT_HD A unary_fwd(UnaryOp op, A x) {
       A u = A(0.79788456080286535588) * (x + A(0.044715) * x * x * x);
       return x / (one + m_exp(A(-2) * u));
     }
-    case UnaryOp::Silu: return x / (one + m_exp(-x));
-    case UnaryOp::Sigmoid: return one / (one + m_exp(-x));
-    case UnaryOp::Sqrt: return m_sqrt(x);
-    case UnaryOp::Rsqrt: return one / m_sqrt(x);
-    case UnaryOp::Abs: return m_fabs(x);
-    case UnaryOp::Square: return x * x;
-    case UnaryOp::Reciprocal: return one / x;
-    case UnaryOp::Sin: return m_sin(x);
-    case UnaryOp::Cos: return m_cos(x);
-    case UnaryOp::Erf: return m_erf(x);
-    case UnaryOp::Sign: return x > A(0) ? one : (x < A(0) ? -one : x);  // keeps 0, -0 and NaN
+    case UnaryOp::Silu:
+      return x / (one + m_exp(-x));
+    case UnaryOp::Sigmoid:
+      return one / (one + m_exp(-x));
+    case UnaryOp::Sqrt:
+      return m_sqrt(x);
+    case UnaryOp::Rsqrt:
+      return one / m_sqrt(x);
+    case UnaryOp::Abs:
+      return m_fabs(x);
+    case UnaryOp::Square:
+      return x * x;
+    case UnaryOp::Reciprocal:
+      return one / x;
+    case UnaryOp::Sin:
+      return m_sin(x);
+    case UnaryOp::Cos:
+      return m_cos(x);
+    case UnaryOp::Erf:
+      return m_erf(x);
+    case UnaryOp::Sign:
+      return x > A(0) ? one : (x < A(0) ? -one : x);  // keeps 0, -0 and NaN
   }
   return x;
 }
@@ -103,11 +137,16 @@ template <typename A>
 SIFT_HD A unary_bwd(UnaryOp op, A x, A y, A g) {
   const A one = A(1), half = A(0.5);
   switch (op) {
-    case UnaryOp::Neg: return -g;
-    case UnaryOp::Exp: return g * y;
-    case UnaryOp::Log: return g / x;
-    case UnaryOp::Tanh: return g * (one - y * y);
-    case UnaryOp::Relu: return x > A(0) ? g : A(0);
+    case UnaryOp::Neg:
+      return -g;
+    case UnaryOp::Exp:
+      return g * y;
+    case UnaryOp::Log:
+      return g / x;
+    case UnaryOp::Tanh:
+      return g * (one - y * y);
+    case UnaryOp::Relu:
+      return x > A(0) ? g : A(0);
     case UnaryOp::Gelu: {
       A cdf = half * m_erfc(x * A(-0.70710678118654752440));
       A pdf = A(0.39894228040143267794) * m_exp(-half * x * x);
@@ -123,16 +162,26 @@ SIFT_HD A unary_bwd(UnaryOp op, A x, A y, A g) {
       A s = one / (one + m_exp(-x));
       return g * s * (one + x * (one - s));
     }
-    case UnaryOp::Sigmoid: return g * y * (one - y);
-    case UnaryOp::Sqrt: return g * half / y;
-    case UnaryOp::Rsqrt: return g * A(-0.5) * y * y * y;
-    case UnaryOp::Abs: return x > A(0) ? g : (x < A(0) ? -g : A(0));
-    case UnaryOp::Square: return g * A(2) * x;
-    case UnaryOp::Reciprocal: return -g * y * y;
-    case UnaryOp::Sin: return g * m_cos(x);
-    case UnaryOp::Cos: return -g * m_sin(x);
-    case UnaryOp::Erf: return g * A(1.12837916709551257390) * m_exp(-x * x);
-    case UnaryOp::Sign: return A(0);
+    case UnaryOp::Sigmoid:
+      return g * y * (one - y);
+    case UnaryOp::Sqrt:
+      return g * half / y;
+    case UnaryOp::Rsqrt:
+      return g * A(-0.5) * y * y * y;
+    case UnaryOp::Abs:
+      return x > A(0) ? g : (x < A(0) ? -g : A(0));
+    case UnaryOp::Square:
+      return g * A(2) * x;
+    case UnaryOp::Reciprocal:
+      return -g * y * y;
+    case UnaryOp::Sin:
+      return g * m_cos(x);
+    case UnaryOp::Cos:
+      return -g * m_sin(x);
+    case UnaryOp::Erf:
+      return g * A(1.12837916709551257390) * m_exp(-x * x);
+    case UnaryOp::Sign:
+      return A(0);
   }
   return g;
 }
@@ -141,12 +190,18 @@ SIFT_HD A unary_bwd(UnaryOp op, A x, A y, A g) {
 template <typename I>
 SIFT_HD I unary_int(UnaryOp op, I x) {
   switch (op) {
-    case UnaryOp::Neg: return I(0) - x;
-    case UnaryOp::Abs: return x < I(0) ? I(0) - x : x;
-    case UnaryOp::Square: return x * x;
-    case UnaryOp::Sign: return x > I(0) ? I(1) : (x < I(0) ? I(-1) : I(0));
-    case UnaryOp::Relu: return x > I(0) ? x : I(0);
-    default: return x;
+    case UnaryOp::Neg:
+      return I(0) - x;
+    case UnaryOp::Abs:
+      return x < I(0) ? I(0) - x : x;
+    case UnaryOp::Square:
+      return x * x;
+    case UnaryOp::Sign:
+      return x > I(0) ? I(1) : (x < I(0) ? I(-1) : I(0));
+    case UnaryOp::Relu:
+      return x > I(0) ? x : I(0);
+    default:
+      return x;
   }
 }
 
@@ -155,17 +210,28 @@ SIFT_HD I unary_int(UnaryOp op, I x) {
 template <typename A>
 SIFT_HD A binary_fwd(BinaryOp op, A a, A b) {
   switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-    case BinaryOp::Pow: return m_pow(a, b);
-    case BinaryOp::Maximum: return (is_nan(a) || a > b) ? a : (is_nan(b) ? b : (a < b ? b : a));
-    case BinaryOp::Minimum: return (is_nan(a) || a < b) ? a : (is_nan(b) ? b : (a > b ? b : a));
-    case BinaryOp::RSub: return b - a;
-    case BinaryOp::RDiv: return b / a;
-    case BinaryOp::RPow: return m_pow(b, a);
-    default: return a;
+    case BinaryOp::Add:
+      return a + b;
+    case BinaryOp::Sub:
+      return a - b;
+    case BinaryOp::Mul:
+      return a * b;
+    case BinaryOp::Div:
+      return a / b;
+    case BinaryOp::Pow:
+      return m_pow(a, b);
+    case BinaryOp::Maximum:
+      return (is_nan(a) || a > b) ? a : (is_nan(b) ? b : (a < b ? b : a));
+    case BinaryOp::Minimum:
+      return (is_nan(a) || a < b) ? a : (is_nan(b) ? b : (a > b ? b : a));
+    case BinaryOp::RSub:
+      return b - a;
+    case BinaryOp::RDiv:
+      return b / a;
+    case BinaryOp::RPow:
+      return m_pow(b, a);
+    default:
+      return a;
   }
 }
 
@@ -198,30 +264,48 @@ SIFT_HD I int_div(I a, I b) {
 template <typename I>
 SIFT_HD I binary_int(BinaryOp op, I a, I b) {
   switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return int_div(a, b);
-    case BinaryOp::Pow: return int_pow(a, b);
-    case BinaryOp::Maximum: return a > b ? a : b;
-    case BinaryOp::Minimum: return a < b ? a : b;
-    case BinaryOp::RSub: return b - a;
-    case BinaryOp::RDiv: return int_div(b, a);
-    case BinaryOp::RPow: return int_pow(b, a);
-    default: return a;
+    case BinaryOp::Add:
+      return a + b;
+    case BinaryOp::Sub:
+      return a - b;
+    case BinaryOp::Mul:
+      return a * b;
+    case BinaryOp::Div:
+      return int_div(a, b);
+    case BinaryOp::Pow:
+      return int_pow(a, b);
+    case BinaryOp::Maximum:
+      return a > b ? a : b;
+    case BinaryOp::Minimum:
+      return a < b ? a : b;
+    case BinaryOp::RSub:
+      return b - a;
+    case BinaryOp::RDiv:
+      return int_div(b, a);
+    case BinaryOp::RPow:
+      return int_pow(b, a);
+    default:
+      return a;
   }
 }
 
 template <typename A>
 SIFT_HD uint8_t compare(BinaryOp op, A a, A b) {
   switch (op) {
-    case BinaryOp::Eq: return a == b;
-    case BinaryOp::Ne: return a != b;
-    case BinaryOp::Lt: return a < b;
-    case BinaryOp::Le: return a <= b;
-    case BinaryOp::Gt: return a > b;
-    case BinaryOp::Ge: return a >= b;
-    default: return 0;
+    case BinaryOp::Eq:
+      return a == b;
+    case BinaryOp::Ne:
+      return a != b;
+    case BinaryOp::Lt:
+      return a < b;
+    case BinaryOp::Le:
+      return a <= b;
+    case BinaryOp::Gt:
+      return a > b;
+    case BinaryOp::Ge:
+      return a >= b;
+    default:
+      return 0;
   }
 }
 

@@ -43,16 +43,14 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
   check_float(a_in, "matmul");
   Device dev = a_in.device();
   check_device_usable(dev);
-  SIFT_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "E_SHAPE",
-             "matmul: operands need at least 2 dimensions, got ", shape_str(a_in.shape), " and ",
-             shape_str(b_in.shape));
+  SIFT_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "E_SHAPE", "matmul: operands need at least 2 dimensions, got ",
+             shape_str(a_in.shape), " and ", shape_str(b_in.shape));
   const int64_t M = trans_a ? a_in.size(-1) : a_in.size(-2);
   const int64_t K = trans_a ? a_in.size(-2) : a_in.size(-1);
   const int64_t Kb = trans_b ? b_in.size(-1) : b_in.size(-2);
   const int64_t N = trans_b ? b_in.size(-2) : b_in.size(-1);
-  SIFT_CHECK(K == Kb, "E_SHAPE", "matmul: inner dimensions differ (", shape_str(a_in.shape),
-             trans_a ? "^T" : "", " @ ", shape_str(b_in.shape), trans_b ? "^T" : "", ": ", K,
-             " vs ", Kb, ")");
+  SIFT_CHECK(K == Kb, "E_SHAPE", "matmul: inner dimensions differ (", shape_str(a_in.shape), trans_a ? "^T" : "", " @ ",
+             shape_str(b_in.shape), trans_b ? "^T" : "", ": ", K, " vs ", Kb, ")");
 
   // Broadcast batch shape (NumPy rules over the leading dims).
   const int64_t na = a_in.dim() - 2, nb = b_in.dim() - 2;
@@ -61,8 +59,8 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
   for (int64_t i = 0; i < nbatch; i++) {
     int64_t da = i - (nbatch - na) >= 0 ? a_in.shape[i - (nbatch - na)] : 1;
     int64_t db = i - (nbatch - nb) >= 0 ? b_in.shape[i - (nbatch - nb)] : 1;
-    SIFT_CHECK(da == db || da == 1 || db == 1, "E_SHAPE", "matmul: batch dimensions of ",
-               shape_str(a_in.shape), " and ", shape_str(b_in.shape), " cannot be broadcast");
+    SIFT_CHECK(da == db || da == 1 || db == 1, "E_SHAPE", "matmul: batch dimensions of ", shape_str(a_in.shape),
+               " and ", shape_str(b_in.shape), " cannot be broadcast");
     batch_shape[i] = da == 1 ? db : da;
   }
   Shape out_shape = batch_shape;

@@ -37,8 +37,8 @@ void split_dim(const Tensor& t, int64_t dim, int64_t& outer, int64_t& n, int64_t
 }
 
 void check_same_shape(const Tensor& a, const Tensor& b, const char* op, const char* an, const char* bn) {
-  SIFT_CHECK(a.shape == b.shape, "E_SHAPE", op, ": ", an, " has shape ", shape_str(a.shape), " but ", bn,
-             " has shape ", shape_str(b.shape));
+  SIFT_CHECK(a.shape == b.shape, "E_SHAPE", op, ": ", an, " has shape ", shape_str(a.shape), " but ", bn, " has shape ",
+             shape_str(b.shape));
 }
 
 // The dtype of saved statistics and losses: f64 for f64 data (keeps float64 gradient checks
@@ -58,8 +58,8 @@ void check_param(const Tensor& p, const Tensor& x, int64_t d, const char* op, co
 // Checks saved statistics of shape [rows].
 void check_stat(const Tensor& s, const Tensor& x, int64_t rows, const char* op, const char* name) {
   check_same_device(x, s, op);
-  SIFT_CHECK(s.dtype == stat_dtype(x.dtype), "E_DTYPE", op, ": ", name, " must be ",
-             dtype_name(stat_dtype(x.dtype)), ", got ", dtype_name(s.dtype));
+  SIFT_CHECK(s.dtype == stat_dtype(x.dtype), "E_DTYPE", op, ": ", name, " must be ", dtype_name(stat_dtype(x.dtype)),
+             ", got ", dtype_name(s.dtype));
   SIFT_CHECK(s.numel() == rows, "E_SHAPE", op, ": ", name, " must have ", rows, " elements, got shape ",
              shape_str(s.shape));
 }
@@ -148,8 +148,8 @@ std::vector<Tensor> layer_norm(const Tensor& x, const Tensor& weight, const Tens
   return {y, mean, rstd};
 }
 
-std::vector<Tensor> layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& weight,
-                                        const Tensor& mean, const Tensor& rstd, bool need_weight_grads) {
+std::vector<Tensor> layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                        const Tensor& rstd, bool need_weight_grads) {
   const char* op = "layerNormBackward";
   int64_t rows, d;
   norm_dims(x, rows, d, op);
@@ -185,8 +185,8 @@ std::vector<Tensor> rms_norm(const Tensor& x, const Tensor& weight, double eps) 
   return {y, rstd};
 }
 
-std::vector<Tensor> rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& weight,
-                                      const Tensor& rstd, bool need_weight_grads) {
+std::vector<Tensor> rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
+                                      bool need_weight_grads) {
   const char* op = "rmsNormBackward";
   int64_t rows, d;
   norm_dims(x, rows, d, op);
@@ -229,9 +229,9 @@ Tensor embedding_backward(const Tensor& gy, const Tensor& ids, int64_t num_rows)
   check_index_operand(ids, op, "ids");
   check_same_device(gy, ids, op);
   SIFT_CHECK(num_rows >= 0, "E_ARG", op, ": numRows must be >= 0, got ", num_rows);
-  SIFT_CHECK(gy.dim() == ids.dim() + 1 && std::equal(ids.shape.begin(), ids.shape.end(), gy.shape.begin()),
-             "E_SHAPE", op, ": gy of shape ", shape_str(gy.shape), " does not match ids of shape ",
-             shape_str(ids.shape), " plus an embedding dimension");
+  SIFT_CHECK(gy.dim() == ids.dim() + 1 && std::equal(ids.shape.begin(), ids.shape.end(), gy.shape.begin()), "E_SHAPE",
+             op, ": gy of shape ", shape_str(gy.shape), " does not match ids of shape ", shape_str(ids.shape),
+             " plus an embedding dimension");
   const int64_t d = gy.shape.back(), n = ids.numel();
   Tensor gd = dense(gy), id = dense(ids);
   int64_t bad;
@@ -253,8 +253,8 @@ void check_ce_operands(const Tensor& logits, const Tensor& targets, const char* 
   n = logits.shape[0];
   c = logits.shape[1];
   SIFT_CHECK(c > 0, "E_SHAPE", op, ": logits have no classes (shape ", shape_str(logits.shape), ")");
-  SIFT_CHECK(targets.dim() == 1 && targets.shape[0] == n, "E_SHAPE", op, ": targets must have shape [", n,
-             "], got ", shape_str(targets.shape));
+  SIFT_CHECK(targets.dim() == 1 && targets.shape[0] == n, "E_SHAPE", op, ": targets must have shape [", n, "], got ",
+             shape_str(targets.shape));
 }
 
 void eager_target_check(const Tensor& targets, int64_t n, int64_t c, int64_t ignore, const char* op) {
@@ -283,9 +283,8 @@ std::vector<Tensor> cross_entropy(const Tensor& logits, const Tensor& targets, i
   return {loss, lse};
 }
 
-Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
-                              const Tensor& gloss, int64_t ignore_index, const std::string& reduction,
-                              double label_smoothing) {
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& gloss,
+                              int64_t ignore_index, const std::string& reduction, double label_smoothing) {
   const char* op = "crossEntropyBackward";
   int64_t n, c;
   check_ce_operands(logits, targets, op, n, c);

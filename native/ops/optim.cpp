@@ -34,35 +34,34 @@ namespace {
 void check_hyper(const AdamWHyper& hp, const char* op) {
   auto finite = [](double x) { return std::isfinite(x); };
   SIFT_CHECK(finite(hp.lr) && hp.lr >= 0, "E_ARG", op, ": lr must be a finite number >= 0, got ", hp.lr);
-  SIFT_CHECK(finite(hp.beta1) && hp.beta1 >= 0 && hp.beta1 < 1, "E_ARG", op,
-             ": beta1 must be in [0, 1), got ", hp.beta1);
-  SIFT_CHECK(finite(hp.beta2) && hp.beta2 >= 0 && hp.beta2 < 1, "E_ARG", op,
-             ": beta2 must be in [0, 1), got ", hp.beta2);
+  SIFT_CHECK(finite(hp.beta1) && hp.beta1 >= 0 && hp.beta1 < 1, "E_ARG", op, ": beta1 must be in [0, 1), got ",
+             hp.beta1);
+  SIFT_CHECK(finite(hp.beta2) && hp.beta2 >= 0 && hp.beta2 < 1, "E_ARG", op, ": beta2 must be in [0, 1), got ",
+             hp.beta2);
   SIFT_CHECK(finite(hp.eps) && hp.eps >= 0, "E_ARG", op, ": eps must be a finite number >= 0, got ", hp.eps);
   SIFT_CHECK(finite(hp.weight_decay) && hp.weight_decay >= 0, "E_ARG", op,
              ": weightDecay must be a finite number >= 0, got ", hp.weight_decay);
-  SIFT_CHECK(hp.step >= 1, "E_ARG", op, ": step must be an integer >= 1 (the step after this update), got ",
-             hp.step);
+  SIFT_CHECK(hp.step >= 1, "E_ARG", op, ": step must be an integer >= 1 (the step after this update), got ", hp.step);
 }
 
 void check_state(const Tensor& t, int64_t n, const char* op, const char* what, size_t i) {
   SIFT_CHECK(t.dtype == DType::F32, "E_DTYPE", op, ": ", what, "[", i, "] must be f32, got ", dtype_name(t.dtype));
-  SIFT_CHECK(t.numel() == n, "E_SHAPE", op, ": ", what, "[", i, "] has ", t.numel(), " elements (",
-             t.desc(), "), expected ", n);
+  SIFT_CHECK(t.numel() == n, "E_SHAPE", op, ": ", what, "[", i, "] has ", t.numel(), " elements (", t.desc(),
+             "), expected ", n);
   SIFT_CHECK(t.is_contiguous(), "E_ARG", op, ": ", what, "[", i, "] must be contiguous (it is updated in place)");
 }
 
 void check_device(const Tensor& t, Device dev, const char* op, const char* what, size_t i) {
-  SIFT_CHECK(t.device() == dev, "E_DEVICE", op, ": ", what, "[", i, "] is on ", t.device().str(),
-             ", expected ", dev.str());
+  SIFT_CHECK(t.device() == dev, "E_DEVICE", op, ": ", what, "[", i, "] is on ", t.device().str(), ", expected ",
+             dev.str());
 }
 
 // Each state tensor is written by the kernel: two of them sharing memory would race.
 void check_distinct(const std::vector<const Tensor*>& ts, const char* op, size_t i) {
   for (size_t a = 0; a < ts.size(); a++)
     for (size_t b = a + 1; b < ts.size(); b++)
-      SIFT_CHECK(ts[a]->raw() != ts[b]->raw() || ts[a]->numel() == 0, "E_ARG", op,
-                 ": the state tensors of tensor ", i, " share memory");
+      SIFT_CHECK(ts[a]->raw() != ts[b]->raw() || ts[a]->numel() == 0, "E_ARG", op, ": the state tensors of tensor ", i,
+                 " share memory");
 }
 
 void check_scale(const Tensor& scale, Device dev, const char* op) {
@@ -75,14 +74,13 @@ void check_scale(const Tensor& scale, Device dev, const char* op) {
 }  // namespace
 
 void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>& indices,
-                  const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
-                  const std::vector<Tensor>& v, const std::vector<Tensor>& masters,
-                  const AdamWHyper& hp, const Tensor& scale) {
+                  const std::vector<Tensor>& grads, const std::vector<Tensor>& m, const std::vector<Tensor>& v,
+                  const std::vector<Tensor>& masters, const AdamWHyper& hp, const Tensor& scale) {
   const char* op = "sparseAdamW";
   const size_t n = weights.size();
-  SIFT_CHECK(indices.size() == n && grads.size() == n && m.size() == n && v.size() == n && masters.size() == n,
-             "E_ARG", op, ": the lists differ in length (weights ", n, ", indices ", indices.size(), ", grads ",
-             grads.size(), ", m ", m.size(), ", v ", v.size(), ", masters ", masters.size(), ")");
+  SIFT_CHECK(indices.size() == n && grads.size() == n && m.size() == n && v.size() == n && masters.size() == n, "E_ARG",
+             op, ": the lists differ in length (weights ", n, ", indices ", indices.size(), ", grads ", grads.size(),
+             ", m ", m.size(), ", v ", v.size(), ", masters ", masters.size(), ")");
   check_hyper(hp, op);
   if (n == 0) return;
   const Device dev = weights[0].device();
@@ -97,7 +95,8 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
     check_device(m[i], dev, op, "m", i);
     check_device(v[i], dev, op, "v", i);
     check_device(masters[i], dev, op, "masters", i);
-    SIFT_CHECK(is_float(w.dtype), "E_DTYPE", op, ": weights[", i, "] must be a float tensor, got ", dtype_name(w.dtype));
+    SIFT_CHECK(is_float(w.dtype), "E_DTYPE", op, ": weights[", i, "] must be a float tensor, got ",
+               dtype_name(w.dtype));
     SIFT_CHECK(w.is_contiguous(), "E_ARG", op, ": weights[", i, "] must be contiguous (written at flat indices)");
     SIFT_CHECK(is_int(indices[i].dtype), "E_DTYPE", op, ": indices[", i, "] must be i32 or i64, got ",
                dtype_name(indices[i].dtype));
@@ -123,18 +122,19 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
     CpuExecutor::get().enqueue([w = weights, idx = std::move(idx), g = std::move(g), mm = m, vv = v, pp = masters, s,
                                 sc = scale]() { cpu::sparse_adamw(w, idx, g, mm, vv, pp, s, sc); });
   } else {
-    SIFT_CUDA_BRANCH(::sift::cuda::set_device(dev.index); cuda::sparse_adamw(weights, idx, g, m, v, masters, s, scale););
+    SIFT_CUDA_BRANCH(::sift::cuda::set_device(dev.index);
+                     cuda::sparse_adamw(weights, idx, g, m, v, masters, s, scale););
   }
 }
 
-void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-           const std::vector<Tensor>& m, const std::vector<Tensor>& v,
-           const std::vector<Tensor>& masters, const AdamWHyper& hp, const Tensor& scale) {
+void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
+           const std::vector<Tensor>& v, const std::vector<Tensor>& masters, const AdamWHyper& hp,
+           const Tensor& scale) {
   const char* op = "adamW";
   const size_t n = params.size();
   SIFT_CHECK(grads.size() == n && m.size() == n && v.size() == n && masters.size() == n, "E_ARG", op,
-             ": the lists differ in length (params ", n, ", grads ", grads.size(), ", m ", m.size(), ", v ",
-             v.size(), ", masters ", masters.size(), ")");
+             ": the lists differ in length (params ", n, ", grads ", grads.size(), ", m ", m.size(), ", v ", v.size(),
+             ", masters ", masters.size(), ")");
   check_hyper(hp, op);
   if (n == 0) return;
   const Device dev = params[0].device();

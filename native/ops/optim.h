@@ -45,14 +45,12 @@ namespace ops {
 // weights[t].flat[idx[t][i]] = masters[t][i] after one AdamW step on (m, v, masters) with
 // grads * scale. One fused launch on CUDA. scale: undefined or an f32 scalar on the device.
 void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>& indices,
-                  const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
-                  const std::vector<Tensor>& v, const std::vector<Tensor>& masters,
-                  const AdamWHyper& hp, const Tensor& scale);
+                  const std::vector<Tensor>& grads, const std::vector<Tensor>& m, const std::vector<Tensor>& v,
+                  const std::vector<Tensor>& masters, const AdamWHyper& hp, const Tensor& scale);
 
 // Dense AdamW over many tensors; masters[t] undefined updates params[t] directly.
-void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-           const std::vector<Tensor>& m, const std::vector<Tensor>& v,
-           const std::vector<Tensor>& masters, const AdamWHyper& hp, const Tensor& scale);
+void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
+           const std::vector<Tensor>& v, const std::vector<Tensor>& masters, const AdamWHyper& hp, const Tensor& scale);
 
 // min(1, max_norm / (sqrt(norm_sq) + 1e-6)) as a 0-d f32 tensor on norm_sq's device.
 Tensor clip_coefficient(const Tensor& norm_sq, double max_norm);

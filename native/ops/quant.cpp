@@ -21,8 +21,8 @@ constexpr int64_t kNf4Block = 64;
 constexpr int64_t kAbsmaxBlock = 256;
 
 void check_format(const std::string& format) {
-  SIFT_CHECK(format == "int8" || format == "nf4", "E_ARG", "quantize: format must be 'int8' or 'nf4', got '",
-             format, "'");
+  SIFT_CHECK(format == "int8" || format == "nf4", "E_ARG", "quantize: format must be 'int8' or 'nf4', got '", format,
+             "'");
 }
 
 void expect(const Tensor& t, DType dtype, int64_t numel, Device dev, const char* what) {
@@ -89,14 +89,14 @@ std::vector<Tensor> quantize(const Tensor& w_in, const std::string& format) {
   return {packed, aq, as, off};
 }
 
-Tensor dequantize_rows(const std::vector<Tensor>& s, const std::string& format, int64_t rows, int64_t cols,
-                       int64_t r0, int64_t r1) {
+Tensor dequantize_rows(const std::vector<Tensor>& s, const std::string& format, int64_t rows, int64_t cols, int64_t r0,
+                       int64_t r1) {
   const Device dev = check_state(s, format, rows, cols);
-  SIFT_CHECK(0 <= r0 && r0 < r1 && r1 <= rows, "E_ARG", "dequantize: rows [", r0, ", ", r1, ") out of [0, ", rows,
-             ")");
+  SIFT_CHECK(0 <= r0 && r0 < r1 && r1 <= rows, "E_ARG", "dequantize: rows [", r0, ", ", r1, ") out of [0, ", rows, ")");
   Tensor out = empty({r1 - r0, cols}, DType::F32, dev);
   if (format == "int8") {
-    SIFT_ON_DEVICE(dev, cpu::dequantize_int8_rows(s[0], s[1], r0, out), cuda::dequantize_int8_rows(s[0], s[1], r0, out));
+    SIFT_ON_DEVICE(dev, cpu::dequantize_int8_rows(s[0], s[1], r0, out),
+                   cuda::dequantize_int8_rows(s[0], s[1], r0, out));
   } else {
     SIFT_ON_DEVICE(dev, cpu::dequantize_nf4_rows(s[0], s[1], s[2], s[3], cols, r0, out),
                    cuda::dequantize_nf4_rows(s[0], s[1], s[2], s[3], cols, r0, out));
@@ -116,8 +116,8 @@ Tensor quant_linear(const Tensor& x_in, const std::vector<Tensor>& s, const std:
              dev.str());
   SIFT_CHECK(x_in.dim() >= 1, "E_SHAPE", "quantLinear: input must have at least one dimension");
   const int64_t in_f = transpose ? rows : cols, out_f = transpose ? cols : rows;
-  SIFT_CHECK(x_in.size(-1) == in_f, "E_SHAPE", "quantLinear: input ", shape_str(x_in.shape), " does not end in ",
-             in_f, " features (weight [", rows, ", ", cols, "]", transpose ? ", transposed" : "", ")");
+  SIFT_CHECK(x_in.size(-1) == in_f, "E_SHAPE", "quantLinear: input ", shape_str(x_in.shape), " does not end in ", in_f,
+             " features (weight [", rows, ", ", cols, "]", transpose ? ", transposed" : "", ")");
   Tensor xc = contiguous(x_in.dtype == DType::F32 ? x_in : cast(x_in, DType::F32));
   const int64_t M = xc.numel() / in_f;
   Tensor x2 = make_view(xc, {M, in_f}, {in_f, 1}, xc.offset);

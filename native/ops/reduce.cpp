@@ -76,7 +76,8 @@ Plan plan_contiguous(const Tensor& x, const std::vector<bool>& red) {
   for (int64_t d = 0; d < nd; d++) {
     if (x.shape[d] == 1) continue;
     if (red[d]) {
-      if (first < 0) first = d;
+      if (first < 0)
+        first = d;
       else if (last >= 0 && last != d - 1) {
         // a non-trivial kept dim between two reduced ones?
         for (int64_t k = last + 1; k < d; k++)
@@ -99,9 +100,17 @@ Plan plan_contiguous(const Tensor& x, const std::vector<bool>& red) {
   }
   Shape shape, strides;
   for (int64_t d = 0; d < nd; d++)
-    if (!red[d]) { shape.push_back(x.shape[d]); strides.push_back(x.strides[d]); p.O *= x.shape[d]; }
+    if (!red[d]) {
+      shape.push_back(x.shape[d]);
+      strides.push_back(x.strides[d]);
+      p.O *= x.shape[d];
+    }
   for (int64_t d = 0; d < nd; d++)
-    if (red[d]) { shape.push_back(x.shape[d]); strides.push_back(x.strides[d]); p.R *= x.shape[d]; }
+    if (red[d]) {
+      shape.push_back(x.shape[d]);
+      strides.push_back(x.strides[d]);
+      p.R *= x.shape[d];
+    }
   p.src = dense(make_view(x, shape, strides, x.offset));
   return p;
 }
@@ -112,8 +121,8 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bo
   const char* name = reduce_name(op);
   SIFT_CHECK(x.defined(), "E_ARG", name, ": undefined tensor");
   SIFT_CHECK(x.dtype != DType::BOOL, "E_DTYPE", name, ": bool tensors cannot be reduced; cast first");
-  SIFT_CHECK(is_float(x.dtype) || op == ReduceOp::Sum || op == ReduceOp::Max || op == ReduceOp::Min,
-             "E_DTYPE", name, ": needs a floating-point tensor, got ", dtype_name(x.dtype));
+  SIFT_CHECK(is_float(x.dtype) || op == ReduceOp::Sum || op == ReduceOp::Max || op == ReduceOp::Min, "E_DTYPE", name,
+             ": needs a floating-point tensor, got ", dtype_name(x.dtype));
   const int64_t nd = x.dim();
   std::vector<bool> red(size_t(std::max<int64_t>(nd, 1)), false);
   for (int64_t d : dims) {
@@ -136,8 +145,8 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bo
     }
   }
   Tensor out = empty(out_shape, x.dtype, x.device());
-  SIFT_CHECK(count > 0 || out.numel() == 0 || !(op == ReduceOp::Max || op == ReduceOp::Min), "E_SHAPE",
-             name, ": reduction over zero elements (", x.desc(), ") has no identity");
+  SIFT_CHECK(count > 0 || out.numel() == 0 || !(op == ReduceOp::Max || op == ReduceOp::Min), "E_SHAPE", name,
+             ": reduction over zero elements (", x.desc(), ") has no identity");
   if (out.numel() == 0) return out;
   Plan p = plan_reduction(x, red);
   Tensor src = p.src;
@@ -156,8 +165,10 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
              " out of range for a tensor of ", nd, " dimensions");
   Shape out_shape;
   for (int64_t d = 0; d < nd; d++) {
-    if (d != w) out_shape.push_back(x.shape[d]);
-    else if (keepdim) out_shape.push_back(1);
+    if (d != w)
+      out_shape.push_back(x.shape[d]);
+    else if (keepdim)
+      out_shape.push_back(1);
   }
   Tensor out = empty(out_shape, DType::I64, x.device());
   if (out.numel() == 0) return out;
@@ -165,9 +176,12 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   Tensor src = dense(x);
   int64_t O = 1, R = 1, I = 1;
   for (int64_t d = 0; d < nd; d++) {
-    if (d < w) O *= x.shape[d];
-    else if (d == w) R = x.shape[d];
-    else I *= x.shape[d];
+    if (d < w)
+      O *= x.shape[d];
+    else if (d == w)
+      R = x.shape[d];
+    else
+      I *= x.shape[d];
   }
   Device dev = x.device();
   SIFT_ON_DEVICE(dev, cpu::argmax(src, O, R, I, out), cuda::argmax(src, O, R, I, out));
@@ -180,10 +194,13 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   SIFT_CHECK(td <= nd, "E_SHAPE", "sumTo: ", shape_str(shape), " does not broadcast to ", shape_str(x.shape));
   std::vector<int64_t> dims;
   for (int64_t d = 0; d < nd; d++) {
-    if (d < nd - td) { dims.push_back(d); continue; }
+    if (d < nd - td) {
+      dims.push_back(d);
+      continue;
+    }
     int64_t want = shape[size_t(d - (nd - td))];
-    SIFT_CHECK(want == x.shape[d] || want == 1, "E_SHAPE", "sumTo: ", shape_str(shape),
-               " does not broadcast to ", shape_str(x.shape));
+    SIFT_CHECK(want == x.shape[d] || want == 1, "E_SHAPE", "sumTo: ", shape_str(shape), " does not broadcast to ",
+               shape_str(x.shape));
     if (want != x.shape[d]) dims.push_back(d);
   }
   if (dims.empty() && x.shape == shape) return x;

@@ -96,7 +96,8 @@ void score_accumulate(const Tensor& dst, const Tensor& src, const std::string& k
   bool square = kind == "square";
   Tensor d = dst, s = dense(src);
   Device dev = d.device();
-  SIFT_ON_DEVICE(dev, cpu::score_accumulate(d, s, square, accumulate), cuda::score_accumulate(d, s, square, accumulate));
+  SIFT_ON_DEVICE(dev, cpu::score_accumulate(d, s, square, accumulate),
+                 cuda::score_accumulate(d, s, square, accumulate));
 }
 
 void gather_into(const Tensor& dst, const Tensor& src, const Tensor& idx, bool accumulate) {

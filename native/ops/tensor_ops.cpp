@@ -16,42 +16,42 @@ void check_device_usable(Device d) {
   if (d.is_cpu()) return;
   SIFT_CHECK(cuda::compiled(), "E_DEVICE", "this build of sift-ft has no CUDA backend; use device 'cpu'");
   SIFT_CHECK(cuda::available(), "E_DEVICE", "CUDA is not usable here: ", cuda::status());
-  SIFT_CHECK(d.index < cuda::device_count(), "E_DEVICE", d.str(), " does not exist (",
-             cuda::device_count(), " CUDA device(s))");
+  SIFT_CHECK(d.index < cuda::device_count(), "E_DEVICE", d.str(), " does not exist (", cuda::device_count(),
+             " CUDA device(s))");
 }
 
 void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
-  SIFT_CHECK(a.device() == b.device(), "E_DEVICE", op, ": tensors on different devices (",
-             a.device().str(), " and ", b.device().str(), ")");
+  SIFT_CHECK(a.device() == b.device(), "E_DEVICE", op, ": tensors on different devices (", a.device().str(), " and ",
+             b.device().str(), ")");
 }
 
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
-  SIFT_CHECK(a.dtype == b.dtype, "E_DTYPE", op, ": dtypes differ (", dtype_name(a.dtype), " and ",
-             dtype_name(b.dtype), ")");
+  SIFT_CHECK(a.dtype == b.dtype, "E_DTYPE", op, ": dtypes differ (", dtype_name(a.dtype), " and ", dtype_name(b.dtype),
+             ")");
 }
 
 void check_float(const Tensor& a, const char* op) {
-  SIFT_CHECK(is_float(a.dtype), "E_DTYPE", op, ": expected a floating-point tensor, got ",
-             dtype_name(a.dtype));
+  SIFT_CHECK(is_float(a.dtype), "E_DTYPE", op, ": expected a floating-point tensor, got ", dtype_name(a.dtype));
 }
 
-
-
 void synchronize(Device device) {
-  if (device.is_cpu()) CpuExecutor::get().sync();
-  else cuda::synchronize(device.index);
+  if (device.is_cpu())
+    CpuExecutor::get().sync();
+  else
+    cuda::synchronize(device.index);
 }
 
 Tensor from_host(const void* data, size_t nbytes, const Shape& shape, DType dtype, Device device) {
   check_device_usable(device);
   int64_t n = shape_numel(shape);
-  SIFT_CHECK(size_t(n) * dtype_size(dtype) == nbytes, "E_SHAPE", "data has ", nbytes,
-             " bytes but shape ", shape_str(shape), " of ", dtype_name(dtype), " needs ",
-             size_t(n) * dtype_size(dtype));
+  SIFT_CHECK(size_t(n) * dtype_size(dtype) == nbytes, "E_SHAPE", "data has ", nbytes, " bytes but shape ",
+             shape_str(shape), " of ", dtype_name(dtype), " needs ", size_t(n) * dtype_size(dtype));
   Tensor t = empty(shape, dtype, device);
   if (nbytes == 0) return t;
-  if (device.is_cpu()) std::memcpy(t.raw(), data, nbytes);  // new storage: nothing queued on it
-  else cuda::copy_h2d(device.index, t.raw(), data, nbytes);
+  if (device.is_cpu())
+    std::memcpy(t.raw(), data, nbytes);  // new storage: nothing queued on it
+  else
+    cuda::copy_h2d(device.index, t.raw(), data, nbytes);
   return t;
 }
 
@@ -60,8 +60,10 @@ void to_host(const Tensor& t, void* dst, size_t nbytes) {
   Tensor c = contiguous(t);
   synchronize(c.device());
   if (nbytes == 0) return;
-  if (c.device().is_cpu()) std::memcpy(dst, c.raw(), nbytes);
-  else cuda::copy_d2h(c.device().index, dst, c.raw(), nbytes);
+  if (c.device().is_cpu())
+    std::memcpy(dst, c.raw(), nbytes);
+  else
+    cuda::copy_d2h(c.device().index, dst, c.raw(), nbytes);
 }
 
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
@@ -99,8 +101,8 @@ Tensor arange(double start, double end, double step, DType dtype, Device device)
 }
 
 Tensor view(const Tensor& t, const Shape& shape, const Shape& strides, int64_t offset) {
-  SIFT_CHECK(shape.size() == strides.size(), "E_SHAPE", "view: shape ", shape_str(shape),
-             " and strides ", shape_str(strides), " differ in length");
+  SIFT_CHECK(shape.size() == strides.size(), "E_SHAPE", "view: shape ", shape_str(shape), " and strides ",
+             shape_str(strides), " differ in length");
   SIFT_CHECK(offset >= 0, "E_SHAPE", "view: negative offset ", offset);
   int64_t lo = offset, hi = offset;
   bool empty_view = false;
@@ -108,12 +110,14 @@ Tensor view(const Tensor& t, const Shape& shape, const Shape& strides, int64_t o
     SIFT_CHECK(shape[d] >= 0, "E_SHAPE", "view: negative dimension in ", shape_str(shape));
     if (shape[d] == 0) empty_view = true;
     int64_t span = (shape[d] - 1) * strides[d];
-    if (span < 0) lo += span; else hi += span;
+    if (span < 0)
+      lo += span;
+    else
+      hi += span;
   }
   int64_t cap = int64_t(t.storage->nbytes / t.itemsize());
-  SIFT_CHECK(empty_view || (lo >= 0 && hi < cap), "E_SHAPE", "view ", shape_str(shape), " strides ",
-             shape_str(strides), " offset ", offset, " reaches outside its storage of ", cap,
-             " elements");
+  SIFT_CHECK(empty_view || (lo >= 0 && hi < cap), "E_SHAPE", "view ", shape_str(shape), " strides ", shape_str(strides),
+             " offset ", offset, " reaches outside its storage of ", cap, " elements");
   return make_view(t, shape, strides, offset);
 }
 
@@ -142,8 +146,8 @@ Tensor cast(const Tensor& t, DType dtype) {
 
 void copy_(Tensor& dst, const Tensor& src) {
   check_same_device(dst, src, "copy_");
-  SIFT_CHECK(dst.shape == src.shape, "E_SHAPE", "copy_: shapes differ (", shape_str(dst.shape),
-             " and ", shape_str(src.shape), ")");
+  SIFT_CHECK(dst.shape == src.shape, "E_SHAPE", "copy_: shapes differ (", shape_str(dst.shape), " and ",
+             shape_str(src.shape), ")");
   Device dev = dst.device();
   Tensor d = dst, s = src;
   SIFT_ON_DEVICE(dev, cpu::copy(s, d), cuda::copy(s, d));
@@ -184,12 +188,11 @@ Tensor concat(const std::vector<Tensor>& ts, int64_t dim) {
     const Tensor& t = ts[i];
     check_same_device(first, t, "concat");
     check_same_dtype(first, t, "concat");
-    SIFT_CHECK(t.dim() == first.dim(), "E_SHAPE", "concat: tensor ", i, " has ", t.dim(),
-               " dimensions, expected ", first.dim());
+    SIFT_CHECK(t.dim() == first.dim(), "E_SHAPE", "concat: tensor ", i, " has ", t.dim(), " dimensions, expected ",
+               first.dim());
     for (int64_t k = 0; k < t.dim(); k++)
-      SIFT_CHECK(k == d || t.shape[k] == first.shape[k], "E_SHAPE", "concat: tensor ", i,
-                 " has shape ", shape_str(t.shape), ", incompatible with ", shape_str(first.shape),
-                 " along dim ", k);
+      SIFT_CHECK(k == d || t.shape[k] == first.shape[k], "E_SHAPE", "concat: tensor ", i, " has shape ",
+                 shape_str(t.shape), ", incompatible with ", shape_str(first.shape), " along dim ", k);
     total += t.shape[d];
   }
   out_shape[d] = total;

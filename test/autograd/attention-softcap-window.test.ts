@@ -37,7 +37,9 @@ function reference(q: number[], k: number[], v: number[], g: number[] | null, [B
   const scale = o.scale ?? 1 / Math.sqrt(D);
   const out = new Array(B * H * Tq * D).fill(0);
   const lse = new Array(B * H * Tq).fill(-Infinity);
-  const gq = new Array(q.length).fill(0), gk = new Array(k.length).fill(0), gv = new Array(v.length).fill(0);
+  const gq = new Array(q.length).fill(0),
+    gk = new Array(k.length).fill(0),
+    gv = new Array(v.length).fill(0);
   const addAt = (b: number, h: number, i: number, j: number): number => {
     if (!o.add) return 0;
     const idx = [b, h, i, j];
@@ -52,53 +54,55 @@ function reference(q: number[], k: number[], v: number[], g: number[] | null, [B
   };
   const qi = (b: number, h: number, i: number) => ((b * H + h) * Tq + i) * D;
   const kj = (b: number, hk: number, j: number) => ((b * Hkv + hk) * Tk + j) * D;
-  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
-    const hk = Math.floor(h / (H / Hkv));
-    for (let i = 0; i < Tq; i++) {
-      const row = (b * H + h) * Tq + i;
-      const s: number[] = [], dcap: number[] = [];
-      for (let j = 0; j < Tk; j++) {
-        let dot = 0;
-        for (let d = 0; d < D; d++) dot += q[qi(b, h, i) + d] * k[kj(b, hk, j) + d];
-        let x = dot * scale;
-        let dc = 1;
-        if (o.softcap) {
-          const t = Math.tanh(x / o.softcap);
-          x = o.softcap * t;
-          dc = 1 - t * t;
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++) {
+      const hk = Math.floor(h / (H / Hkv));
+      for (let i = 0; i < Tq; i++) {
+        const row = (b * H + h) * Tq + i;
+        const s: number[] = [],
+          dcap: number[] = [];
+        for (let j = 0; j < Tk; j++) {
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += q[qi(b, h, i) + d] * k[kj(b, hk, j) + d];
+          let x = dot * scale;
+          let dc = 1;
+          if (o.softcap) {
+            const t = Math.tanh(x / o.softcap);
+            x = o.softcap * t;
+            dc = 1 - t * t;
+          }
+          x += addAt(b, h, i, j);
+          if (!visible(i, j, Tq, Tk, o)) x = -Infinity;
+          if (o.pad && !o.pad[b * Tk + j]) x = -Infinity;
+          s.push(x);
+          dcap.push(dc);
         }
-        x += addAt(b, h, i, j);
-        if (!visible(i, j, Tq, Tk, o)) x = -Infinity;
-        if (o.pad && !o.pad[b * Tk + j]) x = -Infinity;
-        s.push(x);
-        dcap.push(dc);
-      }
-      const m = Math.max(...s);
-      if (m === -Infinity) continue;
-      const e = s.map((x) => Math.exp(x - m));
-      const sum = e.reduce((a, c) => a + c, 0);
-      lse[row] = m + Math.log(sum);
-      const P = e.map((x) => x / sum);
-      const Z = P.map((_, j) => (o.dropoutP ? (keeps(o.seed!, row * Tk + j, o.dropoutP) ? 1 / (1 - o.dropoutP) : 0) : 1));
-      for (let j = 0; j < Tk; j++) for (let d = 0; d < D; d++) out[row * D + d] += P[j] * Z[j] * v[kj(b, hk, j) + d];
-      if (!g) continue;
-      // dP_j = Z_j dO . v_j; dS_j = P_j (dP_j - sum_l P_l dP_l); the raw score gradient is dS (1 - tanh^2).
-      const dP = P.map((_, j) => {
-        let acc = 0;
-        for (let d = 0; d < D; d++) acc += g[row * D + d] * v[kj(b, hk, j) + d];
-        return acc * Z[j];
-      });
-      const delta = P.reduce((acc, p, j) => acc + p * dP[j], 0);
-      for (let j = 0; j < Tk; j++) {
-        const ds = P[j] * (dP[j] - delta) * dcap[j] * scale;
-        for (let d = 0; d < D; d++) {
-          gq[qi(b, h, i) + d] += ds * k[kj(b, hk, j) + d];
-          gk[kj(b, hk, j) + d] += ds * q[qi(b, h, i) + d];
-          gv[kj(b, hk, j) + d] += P[j] * Z[j] * g[row * D + d];
+        const m = Math.max(...s);
+        if (m === -Infinity) continue;
+        const e = s.map((x) => Math.exp(x - m));
+        const sum = e.reduce((a, c) => a + c, 0);
+        lse[row] = m + Math.log(sum);
+        const P = e.map((x) => x / sum);
+        const Z = P.map((_, j) => (o.dropoutP ? (keeps(o.seed!, row * Tk + j, o.dropoutP) ? 1 / (1 - o.dropoutP) : 0) : 1));
+        for (let j = 0; j < Tk; j++) for (let d = 0; d < D; d++) out[row * D + d] += P[j] * Z[j] * v[kj(b, hk, j) + d];
+        if (!g) continue;
+        // dP_j = Z_j dO . v_j; dS_j = P_j (dP_j - sum_l P_l dP_l); the raw score gradient is dS (1 - tanh^2).
+        const dP = P.map((_, j) => {
+          let acc = 0;
+          for (let d = 0; d < D; d++) acc += g[row * D + d] * v[kj(b, hk, j) + d];
+          return acc * Z[j];
+        });
+        const delta = P.reduce((acc, p, j) => acc + p * dP[j], 0);
+        for (let j = 0; j < Tk; j++) {
+          const ds = P[j] * (dP[j] - delta) * dcap[j] * scale;
+          for (let d = 0; d < D; d++) {
+            gq[qi(b, h, i) + d] += ds * k[kj(b, hk, j) + d];
+            gk[kj(b, hk, j) + d] += ds * q[qi(b, h, i) + d];
+            gv[kj(b, hk, j) + d] += P[j] * Z[j] * g[row * D + d];
+          }
         }
       }
     }
-  }
   return { out, lse, gq, gk, gv };
 }
 
@@ -106,7 +110,12 @@ const nums = (t: Tensor) => Array.from(t.toArray() as ArrayLike<number>, Number)
 
 interface Case {
   name: string;
-  B: number; H: number; Hkv: number; Tq: number; Tk: number; D: number;
+  B: number;
+  H: number;
+  Hkv: number;
+  Tq: number;
+  Tk: number;
+  D: number;
   causal?: boolean;
   softcap?: number;
   window?: number;
@@ -122,15 +131,54 @@ const cases: Case[] = [
   { name: 'window larger than the sequence', B: 2, H: 1, Hkv: 1, Tq: 4, Tk: 4, D: 2, causal: true, window: 20 },
   { name: 'window with a KV cache (Tq < Tk)', B: 1, H: 2, Hkv: 1, Tq: 3, Tk: 9, D: 3, causal: true, window: 4 },
   { name: 'window with Tq > Tk (first rows see nothing)', B: 1, H: 1, Hkv: 1, Tq: 6, Tk: 4, D: 2, causal: true, window: 2 },
-  { name: 'window, grouped-query, padding mask', B: 2, H: 4, Hkv: 2, Tq: 6, Tk: 6, D: 2, causal: true, window: 3,
-    pad: [1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1] },
-  { name: 'window and an additive [B, 1, 1, Tk] mask', B: 2, H: 1, Hkv: 1, Tq: 5, Tk: 5, D: 2, causal: true, window: 2,
-    add: { data: [0, -1, 0.5, 0, 0.25, 0, 0, -Infinity, 0.3, 0], shape: [2, 1, 1, 5] } },
+  {
+    name: 'window, grouped-query, padding mask',
+    B: 2,
+    H: 4,
+    Hkv: 2,
+    Tq: 6,
+    Tk: 6,
+    D: 2,
+    causal: true,
+    window: 3,
+    pad: [1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1],
+  },
+  {
+    name: 'window and an additive [B, 1, 1, Tk] mask',
+    B: 2,
+    H: 1,
+    Hkv: 1,
+    Tq: 5,
+    Tk: 5,
+    D: 2,
+    causal: true,
+    window: 2,
+    add: { data: [0, -1, 0.5, 0, 0.25, 0, 0, -Infinity, 0.3, 0], shape: [2, 1, 1, 5] },
+  },
   { name: 'softcap alone', B: 1, H: 2, Hkv: 2, Tq: 4, Tk: 5, D: 3, softcap: 1.5 },
-  { name: 'softcap with causal and padding', B: 2, H: 2, Hkv: 1, Tq: 4, Tk: 4, D: 3, causal: true, softcap: 2,
-    pad: [1, 1, 1, 0, 0, 1, 1, 1] },
-  { name: 'softcap with an additive mask [Tq, Tk]', B: 1, H: 1, Hkv: 1, Tq: 3, Tk: 3, D: 2, softcap: 0.8,
-    add: { data: [0, -Infinity, 0.5, -1, 0, 0.2, 0.1, -0.3, 0], shape: [3, 3] } },
+  {
+    name: 'softcap with causal and padding',
+    B: 2,
+    H: 2,
+    Hkv: 1,
+    Tq: 4,
+    Tk: 4,
+    D: 3,
+    causal: true,
+    softcap: 2,
+    pad: [1, 1, 1, 0, 0, 1, 1, 1],
+  },
+  {
+    name: 'softcap with an additive mask [Tq, Tk]',
+    B: 1,
+    H: 1,
+    Hkv: 1,
+    Tq: 3,
+    Tk: 3,
+    D: 2,
+    softcap: 0.8,
+    add: { data: [0, -Infinity, 0.5, -1, 0, 0.2, 0.1, -0.3, 0], shape: [3, 3] },
+  },
   { name: 'softcap and window, grouped-query', B: 1, H: 4, Hkv: 1, Tq: 8, Tk: 8, D: 3, causal: true, softcap: 1.2, window: 3 },
   { name: 'softcap and window with a KV cache', B: 1, H: 2, Hkv: 2, Tq: 2, Tk: 7, D: 2, causal: true, softcap: 3, window: 5 },
   { name: 'dropout with softcap and window', B: 1, H: 2, Hkv: 1, Tq: 6, Tk: 6, D: 3, causal: true, softcap: 1.5, window: 4, dropoutP: 0.3 },
@@ -150,10 +198,23 @@ function maskTensor(c: Case, dtype = 'f64', device = 'cpu'): Tensor | null {
 }
 
 const SEED = 4321;
-const optsFor = (c: Case, mask: Tensor | null): AttentionOptions =>
-  ({ mask, causal: c.causal, softcap: c.softcap, window: c.window, dropoutP: c.dropoutP, seed: SEED });
-const refOpts = (c: Case): RefOpts =>
-  ({ causal: c.causal, softcap: c.softcap, window: c.window, pad: c.pad, add: c.add, dropoutP: c.dropoutP, seed: SEED });
+const optsFor = (c: Case, mask: Tensor | null): AttentionOptions => ({
+  mask,
+  causal: c.causal,
+  softcap: c.softcap,
+  window: c.window,
+  dropoutP: c.dropoutP,
+  seed: SEED,
+});
+const refOpts = (c: Case): RefOpts => ({
+  causal: c.causal,
+  softcap: c.softcap,
+  window: c.window,
+  pad: c.pad,
+  add: c.add,
+  dropoutP: c.dropoutP,
+  seed: SEED,
+});
 
 // ---- CPU -----------------------------------------------------------------------------------
 
@@ -165,8 +226,18 @@ describe('attention soft-capping and sliding window against the float64 referenc
       const g = randomTensor([c.B, c.H, c.Tq, c.D], 14);
       const ref = reference(nums(q), nums(k), nums(v), nums(g), [c.B, c.H, c.Tq, c.D], [c.Hkv, c.Tk], refOpts(c));
       tidy(() => {
-        const [oh, lh] = native().attention(q.handle, k.handle, v.handle, mask?.handle ?? null, !!c.causal,
-          1 / Math.sqrt(c.D), c.dropoutP ?? 0, SEED, c.softcap ?? 0, c.window ?? 0);
+        const [oh, lh] = native().attention(
+          q.handle,
+          k.handle,
+          v.handle,
+          mask?.handle ?? null,
+          !!c.causal,
+          1 / Math.sqrt(c.D),
+          c.dropoutP ?? 0,
+          SEED,
+          c.softcap ?? 0,
+          c.window ?? 0,
+        );
         expectClose(nums(new Tensor(oh)), ref.out, { atol: 1e-12, rtol: 1e-10, label: 'out' });
         expectClose(nums(new Tensor(lh)), ref.lse, { atol: 1e-12, rtol: 1e-10, label: 'lse' });
         scaledDotProductAttention(q, k, v, optsFor(c, mask)).backward(g);
@@ -188,21 +259,31 @@ describe('attention soft-capping and sliding window against the float64 referenc
     expect(rows).toEqual(['10000', '11000', '11100', '01110', '00111']);
   });
 
-  test('a window at least the key count equals plain causal attention, bit for bit (with dropout)', () => tidy(() => {
-    const q = randomTensor([1, 2, 40, 8], 1), k = randomTensor([1, 2, 90, 8], 2), v = randomTensor([1, 2, 90, 8], 3);
-    const plain = nums(scaledDotProductAttention(q, k, v, { causal: true, dropoutP: 0.2, seed: 9 }));
-    for (const window of [90, 91, 1000]) {
-      expect(nums(scaledDotProductAttention(q, k, v, { causal: true, window, dropoutP: 0.2, seed: 9 }))).toEqual(plain);
-    }
-    // softcap 0 and window 0 are off: identical to leaving them out
-    expect(nums(scaledDotProductAttention(q, k, v, { causal: true, window: 0, softcap: 0, dropoutP: 0.2, seed: 9 }))).toEqual(plain);
-  }));
+  test('a window at least the key count equals plain causal attention, bit for bit (with dropout)', () =>
+    tidy(() => {
+      const q = randomTensor([1, 2, 40, 8], 1),
+        k = randomTensor([1, 2, 90, 8], 2),
+        v = randomTensor([1, 2, 90, 8], 3);
+      const plain = nums(scaledDotProductAttention(q, k, v, { causal: true, dropoutP: 0.2, seed: 9 }));
+      for (const window of [90, 91, 1000]) {
+        expect(nums(scaledDotProductAttention(q, k, v, { causal: true, window, dropoutP: 0.2, seed: 9 }))).toEqual(plain);
+      }
+      // softcap 0 and window 0 are off: identical to leaving them out
+      expect(nums(scaledDotProductAttention(q, k, v, { causal: true, window: 0, softcap: 0, dropoutP: 0.2, seed: 9 }))).toEqual(plain);
+    }));
 
   test('several query and key tiles (tiles outside the window skipped): f64, f32, f16, bf16, strided q', () => {
     // Tq = Tk = 150 and a KV-cache step 70 x 200: windows that start and end inside tiles of 32
     // queries and 64 keys, so whole tiles fall outside the window.
-    for (const s of [{ Tq: 150, Tk: 150, window: 40, softcap: 0 }, { Tq: 70, Tk: 200, window: 50, softcap: 2.5 }, { Tq: 150, Tk: 150, window: 130, softcap: 1 }]) {
-      const B = 1, H = 2, Hkv = 1, D = 16;
+    for (const s of [
+      { Tq: 150, Tk: 150, window: 40, softcap: 0 },
+      { Tq: 70, Tk: 200, window: 50, softcap: 2.5 },
+      { Tq: 150, Tk: 150, window: 130, softcap: 1 },
+    ]) {
+      const B = 1,
+        H = 2,
+        Hkv = 1,
+        D = 16;
       const q64 = randomTensor([B, s.Tq, H, D], 21, { scale: 1.5 });
       const k64 = randomTensor([B, Hkv, s.Tk, D], 22, { scale: 1.5 });
       const v64 = randomTensor([B, Hkv, s.Tk, D], 23);
@@ -212,7 +293,9 @@ describe('attention soft-capping and sliding window against the float64 referenc
       const ref = reference(nums(transpose(q64, 1, 2).contiguous()), nums(k64), nums(v64), nums(g64), [B, H, s.Tq, D], [Hkv, s.Tk], o);
       const tol: Record<string, number> = { f64: 1e-11, f32: 2e-5, f16: 2e-2, bf16: 6e-2 };
       for (const dt of ['f64', 'f32', 'f16', 'bf16'] as const) {
-        const q = q64.to(dt), k = k64.to(dt), v = v64.to(dt);
+        const q = q64.to(dt),
+          k = k64.to(dt),
+          v = v64.to(dt);
         for (const t of [q, k, v]) t.requiresGrad = true;
         tidy(() => {
           const mask = tensor(pad, [B, s.Tk], { dtype: 'bool' });
@@ -223,7 +306,11 @@ describe('attention soft-capping and sliding window against the float64 referenc
           out.backward(g64.to(dt));
         });
         const gmax = (a: number[]) => Math.max(1, ...a.map(Math.abs));
-        expectClose(nums(transpose(q.grad!, 1, 2).contiguous()), ref.gq, { atol: tol[dt] * gmax(ref.gq), rtol: tol[dt], label: `${dt} dq` });
+        expectClose(nums(transpose(q.grad!, 1, 2).contiguous()), ref.gq, {
+          atol: tol[dt] * gmax(ref.gq),
+          rtol: tol[dt],
+          label: `${dt} dq`,
+        });
         expectClose(nums(k.grad!), ref.gk, { atol: tol[dt] * gmax(ref.gk), rtol: tol[dt], label: `${dt} dk` });
         expectClose(nums(v.grad!), ref.gv, { atol: tol[dt] * gmax(ref.gv), rtol: tol[dt], label: `${dt} dv` });
         for (const t of [q, k, v]) t.dispose();
@@ -245,7 +332,9 @@ describe('attention soft-capping and sliding window against the float64 referenc
 describe('softcap and window argument errors', () => {
   const codeOf = (fn: () => unknown): string | undefined => {
     try {
-      tidy(() => { fn(); });
+      tidy(() => {
+        fn();
+      });
     } catch (e) {
       expect(e).toBeInstanceOf(SiftError);
       return (e as SiftError).code;
@@ -270,11 +359,22 @@ describe('softcap and window argument errors', () => {
     expect(codeOf(() => scaledDotProductAttention(q(), kv(), kv(), { causal: true, window: 2, softcap: 30 }))).toBeUndefined();
   });
   test('the backward checks them too', () => {
-    const qq = q(), k = kv(), v = kv();
+    const qq = q(),
+      k = kv(),
+      v = kv();
     const [o, l] = native().attention(qq.handle, k.handle, v.handle, null, true, 1, 0, 0, 1, 2);
-    const out = new Tensor(o), lse = new Tensor(l);
-    expect(codeOf(() => native().attentionBackward(out.handle, qq.handle, k.handle, v.handle, out.handle, lse.handle, null, true, 1, 0, 0, -1, 2))).toBe('E_ARG');
-    expect(codeOf(() => native().attentionBackward(out.handle, qq.handle, k.handle, v.handle, out.handle, lse.handle, null, false, 1, 0, 0, 1, 2))).toBe('E_ARG');
+    const out = new Tensor(o),
+      lse = new Tensor(l);
+    expect(
+      codeOf(() =>
+        native().attentionBackward(out.handle, qq.handle, k.handle, v.handle, out.handle, lse.handle, null, true, 1, 0, 0, -1, 2),
+      ),
+    ).toBe('E_ARG');
+    expect(
+      codeOf(() =>
+        native().attentionBackward(out.handle, qq.handle, k.handle, v.handle, out.handle, lse.handle, null, false, 1, 0, 0, 1, 2),
+      ),
+    ).toBe('E_ARG');
     for (const t of [qq, k, v, out, lse]) t.dispose();
   });
 });
@@ -283,7 +383,18 @@ describe('softcap and window argument errors', () => {
 
 describeCuda('attention softcap and window: CUDA vs CPU', () => {
   type Mode = 'auto' | 'simt';
-  interface GpuCase { B: number; H: number; Hkv: number; Tq: number; Tk: number; D: number; window: number; softcap: number; pad: boolean; p: number }
+  interface GpuCase {
+    B: number;
+    H: number;
+    Hkv: number;
+    Tq: number;
+    Tk: number;
+    D: number;
+    window: number;
+    softcap: number;
+    pad: boolean;
+    p: number;
+  }
   const run = (s: GpuCase, dt: string, device: string, mode: Mode) => {
     const prev = native().setCudaAttention(mode);
     try {
@@ -297,7 +408,21 @@ describeCuda('attention softcap and window: CUDA vs CPU', () => {
       const mask = s.pad ? tensor(pad, [s.B, s.Tk], { dtype: 'bool', device }) : null;
       const scale = 1 / Math.sqrt(s.D);
       const [oh, lh] = native().attention(q.handle, k.handle, v.handle, mask?.handle ?? null, true, scale, s.p, 17, s.softcap, s.window);
-      const [gq, gk, gv] = native().attentionBackward(g.handle, q.handle, k.handle, v.handle, oh, lh, mask?.handle ?? null, true, scale, s.p, 17, s.softcap, s.window);
+      const [gq, gk, gv] = native().attentionBackward(
+        g.handle,
+        q.handle,
+        k.handle,
+        v.handle,
+        oh,
+        lh,
+        mask?.handle ?? null,
+        true,
+        scale,
+        s.p,
+        17,
+        s.softcap,
+        s.window,
+      );
       return [oh, lh, gq, gk, gv].map((h) => nums(new Tensor(h).to('cpu').to('f32')));
     } finally {
       native().setCudaAttention(prev);
@@ -318,17 +443,20 @@ describeCuda('attention softcap and window: CUDA vs CPU', () => {
     { B: 1, H: 2, Hkv: 2, Tq: 70, Tk: 70, D: 256, window: 16, softcap: 2, pad: false, p: 0.2 },
     { B: 2, H: 1, Hkv: 1, Tq: 33, Tk: 41, D: 20, window: 1000, softcap: 1.5, pad: true, p: 0 },
   ];
-  for (const s of simtCases) for (const dt of ['f32', 'f16', 'bf16'] as const) {
-    test(`CUDA cores ${dt} ${JSON.stringify(s)}`, () => tidy(() => {
-      const tol = { f32: 2e-4, f16: 2e-2, bf16: 6e-2 }[dt];
-      compare(run(s, dt, 'cuda', 'simt'), run(s, dt, 'cpu', 'auto'), tol, `simt ${dt}`);
-    }));
-  }
+  for (const s of simtCases)
+    for (const dt of ['f32', 'f16', 'bf16'] as const) {
+      test(`CUDA cores ${dt} ${JSON.stringify(s)}`, () =>
+        tidy(() => {
+          const tol = { f32: 2e-4, f16: 2e-2, bf16: 6e-2 }[dt];
+          compare(run(s, dt, 'cuda', 'simt'), run(s, dt, 'cpu', 'auto'), tol, `simt ${dt}`);
+        }));
+    }
 
-  test('f64 on CUDA matches the CPU with softcap and window', () => tidy(() => {
-    const s: GpuCase = { B: 1, H: 2, Hkv: 1, Tq: 40, Tk: 90, D: 16, window: 20, softcap: 2, pad: true, p: 0 };
-    compare(run(s, 'f64', 'cuda', 'simt'), run(s, 'f64', 'cpu', 'auto'), 1e-10, 'f64');
-  }));
+  test('f64 on CUDA matches the CPU with softcap and window', () =>
+    tidy(() => {
+      const s: GpuCase = { B: 1, H: 2, Hkv: 1, Tq: 40, Tk: 90, D: 16, window: 20, softcap: 2, pad: true, p: 0 };
+      compare(run(s, 'f64', 'cuda', 'simt'), run(s, 'f64', 'cpu', 'auto'), 1e-10, 'f64');
+    }));
 
   // Tensor-core kernels (f16/bf16, head dim % 16 == 0, <= 128): windows that start inside a tile
   // and skip whole 64-key tiles, GQA, padding, dropout, soft-capping.
@@ -338,16 +466,18 @@ describeCuda('attention softcap and window: CUDA vs CPU', () => {
     { B: 2, H: 2, Hkv: 1, Tq: 96, Tk: 96, D: 48, window: 0, softcap: 1.5, pad: true, p: 0 },
     { B: 1, H: 2, Hkv: 1, Tq: 7, Tk: 333, D: 64, window: 129, softcap: 5, pad: false, p: 0 },
   ];
-  for (const s of tcCases) for (const dt of ['bf16', 'f16'] as const) {
-    test(`tensor-core kernels with softcap/window agree with the CUDA-core kernels and the CPU: ${dt} ${JSON.stringify(s)}`, () => tidy(() => {
-      const tol = dt === 'bf16' ? 6e-2 : 2e-2;
-      const cpu = run(s, dt, 'cpu', 'auto');
-      const simt = run(s, dt, 'cuda', 'simt');
-      const tc = run(s, dt, 'cuda', 'auto');
-      compare(tc, cpu, tol, `tensor cores vs cpu ${dt}`);
-      compare(tc, simt, tol, `tensor cores vs cuda cores ${dt}`);
-      const again = run(s, dt, 'cuda', 'auto');
-      again.forEach((a, i) => expect(a).toEqual(tc[i]));
-    }));
-  }
+  for (const s of tcCases)
+    for (const dt of ['bf16', 'f16'] as const) {
+      test(`tensor-core kernels with softcap/window agree with the CUDA-core kernels and the CPU: ${dt} ${JSON.stringify(s)}`, () =>
+        tidy(() => {
+          const tol = dt === 'bf16' ? 6e-2 : 2e-2;
+          const cpu = run(s, dt, 'cpu', 'auto');
+          const simt = run(s, dt, 'cuda', 'simt');
+          const tc = run(s, dt, 'cuda', 'auto');
+          compare(tc, cpu, tol, `tensor cores vs cpu ${dt}`);
+          compare(tc, simt, tol, `tensor cores vs cuda cores ${dt}`);
+          const again = run(s, dt, 'cuda', 'auto');
+          again.forEach((a, i) => expect(a).toEqual(tc[i]));
+        }));
+    }
 });

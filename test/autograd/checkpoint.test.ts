@@ -4,7 +4,18 @@
  * its masks in the recomputation; and the peak memory of a forward+backward goes down.
  */
 import {
-  Tensor, tidy, noGrad, manualSeed, checkpoint, gradients, dropout, liveTensors, resetPeakMemory, keep, SiftError, tanh,
+  Tensor,
+  tidy,
+  noGrad,
+  manualSeed,
+  checkpoint,
+  gradients,
+  dropout,
+  liveTensors,
+  resetPeakMemory,
+  keep,
+  SiftError,
+  tanh,
 } from '../../lib';
 import { createModel, generate, HFConfig, PreTrainedModel } from '../../lib/models';
 import { drawSeed } from '../../lib/autograd/creation';
@@ -42,13 +53,26 @@ describe('checkpoint() on toy functions (f64)', () => {
 
   test('gradients equal the plain graph, also for leaves used inside and outside the block', () => {
     const plain = (h: Tensor) => block(block(h)).add(h.matmul(W)).square().sum();
-    const ckpt = (h: Tensor) => checkpoint(block, [checkpoint(block, [h])]).add(h.matmul(W)).square().sum();
-    expectSameGrads(gradsOf([x, W, b], () => ckpt(x)), gradsOf([x, W, b], () => plain(x)));
+    const ckpt = (h: Tensor) =>
+      checkpoint(block, [checkpoint(block, [h])])
+        .add(h.matmul(W))
+        .square()
+        .sum();
+    expectSameGrads(
+      gradsOf([x, W, b], () => ckpt(x)),
+      gradsOf([x, W, b], () => plain(x)),
+    );
   });
 
   test('finite differences through checkpointed blocks (inputs and closed-over parameters)', () => {
     gradcheck((h, w) => checkpoint((y) => tanh(y.matmul(w)).mul(y), [h]).sum(), [x, W]);
-    gradcheck((h) => checkpoint((y) => block(y), [h]).square().sum(), [x]);
+    gradcheck(
+      (h) =>
+        checkpoint((y) => block(y), [h])
+          .square()
+          .sum(),
+      [x],
+    );
   });
 
   test('hooks of a parameter used inside and outside fire once, with the complete gradient', () => {
@@ -67,7 +91,10 @@ describe('checkpoint() on toy functions (f64)', () => {
 
   test('an input without gradients: the parameters inside still get theirs', () => {
     const c = randomTensor([3, 4], 4, { dtype: 'f64' });
-    expectSameGrads(gradsOf([W, b], () => checkpoint(block, [c]).sum()), gradsOf([W, b], () => block(c).sum()));
+    expectSameGrads(
+      gradsOf([W, b], () => checkpoint(block, [c]).sum()),
+      gradsOf([W, b], () => block(c).sum()),
+    );
     c.dispose();
   });
 
@@ -84,12 +111,27 @@ describe('checkpoint() on toy functions (f64)', () => {
   });
 
   test('fn returning its input, or a parameter, and several inputs', () => {
-    expectSameGrads(gradsOf([x], () => checkpoint((y) => y, [x]).mul(3).sum()), gradsOf([x], () => x.mul(3).sum()));
-    expectSameGrads(gradsOf([W], () => checkpoint(() => W, []).square().sum()), gradsOf([W], () => W.square().sum()));
+    expectSameGrads(
+      gradsOf([x], () =>
+        checkpoint((y) => y, [x])
+          .mul(3)
+          .sum(),
+      ),
+      gradsOf([x], () => x.mul(3).sum()),
+    );
+    expectSameGrads(
+      gradsOf([W], () =>
+        checkpoint(() => W, [])
+          .square()
+          .sum(),
+      ),
+      gradsOf([W], () => W.square().sum()),
+    );
     const y = randomTensor([3, 4], 5, { dtype: 'f64', requiresGrad: true });
     expectSameGrads(
       gradsOf([x, y, W], () => checkpoint((p, q) => block(p).mul(q).add(p), [x, y]).sum()),
-      gradsOf([x, y, W], () => block(x).mul(y).add(x).sum()));
+      gradsOf([x, y, W], () => block(x).mul(y).add(x).sum()),
+    );
     y.dispose();
   });
 
@@ -128,7 +170,7 @@ describe('checkpoint() on toy functions (f64)', () => {
       expect(fired).toBe(0);
       expect(x.grad).toBeNull();
       expect(W.grad).toBeNull();
-      expect(b.grad).not.toBeNull();  // leaves not asked for are treated as by backward()
+      expect(b.grad).not.toBeNull(); // leaves not asked for are treated as by backward()
       expect(gx!.shape).toEqual([3, 4]);
       expect(gw!.shape).toEqual([4, 4]);
     });
@@ -168,12 +210,61 @@ describe('dropout inside a checkpointed block', () => {
 
 // Tiny configs of test/models (two blocks here), dropout left on so that the replay is exercised.
 const configs: [string, HFConfig, 'causal-lm' | 'sequence-classification'][] = [
-  ['gpt2', { model_type: 'gpt2', vocab_size: 50, n_positions: 16, n_embd: 16, n_layer: 2, n_head: 2, attn_pdrop: 0.2, resid_pdrop: 0.2, embd_pdrop: 0.1 }, 'causal-lm'],
-  ['bert', { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 24, max_position_embeddings: 16, type_vocab_size: 2, num_labels: 3 }, 'sequence-classification'],
-  ['llama', { model_type: 'llama', vocab_size: 48, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 32, pad_token_id: 0, attention_dropout: 0.2 }, 'causal-lm'],
+  [
+    'gpt2',
+    {
+      model_type: 'gpt2',
+      vocab_size: 50,
+      n_positions: 16,
+      n_embd: 16,
+      n_layer: 2,
+      n_head: 2,
+      attn_pdrop: 0.2,
+      resid_pdrop: 0.2,
+      embd_pdrop: 0.1,
+    },
+    'causal-lm',
+  ],
+  [
+    'bert',
+    {
+      model_type: 'bert',
+      vocab_size: 40,
+      hidden_size: 16,
+      num_hidden_layers: 2,
+      num_attention_heads: 2,
+      intermediate_size: 24,
+      max_position_embeddings: 16,
+      type_vocab_size: 2,
+      num_labels: 3,
+    },
+    'sequence-classification',
+  ],
+  [
+    'llama',
+    {
+      model_type: 'llama',
+      vocab_size: 48,
+      hidden_size: 16,
+      intermediate_size: 24,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      max_position_embeddings: 32,
+      pad_token_id: 0,
+      attention_dropout: 0.2,
+    },
+    'causal-lm',
+  ],
 ];
-const ids = [[5, 7, 9, 11, 13, 3], [4, 6, 8, 10, 1, 1]];
-const attentionMask = [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]];
+const ids = [
+  [5, 7, 9, 11, 13, 3],
+  [4, 6, 8, 10, 1, 1],
+];
+const attentionMask = [
+  [1, 1, 1, 1, 1, 1],
+  [1, 1, 1, 1, 0, 0],
+];
 const inputsFor = (task: string) => ({ inputIds: ids, attentionMask, labels: task === 'causal-lm' ? ids : [2, 0] });
 
 function modelGrads(m: PreTrainedModel, task: string, on: boolean): number[][] {
@@ -256,7 +347,17 @@ describe('SIFT through checkpointed blocks', () => {
 
 describe('memory', () => {
   test('peak live bytes of a forward+backward of a deeper model go down', () => {
-    const cfg: HFConfig = { model_type: 'gpt2', vocab_size: 64, n_positions: 64, n_embd: 32, n_layer: 8, n_head: 4, attn_pdrop: 0, resid_pdrop: 0, embd_pdrop: 0 };
+    const cfg: HFConfig = {
+      model_type: 'gpt2',
+      vocab_size: 64,
+      n_positions: 64,
+      n_embd: 32,
+      n_layer: 8,
+      n_head: 4,
+      attn_pdrop: 0,
+      resid_pdrop: 0,
+      embd_pdrop: 0,
+    };
     const m = createModel(cfg, { task: 'causal-lm', seed: 1 });
     const rows = Array.from({ length: 4 }, (_, b) => Array.from({ length: 64 }, (_, t) => (b * 7 + t * 3) % 64));
     const peak = (on: boolean) => {
@@ -270,7 +371,9 @@ describe('memory', () => {
     const plain = peak(false);
     const ck = peak(true);
     // eslint-disable-next-line no-console
-    console.log(`peak bytes above the weights, forward+backward (gpt2 8 layers, D 32, B 4, T 64): plain ${plain}, checkpointed ${ck} (${(ck / plain).toFixed(2)}x)`);
+    console.log(
+      `peak bytes above the weights, forward+backward (gpt2 8 layers, D 32, B 4, T 64): plain ${plain}, checkpointed ${ck} (${(ck / plain).toFixed(2)}x)`,
+    );
     expect(ck).toBeLessThan(0.5 * plain);
     m.dispose();
   });
@@ -279,11 +382,29 @@ describe('memory', () => {
 describe('Trainer option activationCheckpointing', () => {
   test('turns the model flag on and trains to the same losses (SIFT)', async () => {
     const { Trainer } = await import('../../lib/train/trainer');
-    const cfg: HFConfig = { model_type: 'gpt2', vocab_size: 12, n_positions: 16, n_embd: 16, n_layer: 2, n_head: 2, num_labels: 2, pad_token_id: 0 };
+    const cfg: HFConfig = {
+      model_type: 'gpt2',
+      vocab_size: 12,
+      n_positions: 16,
+      n_embd: 16,
+      n_layer: 2,
+      n_head: 2,
+      num_labels: 2,
+      pad_token_id: 0,
+    };
     const rows = Array.from({ length: 16 }, (_, i) => ({ input_ids: [4 + (i % 5), 5 + (i % 3), i % 2 ? 3 : 2], label: i % 2 }));
     const losses = async (on: boolean) => {
       const m = createModel(cfg, { task: 'sequence-classification', seed: 7 });
-      const t = new Trainer(m, null, { task: 'classify', method: 'sift', sift: { sparseRate: 0.2 }, steps: 4, batchSize: 4, lr: 1e-2, seed: 3, activationCheckpointing: on });
+      const t = new Trainer(m, null, {
+        task: 'classify',
+        method: 'sift',
+        sift: { sparseRate: 0.2 },
+        steps: 4,
+        batchSize: 4,
+        lr: 1e-2,
+        seed: 3,
+        activationCheckpointing: on,
+      });
       expect(m.gradientCheckpointing).toBe(on);
       const out: number[] = [];
       for await (const e of t.fit(rows)) if (e.type === 'step') out.push(e.loss);

@@ -4,8 +4,38 @@
  * f32, error codes, and CUDA against CPU where a GPU is usable.
  */
 import {
-  Tensor, tensor, tidy, SiftError, add, sub, mul, div, pow, rsub, rdiv, maximum, minimum, compare, where,
-  neg, exp, log, tanh, relu, silu, sigmoid, sqrt, rsqrt, abs, square, reciprocal, sin, cos, erf, sign, gelu,
+  Tensor,
+  tensor,
+  tidy,
+  SiftError,
+  add,
+  sub,
+  mul,
+  div,
+  pow,
+  rsub,
+  rdiv,
+  maximum,
+  minimum,
+  compare,
+  where,
+  neg,
+  exp,
+  log,
+  tanh,
+  relu,
+  silu,
+  sigmoid,
+  sqrt,
+  rsqrt,
+  abs,
+  square,
+  reciprocal,
+  sin,
+  cos,
+  erf,
+  sign,
+  gelu,
 } from '../../lib';
 import { native } from '../../lib/engine/native';
 import type { BinaryOp, ScalarOp, UnaryOp } from '../../lib/engine/addon-types';
@@ -26,9 +56,10 @@ function code(fn: () => unknown): string | undefined {
 const nums = (t: Tensor): number[] => Array.from(t.toArray() as ArrayLike<number | bigint>, Number);
 
 /** erf to ~1e-14 (series; the inputs here stay within |x| < 4). */
-export function erfRef(x: number): number {
+function erfRef(x: number): number {
   if (Math.abs(x) > 5) return Math.sign(x);
-  let sum = x, term = x;
+  let sum = x,
+    term = x;
   for (let n = 1; n < 200; n++) {
     term *= (-x * x) / n;
     const add = term / (2 * n + 1);
@@ -72,11 +103,22 @@ function unaryInput(op: UnaryOp, n: number, seed: number): number[] {
 }
 
 const binaryRef: Record<string, (a: number, b: number) => number> = {
-  add: (a, b) => a + b, sub: (a, b) => a - b, mul: (a, b) => a * b, div: (a, b) => a / b,
-  pow: (a, b) => a ** b, maximum: Math.max, minimum: Math.min,
-  eq: (a, b) => +(a === b), ne: (a, b) => +(a !== b), lt: (a, b) => +(a < b), le: (a, b) => +(a <= b),
-  gt: (a, b) => +(a > b), ge: (a, b) => +(a >= b),
-  rsub: (a, b) => b - a, rdiv: (a, b) => b / a, rpow: (a, b) => b ** a,
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  div: (a, b) => a / b,
+  pow: (a, b) => a ** b,
+  maximum: Math.max,
+  minimum: Math.min,
+  eq: (a, b) => +(a === b),
+  ne: (a, b) => +(a !== b),
+  lt: (a, b) => +(a < b),
+  le: (a, b) => +(a <= b),
+  gt: (a, b) => +(a > b),
+  ge: (a, b) => +(a >= b),
+  rsub: (a, b) => b - a,
+  rdiv: (a, b) => b / a,
+  rpow: (a, b) => b ** a,
 };
 const ARITH: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum'];
 const CMP: BinaryOp[] = ['eq', 'ne', 'lt', 'le', 'gt', 'ge'];
@@ -84,14 +126,16 @@ const CMP: BinaryOp[] = ['eq', 'ne', 'lt', 'le', 'gt', 'ge'];
 function bshape(a: number[], b: number[]): number[] {
   const n = Math.max(a.length, b.length);
   return Array.from({ length: n }, (_, i) => {
-    const da = a[a.length - n + i] ?? 1, db = b[b.length - n + i] ?? 1;
+    const da = a[a.length - n + i] ?? 1,
+      db = b[b.length - n + i] ?? 1;
     return da === 1 ? db : da;
   });
 }
 
 /** Index into a (row-major) operand of shape s from an index of the broadcast shape out. */
 function bindex(out: number[], s: number[], flat: number): number {
-  let idx = 0, mul = 1;
+  let idx = 0,
+    mul = 1;
   for (let d = out.length - 1, k = s.length - 1; d >= 0; d--, k--) {
     const i = flat % out[d];
     flat = Math.floor(flat / out[d]);
@@ -191,9 +235,12 @@ describe('unary ops', () => {
       tidy(() => {
         const xs = unaryInput(op, 64, 11);
         const x32 = tensor(xs, [64], { dtype: 'f32' });
-        for (const [dt, eps] of [['f16', 2 ** -10], ['bf16', 2 ** -7]] as const) {
+        for (const [dt, eps] of [
+          ['f16', 2 ** -10],
+          ['bf16', 2 ** -7],
+        ] as const) {
           const xh = x32.cast(dt);
-          const ref = nums(wrapU(op, xh.cast('f32')));  // same rounded input, f32 maths
+          const ref = nums(wrapU(op, xh.cast('f32'))); // same rounded input, f32 maths
           expectClose(nums(wrapU(op, xh)), ref, { rtol: eps, atol: eps * 1e-2, label: `${op} ${dt}` });
           const y = wrapU(op, xh);
           const gy = x32.cast(dt);
@@ -222,8 +269,24 @@ describe('unary ops', () => {
 });
 
 const unaryFns: Record<UnaryOp, (x: Tensor) => Tensor> = {
-  neg, exp, log, tanh, relu, gelu: (x) => gelu(x), gelu_tanh: (x) => gelu(x, 'tanh'), silu, sigmoid, sqrt, rsqrt,
-  abs, square, reciprocal, sin, cos, erf, sign,
+  neg,
+  exp,
+  log,
+  tanh,
+  relu,
+  gelu: (x) => gelu(x),
+  gelu_tanh: (x) => gelu(x, 'tanh'),
+  silu,
+  sigmoid,
+  sqrt,
+  rsqrt,
+  abs,
+  square,
+  reciprocal,
+  sin,
+  cos,
+  erf,
+  sign,
 };
 
 function wrapU(op: UnaryOp, x: Tensor): Tensor {
@@ -232,19 +295,40 @@ function wrapU(op: UnaryOp, x: Tensor): Tensor {
 
 describe('binary ops', () => {
   const shapes: [number[], number[]][] = [
-    [[2, 3], [2, 3]], [[2, 3, 4], [3, 1]], [[4], [2, 1, 4]], [[1], []], [[], []], [[5, 1], [1, 6]],
-    [[0, 3], [3]], [[2, 0], [1, 1]],
+    [
+      [2, 3],
+      [2, 3],
+    ],
+    [
+      [2, 3, 4],
+      [3, 1],
+    ],
+    [[4], [2, 1, 4]],
+    [[1], []],
+    [[], []],
+    [
+      [5, 1],
+      [1, 6],
+    ],
+    [[0, 3], [3]],
+    [
+      [2, 0],
+      [1, 1],
+    ],
   ];
 
   test.each(shapes)('arithmetic and comparisons with broadcasting %j x %j (f64 and f32)', (as, bs) => {
-    const na = as.reduce((x, y) => x * y, 1), nb = bs.reduce((x, y) => x * y, 1);
+    const na = as.reduce((x, y) => x * y, 1),
+      nb = bs.reduce((x, y) => x * y, 1);
     const av = seededValues(na, 1).map((v) => 0.5 + 1.5 * Math.abs(v));
     // some equal values so that eq/le/ge and the ties of maximum/minimum are exercised
     const bv = seededValues(nb, 2).map((v, i) => (i % 3 === 0 && na > 0 ? av[i % na] : 0.5 + 1.5 * Math.abs(v)));
     for (const dtype of ['f64', 'f32'] as const) {
       tidy(() => {
-        const A = dtype === 'f32' ? f32(av) : av, B = dtype === 'f32' ? f32(bv) : bv;
-        const a = tensor(A, as, { dtype }), b = tensor(B, bs, { dtype });
+        const A = dtype === 'f32' ? f32(av) : av,
+          B = dtype === 'f32' ? f32(bv) : bv;
+        const a = tensor(A, as, { dtype }),
+          b = tensor(B, bs, { dtype });
         for (const op of [...ARITH, ...CMP]) {
           const y = new Tensor(N().binary(op, a.handle, b.handle));
           expect(y.shape).toEqual(bshape(as, bs));
@@ -260,15 +344,15 @@ describe('binary ops', () => {
     tidy(() => {
       const base = randomTensor([3, 4], 4);
       const bv = nums(base);
-      const t = base.transpose(0, 1);  // [4, 3]
+      const t = base.transpose(0, 1); // [4, 3]
       const r = randomTensor([4, 1], 6);
       const rv = nums(r);
       const y = mul(t, r.expand([4, 3]));
       const exp: number[] = [];
       for (let i = 0; i < 4; i++) for (let j = 0; j < 3; j++) exp.push(bv[j * 4 + i] * rv[i]);
       expectClose(nums(y), exp, { atol: 1e-15 });
-      const s = base.slice(1, 1, 3);  // [3, 2], offset 1
-      const y2 = sub(s, t.slice(0, 0, 2).transpose(0, 1));  // both strided
+      const s = base.slice(1, 1, 3); // [3, 2], offset 1
+      const y2 = sub(s, t.slice(0, 0, 2).transpose(0, 1)); // both strided
       const e2: number[] = [];
       for (let i = 0; i < 3; i++) for (let j = 0; j < 2; j++) e2.push(bv[i * 4 + 1 + j] - bv[i * 4 + j]);
       expectClose(nums(y2), e2, { atol: 1e-15 });
@@ -277,7 +361,8 @@ describe('binary ops', () => {
 
   test('NaN in maximum/minimum and comparisons', () => {
     tidy(() => {
-      const a = tensor([NaN, 1, 2], [3], { dtype: 'f32' }), b = tensor([0, NaN, 1], [3], { dtype: 'f32' });
+      const a = tensor([NaN, 1, 2], [3], { dtype: 'f32' }),
+        b = tensor([0, NaN, 1], [3], { dtype: 'f32' });
       expect(nums(maximum(a, b))).toEqual([NaN, NaN, 2]);
       expect(nums(minimum(a, b))).toEqual([NaN, NaN, 1]);
       expect(nums(compare('eq', a, a))).toEqual([0, 1, 1]);
@@ -288,7 +373,8 @@ describe('binary ops', () => {
   test('integer arithmetic (division truncates; x / 0 gives 0) and comparisons', () => {
     for (const dtype of ['i32', 'i64'] as const) {
       tidy(() => {
-        const a = tensor([7, -7, 7, 5, 2, -3], [6], { dtype }), b = tensor([2, 2, -2, 0, 10, 3], [6], { dtype });
+        const a = tensor([7, -7, 7, 5, 2, -3], [6], { dtype }),
+          b = tensor([2, 2, -2, 0, 10, 3], [6], { dtype });
         expect(nums(add(a, b))).toEqual([9, -5, 5, 5, 12, 0]);
         expect(nums(sub(a, b))).toEqual([5, -9, 9, 5, -8, -6]);
         expect(nums(mul(a, b))).toEqual([14, -14, -14, 0, 20, -9]);
@@ -306,13 +392,14 @@ describe('binary ops', () => {
       const big = tensor([2 ** 40, -(2 ** 40)], [2], { dtype: 'i64' });
       expect(Array.from(add(big, big).toArray() as BigInt64Array)).toEqual([2n ** 41n, -(2n ** 41n)]);
       const mn = tensor([-(2 ** 31)], [1], { dtype: 'i32' });
-      expect(nums(div(mn, tensor([-1], [1], { dtype: 'i32' })))).toEqual([-(2 ** 31)]);  // wraps, no trap
+      expect(nums(div(mn, tensor([-1], [1], { dtype: 'i32' })))).toEqual([-(2 ** 31)]); // wraps, no trap
     });
   });
 
   test('bool tensors: eq/ne work, arithmetic is E_DTYPE', () => {
     tidy(() => {
-      const a = tensor([1, 0, 1], [3], { dtype: 'bool' }), b = tensor([1, 1, 0], [3], { dtype: 'bool' });
+      const a = tensor([1, 0, 1], [3], { dtype: 'bool' }),
+        b = tensor([1, 1, 0], [3], { dtype: 'bool' });
       expect(nums(compare('eq', a, b))).toEqual([1, 0, 0]);
       expect(nums(compare('ne', a, 1))).toEqual([0, 1, 0]);
       expect(code(() => N().binary('add', a.handle, b.handle))).toBe('E_DTYPE');
@@ -322,9 +409,14 @@ describe('binary ops', () => {
 
   test('f16 and bf16 agree with f32 within rounding', () => {
     tidy(() => {
-      const av = seededValues(24, 8).map((v) => 0.5 + Math.abs(v)), bv = seededValues(6, 9).map((v) => 0.5 + Math.abs(v));
-      for (const [dt, eps] of [['f16', 2 ** -10], ['bf16', 2 ** -7]] as const) {
-        const a = tensor(av, [4, 6], { dtype: dt }), b = tensor(bv, [6], { dtype: dt });
+      const av = seededValues(24, 8).map((v) => 0.5 + Math.abs(v)),
+        bv = seededValues(6, 9).map((v) => 0.5 + Math.abs(v));
+      for (const [dt, eps] of [
+        ['f16', 2 ** -10],
+        ['bf16', 2 ** -7],
+      ] as const) {
+        const a = tensor(av, [4, 6], { dtype: dt }),
+          b = tensor(bv, [6], { dtype: dt });
         for (const op of [...ARITH, ...CMP]) {
           const got = new Tensor(N().binary(op, a.handle, b.handle));
           const ref = new Tensor(N().binary(op, a.cast('f32').handle, b.cast('f32').handle));
@@ -336,7 +428,8 @@ describe('binary ops', () => {
 
   test('errors: shapes that do not broadcast (E_SHAPE), mixed dtypes (E_DTYPE), bad op (E_ARG)', () => {
     tidy(() => {
-      const a = tensor([1, 2, 3], [3]), b = tensor([1, 2], [2]);
+      const a = tensor([1, 2, 3], [3]),
+        b = tensor([1, 2], [2]);
       expect(code(() => N().binary('add', a.handle, b.handle))).toBe('E_SHAPE');
       expect(code(() => add(a, b))).toBe('E_SHAPE');
       const c = tensor([1, 2, 3], [3], { dtype: 'f64' });
@@ -348,7 +441,18 @@ describe('binary ops', () => {
     });
   });
 
-  const gshapes: [number[], number[]][] = [[[2, 3], [2, 3]], [[2, 3], [3]], [[4, 1], [1, 3]], [[2, 3], []]];
+  const gshapes: [number[], number[]][] = [
+    [
+      [2, 3],
+      [2, 3],
+    ],
+    [[2, 3], [3]],
+    [
+      [4, 1],
+      [1, 3],
+    ],
+    [[2, 3], []],
+  ];
   test.each(gshapes)('gradcheck add/sub/mul/div/pow/maximum/minimum, shapes %j and %j', (as, bs) => {
     const fns: ((a: Tensor, b: Tensor) => Tensor)[] = [add, sub, mul, div, pow, maximum, minimum];
     fns.forEach((f, k) => {
@@ -363,8 +467,16 @@ describe('binary ops', () => {
   test('gradcheck of the scalar forms and rsub/rdiv', () => {
     const x = randomTensor([2, 3], 31, { requiresGrad: true, scale: 0.5, offset: 1.5 });
     const fns: ((t: Tensor) => Tensor)[] = [
-      (t) => add(t, 2), (t) => sub(t, 0.5), (t) => mul(t, -3), (t) => div(t, 4), (t) => pow(t, 2.5),
-      (t) => pow(t, -1), (t) => rsub(3, t), (t) => rdiv(2, t), (t) => maximum(t, 1.5), (t) => minimum(t, 1.5),
+      (t) => add(t, 2),
+      (t) => sub(t, 0.5),
+      (t) => mul(t, -3),
+      (t) => div(t, 4),
+      (t) => pow(t, 2.5),
+      (t) => pow(t, -1),
+      (t) => rsub(3, t),
+      (t) => rdiv(2, t),
+      (t) => maximum(t, 1.5),
+      (t) => minimum(t, 1.5),
     ];
     for (const f of fns) gradcheck(f, [x]);
     x.dispose();
@@ -395,8 +507,16 @@ describe('scalar ops', () => {
           for (const s of [0.75, 2, X[5]]) {
             const sv = dtype === 'f32' ? Math.fround(s) : s;
             const tol = dtype === 'f64' ? 1e-14 : 3e-6;
-            expectClose(nums(new Tensor(N().scalarOp(op, x.handle, s))), X.map((v) => binaryRef[op](v, sv)), { atol: tol, rtol: tol, label: `${op} ${s} ${dtype}` });
-            expectClose(nums(new Tensor(N().scalarOp(op, xt.handle, s))), XT.map((v) => binaryRef[op](v, sv)), { atol: tol, rtol: tol, label: `${op} strided` });
+            expectClose(
+              nums(new Tensor(N().scalarOp(op, x.handle, s))),
+              X.map((v) => binaryRef[op](v, sv)),
+              { atol: tol, rtol: tol, label: `${op} ${s} ${dtype}` },
+            );
+            expectClose(
+              nums(new Tensor(N().scalarOp(op, xt.handle, s))),
+              XT.map((v) => binaryRef[op](v, sv)),
+              { atol: tol, rtol: tol, label: `${op} strided` },
+            );
           }
         }
       });
@@ -419,13 +539,29 @@ describe('where', () => {
   test('broadcasts condition and values; any condition dtype (nonzero = true)', () => {
     tidy(() => {
       const c = tensor([1, 0, 1], [3], { dtype: 'bool' });
-      const a = tensor([[1, 2, 3], [4, 5, 6]], undefined, { dtype: 'f64' });
+      const a = tensor(
+        [
+          [1, 2, 3],
+          [4, 5, 6],
+        ],
+        undefined,
+        { dtype: 'f64' },
+      );
       const b = tensor(-1, undefined, { dtype: 'f64' });
-      expect(where(c, a, b).tolist()).toEqual([[1, -1, 3], [4, -1, 6]]);
+      expect(where(c, a, b).tolist()).toEqual([
+        [1, -1, 3],
+        [4, -1, 6],
+      ]);
       const cf = tensor([[0.5], [0]], undefined, { dtype: 'f32' });
-      expect(where(cf, a, b).tolist()).toEqual([[1, 2, 3], [-1, -1, -1]]);
+      expect(where(cf, a, b).tolist()).toEqual([
+        [1, 2, 3],
+        [-1, -1, -1],
+      ]);
       const ci = tensor([0, 7, 0], [3], { dtype: 'i64' });
-      expect(where(ci, a.transpose(0, 1).transpose(0, 1), b).tolist()).toEqual([[-1, 2, -1], [-1, 5, -1]]);
+      expect(where(ci, a.transpose(0, 1).transpose(0, 1), b).tolist()).toEqual([
+        [-1, 2, -1],
+        [-1, 5, -1],
+      ]);
       const ib = tensor([1, 2, 3], [3], { dtype: 'i32' });
       expect(nums(new Tensor(N().where(c.handle, ib.handle, tensor([9], [1], { dtype: 'i32' }).handle)))).toEqual([1, 9, 3]);
       expect(code(() => N().where(c.handle, a.handle, tensor(1, undefined, { dtype: 'f32' }).handle))).toBe('E_DTYPE');
@@ -446,13 +582,29 @@ describe('where', () => {
 describe('in-place updates', () => {
   test('addInplace with alpha and a broadcast source; scaleInplace', () => {
     tidy(() => {
-      const d = tensor([[1, 2, 3], [4, 5, 6]], undefined, { dtype: 'f64' });
+      const d = tensor(
+        [
+          [1, 2, 3],
+          [4, 5, 6],
+        ],
+        undefined,
+        { dtype: 'f64' },
+      );
       d.addInplace(tensor([10, 20, 30], [3], { dtype: 'f64' }), 0.5);
-      expect(d.tolist()).toEqual([[6, 12, 18], [9, 15, 21]]);
+      expect(d.tolist()).toEqual([
+        [6, 12, 18],
+        [9, 15, 21],
+      ]);
       d.addInplace(tensor(1, undefined, { dtype: 'f64' }));
-      expect(d.tolist()).toEqual([[7, 13, 19], [10, 16, 22]]);
+      expect(d.tolist()).toEqual([
+        [7, 13, 19],
+        [10, 16, 22],
+      ]);
       N().scaleInplace(d.handle, -2);
-      expect(d.tolist()).toEqual([[-14, -26, -38], [-20, -32, -44]]);
+      expect(d.tolist()).toEqual([
+        [-14, -26, -38],
+        [-20, -32, -44],
+      ]);
       const i = tensor([1, 2], [2], { dtype: 'i32' });
       i.addInplace(tensor([3, 4], [2], { dtype: 'i32' }), 2);
       expect(nums(i)).toEqual([7, 10]);
@@ -464,13 +616,26 @@ describe('in-place updates', () => {
 
   test('addInplace into a strided view updates the base tensor', () => {
     tidy(() => {
-      const base = tensor([[1, 2], [3, 4]], undefined, { dtype: 'f32' });
-      const col = base.slice(1, 1, 2);  // [[2], [4]], stride 2
+      const base = tensor(
+        [
+          [1, 2],
+          [3, 4],
+        ],
+        undefined,
+        { dtype: 'f32' },
+      );
+      const col = base.slice(1, 1, 2); // [[2], [4]], stride 2
       col.addInplace(tensor([[10], [20]], undefined, { dtype: 'f32' }));
-      expect(base.tolist()).toEqual([[1, 12], [3, 24]]);
+      expect(base.tolist()).toEqual([
+        [1, 12],
+        [3, 24],
+      ]);
       const t = base.transpose(0, 1);
       N().scaleInplace(t.handle, 2);
-      expect(base.tolist()).toEqual([[2, 24], [6, 48]]);
+      expect(base.tolist()).toEqual([
+        [2, 24],
+        [6, 48],
+      ]);
     });
   });
 
@@ -478,7 +643,7 @@ describe('in-place updates', () => {
     tidy(() => {
       const d = tensor([1, 2, 3], [3]);
       expect(code(() => d.addInplace(tensor([1, 2], [2])))).toBe('E_SHAPE');
-      expect(code(() => d.addInplace(tensor([[1, 2, 3]], undefined)))).toBe('E_SHAPE');  // [1,3] does not fit [3]
+      expect(code(() => d.addInplace(tensor([[1, 2, 3]], undefined)))).toBe('E_SHAPE'); // [1,3] does not fit [3]
       expect(code(() => d.addInplace(tensor([1, 2, 3], [3], { dtype: 'f64' })))).toBe('E_DTYPE');
       expect(code(() => N().scaleInplace(tensor([1], [1], { dtype: 'bool' }).handle, 2))).toBe('E_DTYPE');
       expect(code(() => tensor([1], [1], { dtype: 'i32' }).addInplace(tensor([1], [1], { dtype: 'i32' }), 0.5))).toBe('E_DTYPE');
@@ -512,17 +677,40 @@ describeCuda('elementwise ops, CUDA vs CPU', () => {
   test('binary, scalar, where and in-place ops with broadcasting, all dtypes', () => {
     // [37, 64] + [64] and [3, 8, 64] + [8, 64]: the strided 16-byte vector path (a broadcast outer
     // dim, the innermost dense), as the bias add of a linear layer takes.
-    const shapes: [number[], number[]][] = [[[37, 65], [37, 65]], [[4, 5, 6], [5, 1]], [[3], [2, 1, 3]], [[], [7]],
-      [[37, 64], [64]], [[3, 8, 64], [8, 64]]];
+    const shapes: [number[], number[]][] = [
+      [
+        [37, 65],
+        [37, 65],
+      ],
+      [
+        [4, 5, 6],
+        [5, 1],
+      ],
+      [[3], [2, 1, 3]],
+      [[], [7]],
+      [[37, 64], [64]],
+      [
+        [3, 8, 64],
+        [8, 64],
+      ],
+    ];
     for (const [as, bs] of shapes) {
       for (const dt of ['f32', 'f64', 'f16', 'bf16', 'i32', 'i64'] as const) {
         tidy(() => {
           const isInt = dt === 'i32' || dt === 'i64';
-          const mk = (shape: number[], seed: number) => tensor(
-            seededValues(shape.reduce((x, y) => x * y, 1), seed).map((v) => (isInt ? Math.round(v * 5) : 0.5 + Math.abs(v))),
-            shape, { dtype: dt });
-          const a = mk(as, 51), b = mk(bs, 52);
-          const ag = a.cuda(), bg = b.cuda();
+          const mk = (shape: number[], seed: number) =>
+            tensor(
+              seededValues(
+                shape.reduce((x, y) => x * y, 1),
+                seed,
+              ).map((v) => (isInt ? Math.round(v * 5) : 0.5 + Math.abs(v))),
+              shape,
+              { dtype: dt },
+            );
+          const a = mk(as, 51),
+            b = mk(bs, 52);
+          const ag = a.cuda(),
+            bg = b.cuda();
           for (const op of [...ARITH, ...CMP]) {
             if (isInt && op === 'pow') continue;
             const c = new Tensor(N().binary(op, a.handle, b.handle));
@@ -538,10 +726,12 @@ describeCuda('elementwise ops, CUDA vs CPU', () => {
             expectClose(nums(g.cpu()), nums(c), { rtol: tolFor(dt), atol: 0, label: `scalar ${op} ${dt}` });
           }
           const cond = new Tensor(N().binary('gt', a.handle, b.handle));
-          const wc = where(cond, a, b), wg = where(cond.cuda(), ag, bg);
+          const wc = where(cond, a, b),
+            wg = where(cond.cuda(), ag, bg);
           expect(nums(wg.cpu())).toEqual(nums(wc));
           if (bshape(as, bs).join() === as.join()) {
-            const dc = a.clone(), dg = ag.clone();
+            const dc = a.clone(),
+              dg = ag.clone();
             dc.addInplace(b, isInt ? 3 : 0.5);
             dg.addInplace(bg, isInt ? 3 : 0.5);
             N().scaleInplace(dc.handle, isInt ? -2 : 1.5);
@@ -556,21 +746,34 @@ describeCuda('elementwise ops, CUDA vs CPU', () => {
   test('views that start inside a row (vector path with an offset base) and odd offsets (scalar path)', () => {
     for (const dt of ['f32', 'f16', 'bf16'] as const) {
       tidy(() => {
-        const base = tensor(seededValues(37 * 80, 71).map((v) => 0.5 + Math.abs(v)), [37, 80], { dtype: dt });
-        const other = tensor(seededValues(37 * 64, 72).map((v) => 0.5 + Math.abs(v)), [37, 64], { dtype: dt });
-        const bg = base.cuda(), og = other.cuda();
-        for (const start of [8, 3]) {  // 8: 16-byte aligned for every dtype here; 3: not
-          const a = base.slice(1, start, start + 64), ag = bg.slice(1, start, start + 64);
+        const base = tensor(
+          seededValues(37 * 80, 71).map((v) => 0.5 + Math.abs(v)),
+          [37, 80],
+          { dtype: dt },
+        );
+        const other = tensor(
+          seededValues(37 * 64, 72).map((v) => 0.5 + Math.abs(v)),
+          [37, 64],
+          { dtype: dt },
+        );
+        const bg = base.cuda(),
+          og = other.cuda();
+        for (const start of [8, 3]) {
+          // 8: 16-byte aligned for every dtype here; 3: not
+          const a = base.slice(1, start, start + 64),
+            ag = bg.slice(1, start, start + 64);
           for (const op of ['add', 'mul', 'div'] as const) {
             const c = new Tensor(N().binary(op, a.handle, other.handle));
             const g = new Tensor(N().binary(op, ag.handle, og.handle));
             expectClose(nums(g.cpu()), nums(c), { rtol: tolFor(dt), atol: 0, label: `${op} ${dt} view at ${start}` });
           }
-          const yc = wrapU('gelu_tanh', a), yg = wrapU('gelu_tanh', ag);
+          const yc = wrapU('gelu_tanh', a),
+            yg = wrapU('gelu_tanh', ag);
           expectClose(nums(yg.cpu()), nums(yc), { rtol: tolFor(dt), atol: tolFor(dt) * 1e-2, label: `gelu_tanh ${dt} view at ${start}` });
           expect(nums(ag.contiguous().cpu())).toEqual(nums(a.contiguous()));
           expect(nums(ag.transpose(0, 1).contiguous().cpu())).toEqual(nums(a.transpose(0, 1).contiguous()));
-          const dc = other.clone(), dg = og.clone();
+          const dc = other.clone(),
+            dg = og.clone();
           dc.addInplace(a, 0.5);
           dg.addInplace(ag, 0.5);
           expectClose(nums(dg.cpu()), nums(dc), { rtol: tolFor(dt), atol: 0, label: `in-place ${dt} from view at ${start}` });
@@ -581,7 +784,8 @@ describeCuda('elementwise ops, CUDA vs CPU', () => {
 
   test('operands on different devices are E_DEVICE', () => {
     tidy(() => {
-      const a = tensor([1, 2, 3], [3]), g = a.cuda();
+      const a = tensor([1, 2, 3], [3]),
+        g = a.cuda();
       expect(code(() => N().binary('add', a.handle, g.handle))).toBe('E_DEVICE');
       expect(code(() => N().where(tensor([1, 0, 1], [3], { dtype: 'bool' }).handle, g.handle, g.handle))).toBe('E_DEVICE');
       expect(code(() => N().addInplace(g.handle, a.handle, 1))).toBe('E_DEVICE');
@@ -593,7 +797,8 @@ describeCuda('elementwise ops, CUDA vs CPU', () => {
     tidy(() => {
       const a = randomTensor([3, 4], 61, { dtype: 'f32', offset: 1.5, requiresGrad: true });
       const b = randomTensor([4], 62, { dtype: 'f32', offset: 1.5, requiresGrad: true });
-      const ag = a.detach().cuda().requiresGrad_(true), bg = b.detach().cuda().requiresGrad_(true);
+      const ag = a.detach().cuda().requiresGrad_(true),
+        bg = b.detach().cuda().requiresGrad_(true);
       const f = (x: Tensor, y: Tensor) => tanh(pow(div(mul(x, y), add(x, y)), sub(y, 1))).sum();
       f(a, b).backward();
       f(ag, bg).backward();

@@ -92,7 +92,9 @@ describe('embedding', () => {
       const f = tensor([1, 7], [2], { dtype: 'f32' });
       expect(codeOf(() => embedding(w, f.to('i32')).toArray())).toBe('E_INDEX');
       const gy = tensor(new Array(6).fill(1), [2, D], { dtype: 'f32' });
-      expect(codeOf(() => new Tensor(native().embeddingBackward(gy.handle, tensor([0, 5], [2], { dtype: 'i32' }).handle, V)).toArray())).toBe('E_INDEX');
+      expect(
+        codeOf(() => new Tensor(native().embeddingBackward(gy.handle, tensor([0, 5], [2], { dtype: 'i32' }).handle, V)).toArray()),
+      ).toBe('E_INDEX');
       // The executor is healthy afterwards.
       expect(nums(embedding(w, tensor([4], [1], { dtype: 'i32' })))).toEqual(wv.slice(12).map(Math.fround));
     });
@@ -121,7 +123,7 @@ describeCuda('embedding, CUDA vs CPU', () => {
         const V = 1000;
         const D = 96;
         const n = 4096;
-        const idv = seededValues(n, 41).map((v) => Math.floor((v + 1) * 0.5 * 37) * 17 % V);  // few distinct ids
+        const idv = seededValues(n, 41).map((v) => (Math.floor((v + 1) * 0.5 * 37) * 17) % V); // few distinct ids
         const wv = seededValues(V * D, 42);
         const gv = seededValues(n * D, 43);
         for (const idt of ['i32', 'i64'] as const) {

@@ -52,7 +52,12 @@ describe('crossEntropy', () => {
   const tv = [1, 4, -100, 0, 3, 4];
 
   test.each([
-    ['mean', 0], ['sum', 0], ['none', 0], ['mean', 0.1], ['sum', 0.25], ['none', 0.3],
+    ['mean', 0],
+    ['sum', 0],
+    ['none', 0],
+    ['mean', 0.1],
+    ['sum', 0.25],
+    ['none', 0.3],
   ] as [Reduction, number][])('f32 values, reduction %s, labelSmoothing %d', (reduction, labelSmoothing) => {
     for (const idt of ['i32', 'i64'] as const) {
       tidy(() => {
@@ -79,7 +84,11 @@ describe('crossEntropy', () => {
   });
 
   test.each([
-    ['mean', 0], ['sum', 0], ['none', 0], ['mean', 0.2], ['none', 0.1],
+    ['mean', 0],
+    ['sum', 0],
+    ['none', 0],
+    ['mean', 0.2],
+    ['none', 0.1],
   ] as [Reduction, number][])('gradient matches finite differences (f64), %s, smoothing %d', (reduction, labelSmoothing) => {
     const x = randomTensor([N, C], 52, { requiresGrad: true, scale: 3 });
     const t = tensor(tv, [N], { dtype: 'i64' });
@@ -117,7 +126,10 @@ describe('crossEntropy', () => {
     });
   });
 
-  test.each([['f16', 5e-3], ['bf16', 3e-2]] as const)('%s logits: f32 loss, gradient in the logits dtype, close to float64', (dtype, tol) => {
+  test.each([
+    ['f16', 5e-3],
+    ['bf16', 3e-2],
+  ] as const)('%s logits: f32 loss, gradient in the logits dtype, close to float64', (dtype, tol) => {
     tidy(() => {
       const x = tensor(xv, [N, C], { dtype, requiresGrad: true });
       const t = tensor(tv, [N], { dtype: 'i32' });
@@ -148,7 +160,9 @@ describe('crossEntropy', () => {
       const N_ = native();
       const good = bad([0, 1, 2, 3, 4, 0]);
       const [loss, lse] = N_.crossEntropy(x.handle, good.handle, -100, 'mean', 0);
-      expect(codeOf(() => new Tensor(N_.crossEntropyBackward(x.handle, bad([7, 1, 2, 3, 4, 0]).handle, lse, loss, -100, 'mean', 0)).toArray())).toBe('E_INDEX');
+      expect(
+        codeOf(() => new Tensor(N_.crossEntropyBackward(x.handle, bad([7, 1, 2, 3, 4, 0]).handle, lse, loss, -100, 'mean', 0)).toArray()),
+      ).toBe('E_INDEX');
       N_.dispose(loss);
       N_.dispose(lse);
       expect(nums(crossEntropy(x, good)).every(Number.isFinite)).toBe(true);
@@ -180,7 +194,11 @@ describe('crossEntropy', () => {
 
 describeCuda('crossEntropy, CUDA vs CPU', () => {
   const cases: [number, number, Reduction, number][] = [
-    [7, 5, 'mean', 0], [64, 1000, 'sum', 0.1], [9, 3000, 'none', 0], [4, 50000, 'mean', 0.1], [3000, 17, 'mean', 0],
+    [7, 5, 'mean', 0],
+    [64, 1000, 'sum', 0.1],
+    [9, 3000, 'none', 0],
+    [4, 50000, 'mean', 0.1],
+    [3000, 17, 'mean', 0],
   ];
   for (const dtype of ['f32', 'f64', 'f16', 'bf16'] as const) {
     test.each(cases)(`${dtype}: N %d, C %d, %s, smoothing %d`, (n, c, reduction, labelSmoothing) => {

@@ -27,13 +27,15 @@ describe('matmul forward', () => {
     tidy(() => {
       const a = randomTensor([3, 4], 1);
       const b = randomTensor([4, 2], 2);
-      const av = vals(a), bv = vals(b);
+      const av = vals(a),
+        bv = vals(b);
       const ref: number[] = [];
-      for (let i = 0; i < 3; i++) for (let j = 0; j < 2; j++) {
-        let s = 0;
-        for (let k = 0; k < 4; k++) s += av[i * 4 + k] * bv[k * 2 + j];
-        ref.push(s);
-      }
+      for (let i = 0; i < 3; i++)
+        for (let j = 0; j < 2; j++) {
+          let s = 0;
+          for (let k = 0; k < 4; k++) s += av[i * 4 + k] * bv[k * 2 + j];
+          ref.push(s);
+        }
       const y = matmul(a, b);
       expect(y.shape).toEqual([3, 2]);
       expectClose(vals(y), ref, { atol: 1e-12 });
@@ -56,13 +58,16 @@ describe('matmul forward', () => {
       const bias = randomTensor([4], 3);
       const y = linear(x, w, bias);
       expect(y.shape).toEqual([2, 3, 4]);
-      const xv = vals(x), wv = vals(w), bv = vals(bias);
+      const xv = vals(x),
+        wv = vals(w),
+        bv = vals(bias);
       const ref: number[] = [];
-      for (let r = 0; r < 6; r++) for (let o = 0; o < 4; o++) {
-        let s = bv[o];
-        for (let i = 0; i < 5; i++) s += xv[r * 5 + i] * wv[o * 5 + i];
-        ref.push(s);
-      }
+      for (let r = 0; r < 6; r++)
+        for (let o = 0; o < 4; o++) {
+          let s = bv[o];
+          for (let i = 0; i < 5; i++) s += xv[r * 5 + i] * wv[o * 5 + i];
+          ref.push(s);
+        }
       expectClose(vals(y), ref, { atol: 1e-12 });
       expect(linear(randomTensor([5], 4), w).shape).toEqual([4]);
     });
@@ -130,7 +135,9 @@ describe('linear gradients (finite differences, f64)', () => {
     gradcheck((x, w, b) => conv1d(x, w, b), [g([2, 3, 5], 14), g([5, 4], 15), g([4], 16)]);
     gradcheck((x, w) => conv1d(x, w), [g([5], 17), g([5, 4], 18)]);
     tidy(() => {
-      const x = randomTensor([2, 3, 5], 1), w = randomTensor([5, 4], 2), b = randomTensor([4], 3);
+      const x = randomTensor([2, 3, 5], 1),
+        w = randomTensor([5, 4], 2),
+        b = randomTensor([4], 3);
       expectClose(vals(conv1d(x, w, b)), vals(matmul(x, w).add(b)), { atol: 1e-12 });
       expect(code(() => conv1d(x, randomTensor([4, 5], 2)))).toBe('E_SHAPE');
       expect(code(() => conv1d(x, w, randomTensor([5], 3)))).toBe('E_SHAPE');
@@ -140,7 +147,9 @@ describe('linear gradients (finite differences, f64)', () => {
 
   test('the bias goes into the product in place: one output tensor, not two', () => {
     tidy(() => {
-      const x = randomTensor([64, 32], 1), w = randomTensor([32, 16], 2), b = randomTensor([16], 3);
+      const x = randomTensor([64, 32], 1),
+        w = randomTensor([32, 16], 2),
+        b = randomTensor([16], 3);
       const wt = transpose(w, 0, 1);
       let before = liveTensors().cpu.count;
       conv1d(x, w, b);
@@ -153,7 +162,8 @@ describe('linear gradients (finite differences, f64)', () => {
 
   test('the weight gradient is contiguous in the [out, in] layout', () => {
     tidy(() => {
-      const x = g([6, 5], 1), w = g([4, 5], 2);
+      const x = g([6, 5], 1),
+        w = g([4, 5], 2);
       linear(x, w).sum().backward();
       expect(w.grad!.shape).toEqual([4, 5]);
       expect(w.grad!.isContiguous).toBe(true);
@@ -170,12 +180,16 @@ describeCuda('matmul and linear gradients on CUDA vs CPU', () => {
         return t;
       };
       const run = (device: string) => {
-        const x = mk([2, 7, 33], 1, device), w = mk([17, 33], 2, device), b = mk([17], 3, device), m = mk([2, 17, 5], 4, device);
+        const x = mk([2, 7, 33], 1, device),
+          w = mk([17, 33], 2, device),
+          b = mk([17], 3, device),
+          m = mk([2, 17, 5], 4, device);
         const y = matmul(linear(x, w, b), m);
         y.sum().backward();
         return [y, x.grad!, w.grad!, b.grad!, m.grad!].map((t) => vals(toDevice(t, 'cpu')));
       };
-      const cpu = run('cpu'), gpu = run('cuda');
+      const cpu = run('cpu'),
+        gpu = run('cuda');
       cpu.forEach((c, i) => expectClose(gpu[i], c, { atol: 1e-3, rtol: 1e-4, label: `tensor ${i}` }));
     });
   });

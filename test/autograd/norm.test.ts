@@ -64,7 +64,9 @@ describe('layerNorm', () => {
   test('saved statistics: mean and rstd, f32 per row', () => {
     tidy(() => {
       const x = tensor(xv, [4, D], { dtype: 'f16' });
-      const [y, mean, rstd] = native().layerNorm(x.handle, null, null, 1e-5).map((h) => new Tensor(h));
+      const [y, mean, rstd] = native()
+        .layerNorm(x.handle, null, null, 1e-5)
+        .map((h) => new Tensor(h));
       expect(y.dtype).toBe('f16');
       expect(mean.dtype).toBe('f32');
       expect(rstd.dtype).toBe('f32');
@@ -127,7 +129,10 @@ describe('layerNorm', () => {
     });
   });
 
-  test.each([['f16', 1e-2, 1e-2], ['bf16', 5e-2, 2e-2]] as const)('%s results are close to float64', (dtype, atol, rtol) => {
+  test.each([
+    ['f16', 1e-2, 1e-2],
+    ['bf16', 5e-2, 2e-2],
+  ] as const)('%s results are close to float64', (dtype, atol, rtol) => {
     tidy(() => {
       const x = tensor(xv, [4, D], { dtype });
       const w = tensor(wv, [D], { dtype });
@@ -172,7 +177,9 @@ describe('rmsNorm', () => {
       const w = tensor(wv, [D], { dtype: 'f32' });
       expectClose(nums(rmsNorm(x, w)), refRmsNorm(xv, D, wv, 1e-6), { atol: 1e-5, rtol: 1e-5 });
       expectClose(nums(rmsNorm(x, null, 0.1)), refRmsNorm(xv, D, null, 0.1), { atol: 1e-5, rtol: 1e-5 });
-      const [, rstd] = native().rmsNorm(x.handle, null, 1e-6).map((h) => new Tensor(h));
+      const [, rstd] = native()
+        .rmsNorm(x.handle, null, 1e-6)
+        .map((h) => new Tensor(h));
       expect(rstd.dtype).toBe('f32');
       expect(rstd.shape).toEqual([3]);
     });
@@ -189,7 +196,10 @@ describe('rmsNorm', () => {
     w.dispose();
   });
 
-  test.each([['f16', 1e-2, 1e-2], ['bf16', 5e-2, 2e-2]] as const)('%s results and gradients are close', (dtype, atol, rtol) => {
+  test.each([
+    ['f16', 1e-2, 1e-2],
+    ['bf16', 5e-2, 2e-2],
+  ] as const)('%s results and gradients are close', (dtype, atol, rtol) => {
     tidy(() => {
       const x = tensor(xv, [3, D], { dtype, requiresGrad: true });
       const w = tensor(wv, [D], { dtype, requiresGrad: true });
@@ -224,7 +234,13 @@ describe('rmsNorm', () => {
 });
 
 describeCuda('layerNorm and rmsNorm, CUDA vs CPU', () => {
-  const shapes: [number, number][] = [[5, 8], [33, 1000], [7, 3000], [300, 64], [2, 40000]];
+  const shapes: [number, number][] = [
+    [5, 8],
+    [33, 1000],
+    [7, 3000],
+    [300, 64],
+    [2, 40000],
+  ];
   for (const dtype of ['f32', 'f64', 'f16', 'bf16'] as const) {
     test.each(shapes)(`${dtype} forward and backward with parameters, rows %d, D %d`, (rows, D) => {
       tidy(() => {
@@ -234,7 +250,7 @@ describeCuda('layerNorm and rmsNorm, CUDA vs CPU', () => {
         const bv = seededValues(D, 3);
         const gv = seededValues(n, 4);
         const tol = dtype === 'f64' ? 1e-10 : dtype === 'f32' ? 2e-4 : dtype === 'f16' ? 1e-2 : 5e-2;
-        const sumTol = dtype === 'f64' ? 1e-9 : dtype === 'f32' ? 1e-3 : 0.1;  // reductions over rows
+        const sumTol = dtype === 'f64' ? 1e-9 : dtype === 'f32' ? 1e-3 : 0.1; // reductions over rows
         const mk = (device: string) => ({
           x: tensor(xv, [rows, D], { dtype, device, requiresGrad: true }),
           w: tensor(wv, [D], { dtype, device, requiresGrad: true }),

@@ -32,7 +32,9 @@ function refReduce(op: ReduceOp, shape: number[], vals: number[], dims: number[]
   const nOut = keptShape.reduce((a, b) => a * b, 1);
   const groups: number[][] = Array.from({ length: nOut }, () => []);
   vals.forEach((v, flat) => {
-    let rem = flat, o = 0, mul = 1;
+    let rem = flat,
+      o = 0,
+      mul = 1;
     for (let d = nd - 1; d >= 0; d--) {
       const i = rem % shape[d];
       rem = Math.floor(rem / shape[d]);
@@ -43,21 +45,57 @@ function refReduce(op: ReduceOp, shape: number[], vals: number[], dims: number[]
   });
   const f = (g: number[]): number => {
     switch (op) {
-      case 'sum': return g.reduce((a, b) => a + b, 0);
-      case 'mean': return g.reduce((a, b) => a + b, 0) / g.length;
-      case 'max': return g.some(Number.isNaN) ? NaN : g.reduce((a, b) => Math.max(a, b), -Infinity);
-      case 'min': return g.some(Number.isNaN) ? NaN : g.reduce((a, b) => Math.min(a, b), Infinity);
-      case 'sumsq': return g.reduce((a, b) => a + b * b, 0);
-      case 'absmax': return g.reduce((a, b) => Math.max(a, Math.abs(b)), 0);
+      case 'sum':
+        return g.reduce((a, b) => a + b, 0);
+      case 'mean':
+        return g.reduce((a, b) => a + b, 0) / g.length;
+      case 'max':
+        return g.some(Number.isNaN) ? NaN : g.reduce((a, b) => Math.max(a, b), -Infinity);
+      case 'min':
+        return g.some(Number.isNaN) ? NaN : g.reduce((a, b) => Math.min(a, b), Infinity);
+      case 'sumsq':
+        return g.reduce((a, b) => a + b * b, 0);
+      case 'absmax':
+        return g.reduce((a, b) => Math.max(a, Math.abs(b)), 0);
     }
   };
   return [outShape, groups.map(f)];
 }
 
 const CASES: [number[], number[]][] = [
-  [[2, 3, 4], [0]], [[2, 3, 4], [1]], [[2, 3, 4], [2]], [[2, 3, 4], [0, 2]], [[2, 3, 4], [0, 1]],
-  [[2, 3, 4], [1, 2]], [[2, 3, 4], [0, 1, 2]], [[2, 3, 4], [-1]], [[2, 3, 4], []], [[5], [0]],
-  [[3, 1, 4], [0, 2]], [[1, 7, 1], [1]], [[300, 513], [0]], [[3, 5, 700], [1]], [[2, 3, 4, 5], [1, 3]],
+  [[2, 3, 4], [0]],
+  [[2, 3, 4], [1]],
+  [[2, 3, 4], [2]],
+  [
+    [2, 3, 4],
+    [0, 2],
+  ],
+  [
+    [2, 3, 4],
+    [0, 1],
+  ],
+  [
+    [2, 3, 4],
+    [1, 2],
+  ],
+  [
+    [2, 3, 4],
+    [0, 1, 2],
+  ],
+  [[2, 3, 4], [-1]],
+  [[2, 3, 4], []],
+  [[5], [0]],
+  [
+    [3, 1, 4],
+    [0, 2],
+  ],
+  [[1, 7, 1], [1]],
+  [[300, 513], [0]],
+  [[3, 5, 700], [1]],
+  [
+    [2, 3, 4, 5],
+    [1, 3],
+  ],
 ];
 
 describe('reduce', () => {
@@ -157,7 +195,14 @@ describe('reduce', () => {
 
   test('NaN propagates through max, min and absmax', () => {
     tidy(() => {
-      const x = tensor([[1, NaN, 3], [4, 5, 6]], undefined, { dtype: 'f32' });
+      const x = tensor(
+        [
+          [1, NaN, 3],
+          [4, 5, 6],
+        ],
+        undefined,
+        { dtype: 'f32' },
+      );
       expect(nums(x.max(1))).toEqual([NaN, 6]);
       expect(nums(x.min(1))).toEqual([NaN, 4]);
       expect(nums(x.max(0))).toEqual([4, NaN, 6]);
@@ -168,7 +213,14 @@ describe('reduce', () => {
   test('integer sum, max, min; other integer reductions and bool are E_DTYPE', () => {
     for (const dtype of ['i32', 'i64'] as const) {
       tidy(() => {
-        const x = tensor([[1, -5, 3], [7, 2, -8]], undefined, { dtype });
+        const x = tensor(
+          [
+            [1, -5, 3],
+            [7, 2, -8],
+          ],
+          undefined,
+          { dtype },
+        );
         expect(x.sum(1).dtype).toBe(dtype);
         expect(nums(x.sum(1))).toEqual([-1, 1]);
         expect(nums(x.sum(0))).toEqual([8, -3, -5]);
@@ -188,7 +240,10 @@ describe('reduce', () => {
   test('f16 and bf16 accumulate in f32 and agree with f32 within output rounding', () => {
     tidy(() => {
       const vals = seededValues(4 * 1000, 23).map((v) => v + 0.1);
-      for (const [dt, eps] of [['f16', 2 ** -10], ['bf16', 2 ** -7]] as const) {
+      for (const [dt, eps] of [
+        ['f16', 2 ** -10],
+        ['bf16', 2 ** -7],
+      ] as const) {
         const x = tensor(vals, [4, 1000], { dtype: dt });
         const x32 = x.cast('f32');
         for (const op of OPS) {
@@ -216,11 +271,15 @@ describe('reduce', () => {
   });
 
   const GRAD: [number[], number[] | undefined, boolean][] = [
-    [[3, 4], undefined, false], [[3, 4], [0], false], [[3, 4], [1], true], [[2, 3, 4], [0, 2], true], [[2, 3, 4], [-2], false],
+    [[3, 4], undefined, false],
+    [[3, 4], [0], false],
+    [[3, 4], [1], true],
+    [[2, 3, 4], [0, 2], true],
+    [[2, 3, 4], [-2], false],
   ];
   test.each(GRAD)('gradcheck sum/mean/max/min on %j over %j keepdim=%j', (shape, dims, keepdim) => {
     for (const op of ['sum', 'mean', 'max', 'min'] as const) {
-      const x = randomTensor(shape, 5, { requiresGrad: true });  // distinct values: no ties
+      const x = randomTensor(shape, 5, { requiresGrad: true }); // distinct values: no ties
       gradcheck((t) => reduce(op, t, dims, keepdim), [x]);
       x.dispose();
     }
@@ -228,12 +287,25 @@ describe('reduce', () => {
 
   test('max/min share the gradient among tied elements', () => {
     tidy(() => {
-      const x = tensor([[1, 3, 3], [2, 0, 0]], undefined, { dtype: 'f64', requiresGrad: true });
+      const x = tensor(
+        [
+          [1, 3, 3],
+          [2, 0, 0],
+        ],
+        undefined,
+        { dtype: 'f64', requiresGrad: true },
+      );
       x.max(1).sum().backward();
-      expect(x.grad!.tolist()).toEqual([[0, 0.5, 0.5], [1, 0, 0]]);
+      expect(x.grad!.tolist()).toEqual([
+        [0, 0.5, 0.5],
+        [1, 0, 0],
+      ]);
       x.zeroGrad();
       x.min(1).sum().backward();
-      expect(x.grad!.tolist()).toEqual([[1, 0, 0], [0, 0.5, 0.5]]);
+      expect(x.grad!.tolist()).toEqual([
+        [1, 0, 0],
+        [0, 0.5, 0.5],
+      ]);
     });
   });
 });
@@ -271,7 +343,15 @@ describe('norm', () => {
 describe('argmax', () => {
   test('first index on ties, NaN counts as the maximum, any dim, keepdim', () => {
     tidy(() => {
-      const x = tensor([[1, 5, 5, 2], [7, 7, 0, 7], [0, NaN, 9, NaN]], undefined, { dtype: 'f32' });
+      const x = tensor(
+        [
+          [1, 5, 5, 2],
+          [7, 7, 0, 7],
+          [0, NaN, 9, NaN],
+        ],
+        undefined,
+        { dtype: 'f32' },
+      );
       const a = argmax(x, 1);
       expect(a.dtype).toBe('i64');
       expect(nums(a)).toEqual([1, 0, 1]);
@@ -302,10 +382,14 @@ describe('argmax', () => {
         const st = [56, 8, 1];
         const kept = [0, 1, 2].filter((k) => k !== d);
         for (let o = 0; o < ref.length; o++) {
-          const i0 = Math.floor(o / shape[kept[1]]), i1 = o % shape[kept[1]];
+          const i0 = Math.floor(o / shape[kept[1]]),
+            i1 = o % shape[kept[1]];
           for (let r = 0; r < shape[d]; r++) {
             const flat = i0 * st[kept[0]] + i1 * st[kept[1]] + r * st[d];
-            if (vals[flat] === ref[o]) { idx.push(r); break; }
+            if (vals[flat] === ref[o]) {
+              idx.push(r);
+              break;
+            }
           }
         }
         expect(got).toEqual(idx);
@@ -319,7 +403,20 @@ describe('sumTo', () => {
     tidy(() => {
       const vals = seededValues(24, 31);
       const x = tensor(vals, [2, 3, 4], { dtype: 'f64' });
-      const cases: [number[], number[]][] = [[[3, 1], [0, 2]], [[4], [0, 1]], [[], [0, 1, 2]], [[1, 1, 4], [0, 1]], [[2, 1, 4], [1]], [[2, 3, 4], []]];
+      const cases: [number[], number[]][] = [
+        [
+          [3, 1],
+          [0, 2],
+        ],
+        [[4], [0, 1]],
+        [[], [0, 1, 2]],
+        [
+          [1, 1, 4],
+          [0, 1],
+        ],
+        [[2, 1, 4], [1]],
+        [[2, 3, 4], []],
+      ];
       for (const [target, dims] of cases) {
         const y = new Tensor(N().sumTo(x.handle, target));
         expect(y.shape).toEqual(target);
@@ -339,16 +436,30 @@ describeCuda('reductions, CUDA vs CPU', () => {
 
   test('every op over many shapes and dims (rows, warps, blocks, two-pass, columns), every float dtype', () => {
     const cases: [number[], number[]][] = [
-      ...CASES, [[1000, 100], [1]], [[3, 200000], [1]], [[1, 1000000], [1]], [[1000000], [0]],
-      [[5000, 3], [0]], [[2, 64, 40], [0, 2]], [[7, 300, 5], [1]],
+      ...CASES,
+      [[1000, 100], [1]],
+      [[3, 200000], [1]],
+      [[1, 1000000], [1]],
+      [[1000000], [0]],
+      [[5000, 3], [0]],
+      [
+        [2, 64, 40],
+        [0, 2],
+      ],
+      [[7, 300, 5], [1]],
       // column sums on the 16-byte vector path over several row chunks (I a multiple of 8)
-      [[520, 768], [0]], [[3, 300, 64], [1]],
+      [[520, 768], [0]],
+      [[3, 300, 64], [1]],
     ];
     for (const [shape, dims] of cases) {
       for (const dt of ['f32', 'f64', 'f16', 'bf16'] as const) {
         tidy(() => {
           const n = shape.reduce((a, b) => a * b, 1);
-          const x = tensor(seededValues(n, 37).map((v) => v + 0.05), shape, { dtype: dt });
+          const x = tensor(
+            seededValues(n, 37).map((v) => v + 0.05),
+            shape,
+            { dtype: dt },
+          );
           const xg = x.cuda();
           for (const op of OPS) {
             for (const keepdim of [false, true]) {
@@ -380,16 +491,26 @@ describeCuda('reductions, CUDA vs CPU', () => {
         expectClose(nums(g.cpu()), nums(c), { rtol: 1e-5, atol: 1e-5 });
       }
       for (const dt of ['i32', 'i64'] as const) {
-        const xi = tensor(seededValues(4000, 43).map((v) => Math.round(v * 100)), [40, 100], { dtype: dt });
+        const xi = tensor(
+          seededValues(4000, 43).map((v) => Math.round(v * 100)),
+          [40, 100],
+          { dtype: dt },
+        );
         for (const op of ['sum', 'max', 'min'] as ReduceOp[])
           for (const dims of [[0], [1], [0, 1]])
-            expect(nums(new Tensor(N().reduce(op, xi.cuda().handle, dims, false)).cpu())).toEqual(nums(new Tensor(N().reduce(op, xi.handle, dims, false))));
+            expect(nums(new Tensor(N().reduce(op, xi.cuda().handle, dims, false)).cpu())).toEqual(
+              nums(new Tensor(N().reduce(op, xi.handle, dims, false))),
+            );
       }
       const e = zeros([0, 3], { device: 'cuda' });
       expect(nums(e.sum(0).cpu())).toEqual([0, 0, 0]);
       expect(tensor(5, undefined, { device: 'cuda' }).sum().item()).toBe(5);
       for (const dt of ['f32', 'f16', 'i64'] as const) {
-        const a = tensor(seededValues(3000, 47).map((v) => Math.round(v * 20)), [30, 100], { dtype: dt });
+        const a = tensor(
+          seededValues(3000, 47).map((v) => Math.round(v * 20)),
+          [30, 100],
+          { dtype: dt },
+        );
         for (const d of [0, 1]) expect(nums(argmax(a.cuda(), d).cpu())).toEqual(nums(argmax(a, d)));
       }
       const big = tensor(seededValues(100000, 53), [100000], { dtype: 'f32' });
@@ -398,13 +519,19 @@ describeCuda('reductions, CUDA vs CPU', () => {
       expect(argmax(nan.cuda(), 0).item()).toBe(1);
       const s = randomTensor([2, 3, 4], 59, { dtype: 'f32' });
       for (const target of [[3, 1], [4], [], [2, 1, 4]])
-        expectClose(nums(new Tensor(N().sumTo(s.cuda().handle, target)).cpu()), nums(new Tensor(N().sumTo(s.handle, target))), { rtol: 1e-6, atol: 1e-6 });
+        expectClose(nums(new Tensor(N().sumTo(s.cuda().handle, target)).cpu()), nums(new Tensor(N().sumTo(s.handle, target))), {
+          rtol: 1e-6,
+          atol: 1e-6,
+        });
       // a bias gradient at a training shape: [8, 512, 768] summed to [768]
       for (const dt of ['f32', 'bf16'] as const) {
         const gb = tensor(seededValues(8 * 512 * 768, 67), [8, 512, 768], { dtype: dt });
         const tol = dt === 'f32' ? 1e-4 : 2 ** -6;
-        expectClose(nums(new Tensor(N().sumTo(gb.cuda().handle, [768])).cpu()), nums(new Tensor(N().sumTo(gb.handle, [768]))),
-          { rtol: tol, atol: tol * 8, label: `sumTo ${dt}` });
+        expectClose(nums(new Tensor(N().sumTo(gb.cuda().handle, [768])).cpu()), nums(new Tensor(N().sumTo(gb.handle, [768]))), {
+          rtol: tol,
+          atol: tol * 8,
+          label: `sumTo ${dt}`,
+        });
       }
     });
   });
@@ -413,7 +540,12 @@ describeCuda('reductions, CUDA vs CPU', () => {
     tidy(() => {
       const x = randomTensor([5, 6], 61, { dtype: 'f32', requiresGrad: true });
       const xg = x.detach().cuda().requiresGrad_(true);
-      const f = (t: Tensor) => reduce('sum', reduce('max', t, 1)).add(reduce('mean', t, 0).sum()).add(norm(t)).add(norm(t, 1, 1).sum()).add(norm(t, Infinity));
+      const f = (t: Tensor) =>
+        reduce('sum', reduce('max', t, 1))
+          .add(reduce('mean', t, 0).sum())
+          .add(norm(t))
+          .add(norm(t, 1, 1).sum())
+          .add(norm(t, Infinity));
       f(x).backward();
       f(xg).backward();
       expectClose(nums(xg.grad!.cpu()), nums(x.grad!), { rtol: 1e-5, atol: 1e-6 });

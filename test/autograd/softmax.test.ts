@@ -63,7 +63,7 @@ describe('softmax and logSoftmax', () => {
   test('non-contiguous input (a transposed view)', () => {
     tidy(() => {
       const x = tensor(vals, shape, { dtype: 'f64' });
-      const xt = x.transpose(0, 2);  // [5, 4, 3]
+      const xt = x.transpose(0, 2); // [5, 4, 3]
       const dense = xt.contiguous();
       const ref = refSoftmax(nums(dense), [5, 4, 3], -1, false);
       expectClose(nums(softmax(xt, -1)), ref, { atol: 1e-12, rtol: 1e-12 });
@@ -95,10 +95,13 @@ describe('softmax and logSoftmax', () => {
     });
   });
 
-  test.each([['f16', 2e-3, 1e-2], ['bf16', 8e-3, 2e-2]] as const)('%s results are close to float64', (dtype, atol, rtol) => {
+  test.each([
+    ['f16', 2e-3, 1e-2],
+    ['bf16', 8e-3, 2e-2],
+  ] as const)('%s results are close to float64', (dtype, atol, rtol) => {
     tidy(() => {
       const x = tensor(vals, shape, { dtype });
-      const exact = nums(x.to('f64'));  // the reference sees the rounded inputs
+      const exact = nums(x.to('f64')); // the reference sees the rounded inputs
       for (const dim of [0, -1]) {
         const y = softmax(x, dim);
         expect(y.dtype).toBe(dtype);
@@ -144,7 +147,13 @@ describe('softmax and logSoftmax', () => {
 
 describeCuda('softmax and logSoftmax, CUDA vs CPU', () => {
   const cases: [number[], number][] = [
-    [[6, 7], -1], [[5, 1000], -1], [[3, 3000], -1], [[2, 40000], -1], [[4, 33, 9], 1], [[64, 5], 0], [[2, 3], 0],
+    [[6, 7], -1],
+    [[5, 1000], -1],
+    [[3, 3000], -1],
+    [[2, 40000], -1],
+    [[4, 33, 9], 1],
+    [[64, 5], 0],
+    [[2, 3], 0],
   ];
   for (const dtype of ['f32', 'f64', 'f16', 'bf16'] as const) {
     test.each(cases)(`${dtype} forward and backward, shape %j dim %d`, (shape, dim) => {

@@ -1,6 +1,19 @@
 import {
-  Tensor, tensor, ones, tidy, noGrad, liveTensors, SiftError, concat, split, linear, crossEntropy, layerNorm,
-  keep, randn, zeros, embedding,
+  tensor,
+  ones,
+  tidy,
+  noGrad,
+  liveTensors,
+  SiftError,
+  concat,
+  split,
+  linear,
+  crossEntropy,
+  layerNorm,
+  keep,
+  randn,
+  zeros,
+  embedding,
 } from '../../lib';
 import { gradcheck, randomTensor } from '../helpers/gradcheck';
 
@@ -19,11 +32,14 @@ describe('autograd tape', () => {
     gradcheck((a) => a.reshape(6, 4).transpose(0, 1).slice(0, 1, 3), [x]);
     gradcheck((a) => a.permute(2, 0, 1).contiguous(), [x]);
     gradcheck((a) => a.slice(2, 1).unsqueeze(0).expand(3, 2, 3, 3), [x]);
-    gradcheck((a) => {
-      const [p, q] = split(a, [1, 2], 1);
-      return concat([q, p], 1);
-    }, [x]);
-    gradcheck((a) => split(a, 3, 2)[1], [x]);  // only one output of split is used
+    gradcheck(
+      (a) => {
+        const [p, q] = split(a, [1, 2], 1);
+        return concat([q, p], 1);
+      },
+      [x],
+    );
+    gradcheck((a) => split(a, 3, 2)[1], [x]); // only one output of split is used
     x.dispose();
   });
 
@@ -35,11 +51,11 @@ describe('autograd tape', () => {
         w.zeroGrad();
         let peak = 0;
         const loss = tidy(() => {
-          const a = x.matmul(w);            // matmul's backward reads x and w, not a
-          const b = a.add(1);               // add reads neither input
+          const a = x.matmul(w); // matmul's backward reads x and w, not a
+          const b = a.add(1); // add reads neither input
           if (release) a.releaseData();
           const bytes = liveTensors().cpu.bytes;
-          const c = b.mul(b);               // mul saves b
+          const c = b.mul(b); // mul saves b
           peak = Math.max(peak, bytes);
           const l = c.sum();
           l.backward();
@@ -51,14 +67,14 @@ describe('autograd tape', () => {
       };
       const kept = run(false);
       const freed = run(true);
-      expect(freed.g).toEqual(kept.g);                          // the same gradients, bit for bit
-      expect(kept.peak - freed.peak).toBe(128 * 64 * 8);         // a's f64 buffer was gone
+      expect(freed.g).toEqual(kept.g); // the same gradients, bit for bit
+      expect(kept.peak - freed.peak).toBe(128 * 64 * 8); // a's f64 buffer was gone
       const t = x.add(1);
       t.releaseData();
       expect(t.isDisposed).toBe(true);
-      expect(t.shape).toEqual([128, 64]);                        // metadata stays readable
+      expect(t.shape).toEqual([128, 64]); // metadata stays readable
       expect(codeOf(() => t.toArray())).toBe('E_DISPOSED');
-      t.releaseData();                                           // a no-op the second time
+      t.releaseData(); // a no-op the second time
     });
   });
 
@@ -84,7 +100,7 @@ describe('autograd tape', () => {
     expect(z.requiresGrad).toBe(true);
     expect(z.gradFn).not.toBeNull();
     expect(codeOf(() => y.sum().backward())).toBe('E_AUTOGRAD');
-    expect(codeOf(() => z.backward())).toBe('E_SHAPE');  // not a scalar and no seed
+    expect(codeOf(() => z.backward())).toBe('E_SHAPE'); // not a scalar and no seed
     for (const t of [x, y, z]) t.dispose();
   });
 
@@ -101,20 +117,38 @@ describe('autograd tape', () => {
   });
 
   test('hooks run once per parameter when its gradient is complete, and may replace or drop it', () => {
-    const w1 = tensor([[1, 2], [3, 4]], undefined, { dtype: 'f64', requiresGrad: true });
-    const w2 = tensor([[1, 0], [0, 1]], undefined, { dtype: 'f64', requiresGrad: true });
+    const w1 = tensor(
+      [
+        [1, 2],
+        [3, 4],
+      ],
+      undefined,
+      { dtype: 'f64', requiresGrad: true },
+    );
+    const w2 = tensor(
+      [
+        [1, 0],
+        [0, 1],
+      ],
+      undefined,
+      { dtype: 'f64', requiresGrad: true },
+    );
     const x = tensor([[1, 1]], undefined, { dtype: 'f64' });
     const events: string[] = [];
     w1.registerGradHook((g) => {
       events.push(`w1:${Array.from(g.toArray() as Float64Array).join(',')}`);
-      return null;  // drop
+      return null; // drop
     });
     w2.registerGradHook((g) => {
       events.push('w2');
-      return g.mul(10);  // replace
+      return g.mul(10); // replace
     });
     // w2 is used twice: its hook must run once, after both uses.
-    tidy(() => linear(linear(linear(x, w2), w1), w2).sum().backward());
+    tidy(() =>
+      linear(linear(linear(x, w2), w1), w2)
+        .sum()
+        .backward(),
+    );
     // w1's gradient completes first; w2's only after its second (inner) use.
     expect(events).toEqual(['w1:1,1,1,1', 'w2']);
     expect(w1.grad).toBeNull();
@@ -124,7 +158,9 @@ describe('autograd tape', () => {
 
   test('dense gradients never pile up: a hook that frees them keeps at most one alive', () => {
     // 12 "layers" of 64x64 weights; each hook records live bytes and drops the gradient.
-    const layers = Array.from({ length: 12 }, (_, i) => keep(randn([64, 64], { seed: i, requiresGrad: true }).mul(0.1).detach().requiresGrad_()));
+    const layers = Array.from({ length: 12 }, (_, i) =>
+      keep(randn([64, 64], { seed: i, requiresGrad: true }).mul(0.1).detach().requiresGrad_()),
+    );
     const gradBytes = 64 * 64 * 4;
     let peakExtra = 0;
     let baseline = 0;
@@ -139,7 +175,7 @@ describe('autograd tape', () => {
       let h = randn([8, 64], { seed: 99 });
       for (const w of layers) h = linear(h, w).tanh();
       const loss = h.sum();
-      baseline = liveTensors().cpu.bytes;  // activations are alive here; gradients are not yet
+      baseline = liveTensors().cpu.bytes; // activations are alive here; gradients are not yet
       loss.backward();
     });
     // While backward runs, activations are freed and transient activation-sized gradients exist; the
@@ -152,19 +188,22 @@ describe('autograd tape', () => {
 
 describe('memory over many iterations', () => {
   test('1,000 forward/backward iterations leave liveTensors unchanged', () => {
-    const vocab = 50, dim = 16, classes = 5;
+    const vocab = 50,
+      dim = 16,
+      classes = 5;
     const emb = keep(randomTensor([vocab, dim], 3, { dtype: 'f32', requiresGrad: true, scale: 0.1 }));
     const w = keep(randomTensor([classes, dim], 4, { dtype: 'f32', requiresGrad: true, scale: 0.1 }));
     const b = keep(zeros([classes], { requiresGrad: true }));
     const lnw = keep(ones([dim], { requiresGrad: true }));
     const ids = keep(tensor([1, 5, 7, 9, 2, 3], [2, 3], { dtype: 'i64' }));
     const targets = keep(tensor([0, 4, 2, 1, 3, -100], [2, 3], { dtype: 'i64' }));
-    const step = () => tidy(() => {
-      const h = layerNorm(embedding(emb, ids), lnw, null).gelu();
-      const loss = crossEntropy(linear(h, w, b), targets);
-      loss.backward();
-      for (const p of [emb, w, b, lnw]) p.zeroGrad();
-    });
+    const step = () =>
+      tidy(() => {
+        const h = layerNorm(embedding(emb, ids), lnw, null).gelu();
+        const loss = crossEntropy(linear(h, w, b), targets);
+        loss.backward();
+        for (const p of [emb, w, b, lnw]) p.zeroGrad();
+      });
     step();
     const before = liveTensors().cpu;
     for (let i = 0; i < 1000; i++) step();
@@ -174,5 +213,3 @@ describe('memory over many iterations', () => {
     for (const t of [emb, w, b, lnw, ids, targets]) t.dispose();
   });
 });
-
-export type { Tensor };

@@ -50,7 +50,7 @@ describe('GPU check scripts', () => {
 
   test('the PyTorch peers compile', () => {
     const py = ['python3', '/usr/bin/python3'].find((p) => spawnSync(p, ['--version']).status === 0);
-    if (!py) return;  // no Python here: nothing to check
+    if (!py) return; // no Python here: nothing to check
     for (const f of ['bench/peers/torch_train.py', 'bench/peers/torch_kernels.py']) {
       const src = fs.readFileSync(path.join(root, f), 'utf8');
       const r = spawnSync(py, ['-c', 'import ast,sys; ast.parse(sys.stdin.read())'], { input: src, encoding: 'utf8' });

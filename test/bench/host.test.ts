@@ -17,7 +17,9 @@ describe('bench/host', () => {
 
   test.each(['gpt2', 'llama'] as const)('%s: every method reports a row with calls and launches', (key) => {
     const before = liveTensors().cpu.count;
-    const rows = (['sift', 'full', 'lora'] as const).map((m) => hostOne(key, m, { rate: 0.01, steps: 2, reps: 2, warmup: 1, layers: 1, top: 4 }));
+    const rows = (['sift', 'full', 'lora'] as const).map((m) =>
+      hostOne(key, m, { rate: 0.01, steps: 2, reps: 2, warmup: 1, layers: 1, top: 4 }),
+    );
     for (const r of rows) {
       if (r.status === 'skipped') continue;
       expect(r.status).toBe('ok');

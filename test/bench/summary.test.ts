@@ -5,10 +5,44 @@ import * as path from 'path';
 import { summarize, parseTests, readJsonl, markdown, main, Row } from '../../bench/summary';
 
 const GiB = 2 ** 30;
-const train = (model: string, method: string, rate: number | null, tokensPerSec: number, peakBytes: number, extra: Partial<Row> = {}): Row =>
-  ({ bench: 'train', status: 'ok', device: 'cuda:0', deviceName: 'NVIDIA H100', model, method, rate, tokensPerSec, peakBytes, ...extra });
-const peer = (model: string, method: string, rate: number | null, tokensPerSec: number, peakBytes: number, extra: Partial<Row> = {}): Row =>
-  ({ bench: 'peer-train', status: 'ok', device: 'cuda', deviceName: 'NVIDIA H100', model, method, rate, tokensPerSec, peakBytes, ...extra });
+const train = (
+  model: string,
+  method: string,
+  rate: number | null,
+  tokensPerSec: number,
+  peakBytes: number,
+  extra: Partial<Row> = {},
+): Row => ({
+  bench: 'train',
+  status: 'ok',
+  device: 'cuda:0',
+  deviceName: 'NVIDIA H100',
+  model,
+  method,
+  rate,
+  tokensPerSec,
+  peakBytes,
+  ...extra,
+});
+const peer = (
+  model: string,
+  method: string,
+  rate: number | null,
+  tokensPerSec: number,
+  peakBytes: number,
+  extra: Partial<Row> = {},
+): Row => ({
+  bench: 'peer-train',
+  status: 'ok',
+  device: 'cuda',
+  deviceName: 'NVIDIA H100',
+  model,
+  method,
+  rate,
+  tokensPerSec,
+  peakBytes,
+  ...extra,
+});
 
 describe('summary of the GPU check', () => {
   const ours: Row[] = [
@@ -59,7 +93,7 @@ describe('summary of the GPU check', () => {
     // The failed LLaMA sift run gives no ratio rather than a wrong one.
     expect(g('sift 1% tokens/s', 'llama-220m').met).toBeNull();
     const sel = g('selection', '4096x11008');
-    expect(sel.subject).toContain('bf16');  // the worst case: 0.6 / 0.2 = 3x
+    expect(sel.subject).toContain('bf16'); // the worst case: 0.6 / 0.2 = 3x
     expect(sel.ratio).toBeCloseTo(3, 3);
     expect(sel.met).toBe(false);
     const adam = g('sparse AdamW', '32 layers');
@@ -74,21 +108,65 @@ describe('summary of the GPU check', () => {
     expect(parseTests('Tests:       1 failed, 2 skipped, 40 passed, 43 total')).toEqual({ passed: 40, failed: 1, skipped: 2 });
     expect(parseTests('')).toBeNull();
     // tests.txt holds several runs (attention check, CUDA suites, whole suite): the last one counts.
-    expect(parseTests('3 passed, 0 failed, 0 skipped\n==== whole suite\n700 passed, 2 failed, 1 skipped\n')).toEqual({ passed: 700, failed: 2, skipped: 1 });
+    expect(parseTests('3 passed, 0 failed, 0 skipped\n==== whole suite\n700 passed, 2 failed, 1 skipped\n')).toEqual({
+      passed: 700,
+      failed: 2,
+      skipped: 1,
+    });
   });
 
   test('pairs the attention kernels with torch scaled_dot_product_attention by shape', () => {
-    const a = summarize([
-      { bench: 'attention', device: 'cuda:0', deviceName: 'NVIDIA H200', shape: 'gpt2-124m layer', mode: 'auto', dtype: 'bf16', fwdMs: 0.5, bwdMs: 1.5, fwdTflops: 100, bwdTflops: 80 },
-      { bench: 'attention', device: 'cuda:0', deviceName: 'NVIDIA H200', shape: 'gpt2-124m layer', mode: 'simt', dtype: 'bf16', fwdMs: 2, bwdMs: 6, fwdTflops: 25, bwdTflops: 20 },
-    ], [{ bench: 'peer-attention', device: 'cuda', shape: 'gpt2-124m layer', fwdMs: 0.25, bwdMs: 0.75 },
-      { bench: 'peer-attention', device: 'cpu', shape: 'gpt2-124m layer', fwdMs: 99, bwdMs: 99 }], '');
-    expect(a.attention.map((x) => [x.mode, x.fwdRatio, x.bwdRatio])).toEqual([['auto', 0.5, 0.5], ['simt', 0.125, 0.125]]);
+    const a = summarize(
+      [
+        {
+          bench: 'attention',
+          device: 'cuda:0',
+          deviceName: 'NVIDIA H200',
+          shape: 'gpt2-124m layer',
+          mode: 'auto',
+          dtype: 'bf16',
+          fwdMs: 0.5,
+          bwdMs: 1.5,
+          fwdTflops: 100,
+          bwdTflops: 80,
+        },
+        {
+          bench: 'attention',
+          device: 'cuda:0',
+          deviceName: 'NVIDIA H200',
+          shape: 'gpt2-124m layer',
+          mode: 'simt',
+          dtype: 'bf16',
+          fwdMs: 2,
+          bwdMs: 6,
+          fwdTflops: 25,
+          bwdTflops: 20,
+        },
+      ],
+      [
+        { bench: 'peer-attention', device: 'cuda', shape: 'gpt2-124m layer', fwdMs: 0.25, bwdMs: 0.75 },
+        { bench: 'peer-attention', device: 'cpu', shape: 'gpt2-124m layer', fwdMs: 99, bwdMs: 99 },
+      ],
+      '',
+    );
+    expect(a.attention.map((x) => [x.mode, x.fwdRatio, x.bwdRatio])).toEqual([
+      ['auto', 0.5, 0.5],
+      ['simt', 0.125, 0.125],
+    ]);
     expect(markdown(a, '')).toContain('## Fused attention vs torch scaled_dot_product_attention');
   });
 
   test('reports the PEFT check: a goal met only when every compared adapter matched, skipped ones aside', () => {
-    const row = (c: string, status: string) => ({ bench: 'peft', case: c, peft_type: c.startsWith('lora') ? 'LORA' : 'SUPERTUNING', peft: '0.19.0', status, max_abs_diff: 1e-7, max_abs_diff_merged: 2e-7, max_abs_change: 0.3 });
+    const row = (c: string, status: string) => ({
+      bench: 'peft',
+      case: c,
+      peft_type: c.startsWith('lora') ? 'LORA' : 'SUPERTUNING',
+      peft: '0.19.0',
+      status,
+      max_abs_diff: 1e-7,
+      max_abs_diff_merged: 2e-7,
+      max_abs_change: 0.3,
+    });
     const good = summarize([], [row('sift-causal-lm', 'ok'), row('lora-causal-lm', 'ok')], '');
     expect(good.goals.find((g) => g.goal.startsWith('PEFT'))!.met).toBe(true);
     expect(markdown(good, '')).toContain('## PEFT (export-peft adapters loaded with Hugging Face PEFT)');
@@ -106,7 +184,7 @@ describe('summary of the GPU check', () => {
       fs.writeFileSync(path.join(dir, 'env.txt'), 'device: test\n');
       expect(readJsonl(path.join(dir, 'bench.jsonl'))).toHaveLength(ours.length);
       const r = main(dir);
-      expect(r.goals.length).toBe(s.goals.length - 1);  // no tests.txt
+      expect(r.goals.length).toBe(s.goals.length - 1); // no tests.txt
       const md = fs.readFileSync(path.join(dir, 'summary.md'), 'utf8');
       expect(md).toContain('## Goals (issue 6)');
       expect(md).toContain('| gpt2-124m (cuda) |');

@@ -13,7 +13,18 @@ function tiny(key: 'gpt2' | 'llama'): ModelSpec {
   const s = modelSpec(key, true);
   return key === 'gpt2'
     ? { ...s, config: { ...s.config, vocab_size: 256, n_embd: 32, n_head: 2, n_layer: 1, n_positions: 64 } }
-    : { ...s, config: { ...s.config, vocab_size: 256, hidden_size: 32, intermediate_size: 64, num_attention_heads: 2, num_key_value_heads: 2, num_hidden_layers: 1 } };
+    : {
+        ...s,
+        config: {
+          ...s.config,
+          vocab_size: 256,
+          hidden_size: 32,
+          intermediate_size: 64,
+          num_attention_heads: 2,
+          num_key_value_heads: 2,
+          num_hidden_layers: 1,
+        },
+      };
 }
 
 const opts = { batch: 2, seq: 16, warmup: 1, steps: 2, budgetMs: 100, dtype: 'f32' as const, quick: true };
@@ -23,7 +34,13 @@ describe('bench/train (CPU, tiny)', () => {
     const g = modelSpec('gpt2', false);
     expect(g.config).toMatchObject({ n_embd: 768, n_layer: 12, n_head: 12, vocab_size: 50257 });
     const l = modelSpec('llama', false);
-    expect(l.config).toMatchObject({ hidden_size: 1024, intermediate_size: 2816, num_hidden_layers: 12, num_attention_heads: 16, vocab_size: 32000 });
+    expect(l.config).toMatchObject({
+      hidden_size: 1024,
+      intermediate_size: 2816,
+      num_hidden_layers: 12,
+      num_attention_heads: 16,
+      vocab_size: 32000,
+    });
     expect(l.targets).toHaveLength(7);
   });
 
@@ -82,16 +99,21 @@ describe('bench/profile', () => {
     const fake = {
       NativeTensor: function NativeTensor() {},
       setErrorClass: () => undefined,
-      matmul: (x: number) => { calls.push('matmul'); return x * 2; },
+      matmul: (x: number) => {
+        calls.push('matmul');
+        return x * 2;
+      },
       shape: () => [1],
-      synchronize: (d: string) => { calls.push(`sync ${d}`); },
+      synchronize: (d: string) => {
+        calls.push(`sync ${d}`);
+      },
     };
     const orig = fake.matmul;
     const p = instrument(fake as unknown as Addon, 'cuda:0');
     expect((fake.matmul as (x: number) => number)(3)).toBe(6);
     fake.shape();
     fake.shape();
-    expect(calls).toEqual(['matmul', 'sync cuda:0']);  // synchronised after the launch only
+    expect(calls).toEqual(['matmul', 'sync cuda:0']); // synchronised after the launch only
     const st = p.stats();
     expect(st.find((s) => s.op === 'matmul')!.calls).toBe(1);
     expect(st.find((s) => s.op === 'shape')!.calls).toBe(2);
@@ -110,17 +132,24 @@ describe('bench/profile', () => {
       softmax: () => 2,
       shape: () => [1],
       synchronize: () => undefined,
-      cudaEventRecord: (d: number) => { expect(d).toBe(0); const id = next++; times.set(id, id * 1.5); return id; },
+      cudaEventRecord: (d: number) => {
+        expect(d).toBe(0);
+        const id = next++;
+        times.set(id, id * 1.5);
+        return id;
+      },
       cudaEventElapsed: (_d: number, a: number, b: number) => times.get(b)! - times.get(a)!,
-      cudaEventsReset: () => { next = 0; },
+      cudaEventsReset: () => {
+        next = 0;
+      },
     };
     const p = instrument(fake as unknown as Addon, null, 0);
     (fake.matmul as () => number)();
     (fake.softmax as () => number)();
     (fake.matmul as () => number)();
-    fake.shape();  // metadata: not bracketed
+    fake.shape(); // metadata: not bracketed
     expect(next).toBe(6);
-    expect(p.collectDeviceTimes()).toBeCloseTo(4.5, 9);  // three ops of 1.5 ms each
+    expect(p.collectDeviceTimes()).toBeCloseTo(4.5, 9); // three ops of 1.5 ms each
     const st = new Map(p.stats().map((s) => [s.op, s]));
     expect(st.get('matmul')!.deviceMs).toBeCloseTo(3, 9);
     expect(st.get('softmax')!.deviceMs).toBeCloseTo(1.5, 9);
@@ -129,7 +158,7 @@ describe('bench/profile', () => {
   });
 
   test('CUDA timing events need CUDA', () => {
-    if (native().backends().cuda.usable) return;  // covered by the profile stage of the GPU check
+    if (native().backends().cuda.usable) return; // covered by the profile stage of the GPU check
     expect(() => native().cudaEventRecord(0)).toThrow(/CUDA|cuda/);
   });
 

@@ -12,7 +12,6 @@ import { runCli } from '../helpers/cli';
 
 const cli = runCli;
 
-
 let tmp: string;
 let base: string;
 let bare: string;
@@ -22,8 +21,17 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-chat-cli-'));
   const tok = HfTokenizer.fromFolder(path.join(__dirname, '..', 'fixtures', 'tokenizers', 'qwen2.5'));
   const config = {
-    model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1,
-    num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 256, eos_token_id: tok.eosTokenId, pad_token_id: tok.padTokenId,
+    model_type: 'llama',
+    architectures: ['LlamaForCausalLM'],
+    vocab_size: tok.vocabSize,
+    hidden_size: 32,
+    intermediate_size: 64,
+    num_hidden_layers: 1,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    max_position_embeddings: 256,
+    eos_token_id: tok.eosTokenId,
+    pad_token_id: tok.padTokenId,
   };
   const model = createModel(config, { task: 'causal-lm', seed: 5 });
   base = path.join(tmp, 'base');
@@ -32,7 +40,11 @@ beforeAll(() => {
   const cfg = JSON.parse(files['tokenizer_config.json']);
   delete cfg.chat_template;
   bare = path.join(tmp, 'bare');
-  saveModelFolder(bare, { config: model.config, stateDict: stateDict(model), tokenizerFiles: { ...files, 'tokenizer_config.json': JSON.stringify(cfg) } });
+  saveModelFolder(bare, {
+    config: model.config,
+    stateDict: stateDict(model),
+    tokenizerFiles: { ...files, 'tokenizer_config.json': JSON.stringify(cfg) },
+  });
   model.dispose();
   const rows = ['Hi!', 'Hello there.', 'How are you today?', 'Tell me a joke about the weather.'].map((q, i) => ({
     messages: [
@@ -51,15 +63,49 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 test('finetune --task chat -> eval --task chat: the loss on assistant tokens goes down', async () => {
   const out = path.join(tmp, 'ft');
-  let r = await cli('finetune', '--model', base, '--data', data, '--task', 'chat', '--out', out, '--steps', '4', '--batch-size', '2',
-    '--lr', '1e-2', '--sparse-rate', '0.2', '--device', 'cpu', '--json', '--quiet');
+  let r = await cli(
+    'finetune',
+    '--model',
+    base,
+    '--data',
+    data,
+    '--task',
+    'chat',
+    '--out',
+    out,
+    '--steps',
+    '4',
+    '--batch-size',
+    '2',
+    '--lr',
+    '1e-2',
+    '--sparse-rate',
+    '0.2',
+    '--device',
+    'cpu',
+    '--json',
+    '--quiet',
+  );
   expect(r.err).toBe('');
   expect(r.code).toBe(0);
   expect(JSON.parse(r.out).steps).toBe(4);
   r = await cli('eval', '--model', base, '--data', data, '--task', 'chat', '--device', 'cpu', '--json');
   expect(r.code).toBe(0);
   const before = JSON.parse(r.out).metrics;
-  r = await cli('eval', '--model', base, '--delta', path.join(out, 'delta.safetensors'), '--data', data, '--task', 'chat', '--device', 'cpu', '--json');
+  r = await cli(
+    'eval',
+    '--model',
+    base,
+    '--delta',
+    path.join(out, 'delta.safetensors'),
+    '--data',
+    data,
+    '--task',
+    'chat',
+    '--device',
+    'cpu',
+    '--json',
+  );
   expect(r.code).toBe(0);
   const after = JSON.parse(r.out).metrics;
   expect(after.perplexity).toBeCloseTo(Math.exp(after.loss), 3);
@@ -69,7 +115,9 @@ test('finetune --task chat -> eval --task chat: the loss on assistant tokens goe
 test('without a chat template: the default ChatML template, said once', async () => {
   const r = await cli('eval', '--model', bare, '--data', data, '--task', 'chat', '--device', 'cpu', '--json');
   expect(r.code).toBe(0);
-  expect(r.err.trim().split('\n')).toEqual([expect.stringMatching(/no chat template: conversations are formatted with the default ChatML template/)]);
+  expect(r.err.trim().split('\n')).toEqual([
+    expect.stringMatching(/no chat template: conversations are formatted with the default ChatML template/),
+  ]);
   expect(Number.isFinite(JSON.parse(r.out).metrics.loss)).toBe(true);
 });
 

@@ -14,13 +14,6 @@ import { runCli } from '../helpers/cli';
 
 const cli = runCli;
 
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
-
-
 const COMMANDS = ['finetune', 'eval', 'select', 'generate', 'merge', 'bench', 'info', 'demo', 'export-onnx'];
 
 let tmp: string;
@@ -30,17 +23,38 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-cli-test-'));
   const tok = createByteTokenizer();
   const config = {
-    model_type: 'gpt2', vocab_size: tok.vocabSize, n_embd: 16, n_layer: 1, n_head: 2, n_positions: 32, n_inner: 32,
-    resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0, eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId,
+    model_type: 'gpt2',
+    vocab_size: tok.vocabSize,
+    n_embd: 16,
+    n_layer: 1,
+    n_head: 2,
+    n_positions: 32,
+    n_inner: 32,
+    resid_pdrop: 0,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    eos_token_id: tok.eosTokenId,
+    bos_token_id: tok.bosTokenId,
+    pad_token_id: tok.padTokenId,
   };
   const model = createModel(config, { task: 'causal-lm', seed: 3 });
   base = path.join(tmp, 'base');
   saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
   model.dispose();
-  const texts = ['the cat sat on the mat', 'a dog ran in the park', 'birds sing at dawn', 'fish swim in the sea', 'the sun is warm today', 'rain falls on the roof'];
+  const texts = [
+    'the cat sat on the mat',
+    'a dog ran in the park',
+    'birds sing at dawn',
+    'fish swim in the sea',
+    'the sun is warm today',
+    'rain falls on the roof',
+  ];
   fs.writeFileSync(path.join(tmp, 'lm.jsonl'), texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
   const cls = ['good film', 'great movie', 'bad film', 'awful movie', 'lovely story', 'boring plot', 'nice acting', 'poor script'];
-  fs.writeFileSync(path.join(tmp, 'cls.csv'), 'sentence,label\n' + cls.map((t, i) => `${t},${['pos', 'neg'][Math.floor(i / 2) % 2 === 0 ? 0 : 1]}`).join('\n') + '\n');
+  fs.writeFileSync(
+    path.join(tmp, 'cls.csv'),
+    'sentence,label\n' + cls.map((t, i) => `${t},${['pos', 'neg'][Math.floor(i / 2) % 2 === 0 ? 0 : 1]}`).join('\n') + '\n',
+  );
 });
 
 afterAll(() => {
@@ -61,12 +75,40 @@ describe('sift-ft help and flags', () => {
     if (c !== 'bench') expect(r.out).toContain('--');
   });
 
-  test('finetune --help lists the issue\'s flags', async () => {
+  test("finetune --help lists the issue's flags", async () => {
     const r = await cli('finetune', '--help');
-    for (const f of ['--model', '--data', '--task', '--method', '--out', '--sparse-rate', '--target-modules', '--dense-modules', '--selection-batches',
-      '--selection-score', '--steps', '--epochs', '--batch-size', '--grad-accum', '--lr', '--lr-schedule', '--warmup-steps', '--weight-decay',
-      '--max-grad-norm', '--seed', '--shuffle', '--eval-data', '--eval-every', '--resume', '--merge', '--text-column', '--text-pair-column',
-      '--label-column', '--max-length', '--device']) {
+    for (const f of [
+      '--model',
+      '--data',
+      '--task',
+      '--method',
+      '--out',
+      '--sparse-rate',
+      '--target-modules',
+      '--dense-modules',
+      '--selection-batches',
+      '--selection-score',
+      '--steps',
+      '--epochs',
+      '--batch-size',
+      '--grad-accum',
+      '--lr',
+      '--lr-schedule',
+      '--warmup-steps',
+      '--weight-decay',
+      '--max-grad-norm',
+      '--seed',
+      '--shuffle',
+      '--eval-data',
+      '--eval-every',
+      '--resume',
+      '--merge',
+      '--text-column',
+      '--text-pair-column',
+      '--label-column',
+      '--max-length',
+      '--device',
+    ]) {
       expect(r.out).toContain(f);
     }
   });
@@ -89,9 +131,37 @@ describe('sift-ft help and flags', () => {
     expect(r.err).toMatch(/--batch-size expects a number, got 'many'/);
     r = await cli('finetune', '--device', 'tpu');
     expect(r.err).toMatch(/--device must be one of cpu, cuda/);
-    r = await cli('finetune', '--model', base, '--data', path.join(tmp, 'lm.jsonl'), '--task', 'causal-lm', '--out', path.join(tmp, 'x'), '--sparse-rate', '2', '--device', 'cpu');
+    r = await cli(
+      'finetune',
+      '--model',
+      base,
+      '--data',
+      path.join(tmp, 'lm.jsonl'),
+      '--task',
+      'causal-lm',
+      '--out',
+      path.join(tmp, 'x'),
+      '--sparse-rate',
+      '2',
+      '--device',
+      'cpu',
+    );
     expect(r.err).toMatch(/--sparse-rate must be in \(0, 1\]/);
-    r = await cli('finetune', '--model', base, '--data', path.join(tmp, 'lm.jsonl'), '--task', 'causal-lm', '--out', path.join(tmp, 'x'), '--target-modules', 're:(', '--device', 'cpu');
+    r = await cli(
+      'finetune',
+      '--model',
+      base,
+      '--data',
+      path.join(tmp, 'lm.jsonl'),
+      '--task',
+      'causal-lm',
+      '--out',
+      path.join(tmp, 'x'),
+      '--target-modules',
+      're:(',
+      '--device',
+      'cpu',
+    );
     expect(r.err).toMatch(/--target-modules: invalid regular expression/);
   });
 
@@ -119,18 +189,57 @@ describe('sift-ft round trip', () => {
   test('finetune (sift, causal-lm, --merge) -> eval -> merge -> generate', async () => {
     const out = path.join(tmp, 'ft');
     const data = path.join(tmp, 'lm.jsonl');
-    let r = await cli('finetune', '--model', base, '--data', data, '--task', 'causal-lm', '--method', 'sift', '--out', out, '--steps', '3',
-      '--batch-size', '2', '--max-length', '16', '--lr', '1e-2', '--sparse-rate', '0.05', '--eval-data', data, '--merge', '--device', 'cpu', '--json', '--quiet');
+    let r = await cli(
+      'finetune',
+      '--model',
+      base,
+      '--data',
+      data,
+      '--task',
+      'causal-lm',
+      '--method',
+      'sift',
+      '--out',
+      out,
+      '--steps',
+      '3',
+      '--batch-size',
+      '2',
+      '--max-length',
+      '16',
+      '--lr',
+      '1e-2',
+      '--sparse-rate',
+      '0.05',
+      '--eval-data',
+      data,
+      '--merge',
+      '--device',
+      'cpu',
+      '--json',
+      '--quiet',
+    );
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const res = JSON.parse(r.out);
     expect(res.steps).toBe(3);
     expect(res.trainable).toBeGreaterThan(0);
     expect(res.trainable).toBeLessThan(res.total);
-    for (const f of ['delta.safetensors', 'log.jsonl', 'report.html', 'model/config.json', 'model/model.safetensors', 'model/tokenizer.json']) {
+    for (const f of [
+      'delta.safetensors',
+      'log.jsonl',
+      'report.html',
+      'model/config.json',
+      'model/model.safetensors',
+      'model/tokenizer.json',
+    ]) {
       expect(fs.existsSync(path.join(out, f))).toBe(true);
     }
-    const log = fs.readFileSync(path.join(out, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const log = fs
+      .readFileSync(path.join(out, 'log.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(log.filter((e) => e.type === 'step')).toHaveLength(3);
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     expect(html).toContain('<svg');
@@ -138,7 +247,22 @@ describe('sift-ft round trip', () => {
     expect(html).toContain('Gradient proportion');
 
     const delta = path.join(out, 'delta.safetensors');
-    r = await cli('eval', '--model', base, '--delta', delta, '--data', data, '--task', 'causal-lm', '--max-length', '16', '--device', 'cpu', '--json');
+    r = await cli(
+      'eval',
+      '--model',
+      base,
+      '--delta',
+      delta,
+      '--data',
+      data,
+      '--task',
+      'causal-lm',
+      '--max-length',
+      '16',
+      '--device',
+      'cpu',
+      '--json',
+    );
     expect(r.code).toBe(0);
     const withDelta = JSON.parse(r.out).metrics;
     expect(Number.isFinite(withDelta.loss)).toBe(true);
@@ -156,7 +280,20 @@ describe('sift-ft round trip', () => {
       expect(JSON.parse(r.out).metrics.loss).toBeCloseTo(withDelta.loss, 5);
     }
 
-    r = await cli('generate', '--model', base, '--delta', delta, '--prompt', 'the cat', '--max-new-tokens', '6', '--device', 'cpu', '--json');
+    r = await cli(
+      'generate',
+      '--model',
+      base,
+      '--delta',
+      delta,
+      '--prompt',
+      'the cat',
+      '--max-new-tokens',
+      '6',
+      '--device',
+      'cpu',
+      '--json',
+    );
     expect(r.code).toBe(0);
     const g = JSON.parse(r.out);
     expect(g.tokens.length).toBeGreaterThan(0);
@@ -169,8 +306,34 @@ describe('sift-ft round trip', () => {
   test('finetune classify on an LM checkpoint (fresh head, learned labels), then eval the merged model', async () => {
     const out = path.join(tmp, 'cls');
     const data = path.join(tmp, 'cls.csv');
-    let r = await cli('finetune', '--model', base, '--data', data, '--task', 'classify', '--text-column', 'sentence', '--out', out, '--epochs', '2',
-      '--batch-size', '4', '--max-length', '16', '--eval-data', data, '--eval-every', '1', '--merge', '--device', 'cpu', '--json', '--quiet');
+    let r = await cli(
+      'finetune',
+      '--model',
+      base,
+      '--data',
+      data,
+      '--task',
+      'classify',
+      '--text-column',
+      'sentence',
+      '--out',
+      out,
+      '--epochs',
+      '2',
+      '--batch-size',
+      '4',
+      '--max-length',
+      '16',
+      '--eval-data',
+      data,
+      '--eval-every',
+      '1',
+      '--merge',
+      '--device',
+      'cpu',
+      '--json',
+      '--quiet',
+    );
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const res = JSON.parse(r.out);
@@ -178,7 +341,22 @@ describe('sift-ft round trip', () => {
     expect(res.metrics.accuracy).toBeGreaterThanOrEqual(0);
     const cfg = JSON.parse(fs.readFileSync(path.join(out, 'model', 'config.json'), 'utf8'));
     expect(cfg.label2id).toEqual({ neg: 0, pos: 1 });
-    r = await cli('eval', '--model', path.join(out, 'model'), '--data', data, '--task', 'classify', '--text-column', 'sentence', '--max-length', '16', '--device', 'cpu', '--json');
+    r = await cli(
+      'eval',
+      '--model',
+      path.join(out, 'model'),
+      '--data',
+      data,
+      '--task',
+      'classify',
+      '--text-column',
+      'sentence',
+      '--max-length',
+      '16',
+      '--device',
+      'cpu',
+      '--json',
+    );
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out).metrics.accuracy).toBeCloseTo(res.metrics.accuracy, 6);
   });
@@ -186,8 +364,29 @@ describe('sift-ft round trip', () => {
   test('full and lora methods run through the CLI', async () => {
     for (const method of ['full', 'lora']) {
       const out = path.join(tmp, method);
-      const r = await cli('finetune', '--model', base, '--data', path.join(tmp, 'lm.jsonl'), '--task', 'causal-lm', '--method', method, '--out', out,
-        '--steps', '2', '--batch-size', '2', '--max-length', '16', '--device', 'cpu', '--json', '--quiet');
+      const r = await cli(
+        'finetune',
+        '--model',
+        base,
+        '--data',
+        path.join(tmp, 'lm.jsonl'),
+        '--task',
+        'causal-lm',
+        '--method',
+        method,
+        '--out',
+        out,
+        '--steps',
+        '2',
+        '--batch-size',
+        '2',
+        '--max-length',
+        '16',
+        '--device',
+        'cpu',
+        '--json',
+        '--quiet',
+      );
       expect(r.code).toBe(0);
       expect(fs.existsSync(path.join(out, 'report.html'))).toBe(true);
     }
@@ -195,8 +394,28 @@ describe('sift-ft round trip', () => {
 
   test('select saves <name>.sift_idx tensors and reports the gradient proportion', async () => {
     const file = path.join(tmp, 'idx.safetensors');
-    const r = await cli('select', '--model', base, '--data', path.join(tmp, 'cls.csv'), '--task', 'classify', '--text-column', 'sentence', '--out', file,
-      '--sparse-rate', '0.1', '--batch-size', '4', '--max-length', '16', '--device', 'cpu', '--json');
+    const r = await cli(
+      'select',
+      '--model',
+      base,
+      '--data',
+      path.join(tmp, 'cls.csv'),
+      '--task',
+      'classify',
+      '--text-column',
+      'sentence',
+      '--out',
+      file,
+      '--sparse-rate',
+      '0.1',
+      '--batch-size',
+      '4',
+      '--max-length',
+      '16',
+      '--device',
+      'cpu',
+      '--json',
+    );
     expect(r.code).toBe(0);
     const rep = JSON.parse(r.out);
     expect(rep.layers.length).toBeGreaterThan(0);

@@ -13,8 +13,18 @@ import type { MethodName } from '../../lib/train/types';
 
 function summary(method: MethodName, tests: number[], lr = 1e-2, extra: Partial<MethodSummary> = {}): MethodSummary {
   return {
-    method, lr, search: [], seeds: tests.map((t, i) => ({ seed: i + 1, test: t, dev: t })), ...spreadOf(tests),
-    trainable: method === 'full' ? 480000 : 8000, total: 480000, peakMemoryBytes: 1, tokensPerSec: 1, seconds: 1, run: {} as never, ...extra,
+    method,
+    lr,
+    search: [],
+    seeds: tests.map((t, i) => ({ seed: i + 1, test: t, dev: t })),
+    ...spreadOf(tests),
+    trainable: method === 'full' ? 480000 : 8000,
+    total: 480000,
+    peakMemoryBytes: 1,
+    tokensPerSec: 1,
+    seconds: 1,
+    run: {} as never,
+    ...extra,
   };
 }
 
@@ -37,29 +47,55 @@ describe('verdict', () => {
   });
 
   test('overlapping seeds are reported as not separated', () => {
-    const v = verdict([summary('sift', [0.88, 0.93, 0.90]), summary('lora', [0.91, 0.87, 0.89], 1e-2, { rank: 2, trainable: 8192 })], { grid: [1e-3, 1e-2, 1e-1] });
-    expect(v).toMatch(/SIFT \(90\.3% ± 2\.5%\) and LoRA \(89\.0% ± 2\.0%\) are within each other's seed-to-seed spread \(ranges 88\.0%-93\.0% and 87\.0%-91\.0%\): this run does not separate them\./);
+    const v = verdict([summary('sift', [0.88, 0.93, 0.9]), summary('lora', [0.91, 0.87, 0.89], 1e-2, { rank: 2, trainable: 8192 })], {
+      grid: [1e-3, 1e-2, 1e-1],
+    });
+    expect(v).toMatch(
+      /SIFT \(90\.3% ± 2\.5%\) and LoRA \(89\.0% ± 2\.0%\) are within each other's seed-to-seed spread \(ranges 88\.0%-93\.0% and 87\.0%-91\.0%\): this run does not separate them\./,
+    );
     expect(v).toMatch(/LoRA ran at rank 2, 8,192 trainable parameters against SIFT's 8,000\./);
     expect(v).not.toMatch(/beats/);
   });
 
   test('rates at the edge of the grid, gradient proportions and chance level are said as they are', () => {
     const grid = [1e-3, 1e-2, 1e-1];
-    const v = verdict([summary('sift', [0.8, 0.81, 0.82], 1e-3, { gradProportion: 0.15 }), summary('random-sparse', [0.9, 0.91, 0.92], 1e-1, { gradProportion: 0.03 })], { grid, zeroShot: 0.6, testSize: 500 });
+    const v = verdict(
+      [
+        summary('sift', [0.8, 0.81, 0.82], 1e-3, { gradProportion: 0.15 }),
+        summary('random-sparse', [0.9, 0.91, 0.92], 1e-1, { gradProportion: 0.03 }),
+      ],
+      { grid, zeroShot: 0.6, testSize: 500 },
+    );
     expect(v).toMatch(/SIFT and random-sparse chose a rate at the edge of the grid/);
-    expect(v).toMatch(/carried 15\.0% of the gradient's squared norm on average \(random entries: 3\.0%\).*did not make the chosen entries the better ones/);
+    expect(v).toMatch(
+      /carried 15\.0% of the gradient's squared norm on average \(random entries: 3\.0%\).*did not make the chosen entries the better ones/,
+    );
     expect(v).toMatch(/right on 60\.0% of the held-out/);
-    expect(verdict([summary('sift', [0.5, 0.52, 0.49]), summary('full', [0.55, 0.5, 0.51])], { grid })).toMatch(/No method got far above chance/);
+    expect(verdict([summary('sift', [0.5, 0.52, 0.49]), summary('full', [0.55, 0.5, 0.51])], { grid })).toMatch(
+      /No method got far above chance/,
+    );
   });
 
   test('the gradient is called concentrated only when the chosen entries carry well over what random ones do', () => {
     const grid = [1e-3, 1e-2, 1e-1];
-    const flat = verdict([summary('sift', [0.9, 0.91, 0.92], 1e-2, { gradProportion: 0.03 }), summary('random-sparse', [0.8, 0.81, 0.82], 1e-2, { gradProportion: 0.025 })], { grid });
-    expect(flat).toMatch(/carried 3\.0% of the gradient's squared norm on average \(random entries: 2\.5%\): not much more than as many random entries carry \(2\.5%\), so this run does not show the gradient concentrated/);
+    const flat = verdict(
+      [
+        summary('sift', [0.9, 0.91, 0.92], 1e-2, { gradProportion: 0.03 }),
+        summary('random-sparse', [0.8, 0.81, 0.82], 1e-2, { gradProportion: 0.025 }),
+      ],
+      { grid },
+    );
+    expect(flat).toMatch(
+      /carried 3\.0% of the gradient's squared norm on average \(random entries: 2\.5%\): not much more than as many random entries carry \(2\.5%\), so this run does not show the gradient concentrated/,
+    );
     expect(flat).not.toMatch(/the gradient is concentrated/);
     // Without random-sparse, the chance level is SIFT's share of the entries (8,000 of 480,000).
-    expect(verdict([summary('sift', [0.9, 0.91, 0.92], 1e-2, { gradProportion: 0.02 }), summary('full', [0.9, 0.92, 0.91])], { grid })).toMatch(/not much more than as many random entries carry \(1\.7%\)/);
-    expect(verdict([summary('sift', [0.9, 0.91, 0.92], 1e-2, { gradProportion: 0.2 }), summary('full', [0.9, 0.92, 0.91])], { grid })).toMatch(/carried 20\.0% .*: the gradient is concentrated on few weights\./);
+    expect(
+      verdict([summary('sift', [0.9, 0.91, 0.92], 1e-2, { gradProportion: 0.02 }), summary('full', [0.9, 0.92, 0.91])], { grid }),
+    ).toMatch(/not much more than as many random entries carry \(1\.7%\)/);
+    expect(
+      verdict([summary('sift', [0.9, 0.91, 0.92], 1e-2, { gradProportion: 0.2 }), summary('full', [0.9, 0.92, 0.91])], { grid }),
+    ).toMatch(/carried 20\.0% .*: the gradient is concentrated on few weights\./);
   });
 
   test('the table shows mean ± std, range and every seed', () => {
@@ -121,7 +157,12 @@ describe('sift-ft demo --quick', () => {
     expect(JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')).verdict).toBe(res.verdict);
     expect(fs.existsSync(path.join(out, 'pretrained', 'tokenizer.json'))).toBe(true);
     // One pre-training for all runs.
-    expect(fs.readdirSync(out).filter((d) => d.startsWith('pretrain')).sort()).toEqual(['pretrain-run', 'pretrained']);
+    expect(
+      fs
+        .readdirSync(out)
+        .filter((d) => d.startsWith('pretrain'))
+        .sort(),
+    ).toEqual(['pretrain-run', 'pretrained']);
   });
 
   test('bad flags are E_ARG', async () => {

@@ -14,19 +14,43 @@ import { runCli } from '../helpers/cli';
 
 const cli = runCli;
 
-
 const tok = createByteTokenizer();
 const common = {
-  vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-  max_position_embeddings: 64, initializer_range: 0.2, eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId,
+  vocab_size: tok.vocabSize,
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 64,
+  initializer_range: 0.2,
+  eos_token_id: tok.eosTokenId,
+  bos_token_id: tok.bosTokenId,
+  pad_token_id: tok.padTokenId,
 };
 const FAMILIES: Record<string, HFConfig> = {
   qwen2: { ...common, model_type: 'qwen2', tie_word_embeddings: true, use_sliding_window: true, sliding_window: 6, max_window_layers: 1 },
   qwen3: { ...common, model_type: 'qwen3', head_dim: 6 },
   mistral: { ...common, model_type: 'mistral', head_dim: 6, sliding_window: 6 },
   gemma: { ...common, model_type: 'gemma', head_dim: 6 },
-  gemma2: { ...common, model_type: 'gemma2', head_dim: 6, query_pre_attn_scalar: 8, attn_logit_softcapping: 20, final_logit_softcapping: 15, sliding_window: 6 },
-  phi3: { ...common, model_type: 'phi3', hidden_size: 32, partial_rotary_factor: 0.5, sliding_window: 6, rope_scaling: { type: 'longrope', short_factor: [1, 1.2], long_factor: [2, 4] }, original_max_position_embeddings: 8 },
+  gemma2: {
+    ...common,
+    model_type: 'gemma2',
+    head_dim: 6,
+    query_pre_attn_scalar: 8,
+    attn_logit_softcapping: 20,
+    final_logit_softcapping: 15,
+    sliding_window: 6,
+  },
+  phi3: {
+    ...common,
+    model_type: 'phi3',
+    hidden_size: 32,
+    partial_rotary_factor: 0.5,
+    sliding_window: 6,
+    rope_scaling: { type: 'longrope', short_factor: [1, 1.2], long_factor: [2, 4] },
+    original_max_position_embeddings: 8,
+  },
 };
 
 let tmp: string;
@@ -46,13 +70,56 @@ describe.each(Object.keys(FAMILIES))('%s folder', (family) => {
     saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles(), dtype: 'bf16' });
     model.dispose();
     const out = path.join(tmp, `${family}-ft`);
-    let r = await cli('finetune', '--model', base, '--data', data, '--task', 'causal-lm', '--method', 'sift', '--target-modules', 'all-linear', '--out', out,
-      '--steps', '2', '--batch-size', '2', '--max-length', '16', '--lr', '1e-2', '--sparse-rate', '0.05', '--merge', '--device', 'cpu', '--json', '--quiet');
+    let r = await cli(
+      'finetune',
+      '--model',
+      base,
+      '--data',
+      data,
+      '--task',
+      'causal-lm',
+      '--method',
+      'sift',
+      '--target-modules',
+      'all-linear',
+      '--out',
+      out,
+      '--steps',
+      '2',
+      '--batch-size',
+      '2',
+      '--max-length',
+      '16',
+      '--lr',
+      '1e-2',
+      '--sparse-rate',
+      '0.05',
+      '--merge',
+      '--device',
+      'cpu',
+      '--json',
+      '--quiet',
+    );
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out).trainable).toBeGreaterThan(0);
     const delta = path.join(out, 'delta.safetensors');
-    r = await cli('eval', '--model', base, '--delta', delta, '--data', data, '--task', 'causal-lm', '--max-length', '16', '--device', 'cpu', '--json');
+    r = await cli(
+      'eval',
+      '--model',
+      base,
+      '--delta',
+      delta,
+      '--data',
+      data,
+      '--task',
+      'causal-lm',
+      '--max-length',
+      '16',
+      '--device',
+      'cpu',
+      '--json',
+    );
     expect(r.code).toBe(0);
     const withDelta = JSON.parse(r.out).metrics.loss;
     expect(Number.isFinite(withDelta)).toBe(true);
@@ -67,8 +134,29 @@ describe.each(Object.keys(FAMILIES))('%s folder', (family) => {
     r = await cli('export-onnx', '--model', merged, '--out', path.join(tmp, `${family}.onnx`));
     expect(r.code).toBe(0);
     expect(fs.statSync(path.join(tmp, `${family}.onnx`)).size).toBeGreaterThan(1000);
-    r = await cli('finetune', '--model', base, '--data', data, '--task', 'causal-lm', '--method', 'lora', '--out', path.join(tmp, `${family}-lora`),
-      '--steps', '1', '--batch-size', '2', '--max-length', '16', '--device', 'cpu', '--json', '--quiet');
+    r = await cli(
+      'finetune',
+      '--model',
+      base,
+      '--data',
+      data,
+      '--task',
+      'causal-lm',
+      '--method',
+      'lora',
+      '--out',
+      path.join(tmp, `${family}-lora`),
+      '--steps',
+      '1',
+      '--batch-size',
+      '2',
+      '--max-length',
+      '16',
+      '--device',
+      'cpu',
+      '--json',
+      '--quiet',
+    );
     expect(r.code).toBe(0);
   }, 120000);
 });

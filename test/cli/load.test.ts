@@ -15,7 +15,19 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const cfg = { model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'], vocab_size: 48, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, tie_word_embeddings: false, pad_token_id: 0 };
+const cfg = {
+  model_type: 'qwen2',
+  architectures: ['Qwen2ForCausalLM'],
+  vocab_size: 48,
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 1,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 64,
+  tie_word_embeddings: false,
+  pad_token_id: 0,
+};
 
 function folder(name: string, drop: (k: string) => boolean): string {
   const m = createModel(cfg, { task: 'causal-lm', seed: 1 });
@@ -29,10 +41,16 @@ function folder(name: string, drop: (k: string) => boolean): string {
 
 test('a missing body weight or untied lm_head is E_FORMAT, named; a new classifier head starts fresh', () => {
   const noHead = folder('no-head', (k) => k === 'lm_head.weight');
-  expect(() => loadModelForTask(noHead, { task: 'causal-lm', device: 'cpu' })).toThrow(expect.objectContaining({ code: 'E_FORMAT', message: expect.stringContaining('lm_head.weight') }));
+  expect(() => loadModelForTask(noHead, { task: 'causal-lm', device: 'cpu' })).toThrow(
+    expect.objectContaining({ code: 'E_FORMAT', message: expect.stringContaining('lm_head.weight') }),
+  );
   const noBias = folder('no-bias', (k) => k.endsWith('q_proj.bias'));
-  expect(() => loadModelForTask(noBias, { task: 'causal-lm', device: 'cpu' })).toThrow(expect.objectContaining({ code: 'E_FORMAT', message: expect.stringContaining('model.layers.0.self_attn.q_proj.bias') }));
-  expect(() => loadModelForTask(noBias, { task: 'classify', device: 'cpu', labels: ['a', 'b'] })).toThrow(expect.objectContaining({ code: 'E_FORMAT' }));
+  expect(() => loadModelForTask(noBias, { task: 'causal-lm', device: 'cpu' })).toThrow(
+    expect.objectContaining({ code: 'E_FORMAT', message: expect.stringContaining('model.layers.0.self_attn.q_proj.bias') }),
+  );
+  expect(() => loadModelForTask(noBias, { task: 'classify', device: 'cpu', labels: ['a', 'b'] })).toThrow(
+    expect.objectContaining({ code: 'E_FORMAT' }),
+  );
   const full = folder('full', () => false);
   const cls = loadModelForTask(full, { task: 'classify', device: 'cpu', labels: ['a', 'b'] });
   try {

@@ -40,16 +40,24 @@ beforeAll(() => {
   jsonl = path.join(dir, 'books.jsonl.gz');
   fs.writeFileSync(jsonl, zlib.gzipSync(rows.join('\n') + '\n'));
   txt = path.join(dir, 'notes.txt');
-  fs.writeFileSync(txt, Array.from({ length: 300 }, (_, i) => `the dog ran to the park and the cat sat on a mat ${i % 5}`).join('\n') + '\n');
+  fs.writeFileSync(
+    txt,
+    Array.from({ length: 300 }, (_, i) => `the dog ran to the park and the cat sat on a mat ${i % 5}`).join('\n') + '\n',
+  );
 });
 
 afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-
 function losses(outDir: string): number[] {
-  return fs.readFileSync(path.join(outDir, 'log.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((e) => e.type === 'step').map((e) => e.loss as number);
+  return fs
+    .readFileSync(path.join(outDir, 'log.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .filter((e) => e.type === 'step')
+    .map((e) => e.loss as number);
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -65,15 +73,22 @@ describe('streamed token blocks', () => {
     expect(docs.slice(0, 40).map((d) => d.text)).toEqual(rows);
     expect(docs.slice(0, 40).every((d) => d.end)).toBe(true);
     expect(docs.slice(40).map((d) => d.end)).toEqual([false, false, false, true]);
-    expect(docs.slice(40).map((d) => d.text).join('')).toBe(fs.readFileSync(txt, 'utf8'));
+    expect(
+      docs
+        .slice(40)
+        .map((d) => d.text)
+        .join(''),
+    ).toBe(fs.readFileSync(txt, 'utf8'));
   });
 
   test('a corrupt gzip file is E_FORMAT; a folder expands to its data files', async () => {
     const bad = path.join(dir, 'bad.jsonl.gz');
     fs.writeFileSync(bad, Buffer.concat([zlib.gzipSync('{"text": "a"}\n'.repeat(1000)).subarray(0, 40), Buffer.from('garbage garbage')]));
-    await expect((async () => {
-      for await (const _ of readDocuments([bad])) void _;
-    })()).rejects.toMatchObject({ code: 'E_FORMAT' });
+    await expect(
+      (async () => {
+        for await (const _ of readDocuments([bad])) void _;
+      })(),
+    ).rejects.toMatchObject({ code: 'E_FORMAT' });
     fs.rmSync(bad);
     expect(expandDataPaths([dir])).toEqual([jsonl, txt]);
     expect(() => expandDataPaths([path.join(dir, 'nope')])).toThrow(expect.objectContaining({ code: 'E_IO' }));
@@ -116,7 +131,22 @@ describe('streamed token blocks', () => {
 
 describe('sift-ft pretrain', () => {
   const base = (out: string, extra: string[] = []) => [
-    'pretrain', '--data', jsonl, txt, '--tokenizer-vocab', '300', '--batch-size', '8', '--block-size', '32', '--lr', '3e-3', '--out', out, '--quiet', ...extra,
+    'pretrain',
+    '--data',
+    jsonl,
+    txt,
+    '--tokenizer-vocab',
+    '300',
+    '--batch-size',
+    '8',
+    '--block-size',
+    '32',
+    '--lr',
+    '3e-3',
+    '--out',
+    out,
+    '--quiet',
+    ...extra,
   ];
 
   test('a tiny GPT-2 from scratch: the loss falls, the folder loads with the library and generates', async () => {
@@ -127,7 +157,8 @@ describe('sift-ft pretrain', () => {
     const summary = JSON.parse(r.out);
     expect(summary.steps).toBe(40);
     expect(summary.tokenizer).toMatchObject({ vocabSize: 300, trained: true });
-    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'log.jsonl', 'report.html']) expect(fs.existsSync(path.join(out, f))).toBe(true);
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'log.jsonl', 'report.html'])
+      expect(fs.existsSync(path.join(out, f))).toBe(true);
     const l = losses(out);
     expect(l).toHaveLength(40);
     expect(mean(l.slice(-5))).toBeLessThan(mean(l.slice(0, 5)) - 1);
@@ -149,7 +180,9 @@ describe('sift-ft pretrain', () => {
 
   test('a tiny LLaMA from scratch with a given tokenizer; --minutes stops at a step boundary and writes the model', async () => {
     const out = path.join(dir, 'llama');
-    const r = await cli([...base(out, ['--architecture', 'llama', '--size', 'tiny', '--tokenizer', path.join(dir, 'gpt2'), '--minutes', '0.04', '--json'])]);
+    const r = await cli([
+      ...base(out, ['--architecture', 'llama', '--size', 'tiny', '--tokenizer', path.join(dir, 'gpt2'), '--minutes', '0.04', '--json']),
+    ]);
     expect(r.code).toBe(0);
     const s = JSON.parse(r.out);
     expect(s.timeUp).toBe(true);
@@ -189,12 +222,30 @@ describe('sift-ft pretrain', () => {
 
   test('--model continues pre-training an existing folder', async () => {
     const out = path.join(dir, 'continued');
-    const r = await cli(['pretrain', '--model', path.join(dir, 'gpt2'), '--data', txt, '--steps', '4', '--batch-size', '4', '--block-size', '32', '--out', out, '--quiet', '--json']);
+    const r = await cli([
+      'pretrain',
+      '--model',
+      path.join(dir, 'gpt2'),
+      '--data',
+      txt,
+      '--steps',
+      '4',
+      '--batch-size',
+      '4',
+      '--block-size',
+      '32',
+      '--out',
+      out,
+      '--quiet',
+      '--json',
+    ]);
     expect(r.code).toBe(0);
     const s = JSON.parse(r.out);
     // Continued from the trained weights: the loss starts near where pre-training ended, not at ln(vocab).
     expect(s.firstLoss).toBeLessThan(Math.log(300) - 1);
-    expect(fs.readFileSync(path.join(out, 'tokenizer.json'), 'utf8')).toBe(fs.readFileSync(path.join(dir, 'gpt2', 'tokenizer.json'), 'utf8'));
+    expect(fs.readFileSync(path.join(out, 'tokenizer.json'), 'utf8')).toBe(
+      fs.readFileSync(path.join(dir, 'gpt2', 'tokenizer.json'), 'utf8'),
+    );
   });
 
   test('bad input: clear E_ARG errors', async () => {
@@ -202,12 +253,40 @@ describe('sift-ft pretrain', () => {
     const noLen = await cli(['pretrain', '--architecture', 'gpt2', '--size', 'tiny', '--data', txt, '--out', out]);
     expect(noLen.code).toBe(2);
     expect(noLen.err).toMatch(/--steps N, --tokens N or --minutes M/);
-    const two = await cli(['pretrain', '--architecture', 'gpt2', '--model', path.join(dir, 'gpt2'), '--data', txt, '--steps', '1', '--out', out]);
+    const two = await cli([
+      'pretrain',
+      '--architecture',
+      'gpt2',
+      '--model',
+      path.join(dir, 'gpt2'),
+      '--data',
+      txt,
+      '--steps',
+      '1',
+      '--out',
+      out,
+    ]);
     expect(two.err).toMatch(/give one of --model, --architecture/);
     const stray = await cli(['pretrain', 'oops', '--architecture', 'gpt2', '--data', txt, '--steps', '1', '--out', out]);
     expect(stray.code).toBe(2);
     expect(stray.err).toMatch(/unexpected argument 'oops'/);
-    const long = await cli(['pretrain', '--architecture', 'gpt2', '--size', 'tiny', '--data', txt, '--steps', '1', '--block-size', '4096', '--out', out, '--tokenizer', path.join(dir, 'gpt2')]);
+    const long = await cli([
+      'pretrain',
+      '--architecture',
+      'gpt2',
+      '--size',
+      'tiny',
+      '--data',
+      txt,
+      '--steps',
+      '1',
+      '--block-size',
+      '4096',
+      '--out',
+      out,
+      '--tokenizer',
+      path.join(dir, 'gpt2'),
+    ]);
     expect(long.err).toMatch(/exceeds the model's context of 128/);
     expect(() => configFor('bert', 'tiny')).toThrow(/unknown architecture/);
   });

@@ -15,7 +15,6 @@ import { runCli } from '../helpers/cli';
 
 const cli = runCli;
 
-
 let tmp: string;
 let base: string;
 let data: string;
@@ -24,9 +23,19 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-quant-cli-'));
   const tok = createByteTokenizer();
   const config = {
-    model_type: 'llama', vocab_size: tok.vocabSize, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1,
-    num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, rms_norm_eps: 1e-5,
-    eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId, tie_word_embeddings: false,
+    model_type: 'llama',
+    vocab_size: tok.vocabSize,
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 1,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    max_position_embeddings: 64,
+    rms_norm_eps: 1e-5,
+    eos_token_id: tok.eosTokenId,
+    bos_token_id: tok.bosTokenId,
+    pad_token_id: tok.padTokenId,
+    tie_word_embeddings: false,
   };
   const model = createModel(config, { task: 'causal-lm', seed: 3 });
   base = path.join(tmp, 'base');
@@ -41,7 +50,21 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-const common = ['--data', '', '--task', 'causal-lm', '--device', 'cpu', '--steps', '2', '--batch-size', '2', '--max-length', '16', '--quiet'];
+const common = [
+  '--data',
+  '',
+  '--task',
+  'causal-lm',
+  '--device',
+  'cpu',
+  '--steps',
+  '2',
+  '--batch-size',
+  '2',
+  '--max-length',
+  '16',
+  '--quiet',
+];
 const withData = () => common.map((a) => (a === '' ? data : a));
 
 describe('--quantize', () => {
@@ -51,37 +74,128 @@ describe('--quantize', () => {
     expect(r.err).not.toMatch(/Error/);
     expect(r.code).toBe(0);
     expect(fs.existsSync(path.join(out, 'adapter_model.safetensors')) || fs.existsSync(path.join(out, 'delta.safetensors'))).toBe(true);
-    const m = await cli('finetune', '--model', base, '--method', 'lora', '--quantize', 'nf4', '--merge', '--out', path.join(tmp, 'm'), ...withData());
+    const m = await cli(
+      'finetune',
+      '--model',
+      base,
+      '--method',
+      'lora',
+      '--quantize',
+      'nf4',
+      '--merge',
+      '--out',
+      path.join(tmp, 'm'),
+      ...withData(),
+    );
     expect(m.code).not.toBe(0);
     expect(m.err).toMatch(/--merge/);
   });
 
   test('finetune --method sift with the frozen layers in int8; eval --delta --quantize and generate --quantize run', async () => {
     const out = path.join(tmp, 'sift');
-    const r = await cli('finetune', '--model', base, '--method', 'sift', '--target-modules', 'q_proj,v_proj', '--quantize', 'int8', '--out', out, ...withData(), '--json');
+    const r = await cli(
+      'finetune',
+      '--model',
+      base,
+      '--method',
+      'sift',
+      '--target-modules',
+      'q_proj,v_proj',
+      '--quantize',
+      'int8',
+      '--out',
+      out,
+      ...withData(),
+      '--json',
+    );
     expect(r.err).not.toMatch(/Error/);
     expect(r.code).toBe(0);
     const delta = path.join(out, 'delta.safetensors');
     expect(fs.existsSync(delta)).toBe(true);
-    const e = await cli('eval', '--model', base, '--delta', delta, '--data', data, '--task', 'causal-lm', '--device', 'cpu', '--quantize', 'int8', '--json');
+    const e = await cli(
+      'eval',
+      '--model',
+      base,
+      '--delta',
+      delta,
+      '--data',
+      data,
+      '--task',
+      'causal-lm',
+      '--device',
+      'cpu',
+      '--quantize',
+      'int8',
+      '--json',
+    );
     expect(e.code).toBe(0);
     expect(JSON.parse(e.out).metrics.loss).toBeGreaterThan(0);
-    const g = await cli('generate', '--model', base, '--prompt', 'the', '--max-new-tokens', '3', '--device', 'cpu', '--quantize', 'nf4', '--json');
+    const g = await cli(
+      'generate',
+      '--model',
+      base,
+      '--prompt',
+      'the',
+      '--max-new-tokens',
+      '3',
+      '--device',
+      'cpu',
+      '--quantize',
+      'nf4',
+      '--json',
+    );
     expect(g.code).toBe(0);
   });
 
   test('select --quantize nf4 keeps the targets dense', async () => {
-    const r = await cli('select', '--model', base, '--data', data, '--task', 'causal-lm', '--device', 'cpu', '--target-modules', 'q_proj', '--batch-size', '2', '--max-length', '16', '--quantize', 'nf4', '--out', path.join(tmp, 'idx.safetensors'), '--json');
+    const r = await cli(
+      'select',
+      '--model',
+      base,
+      '--data',
+      data,
+      '--task',
+      'causal-lm',
+      '--device',
+      'cpu',
+      '--target-modules',
+      'q_proj',
+      '--batch-size',
+      '2',
+      '--max-length',
+      '16',
+      '--quantize',
+      'nf4',
+      '--out',
+      path.join(tmp, 'idx.safetensors'),
+      '--json',
+    );
     expect(r.code).toBe(0);
     expect(fs.existsSync(path.join(tmp, 'idx.safetensors'))).toBe(true);
   });
 
   test('with frozenOnly, the layers that train stay dense and the frozen ones are quantized', () => {
-    const cfg = { model_type: 'llama', vocab_size: 32, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 16, tie_word_embeddings: false };
+    const cfg = {
+      model_type: 'llama',
+      vocab_size: 32,
+      hidden_size: 64,
+      intermediate_size: 128,
+      num_hidden_layers: 1,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      max_position_embeddings: 16,
+      tie_word_embeddings: false,
+    };
     const m = createModel(cfg, { seed: 1 });
     const sift = new Sift(m, { sparseRate: 0.01, targetModules: ['q_proj', 'v_proj'] });
     const done = quantizeModel(m, 'nf4', true);
-    expect(done.sort()).toEqual(['model.layers.0.mlp.down_proj', 'model.layers.0.mlp.gate_proj', 'model.layers.0.mlp.up_proj', 'model.layers.0.self_attn.k_proj', 'model.layers.0.self_attn.o_proj']);
+    expect(done.sort()).toEqual([
+      'model.layers.0.mlp.down_proj',
+      'model.layers.0.mlp.gate_proj',
+      'model.layers.0.mlp.up_proj',
+      'model.layers.0.self_attn.k_proj',
+      'model.layers.0.self_attn.o_proj',
+    ]);
     const mods = new Map(m.namedModules());
     expect((mods.get('model.layers.0.self_attn.q_proj') as Linear).quantized).toBeNull();
     sift.dispose();

@@ -23,21 +23,24 @@ interface Run {
   err: string;
 }
 
-
 const ROOT = path.join(__dirname, '..', '..');
 const BIN = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
 /** Rebuilds dist/ when a source the spawned CLI runs is newer than its output. */
 function ensureDist(): void {
-  const stale = (dir: string): boolean => fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).some((d) => {
-    const rel = path.join(dir, d.name);
-    if (d.isDirectory()) return stale(rel);
-    if (!d.name.endsWith('.ts')) return false;
-    const js = path.join(ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
-    return !fs.existsSync(js) || fs.statSync(js).mtimeMs < fs.statSync(path.join(ROOT, rel)).mtimeMs;
-  });
+  const stale = (dir: string): boolean =>
+    fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).some((d) => {
+      const rel = path.join(dir, d.name);
+      if (d.isDirectory()) return stale(rel);
+      if (!d.name.endsWith('.ts')) return false;
+      const js = path.join(ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
+      return !fs.existsSync(js) || fs.statSync(js).mtimeMs < fs.statSync(path.join(ROOT, rel)).mtimeMs;
+    });
   if (stale('lib')) {
-    const r = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
+    const r = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], {
+      cwd: ROOT,
+      stdio: 'inherit',
+    });
     if (r.status !== 0) throw new Error('tsc failed');
   }
 }
@@ -53,8 +56,30 @@ beforeAll(() => {
   const tok = createByteTokenizer();
   const special = { eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId };
   const configs: Record<string, Record<string, unknown>> = {
-    gpt2: { model_type: 'gpt2', vocab_size: tok.vocabSize, n_embd: 16, n_layer: 1, n_head: 2, n_positions: 32, n_inner: 32, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0, ...special },
-    llama: { model_type: 'llama', vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 64, ...special },
+    gpt2: {
+      model_type: 'gpt2',
+      vocab_size: tok.vocabSize,
+      n_embd: 16,
+      n_layer: 1,
+      n_head: 2,
+      n_positions: 32,
+      n_inner: 32,
+      resid_pdrop: 0,
+      embd_pdrop: 0,
+      attn_pdrop: 0,
+      ...special,
+    },
+    llama: {
+      model_type: 'llama',
+      vocab_size: tok.vocabSize,
+      hidden_size: 16,
+      intermediate_size: 32,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_key_value_heads: 1,
+      max_position_embeddings: 64,
+      ...special,
+    },
   };
   for (const [name, config] of Object.entries(configs)) {
     const model = createModel(config, { task: 'causal-lm', seed: 3 });
@@ -63,7 +88,22 @@ beforeAll(() => {
     model.dispose();
   }
   // A BERT encoder without its pooler (as masked-LM checkpoints come): pooler and classifier are fresh.
-  const bert = createModel({ model_type: 'bert', vocab_size: tok.vocabSize, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64, type_vocab_size: 2, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0, pad_token_id: tok.padTokenId }, { task: 'base', seed: 3 });
+  const bert = createModel(
+    {
+      model_type: 'bert',
+      vocab_size: tok.vocabSize,
+      hidden_size: 16,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      intermediate_size: 32,
+      max_position_embeddings: 64,
+      type_vocab_size: 2,
+      hidden_dropout_prob: 0,
+      attention_probs_dropout_prob: 0,
+      pad_token_id: tok.padTokenId,
+    },
+    { task: 'base', seed: 3 },
+  );
   const sd = stateDict(bert);
   for (const k of [...sd.keys()]) if (k.startsWith('pooler.')) sd.delete(k);
   bases.bert = path.join(tmp, 'bert');
@@ -71,7 +111,10 @@ beforeAll(() => {
   bert.dispose();
   const texts = ['good film', 'great movie', 'bad film', 'awful movie', 'lovely story', 'boring plot', 'nice acting', 'poor script'];
   clsCsv = path.join(tmp, 'cls.csv');
-  fs.writeFileSync(clsCsv, 'sentence,label\n' + texts.map((t, i) => `${t},${Math.floor(i / 2) % 2 === 0 ? 'pos' : 'neg'}`).join('\n') + '\n');
+  fs.writeFileSync(
+    clsCsv,
+    'sentence,label\n' + texts.map((t, i) => `${t},${Math.floor(i / 2) % 2 === 0 ? 'pos' : 'neg'}`).join('\n') + '\n',
+  );
   regCsv = path.join(tmp, 'reg.csv');
   fs.writeFileSync(regCsv, 'sentence,label\n' + texts.map((t, i) => `${t},${(i / 4).toFixed(2)}`).join('\n') + '\n');
   lmJsonl = path.join(tmp, 'lm.jsonl');
@@ -85,12 +128,14 @@ afterAll(() => {
 function tensors(file: string): Map<string, number[]> {
   const r = SafetensorsReader.open(file);
   try {
-    return new Map(r.names().map((n) => {
-      const t = r.tensor(n);
-      const v = Array.from(t.toArray() as ArrayLike<number>, Number);
-      t.dispose();
-      return [n, v];
-    }));
+    return new Map(
+      r.names().map((n) => {
+        const t = r.tensor(n);
+        const v = Array.from(t.toArray() as ArrayLike<number>, Number);
+        t.dispose();
+        return [n, v];
+      }),
+    );
   } finally {
     r.close();
   }
@@ -109,7 +154,29 @@ describe('increments of every task work on the base they were trained from', () 
     const base = bases[arch];
     const data = task === 'classify' ? clsCsv : regCsv;
     const out = path.join(tmp, `run-${arch}-${task}-${method}`);
-    const ft = await cli('finetune', '--model', base, '--data', data, '--eval-data', data, '--task', task, '--method', method, '--out', out, '--steps', '4', '--batch-size', '4', '--lr', '1e-2', '--quiet', '--json');
+    const ft = await cli(
+      'finetune',
+      '--model',
+      base,
+      '--data',
+      data,
+      '--eval-data',
+      data,
+      '--task',
+      task,
+      '--method',
+      method,
+      '--out',
+      out,
+      '--steps',
+      '4',
+      '--batch-size',
+      '4',
+      '--lr',
+      '1e-2',
+      '--quiet',
+      '--json',
+    );
     expect(ft.err).toBe('');
     expect(ft.code).toBe(0);
     const trained = JSON.parse(ft.out).metrics as Record<string, number>;
@@ -122,7 +189,10 @@ describe('increments of every task work on the base they were trained from', () 
       if (task === 'classify') expect(head.id2label).toEqual({ 0: 'neg', 1: 'pos' });
       else expect(head.problem_type).toBe('regression');
     } else {
-      expect(JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')).sift_ft_head).toMatchObject({ task, architecture: headArch });
+      expect(JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')).sift_ft_head).toMatchObject({
+        task,
+        architecture: headArch,
+      });
     }
 
     // eval --delta without --task: the delta records it; the metrics are the run's own final ones.
@@ -163,7 +233,26 @@ describe('increments of every task work on the base they were trained from', () 
   test('causal-lm: generate --delta takes an increment or a LoRA adapter folder', async () => {
     for (const method of ['sift', 'lora']) {
       const out = path.join(tmp, `lm-${method}`);
-      expect((await cli('finetune', '--model', bases.llama, '--data', lmJsonl, '--task', 'causal-lm', '--method', method, '--out', out, '--steps', '3', '--quiet')).code).toBe(0);
+      expect(
+        (
+          await cli(
+            'finetune',
+            '--model',
+            bases.llama,
+            '--data',
+            lmJsonl,
+            '--task',
+            'causal-lm',
+            '--method',
+            method,
+            '--out',
+            out,
+            '--steps',
+            '3',
+            '--quiet',
+          )
+        ).code,
+      ).toBe(0);
       const g = await cli('generate', '--model', bases.llama, '--delta', out, '--prompt', 'the', '--max-new-tokens', '4', '--json');
       expect(g.err).toBe('');
       expect(JSON.parse(g.out).tokens.length).toBeGreaterThan(0);
@@ -180,15 +269,54 @@ describe('increments of every task work on the base they were trained from', () 
     const onnx = path.join(dir, 'model.onnx');
     expect((await cli('export-onnx', '--model', bases.llama, '--out', onnx)).code).toBe(0);
     const out = path.join(tmp, 'from-onnx');
-    const ft = await cli('finetune', '--model', onnx, '--data', lmJsonl, '--eval-data', lmJsonl, '--task', 'causal-lm', '--out', out, '--steps', '2', '--quiet', '--json');
+    const ft = await cli(
+      'finetune',
+      '--model',
+      onnx,
+      '--data',
+      lmJsonl,
+      '--eval-data',
+      lmJsonl,
+      '--task',
+      'causal-lm',
+      '--out',
+      out,
+      '--steps',
+      '2',
+      '--quiet',
+      '--json',
+    );
     expect(ft.err).toBe('');
     const trained = JSON.parse(ft.out).metrics.loss;
     const ev = metricsOf(await cli('eval', '--model', onnx, '--delta', out, '--data', lmJsonl, '--json'));
     expect(ev.loss).toBeCloseTo(trained, 5);
-    const sel = await cli('select', '--model', onnx, '--data', lmJsonl, '--task', 'causal-lm', '--out', path.join(tmp, 'onnx-idx.safetensors'), '--json');
+    const sel = await cli(
+      'select',
+      '--model',
+      onnx,
+      '--data',
+      lmJsonl,
+      '--task',
+      'causal-lm',
+      '--out',
+      path.join(tmp, 'onnx-idx.safetensors'),
+      '--json',
+    );
     expect(sel.code).toBe(0);
     // The graph's head is fixed: a classifier cannot be made from an LM graph.
-    const cls = await cli('finetune', '--model', onnx, '--data', clsCsv, '--task', 'classify', '--out', path.join(tmp, 'onnx-cls'), '--steps', '1');
+    const cls = await cli(
+      'finetune',
+      '--model',
+      onnx,
+      '--data',
+      clsCsv,
+      '--task',
+      'classify',
+      '--out',
+      path.join(tmp, 'onnx-cls'),
+      '--steps',
+      '1',
+    );
     expect(cls.code).toBe(1);
     expect(cls.err).toContain('E_UNSUPPORTED');
   });
@@ -227,23 +355,80 @@ describe('flags like the tools users know', () => {
 
   test('Hugging Face names on the command line, both spellings', async () => {
     const out = path.join(tmp, 'hf-flags');
-    const r = await cli('finetune', '--model', bases.llama, '--data', clsCsv, '--task', 'classify', '--quiet', '--output_dir', out,
-      '--learning_rate', '3e-3', '--per-device-train-batch-size', '4', '--gradient_accumulation_steps', '2', '--max_steps', '3',
-      '--warmup-ratio', '0.5', '--weight_decay', '0.01', '--lr_scheduler_type', 'cosine', '--max_grad_norm', '0.5', '--seed', '5',
-      '--target_modules', 'q_proj,v_proj', '--method', 'lora', '--lora_r', '2', '--lora-alpha', '4', '--lora_dropout', '0.1',
-      '--gradient_checkpointing', '--bf16', 'false');
+    const r = await cli(
+      'finetune',
+      '--model',
+      bases.llama,
+      '--data',
+      clsCsv,
+      '--task',
+      'classify',
+      '--quiet',
+      '--output_dir',
+      out,
+      '--learning_rate',
+      '3e-3',
+      '--per-device-train-batch-size',
+      '4',
+      '--gradient_accumulation_steps',
+      '2',
+      '--max_steps',
+      '3',
+      '--warmup-ratio',
+      '0.5',
+      '--weight_decay',
+      '0.01',
+      '--lr_scheduler_type',
+      'cosine',
+      '--max_grad_norm',
+      '0.5',
+      '--seed',
+      '5',
+      '--target_modules',
+      'q_proj,v_proj',
+      '--method',
+      'lora',
+      '--lora_r',
+      '2',
+      '--lora-alpha',
+      '4',
+      '--lora_dropout',
+      '0.1',
+      '--gradient_checkpointing',
+      '--bf16',
+      'false',
+    );
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const rc = JSON.parse(fs.readFileSync(path.join(out, 'run_config.json'), 'utf8'));
     expect(rc).toMatchObject({
-      lr: 3e-3, 'batch-size': 4, 'grad-accum': 2, steps: 3, 'warmup-ratio': 0.5, 'weight-decay': 0.01, 'lr-schedule': 'cosine', 'max-grad-norm': 0.5, seed: 5,
-      'target-modules': 'q_proj,v_proj', 'lora-rank': 2, 'lora-alpha': 4, 'lora-dropout': 0.1, 'activation-checkpointing': true, 'mixed-precision': 'none',
+      lr: 3e-3,
+      'batch-size': 4,
+      'grad-accum': 2,
+      steps: 3,
+      'warmup-ratio': 0.5,
+      'weight-decay': 0.01,
+      'lr-schedule': 'cosine',
+      'max-grad-norm': 0.5,
+      seed: 5,
+      'target-modules': 'q_proj,v_proj',
+      'lora-rank': 2,
+      'lora-alpha': 4,
+      'lora-dropout': 0.1,
+      'activation-checkpointing': true,
+      'mixed-precision': 'none',
     });
     const ad = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
     expect(ad).toMatchObject({ r: 2, lora_alpha: 4 });
     expect(ad.target_modules.sort()).toEqual(['q_proj', 'v_proj']);
     // warmup_ratio 0.5 of 3 steps: 2 warmup steps (lr 0, then half), then the cosine decay.
-    const lrs = fs.readFileSync(path.join(out, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'step').map((e) => e.lr);
+    const lrs = fs
+      .readFileSync(path.join(out, 'log.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.type === 'step')
+      .map((e) => e.lr);
     expect(lrs[0]).toBe(0);
     expect(lrs[1]).toBeCloseTo(1.5e-3, 12);
     expect(lrs[2]).toBeCloseTo(3e-3, 12);
@@ -253,15 +438,38 @@ describe('flags like the tools users know', () => {
 
   test('--config FILE.yaml|json: kebab or snake keys and aliases; flags override; unknown keys are errors', async () => {
     const yamlFile = path.join(tmp, 'run.yaml');
-    fs.writeFileSync(yamlFile, [
-      `model: ${bases.gpt2}`, `data: ${clsCsv}`, 'task: classify', 'learning_rate: 2.0e-3', 'num_train_epochs: 1', 'per_device_train_batch_size: 4',
-      'sparse_rate: 0.05', 'target_modules: [c_attn, c_fc]', 'shuffle: false', 'merge: true', 'quiet: true', '',
-    ].join('\n'));
+    fs.writeFileSync(
+      yamlFile,
+      [
+        `model: ${bases.gpt2}`,
+        `data: ${clsCsv}`,
+        'task: classify',
+        'learning_rate: 2.0e-3',
+        'num_train_epochs: 1',
+        'per_device_train_batch_size: 4',
+        'sparse_rate: 0.05',
+        'target_modules: [c_attn, c_fc]',
+        'shuffle: false',
+        'merge: true',
+        'quiet: true',
+        '',
+      ].join('\n'),
+    );
     const out = path.join(tmp, 'from-yaml');
     const r = await cli('finetune', '--config', yamlFile, '--out', out, '--learning-rate', '5e-3', '--merge', 'false');
     expect(r.err).toBe('');
     const rc = JSON.parse(fs.readFileSync(path.join(out, 'run_config.json'), 'utf8'));
-    expect(rc).toMatchObject({ lr: 5e-3, epochs: 1, 'batch-size': 4, 'sparse-rate': 0.05, 'target-modules': 'c_attn,c_fc', shuffle: false, merge: false, model: bases.gpt2, out });
+    expect(rc).toMatchObject({
+      lr: 5e-3,
+      epochs: 1,
+      'batch-size': 4,
+      'sparse-rate': 0.05,
+      'target-modules': 'c_attn,c_fc',
+      shuffle: false,
+      merge: false,
+      model: bases.gpt2,
+      out,
+    });
     expect(fs.existsSync(path.join(out, 'model'))).toBe(false);
     // The resolved configuration is itself a valid --config file.
     const again = path.join(tmp, 'from-json');
@@ -286,7 +494,26 @@ describe('runs that survive', () => {
 
   test('--lr 1e30: E_NUMERIC naming the step, the last good checkpoint kept, no increment', async () => {
     const out = path.join(tmp, 'diverge');
-    const r = await cli('finetune', '--model', bases.gpt2, '--data', clsCsv, '--task', 'classify', '--out', out, '--steps', '10', '--batch-size', '4', '--lr', '1e30', '--checkpoint-every', '1', '--quiet');
+    const r = await cli(
+      'finetune',
+      '--model',
+      bases.gpt2,
+      '--data',
+      clsCsv,
+      '--task',
+      'classify',
+      '--out',
+      out,
+      '--steps',
+      '10',
+      '--batch-size',
+      '4',
+      '--lr',
+      '1e30',
+      '--checkpoint-every',
+      '1',
+      '--quiet',
+    );
     expect(r.code).toBe(1);
     const m = /non-finite .* at step (\d+) of 10.*last good checkpoint is (\S+);.*\[E_NUMERIC\]/.exec(r.err);
     expect(m).not.toBeNull();
@@ -298,7 +525,26 @@ describe('runs that survive', () => {
   });
 
   test('SIGINT writes a checkpoint and exits 130; --resume ends where an uninterrupted run ends', async () => {
-    const args = (out: string) => ['finetune', '--model', bases.gpt2, '--data', clsCsv, '--task', 'classify', '--out', out, '--steps', '1500', '--batch-size', '4', '--lr', '1e-3', '--seed', '9', '--quiet'];
+    const args = (out: string) => [
+      'finetune',
+      '--model',
+      bases.gpt2,
+      '--data',
+      clsCsv,
+      '--task',
+      'classify',
+      '--out',
+      out,
+      '--steps',
+      '1500',
+      '--batch-size',
+      '4',
+      '--lr',
+      '1e-3',
+      '--seed',
+      '9',
+      '--quiet',
+    ];
     const env = { ...process.env };
     const whole = path.join(tmp, 'whole');
     const w = spawnSync(process.execPath, [BIN, ...args(whole)], { env, encoding: 'utf8' });
@@ -342,26 +588,88 @@ describe('runs that survive', () => {
 
   test('a second SIGINT exits at once with 130', async () => {
     const out = path.join(tmp, 'twice');
-    const child = spawn(process.execPath, [BIN, 'finetune', '--model', bases.gpt2, '--data', clsCsv, '--task', 'classify', '--out', out, '--steps', '100000', '--batch-size', '4', '--quiet'], { stdio: 'ignore' });
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        'finetune',
+        '--model',
+        bases.gpt2,
+        '--data',
+        clsCsv,
+        '--task',
+        'classify',
+        '--out',
+        out,
+        '--steps',
+        '100000',
+        '--batch-size',
+        '4',
+        '--quiet',
+      ],
+      { stdio: 'ignore' },
+    );
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     const log = path.join(out, 'log.jsonl');
     const t0 = Date.now();
-    while (Date.now() - t0 < 60000 && !(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) await new Promise((r) => setTimeout(r, 20));
+    while (Date.now() - t0 < 60000 && !(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"')))
+      await new Promise((r) => setTimeout(r, 20));
     child.kill('SIGINT');
     child.kill('SIGINT');
     expect(await exited).toBe(130);
   });
 
   test('--resume without a checkpoint is an error', async () => {
-    const r = await cli('finetune', '--model', bases.gpt2, '--data', clsCsv, '--task', 'classify', '--out', path.join(tmp, 'no-ckpt'), '--steps', '2', '--resume');
+    const r = await cli(
+      'finetune',
+      '--model',
+      bases.gpt2,
+      '--data',
+      clsCsv,
+      '--task',
+      'classify',
+      '--out',
+      path.join(tmp, 'no-ckpt'),
+      '--steps',
+      '2',
+      '--resume',
+    );
     expect(r.code).toBe(1);
     expect(r.err).toContain('--resume: no checkpoint');
   });
 
   test('--metric-for-best, --save-total-limit and --early-stopping-patience through the CLI', async () => {
     const out = path.join(tmp, 'best-run');
-    const r = await cli('finetune', '--model', bases.gpt2, '--data', clsCsv, '--eval-data', clsCsv, '--task', 'classify', '--out', out, '--steps', '12', '--batch-size', '4',
-      '--lr', '1e-9', '--eval-every', '2', '--checkpoint-every', '2', '--save-total-limit', '1', '--metric-for-best', 'accuracy', '--early-stopping-patience', '2', '--quiet');
+    const r = await cli(
+      'finetune',
+      '--model',
+      bases.gpt2,
+      '--data',
+      clsCsv,
+      '--eval-data',
+      clsCsv,
+      '--task',
+      'classify',
+      '--out',
+      out,
+      '--steps',
+      '12',
+      '--batch-size',
+      '4',
+      '--lr',
+      '1e-9',
+      '--eval-every',
+      '2',
+      '--checkpoint-every',
+      '2',
+      '--save-total-limit',
+      '1',
+      '--metric-for-best',
+      'accuracy',
+      '--early-stopping-patience',
+      '2',
+      '--quiet',
+    );
     expect(r.err).toContain('early stopping at step 6');
     expect(r.code).toBe(0);
     expect(r.out).toContain(`best: accuracy`);
@@ -371,7 +679,19 @@ describe('runs that survive', () => {
     const state = JSON.parse(fs.readFileSync(path.join(out, 'trainer_state.json'), 'utf8'));
     expect(state).toMatchObject({ latest: 'checkpoint-6', best: { metric: 'accuracy', step: 2, checkpoint: 'checkpoint-2' } });
     expect(state.checkpoints.sort()).toEqual(['checkpoint-2', 'checkpoint-6']);
-    const noEval = await cli('finetune', '--model', bases.gpt2, '--data', clsCsv, '--task', 'classify', '--out', path.join(tmp, 'x'), '--metric-for-best', 'f1');
+    const noEval = await cli(
+      'finetune',
+      '--model',
+      bases.gpt2,
+      '--data',
+      clsCsv,
+      '--task',
+      'classify',
+      '--out',
+      path.join(tmp, 'x'),
+      '--metric-for-best',
+      'f1',
+    );
     expect(noEval.err).toContain('--metric-for-best needs --eval-data');
   });
 });

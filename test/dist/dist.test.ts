@@ -19,7 +19,8 @@ import { planLaunch, rankEnv } from '../../lib/cli/launch';
 const ROOT = path.join(__dirname, '..', '..');
 const BIN = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const GLOO = glooAvailable();
-if (!GLOO) console.warn('test/dist: skipped the multi-process tests: this build of the addon has no gloo (install libgloo-dev and rebuild)');
+if (!GLOO)
+  console.warn('test/dist: skipped the multi-process tests: this build of the addon has no gloo (install libgloo-dev and rebuild)');
 const withGloo = GLOO ? describe : describe.skip;
 
 let tmp: string;
@@ -41,15 +42,19 @@ function freePort(): Promise<number> {
 
 /** Rebuilds dist/ when a source the spawned CLI runs is newer than its output. */
 function ensureDist(): void {
-  const stale = (dir: string): boolean => fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).some((d) => {
-    const rel = path.join(dir, d.name);
-    if (d.isDirectory()) return stale(rel);
-    if (!d.name.endsWith('.ts')) return false;
-    const js = path.join(ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
-    return !fs.existsSync(js) || fs.statSync(js).mtimeMs < fs.statSync(path.join(ROOT, rel)).mtimeMs;
-  });
+  const stale = (dir: string): boolean =>
+    fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).some((d) => {
+      const rel = path.join(dir, d.name);
+      if (d.isDirectory()) return stale(rel);
+      if (!d.name.endsWith('.ts')) return false;
+      const js = path.join(ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
+      return !fs.existsSync(js) || fs.statSync(js).mtimeMs < fs.statSync(path.join(ROOT, rel)).mtimeMs;
+    });
   if (!stale('lib')) return;
-  const r = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], {
+    cwd: ROOT,
+    stdio: 'inherit',
+  });
   if (r.status !== 0) throw new Error('tsc failed');
 }
 
@@ -60,8 +65,32 @@ const cleanEnv = (): NodeJS.ProcessEnv => {
 };
 
 function finetuneArgs(out: string, batch: number, extra: string[] = [], model = base): string[] {
-  return ['finetune', '--model', model, '--data', data, '--task', 'causal-lm', '--out', out, '--steps', '4', '--batch-size', String(batch),
-    '--sparse-rate', '0.05', '--lr', '0.01', '--seed', '5', '--device', 'cpu', '--quiet', '--json', ...extra];
+  return [
+    'finetune',
+    '--model',
+    model,
+    '--data',
+    data,
+    '--task',
+    'causal-lm',
+    '--out',
+    out,
+    '--steps',
+    '4',
+    '--batch-size',
+    String(batch),
+    '--sparse-rate',
+    '0.05',
+    '--lr',
+    '0.01',
+    '--seed',
+    '5',
+    '--device',
+    'cpu',
+    '--quiet',
+    '--json',
+    ...extra,
+  ];
 }
 
 function readDelta(dir: string): Map<string, Float32Array | Int32Array | BigInt64Array> {
@@ -103,18 +132,48 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-dist-test-'));
   const tok = createByteTokenizer();
   const config = {
-    model_type: 'gpt2', vocab_size: tok.vocabSize, n_embd: 16, n_layer: 1, n_head: 2, n_positions: 48, n_inner: 32,
-    resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0, eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId,
+    model_type: 'gpt2',
+    vocab_size: tok.vocabSize,
+    n_embd: 16,
+    n_layer: 1,
+    n_head: 2,
+    n_positions: 48,
+    n_inner: 32,
+    resid_pdrop: 0,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    eos_token_id: tok.eosTokenId,
+    bos_token_id: tok.bosTokenId,
+    pad_token_id: tok.padTokenId,
   };
   const model = createModel(config, { task: 'causal-lm', seed: 3 });
   base = path.join(tmp, 'base');
   saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
   model.dispose();
-  const texts = ['the cat sat on the mat', 'a dog ran in the big green park', 'birds sing', 'fish swim in the deep blue sea today',
-    'the sun is warm', 'rain falls on the old red roof all night', 'wind', 'snow covers the quiet hills in winter'];
+  const texts = [
+    'the cat sat on the mat',
+    'a dog ran in the big green park',
+    'birds sing',
+    'fish swim in the deep blue sea today',
+    'the sun is warm',
+    'rain falls on the old red roof all night',
+    'wind',
+    'snow covers the quiet hills in winter',
+  ];
   data = path.join(tmp, 'lm.jsonl');
   fs.writeFileSync(data, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-  const rows = ['good film', 'great movie', 'bad film', 'awful movie', 'lovely story', 'boring plot', 'nice acting', 'poor script', 'fine cast', 'dull end'];
+  const rows = [
+    'good film',
+    'great movie',
+    'bad film',
+    'awful movie',
+    'lovely story',
+    'boring plot',
+    'nice acting',
+    'poor script',
+    'fine cast',
+    'dull end',
+  ];
   cls = path.join(tmp, 'cls.csv');
   fs.writeFileSync(cls, 'sentence,label\n' + rows.map((t, i) => `${t},${i % 2 ? 'neg' : 'pos'}`).join('\n') + '\n');
   // Wide enough that SIFT's per-target padding is negligible, as in real models.
@@ -131,10 +190,32 @@ afterAll(() => {
 
 describe('launch: plan and environment', () => {
   test('torchrun variables per rank, cores divided, the command after --', () => {
-    const plan = planLaunch(['--nproc-per-node', '2', '--nnodes', '2', '--node-rank', '1', '--master-addr', 'h0', '--master-port', '29511', '--', 'finetune', '--steps', '3']);
+    const plan = planLaunch([
+      '--nproc-per-node',
+      '2',
+      '--nnodes',
+      '2',
+      '--node-rank',
+      '1',
+      '--master-addr',
+      'h0',
+      '--master-port',
+      '29511',
+      '--',
+      'finetune',
+      '--steps',
+      '3',
+    ]);
     expect(plan.command).toEqual(['finetune', '--steps', '3']);
     const env = rankEnv(plan, 1, {});
-    expect(env).toMatchObject({ RANK: '3', WORLD_SIZE: '4', LOCAL_RANK: '1', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: 'h0', MASTER_PORT: '29511' });
+    expect(env).toMatchObject({
+      RANK: '3',
+      WORLD_SIZE: '4',
+      LOCAL_RANK: '1',
+      LOCAL_WORLD_SIZE: '2',
+      MASTER_ADDR: 'h0',
+      MASTER_PORT: '29511',
+    });
     expect(Number(env.SIFT_FT_NUM_THREADS)).toBeGreaterThanOrEqual(1);
     expect(distEnv(env)).toEqual({ rank: 3, worldSize: 4, localRank: 1, localWorldSize: 2, masterAddr: 'h0', masterPort: 29511 });
     expect(distEnv({})).toBeNull();
@@ -152,7 +233,11 @@ withGloo('two CPU processes (gloo)', () => {
     expect(r1.status).toBe(0);
     const two = path.join(tmp, 'two');
     const port = await freePort();
-    const r2 = spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(two, 2)], { env: cleanEnv(), encoding: 'utf8' });
+    const r2 = spawnSync(
+      process.execPath,
+      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(two, 2)],
+      { env: cleanEnv(), encoding: 'utf8' },
+    );
     expect(r2.status).toBe(0);
     const res = JSON.parse(r2.stdout);
     expect(res.worldSize).toBe(2);
@@ -160,7 +245,13 @@ withGloo('two CPU processes (gloo)', () => {
     expect(res.communication.bytesPerStep).toBeLessThan(res.communication.fullFinetuneBytesPerStep);
     expectSameIncrement(one, two);
     // The loss curve is the global batch's on rank 0.
-    const steps = (d: string) => fs.readFileSync(path.join(d, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'step');
+    const steps = (d: string) =>
+      fs
+        .readFileSync(path.join(d, 'log.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l))
+        .filter((e) => e.type === 'step');
     const a = steps(one);
     const b = steps(two);
     expect(b.length).toBe(a.length);
@@ -168,14 +259,42 @@ withGloo('two CPU processes (gloo)', () => {
   }, 180000);
 
   test('classify with a dense head and sharded evaluation: 2 x 2 equals 1 x 4', async () => {
-    const args = (out: string, batch: number) => ['finetune', '--model', base, '--data', cls, '--eval-data', cls, '--task', 'classify', '--out', out,
-      '--steps', '3', '--batch-size', String(batch), '--sparse-rate', '0.05', '--lr', '0.01', '--seed', '7', '--device', 'cpu', '--quiet', '--json'];
+    const args = (out: string, batch: number) => [
+      'finetune',
+      '--model',
+      base,
+      '--data',
+      cls,
+      '--eval-data',
+      cls,
+      '--task',
+      'classify',
+      '--out',
+      out,
+      '--steps',
+      '3',
+      '--batch-size',
+      String(batch),
+      '--sparse-rate',
+      '0.05',
+      '--lr',
+      '0.01',
+      '--seed',
+      '7',
+      '--device',
+      'cpu',
+      '--quiet',
+      '--json',
+    ];
     const one = path.join(tmp, 'cls-one');
     const r1 = spawnSync(process.execPath, [BIN, ...args(one, 4)], { env: cleanEnv(), encoding: 'utf8' });
     expect(r1.status).toBe(0);
     const two = path.join(tmp, 'cls-two');
     const port = await freePort();
-    const r2 = spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args(two, 2)], { env: cleanEnv(), encoding: 'utf8' });
+    const r2 = spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args(two, 2)], {
+      env: cleanEnv(),
+      encoding: 'utf8',
+    });
     expect(r2.status).toBe(0);
     expectSameIncrement(one, two);
     const m1 = JSON.parse(r1.stdout).metrics;
@@ -185,11 +304,14 @@ withGloo('two CPU processes (gloo)', () => {
     expect(m2.loss).toBeCloseTo(m1.loss, 4);
   }, 180000);
 
-  test('the gradient bytes of SIFT at 1% are at most 2% of full fine-tuning\'s', async () => {
+  test("the gradient bytes of SIFT at 1% are at most 2% of full fine-tuning's", async () => {
     const out = path.join(tmp, 'bytes');
     const port = await freePort();
     const env = { ...cleanEnv(), RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
-    const r = spawnSync(process.execPath, [BIN, ...finetuneArgs(out, 2, ['--steps', '1', '--sparse-rate', '0.01'], wide)], { env, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [BIN, ...finetuneArgs(out, 2, ['--steps', '1', '--sparse-rate', '0.01'], wide)], {
+      env,
+      encoding: 'utf8',
+    });
     expect(r.status).toBe(0);
     const c = JSON.parse(r.stdout).communication;
     expect(c.bytesPerStep).toBeGreaterThan(0);
@@ -198,14 +320,30 @@ withGloo('two CPU processes (gloo)', () => {
 
   test('a checkpoint of a one-process run resumes on two processes', async () => {
     const ref = path.join(tmp, 'ref');
-    const r1 = spawnSync(process.execPath, [BIN, ...finetuneArgs(ref, 4, ['--checkpoint-every', '2'])], { env: cleanEnv(), encoding: 'utf8' });
+    const r1 = spawnSync(process.execPath, [BIN, ...finetuneArgs(ref, 4, ['--checkpoint-every', '2'])], {
+      env: cleanEnv(),
+      encoding: 'utf8',
+    });
     expect(r1.status).toBe(0);
     const cut = path.join(tmp, 'cut');
     fs.cpSync(ref, cut, { recursive: true });
     fs.rmSync(path.join(cut, 'checkpoint-4'), { recursive: true, force: true });
     fs.rmSync(path.join(cut, 'delta.safetensors'));
     const port = await freePort();
-    const r2 = spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(cut, 2, ['--checkpoint-every', '2', '--resume'])], { env: cleanEnv(), encoding: 'utf8' });
+    const r2 = spawnSync(
+      process.execPath,
+      [
+        BIN,
+        'launch',
+        '--nproc-per-node',
+        '2',
+        '--master-port',
+        String(port),
+        '--',
+        ...finetuneArgs(cut, 2, ['--checkpoint-every', '2', '--resume']),
+      ],
+      { env: cleanEnv(), encoding: 'utf8' },
+    );
     expect(r2.stderr).not.toMatch(/\[E_/);
     expect(r2.status).toBe(0);
     expectSameIncrement(ref, cut);
@@ -214,7 +352,14 @@ withGloo('two CPU processes (gloo)', () => {
   test('a killed rank ends the other with E_DIST, not a hang', async () => {
     const out = path.join(tmp, 'killed');
     const port = await freePort();
-    const env = (rank: number) => ({ ...cleanEnv(), RANK: String(rank), WORLD_SIZE: '2', LOCAL_RANK: String(rank), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });
+    const env = (rank: number) => ({
+      ...cleanEnv(),
+      RANK: String(rank),
+      WORLD_SIZE: '2',
+      LOCAL_RANK: String(rank),
+      MASTER_ADDR: '127.0.0.1',
+      MASTER_PORT: String(port),
+    });
     const args = finetuneArgs(out, 2, ['--steps', '100000', '--dist-timeout', '20']);
     const r0 = spawn(process.execPath, [BIN, ...args], { env: env(0) });
     const r1 = spawn(process.execPath, [BIN, ...args], { env: env(1) });
@@ -239,7 +384,11 @@ withGloo('two CPU processes (gloo)', () => {
   test('launch ends the other processes and names the rank when one dies', async () => {
     const out = path.join(tmp, 'launch-killed');
     const port = await freePort();
-    const launcher = spawn(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(out, 2, ['--steps', '100000'])], { env: cleanEnv() });
+    const launcher = spawn(
+      process.execPath,
+      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(out, 2, ['--steps', '100000'])],
+      { env: cleanEnv() },
+    );
     let err = '';
     launcher.stderr.on('data', (c) => (err += String(c)));
     const exited = new Promise<number>((resolve) => launcher.on('exit', (code) => resolve(code ?? -1)));
@@ -251,7 +400,11 @@ withGloo('two CPU processes (gloo)', () => {
     }
     // The launcher's children: kill one of them.
     const ps = spawnSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' });
-    const pids = ps.stdout.trim().split(/\s+/).map(Number).filter((p) => p > 0);
+    const pids = ps.stdout
+      .trim()
+      .split(/\s+/)
+      .map(Number)
+      .filter((p) => p > 0);
     expect(pids.length).toBe(2);
     process.kill(pids[1], 'SIGKILL');
     const killedAt = Date.now();

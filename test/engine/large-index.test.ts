@@ -64,7 +64,16 @@ describe('flat SIFT indices: i32 below 2^31 entries, i64 from 2^31', () => {
 
   test('plan counts 8-byte indices for a target of 2^31 entries and 4-byte below', () => {
     // One block of width 32768 with an MLP of 65536: gate/up/down are 2^31 entries each.
-    const big: HFConfig = { model_type: 'llama', vocab_size: 8, hidden_size: 32768, intermediate_size: 65536, num_hidden_layers: 1, num_attention_heads: 256, num_key_value_heads: 256, max_position_embeddings: 16 };
+    const big: HFConfig = {
+      model_type: 'llama',
+      vocab_size: 8,
+      hidden_size: 32768,
+      intermediate_size: 65536,
+      num_hidden_layers: 1,
+      num_attention_heads: 256,
+      num_key_value_heads: 256,
+      max_position_embeddings: 16,
+    };
     const small: HFConfig = { ...big, intermediate_size: 65535 };
     const a = planMemory(big, { sparseRate: 0.001, batchSize: 1, maxLength: 4 });
     const b = planMemory(small, { sparseRate: 0.001, batchSize: 1, maxLength: 4 });

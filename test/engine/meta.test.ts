@@ -5,12 +5,41 @@
  * SIFT's sparse gradients live in one buffer.
  */
 import {
-  tensor, randn, tidy, keep, Tensor, liveTensors, matmul, linear, softmax, logSoftmax, layerNorm, rmsNorm, embedding,
-  crossEntropy, split, concat, Sift, SparseAdamW, SiftError,
+  tensor,
+  randn,
+  tidy,
+  keep,
+  Tensor,
+  liveTensors,
+  matmul,
+  linear,
+  softmax,
+  logSoftmax,
+  layerNorm,
+  rmsNorm,
+  embedding,
+  crossEntropy,
+  split,
+  concat,
+  Sift,
+  SparseAdamW,
+  SiftError,
 } from '../../lib';
 import { native } from '../../lib/engine/native';
 import { checkTensorMeta } from '../../lib/engine/tensor';
-import { reshape, permute, slice, expand, contiguous, clone, cast, detach, transpose, viewStrides, splitHeads } from '../../lib/autograd/shape';
+import {
+  reshape,
+  permute,
+  slice,
+  expand,
+  contiguous,
+  clone,
+  cast,
+  detach,
+  transpose,
+  viewStrides,
+  splitHeads,
+} from '../../lib/autograd/shape';
 import { add, sub, mul, div, neg, gelu, compare, where, maximum } from '../../lib/autograd/elementwise';
 import { reduce } from '../../lib/autograd/reduce';
 import { sumToShape } from '../../lib/autograd/util';
@@ -40,9 +69,25 @@ describe('metadata given at construction equals the native metadata', () => {
       const w = randn([5, 4], { seed: 3, requiresGrad: true });
       const m = randn([2, 4, 3], { seed: 4, requiresGrad: true });
       const outs: Tensor[] = [
-        add(a, b), sub(a, 1), mul(a, b), div(a, 2), neg(a), gelu(a, 'tanh'), compare('gt', a, b), compare('lt', a, 0),
-        maximum(a, b), matmul(a, m), matmul(transpose(a, 1, 2), randn([3, 5], { seed: 8 })), matmul(a, transpose(w)), linear(a, w), softmax(a), logSoftmax(a, 1),
-        layerNorm(a, b, b), rmsNorm(a, b), reduce('sum', a, 1), reduce('mean', a, [0, 2], true),
+        add(a, b),
+        sub(a, 1),
+        mul(a, b),
+        div(a, 2),
+        neg(a),
+        gelu(a, 'tanh'),
+        compare('gt', a, b),
+        compare('lt', a, 0),
+        maximum(a, b),
+        matmul(a, m),
+        matmul(transpose(a, 1, 2), randn([3, 5], { seed: 8 })),
+        matmul(a, transpose(w)),
+        linear(a, w),
+        softmax(a),
+        logSoftmax(a, 1),
+        layerNorm(a, b, b),
+        rmsNorm(a, b),
+        reduce('sum', a, 1),
+        reduce('mean', a, [0, 2], true),
         where(compare('gt', a, 0), a, mul(a, 0.5)),
       ];
       for (const o of outs) expectNativeMeta(o);
@@ -61,7 +106,14 @@ describe('metadata given at construction equals the native metadata', () => {
   test('embedding, cross-entropy (mean and none) and their gradients', () => {
     tidy(() => {
       const table = randn([10, 6], { seed: 1, requiresGrad: true });
-      const ids = tensor([[1, 2, 3], [4, 5, 9]], [2, 3], { dtype: 'i32' });
+      const ids = tensor(
+        [
+          [1, 2, 3],
+          [4, 5, 9],
+        ],
+        [2, 3],
+        { dtype: 'i32' },
+      );
       const e = embedding(table, ids);
       expectNativeMeta(e);
       const logits = randn([6, 7], { seed: 2, requiresGrad: true });
@@ -82,16 +134,27 @@ describe('metadata given at construction equals the native metadata', () => {
   test('views, copies and casts keep the right layout', () => {
     tidy(() => {
       const x = randn([4, 6], { seed: 1 });
-      const sl = slice(x, 0, 1, 3);                       // offset 6, contiguous
-      const t = transpose(x);                              // not contiguous
+      const sl = slice(x, 0, 1, 3); // offset 6, contiguous
+      const t = transpose(x); // not contiguous
       const outs = [
-        sl, t, contiguous(sl), contiguous(t), clone(t), cast(t, 'f64'), cast(sl, 'f32'), detach(t), reshape(t, [24]),
-        reshape(sl, [3, 4]), permute(reshape(x, [2, 2, 6]), [2, 0, 1]), expand(reshape(x, [4, 1, 6]), [4, 3, 6]),
-        ...split(x, 2, 1), concat([x, x], 0),
+        sl,
+        t,
+        contiguous(sl),
+        contiguous(t),
+        clone(t),
+        cast(t, 'f64'),
+        cast(sl, 'f32'),
+        detach(t),
+        reshape(t, [24]),
+        reshape(sl, [3, 4]),
+        permute(reshape(x, [2, 2, 6]), [2, 0, 1]),
+        expand(reshape(x, [4, 1, 6]), [4, 3, 6]),
+        ...split(x, 2, 1),
+        concat([x, x], 0),
       ];
       for (const o of outs) expectNativeMeta(o);
       expect(outs[3].isContiguous).toBe(true);
-      expect(native().sameStorage(outs[2].handle, x.handle)).toBe(true);  // contiguous() of a contiguous slice is itself
+      expect(native().sameStorage(outs[2].handle, x.handle)).toBe(true); // contiguous() of a contiguous slice is itself
     });
   });
 
@@ -154,25 +217,30 @@ describe('reshape of non-contiguous tensors', () => {
 
 describe('splitHeads', () => {
   test('equals split + reshape + permute, forward and backward, also with a missing gradient', () => {
-    const B = 2, T = 3, H = 2, hd = 4, D = H * hd;
+    const B = 2,
+      T = 3,
+      H = 2,
+      hd = 4,
+      D = H * hd;
     const xs = randn([B, T, 3 * D], { seed: 3 });
-    const run = (fused: boolean, useV: boolean) => tidy(() => {
-      const x = keep(clone(xs).requiresGrad_(true));
-      let q: Tensor, k: Tensor, v: Tensor;
-      if (fused) [q, k, v] = splitHeads(x, 3, H);
-      else [q, k, v] = split(x, D, 2).map((t) => permute(reshape(t, [B, T, H, hd]), [0, 2, 1, 3]));
-      for (const t of [q, k, v]) {
-        expect(t.shape).toEqual([B, H, T, hd]);
-        expectNativeMeta(t);
-      }
-      const w = randn([B, H, T, hd], { seed: 4 });
-      const loss = reduce('sum', add(mul(mul(q, k), w), useV ? mul(v, v) : mul(q, 0.5)));
-      loss.backward();
-      expectNativeMeta(x.grad!);
-      const out = { q: values(contiguous(q)), k: values(contiguous(k)), v: values(contiguous(v)), g: values(x.grad!) };
-      x.dispose();
-      return out;
-    });
+    const run = (fused: boolean, useV: boolean) =>
+      tidy(() => {
+        const x = keep(clone(xs).requiresGrad_(true));
+        let q: Tensor, k: Tensor, v: Tensor;
+        if (fused) [q, k, v] = splitHeads(x, 3, H);
+        else [q, k, v] = split(x, D, 2).map((t) => permute(reshape(t, [B, T, H, hd]), [0, 2, 1, 3]));
+        for (const t of [q, k, v]) {
+          expect(t.shape).toEqual([B, H, T, hd]);
+          expectNativeMeta(t);
+        }
+        const w = randn([B, H, T, hd], { seed: 4 });
+        const loss = reduce('sum', add(mul(mul(q, k), w), useV ? mul(v, v) : mul(q, 0.5)));
+        loss.backward();
+        expectNativeMeta(x.grad!);
+        const out = { q: values(contiguous(q)), k: values(contiguous(k)), v: values(contiguous(v)), g: values(x.grad!) };
+        x.dispose();
+        return out;
+      });
     for (const useV of [true, false]) expect(run(true, useV)).toEqual(run(false, useV));
     xs.dispose();
   });
@@ -253,7 +321,7 @@ describe('SIFT gradients in one buffer', () => {
     expect(prof.stats().find((s) => s.op === 'fill_')?.calls).toBe(1);
     for (const t of sift.targets) {
       expect(values(t.grad!).every((v) => v === 0)).toBe(true);
-      expect(t.grad!.offset % 16).toBe(0);  // 64-byte aligned views, as separate allocations were
+      expect(t.grad!.offset % 16).toBe(0); // 64-byte aligned views, as separate allocations were
       expectNativeMeta(t.grad!);
     }
     // Replacing a target's gradient tensor by hand: the next step reads the new one.
@@ -282,11 +350,11 @@ describe('tidy scopes', () => {
       const a = randn([2], { seed: 1 });
       const b = randn([2], { seed: 2 });
       const c = randn([2], { seed: 3 });
-      randn([2], { seed: 4 });                          // freed
+      randn([2], { seed: 4 }); // freed
       const inner = tidy(() => {
         const d = randn([2], { seed: 5 });
-        randn([2], { seed: 6 });                        // freed by the inner tidy
-        const k = keep(randn([2], { seed: 7 }));        // survives everything
+        randn([2], { seed: 6 }); // freed by the inner tidy
+        const k = keep(randn([2], { seed: 7 })); // survives everything
         return { d, list: [d, null, 3], k };
       });
       const cyc: unknown[] = [a];
@@ -297,7 +365,7 @@ describe('tidy scopes', () => {
     expect((out.nested[0][0] as Tensor).isDisposed).toBe(false);
     expect(out.map.get('c')!.isDisposed).toBe(false);
     expect(out.inner.d.isDisposed).toBe(false);
-    expect(liveTensors().cpu.count).toBe(before + 5);     // a, b, c, d, k
+    expect(liveTensors().cpu.count).toBe(before + 5); // a, b, c, d, k
     for (const t of [out.pair[0], out.nested[0][0] as Tensor, out.map.get('c')!, out.inner.d, out.inner.k]) t.dispose();
     expect(liveTensors().cpu.count).toBe(before);
     // A result of an inner tidy moves to the outer one and is freed there.
@@ -307,10 +375,12 @@ describe('tidy scopes', () => {
     });
     expect(liveTensors().cpu.count).toBe(before);
     // An error frees what was made.
-    expect(() => tidy(() => {
-      randn([3], { seed: 9 });
-      throw new SiftError('E_ARG', 'boom');
-    })).toThrow('boom');
+    expect(() =>
+      tidy(() => {
+        randn([3], { seed: 9 });
+        throw new SiftError('E_ARG', 'boom');
+      }),
+    ).toThrow('boom');
     expect(liveTensors().cpu.count).toBe(before);
   });
 });
@@ -320,7 +390,14 @@ describe('native handle checks', () => {
     const x = randn([2, 3], { seed: 1 });
     const N = native();
     expect(N.offset(x.handle)).toBe(0);
-    const fakes: unknown[] = [{}, Object.create(x.handle as object), Object.setPrototypeOf({}, Object.getPrototypeOf(x.handle)), 3, null, 'x'];
+    const fakes: unknown[] = [
+      {},
+      Object.create(x.handle as object),
+      Object.setPrototypeOf({}, Object.getPrototypeOf(x.handle)),
+      3,
+      null,
+      'x',
+    ];
     for (const f of fakes) {
       let err: unknown;
       try {

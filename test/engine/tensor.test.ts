@@ -1,5 +1,19 @@
 import {
-  tensor, zeros, ones, full, randn, rand, arange, tidy, keep, liveTensors, SiftError, Tensor, backends, concat, split,
+  tensor,
+  zeros,
+  ones,
+  full,
+  randn,
+  rand,
+  arange,
+  tidy,
+  keep,
+  liveTensors,
+  SiftError,
+  Tensor,
+  backends,
+  concat,
+  split,
 } from '../../lib';
 import { expectClose } from '../helpers/gradcheck';
 
@@ -15,12 +29,18 @@ function code(fn: () => unknown): string | undefined {
 
 describe('tensor creation and reading back', () => {
   test('nested arrays infer shape and dtype f32', () => {
-    const t = tensor([[1, 2, 3], [4, 5, 6]]);
+    const t = tensor([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
     expect(t.shape).toEqual([2, 3]);
     expect(t.dtype).toBe('f32');
     expect(t.device).toBe('cpu');
     expect(Array.from(t.toArray() as Float32Array)).toEqual([1, 2, 3, 4, 5, 6]);
-    expect(t.tolist()).toEqual([[1, 2, 3], [4, 5, 6]]);
+    expect(t.tolist()).toEqual([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
     t.dispose();
   });
 
@@ -101,7 +121,10 @@ describe('tensor creation and reading back', () => {
 
 describe('views', () => {
   test('transpose and permute are views; contiguous copies', () => {
-    const t = tensor([[1, 2, 3], [4, 5, 6]]);
+    const t = tensor([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
     const tt = t.transpose(0, 1);
     expect(tt.shape).toEqual([3, 2]);
     expect(tt.isContiguous).toBe(false);
@@ -111,34 +134,61 @@ describe('views', () => {
     expect(Array.from(c.toArray() as Float32Array)).toEqual([1, 4, 2, 5, 3, 6]);
     const r = tt.reshape(6);
     expect(Array.from(r.toArray() as Float32Array)).toEqual([1, 4, 2, 5, 3, 6]);
-    const p = tensor(Array.from({ length: 24 }, (_, i) => i), [2, 3, 4]).permute(2, 0, 1);
+    const p = tensor(
+      Array.from({ length: 24 }, (_, i) => i),
+      [2, 3, 4],
+    ).permute(2, 0, 1);
     expect(p.shape).toEqual([4, 2, 3]);
     expect((p.tolist() as number[][][])[1][1][2]).toBe(1 * 12 + 2 * 4 + 1);
   });
 
   test('slice, narrow, split, expand, squeeze, unsqueeze, flatten', () => {
-    const t = tensor(Array.from({ length: 12 }, (_, i) => i), [3, 4]);
-    expect(t.slice(1, 1, 3).tolist()).toEqual([[1, 2], [5, 6], [9, 10]]);
+    const t = tensor(
+      Array.from({ length: 12 }, (_, i) => i),
+      [3, 4],
+    );
+    expect(t.slice(1, 1, 3).tolist()).toEqual([
+      [1, 2],
+      [5, 6],
+      [9, 10],
+    ]);
     expect(t.slice(0, -1).tolist()).toEqual([[8, 9, 10, 11]]);
     expect(t.narrow(0, 1, 1).tolist()).toEqual([[4, 5, 6, 7]]);
     const parts = t.split(3, 1);
-    expect(parts.map((p) => p.shape)).toEqual([[3, 3], [3, 1]]);
+    expect(parts.map((p) => p.shape)).toEqual([
+      [3, 3],
+      [3, 1],
+    ]);
     expect(parts[1].tolist()).toEqual([[3], [7], [11]]);
-    expect(tensor([1, 2]).unsqueeze(0).expand(3, 2).tolist()).toEqual([[1, 2], [1, 2], [1, 2]]);
+    expect(tensor([1, 2]).unsqueeze(0).expand(3, 2).tolist()).toEqual([
+      [1, 2],
+      [1, 2],
+      [1, 2],
+    ]);
     expect(tensor([[1], [2]]).squeeze().shape).toEqual([2]);
     expect(t.reshape(3, 2, 2).flatten(1).shape).toEqual([3, 4]);
     expect(t.reshape(-1, 6).shape).toEqual([2, 6]);
   });
 
   test('concat and split are inverses', () => {
-    const a = tensor([[1, 2], [3, 4]]);
+    const a = tensor([
+      [1, 2],
+      [3, 4],
+    ]);
     const b = tensor([[5, 6]]);
     const c = concat([a, b], 0);
-    expect(c.tolist()).toEqual([[1, 2], [3, 4], [5, 6]]);
+    expect(c.tolist()).toEqual([
+      [1, 2],
+      [3, 4],
+      [5, 6],
+    ]);
     const [x, y] = split(c, [2, 1], 0);
     expect(x.tolist()).toEqual(a.tolist());
     expect(y.tolist()).toEqual(b.tolist());
-    expect(concat([a, a], 1).tolist()).toEqual([[1, 2, 1, 2], [3, 4, 3, 4]]);
+    expect(concat([a, a], 1).tolist()).toEqual([
+      [1, 2, 1, 2],
+      [3, 4, 3, 4],
+    ]);
   });
 });
 
@@ -187,7 +237,7 @@ describe('memory', () => {
     const t = ones([2]);
     t.dispose();
     expect(code(() => t.toArray())).toBe('E_DISPOSED');
-    t.dispose();  // idempotent
+    t.dispose(); // idempotent
   });
 });
 

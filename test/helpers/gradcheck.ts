@@ -15,13 +15,23 @@ export function seededValues(n: number, seed = 1): number[] {
   return out;
 }
 
-export function randomTensor(shape: number[], seed = 1, opts: { dtype?: string; device?: string; requiresGrad?: boolean; scale?: number; offset?: number } = {}): Tensor {
+export function randomTensor(
+  shape: number[],
+  seed = 1,
+  opts: { dtype?: string; device?: string; requiresGrad?: boolean; scale?: number; offset?: number } = {},
+): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const scale = opts.scale ?? 1;
   const offset = opts.offset ?? 0;
-  return tensor(seededValues(n, seed).map((v) => v * scale + offset), shape, {
-    dtype: opts.dtype ?? 'f64', device: opts.device ?? 'cpu', requiresGrad: opts.requiresGrad,
-  });
+  return tensor(
+    seededValues(n, seed).map((v) => v * scale + offset),
+    shape,
+    {
+      dtype: opts.dtype ?? 'f64',
+      device: opts.device ?? 'cpu',
+      requiresGrad: opts.requiresGrad,
+    },
+  );
 }
 
 function toNumbers(t: Tensor): number[] {
@@ -32,7 +42,11 @@ function toNumbers(t: Tensor): number[] {
  * Checks the gradients of fn at `inputs` (f64 tensors with requiresGrad where checked) against
  * central differences. Non-scalar outputs are reduced with fixed random weights.
  */
-export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opts: { eps?: number; atol?: number; rtol?: number } = {}): void {
+export function gradcheck(
+  fn: (...xs: Tensor[]) => Tensor,
+  inputs: Tensor[],
+  opts: { eps?: number; atol?: number; rtol?: number } = {},
+): void {
   const eps = opts.eps ?? 1e-6;
   const atol = opts.atol ?? 1e-6;
   const rtol = opts.rtol ?? 1e-5;
@@ -47,13 +61,14 @@ export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opt
     const seed = tensor(w, outShape, { dtype: y.dtype, device: y.device });
     y.backward(seed);
   });
-  const scalar = (xs: Tensor[]) => tidy(() => {
-    const y = noGrad(() => fn(...xs));
-    const v = y.toArray() as Float64Array;
-    let acc = 0;
-    for (let k = 0; k < n; k++) acc += Number(v[k]) * w[k];
-    return acc;
-  });
+  const scalar = (xs: Tensor[]) =>
+    tidy(() => {
+      const y = noGrad(() => fn(...xs));
+      const v = y.toArray() as Float64Array;
+      let acc = 0;
+      for (let k = 0; k < n; k++) acc += Number(v[k]) * w[k];
+      return acc;
+    });
   inputs.forEach((x, i) => {
     if (!x.requiresGrad) return;
     expect(x.grad).not.toBeNull();
@@ -77,7 +92,11 @@ export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opt
   });
 }
 
-export function expectClose(actual: ArrayLike<number | bigint>, expected: ArrayLike<number | bigint>, opts: { atol?: number; rtol?: number; label?: string } = {}): void {
+export function expectClose(
+  actual: ArrayLike<number | bigint>,
+  expected: ArrayLike<number | bigint>,
+  opts: { atol?: number; rtol?: number; label?: string } = {},
+): void {
   const atol = opts.atol ?? 1e-6;
   const rtol = opts.rtol ?? 1e-5;
   expect(actual.length).toBe(expected.length);
@@ -95,7 +114,9 @@ export function expectClose(actual: ArrayLike<number | bigint>, expected: ArrayL
     }
   }
   if (worst >= 0) {
-    throw new Error(`${opts.label ?? 'values'} differ at index ${worst}: got ${Number(actual[worst])}, expected ${Number(expected[worst])} (atol ${atol}, rtol ${rtol})`);
+    throw new Error(
+      `${opts.label ?? 'values'} differ at index ${worst}: got ${Number(actual[worst])}, expected ${Number(expected[worst])} (atol ${atol}, rtol ${rtol})`,
+    );
   }
 }
 

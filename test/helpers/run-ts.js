@@ -18,7 +18,14 @@ function transpile(source, filename) {
   if (!compilerOptions) {
     const cfg = ts.readConfigFile(path.join(root, 'tsconfig.json'), ts.sys.readFile);
     const { options } = ts.parseJsonConfigFileContent(cfg.config, ts.sys, root);
-    compilerOptions = { ...options, module: ts.ModuleKind.CommonJS, noEmit: false, sourceMap: false, declaration: false, inlineSourceMap: false };
+    compilerOptions = {
+      ...options,
+      module: ts.ModuleKind.CommonJS,
+      noEmit: false,
+      sourceMap: false,
+      declaration: false,
+      inlineSourceMap: false,
+    };
   }
   return ts.transpileModule(source, { fileName: filename, compilerOptions }).outputText;
 }

@@ -6,8 +6,19 @@ import { native } from '../../lib/engine/native';
 import type { DType } from '../../lib/engine/dtype';
 import { saveSafetensors, SafetensorsReader } from '../../lib/io/safetensors';
 import {
-  loadStateDict, loadStateDictAsync, loadModelFolder, loadConfig, iterStateDict, iterStateDictAsync, resolveModelPath,
-  resolveModelDir, saveModelFolder, saveModelFolderAsync, StateDictReader, parseSize, prettyJson,
+  loadStateDict,
+  loadStateDictAsync,
+  loadModelFolder,
+  loadConfig,
+  iterStateDict,
+  iterStateDictAsync,
+  resolveModelPath,
+  resolveModelDir,
+  saveModelFolder,
+  saveModelFolderAsync,
+  StateDictReader,
+  parseSize,
+  prettyJson,
 } from '../../lib/io/hf';
 import { createByteTokenizer, loadTokenizer } from '../../lib/tokenizers';
 import { describeCuda } from '../helpers/gradcheck';
@@ -41,9 +52,30 @@ const bytes = (t: Tensor): Buffer => Buffer.from(native().toBuffer(t.handle));
 
 function allDtypes(): [string, Tensor][] {
   return [
-    ['model.embed.weight', tensor([[1.5, -2, 3e-8], [0.1, 0.2, 0.3]], undefined, { dtype: 'f32' })],
+    [
+      'model.embed.weight',
+      tensor(
+        [
+          [1.5, -2, 3e-8],
+          [0.1, 0.2, 0.3],
+        ],
+        undefined,
+        { dtype: 'f32' },
+      ),
+    ],
     ['model.layers.0.attn.q_proj.weight', tensor([0.1, 65504, -0.5, 1e-7, 3], [5], { dtype: 'f16' })],
-    ['model.layers.0.mlp.up.weight', tensor([[0.1, 2], [3, -4], [1e30, -1e-30]], undefined, { dtype: 'bf16' })],
+    [
+      'model.layers.0.mlp.up.weight',
+      tensor(
+        [
+          [0.1, 2],
+          [3, -4],
+          [1e30, -1e-30],
+        ],
+        undefined,
+        { dtype: 'bf16' },
+      ),
+    ],
     ['model.norm.eps', tensor([Math.PI, -1e300], [2], { dtype: 'f64' })],
     ['model.counts', tensor([1, -2, 2 ** 30], [3], { dtype: 'i32' })],
     ['model.position_ids', tensor([2 ** 40, -1, 0], [1, 3], { dtype: 'i64' })],
@@ -125,17 +157,41 @@ describe('saving and loading model folders', () => {
     expect(sd.get('model.embed.weight')!.dtype).toBe('bf16');
     expect(sd.get('model.counts')!.dtype).toBe('i32');
     // A filter loads a subset.
-    expect([...loadStateDict(dir, { filter: (k) => k.includes('layers') }).keys()].sort()).toEqual(['model.layers.0.attn.q_proj.weight', 'model.layers.0.mlp.up.weight']);
+    expect([...loadStateDict(dir, { filter: (k) => k.includes('layers') }).keys()].sort()).toEqual([
+      'model.layers.0.attn.q_proj.weight',
+      'model.layers.0.mlp.up.weight',
+    ]);
   });
 
   test('tied weights are written once', () => {
-    const wte = tensor([[1, 2], [3, 4]], undefined, { dtype: 'f32' });
+    const wte = tensor(
+      [
+        [1, 2],
+        [3, 4],
+      ],
+      undefined,
+      { dtype: 'f32' },
+    );
     const dir = fresh('tied');
-    const saved = saveModelFolder(dir, { config, stateDict: [['transformer.wte.weight', wte], ['lm_head.weight', wte], ['b', tensor([1], [1])]] });
+    const saved = saveModelFolder(dir, {
+      config,
+      stateDict: [
+        ['transformer.wte.weight', wte],
+        ['lm_head.weight', wte],
+        ['b', tensor([1], [1])],
+      ],
+    });
     expect(saved.tied).toEqual([['lm_head.weight', 'transformer.wte.weight']]);
     expect([...loadStateDict(dir).keys()].sort()).toEqual(['b', 'transformer.wte.weight']);
     const both = fresh('tied-kept');
-    saveModelFolder(both, { config, stateDict: [['transformer.wte.weight', wte], ['lm_head.weight', wte]], dedupeTied: false });
+    saveModelFolder(both, {
+      config,
+      stateDict: [
+        ['transformer.wte.weight', wte],
+        ['lm_head.weight', wte],
+      ],
+      dedupeTied: false,
+    });
     expect(loadStateDict(both).size).toBe(2);
   });
 
@@ -144,8 +200,19 @@ describe('saving and loading model folders', () => {
     const tokDir = fresh('tok');
     tok.save(tokDir);
     const a = fresh('with-tok-dir');
-    saveModelFolder(a, { config, stateDict: allDtypes(), tokenizerFiles: tokDir, extraFiles: { 'generation_config.json': { eos_token_id: 256 } } });
-    expect(fs.readdirSync(a).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    saveModelFolder(a, {
+      config,
+      stateDict: allDtypes(),
+      tokenizerFiles: tokDir,
+      extraFiles: { 'generation_config.json': { eos_token_id: 256 } },
+    });
+    expect(fs.readdirSync(a).sort()).toEqual([
+      'config.json',
+      'generation_config.json',
+      'model.safetensors',
+      'tokenizer.json',
+      'tokenizer_config.json',
+    ]);
     expect(loadTokenizer(a).encode('hi').inputIds).toEqual(tok.encode('hi').inputIds);
     expect(resolveModelPath(a).tokenizerFiles.map((f) => path.basename(f))).toEqual(['tokenizer.json', 'tokenizer_config.json']);
     expect(resolveModelPath(a).generationConfigPath).toBe(path.join(a, 'generation_config.json'));
@@ -155,13 +222,28 @@ describe('saving and loading model folders', () => {
     const c = fresh('with-tok-list');
     saveModelFolder(c, { config, stateDict: allDtypes(), tokenizerFiles: [path.join(tokDir, 'tokenizer.json')] });
     expect(fs.existsSync(path.join(c, 'tokenizer.json'))).toBe(true);
-    expect(codeOf(() => saveModelFolder(fresh('bad'), { config, stateDict: allDtypes(), tokenizerFiles: { '../evil.json': '{}' } }))).toBe('E_ARG');
-    expect(codeOf(() => saveModelFolder(fresh('bad'), { config, stateDict: allDtypes(), tokenizerFiles: [path.join(root, 'nope.json')] }))).toBe('E_IO');
+    expect(codeOf(() => saveModelFolder(fresh('bad'), { config, stateDict: allDtypes(), tokenizerFiles: { '../evil.json': '{}' } }))).toBe(
+      'E_ARG',
+    );
+    expect(
+      codeOf(() => saveModelFolder(fresh('bad'), { config, stateDict: allDtypes(), tokenizerFiles: [path.join(root, 'nope.json')] })),
+    ).toBe('E_IO');
   });
 
   test('invalid save arguments', () => {
     const t = tensor([1], [1]);
-    expect(codeOf(() => saveModelFolder(fresh('x'), { config, stateDict: [['a', t], ['a', t]], dedupeTied: false }))).toBe('E_ARG');
+    expect(
+      codeOf(() =>
+        saveModelFolder(fresh('x'), {
+          config,
+          stateDict: [
+            ['a', t],
+            ['a', t],
+          ],
+          dedupeTied: false,
+        }),
+      ),
+    ).toBe('E_ARG');
     expect(codeOf(() => saveModelFolder(fresh('x'), { config, stateDict: [['__metadata__', t]] }))).toBe('E_ARG');
     expect(codeOf(() => saveModelFolder(fresh('x'), { config: null as never, stateDict: [] }))).toBe('E_ARG');
     const gone = tensor([1], [1]);
@@ -184,7 +266,9 @@ describe('sharded checkpoints', () => {
     const saved = saveModelFolder(dir, { config, stateDict: sd, maxShardSize: 32 });
     const shards = saved.weightFiles;
     expect(shards.length).toBeGreaterThan(2);
-    shards.forEach((f, i) => expect(f).toBe(`model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`));
+    shards.forEach((f, i) =>
+      expect(f).toBe(`model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`),
+    );
     const index = JSON.parse(fs.readFileSync(path.join(dir, 'model.safetensors.index.json'), 'utf8'));
     expect(index.metadata.total_size).toBe(saved.totalSize);
     expect(Object.keys(index.weight_map)).toEqual(sd.map(([k]) => k).sort());
@@ -223,7 +307,8 @@ describe('sharded checkpoints', () => {
       saveModelFolder(dir, { config, stateDict: allDtypes(), maxShardSize: 32 });
       return { dir, index: JSON.parse(fs.readFileSync(path.join(dir, 'model.safetensors.index.json'), 'utf8')) };
     };
-    const write = (dir: string, index: unknown): void => fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), typeof index === 'string' ? index : JSON.stringify(index));
+    const write = (dir: string, index: unknown): void =>
+      fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), typeof index === 'string' ? index : JSON.stringify(index));
     const expectFormat = (dir: string, what: RegExp): void => {
       try {
         loadStateDict(dir);
@@ -281,7 +366,10 @@ describe('sharded checkpoints', () => {
       // The same tensor in two shards.
       const { dir, index } = make();
       const files = [...new Set(Object.values(index.weight_map))];
-      saveSafetensors(path.join(dir, files[1]), [['model.mask', tensor([1, 0, 1], [3], { dtype: 'bool' })], ...[...loadStateDict(path.join(dir, files[1]))]]);
+      saveSafetensors(path.join(dir, files[1]), [
+        ['model.mask', tensor([1, 0, 1], [3], { dtype: 'bool' })],
+        ...[...loadStateDict(path.join(dir, files[1]))],
+      ]);
       expectFormat(dir, /in both/);
     }
   });
@@ -442,7 +530,13 @@ describe('atomic saves', () => {
     saveModelFolder(dir, { config, stateDict: sd });
     const before = fs.readFileSync(path.join(dir, 'model.safetensors'));
     const victim = tensor([1, 2, 3], [3]);
-    const p = saveModelFolderAsync(dir, { config: { ...config, hidden_size: 99 }, stateDict: [['a', tensor([5], [1])], ['victim', victim]] });
+    const p = saveModelFolderAsync(dir, {
+      config: { ...config, hidden_size: 99 },
+      stateDict: [
+        ['a', tensor([5], [1])],
+        ['victim', victim],
+      ],
+    });
     victim.dispose();
     expect(await codeOfAsync(() => p)).toBe('E_DISPOSED');
     expect(fs.readFileSync(path.join(dir, 'model.safetensors')).equals(before)).toBe(true);

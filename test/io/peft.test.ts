@@ -25,16 +25,49 @@ const cliRun = runCli;
 
 /** The dataclass fields of PEFT's PeftConfig (peft/config.py) and SupertuningConfig (peft/tuners/supertuning/config.py). */
 const PEFT_CONFIG_FIELDS = ['peft_type', 'task_type', 'base_model_name_or_path', 'revision', 'inference_mode', 'auto_mapping'];
-const SUPERTUNING_FIELDS = ['target_modules', 'modules_to_save', 'sparsity', 'select_top', 'r', 'lora_alpha', 'lora_dropout', 'init_weights', 'save_precomputed_indices'];
+const SUPERTUNING_FIELDS = [
+  'target_modules',
+  'modules_to_save',
+  'sparsity',
+  'select_top',
+  'r',
+  'lora_alpha',
+  'lora_dropout',
+  'init_weights',
+  'save_precomputed_indices',
+];
 /** LoraConfig fields (peft/tuners/lora/config.py) this product writes. */
-const LORA_FIELDS = ['r', 'lora_alpha', 'lora_dropout', 'target_modules', 'fan_in_fan_out', 'bias', 'modules_to_save', 'init_lora_weights',
-  'layers_to_transform', 'layers_pattern', 'rank_pattern', 'alpha_pattern', 'use_rslora', 'use_dora'];
+const LORA_FIELDS = [
+  'r',
+  'lora_alpha',
+  'lora_dropout',
+  'target_modules',
+  'fan_in_fan_out',
+  'bias',
+  'modules_to_save',
+  'init_lora_weights',
+  'layers_to_transform',
+  'layers_pattern',
+  'rank_pattern',
+  'alpha_pattern',
+  'use_rslora',
+  'use_dora',
+];
 
 let tmp: string;
 let llama: string;
 let gpt2: string;
 const tok = createByteTokenizer();
-const texts = ['the cat sat on the mat', 'a dog ran in the park', 'birds sing at dawn', 'fish swim in the sea', 'the sun is warm today', 'rain falls on the roof', 'snow on the hills', 'wind in the trees'];
+const texts = [
+  'the cat sat on the mat',
+  'a dog ran in the park',
+  'birds sing at dawn',
+  'fish swim in the sea',
+  'the sun is warm today',
+  'rain falls on the roof',
+  'snow on the hills',
+  'wind in the trees',
+];
 const lmRows: Row[] = texts.map((text) => ({ text }));
 const clsRows: Row[] = texts.map((text, i) => ({ text, label: i % 2 }));
 
@@ -49,7 +82,18 @@ function folder(name: string, config: Record<string, unknown>): string {
 async function train(base: string, out: string, opts: Partial<TrainerOptions>, rows: Row[] = lmRows): Promise<void> {
   const task = opts.task ?? 'causal-lm';
   const loaded = loadModelForTask(base, { task, device: 'cpu', labels: task === 'classify' ? ['0', '1'] : undefined });
-  const t = new Trainer(loaded.model, loaded.tokenizer, { task, steps: 3, batchSize: 4, lr: 5e-2, seed: 2, device: 'cpu', outDir: out, maxLength: 16, labels: loaded.labels, ...opts });
+  const t = new Trainer(loaded.model, loaded.tokenizer, {
+    task,
+    steps: 3,
+    batchSize: 4,
+    lr: 5e-2,
+    seed: 2,
+    device: 'cpu',
+    outDir: out,
+    maxLength: 16,
+    labels: loaded.labels,
+    ...opts,
+  });
   try {
     for await (const e of t.fit(rows)) void e;
     t.save(out);
@@ -70,20 +114,48 @@ function readConfig(dir: string): Record<string, unknown> {
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-peft-'));
   llama = folder('llama', {
-    model_type: 'llama', vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2,
-    num_key_value_heads: 1, max_position_embeddings: 32, tie_word_embeddings: false, eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId,
+    model_type: 'llama',
+    vocab_size: tok.vocabSize,
+    hidden_size: 16,
+    intermediate_size: 24,
+    num_hidden_layers: 2,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+    max_position_embeddings: 32,
+    tie_word_embeddings: false,
+    eos_token_id: tok.eosTokenId,
+    bos_token_id: tok.bosTokenId,
+    pad_token_id: tok.padTokenId,
   });
   gpt2 = folder('gpt2', {
-    model_type: 'gpt2', vocab_size: tok.vocabSize, n_embd: 16, n_layer: 1, n_head: 2, n_positions: 32, n_inner: 32,
-    resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0, eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId,
+    model_type: 'gpt2',
+    vocab_size: tok.vocabSize,
+    n_embd: 16,
+    n_layer: 1,
+    n_head: 2,
+    n_positions: 32,
+    n_inner: 32,
+    resid_pdrop: 0,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    eos_token_id: tok.eosTokenId,
+    bos_token_id: tok.bosTokenId,
+    pad_token_id: tok.padTokenId,
   });
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 describe('SUPERTUNING count', () => {
-  test('one sparsity gives every layer at least its entries, in Python\'s double arithmetic, with little padding on real sizes', () => {
+  test("one sparsity gives every layer at least its entries, in Python's double arithmetic, with little padding on real sizes", () => {
     for (const rate of [0.01, 0.02, 0.05, 0.1, 0.3]) {
-      const layers = [[4096, 4096], [1024, 4096], [14336, 4096], [896, 896], [128, 896], [4864, 896]].map(([o, i], j) => {
+      const layers = [
+        [4096, 4096],
+        [1024, 4096],
+        [14336, 4096],
+        [896, 896],
+        [128, 896],
+        [4864, 896],
+      ].map(([o, i], j) => {
         const numel = o * i;
         return { name: `l${j}.weight`, numel, k: Math.min(Math.floor(rate * numel) + 1, numel) };
       });
@@ -105,7 +177,11 @@ describe('SUPERTUNING count', () => {
   });
 
   test('layers no single sparsity fits exactly (tiny ones, a global top-k) are padded, never cut', () => {
-    const layers = [{ name: 'a.weight', numel: 256, k: 13 }, { name: 'b.weight', numel: 128, k: 7 }, { name: 'c.weight', numel: 1000, k: 300 }];
+    const layers = [
+      { name: 'a.weight', numel: 256, k: 13 },
+      { name: 'b.weight', numel: 128, k: 7 },
+      { name: 'c.weight', numel: 1000, k: 300 },
+    ];
     const { sparsity } = supertuningSparsity(layers);
     for (const l of layers) expect(supertuningCount(l.numel, sparsity)).toBeGreaterThanOrEqual(l.k);
     expect(supertuningCount(1000, sparsity)).toBe(300);
@@ -142,7 +218,9 @@ describe('export-peft', () => {
       expect(reader.metadata.format).toBe('pt');
       const names = reader.names();
       const sizes = new Map(base.model.namedParameters().map(([n, t]) => [n, t.size]));
-      const mods = names.filter((n) => n.endsWith('.supertuning_values')).map((n) => n.slice('base_model.model.'.length, -'.supertuning_values'.length));
+      const mods = names
+        .filter((n) => n.endsWith('.supertuning_values'))
+        .map((n) => n.slice('base_model.model.'.length, -'.supertuning_values'.length));
       expect(mods.length).toBe(2 * 7);
       expect(names.length).toBe(2 * mods.length);
       for (const m of mods) {
@@ -213,7 +291,7 @@ describe('export-peft', () => {
     }
   });
 
-  test('GPT-2\'s Conv1D layers are E_UNSUPPORTED, named', async () => {
+  test("GPT-2's Conv1D layers are E_UNSUPPORTED, named", async () => {
     const run = path.join(tmp, 'sift-gpt2');
     await train(gpt2, run, { method: 'sift', sift: { sparseRate: 0.05 } });
     let err: unknown;
@@ -243,7 +321,7 @@ describe('export-peft', () => {
     expect((err as SiftError).code).toBe('E_MISMATCH');
   });
 
-  test('a LoRA adapter gets PEFT\'s task_type and LoraConfig fields, and applies like PEFT\'s merge', async () => {
+  test("a LoRA adapter gets PEFT's task_type and LoraConfig fields, and applies like PEFT's merge", async () => {
     const run = path.join(tmp, 'lora-lm');
     await train(llama, run, { method: 'lora', lora: { rank: 2, alpha: 4 } });
     // The trainer's own adapter_config.json already carries the task type.
@@ -254,21 +332,49 @@ describe('export-peft', () => {
     expect(JSON.parse(res.out).source).toBe('lora');
     const cfg = readConfig(out);
     expect(Object.keys(cfg).sort()).toEqual([...PEFT_CONFIG_FIELDS, ...LORA_FIELDS].sort());
-    expect(cfg).toMatchObject({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 4, fan_in_fan_out: false, bias: 'none', target_modules: ['q_proj', 'v_proj'] });
+    expect(cfg).toMatchObject({
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      r: 2,
+      lora_alpha: 4,
+      fan_in_fan_out: false,
+      bias: 'none',
+      target_modules: ['q_proj', 'v_proj'],
+    });
     // Re-written in place: the run folder's own config loses sift-ft's keys and keeps its weights.
     expect(readConfig(run).sift_ft_task).toBe('causal-lm');
     expect((await cliRun('export-peft', '--model', llama, '--delta', run, '--out', run)).code).toBe(0);
     expect(Object.keys(readConfig(run)).sort()).toEqual([...PEFT_CONFIG_FIELDS, ...LORA_FIELDS].sort());
-    expect(fs.readFileSync(path.join(run, 'adapter_model.safetensors')).equals(fs.readFileSync(path.join(out, 'adapter_model.safetensors')))).toBe(true);
+    expect(
+      fs.readFileSync(path.join(run, 'adapter_model.safetensors')).equals(fs.readFileSync(path.join(out, 'adapter_model.safetensors'))),
+    ).toBe(true);
     const reader = SafetensorsReader.open(path.join(out, 'adapter_model.safetensors'));
     try {
-      expect(reader.names().sort()).toEqual(['0', '1'].flatMap((l) => ['q_proj', 'v_proj'].flatMap((p) => ['A', 'B'].map((x) => `base_model.model.model.layers.${l}.self_attn.${p}.lora_${x}.weight`))).sort());
+      expect(reader.names().sort()).toEqual(
+        ['0', '1']
+          .flatMap((l) =>
+            ['q_proj', 'v_proj'].flatMap((p) =>
+              ['A', 'B'].map((x) => `base_model.model.model.layers.${l}.self_attn.${p}.lora_${x}.weight`),
+            ),
+          )
+          .sort(),
+      );
     } finally {
       reader.close();
     }
     // Trainer-merged weights (the product's merge) against PEFT's merge rule applied to the exported adapter.
     const loaded = loadModelForTask(llama, { task: 'causal-lm', device: 'cpu' });
-    const t = new Trainer(loaded.model, loaded.tokenizer, { task: 'causal-lm', method: 'lora', lora: { rank: 2, alpha: 4 }, steps: 3, batchSize: 4, lr: 5e-2, seed: 2, device: 'cpu', maxLength: 16 });
+    const t = new Trainer(loaded.model, loaded.tokenizer, {
+      task: 'causal-lm',
+      method: 'lora',
+      lora: { rank: 2, alpha: 4 },
+      steps: 3,
+      batchSize: 4,
+      lr: 5e-2,
+      seed: 2,
+      device: 'cpu',
+      maxLength: 16,
+    });
     const b = loadModelForTask(llama, { task: 'causal-lm', device: 'cpu' });
     try {
       for await (const e of t.fit(lmRows)) void e;
@@ -328,7 +434,9 @@ describe('export-peft', () => {
       loaded.model.dispose();
     }
     fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, use_dora: true }));
-    expect(() => loadWithDelta(llama, run, { task: 'causal-lm', device: 'cpu' })).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
+    expect(() => loadWithDelta(llama, run, { task: 'causal-lm', device: 'cpu' })).toThrow(
+      expect.objectContaining({ code: 'E_UNSUPPORTED' }),
+    );
   });
 
   test('--delta takes the SUPERTUNING adapter export-peft wrote: the same weights as the increment, bit for bit', async () => {
@@ -360,13 +468,27 @@ describe('export-peft', () => {
     fs.mkdirSync(other);
     fs.copyFileSync(path.join(out, 'adapter_model.safetensors'), path.join(other, 'adapter_model.safetensors'));
     fs.writeFileSync(path.join(other, 'adapter_config.json'), JSON.stringify({ ...readConfig(out), peft_type: 'IA3' }));
-    expect(() => loadWithDelta(llama, other, { task: 'causal-lm', device: 'cpu' })).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
+    expect(() => loadWithDelta(llama, other, { task: 'causal-lm', device: 'cpu' })).toThrow(
+      expect.objectContaining({ code: 'E_UNSUPPORTED' }),
+    );
   });
 
   test('a LoRA classifier of three labels exports with the head its adapter records; a head of another label count is E_MISMATCH', async () => {
     const run = path.join(tmp, 'lora-cls3');
     const loaded = loadModelForTask(llama, { task: 'classify', device: 'cpu', labels: ['a', 'b', 'c'] });
-    const t = new Trainer(loaded.model, loaded.tokenizer, { task: 'classify', method: 'lora', lora: { rank: 2, alpha: 4 }, steps: 2, batchSize: 4, lr: 5e-2, seed: 2, device: 'cpu', outDir: run, maxLength: 16, labels: loaded.labels });
+    const t = new Trainer(loaded.model, loaded.tokenizer, {
+      task: 'classify',
+      method: 'lora',
+      lora: { rank: 2, alpha: 4 },
+      steps: 2,
+      batchSize: 4,
+      lr: 5e-2,
+      seed: 2,
+      device: 'cpu',
+      outDir: run,
+      maxLength: 16,
+      labels: loaded.labels,
+    });
     try {
       for await (const e of t.fit(texts.map((text, i) => ({ text, label: ['a', 'b', 'c'][i % 3] })))) void e;
       t.save(run);
@@ -385,20 +507,40 @@ describe('export-peft', () => {
     }
     // The adapter says four labels while its score weight has three rows.
     const cfg = readConfig(run);
-    fs.writeFileSync(path.join(run, 'adapter_config.json'), JSON.stringify({ ...cfg, sift_ft_head: { task: 'classify', num_labels: 4, id2label: { 0: 'a', 1: 'b', 2: 'c', 3: 'd' } } }));
-    expect(() => exportPeft({ modelDir: llama, delta: run, out: path.join(tmp, 'peft-cls4') })).toThrow(expect.objectContaining({ code: 'E_MISMATCH', message: expect.stringMatching(/score\.weight.*\[3,16\].*\[4,16\]/) }));
+    fs.writeFileSync(
+      path.join(run, 'adapter_config.json'),
+      JSON.stringify({ ...cfg, sift_ft_head: { task: 'classify', num_labels: 4, id2label: { 0: 'a', 1: 'b', 2: 'c', 3: 'd' } } }),
+    );
+    expect(() => exportPeft({ modelDir: llama, delta: run, out: path.join(tmp, 'peft-cls4') })).toThrow(
+      expect.objectContaining({ code: 'E_MISMATCH', message: expect.stringMatching(/score\.weight.*\[3,16\].*\[4,16\]/) }),
+    );
     expect(fs.existsSync(path.join(tmp, 'peft-cls4'))).toBe(false);
   });
 
   test('CLI: flags checked, one-line errors', async () => {
     expect((await cliRun('export-peft', '--model', llama, '--out', path.join(tmp, 'x'))).code).toBe(2);
-    const bad = await cliRun('export-peft', '--model', llama, '--delta', path.join(tmp, 'llama', 'config.json'), '--out', path.join(tmp, 'x'));
+    const bad = await cliRun(
+      'export-peft',
+      '--model',
+      llama,
+      '--delta',
+      path.join(tmp, 'llama', 'config.json'),
+      '--out',
+      path.join(tmp, 'x'),
+    );
     expect(bad.code).toBe(1);
     expect(bad.err).toMatch(/\[E_(FORMAT|IO)\]/);
-    const onFile = await cliRun('export-peft', '--model', llama, '--delta', path.join(tmp, 'sift-lm', 'delta.safetensors'), '--out', path.join(tmp, 'llama', 'config.json'));
+    const onFile = await cliRun(
+      'export-peft',
+      '--model',
+      llama,
+      '--delta',
+      path.join(tmp, 'sift-lm', 'delta.safetensors'),
+      '--out',
+      path.join(tmp, 'llama', 'config.json'),
+    );
     expect([onFile.code, /\[E_ARG\]/.test(onFile.err)]).toEqual([2, true]);
     const help = await cliRun('export-peft', '--help');
     expect(help.out).toMatch(/--delta/);
   });
 });
-

@@ -48,7 +48,7 @@ function hasDuplicateKey(t: string): boolean {
       i++;
       const seen = new Set<string>();
       ws();
-      if (t[i] === '}') return i++, false;
+      if (t[i] === '}') return (i++, false);
       for (;;) {
         ws();
         const k = str();
@@ -65,7 +65,7 @@ function hasDuplicateKey(t: string): boolean {
     if (t[i] === '[') {
       i++;
       ws();
-      if (t[i] === ']') return i++, false;
+      if (t[i] === ']') return (i++, false);
       for (;;) {
         if (val()) return true;
         ws();
@@ -73,7 +73,7 @@ function hasDuplicateKey(t: string): boolean {
         return false;
       }
     }
-    if (t[i] === '"') return str(), false;
+    if (t[i] === '"') return (str(), false);
     while (i < t.length && !',}] \t\n\r'.includes(t[i])) i++;
     return false;
   };
@@ -135,9 +135,29 @@ function isValid(buf: Buffer): boolean {
 // ---- the valid file and its mutations ---------------------------------------------------------
 
 const base: [string, Tensor][] = [
-  ['encoder.layer.0.weight', tensor([[1, 2, 3], [4, 5, 6]], undefined, { dtype: 'f32' })],
+  [
+    'encoder.layer.0.weight',
+    tensor(
+      [
+        [1, 2, 3],
+        [4, 5, 6],
+      ],
+      undefined,
+      { dtype: 'f32' },
+    ),
+  ],
   ['encoder.layer.0.bias', tensor([0.5, -0.5, 1e-3, 7], [4], { dtype: 'f16' })],
-  ['norm.weight', tensor([[1, 2], [3, 4]], undefined, { dtype: 'bf16' })],
+  [
+    'norm.weight',
+    tensor(
+      [
+        [1, 2],
+        [3, 4],
+      ],
+      undefined,
+      { dtype: 'bf16' },
+    ),
+  ],
   ['position_ids', tensor([0, 1, 2], [3], { dtype: 'i64' })],
   ['mask', tensor([1, 0, 1, 1, 0], [5], { dtype: 'bool' })],
   ['empty', tensor([], [0, 4], { dtype: 'i32' })],
@@ -159,7 +179,23 @@ function assemble(headerText: string | Buffer, data: Buffer = DATA, lenOverride?
 }
 
 const WEIRD: unknown[] = [
-  -1, -4, 1.5, 2 ** 53, 2 ** 64, 1e300, -0, '3', null, true, [], {}, [1], Number.MAX_SAFE_INTEGER, 2 ** 31, 2 ** 32 + 4, 0,
+  -1,
+  -4,
+  1.5,
+  2 ** 53,
+  2 ** 64,
+  1e300,
+  -0,
+  '3',
+  null,
+  true,
+  [],
+  {},
+  [1],
+  Number.MAX_SAFE_INTEGER,
+  2 ** 31,
+  2 ** 32 + 4,
+  0,
 ];
 
 type Mutation = (rnd: () => number) => Buffer;
@@ -174,79 +210,189 @@ function editHeader(rnd: () => number, edit: (h: Record<string, Record<string, u
 
 const MUTATIONS: [string, Mutation][] = [
   ['truncate', (rnd) => VALID.subarray(0, int(rnd, VALID.length))],
-  ['flip length byte', (rnd) => {
-    const b = Buffer.from(VALID);
-    b[int(rnd, 8)] ^= 1 + int(rnd, 255);
-    return b;
-  }],
-  ['length value', (rnd) => assemble(VALID.subarray(8, 8 + HEADER_LEN), DATA, pick(rnd, [0n, 1n, 2n, 7n, BigInt(HEADER_LEN - 1), BigInt(HEADER_LEN + 1), BigInt(HEADER_LEN + 8), BigInt(VALID.length), 2n ** 63n, 2n ** 64n - 1n, 2n ** 53n + 1n, 100n * 1024n * 1024n + 1n]))],
-  ['flip header byte', (rnd) => {
-    const b = Buffer.from(VALID);
-    b[8 + int(rnd, HEADER_LEN)] ^= 1 + int(rnd, 255);
-    return b;
-  }],
-  ['flip data byte', (rnd) => {
-    const b = Buffer.from(VALID);
-    b[8 + HEADER_LEN + int(rnd, DATA.length)] ^= 1 + int(rnd, 255);
-    return b;
-  }],
-  ['offset value', (rnd) => editHeader(rnd, (h, n) => {
-    const off = h[n].data_offsets as unknown[];
-    off[int(rnd, 2)] = rnd() < 0.5 ? pick(rnd, WEIRD) : (off[0] as number) + int(rnd, 9) - 4;
-  })],
-  ['offsets shape', (rnd) => editHeader(rnd, (h, n) => {
-    const off = h[n].data_offsets as number[];
-    h[n].data_offsets = pick(rnd, [[off[1], off[0]], [off[0]], [off[0], off[1], off[1]], 'x', null, {}, [String(off[0]), off[1]]]);
-  })],
-  ['dtype', (rnd) => editHeader(rnd, (h, n) => {
-    h[n].dtype = pick(rnd, ['f32', 'F8_E4M3', 'I8', 'U16', 'U64', 'F', '', 4, null, ['F32'], 'F32 ', 'F64', 'F16', 'BF16', 'I64', 'BOOL', 'U8', 'I32']);
-  })],
-  ['shape', (rnd) => editHeader(rnd, (h, n) => {
-    const s = [...(h[n].shape as number[])];
-    const k = int(rnd, 6);
-    if (k === 0 && s.length) s[int(rnd, s.length)] = pick(rnd, WEIRD) as number;
-    else if (k === 1) s.push(pick(rnd, [1, 2, 0, 2 ** 40]));
-    else if (k === 2) s.pop();
-    else if (k === 3) s.reverse();
-    else if (k === 4) h[n].shape = pick(rnd, ['2,3', null, {}, [[2, 3]], new Array(17).fill(1), [2 ** 30, 2 ** 30, 2 ** 30], [2 ** 53, 0]]);
-    if (k !== 4) h[n].shape = s;
-  })],
-  ['missing field', (rnd) => editHeader(rnd, (h, n) => {
-    delete h[n][pick(rnd, ['dtype', 'shape', 'data_offsets'])];
-  })],
-  ['entry type', (rnd) => editHeader(rnd, (h, n) => {
-    (h as Record<string, unknown>)[n] = pick(rnd, [null, 1, 'x', [], [h[n]]]);
-  })],
-  ['drop or add tensor', (rnd) => editHeader(rnd, (h, n) => {
-    if (rnd() < 0.5) delete h[n];
-    else h[`${n}.copy`] = { ...h[n] };
-  })],
-  ['metadata', (rnd) => editHeader(rnd, (h) => {
-    (h as Record<string, unknown>).__metadata__ = pick(rnd, [{ format: 1 }, { format: null }, 'pt', ['pt'], null, { a: { b: 'c' } }, { format: 'pt', other: 'x' }]);
-  })],
-  ['duplicate key', (rnd) => {
-    const name = pick(rnd, [...NAMES, '__metadata__']);
-    const text = JSON.stringify(HEADER);
-    return assemble(`${text.slice(0, -1)},${JSON.stringify(name)}:${JSON.stringify(HEADER[name])}}`);
-  }],
+  [
+    'flip length byte',
+    (rnd) => {
+      const b = Buffer.from(VALID);
+      b[int(rnd, 8)] ^= 1 + int(rnd, 255);
+      return b;
+    },
+  ],
+  [
+    'length value',
+    (rnd) =>
+      assemble(
+        VALID.subarray(8, 8 + HEADER_LEN),
+        DATA,
+        pick(rnd, [
+          0n,
+          1n,
+          2n,
+          7n,
+          BigInt(HEADER_LEN - 1),
+          BigInt(HEADER_LEN + 1),
+          BigInt(HEADER_LEN + 8),
+          BigInt(VALID.length),
+          2n ** 63n,
+          2n ** 64n - 1n,
+          2n ** 53n + 1n,
+          100n * 1024n * 1024n + 1n,
+        ]),
+      ),
+  ],
+  [
+    'flip header byte',
+    (rnd) => {
+      const b = Buffer.from(VALID);
+      b[8 + int(rnd, HEADER_LEN)] ^= 1 + int(rnd, 255);
+      return b;
+    },
+  ],
+  [
+    'flip data byte',
+    (rnd) => {
+      const b = Buffer.from(VALID);
+      b[8 + HEADER_LEN + int(rnd, DATA.length)] ^= 1 + int(rnd, 255);
+      return b;
+    },
+  ],
+  [
+    'offset value',
+    (rnd) =>
+      editHeader(rnd, (h, n) => {
+        const off = h[n].data_offsets as unknown[];
+        off[int(rnd, 2)] = rnd() < 0.5 ? pick(rnd, WEIRD) : (off[0] as number) + int(rnd, 9) - 4;
+      }),
+  ],
+  [
+    'offsets shape',
+    (rnd) =>
+      editHeader(rnd, (h, n) => {
+        const off = h[n].data_offsets as number[];
+        h[n].data_offsets = pick(rnd, [[off[1], off[0]], [off[0]], [off[0], off[1], off[1]], 'x', null, {}, [String(off[0]), off[1]]]);
+      }),
+  ],
+  [
+    'dtype',
+    (rnd) =>
+      editHeader(rnd, (h, n) => {
+        h[n].dtype = pick(rnd, [
+          'f32',
+          'F8_E4M3',
+          'I8',
+          'U16',
+          'U64',
+          'F',
+          '',
+          4,
+          null,
+          ['F32'],
+          'F32 ',
+          'F64',
+          'F16',
+          'BF16',
+          'I64',
+          'BOOL',
+          'U8',
+          'I32',
+        ]);
+      }),
+  ],
+  [
+    'shape',
+    (rnd) =>
+      editHeader(rnd, (h, n) => {
+        const s = [...(h[n].shape as number[])];
+        const k = int(rnd, 6);
+        if (k === 0 && s.length) s[int(rnd, s.length)] = pick(rnd, WEIRD) as number;
+        else if (k === 1) s.push(pick(rnd, [1, 2, 0, 2 ** 40]));
+        else if (k === 2) s.pop();
+        else if (k === 3) s.reverse();
+        else if (k === 4)
+          h[n].shape = pick(rnd, ['2,3', null, {}, [[2, 3]], new Array(17).fill(1), [2 ** 30, 2 ** 30, 2 ** 30], [2 ** 53, 0]]);
+        if (k !== 4) h[n].shape = s;
+      }),
+  ],
+  [
+    'missing field',
+    (rnd) =>
+      editHeader(rnd, (h, n) => {
+        delete h[n][pick(rnd, ['dtype', 'shape', 'data_offsets'])];
+      }),
+  ],
+  [
+    'entry type',
+    (rnd) =>
+      editHeader(rnd, (h, n) => {
+        (h as Record<string, unknown>)[n] = pick(rnd, [null, 1, 'x', [], [h[n]]]);
+      }),
+  ],
+  [
+    'drop or add tensor',
+    (rnd) =>
+      editHeader(rnd, (h, n) => {
+        if (rnd() < 0.5) delete h[n];
+        else h[`${n}.copy`] = { ...h[n] };
+      }),
+  ],
+  [
+    'metadata',
+    (rnd) =>
+      editHeader(rnd, (h) => {
+        (h as Record<string, unknown>).__metadata__ = pick(rnd, [
+          { format: 1 },
+          { format: null },
+          'pt',
+          ['pt'],
+          null,
+          { a: { b: 'c' } },
+          { format: 'pt', other: 'x' },
+        ]);
+      }),
+  ],
+  [
+    'duplicate key',
+    (rnd) => {
+      const name = pick(rnd, [...NAMES, '__metadata__']);
+      const text = JSON.stringify(HEADER);
+      return assemble(`${text.slice(0, -1)},${JSON.stringify(name)}:${JSON.stringify(HEADER[name])}}`);
+    },
+  ],
   ['not an object', (rnd) => assemble(pick(rnd, ['[]', 'null', '42', '"x"', '{', '{}}', '', '{"a":', 'true']))],
-  ['invalid utf-8', (rnd) => {
-    const text = Buffer.from(JSON.stringify(HEADER), 'utf8');
-    const at = 2 + int(rnd, 20);
-    return assemble(Buffer.concat([text.subarray(0, at), Buffer.from([pick(rnd, [0xff, 0xc3, 0xe2, 0x80])]), text.subarray(at)]));
-  }],
-  ['trailing or missing data', (rnd) => (rnd() < 0.5 ? Buffer.concat([VALID, Buffer.alloc(1 + int(rnd, 16))]) : VALID.subarray(0, VALID.length - 1 - int(rnd, 4)))],
-  ['random header bytes', (rnd) => {
-    const n = 2 + int(rnd, 64);
-    const h = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) h[i] = int(rnd, 256);
-    return assemble(h);
-  }],
-  ['pickle magic', (rnd) => {
-    const b = Buffer.from(VALID);
-    Buffer.from(pick(rnd, [[0x50, 0x4b, 0x03, 0x04], [0x80, 0x02, 0x7d, 0x71]])).copy(b, 0);
-    return b;
-  }],
+  [
+    'invalid utf-8',
+    (rnd) => {
+      const text = Buffer.from(JSON.stringify(HEADER), 'utf8');
+      const at = 2 + int(rnd, 20);
+      return assemble(Buffer.concat([text.subarray(0, at), Buffer.from([pick(rnd, [0xff, 0xc3, 0xe2, 0x80])]), text.subarray(at)]));
+    },
+  ],
+  [
+    'trailing or missing data',
+    (rnd) => (rnd() < 0.5 ? Buffer.concat([VALID, Buffer.alloc(1 + int(rnd, 16))]) : VALID.subarray(0, VALID.length - 1 - int(rnd, 4))),
+  ],
+  [
+    'random header bytes',
+    (rnd) => {
+      const n = 2 + int(rnd, 64);
+      const h = Buffer.alloc(n);
+      for (let i = 0; i < n; i++) h[i] = int(rnd, 256);
+      return assemble(h);
+    },
+  ],
+  [
+    'pickle magic',
+    (rnd) => {
+      const b = Buffer.from(VALID);
+      Buffer.from(
+        pick(rnd, [
+          [0x50, 0x4b, 0x03, 0x04],
+          [0x80, 0x02, 0x7d, 0x71],
+        ]),
+      ).copy(b, 0);
+      return b;
+    },
+  ],
 ];
 
 function codeOf(e: unknown): string {
@@ -316,7 +462,8 @@ describe('safetensors fuzz', () => {
         outcome = codeOf(e);
         if (outcome === 'E_FORMAT') expect((e as Error).message).toContain(file);
       }
-      if (outcome !== (valid ? 'ok' : 'E_FORMAT')) throw new Error(`case ${i} (${kind}): expected ${valid ? 'a clean read' : 'E_FORMAT'}, got ${outcome}`);
+      if (outcome !== (valid ? 'ok' : 'E_FORMAT'))
+        throw new Error(`case ${i} (${kind}): expected ${valid ? 'a clean read' : 'E_FORMAT'}, got ${outcome}`);
       if (i % 9 === 0) {
         let asyncOutcome: string;
         try {

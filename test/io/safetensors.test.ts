@@ -31,7 +31,17 @@ describe('safetensors', () => {
       ['a.f32', tensor([1.5, -2, 3e-8], [3], { dtype: 'f32' })],
       ['b.f64', tensor([Math.PI, -1e300], [2], { dtype: 'f64' })],
       ['c.f16', tensor([0.1, 65504, -0.5], [3], { dtype: 'f16' })],
-      ['d.bf16', tensor([[0.1, 2], [3, -4]], undefined, { dtype: 'bf16' })],
+      [
+        'd.bf16',
+        tensor(
+          [
+            [0.1, 2],
+            [3, -4],
+          ],
+          undefined,
+          { dtype: 'bf16' },
+        ),
+      ],
       ['e.i32', tensor([1, -2, 2 ** 30], [3], { dtype: 'i32' })],
       ['f.i64', tensor([2 ** 40, -1], [2], { dtype: 'i64' })],
       ['g.bool', tensor([1, 0, 1], [3], { dtype: 'bool' })],
@@ -97,7 +107,14 @@ describe('safetensors', () => {
     saveSafetensors(p, { w: tensor([1], [1]) });
     const before = fs.readFileSync(p);
     const t = tensor([2], [1]);
-    expect(codeOf(() => saveSafetensors(p, [['x', t], ['x', t]]))).toBe('E_ARG');
+    expect(
+      codeOf(() =>
+        saveSafetensors(p, [
+          ['x', t],
+          ['x', t],
+        ]),
+      ),
+    ).toBe('E_ARG');
     expect(fs.readFileSync(p).equals(before)).toBe(true);
     expect(fs.readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);
     // The rename fails (the target is a folder): E_IO, and the temporary file is removed.

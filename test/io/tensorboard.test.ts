@@ -74,14 +74,14 @@ function records(file: string): Uint8Array[] {
 }
 
 describe('event file format', () => {
-  test('CRC-32C check value and TFRecord\'s mask', () => {
+  test("CRC-32C check value and TFRecord's mask", () => {
     expect(crc32c(Buffer.from('123456789'))).toBe(0xe3069283);
     expect(crc32c(new Uint8Array(32))).toBe(0x8a9136aa);
     const c = crc32c(Buffer.from('abc'));
     expect(maskedCrc32c(Buffer.from('abc'))).toBe(((((c >>> 15) | (c << 17)) >>> 0) + 0xa282ead8) >>> 0);
   });
 
-  test('records: u64 length, masked CRCs, Event fields with TensorFlow\'s numbers', () => {
+  test("records: u64 length, masked CRCs, Event fields with TensorFlow's numbers", () => {
     const dir = path.join(tmp, 'fmt');
     const w = new EventFileWriter(dir, { time: 1700000000, host: 'my host' });
     expect(path.basename(w.file)).toBe('events.out.tfevents.1700000000.my_host');
@@ -101,11 +101,20 @@ describe('event file format', () => {
     expect(second.find(([f]) => f === 2)![2]).toBe(7n);
     const summary = fields(second.find(([f]) => f === 5)![2] as Uint8Array);
     const values = summary.filter(([f]) => f === 1).map(([, , v]) => fields(v as Uint8Array));
-    expect(values.map((v) => Buffer.from(v.find(([f]) => f === 1)![2] as Uint8Array).toString())).toEqual(['train/loss', 'train/learning_rate']);
-    expect(values.map((v) => v.find(([f]) => f === 2)).map((x) => [x![1], x![2]])).toEqual([[5, 1.5], [5, Math.fround(3e-4)]]);
+    expect(values.map((v) => Buffer.from(v.find(([f]) => f === 1)![2] as Uint8Array).toString())).toEqual([
+      'train/loss',
+      'train/learning_rate',
+    ]);
+    expect(values.map((v) => v.find(([f]) => f === 2)).map((x) => [x![1], x![2]])).toEqual([
+      [5, 1.5],
+      [5, Math.fround(3e-4)],
+    ]);
     const back = readEventFile(w.file);
     expect(back.fileVersion).toBe('brain.Event:2');
-    expect(back.scalars).toEqual([{ wallTime: 1700000001.25, step: 7, tag: 'train/loss', value: 1.5 }, { wallTime: 1700000001.25, step: 7, tag: 'train/learning_rate', value: Math.fround(3e-4) }]);
+    expect(back.scalars).toEqual([
+      { wallTime: 1700000001.25, step: 7, tag: 'train/loss', value: 1.5 },
+      { wallTime: 1700000001.25, step: 7, tag: 'train/learning_rate', value: Math.fround(3e-4) },
+    ]);
   });
 
   test('a damaged record is E_FORMAT', () => {
@@ -125,9 +134,36 @@ describe('reportTo tensorboard', () => {
   const rows: Row[] = Array.from({ length: 24 }, (_, i) => ({ input_ids: [4 + (i % 5), 5 + (i % 3), 2 + (i % 2)], label: i % 2 }));
 
   test('the trainer writes every logged step and eval as it goes', async () => {
-    const model = createModel({ model_type: 'gpt2', vocab_size: 12, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2, num_labels: 2, pad_token_id: 0, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 }, { task: 'sequence-classification', seed: 1 });
+    const model = createModel(
+      {
+        model_type: 'gpt2',
+        vocab_size: 12,
+        n_positions: 16,
+        n_embd: 16,
+        n_layer: 1,
+        n_head: 2,
+        num_labels: 2,
+        pad_token_id: 0,
+        embd_pdrop: 0,
+        attn_pdrop: 0,
+        resid_pdrop: 0,
+      },
+      { task: 'sequence-classification', seed: 1 },
+    );
     const out = path.join(tmp, 'run');
-    const t = new Trainer(model, null, { task: 'classify', method: 'sift', sift: { sparseRate: 0.1 }, steps: 6, batchSize: 4, lr: 1e-2, seed: 1, evalEvery: 3, outDir: out, reportTo: 'tensorboard', maxGradNorm: 1 });
+    const t = new Trainer(model, null, {
+      task: 'classify',
+      method: 'sift',
+      sift: { sparseRate: 0.1 },
+      steps: 6,
+      batchSize: 4,
+      lr: 1e-2,
+      seed: 1,
+      evalEvery: 3,
+      outDir: out,
+      reportTo: 'tensorboard',
+      maxGradNorm: 1,
+    });
     const steps: Extract<TrainerEvent, { type: 'step' }>[] = [];
     const evals: Extract<TrainerEvent, { type: 'eval' }>[] = [];
     try {
@@ -137,7 +173,9 @@ describe('reportTo tensorboard', () => {
         if (e.type === 'step') {
           steps.push(e);
           // Written before the event reaches the consumer: a live `tensorboard --logdir` sees it.
-          const now = readEventFile(path.join(out, files[0])).scalars.filter((s) => s.tag === 'train/loss').map((s) => s.step);
+          const now = readEventFile(path.join(out, files[0]))
+            .scalars.filter((s) => s.tag === 'train/loss')
+            .map((s) => s.step);
           expect(now[now.length - 1]).toBe(e.step);
         }
         if (e.type === 'eval') evals.push(e);
@@ -147,7 +185,14 @@ describe('reportTo tensorboard', () => {
       model.dispose();
     }
     const file = fs.readdirSync(out).find((f) => f.startsWith('events.out.tfevents.'))!;
-    expect(file).toMatch(new RegExp(`^events\\.out\\.tfevents\\.\\d{10}\\.${os.hostname().replace(/[^A-Za-z0-9_.-]/g, '_').replace(/\./g, '\\.')}$`));
+    expect(file).toMatch(
+      new RegExp(
+        `^events\\.out\\.tfevents\\.\\d{10}\\.${os
+          .hostname()
+          .replace(/[^A-Za-z0-9_.-]/g, '_')
+          .replace(/\./g, '\\.')}$`,
+      ),
+    );
     expect(fs.existsSync(path.join(out, 'log.jsonl'))).toBe(true);
     const { scalars, fileVersion } = readEventFile(path.join(out, file));
     expect(fileVersion).toBe('brain.Event:2');
@@ -164,13 +209,18 @@ describe('reportTo tensorboard', () => {
   });
 
   test('without outDir, or with an unknown destination, it is E_ARG', async () => {
-    const model = createModel({ model_type: 'gpt2', vocab_size: 12, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2, num_labels: 2, pad_token_id: 0 }, { task: 'sequence-classification', seed: 1 });
+    const model = createModel(
+      { model_type: 'gpt2', vocab_size: 12, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2, num_labels: 2, pad_token_id: 0 },
+      { task: 'sequence-classification', seed: 1 },
+    );
     try {
       for (const opts of [{ reportTo: 'tensorboard' as const }, { reportTo: 'wandb' as never, outDir: path.join(tmp, 'x') }]) {
         const t = new Trainer(model, null, { task: 'classify', method: 'full', steps: 1, batchSize: 4, ...opts });
-        await expect((async () => {
-          for await (const e of t.fit(rows)) void e;
-        })()).rejects.toMatchObject({ code: 'E_ARG' });
+        await expect(
+          (async () => {
+            for await (const e of t.fit(rows)) void e;
+          })(),
+        ).rejects.toMatchObject({ code: 'E_ARG' });
         t.dispose();
       }
     } finally {
@@ -180,23 +230,79 @@ describe('reportTo tensorboard', () => {
 
   test('sift-ft finetune --report-to tensorboard', async () => {
     const tok = createByteTokenizer();
-    const m = createModel({ model_type: 'gpt2', vocab_size: tok.vocabSize, n_embd: 16, n_layer: 1, n_head: 2, n_positions: 32, n_inner: 32, eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId }, { task: 'causal-lm', seed: 2 });
+    const m = createModel(
+      {
+        model_type: 'gpt2',
+        vocab_size: tok.vocabSize,
+        n_embd: 16,
+        n_layer: 1,
+        n_head: 2,
+        n_positions: 32,
+        n_inner: 32,
+        eos_token_id: tok.eosTokenId,
+        bos_token_id: tok.bosTokenId,
+        pad_token_id: tok.padTokenId,
+      },
+      { task: 'causal-lm', seed: 2 },
+    );
     const base = path.join(tmp, 'base');
     saveModelFolder(base, { config: m.config, stateDict: stateDict(m), tokenizerFiles: tok.toFiles() });
     m.dispose();
     const data = path.join(tmp, 'lm.jsonl');
-    fs.writeFileSync(data, ['the cat sat', 'a dog ran', 'birds sing', 'fish swim'].map((text) => JSON.stringify({ text })).join('\n') + '\n');
+    fs.writeFileSync(
+      data,
+      ['the cat sat', 'a dog ran', 'birds sing', 'fish swim'].map((text) => JSON.stringify({ text })).join('\n') + '\n',
+    );
     const out = path.join(tmp, 'cli-run');
     const quiet = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     const stdout = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
     try {
-      expect(await main(['finetune', '--model', base, '--data', data, '--task', 'causal-lm', '--out', out, '--steps', '3', '--batch-size', '2', '--report-to', 'tensorboard', '--quiet'])).toBe(0);
-      expect(await main(['finetune', '--model', base, '--data', data, '--task', 'causal-lm', '--out', out, '--steps', '3', '--report-to', 'mlflow'])).toBe(2);
+      expect(
+        await main([
+          'finetune',
+          '--model',
+          base,
+          '--data',
+          data,
+          '--task',
+          'causal-lm',
+          '--out',
+          out,
+          '--steps',
+          '3',
+          '--batch-size',
+          '2',
+          '--report-to',
+          'tensorboard',
+          '--quiet',
+        ]),
+      ).toBe(0);
+      expect(
+        await main([
+          'finetune',
+          '--model',
+          base,
+          '--data',
+          data,
+          '--task',
+          'causal-lm',
+          '--out',
+          out,
+          '--steps',
+          '3',
+          '--report-to',
+          'mlflow',
+        ]),
+      ).toBe(2);
     } finally {
       quiet.mockRestore();
       stdout.mockRestore();
     }
     const file = fs.readdirSync(out).find((f) => f.startsWith('events.out.tfevents.'))!;
-    expect(readEventFile(path.join(out, file)).scalars.filter((s) => s.tag === 'train/loss').map((s) => s.step)).toEqual([1, 2, 3]);
+    expect(
+      readEventFile(path.join(out, file))
+        .scalars.filter((s) => s.tag === 'train/loss')
+        .map((s) => s.step),
+    ).toEqual([1, 2, 3]);
   });
 });

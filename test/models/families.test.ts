@@ -20,13 +20,31 @@ import { loadFixture } from './fixtures';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-families-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-const base = { vocab_size: 48, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, pad_token_id: 0, initializer_range: 0.2 };
+const base = {
+  vocab_size: 48,
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 64,
+  pad_token_id: 0,
+  initializer_range: 0.2,
+};
 const CONFIGS: Record<string, HFConfig> = {
   qwen2: { ...base, model_type: 'qwen2', tie_word_embeddings: true, use_sliding_window: false, sliding_window: 4096 },
   qwen3: { ...base, model_type: 'qwen3', head_dim: 6 },
   mistral: { ...base, model_type: 'mistral', head_dim: 6, sliding_window: 5 },
   gemma: { ...base, model_type: 'gemma', head_dim: 6 },
-  gemma2: { ...base, model_type: 'gemma2', head_dim: 6, query_pre_attn_scalar: 8, attn_logit_softcapping: 4, final_logit_softcapping: 6, sliding_window: 5 },
+  gemma2: {
+    ...base,
+    model_type: 'gemma2',
+    head_dim: 6,
+    query_pre_attn_scalar: 8,
+    attn_logit_softcapping: 4,
+    final_logit_softcapping: 6,
+    sliding_window: 5,
+  },
   phi3: { ...base, model_type: 'phi3', partial_rotary_factor: 0.5, sliding_window: 5 },
 };
 
@@ -58,13 +76,32 @@ function maxAbsDiff(a: number[], b: number[]): number {
 }
 
 const layerKeys = (family: string, p: string): string[] => {
-  const attn = family === 'phi3' ? ['self_attn.qkv_proj.weight']
-    : family === 'qwen2' ? ['self_attn.q_proj.weight', 'self_attn.q_proj.bias', 'self_attn.k_proj.weight', 'self_attn.k_proj.bias', 'self_attn.v_proj.weight', 'self_attn.v_proj.bias']
-      : ['self_attn.q_proj.weight', 'self_attn.k_proj.weight', 'self_attn.v_proj.weight'];
+  const attn =
+    family === 'phi3'
+      ? ['self_attn.qkv_proj.weight']
+      : family === 'qwen2'
+        ? [
+            'self_attn.q_proj.weight',
+            'self_attn.q_proj.bias',
+            'self_attn.k_proj.weight',
+            'self_attn.k_proj.bias',
+            'self_attn.v_proj.weight',
+            'self_attn.v_proj.bias',
+          ]
+        : ['self_attn.q_proj.weight', 'self_attn.k_proj.weight', 'self_attn.v_proj.weight'];
   const norms = family === 'qwen3' ? ['self_attn.q_norm.weight', 'self_attn.k_norm.weight'] : [];
   const mlp = family === 'phi3' ? ['mlp.gate_up_proj.weight'] : ['mlp.gate_proj.weight', 'mlp.up_proj.weight'];
   const sandwich = family === 'gemma2' ? ['pre_feedforward_layernorm.weight', 'post_feedforward_layernorm.weight'] : [];
-  return [...attn, 'self_attn.o_proj.weight', ...norms, ...mlp, 'mlp.down_proj.weight', 'input_layernorm.weight', 'post_attention_layernorm.weight', ...sandwich].map((k) => p + k);
+  return [
+    ...attn,
+    'self_attn.o_proj.weight',
+    ...norms,
+    ...mlp,
+    'mlp.down_proj.weight',
+    'input_layernorm.weight',
+    'post_attention_layernorm.weight',
+    ...sandwich,
+  ].map((k) => p + k);
 };
 
 describe('names and registry', () => {
@@ -72,8 +109,18 @@ describe('names and registry', () => {
     const cfg = CONFIGS[family];
     const lm = make(cfg);
     const tied = family === 'qwen2' || family.startsWith('gemma');
-    const body = ['model.embed_tokens.weight', ...layerKeys(family, 'model.layers.0.'), ...layerKeys(family, 'model.layers.1.'), 'model.norm.weight'];
-    expect(lm.namedParameters().map(([k]) => k).sort()).toEqual([...body, ...(tied ? [] : ['lm_head.weight'])].sort());
+    const body = [
+      'model.embed_tokens.weight',
+      ...layerKeys(family, 'model.layers.0.'),
+      ...layerKeys(family, 'model.layers.1.'),
+      'model.norm.weight',
+    ];
+    expect(
+      lm
+        .namedParameters()
+        .map(([k]) => k)
+        .sort(),
+    ).toEqual([...body, ...(tied ? [] : ['lm_head.weight'])].sort());
     expect(lm.tiedParameters()).toEqual(tied ? { 'lm_head.weight': 'model.embed_tokens.weight' } : {});
     const prefix = { qwen2: 'Qwen2', qwen3: 'Qwen3', mistral: 'Mistral', gemma: 'Gemma', gemma2: 'Gemma2', phi3: 'Phi3' }[family]!;
     expect(lm.architecture).toBe(`${prefix}ForCausalLM`);
@@ -84,7 +131,10 @@ describe('names and registry', () => {
     // A config with architectures and no model_type resolves to the family.
     const { model_type: _drop, ...noType } = cfg;
     void _drop;
-    expect(resolveModelClass({ ...noType, architectures: [`${prefix}ForSequenceClassification`] })).toMatchObject({ modelType: family, task: 'sequence-classification' });
+    expect(resolveModelClass({ ...noType, architectures: [`${prefix}ForSequenceClassification`] })).toMatchObject({
+      modelType: family,
+      task: 'sequence-classification',
+    });
   });
 
   test('gemma norms start at 0 (scale 1 + weight); other families at 1', () => {
@@ -107,14 +157,17 @@ describe('names and registry', () => {
     expect(e1.code).toBe('E_UNSUPPORTED');
     expect(e1.message).toContain("'mrope'");
     expect(codeOf(() => createModel({ ...CONFIGS.mistral, layer_types: ['chunked_attention', 'full_attention'] }))).toBe('E_UNSUPPORTED');
-    expect(codeOf(() => createModel({ ...CONFIGS.phi3, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [1, 2] } }))).toBe('E_ARG');
+    expect(codeOf(() => createModel({ ...CONFIGS.phi3, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [1, 2] } }))).toBe(
+      'E_ARG',
+    );
     expect(codeOf(() => createModel({ ...CONFIGS.qwen2, layer_types: ['sliding_attention', 'full_attention'] }))).toBe('E_ARG');
     expect(codeOf(() => createModel({ ...CONFIGS.gemma, hidden_activation: 'swiglu_v9' }))).toBe('E_UNSUPPORTED');
     expect(codeOf(() => createModel({ ...CONFIGS.mistral, model_type: 'mixtral' }))).toBe('E_UNSUPPORTED');
   });
 
   test('layer windows: layer_types first, then the family rule', () => {
-    const windows = (cfg: HFConfig) => (make(cfg) as unknown as { model: { layers: { items: { window: number | null }[] } } }).model.layers.items.map((l) => l.window);
+    const windows = (cfg: HFConfig) =>
+      (make(cfg) as unknown as { model: { layers: { items: { window: number | null }[] } } }).model.layers.items.map((l) => l.window);
     expect(windows(CONFIGS.gemma2)).toEqual([5, null]);
     expect(windows(CONFIGS.mistral)).toEqual([5, 5]);
     expect(windows({ ...CONFIGS.mistral, sliding_window: null })).toEqual([null, null]);
@@ -138,17 +191,43 @@ describe('names and registry', () => {
 
 describe('rope_parameters (transformers 5 configs)', () => {
   test('rope_parameters decides theta, scaling and partial_rotary_factor; per-layer-type parameters are refused', () => {
-    const logits = (cfg: HFConfig) => tidy(() => values(make(cfg).eval().forward({ inputIds: [[5, 9, 12, 3, 17, 22, 8, 30, 11]] }).logits));
+    const logits = (cfg: HFConfig) =>
+      tidy(() =>
+        values(
+          make(cfg)
+            .eval()
+            .forward({ inputIds: [[5, 9, 12, 3, 17, 22, 8, 30, 11]] }).logits,
+        ),
+      );
     const { rope_theta: _t, ...qwen2 } = { ...CONFIGS.qwen2, rope_theta: 1 };
     const v4 = logits({ ...qwen2, rope_theta: 50, rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 16 } });
-    const v5 = logits({ ...qwen2, rope_parameters: { rope_type: 'yarn', rope_theta: 50, factor: 4, original_max_position_embeddings: 16 } });
+    const v5 = logits({
+      ...qwen2,
+      rope_parameters: { rope_type: 'yarn', rope_theta: 50, factor: 4, original_max_position_embeddings: 16 },
+    });
     expect(v5).toEqual(v4);
     // The theta of rope_parameters, not the family's default (10000), with no scaling.
     const plain = logits({ ...qwen2, rope_parameters: { rope_type: 'default', rope_theta: 50 } });
     expect(plain).toEqual(logits({ ...qwen2, rope_theta: 50 }));
     expect(maxAbsDiff(plain, logits(qwen2))).toBeGreaterThan(1e-4);
-    expect(decoderParams({ ...CONFIGS.phi3, partial_rotary_factor: undefined, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 } }).rope.rotaryDim).toBe(2);
-    expect(codeOf(() => decoderParams({ ...CONFIGS.gemma2, rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 1e6 }, sliding_attention: { rope_type: 'default', rope_theta: 1e4 } } }))).toBe('E_UNSUPPORTED');
+    expect(
+      decoderParams({
+        ...CONFIGS.phi3,
+        partial_rotary_factor: undefined,
+        rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 },
+      }).rope.rotaryDim,
+    ).toBe(2);
+    expect(
+      codeOf(() =>
+        decoderParams({
+          ...CONFIGS.gemma2,
+          rope_parameters: {
+            full_attention: { rope_type: 'default', rope_theta: 1e6 },
+            sliding_attention: { rope_type: 'default', rope_theta: 1e4 },
+          },
+        }),
+      ),
+    ).toBe('E_UNSUPPORTED');
   });
 });
 
@@ -188,10 +267,20 @@ describe('target modules, SIFT and LoRA', () => {
     const phi = make({ ...CONFIGS.phi3, tie_word_embeddings: false });
     const plan = planTargets(phi, 'all-linear', undefined);
     const names = plan.sparse.map(([n]) => n.replace(/^model\.layers\.\d+\./, ''));
-    expect([...new Set(names)].sort()).toEqual(['mlp.down_proj.weight', 'mlp.gate_up_proj.weight', 'self_attn.o_proj.weight', 'self_attn.qkv_proj.weight']);
+    expect([...new Set(names)].sort()).toEqual([
+      'mlp.down_proj.weight',
+      'mlp.gate_up_proj.weight',
+      'self_attn.o_proj.weight',
+      'self_attn.qkv_proj.weight',
+    ]);
     const q = planTargets(make(CONFIGS.qwen3), 'all-linear', undefined).sparse.map(([n]) => n);
     expect(q.some((n) => n.includes('q_norm') || n.includes('lm_head'))).toBe(false);
-    expect(planTargets(make(CONFIGS.qwen2), ['q_proj'], undefined).sparse.map(([n]) => n.replace(/^model\.layers\.\d+\./, ''))).toEqual(['self_attn.q_proj.weight', 'self_attn.q_proj.bias', 'self_attn.q_proj.weight', 'self_attn.q_proj.bias']);
+    expect(planTargets(make(CONFIGS.qwen2), ['q_proj'], undefined).sparse.map(([n]) => n.replace(/^model\.layers\.\d+\./, ''))).toEqual([
+      'self_attn.q_proj.weight',
+      'self_attn.q_proj.bias',
+      'self_attn.q_proj.weight',
+      'self_attn.q_proj.bias',
+    ]);
     expect(defaultLoraTargets('phi3')).toEqual(['qkv_proj']);
     for (const t of ['qwen2', 'qwen3', 'mistral', 'gemma', 'gemma2']) expect(defaultLoraTargets(t)).toEqual(['q_proj', 'v_proj']);
   });
@@ -204,14 +293,19 @@ describe('target modules, SIFT and LoRA', () => {
     loadStateDictInto(m, fx.params);
     fx.dispose();
     const fixture = loadFixture(name);
-    const inputs: ModelInputs = { inputIds: fixture.inputs.get('input_ids')!, attentionMask: fixture.inputs.get('attention_mask')!, labels: fixture.inputs.get('labels')! };
+    const inputs: ModelInputs = {
+      inputIds: fixture.inputs.get('input_ids')!,
+      attentionMask: fixture.inputs.get('attention_mask')!,
+      labels: fixture.inputs.get('labels')!,
+    };
     const sift = new Sift(m, { sparseRate: 0.05, targetModules: 'all-linear' });
     const opt = (() => {
-      const lossOf = (back: boolean) => tidy(() => {
-        const out = m.forward(inputs);
-        if (back) out.loss!.backward();
-        return out.loss!.item();
-      });
+      const lossOf = (back: boolean) =>
+        tidy(() => {
+          const out = m.forward(inputs);
+          if (back) out.loss!.backward();
+          return out.loss!.item();
+        });
       const first = lossOf(true);
       sift.select();
       const o = new SparseAdamW(sift, { lr: 3e-2, weightDecay: 0 });
@@ -236,8 +330,14 @@ describe('target modules, SIFT and LoRA', () => {
   test.each(['phi3', 'gemma2', 'qwen2'])('%s: LoRA on the default targets, merged, gives the adapted outputs', (family) => {
     const m = make({ ...CONFIGS[family], sliding_window: null }).eval();
     const lora = applyLora(m, { rank: 2, alpha: 4, seed: 1 });
-    expect(lora.layers.map((l) => l.name.replace(/^model\.layers\.\d+\./, ''))).toEqual(family === 'phi3' ? ['self_attn.qkv_proj', 'self_attn.qkv_proj'] : ['self_attn.q_proj', 'self_attn.v_proj', 'self_attn.q_proj', 'self_attn.v_proj']);
-    noGrad(() => { for (const l of lora.layers) l.B.fill_(0.05); });
+    expect(lora.layers.map((l) => l.name.replace(/^model\.layers\.\d+\./, ''))).toEqual(
+      family === 'phi3'
+        ? ['self_attn.qkv_proj', 'self_attn.qkv_proj']
+        : ['self_attn.q_proj', 'self_attn.v_proj', 'self_attn.q_proj', 'self_attn.v_proj'],
+    );
+    noGrad(() => {
+      for (const l of lora.layers) l.B.fill_(0.05);
+    });
     const ids = [[3, 9, 4, 7]];
     const adapted = tidy(() => values(m.forward({ inputIds: ids }).logits));
     lora.merge();

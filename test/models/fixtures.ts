@@ -10,9 +10,28 @@ import type { HFConfig } from '../../lib/models';
 
 export const FIXTURE_DIR = path.join(__dirname, '..', 'fixtures');
 export const FIXTURE_NAMES = [
-  'gpt2-lm', 'gpt2-cls', 'bert-cls', 'roberta-cls', 'roberta-reg', 'llama-lm', 'llama-lm-tied', 'llama-cls', 'llama-lm-yarn',
-  'qwen2-lm', 'qwen2-cls', 'qwen3-lm', 'qwen3-cls', 'mistral-lm', 'mistral-cls', 'gemma-lm', 'gemma-cls', 'gemma2-lm', 'gemma2-cls',
-  'phi3-lm', 'phi3-lm-short', 'phi3-cls',
+  'gpt2-lm',
+  'gpt2-cls',
+  'bert-cls',
+  'roberta-cls',
+  'roberta-reg',
+  'llama-lm',
+  'llama-lm-tied',
+  'llama-cls',
+  'llama-lm-yarn',
+  'qwen2-lm',
+  'qwen2-cls',
+  'qwen3-lm',
+  'qwen3-cls',
+  'mistral-lm',
+  'mistral-cls',
+  'gemma-lm',
+  'gemma-cls',
+  'gemma2-lm',
+  'gemma2-cls',
+  'phi3-lm',
+  'phi3-lm-short',
+  'phi3-cls',
 ];
 
 export interface Fixture {
@@ -39,9 +58,16 @@ export function loadFixture(name: string): Fixture {
   const { tensors, metadata } = loadSafetensors(fixturePath(name));
   const part = (prefix: string) => new Map([...tensors].filter(([k]) => k.startsWith(prefix)).map(([k, t]) => [k.slice(prefix.length), t]));
   return {
-    name, config, metadata,
-    params: part('param.'), inputs: part('input.'), outputs: part('output.'), grads: part('grad.'),
-    dispose: () => { for (const t of tensors.values()) t.dispose(); },
+    name,
+    config,
+    metadata,
+    params: part('param.'),
+    inputs: part('input.'),
+    outputs: part('output.'),
+    grads: part('grad.'),
+    dispose: () => {
+      for (const t of tensors.values()) t.dispose();
+    },
   };
 }
 

@@ -4,13 +4,36 @@
  * stream, and the sampler's top-k / top-p filtering.
  */
 import { tidy, Tensor } from '../../lib';
-import { createModel, generate, generateStream, sampleToken, SeededRandom, disposeCache, PreTrainedModel, KVCache, HFConfig, loadStateDictInto, stateDict } from '../../lib/models';
+import {
+  createModel,
+  generate,
+  generateStream,
+  sampleToken,
+  SeededRandom,
+  disposeCache,
+  PreTrainedModel,
+  KVCache,
+  HFConfig,
+  loadStateDictInto,
+  stateDict,
+} from '../../lib/models';
 import { describeCuda } from '../helpers/gradcheck';
 import { relError } from './fixtures';
 
 // initializer_range 0.3: logits far from uniform, so greedy decoding is not decided by rounding.
 const gpt2: HFConfig = { model_type: 'gpt2', vocab_size: 40, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4, initializer_range: 0.3 };
-const llama: HFConfig = { model_type: 'llama', vocab_size: 40, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, initializer_range: 0.3, rope_theta: 1000 };
+const llama: HFConfig = {
+  model_type: 'llama',
+  vocab_size: 40,
+  hidden_size: 32,
+  intermediate_size: 48,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 64,
+  initializer_range: 0.3,
+  rope_theta: 1000,
+};
 
 const models: [string, PreTrainedModel][] = [];
 beforeAll(() => {
@@ -26,13 +49,22 @@ describe.each([['gpt2'], ['llama']])('%s', (name) => {
   const model = () => models.find(([n]) => n === name)![1];
 
   test('KV cache: incremental logits equal the full forward', () => {
-    const seq = [[3, 9, 14, 2, 7, 21, 5, 11], [8, 1, 30, 4, 4, 17, 6, 2]];
+    const seq = [
+      [3, 9, 14, 2, 7, 21, 5, 11],
+      [8, 1, 30, 4, 4, 17, 6, 2],
+    ];
     const m = model();
     const full = tidy(() => rows3(m.forward({ inputIds: seq }).logits));
     let cache: KVCache | undefined;
     const steps: number[][][] = [];
     // A 3-token prompt, then 2 tokens, then one at a time (Tq != Tk with bottom-right causal alignment).
-    const chunks = [[0, 3], [3, 5], [5, 6], [6, 7], [7, 8]];
+    const chunks = [
+      [0, 3],
+      [3, 5],
+      [5, 6],
+      [6, 7],
+      [7, 8],
+    ];
     for (const [a, b] of chunks) {
       const prev = cache;
       const r = tidy(() => {
@@ -53,16 +85,35 @@ describe.each([['gpt2'], ['llama']])('%s', (name) => {
 
   test('KV cache with a padding mask: equals the full forward on the attended positions', () => {
     const m = model();
-    const seq = [[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]];
-    const mask = [[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]];
-    const pos = [[0, 1, 2, 3, 4, 5], [1, 1, 0, 1, 2, 3]];
+    const seq = [
+      [5, 6, 7, 8, 9, 10],
+      [0, 0, 11, 12, 13, 14],
+    ];
+    const mask = [
+      [1, 1, 1, 1, 1, 1],
+      [0, 0, 1, 1, 1, 1],
+    ];
+    const pos = [
+      [0, 1, 2, 3, 4, 5],
+      [1, 1, 0, 1, 2, 3],
+    ];
     const full = tidy(() => rows3(m.forward({ inputIds: seq, attentionMask: mask, positionIds: pos }).logits));
     const r1 = tidy(() => {
-      const o = m.forward({ inputIds: seq.map((s) => s.slice(0, 4)), attentionMask: mask.map((s) => s.slice(0, 4)), positionIds: pos.map((s) => s.slice(0, 4)), useCache: true });
+      const o = m.forward({
+        inputIds: seq.map((s) => s.slice(0, 4)),
+        attentionMask: mask.map((s) => s.slice(0, 4)),
+        positionIds: pos.map((s) => s.slice(0, 4)),
+        useCache: true,
+      });
       return o.cache!;
     });
     const r2 = tidy(() => {
-      const o = m.forward({ inputIds: seq.map((s) => s.slice(4)), attentionMask: mask, positionIds: pos.map((s) => s.slice(4)), cache: r1 });
+      const o = m.forward({
+        inputIds: seq.map((s) => s.slice(4)),
+        attentionMask: mask,
+        positionIds: pos.map((s) => s.slice(4)),
+        cache: r1,
+      });
       return { logits: rows3(o.logits), cache: o.cache! };
     });
     disposeCache(r1);
@@ -88,7 +139,10 @@ describe.each([['gpt2'], ['llama']])('%s', (name) => {
 
   test('a left-padded batch generates what each prompt generates alone', async () => {
     const m = model();
-    const prompts = [[3, 9, 14, 20, 1], [7, 2]];
+    const prompts = [
+      [3, 9, 14, 20, 1],
+      [7, 2],
+    ];
     const batch = await generate(m, prompts, { maxNewTokens: 4 });
     const alone = [await generate(m, [prompts[0]], { maxNewTokens: 4 }), await generate(m, [prompts[1]], { maxNewTokens: 4 })];
     expect(batch).toEqual([alone[0][0], alone[1][0]]);
@@ -97,10 +151,35 @@ describe.each([['gpt2'], ['llama']])('%s', (name) => {
   test('seeded sampling reproduces; EOS stops a row; tokens stream', async () => {
     const m = model();
     const opts = { maxNewTokens: 8, temperature: 1.3, topK: 20, topP: 0.95, seed: 123 };
-    const a = await generate(m, [[1, 2, 3], [4, 5, 6]], opts);
-    const b = await generate(m, [[1, 2, 3], [4, 5, 6]], opts);
+    const a = await generate(
+      m,
+      [
+        [1, 2, 3],
+        [4, 5, 6],
+      ],
+      opts,
+    );
+    const b = await generate(
+      m,
+      [
+        [1, 2, 3],
+        [4, 5, 6],
+      ],
+      opts,
+    );
     expect(a).toEqual(b);
-    const others = await Promise.all([7, 8, 9].map((seed) => generate(m, [[1, 2, 3], [4, 5, 6]], { ...opts, seed })));
+    const others = await Promise.all(
+      [7, 8, 9].map((seed) =>
+        generate(
+          m,
+          [
+            [1, 2, 3],
+            [4, 5, 6],
+          ],
+          { ...opts, seed },
+        ),
+      ),
+    );
     expect(others.some((o) => JSON.stringify(o) !== JSON.stringify(a))).toBe(true);
     // EOS: the first greedy token of row 0 ends row 0 at once; row 1 runs on.
     const g = await generate(m, [[1, 2, 3]], { maxNewTokens: 1 });
@@ -108,10 +187,24 @@ describe.each([['gpt2'], ['llama']])('%s', (name) => {
     const stopped = await generate(m, [[1, 2, 3]], { maxNewTokens: 5, eosTokenId: eos });
     expect(stopped[0]).toEqual([1, 2, 3, eos]);
     const seen: number[][] = [];
-    for await (const toks of generateStream(m, [[1, 2, 3], [4, 5, 6]], { maxNewTokens: 3 })) seen.push(toks);
+    for await (const toks of generateStream(
+      m,
+      [
+        [1, 2, 3],
+        [4, 5, 6],
+      ],
+      { maxNewTokens: 3 },
+    ))
+      seen.push(toks);
     expect(seen.length).toBe(3);
     const steps: number[] = [];
-    await generate(m, [[1, 2, 3]], { maxNewTokens: 5, onToken: (_t, s) => { steps.push(s); return s < 1; } });
+    await generate(m, [[1, 2, 3]], {
+      maxNewTokens: 5,
+      onToken: (_t, s) => {
+        steps.push(s);
+        return s < 1;
+      },
+    });
     expect(steps).toEqual([0, 1]);
   });
 
@@ -121,7 +214,7 @@ describe.each([['gpt2'], ['llama']])('%s', (name) => {
     const { liveTensors } = await import('../../lib');
     const before = liveTensors().cpu.count;
     await generate(m, [[1, 2, 3]], { maxNewTokens: 3, temperature: 0.8, seed: 1 });
-    expect(liveTensors().cpu.count).toBeLessThanOrEqual(before);  // (the GC may free stray tensors meanwhile)
+    expect(liveTensors().cpu.count).toBeLessThanOrEqual(before); // (the GC may free stray tensors meanwhile)
     expect(m.namedModules().every(([, x]) => x.training)).toBe(true);
     m.eval();
   });
@@ -161,7 +254,10 @@ describeCuda('generation', () => {
     const gpu = createModel(name === 'gpt2' ? gpt2 : llama, { device: 'cuda' }).eval();
     try {
       loadStateDictInto(gpu, stateDict(cpu));
-      const seq = [[3, 9, 14, 2, 7, 21], [8, 1, 30, 4, 4, 17]];
+      const seq = [
+        [3, 9, 14, 2, 7, 21],
+        [8, 1, 30, 4, 4, 17],
+      ];
       const full = tidy(() => rows3(gpu.forward({ inputIds: seq }).logits));
       const fullCpu = tidy(() => rows3(cpu.forward({ inputIds: seq }).logits));
       expect(relError(full.flat(2), fullCpu.flat(2))).toBeLessThan(1e-5);
@@ -174,7 +270,25 @@ describeCuda('generation', () => {
       disposeCache(r2.cache);
       for (let t = 0; t < 2; t++) expect(relError(r2.logits.map((r) => r[t]).flat(), full.map((r) => r[4 + t]).flat())).toBeLessThan(1e-5);
       const opts = { maxNewTokens: 5 };
-      expect(await generate(gpu, [[3, 9, 14], [7, 2]], opts)).toEqual(await generate(cpu, [[3, 9, 14], [7, 2]], opts));
+      expect(
+        await generate(
+          gpu,
+          [
+            [3, 9, 14],
+            [7, 2],
+          ],
+          opts,
+        ),
+      ).toEqual(
+        await generate(
+          cpu,
+          [
+            [3, 9, 14],
+            [7, 2],
+          ],
+          opts,
+        ),
+      );
       const s = { maxNewTokens: 5, temperature: 1, topK: 10, seed: 9 };
       expect(await generate(gpu, [[3, 9, 14]], s)).toEqual(await generate(gpu, [[3, 9, 14]], s));
     } finally {

@@ -7,12 +7,22 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-load-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const config = {
-  model_type: 'gpt2', vocab_size: 50, n_positions: 32, n_embd: 16, n_layer: 2, n_head: 2,
-  resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0, layer_norm_epsilon: 1e-5,
+  model_type: 'gpt2',
+  vocab_size: 50,
+  n_positions: 32,
+  n_embd: 16,
+  n_layer: 2,
+  n_head: 2,
+  resid_pdrop: 0,
+  embd_pdrop: 0,
+  attn_pdrop: 0,
+  layer_norm_epsilon: 1e-5,
 };
 
 function logits(m: { forward(x: unknown): { logits: { toArray(): unknown } } }): number[] {
-  return tidy(() => noGrad(() => Array.from(m.forward({ inputIds: tensor([[1, 2, 3, 4]], undefined, { dtype: 'i64' }) }).logits.toArray() as Float32Array)));
+  return tidy(() =>
+    noGrad(() => Array.from(m.forward({ inputIds: tensor([[1, 2, 3, 4]], undefined, { dtype: 'i64' }) }).logits.toArray() as Float32Array)),
+  );
 }
 
 describe('loadModel', () => {
@@ -39,11 +49,36 @@ describe('causal-LM loss', () => {
   test('labels as a tensor (shifted on the device) give the same loss as host rows', () => {
     const model = createModel(config, { seed: 5 });
     model.eval();
-    const ids = [[1, 2, 3, 4, 5], [6, 7, 8, -100, -100]];
-    const a = tidy(() => noGrad(() => model.forward({ inputIds: [[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]], labels: ids }).loss!.item()));
-    const b = tidy(() => noGrad(() => model.forward({
-      inputIds: [[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]], labels: tensor(ids, undefined, { dtype: 'i32' }),
-    }).loss!.item()));
+    const ids = [
+      [1, 2, 3, 4, 5],
+      [6, 7, 8, -100, -100],
+    ];
+    const a = tidy(() =>
+      noGrad(() =>
+        model
+          .forward({
+            inputIds: [
+              [1, 2, 3, 4, 5],
+              [6, 7, 8, 0, 0],
+            ],
+            labels: ids,
+          })
+          .loss!.item(),
+      ),
+    );
+    const b = tidy(() =>
+      noGrad(() =>
+        model
+          .forward({
+            inputIds: [
+              [1, 2, 3, 4, 5],
+              [6, 7, 8, 0, 0],
+            ],
+            labels: tensor(ids, undefined, { dtype: 'i32' }),
+          })
+          .loss!.item(),
+      ),
+    );
     expect(b).toBe(a);
     model.dispose();
   });

@@ -7,13 +7,41 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { tidy, manualSeed, SiftError, tensor, Tensor, liveTensors, saveSafetensors, SafetensorsReader } from '../../lib';
-import { createModel, loadStateDictInto, stateDict, resolveModelClass, HFConfig, PreTrainedModel, robertaPositions } from '../../lib/models';
+import {
+  createModel,
+  loadStateDictInto,
+  stateDict,
+  resolveModelClass,
+  HFConfig,
+  PreTrainedModel,
+  robertaPositions,
+} from '../../lib/models';
 import { moduleMatcher } from '../../lib/sift/targets';
 
 const gpt2: HFConfig = { model_type: 'gpt2', vocab_size: 50, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2 };
-const bert: HFConfig = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 24, max_position_embeddings: 16, type_vocab_size: 2, num_labels: 3 };
+const bert: HFConfig = {
+  model_type: 'bert',
+  vocab_size: 40,
+  hidden_size: 16,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  intermediate_size: 24,
+  max_position_embeddings: 16,
+  type_vocab_size: 2,
+  num_labels: 3,
+};
 const roberta: HFConfig = { ...bert, model_type: 'roberta', pad_token_id: 1, type_vocab_size: 1, num_labels: 2 };
-const llama: HFConfig = { model_type: 'llama', vocab_size: 48, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 32, pad_token_id: 0 };
+const llama: HFConfig = {
+  model_type: 'llama',
+  vocab_size: 48,
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 1,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 32,
+  pad_token_id: 0,
+};
 
 function keys(m: PreTrainedModel): string[] {
   return m.namedParameters().map(([k]) => k);
@@ -38,28 +66,64 @@ function make(cfg: HFConfig, opts: Parameters<typeof createModel>[1] = {}): PreT
 afterAll(() => created.forEach((m) => m.dispose()));
 
 const gptBlock = (p: string) => [
-  `${p}ln_1.weight`, `${p}ln_1.bias`, `${p}attn.c_attn.weight`, `${p}attn.c_attn.bias`, `${p}attn.c_proj.weight`, `${p}attn.c_proj.bias`,
-  `${p}ln_2.weight`, `${p}ln_2.bias`, `${p}mlp.c_fc.weight`, `${p}mlp.c_fc.bias`, `${p}mlp.c_proj.weight`, `${p}mlp.c_proj.bias`,
+  `${p}ln_1.weight`,
+  `${p}ln_1.bias`,
+  `${p}attn.c_attn.weight`,
+  `${p}attn.c_attn.bias`,
+  `${p}attn.c_proj.weight`,
+  `${p}attn.c_proj.bias`,
+  `${p}ln_2.weight`,
+  `${p}ln_2.bias`,
+  `${p}mlp.c_fc.weight`,
+  `${p}mlp.c_fc.bias`,
+  `${p}mlp.c_proj.weight`,
+  `${p}mlp.c_proj.bias`,
 ];
 const bertEmb = (p: string) => [
-  `${p}embeddings.word_embeddings.weight`, `${p}embeddings.position_embeddings.weight`, `${p}embeddings.token_type_embeddings.weight`,
-  `${p}embeddings.LayerNorm.weight`, `${p}embeddings.LayerNorm.bias`,
+  `${p}embeddings.word_embeddings.weight`,
+  `${p}embeddings.position_embeddings.weight`,
+  `${p}embeddings.token_type_embeddings.weight`,
+  `${p}embeddings.LayerNorm.weight`,
+  `${p}embeddings.LayerNorm.bias`,
 ];
 const bertLayer = (p: string) => [
-  `${p}attention.self.query.weight`, `${p}attention.self.query.bias`, `${p}attention.self.key.weight`, `${p}attention.self.key.bias`,
-  `${p}attention.self.value.weight`, `${p}attention.self.value.bias`, `${p}attention.output.dense.weight`, `${p}attention.output.dense.bias`,
-  `${p}attention.output.LayerNorm.weight`, `${p}attention.output.LayerNorm.bias`, `${p}intermediate.dense.weight`, `${p}intermediate.dense.bias`,
-  `${p}output.dense.weight`, `${p}output.dense.bias`, `${p}output.LayerNorm.weight`, `${p}output.LayerNorm.bias`,
+  `${p}attention.self.query.weight`,
+  `${p}attention.self.query.bias`,
+  `${p}attention.self.key.weight`,
+  `${p}attention.self.key.bias`,
+  `${p}attention.self.value.weight`,
+  `${p}attention.self.value.bias`,
+  `${p}attention.output.dense.weight`,
+  `${p}attention.output.dense.bias`,
+  `${p}attention.output.LayerNorm.weight`,
+  `${p}attention.output.LayerNorm.bias`,
+  `${p}intermediate.dense.weight`,
+  `${p}intermediate.dense.bias`,
+  `${p}output.dense.weight`,
+  `${p}output.dense.bias`,
+  `${p}output.LayerNorm.weight`,
+  `${p}output.LayerNorm.bias`,
 ];
 const llamaLayer = (p: string) => [
-  `${p}self_attn.q_proj.weight`, `${p}self_attn.k_proj.weight`, `${p}self_attn.v_proj.weight`, `${p}self_attn.o_proj.weight`,
-  `${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`, `${p}mlp.down_proj.weight`, `${p}input_layernorm.weight`, `${p}post_attention_layernorm.weight`,
+  `${p}self_attn.q_proj.weight`,
+  `${p}self_attn.k_proj.weight`,
+  `${p}self_attn.v_proj.weight`,
+  `${p}self_attn.o_proj.weight`,
+  `${p}mlp.gate_proj.weight`,
+  `${p}mlp.up_proj.weight`,
+  `${p}mlp.down_proj.weight`,
+  `${p}input_layernorm.weight`,
+  `${p}post_attention_layernorm.weight`,
 ];
 
 describe('parameter names are transformers state-dict keys, in its order', () => {
   test('GPT2LMHeadModel (tied lm_head listed once, as transformer.wte.weight)', () => {
     expect(keys(make(gpt2))).toEqual([
-      'transformer.wte.weight', 'transformer.wpe.weight', ...gptBlock('transformer.h.0.'), 'transformer.ln_f.weight', 'transformer.ln_f.bias',
+      'transformer.wte.weight',
+      'transformer.wpe.weight',
+      ...gptBlock('transformer.h.0.'),
+      'transformer.ln_f.weight',
+      'transformer.ln_f.bias',
     ]);
   });
   test('GPT2Model and GPT2ForSequenceClassification', () => {
@@ -72,19 +136,42 @@ describe('parameter names are transformers state-dict keys, in its order', () =>
   });
   test('BertForSequenceClassification and BertModel', () => {
     expect(keys(make(bert, { task: 'sequence-classification' }))).toEqual([
-      ...bertEmb('bert.'), ...bertLayer('bert.encoder.layer.0.'), 'bert.pooler.dense.weight', 'bert.pooler.dense.bias', 'classifier.weight', 'classifier.bias',
+      ...bertEmb('bert.'),
+      ...bertLayer('bert.encoder.layer.0.'),
+      'bert.pooler.dense.weight',
+      'bert.pooler.dense.bias',
+      'classifier.weight',
+      'classifier.bias',
     ]);
-    expect(keys(make(bert, { task: 'base' }))).toEqual([...bertEmb(''), ...bertLayer('encoder.layer.0.'), 'pooler.dense.weight', 'pooler.dense.bias']);
+    expect(keys(make(bert, { task: 'base' }))).toEqual([
+      ...bertEmb(''),
+      ...bertLayer('encoder.layer.0.'),
+      'pooler.dense.weight',
+      'pooler.dense.bias',
+    ]);
   });
   test('RobertaForSequenceClassification (no pooler; dense/out_proj head)', () => {
     expect(keys(make(roberta, { task: 'sequence-classification' }))).toEqual([
-      ...bertEmb('roberta.'), ...bertLayer('roberta.encoder.layer.0.'),
-      'classifier.dense.weight', 'classifier.dense.bias', 'classifier.out_proj.weight', 'classifier.out_proj.bias',
+      ...bertEmb('roberta.'),
+      ...bertLayer('roberta.encoder.layer.0.'),
+      'classifier.dense.weight',
+      'classifier.dense.bias',
+      'classifier.out_proj.weight',
+      'classifier.out_proj.bias',
     ]);
   });
   test('LlamaForCausalLM (untied and tied), LlamaForSequenceClassification, LlamaModel', () => {
-    expect(keys(make(llama))).toEqual(['model.embed_tokens.weight', ...llamaLayer('model.layers.0.'), 'model.norm.weight', 'lm_head.weight']);
-    expect(keys(make({ ...llama, tie_word_embeddings: true }))).toEqual(['model.embed_tokens.weight', ...llamaLayer('model.layers.0.'), 'model.norm.weight']);
+    expect(keys(make(llama))).toEqual([
+      'model.embed_tokens.weight',
+      ...llamaLayer('model.layers.0.'),
+      'model.norm.weight',
+      'lm_head.weight',
+    ]);
+    expect(keys(make({ ...llama, tie_word_embeddings: true }))).toEqual([
+      'model.embed_tokens.weight',
+      ...llamaLayer('model.layers.0.'),
+      'model.norm.weight',
+    ]);
     expect(keys(make(llama, { task: 'sequence-classification' })).slice(-1)).toEqual(['score.weight']);
     expect(keys(make(llama, { task: 'base' }))).toEqual(['embed_tokens.weight', ...llamaLayer('layers.0.'), 'norm.weight']);
   });
@@ -123,11 +210,24 @@ describe('registry and module kinds', () => {
     expect(kinds.get('transformer.h.0.attn.c_attn')).toBe('Conv1D');
     expect(kinds.get('lm_head')).toBe('Linear');
     const match = moduleMatcher('all-linear', g, 'targetModules')!;
-    const linear = g.namedModules().map(([p]) => p).filter(match);
-    expect(linear).toEqual(['transformer.h.0.attn.c_attn', 'transformer.h.0.attn.c_proj', 'transformer.h.0.mlp.c_fc', 'transformer.h.0.mlp.c_proj']);
+    const linear = g
+      .namedModules()
+      .map(([p]) => p)
+      .filter(match);
+    expect(linear).toEqual([
+      'transformer.h.0.attn.c_attn',
+      'transformer.h.0.attn.c_proj',
+      'transformer.h.0.mlp.c_fc',
+      'transformer.h.0.mlp.c_proj',
+    ]);
     const l = make(llama);
     const lm = moduleMatcher('all-linear', l, 'targetModules')!;
-    expect(l.namedModules().map(([p]) => p).filter(lm).length).toBe(7);
+    expect(
+      l
+        .namedModules()
+        .map(([p]) => p)
+        .filter(lm).length,
+    ).toBe(7);
   });
 });
 
@@ -147,8 +247,8 @@ describe('initialisation (transformers scheme, seeded)', () => {
     expect(wte.std).toBeGreaterThan(0.047);
     expect(wte.std).toBeLessThan(0.053);
     const proj = stats(p.get('transformer.h.1.mlp.c_proj.weight')!);
-    expect(proj.std / 0.05 * Math.sqrt(4)).toBeGreaterThan(0.93);
-    expect(proj.std / 0.05 * Math.sqrt(4)).toBeLessThan(1.07);
+    expect((proj.std / 0.05) * Math.sqrt(4)).toBeGreaterThan(0.93);
+    expect((proj.std / 0.05) * Math.sqrt(4)).toBeLessThan(1.07);
     const attnProj = stats(p.get('transformer.h.0.attn.c_proj.weight')!);
     expect(attnProj.std).toBeLessThan(0.03);
     expect(stats(p.get('transformer.h.0.attn.c_attn.weight')!).std).toBeGreaterThan(0.045);
@@ -181,15 +281,38 @@ describe('initialisation (transformers scheme, seeded)', () => {
 
 describe('RoBERTa positions (create_position_ids_from_input_ids)', () => {
   test('start at pad + 1 and skip padding', () => {
-    const t = robertaPositions([[0, 5, 6, 2, 1, 1], [1, 0, 7, 1, 8, 2]], 1, 'cpu');
-    expect(t.tolist()).toEqual([[2, 3, 4, 5, 1, 1], [1, 2, 3, 1, 4, 5]]);
+    const t = robertaPositions(
+      [
+        [0, 5, 6, 2, 1, 1],
+        [1, 0, 7, 1, 8, 2],
+      ],
+      1,
+      'cpu',
+    );
+    expect(t.tolist()).toEqual([
+      [2, 3, 4, 5, 1, 1],
+      [1, 2, 3, 1, 4, 5],
+    ]);
     t.dispose();
   });
 });
 
 describe('dropout follows train() and eval()', () => {
   const cfg = { ...bert, hidden_dropout_prob: 0.2, attention_probs_dropout_prob: 0.2 };
-  const batch = { inputIds: [[2, 5, 7, 9, 3], [2, 6, 8, 0, 0]], attentionMask: [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], tokenTypeIds: [[0, 0, 1, 1, 1], [0, 0, 1, 0, 0]] };
+  const batch = {
+    inputIds: [
+      [2, 5, 7, 9, 3],
+      [2, 6, 8, 0, 0],
+    ],
+    attentionMask: [
+      [1, 1, 1, 1, 1],
+      [1, 1, 1, 0, 0],
+    ],
+    tokenTypeIds: [
+      [0, 0, 1, 1, 1],
+      [0, 0, 1, 0, 0],
+    ],
+  };
   const run = (m: PreTrainedModel) => tidy(() => Array.from(m.forward(batch).logits.toArray() as Float32Array));
   test('eval: deterministic; train: random, reproducible from the engine seed', () => {
     const m = make(cfg, { task: 'sequence-classification' });
@@ -231,7 +354,12 @@ describe('dropout follows train() and eval()', () => {
 
 describe('losses', () => {
   test('classification: cross-entropy for int labels, MSE for regression, BCE for multi-label', () => {
-    const batch = { inputIds: [[2, 5, 7, 9], [2, 6, 8, 3]] };
+    const batch = {
+      inputIds: [
+        [2, 5, 7, 9],
+        [2, 6, 8, 3],
+      ],
+    };
     const cls = make(bert, { task: 'sequence-classification' });
     cls.eval();
     tidy(() => {
@@ -248,18 +376,25 @@ describe('losses', () => {
     reg.eval();
     tidy(() => {
       const out = reg.forward({ ...batch, labels: tensor([0.5, -1], [2]) });
-      const lg = (out.logits.toArray() as Float32Array);
+      const lg = out.logits.toArray() as Float32Array;
       expect(out.logits.shape).toEqual([2, 1]);
       expect(out.loss!.item()).toBeCloseTo(((lg[0] - 0.5) ** 2 + (lg[1] + 1) ** 2) / 2, 5);
     });
     const ml = make({ ...bert, problem_type: 'multi_label_classification' }, { task: 'sequence-classification' });
     ml.eval();
     tidy(() => {
-      const y = [[1, 0, 1], [0, 0, 1]];
+      const y = [
+        [1, 0, 1],
+        [0, 0, 1],
+      ];
       const out = ml.forward({ ...batch, labels: tensor(y, [2, 3]) });
       const lg = out.logits.tolist() as number[][];
       let s = 0;
-      lg.forEach((r, b) => r.forEach((x, j) => { s += -(y[b][j] * Math.log(1 / (1 + Math.exp(-x))) + (1 - y[b][j]) * Math.log(1 - 1 / (1 + Math.exp(-x)))); }));
+      lg.forEach((r, b) =>
+        r.forEach((x, j) => {
+          s += -(y[b][j] * Math.log(1 / (1 + Math.exp(-x))) + (1 - y[b][j]) * Math.log(1 - 1 / (1 + Math.exp(-x))));
+        }),
+      );
       expect(out.loss!.item()).toBeCloseTo(s / 6, 5);
     });
   });
@@ -295,17 +430,29 @@ describe('loading state dicts', () => {
     expect(r.missing).toEqual([]);
     expect(r.unexpected).toEqual([]);
     buf.dispose();
-    for (const [k, t] of dst.namedParameters()) expect(Array.from(t.toArray() as Float32Array)).toEqual(Array.from(sd.get(k)!.toArray() as Float32Array));
+    for (const [k, t] of dst.namedParameters())
+      expect(Array.from(t.toArray() as Float32Array)).toEqual(Array.from(sd.get(k)!.toArray() as Float32Array));
     // The tied head reads the loaded embedding.
     tidy(() => {
-      const a = src.eval().forward({ inputIds: [[1, 2, 3]] }).logits.toArray();
-      const b = dst.eval().forward({ inputIds: [[1, 2, 3]] }).logits.toArray();
+      const a = src
+        .eval()
+        .forward({ inputIds: [[1, 2, 3]] })
+        .logits.toArray();
+      const b = dst
+        .eval()
+        .forward({ inputIds: [[1, 2, 3]] })
+        .logits.toArray();
       expect(Array.from(b as Float32Array)).toEqual(Array.from(a as Float32Array));
     });
   });
   test('legacy gamma/beta names, base checkpoints into a classifier (allowMissing), dtype conversion', () => {
     const base = make(bert, { task: 'base', seed: 5 });
-    const sd = new Map([...stateDict(base)].map(([k, t]) => [`bert.${k.replace(/LayerNorm\.weight$/, 'LayerNorm.gamma').replace(/LayerNorm\.bias$/, 'LayerNorm.beta')}`, t]));
+    const sd = new Map(
+      [...stateDict(base)].map(([k, t]) => [
+        `bert.${k.replace(/LayerNorm\.weight$/, 'LayerNorm.gamma').replace(/LayerNorm\.bias$/, 'LayerNorm.beta')}`,
+        t,
+      ]),
+    );
     const cls = make(bert, { task: 'sequence-classification', dtype: 'f64' });
     expect(codeOf(() => loadStateDictInto(cls, sd))).toBe('E_FORMAT');
     const r = loadStateDictInto(cls, sd, { allowMissing: [/^classifier\./] });
@@ -355,11 +502,31 @@ describe('loading state dicts', () => {
 });
 
 describe('dtypes and devices', () => {
-  const lg = (m: PreTrainedModel, batch: object) => tidy(() => Array.from(m.forward(batch as never).logits.toArray() as Float32Array, Number));
+  const lg = (m: PreTrainedModel, batch: object) =>
+    tidy(() => Array.from(m.forward(batch as never).logits.toArray() as Float32Array, Number));
   const rel = (a: number[], b: number[]) => Math.max(...a.map((v, i) => Math.abs(v - b[i]))) / Math.max(...b.map(Math.abs));
-  test.each([['bf16', 3e-2], ['f16', 5e-3]] as const)('%s models follow the f32 model (forward and backward)', (dtype, tol) => {
-    const batch = { inputIds: [[3, 9, 14, 2, 7], [8, 1, 30, 0, 0]], attentionMask: [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], labels: [[3, 9, 14, 2, 7], [8, 1, 30, -100, -100]] };
-    for (const cfg of [{ ...llama, initializer_range: 0.1 }, { ...gpt2, initializer_range: 0.1 }]) {
+  test.each([
+    ['bf16', 3e-2],
+    ['f16', 5e-3],
+  ] as const)('%s models follow the f32 model (forward and backward)', (dtype, tol) => {
+    const batch = {
+      inputIds: [
+        [3, 9, 14, 2, 7],
+        [8, 1, 30, 0, 0],
+      ],
+      attentionMask: [
+        [1, 1, 1, 1, 1],
+        [1, 1, 1, 0, 0],
+      ],
+      labels: [
+        [3, 9, 14, 2, 7],
+        [8, 1, 30, -100, -100],
+      ],
+    };
+    for (const cfg of [
+      { ...llama, initializer_range: 0.1 },
+      { ...gpt2, initializer_range: 0.1 },
+    ]) {
       const ref = make(cfg).eval();
       const low = make(cfg, { dtype }).eval();
       loadStateDictInto(low, stateDict(ref));

@@ -32,7 +32,12 @@ function checkParity(name: string, device: string): void {
     model = createModel(fx.config, { device, seed: 3 });
     expect(model.architecture).toBe(fx.metadata.architecture);
     // Parameter names are exactly the reference's state-dict keys.
-    expect(model.namedParameters().map(([k]) => k).sort()).toEqual([...fx.params.keys()].sort());
+    expect(
+      model
+        .namedParameters()
+        .map(([k]) => k)
+        .sort(),
+    ).toEqual([...fx.params.keys()].sort());
     loadStateDictInto(model, fx.params);
     model.eval();
     const m = model;
@@ -41,7 +46,8 @@ function checkParity(name: string, device: string): void {
       const logitsErr = relError(f32(out.logits), f32(fx.outputs.get('logits')!));
       expect(out.logits.shape).toEqual(fx.outputs.get('logits')!.shape);
       const lossErr = relError([out.loss!.item()], [fx.outputs.get('loss')!.item()]);
-      if (logitsErr > 1e-5 || lossErr > 1e-5) throw new Error(`${name} on ${device}: logits error ${logitsErr.toExponential(2)}, loss error ${lossErr.toExponential(2)}`);
+      if (logitsErr > 1e-5 || lossErr > 1e-5)
+        throw new Error(`${name} on ${device}: logits error ${logitsErr.toExponential(2)}, loss error ${lossErr.toExponential(2)}`);
       out.loss!.backward();
     });
     const bad: string[] = [];

@@ -30,15 +30,27 @@ const PUBLISHED: Record<string, number> = {
 test('Phi-3-mini-4k and -128k have the same shapes (the 128k one differs in rope and window only)', () => {
   const a = readConfig('phi-3-mini-4k');
   const b = readConfig('phi-3-mini-128k');
-  for (const k of ['hidden_size', 'intermediate_size', 'num_attention_heads', 'num_key_value_heads', 'num_hidden_layers', 'vocab_size', 'tie_word_embeddings']) expect(b[k]).toEqual(a[k]);
-  const m = createModel({ ...a, num_hidden_layers: 1, vocab_size: 64, hidden_size: 96, intermediate_size: 64, num_attention_heads: 4, num_key_value_heads: 4 }, { seed: 1 });
+  for (const k of [
+    'hidden_size',
+    'intermediate_size',
+    'num_attention_heads',
+    'num_key_value_heads',
+    'num_hidden_layers',
+    'vocab_size',
+    'tie_word_embeddings',
+  ])
+    expect(b[k]).toEqual(a[k]);
+  const m = createModel(
+    { ...a, num_hidden_layers: 1, vocab_size: 64, hidden_size: 96, intermediate_size: 64, num_attention_heads: 4, num_key_value_heads: 4 },
+    { seed: 1 },
+  );
   expect(m.architecture).toBe('Phi3ForCausalLM');
   m.dispose();
 });
 
 const VOCAB = 4096;
 
-export function readConfig(name: string): HFConfig {
+function readConfig(name: string): HFConfig {
   return JSON.parse(fs.readFileSync(path.join(CONFIG_DIR, `${name}.json`), 'utf8')) as HFConfig;
 }
 
@@ -73,16 +85,23 @@ describe.each(SUITE_SHAPES)('%s', (name) => {
       const ids = [Array.from({ length: T }, (_, t) => (t * 97 + 13) % VOCAB)];
       const positionIds = [Array.from({ length: T }, (_, t) => offset + t)];
       const model = m;
-      const step = () => tidy(() => {
-        const out = model.forward({ inputIds: ids, positionIds, labels: ids });
-        out.loss!.backward();
-        return out.loss!.item();
-      });
+      const step = () =>
+        tidy(() => {
+          const out = model.forward({ inputIds: ids, positionIds, labels: ids });
+          out.loss!.backward();
+          return out.loss!.item();
+        });
       sift = new Sift(m, { sparseRate: 0.001, targetModules: 'all-linear' });
       const first = step();
       sift.select();
-      expect(sift.targets.map((t) => t.name.replace(/^model\.layers\.\d+\./, '')).filter((n) => n.endsWith('.weight')).slice(0, 4)).toEqual(
-        full.model_type === 'phi3' ? ['self_attn.qkv_proj.weight', 'self_attn.o_proj.weight', 'mlp.gate_up_proj.weight', 'mlp.down_proj.weight']
+      expect(
+        sift.targets
+          .map((t) => t.name.replace(/^model\.layers\.\d+\./, ''))
+          .filter((n) => n.endsWith('.weight'))
+          .slice(0, 4),
+      ).toEqual(
+        full.model_type === 'phi3'
+          ? ['self_attn.qkv_proj.weight', 'self_attn.o_proj.weight', 'mlp.gate_up_proj.weight', 'mlp.down_proj.weight']
           : ['self_attn.q_proj.weight', 'self_attn.k_proj.weight', 'self_attn.v_proj.weight', 'self_attn.o_proj.weight'],
       );
       const target = sift.targets[0];

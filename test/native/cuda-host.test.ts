@@ -10,8 +10,18 @@ import * as path from 'path';
 
 const root = path.join(__dirname, '..', '..');
 const nvcc = [process.env.CUDACXX, 'nvcc', '/usr/local/cuda/bin/nvcc'].find((c) => !!c && spawnSync(c, ['--version']).status === 0);
-const cudaInclude = nvcc ? path.join(path.dirname(path.dirname(fs.realpathSync(
-  nvcc.includes('/') ? nvcc : (spawnSync('sh', ['-c', `command -v ${nvcc}`], { encoding: 'utf8' }).stdout.trim() || nvcc)))), 'include') : '';
+const cudaInclude = nvcc
+  ? path.join(
+      path.dirname(
+        path.dirname(
+          fs.realpathSync(
+            nvcc.includes('/') ? nvcc : spawnSync('sh', ['-c', `command -v ${nvcc}`], { encoding: 'utf8' }).stdout.trim() || nvcc,
+          ),
+        ),
+      ),
+      'include',
+    )
+  : '';
 const describeNvcc = nvcc ? describe : describe.skip;
 
 // Compiles test/native/host/NAME.cu with the core sources and the CUDA runtime stub, runs it, and
@@ -20,9 +30,21 @@ function compileAndRun(name: string): void {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-cuda-host-'));
   try {
     const exe = path.join(dir, name);
-    const core = fs.readdirSync(path.join(root, 'native/core')).filter((f) => f.endsWith('.cpp')).map((f) => path.join(root, 'native/core', f));
-    const args = ['-std=c++17', '-O1', `-I${cudaInclude}`, `-I${path.join(cudaInclude, 'cccl')}`, path.join(root, `test/native/host/${name}.cu`),
-      ...core, path.join(root, 'native/cuda/runtime_stub.cpp'), '-o', exe];
+    const core = fs
+      .readdirSync(path.join(root, 'native/core'))
+      .filter((f) => f.endsWith('.cpp'))
+      .map((f) => path.join(root, 'native/core', f));
+    const args = [
+      '-std=c++17',
+      '-O1',
+      `-I${cudaInclude}`,
+      `-I${path.join(cudaInclude, 'cccl')}`,
+      path.join(root, `test/native/host/${name}.cu`),
+      ...core,
+      path.join(root, 'native/cuda/runtime_stub.cpp'),
+      '-o',
+      exe,
+    ];
     const c = spawnSync(nvcc!, args, { encoding: 'utf8', timeout: 240000 });
     expect(c.stderr.split('\n').filter((l) => /error/.test(l))).toEqual([]);
     expect(c.status).toBe(0);
@@ -36,6 +58,9 @@ function compileAndRun(name: string): void {
 
 describeNvcc(nvcc ? 'CUDA host-side checks (nvcc)' : 'CUDA host-side checks [skipped: nvcc not found]', () => {
   test('the strided indexer maps every index as the naive div/mod chain does', () => compileAndRun('strided_indexer'), 300000);
-  test('the vector paths map every vector to the elements the scalar paths use; the column-reduction plan reads every row once',
-    () => compileAndRun('vector_plan'), 300000);
+  test(
+    'the vector paths map every vector to the elements the scalar paths use; the column-reduction plan reads every row once',
+    () => compileAndRun('vector_plan'),
+    300000,
+  );
 });

@@ -27,15 +27,27 @@ function values(t: Tensor): number[] {
 
 /** float64 reference of a @ b for logical shapes [...ba, M, K] and [...bb, K, N] with broadcasting. */
 function reference(a: number[], aShape: number[], b: number[], bShape: number[]): { out: number[]; shape: number[] } {
-  const M = aShape[aShape.length - 2], K = aShape[aShape.length - 1], Nn = bShape[bShape.length - 1];
-  const ab = aShape.slice(0, -2), bb = bShape.slice(0, -2);
+  const M = aShape[aShape.length - 2],
+    K = aShape[aShape.length - 1],
+    Nn = bShape[bShape.length - 1];
+  const ab = aShape.slice(0, -2),
+    bb = bShape.slice(0, -2);
   const nd = Math.max(ab.length, bb.length);
-  const pa = Array(nd - ab.length).fill(1).concat(ab), pb = Array(nd - bb.length).fill(1).concat(bb);
+  const pa = Array(nd - ab.length)
+      .fill(1)
+      .concat(ab),
+    pb = Array(nd - bb.length)
+      .fill(1)
+      .concat(bb);
   const batch = pa.map((d, i) => Math.max(d, pb[i]));
   const count = batch.reduce((x, y) => x * y, 1);
   const out: number[] = [];
   for (let z = 0; z < count; z++) {
-    let rem = z, ia = 0, ib = 0, sa = 1, sb = 1;
+    let rem = z,
+      ia = 0,
+      ib = 0,
+      sa = 1,
+      sb = 1;
     for (let d = nd - 1; d >= 0; d--) {
       const i = rem % batch[d];
       rem = Math.floor(rem / batch[d]);
@@ -75,8 +87,17 @@ function check(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean;
 }
 
 const shapes: [number, number, number][] = [
-  [1, 1, 1], [1, 7, 1], [7, 1, 5], [1, 33, 129], [129, 33, 1], [7, 7, 7], [33, 17, 65],
-  [13, 257, 31], [257, 300, 129], [200, 520, 70], [3, 5, 4133],
+  [1, 1, 1],
+  [1, 7, 1],
+  [7, 1, 5],
+  [1, 33, 129],
+  [129, 33, 1],
+  [7, 7, 7],
+  [33, 17, 65],
+  [13, 257, 31],
+  [257, 300, 129],
+  [200, 520, 70],
+  [3, 5, 4133],
 ];
 
 const cpuGemms = ['native:avx512', 'native:avx2', 'native:generic', 'openblas'] as const;
@@ -122,7 +143,12 @@ describe.each(usable)('CPU GEMM %s', (gemm) => {
   });
 
   test('transposed views and transpose flags give the same products', () => {
-    for (const [m, k, n] of [[37, 45, 29], [130, 260, 70], [1, 9, 40], [40, 9, 1]] as [number, number, number][]) {
+    for (const [m, k, n] of [
+      [37, 45, 29],
+      [130, 260, 70],
+      [1, 9, 40],
+      [40, 9, 1],
+    ] as [number, number, number][]) {
       tidy(() => {
         const a = randomTensor([m, k], 3, { dtype: 'f32' });
         const b = randomTensor([k, n], 4, { dtype: 'f32' });
@@ -174,8 +200,15 @@ describe.each(usable)('CPU GEMM %s', (gemm) => {
     });
   });
 
-  test.each([['f16', 3e-3, 3e-3], ['bf16', 2e-2, 2e-2]] as [string, number, number][])('%s accumulates in f32', (dtype, rtol, atol) => {
-    for (const [m, k, n] of [[7, 9, 5], [70, 300, 40], [1, 64, 33]] as [number, number, number][]) {
+  test.each([
+    ['f16', 3e-3, 3e-3],
+    ['bf16', 2e-2, 2e-2],
+  ] as [string, number, number][])('%s accumulates in f32', (dtype, rtol, atol) => {
+    for (const [m, k, n] of [
+      [7, 9, 5],
+      [70, 300, 40],
+      [1, 64, 33],
+    ] as [number, number, number][]) {
       tidy(() => {
         const a = cast(randomTensor([m, k], 21, { dtype: 'f32' }), dtype as 'f16');
         const b = cast(randomTensor([k, n], 22, { dtype: 'f32' }), dtype as 'f16');
@@ -207,7 +240,16 @@ describe('matmul edge cases and errors', () => {
       expect(code(() => N().matmul(a.handle, b.handle, false, false))).toBe('E_SHAPE');
       expect(code(() => N().matmul(a.handle, b.handle, true, false))).toBe('E_SHAPE');
       expect(code(() => N().matmul(randomTensor([4], 1, { dtype: 'f32' }).handle, b.handle, false, false))).toBe('E_SHAPE');
-      expect(code(() => N().matmul(randomTensor([2, 3, 4], 1, { dtype: 'f32' }).handle, randomTensor([3, 4, 5], 1, { dtype: 'f32' }).handle, false, false))).toBe('E_SHAPE');
+      expect(
+        code(() =>
+          N().matmul(
+            randomTensor([2, 3, 4], 1, { dtype: 'f32' }).handle,
+            randomTensor([3, 4, 5], 1, { dtype: 'f32' }).handle,
+            false,
+            false,
+          ),
+        ),
+      ).toBe('E_SHAPE');
       expect(code(() => N().matmul(a.handle, randomTensor([4, 2], 2, { dtype: 'f64' }).handle, false, false))).toBe('E_DTYPE');
       const i = tensor([1, 2, 3, 4], [2, 2], { dtype: 'i32' });
       expect(code(() => N().matmul(i.handle, i.handle, false, false))).toBe('E_DTYPE');
@@ -225,13 +267,25 @@ describe('matmul edge cases and errors', () => {
 
 describeCuda('CUDA matmul vs CPU', () => {
   const cases: { a: number[]; b: number[]; ta?: boolean; tb?: boolean }[] = [
-    { a: [1, 1], b: [1, 1] }, { a: [7, 1], b: [1, 5] }, { a: [33, 17], b: [17, 65] },
-    { a: [257, 300], b: [300, 129] }, { a: [129, 33], b: [129, 7], ta: true },
-    { a: [31, 64], b: [45, 64], tb: true }, { a: [64, 31], b: [45, 64], ta: true, tb: true },
-    { a: [2, 3, 7, 9], b: [3, 9, 5] }, { a: [5, 33, 20], b: [20, 17] }, { a: [33, 20], b: [5, 20, 17] },
-    { a: [4, 1, 70, 90], b: [1, 3, 90, 50] }, { a: [70000, 2, 3], b: [70000, 3, 2] },
+    { a: [1, 1], b: [1, 1] },
+    { a: [7, 1], b: [1, 5] },
+    { a: [33, 17], b: [17, 65] },
+    { a: [257, 300], b: [300, 129] },
+    { a: [129, 33], b: [129, 7], ta: true },
+    { a: [31, 64], b: [45, 64], tb: true },
+    { a: [64, 31], b: [45, 64], ta: true, tb: true },
+    { a: [2, 3, 7, 9], b: [3, 9, 5] },
+    { a: [5, 33, 20], b: [20, 17] },
+    { a: [33, 20], b: [5, 20, 17] },
+    { a: [4, 1, 70, 90], b: [1, 3, 90, 50] },
+    { a: [70000, 2, 3], b: [70000, 3, 2] },
   ];
-  const dtypes: [string, number][] = [['f32', 1e-4], ['f64', 1e-10], ['f16', 2e-2], ['bf16', 6e-2]];
+  const dtypes: [string, number][] = [
+    ['f32', 1e-4],
+    ['f64', 1e-10],
+    ['f16', 2e-2],
+    ['bf16', 6e-2],
+  ];
 
   for (const path of ['cublas', 'fallback']) {
     test(`${path}: shapes, transposes, batches and dtypes`, () => {
@@ -240,24 +294,39 @@ describeCuda('CUDA matmul vs CPU', () => {
       try {
         if (path === 'fallback') expect(N().gemmInfo().cuda).toMatch(/sift-ft kernel/);
         for (const [dtype, tol] of dtypes) {
-          cases.forEach((c, i) => tidy(() => {
-            const a = cast(randomTensor(c.a, 100 + i, { dtype: 'f32' }), dtype as 'f32');
-            const b = cast(randomTensor(c.b, 200 + i, { dtype: 'f32' }), dtype as 'f32');
-            const cpu = new Tensor(N().matmul(a.handle, b.handle, !!c.ta, !!c.tb));
-            const ga = toDevice(a, 'cuda'), gb = toDevice(b, 'cuda');
-            const gpu = new Tensor(N().matmul(ga.handle, gb.handle, !!c.ta, !!c.tb));
-            expect(gpu.shape).toEqual(cpu.shape);
-            expect(gpu.device).toBe('cuda:0');
-            const K = c.ta ? c.a[c.a.length - 2] : c.a[c.a.length - 1];
-            expectClose(values(toDevice(gpu, 'cpu')), values(cpu), { atol: tol * Math.sqrt(K), rtol: tol, label: `${path} ${dtype} case ${i}` });
-            // Transposed views reach the GPU GEMM as flags too: (op(A) op(B))^T = op(B)^T op(A)^T,
-            // with op(B)^T given as the view B^T under the same flag.
-            const gv = new Tensor(N().matmul(transpose(gb).handle, transpose(ga).handle, !!c.tb, !!c.ta));
-            const cv = new Tensor(N().matmul(transpose(b).handle, transpose(a).handle, !!c.tb, !!c.ta));
-            expect(gv.shape).toEqual(transpose(cpu).shape);
-            expectClose(values(toDevice(gv, 'cpu')), values(cv), { atol: tol * Math.sqrt(K), rtol: tol, label: `${path} ${dtype} case ${i} (views)` });
-            expectClose(values(cv), values(transpose(cpu)), { atol: tol * Math.sqrt(K), rtol: tol, label: `${path} ${dtype} case ${i} (views vs transpose)` });
-          }));
+          cases.forEach((c, i) =>
+            tidy(() => {
+              const a = cast(randomTensor(c.a, 100 + i, { dtype: 'f32' }), dtype as 'f32');
+              const b = cast(randomTensor(c.b, 200 + i, { dtype: 'f32' }), dtype as 'f32');
+              const cpu = new Tensor(N().matmul(a.handle, b.handle, !!c.ta, !!c.tb));
+              const ga = toDevice(a, 'cuda'),
+                gb = toDevice(b, 'cuda');
+              const gpu = new Tensor(N().matmul(ga.handle, gb.handle, !!c.ta, !!c.tb));
+              expect(gpu.shape).toEqual(cpu.shape);
+              expect(gpu.device).toBe('cuda:0');
+              const K = c.ta ? c.a[c.a.length - 2] : c.a[c.a.length - 1];
+              expectClose(values(toDevice(gpu, 'cpu')), values(cpu), {
+                atol: tol * Math.sqrt(K),
+                rtol: tol,
+                label: `${path} ${dtype} case ${i}`,
+              });
+              // Transposed views reach the GPU GEMM as flags too: (op(A) op(B))^T = op(B)^T op(A)^T,
+              // with op(B)^T given as the view B^T under the same flag.
+              const gv = new Tensor(N().matmul(transpose(gb).handle, transpose(ga).handle, !!c.tb, !!c.ta));
+              const cv = new Tensor(N().matmul(transpose(b).handle, transpose(a).handle, !!c.tb, !!c.ta));
+              expect(gv.shape).toEqual(transpose(cpu).shape);
+              expectClose(values(toDevice(gv, 'cpu')), values(cv), {
+                atol: tol * Math.sqrt(K),
+                rtol: tol,
+                label: `${path} ${dtype} case ${i} (views)`,
+              });
+              expectClose(values(cv), values(transpose(cpu)), {
+                atol: tol * Math.sqrt(K),
+                rtol: tol,
+                label: `${path} ${dtype} case ${i} (views vs transpose)`,
+              });
+            }),
+          );
         }
       } finally {
         N().setCudaGemm(prev);

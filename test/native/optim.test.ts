@@ -29,7 +29,10 @@ const h = (ts: Tensor[]): NativeTensor[] => ts.map((t) => t.handle);
 function pickIndices(n: number, k: number, seed: number): number[] {
   const r = seededValues(n, seed).map((v, i) => [v, i] as const);
   r.sort((a, b) => a[0] - b[0]);
-  return r.slice(0, k).map((x) => x[1]).sort((a, b) => a - b);
+  return r
+    .slice(0, k)
+    .map((x) => x[1])
+    .sort((a, b) => a - b);
 }
 
 /** torch.optim.AdamW's update of one value in float64 (state arrays updated in place). */
@@ -52,12 +55,19 @@ interface SparseCase {
   shape: number[];
   wdtype: FloatDType;
   idtype: 'i32' | 'i64';
-  w0: number[];  // initial weight values (f32-representable)
+  w0: number[]; // initial weight values (f32-representable)
   idx: number[];
-  grads: number[][];  // per step, k values (f32-representable)
+  grads: number[][]; // per step, k values (f32-representable)
 }
 
-function makeCase(shape: number[], k: number, steps: number, seed: number, wdtype: FloatDType = 'f32', idtype: 'i32' | 'i64' = 'i32'): SparseCase {
+function makeCase(
+  shape: number[],
+  k: number,
+  steps: number,
+  seed: number,
+  wdtype: FloatDType = 'f32',
+  idtype: 'i32' | 'i64' = 'i32',
+): SparseCase {
   const n = shape.reduce((a, b) => a * b, 1);
   const grads: number[][] = [];
   for (let s = 0; s < steps; s++) grads.push(f32(seededValues(k, seed * 31 + s + 7).map((x) => x * 0.5)));
@@ -72,7 +82,11 @@ function upload(c: SparseCase, device: string) {
     idx: tensor(c.idx, [k], { dtype: c.idtype, device }),
     m: tensor(new Array(k).fill(0), [k], { dtype: 'f32', device }),
     v: tensor(new Array(k).fill(0), [k], { dtype: 'f32', device }),
-    master: tensor(c.idx.map((i) => c.w0[i]), [k], { dtype: 'f32', device }),
+    master: tensor(
+      c.idx.map((i) => c.w0[i]),
+      [k],
+      { dtype: 'f32', device },
+    ),
   };
 }
 type Uploaded = ReturnType<typeof upload>;
@@ -83,8 +97,16 @@ function runSparse(cases: SparseCase[], device: string, hp = HP, scale?: number,
   const sc = scale === undefined ? null : tensor([scale], [], { dtype: 'f32', device });
   for (let s = 0; s < steps; s++) {
     const gs = cases.map((c) => tensor(c.grads[s], [c.idx.length], { dtype: 'f32', device }));
-    native().sparseAdamW(h(us.map((u) => u.w)), h(us.map((u) => u.idx)), h(gs), h(us.map((u) => u.m)),
-      h(us.map((u) => u.v)), h(us.map((u) => u.master)), { ...hp, step: s + 1 }, sc ? sc.handle : null);
+    native().sparseAdamW(
+      h(us.map((u) => u.w)),
+      h(us.map((u) => u.idx)),
+      h(gs),
+      h(us.map((u) => u.m)),
+      h(us.map((u) => u.v)),
+      h(us.map((u) => u.master)),
+      { ...hp, step: s + 1 },
+      sc ? sc.handle : null,
+    );
     gs.forEach((g) => g.dispose());
   }
   return us;
@@ -96,7 +118,14 @@ function refSparse(c: SparseCase, hp = HP, scale = 1, steps = c.grads.length) {
   const p = c.idx.map((i) => c.w0[i]);
   const m = new Array(k).fill(0);
   const v = new Array(k).fill(0);
-  for (let s = 0; s < steps; s++) refAdamW(p, c.grads[s].map((g) => g * scale), m, v, { ...hp, step: s + 1 });
+  for (let s = 0; s < steps; s++)
+    refAdamW(
+      p,
+      c.grads[s].map((g) => g * scale),
+      m,
+      v,
+      { ...hp, step: s + 1 },
+    );
   return { p, m, v };
 }
 
@@ -119,12 +148,18 @@ describe('sparseAdamW (CPU)', () => {
       const v = tensor(new Array(n).fill(0), [n]);
       for (let s = 0; s < steps; s++) {
         const full = new Array(n).fill(0);
-        c.idx.forEach((j, i) => { full[j] = c.grads[s][i]; });
+        c.idx.forEach((j, i) => {
+          full[j] = c.grads[s][i];
+        });
         const g = tensor(full, c.shape, { dtype: 'f32' });
         native().adamW([p.handle], [g.handle], [m.handle], [v.handle], [null], { ...HP, step: s + 1 }, null);
       }
       const dense = nums(p);
-      expectClose(nums(u.master), c.idx.map((j) => dense[j]), { atol: 1e-7, rtol: 1e-6, label: 'masters vs engine adamW' });
+      expectClose(
+        nums(u.master),
+        c.idx.map((j) => dense[j]),
+        { atol: 1e-7, rtol: 1e-6, label: 'masters vs engine adamW' },
+      );
 
       // Selected weights hold the masters; the others never change.
       const w = nums(u.w);
@@ -166,7 +201,11 @@ describe('sparseAdamW (CPU)', () => {
       expect(nums(b.v)).toEqual(nums(a.v));
       const wa = nums(a.w);
       const wb = nums(b.w);
-      expectClose(c32.idx.map((j) => wb[j]), c32.idx.map((j) => wa[j]), { atol: dtype === 'f16' ? 6e-8 : 0, rtol, label: `${dtype} weights` });
+      expectClose(
+        c32.idx.map((j) => wb[j]),
+        c32.idx.map((j) => wa[j]),
+        { atol: dtype === 'f16' ? 6e-8 : 0, rtol, label: `${dtype} weights` },
+      );
       // Unselected entries keep the initial (rounded) value.
       const w0 = nums(tensor(c32.w0, c32.shape, { dtype }));
       const sel = new Set(c32.idx);
@@ -234,7 +273,15 @@ describe('adamW (dense, CPU)', () => {
       const gv = f32(seededValues(n, 50 + s));
       const g = tensor(gv, [40, 25], { dtype: gdtype, device });
       grads.push(nums(g));
-      native().adamW([p.handle], [g.handle], [m.handle], [v.handle], [master ? master.handle : null], { ...HP, step: s + 1 }, sc ? sc.handle : null);
+      native().adamW(
+        [p.handle],
+        [g.handle],
+        [m.handle],
+        [v.handle],
+        [master ? master.handle : null],
+        { ...HP, step: s + 1 },
+        sc ? sc.handle : null,
+      );
     }
     return { p, m, v, master, p0, grads };
   }
@@ -277,18 +324,35 @@ describe('adamW (dense, CPU)', () => {
       const p = a.p0.slice();
       const m = new Array(p.length).fill(0);
       const v = new Array(p.length).fill(0);
-      a.grads.forEach((g, s) => refAdamW(p, g.map((x) => x * 0.25), m, v, { ...HP, step: s + 1 }));
+      a.grads.forEach((g, s) =>
+        refAdamW(
+          p,
+          g.map((x) => x * 0.25),
+          m,
+          v,
+          { ...HP, step: s + 1 },
+        ),
+      );
       expectClose(nums(a.p), p, { atol: 1e-6, rtol: 1e-6 });
 
       const sizes = [1, 3, 17, 4096, 5000, 2, 8191];
-      const mk = () => sizes.map((n, t) => ({
-        p: tensor(f32(seededValues(n, 60 + t)), [n]),
-        g: tensor(f32(seededValues(n, 70 + t)), [n], { dtype: t % 2 ? 'bf16' : 'f32' }),
-        m: tensor(new Array(n).fill(0), [n]),
-        v: tensor(new Array(n).fill(0), [n]),
-      }));
+      const mk = () =>
+        sizes.map((n, t) => ({
+          p: tensor(f32(seededValues(n, 60 + t)), [n]),
+          g: tensor(f32(seededValues(n, 70 + t)), [n], { dtype: t % 2 ? 'bf16' : 'f32' }),
+          m: tensor(new Array(n).fill(0), [n]),
+          v: tensor(new Array(n).fill(0), [n]),
+        }));
       const all = mk();
-      native().adamW(h(all.map((x) => x.p)), h(all.map((x) => x.g)), h(all.map((x) => x.m)), h(all.map((x) => x.v)), all.map(() => null), { ...HP, step: 1 }, null);
+      native().adamW(
+        h(all.map((x) => x.p)),
+        h(all.map((x) => x.g)),
+        h(all.map((x) => x.m)),
+        h(all.map((x) => x.v)),
+        all.map(() => null),
+        { ...HP, step: 1 },
+        null,
+      );
       const one = mk();
       for (const x of one) native().adamW([x.p.handle], [x.g.handle], [x.m.handle], [x.v.handle], [null], { ...HP, step: 1 }, null);
       all.forEach((x, t) => expect(nums(x.p)).toEqual(nums(one[t].p)));
@@ -297,7 +361,8 @@ describe('adamW (dense, CPU)', () => {
 });
 
 describe('clipCoefficient', () => {
-  const coef = (normSq: number, maxNorm: number, device = 'cpu'): Tensor => new Tensor(native().clipCoefficient(tensor([normSq], [], { dtype: 'f32', device }).handle, maxNorm));
+  const coef = (normSq: number, maxNorm: number, device = 'cpu'): Tensor =>
+    new Tensor(native().clipCoefficient(tensor([normSq], [], { dtype: 'f32', device }).handle, maxNorm));
 
   test('below and above the maximum norm', () => {
     tidy(() => {
@@ -320,12 +385,25 @@ describe('clipCoefficient', () => {
       const u = upload(c, 'cpu');
       const sc = new Tensor(native().clipCoefficient(tensor([normSq], [], { dtype: 'f32' }).handle, 0.5));
       const g = tensor(c.grads[0], [40]);
-      native().sparseAdamW([u.w.handle], [u.idx.handle], [g.handle], [u.m.handle], [u.v.handle], [u.master.handle], { ...HP, step: 1 }, sc.handle);
+      native().sparseAdamW(
+        [u.w.handle],
+        [u.idx.handle],
+        [g.handle],
+        [u.m.handle],
+        [u.v.handle],
+        [u.master.handle],
+        { ...HP, step: 1 },
+        sc.handle,
+      );
       const coefficient = Math.min(1, 0.5 / (Math.sqrt(normSq) + 1e-6));
       expect(coefficient).toBeLessThan(1);
       expectClose(nums(u.master), refSparse(c, HP, coefficient).p, { atol: 1e-6, rtol: 1e-6 });
       // m holds (1 - beta1) * g * coefficient.
-      expectClose(nums(u.m), c.grads[0].map((x) => 0.1 * x * coefficient), { atol: 1e-7, rtol: 1e-5 });
+      expectClose(
+        nums(u.m),
+        c.grads[0].map((x) => 0.1 * x * coefficient),
+        { atol: 1e-7, rtol: 1e-5 },
+      );
     });
   });
 });
@@ -336,13 +414,28 @@ describe('optimizer argument errors', () => {
       const u = upload(makeCase([10, 10], 5, 1, 1), 'cpu');
       const g = tensor([0.1, 0.2, 0.3, 0.4, 0.5], [5]);
       const hp = { ...HP, step: 1 };
-      const call = (o: Partial<Record<'w' | 'idx' | 'g' | 'm' | 'v' | 'master', Tensor>> = {}, hpx: unknown = hp, scale: Tensor | null = null, lists?: NativeTensor[][]) => code(() => {
-        const l = lists ?? [[(o.w ?? u.w).handle], [(o.idx ?? u.idx).handle], [(o.g ?? g).handle], [(o.m ?? u.m).handle], [(o.v ?? u.v).handle], [(o.master ?? u.master).handle]];
-        native().sparseAdamW(l[0], l[1], l[2], l[3], l[4], l[5], hpx as AdamWHyper, scale ? scale.handle : null);
-        native().synchronize('cpu');
-      });
+      const call = (
+        o: Partial<Record<'w' | 'idx' | 'g' | 'm' | 'v' | 'master', Tensor>> = {},
+        hpx: unknown = hp,
+        scale: Tensor | null = null,
+        lists?: NativeTensor[][],
+      ) =>
+        code(() => {
+          const l = lists ?? [
+            [(o.w ?? u.w).handle],
+            [(o.idx ?? u.idx).handle],
+            [(o.g ?? g).handle],
+            [(o.m ?? u.m).handle],
+            [(o.v ?? u.v).handle],
+            [(o.master ?? u.master).handle],
+          ];
+          native().sparseAdamW(l[0], l[1], l[2], l[3], l[4], l[5], hpx as AdamWHyper, scale ? scale.handle : null);
+          native().synchronize('cpu');
+        });
       expect(call()).toBeUndefined();
-      expect(call({}, hp, null, [[u.w.handle, u.w.handle], [u.idx.handle], [g.handle], [u.m.handle], [u.v.handle], [u.master.handle]])).toBe('E_ARG');
+      expect(
+        call({}, hp, null, [[u.w.handle, u.w.handle], [u.idx.handle], [g.handle], [u.m.handle], [u.v.handle], [u.master.handle]]),
+      ).toBe('E_ARG');
       expect(call({ g: tensor([1, 2], [2]) })).toBe('E_SHAPE');
       expect(call({ m: tensor([0, 0, 0, 0], [4]) })).toBe('E_SHAPE');
       expect(call({ v: tensor([0, 0, 0, 0, 0], [5], { dtype: 'f16' }) })).toBe('E_DTYPE');
@@ -350,8 +443,8 @@ describe('optimizer argument errors', () => {
       expect(call({ g: tensor([0, 0, 0, 0, 0], [5], { dtype: 'bf16' }) })).toBe('E_DTYPE');
       expect(call({ idx: tensor([1, 2, 3, 4, 5], [5], { dtype: 'f32' }) })).toBe('E_DTYPE');
       expect(call({ w: tensor(new Array(100).fill(0), [10, 10], { dtype: 'i32' }) })).toBe('E_DTYPE');
-      expect(call({ v: u.m })).toBe('E_ARG');  // m and v share memory
-      expect(call({ w: new Tensor(native().view(u.w.handle, [10, 10], [1, 10], 0)) })).toBe('E_ARG');  // not contiguous
+      expect(call({ v: u.m })).toBe('E_ARG'); // m and v share memory
+      expect(call({ w: new Tensor(native().view(u.w.handle, [10, 10], [1, 10], 0)) })).toBe('E_ARG'); // not contiguous
       expect(call({}, { ...hp, step: 0 })).toBe('E_ARG');
       expect(call({}, { ...hp, beta1: 1 })).toBe('E_ARG');
       expect(call({}, { ...hp, lr: -1 })).toBe('E_ARG');
@@ -372,10 +465,11 @@ describe('optimizer argument errors', () => {
       const m = tensor(new Array(6).fill(0), [6]);
       const v = tensor(new Array(6).fill(0), [6]);
       const hp = { ...HP, step: 1 };
-      const call = (pp: Tensor, gg: Tensor, mm: Tensor, vv: Tensor, master: Tensor | null = null) => code(() => {
-        native().adamW([pp.handle], [gg.handle], [mm.handle], [vv.handle], [master ? master.handle : null], hp, null);
-        native().synchronize('cpu');
-      });
+      const call = (pp: Tensor, gg: Tensor, mm: Tensor, vv: Tensor, master: Tensor | null = null) =>
+        code(() => {
+          native().adamW([pp.handle], [gg.handle], [mm.handle], [vv.handle], [master ? master.handle : null], hp, null);
+          native().synchronize('cpu');
+        });
       expect(call(p, g, m, v)).toBeUndefined();
       expect(call(p, tensor(seededValues(6, 2), [3, 2]), m, v)).toBe('E_SHAPE');
       expect(call(p, g, tensor([0, 0], [2]), v)).toBe('E_SHAPE');
@@ -447,7 +541,16 @@ describeCuda('optimizers on CUDA vs CPU', () => {
         const master = shifted(u.master);
         for (let s = 0; s < 2; s++) {
           const g = tensor(c.grads[s], [k], { device });
-          native().sparseAdamW([u.w.handle], [u.idx.handle], [g.handle], [m.handle], [v.handle], [master.handle], { ...HP, step: s + 1 }, null);
+          native().sparseAdamW(
+            [u.w.handle],
+            [u.idx.handle],
+            [g.handle],
+            [m.handle],
+            [v.handle],
+            [master.handle],
+            { ...HP, step: s + 1 },
+            null,
+          );
         }
         return [nums(master), nums(u.w)];
       };
@@ -460,7 +563,12 @@ describeCuda('optimizers on CUDA vs CPU', () => {
 
   test('dense adamW and clipCoefficient agree with the CPU', () => {
     tidy(() => {
-      for (const [dt, gdt, master] of [['f32', 'f32', false], ['bf16', 'bf16', true], ['f16', 'f32', true], ['f64', 'f64', false]] as const) {
+      for (const [dt, gdt, master] of [
+        ['f32', 'f32', false],
+        ['bf16', 'bf16', true],
+        ['f16', 'f32', true],
+        ['f64', 'f64', false],
+      ] as const) {
         const run = (device: string) => {
           const n = 5003;
           const p0 = f32(seededValues(n, 3));
@@ -491,14 +599,24 @@ describeCuda('optimizers on CUDA vs CPU', () => {
       const g = tensor([0.1, 0.2, 0.3, 0.4, 0.5], [5], { device: 'cuda' });
       const hp = { ...HP, step: 1 };
       const gc = tensor([0.1, 0.2, 0.3, 0.4, 0.5], [5]);
-      expect(code(() => native().sparseAdamW([u.w.handle], [u.idx.handle], [gc.handle], [u.m.handle], [u.v.handle], [u.master.handle], hp, null))).toBe('E_DEVICE');
+      expect(
+        code(() =>
+          native().sparseAdamW([u.w.handle], [u.idx.handle], [gc.handle], [u.m.handle], [u.v.handle], [u.master.handle], hp, null),
+        ),
+      ).toBe('E_DEVICE');
       const scCpu = tensor([1], [], { dtype: 'f32' });
-      expect(code(() => native().sparseAdamW([u.w.handle], [u.idx.handle], [g.handle], [u.m.handle], [u.v.handle], [u.master.handle], hp, scCpu.handle))).toBe('E_DEVICE');
+      expect(
+        code(() =>
+          native().sparseAdamW([u.w.handle], [u.idx.handle], [g.handle], [u.m.handle], [u.v.handle], [u.master.handle], hp, scCpu.handle),
+        ),
+      ).toBe('E_DEVICE');
       const bad = tensor([1, 2, 3, 4, 100], [5], { dtype: 'i32', device: 'cuda' });
-      expect(code(() => {
-        native().sparseAdamW([u.w.handle], [bad.handle], [g.handle], [u.m.handle], [u.v.handle], [u.master.handle], hp, null);
-        native().synchronize('cuda');
-      })).toBe('E_INDEX');
+      expect(
+        code(() => {
+          native().sparseAdamW([u.w.handle], [bad.handle], [g.handle], [u.m.handle], [u.v.handle], [u.master.handle], hp, null);
+          native().synchronize('cuda');
+        }),
+      ).toBe('E_INDEX');
     });
   });
 });

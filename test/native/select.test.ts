@@ -28,7 +28,7 @@ function valuesOf(t: Tensor): number[] {
 /** Flat indices by value descending, ties by index ascending (-0 and +0 compare equal, as in the kernel). */
 function refOrder(vals: number[]): Int32Array {
   const order = Int32Array.from(vals.keys());
-  return order.sort((a, b) => (vals[b] - vals[a]) || (a - b));
+  return order.sort((a, b) => vals[b] - vals[a] || a - b);
 }
 
 function refTopk(vals: number[] | Int32Array, k: number): number[] {
@@ -39,7 +39,7 @@ function refTopk(vals: number[] | Int32Array, k: number): number[] {
 function refTopkGlobal(lists: number[][], k: number): number[][] {
   const all: [number, number, number][] = [];
   lists.forEach((vs, t) => vs.forEach((v, i) => all.push([v, t, i])));
-  all.sort((a, b) => (b[0] - a[0]) || (a[1] - b[1]) || (a[2] - b[2]));
+  all.sort((a, b) => b[0] - a[0] || a[1] - b[1] || a[2] - b[2]);
   const out: number[][] = lists.map(() => []);
   for (const [, t, i] of all.slice(0, k)) out[t].push(i);
   return out.map((o) => o.sort((a, b) => a - b));
@@ -54,7 +54,12 @@ function topk(scores: Tensor, k: number): Tensor {
 }
 
 function topkGlobal(scores: Tensor[], k: number): Tensor[] {
-  return N().topkGlobal(scores.map((s) => s.handle), k).map((h) => new Tensor(h));
+  return N()
+    .topkGlobal(
+      scores.map((s) => s.handle),
+      k,
+    )
+    .map((h) => new Tensor(h));
 }
 
 function absRandom(n: number, seed: number, opts: { dtype?: string; device?: string } = {}): Tensor {
@@ -110,7 +115,10 @@ describe('topk (cpu)', () => {
     tidy(() => {
       const vals = [-1, 0, -0, 5e-45, -5e-45, 3.4e38, -3.4e38, 1e-30, 2, -0, 0, 2];
       const x = tensor(new Float32Array(vals), [vals.length]);
-      checkTopk(x, vals.map((_, i) => i + 1));
+      checkTopk(
+        x,
+        vals.map((_, i) => i + 1),
+      );
       // -0 and 0 tie: the lower index wins.
       const z = tensor(new Float32Array([-0, 0, -0]), [3]);
       expect(indices(topk(z, 2))).toEqual([0, 1]);
@@ -221,10 +229,14 @@ describe('topkGlobal (cpu)', () => {
 describeCuda('topk and topkGlobal match the CPU exactly', () => {
   const cases: [string, number, (n: number, seed: number) => number[]][] = [
     ['random', 1_000_003, (n, s) => seededValues(n, s).map(Math.abs)],
-    ['gaussian-like', 2_000_000, (n, s) => {
-      const b = seededValues(n, s + 100);
-      return seededValues(n, s).map((v, i) => Math.abs(v * b[i]) ** 3);
-    }],
+    [
+      'gaussian-like',
+      2_000_000,
+      (n, s) => {
+        const b = seededValues(n, s + 100);
+        return seededValues(n, s).map((v, i) => Math.abs(v * b[i]) ** 3);
+      },
+    ],
     ['ties {0,1,2}', 500_000, (n, s) => seededValues(n, s).map((v) => Math.floor((v + 1) * 1.5))],
     ['tiny', 3, (n, s) => seededValues(n, s).map(Math.abs)],
   ];
@@ -257,11 +269,13 @@ describeCuda('topk and topkGlobal match the CPU exactly', () => {
 
   test('topk: contiguous views that start off a 16-byte boundary (the scalar loads), large enough for the sampled digit', () => {
     tidy(() => {
-      const n = 4096 * 80 + 123;  // 80+ tiles: the top digit is guessed from a sample first
+      const n = 4096 * 80 + 123; // 80+ tiles: the top digit is guessed from a sample first
       const vals = seededValues(n + 1, 21).map((v, i) => Math.abs(v) * (1 + (i % 977) / 100));
       for (const dtype of ['f32', 'f64', 'bf16']) {
-        const x = tensor(vals, [n + 1], { dtype }).slice(0, 1, n + 1);  // storage offset 1 element
-        const xc = tensor(vals, [n + 1], { dtype }).to('cuda').slice(0, 1, n + 1);
+        const x = tensor(vals, [n + 1], { dtype }).slice(0, 1, n + 1); // storage offset 1 element
+        const xc = tensor(vals, [n + 1], { dtype })
+          .to('cuda')
+          .slice(0, 1, n + 1);
         for (const k of [1, Math.floor(n / 100), Math.floor(n / 20), n]) {
           expect(indices(topk(xc, k))).toEqual(indices(topk(x, k)));
         }

@@ -55,9 +55,17 @@ describe('scoreAccumulate (cpu)', () => {
         scoreAccumulate(dst, src, 'abs', false);
         expect(nums(dst)).toEqual(sv.map((v) => f32(Math.abs(v))));
         scoreAccumulate(dst, src, 'square', true);
-        expectClose(nums(dst), sv.map((v) => Math.abs(v) + v * v), { rtol: 1e-6 });
+        expectClose(
+          nums(dst),
+          sv.map((v) => Math.abs(v) + v * v),
+          { rtol: 1e-6 },
+        );
         scoreAccumulate(dst, src, 'square', false);
-        expectClose(nums(dst), sv.map((v) => v * v), { rtol: 1e-6 });
+        expectClose(
+          nums(dst),
+          sv.map((v) => v * v),
+          { rtol: 1e-6 },
+        );
       }
       const src = tensor(vals, [20, 50]).transpose(0, 1);
       const dst = zeros([50, 20]);
@@ -81,7 +89,8 @@ describe('scoreAccumulate (cpu)', () => {
 describe('gatherInto / scatterInto (cpu)', () => {
   test('gather then scatter round trip with i32 and i64 indices, every dtype', () => {
     tidy(() => {
-      const n = 5000, k = 321;
+      const n = 5000,
+        k = 321;
       const vals = seededValues(n, 7);
       const ix = distinctIndices(n, k, 1);
       for (const itype of ['i32', 'i64']) {
@@ -105,7 +114,11 @@ describe('gatherInto / scatterInto (cpu)', () => {
           // 'add' accumulates on top, rounding once to the destination dtype.
           scatterInto(dst, idx, g, 'add');
           const added = nums(dst);
-          const dst2 = tensor(expected.map((v, i) => (ix.includes(i) ? 2 * v : v)), [50, 100], { dtype });
+          const dst2 = tensor(
+            expected.map((v, i) => (ix.includes(i) ? 2 * v : v)),
+            [50, 100],
+            { dtype },
+          );
           expect(added).toEqual(nums(dst2));
         }
       }
@@ -115,7 +128,7 @@ describe('gatherInto / scatterInto (cpu)', () => {
   test('strided source and destination use logical flat indices', () => {
     tidy(() => {
       const base = tensor(seededValues(12, 2), [3, 4]);
-      const t = base.transpose(0, 1);  // [4, 3], flat index i -> t[i / 3][i % 3]
+      const t = base.transpose(0, 1); // [4, 3], flat index i -> t[i / 3][i % 3]
       const tv = nums(t);
       const idx = tensor([0, 5, 11, 7], [4], { dtype: 'i32' });
       const g = zeros([4]);
@@ -127,8 +140,8 @@ describe('gatherInto / scatterInto (cpu)', () => {
       expect(after[1]).toBe(tv[1]);
       // The base tensor saw the writes at the transposed positions.
       const bv = nums(base);
-      expect(bv[0 * 4 + 0]).toBe(10);  // t[0][0] = base[0][0]
-      expect(bv[2 * 4 + 1]).toBe(20);  // flat 5 of t = t[1][2] = base[2][1]
+      expect(bv[0 * 4 + 0]).toBe(10); // t[0][0] = base[0][0]
+      expect(bv[2 * 4 + 1]).toBe(20); // flat 5 of t = t[1][2] = base[2][1]
     });
   });
 
@@ -143,12 +156,25 @@ describe('gatherInto / scatterInto (cpu)', () => {
   test('indices out of range: E_INDEX, and scatter writes nothing', () => {
     tidy(() => {
       const src = tensor([1, 2, 3, 4], [4]);
-      for (const bad of [[0, 4], [-1, 2]]) {
+      for (const bad of [
+        [0, 4],
+        [-1, 2],
+      ]) {
         for (const itype of ['i32', 'i64']) {
           const idx = tensor(bad, [2], { dtype: itype });
-          expect(codeOf(() => { gatherInto(zeros([2]), src, idx, false); zeros([1]).toArray(); })).toBe('E_INDEX');
+          expect(
+            codeOf(() => {
+              gatherInto(zeros([2]), src, idx, false);
+              zeros([1]).toArray();
+            }),
+          ).toBe('E_INDEX');
           const dst = tensor([0, 0, 0, 0], [4]);
-          expect(codeOf(() => { scatterInto(dst, idx, tensor([9, 9], [2]), 'set'); dst.toArray(); })).toBe('E_INDEX');
+          expect(
+            codeOf(() => {
+              scatterInto(dst, idx, tensor([9, 9], [2]), 'set');
+              dst.toArray();
+            }),
+          ).toBe('E_INDEX');
           expect(nums(dst)).toEqual([0, 0, 0, 0]);
         }
       }
@@ -174,7 +200,8 @@ describe('gatherInto / scatterInto (cpu)', () => {
 describe('gradProportion / sumSquares (cpu)', () => {
   test('gradProportion writes [selected, total] squared norms at its slot', () => {
     tidy(() => {
-      const n = 150_000, k = 1500;
+      const n = 150_000,
+        k = 1500;
       for (const dtype of ['f32', 'f64', 'bf16', 'f16']) {
         const grad = tensor(seededValues(n, 5), [300, 500], { dtype });
         const gv = nums(grad);
@@ -205,7 +232,12 @@ describe('gradProportion / sumSquares (cpu)', () => {
       expect(codeOf(() => gradProportion(zeros([2, 2], { dtype: 'f64' }), 0, g, idx))).toBe('E_DTYPE');
       expect(codeOf(() => gradProportion(zeros([2, 2]), 0, g, tensor([0], [1])))).toBe('E_DTYPE');
       const out = zeros([2, 2]);
-      expect(codeOf(() => { gradProportion(out, 0, g, tensor([3], [1], { dtype: 'i32' })); out.toArray(); })).toBe('E_INDEX');
+      expect(
+        codeOf(() => {
+          gradProportion(out, 0, g, tensor([3], [1], { dtype: 'i32' }));
+          out.toArray();
+        }),
+      ).toBe('E_INDEX');
     });
   });
 
@@ -235,7 +267,11 @@ describeCuda('sparse kernels: CUDA matches CPU', () => {
   test('scoreAccumulate', () => {
     tidy(() => {
       for (const dtype of ['f32', 'f64', 'f16', 'bf16']) {
-        const src = tensor(seededValues(300_001, 2).map((v) => v * 3), [300_001], { dtype });
+        const src = tensor(
+          seededValues(300_001, 2).map((v) => v * 3),
+          [300_001],
+          { dtype },
+        );
         for (const kind of ['abs', 'square'] as const) {
           const c = zeros([300_001]);
           const g = gpu(c);
@@ -251,7 +287,8 @@ describeCuda('sparse kernels: CUDA matches CPU', () => {
 
   test('gatherInto / scatterInto (set, add, strided, every dtype, i32/i64)', () => {
     tidy(() => {
-      const n = 200_000, k = 5_000;
+      const n = 200_000,
+        k = 5_000;
       const ix = distinctIndices(n, k, 4);
       const vals = tensor(seededValues(k, 9), [k]);
       for (const itype of ['i32', 'i64']) {
@@ -290,7 +327,13 @@ describeCuda('sparse kernels: CUDA matches CPU', () => {
     tidy(() => {
       for (const dtype of ['f32', 'f64', 'f16', 'bf16']) {
         const dst = gpu(zeros([6], { dtype }));
-        const idx = gpu(tensor(new Array(64).fill(0).map((_, i) => (i % 3) * 2 + 1), [64], { dtype: 'i32' }));
+        const idx = gpu(
+          tensor(
+            new Array(64).fill(0).map((_, i) => (i % 3) * 2 + 1),
+            [64],
+            { dtype: 'i32' },
+          ),
+        );
         scatterInto(dst, idx, gpu(tensor(new Array(64).fill(0.5), [64])), 'add');
         expect(nums(dst)).toEqual([0, 11, 0, 10.5, 0, 10.5]);
       }
@@ -301,10 +344,25 @@ describeCuda('sparse kernels: CUDA matches CPU', () => {
     tidy(() => {
       const src = gpu(tensor([1, 2, 3, 4], [4]));
       const idx = gpu(tensor([0, 4], [2], { dtype: 'i64' }));
-      expect(codeOf(() => { gatherInto(gpu(zeros([2])), src, idx, false); src.toArray(); })).toBe('E_INDEX');
-      expect(codeOf(() => { scatterInto(src, idx, gpu(tensor([1, 1], [2])), 'add'); src.toArray(); })).toBe('E_INDEX');
+      expect(
+        codeOf(() => {
+          gatherInto(gpu(zeros([2])), src, idx, false);
+          src.toArray();
+        }),
+      ).toBe('E_INDEX');
+      expect(
+        codeOf(() => {
+          scatterInto(src, idx, gpu(tensor([1, 1], [2])), 'add');
+          src.toArray();
+        }),
+      ).toBe('E_INDEX');
       const out = gpu(zeros([1, 2]));
-      expect(codeOf(() => { gradProportion(out, 0, src, gpu(tensor([-1], [1], { dtype: 'i32' }))); out.toArray(); })).toBe('E_INDEX');
+      expect(
+        codeOf(() => {
+          gradProportion(out, 0, src, gpu(tensor([-1], [1], { dtype: 'i32' })));
+          out.toArray();
+        }),
+      ).toBe('E_INDEX');
       // The flag was cleared by the read: later work is unaffected.
       expect(nums(src).length).toBe(4);
     });
@@ -312,7 +370,8 @@ describeCuda('sparse kernels: CUDA matches CPU', () => {
 
   test('gradProportion and sumSquares (deterministic, close to the CPU)', () => {
     tidy(() => {
-      const n = 1_000_003, k = 10_000;
+      const n = 1_000_003,
+        k = 10_000;
       const ix = tensor(distinctIndices(n, k, 5), [k], { dtype: 'i32' });
       for (const dtype of ['f32', 'bf16', 'f64']) {
         const grad = tensor(seededValues(n, 6), [n], { dtype });
@@ -325,7 +384,9 @@ describeCuda('sparse kernels: CUDA matches CPU', () => {
         gradProportion(again, 1, gpu(grad), gpu(ix));
         expect(nums(again)).toEqual(nums(g));
       }
-      const ts = Array.from({ length: 100 }, (_, i) => tensor(seededValues(1 + i * 997, i), [1 + i * 997], { dtype: i % 3 ? 'f32' : 'bf16' }));
+      const ts = Array.from({ length: 100 }, (_, i) =>
+        tensor(seededValues(1 + i * 997, i), [1 + i * 997], { dtype: i % 3 ? 'f32' : 'bf16' }),
+      );
       const cpu = nums(sumSquares(ts))[0];
       const gts = ts.map(gpu);
       const a = nums(sumSquares(gts))[0];

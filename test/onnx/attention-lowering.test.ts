@@ -20,7 +20,9 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-onnx-attn-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 if (!ortAvailable) console.warn(`onnxruntime-node cannot load here (${ortMissing}): ONNX Runtime checks skipped`);
 
-const V = 11, H = 2, D = 4;
+const V = 11,
+  H = 2,
+  D = 4;
 const nums = (t: Tensor) => Array.from(t.toArray() as ArrayLike<number>, Number);
 
 /** ONNX bytes of: q, k, v = rows of three tables; attention(mask, causal, window, softcap); merged heads as 'logits'. */
@@ -34,13 +36,19 @@ function buildGraph(weights: Tensor[], causal: boolean, window: number, softcap:
   const allowed = e.attentionMask(mask, T, causal, window);
   const out = e.merge(e.attention(q, k, v, allowed, 1 / Math.sqrt(D), softcap), H * D);
   e.g.output(out, 'logits', 'f32', ['batch_size', 'sequence_length', H * D]);
-  const tensorProto = (init: LazyInitializer) => ({ name: init.name, dims: init.dims, data_type: ONNX_DTYPE[init.dtype], raw_data: init.bytes() });
+  const tensorProto = (init: LazyInitializer) => ({
+    name: init.name,
+    dims: init.dims,
+    data_type: ONNX_DTYPE[init.dtype],
+    raw_data: init.bytes(),
+  });
   return encodeMessage(onnxType('ModelProto'), e.g.modelObject('attention', tensorProto, {}));
 }
 
 /** The same computation with the fused op. */
 function fused(weights: Tensor[], ids: number[][], mask: number[][], causal: boolean, window: number, softcap: number): Tensor {
-  const B = ids.length, T = ids[0].length;
+  const B = ids.length,
+    T = ids[0].length;
   const idt = tensor(ids.flat(), [B, T], { dtype: 'i64' });
   const [q, k, v] = weights.map((w) => transpose(reshape(embedding(w, idt), [B, T, H, D]), 1, 2));
   const m = tensor(mask.flat(), [B, T], { dtype: 'bool' });
@@ -51,8 +59,14 @@ function fused(weights: Tensor[], ids: number[][], mask: number[][], causal: boo
 // Two padded keys at the end: with windows of 3 or more every query still sees a key (the graph
 // fills masked scores with the lowest f32, so a row with no visible key would differ from the
 // fused op's zeros).
-const ids = [[1, 5, 3, 9, 2, 7, 4, 10, 6], [8, 2, 2, 4, 0, 1, 3, 5, 5]];
-const mask = [[1, 1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 0, 0]];
+const ids = [
+  [1, 5, 3, 9, 2, 7, 4, 10, 6],
+  [8, 2, 2, 4, 0, 1, 3, 5, 5],
+];
+const mask = [
+  [1, 1, 1, 1, 1, 1, 1, 1, 1],
+  [1, 1, 1, 1, 1, 1, 1, 0, 0],
+];
 const settings = [
   { causal: true, window: 3, softcap: 0 },
   { causal: true, window: 0, softcap: 1.5 },

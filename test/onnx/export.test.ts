@@ -21,7 +21,9 @@ function ortLogits(file: string, c: ArchCase): number[] {
 
 function nativeLogits(m: PreTrainedModel, c: ArchCase): Float32Array {
   const { ids, mask, types } = batchFor(c);
-  return tidy(() => m.forward({ inputIds: ids, attentionMask: mask, tokenTypeIds: c.tokenTypes ? types : undefined }).logits.toArray()) as Float32Array;
+  return tidy(() =>
+    m.forward({ inputIds: ids, attentionMask: mask, tokenTypeIds: c.tokenTypes ? types : undefined }).logits.toArray(),
+  ) as Float32Array;
 }
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -14,15 +14,31 @@ import { loadFixture, missingFixtures, relError } from '../models/fixtures';
 import { ortAvailable, ortMissing, runOrt } from './ort';
 
 const DECODER_FIXTURES = [
-  'llama-lm-yarn', 'qwen2-lm', 'qwen2-cls', 'qwen3-lm', 'qwen3-cls', 'mistral-lm', 'mistral-cls', 'gemma-lm', 'gemma-cls',
-  'gemma2-lm', 'gemma2-cls', 'phi3-lm', 'phi3-lm-short', 'phi3-cls',
+  'llama-lm-yarn',
+  'qwen2-lm',
+  'qwen2-cls',
+  'qwen3-lm',
+  'qwen3-cls',
+  'mistral-lm',
+  'mistral-cls',
+  'gemma-lm',
+  'gemma-cls',
+  'gemma2-lm',
+  'gemma2-cls',
+  'phi3-lm',
+  'phi3-lm-short',
+  'phi3-cls',
 ];
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-onnx-families-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const missing = missingFixtures().filter((n) => DECODER_FIXTURES.includes(n));
-const skip = !ortAvailable ? `onnxruntime-node cannot load here (${ortMissing})` : missing.length ? `fixtures missing: ${missing.join(', ')}` : '';
+const skip = !ortAvailable
+  ? `onnxruntime-node cannot load here (${ortMissing})`
+  : missing.length
+    ? `fixtures missing: ${missing.join(', ')}`
+    : '';
 const d = skip ? describe.skip : describe;
 if (skip) console.warn(`decoder ONNX parity skipped: ${skip}`);
 

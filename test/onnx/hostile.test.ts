@@ -22,7 +22,11 @@ function codeOf(fn: () => unknown): string | undefined {
 const vi = (name: string, elem = 1) => ({ name, type: { tensor_type: { elem_type: elem, shape: { dim: [{ dim_param: 'n' }] } } } });
 
 function model(graph: Record<string, unknown>): Uint8Array {
-  return encodeMessage(onnxType('ModelProto'), { ir_version: 8, opset_import: [{ domain: '', version: 17 }], graph: { name: 'g', ...graph } });
+  return encodeMessage(onnxType('ModelProto'), {
+    ir_version: 8,
+    opset_import: [{ domain: '', version: 17 }],
+    graph: { name: 'g', ...graph },
+  });
 }
 
 const f32 = (vals: number[]) => new Uint8Array(Float32Array.from(vals).buffer);
@@ -55,35 +59,53 @@ test('wrong wire types are E_FORMAT', () => {
 
 test('cycles, undefined values and duplicate outputs are E_FORMAT', () => {
   const cyc = model({
-    input: [vi('x')], output: [vi('b')],
-    node: [{ op_type: 'Add', input: ['x', 'b'], output: ['a'], name: 'n1' }, { op_type: 'Relu', input: ['a'], output: ['b'], name: 'n2' }],
+    input: [vi('x')],
+    output: [vi('b')],
+    node: [
+      { op_type: 'Add', input: ['x', 'b'], output: ['a'], name: 'n1' },
+      { op_type: 'Relu', input: ['a'], output: ['b'], name: 'n2' },
+    ],
   });
   expect(() => loadOnnxModelFromBuffer(cyc)).toThrow(/cycle/);
   expect(codeOf(() => loadOnnxModelFromBuffer(cyc))).toBe('E_FORMAT');
   const undef = model({ input: [vi('x')], output: [vi('a')], node: [{ op_type: 'Add', input: ['x', 'nope'], output: ['a'] }] });
   expect(codeOf(() => loadOnnxModelFromBuffer(undef))).toBe('E_FORMAT');
-  const dup = model({ input: [vi('x')], output: [vi('a')], node: [{ op_type: 'Relu', input: ['x'], output: ['a'] }, { op_type: 'Relu', input: ['x'], output: ['a'] }] });
+  const dup = model({
+    input: [vi('x')],
+    output: [vi('a')],
+    node: [
+      { op_type: 'Relu', input: ['x'], output: ['a'] },
+      { op_type: 'Relu', input: ['x'], output: ['a'] },
+    ],
+  });
   expect(codeOf(() => loadOnnxModelFromBuffer(dup))).toBe('E_FORMAT');
 });
 
 test('huge declared sizes are E_FORMAT without allocating', () => {
   const huge = model({
-    input: [vi('x')], output: [vi('y')],
+    input: [vi('x')],
+    output: [vi('y')],
     initializer: [{ name: 'w', dims: [1e9, 1e9], data_type: 1, raw_data: f32([1, 2]) }],
     node: [{ op_type: 'Add', input: ['x', 'w'], output: ['y'] }],
   });
   expect(codeOf(() => loadOnnxModelFromBuffer(huge))).toBe('E_FORMAT');
   const short = model({
-    input: [vi('x')], output: [vi('y')],
+    input: [vi('x')],
+    output: [vi('y')],
     initializer: [{ name: 'w', dims: [1000, 1000], data_type: 1, raw_data: f32([1, 2]) }],
     node: [{ op_type: 'Add', input: ['x', 'w'], output: ['y'] }],
   });
   expect(codeOf(() => loadOnnxModelFromBuffer(short))).toBe('E_FORMAT');
   // A constant shape asking for 2^60 elements at run time.
   const big = model({
-    input: [vi('x', 7)], output: [vi('y')],
+    input: [vi('x', 7)],
+    output: [vi('y')],
     node: [
-      { op_type: 'Constant', output: ['s'], attribute: [{ name: 'value', type: 4, t: { dims: [2], data_type: 7, int64_data: [2 ** 30, 2 ** 30] } }] },
+      {
+        op_type: 'Constant',
+        output: ['s'],
+        attribute: [{ name: 'value', type: 4, t: { dims: [2], data_type: 7, int64_data: [2 ** 30, 2 ** 30] } }],
+      },
       { op_type: 'ConstantOfShape', input: ['s'], output: ['y'] },
     ],
   });
@@ -93,11 +115,24 @@ test('huge declared sizes are E_FORMAT without allocating', () => {
 
 test('external data must stay inside the model folder', () => {
   fs.writeFileSync(path.join(dir, 'w.bin'), Buffer.alloc(64));
-  const ext = (location: string, length = 16) => model({
-    input: [vi('x')], output: [vi('y')],
-    initializer: [{ name: 'w', dims: [4], data_type: 1, data_location: 1, external_data: [{ key: 'location', value: location }, { key: 'length', value: String(length) }] }],
-    node: [{ op_type: 'Add', input: ['x', 'w'], output: ['y'] }],
-  });
+  const ext = (location: string, length = 16) =>
+    model({
+      input: [vi('x')],
+      output: [vi('y')],
+      initializer: [
+        {
+          name: 'w',
+          dims: [4],
+          data_type: 1,
+          data_location: 1,
+          external_data: [
+            { key: 'location', value: location },
+            { key: 'length', value: String(length) },
+          ],
+        },
+      ],
+      node: [{ op_type: 'Add', input: ['x', 'w'], output: ['y'] }],
+    });
   const load = (bytes: Uint8Array) => {
     const f = path.join(dir, 'ext.onnx');
     fs.writeFileSync(f, bytes);
@@ -110,7 +145,8 @@ test('external data must stay inside the model folder', () => {
 
 test('unsupported operators are all listed before any work', () => {
   const bytes = model({
-    input: [vi('x')], output: [vi('z')],
+    input: [vi('x')],
+    output: [vi('z')],
     node: [
       { op_type: 'Foo', input: ['x'], output: ['y'], name: 'first' },
       { op_type: 'Relu', input: ['y'], output: ['y2'] },
@@ -142,7 +178,11 @@ test('fuzz: 500 deterministic mutations never crash', () => {
     else if (kind === 1) for (let k = 0; k < 1 + Math.floor(rnd() * 4); k++) b[Math.floor(rnd() * b.length)] = Math.floor(rnd() * 256);
     else if (kind === 2) {
       const at = Math.floor(rnd() * b.length);
-      b = Buffer.concat([b.subarray(0, at), Buffer.from(Array.from({ length: 1 + Math.floor(rnd() * 8) }, () => Math.floor(rnd() * 256))), b.subarray(at)]);
+      b = Buffer.concat([
+        b.subarray(0, at),
+        Buffer.from(Array.from({ length: 1 + Math.floor(rnd() * 8) }, () => Math.floor(rnd() * 256))),
+        b.subarray(at),
+      ]);
     } else b[Math.floor(rnd() * Math.min(b.length, 400))] ^= 1 << Math.floor(rnd() * 8);
     let code = 'ok';
     try {

@@ -16,7 +16,12 @@ function run(m: PreTrainedModel | OnnxModel, c: ArchCase): { logits: number[]; l
   const { ids, mask, types } = batchFor(c);
   for (const [, p] of m.namedParameters()) p.grad = null;
   const r = tidy(() => {
-    const out = m.forward({ inputIds: ids, attentionMask: mask, tokenTypeIds: c.tokenTypes ? types : undefined, labels: labelsFor(c, ids) });
+    const out = m.forward({
+      inputIds: ids,
+      attentionMask: mask,
+      tokenTypeIds: c.tokenTypes ? types : undefined,
+      labels: labelsFor(c, ids),
+    });
     out.loss!.backward();
     return { logits: Array.from(out.logits.toArray() as Float32Array), loss: out.loss!.item() };
   });
@@ -45,7 +50,17 @@ describe('ONNX import: logits, loss and gradients equal the native model', () =>
       const g = loadOnnxModel(file);
       try {
         expect(g.task).toBe(c.task);
-        expect(g.namedParameters().map(([n]) => n).sort()).toEqual(m.namedParameters().map(([n]) => n).sort());
+        expect(
+          g
+            .namedParameters()
+            .map(([n]) => n)
+            .sort(),
+        ).toEqual(
+          m
+            .namedParameters()
+            .map(([n]) => n)
+            .sort(),
+        );
         const a = run(m, c);
         const b = run(g, c);
         expect(b.logits.length).toBe(a.logits.length);
@@ -57,8 +72,12 @@ describe('ONNX import: logits, loss and gradients equal the native model', () =>
           if (e > 1e-3) throw new Error(`${c.name}: gradient of ${n} differs (relative ${e})`);
         }
         // Linear layers keep their kind, so "all-linear" picks the same modules as on the native model.
-        const linear = (x: { namedModules(): [string, { kind: string; ownParameters(): unknown[] }][] }) => x.namedModules()
-          .filter(([, mm]) => (mm.kind === 'Linear' || mm.kind === 'Conv1D') && mm.ownParameters().length > 0).map(([p]) => p).sort();
+        const linear = (x: { namedModules(): [string, { kind: string; ownParameters(): unknown[] }][] }) =>
+          x
+            .namedModules()
+            .filter(([, mm]) => (mm.kind === 'Linear' || mm.kind === 'Conv1D') && mm.ownParameters().length > 0)
+            .map(([p]) => p)
+            .sort();
         expect(linear(g)).toEqual(linear(m));
       } finally {
         g.dispose();
@@ -85,11 +104,13 @@ test('SIFT trains an imported graph (loss goes down)', () => {
     const opt = new SparseAdamW(sift, { lr: 2e-2 });
     const losses: number[] = [];
     for (let i = 0; i < 8; i++) {
-      losses.push(tidy(() => {
-        const out = g.forward(batch);
-        out.loss!.backward();
-        return out.loss!.item();
-      }));
+      losses.push(
+        tidy(() => {
+          const out = g.forward(batch);
+          out.loss!.backward();
+          return out.loss!.item();
+        }),
+      );
       opt.step();
     }
     expect(losses[losses.length - 1]).toBeLessThan(losses[0] * 0.9);

@@ -18,6 +18,6 @@ async function main() {
   process.stdout.write(JSON.stringify({ inputs: s.inputNames, outputs }));
 }
 main().catch((e) => {
-  process.stderr.write(String(e && e.stack || e));
+  process.stderr.write(String((e && e.stack) || e));
   process.exit(1);
 });

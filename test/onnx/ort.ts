@@ -24,6 +24,11 @@ export interface OrtResult {
 export function runOrt(model: string, feeds: Record<string, number[][]>): OrtResult {
   const f: Record<string, { dims: number[]; data: number[] }> = {};
   for (const [k, rows] of Object.entries(feeds)) f[k] = { dims: [rows.length, rows[0].length], data: rows.flat() };
-  const out = execFileSync(process.execPath, [RUNNER], { input: JSON.stringify({ model, feeds: f }), encoding: 'utf8', timeout: 60000, maxBuffer: 1 << 28 });
+  const out = execFileSync(process.execPath, [RUNNER], {
+    input: JSON.stringify({ model, feeds: f }),
+    encoding: 'utf8',
+    timeout: 60000,
+    maxBuffer: 1 << 28,
+  });
   return JSON.parse(out) as OrtResult;
 }

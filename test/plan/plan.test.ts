@@ -13,23 +13,81 @@ import { planMemory, shapeOnlyModel } from '../../lib/plan/plan';
 import { quantizedBytes } from '../../lib/autograd/quant';
 import { planWarning } from '../../lib/cli/plan';
 
-const small = { vocab_size: 97, hidden_size: 64, intermediate_size: 176, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128, head_dim: 16, tie_word_embeddings: false };
+const small = {
+  vocab_size: 97,
+  hidden_size: 64,
+  intermediate_size: 176,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 128,
+  head_dim: 16,
+  tie_word_embeddings: false,
+};
 /** The other decoder families at the same small shape: each case runs where this build has the family. */
 const FAMILIES: Record<string, HFConfig> = {
   qwen2: { model_type: 'qwen2', ...small },
   qwen3: { model_type: 'qwen3', ...small },
   mistral: { model_type: 'mistral', ...small },
   gemma: { model_type: 'gemma', ...small, hidden_activation: 'gelu_pytorch_tanh' },
-  gemma2: { model_type: 'gemma2', ...small, hidden_activation: 'gelu_pytorch_tanh', query_pre_attn_scalar: 16, final_logit_softcapping: 30, attn_logit_softcapping: 50, sliding_window: 16 },
+  gemma2: {
+    model_type: 'gemma2',
+    ...small,
+    hidden_activation: 'gelu_pytorch_tanh',
+    query_pre_attn_scalar: 16,
+    final_logit_softcapping: 30,
+    attn_logit_softcapping: 50,
+    sliding_window: 16,
+  },
   phi3: { model_type: 'phi3', ...small, resid_pdrop: 0, attention_dropout: 0, embd_pdrop: 0 },
 };
 const CONFIGS: Record<string, HFConfig> = {
   ...FAMILIES,
   // Wider, with an output layer that dominates (4000 tokens) and grouped KV heads.
-  'gpt2-wide': { model_type: 'gpt2', vocab_size: 4000, n_positions: 256, n_embd: 128, n_layer: 2, n_head: 8, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 },
-  'llama-wide': { model_type: 'llama', vocab_size: 4000, hidden_size: 128, intermediate_size: 352, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 2, max_position_embeddings: 256, tie_word_embeddings: false },
-  gpt2: { model_type: 'gpt2', vocab_size: 97, n_positions: 128, n_embd: 64, n_layer: 3, n_head: 4, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 },
-  llama: { model_type: 'llama', vocab_size: 97, hidden_size: 64, intermediate_size: 176, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128, tie_word_embeddings: false },
+  'gpt2-wide': {
+    model_type: 'gpt2',
+    vocab_size: 4000,
+    n_positions: 256,
+    n_embd: 128,
+    n_layer: 2,
+    n_head: 8,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    resid_pdrop: 0,
+  },
+  'llama-wide': {
+    model_type: 'llama',
+    vocab_size: 4000,
+    hidden_size: 128,
+    intermediate_size: 352,
+    num_hidden_layers: 2,
+    num_attention_heads: 8,
+    num_key_value_heads: 2,
+    max_position_embeddings: 256,
+    tie_word_embeddings: false,
+  },
+  gpt2: {
+    model_type: 'gpt2',
+    vocab_size: 97,
+    n_positions: 128,
+    n_embd: 64,
+    n_layer: 3,
+    n_head: 4,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    resid_pdrop: 0,
+  },
+  llama: {
+    model_type: 'llama',
+    vocab_size: 97,
+    hidden_size: 64,
+    intermediate_size: 176,
+    num_hidden_layers: 3,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    max_position_embeddings: 128,
+    tie_word_embeddings: false,
+  },
 };
 
 /**
@@ -60,25 +118,45 @@ afterAll(() => {
 
 describe('plan agrees with the measured peak within 15%', () => {
   const cases: [string, 'sift' | 'full' | 'lora', boolean, 'bf16' | 'none'][] = [];
-  for (const fam of ['gpt2', 'llama']) for (const m of ['sift', 'full', 'lora'] as const) for (const ck of [false, true]) for (const mp of ['none', 'bf16'] as const) cases.push([fam, m, ck, mp]);
-  for (const m of ['sift', 'full', 'lora'] as const) for (const ck of [false, true]) cases.push(['gpt2-wide', m, ck, 'none'], ['llama-wide', m, ck, 'bf16']);
+  for (const fam of ['gpt2', 'llama'])
+    for (const m of ['sift', 'full', 'lora'] as const)
+      for (const ck of [false, true]) for (const mp of ['none', 'bf16'] as const) cases.push([fam, m, ck, mp]);
+  for (const m of ['sift', 'full', 'lora'] as const)
+    for (const ck of [false, true]) cases.push(['gpt2-wide', m, ck, 'none'], ['llama-wide', m, ck, 'bf16']);
   const have = new Set(supportedModelTypes());
   const families = Object.keys(FAMILIES).filter((f) => have.has(f));
-  for (const fam of families) for (const m of ['sift', 'full', 'lora'] as const) for (const ck of [false, true]) for (const mp of ['none', 'bf16'] as const) cases.push([fam, m, ck, mp]);
+  for (const fam of families)
+    for (const m of ['sift', 'full', 'lora'] as const)
+      for (const ck of [false, true]) for (const mp of ['none', 'bf16'] as const) cases.push([fam, m, ck, mp]);
   const missing = Object.keys(FAMILIES).filter((f) => !have.has(f));
   (missing.length ? test.skip : test)(`families not in this build: ${missing.join(', ') || 'none'}`, () => undefined);
-  (built ? test.each(cases) : test.skip.each(cases))('%s %s checkpointing=%s precision=%s (needs dist/: npx tsc)', (fam, method, ck, mp) => {
-    const opts = { task: 'causal-lm' as const, method, batchSize: 2, maxLength: fam.endsWith('wide') ? 128 : 32, activationCheckpointing: ck, mixedPrecision: mp };
-    const plan = planMemory(CONFIGS[fam], opts);
-    const r = spawnSync(process.execPath, ['-e', MEASURE, root, JSON.stringify([CONFIGS[fam], opts])], { encoding: 'utf8', env: { ...process.env, SIFT_FT_CPU_QUEUE: '1' } });
-    expect(r.stderr).toBe('');
-    const peak = Number(r.stdout);
-    expect(peak).toBeGreaterThan(0);
-    const ratio = plan.peakBytes / peak;
-    measured.push(`| ${fam} | ${opts.maxLength} | ${method} | ${ck ? 'yes' : 'no'} | ${mp} | ${plan.peakBytes} | ${peak} | ${ratio.toFixed(3)} |`);
-    expect(ratio).toBeGreaterThan(0.85);
-    expect(ratio).toBeLessThan(1.15);
-  });
+  (built ? test.each(cases) : test.skip.each(cases))(
+    '%s %s checkpointing=%s precision=%s (needs dist/: npx tsc)',
+    (fam, method, ck, mp) => {
+      const opts = {
+        task: 'causal-lm' as const,
+        method,
+        batchSize: 2,
+        maxLength: fam.endsWith('wide') ? 128 : 32,
+        activationCheckpointing: ck,
+        mixedPrecision: mp,
+      };
+      const plan = planMemory(CONFIGS[fam], opts);
+      const r = spawnSync(process.execPath, ['-e', MEASURE, root, JSON.stringify([CONFIGS[fam], opts])], {
+        encoding: 'utf8',
+        env: { ...process.env, SIFT_FT_CPU_QUEUE: '1' },
+      });
+      expect(r.stderr).toBe('');
+      const peak = Number(r.stdout);
+      expect(peak).toBeGreaterThan(0);
+      const ratio = plan.peakBytes / peak;
+      measured.push(
+        `| ${fam} | ${opts.maxLength} | ${method} | ${ck ? 'yes' : 'no'} | ${mp} | ${plan.peakBytes} | ${peak} | ${ratio.toFixed(3)} |`,
+      );
+      expect(ratio).toBeGreaterThan(0.85);
+      expect(ratio).toBeLessThan(1.15);
+    },
+  );
 });
 
 describe('shape-only module tree', () => {
@@ -105,21 +183,45 @@ describe('shape-only module tree', () => {
     expect(p.parameters).toBe(1235814400);
     expect(p.parts.weights).toBe(2 * 1235814400);
     // Targets: the 7 projections of 16 blocks (not the tied embedding / lm_head).
-    const perBlock = [[2048, 2048], [512, 2048], [512, 2048], [2048, 2048], [8192, 2048], [8192, 2048], [2048, 8192]];
+    const perBlock = [
+      [2048, 2048],
+      [512, 2048],
+      [512, 2048],
+      [2048, 2048],
+      [8192, 2048],
+      [8192, 2048],
+      [2048, 8192],
+    ];
     const k = 16 * perBlock.reduce((a, [o, i]) => a + kForRate(0.01, o * i), 0);
     expect(p.trainable).toBe(k);
     expect(p.parts.moments).toBe(8 * k);
     expect(p.parts.indices).toBe(4 * k);
-    const sum = p.parts.weights + p.parts.quantizedWeights + p.parts.trainableState + p.parts.gradients + p.parts.activations + p.parts.workspace;
+    const sum =
+      p.parts.weights + p.parts.quantizedWeights + p.parts.trainableState + p.parts.gradients + p.parts.activations + p.parts.workspace;
     expect(p.peakBytes).toBe(sum);
     // A run quantizes only what does not train: LoRA's whole base, SIFT's non-target layers.
     const lora = planMemory(cfg, { method: 'lora', batchSize: 1, maxLength: 128, mixedPrecision: 'bf16' });
     const loraNf4 = planMemory(cfg, { method: 'lora', batchSize: 1, maxLength: 128, mixedPrecision: 'bf16', quantize: 'nf4' });
     expect(loraNf4.parts.quantizedWeights).toBeGreaterThan(0);
     expect(loraNf4.peakBytes).toBeLessThan(0.6 * lora.peakBytes);
-    const siftAll = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 128, mixedPrecision: 'bf16', quantize: 'nf4' });
+    const siftAll = planMemory(cfg, {
+      method: 'sift',
+      sparseRate: 0.01,
+      batchSize: 1,
+      maxLength: 128,
+      mixedPrecision: 'bf16',
+      quantize: 'nf4',
+    });
     expect(siftAll.parts.quantizedWeights).toBe(0);
-    const siftQV = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 128, mixedPrecision: 'bf16', quantize: 'nf4', targetModules: ['q_proj', 'v_proj'] });
+    const siftQV = planMemory(cfg, {
+      method: 'sift',
+      sparseRate: 0.01,
+      batchSize: 1,
+      maxLength: 128,
+      mixedPrecision: 'bf16',
+      quantize: 'nf4',
+      targetModules: ['q_proj', 'v_proj'],
+    });
     expect(siftQV.parts.quantizedWeights).toBeGreaterThan(0);
     expect(siftQV.peakBytes).toBeLessThan(p.peakBytes);
   });
@@ -133,7 +235,12 @@ describe('shape-only module tree', () => {
   test('bad input is a typed error', () => {
     expect(() => planMemory(CONFIGS.llama, { method: 'nope' as never })).toThrow(SiftError);
     expect(() => planMemory(CONFIGS.llama, { sparseRate: 2 })).toThrow(/sparse rate/);
-    expect(() => planMemory({ model_type: 'bert', vocab_size: 10, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8 }, { task: 'classify' })).toThrow(/no activation formula/);
+    expect(() =>
+      planMemory(
+        { model_type: 'bert', vocab_size: 10, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8 },
+        { task: 'classify' },
+      ),
+    ).toThrow(/no activation formula/);
   });
 });
 
@@ -150,7 +257,18 @@ describe('sift-ft plan (CLI)', () => {
         expect(r.status).toBe(0);
         const j = JSON.parse(r.stdout);
         expect(j.peakBytes).toBe(planMemory(CONFIGS.llama, { method: 'lora', batchSize: 2, maxLength: 32 }).peakBytes);
-        for (const k of ['weights', 'quantizedWeights', 'trainableState', 'masters', 'moments', 'indices', 'gradients', 'activations', 'workspace']) expect(typeof j.parts[k]).toBe('number');
+        for (const k of [
+          'weights',
+          'quantizedWeights',
+          'trainableState',
+          'masters',
+          'moments',
+          'indices',
+          'gradients',
+          'activations',
+          'workspace',
+        ])
+          expect(typeof j.parts[k]).toBe('number');
         expect(j.fits).toBe(true);
       }
       const text = run(['plan', '--model', dir, '--device', 'cuda']);
@@ -167,11 +285,25 @@ describe('sift-ft plan (CLI)', () => {
 
 describe('finetune warns before a run that will not fit', () => {
   test('a 70B-shaped full fine-tuning plan is over this machine; a tiny one is not', () => {
-    const big: HFConfig = { model_type: 'llama', vocab_size: 128256, hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: 80, num_attention_heads: 64, num_key_value_heads: 8, max_position_embeddings: 8192 };
+    const big: HFConfig = {
+      model_type: 'llama',
+      vocab_size: 128256,
+      hidden_size: 8192,
+      intermediate_size: 28672,
+      num_hidden_layers: 80,
+      num_attention_heads: 64,
+      num_key_value_heads: 8,
+      max_position_embeddings: 8192,
+    };
     const line = planWarning(big, { method: 'full', batchSize: 8, maxLength: 4096, device: 'cpu' });
     expect(line).toMatch(/^warning: plan predicts a peak of .* more than the .* free on/);
     expect(planWarning(CONFIGS.llama, { method: 'sift', batchSize: 2, maxLength: 32, device: 'cpu' })).toBeNull();
     // A model the planner has no formula for gives no warning (and no error): the run goes on.
-    expect(planWarning({ model_type: 'bert', vocab_size: 10, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8 }, { task: 'classify' })).toBeNull();
+    expect(
+      planWarning(
+        { model_type: 'bert', vocab_size: 10, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8 },
+        { task: 'classify' },
+      ),
+    ).toBeNull();
   });
 });

@@ -33,7 +33,10 @@ describe('quasiSparsity', () => {
   test('matches a float64 sort, per layer and pooled', () => {
     const a = gaussian(5000, 1);
     const b = gaussian(20000, 2).map((x) => x * x * x);
-    const qs = quasiSparsity([['a', Float32Array.from(a)], ['b', Float32Array.from(b)]]);
+    const qs = quasiSparsity([
+      ['a', Float32Array.from(a)],
+      ['b', Float32Array.from(b)],
+    ]);
     expect(qs.fractions).toEqual(QUASI_FRACTIONS);
     const close = (x: number[], y: number[]) => x.forEach((v, i) => expect(v).toBeCloseTo(y[i], 5));
     close(qs.layers[0].shares, refShares(a, QUASI_FRACTIONS));
@@ -49,7 +52,10 @@ describe('quasiSparsity', () => {
     const sparse = new Float32Array(n);
     for (let i = 0; i < 100; i++) sparse[(i * 997) % n] = 1 + i; // 0.1% of the entries
     const even = new Float32Array(n).map((_, i) => (i % 2 ? 0.5 : -0.5));
-    const qs = quasiSparsity([['sparse', sparse], ['even', even]]);
+    const qs = quasiSparsity([
+      ['sparse', sparse],
+      ['even', even],
+    ]);
     expect(qs.layers[0].shares).toEqual([1, 1, 1]);
     qs.layers[1].shares.forEach((s, i) => expect(s).toBeCloseTo(QUASI_FRACTIONS[i], 10));
     // Pooled: the planted entries are the largest of all, but the even layer holds most of the norm.
@@ -82,7 +88,10 @@ describe('measureQuasiSparsity on a model with known gradients', () => {
     // Two backward passes accumulate: the planted entry and a second one of twice the size.
     const two = await measureQuasiSparsity(params, () => {
       run(oneHot(16, 1), oneHot(32, 1))();
-      run(oneHot(16, 2), oneHot(32, 2).map((v) => 2 * v))();
+      run(
+        oneHot(16, 2),
+        oneHot(32, 2).map((v) => 2 * v),
+      )();
     });
     expect(two.layers[0].shares[0]).toBeCloseTo(4 / 5, 6);
     expect(two.layers[0].shares[1]).toBeCloseTo(1, 6);
@@ -96,17 +105,58 @@ describe('sift-ft select --report', () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-ft-quasi-'));
     try {
       const data = path.join(tmp, 'lm.jsonl');
-      fs.writeFileSync(data, Array.from({ length: 16 }, (_, i) => JSON.stringify({ text: `the cat sat on the mat number ${i} and the dog ran` })).join('\n') + '\n');
+      fs.writeFileSync(
+        data,
+        Array.from({ length: 16 }, (_, i) => JSON.stringify({ text: `the cat sat on the mat number ${i} and the dog ran` })).join('\n') +
+          '\n',
+      );
       const so = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
       const se = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
       let code: number;
       const outs: string[] = [];
       try {
         // A model to measure: the pretrain command's smallest.
-        code = await main(['pretrain', '--architecture', 'gpt2', '--size', 'tiny', '--data', data, '--tokenizer-vocab', '280', '--steps', '2', '--batch-size', '2', '--block-size', '8', '--out', path.join(tmp, 'm'), '--quiet']);
+        code = await main([
+          'pretrain',
+          '--architecture',
+          'gpt2',
+          '--size',
+          'tiny',
+          '--data',
+          data,
+          '--tokenizer-vocab',
+          '280',
+          '--steps',
+          '2',
+          '--batch-size',
+          '2',
+          '--block-size',
+          '8',
+          '--out',
+          path.join(tmp, 'm'),
+          '--quiet',
+        ]);
         expect(code).toBe(0);
         so.mockImplementation((s: string | Uint8Array) => (outs.push(String(s)), true));
-        code = await main(['select', '--model', path.join(tmp, 'm'), '--data', data, '--task', 'causal-lm', '--max-length', '16', '--selection-batches', '2', '--batch-size', '4', '--out', path.join(tmp, 'idx.safetensors'), '--report', '--json']);
+        code = await main([
+          'select',
+          '--model',
+          path.join(tmp, 'm'),
+          '--data',
+          data,
+          '--task',
+          'causal-lm',
+          '--max-length',
+          '16',
+          '--selection-batches',
+          '2',
+          '--batch-size',
+          '4',
+          '--out',
+          path.join(tmp, 'idx.safetensors'),
+          '--report',
+          '--json',
+        ]);
       } finally {
         so.mockRestore();
         se.mockRestore();
@@ -129,13 +179,39 @@ describe('sift-ft select --report', () => {
       const so2 = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
       const se2 = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
       try {
-        code = await main(['finetune', '--model', path.join(tmp, 'm'), '--data', data, '--task', 'causal-lm', '--max-length', '16', '--selection-batches', '2', '--batch-size', '4', '--steps', '2', '--out', ft, '--quasi-sparsity', '--quiet', '--shuffle', 'false']);
+        code = await main([
+          'finetune',
+          '--model',
+          path.join(tmp, 'm'),
+          '--data',
+          data,
+          '--task',
+          'causal-lm',
+          '--max-length',
+          '16',
+          '--selection-batches',
+          '2',
+          '--batch-size',
+          '4',
+          '--steps',
+          '2',
+          '--out',
+          ft,
+          '--quasi-sparsity',
+          '--quiet',
+          '--shuffle',
+          'false',
+        ]);
       } finally {
         so2.mockRestore();
         se2.mockRestore();
       }
       expect(code).toBe(0);
-      const events = fs.readFileSync(path.join(ft, 'log.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      const events = fs
+        .readFileSync(path.join(ft, 'log.jsonl'), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l));
       const q = events.find((e) => e.type === 'quasi-sparsity');
       expect(q.batches).toBe(2);
       expect(q.fractions).toEqual(QUASI_FRACTIONS);

@@ -2,8 +2,24 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
-  Sift, SparseAdamW, Module, Linear, Tensor, tensor, tidy, noGrad, liveTensors, SiftError, kForRate,
-  saveIncrement, loadIncrement, applyIncrement, unmergeIncrement, exactDelta, mul, lrMultiplier,
+  Sift,
+  SparseAdamW,
+  Module,
+  Linear,
+  Tensor,
+  tensor,
+  tidy,
+  noGrad,
+  liveTensors,
+  SiftError,
+  kForRate,
+  saveIncrement,
+  loadIncrement,
+  applyIncrement,
+  unmergeIncrement,
+  exactDelta,
+  mul,
+  lrMultiplier,
 } from '../../lib';
 import { seededValues } from '../helpers/gradcheck';
 
@@ -58,7 +74,12 @@ function values(t: Tensor): number[] {
 
 /** Reference top-k: largest |x|, ties toward the lower index, returned sorted ascending. */
 function refTopk(scores: number[], k: number): number[] {
-  return scores.map((v, i) => [v, i] as [number, number]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, k).map((x) => x[1]).sort((a, b) => a - b);
+  return scores
+    .map((v, i) => [v, i] as [number, number])
+    .sort((a, b) => b[0] - a[0] || a[1] - b[1])
+    .slice(0, k)
+    .map((x) => x[1])
+    .sort((a, b) => a - b);
 }
 
 describe('targets', () => {
@@ -113,7 +134,7 @@ describe('selection and training', () => {
       expect(values(t.grad!)).toEqual(values(t.idx!).map((i) => Math.fround(c[i])));
       expect(t.param.grad).toBeNull();
     }
-    expect(m.head.weight.grad).not.toBeNull();  // dense modules keep full gradients
+    expect(m.head.weight.grad).not.toBeNull(); // dense modules keep full gradients
     sift.dispose();
     m.dispose();
   });
@@ -124,13 +145,18 @@ describe('selection and training', () => {
     const sift = new Sift(m, { sparseRate: 0.2, targetModules: ['layer0'], denseModules: ['head'] });
     backwardLinear(m, coef);
     sift.select();
-    const lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
+    const lr = 0.01,
+      b1 = 0.9,
+      b2 = 0.999,
+      eps = 1e-8,
+      wd = 0.1;
     const opt = new SparseAdamW(sift, { lr, betas: [b1, b2], eps, weightDecay: wd, maxGradNorm: 0 });
     const w0 = values(m.layers[0].weight);
     const idx = new Set(values(sift.targets[0].idx!));
     const g = values(coef.get(m.layers[0].weight)!).map(Math.fround);
     const ref = w0.slice();
-    const mom = new Array(ref.length).fill(0), vel = new Array(ref.length).fill(0);
+    const mom = new Array(ref.length).fill(0),
+      vel = new Array(ref.length).fill(0);
     for (let step = 1; step <= 4; step++) {
       backwardLinear(m, coef);
       opt.step();
@@ -139,7 +165,7 @@ describe('selection and training', () => {
         mom[i] = b1 * mom[i] + (1 - b1) * g[i];
         vel[i] = b2 * vel[i] + (1 - b2) * g[i] * g[i];
         const denom = Math.sqrt(vel[i]) / Math.sqrt(1 - b2 ** step) + eps;
-        ref[i] -= (lr / (1 - b1 ** step)) * mom[i] / denom;
+        ref[i] -= ((lr / (1 - b1 ** step)) * mom[i]) / denom;
       }
     }
     const w = values(m.layers[0].weight);
@@ -163,7 +189,13 @@ describe('selection and training', () => {
     all.sort((a, b) => b[0] - a[0] || a[1] - b[1] || a[2] - b[2]);
     const K = kForRate(0.05, all.length);
     g.targets.forEach((t, ti) => {
-      expect(values(t.idx!)).toEqual(all.slice(0, K).filter((x) => x[1] === ti).map((x) => x[2]).sort((a, b) => a - b));
+      expect(values(t.idx!)).toEqual(
+        all
+          .slice(0, K)
+          .filter((x) => x[1] === ti)
+          .map((x) => x[2])
+          .sort((a, b) => a - b),
+      );
     });
     expect(g.targets.reduce((a, t) => a + t.k, 0)).toBe(K);
     g.dispose();
@@ -172,7 +204,12 @@ describe('selection and training', () => {
     backwardLinear(m, coef);
     backwardLinear(m, coef);
     f.select();
-    expect(values(f.targets[0].idx!)).toEqual(refTopk(values(coef.get(m.layers[0].weight)!).map((v) => 2 * v * v), f.targets[0].k));
+    expect(values(f.targets[0].idx!)).toEqual(
+      refTopk(
+        values(coef.get(m.layers[0].weight)!).map((v) => 2 * v * v),
+        f.targets[0].k,
+      ),
+    );
     f.dispose();
 
     const mag = new Sift(m, { sparseRate: 0.1, targetModules: ['layer1'], selection: { score: 'magnitude' } });
@@ -217,9 +254,10 @@ describe('selection and training', () => {
     // Wrap the hooks: record live bytes whenever a target's dense gradient arrives.
     let peak = 0;
     let base = 0;
-    for (const t of sift.targets) t.param.registerGradHook(() => {
-      peak = Math.max(peak, liveTensors().cpu.bytes - base);
-    });
+    for (const t of sift.targets)
+      t.param.registerGradHook(() => {
+        peak = Math.max(peak, liveTensors().cpu.bytes - base);
+      });
     tidy(() => {
       let loss: Tensor | null = null;
       for (const t of sift.targets) {
@@ -257,7 +295,7 @@ describe('increment files', () => {
       const sift = train(trained, dtype);
       const file = path.join(dir, `inc-${dtype}.safetensors`);
       saveIncrement(sift, file);
-      const base = new Toy(2, dtype);  // same seeds: the same base weights
+      const base = new Toy(2, dtype); // same seeds: the same base weights
       applyIncrement(base, file);
       for (const [[n, a], [, b]] of base.namedParameters().map((e, i) => [e, trained.namedParameters()[i]] as const)) {
         expect([n, values(a)]).toEqual([n, values(b)]);
@@ -308,9 +346,16 @@ describe('increment files', () => {
   });
 
   test('exactDelta makes base + delta round to the trained value', () => {
-    const cases: [number, number][] = [[1, 1 + 2 ** -20], [1e-30, 0.5], [0.3, -0.7], [123.456, 123.45601], [0, 1e-40]];
+    const cases: [number, number][] = [
+      [1, 1 + 2 ** -20],
+      [1e-30, 0.5],
+      [0.3, -0.7],
+      [123.456, 123.45601],
+      [0, 1e-40],
+    ];
     for (const [b0, m0] of cases) {
-      const b = Math.fround(b0), m = Math.fround(m0);
+      const b = Math.fround(b0),
+        m = Math.fround(m0);
       expect(Math.fround(b + exactDelta(b, m))).toBe(m);
     }
   });

@@ -46,7 +46,15 @@ export function trainingTexts(): string[] {
   return d ? [...SAMPLE, ...d.sst2.slice(0, 1000), ...d.shakespeare.slice(0, 1000)] : SAMPLE;
 }
 
-const special = (id: number, content: string): Json => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+const special = (id: number, content: string): Json => ({
+  id,
+  content,
+  single_word: false,
+  lstrip: false,
+  rstrip: false,
+  normalized: false,
+  special: true,
+});
 
 /** The BERT reference normalisation: clean, lowercase, strip accents, split on whitespace and punctuation. */
 export const PUNCT = '\\p{P}\\u0021-\\u002F\\u003A-\\u0040\\u005B-\\u0060\\u007B-\\u007E';
@@ -57,7 +65,10 @@ export function bertWords(text: string): string[] {
     if (cp === 0 || cp === 0xfffd || (/\p{C}/u.test(ch) && !/[\t\n\r]/.test(ch))) continue;
     t += /\s/.test(ch) ? ' ' : ch;
   }
-  t = t.toLowerCase().normalize('NFD').replace(/\p{Mn}/gu, '');
+  t = t
+    .toLowerCase()
+    .normalize('NFD')
+    .replace(/\p{Mn}/gu, '');
   return t.match(new RegExp(`[^\\s${PUNCT}]+|[${PUNCT}]`, 'gu')) ?? [];
 }
 
@@ -85,7 +96,9 @@ export function bertFiles(texts: string[]): { tokenizer: Json; config: Json; voc
   for (const piece of ['##ing', '##ed', '##s', '##ly', 'un', '##able']) add(piece);
   const ids = Object.fromEntries(vocab.map((t, i) => [t, i]));
   const tokenizer: Json = {
-    version: '1.0', truncation: null, padding: null,
+    version: '1.0',
+    truncation: null,
+    padding: null,
     added_tokens: [0, 1, 2, 3, 4].map((i) => special(i, vocab[i])),
     normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
     pre_tokenizer: { type: 'BertPreTokenizer' },
@@ -94,8 +107,15 @@ export function bertFiles(texts: string[]): { tokenizer: Json; config: Json; voc
     model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab: ids },
   };
   const config: Json = {
-    tokenizer_class: 'BertTokenizer', do_lower_case: true, model_max_length: 512, clean_up_tokenization_spaces: false,
-    unk_token: '[UNK]', sep_token: '[SEP]', pad_token: '[PAD]', cls_token: '[CLS]', mask_token: '[MASK]',
+    tokenizer_class: 'BertTokenizer',
+    do_lower_case: true,
+    model_max_length: 512,
+    clean_up_tokenization_spaces: false,
+    unk_token: '[UNK]',
+    sep_token: '[SEP]',
+    pad_token: '[PAD]',
+    cls_token: '[CLS]',
+    mask_token: '[MASK]',
   };
   return { tokenizer, config, vocab };
 }
@@ -109,7 +129,11 @@ function once<T>(key: string, texts: string[], make: () => T): T {
 }
 
 export function robertaFiles(texts: string[]): { tokenizer: Json; config: Json } {
-  const merges = once('roberta', texts, () => JSON.parse(trainByteBpe(texts, 256 + 300, { specialTokens: [] }).toFiles()['tokenizer.json']).model.merges as string[]);
+  const merges = once(
+    'roberta',
+    texts,
+    () => JSON.parse(trainByteBpe(texts, 256 + 300, { specialTokens: [] }).toFiles()['tokenizer.json']).model.merges as string[],
+  );
   const vocab: Record<string, number> = { '<s>': 0, '<pad>': 1, '</s>': 2, '<unk>': 3 };
   let next = 4;
   for (const c of BYTE_TO_CHAR) vocab[c] = next++;
@@ -119,17 +143,43 @@ export function robertaFiles(texts: string[]): { tokenizer: Json; config: Json }
   }
   vocab['<mask>'] = next;
   const tokenizer: Json = {
-    version: '1.0', truncation: null, padding: null,
-    added_tokens: [special(0, '<s>'), special(1, '<pad>'), special(2, '</s>'), special(3, '<unk>'), { ...special(next, '<mask>'), lstrip: true }],
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: [
+      special(0, '<s>'),
+      special(1, '<pad>'),
+      special(2, '</s>'),
+      special(3, '<unk>'),
+      { ...special(next, '<mask>'), lstrip: true },
+    ],
     normalizer: null,
     pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
     post_processor: { type: 'RobertaProcessing', sep: ['</s>', 2], cls: ['<s>', 0], trim_offsets: true, add_prefix_space: false },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '',
+      fuse_unk: false,
+      byte_fallback: false,
+      vocab,
+      merges,
+    },
   };
   const config: Json = {
-    tokenizer_class: 'RobertaTokenizer', model_max_length: 512, clean_up_tokenization_spaces: false, add_prefix_space: false,
-    bos_token: '<s>', eos_token: '</s>', sep_token: '</s>', cls_token: '<s>', unk_token: '<unk>', pad_token: '<pad>',
+    tokenizer_class: 'RobertaTokenizer',
+    model_max_length: 512,
+    clean_up_tokenization_spaces: false,
+    add_prefix_space: false,
+    bos_token: '<s>',
+    eos_token: '</s>',
+    sep_token: '</s>',
+    cls_token: '<s>',
+    unk_token: '<unk>',
+    pad_token: '<pad>',
     mask_token: { content: '<mask>', lstrip: true, normalized: false, rstrip: false, single_word: false, special: true },
   };
   return { tokenizer, config };
@@ -154,17 +204,29 @@ export function llamaFiles(texts: string[], config: Json = {}): { tokenizer: Jso
   const chars = new Set<string>(['▁']);
   for (const w of counts.keys()) for (const c of w) chars.add(c);
   for (const c of [...chars].sort()) vocab[c] = next++;
-  const merges = once('llama', texts, () => learnBpeMerges([...counts].map(([w, c]) => [Array.from(w), c] as [string[], number]), 400));
+  const merges = once('llama', texts, () =>
+    learnBpeMerges(
+      [...counts].map(([w, c]) => [Array.from(w), c] as [string[], number]),
+      400,
+    ),
+  );
   for (const [a, b] of merges) if (vocab[a + b] === undefined) vocab[a + b] = next++;
   const tokenizer: Json = {
-    version: '1.0', truncation: null, padding: null,
+    version: '1.0',
+    truncation: null,
+    padding: null,
     added_tokens: [{ ...special(0, '<unk>'), normalized: false }, special(1, '<s>'), special(2, '</s>')],
     normalizer: null,
     pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'first', split: false },
     post_processor: {
       type: 'TemplateProcessing',
       single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<s>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      pair: [
+        { SpecialToken: { id: '<s>', type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: '<s>', type_id: 1 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+      ],
       special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
     },
     decoder: {
@@ -177,13 +239,30 @@ export function llamaFiles(texts: string[], config: Json = {}): { tokenizer: Jso
       ],
     },
     model: {
-      type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true,
-      byte_fallback: true, ignore_merges: false, vocab, merges: merges.map(([a, b]) => [a, b]),
+      type: 'BPE',
+      dropout: null,
+      unk_token: '<unk>',
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab,
+      merges: merges.map(([a, b]) => [a, b]),
     },
   };
   const cfg: Json = {
-    tokenizer_class: 'LlamaTokenizer', add_bos_token: true, add_eos_token: false, legacy: false, model_max_length: 4096,
-    bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', pad_token: null, padding_side: 'left', clean_up_tokenization_spaces: false,
+    tokenizer_class: 'LlamaTokenizer',
+    add_bos_token: true,
+    add_eos_token: false,
+    legacy: false,
+    model_max_length: 4096,
+    bos_token: '<s>',
+    eos_token: '</s>',
+    unk_token: '<unk>',
+    pad_token: null,
+    padding_side: 'left',
+    clean_up_tokenization_spaces: false,
     ...config,
   };
   return { tokenizer, config: cfg };

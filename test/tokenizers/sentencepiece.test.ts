@@ -21,13 +21,32 @@ The quick brown fox jumps over the lazy dog; the dog sleeps, the fox runs.`;
 function dataTexts(): string[] | null {
   const files = ['tinyshakespeare/input.txt', 'sst2/dev.tsv', 'agnews/dev.tsv'].map((f) => path.join(DATA, f));
   if (!files.every((f) => fs.existsSync(f))) return null;
-  const lines = (f: string, n: number) => fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.trim()).slice(0, n);
-  return [...lines(files[0], 300), ...lines(files[1], 120).map((l) => l.split('\t')[0]), ...lines(files[2], 60).map((l) => l.split('\t').slice(-1)[0])];
+  const lines = (f: string, n: number) =>
+    fs
+      .readFileSync(f, 'utf8')
+      .split('\n')
+      .filter((l) => l.trim())
+      .slice(0, n);
+  return [
+    ...lines(files[0], 300),
+    ...lines(files[1], 120).map((l) => l.split('\t')[0]),
+    ...lines(files[2], 60).map((l) => l.split('\t').slice(-1)[0]),
+  ];
 }
 
 const HAND = [
-  'Hello world', 'the fox', ' leading and  double  spaces ', 'unicode: café, naïve, 日本語 and emoji 🎉!', 'a', 'tabs\tand\nnewlines',
-  'x', '12345 67', 'SHOUTING the THE', 'ünïcödé wörds', '  ', 'speak,speak.speak',
+  'Hello world',
+  'the fox',
+  ' leading and  double  spaces ',
+  'unicode: café, naïve, 日本語 and emoji 🎉!',
+  'a',
+  'tabs\tand\nnewlines',
+  'x',
+  '12345 67',
+  'SHOUTING the THE',
+  'ünïcödé wörds',
+  '  ',
+  'speak,speak.speak',
 ];
 
 /** Pieces learnt by plain BPE over words (with the U+2581 prefix), best merge first. */
@@ -39,17 +58,25 @@ function learnPieces(text: string, merges: number): { chars: string[]; merged: s
   const merged: string[] = [];
   for (let m = 0; m < merges; m++) {
     const pairs = new Map<string, number>();
-    for (const { s, c } of segs) for (let i = 0; i + 1 < s.length; i++) pairs.set(s[i] + '\u0000' + s[i + 1], (pairs.get(s[i] + '\u0000' + s[i + 1]) ?? 0) + c);
+    for (const { s, c } of segs)
+      for (let i = 0; i + 1 < s.length; i++) pairs.set(s[i] + '\u0000' + s[i + 1], (pairs.get(s[i] + '\u0000' + s[i + 1]) ?? 0) + c);
     let best = '';
     let bc = 1;
-    for (const [p, c] of pairs) if (c > bc || (c === bc && best && p < best)) { best = p; bc = c; }
+    for (const [p, c] of pairs)
+      if (c > bc || (c === bc && best && p < best)) {
+        best = p;
+        bc = c;
+      }
     if (!best) break;
     const [a, b] = best.split('\u0000');
     if (!merged.includes(a + b)) merged.push(a + b);
     segs = segs.map(({ s, c }) => {
       const out: string[] = [];
       for (let i = 0; i < s.length; i++) {
-        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) { out.push(a + b); i++; } else out.push(s[i]);
+        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) {
+          out.push(a + b);
+          i++;
+        } else out.push(s[i]);
       }
       return { s: out, c };
     });
@@ -57,21 +84,37 @@ function learnPieces(text: string, merges: number): { chars: string[]; merged: s
   return { chars, merged };
 }
 
-interface Spec { type: 'bpe' | 'unigram'; byteFallback: boolean; text: string }
+interface Spec {
+  type: 'bpe' | 'unigram';
+  byteFallback: boolean;
+  text: string;
+}
 
 /** A ModelProto object: <unk> <s> </s>, byte pieces (with fallback), merged pieces, then characters. */
 function modelObject(spec: Spec): { obj: Record<string, unknown>; pieces: { piece: string; score: number; type: number }[] } {
   const { chars, merged } = learnPieces(spec.text, 220);
   const pieces: { piece: string; score: number; type: number }[] = [
-    { piece: '<unk>', score: 0, type: 2 }, { piece: '<s>', score: 0, type: 3 }, { piece: '</s>', score: 0, type: 3 },
+    { piece: '<unk>', score: 0, type: 2 },
+    { piece: '<s>', score: 0, type: 3 },
+    { piece: '</s>', score: 0, type: 3 },
   ];
-  if (spec.byteFallback) for (let b = 0; b < 256; b++) pieces.push({ piece: `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`, score: 0, type: 6 });
+  if (spec.byteFallback)
+    for (let b = 0; b < 256; b++) pieces.push({ piece: `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`, score: 0, type: 6 });
   // Unigram scores: log-probability-like, decreasing, with a length bonus so that segmentations differ from greedy.
   merged.forEach((p, i) => pieces.push({ piece: p, score: spec.type === 'bpe' ? -i : -2 - i * 0.013 + [...p].length * 0.31, type: 1 }));
-  chars.filter((c) => !merged.includes(c)).forEach((c, i) => pieces.push({ piece: c, score: spec.type === 'bpe' ? -merged.length - i : -4.5 - i * 0.021, type: 1 }));
+  chars
+    .filter((c) => !merged.includes(c))
+    .forEach((c, i) => pieces.push({ piece: c, score: spec.type === 'bpe' ? -merged.length - i : -4.5 - i * 0.021, type: 1 }));
   const obj = {
     pieces,
-    trainer_spec: { model_type: spec.type === 'bpe' ? 2 : 1, byte_fallback: spec.byteFallback, unk_id: 0, bos_id: 1, eos_id: 2, pad_id: -1 },
+    trainer_spec: {
+      model_type: spec.type === 'bpe' ? 2 : 1,
+      byte_fallback: spec.byteFallback,
+      unk_id: 0,
+      bos_id: 1,
+      eos_id: 2,
+      pad_id: -1,
+    },
     normalizer_spec: { name: 'identity', add_dummy_prefix: true, remove_extra_whitespaces: false, escape_whitespaces: true },
   };
   return { obj, pieces };
@@ -94,27 +137,61 @@ function tokenizerJson(spec: Spec, pieces: { piece: string; score: number; type:
     });
     merges.sort((a, b) => a[2] - b[2] || vocabIds.get(a[0])! - vocabIds.get(b[0])!);
     model = {
-      type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true,
-      byte_fallback: spec.byteFallback, ignore_merges: false, vocab: Object.fromEntries(vocabIds), merges: merges.map(([l, r]) => [l, r]),
+      type: 'BPE',
+      dropout: null,
+      unk_token: '<unk>',
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: spec.byteFallback,
+      ignore_merges: false,
+      vocab: Object.fromEntries(vocabIds),
+      merges: merges.map(([l, r]) => [l, r]),
     };
   } else {
     model = { type: 'Unigram', unk_id: 0, vocab: pieces.map((p) => [p.piece, p.score]), byte_fallback: spec.byteFallback };
   }
-  const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const special = (id: number, content: string) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
   return {
-    version: '1.0', truncation: null, padding: null,
+    version: '1.0',
+    truncation: null,
+    padding: null,
     added_tokens: [special(0, '<unk>'), special(1, '<s>'), special(2, '</s>')],
-    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: U }, { type: 'Replace', pattern: { String: ' ' }, content: U }] },
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [
+        { type: 'Prepend', prepend: U },
+        { type: 'Replace', pattern: { String: ' ' }, content: U },
+      ],
+    },
     pre_tokenizer: null,
     post_processor: {
       type: 'TemplateProcessing',
       single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<s>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      pair: [
+        { SpecialToken: { id: '<s>', type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: '<s>', type_id: 1 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+      ],
       special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
     },
     decoder: {
       type: 'Sequence',
-      decoders: [{ type: 'Replace', pattern: { String: U }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }],
+      decoders: [
+        { type: 'Replace', pattern: { String: U }, content: ' ' },
+        { type: 'ByteFallback' },
+        { type: 'Fuse' },
+        { type: 'Strip', content: ' ', start: 1, stop: 0 },
+      ],
     },
     model,
   };
@@ -191,7 +268,7 @@ test('bad tokenizer.model files are E_FORMAT', () => {
   expect(codeOf(good.subarray(0, good.length - 5))).toBe('E_FORMAT');
   expect(codeOf(new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]))).toBe('E_FORMAT');
   let s = 7;
-  const rnd = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const rnd = () => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
   for (let i = 0; i < 300; i++) {
     const b = Buffer.from(good);
     if (i % 2) b[Math.floor(rnd() * b.length)] = Math.floor(rnd() * 256);

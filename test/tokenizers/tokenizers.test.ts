@@ -1,7 +1,15 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { HfTokenizer, loadTokenizer, truncate, trainByteBpe, createByteTokenizer, learnBpeMerges, batchToTensors } from '../../lib/tokenizers';
+import {
+  HfTokenizer,
+  loadTokenizer,
+  truncate,
+  trainByteBpe,
+  createByteTokenizer,
+  learnBpeMerges,
+  batchToTensors,
+} from '../../lib/tokenizers';
 import { SiftError } from '../../lib/engine/errors';
 import { bertFiles, bertWords, datasetTexts, HAVE_DATA, DATA_DIR, llamaFiles, load, robertaFiles, SAMPLE, trainingTexts } from './fixtures';
 
@@ -10,7 +18,10 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const data = datasetTexts();
 const train = trainingTexts();
-if (!HAVE_DATA) console.warn(`tokenizer tests: ${DATA_DIR} is absent, so the round trips over SST-2, AG News and Tiny Shakespeare are skipped (built-in sample only)`);
+if (!HAVE_DATA)
+  console.warn(
+    `tokenizer tests: ${DATA_DIR} is absent, so the round trips over SST-2, AG News and Tiny Shakespeare are skipped (built-in sample only)`,
+  );
 const withData = HAVE_DATA ? test : test.skip;
 
 function codeOf(fn: () => unknown): string | undefined {
@@ -46,7 +57,15 @@ describe('byte-level BPE (GPT-2 style, trained from scratch)', () => {
   });
 
   test('round trip on the built-in sample, unicode, whitespace and special tokens', () => {
-    const texts = [...SAMPLE, '', ' ', '  leading and trailing  ', 'tabs\tand\nnewlines\r\n', 'naïve café — 東京 🚀 e\u0301', "'s 're 've 123 4.5"];
+    const texts = [
+      ...SAMPLE,
+      '',
+      ' ',
+      '  leading and trailing  ',
+      'tabs\tand\nnewlines\r\n',
+      'naïve café — 東京 🚀 e\u0301',
+      "'s 're 've 123 4.5",
+    ];
     for (const t of texts) expect(gpt2.decode(gpt2.encode(t).inputIds)).toBe(t);
     const withSpecial = 'one<|endoftext|>two';
     const ids = gpt2.encode(withSpecial).inputIds;
@@ -88,14 +107,23 @@ describe('byte-level BPE (GPT-2 style, trained from scratch)', () => {
     const tj = JSON.parse(gpt2.toFiles()['tokenizer.json']);
     fs.writeFileSync(path.join(dir, 'vocab.json'), JSON.stringify(tj.model.vocab));
     fs.writeFileSync(path.join(dir, 'merges.txt'), '#version: 0.2\n' + tj.model.merges.join('\n') + '\n');
-    fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ eos_token: '<|endoftext|>', bos_token: '<|endoftext|>', clean_up_tokenization_spaces: false }));
+    fs.writeFileSync(
+      path.join(dir, 'tokenizer_config.json'),
+      JSON.stringify({ eos_token: '<|endoftext|>', bos_token: '<|endoftext|>', clean_up_tokenization_spaces: false }),
+    );
     const legacy = loadTokenizer(dir);
     for (const t of SAMPLE) expect(legacy.encode(t).inputIds).toEqual(gpt2.encode(t).inputIds);
     expect(legacy.eosTokenId).toBe(gpt2.eosTokenId);
   });
 
   test('bos/eos template, pairs and type ids', () => {
-    const tok = createByteTokenizer([], { addBosToken: true, addEosToken: true, specialTokens: ['<s>', '</s>', '<pad>'], bos: '<s>', eos: '</s>' });
+    const tok = createByteTokenizer([], {
+      addBosToken: true,
+      addEosToken: true,
+      specialTokens: ['<s>', '</s>', '<pad>'],
+      bos: '<s>',
+      eos: '</s>',
+    });
     const e = tok.encode('ab', 'c');
     expect(e.inputIds).toEqual([256, 97, 98, 257, 256, 99, 257]);
     expect(e.tokenTypeIds).toEqual([0, 0, 0, 0, 1, 1, 1]);
@@ -113,7 +141,15 @@ describe('byte-level BPE (GPT-2 style, trained from scratch)', () => {
     expect(a.vocabSize).toBeLessThanOrEqual(300);
     expect(codeOf(() => trainByteBpe(SAMPLE, 100))).toBe('E_ARG');
     // Classic example: 'low' words merge 'l o' then 'lo w'.
-    const m = learnBpeMerges([[['l', 'o', 'w'], 5], [['l', 'o', 'w', 'e', 'r'], 2], [['n', 'e', 'w', 'e', 's', 't'], 6], [['w', 'i', 'd', 'e', 's', 't'], 3]], 4);
+    const m = learnBpeMerges(
+      [
+        [['l', 'o', 'w'], 5],
+        [['l', 'o', 'w', 'e', 'r'], 2],
+        [['n', 'e', 'w', 'e', 's', 't'], 6],
+        [['w', 'i', 'd', 'e', 's', 't'], 3],
+      ],
+      4,
+    );
     expect(m[0]).toEqual(['e', 's']);
     expect(m[1]).toEqual(['es', 't']);
     expect(m[2]).toEqual(['l', 'o']);
@@ -186,7 +222,10 @@ describe('WordPiece (BERT)', () => {
     expect(codeOf(() => bert.encode(a, b, { maxLength: 5, truncation: 'only_first' }))).toBe('E_ARG');
     const r5 = bert.encode(a, null, { maxLength: 5, truncationSide: 'left' });
     expect(bert.decode(r5.inputIds)).toBe('[CLS] f g h [SEP]');
-    expect(truncate(['1', '2', '3', '4', '5'], ['6', '7', '8', '9', '10'], 5, 'longest_first', 'right')).toEqual([['1', '2'], ['6', '7', '8']]);
+    expect(truncate(['1', '2', '3', '4', '5'], ['6', '7', '8', '9', '10'], 5, 'longest_first', 'right')).toEqual([
+      ['1', '2'],
+      ['6', '7', '8'],
+    ]);
     expect(codeOf(() => bert.encode(a, b, { maxLength: 2 }))).toBe('E_ARG');
     expect(bert.encode(a, null, { maxLength: 100 }).inputIds.length).toBe(10);
     expect(bert.encode(a, null, { maxLength: 4, truncation: false }).inputIds.length).toBe(10);
@@ -198,8 +237,14 @@ describe('WordPiece (BERT)', () => {
     const batch = bert.encodeBatch(['a b c', ['d', 'e f']]);
     expect(batch.inputIds.map((r) => r.length)).toEqual([6, 6]);
     expect(batch.inputIds[0]).toEqual([...bert.encode('a b c').inputIds, 0]);
-    expect(batch.attentionMask).toEqual([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]);
-    expect(batch.tokenTypeIds).toEqual([[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1]]);
+    expect(batch.attentionMask).toEqual([
+      [1, 1, 1, 1, 1, 0],
+      [1, 1, 1, 1, 1, 1],
+    ]);
+    expect(batch.tokenTypeIds).toEqual([
+      [0, 0, 0, 0, 0, 0],
+      [0, 0, 0, 1, 1, 1],
+    ]);
     const b2 = bert.encodeBatch(['a', 'a b c'], { paddingSide: 'right' });
     expect(b2.inputIds[0]).toEqual([2, bert.tokenToId('a'), 3, 0, 0]);
     expect(b2.attentionMask[0]).toEqual([1, 1, 1, 0, 0]);
@@ -301,7 +346,8 @@ describe('SentencePiece-style BPE (LLaMA)', () => {
 
   test('chat template through @huggingface/jinja', () => {
     const f = llamaFiles(train, {
-      chat_template: "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}",
+      chat_template:
+        '{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}',
     });
     const tok = load(f);
     const s = tok.applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true });
@@ -317,7 +363,11 @@ describe('errors and edge cases', () => {
     expect(codeOf(() => bert.decode([-1]))).toBe('E_ARG');
     expect(codeOf(() => bert.encode('a', null, { maxLength: -1 }))).toBe('E_ARG');
     expect(codeOf(() => bert.encode('a', null, { truncation: 'sideways' as never }))).toBe('E_ARG');
-    expect(codeOf(() => { gpt2.padTokenId = 1e9; })).toBe('E_INDEX');
+    expect(
+      codeOf(() => {
+        gpt2.padTokenId = 1e9;
+      }),
+    ).toBe('E_INDEX');
     expect(codeOf(() => HfTokenizer.fromFiles({ tokenizer: { model: { type: 'Nope' } } }))).toBe('E_FORMAT');
     expect(codeOf(() => HfTokenizer.fromFiles({ tokenizer: {} }))).toBe('E_FORMAT');
     expect(codeOf(() => loadTokenizer(path.join(tmp, 'missing')))).toBe('E_IO');

@@ -35,18 +35,38 @@ describe('batching', () => {
       spread += Math.max(...l) - Math.min(...l);
     }
     expect(spread / 8).toBeLessThan(10);
-    const all = Array.from({ length: 8 }, (_, i) => s.batchAt(i)).flat().sort((a, b) => a - b);
+    const all = Array.from({ length: 8 }, (_, i) => s.batchAt(i))
+      .flat()
+      .sort((a, b) => a - b);
     expect(all).toEqual(Array.from({ length: 64 }, (_, i) => i));
   });
 
   test('no-shuffle takes rows in file order and wraps around', () => {
     const s = new BatchSampler(5, { batchSize: 2, shuffle: false });
-    expect([0, 1, 2, 3].map((i) => s.batchAt(i))).toEqual([[0, 1], [2, 3], [4, 0], [1, 2]]);
+    expect([0, 1, 2, 3].map((i) => s.batchAt(i))).toEqual([
+      [0, 1],
+      [2, 3],
+      [4, 0],
+      [1, 2],
+    ]);
   });
 
   test('padding', () => {
     const r = padSequences([[1, 2, 3], [4]], 0);
-    expect(r).toEqual({ ids: [[1, 2, 3], [4, 0, 0]], mask: [[1, 1, 1], [1, 0, 0]], length: 3 });
-    expect(padSequences([[1], [2, 3]], 9, { side: 'left', multipleOf: 4 }).ids).toEqual([[9, 9, 9, 1], [9, 9, 2, 3]]);
+    expect(r).toEqual({
+      ids: [
+        [1, 2, 3],
+        [4, 0, 0],
+      ],
+      mask: [
+        [1, 1, 1],
+        [1, 0, 0],
+      ],
+      length: 3,
+    });
+    expect(padSequences([[1], [2, 3]], 9, { side: 'left', multipleOf: 4 }).ids).toEqual([
+      [9, 9, 9, 1],
+      [9, 9, 2, 3],
+    ]);
   });
 });

@@ -68,7 +68,13 @@ describe('chat task with the families templates', () => {
     expect(e.inputIds).toEqual(t.encode(t.applyChatTemplate(messages), null, { addSpecialTokens: false }).inputIds);
     expect(labelled(t, e)).toEqual(expected);
     // Phi-3: the dummy-prefix piece before an answer (after <|assistant|> stripped the newline) is the answer's.
-    if (family === 'phi3') expect(e.labels!.map((v) => (v === -100 ? '' : t.idToToken(v))).filter(Boolean).slice(5, 7)).toEqual(['▁', '<0x53>']);
+    if (family === 'phi3')
+      expect(
+        e
+          .labels!.map((v) => (v === -100 ? '' : t.idToToken(v)))
+          .filter(Boolean)
+          .slice(5, 7),
+      ).toEqual(['▁', '<0x53>']);
     expect(task.lossWeight(e)).toBe(e.labels!.filter((v) => v !== -100).length);
     expect(notices).toEqual([]);
   });
@@ -76,7 +82,10 @@ describe('chat task with the families templates', () => {
   test('Llama 3.2 template (system block, date): the answers and <|eot_id|> only', () => {
     const t = load('llama3');
     const files = t.toFiles();
-    const cfg = { ...JSON.parse(files['tokenizer_config.json']), chat_template: JSON.parse(fs.readFileSync(path.join(DIR, 'templates.json'), 'utf8'))['llama3.2'] };
+    const cfg = {
+      ...JSON.parse(files['tokenizer_config.json']),
+      chat_template: JSON.parse(fs.readFileSync(path.join(DIR, 'templates.json'), 'utf8'))['llama3.2'],
+    };
     const t32 = HfTokenizer.fromFiles({ tokenizer: JSON.parse(files['tokenizer.json']), config: cfg });
     const task = createTask('chat', { tokenizer: t32, config, chatTemplateVars: { date_string: '26 Jul 2024' } });
     const [e] = task.prepare([{ messages: [SYSTEM, ...TURNS] }]);
@@ -100,7 +109,8 @@ describe('chat task with the families templates', () => {
         '<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello there.<|im_end|>\n<|im_start|>user\nBye now<|im_end|>\n' +
           '<|im_start|>assistant\n<think>\nBye.\n</think>\n\nSee you later.<|im_end|>\n',
       );
-      const want = messages === inline ? '<think>\nBye.\n</think>\n\nSee you later.<|im_end|>' : 'Bye.\n</think>\n\nSee you later.<|im_end|>';
+      const want =
+        messages === inline ? '<think>\nBye.\n</think>\n\nSee you later.<|im_end|>' : 'Bye.\n</think>\n\nSee you later.<|im_end|>';
       expect(labelled(t, e)).toEqual(['Hello there.<|im_end|>', want]);
     }
   });
@@ -108,14 +118,28 @@ describe('chat task with the families templates', () => {
   test('a template that trims the content: spaces around an answer are not its tokens, the end token is', () => {
     const t = load('llama3');
     const task = createTask('chat', { tokenizer: t, config });
-    const [e] = task.prepare([{ messages: [{ role: 'user', content: 'Hi!' }, { role: 'assistant', content: '  Hello there. \n' }] }]);
+    const [e] = task.prepare([
+      {
+        messages: [
+          { role: 'user', content: 'Hi!' },
+          { role: 'assistant', content: '  Hello there. \n' },
+        ],
+      },
+    ]);
     expect(labelled(t, e)).toEqual(['Hello there.<|eot_id|>']);
   });
 
   test('a template that keeps the content as given: its spaces are labelled', () => {
     const t = load('qwen2.5');
     const task = createTask('chat', { tokenizer: t, config });
-    const [e] = task.prepare([{ messages: [{ role: 'user', content: 'Hi!' }, { role: 'assistant', content: ' Hello there. ' }] }]);
+    const [e] = task.prepare([
+      {
+        messages: [
+          { role: 'user', content: 'Hi!' },
+          { role: 'assistant', content: ' Hello there. ' },
+        ],
+      },
+    ]);
     expect(labelled(t, e)).toEqual([' Hello there. <|im_end|>']);
   });
 
@@ -144,7 +168,8 @@ describe('chat task without a template', () => {
     const ex = task.prepare([{ messages: [SYSTEM, ...TURNS] }, { messages: TURNS.slice(0, 2) }]);
     expect(notices).toHaveLength(1);
     expect(notices[0]).toMatch(/default ChatML template/);
-    const text = '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello there.<|im_end|>\n';
+    const text =
+      '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello there.<|im_end|>\n';
     expect(bare.applyChatTemplate([SYSTEM, ...TURNS.slice(0, 2)], { template: DEFAULT_CHAT_TEMPLATE })).toBe(text);
     expect(ex[0].inputIds[0]).toBe(bare.bosTokenId);
     expect(ex[0].labels![0]).toBe(-100);
@@ -167,7 +192,8 @@ describe('chat masks for any template', () => {
   const tok = load('qwen2.5');
   const vars = { bos_token: '', eos_token: '<|im_end|>' };
   test('{% generation %} blocks mark the assistant text', () => {
-    const tpl = "{% for m in messages %}{% if m.role == 'assistant' %}A: {% generation %}{{ m.content }}<|im_end|>{% endgeneration %}\n{% else %}U: {{ m.content }}\n{% endif %}{% endfor %}";
+    const tpl =
+      "{% for m in messages %}{% if m.role == 'assistant' %}A: {% generation %}{{ m.content }}<|im_end|>{% endgeneration %}\n{% else %}U: {{ m.content }}\n{% endif %}{% endfor %}";
     const r = renderChat(tpl, TURNS, vars, tok.specialTokenStrings);
     // trim_blocks, as transformers renders: the newline after a block tag goes.
     expect(r.text).toBe('U: Hi!\nA: Hello there.<|im_end|>U: Bye now\nA: See you later.<|im_end|>');
@@ -176,7 +202,8 @@ describe('chat masks for any template', () => {
   });
 
   test('a template that rewrites the content: turns found from the conversation prefixes', () => {
-    const tpl = "{% for m in messages %}[{{ m.role }}] {{ m.content | length }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}";
+    const tpl =
+      '{% for m in messages %}[{{ m.role }}] {{ m.content | length }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}';
     const r = renderChat(tpl, TURNS, vars, tok.specialTokenStrings);
     expect(r.spans.map(([s, e]) => r.text.slice(s, e))).toEqual(['12<|im_end|>', '14<|im_end|>']);
   });
@@ -188,12 +215,19 @@ describe('truncation, batches, bad rows', () => {
   test('--max-length cuts ids and labels; a row left without assistant tokens is skipped, said once', () => {
     const notices: string[] = [];
     const task = createTask('chat', { tokenizer: t, config, maxLength: 20, onNotice: (m) => notices.push(m) });
-    const long = { messages: [{ role: 'user', content: 'Tell me a joke about the weather, the quick brown fox and the lazy dog.' }, { role: 'assistant', content: 'No.' }] };
+    const long = {
+      messages: [
+        { role: 'user', content: 'Tell me a joke about the weather, the quick brown fox and the lazy dog.' },
+        { role: 'assistant', content: 'No.' },
+      ],
+    };
     const ex = task.prepare([{ messages: TURNS.slice(0, 2) }, long]);
     expect(ex).toHaveLength(1);
     expect(ex[0].inputIds.length).toBeLessThanOrEqual(20);
     expect(ex[0].labels!.length).toBe(ex[0].inputIds.length);
-    expect(notices).toEqual(['1 of 2 rows have no assistant token within the first 20 tokens and are skipped (raise --max-length to keep them)']);
+    expect(notices).toEqual([
+      '1 of 2 rows have no assistant token within the first 20 tokens and are skipped (raise --max-length to keep them)',
+    ]);
   });
 
   test('collate pads ids with the pad token and labels with -100', () => {
@@ -215,7 +249,19 @@ describe('truncation, batches, bad rows', () => {
   });
 
   test('the loss of a batch is the mean over assistant tokens (a tiny LLaMA)', () => {
-    const model = createModel({ model_type: 'llama', vocab_size: t.vocabSize, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 128 }, { task: 'causal-lm', seed: 3 });
+    const model = createModel(
+      {
+        model_type: 'llama',
+        vocab_size: t.vocabSize,
+        hidden_size: 16,
+        intermediate_size: 32,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        max_position_embeddings: 128,
+      },
+      { task: 'causal-lm', seed: 3 },
+    );
     const task = createTask('chat', { tokenizer: t, config: model.config });
     const ex = task.prepare([{ messages: TURNS }, { messages: TURNS.slice(0, 2) }]);
     tidy(() => {
@@ -252,8 +298,24 @@ describe('truncation, batches, bad rows', () => {
       [{ text: 'x' }, /^row 2: chat rows need a 'messages' column/],
       [{ messages: [] }, /^row 2: chat rows need 'messages', a non-empty list/],
       [{ messages: [{ role: 'robot', content: 'x' }] }, /^row 2: message 1 has role "robot" \(expected system, user, assistant, tool\)/],
-      [{ messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: 3 }] }, /^row 2: message 2 \(assistant\) has content of type number; expected text/],
-      [{ messages: [{ role: 'user', content: [{ type: 'text', text: 'x' }] }, { role: 'assistant', content: 'y' }] }, /^row 2: message 1 \(user\) has content of type array/],
+      [
+        {
+          messages: [
+            { role: 'user', content: 'x' },
+            { role: 'assistant', content: 3 },
+          ],
+        },
+        /^row 2: message 2 \(assistant\) has content of type number; expected text/,
+      ],
+      [
+        {
+          messages: [
+            { role: 'user', content: [{ type: 'text', text: 'x' }] },
+            { role: 'assistant', content: 'y' },
+          ],
+        },
+        /^row 2: message 1 \(user\) has content of type array/,
+      ],
       [{ messages: ['hi'] }, /^row 2: message 1 is not an object/],
       [{ messages: [{ role: 'user', content: 'x' }] }, /^row 2: no assistant message/],
     ];

@@ -14,11 +14,24 @@ import type { TrainerEvent, TrainerOptions, Row } from '../../lib/train/types';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-ckpt-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-const cfg: HFConfig = { model_type: 'gpt2', vocab_size: 12, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2, num_labels: 2, pad_token_id: 0, initializer_range: 0.2, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 };
+const cfg: HFConfig = {
+  model_type: 'gpt2',
+  vocab_size: 12,
+  n_positions: 16,
+  n_embd: 16,
+  n_layer: 1,
+  n_head: 2,
+  num_labels: 2,
+  pad_token_id: 0,
+  initializer_range: 0.2,
+  embd_pdrop: 0,
+  attn_pdrop: 0,
+  resid_pdrop: 0,
+};
 
 function rows(n: number, seed: number): Row[] {
   let s = seed;
-  const r = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
   return Array.from({ length: n }, () => {
     const ids = Array.from({ length: 2 + Math.floor(r() * 4) }, () => 4 + Math.floor(r() * 8));
     const label = r() < 0.5 ? 0 : 1;
@@ -29,7 +42,7 @@ function rows(n: number, seed: number): Row[] {
 const train = rows(48, 1);
 const evalRows = rows(16, 2);
 
-async function fit(opts: TrainerOptions, evalData?: Row[]): Promise<{ events: TrainerEvent[]; error?: unknown }> {
+async function runFit(opts: TrainerOptions, evalData?: Row[]): Promise<{ events: TrainerEvent[]; error?: unknown }> {
   const m = createModel(cfg, { task: 'sequence-classification', seed: 7 });
   const t = new Trainer(m, null, opts);
   const events: TrainerEvent[] = [];
@@ -48,7 +61,23 @@ const evals = (ev: TrainerEvent[]) => ev.filter((e): e is Extract<TrainerEvent, 
 
 test('numbered checkpoints, --save-total-limit, and the best one kept and saved', async () => {
   const out = path.join(dir, 'best');
-  const { events, error } = await fit({ task: 'classify', method: 'sift', sift: { sparseRate: 0.2 }, steps: 8, batchSize: 8, lr: 5e-2, seed: 3, evalEvery: 1, checkpointEvery: 1, saveTotalLimit: 2, metricForBest: 'eval_loss', outDir: out }, evalRows);
+  const { events, error } = await runFit(
+    {
+      task: 'classify',
+      method: 'sift',
+      sift: { sparseRate: 0.2 },
+      steps: 8,
+      batchSize: 8,
+      lr: 5e-2,
+      seed: 3,
+      evalEvery: 1,
+      checkpointEvery: 1,
+      saveTotalLimit: 2,
+      metricForBest: 'eval_loss',
+      outDir: out,
+    },
+    evalRows,
+  );
   expect(error).toBeUndefined();
   const losses = evals(events).map((e) => e.metrics.loss!);
   expect(losses.length).toBe(8);
@@ -69,26 +98,56 @@ test('numbered checkpoints, --save-total-limit, and the best one kept and saved'
 test('early stopping after N evaluations without improvement (greater is better for accuracy)', async () => {
   const out = path.join(dir, 'early');
   // lr 0: nothing improves after the first evaluation.
-  const { events, error } = await fit({ task: 'classify', method: 'full', steps: 20, batchSize: 8, lr: 1e-12, seed: 3, evalEvery: 2, metricForBest: 'accuracy', earlyStoppingPatience: 2, outDir: out }, evalRows);
+  const { events, error } = await runFit(
+    {
+      task: 'classify',
+      method: 'full',
+      steps: 20,
+      batchSize: 8,
+      lr: 1e-12,
+      seed: 3,
+      evalEvery: 2,
+      metricForBest: 'accuracy',
+      earlyStoppingPatience: 2,
+      outDir: out,
+    },
+    evalRows,
+  );
   expect(error).toBeUndefined();
   const done = events[events.length - 1] as Extract<TrainerEvent, { type: 'done' }>;
   expect(done).toMatchObject({ stoppedEarly: true, step: 6, best: { step: 2, metric: 'accuracy' } });
   expect(evals(events).map((e) => e.step)).toEqual([2, 4, 6]);
-  expect(JSON.parse(fs.readFileSync(path.join(out, 'trainer_state.json'), 'utf8')).best).toMatchObject({ greaterIsBetter: true, evalsWithoutImprovement: 2 });
+  expect(JSON.parse(fs.readFileSync(path.join(out, 'trainer_state.json'), 'utf8')).best).toMatchObject({
+    greaterIsBetter: true,
+    evalsWithoutImprovement: 2,
+  });
   expect(fs.existsSync(path.join(out, 'best', 'model.safetensors'))).toBe(true);
 });
 
 test('a metric the task does not report is an error before training, naming the ones it has', async () => {
-  const { events, error } = await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, evalEvery: 1, metricForBest: 'bleu' }, evalRows);
+  const { events, error } = await runFit(
+    { task: 'classify', method: 'full', steps: 2, batchSize: 8, evalEvery: 1, metricForBest: 'bleu' },
+    evalRows,
+  );
   expect(error).toMatchObject({ code: 'E_ARG', message: expect.stringContaining('accuracy, f1, mcc') });
   expect(events).toEqual([]);
-  const noEval = await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, metricForBest: 'loss' });
+  const noEval = await runFit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, metricForBest: 'loss' });
   expect(noEval.error).toMatchObject({ code: 'E_ARG', message: expect.stringContaining('needs evaluation data') });
 });
 
 test('a diverging run stops with E_NUMERIC naming the step; no checkpoint after it', async () => {
   const out = path.join(dir, 'nan');
-  const { events, error } = await fit({ task: 'classify', method: 'full', steps: 10, batchSize: 8, lr: 1e30, maxGradNorm: 0, seed: 3, checkpointEvery: 1, outDir: out });
+  const { events, error } = await runFit({
+    task: 'classify',
+    method: 'full',
+    steps: 10,
+    batchSize: 8,
+    lr: 1e30,
+    maxGradNorm: 0,
+    seed: 3,
+    checkpointEvery: 1,
+    outDir: out,
+  });
   expect(error).toMatchObject({ code: 'E_NUMERIC' });
   const msg = (error as Error).message;
   const step = Number(/at step (\d+)/.exec(msg)![1]);
@@ -100,9 +159,12 @@ test('a diverging run stops with E_NUMERIC naming the step; no checkpoint after 
 });
 
 test('warmupRatio: ceil(ratio x total) warmup steps, warmupSteps overrides it', async () => {
-  const lrs = async (o: Partial<TrainerOptions>) => (await fit({ task: 'classify', method: 'full', steps: 10, batchSize: 8, lr: 1, lrSchedule: 'linear', ...o })).events
-    .filter((e): e is Extract<TrainerEvent, { type: 'step' }> => e.type === 'step').map((e) => e.lr);
-  const expected = (warm: number) => Array.from({ length: 10 }, (_, s) => lrMultiplier(s, { type: 'linear', warmupSteps: warm, totalSteps: 10 }));
+  const lrs = async (o: Partial<TrainerOptions>) =>
+    (await runFit({ task: 'classify', method: 'full', steps: 10, batchSize: 8, lr: 1, lrSchedule: 'linear', ...o })).events
+      .filter((e): e is Extract<TrainerEvent, { type: 'step' }> => e.type === 'step')
+      .map((e) => e.lr);
+  const expected = (warm: number) =>
+    Array.from({ length: 10 }, (_, s) => lrMultiplier(s, { type: 'linear', warmupSteps: warm, totalSteps: 10 }));
   const a = await lrs({ warmupRatio: 0.25 });
   expect(a.map((x) => +x.toFixed(12))).toEqual(expected(3).map((x) => +x.toFixed(12)));
   expect(a[0]).toBe(0);
@@ -112,22 +174,29 @@ test('warmupRatio: ceil(ratio x total) warmup steps, warmupSteps overrides it', 
 
 test('a run without resume starts over: checkpoints of an earlier run in outDir are removed', async () => {
   const out = path.join(dir, 'again');
-  await fit({ task: 'classify', method: 'full', steps: 4, batchSize: 8, checkpointEvery: 1, evalEvery: 2, metricForBest: 'loss', outDir: out }, evalRows);
+  await runFit(
+    { task: 'classify', method: 'full', steps: 4, batchSize: 8, checkpointEvery: 1, evalEvery: 2, metricForBest: 'loss', outDir: out },
+    evalRows,
+  );
   expect(listCheckpoints(out).map((c) => c.step)).toEqual([1, 2, 3, 4]);
   expect(fs.existsSync(path.join(out, 'best'))).toBe(true);
-  const { error } = await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, outDir: out });
+  const { error } = await runFit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, outDir: out });
   expect(error).toBeUndefined();
   expect(listCheckpoints(out).map((c) => c.step)).toEqual([2]);
   expect(fs.existsSync(path.join(out, 'best'))).toBe(false);
-  expect(JSON.parse(fs.readFileSync(path.join(out, 'trainer_state.json'), 'utf8'))).toEqual({ latest: 'checkpoint-2', checkpoints: ['checkpoint-2'], best: null });
+  expect(JSON.parse(fs.readFileSync(path.join(out, 'trainer_state.json'), 'utf8'))).toEqual({
+    latest: 'checkpoint-2',
+    checkpoints: ['checkpoint-2'],
+    best: null,
+  });
 });
 
 test('a bad reportTo is refused before outDir is touched, and a failed start leaves the Trainer usable', async () => {
   const out = path.join(dir, 'keep');
-  await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, checkpointEvery: 1, outDir: out });
+  await runFit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, checkpointEvery: 1, outDir: out });
   const log = fs.readFileSync(path.join(out, 'log.jsonl'), 'utf8');
   expect(listCheckpoints(out).map((c) => c.step)).toEqual([1, 2]);
-  const { error } = await fit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, outDir: out, reportTo: 'wandb' as never });
+  const { error } = await runFit({ task: 'classify', method: 'full', steps: 2, batchSize: 8, outDir: out, reportTo: 'wandb' as never });
   expect(error).toMatchObject({ code: 'E_ARG' });
   // Nothing of the earlier run was deleted or truncated by the refused one.
   expect(listCheckpoints(out).map((c) => c.step)).toEqual([1, 2]);
@@ -137,7 +206,14 @@ test('a bad reportTo is refused before outDir is touched, and a failed start lea
   const blocker = path.join(dir, 'a-file');
   fs.writeFileSync(blocker, 'x');
   const m = createModel(cfg, { task: 'sequence-classification', seed: 7 });
-  const t = new Trainer(m, null, { task: 'classify', method: 'full', steps: 1, batchSize: 8, outDir: path.join(blocker, 'run'), reportTo: 'tensorboard' });
+  const t = new Trainer(m, null, {
+    task: 'classify',
+    method: 'full',
+    steps: 1,
+    batchSize: 8,
+    outDir: path.join(blocker, 'run'),
+    reportTo: 'tensorboard',
+  });
   try {
     for (let i = 0; i < 2; i++) {
       let err: unknown;
@@ -154,11 +230,14 @@ test('a bad reportTo is refused before outDir is touched, and a failed start lea
   }
 });
 
-test('metricForBest is checked against the chat task\'s metrics before training', async () => {
+test("metricForBest is checked against the chat task's metrics before training", async () => {
   const lm = createModel({ ...cfg, num_labels: undefined }, { task: 'causal-lm', seed: 7 });
   const chatRows: Row[] = train.map((r) => ({ input_ids: r.input_ids }));
   try {
-    for (const [metric, ok] of [['accuracy', false], ['eval_perplexity', true]] as const) {
+    for (const [metric, ok] of [
+      ['accuracy', false],
+      ['eval_perplexity', true],
+    ] as const) {
       const t = new Trainer(lm, null, { task: 'chat', method: 'full', steps: 1, batchSize: 8, evalEvery: 1, metricForBest: metric });
       const events: TrainerEvent[] = [];
       let error: unknown;

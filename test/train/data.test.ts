@@ -56,8 +56,14 @@ describe('readRows', () => {
 
   test('TSV with a header, without one, and with given columns', async () => {
     const p = write('a.tsv', 'sentence\tlabel\na b\t1\textra\n');
-    expect(await loadRows(write('h.tsv', 'sentence\tlabel\na b\t1\nc\t0\n'))).toEqual([{ sentence: 'a b', label: '1' }, { sentence: 'c', label: '0' }]);
-    expect(await loadRows(write('n.tsv', 'x\t1\ny\t0\n'), { header: false })).toEqual([{ 0: 'x', 1: '1' }, { 0: 'y', 1: '0' }]);
+    expect(await loadRows(write('h.tsv', 'sentence\tlabel\na b\t1\nc\t0\n'))).toEqual([
+      { sentence: 'a b', label: '1' },
+      { sentence: 'c', label: '0' },
+    ]);
+    expect(await loadRows(write('n.tsv', 'x\t1\ny\t0\n'), { header: false })).toEqual([
+      { 0: 'x', 1: '1' },
+      { 0: 'y', 1: '0' },
+    ]);
     expect(await loadRows(write('c.tsv', 'x\t1\n'), { columns: ['text', 'label'] })).toEqual([{ text: 'x', label: '1' }]);
     const e = await errorOf(loadRows(p));
     expect(e.code).toBe('E_FORMAT');

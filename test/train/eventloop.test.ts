@@ -23,8 +23,14 @@ function bytesOf(t: Tensor): Buffer {
 /** Queues `n` products of a [m, m] matrix with itself on the device; returns the last. */
 function queueWork(device: string, m: number, n: number): Tensor {
   return tidy(() => {
-    let x = tensor(Array.from({ length: m * m }, (_, i) => ((i * 7919) % 13) / 13 - 0.5), [m, m]).to(device);
-    const w = tensor(Array.from({ length: m * m }, (_, i) => ((i * 104729) % 17) / (17 * m)), [m, m]).to(device);
+    let x = tensor(
+      Array.from({ length: m * m }, (_, i) => ((i * 7919) % 13) / 13 - 0.5),
+      [m, m],
+    ).to(device);
+    const w = tensor(
+      Array.from({ length: m * m }, (_, i) => ((i * 104729) % 17) / (17 * m)),
+      [m, m],
+    ).to(device);
     for (let i = 0; i < n; i++) x = matmul(x, w);
     return x;
   });
@@ -52,7 +58,10 @@ describe('waiting for the device off the event loop', () => {
   test('synchronizeAsync rejects with the asynchronous error, named', async () => {
     const s = tensor([1, Number.NaN, 3, 4], [4]);
     const idx = native().topk(s.handle, 2, 'layer.weight');
-    const err = await synchronizeAsync('cpu').then(() => null, (e) => e as SiftError);
+    const err = await synchronizeAsync('cpu').then(
+      () => null,
+      (e) => e as SiftError,
+    );
     expect(err).toBeInstanceOf(SiftError);
     expect(err!.code).toBe('E_NUMERIC');
     expect(err!.message).toContain("'layer.weight'");
@@ -89,7 +98,10 @@ describe('CPU threads at run time', () => {
 describe('Trainer thread options', () => {
   test('numThreads / reserveMainThread apply while fit() runs and are restored after', async () => {
     const before = numThreads().threads;
-    for (const [opts, want] of [[{ numThreads: 1 }, 1], [{ reserveMainThread: true }, Math.max(1, Math.min(numThreads().default, numThreads().hardware - 1))]] as [Partial<TrainerOptions>, number][]) {
+    for (const [opts, want] of [
+      [{ numThreads: 1 }, 1],
+      [{ reserveMainThread: true }, Math.max(1, Math.min(numThreads().default, numThreads().hardware - 1))],
+    ] as [Partial<TrainerOptions>, number][]) {
       const { model, rows } = llamaForLoad({ hidden: 64, layers: 1, seq: 16, batch: 4, vocab: 96 }, 4);
       const trainer = new Trainer(model, null, { task: 'causal-lm', steps: 2, batchSize: 4, sift: { sparseRate: 0.05 }, ...opts });
       const during: number[] = [];
@@ -99,12 +111,28 @@ describe('Trainer thread options', () => {
       trainer.dispose();
       model.dispose();
     }
-    expect(() => new Trainer(llamaForLoad({ hidden: 64, layers: 1, seq: 16, batch: 4, vocab: 96 }, 4).model, null, { task: 'causal-lm', numThreads: 0 })).toThrow(/numThreads/);
+    expect(
+      () =>
+        new Trainer(llamaForLoad({ hidden: 64, layers: 1, seq: 16, batch: 4, vocab: 96 }, 4).model, null, {
+          task: 'causal-lm',
+          numThreads: 0,
+        }),
+    ).toThrow(/numThreads/);
   });
 });
 
 /** Options of a SIFT run on the small LLaMA: gradient accumulation, so that fences sit between micro-batches. */
-const small: TrainerOptions = { task: 'causal-lm', steps: 4, batchSize: 4, gradAccum: 2, lr: 1e-3, seed: 5, logEvery: 2, lrSchedule: 'constant', sift: { sparseRate: 0.05 } };
+const small: TrainerOptions = {
+  task: 'causal-lm',
+  steps: 4,
+  batchSize: 4,
+  gradAccum: 2,
+  lr: 1e-3,
+  seed: 5,
+  logEvery: 2,
+  lrSchedule: 'constant',
+  sift: { sparseRate: 0.05 },
+};
 
 async function trainedBytes(device: string, asyncWaits: boolean): Promise<{ losses: number[]; weights: Map<string, Buffer> }> {
   const { model, rows } = llamaForLoad({ hidden: 64, layers: 2, seq: 16, batch: 4, vocab: 96 }, 3);
@@ -169,22 +197,39 @@ describe('the event loop keeps serving while a model trains', () => {
     // not the trainer's): bench/eventloop.ts, which first runs a small model once (the first
     // micro-batch of a process compiles the training code, tens of ms, once), then trains a model
     // sized so that one step takes >= 1 s on a 2-core machine with one kernel thread.
-    const runTs = (args: string[]) => new Promise<string>((resolve, reject) => {
-      execFile(process.execPath, [path.join(__dirname, '..', 'helpers', 'run-ts.js'), ...args],
-        { timeout: 240000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)));
-    });
+    const runTs = (args: string[]) =>
+      new Promise<string>((resolve, reject) => {
+        execFile(
+          process.execPath,
+          [path.join(__dirname, '..', 'helpers', 'run-ts.js'), ...args],
+          { timeout: 240000, maxBuffer: 1 << 20 },
+          (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
+        );
+      });
     const bench = path.join(__dirname, '..', '..', 'bench');
     // A first process transpiles the sources (cached), so that the measured one does not hold the
     // TypeScript compiler in its heap.
     await runTs([path.join(bench, 'eventloop.ts')]);
-    const out = await runTs([path.join(bench, 'run.ts'), 'eventloop', '--hidden=512', '--layers=2', '--seq=192', '--batch=8', '--steps=3', '--reserve=true', '--async=true']);
+    const out = await runTs([
+      path.join(bench, 'run.ts'),
+      'eventloop',
+      '--hidden=512',
+      '--layers=2',
+      '--seq=192',
+      '--batch=8',
+      '--steps=3',
+      '--reserve=true',
+      '--async=true',
+    ]);
     const r = JSON.parse(out.trim().split('\n').pop()!) as LoadRun;
     const rep = r.report;
     // eslint-disable-next-line no-console
-    console.log(`event loop while training: steps ${r.stepMs.map((x) => x.toFixed(0)).join(', ')} ms; delay p50 ${rep.p50DelayMs.toFixed(1)} p99 ${rep.p99DelayMs.toFixed(1)} max ${rep.maxDelayMs.toFixed(1)} ms; ` +
-      `ticks ${(100 * rep.tickShare).toFixed(0)}%; longest late tick ${rep.maxLateMs.toFixed(1)} ms, of it the thread's own ${rep.maxSelfStallMs?.toFixed(1)} ms; ` +
-      `most CPU time of the thread between two ticks ${rep.maxCpuMs?.toFixed(1)} ms; run-queue wait ${rep.runQueueWaitMs?.toFixed(0)} ms; ` +
-      `JS blocked in the executor: max ${r.mainThreadMaxWaitMs.toFixed(1)} ms, total ${r.mainThreadWaitMs.toFixed(0)} ms`);
+    console.log(
+      `event loop while training: steps ${r.stepMs.map((x) => x.toFixed(0)).join(', ')} ms; delay p50 ${rep.p50DelayMs.toFixed(1)} p99 ${rep.p99DelayMs.toFixed(1)} max ${rep.maxDelayMs.toFixed(1)} ms; ` +
+        `ticks ${(100 * rep.tickShare).toFixed(0)}%; longest late tick ${rep.maxLateMs.toFixed(1)} ms, of it the thread's own ${rep.maxSelfStallMs?.toFixed(1)} ms; ` +
+        `most CPU time of the thread between two ticks ${rep.maxCpuMs?.toFixed(1)} ms; run-queue wait ${rep.runQueueWaitMs?.toFixed(0)} ms; ` +
+        `JS blocked in the executor: max ${r.mainThreadMaxWaitMs.toFixed(1)} ms, total ${r.mainThreadWaitMs.toFixed(0)} ms`,
+    );
     expect(r.losses.length).toBe(3);
     expect(r.losses.every(Number.isFinite)).toBe(true);
     // Not vacuous: the steps are long.
@@ -200,7 +245,7 @@ describe('the event loop keeps serving while a model trains', () => {
       // stalled for seconds).
       expect(rep.maxSelfStallMs!).toBeLessThan(100);
     } else {
-      expect(rep.maxDelayMs).toBeLessThan(50);  // where the kernel does not say: the wall clock
+      expect(rep.maxDelayMs).toBeLessThan(50); // where the kernel does not say: the wall clock
     }
     // Wall clock, scheduling included: the 99th percentile and the share of ticks, with a margin.
     expect(rep.p99DelayMs).toBeLessThan(50);
@@ -233,10 +278,22 @@ describeCuda('waits on the CUDA stream', () => {
   test('training on CUDA: the event loop keeps its ticks', async () => {
     const { model, rows } = llamaForLoad({ hidden: 1024, layers: 4, seq: 256, batch: 8 }, 1);
     model.to('cuda');
-    const r = await trainWatched(model, rows, { task: 'causal-lm', device: 'cuda', steps: 20, batchSize: 8, gradAccum: 2, lr: 1e-3, seed: 1, logEvery: 5, sift: { sparseRate: 0.01 } });
+    const r = await trainWatched(model, rows, {
+      task: 'causal-lm',
+      device: 'cuda',
+      steps: 20,
+      batchSize: 8,
+      gradAccum: 2,
+      lr: 1e-3,
+      seed: 1,
+      logEvery: 5,
+      sift: { sparseRate: 0.01 },
+    });
     model.dispose();
     // eslint-disable-next-line no-console
-    console.log(`cuda event loop: delay p99 ${r.report.p99DelayMs.toFixed(1)} max ${r.report.maxDelayMs.toFixed(1)} ms, ticks ${(100 * r.report.tickShare).toFixed(0)}%, longest self stall ${r.report.maxSelfStallMs?.toFixed(1)} ms`);
+    console.log(
+      `cuda event loop: delay p99 ${r.report.p99DelayMs.toFixed(1)} max ${r.report.maxDelayMs.toFixed(1)} ms, ticks ${(100 * r.report.tickShare).toFixed(0)}%, longest self stall ${r.report.maxSelfStallMs?.toFixed(1)} ms`,
+    );
     if (r.report.maxSelfStallMs !== null) expect(r.report.maxSelfStallMs).toBeLessThan(50);
     expect(r.report.p99DelayMs).toBeLessThan(50);
   });

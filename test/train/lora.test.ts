@@ -4,9 +4,31 @@ import * as path from 'path';
 import { createModel, HFConfig, tidy, noGrad, tensor, SiftError, loadSafetensors, stateDict } from '../../lib';
 import { applyLora } from '../../lib/train/lora';
 
-const gpt2: HFConfig = { model_type: 'gpt2', vocab_size: 40, n_positions: 16, n_embd: 16, n_layer: 2, n_head: 2, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 };
-const llama: HFConfig = { model_type: 'llama', vocab_size: 40, max_position_embeddings: 16, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 };
-const ids = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]];
+const gpt2: HFConfig = {
+  model_type: 'gpt2',
+  vocab_size: 40,
+  n_positions: 16,
+  n_embd: 16,
+  n_layer: 2,
+  n_head: 2,
+  embd_pdrop: 0,
+  attn_pdrop: 0,
+  resid_pdrop: 0,
+};
+const llama: HFConfig = {
+  model_type: 'llama',
+  vocab_size: 40,
+  max_position_embeddings: 16,
+  hidden_size: 16,
+  intermediate_size: 32,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  num_key_value_heads: 1,
+};
+const ids = [
+  [1, 2, 3, 4, 5, 6],
+  [7, 8, 9, 10, 11, 12],
+];
 
 function logitsOf(model: ReturnType<typeof createModel>): Float32Array {
   return tidy(() => noGrad(() => model.forward({ inputIds: ids }).logits.toArray() as Float32Array));
@@ -37,8 +59,10 @@ describe('LoRA', () => {
     const lora = applyLora(model, { rank: 4, alpha: 8 });
     expect(lora.layers.map((l) => l.name)).toEqual(['transformer.h.0.attn.c_attn', 'transformer.h.1.attn.c_attn']);
     expect(lora.namedParameters().map(([n, t]) => [n, t.shape])).toEqual([
-      ['transformer.h.0.attn.c_attn.lora_A.weight', [4, 16]], ['transformer.h.0.attn.c_attn.lora_B.weight', [48, 4]],
-      ['transformer.h.1.attn.c_attn.lora_A.weight', [4, 16]], ['transformer.h.1.attn.c_attn.lora_B.weight', [48, 4]],
+      ['transformer.h.0.attn.c_attn.lora_A.weight', [4, 16]],
+      ['transformer.h.0.attn.c_attn.lora_B.weight', [48, 4]],
+      ['transformer.h.1.attn.c_attn.lora_A.weight', [4, 16]],
+      ['transformer.h.1.attn.c_attn.lora_B.weight', [48, 4]],
     ]);
     const a = lora.layers[0].A.toArray() as Float32Array;
     expect(Math.max(...Array.from(a, Math.abs))).toBeLessThanOrEqual(1 / 4);
@@ -52,7 +76,10 @@ describe('LoRA', () => {
   });
 
   test('merged forward equals the adapter forward (Conv1D and Linear); unmerge restores', () => {
-    for (const [cfg, targets] of [[gpt2, ['c_attn', 'c_fc']], [llama, ['q_proj', 'v_proj', 'down_proj']]] as const) {
+    for (const [cfg, targets] of [
+      [gpt2, ['c_attn', 'c_fc']],
+      [llama, ['q_proj', 'v_proj', 'down_proj']],
+    ] as const) {
       const model = createModel(cfg, { task: 'causal-lm', seed: 2 });
       const base = logitsOf(model);
       const lora = applyLora(model, { rank: 2, alpha: 4, targetModules: [...targets] });
@@ -93,7 +120,12 @@ describe('LoRA', () => {
       const file = path.join(dir, 'adapter_model.safetensors');
       lora.saveAdapter(file);
       const { tensors } = loadSafetensors(file);
-      expect([...tensors.keys()].sort()).toEqual(lora.namedParameters().map(([n]) => `base_model.model.${n}`).sort());
+      expect([...tensors.keys()].sort()).toEqual(
+        lora
+          .namedParameters()
+          .map(([n]) => `base_model.model.${n}`)
+          .sort(),
+      );
       for (const t of tensors.values()) t.dispose();
       const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
       expect(cfg).toMatchObject({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: ['c_attn'], fan_in_fan_out: true });

@@ -2,7 +2,17 @@ import { createModel, createByteTokenizer, SiftError, tidy, HFConfig } from '../
 import { createTask, alpacaPrompt } from '../../lib/train/tasks';
 
 const gpt2: HFConfig = { model_type: 'gpt2', vocab_size: 260, n_positions: 64, n_embd: 16, n_layer: 1, n_head: 2, pad_token_id: 257 };
-const bert: HFConfig = { model_type: 'bert', vocab_size: 260, max_position_embeddings: 64, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, type_vocab_size: 2, pad_token_id: 257 };
+const bert: HFConfig = {
+  model_type: 'bert',
+  vocab_size: 260,
+  max_position_embeddings: 64,
+  hidden_size: 16,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  intermediate_size: 32,
+  type_vocab_size: 2,
+  pad_token_id: 257,
+};
 // Byte tokenizer: ids 0..255 are bytes, 256 <|endoftext|>, 257 <pad>.
 const tok = createByteTokenizer();
 
@@ -29,7 +39,11 @@ describe('classify', () => {
   test('labels learned from the data, padding, loss = mean cross-entropy of the logits', () => {
     const model = createModel({ ...gpt2, num_labels: 3 }, { task: 'sequence-classification', seed: 1 });
     const task = createTask('classify', { tokenizer: tok, config: model.config });
-    const ex = task.prepare([{ text: 'ab', label: 'neg' }, { text: 'hello', label: 'pos' }, { text: 'x', label: 'mid' }]);
+    const ex = task.prepare([
+      { text: 'ab', label: 'neg' },
+      { text: 'hello', label: 'pos' },
+      { text: 'x', label: 'mid' },
+    ]);
     expect(task.labels).toEqual(['mid', 'neg', 'pos']);
     expect(ex.map((e) => e.label)).toEqual([1, 2, 0]);
     expect(ex[0].inputIds).toEqual([97, 98]);
@@ -37,8 +51,16 @@ describe('classify', () => {
       const b = task.collate(ex, 'cpu');
       expect(b.inputIds.shape).toEqual([3, 5]);
       expect(b.numTokens).toBe(8);
-      expect(b.inputIds.tolist()).toEqual([[97, 98, 257, 257, 257], [104, 101, 108, 108, 111], [120, 257, 257, 257, 257]]);
-      expect(b.attentionMask.tolist()).toEqual([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]);
+      expect(b.inputIds.tolist()).toEqual([
+        [97, 98, 257, 257, 257],
+        [104, 101, 108, 108, 111],
+        [120, 257, 257, 257, 257],
+      ]);
+      expect(b.attentionMask.tolist()).toEqual([
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 0],
+      ]);
       expect(b.labels!.tolist()).toEqual([1, 2, 0]);
       const out = task.forward(model, b);
       const logits = out.logits.toArray() as Float32Array;
@@ -61,12 +83,34 @@ describe('classify', () => {
 
   test('numeric labels keep their ids; config.label2id maps names; too many classes is E_ARG', () => {
     const task = createTask('classify', { tokenizer: tok, config: gpt2 });
-    expect(task.prepare([{ sentence: 'a', label: '1' }, { sentence: 'b', label: '0' }]).map((e) => e.label)).toEqual([1, 0]);
+    expect(
+      task
+        .prepare([
+          { sentence: 'a', label: '1' },
+          { sentence: 'b', label: '0' },
+        ])
+        .map((e) => e.label),
+    ).toEqual([1, 0]);
     expect(task.labels).toEqual(['0', '1']);
     const named = createTask('classify', { tokenizer: tok, config: { ...gpt2, label2id: { negative: 0, positive: 1 } } });
-    expect(named.prepare([{ text: 'a', label: 'positive' }, { text: 'b', label: 0 }]).map((e) => e.label)).toEqual([1, 0]);
+    expect(
+      named
+        .prepare([
+          { text: 'a', label: 'positive' },
+          { text: 'b', label: 0 },
+        ])
+        .map((e) => e.label),
+    ).toEqual([1, 0]);
     const three = createTask('classify', { tokenizer: tok, config: gpt2 });
-    expect(codeOf(() => three.prepare([{ text: 'a', label: 'x' }, { text: 'b', label: 'y' }, { text: 'c', label: 'z' }]))).toBe('E_ARG');
+    expect(
+      codeOf(() =>
+        three.prepare([
+          { text: 'a', label: 'x' },
+          { text: 'b', label: 'y' },
+          { text: 'c', label: 'z' },
+        ]),
+      ),
+    ).toBe('E_ARG');
     expect(codeOf(() => three.prepare([{ words: 'a', label: 'x' }]))).toBe('E_FORMAT');
   });
 
@@ -87,7 +131,10 @@ describe('classify', () => {
 
   test('pre-tokenized rows need no tokenizer', () => {
     const task = createTask('classify', { tokenizer: null, config: gpt2 });
-    const ex = task.prepare([{ input_ids: [5, 6, 7], label: 1 }, { input_ids: [8], attention_mask: [1], label: 0 }]);
+    const ex = task.prepare([
+      { input_ids: [5, 6, 7], label: 1 },
+      { input_ids: [8], attention_mask: [1], label: 0 },
+    ]);
     expect(ex[0]).toEqual({ inputIds: [5, 6, 7], label: 1 });
     expect(codeOf(() => task.prepare([{ text: 'needs a tokenizer', label: 0 }]))).toBe('E_ARG');
     expect(codeOf(() => task.prepare([{ input_ids: [1, 'x'], label: 0 }]))).toBe('E_FORMAT');
@@ -99,7 +146,10 @@ describe('regress', () => {
   test('one score per row, MSE loss, pearson/spearman', () => {
     const model = createModel({ ...gpt2, num_labels: 1 }, { task: 'sequence-classification', seed: 3 });
     const task = createTask('regress', { tokenizer: tok, config: model.config });
-    const ex = task.prepare([{ sentence1: 'a', sentence2: 'b', score: '3.5' }, { sentence1: 'cc', sentence2: 'd', score: 1 }]);
+    const ex = task.prepare([
+      { sentence1: 'a', sentence2: 'b', score: '3.5' },
+      { sentence1: 'cc', sentence2: 'd', score: 1 },
+    ]);
     expect(ex.map((e) => e.label)).toEqual([3.5, 1]);
     tidy(() => {
       const b = task.collate(ex, 'cpu');
@@ -121,9 +171,15 @@ describe('causal-lm', () => {
     const task = createTask('causal-lm', { tokenizer: tok, config: gpt2, maxLength: 4 });
     const ex = task.prepare([{ text: 'abc' }, { text: 'defgh' }]);
     // a b c EOS d e f g h EOS -> [a b c EOS] [d e f g], remainder [h EOS] dropped.
-    expect(ex.map((e) => e.inputIds)).toEqual([[97, 98, 99, 256], [100, 101, 102, 103]]);
+    expect(ex.map((e) => e.inputIds)).toEqual([
+      [97, 98, 99, 256],
+      [100, 101, 102, 103],
+    ]);
     const docs = createTask('causal-lm', { tokenizer: tok, config: gpt2, maxLength: 4, packing: false });
-    expect(docs.prepare([{ text: 'abc' }, { text: 'defgh' }]).map((e) => e.inputIds)).toEqual([[97, 98, 99, 256], [100, 101, 102, 103]]);
+    expect(docs.prepare([{ text: 'abc' }, { text: 'defgh' }]).map((e) => e.inputIds)).toEqual([
+      [97, 98, 99, 256],
+      [100, 101, 102, 103],
+    ]);
     expect(docs.prepare([{ text: 'ab' }]).map((e) => e.inputIds)).toEqual([[97, 98, 256]]);
   });
 
@@ -136,20 +192,29 @@ describe('causal-lm', () => {
     expect(task.lossWeight(ex[2])).toBe(2);
     tidy(() => {
       const b = task.collate(ex, 'cpu');
-      expect(b.labels!.tolist()).toEqual([[1, 2, 3, 4], [5, -100, -100, -100], [7, 8, 9, -100]]);
+      expect(b.labels!.tolist()).toEqual([
+        [1, 2, 3, 4],
+        [5, -100, -100, -100],
+        [7, 8, 9, -100],
+      ]);
       const out = task.forward(model, b);
       const V = gpt2.vocab_size as number;
       const T = 4;
       const lg = out.logits.toArray() as Float32Array;
-      const lab = [[1, 2, 3, 4], [5, -100, -100, -100], [7, 8, 9, -100]];
+      const lab = [
+        [1, 2, 3, 4],
+        [5, -100, -100, -100],
+        [7, 8, 9, -100],
+      ];
       let s = 0;
       let n = 0;
-      for (let bb = 0; bb < 3; bb++) for (let t = 0; t + 1 < T; t++) {
-        const y = lab[bb][t + 1];
-        if (y === -100) continue;
-        s -= logSoftmaxRow(lg, (bb * T + t) * V, V)[y];
-        n++;
-      }
+      for (let bb = 0; bb < 3; bb++)
+        for (let t = 0; t + 1 < T; t++) {
+          const y = lab[bb][t + 1];
+          if (y === -100) continue;
+          s -= logSoftmaxRow(lg, (bb * T + t) * V, V)[y];
+          n++;
+        }
       expect(n).toBe(5);
       expect(out.loss!.item()).toBeCloseTo(s / n, 5);
       expect(task.predict(out)).toEqual([]);
@@ -180,8 +245,10 @@ describe('instruct', () => {
     const files = (tok as unknown as { toFiles(): Record<string, string> }).toFiles();
     const HfTok = tok.constructor as unknown as { fromFiles(f: unknown): typeof tok };
     const withTpl = HfTok.fromFiles({
-      tokenizer: JSON.parse(files['tokenizer.json']), config: JSON.parse(files['tokenizer_config.json']),
-      chatTemplate: "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+      tokenizer: JSON.parse(files['tokenizer.json']),
+      config: JSON.parse(files['tokenizer_config.json']),
+      chatTemplate:
+        '{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}',
     });
     const task = createTask('instruct', { tokenizer: withTpl, config: gpt2 });
     const [e] = task.prepare([{ instruction: 'Q', output: 'A' }]);

@@ -1,7 +1,18 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createModel, createByteTokenizer, HFConfig, SiftError, tidy, noGrad, loadModelFolder, loadStateDictInto, loadSafetensors, loadIncrement } from '../../lib';
+import {
+  createModel,
+  createByteTokenizer,
+  HFConfig,
+  SiftError,
+  tidy,
+  noGrad,
+  loadModelFolder,
+  loadStateDictInto,
+  loadSafetensors,
+  loadIncrement,
+} from '../../lib';
 import { Trainer } from '../../lib/train/trainer';
 import { describeCuda } from '../helpers/gradcheck';
 import type { TrainerEvent, TrainerOptions, Row } from '../../lib/train/types';
@@ -10,12 +21,22 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-trainer-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const noDrop = { embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 };
-const cls: HFConfig = { model_type: 'gpt2', vocab_size: 12, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2, num_labels: 2, pad_token_id: 0, initializer_range: 0.2 };
+const cls: HFConfig = {
+  model_type: 'gpt2',
+  vocab_size: 12,
+  n_positions: 16,
+  n_embd: 16,
+  n_layer: 1,
+  n_head: 2,
+  num_labels: 2,
+  pad_token_id: 0,
+  initializer_range: 0.2,
+};
 
 /** A learnable toy: the class is whether the last token is 2 or 3; the others are noise. */
 function toyRows(n: number, seed: number): Row[] {
   let s = seed;
-  const r = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
   return Array.from({ length: n }, () => {
     const len = 2 + Math.floor(r() * 4);
     const ids = Array.from({ length: len }, () => 4 + Math.floor(r() * 8));
@@ -41,7 +62,8 @@ async function run(t: Trainer, rows: Row[], evalData?: Row[], onEvent?: (e: Trai
   return out;
 }
 
-const stepLosses = (ev: TrainerEvent[]) => ev.filter((e): e is Extract<TrainerEvent, { type: 'step' }> => e.type === 'step').map((e) => e.loss);
+const stepLosses = (ev: TrainerEvent[]) =>
+  ev.filter((e): e is Extract<TrainerEvent, { type: 'step' }> => e.type === 'step').map((e) => e.loss);
 const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
 
 describe('Trainer methods learn a tiny task', () => {
@@ -97,11 +119,24 @@ test('gradient accumulation: 2 micro-batches of 1 give the update of 1 micro-bat
   const rows = toyRows(6, 9);
   const results: Float32Array[] = [];
   const losses: number[][] = [];
-  for (const [batchSize, gradAccum] of [[2, 1], [1, 2]]) {
+  for (const [batchSize, gradAccum] of [
+    [2, 1],
+    [1, 2],
+  ]) {
     const m = model();
     // A large eps makes AdamW's update proportional to the gradient: sign(g) of gradients that are
     // float noise around 0 would otherwise turn rounding differences into full-size updates.
-    const t = new Trainer(m, null, { task: 'classify', method: 'full', steps: 3, batchSize, gradAccum, lr: 0.1, eps: 1, shuffle: false, seed: 1 });
+    const t = new Trainer(m, null, {
+      task: 'classify',
+      method: 'full',
+      steps: 3,
+      batchSize,
+      gradAccum,
+      lr: 0.1,
+      eps: 1,
+      shuffle: false,
+      seed: 1,
+    });
     losses.push(stepLosses(await run(t, rows)));
     results.push(noGrad(() => Float32Array.from(m.parameters().flatMap((p) => Array.from(p.toArray() as Float32Array)))));
     t.dispose();
@@ -118,8 +153,16 @@ describe('resume', () => {
     test(`${method}: 3 steps, stop, resume 3 more == 6 uninterrupted (exact losses, with dropout and shuffling)`, async () => {
       const cfg = { ...cls, embd_pdrop: 0.1, attn_pdrop: 0.1, resid_pdrop: 0.1 };
       const opts: TrainerOptions = {
-        task: 'classify', method, steps: 6, batchSize: 4, gradAccum: 2, lr: 1e-2, seed: 11, warmupSteps: 2,
-        sift: { sparseRate: 0.1 }, lora: { rank: 2, dropout: 0.1 },
+        task: 'classify',
+        method,
+        steps: 6,
+        batchSize: 4,
+        gradAccum: 2,
+        lr: 1e-2,
+        seed: 11,
+        warmupSteps: 2,
+        sift: { sparseRate: 0.1 },
+        lora: { rank: 2, dropout: 0.1 },
       };
       const m1 = model(cfg);
       const t1 = new Trainer(m1, null, { ...opts, outDir: path.join(dir, `full-${method}`) });
@@ -147,7 +190,11 @@ describe('resume', () => {
       m3.dispose();
       expect([...stepLosses(first), ...stepLosses(rest)]).toEqual(whole);
       // log.jsonl: one JSON line per event, across both runs.
-      const lines = fs.readFileSync(path.join(out, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const lines = fs
+        .readFileSync(path.join(out, 'log.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       expect(lines.length).toBe(first.length + rest.length);
       expect(lines.filter((l) => l.type === 'step').map((l) => l.loss)).toEqual(whole);
     });
@@ -204,9 +251,22 @@ test('evaluation every N steps, and evaluate()', async () => {
 describe('saving', () => {
   const tok = createByteTokenizer();
   const textRows: Row[] = [
-    { sentence: 'good fun', label: 'pos' }, { sentence: 'bad', label: 'neg' }, { sentence: 'great', label: 'pos' }, { sentence: 'awful mess', label: 'neg' },
+    { sentence: 'good fun', label: 'pos' },
+    { sentence: 'bad', label: 'neg' },
+    { sentence: 'great', label: 'pos' },
+    { sentence: 'awful mess', label: 'neg' },
   ];
-  const bytes: HFConfig = { model_type: 'gpt2', vocab_size: 258, n_positions: 32, n_embd: 16, n_layer: 1, n_head: 2, num_labels: 2, pad_token_id: 257, ...noDrop };
+  const bytes: HFConfig = {
+    model_type: 'gpt2',
+    vocab_size: 258,
+    n_positions: 32,
+    n_embd: 16,
+    n_layer: 1,
+    n_head: 2,
+    num_labels: 2,
+    pad_token_id: 257,
+    ...noDrop,
+  };
 
   function logits(mm: ReturnType<typeof createModel>): number[] {
     return tidy(() => noGrad(() => Array.from(mm.forward({ inputIds: [[103, 111, 111, 100]] }).logits.toArray() as Float32Array)));
@@ -277,10 +337,27 @@ describe('saving', () => {
 
 test('causal-lm on raw text with SIFT: loss goes down', async () => {
   const tok = createByteTokenizer();
-  const cfg: HFConfig = { model_type: 'gpt2', vocab_size: 258, n_positions: 32, n_embd: 32, n_layer: 1, n_head: 2, initializer_range: 0.2, ...noDrop };
+  const cfg: HFConfig = {
+    model_type: 'gpt2',
+    vocab_size: 258,
+    n_positions: 32,
+    n_embd: 32,
+    n_layer: 1,
+    n_head: 2,
+    initializer_range: 0.2,
+    ...noDrop,
+  };
   const m = createModel(cfg, { task: 'causal-lm', seed: 2 });
   const text = Array.from({ length: 40 }, () => ({ text: 'abcabcabc abcabc' }));
-  const t = new Trainer(m, tok, { task: 'causal-lm', steps: 25, batchSize: 4, maxLength: 16, lr: 3e-2, lrSchedule: 'constant', sift: { sparseRate: 0.2 } });
+  const t = new Trainer(m, tok, {
+    task: 'causal-lm',
+    steps: 25,
+    batchSize: 4,
+    maxLength: 16,
+    lr: 3e-2,
+    lrSchedule: 'constant',
+    sift: { sparseRate: 0.2 },
+  });
   const ev = await run(t, text, text.slice(0, 4));
   const losses = stepLosses(ev);
   expect(losses[losses.length - 1]).toBeLessThan(losses[0] * 0.7);
@@ -315,7 +392,17 @@ describe('mixed precision', () => {
   for (const method of ['full', 'sift', 'lora'] as const) {
     test(`${method}: bf16 weights with f32 masters (asked for on CPU) learn; saveMerged writes the original dtype`, async () => {
       const m = model();
-      const t = new Trainer(m, null, { task: 'classify', method, mixedPrecision: 'bf16', steps: 20, batchSize: 8, lr: 2e-2, lrSchedule: 'constant', sift: { sparseRate: 0.2 }, lora: { rank: 4 } });
+      const t = new Trainer(m, null, {
+        task: 'classify',
+        method,
+        mixedPrecision: 'bf16',
+        steps: 20,
+        batchSize: 8,
+        lr: 2e-2,
+        lrSchedule: 'constant',
+        sift: { sparseRate: 0.2 },
+        lora: { rank: 4 },
+      });
       const ev = await run(t, train);
       expect(m.dtype).toBe('bf16');
       const losses = stepLosses(ev);
