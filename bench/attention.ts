@@ -1,6 +1,6 @@
 /**
  * Fused attention: forward and backward time of native attention / attentionBackward at the
- * training shapes of issue 6 (batch 8 x 512 tokens; GPT-2 124M: 12 heads of 64, causal, dropout
+ * training shapes of the train bench (batch 8 x 512 tokens; GPT-2 124M: 12 heads of 64, causal, dropout
  * 0.1; LLaMA-220M: 16 heads of 64, causal), bf16 on CUDA, for each CUDA kernel family
  * (setCudaAttention: 'auto' = tensor cores where they apply, 'simt' = CUDA cores), with TFLOP/s
  * counted as flash attention does (forward 4 B H Tq Tk D, halved when causal; backward 2.5x the

@@ -1,7 +1,7 @@
 /**
  * Turns the outputs of bench/gpu-check.sh into results.json and summary.md: our rows (bench.jsonl:
  * train, select, adamw, gemm, attention, profile), the PyTorch peers' rows (peers.jsonl), the test summary
- * (tests.txt) and the environment (env.txt), with our/peer ratios next to issue 6's goals:
+ * (tests.txt) and the environment (env.txt), with our/peer ratios next to the end-to-end goals:
  *
  *   sift (1%) tokens/s >= PyTorch full fine-tuning's, per model
  *   sift (1%) peak memory < PyTorch LoRA's, per model
@@ -381,7 +381,7 @@ export function markdown(s: Summary, env: string): string {
     env.trim() || '(no env.txt)',
     '```',
     '',
-    '## Goals (issue 6)',
+    '## Goals (end to end)',
     '',
     goalsTable(s),
     '',

@@ -1,4 +1,4 @@
-/** bench/summary.ts: pairing our rows with the PyTorch peers and judging issue 6's goals. */
+/** bench/summary.ts: pairing our rows with the PyTorch peers and judging the end-to-end goals. */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -186,7 +186,7 @@ describe('summary of the GPU check', () => {
       const r = main(dir);
       expect(r.goals.length).toBe(s.goals.length - 1); // no tests.txt
       const md = fs.readFileSync(path.join(dir, 'summary.md'), 'utf8');
-      expect(md).toContain('## Goals (issue 6)');
+      expect(md).toContain('## Goals (end to end)');
       expect(md).toContain('| gpt2-124m (cuda) |');
       expect(md).toContain('device: test');
       expect(JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8')).ours).toHaveLength(ours.length);
