@@ -30,10 +30,26 @@ void dispatch_unary_const(UnaryOp op, F&& f) {
   case UnaryOp::X:           \
     f(UnaryC<UnaryOp::X>{}); \
     return;
+    // clang-format off
     SIFT_U(Neg)
-    SIFT_U(Exp) SIFT_U(Log) SIFT_U(Tanh) SIFT_U(Relu) SIFT_U(Gelu) SIFT_U(GeluTanh) SIFT_U(Silu) SIFT_U(Sigmoid)
-        SIFT_U(Sqrt) SIFT_U(Rsqrt) SIFT_U(Abs) SIFT_U(Square) SIFT_U(Reciprocal) SIFT_U(Sin) SIFT_U(Cos) SIFT_U(Erf)
-            SIFT_U(Sign)
+    SIFT_U(Exp)
+    SIFT_U(Log)
+    SIFT_U(Tanh)
+    SIFT_U(Relu)
+    SIFT_U(Gelu)
+    SIFT_U(GeluTanh)
+    SIFT_U(Silu)
+    SIFT_U(Sigmoid)
+    SIFT_U(Sqrt)
+    SIFT_U(Rsqrt)
+    SIFT_U(Abs)
+    SIFT_U(Square)
+    SIFT_U(Reciprocal)
+    SIFT_U(Sin)
+    SIFT_U(Cos)
+    SIFT_U(Erf)
+    SIFT_U(Sign)
+    // clang-format on
 #undef SIFT_U
   }
 }
@@ -45,9 +61,24 @@ void dispatch_binary_const(BinaryOp op, F&& f) {
   case BinaryOp::X:            \
     f(BinaryC<BinaryOp::X>{}); \
     return;
+    // clang-format off
     SIFT_B(Add)
-    SIFT_B(Sub) SIFT_B(Mul) SIFT_B(Div) SIFT_B(Pow) SIFT_B(Maximum) SIFT_B(Minimum) SIFT_B(Eq) SIFT_B(Ne) SIFT_B(Lt)
-        SIFT_B(Le) SIFT_B(Gt) SIFT_B(Ge) SIFT_B(RSub) SIFT_B(RDiv) SIFT_B(RPow)
+    SIFT_B(Sub)
+    SIFT_B(Mul)
+    SIFT_B(Div)
+    SIFT_B(Pow)
+    SIFT_B(Maximum)
+    SIFT_B(Minimum)
+    SIFT_B(Eq)
+    SIFT_B(Ne)
+    SIFT_B(Lt)
+    SIFT_B(Le)
+    SIFT_B(Gt)
+    SIFT_B(Ge)
+    SIFT_B(RSub)
+    SIFT_B(RDiv)
+    SIFT_B(RPow)
+    // clang-format on
 #undef SIFT_B
   }
 }

@@ -325,7 +325,8 @@ void launch_group(Kernel kernel, const std::vector<D>& ds, const std::vector<int
   a.scale = scale;
   a.err = err;
   const unsigned total = unsigned(a.chunk_start[a.n]);
-  kernel < <<total<kMaxGrid ? total : kMaxGrid, kThreads, 0, st>>>(a);
+  const unsigned grid = total < kMaxGrid ? total : kMaxGrid;
+  kernel<<<grid, kThreads, 0, st>>>(a);
 }
 
 // Chunks per launch: the kernels' chunk counter c (an int) steps by up to kMaxGrid past the total.
