@@ -331,21 +331,25 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
     writeFileAtomic(path.join(out, 'run_config.json'), [JSON.stringify(runConfig, null, 2) + '\n']);
   }
 
-  // Before anything is allocated: one line when the plan says the run will not fit the device.
-  const warning = planWarning(loadConfig(modelDir) as HFConfig, {
-    task,
-    method: opts.method,
-    sparseRate: opts.sift?.sparseRate,
-    batchSize: opts.batchSize,
-    maxLength: opts.maxLength,
-    activationCheckpointing: opts.activationCheckpointing,
-    mixedPrecision: opts.mixedPrecision,
-    device: device.startsWith('cuda') ? 'cuda' : 'cpu',
-    loraRank: opts.lora?.rank,
-    quantize: f.quantize as 'int8' | 'nf4' | undefined,
-    targetModules: opts.method === 'lora' ? opts.lora?.targetModules : opts.sift?.targetModules,
-    denseModules: opts.sift?.denseModules,
-  });
+  // Before anything is allocated: one line when the plan says the run will not fit the device
+  // (for model folders: an .onnx graph has no config.json to plan from).
+  const isOnnx = modelDir.toLowerCase().endsWith('.onnx');
+  const warning = isOnnx
+    ? null
+    : planWarning(loadConfig(modelDir) as HFConfig, {
+        task,
+        method: opts.method,
+        sparseRate: opts.sift?.sparseRate,
+        batchSize: opts.batchSize,
+        maxLength: opts.maxLength,
+        activationCheckpointing: opts.activationCheckpointing,
+        mixedPrecision: opts.mixedPrecision,
+        device: device.startsWith('cuda') ? 'cuda' : 'cpu',
+        loraRank: opts.lora?.rank,
+        quantize: f.quantize as 'int8' | 'nf4' | undefined,
+        targetModules: opts.method === 'lora' ? opts.lora?.targetModules : opts.sift?.targetModules,
+        denseModules: opts.sift?.denseModules,
+      });
   if (warning) process.stderr.write(warning + '\n');
 
   const rows = await loadRows(dataFile);
