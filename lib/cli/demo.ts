@@ -39,7 +39,7 @@ export const demoFlags: Record<string, FlagSpec> = {
 };
 
 export const demoHelp =
-  "Pre-trains a tiny model on generated text and adapts it to a new domain's sentiment with SIFT, full fine-tuning, random-sparse and LoRA: one learning-rate grid, three seeds (no downloads; about 3 min on 2 CPU cores).";
+  "Pre-trains a tiny model on generated text and adapts it to a new domain's sentiment with SIFT, full fine-tuning, random-sparse and LoRA: one learning-rate grid, three seeds (no downloads; about 2.5 min on 2 CPU cores).";
 
 interface DemoSize {
   docs: number;
