@@ -5,9 +5,10 @@
  */
 import { Tensor } from '../engine/tensor';
 import { SiftError } from '../engine/errors';
-import { record } from './tape';
 import { N, fresh, sumToShape } from './util';
 import { reshape, squeeze, unsqueeze } from './shape';
+import { gelu } from './elementwise';
+import { isGradEnabled, record } from './tape';
 
 function checkOperands(a: Tensor, b: Tensor, op: string): void {
   if (a.dtype !== b.dtype) throw new SiftError('E_DTYPE', `${op}: dtypes differ (${a.dtype} and ${b.dtype})`);
@@ -75,15 +76,29 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
  * y = x @ weight^T + bias, with weight [out, in] as in torch.nn.Linear. The weight is read in
  * place (transpose flag) and its gradient g2^T @ x2 comes out contiguous in the [out, in] layout.
  */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  return affine(x, weight, bias ?? null, 'out-in', 'linear');
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: AffineOptions = {}): Tensor {
+  return affine(x, weight, bias ?? null, 'out-in', 'linear', opts.act ?? 'none');
+}
+
+/** `act`: an activation applied to the layer's output, fused into the GEMM where the GEMM path can. */
+export interface AffineOptions {
+  act?: 'none' | 'gelu_tanh';
 }
 
 /**
  * x @ weight + bias with weight [in, out] (GPT-2's Conv1D layout); gradient [in, out] too.
  */
-export function conv1d(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  return affine(x, weight, bias ?? null, 'in-out', 'conv1d');
+export function conv1d(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: AffineOptions = {}): Tensor {
+  return affine(x, weight, bias ?? null, 'in-out', 'conv1d', opts.act ?? 'none');
+}
+
+/**
+ * Whether GEMMs on `device` fuse their epilogues (bias, GELU, bias gradient): the CUDA GEMM path is
+ * cuBLASLt (setCudaGemm('lt') or SIFT_FT_CUBLASLT=1, where libcublasLt loads). Models ask this to
+ * hand an activation to the layer (`{ act }`) instead of running it as an op of its own.
+ */
+export function gemmEpiloguesFused(device: string): boolean {
+  return device !== 'cpu' && N().gemmInfo().cuda.startsWith('cublasLt');
 }
 
 /**
@@ -91,8 +106,16 @@ export function conv1d(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
  * fresh product, so the product without the bias is never a tensor of its own (a linear layer's
  * output costs its own size once, not twice, until the enclosing tidy ends).
  */
-function affine(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'out-in' | 'in-out', op: string): Tensor {
+function affine(
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  layout: 'out-in' | 'in-out',
+  op: string,
+  act: 'none' | 'gelu_tanh' = 'none',
+): Tensor {
   checkOperands(x, weight, op);
+  if (act !== 'none' && act !== 'gelu_tanh') throw new SiftError('E_ARG', `${op}: act must be 'none' or 'gelu_tanh', got '${act}'`);
   if (weight.ndim !== 2)
     throw new SiftError('E_SHAPE', `${op}: weight must be 2-D [${layout === 'out-in' ? 'out, in' : 'in, out'}], got [${weight.shape}]`);
   const outDim = layout === 'out-in' ? 0 : 1;
@@ -108,6 +131,10 @@ function affine(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'out-in'
   }
   const x2 = x.ndim === 1 ? unsqueeze(x, 0) : x;
   const transW = layout === 'out-in';
+  if (bias && (act !== 'none' || gemmEpiloguesFused(x.device))) {
+    const y2 = affineEpilogue(x2, weight, bias, transW, outF, op, act);
+    return x.ndim === 1 ? squeeze(y2, 0) : y2;
+  }
   const y2 = matmulRaw(x2, weight, false, transW);
   if (bias) N().addInplace(y2.handle, bias.handle, 1);
   record(op, [x2, weight, bias], [y2], ([g]) => {
@@ -119,5 +146,57 @@ function affine(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'out-in'
     const gb = bias && bias.requiresGrad ? sumToShape(g!, [outF]) : null;
     return [gx, gw, gb];
   });
-  return x.ndim === 1 ? squeeze(y2, 0) : y2;
+  const y = x.ndim === 1 ? squeeze(y2, 0) : y2;
+  return act === 'gelu_tanh' ? gelu(y, 'tanh') : y;
+}
+
+/**
+ * The affine layer through GEMMs with epilogues: forward y = act(x W + b) in one GEMM (the GELU
+ * input kept for the backward when a gradient is wanted), backward the weight gradient with the
+ * bias gradient reduced in the same GEMM. Where the epilogues cannot be fused, the native op runs
+ * the GEMM and then the same separate kernels as the plain path.
+ */
+function affineEpilogue(
+  x2: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  transW: boolean,
+  outF: number,
+  op: string,
+  act: 'none' | 'gelu_tanh',
+): Tensor {
+  const xr = rows2d(x2);
+  const wantsGrad = isGradEnabled() && (x2.requiresGrad || weight.requiresGrad || bias.requiresGrad);
+  const epilogue = act === 'none' ? 'bias' : wantsGrad ? 'gelu_tanh_bias_aux' : 'gelu_tanh_bias';
+  const r = N().matmulEpilogue(xr.handle, weight.handle, false, transW, epilogue, bias.handle);
+  const flat = fresh(r.out, [xr.shape[0], outF], x2.dtype, x2.device);
+  const y2 = x2.ndim === 2 ? flat : reshape(flat, [...x2.shape.slice(0, -1), outF]);
+  const aux = r.extra ? fresh(r.extra, [xr.shape[0], outF], x2.dtype, x2.device) : null;
+  record(
+    op,
+    [x2, weight, bias],
+    [y2],
+    ([g]) => {
+      const g2 = rows2d(g!);
+      // The gradient of the pre-activation: GELU's backward from its saved input.
+      const gp = aux ? fresh(N().unaryBackward('gelu_tanh', aux.handle, aux.handle, g2.handle), aux.shape, aux.dtype, aux.device) : g2;
+      const gx = x2.requiresGrad ? reshape(matmulRaw(gp, weight, false, !transW), x2.shape) : null;
+      let gw: Tensor | null = null;
+      let gb: Tensor | null = null;
+      if (weight.requiresGrad) {
+        // linear: gW = gp^T x (gp is the left operand, A); conv1d: gW = x^T gp (gp is B).
+        const [a, b] = transW ? [gp, xr] : [xr, gp];
+        const epi = bias.requiresGrad ? (transW ? 'bias_grad_a' : 'bias_grad_b') : 'none';
+        const rw = N().matmulEpilogue(a.handle, b.handle, true, false, epi, null);
+        gw = fresh(rw.out, weight.shape, weight.dtype, weight.device);
+        if (rw.extra) gb = fresh(rw.extra, [outF], bias.dtype, bias.device);
+      } else if (bias.requiresGrad) {
+        gb = sumToShape(gp, [outF]);
+      }
+      if (gp !== g2) gp.dispose();
+      return [gx, gw, gb];
+    },
+    aux ? [aux] : undefined,
+  );
+  return y2;
 }

@@ -179,6 +179,21 @@ export interface Addon {
   // ---- matrix products (native/binding/matmul.cpp)
   /** Batched a @ b over the last two dims with broadcast batch dims; transA/transB transpose. */
   matmul(a: NativeTensor, b: NativeTensor, transA: boolean, transB: boolean): NativeTensor;
+  /**
+   * 2-D a @ b with an epilogue (native/ops/gemm_plan.h): fused into the GEMM by cuBLASLt where that
+   * path is selected and has an algorithm, else the GEMM then separate kernels. extra: the GELU
+   * input ('gelu_tanh_bias_aux') or the bias gradient ('bias_grad_a': [M], 'bias_grad_b': [N]).
+   */
+  matmulEpilogue(
+    a: NativeTensor,
+    b: NativeTensor,
+    transA: boolean,
+    transB: boolean,
+    epilogue: GemmEpilogue,
+    bias: NativeTensor | null,
+  ): { out: NativeTensor; extra: NativeTensor | null; fused: boolean };
+  /** The cuBLASLt call a row-major GEMM layout becomes (pure; for tests). */
+  gemmLtPlan(layout: number[], batch: number[], epilogue: GemmEpilogue): GemmLtPlan;
   /** GEMM library names and microkernel in use: { cpu: string, cuda: string }. */
   gemmInfo(): { cpu: string; cuda: string };
   /**
@@ -186,8 +201,11 @@ export interface Addon {
    * native microkernel ('native:avx512' | 'native:avx2' | 'native:generic', for tests). Returns
    * false when it is not available here (OpenBLAS not loadable, CPU without the ISA).
    */
-  /** CUDA GEMM path: 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's own kernel); returns the previous one. */
-  setCudaGemm(which: 'auto' | 'kernel'): 'auto' | 'kernel';
+  /**
+   * CUDA GEMM path: 'auto' (cuBLAS when loaded), 'kernel' (sift-ft's own kernel) or 'lt' (cuBLASLt
+   * with fused epilogues where libcublasLt loads, cuBLAS otherwise); returns the previous one.
+   */
+  setCudaGemm(which: CudaGemmPath): CudaGemmPath;
   setCpuGemm(which: 'auto' | 'native' | 'openblas' | 'native:avx512' | 'native:avx2' | 'native:generic'): boolean;
 
   // ---- quantized weights (native/binding/quant.cpp; layouts in native/ops/quant.h)
@@ -403,4 +421,31 @@ export interface AdamWHyper {
   weightDecay: number;
   /** 1-based step number after this update (for bias correction). */
   step: number;
+}
+
+export type CudaGemmPath = 'auto' | 'kernel' | 'lt';
+export type GemmEpilogue = 'none' | 'bias' | 'gelu_tanh_bias' | 'gelu_tanh_bias_aux' | 'bias_grad_a' | 'bias_grad_b';
+/** One cublasLtMatmul call (column-major): D (m x n) = op(A) op(B) with the epilogue's cublasLtEpilogue_t. */
+export interface GemmLtPlan {
+  ok: boolean;
+  why: string;
+  transA: boolean;
+  transB: boolean;
+  aRows: number;
+  aCols: number;
+  lda: number;
+  bRows: number;
+  bCols: number;
+  ldb: number;
+  m: number;
+  n: number;
+  k: number;
+  ldc: number;
+  batch: number;
+  strideA: number;
+  strideB: number;
+  strideC: number;
+  epilogue: number;
+  extraLen: number;
+  auxLd: number;
 }

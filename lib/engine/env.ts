@@ -36,6 +36,10 @@ export const ENV_VARS = {
   SIFT_FT_CPU_QUEUE: { readBy: 'native', doc: 'how many CPU ops JavaScript may queue ahead of the executor (default 4096)' },
   SIFT_FT_CPU_GEMM: { readBy: 'native', doc: 'native | openblas: the CPU GEMM (OpenBLAS only where libopenblas.so loads)' },
   SIFT_FT_NO_CUBLAS: { readBy: 'native', doc: "1: sift-ft's own CUDA GEMM kernel even where cuBLAS loads" },
+  SIFT_FT_CUBLASLT: {
+    readBy: 'native',
+    doc: "1: CUDA GEMMs through cuBLASLt with fused bias/GELU/bias-gradient epilogues (setCudaGemm('lt'); default: cuBLAS)",
+  },
   SIFT_FT_CUBLAS: { readBy: 'native', doc: 'path of the libcublas.so to load (default: the loader path, CUDA_HOME, /usr/local/cuda*)' },
   SIFT_FT_CUDA_ATTENTION: {
     readBy: 'native',

@@ -129,6 +129,7 @@ class GPT2MLP extends Module {
   c_proj: Conv1D;
   dropout: Dropout;
   private readonly act: (x: Tensor) => Tensor;
+  private readonly actIsGeluTanh: boolean;
   constructor(p: GPT2Params, c: Ctx) {
     super();
     const o = { device: c.device, dtype: c.dtype };
@@ -139,9 +140,11 @@ class GPT2MLP extends Module {
     );
     this.dropout = this.registerModule('dropout', new Dropout(p.residPdrop));
     this.act = activation(p.act);
+    this.actIsGeluTanh = p.act === 'gelu_new' || p.act === 'gelu_pytorch_tanh' || p.act === 'gelu_fast';
   }
   forward(x: Tensor): Tensor {
-    const proj = this.c_proj.forward(this.act(this.c_fc.forward(x)));
+    const h = this.actIsGeluTanh ? this.c_fc.forwardGeluTanh(x, this.act) : this.act(this.c_fc.forward(x));
+    const proj = this.c_proj.forward(h);
     return releaseInto(this.dropout.forward(proj), proj);
   }
 }

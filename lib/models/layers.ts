@@ -6,7 +6,7 @@
 import { Tensor } from '../engine/tensor';
 import { Module } from '../nn/module';
 import { Embedding, InitOptions } from '../nn/layers';
-import { linear, conv1d } from '../autograd/matmul';
+import { linear, conv1d, gemmEpiloguesFused } from '../autograd/matmul';
 import { mul } from '../autograd/elementwise';
 import { randn, zeros, isShapeOnly } from '../autograd/creation';
 import { noGrad, isGradEnabled } from '../autograd/tape';
@@ -37,6 +37,15 @@ export class Conv1D extends Module {
   }
   forward(x: Tensor): Tensor {
     return conv1d(x, this.weight, this.bias);
+  }
+  /**
+   * act(forward(x)) with a tanh-GELU `act`: fused into the GEMM's epilogue where the device's GEMMs
+   * fuse epilogues and forward is this class's own (an adapter that replaced it is kept in the path).
+   */
+  forwardGeluTanh(x: Tensor, act: (y: Tensor) => Tensor): Tensor {
+    if (this.forward === Conv1D.prototype.forward && gemmEpiloguesFused(x.device))
+      return conv1d(x, this.weight, this.bias, { act: 'gelu_tanh' });
+    return act(this.forward(x));
   }
 }
 

@@ -16,6 +16,9 @@ inline constexpr Var kVars[] = {
     {"SIFT_FT_CPU_QUEUE", "how many CPU ops JavaScript may queue ahead of the executor (default 4096)"},
     {"SIFT_FT_CPU_GEMM", "native | openblas: the CPU GEMM (OpenBLAS only where libopenblas.so loads)"},
     {"SIFT_FT_NO_CUBLAS", "1: sift-ft's own CUDA GEMM kernel even where cuBLAS loads (setCudaGemm at run time)"},
+    {"SIFT_FT_CUBLASLT",
+     "1: CUDA GEMMs through cuBLASLt with fused bias/GELU/bias-gradient epilogues where libcublasLt loads "
+     "(setCudaGemm('lt') at run time; default: cuBLAS)"},
     {"SIFT_FT_CUBLAS", "path of the libcublas.so to load (default: the loader's path, CUDA_HOME, /usr/local/cuda*)"},
     {"CUDA_HOME", "a CUDA toolkit folder searched for libcublas.so"},
     {"CUDA_PATH", "same as CUDA_HOME"},

@@ -97,15 +97,18 @@ Cublas* load() {
   return g_lib;
 }
 
-// The GEMM path: cuBLAS when loaded ('auto') or always sift-ft's kernel ('kernel'). Starts from
-// SIFT_FT_NO_CUBLAS=1 (kernel); setCudaGemm() switches it at run time (tests and the GEMM bench
-// compare both paths in one process; a jest worker's process.env does not reach getenv).
-bool initial_kernel_forced() {
-  const char* e = std::getenv("SIFT_FT_NO_CUBLAS");
-  return e && *e && std::strcmp(e, "0") != 0;
+// The GEMM path: cuBLAS when loaded ('auto'), always sift-ft's kernel ('kernel'), or cuBLASLt with
+// fused epilogues where libcublasLt loads ('lt', cuBLAS otherwise). Starts from SIFT_FT_NO_CUBLAS=1
+// (kernel) or SIFT_FT_CUBLASLT=1 (lt); setCudaGemm() switches it at run time (tests and the GEMM
+// bench compare the paths in one process; a jest worker's process.env does not reach getenv).
+enum Path : int { kAuto = 0, kKernel = 1, kLt = 2 };
+bool on(const char* value) { return value && *value && std::strcmp(value, "0") != 0; }
+int initial_path() {
+  if (on(std::getenv("SIFT_FT_NO_CUBLAS"))) return kKernel;
+  return on(std::getenv("SIFT_FT_CUBLASLT")) ? kLt : kAuto;
 }
-std::atomic<bool> g_kernel_forced{initial_kernel_forced()};
-bool disabled_by_env() { return g_kernel_forced.load(); }
+std::atomic<int> g_path{initial_path()};
+bool disabled_by_env() { return g_path.load() == kKernel; }
 
 // cuBLAS's recommended workspace: 32 MiB on Hopper and later, 4 MiB before (cublasSetWorkspace
 // in the cuBLAS reference); without one given, some Hopper GEMM kernels are not eligible. Taken
@@ -168,15 +171,20 @@ void cublas_gemm(int device, DType dtype, bool trans_a, bool trans_b, int m, int
              " n=", n, " k=", k, ", batch ", batch, ")");
 }
 
+bool cublaslt_enabled() { return g_path.load() == kLt && cublaslt_loaded(); }
+
 std::string set_gemm_path(const std::string& which) {
-  SIFT_CHECK(which == "auto" || which == "kernel", "E_ARG",
-             "setCudaGemm: expected 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's GEMM kernel), got '", which,
-             "'");
-  return g_kernel_forced.exchange(which == "kernel") ? "kernel" : "auto";
+  SIFT_CHECK(which == "auto" || which == "kernel" || which == "lt", "E_ARG",
+             "setCudaGemm: expected 'auto' (cuBLAS when loaded), 'kernel' (sift-ft's GEMM kernel) or 'lt' (cuBLASLt "
+             "with fused epilogues when loaded), got '",
+             which, "'");
+  const int prev = g_path.exchange(which == "kernel" ? kKernel : which == "lt" ? kLt : kAuto);
+  return prev == kKernel ? "kernel" : prev == kLt ? "lt" : "auto";
 }
 
 std::string gemm_library() {
   if (disabled_by_env()) return "sift-ft kernel (cuBLAS disabled by SIFT_FT_NO_CUBLAS or setCudaGemm('kernel'))";
+  if (g_path.load() == kLt && cublaslt_loaded()) return "cublasLt (" + cublaslt_library() + ")";
   if (Cublas* lib = load()) return "cublas (" + lib->path + ")";
   return "sift-ft kernel";
 }

@@ -1,5 +1,5 @@
-// CUDA matmul: cuBLAS strided-batched GEMM when loaded (row-major C = A B is computed as the
-// column-major C^T = B^T A^T, so no operand is copied), else a tiled kernel: 64x64 output tiles
+// CUDA matmul: cuBLASLt when selected (setCudaGemm('lt')), else cuBLAS strided-batched GEMM when loaded (row-major C =
+// A B is computed as the column-major C^T = B^T A^T, so no operand is copied), else a tiled kernel: 64x64 output tiles
 // per block, 16-deep K slices staged in shared memory, a 4x4 register block per thread,
 // accumulation in f32 (f64 for f64), batches on blockIdx.z with any batch strides.
 #include <climits>
@@ -151,6 +151,10 @@ bool launch_cublas(const Tensor& a, const Tensor& b, const Tensor& out, const Ge
 }  // namespace
 
 void matmul(const Tensor& a, const Tensor& b, const Tensor& out, const GemmLayout& L) {
+  // cuBLASLt where selected and the layout is one strided batch it has an algorithm for.
+  if (cublaslt_enabled() && cublaslt_matmul(dev_of(out), out.dtype, plan_lt(L, GemmEpilogue::None), b.raw(), a.raw(),
+                                            out.raw(), nullptr, nullptr))
+    return;
   if (cublas_enabled() && launch_cublas(a, b, out, L)) return;
   launch_fallback(a, b, out, L);
 }

@@ -6,6 +6,9 @@
 #include <algorithm>
 
 #include "dispatch.h"
+#include "elementwise.h"
+#include "gemm_plan.h"
+#include "reduce.h"
 #include "tensor_ops.h"
 #include "../cpu/gemm.h"
 #ifdef SIFT_WITH_CUDA
@@ -35,9 +38,15 @@ bool matrix_strides(const Tensor& t, bool trans, int64_t rows, int64_t cols, int
   return false;
 }
 
-}  // namespace
+// Validates the operands, allocates the output and works out the layout; `trivial` when the product
+// is empty or has K == 0 (the output is then already final).
+struct Prepared {
+  Tensor a, b, out;
+  GemmLayout L;
+  bool trivial = false;
+};
 
-Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
+Prepared prepare(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
   check_same_device(a_in, b_in, "matmul");
   check_same_dtype(a_in, b_in, "matmul");
   check_float(a_in, "matmul");
@@ -66,11 +75,17 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
   Shape out_shape = batch_shape;
   out_shape.push_back(M);
   out_shape.push_back(N);
+  Prepared P;
   Tensor out = empty(out_shape, a_in.dtype, dev);
-  if (out.numel() == 0) return out;
+  P.out = out;
+  if (out.numel() == 0) {
+    P.trivial = true;
+    return P;
+  }
   if (K == 0) {
     fill_(out, 0.0);
-    return out;
+    P.trivial = true;
+    return P;
   }
 
   GemmLayout L;
@@ -111,8 +126,84 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
     dims.push_back(d);
   }
   L.batch = std::move(dims);
-  SIFT_ON_DEVICE(dev, cpu::matmul(a, b, out, L), cuda::matmul(a, b, out, L));
-  return out;
+  P.a = a;
+  P.b = b;
+  P.L = std::move(L);
+  return P;
+}
+
+void run(const Prepared& P) {
+  SIFT_ON_DEVICE(P.out.device(), cpu::matmul(P.a, P.b, P.out, P.L), cuda::matmul(P.a, P.b, P.out, P.L));
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
+  Prepared P = prepare(a_in, b_in, trans_a, trans_b);
+  if (!P.trivial) run(P);
+  return P.out;
+}
+
+GemmEpilogueResult matmul_epilogue(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b, GemmEpilogue e,
+                                   const Tensor* bias) {
+  const char* name = gemm_epilogue_name(e);
+  SIFT_CHECK(e == GemmEpilogue::None || (a_in.dim() == 2 && b_in.dim() == 2), "E_SHAPE", "matmul with epilogue ", name,
+             ": operands must be 2-D, got ", shape_str(a_in.shape), " and ", shape_str(b_in.shape));
+  const bool adds_bias =
+      e == GemmEpilogue::Bias || e == GemmEpilogue::GeluTanhBias || e == GemmEpilogue::GeluTanhBiasAux;
+  Prepared P = prepare(a_in, b_in, trans_a, trans_b);
+  const int64_t M = P.out.size(-2), N = P.out.size(-1);
+  if (adds_bias) {
+    SIFT_CHECK(bias != nullptr, "E_ARG", "matmul with epilogue ", name, " needs a bias");
+    check_same_device(*bias, P.out, name);
+    check_same_dtype(*bias, P.out, name);
+    SIFT_CHECK(bias->dim() == 1 && bias->size(0) == N, "E_SHAPE", "matmul with epilogue ", name, ": bias must be [", N,
+               "], got ", shape_str(bias->shape));
+  }
+  GemmEpilogueResult r;
+  r.out = P.out;
+  const Device dev = P.out.device();
+#ifdef SIFT_WITH_CUDA
+  if (!dev.is_cpu() && !P.trivial && cuda::cublaslt_enabled()) {
+    const LtPlan plan = plan_lt(P.L, e);
+    if (plan.ok) {
+      Tensor b_dense = adds_bias ? dense(*bias) : Tensor();
+      Tensor extra, aux;
+      if (e == GemmEpilogue::BiasGradFromA) extra = empty({M}, P.out.dtype, dev);
+      if (e == GemmEpilogue::BiasGradFromB) extra = empty({N}, P.out.dtype, dev);
+      if (e == GemmEpilogue::GeluTanhBiasAux) aux = empty({M, N}, P.out.dtype, dev);
+      const void* bias_ptr = adds_bias ? b_dense.raw() : extra.defined() ? extra.raw() : nullptr;
+      if (cuda::cublaslt_matmul(dev.index, P.out.dtype, plan, P.b.raw(), P.a.raw(), P.out.raw(), bias_ptr,
+                                aux.defined() ? aux.raw() : nullptr)) {
+        r.extra = e == GemmEpilogue::GeluTanhBiasAux ? aux : extra;
+        r.fused = true;
+        return r;
+      }
+    }
+  }
+#endif
+  // Unfused: the GEMM, then the epilogue's own kernels (the same ops the autograd ran before).
+  if (!P.trivial) run(P);
+  switch (e) {
+    case GemmEpilogue::None:
+      break;
+    case GemmEpilogue::Bias:
+      add_inplace(r.out, *bias, 1.0);
+      break;
+    case GemmEpilogue::GeluTanhBias:
+    case GemmEpilogue::GeluTanhBiasAux:
+      add_inplace(r.out, *bias, 1.0);
+      if (e == GemmEpilogue::GeluTanhBiasAux) r.extra = r.out;
+      r.out = unary(UnaryOp::GeluTanh, r.out);
+      break;
+    case GemmEpilogue::BiasGradFromA:
+      r.extra = sum(a_in, {trans_a ? 0 : 1});
+      break;
+    case GemmEpilogue::BiasGradFromB:
+      r.extra = sum(b_in, {trans_b ? 1 : 0});
+      break;
+  }
+  return r;
 }
 
 }  // namespace sift::ops

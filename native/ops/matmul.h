@@ -42,11 +42,24 @@ struct GemmLayout {
   }
 };
 
+enum class GemmEpilogue : uint8_t;
+
 namespace ops {
 
 // a [..., M, K] (or [..., K, M] with transA) @ b [..., K, N] (or [..., N, K] with transB), batch
 // dims broadcast; returns a new contiguous [...batch, M, N] tensor of the same dtype.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);
+
+// The same product with an epilogue (gemm_plan.h says what each one computes), for 2-D operands:
+// fused into the GEMM by cuBLASLt where that path is selected and has an algorithm for the shape,
+// else the GEMM followed by the separate kernels. `extra` is the GELU input (GeluTanhBiasAux) or the
+// bias gradient (BiasGradFromA: [M], BiasGradFromB: [N]); `fused` says which path ran.
+struct GemmEpilogueResult {
+  Tensor out, extra;
+  bool fused = false;
+};
+GemmEpilogueResult matmul_epilogue(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, GemmEpilogue e,
+                                   const Tensor* bias);
 
 }  // namespace ops
 }  // namespace sift
