@@ -1,7 +1,8 @@
 /**
  * GEMM throughput: GFLOP/s of square products and transformer projection shapes on each usable
  * backend: the CPU with sift-ft's kernels and with OpenBLAS when it can be loaded (and their
- * ratio), CUDA with cuBLAS and with the fallback kernel. Prints one JSON object per measurement,
+ * ratio), CUDA with cuBLAS, cuBLASLt (where libcublasLt loads) and the fallback kernel; the shapes
+ * include the backward's input- and weight-gradient products. Prints one JSON object per measurement,
  * then a table. Timing: one warm-up, then the median of repeats, each ended by synchronize().
  *
  * Flags: --cpu-only, --cuda-only, --quick (fewer shapes and repeats), --dtypes=f32,bf16,...,
@@ -12,15 +13,18 @@ import { randn, synchronize, cudaAvailable, tidy, Tensor, backends } from '../li
 import { native } from '../lib/engine/native';
 import type { DType } from '../lib/engine/dtype';
 
-export const description = 'matrix product GFLOP/s (CPU: sift-ft vs OpenBLAS; CUDA: cuBLAS vs fallback)';
+export const description = 'matrix product GFLOP/s (CPU: sift-ft vs OpenBLAS; CUDA: cuBLAS, cuBLASLt and the fallback)';
 
 interface Shape {
   name: string;
   M: number;
   N: number;
   K: number;
-  /** 'NN': A @ B; 'NT': x @ W^T as in a linear layer (W [N, K] read through a transpose flag). */
-  layout: 'NN' | 'NT';
+  /**
+   * 'NN': A @ B (a linear layer's input gradient g @ W); 'NT': x @ W^T as in a linear layer's forward
+   * (W [N, K] read through a transpose flag); 'TN': g^T @ x, its weight gradient (g [K, M]).
+   */
+  layout: 'NN' | 'NT' | 'TN';
 }
 
 const squares: Shape[] = [256, 512, 1024, 2048].map((s) => ({ name: `${s}^3`, M: s, N: s, K: s, layout: 'NN' as const }));
@@ -30,6 +34,13 @@ const transformer: Shape[] = [
   { name: 'gpt2 mlp-up 4096x3072x768', M: 4096, N: 3072, K: 768, layout: 'NT' },
   { name: 'gpt2 mlp-down 4096x768x3072', M: 4096, N: 768, K: 3072, layout: 'NT' },
   { name: 'llama mlp 4096x2816x1024', M: 4096, N: 2816, K: 1024, layout: 'NT' },
+  // The backward of the same layers: input gradients (NN) and weight gradients (TN, K = tokens).
+  { name: 'gpt2 dgrad mlp-up 4096x768x3072', M: 4096, N: 768, K: 3072, layout: 'NN' },
+  { name: 'gpt2 dgrad mlp-down 4096x3072x768', M: 4096, N: 3072, K: 768, layout: 'NN' },
+  { name: 'gpt2 wgrad qkv/out 768x768x4096', M: 768, N: 768, K: 4096, layout: 'TN' },
+  { name: 'gpt2 wgrad mlp-up 3072x768x4096', M: 3072, N: 768, K: 4096, layout: 'TN' },
+  { name: 'gpt2 wgrad mlp-down 768x3072x4096', M: 768, N: 3072, K: 4096, layout: 'TN' },
+  { name: 'llama wgrad mlp 2816x1024x4096', M: 2816, N: 1024, K: 4096, layout: 'TN' },
 ];
 
 interface Result {
@@ -54,12 +65,13 @@ function median(xs: number[]): number {
 
 function time(device: string, shape: Shape, dtype: DType, quick: boolean): { ms: number; repeats: number } {
   return tidy(() => {
-    const a = randn([shape.M, shape.K], { dtype, device });
+    const transA = shape.layout === 'TN';
+    const a = transA ? randn([shape.K, shape.M], { dtype, device }) : randn([shape.M, shape.K], { dtype, device });
     const b = shape.layout === 'NT' ? randn([shape.N, shape.K], { dtype, device }) : randn([shape.K, shape.N], { dtype, device });
     const transB = shape.layout === 'NT';
     const once = (): number => {
       const t0 = process.hrtime.bigint();
-      const y = new Tensor(native().matmul(a.handle, b.handle, false, transB));
+      const y = new Tensor(native().matmul(a.handle, b.handle, transA, transB));
       synchronize(device);
       const t1 = process.hrtime.bigint();
       y.dispose();
@@ -127,7 +139,7 @@ export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
   const dtArg = args.find((a) => a.startsWith('--dtypes='));
   const dtypes = (dtArg ? dtArg.slice('--dtypes='.length).split(',') : ['f32']) as DType[];
-  const shapes = quick ? [squares[1], squares[2], transformer[0]] : [...squares, ...transformer];
+  const shapes = quick ? [squares[1], squares[2], transformer[0], transformer[6]] : [...squares, ...transformer];
   const core = args.find((a) => a.startsWith('--openblas-core='));
   if (core) process.env.OPENBLAS_CORETYPE = core.slice('--openblas-core='.length);
   const N = native();
@@ -159,16 +171,20 @@ export async function run(args: string[]): Promise<void> {
   if (!args.includes('--cpu-only') && cudaAvailable()) {
     const prev = N.setCudaGemm('auto');
     try {
-      for (const path of ['cublas', 'fallback']) {
-        N.setCudaGemm(path === 'fallback' ? 'kernel' : 'auto');
+      for (const path of ['cublas', 'cublaslt', 'fallback']) {
+        N.setCudaGemm(path === 'fallback' ? 'kernel' : path === 'cublaslt' ? 'lt' : 'auto');
         const lib = N.gemmInfo().cuda;
-        if (path === 'cublas' && !lib.startsWith('cublas')) {
+        if (path === 'cublas' && !lib.startsWith('cublas (')) {
           console.error(`# cuda: cuBLAS not loadable (${lib}); fallback only`);
+          continue;
+        }
+        if (path === 'cublaslt' && !lib.startsWith('cublasLt')) {
+          console.error(`# cuda: cuBLASLt not loadable (${lib})`);
           continue;
         }
         console.error(`# cuda: ${lib}`);
         const cudaDtypes = [...new Set<DType>(['f32', 'bf16', ...dtypes])];
-        for (const dt of cudaDtypes) measure('cuda', path === 'cublas' ? 'cublas' : 'sift-ft-kernel', shapes, dt, quick, results);
+        for (const dt of cudaDtypes) measure('cuda', path === 'fallback' ? 'sift-ft-kernel' : path, shapes, dt, quick, results);
       }
     } finally {
       N.setCudaGemm(prev);

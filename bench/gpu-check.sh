@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check in one command: nvidia-smi, the end-to-end training benchmark, the
-# kernel benchmarks (select, adamw, gemm), a per-op profile, the PyTorch peers on the same card and
-# the CUDA test suite, then results.json and summary.md with our/peer ratios next to the goals.
+# The GPU check in one command: nvidia-smi, the checks of the newest CUDA paths (each falls back to
+# the verified path when its tests fail: attention, vector kernels, cuBLASLt epilogues, CUDA graphs),
+# the end-to-end training benchmark, the kernel benchmarks (select, adamw, gemm), per-op profiles
+# (CUDA graphs off and on), the PyTorch peers on the same card and the CUDA test suite, then
+# results.json and summary.md with our/peer ratios next to the goals.
 #
 #   bash bench/gpu-check.sh [OUTDIR] [--cpu-smoke] [--plan] [--with-tests] [--full-tests] [--budget=S]
 #   bash bench/gpu-check.sh [OUTDIR] --sst2 [--sst2-data=DIR] [--budget=S]
@@ -235,6 +237,31 @@ else
   # their 16-byte vector paths: their CUDA tests against the CPU, early, so that a failure is known
   # before the benchmarks' figures are read.
   stage vector-check 120 /dev/null sh -c "${JEST[*]} --maxWorkers=4 test/autograd/elementwise.test.ts test/autograd/reduce.test.ts test/autograd/loss.test.ts test/autograd/norm.test.ts test/autograd/dropout.test.ts test/autograd/embedding.test.ts test/autograd/rotary.test.ts -t '\\[cuda\\]' > '$WORK/vector.txt' 2>&1; rc=\$?; cat '$WORK/vector.txt' >> '$TESTS'; exit \$rc"
+  # cuBLASLt with fused epilogues (bias, tanh-GELU, bias gradient) first runs here: its CUDA tests
+  # (plans executed against the float64 reference, every epilogue and dtype, plain GEMMs, linear and
+  # conv1d gradients against the CPU) and the cuBLAS/fallback GEMM tests. On success the rest of
+  # the check runs on cuBLASLt (SIFT_FT_CUBLASLT=1), else on the verified cuBLAS path.
+  GEMM_PATH=cublas
+  stage gemm-check 120 /dev/null sh -c "${JEST[*]} test/native/gemm-epilogue.test.ts test/native/gemm.test.ts -t '\\[cuda\\]' > '$WORK/gemm.txt' 2>&1; rc=\$?; cat '$WORK/gemm.txt' >> '$TESTS'; exit \$rc"
+  if [ "$PLAN" = 0 ] && grep -q '"stage":"gemm-check","rc":0' "$BENCH"; then
+    export SIFT_FT_CUBLASLT=1
+    GEMM_PATH=cublaslt
+    say "cuBLASLt check passed: the rest runs with SIFT_FT_CUBLASLT=1"
+  elif [ "$PLAN" = 0 ]; then
+    say "cuBLASLt check failed (see tests.txt): the rest runs on cuBLAS"
+  fi
+  [ "$PLAN" = 0 ] && echo "{\"bench\":\"stage\",\"stage\":\"gemm-path\",\"rc\":null,\"seconds\":0,\"status\":\"$GEMM_PATH\"}" >> "$BENCH"
+  # CUDA graphs first run here: replays against eager results, the allocator's graph pool, refused
+  # waits, and a SIFT step replayed as a graph against the eager losses. The graph profile runs only
+  # when they pass.
+  GRAPHS=0
+  stage graphs-check 90 /dev/null sh -c "${JEST[*]} test/engine/cuda-graph.test.ts -t '\\[cuda\\]' > '$WORK/graphs.txt' 2>&1; rc=\$?; cat '$WORK/graphs.txt' >> '$TESTS'; exit \$rc"
+  if [ "$PLAN" = 0 ] && grep -q '"stage":"graphs-check","rc":0' "$BENCH"; then
+    GRAPHS=1
+  elif [ "$PLAN" = 0 ]; then
+    say "CUDA graph check failed (see tests.txt): no graph profile"
+    echo "{\"bench\":\"stage\",\"stage\":\"graphs-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"eager\"}" >> "$BENCH"
+  fi
   stage train 170 "$BENCH" "${RUN[@]}" train --cuda-only
   if [ -n "$PY" ]; then
     # Without transformers the peers are plain-PyTorch re-implementations (their rows say so).
@@ -254,11 +281,20 @@ else
   # again, under the fallback it switched to).
   SKIP_DONE=""
   grep -q '"stage":"vector-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/autograd/(elementwise|reduce|loss|norm|dropout|embedding|rotary)\.test\.ts'"
+  grep -q '"stage":"gemm-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/native/gemm(-epilogue)?\.test\.ts'"
+  grep -q '"stage":"graphs-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/engine/cuda-graph\.test\.ts'"
   stage tests-cuda 150 /dev/null sh -c "${JEST[*]} --maxWorkers=4 $SKIP_DONE -t '\\[cuda\\]' > '$WORK/tests-cuda.txt' 2>&1; rc=\$?; cat '$WORK/tests-cuda.txt' >> '$TESTS'; exit \$rc"
   stage profile 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift
+  # Device busy over step time with CUDA graphs off and on (the same work: dropout off in both).
+  if [ "$GRAPHS" = 1 ] || [ "$PLAN" = 1 ]; then
+    stage profile-graphs-off 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift --no-dropout
+    stage profile-graphs-on 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift --graphs
+  fi
   stage profile-sync 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift --sync-each --steps=1
   stage profile-llama 45 "$BENCH" "${RUN[@]}" profile --model=llama --method=sift
-  stage gemm 40 "$BENCH" "${RUN[@]}" gemm --cuda-only --quick
+  # Every GEMM shape (forward, input- and weight-gradient products) on cuBLAS, cuBLASLt and the
+  # fallback; summary.md's GEMM table puts each next to torch's (peers-kernels) with the ratio.
+  stage gemm 100 "$BENCH" "${RUN[@]}" gemm --cuda-only
   # Per-kernel device time (what the op-level profile cannot split: the select's and the sparse
   # step's kernels, cuBLAS's choices) from Nsight Systems, and the limiters of the attention and
   # select kernels (throughput, occupancy, warp stalls) from Nsight Compute, where installed.

@@ -13,9 +13,14 @@
  * without synchronising inside the step; the sum of those is the device's busy time, and
  * step - busy is how long the device sat idle waiting for the host.
  *
+ * Before the instrumented steps, the same steps run plain (no wrappers, no per-op events) between
+ * two CUDA events: that wall time per step (plainStepMs) and device span are the step as a user
+ * gets it, and busyShare = deviceBusyMs / plainStepMs is the share of the step the device worked.
+ *
  * Flags: --model=gpt2|llama, --method=sift|full|lora, --rate=0.01, --small, --cpu-only,
  * --batch=B --seq=T, --steps=N (profiled steps, default 3), --top=N, --sync-each, --no-events,
- * --dtype=bf16|f32.
+ * --dtype=bf16|f32, --graphs (CUDA, sift: forward and backward replayed as a CUDA graph; dropout off,
+ * as a graph would replay one set of masks), --no-dropout (the same work without graphs, to compare).
  */
 import { backends, synchronize } from '../lib';
 import { native } from '../lib/engine/native';
@@ -49,6 +54,7 @@ const NOT_LAUNCHES = new Set([
   'cudaEventRecord',
   'cudaEventElapsed',
   'cudaEventsReset',
+  'cudaGraphStats',
 ]);
 
 export interface OpStat {
@@ -156,6 +162,14 @@ export interface ProfileRow {
   callsPerStep: number;
   /** Events mode: device busy time per step (sum of the ops' device times), else null. */
   deviceBusyMs: number | null;
+  /** Forward and backward replayed as a CUDA graph (--graphs). */
+  graphs: boolean;
+  /** Wall time per step of the plain (uninstrumented) steps. */
+  plainStepMs: number;
+  /** CUDA: device time per plain step between events recorded before the first and after the last, else null. */
+  plainDeviceSpanMs: number | null;
+  /** deviceBusyMs / plainStepMs: the share of the step the device was busy (goal: >= 0.95), else null. */
+  busyShare: number | null;
   /** msPerStep: host time; deviceMsPerStep: device time (events mode) or null; share: of the step. */
   top: { op: string; callsPerStep: number; msPerStep: number; deviceMsPerStep: number | null; share: number }[];
 }
@@ -179,13 +193,32 @@ export async function run(args: string[]): Promise<ProfileRow> {
     batch: Number(opt('batch') ?? (small ? 4 : 8)),
     seq: Number(opt('seq') ?? (small ? 64 : 512)),
     rate,
+    graphs: args.includes('--graphs'),
+    noDropout: args.includes('--no-dropout'),
   });
   console.error(
     `# profile: ${spec.name} ${method}${method === 'sift' ? ` ${rate * 100}%` : ''} on ${cuda ? b.cuda.devices[0]?.name : `cpu x${b.cpu.threads}`}${syncEach ? ', synchronising after each op' : ''}`,
   );
   try {
-    setup.step(); // warm-up: allocator caches, GEMM plans, first-use costs
+    setup.step(); // warm-up: allocator caches, GEMM plans, first-use costs (and the graph's capture)
     synchronize(device);
+    const Nplain = native();
+    const devIndex = cuda ? Number(device.split(':')[1] ?? 0) : null;
+    let plainMs: number;
+    let spanMs: number | null = null;
+    {
+      if (devIndex !== null) Nplain.cudaEventsReset(devIndex);
+      const p0 = process.hrtime.bigint();
+      const e0 = devIndex !== null ? Nplain.cudaEventRecord(devIndex) : -1;
+      for (let i = 0; i < steps; i++) setup.step();
+      const e1 = devIndex !== null ? Nplain.cudaEventRecord(devIndex) : -1;
+      synchronize(device);
+      plainMs = Number(process.hrtime.bigint() - p0) / 1e6 / steps;
+      if (devIndex !== null) {
+        spanMs = Nplain.cudaEventElapsed(devIndex, e0, e1) / steps;
+        Nplain.cudaEventsReset(devIndex);
+      }
+    }
     // The closing wait is timed apart (the original function, not the wrapper): it is how far the
     // device runs behind the host at the end of the steps.
     const N = native();
@@ -223,6 +256,10 @@ export async function run(args: string[]): Promise<ProfileRow> {
       launchesPerStep: Number((prof.launches() / steps).toFixed(1)),
       callsPerStep: Number((stats.reduce((a, s) => a + s.calls, 0) / steps).toFixed(1)),
       deviceBusyMs: busy === null ? null : Number(busy.toFixed(3)),
+      graphs: args.includes('--graphs'),
+      plainStepMs: Number(plainMs.toFixed(3)),
+      plainDeviceSpanMs: spanMs === null ? null : Number(spanMs.toFixed(3)),
+      busyShare: busy === null ? null : Number((busy / plainMs).toFixed(3)),
       top: stats.slice(0, topN).map((s) => {
         const dms = s.deviceMs === null ? null : s.deviceMs / steps;
         return {
@@ -242,6 +279,10 @@ export async function run(args: string[]): Promise<ProfileRow> {
         : [
             `device busy ${row.deviceBusyMs.toFixed(2)} ms per step (CUDA events around each op; the rest of the step the device waited for the host)`,
           ]),
+      '',
+      '| graphs | plain step ms | device span ms | device busy ms | busy / step | launches/step |',
+      '|---|---|---|---|---|---|',
+      `| ${row.graphs ? 'on' : 'off'} | ${row.plainStepMs.toFixed(2)} | ${row.plainDeviceSpanMs === null ? '' : row.plainDeviceSpanMs.toFixed(2)} | ${row.deviceBusyMs === null ? '' : row.deviceBusyMs.toFixed(2)} | ${row.busyShare === null ? '' : `${(row.busyShare * 100).toFixed(1)}%`} | ${row.launchesPerStep} |`,
       '',
       '| op | calls/step | host ms/step | device ms/step | share of step |',
       '|---|---|---|---|---|',

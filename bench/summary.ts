@@ -269,7 +269,14 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
   const gemm: Record<string, unknown>[] = [];
   for (const r of ours.filter((x) => x.bench === 'gemm')) {
     const p = peers.find(
-      (q) => q.bench === 'peer-gemm' && kind(q) === kind(r) && q.dtype === r.dtype && q.M === r.M && q.N === r.N && q.K === r.K,
+      (q) =>
+        q.bench === 'peer-gemm' &&
+        kind(q) === kind(r) &&
+        q.dtype === r.dtype &&
+        q.M === r.M &&
+        q.N === r.N &&
+        q.K === r.K &&
+        (q.layout ?? 'NT') === (r.layout ?? 'NT'),
     );
     gemm.push({
       device: r.device,

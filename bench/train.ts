@@ -19,7 +19,7 @@
  * --batch=B --seq=T, --warmup=N, --steps=N (timed steps; default from a time budget),
  * --budget-ms=MS (timed time per run), --dtype=bf16|f32.
  */
-import { tidy, keep, synchronize, backends, liveTensors, emptyCache, resetPeakMemory, Tensor } from '../lib';
+import { tidy, keep, synchronize, backends, liveTensors, emptyCache, resetPeakMemory, Tensor, CudaGraphStep, SiftError } from '../lib';
 import { tensor } from '../lib/autograd/creation';
 import { native } from '../lib/engine/native';
 import { createModel } from '../lib/models/registry';
@@ -171,6 +171,20 @@ export interface SetupOptions {
   rate: number;
   seed?: number;
   lr?: number;
+  /**
+   * Replay the forward and backward as a CUDA graph (captured at the first step; SIFT only: its
+   * gradients accumulate into persistent buffers, which the eager optimizer step then reads).
+   */
+  graphs?: boolean;
+  /** Dropout off (implied by graphs: a captured step would replay the first step's dropout masks). */
+  noDropout?: boolean;
+}
+
+/** The config with every dropout probability at 0. */
+function withoutDropout(config: HFConfig): HFConfig {
+  const out: HFConfig = { ...config };
+  for (const [k, v] of Object.entries(out)) if (/drop/.test(k) && typeof v === 'number') out[k] = 0;
+  return out;
 }
 
 /**
@@ -182,7 +196,8 @@ export function setupRun(spec: ModelSpec, method: BenchMethod, o: SetupOptions):
   const rows = randomTokens(o.batch, o.seq, vocab, o.seed ?? 1234);
   const flat = new Int32Array(o.batch * o.seq);
   rows.forEach((r, b) => flat.set(r, b * o.seq));
-  const model = createModel(spec.config, { task: 'causal-lm', device: o.device, dtype: o.dtype, seed: o.seed ?? 0 });
+  const config = o.graphs || o.noDropout ? withoutDropout(spec.config) : spec.config;
+  const model = createModel(config, { task: 'causal-lm', device: o.device, dtype: o.dtype, seed: o.seed ?? 0 });
   model.train();
   const ids = keep(tensor(flat, [o.batch, o.seq], { dtype: 'i32', device: o.device }));
   const lr = o.lr ?? 1e-5;
@@ -217,7 +232,15 @@ export function setupRun(spec: ModelSpec, method: BenchMethod, o: SetupOptions):
       () => opt.dispose(),
       () => sift.dispose(),
     );
-    trainable = sift.summary().trainable;
+    const summary = sift.summary();
+    trainable = summary.trainable;
+    if (o.graphs && summary.rows.some((r) => r.kind === 'dense')) {
+      for (const d of disposers) d();
+      throw new SiftError(
+        'E_UNSUPPORTED',
+        'graphs: modules trained densely get fresh gradient tensors each step; the captured step needs persistent ones',
+      );
+    }
     update = () => opt.step();
   } else if (method === 'full') {
     const params = model.parameters().filter((p) => ['f32', 'bf16', 'f16', 'f64'].includes(p.dtype));
@@ -247,11 +270,28 @@ export function setupRun(spec: ModelSpec, method: BenchMethod, o: SetupOptions):
     trainable = params.reduce((a, p) => a + p.size, 0);
     update = denseAdam(params);
   }
+  let graph: CudaGraphStep<Tensor | null> | null = null;
+  if (o.graphs) {
+    if (method !== 'sift') {
+      for (const d of disposers) d();
+      throw new SiftError('E_UNSUPPORTED', `graphs: the ${method} step disposes its gradients at each update; only sift is captured`);
+    }
+    const g = new CudaGraphStep<Tensor | null>(o.device);
+    graph = g;
+    disposers.unshift(() => g.dispose());
+  }
   return {
     model,
     trainable,
     step(keepLoss = false) {
-      const loss = forwardBackward(keepLoss);
+      if (!graph) {
+        const loss = forwardBackward(keepLoss);
+        update();
+        return loss;
+      }
+      // Every replay rewrites the loss captured at the first step: the caller gets a copy.
+      const captured = graph.run(`${o.batch}x${o.seq}`, () => forwardBackward(true));
+      const loss = keepLoss && captured ? captured.clone() : null;
       update();
       return loss;
     },

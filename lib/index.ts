@@ -8,6 +8,7 @@ export { SiftError } from './engine/errors';
 export type { SiftErrorCode } from './engine/errors';
 export type { DType } from './engine/dtype';
 export { tidy, keep } from './engine/scope';
+export { CudaGraphStep } from './engine/cuda-graph';
 export {
   liveTensors,
   backends,

@@ -134,17 +134,31 @@ def bench_adamw_sparse(a, out):
 
 
 def bench_gemm(a, out):
-    shapes = [("gpt2 qkv/out 4096x768x768", 4096, 768, 768), ("gpt2 mlp-up 4096x3072x768", 4096, 3072, 768),
-              ("gpt2 mlp-down 4096x768x3072", 4096, 768, 3072), ("llama mlp 4096x2816x1024", 4096, 2816, 1024)]
+    # bench/gemm.ts's transformer shapes: forward x @ W^T (NT), input gradient g @ W (NN), weight
+    # gradient g^T @ x (TN, K = tokens).
+    shapes = [("gpt2 qkv/out 4096x768x768", 4096, 768, 768, "NT"), ("gpt2 mlp-up 4096x3072x768", 4096, 3072, 768, "NT"),
+              ("gpt2 mlp-down 4096x768x3072", 4096, 768, 3072, "NT"), ("llama mlp 4096x2816x1024", 4096, 2816, 1024, "NT"),
+              ("gpt2 dgrad mlp-up 4096x768x3072", 4096, 768, 3072, "NN"),
+              ("gpt2 dgrad mlp-down 4096x3072x768", 4096, 3072, 768, "NN"),
+              ("gpt2 wgrad qkv/out 768x768x4096", 768, 768, 4096, "TN"),
+              ("gpt2 wgrad mlp-up 3072x768x4096", 3072, 768, 4096, "TN"),
+              ("gpt2 wgrad mlp-down 768x3072x4096", 768, 3072, 4096, "TN"),
+              ("llama wgrad mlp 2816x1024x4096", 2816, 1024, 4096, "TN")]
     if a.quick:
-        shapes = shapes[:1]
+        shapes = [shapes[0], shapes[6]]
     for dtype in ("bf16", "f32"):
-        for name, M, N, K in shapes:
-            x = torch.randn(M, K, device=a.device).to(DT[dtype])
-            w = torch.randn(N, K, device=a.device).to(DT[dtype])
-            ms = timer(a.device, lambda i: x @ w.t(), a.warmup, a.repeats)
+        for name, M, N, K, layout in shapes:
+            x = torch.randn(K, M, device=a.device).to(DT[dtype]) if layout == "TN" else torch.randn(M, K, device=a.device).to(DT[dtype])
+            w = torch.randn(N, K, device=a.device).to(DT[dtype]) if layout == "NT" else torch.randn(K, N, device=a.device).to(DT[dtype])
+            if layout == "NT":
+                f = lambda i: x @ w.t()
+            elif layout == "TN":
+                f = lambda i: x.t() @ w
+            else:
+                f = lambda i: x @ w
+            ms = timer(a.device, f, a.warmup, a.repeats)
             out(dict(bench="peer-gemm", device=a.device, deviceName=device_name(a.device), dtype=dtype, shape=name,
-                     M=M, N=N, K=K, layout="NT", ms=round(ms, 4), gflops=round(2 * M * N * K / (ms / 1e3) / 1e9, 1)))
+                     M=M, N=N, K=K, layout=layout, ms=round(ms, 4), gflops=round(2 * M * N * K / (ms / 1e3) / 1e9, 1)))
 
 
 def bench_attention(a, out):

@@ -145,6 +145,15 @@ export interface Addon {
   cudaEventRecord(device: number): number;
   cudaEventElapsed(device: number, start: number, end: number): number;
   cudaEventsReset(device: number): void;
+  /**
+   * CUDA graphs on cuda:device's stream (native/cuda/runtime.h): begin capturing (kernels are
+   * recorded, not run), end it (keep: instantiate; else drop), replay, destroy. One graph per device.
+   */
+  cudaGraphBegin(device: number): number;
+  cudaGraphEnd(device: number, keep: boolean): void;
+  cudaGraphLaunch(device: number, id: number): void;
+  cudaGraphDestroy(device: number, id: number): void;
+  cudaGraphStats(device: number): { graphs: number; capturing: boolean; poolBytes: number };
   emptyCache(): void;
 
   // ---- waiting without blocking JavaScript, CPU threads (native/binding/device_wait.cpp)

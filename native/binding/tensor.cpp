@@ -293,6 +293,36 @@ Napi::Value CudaEventsReset(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// cudaGraphBegin(device) -> id; cudaGraphEnd(device, keep); cudaGraphLaunch(device, id);
+// cudaGraphDestroy(device, id); cudaGraphStats(device) (native/cuda/runtime.h says the contract).
+Napi::Value CudaGraphBegin(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(cuda::graph_begin(int(arg_int(info, 0, "device")))));
+}
+
+Napi::Value CudaGraphEnd(const Napi::CallbackInfo& info) {
+  cuda::graph_end(int(arg_int(info, 0, "device")), arg_bool(info, 1, "keep"));
+  return info.Env().Undefined();
+}
+
+Napi::Value CudaGraphLaunch(const Napi::CallbackInfo& info) {
+  cuda::graph_launch(int(arg_int(info, 0, "device")), uint64_t(arg_int(info, 1, "id")));
+  return info.Env().Undefined();
+}
+
+Napi::Value CudaGraphDestroy(const Napi::CallbackInfo& info) {
+  cuda::graph_destroy(int(arg_int(info, 0, "device")), uint64_t(arg_int(info, 1, "id")));
+  return info.Env().Undefined();
+}
+
+Napi::Value CudaGraphStats(const Napi::CallbackInfo& info) {
+  const cuda::GraphStats st = cuda::graph_stats(int(arg_int(info, 0, "device")));
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("graphs", double(st.graphs));
+  o.Set("capturing", st.capturing);
+  o.Set("poolBytes", double(st.pool_bytes));
+  return o;
+}
+
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   if (cuda::available())
     for (int d = 0; d < cuda::device_count(); d++) cuda::empty_cache(d);
@@ -335,6 +365,11 @@ SIFT_BINDINGS(register_tensor_bindings) {
   SIFT_EXPORT("cudaEventRecord", CudaEventRecord);
   SIFT_EXPORT("cudaEventElapsed", CudaEventElapsed);
   SIFT_EXPORT("cudaEventsReset", CudaEventsReset);
+  SIFT_EXPORT("cudaGraphBegin", CudaGraphBegin);
+  SIFT_EXPORT("cudaGraphEnd", CudaGraphEnd);
+  SIFT_EXPORT("cudaGraphLaunch", CudaGraphLaunch);
+  SIFT_EXPORT("cudaGraphDestroy", CudaGraphDestroy);
+  SIFT_EXPORT("cudaGraphStats", CudaGraphStats);
 }
 
 }  // namespace sift::binding

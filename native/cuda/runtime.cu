@@ -42,6 +42,22 @@ struct DeviceState {
     bool taken = false;
   };
   std::vector<Staging> staging;
+  // CUDA graphs (graph_begin .. graph_end, graph_launch, graph_destroy). A block that a graph's
+  // kernels may touch belongs to that graph's pool until the graph is destroyed: blocks allocated
+  // while capturing, and blocks released while capturing (captured kernels read them at replay).
+  // A pool block released outside capture goes back to the pool, never to the shared cache, so
+  // eager work cannot reuse memory a replay writes. Host bytes uploaded while capturing are kept in
+  // pinned buffers of the graph (a replay uploads the same bytes again).
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    std::multimap<size_t, void*> free_blocks;  // pool blocks no tensor holds
+    std::vector<void*> pinned;                 // host buffers of uploads captured
+    size_t pool_bytes = 0;
+  };
+  std::map<uint64_t, Graph> graphs;
+  std::unordered_map<void*, uint64_t> graph_owner;  // pool block -> graph id
+  uint64_t capturing = 0;                           // graph id being captured, 0 when none
+  uint64_t next_graph = 1;
 };
 
 constexpr size_t kStageMax = size_t(16) << 20;  // larger uploads wait for the stream instead
@@ -211,11 +227,38 @@ cudaStream_t current_stream(int device) {
 
 void* stream(int device) { return current_stream(device); }
 
+namespace {
+// Host waits and event timings cannot be part of a graph: a clear error instead of a capture that
+// CUDA invalidates.
+void check_not_capturing(int device, const char* what) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (device >= 0 && device < kMaxDevices && g_dev[device].capturing)
+    fail("E_UNSUPPORTED", what, " while cuda:", device,
+         " captures a CUDA graph: a captured step must not wait for the device or read device data");
+}
+}  // namespace
+
 void* alloc(int device, size_t nbytes) {
   std::lock_guard<std::mutex> lk(g_mu);
   DeviceState& s = state(device);
   size_t size = round_size(nbytes);
   void* p = nullptr;
+  if (s.capturing) {
+    // The captured graph's own free blocks first (released earlier in the capture: stream order
+    // within the graph keeps their reuse safe), then the shared cache or cudaMalloc (relaxed capture
+    // mode permits it); either way the block joins the graph's pool.
+    DeviceState::Graph& g = s.graphs[s.capturing];
+    auto git = g.free_blocks.lower_bound(size);
+    if (git != g.free_blocks.end() && git->first <= size * 2) {
+      size = git->first;
+      p = git->second;
+      g.free_blocks.erase(git);
+      s.live[p] = size;
+      s.stats.allocated += size;
+      if (s.stats.allocated > s.stats.peak_allocated) s.stats.peak_allocated = s.stats.allocated;
+      return p;
+    }
+  }
   // Best fit among cached blocks, not more than twice the request (limits waste).
   auto it = s.free_blocks.lower_bound(size);
   if (it != s.free_blocks.end() && it->first <= size * 2) {
@@ -225,7 +268,7 @@ void* alloc(int device, size_t nbytes) {
   } else {
     cudaSetDevice(device);
     cudaError_t err = cudaMalloc(&p, size);
-    if (err == cudaErrorMemoryAllocation) {
+    if (err == cudaErrorMemoryAllocation && !s.capturing) {  // no stream sync while capturing
       cudaGetLastError();
       cudaStreamSynchronize(s.stream);
       free_cached(s);
@@ -242,6 +285,10 @@ void* alloc(int device, size_t nbytes) {
   s.live[p] = size;
   s.stats.allocated += size;
   if (s.stats.allocated > s.stats.peak_allocated) s.stats.peak_allocated = s.stats.allocated;
+  if (s.capturing) {
+    s.graph_owner[p] = s.capturing;
+    s.graphs[s.capturing].pool_bytes += size;
+  }
   return p;
 }
 
@@ -252,13 +299,26 @@ void release(int device, void* ptr, size_t) {
   auto it = s.live.find(ptr);
   if (it == s.live.end()) return;
   // Work already queued on the (single) stream that reads this block runs before any later
-  // kernel that reuses it, so the block can go back to the cache at once.
-  s.free_blocks.emplace(it->second, ptr);
-  s.stats.allocated -= it->second;
+  // kernel that reuses it, so the block can go back to the cache at once, unless a graph's
+  // kernels may touch it (see DeviceState::Graph).
+  const size_t size = it->second;
+  s.stats.allocated -= size;
   s.live.erase(it);
+  auto owner = s.graph_owner.find(ptr);
+  if (owner == s.graph_owner.end() && s.capturing) {
+    s.graph_owner[ptr] = s.capturing;
+    s.graphs[s.capturing].pool_bytes += size;
+    owner = s.graph_owner.find(ptr);
+  }
+  if (owner != s.graph_owner.end()) {
+    s.graphs[owner->second].free_blocks.emplace(size, ptr);
+    return;
+  }
+  s.free_blocks.emplace(size, ptr);
 }
 
 void empty_cache(int device) {
+  check_not_capturing(device, "emptying the allocator cache");
   std::lock_guard<std::mutex> lk(g_mu);
   if (device < 0 || device >= kMaxDevices || !g_dev[device].ready) return;
   cudaStreamSynchronize(g_dev[device].stream);
@@ -278,6 +338,7 @@ void reset_peak(int device) {
 }
 
 void synchronize(int device) {
+  check_not_capturing(device, "synchronize");
   set_device(device);  // the calling thread may be a worker whose current device differs
   cudaStream_t st = current_stream(device);
   CUDA_CHECK(cudaStreamSynchronize(st));
@@ -315,6 +376,7 @@ uint64_t fence_record(int device) {
 }
 
 void fence_wait(int device, uint64_t fence) {
+  check_not_capturing(device, "waiting for a fence");
   DeviceState& s = state(device);
   cudaEvent_t e = nullptr;
   {
@@ -333,6 +395,7 @@ void fence_wait(int device, uint64_t fence) {
 }
 
 int event_record(int device) {
+  check_not_capturing(device, "a timing event");
   DeviceState& s = state(device);
   std::lock_guard<std::mutex> lk(g_mu);
   if (s.events_used == s.events.size()) {
@@ -408,6 +471,19 @@ int take_staging(DeviceState& s, size_t n) {
 void copy_h2d(int device, void* dst, const void* src, size_t nbytes) {
   set_device(device);  // the calling thread may be a worker whose current device differs
   cudaStream_t st = current_stream(device);
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    DeviceState& s = state(device);
+    if (s.capturing && nbytes > 0) {
+      // The bytes stay in a pinned buffer of the graph: each replay uploads them again.
+      void* pinned = nullptr;
+      CUDA_CHECK(cudaHostAlloc(&pinned, nbytes, cudaHostAllocDefault));
+      s.graphs[s.capturing].pinned.push_back(pinned);
+      std::memcpy(pinned, src, nbytes);
+      CUDA_CHECK(cudaMemcpyAsync(dst, pinned, nbytes, cudaMemcpyHostToDevice, st));
+      return;
+    }
+  }
   int block = -1;
   void* staged = nullptr;
   if (nbytes > 0 && nbytes <= kStageMax) {
@@ -431,6 +507,7 @@ void copy_h2d(int device, void* dst, const void* src, size_t nbytes) {
 }
 
 void copy_d2h(int device, void* dst, const void* src, size_t nbytes) {
+  check_not_capturing(device, "reading device data");
   set_device(device);  // the calling thread may be a worker whose current device differs
   cudaStream_t st = current_stream(device);
   CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, st));
@@ -445,6 +522,95 @@ void copy_d2d(int device, void* dst, const void* src, size_t nbytes) {
 void memset_async(int device, void* dst, int value, size_t nbytes) {
   set_device(device);  // the calling thread may be a worker whose current device differs
   CUDA_CHECK(cudaMemsetAsync(dst, value, nbytes, current_stream(device)));
+}
+
+namespace {
+// Returns a destroyed (or failed) graph's pool to the shared cache and frees its pinned buffers,
+// once the stream has passed every launch of it. Blocks a tensor still holds leave the pool: their
+// release goes to the shared cache. g_mu held.
+void drop_graph(DeviceState& s, uint64_t id) {
+  auto it = s.graphs.find(id);
+  if (it == s.graphs.end()) return;
+  cudaStreamSynchronize(s.stream);
+  if (it->second.exec) cudaGraphExecDestroy(it->second.exec);
+  for (auto& kv : it->second.free_blocks) s.free_blocks.emplace(kv.first, kv.second);
+  for (void* h : it->second.pinned) cudaFreeHost(h);
+  for (auto o = s.graph_owner.begin(); o != s.graph_owner.end();) o = o->second == id ? s.graph_owner.erase(o) : ++o;
+  s.graphs.erase(it);
+}
+}  // namespace
+
+uint64_t graph_begin(int device) {
+  set_device(device);
+  std::lock_guard<std::mutex> lk(g_mu);
+  DeviceState& s = state(device);
+  SIFT_CHECK(!s.capturing, "E_UNSUPPORTED", "cuda:", device, " is already capturing a CUDA graph");
+  // One graph per device: a block is then owned by at most one graph, and no graph's pool can be
+  // handed to work another graph's replay may overwrite.
+  SIFT_CHECK(s.graphs.empty(), "E_UNSUPPORTED", "cuda:", device,
+             " holds a CUDA graph already: destroy it before capturing another");
+  // Errors of earlier work would otherwise surface as a failed capture.
+  CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  const uint64_t id = s.next_graph++;
+  s.graphs[id];
+  // Relaxed: the caching allocator may cudaMalloc while the step is captured.
+  const cudaError_t err = cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeRelaxed);
+  if (err != cudaSuccess) {
+    s.graphs.erase(id);
+    CUDA_CHECK(err);
+  }
+  s.capturing = id;
+  return id;
+}
+
+void graph_end(int device, bool keep) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  DeviceState& s = state(device);
+  const uint64_t id = s.capturing;
+  SIFT_CHECK(id != 0, "E_UNSUPPORTED", "cuda:", device, " is not capturing a CUDA graph");
+  s.capturing = 0;
+  cudaGraph_t graph = nullptr;
+  cudaError_t err = cudaStreamEndCapture(s.stream, &graph);
+  cudaGraphExec_t exec = nullptr;
+  if (err == cudaSuccess && keep) err = cudaGraphInstantiate(&exec, graph, 0);
+  if (graph) cudaGraphDestroy(graph);
+  if (err != cudaSuccess || !keep) {
+    cudaGetLastError();
+    drop_graph(s, id);
+    if (err != cudaSuccess)
+      fail("E_CUDA", "capturing a CUDA graph on cuda:", device, " failed: ", cudaGetErrorString(err));
+    return;
+  }
+  s.graphs[id].exec = exec;
+}
+
+void graph_launch(int device, uint64_t id) {
+  set_device(device);
+  std::lock_guard<std::mutex> lk(g_mu);
+  DeviceState& s = state(device);
+  auto it = s.graphs.find(id);
+  SIFT_CHECK(it != s.graphs.end() && it->second.exec, "E_ARG", "CUDA graph ", id, " does not exist on cuda:", device);
+  SIFT_CHECK(!s.capturing, "E_UNSUPPORTED", "launching a CUDA graph while cuda:", device, " captures another");
+  CUDA_CHECK(cudaGraphLaunch(it->second.exec, s.stream));
+}
+
+void graph_destroy(int device, uint64_t id) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (device < 0 || device >= kMaxDevices || !g_dev[device].ready) return;
+  DeviceState& s = g_dev[device];
+  SIFT_CHECK(s.capturing != id, "E_UNSUPPORTED", "CUDA graph ", id, " is being captured: end the capture first");
+  drop_graph(s, id);
+}
+
+GraphStats graph_stats(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  GraphStats r;
+  if (device < 0 || device >= kMaxDevices || !g_dev[device].ready) return r;
+  const DeviceState& s = g_dev[device];
+  r.graphs = s.graphs.size();
+  r.capturing = s.capturing != 0;
+  for (const auto& kv : s.graphs) r.pool_bytes += kv.second.pool_bytes;
+  return r;
 }
 
 }  // namespace sift::cuda

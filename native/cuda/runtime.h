@@ -82,6 +82,24 @@ int event_record(int device);
 float event_elapsed_ms(int device, int start, int end);
 void events_reset(int device);
 
+// CUDA graphs of fixed-shape work on the device's stream. graph_begin starts capturing (kernels are
+// recorded, not run); graph_end(keep) instantiates the graph (keep) or drops it (a failed step);
+// graph_launch replays it; graph_destroy frees it. Memory the captured work allocates or releases
+// stays with the graph until it is destroyed (never reused by other work in between); host bytes
+// uploaded while capturing are kept and uploaded again by every replay. Waiting for the device,
+// reading device data and timing events throw E_UNSUPPORTED while capturing. One graph per device
+// at a time (a new shape: destroy, then capture again).
+struct GraphStats {
+  size_t graphs = 0;  // instantiated graphs held
+  bool capturing = false;
+  size_t pool_bytes = 0;  // device bytes that belong to graphs
+};
+uint64_t graph_begin(int device);
+void graph_end(int device, bool keep);
+void graph_launch(int device, uint64_t id);
+void graph_destroy(int device, uint64_t id);
+GraphStats graph_stats(int device);
+
 // Which GEMM library the CUDA backend uses: "cublas (<path>)" when libcublas was loaded at run
 // time, else "sift-ft kernel".
 std::string gemm_library();

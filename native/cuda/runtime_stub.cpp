@@ -38,11 +38,17 @@ void fence_wait(int, uint64_t) { not_built(); }
 int event_record(int) { not_built(); }
 float event_elapsed_ms(int, int, int) { not_built(); }
 void events_reset(int) {}
+uint64_t graph_begin(int) { not_built(); }
+void graph_end(int, bool) { not_built(); }
+void graph_launch(int, uint64_t) { not_built(); }
+void graph_destroy(int, uint64_t) {}
+GraphStats graph_stats(int) { return {}; }
 std::string gemm_library() { return "none"; }
 std::string set_gemm_path(const std::string& which) {
-  SIFT_CHECK(which == "auto" || which == "kernel", "E_ARG",
-             "setCudaGemm: expected 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's GEMM kernel), got '", which,
-             "'");
+  SIFT_CHECK(which == "auto" || which == "kernel" || which == "lt", "E_ARG",
+             "setCudaGemm: expected 'auto' (cuBLAS when loaded), 'kernel' (sift-ft's GEMM kernel) or 'lt' (cuBLASLt "
+             "with fused epilogues when loaded), got '",
+             which, "'");
   return "auto";
 }
 
