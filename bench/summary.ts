@@ -525,10 +525,13 @@ export function markdown(s: Summary, env: string): string {
   }
   for (const p of s.profile) {
     parts.push(
-      `## Profile: ${p.model} ${p.method}${p.rate ? ` ${pct(p.rate)}` : ''} on ${p.device}${p.syncEach ? ' (synchronised per op)' : ''}`,
+      `## Profile: ${p.model} ${p.method}${p.rate ? ` ${pct(p.rate)}` : ''} on ${p.device}${p.syncEach ? ' (synchronised per op)' : ''}${p.graphs ? ' (CUDA graphs)' : ''}`,
       '',
       `step ${p.stepMs} ms = native calls ${p.nativeHostMs} ms + JavaScript ${p.jsMs} ms + waiting for the device ${p.deviceWaitMs} ms; ${p.launchesPerStep} launches per step` +
-        (typeof p.deviceBusyMs === 'number' ? `; device busy ${p.deviceBusyMs} ms per step (CUDA events)` : ''),
+        (typeof p.deviceBusyMs === 'number' ? `; device busy ${p.deviceBusyMs} ms per step (CUDA events)` : '') +
+        (typeof p.busyShare === 'number'
+          ? `; uninstrumented step ${p.plainStepMs} ms, device busy ${pct(p.busyShare)} of it (goal >= 95% for GPT-2 124M)`
+          : ''),
       '',
       table(
         ['op', 'calls/step', 'host ms/step', 'device ms/step', 'share'],
