@@ -245,8 +245,9 @@ else
   stage gemm-check 120 /dev/null sh -c "${JEST[*]} test/native/gemm-epilogue.test.ts test/native/gemm.test.ts -t '\\[cuda\\]' > '$WORK/gemm.txt' 2>&1; rc=\$?; cat '$WORK/gemm.txt' >> '$TESTS'; exit \$rc"
   if [ "$PLAN" = 0 ] && grep -q '"stage":"gemm-check","rc":0' "$BENCH"; then
     export SIFT_FT_CUBLASLT=1
-    GEMM_PATH=cublaslt
-    say "cuBLASLt check passed: the rest runs with SIFT_FT_CUBLASLT=1"
+    # The library the rest will use: cuBLASLt where libcublasLt loads, else cuBLAS still.
+    GEMM_PATH="$(timeout 60 node -e 'console.log(require(process.env.SIFT_FT_NATIVE).gemmInfo().cuda)' 2>&1 | tail -1 | tr -d '"\\')"
+    say "cuBLASLt check passed: the rest runs with SIFT_FT_CUBLASLT=1 ($GEMM_PATH)"
   elif [ "$PLAN" = 0 ]; then
     say "cuBLASLt check failed (see tests.txt): the rest runs on cuBLAS"
   fi
