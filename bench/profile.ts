@@ -45,6 +45,7 @@ const NOT_LAUNCHES = new Set([
   'liveTensors',
   'cudaMemory',
   'gemmInfo',
+  'cudaGemmEpilogues',
   'synchronize',
   'resetPeakMemory',
   'emptyCache',

@@ -98,7 +98,7 @@ export function conv1d(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Af
  * hand an activation to the layer (`{ act }`) instead of running it as an op of its own.
  */
 export function gemmEpiloguesFused(device: string): boolean {
-  return device !== 'cpu' && N().gemmInfo().cuda.startsWith('cublasLt');
+  return device !== 'cpu' && N().cudaGemmEpilogues();
 }
 
 /**

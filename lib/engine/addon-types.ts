@@ -201,6 +201,8 @@ export interface Addon {
     epilogue: GemmEpilogue,
     bias: NativeTensor | null,
   ): { out: NativeTensor; extra: NativeTensor | null; fused: boolean };
+  /** Whether CUDA GEMMs fuse their epilogues (the cuBLASLt path is selected and loaded). */
+  cudaGemmEpilogues(): boolean;
   /** The cuBLASLt call a row-major GEMM layout becomes (pure; for tests). */
   gemmLtPlan(layout: number[], batch: number[], epilogue: GemmEpilogue): GemmLtPlan;
   /** GEMM library names and microkernel in use: { cpu: string, cuda: string }. */

@@ -1,4 +1,5 @@
-// Bindings of the matrix products: matmul, matmulEpilogue, gemmLtPlan, gemmInfo, setCpuGemm, setCudaGemm.
+// Bindings of the matrix products: matmul, matmulEpilogue, gemmLtPlan, cudaGemmEpilogues, gemmInfo, setCpuGemm,
+// setCudaGemm.
 #include "../core/executor.h"
 #include "../cpu/gemm.h"
 #include "../cuda/runtime.h"
@@ -80,6 +81,11 @@ Napi::Value GemmLtPlan(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// cudaGemmEpilogues() -> whether CUDA GEMMs fuse their epilogues (asked by every biased layer).
+Napi::Value CudaGemmEpilogues(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), cuda::gemm_epilogues_fused());
+}
+
 Napi::Value GemmInfo(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("cpu", cpu::gemm_info());
@@ -106,6 +112,7 @@ SIFT_BINDINGS(register_matmul_bindings) {
   SIFT_EXPORT("matmul", Matmul);
   SIFT_EXPORT("matmulEpilogue", MatmulEpilogue);
   SIFT_EXPORT("gemmLtPlan", GemmLtPlan);
+  SIFT_EXPORT("cudaGemmEpilogues", CudaGemmEpilogues);
   SIFT_EXPORT("gemmInfo", GemmInfo);
   SIFT_EXPORT("setCpuGemm", SetCpuGemm);
   SIFT_EXPORT("setCudaGemm", SetCudaGemm);

@@ -173,6 +173,8 @@ void cublas_gemm(int device, DType dtype, bool trans_a, bool trans_b, int m, int
 
 bool cublaslt_enabled() { return g_path.load() == kLt && cublaslt_loaded(); }
 
+bool gemm_epilogues_fused() { return cublaslt_enabled(); }
+
 std::string set_gemm_path(const std::string& which) {
   SIFT_CHECK(which == "auto" || which == "kernel" || which == "lt", "E_ARG",
              "setCudaGemm: expected 'auto' (cuBLAS when loaded), 'kernel' (sift-ft's GEMM kernel) or 'lt' (cuBLASLt "

@@ -103,7 +103,10 @@ GraphStats graph_stats(int device);
 // Which GEMM library the CUDA backend uses: "cublas (<path>)" when libcublas was loaded at run
 // time, else "sift-ft kernel".
 std::string gemm_library();
-// setCudaGemm: 'auto' (cuBLAS when loaded) or 'kernel' (sift-ft's GEMM kernel); returns the previous.
+// Whether CUDA GEMMs fuse their epilogues: the cuBLASLt path is selected and libcublasLt loaded.
+bool gemm_epilogues_fused();
+// setCudaGemm: 'auto' (cuBLAS when loaded), 'kernel' (sift-ft's GEMM kernel) or 'lt' (cuBLASLt with
+// fused epilogues when loaded); returns the previous.
 std::string set_gemm_path(const std::string& which);
 
 }  // namespace sift::cuda

@@ -44,6 +44,7 @@ void graph_launch(int, uint64_t) { not_built(); }
 void graph_destroy(int, uint64_t) {}
 GraphStats graph_stats(int) { return {}; }
 std::string gemm_library() { return "none"; }
+bool gemm_epilogues_fused() { return false; }
 std::string set_gemm_path(const std::string& which) {
   SIFT_CHECK(which == "auto" || which == "kernel" || which == "lt", "E_ARG",
              "setCudaGemm: expected 'auto' (cuBLAS when loaded), 'kernel' (sift-ft's GEMM kernel) or 'lt' (cuBLASLt "

@@ -326,6 +326,10 @@ describe('linear and conv1d with a fused tanh-GELU (CPU)', () => {
     checkFusedLayers('cpu', 'f64', 1e-12);
     checkFusedLayers('cpu', 'f32', 1e-5);
   });
+  test('layers ask whether CUDA GEMMs fuse epilogues; a CPU-only build never does', () => {
+    if (!N().backends().cuda.compiled) expect(N().cudaGemmEpilogues()).toBe(false);
+    expect(typeof N().cudaGemmEpilogues()).toBe('boolean');
+  });
   test('an unknown act is refused', () => {
     tidy(() => {
       const x = randomTensor([3, 4], 1);
@@ -348,6 +352,10 @@ describeCuda('cuBLASLt with fused epilogues', () => {
   test('gemmInfo names cuBLASLt where libcublasLt loads', () => {
     // A machine with cuBLAS but no cuBLASLt keeps cuBLAS (and this suite checks that path).
     expect(N().gemmInfo().cuda).toMatch(/^(cublasLt|cublas) \(/);
+    expect(N().cudaGemmEpilogues()).toBe(loaded());
+    const lt = N().setCudaGemm('auto');
+    expect(N().cudaGemmEpilogues()).toBe(false);
+    N().setCudaGemm(lt);
   });
 
   for (const [dtype, tol] of [
