@@ -235,6 +235,16 @@ else
   # their 16-byte vector paths: their CUDA tests against the CPU, early, so that a failure is known
   # before the benchmarks' figures are read.
   stage vector-check 120 /dev/null sh -c "${JEST[*]} --maxWorkers=4 test/autograd/elementwise.test.ts test/autograd/reduce.test.ts test/autograd/loss.test.ts test/autograd/norm.test.ts test/autograd/dropout.test.ts test/autograd/embedding.test.ts test/autograd/rotary.test.ts -t '\\[cuda\\]' > '$WORK/vector.txt' 2>&1; rc=\$?; cat '$WORK/vector.txt' >> '$TESTS'; exit \$rc"
+  # Data parallel on one GPU: test/dist/dist.test.ts's NCCL test (a one-rank NCCL group through
+  # the whole finetune path on cuda:0, gradients in 128-byte buckets started on the comm stream
+  # during the backward, the increment compared with a run without a group). Where NCCL is not
+  # found (SIFT_FT_NCCL, the loader's path, CUDA_HOME, PyTorch's nvidia/nccl) the test passes
+  # without running and the stage is recorded as skipped with the reason.
+  stage nccl-check 150 /dev/null sh -c "${JEST[*]} test/dist/dist.test.ts -t 'NCCL' > '$WORK/nccl.txt' 2>&1; rc=\$?; cat '$WORK/nccl.txt' >> '$TESTS'; exit \$rc"
+  if [ "$PLAN" = 0 ] && grep -q 'NCCL test not run' "$WORK/nccl.txt" 2>/dev/null; then
+    say "nccl-check: NCCL was not found, the one-rank NCCL test did not run (see tests.txt)"
+    echo "{\"bench\":\"stage\",\"stage\":\"nccl\",\"rc\":null,\"seconds\":0,\"status\":\"skipped\",\"error\":\"NCCL was not found\"}" >> "$BENCH"
+  fi
   stage train 170 "$BENCH" "${RUN[@]}" train --cuda-only
   if [ -n "$PY" ]; then
     # Without transformers the peers are plain-PyTorch re-implementations (their rows say so).
@@ -254,6 +264,7 @@ else
   # again, under the fallback it switched to).
   SKIP_DONE=""
   grep -q '"stage":"vector-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/autograd/(elementwise|reduce|loss|norm|dropout|embedding|rotary)\.test\.ts'"
+  grep -q '"stage":"nccl-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/dist/dist\.test\.ts'"
   stage tests-cuda 150 /dev/null sh -c "${JEST[*]} --maxWorkers=4 $SKIP_DONE -t '\\[cuda\\]' > '$WORK/tests-cuda.txt' 2>&1; rc=\$?; cat '$WORK/tests-cuda.txt' >> '$TESTS'; exit \$rc"
   stage profile 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift
   stage profile-sync 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift --sync-each --steps=1
