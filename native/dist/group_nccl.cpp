@@ -189,9 +189,15 @@ class NcclGroup : public Group {
     if (watchdog_.joinable()) watchdog_.join();
     if (scratch_) cuda::release(device_, scratch_, 16);
     if (comm_ && broken_.empty()) {
-      // The compute stream may not have waited for the last collectives yet.
-      cuda::set_device(device_);
-      cuda::compute_wait_event(device_, cuda::comm_record(device_));
+      try {
+        // The compute stream may not have waited for the last collectives yet.
+        cuda::set_device(device_);
+        void* e = cuda::comm_record(device_);
+        cuda::compute_wait_event(device_, e);
+        cuda::event_free(e);
+      } catch (const SiftException&) {
+        // A sticky CUDA error: the communicator is destroyed all the same.
+      }
       lib_->comm_destroy(comm_);
     }
   }

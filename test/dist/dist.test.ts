@@ -225,6 +225,24 @@ describe('launch: plan and environment', () => {
   });
 });
 
+describe('launch: the CPU cores divided', () => {
+  test("each process's kernel thread pool has its share of the cores", async () => {
+    ensureDist();
+    const env = cleanEnv();
+    delete env.SIFT_FT_NUM_THREADS;
+    const port = await freePort();
+    // `info` runs once per process and prints the thread count its addon uses.
+    const r = spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', 'info', '--json'], {
+      env,
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(0);
+    const threads = [...r.stdout.matchAll(/"threads": (\d+)/g)].map((m) => Number(m[1]));
+    const share = Math.max(1, Math.floor(os.cpus().length / 2));
+    expect(threads).toEqual([share, share]);
+  }, 120000);
+});
+
 withGloo('two CPU processes (gloo)', () => {
   test('2 processes at batch 2 train the increment of 1 process at batch 4', async () => {
     const one = path.join(tmp, 'one');
