@@ -310,6 +310,44 @@ withGloo('two CPU processes (gloo)', () => {
     expect(b.bucketsInBackward).toBe(0);
   }, 240000);
 
+  test('full fine-tuning in 2 KB buckets (dense gradients staged and copied back): 2 x 2 equals 1 x 4', async () => {
+    const args = (out: string, batch: number) =>
+      finetuneArgs(out, batch, ['--method', 'full']).filter((a, i, all) => a !== '--sparse-rate' && all[i - 1] !== '--sparse-rate');
+    const one = path.join(tmp, 'full-one');
+    const r1 = spawnSync(process.execPath, [BIN, ...args(one, 4)], { env: cleanEnv(), encoding: 'utf8' });
+    expect(r1.status).toBe(0);
+    const two = path.join(tmp, 'full-two');
+    const port = await freePort();
+    const r2 = spawnSync(
+      process.execPath,
+      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args(two, 2), '--dist-bucket-mb', '0.002'],
+      { env: cleanEnv(), encoding: 'utf8' },
+    );
+    expect(r2.stderr).not.toMatch(/\[E_/);
+    expect(r2.status).toBe(0);
+    const c = JSON.parse(r2.stdout).communication;
+    expect(c.bucketsPerStep).toBeGreaterThan(3);
+    expect(c.bytesPerStep).toBe(c.fullFinetuneBytesPerStep);
+    const read = (d: string) => {
+      const r = SafetensorsReader.open(path.join(d, 'model.safetensors'));
+      const m = new Map<string, Float32Array>();
+      for (const n of r.names()) {
+        const t = r.tensor(n);
+        m.set(n, t.toArray() as Float32Array);
+        t.dispose();
+      }
+      r.close();
+      return m;
+    };
+    const A = read(one);
+    const B = read(two);
+    expect([...B.keys()].sort()).toEqual([...A.keys()].sort());
+    for (const [n, x] of A) {
+      const y = B.get(n)!;
+      for (let i = 0; i < x.length; i++) expect(Math.abs(x[i] - y[i])).toBeLessThan(1e-4 + 1e-3 * Math.abs(x[i]));
+    }
+  }, 180000);
+
   test('classify with a dense head and sharded evaluation: 2 x 2 equals 1 x 4', async () => {
     const args = (out: string, batch: number) => [
       'finetune',
