@@ -82,8 +82,10 @@ export class GradientBuckets {
       run = [];
       runBytes = 0;
     };
+    const seen = new Set<Tensor>();
     for (const s of sources) {
-      check(!this.bucketOf.has(s.param) && !run.some((r) => r.param === s.param), 'E_ARG', 'a gradient is listed twice');
+      check(!seen.has(s.param), 'E_ARG', `gradient buckets: ${s.param.name ?? 'a parameter'} is listed twice`);
+      seen.add(s.param);
       const prev = run[run.length - 1];
       const fits =
         prev &&
