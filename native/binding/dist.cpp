@@ -1,8 +1,10 @@
 // Bindings of the process group (see lib/engine/addon-types.ts, "Process group"): distInit joins
 // the group off the JavaScript thread (rendezvous blocks until every rank arrives); the
 // collectives are queued on the tensor's stream like any op, so they run in program order on every
-// rank and JavaScript waits only where it reads a result. An error in a queued collective (E_DIST:
-// a dead peer, a timeout) surfaces at the next read of data, as other asynchronous errors do.
+// rank and JavaScript waits only where it reads a result. distAllReduceStart / distWait split an
+// all-reduce in two (a gradient bucket reduced while the backward goes on). An error in a queued
+// collective (E_DIST: a dead peer, a timeout) surfaces at the next read of data, as other
+// asynchronous errors do.
 #include <cstdint>
 #include <memory>
 #include <mutex>
