@@ -263,6 +263,16 @@ else
     say "CUDA graph check failed (see tests.txt): no graph profile"
     echo "{\"bench\":\"stage\",\"stage\":\"graphs-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"eager\"}" >> "$BENCH"
   fi
+  # Data parallel on one GPU: test/dist/dist.test.ts's NCCL test (a one-rank NCCL group through
+  # the whole finetune path on cuda:0, gradients in 128-byte buckets started on the comm stream
+  # during the backward, the increment compared with a run without a group). Where NCCL is not
+  # found (SIFT_FT_NCCL, the loader's path, CUDA_HOME, PyTorch's nvidia/nccl) the test passes
+  # without running and the stage is recorded as skipped with the reason.
+  stage nccl-check 150 /dev/null sh -c "${JEST[*]} test/dist/dist.test.ts -t 'NCCL' > '$WORK/nccl.txt' 2>&1; rc=\$?; cat '$WORK/nccl.txt' >> '$TESTS'; exit \$rc"
+  if [ "$PLAN" = 0 ] && grep -q 'NCCL test not run' "$WORK/nccl.txt" 2>/dev/null; then
+    say "nccl-check: NCCL was not found, the one-rank NCCL test did not run (see tests.txt)"
+    echo "{\"bench\":\"stage\",\"stage\":\"nccl\",\"rc\":null,\"seconds\":0,\"status\":\"skipped\",\"error\":\"NCCL was not found\"}" >> "$BENCH"
+  fi
   stage train 170 "$BENCH" "${RUN[@]}" train --cuda-only
   if [ -n "$PY" ]; then
     # Without transformers the peers are plain-PyTorch re-implementations (their rows say so).
@@ -284,6 +294,7 @@ else
   grep -q '"stage":"vector-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/autograd/(elementwise|reduce|loss|norm|dropout|embedding|rotary)\.test\.ts'"
   grep -q '"stage":"gemm-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/native/gemm(-epilogue)?\.test\.ts'"
   grep -q '"stage":"graphs-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/engine/cuda-graph\.test\.ts'"
+  grep -q '"stage":"nccl-check","rc":0' "$BENCH" && SKIP_DONE="$SKIP_DONE --testPathIgnorePatterns='test/dist/dist\.test\.ts'"
   stage tests-cuda 150 /dev/null sh -c "${JEST[*]} --maxWorkers=4 $SKIP_DONE -t '\\[cuda\\]' > '$WORK/tests-cuda.txt' 2>&1; rc=\$?; cat '$WORK/tests-cuda.txt' >> '$TESTS'; exit \$rc"
   stage profile 45 "$BENCH" "${RUN[@]}" profile --model=gpt2 --method=sift
   # Device busy over step time with CUDA graphs off and on (the same work: dropout off in both).

@@ -247,20 +247,28 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
   const leafSlots = new Map<Tensor, (Tensor | null)[]>();
   const finishLeaf = (leaf: Tensor) => {
     const slot = leafSlots.get(leaf);
-    let g = slot ? slot[0] : null;
+    const g = slot ? slot[0] : null;
     leafSlots.delete(leaf);
     if (!g) return;
     if (capture && capture.has(leaf)) {
-      // Handed to the caller: it owns the tensor now (a copy where the slot's tensor is shared).
-      if (refs.get(g) === 1 && g !== userSeed && g.ownsStorage) refs.delete(g);
-      else {
-        const c = new Tensor(N.clone(g.handle), { shape: g.shape, dtype: g.dtype, device: g.device, contiguous: true });
-        release(g);
-        g = c;
-      }
-      capture.set(leaf, g);
+      captureLeaf(leaf, g);
       return;
     }
+    accumulateLeaf(leaf, g);
+    if (leaf.hasPostAccumulateGradHooks) for (const hook of [...leaf.postAccumulateGradHooks]) hook(leaf);
+  };
+  // Handed to the caller: it owns the tensor now (a copy where the slot's tensor is shared).
+  const captureLeaf = (leaf: Tensor, g: Tensor) => {
+    if (refs.get(g) === 1 && g !== userSeed && g.ownsStorage) refs.delete(g);
+    else {
+      const c = new Tensor(N.clone(g.handle), { shape: g.shape, dtype: g.dtype, device: g.device, contiguous: true });
+      release(g);
+      g = c;
+    }
+    capture!.set(leaf, g);
+  };
+  const accumulateLeaf = (leaf: Tensor, gIn: Tensor) => {
+    let g: Tensor | null = gIn;
     if (leaf.hasGradHooks)
       for (const hook of leaf.gradHooks) {
         const r = hook(g, leaf);

@@ -134,6 +134,16 @@ export const finetuneFlags: Record<string, FlagSpec> = {
     default: 600,
     help: 'data parallel (under sift-ft launch or torchrun): seconds a process waits for the others in a collective before the run ends with E_DIST',
   },
+  'dist-bucket-mb': {
+    type: 'number',
+    default: 25,
+    help: 'data parallel: the gradients are summed in buckets of about this many MiB (as PyTorch DDP bucket_cap_mb)',
+  },
+  'dist-overlap': {
+    type: 'boolean',
+    default: true,
+    help: "data parallel: start each bucket's all-reduce during the backward (--no-dist-overlap: all after it)",
+  },
 };
 
 export const finetuneHelp = 'Fine-tunes a model with SIFT (or full, lora, random-sparse) and writes the increment, a log and a report.';
@@ -257,7 +267,14 @@ export interface FinetuneResult {
   meanGradProportion?: number;
   /** Data parallel: the processes, and the gradient bytes all-reduced per step beside full fine-tuning's. */
   worldSize?: number;
-  communication?: { bytesPerStep: number; fullFinetuneBytesPerStep: number; fraction: number };
+  communication?: {
+    bytesPerStep: number;
+    bucketsPerStep: number;
+    bucketsInBackward: number;
+    overlap: boolean;
+    fullFinetuneBytesPerStep: number;
+    fraction: number;
+  };
   /** The gradient's quasi-sparsity before training (--quasi-sparsity). */
   quasiSparsity?: QuasiSparsity;
 }
@@ -311,6 +328,8 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const writer = !group || group.rank === 0;
   const opts = trainerOptionsFrom(f, task, device, out);
   opts.processGroup = group;
+  opts.distBucketMb = f['dist-bucket-mb'] as number;
+  opts.distOverlap = f['dist-overlap'] as boolean;
   if (opts.metricForBest && !evalFile)
     throw new SiftError(
       'E_ARG',
@@ -477,7 +496,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
         lines.push(`gradient proportion on the selected entries (mean over targets): ${(100 * result.meanGradProportion).toFixed(1)}%`);
       if (result.communication)
         lines.push(
-          `data parallel over ${result.worldSize} processes: ${fmtBytes(result.communication.bytesPerStep)} of gradients all-reduced per step (full fine-tuning: ${fmtBytes(result.communication.fullFinetuneBytesPerStep)}, ${(100 * result.communication.fraction).toPrecision(3)}%)`,
+          `data parallel over ${result.worldSize} processes: ${fmtBytes(result.communication.bytesPerStep)} of gradients all-reduced per step in ${result.communication.bucketsPerStep} bucket(s)${result.communication.overlap ? ' overlapped with the backward' : ''} (full fine-tuning: ${fmtBytes(result.communication.fullFinetuneBytesPerStep)}, ${(100 * result.communication.fraction).toPrecision(3)}%)`,
         );
       if (result.delta) lines.push(`increment: ${result.delta}`);
       if (merged) lines.push(`merged model: ${result.merged}`);

@@ -124,6 +124,28 @@ export class ProcessGroup {
     return t;
   }
 
+  /**
+   * Starts summing t over the ranks, in place, on the group's communication thread (gloo) or
+   * stream (NCCL), once the work queued before it on t's stream has run; returns an id for wait().
+   * t (contiguous; f32, f64, i32, i64, and on NCCL bf16, f16) must not be written until then.
+   */
+  allReduceStart(t: Tensor): number {
+    this.live();
+    check(
+      this.backend === 'nccl' || !['bf16', 'f16'].includes(t.dtype),
+      'E_DTYPE',
+      `allReduceStart on gloo takes f32, f64, i32 or i64 tensors, got ${t.dtype} (reduce an f32 copy)`,
+    );
+    this.bytes += t.size * (t.dtype === 'f64' || t.dtype === 'i64' ? 8 : t.dtype === 'bf16' || t.dtype === 'f16' ? 2 : 4);
+    return native().distAllReduceStart(t.handle);
+  }
+
+  /** Orders what is queued next on the stream after the all-reduce `id` (E_DIST there if it failed). */
+  wait(id: number): void {
+    this.live();
+    native().distWait(id);
+  }
+
   /** Copies root's t to every rank, in place. Returns t. */
   broadcast(t: Tensor, root = 0): Tensor {
     this.live();

@@ -416,6 +416,14 @@ export interface Addon {
   distInfo(): { gloo: boolean; rank?: number; worldSize?: number; backend?: string };
   /** In-place sum over the ranks of a contiguous tensor (f32, f64, i32, i64; NCCL also bf16/f16), queued on its stream. */
   distAllReduce(t: NativeTensor): void;
+  /**
+   * Starts summing t over the ranks, in place, behind the work queued on t's stream (on the
+   * group's communication thread or stream); returns an id for distWait. t must not be written
+   * until then.
+   */
+  distAllReduceStart(t: NativeTensor): number;
+  /** What is queued on the stream after this call runs after that all-reduce ended (E_DIST if it failed). */
+  distWait(id: number): void;
   /** In-place copy of root's tensor to every rank, queued on its stream. */
   distBroadcast(t: NativeTensor, root: number): void;
   /** [worldSize, ...shape]: every rank's tensor, rank order, queued on the stream. */

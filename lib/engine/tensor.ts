@@ -14,6 +14,8 @@ import { envFlag } from './env';
 /** Called when a parameter's gradient is complete during backward(). Return a tensor to replace
  * the gradient, null to drop it (it is disposed), or nothing to keep it. */
 export type GradHook = (grad: Tensor, param: Tensor) => Tensor | null | void;
+/** Called once a leaf's gradient of a backward() has been taken by its hooks or added to .grad. */
+export type PostAccumulateGradHook = (param: Tensor) => void;
 
 let nextId = 1;
 
@@ -102,6 +104,7 @@ export class Tensor {
   /** A view (or another handle) of this tensor's storage was made from JavaScript. */
   private _viewed = false;
   private _hooks: GradHook[] | undefined;
+  private _postHooks: PostAccumulateGradHook[] | undefined;
   readonly id: number;
   /** Whether gradients flow to this tensor (set on leaves by hand; propagated through ops). */
   requiresGrad = false;
@@ -154,6 +157,16 @@ export class Tensor {
   /** Whether any gradient hook is registered (without allocating the list). */
   get hasGradHooks(): boolean {
     return this._hooks !== undefined && this._hooks.length > 0;
+  }
+
+  /** Hooks run after this leaf's gradient hooks and its accumulation into .grad, in backward(). */
+  get postAccumulateGradHooks(): PostAccumulateGradHook[] {
+    if (!this._postHooks) this._postHooks = [];
+    return this._postHooks;
+  }
+
+  get hasPostAccumulateGradHooks(): boolean {
+    return this._postHooks !== undefined && this._postHooks.length > 0;
   }
 
   /** The native handle (throws E_DISPOSED after dispose()). */
@@ -271,6 +284,20 @@ export class Tensor {
     this.gradHooks.push(hook);
     return () => {
       const hooks = this.gradHooks;
+      const i = hooks.indexOf(hook);
+      if (i >= 0) hooks.splice(i, 1);
+    };
+  }
+
+  /**
+   * Registers a hook called in backward() once this leaf's gradient is complete and has been
+   * handled: taken by a gradient hook, or added to .grad (PyTorch's
+   * register_post_accumulate_grad_hook). Returns a remover.
+   */
+  registerPostAccumulateGradHook(hook: PostAccumulateGradHook): () => void {
+    this.postAccumulateGradHooks.push(hook);
+    return () => {
+      const hooks = this.postAccumulateGradHooks;
       const i = hooks.indexOf(hook);
       if (i >= 0) hooks.splice(i, 1);
     };

@@ -102,6 +102,8 @@ export class Sift {
   private readonly selection: Required<SelectionOptions>;
   /** One f32 buffer per device holding every target's sparse gradient (t.grad are views into it). */
   private readonly gradBuffers: Tensor[] = [];
+  /** Where each target's gradient lies in its device's buffer: offset and span (k, padded). */
+  private readonly gradSlots = new Map<SparseTarget, { offset: number; span: number }>();
   /** [targets, 2] f32 on the device: [selected g^2, total g^2] per target, when tracked. */
   private proportion: Tensor | null = null;
   /**
@@ -245,6 +247,18 @@ export class Sift {
   /** The flat f32 buffers (one per device) holding every target's sparse gradient, once selected. */
   get sparseGradientBuffers(): readonly Tensor[] {
     return this.gradBuffers;
+  }
+
+  /**
+   * Where each target's sparse gradient lies (once selected): its device's buffer, the offset and
+   * the span (k rounded up to the alignment), in target order. Data parallel reduces contiguous
+   * runs of these as buckets.
+   */
+  get sparseGradientSlots(): { target: SparseTarget; buffer: Tensor; offset: number; span: number }[] {
+    return this.targets.map((target) => {
+      const slot = this.gradSlots.get(target)!;
+      return { target, buffer: this.gradBuffers.find((b) => b.device === target.param.device)!, ...slot };
+    });
   }
 
   private proportionBuffer(device: string): Tensor {
@@ -408,6 +422,7 @@ export class Sift {
         const buf = this.gradBuffers.find((b) => b.device === device)!;
         const off = offsets.get(device)!;
         offsets.set(device, off + padded(t.k));
+        this.gradSlots.set(t, { offset: off, span: padded(t.k) });
         t.grad = keep(new Tensor(N.view(buf.handle, [t.k], [1], off), { shape: [t.k], dtype: 'f32', device, strides: [1], offset: off }));
         if (t.k > 0) N.gatherInto(t.base.handle, t.param.handle, t.idx!.handle, false);
       }

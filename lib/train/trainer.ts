@@ -53,6 +53,7 @@ import { peftTaskType } from '../io/peft';
 import { TensorBoardLogger, wantsTensorboard } from '../io/tensorboard';
 import { DenseAdamW } from './optim';
 import type { ProcessGroup } from '../dist/group';
+import { GradientBuckets, GradientSource } from '../dist/buckets';
 import { measureQuasiSparsity } from '../sift/quasi';
 import { planTargets } from '../sift/targets';
 
@@ -334,16 +335,33 @@ export class Trainer {
     return { examples: mine, weight: mine.reduce((a, e) => a + this.task.lossWeight(e), 0) };
   }
 
-  /** Sums the gradients of the step over the ranks: SIFT's k selected values per target (one flat buffer per device) and the dense modules'. */
-  private reduceGradients(): void {
-    const g = this.group;
-    if (!g) return;
-    if (this._sift) {
-      for (const b of this._sift.sparseGradientBuffers) g.allReduce(b);
-      for (const [, p] of this._sift.dense) if (p.grad) g.allReduce(p.grad);
-    } else {
-      for (const [, p] of this.trained) if (p.grad) g.allReduce(p.grad);
-    }
+  /**
+   * The gradients summed over the ranks each step, in buckets in the order the backward completes
+   * them (the reverse of the forward): SIFT's k selected values per target (runs of its flat
+   * buffer) and the dense modules' gradients; every trained gradient for LoRA and full training.
+   */
+  private gradientBuckets(): GradientBuckets {
+    const order = new Map(this.model.namedParameters().map(([, t], i) => [t, i]));
+    const sources: GradientSource[] = this._sift
+      ? [
+          ...this._sift.sparseGradientSlots.map((s) => ({
+            kind: 'slice' as const,
+            param: s.target.param,
+            buffer: s.buffer,
+            offset: s.offset,
+            span: s.span,
+          })),
+          ...this._sift.dense.map(([, param]) => ({ kind: 'grad' as const, param })),
+        ]
+      : this.trained.map(([, param]) => ({ kind: 'grad' as const, param }));
+    // Reverse forward order; parameters outside the model's list (LoRA adapters) keep their listed order.
+    const rank = (p: Tensor, i: number) => order.get(p) ?? i;
+    const sorted = sources.map((s, i) => ({ s, key: rank(s.param, i) })).sort((a, b) => b.key - a.key);
+    return new GradientBuckets(
+      this.group!,
+      sorted.map((x) => x.s),
+      { bucketMb: this.options.distBucketMb, overlap: this.options.distOverlap },
+    );
   }
 
   /** Bytes full fine-tuning's gradient all-reduce would move per step (f32 gradients of every float parameter). */
@@ -563,6 +581,7 @@ export class Trainer {
       tb?.add(e);
       return e;
     };
+    let buckets: GradientBuckets | null = null;
     try {
       if (outDir) {
         try {
@@ -692,6 +711,9 @@ export class Trainer {
       let interrupted = false;
       let stoppedEarly = false;
       let commBytes = 0;
+      let commBuckets = 0;
+      let commInBackward = 0;
+      buckets = this.group ? this.gradientBuckets() : null;
       if (o.metricForBest && !this.best) {
         const metric = metricName(o.metricForBest);
         this.best = {
@@ -729,16 +751,19 @@ export class Trainer {
         let stepTokens = 0;
         for (let i = 0; i < batches.length; i++) {
           const sh = this.shard(batches[i]);
+          // The last backward of the step starts each gradient bucket's all-reduce once it is complete.
+          if (buckets && i === batches.length - 1) buckets.arm();
           const r = this.microBatch(sh.examples, positions[i], sh.weight / W);
           losses.push(r.loss);
           shardWeights.push(sh.weight);
           if (sh.weight > 0 || !this.group) stepTokens += r.tokens;
           if (i < batches.length - 1) await this.pace();
         }
-        if (this.group) {
-          const before = this.group.bytes;
-          this.reduceGradients();
-          commBytes = this.group.bytes - before;
+        if (buckets) {
+          const st = buckets.finish();
+          commBytes = st.bytes;
+          commBuckets = st.buckets;
+          commInBackward = st.startedInBackward;
         }
         this.opt!.step();
         await this.pace();
@@ -826,6 +851,9 @@ export class Trainer {
               worldSize: this.worldSize,
               communication: {
                 bytesPerStep: commBytes,
+                bucketsPerStep: commBuckets,
+                bucketsInBackward: commInBackward,
+                overlap: buckets?.overlap ?? true,
                 fullFinetuneBytesPerStep: this.fullFinetuneBytes(),
                 fraction: commBytes / (this.fullFinetuneBytes() || 1),
               },
@@ -844,6 +872,7 @@ export class Trainer {
       });
     } finally {
       tb?.close();
+      buckets?.dispose();
       // A run that ends by an error still waits for its last fence (which recycles its CUDA event);
       // the error that ended the run is the one reported.
       const last = this.inFlight;

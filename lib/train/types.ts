@@ -106,6 +106,13 @@ export interface TrainerOptions {
    * summed over the ranks before each step, and only rank 0 writes outDir.
    */
   processGroup?: ProcessGroup;
+  /**
+   * Data parallel: the gradients are summed in buckets of about this many MiB (default 25, as
+   * PyTorch DDP's bucket_cap_mb); SIFT's selected values of several targets share a bucket.
+   */
+  distBucketMb?: number;
+  /** Data parallel: start each bucket's all-reduce during the backward, as soon as its gradients are complete (default true). */
+  distOverlap?: boolean;
   /** bf16 weights and activations with f32 optimizer state (CUDA). */
   mixedPrecision?: 'bf16' | 'none';
   /** Recompute each block's activations in the backward. */
@@ -208,7 +215,14 @@ export type TrainerEvent =
       gradProportion?: Record<string, number>;
       /** Data parallel: the processes and the gradient bytes all-reduced per optimizer step, beside what full fine-tuning's all-reduce would move. */
       worldSize?: number;
-      communication?: { bytesPerStep: number; fullFinetuneBytesPerStep: number; fraction: number };
+      communication?: {
+        bytesPerStep: number;
+        bucketsPerStep: number;
+        bucketsInBackward: number;
+        overlap: boolean;
+        fullFinetuneBytesPerStep: number;
+        fraction: number;
+      };
       /** The signal aborted the run (a checkpoint was written; resume to finish). */
       interrupted?: boolean;
       /** earlyStoppingPatience ran out. */

@@ -1,10 +1,14 @@
 // Bindings of the process group (see lib/engine/addon-types.ts, "Process group"): distInit joins
 // the group off the JavaScript thread (rendezvous blocks until every rank arrives); the
 // collectives are queued on the tensor's stream like any op, so they run in program order on every
-// rank and JavaScript waits only where it reads a result. An error in a queued collective (E_DIST:
-// a dead peer, a timeout) surfaces at the next read of data, as other asynchronous errors do.
+// rank and JavaScript waits only where it reads a result. distAllReduceStart / distWait split an
+// all-reduce in two (a gradient bucket reduced while the backward goes on). An error in a queued
+// collective (E_DIST: a dead peer, a timeout) surfaces at the next read of data, as other
+// asynchronous errors do.
+#include <cstdint>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 
 #include "../core/executor.h"
 #include "../dist/group.h"
@@ -15,6 +19,16 @@ namespace {
 
 std::mutex group_mu;
 std::shared_ptr<dist::Group> the_group;
+
+// Asynchronous all-reduces started and not yet waited for, by id. The slot is filled when the
+// start runs on the tensor's stream (later than the call on CPU), and read by the wait queued
+// behind it on the same stream.
+struct WorkSlot {
+  std::shared_ptr<dist::Work> work;
+  bool cpu = true;
+};
+std::unordered_map<uint64_t, std::shared_ptr<WorkSlot>> works;
+uint64_t next_work = 1;
 
 std::shared_ptr<dist::Group> current_group() {
   std::lock_guard<std::mutex> lk(group_mu);
@@ -98,6 +112,7 @@ Napi::Value DistDestroy(const Napi::CallbackInfo& info) {
   {
     std::lock_guard<std::mutex> lk(group_mu);
     g = std::move(the_group);
+    works.clear();
   }
   // Queued collectives hold their own reference: the group closes once they have run.
   if (g) CpuExecutor::get().sync();
@@ -132,6 +147,42 @@ Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
   Tensor t = arg_tensor(info, 0, "tensor");
   SIFT_CHECK(t.is_contiguous(), "E_ARG", "distAllReduce: the tensor must be contiguous");
   queue_collective(t, [g, t] { g->all_reduce_sum(t); });
+  return info.Env().Undefined();
+}
+
+// distAllReduceStart(t): starts summing t over the ranks, in place, once the work queued before it
+// on t's stream has run, and returns an id for distWait. t must not be written until then.
+Napi::Value DistAllReduceStart(const Napi::CallbackInfo& info) {
+  auto g = current_group();
+  Tensor t = arg_tensor(info, 0, "tensor");
+  SIFT_CHECK(t.is_contiguous(), "E_ARG", "distAllReduceStart: the tensor must be contiguous");
+  auto slot = std::make_shared<WorkSlot>();
+  slot->cpu = t.device().is_cpu();
+  queue_collective(t, [g, t, slot] { slot->work = g->start_all_reduce_sum(t); });
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lk(group_mu);
+    id = next_work++;
+    works[id] = slot;
+  }
+  return Napi::Number::New(info.Env(), double(id));
+}
+
+// distWait(id): what is queued after it on the tensor's stream runs after the all-reduce ended.
+Napi::Value DistWait(const Napi::CallbackInfo& info) {
+  uint64_t id = uint64_t(arg_int(info, 0, "id"));
+  std::shared_ptr<WorkSlot> slot;
+  {
+    std::lock_guard<std::mutex> lk(group_mu);
+    auto it = works.find(id);
+    SIFT_CHECK(it != works.end(), "E_ARG", "distWait: ", id, " is not an all-reduce in flight (waited for already?)");
+    slot = it->second;
+    works.erase(it);
+  }
+  launch_on(slot->cpu, [slot] {
+    // Empty only when the start itself failed (its error is the one the stream reports).
+    if (slot->work) slot->work->wait();
+  });
   return info.Env().Undefined();
 }
 
@@ -174,6 +225,8 @@ SIFT_BINDINGS(dist_bindings) {
   SIFT_EXPORT("distDestroy", DistDestroy);
   SIFT_EXPORT("distInfo", DistInfo);
   SIFT_EXPORT("distAllReduce", DistAllReduce);
+  SIFT_EXPORT("distAllReduceStart", DistAllReduceStart);
+  SIFT_EXPORT("distWait", DistWait);
   SIFT_EXPORT("distBroadcast", DistBroadcast);
   SIFT_EXPORT("distAllGather", DistAllGather);
   SIFT_EXPORT("distBarrier", DistBarrier);

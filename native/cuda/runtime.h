@@ -109,4 +109,15 @@ bool gemm_epilogues_fused();
 // fused epilogues when loaded); returns the previous.
 std::string set_gemm_path(const std::string& which);
 
+// Communication streams (comm_stream.cu): one more stream per device, on which a process group
+// launches its collectives, ordered with the compute stream by events, so that a gradient bucket
+// is reduced while later kernels of the backward run. Events are returned as opaque pointers
+// (cudaEvent_t) for plain C++ callers.
+void* comm_stream(int device);
+void comm_wait_compute(int device);                // the comm stream waits for the compute stream's work so far
+void* comm_record(int device);                     // a new event recorded on the comm stream (free it with event_free)
+void compute_wait_event(int device, void* event);  // the compute stream waits for the event
+bool event_query(void* event);                     // whether the event has passed (E_CUDA on an error)
+void event_free(void* event);
+
 }  // namespace sift::cuda

@@ -3,7 +3,11 @@
 // group per process, created once by rendezvous through rank 0's TcpStore. Collectives run on the
 // tensor's stream (the CPU executor thread, or the CUDA stream), in the order they were queued,
 // so every rank issues them in the same order; a dead or stuck peer ends them with E_DIST after
-// the group's timeout.
+// the group's timeout. Each group runs its collectives off the compute path: gloo on its own
+// communication thread, NCCL on its own communication stream. A blocking collective waits for
+// them there; an asynchronous all-reduce (start_all_reduce_sum) returns a Work at once, so that a
+// gradient bucket is reduced while the backward goes on, and Work::wait() orders its result
+// before what is queued after it.
 #pragma once
 #include <chrono>
 #include <memory>
@@ -23,6 +27,15 @@ struct GroupOptions {
   int cuda_device = 0;           // nccl: the device this rank drives
 };
 
+// An asynchronous collective in flight. wait() is called where start_*() was called (the CPU
+// executor thread or the CUDA stream's host thread): gloo blocks until the collective ran (E_DIST
+// on failure); NCCL makes the compute stream wait for it without blocking the host.
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual void wait() = 0;
+};
+
 class Group {
  public:
   virtual ~Group() = default;
@@ -31,6 +44,9 @@ class Group {
   const std::string& backend() const { return backend_; }
   // In place, contiguous tensors: f32, f64, i32, i64.
   virtual void all_reduce_sum(const Tensor& t) = 0;
+  // Starts summing t over the ranks, in place, behind the work already queued on t's stream; t must
+  // not be written until the Work has been waited for.
+  virtual std::shared_ptr<Work> start_all_reduce_sum(const Tensor& t) = 0;
   virtual void broadcast(const Tensor& t, int root) = 0;
   // out holds world_size x in.numel() elements, rank r's input at r * in.numel().
   virtual void all_gather(const Tensor& in, const Tensor& out) = 0;

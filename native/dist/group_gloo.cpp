@@ -1,5 +1,9 @@
 // The CPU backend: gloo's TCP transport, connected through the TcpStore. Built only when the
 // build found gloo (SIFT_WITH_GLOO); otherwise asking for a CPU group is E_UNSUPPORTED.
+// Every collective runs on the group's communication thread, one at a time in the order they were
+// submitted (gloo's context is not for concurrent use, and every rank must issue the same
+// sequence): a blocking collective submits and waits, an asynchronous one submits and returns,
+// so that the executor thread goes on with the backward while a gradient bucket is reduced.
 #include "group.h"
 
 #ifdef SIFT_WITH_GLOO
@@ -16,6 +20,13 @@
 #endif
 
 #include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
 
 #include "store.h"
 
@@ -38,6 +49,30 @@ class StoreAdapter : public gloo::rendezvous::Store {
 
  private:
   TcpStore& s_;
+};
+
+// A job of the communication thread, waited for by whoever submitted it.
+struct Job {
+  std::function<void()> fn;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::exception_ptr error;
+
+  void wait() {
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return done; });
+    if (error) std::rethrow_exception(error);
+  }
+};
+
+class GlooWork : public Work {
+ public:
+  explicit GlooWork(std::shared_ptr<Job> j) : job_(std::move(j)) {}
+  void wait() override { job_->wait(); }
+
+ private:
+  std::shared_ptr<Job> job_;
 };
 
 class GlooGroup : public Group {
@@ -64,31 +99,28 @@ class GlooGroup : public Group {
     } catch (const gloo::Exception& e) {
       fail("E_DIST", "process group (gloo, rank ", o.rank, " of ", o.world_size, "): ", e.what());
     }
+    thread_ = std::thread([this] { loop(); });
+  }
+
+  ~GlooGroup() override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  std::shared_ptr<Work> start_all_reduce_sum(const Tensor& t) override {
+    check_tensor(t, "allReduce");
+    SIFT_CHECK(t.dtype == DType::F32 || t.dtype == DType::F64 || t.dtype == DType::I32 || t.dtype == DType::I64,
+               "E_DTYPE", "allReduce: ", t.desc(), " (f32, f64, i32 or i64)");
+    return std::make_shared<GlooWork>(submit("allReduce", [this, t] { all_reduce_now(t); }));
   }
 
   void all_reduce_sum(const Tensor& t) override {
     check_tensor(t, "allReduce");
-    run("allReduce", [&] {
-      gloo::AllreduceOptions opts(ctx_);
-      opts.setTimeout(timeout_);
-      switch (t.dtype) {
-        case DType::F32:
-          set_sum<float>(opts, t);
-          break;
-        case DType::F64:
-          set_sum<double>(opts, t);
-          break;
-        case DType::I32:
-          set_sum<int32_t>(opts, t);
-          break;
-        case DType::I64:
-          set_sum<int64_t>(opts, t);
-          break;
-        default:
-          fail("E_DTYPE", "allReduce: ", t.desc(), " (f32, f64, i32 or i64)");
-      }
-      gloo::allreduce(opts);
-    });
+    run("allReduce", [&] { all_reduce_now(t); });
   }
 
   void broadcast(const Tensor& t, int root) override {
@@ -126,6 +158,28 @@ class GlooGroup : public Group {
   }
 
  private:
+  void all_reduce_now(const Tensor& t) {
+    gloo::AllreduceOptions opts(ctx_);
+    opts.setTimeout(timeout_);
+    switch (t.dtype) {
+      case DType::F32:
+        set_sum<float>(opts, t);
+        break;
+      case DType::F64:
+        set_sum<double>(opts, t);
+        break;
+      case DType::I32:
+        set_sum<int32_t>(opts, t);
+        break;
+      case DType::I64:
+        set_sum<int64_t>(opts, t);
+        break;
+      default:
+        fail("E_DTYPE", "allReduce: ", t.desc(), " (f32, f64, i32 or i64)");
+    }
+    gloo::allreduce(opts);
+  }
+
   template <typename T>
   static void set_sum(gloo::AllreduceOptions& opts, const Tensor& t) {
     opts.setOutput(t.data<T>(), size_t(t.numel()));
@@ -139,16 +193,64 @@ class GlooGroup : public Group {
     SIFT_CHECK(t.is_contiguous(), "E_ARG", op, ": the tensor must be contiguous");
   }
 
+  // Queues f on the communication thread. A failure (a gloo error: a peer died, or none answered
+  // within the timeout) breaks the group: gloo cannot recover a pair after an I/O error, so every
+  // later collective fails with the same E_DIST at once.
+  std::shared_ptr<Job> submit(const char* op, std::function<void()> f) {
+    auto job = std::make_shared<Job>();
+    job->fn = [this, op, f = std::move(f)] {
+      std::string broken;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        broken = broken_;
+      }
+      SIFT_CHECK(broken.empty(), "E_DIST", "process group is broken: ", broken);
+      try {
+        f();
+      } catch (const gloo::Exception& e) {
+        std::string why = str_cat(op, " failed on rank ", rank_, " of ", world_, ": ", e.what(),
+                                  " (a rank died or stopped answering within ", timeout_.count() / 1000.0, " s)");
+        {
+          std::lock_guard<std::mutex> lk(mu_);
+          broken_ = why;
+        }
+        fail("E_DIST", why);
+      }
+    };
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      SIFT_CHECK(!stop_, "E_DIST", "process group is closed");
+      queue_.push_back(job);
+    }
+    cv_.notify_all();
+    return job;
+  }
+
   template <typename F>
   void run(const char* op, F&& f) {
-    SIFT_CHECK(broken_.empty(), "E_DIST", "process group is broken: ", broken_);
-    try {
-      f();
-    } catch (const gloo::Exception& e) {
-      // gloo cannot recover a pair after an I/O error: every later collective fails the same way.
-      broken_ = str_cat(op, " failed on rank ", rank_, " of ", world_, ": ", e.what(),
-                        " (a rank died or stopped answering within ", timeout_.count() / 1000.0, " s)");
-      fail("E_DIST", broken_);
+    submit(op, std::function<void()>(std::forward<F>(f)))->wait();
+  }
+
+  void loop() {
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, and nothing left to run
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      try {
+        job->fn();
+      } catch (...) {
+        job->error = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> lk(job->mu);
+        job->done = true;
+      }
+      job->cv.notify_all();
     }
   }
 
@@ -165,7 +267,12 @@ class GlooGroup : public Group {
   std::unique_ptr<TcpStore> store_;
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::Context> ctx_;
+  std::mutex mu_;  // guards queue_, stop_ and broken_
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stop_ = false;
   std::string broken_;
+  std::thread thread_;
 };
 
 }  // namespace

@@ -2,14 +2,24 @@
 // binary runs with or without it. The library is looked for in SIFT_FT_NCCL (a file), the
 // loader's search path, CUDA_HOME/CUDA_PATH, the toolkit folders, and PyTorch's wheel
 // (site-packages/nvidia/nccl/lib). Rank 0's ncclUniqueId reaches the others through the TcpStore.
-// Collectives are launched on the device's compute stream, so they are ordered with the kernels
-// that produce and consume the tensors, and the host does not wait for them.
+// Collectives are launched on the device's communication stream, behind an event of the compute
+// stream (so they see the kernels that produced the tensors), and the compute stream waits for
+// them where their result is needed: at once for a blocking collective, at Work::wait() for an
+// asynchronous one; the host does not wait for either. NCCL has no timeout of its own: a watchdog
+// thread polls every collective in flight and the communicator's asynchronous error, and aborts
+// the communicator (ncclCommAbort) when one fails or has not finished within the group's timeout,
+// which releases the kernels waiting for a dead or stopped peer; every later use of the group
+// then throws E_DIST.
 #include <dlfcn.h>
 #include <glob.h>
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "../cuda/runtime.h"
@@ -27,12 +37,15 @@ struct NcclUniqueId {
 using NcclComm = void*;
 enum NcclDataType { kInt32 = 2, kInt64 = 4, kFloat32 = 7, kFloat64 = 8, kBfloat16 = 9, kFloat16 = 6 };
 constexpr int kNcclSum = 0;
+constexpr int kNcclSuccess = 0;
+constexpr int kNcclInProgress = 7;
 
 struct Nccl {
   int (*get_unique_id)(NcclUniqueId*) = nullptr;
   int (*comm_init_rank)(NcclComm*, int, NcclUniqueId, int) = nullptr;
   int (*comm_destroy)(NcclComm) = nullptr;
   int (*comm_abort)(NcclComm) = nullptr;
+  int (*comm_get_async_error)(NcclComm, int*) = nullptr;
   int (*all_reduce)(const void*, void*, size_t, int, int, NcclComm, void*) = nullptr;
   int (*broadcast)(const void*, void*, size_t, int, int, NcclComm, void*) = nullptr;
   int (*all_gather)(const void*, void*, size_t, int, NcclComm, void*) = nullptr;
@@ -84,12 +97,13 @@ Nccl* load() {
       l->comm_init_rank = reinterpret_cast<decltype(l->comm_init_rank)>(dlsym(h, "ncclCommInitRank"));
       l->comm_destroy = reinterpret_cast<decltype(l->comm_destroy)>(dlsym(h, "ncclCommDestroy"));
       l->comm_abort = reinterpret_cast<decltype(l->comm_abort)>(dlsym(h, "ncclCommAbort"));
+      l->comm_get_async_error = reinterpret_cast<decltype(l->comm_get_async_error)>(dlsym(h, "ncclCommGetAsyncError"));
       l->all_reduce = reinterpret_cast<decltype(l->all_reduce)>(dlsym(h, "ncclAllReduce"));
       l->broadcast = reinterpret_cast<decltype(l->broadcast)>(dlsym(h, "ncclBroadcast"));
       l->all_gather = reinterpret_cast<decltype(l->all_gather)>(dlsym(h, "ncclAllGather"));
       l->error_string = reinterpret_cast<decltype(l->error_string)>(dlsym(h, "ncclGetErrorString"));
-      if (!l->get_unique_id || !l->comm_init_rank || !l->comm_destroy || !l->all_reduce || !l->broadcast ||
-          !l->all_gather || !l->error_string) {
+      if (!l->get_unique_id || !l->comm_init_rank || !l->comm_destroy || !l->comm_abort || !l->comm_get_async_error ||
+          !l->all_reduce || !l->broadcast || !l->all_gather || !l->error_string) {
         delete l;
         dlclose(h);
         continue;
@@ -121,9 +135,31 @@ int nccl_type(DType d) {
   }
 }
 
+// A collective in flight on the comm stream: its completion event, shared by the watchdog (which
+// polls it) and the Work (whose wait makes the compute stream wait for it).
+struct Pending {
+  void* event = nullptr;
+  int device = 0;
+  std::chrono::steady_clock::time_point deadline;
+  const char* op = "";
+  ~Pending() { cuda::event_free(event); }
+};
+
+class NcclGroup;
+
+class NcclWork : public Work {
+ public:
+  NcclWork(NcclGroup* g, std::shared_ptr<Pending> p) : group_(g), pending_(std::move(p)) {}
+  void wait() override;
+
+ private:
+  NcclGroup* group_;
+  std::shared_ptr<Pending> pending_;
+};
+
 class NcclGroup : public Group {
  public:
-  NcclGroup(const GroupOptions& o, Nccl* lib) : lib_(lib), device_(o.cuda_device) {
+  NcclGroup(const GroupOptions& o, Nccl* lib) : lib_(lib), device_(o.cuda_device), timeout_(o.timeout) {
     rank_ = o.rank;
     world_ = o.world_size;
     backend_ = "nccl";
@@ -139,27 +175,48 @@ class NcclGroup : public Group {
     }
     cuda::set_device(device_);
     check(lib_->comm_init_rank(&comm_, world_, id, rank_), "ncclCommInitRank");
+    comm_stream_ = cuda::comm_stream(device_);
     scratch_ = cuda::alloc(device_, 16);
+    watchdog_ = std::thread([this] { watch(); });
   }
 
   ~NcclGroup() override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
     if (scratch_) cuda::release(device_, scratch_, 16);
-    if (comm_) lib_->comm_destroy(comm_);
+    if (comm_ && broken_.empty()) {
+      try {
+        // The compute stream may not have waited for the last collectives yet.
+        cuda::set_device(device_);
+        void* e = cuda::comm_record(device_);
+        cuda::compute_wait_event(device_, e);
+        cuda::event_free(e);
+      } catch (const SiftException&) {
+        // A sticky CUDA error: the communicator is destroyed all the same.
+      }
+      lib_->comm_destroy(comm_);
+    }
   }
 
-  void all_reduce_sum(const Tensor& t) override {
+  void all_reduce_sum(const Tensor& t) override { start_all_reduce_sum(t)->wait(); }
+
+  std::shared_ptr<Work> start_all_reduce_sum(const Tensor& t) override {
     check_tensor(t, "allReduce");
-    cuda::set_device(device_);
-    check(lib_->all_reduce(t.raw(), t.raw(), size_t(t.numel()), nccl_type(t.dtype), kNcclSum, comm_,
-                           cuda::stream(device_)),
-          "ncclAllReduce");
+    int type = nccl_type(t.dtype);
+    return launch("ncclAllReduce", [&](void* st) {
+      return lib_->all_reduce(t.raw(), t.raw(), size_t(t.numel()), type, kNcclSum, comm_, st);
+    });
   }
 
   void broadcast(const Tensor& t, int root) override {
     check_tensor(t, "broadcast");
-    cuda::set_device(device_);
-    check(lib_->broadcast(t.raw(), t.raw(), t.nbytes(), 0 /* int8: bytes */, root, comm_, cuda::stream(device_)),
-          "ncclBroadcast");
+    launch("ncclBroadcast", [&](void* st) {
+      return lib_->broadcast(t.raw(), t.raw(), t.nbytes(), 0 /* int8: bytes */, root, comm_, st);
+    })->wait();
   }
 
   void all_gather(const Tensor& in, const Tensor& out) override {
@@ -167,18 +224,98 @@ class NcclGroup : public Group {
     check_tensor(out, "allGather");
     SIFT_CHECK(in.dtype == out.dtype && out.nbytes() == in.nbytes() * size_t(world_), "E_SHAPE", "allGather: output ",
                out.desc(), " must hold ", world_, " x ", in.desc());
-    cuda::set_device(device_);
-    check(lib_->all_gather(in.raw(), out.raw(), in.nbytes(), 0, comm_, cuda::stream(device_)), "ncclAllGather");
+    launch("ncclAllGather", [&](void* st) {
+      return lib_->all_gather(in.raw(), out.raw(), in.nbytes(), 0, comm_, st);
+    })->wait();
   }
 
   void barrier() override {
-    cuda::set_device(device_);
-    check(lib_->all_reduce(scratch_, scratch_, 1, kInt32, kNcclSum, comm_, cuda::stream(device_)),
-          "ncclAllReduce (barrier)");
+    launch("ncclAllReduce (barrier)", [&](void* st) {
+      return lib_->all_reduce(scratch_, scratch_, 1, kInt32, kNcclSum, comm_, st);
+    })->wait();
     cuda::synchronize(device_);
+    throw_if_broken();
+  }
+
+  void throw_if_broken() {
+    std::lock_guard<std::mutex> lk(mu_);
+    SIFT_CHECK(broken_.empty(), "E_DIST", "process group is broken: ", broken_);
+  }
+
+  void wait_for(const Pending& p) {
+    throw_if_broken();
+    cuda::compute_wait_event(device_, p.event);
   }
 
  private:
+  // Launches one collective on the comm stream behind the compute stream's work so far, and
+  // hands its completion event to the watchdog.
+  template <typename F>
+  std::shared_ptr<Work> launch(const char* op, F&& f) {
+    throw_if_broken();
+    cuda::set_device(device_);
+    cuda::comm_wait_compute(device_);
+    check(f(comm_stream_), op);
+    auto p = std::make_shared<Pending>();
+    p->event = cuda::comm_record(device_);
+    p->device = device_;
+    p->op = op;
+    p->deadline = std::chrono::steady_clock::now() + timeout_;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      inflight_.push_back(p);
+    }
+    cv_.notify_all();
+    return std::make_shared<NcclWork>(this, p);
+  }
+
+  // The watchdog: while collectives are in flight, polls their events and the communicator's
+  // asynchronous error every few milliseconds; aborts the communicator on an error or a timeout.
+  void watch() {
+    std::unique_lock<std::mutex> lk(mu_);
+    while (!stop_) {
+      if (inflight_.empty() || !broken_.empty()) {
+        cv_.wait(lk, [&] { return stop_ || (!inflight_.empty() && broken_.empty()); });
+        continue;
+      }
+      std::vector<std::shared_ptr<Pending>> polled = inflight_;
+      lk.unlock();
+      std::string why;
+      try {
+        cuda::set_device(device_);
+        int async = kNcclSuccess;
+        int rc = lib_->comm_get_async_error(comm_, &async);
+        if (rc != kNcclSuccess)
+          why = str_cat("ncclCommGetAsyncError failed: ", lib_->error_string(rc));
+        else if (async != kNcclSuccess && async != kNcclInProgress)
+          why = str_cat("NCCL reported an asynchronous error: ", lib_->error_string(async));
+        auto now = std::chrono::steady_clock::now();
+        for (const auto& p : polled) {
+          if (!why.empty()) break;
+          if (cuda::event_query(p->event)) {
+            std::lock_guard<std::mutex> g(mu_);
+            inflight_.erase(std::find(inflight_.begin(), inflight_.end(), p));
+          } else if (now > p->deadline) {
+            why = str_cat(p->op, " did not finish within ", timeout_.count() / 1000.0,
+                          " s (a rank died or stopped answering)");
+          }
+        }
+      } catch (const SiftException& e) {
+        why = e.what();
+      }
+      if (!why.empty()) {
+        // Releases the kernels waiting for the missing peer; the communicator is unusable after.
+        lib_->comm_abort(comm_);
+        lk.lock();
+        broken_ = str_cat(why, " (NCCL, rank ", rank_, " of ", world_, ")");
+        inflight_.clear();
+        continue;
+      }
+      lk.lock();
+      cv_.wait_for(lk, std::chrono::milliseconds(20), [&] { return stop_; });
+    }
+  }
+
   void check(int rc, const char* what) {
     if (rc != 0)
       fail("E_DIST", what, " failed on rank ", rank_, " of ", world_, ": ", lib_->error_string(rc), " (", lib_->path,
@@ -192,10 +329,20 @@ class NcclGroup : public Group {
 
   Nccl* lib_;
   int device_;
+  std::chrono::milliseconds timeout_;
   std::unique_ptr<TcpStore> store_;
   NcclComm comm_ = nullptr;
+  void* comm_stream_ = nullptr;
   void* scratch_ = nullptr;
+  std::mutex mu_;  // guards inflight_, broken_ and stop_
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<Pending>> inflight_;
+  std::string broken_;
+  bool stop_ = false;
+  std::thread watchdog_;
 };
+
+void NcclWork::wait() { group_->wait_for(*pending_); }
 
 }  // namespace
 

@@ -156,6 +156,28 @@ describe('autograd tape', () => {
     for (const t of [w1, w2, x]) t.dispose();
   });
 
+  test('post-accumulate hooks run once per backward, after .grad holds the sum or a hook took the gradient', () => {
+    const w = tensor([[2]], undefined, { dtype: 'f64', requiresGrad: true });
+    const v = tensor([[3]], undefined, { dtype: 'f64', requiresGrad: true });
+    const x = tensor([[1]], undefined, { dtype: 'f64' });
+    const seen: string[] = [];
+    v.registerGradHook(() => null);
+    const removeW = w.registerPostAccumulateGradHook((p) => seen.push(`w:${(p.grad!.toArray() as Float64Array)[0]}`));
+    v.registerPostAccumulateGradHook((p) => seen.push(`v:${p.grad === null}`));
+    // d/dw of (x w) w v = 2 x w v = 12 at the first backward, accumulated to 24 at the second.
+    for (let i = 0; i < 2; i++)
+      tidy(() =>
+        linear(linear(linear(x, w), w), v)
+          .sum()
+          .backward(),
+      );
+    expect(seen).toEqual(['v:true', 'w:12', 'v:true', 'w:24']);
+    removeW();
+    tidy(() => linear(x, w).sum().backward());
+    expect(seen.length).toBe(4);
+    for (const t of [w, v, x]) t.dispose();
+  });
+
   test('dense gradients never pile up: a hook that frees them keeps at most one alive', () => {
     // 12 "layers" of 64x64 weights; each hook records live bytes and drops the gradient.
     const layers = Array.from({ length: 12 }, (_, i) =>

@@ -225,6 +225,24 @@ describe('launch: plan and environment', () => {
   });
 });
 
+describe('launch: the CPU cores divided', () => {
+  test("each process's kernel thread pool has its share of the cores", async () => {
+    ensureDist();
+    const env = cleanEnv();
+    delete env.SIFT_FT_NUM_THREADS;
+    const port = await freePort();
+    // `info` runs once per process and prints the thread count its addon uses.
+    const r = spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', 'info', '--json'], {
+      env,
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(0);
+    const threads = [...r.stdout.matchAll(/"threads": (\d+)/g)].map((m) => Number(m[1]));
+    const share = Math.max(1, Math.floor(os.cpus().length / 2));
+    expect(threads).toEqual([share, share]);
+  }, 120000);
+});
+
 withGloo('two CPU processes (gloo)', () => {
   test('2 processes at batch 2 train the increment of 1 process at batch 4', async () => {
     const one = path.join(tmp, 'one');
@@ -256,6 +274,78 @@ withGloo('two CPU processes (gloo)', () => {
     const b = steps(two);
     expect(b.length).toBe(a.length);
     a.forEach((e, i) => expect(b[i].loss).toBeCloseTo(e.loss, 4));
+  }, 180000);
+
+  test('small gradient buckets, overlapped with the backward or not, train the same increment', async () => {
+    const one = path.join(tmp, 'one');
+    if (!fs.existsSync(path.join(one, 'delta.safetensors'))) {
+      const r1 = spawnSync(process.execPath, [BIN, ...finetuneArgs(one, 4)], { env: cleanEnv(), encoding: 'utf8' });
+      expect(r1.status).toBe(0);
+    }
+    // 128 bytes per bucket: about one target's selected values per bucket (a bucket holds more than one
+    // target where they are smaller), started in the backward as each completes.
+    const bucketsOf = async (overlap: boolean) => {
+      const out = path.join(tmp, overlap ? 'buckets-overlap' : 'buckets-after');
+      const port = await freePort();
+      const extra = ['--dist-bucket-mb', String(128 / 2 ** 20), ...(overlap ? [] : ['--no-dist-overlap'])];
+      const r = spawnSync(
+        process.execPath,
+        [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(out, 2, extra)],
+        { env: cleanEnv(), encoding: 'utf8' },
+      );
+      expect(r.stderr).not.toMatch(/\[E_/);
+      expect(r.status).toBe(0);
+      expectSameIncrement(one, out);
+      return JSON.parse(r.stdout).communication;
+    };
+    const a = await bucketsOf(true);
+    expect(a.bucketsPerStep).toBeGreaterThan(3);
+    expect(a.overlap).toBe(true);
+    // Every bucket started inside the backward (the last one when the embedding's gradient completed).
+    expect(a.bucketsInBackward).toBe(a.bucketsPerStep);
+    const b = await bucketsOf(false);
+    expect(b.bucketsPerStep).toBe(a.bucketsPerStep);
+    expect(b.bytesPerStep).toBe(a.bytesPerStep);
+    expect(b.overlap).toBe(false);
+    expect(b.bucketsInBackward).toBe(0);
+  }, 240000);
+
+  test('full fine-tuning in 2 KB buckets (dense gradients staged and copied back): 2 x 2 equals 1 x 4', async () => {
+    const args = (out: string, batch: number) =>
+      finetuneArgs(out, batch, ['--method', 'full']).filter((a, i, all) => a !== '--sparse-rate' && all[i - 1] !== '--sparse-rate');
+    const one = path.join(tmp, 'full-one');
+    const r1 = spawnSync(process.execPath, [BIN, ...args(one, 4)], { env: cleanEnv(), encoding: 'utf8' });
+    expect(r1.status).toBe(0);
+    const two = path.join(tmp, 'full-two');
+    const port = await freePort();
+    const r2 = spawnSync(
+      process.execPath,
+      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args(two, 2), '--dist-bucket-mb', '0.002'],
+      { env: cleanEnv(), encoding: 'utf8' },
+    );
+    expect(r2.stderr).not.toMatch(/\[E_/);
+    expect(r2.status).toBe(0);
+    const c = JSON.parse(r2.stdout).communication;
+    expect(c.bucketsPerStep).toBeGreaterThan(3);
+    expect(c.bytesPerStep).toBe(c.fullFinetuneBytesPerStep);
+    const read = (d: string) => {
+      const r = SafetensorsReader.open(path.join(d, 'model.safetensors'));
+      const m = new Map<string, Float32Array>();
+      for (const n of r.names()) {
+        const t = r.tensor(n);
+        m.set(n, t.toArray() as Float32Array);
+        t.dispose();
+      }
+      r.close();
+      return m;
+    };
+    const A = read(one);
+    const B = read(two);
+    expect([...B.keys()].sort()).toEqual([...A.keys()].sort());
+    for (const [n, x] of A) {
+      const y = B.get(n)!;
+      for (let i = 0; i < x.length; i++) expect(Math.abs(x[i] - y[i])).toBeLessThan(1e-4 + 1e-3 * Math.abs(x[i]));
+    }
   }, 180000);
 
   test('classify with a dense head and sharded evaluation: 2 x 2 equals 1 x 4', async () => {
@@ -291,12 +381,18 @@ withGloo('two CPU processes (gloo)', () => {
     expect(r1.status).toBe(0);
     const two = path.join(tmp, 'cls-two');
     const port = await freePort();
-    const r2 = spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args(two, 2)], {
-      env: cleanEnv(),
-      encoding: 'utf8',
-    });
+    // Small buckets: the head's weight and bias share a staged bucket, the sparse values others.
+    const r2 = spawnSync(
+      process.execPath,
+      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args(two, 2), '--dist-bucket-mb', '0.001'],
+      {
+        env: cleanEnv(),
+        encoding: 'utf8',
+      },
+    );
     expect(r2.status).toBe(0);
     expectSameIncrement(one, two);
+    expect(JSON.parse(r2.stdout).communication.bucketsPerStep).toBeGreaterThan(1);
     const m1 = JSON.parse(r1.stdout).metrics;
     const m2 = JSON.parse(r2.stdout).metrics;
     expect(m2.examples).toBe(m1.examples);
@@ -381,6 +477,51 @@ withGloo('two CPU processes (gloo)', () => {
     expect(err0).toMatch(/E_DIST/);
   }, 180000);
 
+  test('a stopped rank (SIGSTOP) ends the other with E_DIST within --dist-timeout, writing no increment', async () => {
+    const out = path.join(tmp, 'stopped');
+    const port = await freePort();
+    const env = (rank: number) => ({
+      ...cleanEnv(),
+      RANK: String(rank),
+      WORLD_SIZE: '2',
+      LOCAL_RANK: String(rank),
+      MASTER_ADDR: '127.0.0.1',
+      MASTER_PORT: String(port),
+    });
+    const timeout = 4;
+    const args = finetuneArgs(out, 2, ['--steps', '100000', '--dist-timeout', String(timeout)]);
+    const r0 = spawn(process.execPath, [BIN, ...args], { env: env(0) });
+    const r1 = spawn(process.execPath, [BIN, ...args], { env: env(1) });
+    try {
+      let err0 = '';
+      r0.stderr.on('data', (c) => (err0 += String(c)));
+      const exit0 = new Promise<number>((resolve) => r0.on('exit', (code) => resolve(code ?? -1)));
+      const log = path.join(out, 'log.jsonl');
+      const t0 = Date.now();
+      while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
+        if (Date.now() - t0 > 120000) throw new Error('training did not start');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // Alive but not answering: its sockets stay open, so only the timeout can notice.
+      r1.kill('SIGSTOP');
+      const stoppedAt = Date.now();
+      const code = await exit0;
+      const waited = (Date.now() - stoppedAt) / 1000;
+      expect(waited).toBeGreaterThanOrEqual(timeout - 1);
+      expect(waited).toBeLessThan(timeout + 15);
+      expect(code).not.toBe(0);
+      expect(err0).toMatch(/E_DIST/);
+      expect(err0).toMatch(/stopped answering within 4 s/);
+      // Nothing half-written: no increment, no temporary files, no checkpoint.
+      const files = fs.readdirSync(out);
+      expect(files).not.toContain('delta.safetensors');
+      expect(files.filter((f) => f.includes('.tmp') || f.startsWith('checkpoint-'))).toEqual([]);
+    } finally {
+      r1.kill('SIGKILL');
+      r0.kill('SIGKILL');
+    }
+  }, 180000);
+
   test('launch ends the other processes and names the rank when one dies', async () => {
     const out = path.join(tmp, 'launch-killed');
     const port = await freePort();
@@ -426,12 +567,18 @@ const CUDA = (() => {
   }
 })();
 (CUDA ? describe : describe.skip)('NCCL', () => {
-  test('[cuda] a one-rank NCCL group trains on cuda:LOCAL_RANK and reports its gradient bytes', async () => {
+  test('[cuda] a one-rank NCCL group trains on cuda:LOCAL_RANK, in buckets on the comm stream, as without a group', async () => {
     if (!fs.existsSync(BIN)) ensureDist();
+    // f32 (no bf16 rounding of gradients), so that the comparison below is tight.
+    const onCuda = (args: string[]) => [...args.map((a) => (a === 'cpu' ? 'cuda' : a)), '--mixed-precision', 'none'];
     const out = path.join(tmp, 'nccl');
     const port = await freePort();
     const env = { ...cleanEnv(), RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
-    const r = spawnSync(process.execPath, [BIN, ...finetuneArgs(out, 2).map((a) => (a === 'cpu' ? 'cuda' : a))], { env, encoding: 'utf8' });
+    // 128-byte buckets: several all-reduces started on the comm stream during the backward.
+    const r = spawnSync(process.execPath, [BIN, ...onCuda(finetuneArgs(out, 2, ['--dist-bucket-mb', String(128 / 2 ** 20)]))], {
+      env,
+      encoding: 'utf8',
+    });
     if (r.status !== 0 && /NCCL was not found/.test(r.stderr)) {
       console.warn(`NCCL test not run: ${r.stderr.trim()}`);
       return;
@@ -441,6 +588,12 @@ const CUDA = (() => {
     const res = JSON.parse(r.stdout);
     expect(res.worldSize).toBe(1);
     expect(res.communication.bytesPerStep).toBeGreaterThan(0);
-    expect(fs.existsSync(path.join(out, 'delta.safetensors'))).toBe(true);
+    expect(res.communication.bucketsPerStep).toBeGreaterThan(3);
+    expect(res.communication.bucketsInBackward).toBe(res.communication.bucketsPerStep);
+    // A sum over one rank changes nothing: the increment is the one trained without a group.
+    const alone = path.join(tmp, 'nccl-alone');
+    const r1 = spawnSync(process.execPath, [BIN, ...onCuda(finetuneArgs(alone, 2))], { env: cleanEnv(), encoding: 'utf8' });
+    expect(r1.status).toBe(0);
+    expectSameIncrement(alone, out);
   }, 180000);
 });
