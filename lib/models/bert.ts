@@ -29,7 +29,7 @@ import {
   activation,
   idsTensor,
   rangePositions,
-  classificationLoss,
+  classifierOutput,
   hostRows,
   maskTensor,
   zeroRow,
@@ -349,9 +349,7 @@ export class BertForSequenceClassification extends PreTrainedModel {
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden, pooled } = this.bert.forward(inputs);
     const logits = this.classifier.forward(this.dropout.forward(pooled!));
-    const out: ModelOutput = { logits, hiddenStates: hidden, pooledOutput: pooled };
-    if (inputs.labels) out.loss = classificationLoss(logits, inputs.labels, this.numLabels, (this.config.problem_type as string) ?? null);
-    return out;
+    return classifierOutput(this, logits, inputs, { hiddenStates: hidden, pooledOutput: pooled });
   }
 }
 
@@ -394,9 +392,6 @@ export class RobertaForSequenceClassification extends PreTrainedModel {
   }
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden } = this.roberta.forward(inputs);
-    const logits = this.classifier.forward(hidden);
-    const out: ModelOutput = { logits, hiddenStates: hidden };
-    if (inputs.labels) out.loss = classificationLoss(logits, inputs.labels, this.numLabels, (this.config.problem_type as string) ?? null);
-    return out;
+    return classifierOutput(this, this.classifier.forward(hidden), inputs, { hiddenStates: hidden });
   }
 }

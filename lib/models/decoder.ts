@@ -49,10 +49,9 @@ import {
   idsTensor,
   rangePositions,
   causalLmLoss,
-  classificationLoss,
+  classifierOutput,
   hostRows,
-  lastTokenIndices,
-  gatherTokens,
+  lastTokenLogits,
   maskTensor,
   zeroRow,
   releaseInto,
@@ -673,13 +672,7 @@ export class DecoderForSequenceClassification extends PreTrainedModel {
   }
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden } = this.model.forward(inputs, false);
-    const ids = hostRows(inputs.inputIds, 'inputIds');
-    const mask = inputs.attentionMask ? hostRows(inputs.attentionMask, 'attentionMask') : null;
-    const idx = lastTokenIndices(ids, this.model.p.padTokenId, mask);
-    const logits = this.score.forward(gatherTokens(hidden, idx));
-    const out: ModelOutput = { logits, hiddenStates: hidden };
-    if (inputs.labels) out.loss = classificationLoss(logits, inputs.labels, this.numLabels, (this.config.problem_type as string) ?? null);
-    return out;
+    return classifierOutput(this, lastTokenLogits(this.score, hidden, inputs, this.model.p.padTokenId), inputs, { hiddenStates: hidden });
   }
   override dispose(): void {
     this.model.disposeBuffers();

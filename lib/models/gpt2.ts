@@ -30,10 +30,8 @@ import {
   idsTensor,
   rangePositions,
   causalLmLoss,
-  classificationLoss,
-  hostRows,
-  lastTokenIndices,
-  gatherTokens,
+  classifierOutput,
+  lastTokenLogits,
   maskTensor,
   releaseInto,
 } from './common';
@@ -316,13 +314,8 @@ export class GPT2ForSequenceClassification extends PreTrainedModel {
   }
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden } = this.transformer.forward(inputs, false);
-    const ids = hostRows(inputs.inputIds, 'inputIds');
-    const mask = inputs.attentionMask ? hostRows(inputs.attentionMask, 'attentionMask') : null;
-    const idx = lastTokenIndices(ids, cfgOptInt(this.config, 'pad_token_id'), mask);
-    const logits = this.score.forward(gatherTokens(hidden, idx));
-    const out: ModelOutput = { logits, hiddenStates: hidden };
-    if (inputs.labels) out.loss = classificationLoss(logits, inputs.labels, this.numLabels, (this.config.problem_type as string) ?? null);
-    return out;
+    const logits = lastTokenLogits(this.score, hidden, inputs, cfgOptInt(this.config, 'pad_token_id'));
+    return classifierOutput(this, logits, inputs, { hiddenStates: hidden });
   }
 }
 
