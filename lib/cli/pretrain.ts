@@ -372,18 +372,23 @@ export async function pretrainModel(
   const controller = new AbortController();
   opts.signal = controller.signal;
   let timeUp = false;
+  const limitSec = f.minutes !== undefined ? (f.minutes as number) * 60 : null;
+  const deadline = limitSec !== null ? { at: Date.now() + limitSec * 1000, seconds: limitSec } : undefined;
   const timer =
-    f.minutes !== undefined
-      ? setTimeout(
-          () => {
-            timeUp = true;
-            controller.abort();
-          },
-          (f.minutes as number) * 60_000,
-        )
+    limitSec !== null
+      ? setTimeout(() => {
+          timeUp = true;
+          controller.abort();
+        }, limitSec * 1000)
       : null;
   const trainer = new Trainer(model, tokenizer, opts);
-  const progress = quiet ? null : new Progress(process.stderr, 'pretrain');
+  const progress = quiet
+    ? null
+    : new Progress(process.stderr, 'pretrain', undefined, {
+        openEnded,
+        tokens: f.tokens !== undefined ? { total: f.tokens as number, perStep: batch * accum * block } : undefined,
+        deadline,
+      });
   const rec = new RunRecorder();
   let tokensPerSec = 0;
   const t1 = Date.now();
