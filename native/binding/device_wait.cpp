@@ -18,40 +18,6 @@
 namespace sift::binding {
 namespace {
 
-// Runs `work` on a libuv worker thread; the promise settles on the JavaScript thread.
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  PromiseWorker(Napi::Env env, std::function<void()> work)
-      : Napi::AsyncWorker(env, "sift-ft:deviceWait"),
-        work_(std::move(work)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      work_();
-    } catch (const SiftException& e) {
-      code_ = e.code();
-      SetError(e.message());
-    } catch (const std::exception& e) {
-      code_ = "E_INTERNAL";
-      SetError(e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override {
-    try {
-      throw_sift(Env(), code_, e.Message());
-    } catch (const Napi::Error& err) {
-      deferred_.Reject(err.Value());
-    }
-  }
-
- private:
-  std::function<void()> work_;
-  Napi::Promise::Deferred deferred_;
-  std::string code_;
-};
-
 Device arg_device(const Napi::CallbackInfo& info, size_t i) { return parse_device(arg_string(info, i, "device")); }
 
 Napi::Value DeviceFence(const Napi::CallbackInfo& info) {
@@ -69,10 +35,7 @@ Napi::Value WaitFenceAsync(const Napi::CallbackInfo& info) {
     work = [f] { CpuExecutor::get().wait_for(uint64_t(f)); };
   else
     work = [d, f] { cuda::fence_wait(d.index, uint64_t(f)); };
-  auto* w = new PromiseWorker(info.Env(), std::move(work));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return run_async(info.Env(), "sift-ft:deviceWait", std::move(work));
 }
 
 Napi::Value ExecutorStats(const Napi::CallbackInfo& info) {
