@@ -6,7 +6,7 @@
 import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { tidy, tensor, SiftError, stateDict } from '../../lib';
+import { tidy, tensor, embedding, SiftError, stateDict } from '../../lib';
 import { native } from '../../lib/engine/native';
 import { Tensor } from '../../lib/engine/tensor';
 import { matmul } from '../../lib/autograd/matmul';
@@ -34,6 +34,35 @@ function queueWork(device: string, m: number, n: number): Tensor {
     for (let i = 0; i < n; i++) x = matmul(x, w);
     return x;
   });
+}
+
+/**
+ * An embedding step that meets an out-of-range id, awaited through a fence as the trainer awaits
+ * its steps: the wait rejects with E_INDEX, as a synchronous read would, and only once (the next
+ * step and its wait go on).
+ */
+async function expectIndexErrorAtFence(device: string): Promise<void> {
+  const w = tensor(
+    Array.from({ length: 20 }, (_, i) => i / 20),
+    [5, 4],
+  ).to(device);
+  const bad = tensor([0, 9], [2], { dtype: 'i32' }).to(device);
+  const ok = tensor([1, 4], [2], { dtype: 'i32' }).to(device);
+  // Work queued ahead: the ids are checked by the queued kernel, not up front (an idle CPU queue
+  // lets the op check them at once).
+  const busy = queueWork(device, 256, 8);
+  const y = embedding(w, bad);
+  const err = await new DeviceFence(device).wait().then(
+    () => null,
+    (e) => e as SiftError,
+  );
+  expect(err).toBeInstanceOf(SiftError);
+  expect(err!.code).toBe('E_INDEX');
+  const z = embedding(w, ok);
+  await new DeviceFence(device).wait();
+  await synchronizeAsync(device);
+  expect(Array.from(z.toArray())).toEqual([4, 5, 6, 7, 16, 17, 18, 19].map((v) => Math.fround(v / 20)));
+  for (const t of [w, bad, ok, busy, y, z]) t.dispose();
 }
 
 describe('waiting for the device off the event loop', () => {
@@ -68,6 +97,10 @@ describe('waiting for the device off the event loop', () => {
     native().dispose(idx);
     s.dispose();
     await synchronizeAsync('cpu'); // the error was reported once
+  });
+
+  test('an index out of range before a fence rejects its wait with E_INDEX, once (cpu)', async () => {
+    await expectIndexErrorAtFence('cpu');
   });
 
   test('bad arguments are E_ARG / E_DEVICE', () => {
@@ -269,6 +302,10 @@ describeCuda('waits on the CUDA stream', () => {
     expect(maxDiff).toBeLessThan(1e-3);
     y.dispose();
     ref.dispose();
+  });
+
+  test('an index out of range before a fence rejects its wait with E_INDEX, once', async () => {
+    await expectIndexErrorAtFence('cuda');
   });
 
   test('training on CUDA: results bit-identical with and without async waits', async () => {
