@@ -55,6 +55,14 @@ export class DenseAdamW {
     return this.lastNormSq ? Math.sqrt(this.lastNormSq.item()) : 0;
   }
 
+  /**
+   * The last step's squared gradient norm as a tensor of the caller's own (a view that the next
+   * step leaves as it is), to read later without waiting for the device; null before the first.
+   */
+  lastGradNormSq(): Tensor | null {
+    return this.lastNormSq ? keep(this.lastNormSq.reshape(1)) : null;
+  }
+
   /** lastGradNorm() without blocking the event loop while the device finishes the step. */
   async lastGradNormAsync(): Promise<number> {
     if (!this.lastNormSq) return 0;

@@ -3,8 +3,9 @@
 //     sequence number, or a CUDA event recorded on the stream); never waits.
 //   waitFenceAsync(device, fence) -> Promise: resolves once the device ran the work up to the
 //     fence (the wait runs on a libuv worker thread); rejects with the first asynchronous error.
-//   executorStats() / resetExecutorStats(): queue depth, fence, and the time the JavaScript
-//     thread spent blocked in the CPU executor (back-pressure and synchronous reads).
+//   executorStats() / resetExecutorStats(): queue depth, fence, the time the JavaScript thread
+//     spent blocked in the CPU executor (back-pressure and synchronous reads), and the device
+//     waits run on worker threads (waitFenceAsync, toBufferAsync).
 //   setNumThreads(n) -> previous: threads of later CPU kernels (0: the default), applied in op
 //     order on the executor; numThreads() -> { threads, default, hardware }.
 #include <atomic>
@@ -35,6 +36,7 @@ Napi::Value WaitFenceAsync(const Napi::CallbackInfo& info) {
     work = [f] { CpuExecutor::get().wait_for(uint64_t(f)); };
   else
     work = [d, f] { cuda::fence_wait(d.index, uint64_t(f)); };
+  async_device_waits()++;
   return run_async(info.Env(), "sift-ft:deviceWait", std::move(work));
 }
 
@@ -51,11 +53,13 @@ Napi::Value ExecutorStats(const Napi::CallbackInfo& info) {
   m.Set("totalMs", double(w.total_ns) / 1e6);
   m.Set("maxMs", double(w.max_ns) / 1e6);
   o.Set("mainThreadWaits", m);
+  o.Set("asyncWaits", double(async_device_waits().load()));
   return o;
 }
 
 Napi::Value ResetExecutorStats(const Napi::CallbackInfo& info) {
   CpuExecutor::get().reset_main_thread_waits();
+  async_device_waits() = 0;
   return info.Env().Undefined();
 }
 

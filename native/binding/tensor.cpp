@@ -99,6 +99,7 @@ Napi::Value ToBuffer(const Napi::CallbackInfo& info) {
 Napi::Value ToBufferAsync(const Napi::CallbackInfo& info) {
   Tensor t = ops::contiguous(arg_tensor(info, 0, "tensor"));  // queued in order on this thread
   auto bytes = std::make_shared<std::vector<char>>();
+  async_device_waits()++;
   return run_async(
       info.Env(), "sift-ft:toBuffer",
       [t = std::move(t), bytes] {
@@ -110,6 +111,14 @@ Napi::Value ToBufferAsync(const Napi::CallbackInfo& info) {
         if (!bytes->empty()) std::memcpy(ab.Data(), bytes->data(), bytes->size());
         return ab;
       });
+}
+
+// For a tensor whose writers the caller has awaited (Tensor.dataAfter): no wait for the device.
+Napi::Value ToBufferSettled(const Napi::CallbackInfo& info) {
+  Tensor& t = arg_tensor(info, 0, "tensor");
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), t.nbytes());
+  ops::to_host_settled(t, ab.Data(), t.nbytes());
+  return ab;
 }
 
 Napi::Value Dispose(const Napi::CallbackInfo& info) {
@@ -287,6 +296,7 @@ SIFT_BINDINGS(register_tensor_bindings) {
   SIFT_EXPORT("sameStorage", SameStorage);
   SIFT_EXPORT("toBuffer", ToBuffer);
   SIFT_EXPORT("toBufferAsync", ToBufferAsync);
+  SIFT_EXPORT("toBufferSettled", ToBufferSettled);
   SIFT_EXPORT("dispose", Dispose);
   SIFT_EXPORT("isDisposed", IsDisposed);
   SIFT_EXPORT("view", View);

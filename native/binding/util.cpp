@@ -81,6 +81,11 @@ class PromiseWorker : public Napi::AsyncWorker {
 };
 }  // namespace
 
+std::atomic<uint64_t>& async_device_waits() {
+  static std::atomic<uint64_t> n{0};
+  return n;
+}
+
 Napi::Promise run_async(Napi::Env env, const char* name, std::function<void()> work,
                         std::function<Napi::Value(Napi::Env)> result, const char* other_code) {
   auto* w = new PromiseWorker(env, name, std::move(work), std::move(result), other_code);

@@ -3,6 +3,8 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -59,6 +61,9 @@ Napi::Value guarded(const Napi::CallbackInfo& info) {
 // thread, so a tensor it holds frees its storage there and then.
 Napi::Promise run_async(Napi::Env env, const char* name, std::function<void()> work,
                         std::function<Napi::Value(Napi::Env)> result = {}, const char* other_code = "E_INTERNAL");
+
+// Device waits run on worker threads (waitFenceAsync, toBufferAsync), counted for executorStats().
+std::atomic<uint64_t>& async_device_waits();
 
 // Argument parsing: each names the argument in its error.
 Tensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name);

@@ -448,6 +448,14 @@ void copy_d2h(int device, void* dst, const void* src, size_t nbytes) {
   CUDA_CHECK(cudaStreamSynchronize(st));
 }
 
+void copy_d2h_settled(int device, void* dst, const void* src, size_t nbytes) {
+  set_device(device);  // the calling thread may be a worker whose current device differs
+  // The per-thread stream is ordered after the legacy default stream only: not after the
+  // non-blocking compute stream, whose later work this copy must not wait for.
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, cudaStreamPerThread));
+  CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));
+}
+
 void copy_d2d(int device, void* dst, const void* src, size_t nbytes) {
   set_device(device);  // the calling thread may be a worker whose current device differs
   CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, current_stream(device)));

@@ -63,6 +63,9 @@ void check_last_error(const char* what);
 void copy_h2d(int device, void* dst, const void* src, size_t nbytes);
 void copy_d2h(int device, void* dst, const void* src, size_t nbytes);
 void copy_d2d(int device, void* dst, const void* src, size_t nbytes);  // async on the stream
+// Device-to-host without waiting for the compute stream: for memory whose writers the caller has
+// already waited for (a fence after them); work queued since keeps running.
+void copy_d2h_settled(int device, void* dst, const void* src, size_t nbytes);
 void memset_async(int device, void* dst, int value, size_t nbytes);
 
 // Device-side error flag for data-dependent checks (e.g. an index out of range in a kernel):
