@@ -508,6 +508,26 @@ export class SeedStream {
   }
 }
 
+/** What a model's modules are built with: the device, the dtype, and each tensor's seed in turn. */
+export interface ModelCtx {
+  device: string;
+  dtype: 'f32' | 'f16' | 'bf16' | 'f64';
+  seeds: SeedStream;
+}
+
+export function modelCtx(opts: ModelOptions): ModelCtx {
+  return {
+    device: opts.device === 'cuda' ? 'cuda:0' : (opts.device ?? 'cpu'),
+    dtype: opts.dtype ?? 'f32',
+    seeds: new SeedStream(opts.seed),
+  };
+}
+
+/** Options of a layer with weights (Linear, Embedding, LMHead) built in `c`: normal(0, std), the next seed. */
+export function initOpts(c: ModelCtx, std: number): { device: string; dtype: ModelCtx['dtype']; std: number; seed: number } {
+  return { device: c.device, dtype: c.dtype, std, seed: c.seeds.next() };
+}
+
 /** Zeroes row `row` of a [V, D] weight (an embedding's padding_idx), as transformers' init does. */
 export function zeroRow(weight: Tensor, row: number | null): void {
   if (row === null || row < 0 || row >= weight.shape[0]) return;
