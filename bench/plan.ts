@@ -79,17 +79,8 @@ export const CONFIGS: Record<string, HFConfig> = {
     attn_pdrop: 0,
     resid_pdrop: 0,
   },
-  llama: {
-    model_type: 'llama',
-    vocab_size: 97,
-    hidden_size: 64,
-    intermediate_size: 176,
-    num_hidden_layers: 3,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    max_position_embeddings: 128,
-    tie_word_embeddings: false,
-  },
+  // The small shape (head_dim 16 is LLaMA's default for it: hidden 64 over 4 heads).
+  llama: { model_type: 'llama', ...small },
 };
 
 export type PlanCase = [model: string, method: 'sift' | 'full' | 'lora', checkpointing: boolean, precision: 'bf16' | 'none'];
