@@ -135,6 +135,8 @@ export interface LoadRun {
   /** Longest time the JavaScript thread was blocked inside the CPU executor (ms). */
   mainThreadMaxWaitMs: number;
   mainThreadWaitMs: number;
+  /** Device waits run on worker threads during the run (fences, asynchronous reads). */
+  deviceWaits: number;
 }
 
 /** Trains `model` on `rows` while watching the event loop. */
@@ -161,8 +163,9 @@ export async function trainWatched(model: ReturnType<typeof createModel>, rows: 
     trainer.dispose();
   }
   const report = watch.stop();
-  const w = executorStats().mainThreadWaits;
-  return { report, stepMs, losses, mainThreadMaxWaitMs: w.maxMs, mainThreadWaitMs: w.totalMs };
+  const st = executorStats();
+  const w = st.mainThreadWaits;
+  return { report, stepMs, losses, mainThreadMaxWaitMs: w.maxMs, mainThreadWaitMs: w.totalMs, deviceWaits: st.asyncWaits };
 }
 
 export async function run(args: string[]): Promise<void> {

@@ -25,7 +25,7 @@ import { expandDataPaths } from '../lib/train/stream';
 import type { MethodName, Row } from '../lib/train/types';
 import { FlagSpec, Parsed, flagHelp, parseFlags } from '../lib/cli/args';
 import { deviceFlag, fmtDuration, fmtInt, loadModelForTask, resolveDevice } from '../lib/cli/common';
-import { MethodSummary, demoTable, gridAndSeeds } from '../lib/cli/demo';
+import { MethodSummary, demoTable, gridAndSeeds, summaryJson } from '../lib/cli/demo';
 import { FinetuneSpec, MethodSpec } from '../lib/cli/pipeline';
 import { curvesFromLog } from '../lib/cli/finetune';
 import { PRETRAIN_SIZES, pretrainFlags, pretrainModel } from '../lib/cli/pretrain';
@@ -437,23 +437,7 @@ export async function runExperiment(f: Parsed): Promise<number> {
       random: qs.random.overall.shares,
       layers: { base: qs.base.layers, random: qs.random.layers },
     },
-    results: summaries.map((r) => ({
-      method: r.method,
-      lr: r.lr,
-      search: r.search,
-      seeds: r.seeds,
-      mean: r.mean,
-      std: r.std,
-      min: r.min,
-      max: r.max,
-      trainable: r.trainable,
-      total: r.total,
-      rank: r.rank,
-      meanGradProportion: r.gradProportion,
-      peakMemoryBytes: r.peakMemoryBytes,
-      tokensPerSec: r.tokensPerSec,
-      seconds: r.seconds,
-    })),
+    results: summaries.map((r) => summaryJson(r)),
     verdict: verdictLines,
   };
   fs.writeFileSync(path.join(out, 'results.json'), JSON.stringify(summary, null, 2) + '\n');

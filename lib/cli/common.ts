@@ -21,6 +21,16 @@ export const TASKS: TaskName[] = ['classify', 'regress', 'causal-lm', 'instruct'
 
 export const deviceFlag: FlagSpec = { type: 'string', help: 'cpu or cuda (default: cuda when usable)', choices: ['cpu', 'cuda'] };
 
+export const mixedPrecisionFlag: FlagSpec = {
+  type: 'string',
+  help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)',
+  choices: ['bf16', 'none'],
+};
+export const activationCheckpointingFlag: FlagSpec = { type: 'boolean', help: 'recompute block activations in the backward' };
+export const gradAccumFlag: FlagSpec = { type: 'number', help: 'micro-batches per optimizer step', default: 1, integer: true, min: 1 };
+export const logEveryFlag: FlagSpec = { type: 'number', help: 'log every N optimizer steps', default: 1, integer: true, min: 1 };
+export const resumeFlag: FlagSpec = { type: 'boolean', help: 'continue from the newest checkpoint in --out' };
+
 export const quantizeFlag: FlagSpec = {
   type: 'string',
   help: 'store the frozen linear weights quantized: int8 (per-row absmax) or nf4 (NF4, blocks of 64, double-quantized scales)',

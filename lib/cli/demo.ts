@@ -140,6 +140,31 @@ export interface MethodSummary {
   run: MethodResult;
 }
 
+/**
+ * One method's entry in results.json (the demo's and the SST-2 experiment's): the summary without
+ * the run itself, and with `report` the path of the first seed's report.html.
+ */
+export function summaryJson(r: MethodSummary, opts: { report?: boolean } = {}) {
+  return {
+    method: r.method,
+    lr: r.lr,
+    search: r.search,
+    seeds: r.seeds,
+    mean: r.mean,
+    std: r.std,
+    min: r.min,
+    max: r.max,
+    trainable: r.trainable,
+    total: r.total,
+    rank: r.rank,
+    meanGradProportion: r.gradProportion,
+    peakMemoryBytes: r.peakMemoryBytes,
+    tokensPerSec: r.tokensPerSec,
+    seconds: r.seconds,
+    ...(opts.report ? { report: path.join(r.run.outDir, 'report.html') } : {}),
+  };
+}
+
 export function spreadOf(xs: number[]): { mean: number; std: number; min: number; max: number } {
   const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
   const std = xs.length > 1 ? Math.sqrt(xs.reduce((a, x) => a + (x - mean) ** 2, 0) / (xs.length - 1)) : 0;
@@ -448,24 +473,7 @@ export async function runDemo(f: Parsed): Promise<number> {
     },
     split: { train: train.length, dev: dev.length, test: test.length },
     zeroShotAccuracy: zeroShot,
-    results: summaries.map((r) => ({
-      method: r.method,
-      lr: r.lr,
-      search: r.search,
-      seeds: r.seeds,
-      mean: r.mean,
-      std: r.std,
-      min: r.min,
-      max: r.max,
-      trainable: r.trainable,
-      total: r.total,
-      rank: r.rank,
-      meanGradProportion: r.gradProportion,
-      peakMemoryBytes: r.peakMemoryBytes,
-      tokensPerSec: r.tokensPerSec,
-      seconds: r.seconds,
-      report: path.join(r.run.outDir, 'report.html'),
-    })),
+    results: summaries.map((r) => summaryJson(r, { report: true })),
     verdict: text,
   };
   fs.writeFileSync(path.join(out, 'results.json'), JSON.stringify(summary, null, 2) + '\n');

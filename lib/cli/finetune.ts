@@ -30,6 +30,11 @@ import {
   columnFlags,
   columnsOf,
   TASKS,
+  activationCheckpointingFlag,
+  gradAccumFlag,
+  logEveryFlag,
+  mixedPrecisionFlag,
+  resumeFlag,
 } from './common';
 import { Progress, fmtMetrics } from './progress';
 import { RunRecorder, renderReport } from './report';
@@ -65,7 +70,7 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   steps: { type: 'number', help: 'optimizer steps after the selection batches', integer: true, min: 1 },
   epochs: { type: 'number', help: 'passes over the data (instead of --steps)' },
   'batch-size': { type: 'number', help: 'micro-batch size', default: 8, integer: true, min: 1 },
-  'grad-accum': { type: 'number', help: 'micro-batches per optimizer step', default: 1, integer: true, min: 1 },
+  'grad-accum': gradAccumFlag,
   lr: { type: 'number', help: 'peak learning rate', default: 1e-4 },
   'lr-schedule': { type: 'string', help: 'learning-rate schedule', choices: ['constant', 'linear', 'cosine'], default: 'linear' },
   'warmup-steps': { type: 'number', help: 'warmup steps (overrides --warmup-ratio)', default: 0, integer: true, min: 0 },
@@ -98,7 +103,7 @@ export const finetuneFlags: Record<string, FlagSpec> = {
     integer: true,
     min: 1,
   },
-  resume: { type: 'boolean', help: 'continue from the newest checkpoint in --out' },
+  resume: resumeFlag,
   merge: { type: 'boolean', help: 'also write the merged full model to OUT/model/' },
   ...columnFlags,
   'max-length': {
@@ -107,13 +112,9 @@ export const finetuneFlags: Record<string, FlagSpec> = {
     min: 1,
     help: "max tokens per example / block size for causal-lm (default: the model's positions, at most 512; 1024 for causal-lm)",
   },
-  'mixed-precision': {
-    type: 'string',
-    help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)',
-    choices: ['bf16', 'none'],
-  },
-  'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
-  'log-every': { type: 'number', help: 'log every N optimizer steps', default: 1, integer: true, min: 1 },
+  'mixed-precision': mixedPrecisionFlag,
+  'activation-checkpointing': activationCheckpointingFlag,
+  'log-every': logEveryFlag,
   'quasi-sparsity': {
     type: 'boolean',
     help: "before training, measure the gradient's quasi-sparsity (share of the squared norm on the top 0.1%, 1%, 5% of entries per layer and overall) into log.jsonl and report.html",

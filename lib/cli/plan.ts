@@ -12,7 +12,7 @@ import type { HFConfig } from '../models/common';
 import { planMemory, MemoryPlan, PlanOptions, QuantizeMode } from '../plan/plan';
 import type { MethodName, TaskName } from '../train/types';
 import type { FlagSpec, Parsed } from './args';
-import { fmtBytes, fmtInt, requireFlag, writeJson } from './common';
+import { activationCheckpointingFlag, fmtBytes, fmtInt, mixedPrecisionFlag, requireFlag, writeJson } from './common';
 
 export const planFlags: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'model folder or its config.json' },
@@ -28,12 +28,8 @@ export const planFlags: Record<string, FlagSpec> = {
   'batch-size': { type: 'number', help: 'micro-batch size', default: 8 },
   'max-length': { type: 'number', help: "tokens per example (default: the model's positions, at most 1024 for causal-lm, 512 otherwise)" },
   quantize: { type: 'string', help: 'frozen weights stored quantized', choices: ['int8', 'nf4'] },
-  'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
-  'mixed-precision': {
-    type: 'string',
-    help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)',
-    choices: ['bf16', 'none'],
-  },
+  'activation-checkpointing': activationCheckpointingFlag,
+  'mixed-precision': mixedPrecisionFlag,
   device: { type: 'string', help: 'the device to plan for', choices: ['cpu', 'cuda'], default: 'cpu' },
   json: { type: 'boolean', help: 'print the plan as JSON' },
 };

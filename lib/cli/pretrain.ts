@@ -17,7 +17,19 @@ import { TokenBlockStream, expandDataPaths, sampleText } from '../train/stream';
 import { loadRows } from '../train/data';
 import type { Row, TrainerEvent, TrainerOptions } from '../train/types';
 import type { FlagSpec, ParseResult, Parsed } from './args';
-import { deviceFlag, fmtDuration, fmtInt, loadModelForTask, resolveDevice, writeJson } from './common';
+import {
+  activationCheckpointingFlag,
+  deviceFlag,
+  fmtDuration,
+  fmtInt,
+  gradAccumFlag,
+  loadModelForTask,
+  logEveryFlag,
+  mixedPrecisionFlag,
+  resolveDevice,
+  resumeFlag,
+  writeJson,
+} from './common';
 import { curvesFromLog, flatOptions, withInterrupts } from './finetune';
 import { Progress, fmtMetrics } from './progress';
 import { RunData, RunRecorder, renderReport } from './report';
@@ -124,7 +136,7 @@ export const pretrainFlags: Record<string, FlagSpec> = {
     min: 0,
   },
   'batch-size': { type: 'number', help: 'sequences per micro-batch', default: 16, integer: true, min: 1 },
-  'grad-accum': { type: 'number', help: 'micro-batches per optimizer step', default: 1, integer: true, min: 1 },
+  'grad-accum': gradAccumFlag,
   lr: { type: 'number', help: 'peak learning rate', default: 1e-3 },
   'lr-schedule': {
     type: 'string',
@@ -151,15 +163,11 @@ export const pretrainFlags: Record<string, FlagSpec> = {
     min: 0,
   },
   'save-total-limit': { type: 'number', help: 'keep at most N checkpoint folders', integer: true, min: 1 },
-  resume: { type: 'boolean', help: 'continue from the newest checkpoint in --out' },
+  resume: resumeFlag,
   out: { type: 'string', help: 'output folder: the model, log.jsonl, report.html, checkpoints' },
-  'mixed-precision': {
-    type: 'string',
-    help: 'bf16 weights and activations (default: bf16 on CUDA, none on CPU)',
-    choices: ['bf16', 'none'],
-  },
-  'activation-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward' },
-  'log-every': { type: 'number', help: 'log every N optimizer steps', default: 1, integer: true, min: 1 },
+  'mixed-precision': mixedPrecisionFlag,
+  'activation-checkpointing': activationCheckpointingFlag,
+  'log-every': logEveryFlag,
   'report-to': {
     type: 'string',
     help: "'tensorboard' also writes event files to --out",
@@ -372,18 +380,23 @@ export async function pretrainModel(
   const controller = new AbortController();
   opts.signal = controller.signal;
   let timeUp = false;
+  const limitSec = f.minutes !== undefined ? (f.minutes as number) * 60 : null;
+  const deadline = limitSec !== null ? { at: Date.now() + limitSec * 1000, seconds: limitSec } : undefined;
   const timer =
-    f.minutes !== undefined
-      ? setTimeout(
-          () => {
-            timeUp = true;
-            controller.abort();
-          },
-          (f.minutes as number) * 60_000,
-        )
+    limitSec !== null
+      ? setTimeout(() => {
+          timeUp = true;
+          controller.abort();
+        }, limitSec * 1000)
       : null;
   const trainer = new Trainer(model, tokenizer, opts);
-  const progress = quiet ? null : new Progress(process.stderr, 'pretrain');
+  const progress = quiet
+    ? null
+    : new Progress(process.stderr, 'pretrain', undefined, {
+        openEnded,
+        tokens: f.tokens !== undefined ? { total: f.tokens as number, perStep: batch * accum * block } : undefined,
+        deadline,
+      });
   const rec = new RunRecorder();
   let tokensPerSec = 0;
   const t1 = Date.now();

@@ -95,6 +95,8 @@ export interface ExecutorStats {
   maxPending: number;
   fence: number;
   mainThreadWaits: { count: number; totalMs: number; maxMs: number };
+  /** Device waits run on worker threads (waitFenceAsync, toBufferAsync) since the last reset, on any device. */
+  asyncWaits: number;
 }
 
 export type ReduceOp = 'sum' | 'mean' | 'max' | 'min' | 'sumsq' | 'absmax';
@@ -118,6 +120,8 @@ export interface Addon {
   sameStorage(a: NativeTensor, b: NativeTensor): boolean;
   toBuffer(t: NativeTensor): ArrayBuffer;
   toBufferAsync(t: NativeTensor): Promise<ArrayBuffer>;
+  /** Copies a contiguous tensor without waiting for the device: the caller has awaited the work that wrote it (Tensor.dataAfter). */
+  toBufferSettled(t: NativeTensor): ArrayBuffer;
   dispose(t: NativeTensor): void;
   isDisposed(t: NativeTensor): boolean;
 

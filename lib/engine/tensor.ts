@@ -336,6 +336,23 @@ export class Tensor {
     return typedView(await native().toBufferAsync(this.handle), this.dtype);
   }
 
+  /**
+   * Like data(), once `fence` (a DeviceFence marked after the work that wrote this tensor) has
+   * passed, without waiting for the work queued after the fence: a loop can read one step's
+   * results while the device runs the next. Nothing queued after the fence may write this tensor;
+   * contiguous tensors of dtypes other than f16/bf16 only (a cast would be queued after the fence).
+   */
+  async dataAfter(fence: { wait(): Promise<void> }): Promise<Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array> {
+    check(this.isContiguous, 'E_ARG', 'dataAfter: the tensor must be contiguous');
+    check(
+      this.dtype !== 'f16' && this.dtype !== 'bf16',
+      'E_DTYPE',
+      `dataAfter: ${this.dtype} is read with data() (it is widened on the device)`,
+    );
+    await fence.wait();
+    return typedView(native().toBufferSettled(this.handle), this.dtype);
+  }
+
   /** The single value of a one-element tensor, as a number. */
   item(): number {
     check(this.size === 1, 'E_SHAPE', `item() needs a tensor with one element, got shape [${this.shape}]`);

@@ -20,7 +20,9 @@ import {
   ModelOptions,
   ModelInputs,
   ModelOutput,
-  SeedStream,
+  ModelCtx,
+  modelCtx,
+  initOpts,
   cfgNum,
   cfgInt,
   cfgOptInt,
@@ -29,7 +31,7 @@ import {
   activation,
   idsTensor,
   rangePositions,
-  classificationLoss,
+  classifierOutput,
   hostRows,
   maskTensor,
   zeroRow,
@@ -81,16 +83,6 @@ export function bertParams(cfg: HFConfig, roberta: boolean): BertParams {
   return p;
 }
 
-interface Ctx {
-  device: string;
-  dtype: 'f32' | 'f16' | 'bf16' | 'f64';
-  seeds: SeedStream;
-}
-
-function linearOpts(p: BertParams, c: Ctx) {
-  return { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next() };
-}
-
 class BertEmbeddings extends Module {
   word_embeddings: Embedding;
   position_embeddings: Embedding;
@@ -99,15 +91,15 @@ class BertEmbeddings extends Module {
   dropout: Dropout;
   constructor(
     private readonly p: BertParams,
-    c: Ctx,
+    c: ModelCtx,
   ) {
     super();
-    this.word_embeddings = this.registerModule('word_embeddings', new Embedding(p.vocab, p.D, linearOpts(p, c)));
+    this.word_embeddings = this.registerModule('word_embeddings', new Embedding(p.vocab, p.D, initOpts(c, p.std)));
     zeroRow(this.word_embeddings.weight, p.padTokenId);
-    this.position_embeddings = this.registerModule('position_embeddings', new Embedding(p.maxPositions, p.D, linearOpts(p, c)));
+    this.position_embeddings = this.registerModule('position_embeddings', new Embedding(p.maxPositions, p.D, initOpts(c, p.std)));
     // RobertaEmbeddings gives its position table padding_idx too (BERT's has none).
     if (p.roberta) zeroRow(this.position_embeddings.weight, p.padTokenId);
-    this.token_type_embeddings = this.registerModule('token_type_embeddings', new Embedding(p.typeVocab, p.D, linearOpts(p, c)));
+    this.token_type_embeddings = this.registerModule('token_type_embeddings', new Embedding(p.typeVocab, p.D, initOpts(c, p.std)));
     this.LayerNorm = this.registerModule('LayerNorm', new LayerNorm(p.D, p.eps, { device: c.device, dtype: c.dtype }));
     this.dropout = this.registerModule('dropout', new Dropout(p.hiddenDropout));
   }
@@ -157,12 +149,12 @@ class BertSelfAttention extends Module {
   value: Linear;
   constructor(
     private readonly p: BertParams,
-    c: Ctx,
+    c: ModelCtx,
   ) {
     super();
-    this.query = this.registerModule('query', new Linear(p.D, p.D, linearOpts(p, c)));
-    this.key = this.registerModule('key', new Linear(p.D, p.D, linearOpts(p, c)));
-    this.value = this.registerModule('value', new Linear(p.D, p.D, linearOpts(p, c)));
+    this.query = this.registerModule('query', new Linear(p.D, p.D, initOpts(c, p.std)));
+    this.key = this.registerModule('key', new Linear(p.D, p.D, initOpts(c, p.std)));
+    this.value = this.registerModule('value', new Linear(p.D, p.D, initOpts(c, p.std)));
   }
   forward(x: Tensor, mask: Tensor | null): Tensor {
     const [B, T, D] = x.shape;
@@ -184,9 +176,9 @@ class BertResidualOutput extends Module {
   dense: Linear;
   LayerNorm: LayerNorm;
   dropout: Dropout;
-  constructor(p: BertParams, inFeatures: number, c: Ctx) {
+  constructor(p: BertParams, inFeatures: number, c: ModelCtx) {
     super();
-    this.dense = this.registerModule('dense', new Linear(inFeatures, p.D, linearOpts(p, c)));
+    this.dense = this.registerModule('dense', new Linear(inFeatures, p.D, initOpts(c, p.std)));
     this.LayerNorm = this.registerModule('LayerNorm', new LayerNorm(p.D, p.eps, { device: c.device, dtype: c.dtype }));
     this.dropout = this.registerModule('dropout', new Dropout(p.hiddenDropout));
   }
@@ -201,7 +193,7 @@ class BertResidualOutput extends Module {
 class BertAttention extends Module {
   self: BertSelfAttention;
   output: BertResidualOutput;
-  constructor(p: BertParams, c: Ctx) {
+  constructor(p: BertParams, c: ModelCtx) {
     super();
     this.self = this.registerModule('self', new BertSelfAttention(p, c));
     this.output = this.registerModule('output', new BertResidualOutput(p, p.D, c));
@@ -214,9 +206,9 @@ class BertAttention extends Module {
 class BertIntermediate extends Module {
   dense: Linear;
   private readonly act: (x: Tensor) => Tensor;
-  constructor(p: BertParams, c: Ctx) {
+  constructor(p: BertParams, c: ModelCtx) {
     super();
-    this.dense = this.registerModule('dense', new Linear(p.D, p.inner, linearOpts(p, c)));
+    this.dense = this.registerModule('dense', new Linear(p.D, p.inner, initOpts(c, p.std)));
     this.act = activation(p.act);
   }
   forward(x: Tensor): Tensor {
@@ -228,7 +220,7 @@ class BertLayer extends Module {
   attention: BertAttention;
   intermediate: BertIntermediate;
   output: BertResidualOutput;
-  constructor(p: BertParams, c: Ctx) {
+  constructor(p: BertParams, c: ModelCtx) {
     super();
     this.attention = this.registerModule('attention', new BertAttention(p, c));
     this.intermediate = this.registerModule('intermediate', new BertIntermediate(p, c));
@@ -242,7 +234,7 @@ class BertLayer extends Module {
 
 class BertEncoder extends Module {
   layer: ModuleList<BertLayer>;
-  constructor(p: BertParams, c: Ctx) {
+  constructor(p: BertParams, c: ModelCtx) {
     super();
     const layers: BertLayer[] = [];
     for (let i = 0; i < p.nLayer; i++) layers.push(new BertLayer(p, c));
@@ -257,9 +249,9 @@ class BertEncoder extends Module {
 
 class BertPooler extends Module {
   dense: Linear;
-  constructor(p: BertParams, c: Ctx) {
+  constructor(p: BertParams, c: ModelCtx) {
     super();
-    this.dense = this.registerModule('dense', new Linear(p.D, p.D, linearOpts(p, c)));
+    this.dense = this.registerModule('dense', new Linear(p.D, p.D, initOpts(c, p.std)));
   }
   forward(h: Tensor): Tensor {
     const [B, , D] = h.shape;
@@ -274,7 +266,7 @@ export class BertBody extends Module {
   pooler: BertPooler | null = null;
   constructor(
     readonly p: BertParams,
-    c: Ctx,
+    c: ModelCtx,
     withPooler: boolean,
   ) {
     super();
@@ -293,14 +285,6 @@ export class BertBody extends Module {
   }
 }
 
-function ctxOf(opts: ModelOptions): Ctx {
-  return {
-    device: opts.device === 'cuda' ? 'cuda:0' : (opts.device ?? 'cpu'),
-    dtype: opts.dtype ?? 'f32',
-    seeds: new SeedStream(opts.seed),
-  };
-}
-
 const ENCODER_BUFFERS = [/(^|\.)embeddings\.(position_ids|token_type_ids)$/];
 
 /** BertModel / RobertaModel (task 'base'): logits are the last hidden states; keys at the root. */
@@ -313,7 +297,7 @@ export class BertBaseModel extends PreTrainedModel {
     super(config, opts);
     this.architecture = roberta ? 'RobertaModel' : 'BertModel';
     this.baseModelPrefix = roberta ? 'roberta' : 'bert';
-    this.body = new BertBody(bertParams(config, roberta), ctxOf(opts), true);
+    this.body = new BertBody(bertParams(config, roberta), modelCtx(opts), true);
     for (const [name, child] of this.body.children()) this.registerModule(name, child);
   }
   override ignoredCheckpointKeys(): RegExp[] {
@@ -335,12 +319,12 @@ export class BertForSequenceClassification extends PreTrainedModel {
   readonly numLabels: number;
   constructor(config: HFConfig, opts: ModelOptions = {}) {
     super(config, opts);
-    const c = ctxOf(opts);
+    const c = modelCtx(opts);
     const p = bertParams(config, false);
     this.numLabels = numLabels(config);
     this.bert = this.registerModule('bert', new BertBody(p, c, true));
     this.dropout = this.registerModule('dropout', new Dropout(p.classifierDropout));
-    this.classifier = this.registerModule('classifier', new Linear(p.D, this.numLabels, linearOpts(p, c)));
+    this.classifier = this.registerModule('classifier', new Linear(p.D, this.numLabels, initOpts(c, p.std)));
   }
   override ignoredCheckpointKeys(): RegExp[] {
     // Pretraining heads of bert-base-* checkpoints (BertForPreTraining / BertForMaskedLM).
@@ -349,9 +333,7 @@ export class BertForSequenceClassification extends PreTrainedModel {
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden, pooled } = this.bert.forward(inputs);
     const logits = this.classifier.forward(this.dropout.forward(pooled!));
-    const out: ModelOutput = { logits, hiddenStates: hidden, pooledOutput: pooled };
-    if (inputs.labels) out.loss = classificationLoss(logits, inputs.labels, this.numLabels, (this.config.problem_type as string) ?? null);
-    return out;
+    return classifierOutput(this, logits, inputs, { hiddenStates: hidden, pooledOutput: pooled });
   }
 }
 
@@ -360,11 +342,11 @@ class RobertaClassificationHead extends Module {
   dense: Linear;
   dropout: Dropout;
   out_proj: Linear;
-  constructor(p: BertParams, nLabels: number, c: Ctx) {
+  constructor(p: BertParams, nLabels: number, c: ModelCtx) {
     super();
-    this.dense = this.registerModule('dense', new Linear(p.D, p.D, linearOpts(p, c)));
+    this.dense = this.registerModule('dense', new Linear(p.D, p.D, initOpts(c, p.std)));
     this.dropout = this.registerModule('dropout', new Dropout(p.classifierDropout));
-    this.out_proj = this.registerModule('out_proj', new Linear(p.D, nLabels, linearOpts(p, c)));
+    this.out_proj = this.registerModule('out_proj', new Linear(p.D, nLabels, initOpts(c, p.std)));
   }
   forward(h: Tensor): Tensor {
     const [B, , D] = h.shape;
@@ -382,7 +364,7 @@ export class RobertaForSequenceClassification extends PreTrainedModel {
   readonly numLabels: number;
   constructor(config: HFConfig, opts: ModelOptions = {}) {
     super(config, opts);
-    const c = ctxOf(opts);
+    const c = modelCtx(opts);
     const p = bertParams(config, true);
     this.numLabels = numLabels(config);
     this.roberta = this.registerModule('roberta', new BertBody(p, c, false));
@@ -394,9 +376,6 @@ export class RobertaForSequenceClassification extends PreTrainedModel {
   }
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden } = this.roberta.forward(inputs);
-    const logits = this.classifier.forward(hidden);
-    const out: ModelOutput = { logits, hiddenStates: hidden };
-    if (inputs.labels) out.loss = classificationLoss(logits, inputs.labels, this.numLabels, (this.config.problem_type as string) ?? null);
-    return out;
+    return classifierOutput(this, this.classifier.forward(hidden), inputs, { hiddenStates: hidden });
   }
 }

@@ -459,6 +459,29 @@ export function lastTokenIndices(ids: number[][], padTokenId: number | null, mas
   });
 }
 
+/**
+ * The decoders' sequence-classification head (GPT2ForSequenceClassification and the LLaMA-family
+ * ones): `score` on each row's last non-padding token, found by pad_token_id, else by the attention
+ * mask, else the last position.
+ */
+export function lastTokenLogits(score: Linear, hidden: Tensor, inputs: ModelInputs, padTokenId: number | null): Tensor {
+  const ids = hostRows(inputs.inputIds, 'inputIds');
+  const mask = inputs.attentionMask ? hostRows(inputs.attentionMask, 'attentionMask') : null;
+  return score.forward(gatherTokens(hidden, lastTokenIndices(ids, padTokenId, mask)));
+}
+
+/** A sequence classifier's output, with transformers' loss for config.problem_type when labels are given. */
+export function classifierOutput(
+  model: PreTrainedModel & { readonly numLabels: number },
+  logits: Tensor,
+  inputs: ModelInputs,
+  rest: Omit<ModelOutput, 'logits' | 'loss'> = {},
+): ModelOutput {
+  const out: ModelOutput = { logits, ...rest };
+  if (inputs.labels) out.loss = classificationLoss(logits, inputs.labels, model.numLabels, (model.config.problem_type as string) ?? null);
+  return out;
+}
+
 /** Picks rows of h [B, T, D] at (b, idx[b]) -> [B, D], with a gradient (a gather through the embedding op). */
 export function gatherTokens(h: Tensor, idx: number[]): Tensor {
   const [B, T, D] = h.shape;
@@ -483,6 +506,26 @@ export class SeedStream {
     this.n++;
     return (this.base * 1000003 + this.n * 7919) % 0x1fffffffffffff;
   }
+}
+
+/** What a model's modules are built with: the device, the dtype, and each tensor's seed in turn. */
+export interface ModelCtx {
+  device: string;
+  dtype: 'f32' | 'f16' | 'bf16' | 'f64';
+  seeds: SeedStream;
+}
+
+export function modelCtx(opts: ModelOptions): ModelCtx {
+  return {
+    device: opts.device === 'cuda' ? 'cuda:0' : (opts.device ?? 'cpu'),
+    dtype: opts.dtype ?? 'f32',
+    seeds: new SeedStream(opts.seed),
+  };
+}
+
+/** Options of a layer with weights (Linear, Embedding, LMHead) built in `c`: normal(0, std), the next seed. */
+export function initOpts(c: ModelCtx, std: number): { device: string; dtype: ModelCtx['dtype']; std: number; seed: number } {
+  return { device: c.device, dtype: c.dtype, std, seed: c.seeds.next() };
 }
 
 /** Zeroes row `row` of a [V, D] weight (an embedding's padding_idx), as transformers' init does. */

@@ -38,7 +38,9 @@ import {
   ModelOutput,
   KVCache,
   LayerCache,
-  SeedStream,
+  ModelCtx,
+  modelCtx,
+  initOpts,
   cfgNum,
   cfgInt,
   cfgOptInt,
@@ -49,10 +51,9 @@ import {
   idsTensor,
   rangePositions,
   causalLmLoss,
-  classificationLoss,
+  classifierOutput,
   hostRows,
-  lastTokenIndices,
-  gatherTokens,
+  lastTokenLogits,
   maskTensor,
   zeroRow,
   releaseInto,
@@ -285,12 +286,6 @@ export function roundToDType(v: number, dtype: DType): number {
   return v;
 }
 
-interface Ctx {
-  device: string;
-  dtype: 'f32' | 'f16' | 'bf16' | 'f64';
-  seeds: SeedStream;
-}
-
 /**
  * Gemma's RMSNorm: x / sqrt(mean(x^2) + eps) * (1 + weight), computed in f32 whatever the
  * activations' dtype and cast back (transformers' GemmaRMSNorm); the weight starts at 0.
@@ -300,7 +295,7 @@ export class GemmaRMSNorm extends Module {
   constructor(
     readonly dim: number,
     readonly eps = 1e-6,
-    opts: { device?: string; dtype?: Ctx['dtype'] } = {},
+    opts: { device?: string; dtype?: ModelCtx['dtype'] } = {},
   ) {
     super();
     this.weight = this.registerParameter('weight', zeros([dim], { device: opts.device, dtype: opts.dtype }))!;
@@ -316,7 +311,7 @@ export class GemmaRMSNorm extends Module {
 
 type Norm = RMSNorm | GemmaRMSNorm;
 
-function makeNorm(p: DecoderParams, dim: number, c: Ctx): Norm {
+function makeNorm(p: DecoderParams, dim: number, c: ModelCtx): Norm {
   const o = { device: c.device, dtype: c.dtype };
   return p.normPlusOne ? new GemmaRMSNorm(dim, p.eps, o) : new RMSNorm(dim, p.eps, o);
 }
@@ -339,7 +334,7 @@ export class DecoderAttention extends Module {
   constructor(
     private readonly p: DecoderParams,
     private readonly window: number | null,
-    c: Ctx,
+    c: ModelCtx,
   ) {
     super();
     const o = (bias: boolean) => ({ device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next(), bias });
@@ -426,7 +421,7 @@ export class DecoderMLP extends Module {
   private readonly act: (x: Tensor) => Tensor;
   constructor(
     private readonly p: DecoderParams,
-    c: Ctx,
+    c: ModelCtx,
   ) {
     super();
     const o = () => ({ device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next(), bias: p.mlpBias });
@@ -461,7 +456,7 @@ export class DecoderLayer extends Module {
   constructor(
     private readonly p: DecoderParams,
     readonly window: number | null,
-    c: Ctx,
+    c: ModelCtx,
   ) {
     super();
     this.self_attn = this.registerModule('self_attn', new DecoderAttention(p, window, c));
@@ -502,13 +497,10 @@ export class DecoderModel extends Module {
   private readonly invFreqCache = new Map<string, Tensor>();
   constructor(
     readonly p: DecoderParams,
-    c: Ctx,
+    c: ModelCtx,
   ) {
     super();
-    this.embed_tokens = this.registerModule(
-      'embed_tokens',
-      new Embedding(p.vocab, p.D, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next() }),
-    );
+    this.embed_tokens = this.registerModule('embed_tokens', new Embedding(p.vocab, p.D, initOpts(c, p.std)));
     zeroRow(this.embed_tokens.weight, p.padTokenId);
     const layers: DecoderLayer[] = [];
     for (let i = 0; i < p.nLayer; i++) layers.push(new DecoderLayer(p, p.windows[i], c));
@@ -583,14 +575,6 @@ export class DecoderModel extends Module {
   }
 }
 
-function ctxOf(opts: ModelOptions): Ctx {
-  return {
-    device: opts.device === 'cuda' ? 'cuda:0' : (opts.device ?? 'cpu'),
-    dtype: opts.dtype ?? 'f32',
-    seeds: new SeedStream(opts.seed),
-  };
-}
-
 const DECODER_BUFFERS = [/(^|\.)rotary_emb\.inv_freq$/, /(^|\.)rotary_emb\.(short|long)_inv_freq$/, /(^|\.)rotary_emb\.original_inv_freq$/];
 
 function archName(config: HFConfig, suffix: string): string {
@@ -612,7 +596,7 @@ export class DecoderForCausalLM extends PreTrainedModel {
   constructor(config: HFConfig, opts: ModelOptions = {}) {
     super(config, opts);
     this.architecture = archName(config, 'ForCausalLM');
-    const c = ctxOf(opts);
+    const c = modelCtx(opts);
     const p = decoderParams(config);
     this.model = this.registerModule('model', new DecoderModel(p, c));
     const tie = cfgBool(config, 'tie_word_embeddings', p.tieDefault);
@@ -659,27 +643,18 @@ export class DecoderForSequenceClassification extends PreTrainedModel {
   constructor(config: HFConfig, opts: ModelOptions = {}) {
     super(config, opts);
     this.architecture = archName(config, 'ForSequenceClassification');
-    const c = ctxOf(opts);
+    const c = modelCtx(opts);
     const p = decoderParams(config);
     this.numLabels = numLabels(config);
     this.model = this.registerModule('model', new DecoderModel(p, c));
-    this.score = this.registerModule(
-      'score',
-      new Linear(p.D, this.numLabels, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next(), bias: false }),
-    );
+    this.score = this.registerModule('score', new Linear(p.D, this.numLabels, { ...initOpts(c, p.std), bias: false }));
   }
   override ignoredCheckpointKeys(): RegExp[] {
     return DECODER_BUFFERS;
   }
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden } = this.model.forward(inputs, false);
-    const ids = hostRows(inputs.inputIds, 'inputIds');
-    const mask = inputs.attentionMask ? hostRows(inputs.attentionMask, 'attentionMask') : null;
-    const idx = lastTokenIndices(ids, this.model.p.padTokenId, mask);
-    const logits = this.score.forward(gatherTokens(hidden, idx));
-    const out: ModelOutput = { logits, hiddenStates: hidden };
-    if (inputs.labels) out.loss = classificationLoss(logits, inputs.labels, this.numLabels, (this.config.problem_type as string) ?? null);
-    return out;
+    return classifierOutput(this, lastTokenLogits(this.score, hidden, inputs, this.model.p.padTokenId), inputs, { hiddenStates: hidden });
   }
   override dispose(): void {
     this.model.disposeBuffers();
@@ -696,7 +671,7 @@ export class DecoderBaseModel extends PreTrainedModel {
   constructor(config: HFConfig, opts: ModelOptions = {}) {
     super(config, opts);
     this.architecture = archName(config, 'Model');
-    this.body = new DecoderModel(decoderParams(config), ctxOf(opts));
+    this.body = new DecoderModel(decoderParams(config), modelCtx(opts));
     for (const [name, child] of this.body.children()) this.registerModule(name, child);
   }
   override ignoredCheckpointKeys(): RegExp[] {

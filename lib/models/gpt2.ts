@@ -19,7 +19,9 @@ import {
   ModelOutput,
   KVCache,
   LayerCache,
-  SeedStream,
+  ModelCtx,
+  modelCtx,
+  initOpts,
   cfgNum,
   cfgInt,
   cfgOptInt,
@@ -30,10 +32,8 @@ import {
   idsTensor,
   rangePositions,
   causalLmLoss,
-  classificationLoss,
-  hostRows,
-  lastTokenIndices,
-  gatherTokens,
+  classifierOutput,
+  lastTokenLogits,
   maskTensor,
   releaseInto,
 } from './common';
@@ -77,12 +77,6 @@ function gpt2Params(cfg: HFConfig): GPT2Params {
   return p;
 }
 
-interface Ctx {
-  device: string;
-  dtype: 'f32' | 'f16' | 'bf16' | 'f64';
-  seeds: SeedStream;
-}
-
 class GPT2Attention extends Module {
   c_attn: Conv1D;
   c_proj: Conv1D;
@@ -90,7 +84,7 @@ class GPT2Attention extends Module {
   resid_dropout: Dropout;
   private readonly heads: number;
   private readonly scale: number;
-  constructor(p: GPT2Params, layerIdx: number, c: Ctx) {
+  constructor(p: GPT2Params, layerIdx: number, c: ModelCtx) {
     super();
     const o = { device: c.device, dtype: c.dtype };
     this.c_attn = this.registerModule('c_attn', new Conv1D(p.D, 3 * p.D, { ...o, std: p.std, seed: c.seeds.next() }));
@@ -130,7 +124,7 @@ class GPT2MLP extends Module {
   dropout: Dropout;
   private readonly act: (x: Tensor) => Tensor;
   private readonly actIsGeluTanh: boolean;
-  constructor(p: GPT2Params, c: Ctx) {
+  constructor(p: GPT2Params, c: ModelCtx) {
     super();
     const o = { device: c.device, dtype: c.dtype };
     this.c_fc = this.registerModule('c_fc', new Conv1D(p.D, p.inner, { ...o, std: p.std, seed: c.seeds.next() }));
@@ -154,7 +148,7 @@ class GPT2Block extends Module {
   attn: GPT2Attention;
   ln_2: LayerNorm;
   mlp: GPT2MLP;
-  constructor(p: GPT2Params, layerIdx: number, c: Ctx) {
+  constructor(p: GPT2Params, layerIdx: number, c: ModelCtx) {
     super();
     const o = { device: c.device, dtype: c.dtype };
     this.ln_1 = this.registerModule('ln_1', new LayerNorm(p.D, p.eps, o));
@@ -180,7 +174,7 @@ export class GPT2Model extends Module {
   ln_f: LayerNorm;
   constructor(
     readonly p: GPT2Params,
-    c: Ctx,
+    c: ModelCtx,
   ) {
     super();
     const o = { device: c.device, dtype: c.dtype, std: p.std };
@@ -225,14 +219,6 @@ export class GPT2Model extends Module {
   }
 }
 
-function ctxOf(opts: ModelOptions): Ctx {
-  return {
-    device: opts.device === 'cuda' ? 'cuda:0' : (opts.device ?? 'cpu'),
-    dtype: opts.dtype ?? 'f32',
-    seeds: new SeedStream(opts.seed),
-  };
-}
-
 /** Buffers of GPT-2 checkpoints (the causal mask), not parameters. */
 const GPT2_BUFFERS = [/(^|\.)attn\.(masked_)?bias$/];
 
@@ -244,7 +230,7 @@ export class GPT2BaseModel extends PreTrainedModel {
   readonly body: GPT2Model;
   constructor(config: HFConfig, opts: ModelOptions = {}) {
     super(config, opts);
-    const c = ctxOf(opts);
+    const c = modelCtx(opts);
     this.body = this.adoptBody(new GPT2Model(gpt2Params(config), c));
   }
   private adoptBody(m: GPT2Model): GPT2Model {
@@ -270,14 +256,11 @@ export class GPT2LMHeadModel extends PreTrainedModel {
   lm_head: LMHead;
   constructor(config: HFConfig, opts: ModelOptions = {}) {
     super(config, opts);
-    const c = ctxOf(opts);
+    const c = modelCtx(opts);
     const p = gpt2Params(config);
     this.transformer = this.registerModule('transformer', new GPT2Model(p, c));
     const tie = cfgBool(config, 'tie_word_embeddings', true);
-    this.lm_head = this.registerModule(
-      'lm_head',
-      new LMHead(p.D, p.vocab, tie ? this.transformer.wte : null, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next() }),
-    );
+    this.lm_head = this.registerModule('lm_head', new LMHead(p.D, p.vocab, tie ? this.transformer.wte : null, initOpts(c, p.std)));
   }
   override tiedParameters(): Record<string, string> {
     return this.lm_head.isTied ? { 'lm_head.weight': 'transformer.wte.weight' } : {};
@@ -305,27 +288,19 @@ export class GPT2ForSequenceClassification extends PreTrainedModel {
   readonly numLabels: number;
   constructor(config: HFConfig, opts: ModelOptions = {}) {
     super(config, opts);
-    const c = ctxOf(opts);
+    const c = modelCtx(opts);
     const p = gpt2Params(config);
     this.numLabels = numLabels(config);
     this.transformer = this.registerModule('transformer', new GPT2Model(p, c));
-    this.score = this.registerModule(
-      'score',
-      new Linear(p.D, this.numLabels, { device: c.device, dtype: c.dtype, std: p.std, seed: c.seeds.next(), bias: false }),
-    );
+    this.score = this.registerModule('score', new Linear(p.D, this.numLabels, { ...initOpts(c, p.std), bias: false }));
   }
   override ignoredCheckpointKeys(): RegExp[] {
     return GPT2_BUFFERS;
   }
   forward(inputs: ModelInputs): ModelOutput {
     const { hidden } = this.transformer.forward(inputs, false);
-    const ids = hostRows(inputs.inputIds, 'inputIds');
-    const mask = inputs.attentionMask ? hostRows(inputs.attentionMask, 'attentionMask') : null;
-    const idx = lastTokenIndices(ids, cfgOptInt(this.config, 'pad_token_id'), mask);
-    const logits = this.score.forward(gatherTokens(hidden, idx));
-    const out: ModelOutput = { logits, hiddenStates: hidden };
-    if (inputs.labels) out.loss = classificationLoss(logits, inputs.labels, this.numLabels, (this.config.problem_type as string) ?? null);
-    return out;
+    const logits = lastTokenLogits(this.score, hidden, inputs, cfgOptInt(this.config, 'pad_token_id'));
+    return classifierOutput(this, logits, inputs, { hiddenStates: hidden });
   }
 }
 

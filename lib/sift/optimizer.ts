@@ -75,6 +75,40 @@ export function restoreState(live: [string, Tensor][], saved: Map<string, Tensor
  * native multi-tensor update over those with a gradient: the one mechanism behind DenseAdamW and
  * SparseAdamW's dense modules. The caller computes the clipping scale (over everything it trains).
  */
+/**
+ * The global gradient norm of an optimizer's steps, on the device: the sum of squares over the
+ * step's gradients, the clipping scale from it, and the last step's value kept to be read.
+ */
+export class GradNorm {
+  private sq: Tensor | null = null;
+
+  /** Measures `grads` (the step's value from now on); the clipping scale when maxGradNorm > 0 (the caller disposes it). */
+  measure(grads: NativeTensor[], maxGradNorm: number): Tensor | null {
+    const N = native();
+    this.sq?.dispose();
+    this.sq = keep(new Tensor(N.sumSquares(grads)));
+    return maxGradNorm > 0 ? new Tensor(N.clipCoefficient(this.sq.handle, maxGradNorm)) : null;
+  }
+
+  /** The last step's norm before clipping (reads the device); 0 before the first step. */
+  last(): number {
+    return this.sq ? Math.sqrt(this.sq.item()) : 0;
+  }
+
+  /**
+   * The last step's squared norm as a tensor of the caller's own (a view that the next step
+   * leaves as it is), to read later without waiting for the device; null before the first step.
+   */
+  lastSquared(): Tensor | null {
+    return this.sq ? keep(this.sq.reshape(1)) : null;
+  }
+
+  dispose(): void {
+    this.sq?.dispose();
+    this.sq = null;
+  }
+}
+
 export class DenseSlots {
   private readonly slots: { name: string; param: Tensor; m: Tensor; v: Tensor; master: Tensor | null }[];
 
@@ -170,7 +204,7 @@ export class SparseAdamW {
   private readonly v: Tensor[];
   private readonly masters: Tensor[];
   private readonly dense: DenseSlots;
-  private lastNormSq: Tensor | null = null;
+  private readonly norm = new GradNorm();
   private disposed = false;
   private sparseCache: SparseLists | null = null;
 
@@ -246,9 +280,7 @@ export class SparseAdamW {
     const lists = active.length ? this.sparseLists(active) : null;
     if (active.length || denseGrads.length) {
       const handles = denseGrads.length === 0 ? lists!.gradHandles : [...(lists ? lists.gradHandles : []), ...denseGrads];
-      this.lastNormSq?.dispose();
-      this.lastNormSq = keep(new Tensor(N.sumSquares(handles)));
-      if (this.options.maxGradNorm > 0) scale = new Tensor(N.clipCoefficient(this.lastNormSq.handle, this.options.maxGradNorm));
+      scale = this.norm.measure(handles, this.options.maxGradNorm);
     }
     if (lists) {
       // m, v and masters were made for exactly these targets (k > 0), in this order.
@@ -271,14 +303,12 @@ export class SparseAdamW {
 
   /** Global gradient norm before clipping at the last step (reads the device). */
   lastGradNorm(): number {
-    if (!this.lastNormSq) return 0;
-    return Math.sqrt(this.lastNormSq.item());
+    return this.norm.last();
   }
 
-  /** lastGradNorm() without blocking the event loop while the device finishes the step. */
-  async lastGradNormAsync(): Promise<number> {
-    if (!this.lastNormSq) return 0;
-    return Math.sqrt(Number((await this.lastNormSq.data())[0]));
+  /** The last step's squared gradient norm, a tensor of the caller's own (GradNorm.lastSquared). */
+  lastGradNormSq(): Tensor | null {
+    return this.norm.lastSquared();
   }
 
   /** Optimizer state for checkpoints: tensors by name and the step count. */
@@ -302,7 +332,7 @@ export class SparseAdamW {
     if (this.disposed) return;
     for (const t of [...this.m, ...this.v, ...this.masters]) t.dispose();
     this.dense.dispose();
-    this.lastNormSq?.dispose();
+    this.norm.dispose();
     this.sparseCache = null;
     this.disposed = true;
   }

@@ -5,16 +5,14 @@
  */
 import { Tensor } from '../engine/tensor';
 import { check } from '../engine/errors';
-import { native } from '../engine/native';
-import { keep } from '../engine/scope';
-import { AdamWOptions, DenseSlots, ResolvedAdamWOptions, adamWHyper, resolveAdamWOptions, restoreState } from '../sift/optimizer';
+import { AdamWOptions, DenseSlots, GradNorm, ResolvedAdamWOptions, adamWHyper, resolveAdamWOptions, restoreState } from '../sift/optimizer';
 import { lrMultiplier } from '../sift/schedule';
 
 export class DenseAdamW {
   readonly options: ResolvedAdamWOptions;
   stepCount = 0;
   private readonly slots: DenseSlots;
-  private lastNormSq: Tensor | null = null;
+  private readonly norm = new GradNorm();
   private disposed = false;
 
   /**
@@ -33,12 +31,9 @@ export class DenseAdamW {
   /** One update from the parameters' accumulated gradients, which are then freed. */
   step(): void {
     check(!this.disposed, 'E_DISPOSED', 'this optimizer was disposed');
-    const N = native();
     const grads = this.slots.gradHandles();
     if (grads.length) {
-      this.lastNormSq?.dispose();
-      this.lastNormSq = keep(new Tensor(N.sumSquares(grads)));
-      const scale = this.options.maxGradNorm > 0 ? new Tensor(N.clipCoefficient(this.lastNormSq.handle, this.options.maxGradNorm)) : null;
+      const scale = this.norm.measure(grads, this.options.maxGradNorm);
       this.slots.update(adamWHyper(this.options, this.stepCount), scale);
       scale?.dispose();
     }
@@ -52,13 +47,12 @@ export class DenseAdamW {
 
   /** Global gradient norm before clipping at the last step (reads the device). */
   lastGradNorm(): number {
-    return this.lastNormSq ? Math.sqrt(this.lastNormSq.item()) : 0;
+    return this.norm.last();
   }
 
-  /** lastGradNorm() without blocking the event loop while the device finishes the step. */
-  async lastGradNormAsync(): Promise<number> {
-    if (!this.lastNormSq) return 0;
-    return Math.sqrt(Number((await this.lastNormSq.data())[0]));
+  /** The last step's squared gradient norm, a tensor of the caller's own (GradNorm.lastSquared). */
+  lastGradNormSq(): Tensor | null {
+    return this.norm.lastSquared();
   }
 
   stateTensors(): [string, Tensor][] {
@@ -73,7 +67,7 @@ export class DenseAdamW {
   dispose(): void {
     if (this.disposed) return;
     this.slots.dispose();
-    this.lastNormSq?.dispose();
+    this.norm.dispose();
     this.disposed = true;
   }
 }

@@ -141,6 +141,24 @@ export function listCheckpoints(outDir: string): { name: string; step: number }[
 
 type Optimizer = SparseAdamW | DenseAdamW;
 
+/** A step's values still on the device: its micro-batches' losses and the squared gradient norm. */
+interface StepRead {
+  step: number;
+  losses: Tensor[];
+  shardWeights: number[];
+  W: number;
+  normSq: Tensor | null;
+  /** Marked after the step's work (asyncWaits); without one the values are read synchronously. */
+  fence: DeviceFence | null;
+}
+
+function disposeStepRead(r: StepRead): void {
+  for (const l of r.losses) l.dispose();
+  r.normSq?.dispose();
+  r.losses = [];
+  r.normSq = null;
+}
+
 function sleepTick(): Promise<void> {
   return new Promise((r) => setImmediate(r));
 }
@@ -582,6 +600,8 @@ export class Trainer {
       return e;
     };
     let buckets: GradientBuckets | null = null;
+    // A step read one step late (see the loop), until it is read.
+    let unread: StepRead | null = null;
     try {
       if (outDir) {
         try {
@@ -766,31 +786,34 @@ export class Trainer {
           commInBackward = st.startedInBackward;
         }
         this.opt!.step();
+        const read: StepRead = { step: this.step + 1, losses, shardWeights, W, normSq: this.opt!.lastGradNormSq(), fence: null };
         await this.pace();
+        read.fence = this.inFlight;
         this.step++;
         this.position += this.gradAccum;
         // Every step's loss and gradient norm are read: a non-finite one stops the run before
-        // anything (checkpoint, increment) is written from the weights it produced.
-        let loss = 0;
-        for (let i = 0; i < losses.length; i++) loss += (Number((await losses[i].data())[0]) * shardWeights[i]) / W;
-        for (const l of losses) l.dispose();
+        // anything (checkpoint, best/, increment) is written from the weights that followed it. A
+        // step that logs, evaluates or saves nothing is read one step late: pace() has just
+        // awaited the work before this step's, so its values are there without a wait.
+        if (unread) this.checkFinite(unread.step, await this.readStep(unread), outDir);
+        unread = null;
+        const logNow = this.step % logEvery === 0 || this.step === this.total;
+        const evalNow = !!evalEx && !!o.evalEvery && this.step % o.evalEvery === 0;
+        const saveNow = !!outDir && !!o.checkpointEvery && this.step % o.checkpointEvery === 0;
+        if (!logNow && !evalNow && !saveNow && !this.group && this.asyncWaits && !o.signal?.aborted) {
+          unread = read;
+          tokens += stepTokens;
+          await sleepTick();
+          continue;
+        }
+        let { loss, gradNorm } = await this.readStep(read);
         if (this.group) {
           let aborts: number;
           [loss, stepTokens, aborts] = await this.group.allReduceNumbers([loss, stepTokens, o.signal?.aborted ? 1 : 0]);
           groupAbort = aborts > 0;
         }
+        this.checkFinite(read.step, { loss, gradNorm }, outDir);
         tokens += stepTokens;
-        const gradNorm = this.asyncWaits ? await this.opt!.lastGradNormAsync() : this.opt!.lastGradNorm();
-        if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-          const what = !Number.isFinite(loss) ? `loss ${loss}` : `gradient norm ${gradNorm}`;
-          const kept = outDir ? latestCheckpoint(outDir) : null;
-          throw new SiftError(
-            'E_NUMERIC',
-            `non-finite ${what} at step ${this.step} of ${this.total} (learning rate too high?); ` +
-              `${kept ? `the last good checkpoint is ${kept}` : 'no checkpoint was written before it'}; nothing else is written`,
-          );
-        }
-        const logNow = this.step % logEvery === 0 || this.step === this.total;
         if (logNow) {
           const elapsed = (Date.now() - t0) / 1000;
           const done = this.step - startStep;
@@ -823,6 +846,9 @@ export class Trainer {
           yield await checkpoint();
         }
       }
+      // A run stopped (signal) right after a step read late: that step is checked before anything is written.
+      if (unread) this.checkFinite(unread.step, await this.readStep(unread), outDir);
+      unread = null;
       if (evalEx && lastEval !== this.step && !interrupted) {
         finalMetrics = await this.evaluate(evalEx);
         yield emit({ type: 'eval', step: this.step, metrics: finalMetrics });
@@ -878,9 +904,39 @@ export class Trainer {
       const last = this.inFlight;
       this.inFlight = null;
       if (last) await last.wait().catch(() => undefined);
+      if (unread) disposeStepRead(unread);
       restoreThreads();
       this.running = false;
     }
+  }
+
+  /** Reads a step's loss and gradient norm (after its fence: without waiting for what was queued since) and frees them. */
+  private async readStep(r: StepRead): Promise<{ loss: number; gradNorm: number }> {
+    const fence = r.fence;
+    // (A half-precision loss is widened on the device, so it waits for the queue: data().)
+    const late = (t: Tensor) => fence && t.dtype !== 'f16' && t.dtype !== 'bf16';
+    const value = async (t: Tensor) => Number((late(t) ? await t.dataAfter(fence!) : await t.data())[0]);
+    let loss = 0;
+    let gradNorm = 0;
+    try {
+      for (let i = 0; i < r.losses.length; i++) loss += ((await value(r.losses[i])) * r.shardWeights[i]) / r.W;
+      if (r.normSq) gradNorm = Math.sqrt(await value(r.normSq));
+    } finally {
+      disposeStepRead(r);
+    }
+    return { loss, gradNorm };
+  }
+
+  /** E_NUMERIC naming the step when its loss or gradient norm is not finite. */
+  private checkFinite(step: number, { loss, gradNorm }: { loss: number; gradNorm: number }, outDir: string | undefined): void {
+    if (Number.isFinite(loss) && Number.isFinite(gradNorm)) return;
+    const what = !Number.isFinite(loss) ? `loss ${loss}` : `gradient norm ${gradNorm}`;
+    const kept = outDir ? latestCheckpoint(outDir) : null;
+    throw new SiftError(
+      'E_NUMERIC',
+      `non-finite ${what} at step ${step} of ${this.total} (learning rate too high?); ` +
+        `${kept ? `the last good checkpoint is ${kept}` : 'no checkpoint was written before it'}; nothing else is written`,
+    );
   }
 
   private peakMemory(): number {

@@ -3,8 +3,9 @@
 //     sequence number, or a CUDA event recorded on the stream); never waits.
 //   waitFenceAsync(device, fence) -> Promise: resolves once the device ran the work up to the
 //     fence (the wait runs on a libuv worker thread); rejects with the first asynchronous error.
-//   executorStats() / resetExecutorStats(): queue depth, fence, and the time the JavaScript
-//     thread spent blocked in the CPU executor (back-pressure and synchronous reads).
+//   executorStats() / resetExecutorStats(): queue depth, fence, the time the JavaScript thread
+//     spent blocked in the CPU executor (back-pressure and synchronous reads), and the device
+//     waits run on worker threads (waitFenceAsync, toBufferAsync).
 //   setNumThreads(n) -> previous: threads of later CPU kernels (0: the default), applied in op
 //     order on the executor; numThreads() -> { threads, default, hardware }.
 #include <atomic>
@@ -17,40 +18,6 @@
 
 namespace sift::binding {
 namespace {
-
-// Runs `work` on a libuv worker thread; the promise settles on the JavaScript thread.
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  PromiseWorker(Napi::Env env, std::function<void()> work)
-      : Napi::AsyncWorker(env, "sift-ft:deviceWait"),
-        work_(std::move(work)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      work_();
-    } catch (const SiftException& e) {
-      code_ = e.code();
-      SetError(e.message());
-    } catch (const std::exception& e) {
-      code_ = "E_INTERNAL";
-      SetError(e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override {
-    try {
-      throw_sift(Env(), code_, e.Message());
-    } catch (const Napi::Error& err) {
-      deferred_.Reject(err.Value());
-    }
-  }
-
- private:
-  std::function<void()> work_;
-  Napi::Promise::Deferred deferred_;
-  std::string code_;
-};
 
 Device arg_device(const Napi::CallbackInfo& info, size_t i) { return parse_device(arg_string(info, i, "device")); }
 
@@ -69,10 +36,8 @@ Napi::Value WaitFenceAsync(const Napi::CallbackInfo& info) {
     work = [f] { CpuExecutor::get().wait_for(uint64_t(f)); };
   else
     work = [d, f] { cuda::fence_wait(d.index, uint64_t(f)); };
-  auto* w = new PromiseWorker(info.Env(), std::move(work));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  async_device_waits()++;
+  return run_async(info.Env(), "sift-ft:deviceWait", std::move(work));
 }
 
 Napi::Value ExecutorStats(const Napi::CallbackInfo& info) {
@@ -88,11 +53,13 @@ Napi::Value ExecutorStats(const Napi::CallbackInfo& info) {
   m.Set("totalMs", double(w.total_ns) / 1e6);
   m.Set("maxMs", double(w.max_ns) / 1e6);
   o.Set("mainThreadWaits", m);
+  o.Set("asyncWaits", double(async_device_waits().load()));
   return o;
 }
 
 Napi::Value ResetExecutorStats(const Napi::CallbackInfo& info) {
   CpuExecutor::get().reset_main_thread_waits();
+  async_device_waits() = 0;
   return info.Env().Undefined();
 }
 

@@ -62,49 +62,21 @@ dist::GroupOptions parse_options(const Napi::CallbackInfo& info) {
   return g;
 }
 
-class InitWorker : public Napi::AsyncWorker {
- public:
-  InitWorker(Napi::Env env, dist::GroupOptions o)
-      : Napi::AsyncWorker(env, "sift-ft:distInit"), o_(std::move(o)), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      auto g = dist::create_group(o_);
-      std::lock_guard<std::mutex> lk(group_mu);
-      the_group = std::move(g);
-    } catch (const SiftException& e) {
-      code_ = e.code();
-      SetError(e.message());
-    } catch (const std::exception& e) {
-      code_ = "E_DIST";
-      SetError(e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override {
-    try {
-      throw_sift(Env(), code_, e.Message());
-    } catch (const Napi::Error& err) {
-      deferred_.Reject(err.Value());
-    }
-  }
-
- private:
-  dist::GroupOptions o_;
-  Napi::Promise::Deferred deferred_;
-  std::string code_;
-};
-
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
   dist::GroupOptions o = parse_options(info);
   {
     std::lock_guard<std::mutex> lk(group_mu);
     SIFT_CHECK(!the_group, "E_ARG", "this process already belongs to a process group (distDestroy first)");
   }
-  auto* w = new InitWorker(info.Env(), std::move(o));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  // Any other failure of the rendezvous (a socket, the store) is E_DIST.
+  return run_async(
+      info.Env(), "sift-ft:distInit",
+      [o = std::move(o)] {
+        auto g = dist::create_group(o);
+        std::lock_guard<std::mutex> lk(group_mu);
+        the_group = std::move(g);
+      },
+      {}, "E_DIST");
 }
 
 Napi::Value DistDestroy(const Napi::CallbackInfo& info) {

@@ -1,5 +1,6 @@
 // Bindings of the core tensor functions: creation, reading back, views, copies, accounting.
 #include <cstring>
+#include <memory>
 
 #include "../core/executor.h"
 #include "../cpu/parallel.h"
@@ -95,50 +96,29 @@ Napi::Value ToBuffer(const Napi::CallbackInfo& info) {
   return ab;
 }
 
-class ToBufferWorker : public Napi::AsyncWorker {
- public:
-  ToBufferWorker(Napi::Env env, Tensor t)
-      : Napi::AsyncWorker(env, "sift-ft:toBuffer"), t_(std::move(t)), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      bytes_.resize(t_.nbytes());
-      ops::to_host(t_, bytes_.data(), bytes_.size());
-    } catch (const SiftException& e) {
-      code_ = e.code();
-      SetError(e.message());
-    } catch (const std::exception& e) {
-      code_ = "E_INTERNAL";
-      SetError(e.what());
-    }
-    t_ = Tensor();  // release the storage on this thread, not at the next GC
-  }
-  void OnOK() override {
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(Env(), bytes_.size());
-    if (!bytes_.empty()) std::memcpy(ab.Data(), bytes_.data(), bytes_.size());
-    deferred_.Resolve(ab);
-  }
-  void OnError(const Napi::Error& e) override {
-    try {
-      throw_sift(Env(), code_, e.Message());
-    } catch (const Napi::Error& err) {
-      deferred_.Reject(err.Value());
-    }
-  }
-
- private:
-  Tensor t_;
-  Napi::Promise::Deferred deferred_;
-  std::vector<char> bytes_;
-  std::string code_;
-};
-
 Napi::Value ToBufferAsync(const Napi::CallbackInfo& info) {
   Tensor t = ops::contiguous(arg_tensor(info, 0, "tensor"));  // queued in order on this thread
-  auto* w = new ToBufferWorker(info.Env(), std::move(t));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  auto bytes = std::make_shared<std::vector<char>>();
+  async_device_waits()++;
+  return run_async(
+      info.Env(), "sift-ft:toBuffer",
+      [t = std::move(t), bytes] {
+        bytes->resize(t.nbytes());
+        ops::to_host(t, bytes->data(), bytes->size());
+      },
+      [bytes](Napi::Env env) -> Napi::Value {
+        Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, bytes->size());
+        if (!bytes->empty()) std::memcpy(ab.Data(), bytes->data(), bytes->size());
+        return ab;
+      });
+}
+
+// For a tensor whose writers the caller has awaited (Tensor.dataAfter): no wait for the device.
+Napi::Value ToBufferSettled(const Napi::CallbackInfo& info) {
+  Tensor& t = arg_tensor(info, 0, "tensor");
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), t.nbytes());
+  ops::to_host_settled(t, ab.Data(), t.nbytes());
+  return ab;
 }
 
 Napi::Value Dispose(const Napi::CallbackInfo& info) {
@@ -346,6 +326,7 @@ SIFT_BINDINGS(register_tensor_bindings) {
   SIFT_EXPORT("sameStorage", SameStorage);
   SIFT_EXPORT("toBuffer", ToBuffer);
   SIFT_EXPORT("toBufferAsync", ToBufferAsync);
+  SIFT_EXPORT("toBufferSettled", ToBufferSettled);
   SIFT_EXPORT("dispose", Dispose);
   SIFT_EXPORT("isDisposed", IsDisposed);
   SIFT_EXPORT("view", View);

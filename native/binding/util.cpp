@@ -37,6 +37,63 @@ void throw_sift(Napi::Env env, const std::string& code, const std::string& messa
   throw e;
 }
 
+namespace {
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, const char* name, std::function<void()> work,
+                std::function<Napi::Value(Napi::Env)> result, const char* other_code)
+      : Napi::AsyncWorker(env, name),
+        work_(std::move(work)),
+        result_(std::move(result)),
+        other_code_(other_code),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      work_();
+    } catch (const SiftException& e) {
+      code_ = e.code();
+      SetError(e.message());
+    } catch (const std::bad_alloc&) {
+      code_ = "E_OOM";
+      SetError("out of host memory");
+    } catch (const std::exception& e) {
+      code_ = other_code_;
+      SetError(e.what());
+    }
+    work_ = nullptr;
+  }
+  void OnOK() override { deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined()); }
+  void OnError(const Napi::Error& e) override {
+    try {
+      throw_sift(Env(), code_, e.Message());
+    } catch (const Napi::Error& err) {
+      deferred_.Reject(err.Value());
+    }
+  }
+
+ private:
+  std::function<void()> work_;
+  std::function<Napi::Value(Napi::Env)> result_;
+  const char* other_code_;
+  Napi::Promise::Deferred deferred_;
+  std::string code_;
+};
+}  // namespace
+
+std::atomic<uint64_t>& async_device_waits() {
+  static std::atomic<uint64_t> n{0};
+  return n;
+}
+
+Napi::Promise run_async(Napi::Env env, const char* name, std::function<void()> work,
+                        std::function<Napi::Value(Napi::Env)> result, const char* other_code) {
+  auto* w = new PromiseWorker(env, name, std::move(work), std::move(result), other_code);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Function TensorHandle::Define(Napi::Env env) {
   Napi::Function ctor = DefineClass(env, "NativeTensor", {});
   data(env)->tensor_ctor = Napi::Persistent(ctor);

@@ -3,6 +3,9 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
+#include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,6 +53,17 @@ Napi::Value guarded(const Napi::CallbackInfo& info) {
     throw_sift(info.Env(), "E_INTERNAL", e.what());
   }
 }
+
+// Runs `work` on a libuv worker thread, which must not touch JavaScript values, and returns a
+// promise settled on the JavaScript thread: resolved with `result(env)` (undefined without one), or
+// rejected with a SiftError carrying the code of a SiftException, E_OOM for std::bad_alloc, or
+// `other_code` for any other exception. `work` and what it captures are released on the worker
+// thread, so a tensor it holds frees its storage there and then.
+Napi::Promise run_async(Napi::Env env, const char* name, std::function<void()> work,
+                        std::function<Napi::Value(Napi::Env)> result = {}, const char* other_code = "E_INTERNAL");
+
+// Device waits run on worker threads (waitFenceAsync, toBufferAsync), counted for executorStats().
+std::atomic<uint64_t>& async_device_waits();
 
 // Argument parsing: each names the argument in its error.
 Tensor& arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name);

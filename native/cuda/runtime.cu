@@ -337,18 +337,26 @@ void reset_peak(int device) {
   g_dev[device].stats.peak_allocated = g_dev[device].stats.allocated;
 }
 
-void synchronize(int device) {
-  check_not_capturing(device, "synchronize");
+namespace {
+// Once the host has waited for the stream (to a fence, or all of it): throws E_INDEX when a kernel
+// set the device's error flag, and clears the flag so that the error is reported once.
+void raise_error_flag(int device) {
   set_device(device);  // the calling thread may be a worker whose current device differs
-  cudaStream_t st = current_stream(device);
-  CUDA_CHECK(cudaStreamSynchronize(st));
   int flag = 0;
   CUDA_CHECK(cudaMemcpy(&flag, error_flag(device), sizeof(int), cudaMemcpyDeviceToHost));
   if (flag != 0) {
-    CUDA_CHECK(cudaMemsetAsync(error_flag(device), 0, sizeof(int), st));
+    CUDA_CHECK(cudaMemsetAsync(error_flag(device), 0, sizeof(int), current_stream(device)));
     fail("E_INDEX", "a CUDA kernel found an index out of range (error code ", flag,
          "); the results of the op that raised it are undefined");
   }
+}
+}  // namespace
+
+void synchronize(int device) {
+  check_not_capturing(device, "synchronize");
+  set_device(device);  // the calling thread may be a worker whose current device differs
+  CUDA_CHECK(cudaStreamSynchronize(current_stream(device)));
+  raise_error_flag(device);
 }
 
 uint64_t fence_record(int device) {
@@ -392,6 +400,9 @@ void fence_wait(int device, uint64_t fence) {
     s.fences_free.push_back(fence);
   }
   CUDA_CHECK(err);
+  // The kernels before the fence ran: an index they found out of range is this wait's error, as
+  // it would be synchronize()'s.
+  raise_error_flag(device);
 }
 
 int event_record(int device) {
@@ -512,6 +523,15 @@ void copy_d2h(int device, void* dst, const void* src, size_t nbytes) {
   cudaStream_t st = current_stream(device);
   CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, st));
   CUDA_CHECK(cudaStreamSynchronize(st));
+}
+
+void copy_d2h_settled(int device, void* dst, const void* src, size_t nbytes) {
+  check_not_capturing(device, "reading device data");
+  set_device(device);  // the calling thread may be a worker whose current device differs
+  // The per-thread stream is ordered after the legacy default stream only: not after the
+  // non-blocking compute stream, whose later work this copy must not wait for.
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, cudaStreamPerThread));
+  CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));
 }
 
 void copy_d2d(int device, void* dst, const void* src, size_t nbytes) {

@@ -63,15 +63,19 @@ void check_last_error(const char* what);
 void copy_h2d(int device, void* dst, const void* src, size_t nbytes);
 void copy_d2h(int device, void* dst, const void* src, size_t nbytes);
 void copy_d2d(int device, void* dst, const void* src, size_t nbytes);  // async on the stream
+// Device-to-host without waiting for the compute stream: for memory whose writers the caller has
+// already waited for (a fence after them); work queued since keeps running.
+void copy_d2h_settled(int device, void* dst, const void* src, size_t nbytes);
 void memset_async(int device, void* dst, int value, size_t nbytes);
 
 // Device-side error flag for data-dependent checks (e.g. an index out of range in a kernel):
-// kernels set it; synchronize() reads it and throws E_INDEX.
+// kernels set it; synchronize() and fence_wait() read it and throw E_INDEX (once: they clear it).
 int* error_flag(int device);
 
 // Fences: fence_record marks the work queued on the device's stream so far (an event, recorded
 // without waiting); fence_wait blocks the calling thread (an async worker, not JavaScript) until
-// the stream has passed it, then recycles the event. Errors of the kernels before it are thrown.
+// the stream has passed it, then recycles the event. Errors of the kernels before it are thrown,
+// the device error flag's E_INDEX included.
 uint64_t fence_record(int device);
 void fence_wait(int device, uint64_t fence);
 

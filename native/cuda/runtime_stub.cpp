@@ -30,6 +30,7 @@ void synchronize(int) {}
 void check_last_error(const char*) {}
 void copy_h2d(int, void*, const void*, size_t) { not_built(); }
 void copy_d2h(int, void*, const void*, size_t) { not_built(); }
+void copy_d2h_settled(int, void*, const void*, size_t) { not_built(); }
 void copy_d2d(int, void*, const void*, size_t) { not_built(); }
 void memset_async(int, void*, int, size_t) { not_built(); }
 int* error_flag(int) { not_built(); }

@@ -66,6 +66,16 @@ void to_host(const Tensor& t, void* dst, size_t nbytes) {
     cuda::copy_d2h(c.device().index, dst, c.raw(), nbytes);
 }
 
+void to_host_settled(const Tensor& t, void* dst, size_t nbytes) {
+  SIFT_CHECK(nbytes == t.nbytes(), "E_SHAPE", "to_host_settled: buffer of ", nbytes, " bytes for ", t.desc());
+  SIFT_CHECK(t.is_contiguous(), "E_ARG", "reading a settled tensor: it must be contiguous (", t.desc(), ")");
+  if (nbytes == 0) return;
+  if (t.device().is_cpu())
+    std::memcpy(dst, t.raw(), nbytes);
+  else
+    cuda::copy_d2h_settled(t.device().index, dst, t.raw(), nbytes);
+}
+
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   check_device_usable(device);
   Tensor t = empty(shape, dtype, device);

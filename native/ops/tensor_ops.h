@@ -12,6 +12,9 @@ namespace sift::ops {
 Tensor from_host(const void* data, size_t nbytes, const Shape& shape, DType dtype, Device device);
 // Copies a tensor's elements (any layout) into a contiguous host buffer; waits for the device.
 void to_host(const Tensor& t, void* dst, size_t nbytes);
+// Copies a contiguous tensor into a host buffer without waiting for the device: the caller has
+// waited for the work that wrote it (a fence after it), and nothing queued since writes it.
+void to_host_settled(const Tensor& t, void* dst, size_t nbytes);
 // Waits for all queued work on the device and reports any asynchronous error.
 void synchronize(Device device);
 

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { main } from '../../lib/cli/main';
-import { MethodSummary, demoTable, spreadOf, verdict } from '../../lib/cli/demo';
+import { MethodSummary, demoTable, spreadOf, summaryJson, verdict } from '../../lib/cli/demo';
 import type { MethodName } from '../../lib/train/types';
 
 function summary(method: MethodName, tests: number[], lr = 1e-2, extra: Partial<MethodSummary> = {}): MethodSummary {
@@ -101,6 +101,25 @@ describe('verdict', () => {
   test('the table shows mean ± std, range and every seed', () => {
     const t = demoTable([summary('sift', [0.84, 0.86, 0.85], 3e-3)]);
     expect(t).toMatch(/sift.*3e-3.*85\.0% ± 1\.0.*84\.0-86\.0%.*84\.0 \/ 86\.0 \/ 85\.0/);
+  });
+});
+
+describe('summaryJson', () => {
+  test("one method's results.json entry: the summary's fields in order, the run left out, its report only when asked", () => {
+    const s = summary('lora', [0.5, 1], 3e-3, {
+      search: [{ lr: 3e-3, devAccuracy: 0.75 }],
+      rank: 2,
+      run: { outDir: path.join('runs', 'lora-3e-3-seed1') } as never,
+    });
+    const seeds = '[{"seed":1,"test":0.5,"dev":0.5},{"seed":2,"test":1,"dev":1}]';
+    const fields =
+      `{"method":"lora","lr":0.003,"search":[{"lr":0.003,"devAccuracy":0.75}],"seeds":${seeds},` +
+      `"mean":0.75,"std":${spreadOf([0.5, 1]).std},"min":0.5,"max":1,"trainable":8000,"total":480000,"rank":2,` +
+      '"peakMemoryBytes":1,"tokensPerSec":1,"seconds":1';
+    expect(JSON.stringify(summaryJson(s))).toBe(`${fields}}`);
+    const report = JSON.stringify(path.join('runs', 'lora-3e-3-seed1', 'report.html'));
+    expect(JSON.stringify(summaryJson(s, { report: true }))).toBe(`${fields},"report":${report}}`);
+    expect(JSON.parse(JSON.stringify(summaryJson({ ...s, gradProportion: 0.25 }))).meanGradProportion).toBe(0.25);
   });
 });
 

@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as zlib from 'zlib';
 import { configFor } from '../../lib/cli/pretrain';
+import { progressLine } from '../../lib/cli/progress';
 import { loadModel } from '../../lib/load';
 import { generate } from '../../lib/models/generate';
 import type { PreTrainedModel } from '../../lib/models/common';
@@ -126,6 +127,45 @@ describe('streamed token blocks', () => {
     const s = new TokenBlockStream([small], trainByteBpe(['a b c'], 260), { blockSize: 64 });
     await expect(s.batch(0, 2)).rejects.toMatchObject({ code: 'E_ARG' });
     fs.rmSync(small);
+  });
+});
+
+describe('progress line against the bound in force', () => {
+  const now = 1_000_000_000;
+  const at = (step: number, totalSteps: number, etaSec: number) =>
+    ({ type: 'step', step, totalSteps, loss: 3.25, lr: 1e-3, tokensPerSec: 900, elapsedSec: 60, etaSec }) as const;
+
+  test('steps alone: step n/N and the step ETA', () => {
+    const r = progressLine(at(50, 200, 180), {}, now);
+    expect(r.text).toBe('step 50/200  loss 3.2500  lr 1.00e-3  900 tok/s  ETA 3m00s');
+    expect(r.fraction).toBe(0.25);
+  });
+
+  test('--minutes alone: no sentinel step count; the ETA is the time left, the bar the time used', () => {
+    const r = progressLine(at(52, 1_000_000_000, 821_855_760), { openEnded: true, deadline: { at: now + 1077_000, seconds: 1800 } }, now);
+    expect(r.text).toBe('step 52  loss 3.2500  lr 1.00e-3  900 tok/s  ETA 17m57s (time limit)');
+    expect(r.text).not.toContain('1000000000');
+    expect(r.fraction).toBeCloseTo(723 / 1800, 12);
+    // Past the deadline (the step that ends the run): nothing left, the bar full.
+    const end = progressLine(at(60, 1_000_000_000, 1e9), { openEnded: true, deadline: { at: now - 5, seconds: 1800 } }, now);
+    expect(end.text).toContain('ETA 0s (time limit)');
+    expect(end.fraction).toBe(1);
+  });
+
+  test('--tokens: tokens done of the budget', () => {
+    const r = progressLine(at(52, 245, 600), { tokens: { total: 5_000_000, perStep: 20_480 } }, now);
+    expect(r.text).toBe('step 52/245  tokens 1.1M/5.0M  loss 3.2500  lr 1.00e-3  900 tok/s  ETA 10m00s');
+    expect(r.fraction).toBeCloseTo((52 * 20_480) / 5_000_000, 12);
+  });
+
+  test('--steps or --tokens with --minutes: whichever ends the run first sets the ETA', () => {
+    const bound = { tokens: { total: 5_000_000, perStep: 20_480 }, deadline: { at: now + 120_000, seconds: 600 } };
+    const clock = progressLine(at(52, 245, 600), bound, now);
+    expect(clock.text).toMatch(/tokens 1\.1M\/5\.0M .* ETA 2m00s \(time limit\)$/);
+    expect(clock.fraction).toBeCloseTo(0.8, 12);
+    const budget = progressLine(at(52, 245, 60), bound, now);
+    expect(budget.text).toMatch(/ETA 1m00s$/);
+    expect(budget.fraction).toBeCloseTo((52 * 20_480) / 5_000_000, 12);
   });
 });
 

@@ -12,151 +12,24 @@ import { liveTensors, HFConfig, SiftError, kForRate, supportedModelTypes } from 
 import { planMemory, shapeOnlyModel } from '../../lib/plan/plan';
 import { quantizedBytes } from '../../lib/autograd/quant';
 import { planWarning } from '../../lib/cli/plan';
-
-const small = {
-  vocab_size: 97,
-  hidden_size: 64,
-  intermediate_size: 176,
-  num_hidden_layers: 3,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  max_position_embeddings: 128,
-  head_dim: 16,
-  tie_word_embeddings: false,
-};
-/** The other decoder families at the same small shape: each case runs where this build has the family. */
-const FAMILIES: Record<string, HFConfig> = {
-  qwen2: { model_type: 'qwen2', ...small },
-  qwen3: { model_type: 'qwen3', ...small },
-  mistral: { model_type: 'mistral', ...small },
-  gemma: { model_type: 'gemma', ...small, hidden_activation: 'gelu_pytorch_tanh' },
-  gemma2: {
-    model_type: 'gemma2',
-    ...small,
-    hidden_activation: 'gelu_pytorch_tanh',
-    query_pre_attn_scalar: 16,
-    final_logit_softcapping: 30,
-    attn_logit_softcapping: 50,
-    sliding_window: 16,
-  },
-  phi3: { model_type: 'phi3', ...small, resid_pdrop: 0, attention_dropout: 0, embd_pdrop: 0 },
-};
-const CONFIGS: Record<string, HFConfig> = {
-  ...FAMILIES,
-  // Wider, with an output layer that dominates (4000 tokens) and grouped KV heads.
-  'gpt2-wide': {
-    model_type: 'gpt2',
-    vocab_size: 4000,
-    n_positions: 256,
-    n_embd: 128,
-    n_layer: 2,
-    n_head: 8,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    resid_pdrop: 0,
-  },
-  'llama-wide': {
-    model_type: 'llama',
-    vocab_size: 4000,
-    hidden_size: 128,
-    intermediate_size: 352,
-    num_hidden_layers: 2,
-    num_attention_heads: 8,
-    num_key_value_heads: 2,
-    max_position_embeddings: 256,
-    tie_word_embeddings: false,
-  },
-  gpt2: {
-    model_type: 'gpt2',
-    vocab_size: 97,
-    n_positions: 128,
-    n_embd: 64,
-    n_layer: 3,
-    n_head: 4,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    resid_pdrop: 0,
-  },
-  llama: {
-    model_type: 'llama',
-    vocab_size: 97,
-    hidden_size: 64,
-    intermediate_size: 176,
-    num_hidden_layers: 3,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    max_position_embeddings: 128,
-    tie_word_embeddings: false,
-  },
-};
-
-/**
- * One short run per case in a child process on the built package (dist/), with SIFT_FT_CPU_QUEUE=1:
- * the CPU executor reads it when it starts, which a jest worker may have done already.
- */
-const MEASURE = `
-const { createModel, liveTensors } = require(process.argv[1] + '/dist/lib');
-const { Trainer } = require(process.argv[1] + '/dist/lib/train/trainer');
-const [cfg, opts] = JSON.parse(process.argv[2]);
-(async () => {
-  const baseline = liveTensors().cpu.bytes;
-  const model = createModel(cfg, { task: 'causal-lm', seed: 1 });
-  const rows = Array.from({ length: 4 }, (_, i) => ({ input_ids: Array.from({ length: opts.maxLength }, (_, j) => (i * 7 + j * 3) % cfg.vocab_size) }));
-  const t = new Trainer(model, null, { ...opts, steps: 2, lr: 1e-3, sift: { sparseRate: 0.01 }, lora: { rank: 8 } });
-  let peak = 0;
-  for await (const e of t.fit(rows)) if (e.type === 'done') peak = e.peakMemoryBytes - baseline;
-  process.stdout.write(String(peak));
-})();
-`;
+import { CONFIGS, FAMILIES, measureCase, planCases } from '../../bench/plan';
 
 const root = path.join(__dirname, '..', '..');
 const built = fs.existsSync(path.join(root, 'dist', 'lib', 'train', 'trainer.js'));
-const measured: string[] = [];
-afterAll(() => {
-  if (process.env.SIFT_FT_PLAN_TABLE) fs.writeFileSync(process.env.SIFT_FT_PLAN_TABLE, measured.join('\n') + '\n');
-});
 
+// The table of docs/memory.md is printed by `npm run bench -- plan` (the same cases and runs).
 describe('plan agrees with the measured peak within 15%', () => {
-  const cases: [string, 'sift' | 'full' | 'lora', boolean, 'bf16' | 'none'][] = [];
-  for (const fam of ['gpt2', 'llama'])
-    for (const m of ['sift', 'full', 'lora'] as const)
-      for (const ck of [false, true]) for (const mp of ['none', 'bf16'] as const) cases.push([fam, m, ck, mp]);
-  for (const m of ['sift', 'full', 'lora'] as const)
-    for (const ck of [false, true]) cases.push(['gpt2-wide', m, ck, 'none'], ['llama-wide', m, ck, 'bf16']);
   const have = new Set(supportedModelTypes());
-  const families = Object.keys(FAMILIES).filter((f) => have.has(f));
-  for (const fam of families)
-    for (const m of ['sift', 'full', 'lora'] as const)
-      for (const ck of [false, true]) for (const mp of ['none', 'bf16'] as const) cases.push([fam, m, ck, mp]);
+  const cases = planCases(have);
   const missing = Object.keys(FAMILIES).filter((f) => !have.has(f));
   (missing.length ? test.skip : test)(`families not in this build: ${missing.join(', ') || 'none'}`, () => undefined);
-  (built ? test.each(cases) : test.skip.each(cases))(
-    '%s %s checkpointing=%s precision=%s (needs dist/: npx tsc)',
-    (fam, method, ck, mp) => {
-      const opts = {
-        task: 'causal-lm' as const,
-        method,
-        batchSize: 2,
-        maxLength: fam.endsWith('wide') ? 128 : 32,
-        activationCheckpointing: ck,
-        mixedPrecision: mp,
-      };
-      const plan = planMemory(CONFIGS[fam], opts);
-      const r = spawnSync(process.execPath, ['-e', MEASURE, root, JSON.stringify([CONFIGS[fam], opts])], {
-        encoding: 'utf8',
-        env: { ...process.env, SIFT_FT_CPU_QUEUE: '1' },
-      });
-      expect(r.stderr).toBe('');
-      const peak = Number(r.stdout);
-      expect(peak).toBeGreaterThan(0);
-      const ratio = plan.peakBytes / peak;
-      measured.push(
-        `| ${fam} | ${opts.maxLength} | ${method} | ${ck ? 'yes' : 'no'} | ${mp} | ${plan.peakBytes} | ${peak} | ${ratio.toFixed(3)} |`,
-      );
-      expect(ratio).toBeGreaterThan(0.85);
-      expect(ratio).toBeLessThan(1.15);
-    },
-  );
+  (built ? test.each(cases) : test.skip.each(cases))('%s %s checkpointing=%s precision=%s (needs dist/: npx tsc)', (...c) => {
+    const r = measureCase(c);
+    expect(r.stderr).toBe('');
+    expect(r.peak).toBeGreaterThan(0);
+    expect(r.ratio).toBeGreaterThan(0.85);
+    expect(r.ratio).toBeLessThan(1.15);
+  });
 });
 
 describe('shape-only module tree', () => {

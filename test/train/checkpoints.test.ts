@@ -158,6 +158,23 @@ test('a diverging run stops with E_NUMERIC naming the step; no checkpoint after 
   expect(events.some((e) => e.type === 'done')).toBe(false);
 });
 
+test('a run that logs every 5th step and diverges between: E_NUMERIC names the step it diverged at, nothing is written', async () => {
+  const diverge = { task: 'classify', method: 'full', steps: 10, batchSize: 8, lr: 1e30, maxGradNorm: 0, seed: 3 } as const;
+  // Read at once (no asynchronous waits): the step where the loss or gradient norm went non-finite.
+  const eager = await runFit({ ...diverge, asyncWaits: false });
+  const step = Number(/at step (\d+)/.exec((eager.error as Error).message)![1]);
+  expect(step % 5).not.toBe(0); // a step that logs nothing: read one step late
+  const out = path.join(dir, 'nan-late');
+  const { events, error } = await runFit({ ...diverge, logEvery: 5, outDir: out });
+  expect(error).toMatchObject({ code: 'E_NUMERIC' });
+  expect((error as Error).message).toContain(`at step ${step} of 10`);
+  expect((error as Error).message).toContain('no checkpoint was written before it');
+  // No checkpoint, no best/, no trainer state: only the (empty) log.
+  expect(fs.readdirSync(out)).toEqual(['log.jsonl']);
+  expect(fs.readFileSync(path.join(out, 'log.jsonl'), 'utf8')).toBe('');
+  expect(events.filter((e) => e.type === 'step')).toEqual([]);
+});
+
 test('warmupRatio: ceil(ratio x total) warmup steps, warmupSteps overrides it', async () => {
   const lrs = async (o: Partial<TrainerOptions>) =>
     (await runFit({ task: 'classify', method: 'full', steps: 10, batchSize: 8, lr: 1, lrSchedule: 'linear', ...o })).events

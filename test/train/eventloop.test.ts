@@ -6,7 +6,7 @@
 import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { tidy, tensor, SiftError, stateDict } from '../../lib';
+import { tidy, tensor, embedding, SiftError, stateDict } from '../../lib';
 import { native } from '../../lib/engine/native';
 import { Tensor } from '../../lib/engine/tensor';
 import { matmul } from '../../lib/autograd/matmul';
@@ -34,6 +34,54 @@ function queueWork(device: string, m: number, n: number): Tensor {
     for (let i = 0; i < n; i++) x = matmul(x, w);
     return x;
   });
+}
+
+/**
+ * An embedding step that meets an out-of-range id, awaited through a fence as the trainer awaits
+ * its steps: the wait rejects with E_INDEX, as a synchronous read would, and only once (the next
+ * step and its wait go on).
+ */
+async function expectIndexErrorAtFence(device: string): Promise<void> {
+  const w = tensor(
+    Array.from({ length: 20 }, (_, i) => i / 20),
+    [5, 4],
+  ).to(device);
+  const bad = tensor([0, 9], [2], { dtype: 'i32' }).to(device);
+  const ok = tensor([1, 4], [2], { dtype: 'i32' }).to(device);
+  // Work queued ahead: the ids are checked by the queued kernel, not up front (an idle CPU queue
+  // lets the op check them at once).
+  const busy = queueWork(device, 256, 8);
+  const y = embedding(w, bad);
+  const err = await new DeviceFence(device).wait().then(
+    () => null,
+    (e) => e as SiftError,
+  );
+  expect(err).toBeInstanceOf(SiftError);
+  expect(err!.code).toBe('E_INDEX');
+  const z = embedding(w, ok);
+  await new DeviceFence(device).wait();
+  await synchronizeAsync(device);
+  expect(Array.from(z.toArray())).toEqual([4, 5, 6, 7, 16, 17, 18, 19].map((v) => Math.fround(v / 20)));
+  for (const t of [w, bad, ok, busy, y, z]) t.dispose();
+}
+
+/**
+ * dataAfter(fence) reads what the work before the fence wrote while later work still runs: the
+ * values are those of a full wait, and the read does not wait for the later work (the queue is
+ * still busy after it).
+ */
+async function expectReadAfterFence(device: string): Promise<void> {
+  const y = queueWork(device, 256, 6);
+  const fence = new DeviceFence(device);
+  const later = queueWork(device, 384, 60);
+  const early = await y.dataAfter(fence);
+  if (device === 'cpu') expect(executorStats().pending).toBeGreaterThan(0);
+  expect(Buffer.from(early.buffer).equals(Buffer.from((await y.data()).buffer))).toBe(true);
+  const bf = y.to('bf16');
+  await expect(bf.dataAfter(new DeviceFence(device))).rejects.toMatchObject({ code: 'E_DTYPE' });
+  await expect(y.T.dataAfter(new DeviceFence(device))).rejects.toMatchObject({ code: 'E_ARG' });
+  await synchronizeAsync(device);
+  for (const t of [y, later, bf]) t.dispose();
 }
 
 describe('waiting for the device off the event loop', () => {
@@ -68,6 +116,14 @@ describe('waiting for the device off the event loop', () => {
     native().dispose(idx);
     s.dispose();
     await synchronizeAsync('cpu'); // the error was reported once
+  });
+
+  test('an index out of range before a fence rejects its wait with E_INDEX, once (cpu)', async () => {
+    await expectIndexErrorAtFence('cpu');
+  });
+
+  test('dataAfter(fence) reads the work before the fence without waiting for the work after it (cpu)', async () => {
+    await expectReadAfterFence('cpu');
   });
 
   test('bad arguments are E_ARG / E_DEVICE', () => {
@@ -160,6 +216,24 @@ async function expectSameResults(device: string): Promise<void> {
   fresh.dispose();
   expect(changed).toBeGreaterThan(0); // training did change weights
 }
+
+describe("reading each step's loss and gradient norm", () => {
+  test('costs no device wait of its own: one wait per micro-batch (the fences), the values read after them (cpu)', async () => {
+    const steps = 8;
+    const { model, rows } = llamaForLoad({ hidden: 64, layers: 2, seq: 16, batch: 4, vocab: 96 }, 3);
+    const r = await trainWatched(model, rows, { ...small, steps, logEvery: 4, numThreads: 2 });
+    model.dispose();
+    expect(r.losses.length).toBe(2);
+    for (const l of r.losses) expect(Number.isFinite(l)).toBe(true);
+    // The micro-batches' fences, plus the selection batch's read, the top-k and the end of the run;
+    // reading the losses and the gradient norm with waits of their own took 3 more per step.
+    const fences = steps * small.gradAccum!;
+    // eslint-disable-next-line no-console
+    console.log(`device waits: ${r.deviceWaits} over ${steps} steps of ${small.gradAccum} micro-batches`);
+    expect(r.deviceWaits).toBeGreaterThanOrEqual(fences - 1);
+    expect(r.deviceWaits).toBeLessThanOrEqual(fences + 6);
+  });
+});
 
 describe('results do not depend on the async waits', () => {
   test('SIFT with gradient accumulation: losses and weights bit-identical (cpu)', async () => {
@@ -269,6 +343,14 @@ describeCuda('waits on the CUDA stream', () => {
     expect(maxDiff).toBeLessThan(1e-3);
     y.dispose();
     ref.dispose();
+  });
+
+  test('an index out of range before a fence rejects its wait with E_INDEX, once', async () => {
+    await expectIndexErrorAtFence('cuda');
+  });
+
+  test('dataAfter(fence) reads the work before the fence without waiting for the work after it', async () => {
+    await expectReadAfterFence('cuda');
   });
 
   test('training on CUDA: results bit-identical with and without async waits', async () => {
