@@ -352,6 +352,8 @@ void synchronize(int device) {
 }
 
 uint64_t fence_record(int device) {
+  // An event recorded while capturing is a graph dependency, not a fence a host thread can wait for.
+  check_not_capturing(device, "a fence");
   DeviceState& s = state(device);
   std::lock_guard<std::mutex> lk(g_mu);
   uint64_t id;
@@ -564,6 +566,7 @@ uint64_t graph_begin(int device) {
 }
 
 void graph_end(int device, bool keep) {
+  set_device(device);  // the graph is instantiated in the current device's context
   std::lock_guard<std::mutex> lk(g_mu);
   DeviceState& s = state(device);
   const uint64_t id = s.capturing;
@@ -577,7 +580,9 @@ void graph_end(int device, bool keep) {
   if (err != cudaSuccess || !keep) {
     cudaGetLastError();
     drop_graph(s, id);
-    if (err != cudaSuccess)
+    // Dropping a failed step's capture (keep false) does not throw: the capture is often invalid
+    // because of what failed, and the step's own error is the one to report.
+    if (err != cudaSuccess && keep)
       fail("E_CUDA", "capturing a CUDA graph on cuda:", device, " failed: ", cudaGetErrorString(err));
     return;
   }
