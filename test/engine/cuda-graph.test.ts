@@ -88,6 +88,46 @@ describeCuda('CUDA graphs', () => {
     }
   });
 
+  test('a fence while capturing is refused; a failure that invalidates the capture reports its own error', () => {
+    const step = new CudaGraphStep<null>(dev);
+    try {
+      expect(
+        code(() =>
+          step.run('k', () => {
+            N().deviceFence(dev);
+            return null;
+          }),
+        ),
+      ).toBe('E_UNSUPPORTED');
+      expect(N().cudaGraphStats(0)).toEqual({ graphs: 0, capturing: false, poolBytes: 0 });
+      // The global top-k reads its counts back (a device-to-host copy the capture cannot hold): the
+      // error is the top-k's, not a second one from dropping the invalidated capture.
+      let message = '';
+      tidy(() => {
+        const s = [0, 1].map((i) => toDevice(randomTensor([4096], 30 + i, { dtype: 'f32' }), dev));
+        try {
+          step.run('topk', () => {
+            N().topkGlobal(
+              s.map((t) => t.handle),
+              100,
+            );
+            return null;
+          });
+        } catch (e) {
+          expect(e).toBeInstanceOf(SiftError);
+          message = (e as SiftError).message;
+        }
+      });
+      expect(message).not.toBe('');
+      expect(message).not.toMatch(/capturing a CUDA graph on/);
+      expect(step.captured).toBe(false);
+      expect(N().cudaGraphStats(0)).toEqual({ graphs: 0, capturing: false, poolBytes: 0 });
+      tidy(() => expect(values(add(toDevice(randomTensor([4], 1, { dtype: 'f32' }), dev), 1)).length).toBe(4));
+    } finally {
+      step.dispose();
+    }
+  });
+
   test('one graph per device', () => {
     const a = new CudaGraphStep<null>(dev);
     const b = new CudaGraphStep<null>(dev);
