@@ -214,7 +214,17 @@ DeviceInfo device_info(int device) {
   return info;
 }
 
+namespace {
+// The device this thread is capturing a graph on (-1: none). Only that device's stream is captured:
+// work this thread queued on another device would run once, now, and never on replay.
+thread_local int t_capturing_device = -1;
+}  // namespace
+
 void set_device(int device) {
+  if (t_capturing_device >= 0 && device != t_capturing_device)
+    fail("E_UNSUPPORTED", "work on cuda:", device,
+         " while this thread captures a CUDA graph on cuda:", t_capturing_device,
+         ": a graph holds one device's work (the other device's would run once now and never on replay)");
   std::lock_guard<std::mutex> lk(g_mu);
   state(device);
   CUDA_CHECK(cudaSetDevice(device));
@@ -562,6 +572,7 @@ uint64_t graph_begin(int device) {
     CUDA_CHECK(err);
   }
   s.capturing = id;
+  t_capturing_device = device;
   return id;
 }
 
@@ -572,6 +583,7 @@ void graph_end(int device, bool keep) {
   const uint64_t id = s.capturing;
   SIFT_CHECK(id != 0, "E_UNSUPPORTED", "cuda:", device, " is not capturing a CUDA graph");
   s.capturing = 0;
+  if (t_capturing_device == device) t_capturing_device = -1;
   cudaGraph_t graph = nullptr;
   cudaError_t err = cudaStreamEndCapture(s.stream, &graph);
   cudaGraphExec_t exec = nullptr;

@@ -5,7 +5,7 @@
  * and a SIFT training step replayed as a graph follows the eager losses. CUDA only (skipped here
  * with the reason); on a CPU-only build the class still refuses non-CUDA devices.
  */
-import { Tensor, tidy, keep, toDevice, matmul, add, gelu, mul, SiftError, CudaGraphStep, synchronize } from '../../lib';
+import { Tensor, tidy, keep, toDevice, matmul, add, gelu, mul, SiftError, CudaGraphStep, synchronize, backends } from '../../lib';
 import { native } from '../../lib/engine/native';
 import { randomTensor, expectClose, describeCuda } from '../helpers/gradcheck';
 import { setupRun, modelSpec } from '../../bench/train';
@@ -123,6 +123,26 @@ describeCuda('CUDA graphs', () => {
       expect(step.captured).toBe(false);
       expect(N().cudaGraphStats(0)).toEqual({ graphs: 0, capturing: false, poolBytes: 0 });
       tidy(() => expect(values(add(toDevice(randomTensor([4], 1, { dtype: 'f32' }), dev), 1)).length).toBe(4));
+    } finally {
+      step.dispose();
+    }
+  });
+
+  test('work on another device while capturing is refused (two or more GPUs)', () => {
+    if (backends().cuda.devices.length < 2) return;
+    const step = new CudaGraphStep<null>(dev);
+    try {
+      expect(
+        code(() =>
+          step.run('k', () => {
+            tidy(() => add(toDevice(randomTensor([4], 1, { dtype: 'f32' }), 'cuda:1'), 1));
+            return null;
+          }),
+        ),
+      ).toBe('E_UNSUPPORTED');
+      expect(N().cudaGraphStats(0)).toEqual({ graphs: 0, capturing: false, poolBytes: 0 });
+      // Once the capture is dropped, this thread may use the other device again.
+      tidy(() => expect(values(add(toDevice(randomTensor([4], 1, { dtype: 'f32' }), 'cuda:1'), 1)).length).toBe(4));
     } finally {
       step.dispose();
     }
