@@ -249,6 +249,8 @@ else
     GEMM_PATH="$(timeout 60 node -e 'console.log(require(process.env.SIFT_FT_NATIVE).gemmInfo().cuda)' 2>&1 | tail -1 | tr -d '"\\')"
     say "cuBLASLt check passed: the rest runs with SIFT_FT_CUBLASLT=1 ($GEMM_PATH)"
   elif [ "$PLAN" = 0 ]; then
+    # Also when the caller's environment asked for cuBLASLt: a failed check means cuBLAS.
+    unset SIFT_FT_CUBLASLT
     say "cuBLASLt check failed (see tests.txt): the rest runs on cuBLAS"
   fi
   [ "$PLAN" = 0 ] && echo "{\"bench\":\"stage\",\"stage\":\"gemm-path\",\"rc\":null,\"seconds\":0,\"status\":\"$GEMM_PATH\"}" >> "$BENCH"

@@ -49,7 +49,8 @@ constexpr int DESC_TRANSA = 3, DESC_TRANSB = 4, DESC_EPILOGUE = 7, DESC_BIAS_POI
 // cublasLtMatrixLayoutAttribute_t
 constexpr int LAYOUT_BATCH_COUNT = 5, LAYOUT_STRIDED_BATCH_OFFSET = 6;
 // cublasLtMatmulPreferenceAttributes_t
-constexpr int PREF_MAX_WORKSPACE_BYTES = 1;
+constexpr int PREF_MAX_WORKSPACE_BYTES = 1, PREF_MIN_ALIGNMENT_A_BYTES = 5, PREF_MIN_ALIGNMENT_B_BYTES = 6,
+              PREF_MIN_ALIGNMENT_C_BYTES = 7, PREF_MIN_ALIGNMENT_D_BYTES = 8;
 
 using CreateFn = cublasStatus_t (*)(LtHandle*);
 using DescCreateFn = cublasStatus_t (*)(LtMatmulDesc*, int compute_type, cudaDataType scale_type);
@@ -179,11 +180,14 @@ cudaDataType cuda_type(DType t) {
   }
 }
 
-// Largest power of two (up to 16 bytes) dividing the address: the heuristic reads the bias and aux
-// pointers to judge alignment, so plans are cached per alignment class.
-int64_t align_of(const void* p) {
-  const auto v = reinterpret_cast<uintptr_t>(p);
-  int64_t a = 16;
+// Largest power of two (up to 256 bytes) dividing the address and, for a strided batch, the batch
+// stride in bytes (every matrix of the batch starts that aligned). The heuristic never sees the A, B,
+// C and D pointers: it assumes 256-byte alignment unless told less (PREF_MIN_ALIGNMENT_*), and an
+// algorithm chosen for aligned operands fails (or faults) on a view that starts mid-vector. So the
+// alignment is passed to the heuristic, and plans are cached per alignment class.
+uint32_t align_of(const void* p, int64_t stride_bytes = 0) {
+  const auto v = reinterpret_cast<uintptr_t>(p) | uintptr_t(stride_bytes < 0 ? -stride_bytes : stride_bytes);
+  uint32_t a = 256;
   while (a > 1 && v % a != 0) a /= 2;
   return a;
 }
@@ -206,7 +210,12 @@ void check(cublasStatus_t st, const char* what, int device) {
   SIFT_CHECK(st == 0, "E_CUDA", what, " failed on cuda:", device, " (cuBLASLt status ", st, ")");
 }
 
-Entry build(DeviceLt& d, int device, DType dtype, const LtPlan& p, const void* bias, void* aux) {
+// Alignments of the A, B and D (= C) operands, as the plan's call passes them.
+struct Alignment {
+  uint32_t a, b, d;
+};
+
+Entry build(DeviceLt& d, int device, DType dtype, const LtPlan& p, const void* bias, void* aux, Alignment al) {
   Entry e;
   const cudaDataType t = cuda_type(dtype);
   const bool f64 = dtype == DType::F64;
@@ -242,6 +251,10 @@ Entry build(DeviceLt& d, int device, DType dtype, const LtPlan& p, const void* b
   check(g_lt->pref_create(&pref), "cublasLtMatmulPreferenceCreate", device);
   const uint64_t ws = d.workspace_bytes;
   check(g_lt->pref_set(pref, PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)), "workspace preference", device);
+  check(g_lt->pref_set(pref, PREF_MIN_ALIGNMENT_A_BYTES, &al.a, sizeof(al.a)), "alignment preference", device);
+  check(g_lt->pref_set(pref, PREF_MIN_ALIGNMENT_B_BYTES, &al.b, sizeof(al.b)), "alignment preference", device);
+  check(g_lt->pref_set(pref, PREF_MIN_ALIGNMENT_C_BYTES, &al.d, sizeof(al.d)), "alignment preference", device);
+  check(g_lt->pref_set(pref, PREF_MIN_ALIGNMENT_D_BYTES, &al.d, sizeof(al.d)), "alignment preference", device);
   LtHeuristicResult result{};
   int returned = 0;
   const cublasStatus_t st = g_lt->heuristic(d.handle, e.desc, e.a, e.b, e.c, e.c, pref, 1, &result, &returned);
@@ -263,14 +276,20 @@ std::string cublaslt_library() {
 bool cublaslt_matmul(int device, DType dtype, const LtPlan& p, const void* A, const void* B, void* D, const void* bias,
                      void* aux) {
   if (!p.ok || !load()) return false;
+  // cuBLASLt launches on the calling thread's current device, which may be another one.
+  set_device(device);
   std::lock_guard<std::mutex> lk(g_mu);
   DeviceLt& d = device_lt(device);
-  const std::vector<int64_t> key = {
-      int64_t(dtype), p.trans_a,  p.trans_b, p.a_rows,    p.a_cols,    p.lda,       p.b_rows,       p.b_cols,
-      p.ldb,          p.m,        p.n,       p.k,         p.ldc,       p.batch,     p.stride_a,     p.stride_b,
-      p.stride_c,     p.epilogue, p.aux_ld,  align_of(A), align_of(B), align_of(D), align_of(bias), align_of(aux)};
+  const int64_t es = int64_t(dtype_size(dtype));
+  const bool batched = p.batch > 1;
+  const Alignment al{align_of(A, batched ? p.stride_a * es : 0), align_of(B, batched ? p.stride_b * es : 0),
+                     align_of(D, batched ? p.stride_c * es : 0)};
+  const std::vector<int64_t> key = {int64_t(dtype), p.trans_a,      p.trans_b,    p.a_rows,   p.a_cols, p.lda, p.b_rows,
+                                    p.b_cols,       p.ldb,          p.m,          p.n,        p.k,      p.ldc, p.batch,
+                                    p.stride_a,     p.stride_b,     p.stride_c,   p.epilogue, p.aux_ld, al.a,  al.b,
+                                    al.d,           align_of(bias), align_of(aux)};
   auto it = d.plans.find(key);
-  if (it == d.plans.end()) it = d.plans.emplace(key, build(d, device, dtype, p, bias, aux)).first;
+  if (it == d.plans.end()) it = d.plans.emplace(key, build(d, device, dtype, p, bias, aux, al)).first;
   Entry& e = it->second;
   if (!e.algo_found) return false;
   // The cached descriptor carries the pointers of the call that built it: set this call's.

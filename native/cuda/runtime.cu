@@ -214,7 +214,17 @@ DeviceInfo device_info(int device) {
   return info;
 }
 
+namespace {
+// The device this thread is capturing a graph on (-1: none). Only that device's stream is captured:
+// work this thread queued on another device would run once, now, and never on replay.
+thread_local int t_capturing_device = -1;
+}  // namespace
+
 void set_device(int device) {
+  if (t_capturing_device >= 0 && device != t_capturing_device)
+    fail("E_UNSUPPORTED", "work on cuda:", device,
+         " while this thread captures a CUDA graph on cuda:", t_capturing_device,
+         ": a graph holds one device's work (the other device's would run once now and never on replay)");
   std::lock_guard<std::mutex> lk(g_mu);
   state(device);
   CUDA_CHECK(cudaSetDevice(device));
@@ -360,6 +370,8 @@ void synchronize(int device) {
 }
 
 uint64_t fence_record(int device) {
+  // An event recorded while capturing is a graph dependency, not a fence a host thread can wait for.
+  check_not_capturing(device, "a fence");
   DeviceState& s = state(device);
   std::lock_guard<std::mutex> lk(g_mu);
   uint64_t id;
@@ -580,15 +592,18 @@ uint64_t graph_begin(int device) {
     CUDA_CHECK(err);
   }
   s.capturing = id;
+  t_capturing_device = device;
   return id;
 }
 
 void graph_end(int device, bool keep) {
+  set_device(device);  // the graph is instantiated in the current device's context
   std::lock_guard<std::mutex> lk(g_mu);
   DeviceState& s = state(device);
   const uint64_t id = s.capturing;
   SIFT_CHECK(id != 0, "E_UNSUPPORTED", "cuda:", device, " is not capturing a CUDA graph");
   s.capturing = 0;
+  if (t_capturing_device == device) t_capturing_device = -1;
   cudaGraph_t graph = nullptr;
   cudaError_t err = cudaStreamEndCapture(s.stream, &graph);
   cudaGraphExec_t exec = nullptr;
@@ -597,7 +612,9 @@ void graph_end(int device, bool keep) {
   if (err != cudaSuccess || !keep) {
     cudaGetLastError();
     drop_graph(s, id);
-    if (err != cudaSuccess)
+    // Dropping a failed step's capture (keep false) does not throw: the capture is often invalid
+    // because of what failed, and the step's own error is the one to report.
+    if (err != cudaSuccess && keep)
       fail("E_CUDA", "capturing a CUDA graph on cuda:", device, " failed: ", cudaGetErrorString(err));
     return;
   }

@@ -87,11 +87,12 @@ float event_elapsed_ms(int device, int start, int end);
 void events_reset(int device);
 
 // CUDA graphs of fixed-shape work on the device's stream. graph_begin starts capturing (kernels are
-// recorded, not run); graph_end(keep) instantiates the graph (keep) or drops it (a failed step);
-// graph_launch replays it; graph_destroy frees it. Memory the captured work allocates or releases
-// stays with the graph until it is destroyed (never reused by other work in between); host bytes
+// recorded, not run); graph_end(keep) instantiates the graph (keep) or drops it (a failed step: a capture the failure
+// invalidated adds no error of its own); graph_launch replays it; graph_destroy frees it. Memory the captured work
+// allocates or releases stays with the graph until it is destroyed (never reused by other work in between); host bytes
 // uploaded while capturing are kept and uploaded again by every replay. Waiting for the device,
-// reading device data and timing events throw E_UNSUPPORTED while capturing. One graph per device
+// reading device data, fences, timing events and (from the capturing thread) work on another device
+// throw E_UNSUPPORTED while capturing. One graph per device
 // at a time (a new shape: destroy, then capture again).
 struct GraphStats {
   size_t graphs = 0;  // instantiated graphs held

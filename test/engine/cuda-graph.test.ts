@@ -5,7 +5,7 @@
  * and a SIFT training step replayed as a graph follows the eager losses. CUDA only (skipped here
  * with the reason); on a CPU-only build the class still refuses non-CUDA devices.
  */
-import { Tensor, tidy, keep, toDevice, matmul, add, gelu, mul, SiftError, CudaGraphStep, synchronize } from '../../lib';
+import { Tensor, tidy, keep, toDevice, matmul, add, gelu, mul, SiftError, CudaGraphStep, synchronize, backends } from '../../lib';
 import { native } from '../../lib/engine/native';
 import { randomTensor, expectClose, describeCuda } from '../helpers/gradcheck';
 import { setupRun, modelSpec } from '../../bench/train';
@@ -83,6 +83,66 @@ describeCuda('CUDA graphs', () => {
       expect(N().cudaGraphStats(0)).toEqual({ graphs: 0, capturing: false, poolBytes: 0 });
       // Eager work goes on normally afterwards.
       tidy(() => expect(values(add(toDevice(randomTensor([4], 1, { dtype: 'f32' }), dev), 1)).length).toBe(4));
+    } finally {
+      step.dispose();
+    }
+  });
+
+  test('a fence while capturing is refused; a failure that invalidates the capture reports its own error', () => {
+    const step = new CudaGraphStep<null>(dev);
+    try {
+      expect(
+        code(() =>
+          step.run('k', () => {
+            N().deviceFence(dev);
+            return null;
+          }),
+        ),
+      ).toBe('E_UNSUPPORTED');
+      expect(N().cudaGraphStats(0)).toEqual({ graphs: 0, capturing: false, poolBytes: 0 });
+      // The global top-k reads its counts back (a device-to-host copy the capture cannot hold): the
+      // error is the top-k's, not a second one from dropping the invalidated capture.
+      let message = '';
+      tidy(() => {
+        const s = [0, 1].map((i) => toDevice(randomTensor([4096], 30 + i, { dtype: 'f32' }), dev));
+        try {
+          step.run('topk', () => {
+            N().topkGlobal(
+              s.map((t) => t.handle),
+              100,
+            );
+            return null;
+          });
+        } catch (e) {
+          expect(e).toBeInstanceOf(SiftError);
+          message = (e as SiftError).message;
+        }
+      });
+      expect(message).not.toBe('');
+      expect(message).not.toMatch(/capturing a CUDA graph on/);
+      expect(step.captured).toBe(false);
+      expect(N().cudaGraphStats(0)).toEqual({ graphs: 0, capturing: false, poolBytes: 0 });
+      tidy(() => expect(values(add(toDevice(randomTensor([4], 1, { dtype: 'f32' }), dev), 1)).length).toBe(4));
+    } finally {
+      step.dispose();
+    }
+  });
+
+  test('work on another device while capturing is refused (two or more GPUs)', () => {
+    if (backends().cuda.devices.length < 2) return;
+    const step = new CudaGraphStep<null>(dev);
+    try {
+      expect(
+        code(() =>
+          step.run('k', () => {
+            tidy(() => add(toDevice(randomTensor([4], 1, { dtype: 'f32' }), 'cuda:1'), 1));
+            return null;
+          }),
+        ),
+      ).toBe('E_UNSUPPORTED');
+      expect(N().cudaGraphStats(0)).toEqual({ graphs: 0, capturing: false, poolBytes: 0 });
+      // Once the capture is dropped, this thread may use the other device again.
+      tidy(() => expect(values(add(toDevice(randomTensor([4], 1, { dtype: 'f32' }), 'cuda:1'), 1)).length).toBe(4));
     } finally {
       step.dispose();
     }
