@@ -24,9 +24,9 @@ const cudaInclude = nvcc
   : '';
 const describeNvcc = nvcc ? describe : describe.skip;
 
-// Compiles test/native/host/NAME.cu with the core sources and the CUDA runtime stub, runs it, and
-// expects its "0 of N cases wrong" line.
-function compileAndRun(name: string): void {
+// Compiles test/native/host/NAME.cu with the core sources, `extra` sources (relative to the
+// repository) and the CUDA runtime stub, runs it, and expects its "0 of N cases wrong" line.
+function compileAndRun(name: string, extra: string[] = []): void {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-cuda-host-'));
   try {
     const exe = path.join(dir, name);
@@ -41,6 +41,7 @@ function compileAndRun(name: string): void {
       `-I${path.join(cudaInclude, 'cccl')}`,
       path.join(root, `test/native/host/${name}.cu`),
       ...core,
+      ...extra.map((f) => path.join(root, f)),
       path.join(root, 'native/cuda/runtime_stub.cpp'),
       '-o',
       exe,
@@ -63,4 +64,11 @@ describeNvcc(nvcc ? 'CUDA host-side checks (nvcc)' : 'CUDA host-side checks [ski
     () => compileAndRun('vector_plan'),
     300000,
   );
+  test(
+    'the bracket top-k, simulated pass by pass on the host with the kernels\' decisions, selects what cpu::topk selects',
+    () => compileAndRun('select_bracket', ['native/cpu/select.cpp', 'native/cpu/parallel.cpp']),
+    600000,
+  );
+  test('the multi-tensor optimizer plan: every tensor in one launch, a LLaMA-7B target set in one', () =>
+    compileAndRun('optim_plan'), 300000);
 });
