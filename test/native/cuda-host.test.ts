@@ -65,10 +65,13 @@ describeNvcc(nvcc ? 'CUDA host-side checks (nvcc)' : 'CUDA host-side checks [ski
     300000,
   );
   test(
-    'the bracket top-k, simulated pass by pass on the host with the kernels\' decisions, selects what cpu::topk selects',
+    "the bracket top-k, simulated pass by pass on the host with the kernels' decisions, selects what cpu::topk selects",
     () => compileAndRun('select_bracket', ['native/cpu/select.cpp', 'native/cpu/parallel.cpp']),
     600000,
   );
-  test('the multi-tensor optimizer plan: every tensor in one launch, a LLaMA-7B target set in one', () =>
-    compileAndRun('optim_plan'), 300000);
+  test(
+    'the multi-tensor optimizer plan: every tensor in one launch, a LLaMA-7B target set in one',
+    () => compileAndRun('optim_plan'),
+    300000,
+  );
 });
