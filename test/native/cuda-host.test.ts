@@ -25,8 +25,9 @@ const cudaInclude = nvcc
 const describeNvcc = nvcc ? describe : describe.skip;
 
 // Compiles test/native/host/NAME.cu with the core sources, `extra` sources (relative to the
-// repository) and the CUDA runtime stub, runs it, and expects its "0 of N cases wrong" line.
-function compileAndRun(name: string, extra: string[] = []): void {
+// repository) and the CUDA runtime stub, runs it (for at most runMs), and expects its "0 of N cases
+// wrong" line.
+function compileAndRun(name: string, extra: string[] = [], runMs = 60000): void {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-cuda-host-'));
   try {
     const exe = path.join(dir, name);
@@ -49,7 +50,7 @@ function compileAndRun(name: string, extra: string[] = []): void {
     const c = spawnSync(nvcc!, args, { encoding: 'utf8', timeout: 240000 });
     expect(c.stderr.split('\n').filter((l) => /error/.test(l))).toEqual([]);
     expect(c.status).toBe(0);
-    const r = spawnSync(exe, [], { encoding: 'utf8', timeout: 60000 });
+    const r = spawnSync(exe, [], { encoding: 'utf8', timeout: runMs });
     expect(r.stdout).toMatch(/^0 of \d+ cases wrong/m);
     expect(r.status).toBe(0);
   } finally {
@@ -66,7 +67,7 @@ describeNvcc(nvcc ? 'CUDA host-side checks (nvcc)' : 'CUDA host-side checks [ski
   );
   test(
     "the bracket top-k, simulated pass by pass on the host with the kernels' decisions, selects what cpu::topk selects",
-    () => compileAndRun('select_bracket', ['native/cpu/select.cpp', 'native/cpu/parallel.cpp']),
+    () => compileAndRun('select_bracket', ['native/cpu/select.cpp', 'native/cpu/parallel.cpp'], 300000),
     600000,
   );
   test(
