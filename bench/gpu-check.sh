@@ -244,7 +244,7 @@ else
   new_kernel_check() { # NAME CAP TESTFILE PATTERN
     stage "$1" "$2" /dev/null sh -c "${JEST[*]} $3 -t '$4' > '$WORK/$1.txt' 2>&1; rc=\$?; cat '$WORK/$1.txt' >> '$TESTS'; grep -Eq '^Tests: .*[0-9]+ passed' '$WORK/$1.txt' || exit 3; exit \$rc"
   }
-  new_kernel_check select-check 240 test/native/select.test.ts 'bracket kernels'
+  new_kernel_check select-check 180 test/native/select.test.ts 'bracket kernels'
   if [ "$PLAN" = 0 ]; then
     if grep -q '"stage":"select-check","rc":0' "$BENCH"; then
       export SIFT_FT_CUDA_SELECT=bracket
@@ -254,7 +254,7 @@ else
       echo "{\"bench\":\"stage\",\"stage\":\"select-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"radix\"}" >> "$BENCH"
     fi
   fi
-  new_kernel_check adamw-check 120 test/native/optim.test.ts 'prefetch kernel'
+  new_kernel_check adamw-check 90 test/native/optim.test.ts 'prefetch kernel'
   if [ "$PLAN" = 0 ]; then
     if grep -q '"stage":"adamw-check","rc":0' "$BENCH"; then
       export SIFT_FT_CUDA_SPARSE_ADAMW=prefetch
