@@ -23,7 +23,8 @@
  * Prints one JSON object per measurement, then a table.
  *
  * Flags: --cpu-only, --cuda-only, --quick (1 layer, fewer repeats), --layers=N, --rates=0.01,0.05,
- * --dtype=bf16 (weight dtype).
+ * --dtype=bf16 (weight dtype), --kernels=rounds,prefetch (the CUDA kernels timed, one row each;
+ * default: the current setCudaSparseAdamW mode). Every row carries the floor's formula.
  */
 import { synchronize, tidy, Tensor, backends } from '../lib';
 import { native } from '../lib/engine/native';
@@ -34,6 +35,8 @@ export const description = 'fused sparse AdamW step over a LLaMA-7B-shaped model
 export interface Row {
   bench: 'adamw';
   device: string;
+  /** the CUDA kernel (setCudaSparseAdamW), 'cpu' on the CPU */
+  kernel: 'cpu' | 'rounds' | 'prefetch';
   weightDtype: DType;
   layers: number;
   tensors: number;
@@ -45,6 +48,8 @@ export interface Row {
   gbps: number;
   floorBytes: number;
   floorMs: number;
+  /** how floorBytes is counted */
+  floorFormula: string;
   ratio: number;
   bandwidth: number;
   bandwidthSource: 'datasheet' | 'measured';
@@ -104,6 +109,10 @@ export async function run(args: string[]): Promise<Row[]> {
     `# adamw bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : 'not usable'}`,
   );
   const N = native();
+  const current = N.setCudaSparseAdamW('rounds');
+  N.setCudaSparseAdamW(current);
+  const kernels = (opt('kernels')?.split(',') ?? [current]) as ('rounds' | 'prefetch')[];
+  for (const k of kernels) if (k !== 'rounds' && k !== 'prefetch') throw new Error(`adamw bench: unknown kernel '${k}'`);
   const rows: Row[] = [];
 
   for (const device of devices) {
@@ -119,6 +128,11 @@ export async function run(args: string[]): Promise<Row[]> {
     // written back (see the header: ECC on HBM makes a partial sector write a read-modify-write).
     const sector = cuda ? 32 : 64;
     const perWrite = 2 * sector;
+    const floorFormula =
+      `k x 32 B (read g, m, v, master, idx: 5 x 4 B; written m, v, master: 3 x 4 B) + per weight tensor ` +
+      `min(k x ${perWrite} B, 2 x its bytes rounded to ${sector} B) (a scattered write moves its ${cuda ? 'sector' : 'cache line'} ` +
+      `in and out); floor ms = bytes / bandwidth; ratio = ms / floor ms`;
+    console.error(`# ${device} floor: ${floorFormula}`);
 
     tidy(() => {
       const shapes: [number, number][] = [];
@@ -150,61 +164,72 @@ export async function run(args: string[]): Promise<Row[]> {
           });
           const H = (ts: Tensor[]) => ts.map((x) => x.handle);
           let step = 0;
-          const once = (): number => {
-            synchronize(device);
-            const t0 = process.hrtime.bigint();
-            N.sparseAdamW(
-              H(weights),
-              H(idx),
-              H(g),
-              H(m),
-              H(v),
-              H(p),
-              { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: ++step },
-              null,
-            );
-            synchronize(device);
-            return Number(process.hrtime.bigint() - t0) / 1e6;
-          };
-          const first = once();
-          const budget = quick ? 300 : cuda ? 2000 : 5000;
-          const repeats = Math.max(3, Math.min(quick ? 5 : cuda ? 30 : 9, Math.floor(budget / Math.max(first, 1e-3))));
-          const ts: number[] = [];
-          for (let i = 0; i < repeats; i++) ts.push(once());
-          const ms = median(ts);
-          const floorMs = (floorBytes / bandwidth) * 1e3;
-          const row: Row = {
-            bench: 'adamw',
-            device,
-            weightDtype: wdtype,
-            layers,
-            tensors: shapes.length,
-            params,
-            rate,
-            k,
-            ms: Number(ms.toFixed(3)),
-            gbps: Number((floorBytes / (ms / 1e3) / 1e9).toFixed(1)),
-            floorBytes,
-            floorMs: Number(floorMs.toFixed(3)),
-            ratio: Number((ms / floorMs).toFixed(2)),
-            bandwidth,
-            bandwidthSource: given ? 'datasheet' : 'measured',
-            repeats,
-          };
-          console.log(JSON.stringify(row));
-          rows.push(row);
+          for (const kernel of cuda ? kernels : (['cpu'] as const)) {
+            const once = (): number => {
+              synchronize(device);
+              const t0 = process.hrtime.bigint();
+              N.sparseAdamW(
+                H(weights),
+                H(idx),
+                H(g),
+                H(m),
+                H(v),
+                H(p),
+                { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: ++step },
+                null,
+              );
+              synchronize(device);
+              return Number(process.hrtime.bigint() - t0) / 1e6;
+            };
+            if (kernel !== 'cpu') N.setCudaSparseAdamW(kernel);
+            const ts: number[] = [];
+            let repeats = 0;
+            try {
+              const first = once();
+              const budget = quick ? 300 : cuda ? 2000 : 5000;
+              repeats = Math.max(3, Math.min(quick ? 5 : cuda ? 30 : 9, Math.floor(budget / Math.max(first, 1e-3))));
+              for (let i = 0; i < repeats; i++) ts.push(once());
+            } finally {
+              N.setCudaSparseAdamW(current);
+            }
+            const ms = median(ts);
+            const floorMs = (floorBytes / bandwidth) * 1e3;
+            const row: Row = {
+              bench: 'adamw',
+              device,
+              kernel,
+              weightDtype: wdtype,
+              layers,
+              tensors: shapes.length,
+              params,
+              rate,
+              k,
+              ms: Number(ms.toFixed(3)),
+              gbps: Number((floorBytes / (ms / 1e3) / 1e9).toFixed(1)),
+              floorBytes,
+              floorMs: Number(floorMs.toFixed(3)),
+              floorFormula,
+              ratio: Number((ms / floorMs).toFixed(2)),
+              bandwidth,
+              bandwidthSource: given ? 'datasheet' : 'measured',
+              repeats,
+            };
+            console.log(JSON.stringify(row));
+            rows.push(row);
+          }
         });
       }
     });
   }
 
-  const header = ['device', 'weights', 'layers', 'rate', 'k', 'ms', 'GB/s (floor bytes)', 'floor ms', 'ms/floor'];
+  const header = ['device', 'kernel', 'weights', 'layers', 'rate', 'k', 'ms', 'GB/s (floor bytes)', 'floor ms', 'ms/floor'];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const x of rows) {
     lines.push(
-      `| ${[x.device, x.weightDtype, x.layers, `${x.rate * 100}%`, x.k, x.ms.toFixed(3), x.gbps.toFixed(1), x.floorMs.toFixed(3), x.ratio.toFixed(2)].join(' | ')} |`,
+      `| ${[x.device, x.kernel, x.weightDtype, x.layers, `${x.rate * 100}%`, x.k, x.ms.toFixed(3), x.gbps.toFixed(1), x.floorMs.toFixed(3), x.ratio.toFixed(2)].join(' | ')} |`,
     );
   }
+  if (rows.length) lines.push('', `floor bytes: ${rows[rows.length - 1].floorFormula}`);
   console.log('\n' + lines.join('\n'));
   return rows;
 }

@@ -275,6 +275,37 @@ else
     say "nccl-check: NCCL was not found, the one-rank NCCL test did not run (see tests.txt)"
     echo "{\"bench\":\"stage\",\"stage\":\"nccl\",\"rc\":null,\"seconds\":0,\"status\":\"skipped\",\"error\":\"NCCL was not found\"}" >> "$BENCH"
   fi
+  # The bracket top-k and the prefetch sparse AdamW kernels first run here: their CUDA tests against
+  # the CPU (and, for AdamW, the verified kernel) before anything depends on them. Where a check
+  # passes the rest of the run uses the new kernel and the bench times both; where it fails (or no
+  # test ran: CUDA not usable, the tests skipped) the verified kernel, the default, stays.
+  SELECT_KERNELS=radix
+  ADAMW_KERNELS=rounds
+  new_kernel_check() { # NAME CAP TESTFILE PATTERN
+    stage "$1" "$2" /dev/null sh -c "${JEST[*]} $3 -t '$4' > '$WORK/$1.txt' 2>&1; rc=\$?; cat '$WORK/$1.txt' >> '$TESTS'; grep -Eq '^Tests: .*[0-9]+ passed' '$WORK/$1.txt' || exit 3; exit \$rc"
+  }
+  new_kernel_check select-check 180 test/native/select.test.ts 'bracket kernels'
+  if [ "$PLAN" = 0 ]; then
+    if grep -q '"stage":"select-check","rc":0' "$BENCH"; then
+      export SIFT_FT_CUDA_SELECT=bracket
+      SELECT_KERNELS=radix,bracket
+    else
+      unset SIFT_FT_CUDA_SELECT
+      say "bracket top-k check failed (see tests.txt): the rest runs with the radix kernels (SIFT_FT_CUDA_SELECT unset)"
+      echo "{\"bench\":\"stage\",\"stage\":\"select-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"radix\"}" >> "$BENCH"
+    fi
+  fi
+  new_kernel_check adamw-check 90 test/native/optim.test.ts 'prefetch kernel'
+  if [ "$PLAN" = 0 ]; then
+    if grep -q '"stage":"adamw-check","rc":0' "$BENCH"; then
+      export SIFT_FT_CUDA_SPARSE_ADAMW=prefetch
+      ADAMW_KERNELS=rounds,prefetch
+    else
+      unset SIFT_FT_CUDA_SPARSE_ADAMW
+      say "prefetch sparse AdamW check failed (see tests.txt): the rest runs with the rounds kernel (SIFT_FT_CUDA_SPARSE_ADAMW unset)"
+      echo "{\"bench\":\"stage\",\"stage\":\"adamw-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"rounds\"}" >> "$BENCH"
+    fi
+  fi
   stage train 170 "$BENCH" "${RUN[@]}" train --cuda-only
   if [ -n "$PY" ]; then
     # Without transformers the peers are plain-PyTorch re-implementations (their rows say so).
@@ -283,8 +314,8 @@ else
     stage peers-train 140 "$PEERS" "$PY" -B bench/peers/torch_train.py --device cuda $TOYG
   fi
   peft_stage
-  stage select 60 "$BENCH" "${RUN[@]}" select --cuda-only
-  stage adamw 45 "$BENCH" "${RUN[@]}" adamw --cuda-only
+  stage select 90 "$BENCH" "${RUN[@]}" select --cuda-only --kernels="$SELECT_KERNELS"
+  stage adamw 60 "$BENCH" "${RUN[@]}" adamw --cuda-only --kernels="$ADAMW_KERNELS"
   stage attention 60 "$BENCH" "${RUN[@]}" attention --cuda-only
   [ -n "$PY" ] && stage peers-kernels 75 "$PEERS" "$PY" -B bench/peers/torch_kernels.py --device cuda
   # The family tokenizers and chat templates against transformers' AutoTokenizer on the same files.
@@ -349,7 +380,7 @@ nsys_kernels step ${RUN[*]} profile --model=gpt2 --method=sift --steps=2
 for kn in attn_fwd_tc_kernel attn_bwd_dkdv_tc_kernel attn_bwd_dq_tc_kernel; do
   ncu_kernels attention "\$kn" ${RUN[*]} attention --cuda-only --modes=auto
 done
-for kn in cand_kernel write_kernel2; do
+for kn in cand_kernel write_kernel2 split_kernel '^write_kernel\$'; do
   ncu_kernels select "\$kn" ${RUN[*]} select --cuda-only --quick --rates=0.01 --dtypes=bf16 --sizes=8192x28672
 done
 KEOF

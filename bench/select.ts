@@ -7,7 +7,9 @@
  * table. Timing: one warm-up, then the median of repeats, each ended by synchronize().
  *
  * Flags: --cpu-only, --cuda-only, --quick (smaller sizes, fewer repeats), --dtypes=f32,bf16,
- * --rates=0.01,0.05, --sizes=4096x4096,4096x11008 (default: those two on CPU, plus 8192x28672 on CUDA).
+ * --rates=0.01,0.05, --sizes=4096x4096,4096x11008 (default: those two on CPU, plus 8192x28672 on CUDA),
+ * --kernels=radix,bracket (the CUDA kernels timed, one row each; default: the current setCudaSelect
+ * mode). The speedups over torch.topk are in the gpu-check summary (bench/summary.ts, peers.jsonl).
  */
 import { randn, synchronize, tidy, Tensor, backends } from '../lib';
 import { native } from '../lib/engine/native';
@@ -18,6 +20,8 @@ export const description = 'SIFT top-k selection time and effective bandwidth vs
 export interface Row {
   bench: 'select';
   device: string;
+  /** the CUDA kernels (setCudaSelect), 'cpu' on the CPU */
+  kernel: 'cpu' | 'radix' | 'bracket';
   dtype: DType;
   shape: string;
   numel: number;
@@ -100,6 +104,11 @@ export async function run(args: string[]): Promise<Row[]> {
     `# select bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : 'not usable'}`,
   );
 
+  const current = native().setCudaSelect('radix');
+  native().setCudaSelect(current);
+  const kernels = (opt('kernels')?.split(',') ?? [current]) as ('radix' | 'bracket')[];
+  for (const k of kernels) if (k !== 'radix' && k !== 'bracket') throw new Error(`select bench: unknown kernel '${k}'`);
+
   const rows: Row[] = [];
   for (const device of devices) {
     const cuda = device.startsWith('cuda');
@@ -118,38 +127,48 @@ export async function run(args: string[]): Promise<Row[]> {
           const numel = r * c;
           const bytes = numel * (dtype === 'f64' ? 8 : dtype === 'f32' ? 4 : 2);
           for (const rate of rates) {
-            const k = Math.max(1, Math.round(rate * numel));
-            const budget = quick ? 300 : cuda ? 1500 : 3000;
-            const { ms, repeats } = timeIt(device, () => new Tensor(native().topk(s.handle, k)), budget, quick ? 5 : cuda ? 30 : 7);
-            const floorMs = (bytes / bandwidth) * 1e3;
-            const row: Row = {
-              bench: 'select',
-              device,
-              dtype,
-              shape: `${r}x${c}`,
-              numel,
-              rate,
-              k,
-              ms: Number(ms.toFixed(3)),
-              gbps: Number((bytes / (ms / 1e3) / 1e9).toFixed(1)),
-              floorMs: Number(floorMs.toFixed(4)),
-              ratio: Number((ms / floorMs).toFixed(2)),
-              bandwidth,
-              bandwidthSource: given ? 'datasheet' : 'measured',
-              repeats,
-            };
-            console.log(JSON.stringify(row));
-            rows.push(row);
+            for (const kernel of cuda ? kernels : (['cpu'] as const)) {
+              const k = Math.max(1, Math.round(rate * numel));
+              const budget = quick ? 300 : cuda ? 1500 : 3000;
+              if (kernel !== 'cpu') native().setCudaSelect(kernel);
+              let timed: { ms: number; repeats: number };
+              try {
+                timed = timeIt(device, () => new Tensor(native().topk(s.handle, k)), budget, quick ? 5 : cuda ? 30 : 7);
+              } finally {
+                native().setCudaSelect(current);
+              }
+              const { ms, repeats } = timed;
+              const floorMs = (bytes / bandwidth) * 1e3;
+              const row: Row = {
+                bench: 'select',
+                device,
+                kernel,
+                dtype,
+                shape: `${r}x${c}`,
+                numel,
+                rate,
+                k,
+                ms: Number(ms.toFixed(3)),
+                gbps: Number((bytes / (ms / 1e3) / 1e9).toFixed(1)),
+                floorMs: Number(floorMs.toFixed(4)),
+                ratio: Number((ms / floorMs).toFixed(2)),
+                bandwidth,
+                bandwidthSource: given ? 'datasheet' : 'measured',
+                repeats,
+              };
+              console.log(JSON.stringify(row));
+              rows.push(row);
+            }
           }
         });
       }
     }
   }
-  const header = ['device', 'dtype', 'shape', 'rate', 'k', 'ms', 'GB/s', 'floor ms', 'ms/floor'];
+  const header = ['device', 'kernel', 'dtype', 'shape', 'rate', 'k', 'ms', 'GB/s', 'floor ms', 'ms/floor'];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const x of rows) {
     lines.push(
-      `| ${[x.device, x.dtype, x.shape, `${x.rate * 100}%`, x.k, x.ms.toFixed(3), x.gbps.toFixed(1), x.floorMs.toFixed(3), x.ratio.toFixed(1)].join(' | ')} |`,
+      `| ${[x.device, x.kernel, x.dtype, x.shape, `${x.rate * 100}%`, x.k, x.ms.toFixed(3), x.gbps.toFixed(1), x.floorMs.toFixed(3), x.ratio.toFixed(1)].join(' | ')} |`,
     );
   }
   console.log('\n' + lines.join('\n'));

@@ -352,6 +352,13 @@ export interface Addon {
    * lower tensor position, then the lower flat index). Returns one sorted index tensor per input.
    */
   topkGlobal(scores: NativeTensor[], k: number): NativeTensor[];
+  /**
+   * The CUDA kernels of `topk`: 'radix' (default) or 'bracket' (a sampled bracket around the k-th
+   * value, one comparison pass, for one f32/f16/bf16 tensor; the radix kernels where the bracket
+   * misses). Same indices either way. Returns the previous mode. SIFT_FT_CUDA_SELECT sets the
+   * initial one.
+   */
+  setCudaSelect(mode: 'radix' | 'bracket'): 'radix' | 'bracket';
   /** Selection scores from a dense tensor: 'abs' |x|, 'square' x^2, written or added into an f32 buffer of the same numel. */
   scoreAccumulate(dst: NativeTensor, src: NativeTensor, kind: 'abs' | 'square', accumulate: boolean): void;
   /** dst[i] (+)= src.flat[idx[i]] for the k indices; dst f32 [k], src any float dtype and shape. */
@@ -385,6 +392,12 @@ export interface Addon {
     hp: AdamWHyper,
     scale: NativeTensor | null,
   ): void;
+  /**
+   * The CUDA kernel of `sparseAdamW`: 'rounds' (default) or 'prefetch' (the same kernel fetching
+   * each entry's weight sector into L2 before writing it). Same results either way. Returns the
+   * previous mode. SIFT_FT_CUDA_SPARSE_ADAMW sets the initial one.
+   */
+  setCudaSparseAdamW(mode: 'rounds' | 'prefetch'): 'rounds' | 'prefetch';
   /** Dense AdamW over many tensors (masters: f32 copies for f16/bf16 params, or null to update params directly). */
   adamW(
     params: NativeTensor[],

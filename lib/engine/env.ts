@@ -45,6 +45,14 @@ export const ENV_VARS = {
     readBy: 'native',
     doc: 'simt: CUDA attention on CUDA cores only (default: tensor cores for f16/bf16 where they apply)',
   },
+  SIFT_FT_CUDA_SELECT: {
+    readBy: 'native',
+    doc: "bracket: CUDA top-k with the bracket kernels (default radix; setCudaSelect('bracket') at run time)",
+  },
+  SIFT_FT_CUDA_SPARSE_ADAMW: {
+    readBy: 'native',
+    doc: "prefetch: the CUDA sparse AdamW kernel that fetches weight sectors into L2 first (default rounds; setCudaSparseAdamW)",
+  },
   SIFT_FT_NCCL: {
     readBy: 'native',
     doc: "path of the libnccl.so to load for CUDA process groups (default: the loader's path, CUDA_HOME, PyTorch's nvidia/nccl)",

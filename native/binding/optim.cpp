@@ -1,4 +1,4 @@
-// Bindings of the optimizer ops: sparseAdamW, adamW, clipCoefficient (lib/engine/addon-types.ts).
+// Bindings of the optimizer ops: sparseAdamW, adamW, clipCoefficient, setCudaSparseAdamW (lib/engine/addon-types.ts).
 #include <cmath>
 
 #include "../ops/optim.h"
@@ -67,6 +67,11 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setCudaSparseAdamW(mode) -> previous mode ('rounds' | 'prefetch').
+Napi::Value SetCudaSparseAdamW(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), ops::set_cuda_sparse_adamw(arg_string(info, 0, "mode")));
+}
+
 // clipCoefficient(normSq, maxNorm)
 Napi::Value ClipCoefficient(const Napi::CallbackInfo& info) {
   return wrap(info.Env(), ops::clip_coefficient(arg_tensor(info, 0, "normSq"), arg_number(info, 1, "maxNorm")));
@@ -78,6 +83,7 @@ SIFT_BINDINGS(register_optim) {
   SIFT_EXPORT("sparseAdamW", SparseAdamW);
   SIFT_EXPORT("adamW", AdamW);
   SIFT_EXPORT("clipCoefficient", ClipCoefficient);
+  SIFT_EXPORT("setCudaSparseAdamW", SetCudaSparseAdamW);
 }
 
 }  // namespace sift::binding

@@ -1,5 +1,5 @@
 // Bindings of the SIFT kernels: topk, topkGlobal, scoreAccumulate, gatherInto, scatterInto,
-// gradProportion, sumSquares (see lib/engine/addon-types.ts, "SIFT kernels").
+// gradProportion, sumSquares, setCudaSelect (see lib/engine/addon-types.ts, "SIFT kernels").
 #include "../ops/select.h"
 #include "util.h"
 
@@ -15,6 +15,11 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
 
 Napi::Value TopkGlobal(const Napi::CallbackInfo& info) {
   return wrap_list(info.Env(), ops::topk_global(arg_tensor_list(info, 0, "scores"), arg_int(info, 1, "k")));
+}
+
+// setCudaSelect(mode) -> previous mode ('radix' | 'bracket').
+Napi::Value SetCudaSelect(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), ops::set_cuda_select(arg_string(info, 0, "mode")));
 }
 
 Napi::Value ScoreAccumulate(const Napi::CallbackInfo& info) {
@@ -50,6 +55,7 @@ Napi::Value SumSquares(const Napi::CallbackInfo& info) {
 SIFT_BINDINGS(register_select) {
   SIFT_EXPORT("topk", Topk);
   SIFT_EXPORT("topkGlobal", TopkGlobal);
+  SIFT_EXPORT("setCudaSelect", SetCudaSelect);
   SIFT_EXPORT("scoreAccumulate", ScoreAccumulate);
   SIFT_EXPORT("gatherInto", GatherInto);
   SIFT_EXPORT("scatterInto", ScatterInto);

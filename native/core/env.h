@@ -29,6 +29,10 @@ inline constexpr Var kVars[] = {
     {"CONDA_PREFIX", "same as VIRTUAL_ENV"},
     {"HOME", "~/.local/lib/python3*/site-packages/nvidia/nccl is searched for libnccl.so"},
     {"SIFT_FT_CUDA_ATTENTION", "simt: CUDA attention on CUDA cores only (the fallback when tensor-core kernels fail)"},
+    {"SIFT_FT_CUDA_SELECT", "bracket: the bracket top-k kernels on CUDA (default radix; setCudaSelect at run time)"},
+    {"SIFT_FT_CUDA_SPARSE_ADAMW",
+     "prefetch: the sparse AdamW kernel that fetches weight sectors into L2 first (default rounds; "
+     "setCudaSparseAdamW)"},
 };
 
 }  // namespace sift::env

@@ -20,6 +20,7 @@
 
 #include "common.cuh"
 #include "optim.h"
+#include "optim_plan.h"
 
 namespace sift::cuda {
 namespace {
@@ -147,18 +148,10 @@ struct MultiArgs {
 static_assert(sizeof(MultiArgs<SparseDesc, kLargeGroup>) <= 32000, "descriptors exceed kernel parameter space");
 static_assert(sizeof(MultiArgs<DenseDesc, kLargeGroup>) <= 32000, "descriptors exceed kernel parameter space");
 
-// The tensor that owns virtual block c: the last t with chunk_start[t] <= c (no tensor is empty).
+// The tensor that owns virtual block c (optim_plan.h).
 template <typename D, int N>
 __device__ __forceinline__ int find_tensor(const MultiArgs<D, N>& a, int c) {
-  int lo = 0, hi = a.n - 1;
-  while (lo < hi) {
-    int mid = (lo + hi + 1) >> 1;
-    if (a.chunk_start[mid] <= c)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  return lo;
+  return optim_plan::chunk_owner(a.chunk_start, a.n, c);
 }
 
 // Streaming (evict-first) loads and stores: each per-entry array is read once and written once per
@@ -173,7 +166,13 @@ __device__ __forceinline__ void st_stream(float* p, float x) { __stcs(p, x); }
 // One round over entries [lo, lo + n) of one tensor, 0 < n <= kRound (n == kRound when Full):
 // thread t owns entries lo + r * kThreads + t (r < kPer). All offsets inside the round are 32-bit;
 // lo is 64-bit.
-template <typename W, typename I, bool Full>
+// Prefetch (setCudaSparseAdamW('prefetch')): once the round's loads are issued, each entry's
+// weight sector is fetched into L2 (prefetch.global.L2, no register, no wait), so that the DRAM read
+// a partial-sector write needs happens in the kernel's ascending index order, early, instead of at
+// the L2 eviction of a partially written sector; the store then merges into a whole sector.
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+template <typename W, typename I, bool Full, bool Prefetch>
 __device__ __forceinline__ void sparse_round(const SparseDesc& d, int64_t lo, int n, const AdamWScalars& s, float sc,
                                              int* err) {
   // Per-thread bases; entry r of the thread is at [r * kThreads]: a constant offset, so the loads and
@@ -200,6 +199,11 @@ __device__ __forceinline__ void sparse_round(const SparseDesc& d, int64_t lo, in
       pr[r] = ld_stream(p + r * kThreads);
     }
   }
+  if constexpr (Prefetch) {
+#pragma unroll
+    for (int r = 0; r < kPer; r++)
+      if ((Full || r * kThreads < nt) && uint64_t(int64_t(jr[r])) < numel) prefetch_l2(w + int64_t(jr[r]));
+  }
   bool bad = false;
 #pragma unroll
   for (int r = 0; r < kPer; r++) {
@@ -224,7 +228,7 @@ __device__ __forceinline__ void sparse_round(const SparseDesc& d, int64_t lo, in
 }
 
 // Compiled per (weight dtype, index dtype): the launcher groups the tensors by that pair.
-template <typename W, typename I, int N>
+template <typename W, typename I, int N, bool Prefetch>
 __global__ void __launch_bounds__(kThreads, 4) sparse_adamw_kernel(const __grid_constant__ MultiArgs<SparseDesc, N> a) {
   const float sc = a.scale ? *a.scale : 1.0f;
   const int total = a.chunk_start[a.n];
@@ -234,11 +238,12 @@ __global__ void __launch_bounds__(kThreads, 4) sparse_adamw_kernel(const __grid_
     const int64_t lo = int64_t(c - a.chunk_start[t]) * kChunk;
     const int64_t rest = d.k - lo;  // > 0: chunk c lies inside tensor t
     if (rest >= kChunk) {           // uniform over the block
-      sparse_round<W, I, true>(d, lo, kRound, a.s, sc, a.err);
-      sparse_round<W, I, true>(d, lo + kRound, kRound, a.s, sc, a.err);
+      sparse_round<W, I, true, Prefetch>(d, lo, kRound, a.s, sc, a.err);
+      sparse_round<W, I, true, Prefetch>(d, lo + kRound, kRound, a.s, sc, a.err);
     } else {
       const int n = int(rest);  // < kChunk
-      for (int o = 0; o < n; o += kRound) sparse_round<W, I, false>(d, lo + o, min(n - o, kRound), a.s, sc, a.err);
+      for (int o = 0; o < n; o += kRound)
+        sparse_round<W, I, false, Prefetch>(d, lo + o, min(n - o, kRound), a.s, sc, a.err);
     }
   }
 }
@@ -309,7 +314,7 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 bool aligned4(const void* p, DType t) {
   return (reinterpret_cast<uintptr_t>(p) % (4 * dtype_size(t) < 16 ? 4 * dtype_size(t) : 16)) == 0;
 }
-int64_t chunks_of(int64_t n) { return (n + kChunk - 1) / kChunk; }
+int64_t chunks_of(int64_t n) { return optim_plan::chunks_of(n, kChunk); }
 
 template <int N, typename D, typename Kernel>
 void launch_group(Kernel kernel, const std::vector<D>& ds, const std::vector<int64_t>& chunks, size_t b, size_t e,
@@ -336,18 +341,14 @@ constexpr int64_t kMaxChunks = int64_t(INT32_MAX) - kMaxGrid;
 template <typename D, typename KSmall, typename KLarge>
 void launch_all(const std::vector<D>& ds, const std::vector<int64_t>& chunks, KSmall small, KLarge large,
                 const AdamWScalars& s, const float* scale, int* err, cudaStream_t st, const char* what) {
-  size_t b = 0;
-  while (b < ds.size()) {
-    size_t e = b;
-    int64_t total = 0;
-    while (e < ds.size() && e - b < size_t(kLargeGroup) && total + chunks[e] <= kMaxChunks) total += chunks[e++];
-    SIFT_CHECK(e > b, "E_SHAPE", what, ": a tensor is too large for one launch");
-    if (e - b <= size_t(kSmallGroup))
-      launch_group<kSmallGroup>(small, ds, chunks, b, e, s, scale, err, st);
+  const std::vector<optim_plan::Launch> plan = optim_plan::plan_launches(chunks, size_t(kLargeGroup), kMaxChunks);
+  SIFT_CHECK(!plan.empty(), "E_SHAPE", what, ": a tensor is too large for one launch");
+  for (const optim_plan::Launch& l : plan) {
+    if (l.e - l.b <= size_t(kSmallGroup))
+      launch_group<kSmallGroup>(small, ds, chunks, l.b, l.e, s, scale, err, st);
     else
-      launch_group<kLargeGroup>(large, ds, chunks, b, e, s, scale, err, st);
+      launch_group<kLargeGroup>(large, ds, chunks, l.b, l.e, s, scale, err, st);
     check_last_error(what);
-    b = e;
   }
 }
 
@@ -355,7 +356,7 @@ void launch_all(const std::vector<D>& ds, const std::vector<int64_t>& chunks, KS
 
 void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>& indices,
                   const std::vector<Tensor>& grads, const std::vector<Tensor>& m, const std::vector<Tensor>& v,
-                  const std::vector<Tensor>& masters, const AdamWScalars& s, const Tensor& scale) {
+                  const std::vector<Tensor>& masters, const AdamWScalars& s, const Tensor& scale, bool prefetch) {
   // Descriptors grouped by (weight dtype, index dtype), each group in the order given; one launch
   // (or more, see launch_all) per group present. Tensors are independent, so the order of the
   // groups does not matter.
@@ -400,8 +401,12 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
       using W = typename decltype(wt)::type;
       dispatch_cuda_int(gr.idt, "sparseAdamW", [&](auto it) {
         using I = typename decltype(it)::type;
-        launch_all(gr.ds, gr.chunks, sparse_adamw_kernel<W, I, kSmallGroup>, sparse_adamw_kernel<W, I, kLargeGroup>, s,
-                   sc, err, st, "sparseAdamW");
+        if (prefetch)
+          launch_all(gr.ds, gr.chunks, sparse_adamw_kernel<W, I, kSmallGroup, true>,
+                     sparse_adamw_kernel<W, I, kLargeGroup, true>, s, sc, err, st, "sparseAdamW");
+        else
+          launch_all(gr.ds, gr.chunks, sparse_adamw_kernel<W, I, kSmallGroup, false>,
+                     sparse_adamw_kernel<W, I, kLargeGroup, false>, s, sc, err, st, "sparseAdamW");
       });
     });
   }

@@ -9,9 +9,11 @@
 
 namespace sift::cuda {
 
+// prefetch: the variant that fetches each entry's weight sector into L2 before its write (optim.cu).
 void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>& indices,
                   const std::vector<Tensor>& grads, const std::vector<Tensor>& m, const std::vector<Tensor>& v,
-                  const std::vector<Tensor>& masters, const AdamWScalars& s, const Tensor& scale);
+                  const std::vector<Tensor>& masters, const AdamWScalars& s, const Tensor& scale,
+                  bool prefetch = false);
 
 void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
            const std::vector<Tensor>& v, const std::vector<Tensor>& masters, const AdamWScalars& s,

@@ -58,6 +58,7 @@
 
 #include "common.cuh"
 #include "select.h"
+#include "select_bracket.h"
 
 namespace sift::cuda {
 namespace {
@@ -1039,11 +1040,551 @@ std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k
 
 }  // namespace fast
 
+// The bracket top-k (select_bracket.h has the scheme and the decisions the kernels share with the
+// host-side simulation). One tensor of f32, f16 or bf16 scores; the radix kernels above cover the
+// rest and take over when the bracket misses.
+namespace brk {
+
+namespace br = ::sift::cuda::bracket;
+using fast::BlockScanT;
+using fast::State2;
+static_assert(br::kTile == kTile && br::kThreads == kThreads && br::kItems == kItems, "tile layout");
+
+struct BState {
+  float L, G;  // the bracket: x >= G above it, x >= L in or above it
+  u64 above;   // elements above the bracket (pass 2)
+};
+
+template <typename T>
+struct Raw {
+  static constexpr int V = 16 / int(sizeof(T));
+  static constexpr int NV = kItems / V;
+};
+
+// Item j of a tile held as NV raw 16-byte loads (j known at compile time in unrolled loops).
+template <typename T>
+__device__ __forceinline__ float elem(const uint4 (&q)[Raw<T>::NV], int j) {
+  constexpr int V = Raw<T>::V;
+  const uint4& w4 = q[j / V];
+  const int i = j % V;
+  if constexpr (std::is_same_v<T, float>) {
+    return __uint_as_float(fast::word_of(w4, i));
+  } else {
+    const unsigned w = fast::word_of(w4, i >> 1);
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      return __uint_as_float((i & 1) ? (w & 0xffff0000u) : (w << 16));
+    else
+      return __half2float(__ushort_as_half(static_cast<unsigned short>((i & 1) ? (w >> 16) : (w & 0xffffu))));
+  }
+}
+
+// Loads a tile's raw words in the tile layout. Returns whether the tile is whole and 16-byte
+// aligned (block-uniform): then every item is valid; otherwise items past r.count read as zero
+// words and the callers test validity.
+template <typename T>
+__device__ __forceinline__ bool load_raw(const TileRef& r, uint4 (&q)[Raw<T>::NV]) {
+  constexpr int V = Raw<T>::V, NV = Raw<T>::NV;
+  const T* p = static_cast<const T*>(r.ptr);
+  const bool full = r.count == kTile && (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
+#pragma unroll
+  for (int v = 0; v < NV; v++) {
+    const int base = v * (kThreads * V) + int(threadIdx.x) * V;
+    if (full) {
+      q[v] = __ldg(reinterpret_cast<const uint4*>(p + base));
+    } else {
+      unsigned w[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+      for (int i = 0; i < V; i++) {
+        if (base + i < r.count) {
+          if constexpr (sizeof(T) == 4) {
+            w[i] = __float_as_uint(__ldg(reinterpret_cast<const float*>(p) + base + i));
+          } else {
+            const unsigned h = __ldg(reinterpret_cast<const unsigned short*>(p) + base + i);
+            w[i >> 1] |= h << ((i & 1) * 16);
+          }
+        }
+      }
+      q[v] = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+  }
+  return full;
+}
+
+// NaN/Inf in a tile's raw words (select_bracket.h).
+template <typename T>
+__device__ __forceinline__ unsigned nonfinite_acc(const uint4 (&q)[Raw<T>::NV], unsigned acc) {
+  constexpr int NV = Raw<T>::NV;
+#pragma unroll
+  for (int v = 0; v < NV; v++) {
+#pragma unroll
+    for (int n = 0; n < 4; n++) {
+      const unsigned w = fast::word_of(q[v], n);
+      if constexpr (std::is_same_v<T, float>)
+        acc = br::nonfinite_acc_f32(acc, w);
+      else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+        acc = br::nonfinite_acc_bf16(acc, w);
+      else
+        acc = br::nonfinite_acc_f16(acc, w);
+    }
+  }
+  return acc;
+}
+template <typename T>
+__device__ __forceinline__ bool nonfinite_found(unsigned acc) {
+  if constexpr (std::is_same_v<T, float>)
+    return br::nonfinite_f32(acc);
+  else
+    return br::nonfinite_16(acc);
+}
+
+__device__ __forceinline__ unsigned warp_sum(unsigned x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_add_sync(0xffffffffu, x);
+#else
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) x += __shfl_xor_sync(0xffffffffu, x, d);
+  return x;
+#endif
+}
+
+// Block-wide exclusive scan of packed per-load counts in thread order; wsum: kWarps shared words,
+// alternated between consecutive calls by the caller (one barrier per call).
+__device__ __forceinline__ void scan_packed(u64 val, u64& prefix, u64& total, u64* wsum) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  u64 inc = val;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const u64 y = __shfl_up_sync(0xffffffffu, inc, d);
+    if (lane >= d) inc += y;
+  }
+  if (lane == 31) wsum[warp] = inc;
+  __syncthreads();
+  u64 before = 0, tot = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; w++) {
+    const u64 s = wsum[w];
+    before += w < warp ? s : 0;
+    tot += s;
+  }
+  prefix = before + inc - val;
+  total = tot;
+}
+
+// Pass 1 (sample): histogram of the top kSampleBits key bits over tiles i * tstride (i < nsamp),
+// with the NaN/Inf check; the last block picks the bins holding sample ranks hi_rank and lo_rank
+// and stores the bracket's float bounds.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    sample_kernel(const Seg* __restrict__ segs, long long nsamp, long long tstride, State2* st, BState* bs, u64* ghist,
+                  u64 hi_rank, u64 lo_rank) {
+  using K = unsigned int;
+  extern __shared__ unsigned int sh[];
+  __shared__ BlockScanT::TempStorage tmp;
+  __shared__ unsigned int bins_found[2];
+  constexpr int bins = br::kSampleBins, shift = br::kKeyBits - br::kSampleBits;
+  for (int b = threadIdx.x; b < bins; b += kThreads) sh[b] = 0;
+  if (threadIdx.x == 0) {
+    bins_found[0] = bins - 1;  // not found (cannot happen): nothing above, everything a candidate
+    bins_found[1] = 0;         // -> the buffer overflows and the radix kernels run
+  }
+  __syncthreads();
+  bool bad = false;
+  for (long long i = blockIdx.x; i < nsamp; i += gridDim.x) {
+    const TileRef r = tile_ref<T>(segs, 1, i * tstride);
+    K keys[kItems];
+    fast::load_tile_fast<T>(r, keys);
+#pragma unroll
+    for (int j = 0; j < kItems; j++) {
+      if (fast::item_offset<T>(j) < r.count) {
+        bad |= nonfinite(keys[j]);
+        atomicAdd(sh + int(keys[j] >> shift), 1u);
+      }
+    }
+  }
+  if (bad) st->bad = 1;
+  __syncthreads();
+  merge_hist(sh, ghist, bins);
+  if (fast::last_block_done(st)) {  // block-uniform
+    constexpr int per = bins / kThreads;
+    u64 local = 0;
+#pragma unroll 4
+    for (int q = 0; q < per; q++) local += __ldcg(ghist + (bins - 1 - (int(threadIdx.x) * per + q)));
+    u64 before;
+    BlockScanT(tmp).ExclusiveSum(local, before);
+    const u64 ranks[2] = {hi_rank, lo_rank};
+    for (int w = 0; w < 2; w++) {
+      if (before < ranks[w] && ranks[w] <= before + local) {
+        u64 above = before;
+        for (int q = 0; q < per; q++) {
+          const int bin = bins - 1 - (int(threadIdx.x) * per + q);
+          above += __ldcg(ghist + bin);
+          if (above >= ranks[w]) {
+            bins_found[w] = unsigned(bin);
+            break;
+          }
+        }
+      }
+    }
+    __syncthreads();
+    for (int b = threadIdx.x; b < bins; b += kThreads) ghist[b] = 0;
+    if (threadIdx.x == 0) {
+      const br::Bounds bd = br::bracket_bounds(bins_found[1], bins_found[0]);
+      bs->L = bd.L;
+      bs->G = bd.G;
+      bs->above = 0;
+      st->done = 0;
+    }
+  }
+}
+
+// Pass 2: per element x >= G (counted per tile into tile_gt) and x >= L (the ones below G are the
+// candidates: key and position appended to the buffer), with the NaN/Inf check. Persistent tile
+// loop, the next tile's loads issued before the current one is counted. Per tile: warp sums, one
+// barrier, thread 0's global atomic for the tile's candidates, one barrier (shared words double
+// buffered). The last block checks the bracket (select_bracket.h: bracket_hit); on a miss it
+// flags it and empties the candidates so that the later kernels do nothing.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    split_kernel(const Seg* __restrict__ segs, long long ntiles, State2* st, BState* bs, unsigned* cand_key,
+                 u64* cand_pos, u64 cap, u64* tile_gt) {
+  constexpr int V = Raw<T>::V, NV = Raw<T>::NV;
+  __shared__ unsigned int w_cnt[2][kWarps], w_gt[2][kWarps];
+  __shared__ u64 s_base[2];
+  const float L = bs->L, G = bs->G;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  long long t = blockIdx.x;
+  TileRef r = tile_ref<T>(segs, 1, t);
+  uint4 cur[NV];
+  bool full = load_raw<T>(r, cur);
+  unsigned nf = 0;
+  u64 above = 0;  // thread 0: elements above the bracket in this block's tiles
+  int buf = 0;
+  for (;;) {
+    const long long tn = t + gridDim.x;
+    const bool more = tn < ntiles;
+    TileRef rn = r;
+    uint4 nxt[NV];
+    bool fulln = full;
+    if (more) {
+      rn = tile_ref<T>(segs, 1, tn);
+      fulln = load_raw<T>(rn, nxt);
+    }
+    unsigned cg = 0, cl = 0;  // this thread's items >= G, >= L
+    if (full) {
+#pragma unroll
+      for (int j = 0; j < kItems; j++) {
+        const float x = elem<T>(cur, j);
+        cg += x >= G ? 1u : 0u;
+        cl += x >= L ? 1u : 0u;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kItems; j++) {
+        const bool valid = br::item_offset(V, int(threadIdx.x), j) < r.count;
+        const float x = elem<T>(cur, j);
+        cg += valid && x >= G ? 1u : 0u;
+        cl += valid && x >= L ? 1u : 0u;
+      }
+    }
+    nf = nonfinite_acc<T>(cur, nf);
+    const unsigned cc = cl - cg;
+    const unsigned wg = warp_sum(cg), wc = warp_sum(cc);
+    if (lane == 0) {
+      w_cnt[buf][warp] = wc;
+      w_gt[buf][warp] = wg;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned c = 0, g = 0;
+#pragma unroll
+      for (int w = 0; w < kWarps; w++) {
+        c += w_cnt[buf][w];
+        g += w_gt[buf][w];
+      }
+      tile_gt[t] = g;
+      above += g;
+      s_base[buf] = c ? atomicAdd(&st->cand_count, u64(c)) : 0;
+    }
+    __syncthreads();
+    if (wc) {  // warp-uniform
+      unsigned inc = cc;
+#pragma unroll
+      for (int d = 1; d < 32; d <<= 1) {
+        const unsigned y = __shfl_up_sync(0xffffffffu, inc, d);
+        if (lane >= d) inc += y;
+      }
+      u64 pos = s_base[buf] + (inc - cc);
+      for (int w = 0; w < warp; w++) pos += w_cnt[buf][w];
+      if (cc) {
+#pragma unroll
+        for (int j = 0; j < kItems; j++) {
+          const int e = br::item_offset(V, int(threadIdx.x), j);
+          const float x = elem<T>(cur, j);
+          if (e < r.count && x >= L && !(x >= G)) {
+            if (pos < cap) {
+              cand_key[pos] = br::key_of(x);
+              cand_pos[pos] = (u64(t) << kTileShift) | u64(e);
+            } else {
+              st->overflow = 1;
+            }
+            pos++;
+          }
+        }
+      }
+    }
+    buf ^= 1;
+    if (!more) break;
+    t = tn;
+    r = rn;
+    full = fulln;
+#pragma unroll
+    for (int v = 0; v < NV; v++) cur[v] = nxt[v];
+  }
+  if (nonfinite_found<T>(nf)) st->bad = 1;
+  if (threadIdx.x == 0 && above) atomicAdd(&bs->above, above);
+  if (fast::last_block_done(st)) {  // block-uniform
+    if (threadIdx.x == 0) {
+      const u64 ab = __ldcg(&bs->above), cc = __ldcg(&st->cand_count), k = __ldcg(&st->k_rem);
+      if (br::bracket_hit(ab, cc, k, __ldcg(&st->overflow) != 0)) {
+        st->k_rem = k - ab;
+      } else {
+        st->miss = 1;
+        st->cand_count = 0;
+        st->overflow = 0;
+      }
+      st->done = 0;
+    }
+  }
+}
+
+// A digit of the threshold key from the candidates alone (first: every candidate; later: the ones
+// matching the prefix chosen so far); the last block chooses the digit (after a bf16 key's last
+// digit it completes the key: bf16_full_key). Nothing on a miss.
+__global__ void __launch_bounds__(kThreads)
+    cdigit_kernel(State2* st, const unsigned* __restrict__ cand_key, u64 cap, u64* ghist, int first, int match_shift,
+                  int shift, int bits, int bf16_last) {
+  extern __shared__ unsigned int sh[];
+  __shared__ BlockScanT::TempStorage tmp;
+  if (__ldcg(&st->miss)) return;  // grid-uniform
+  const int bins = 1 << bits;
+  for (int b = threadIdx.x; b < bins; b += kThreads) sh[b] = 0;
+  __syncthreads();
+  const unsigned want = first ? 0u : unsigned(__ldcg(&st->prefix)) >> match_shift;
+  const unsigned mask = unsigned(bins - 1);
+  const u64 cc = __ldcg(&st->cand_count);
+  const u64 n = cc < cap ? cc : cap;
+  for (u64 i = blockIdx.x * u64(kThreads) + threadIdx.x; i < n; i += u64(gridDim.x) * kThreads) {
+    const unsigned key = cand_key[i];
+    if (first || (key >> match_shift) == want) atomicAdd(sh + int((key >> shift) & mask), 1u);
+  }
+  __syncthreads();
+  merge_hist(sh, ghist, bins);
+  if (fast::last_block_done(st)) {  // block-uniform
+    fast::choose_block(ghist, bits, shift, st, tmp);
+    if (threadIdx.x == 0) {
+      if (bf16_last) st->prefix = br::bf16_full_key(unsigned(st->prefix));
+      st->done = 0;
+    }
+  }
+}
+
+// The selected indices of each tile, ascending, at the tile's offset (single tensor). Per thread a
+// mask of its selected items; one packed block scan gives every item's rank in the tile. Ties are
+// ranked (a second packed scan) only in the tile where the ties taken run out. Nothing on a miss.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    write_kernel(const Seg* __restrict__ segs, long long ntiles, const State2* st, const u64* __restrict__ tile_gt,
+                 const u64* __restrict__ tile_eq, const u64* __restrict__ gt_scan, const u64* __restrict__ eq_scan) {
+  constexpr int V = Raw<T>::V, NV = Raw<T>::NV;
+  __shared__ u64 wsum[2][kWarps];
+  if (st->miss) return;  // grid-uniform
+  const u64 need = st->k_rem;
+  const unsigned thr = unsigned(st->prefix);
+  const float A = br::bound_of_key(u64(thr) + 1), E = br::bound_of_key(thr);  // x > thr: x >= A; x >= thr: x >= E
+  const Seg& s = segs[0];
+  long long t = blockIdx.x;
+  TileRef r = tile_ref<T>(segs, 1, t);
+  uint4 cur[NV];
+  load_raw<T>(r, cur);
+  int buf = 0;
+  for (;;) {
+    const long long tn = t + gridDim.x;
+    const bool more = tn < ntiles;
+    TileRef rn = r;
+    uint4 nxt[NV];
+    if (more) {
+      rn = tile_ref<T>(segs, 1, tn);
+      load_raw<T>(rn, nxt);
+    }
+    const u64 eqb = eq_scan[t], teq = tile_eq[t];
+    const u64 ties_here = br::ties_taken(eqb, teq, need);
+    if (tile_gt[t] + ties_here != 0) {                                   // block-uniform
+      const int mode = ties_here == 0 ? 0 : (ties_here == teq ? 2 : 1);  // ties taken: none, some, all
+      const float B = mode == 2 ? E : A;
+      unsigned mask = 0, tmask = 0;
+#pragma unroll
+      for (int j = 0; j < kItems; j++) {
+        const bool valid = br::item_offset(V, int(threadIdx.x), j) < r.count;
+        const float x = elem<T>(cur, j);
+        mask |= (valid && x >= B) ? (1u << j) : 0u;
+        if (mode == 1) tmask |= (valid && x >= E && !(x >= A)) ? (1u << j) : 0u;
+      }
+      u64 prefix, total;
+      if (mode == 1) {  // at most one tile of the whole select
+        scan_packed(br::pack_counts(tmask, V, NV), prefix, total, wsum[buf]);
+        buf ^= 1;
+        for (unsigned m = tmask; m; m &= m - 1) {
+          const int j = __ffs(m) - 1;
+          if (eqb + br::rank_in_tile(j, V, total, prefix, tmask) < need) mask |= 1u << j;
+        }
+      }
+      scan_packed(br::pack_counts(mask, V, NV), prefix, total, wsum[buf]);
+      buf ^= 1;
+      const u64 base = gt_scan[t] + (eqb < need ? eqb : need);
+      for (unsigned m = mask; m; m &= m - 1) {
+        const int j = __ffs(m) - 1;
+        const u64 pos = base + br::rank_in_tile(j, V, total, prefix, mask);
+        const long long idx = r.local + br::item_offset(V, int(threadIdx.x), j);
+        if (s.out64)
+          static_cast<long long*>(s.out)[pos] = idx;
+        else
+          static_cast<int*>(s.out)[pos] = int(idx);
+      }
+    }
+    if (!more) break;
+    t = tn;
+    r = rn;
+#pragma unroll
+    for (int v = 0; v < NV; v++) cur[v] = nxt[v];
+  }
+}
+
+// Runs the bracket select into `out` (k indices). Returns false when the bracket missed (nothing
+// useful written): the caller runs the radix kernels.
+template <typename T>
+bool run_select_bracket(const Tensor& scores, int64_t k, const Tensor& out) {
+  const Device device = scores.device();
+  const int dev = device.index;
+  cudaStream_t stream = current_stream(dev);
+  const long long total = scores.numel();
+  const long long ntiles = (total + kTile - 1) / kTile;
+  Seg seg;
+  seg.ptr = scores.raw();
+  seg.numel = total;
+  seg.tile_begin = 0;
+  seg.out = out.raw();
+  seg.out64 = out.dtype == DType::I64 ? 1 : 0;
+  seg.pad = 0;
+  const bool bf16 = std::is_same_v<T, __nv_bfloat16>;
+  const u64 cap = u64(std::min<long long>(total, std::max<long long>(total / 16, 4096)));
+
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    size_t o = off;
+    off += align_up(bytes);
+    return o;
+  };
+  const size_t o_state = take(sizeof(State2));
+  const size_t o_bs = take(sizeof(BState));
+  const size_t o_segs = take(sizeof(Seg));
+  const size_t o_hist = take(sizeof(u64) * kMaxBins);  // hist, tile_gt, tile_eq: zeroed together
+  const size_t o_tgt = take(sizeof(u64) * size_t(ntiles + 1));
+  const size_t o_teq = take(sizeof(u64) * size_t(ntiles + 1));
+  const size_t zero_end = off;
+  const size_t o_sgt = take(sizeof(u64) * size_t(ntiles + 1));
+  const size_t o_seq = take(sizeof(u64) * size_t(ntiles + 1));
+  const size_t o_cnt = take(sizeof(u64) * 3);
+  const size_t o_ckey = take(sizeof(unsigned) * cap);
+  const size_t o_cpos = take(sizeof(u64) * cap);
+  Tensor ws = empty({int64_t(off)}, DType::BOOL, device);
+  char* base = static_cast<char*>(ws.raw());
+  State2* st = reinterpret_cast<State2*>(base + o_state);
+  BState* bs = reinterpret_cast<BState*>(base + o_bs);
+  Seg* dsegs = reinterpret_cast<Seg*>(base + o_segs);
+  u64* hist = reinterpret_cast<u64*>(base + o_hist);
+  u64* tile_gt = reinterpret_cast<u64*>(base + o_tgt);
+  u64* tile_eq = reinterpret_cast<u64*>(base + o_teq);
+  u64* gt_scan = reinterpret_cast<u64*>(base + o_sgt);
+  u64* eq_scan = reinterpret_cast<u64*>(base + o_seq);
+  u64* counts = reinterpret_cast<u64*>(base + o_cnt);
+  unsigned* cand_key = reinterpret_cast<unsigned*>(base + o_ckey);
+  u64* cand_pos = reinterpret_cast<u64*>(base + o_cpos);
+  static_assert(br::kSampleBins <= kMaxBins, "sample histogram");
+
+  {
+    SegBatch b{};
+    b.s[0] = seg;
+    const long long nzero = (long long)((zero_end - o_hist) / sizeof(u64));
+    const unsigned zgrid = unsigned(std::max<long long>(1, std::min<long long>((nzero + 1023) / 1024, 1024)));
+    fast::init_kernel<<<zgrid, kThreads, 0, stream>>>(st, u64(k), hist, nzero, dsegs, 1, b);
+  }
+  const int sms = sm_count(dev);
+  auto grid_of = [&](const void* kern, size_t smem, long long work) {
+    return unsigned(
+        std::max<long long>(1, std::min<long long>(work, (long long)fast::blocks_per_sm(kern, smem, dev) * sms)));
+  };
+  // Sample: every tstride-th tile (all of them below 2 * kSampleMinTiles tiles: exact bracket).
+  const long long tstride =
+      std::max<long long>(1, std::min<long long>(br::kSampleStride, ntiles / br::kSampleMinTiles));
+  const long long nsamp = (ntiles + tstride - 1) / tstride;
+  long long m = 0;
+  for (long long t = 0; t < ntiles; t += tstride) m += std::min<long long>(kTile, total - t * kTile);
+  const br::Ranks rk = br::bracket_ranks(u64(k), u64(m), u64(total));
+  {
+    auto kern = sample_kernel<T>;
+    const size_t smem = sizeof(unsigned) * br::kSampleBins;
+    kern<<<grid_of(reinterpret_cast<const void*>(kern), smem, nsamp), kThreads, smem, stream>>>(
+        dsegs, nsamp, tstride, st, bs, hist, rk.hi, rk.lo);
+  }
+  {
+    auto kern = split_kernel<T>;
+    kern<<<grid_of(reinterpret_cast<const void*>(kern), 0, ntiles), kThreads, 0, stream>>>(
+        dsegs, ntiles, st, bs, cand_key, cand_pos, cap, tile_gt);
+  }
+  const int nd = br::digit_count(bf16);
+  for (int p = 0; p < nd; p++) {
+    const int bits = br::digit_width(bf16, p), shift = br::digit_shift(bf16, p);
+    const int match_shift = p == 0 ? 0 : br::digit_shift(bf16, p - 1);
+    const size_t smem = sizeof(unsigned) << bits;
+    const long long work = std::max<long long>(1, (long long)(cap / kThreads));
+    cdigit_kernel<<<grid_of(reinterpret_cast<const void*>(cdigit_kernel), smem, work), kThreads, smem, stream>>>(
+        st, cand_key, cap, hist, p == 0 ? 1 : 0, match_shift, shift, bits, bf16 && p == nd - 1 ? 1 : 0);
+  }
+  {
+    auto kern = fast::count_kernel<T, unsigned>;
+    kern<<<grid_of(reinterpret_cast<const void*>(kern), 0, ntiles), kThreads, 0, stream>>>(
+        dsegs, 1, ntiles, st, cand_key, cand_pos, cap, tile_gt, tile_eq);
+  }
+  fast::scan_kernel<<<1, fast::kScanThreads, 0, stream>>>(dsegs, 1, ntiles, st, tile_gt, tile_eq, gt_scan, eq_scan,
+                                                          counts);
+  {
+    auto kern = write_kernel<T>;
+    kern<<<grid_of(reinterpret_cast<const void*>(kern), 0, ntiles), kThreads, 0, stream>>>(dsegs, ntiles, st, tile_gt,
+                                                                                           tile_eq, gt_scan, eq_scan);
+  }
+  check_last_error("topk");
+  u64 host[3] = {0, 0, 0};
+  State2 hs{};
+  CUDA_CHECK(cudaMemcpyAsync(host, counts, sizeof(host), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaMemcpyAsync(&hs, st, sizeof(State2), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  SIFT_CHECK(host[1] == 0, "E_NUMERIC", "topk: the scores contain NaN or Inf");
+  if (hs.miss) return false;
+  SIFT_CHECK(host[2] == 0, "E_INTERNAL", "topk: bracket select lost track of the k-th key");
+  SIFT_CHECK(host[0] == u64(k), "E_INTERNAL", "topk: bracket select selected ", host[0], " of ", k);
+  return true;
+}
+
+}  // namespace brk
+
 }  // namespace
 
-void topk(const Tensor& scores, int64_t k, const Tensor& out) {
+void topk(const Tensor& scores, int64_t k, const Tensor& out, bool bracket) {
   dispatch_cuda_float(scores.dtype, "topk", [&](auto tt) {
     using T = typename decltype(tt)::type;
+    if constexpr (!std::is_same_v<T, double>) {
+      if (bracket && brk::run_select_bracket<T>(scores, k, out)) return;
+    }
     fast::run_select_fast<T>({scores}, k, &out);
   });
 }

@@ -2,7 +2,10 @@
 // contiguous f32 because the kernels update it in place; gradients and indices are made dense.
 #include "optim.h"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "dispatch.h"
 #include "tensor_ops.h"
@@ -73,6 +76,23 @@ void check_scale(const Tensor& scale, Device dev, const char* op) {
 
 }  // namespace
 
+namespace {
+// setCudaSparseAdamW: 'rounds' (the sparse AdamW kernel as verified) or 'prefetch' (its variant that
+// fetches the weight sectors into L2 first). SIFT_FT_CUDA_SPARSE_ADAMW sets the initial mode.
+bool initial_sparse_prefetch() {
+  const char* e = std::getenv("SIFT_FT_CUDA_SPARSE_ADAMW");
+  return e && std::string(e) == "prefetch";
+}
+std::atomic<bool> g_sparse_prefetch{initial_sparse_prefetch()};
+}  // namespace
+
+std::string set_cuda_sparse_adamw(const std::string& mode) {
+  SIFT_CHECK(mode == "rounds" || mode == "prefetch", "E_ARG",
+             "setCudaSparseAdamW: mode must be 'rounds' or 'prefetch', got '", mode, "'");
+  const bool prev = g_sparse_prefetch.exchange(mode == "prefetch");
+  return prev ? "prefetch" : "rounds";
+}
+
 void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>& indices,
                   const std::vector<Tensor>& grads, const std::vector<Tensor>& m, const std::vector<Tensor>& v,
                   const std::vector<Tensor>& masters, const AdamWHyper& hp, const Tensor& scale) {
@@ -123,7 +143,7 @@ void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>&
                                 sc = scale]() { cpu::sparse_adamw(w, idx, g, mm, vv, pp, s, sc); });
   } else {
     SIFT_CUDA_BRANCH(::sift::cuda::set_device(dev.index);
-                     cuda::sparse_adamw(weights, idx, g, m, v, masters, s, scale););
+                     cuda::sparse_adamw(weights, idx, g, m, v, masters, s, scale, g_sparse_prefetch.load()););
   }
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "../core/tensor.h"
@@ -47,6 +48,10 @@ namespace ops {
 void sparse_adamw(const std::vector<Tensor>& weights, const std::vector<Tensor>& indices,
                   const std::vector<Tensor>& grads, const std::vector<Tensor>& m, const std::vector<Tensor>& v,
                   const std::vector<Tensor>& masters, const AdamWHyper& hp, const Tensor& scale);
+
+// The CUDA sparse AdamW kernel: "rounds" or "prefetch" (native/cuda/optim.cu). Returns the previous
+// mode; steps already queued keep the kernel they were given.
+std::string set_cuda_sparse_adamw(const std::string& mode);
 
 // Dense AdamW over many tensors; masters[t] undefined updates params[t] directly.
 void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,

@@ -1,6 +1,10 @@
 // Validation and dispatch of the SIFT kernels (native/cpu/select|sparse, native/cuda/select|sparse).
 #include "select.h"
 
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
 #include "dispatch.h"
 #include "tensor_ops.h"
 #include "../cpu/select.h"
@@ -27,6 +31,24 @@ void check_contiguous(const Tensor& t, const char* op, const char* what) {
 
 }  // namespace
 
+namespace {
+// setCudaSelect: 'radix' (the radix kernels) or 'bracket' (the bracket kernels for one tensor of
+// f32/f16/bf16 scores, the radix kernels when the bracket misses). SIFT_FT_CUDA_SELECT sets the
+// initial mode.
+bool initial_bracket() {
+  const char* e = std::getenv("SIFT_FT_CUDA_SELECT");
+  return e && std::string(e) == "bracket";
+}
+std::atomic<bool> g_bracket{initial_bracket()};
+}  // namespace
+
+std::string set_cuda_select(const std::string& mode) {
+  SIFT_CHECK(mode == "radix" || mode == "bracket", "E_ARG", "setCudaSelect: mode must be 'radix' or 'bracket', got '",
+             mode, "'");
+  const bool prev = g_bracket.exchange(mode == "bracket");
+  return prev ? "bracket" : "radix";
+}
+
 DType topk_index_dtype(int64_t n) { return n >= (int64_t(1) << 31) ? DType::I64 : DType::I32; }
 
 namespace {
@@ -51,8 +73,10 @@ Tensor topk(const Tensor& scores, int64_t k, const std::string& label) {
   Tensor s = dense(scores);
   Tensor out = empty({k}, topk_index_dtype(n), s.device());
   Device dev = s.device();
+  const bool bracket = g_bracket.load();
+  (void)bracket;
   SIFT_ON_DEVICE(dev, labelled_topk(label, [&] { cpu::topk(s, k, out); }),
-                 labelled_topk(label, [&] { cuda::topk(s, k, out); }));
+                 labelled_topk(label, [&] { cuda::topk(s, k, out, bracket); }));
   return out;
 }
 

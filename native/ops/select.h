@@ -12,6 +12,10 @@ namespace sift::ops {
 // Index dtype of top-k output for a tensor of n elements: i64 when n >= 2^31, else i32.
 DType topk_index_dtype(int64_t n);
 
+// The CUDA top-k kernels: "radix" or "bracket" (see native/cuda/select_bracket.h). Returns the
+// previous mode. Selections already queued keep the kernels they were given.
+std::string set_cuda_select(const std::string& mode);
+
 // Exact top-k (ties toward the lower flat index), indices ascending. On CUDA it synchronises once
 // at its end to read back the NaN/Inf flag (E_NUMERIC); on CPU a NaN raises E_NUMERIC from the
 // queued kernel, i.e. at the next synchronisation.

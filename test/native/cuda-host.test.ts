@@ -24,9 +24,10 @@ const cudaInclude = nvcc
   : '';
 const describeNvcc = nvcc ? describe : describe.skip;
 
-// Compiles test/native/host/NAME.cu with the core sources and the CUDA runtime stub, runs it, and
-// expects its "0 of N cases wrong" line.
-function compileAndRun(name: string): void {
+// Compiles test/native/host/NAME.cu with the core sources, `extra` sources (relative to the
+// repository) and the CUDA runtime stub, runs it (for at most runMs), and expects its "0 of N cases
+// wrong" line.
+function compileAndRun(name: string, extra: string[] = [], runMs = 60000): void {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-cuda-host-'));
   try {
     const exe = path.join(dir, name);
@@ -41,6 +42,7 @@ function compileAndRun(name: string): void {
       `-I${path.join(cudaInclude, 'cccl')}`,
       path.join(root, `test/native/host/${name}.cu`),
       ...core,
+      ...extra.map((f) => path.join(root, f)),
       path.join(root, 'native/cuda/runtime_stub.cpp'),
       '-o',
       exe,
@@ -48,7 +50,7 @@ function compileAndRun(name: string): void {
     const c = spawnSync(nvcc!, args, { encoding: 'utf8', timeout: 240000 });
     expect(c.stderr.split('\n').filter((l) => /error/.test(l))).toEqual([]);
     expect(c.status).toBe(0);
-    const r = spawnSync(exe, [], { encoding: 'utf8', timeout: 60000 });
+    const r = spawnSync(exe, [], { encoding: 'utf8', timeout: runMs });
     expect(r.stdout).toMatch(/^0 of \d+ cases wrong/m);
     expect(r.status).toBe(0);
   } finally {
@@ -61,6 +63,16 @@ describeNvcc(nvcc ? 'CUDA host-side checks (nvcc)' : 'CUDA host-side checks [ski
   test(
     'the vector paths map every vector to the elements the scalar paths use; the column-reduction plan reads every row once',
     () => compileAndRun('vector_plan'),
+    300000,
+  );
+  test(
+    "the bracket top-k, simulated pass by pass on the host with the kernels' decisions, selects what cpu::topk selects",
+    () => compileAndRun('select_bracket', ['native/cpu/select.cpp', 'native/cpu/parallel.cpp'], 300000),
+    600000,
+  );
+  test(
+    'the multi-tensor optimizer plan: every tensor in one launch, a LLaMA-7B target set in one',
+    () => compileAndRun('optim_plan'),
     300000,
   );
 });

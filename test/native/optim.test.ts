@@ -620,3 +620,58 @@ describeCuda('optimizers on CUDA vs CPU', () => {
     });
   });
 });
+
+describe('setCudaSparseAdamW', () => {
+  test('modes rounds and prefetch, the previous one returned; anything else E_ARG', () => {
+    const prev = native().setCudaSparseAdamW('prefetch');
+    try {
+      expect(native().setCudaSparseAdamW('rounds')).toBe('prefetch');
+      expect(native().setCudaSparseAdamW('rounds')).toBe('rounds');
+      expect(code(() => native().setCudaSparseAdamW('fast' as 'rounds'))).toBe('E_ARG');
+    } finally {
+      native().setCudaSparseAdamW(prev);
+    }
+  });
+});
+
+// The prefetch kernel (setCudaSparseAdamW('prefetch')): the same arithmetic as the rounds kernel,
+// so its results equal the rounds kernel's bit for bit and the CPU's within the usual tolerance.
+describeCuda('sparse AdamW, prefetch kernel, vs the CPU and the rounds kernel', () => {
+  const run = (cases: SparseCase[], mode: 'rounds' | 'prefetch', scale?: number) => {
+    const prev = native().setCudaSparseAdamW(mode);
+    try {
+      return runSparse(cases, 'cuda', HP, scale);
+    } finally {
+      native().setCudaSparseAdamW(prev);
+    }
+  };
+  const same = (a: Uploaded[], b: Uploaded[]) =>
+    a.forEach((x, t) => {
+      expect(nums(b[t].master)).toEqual(nums(x.master));
+      expect(nums(b[t].m)).toEqual(nums(x.m));
+      expect(nums(b[t].v)).toEqual(nums(x.v));
+      expect(nums(b[t].w)).toEqual(nums(x.w));
+    });
+  test('mixed tensors, dtypes and index types, a device-side scale, more tensors than one launch holds', () => {
+    tidy(() => {
+      const dts: FloatDType[] = ['f32', 'bf16', 'f16', 'f64'];
+      const cases: SparseCase[] = [];
+      for (let t = 0; t < 450; t++) {
+        const rows = 1 + ((t * 7) % 31);
+        const cols = 1 + ((t * 13) % 211);
+        const k = Math.max(1, Math.floor(rows * cols * (0.01 + ((t * 3) % 10) / 15)));
+        cases.push(makeCase([rows, cols], k, 2, 3 + t, dts[t % 4], t % 2 ? 'i64' : 'i32'));
+      }
+      const pre = run(cases, 'prefetch', 0.6);
+      same(run(cases, 'rounds', 0.6), pre);
+      const cpu = runSparse(cases, 'cpu', HP, 0.6);
+      cpu.forEach((x, t) => {
+        expectClose(nums(pre[t].master), nums(x.master), { atol: 1e-7, rtol: 1e-6, label: `masters[${t}]` });
+        const tol = x.w.dtype === 'bf16' ? 2 ** -8 : x.w.dtype === 'f16' ? 2 ** -10 : 1e-6;
+        expectClose(nums(pre[t].w), nums(x.w), { atol: 1e-7, rtol: tol, label: `weights[${t}]` });
+      });
+      const big = [makeCase([1024, 1031], 10_559, 2, 5, 'bf16', 'i32')]; // 1%
+      same(run(big, 'rounds'), run(big, 'prefetch'));
+    });
+  });
+});

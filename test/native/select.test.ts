@@ -318,3 +318,102 @@ describeCuda('topk and topkGlobal match the CPU exactly', () => {
     });
   });
 });
+
+describe('setCudaSelect', () => {
+  test('modes radix and bracket, the previous one returned; anything else E_ARG', () => {
+    const prev = N().setCudaSelect('bracket');
+    try {
+      expect(N().setCudaSelect('radix')).toBe('bracket');
+      expect(N().setCudaSelect('radix')).toBe('radix');
+      expect(codeOf(() => N().setCudaSelect('fast' as 'radix'))).toBe('E_ARG');
+      // The CPU selection does not depend on it.
+      const x = absRandom(5000, 4);
+      N().setCudaSelect('bracket');
+      expect(indices(topk(x, 50))).toEqual(refTopk(valuesOf(x), 50));
+    } finally {
+      N().setCudaSelect(prev);
+    }
+  });
+});
+
+// The bracket kernels (setCudaSelect('bracket')) against the CPU selection: shapes with partial
+// tiles, sampled and exact brackets, both bench shapes, the cases where the bracket misses (all
+// equal, k at the extremes: the radix kernels take over), ties, zeros of both signs, denormals,
+// negative scores, views off a 16-byte boundary, NaN/Inf.
+describeCuda('topk with the bracket kernels matches the CPU exactly', () => {
+  let prev: 'radix' | 'bracket' = 'radix';
+  beforeAll(() => {
+    prev = N().setCudaSelect('bracket');
+  });
+  afterAll(() => {
+    N().setCudaSelect(prev);
+  });
+  const gens: [string, (n: number, seed: number) => number[]][] = [
+    ['|normal|', (n, s) => seededValues(n, s).map((v) => Math.abs(v) * 1e-3)],
+    ['signed', (n, s) => seededValues(n, s)],
+    ['all equal', (n) => new Array(n).fill(0.25)],
+    ['zeros and -0', (n) => Array.from({ length: n }, (_, i) => (i % 3 === 0 ? -0 : i % 7 === 0 ? 1 : 0))],
+    ['five values', (n, s) => seededValues(n, s).map((v) => Math.floor((v + 1) * 2.5) * 0.5)],
+    ['denormals', (n, s) => seededValues(n, s).map((v, i) => (i % 4 === 0 ? 1e-40 * (i % 7) : i % 4 === 1 ? -1e-40 : Math.abs(v) * 1e-3))],
+  ];
+  for (const n of [5, 4096, 4097, 262_147, 1_000_003]) {
+    for (const [name, gen] of gens) {
+      test(`${name}, n ${n}, f32 / f16 / bf16`, () => {
+        tidy(() => {
+          const vals = gen(n, n % 97);
+          for (const dtype of ['f32', 'f16', 'bf16']) {
+            const x = tensor(vals, [n], { dtype });
+            const xc = x.to('cuda');
+            for (const k of [1, Math.max(1, Math.floor(n / 100)), Math.max(1, Math.floor(n / 20)), Math.max(1, n - 1), n]) {
+              expect(indices(topk(xc, k))).toEqual(indices(topk(x, k)));
+            }
+          }
+        });
+      });
+    }
+  }
+  test('the bench shapes 4096x11008 and 8192x28672 at 1% and 5%, f32 and bf16', () => {
+    tidy(() => {
+      for (const [r, c] of [
+        [4096, 11008],
+        [8192, 28672],
+      ]) {
+        for (const dtype of ['f32', 'bf16']) {
+          const xc = new Tensor(N().randn([r, c], dtype, 'cuda', r + c)).abs();
+          const x = xc.to('cpu');
+          for (const rate of [0.01, 0.05]) {
+            const k = Math.floor(r * c * rate);
+            const got = topk(xc, k);
+            expect(got.dtype).toBe('i32');
+            // Millions of indices: compared as bytes (the first difference reported by position).
+            const a = got.toArray() as Int32Array;
+            const b = topk(x, k).toArray() as Int32Array;
+            expect(a.length).toBe(b.length);
+            if (!Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))) {
+              const i = a.findIndex((v, j) => v !== b[j]);
+              expect([`${dtype} ${r}x${c} ${rate}`, i, a[i]]).toEqual([`${dtype} ${r}x${c} ${rate}`, i, b[i]]);
+            }
+          }
+        }
+      }
+    });
+  }, 600_000);
+  test('views off a 16-byte boundary, and NaN / Inf (E_NUMERIC)', () => {
+    tidy(() => {
+      const n = 4096 * 80 + 123;
+      const vals = seededValues(n + 1, 21).map((v, i) => Math.abs(v) * (1 + (i % 977) / 100));
+      for (const dtype of ['f32', 'f16', 'bf16']) {
+        const x = tensor(vals, [n + 1], { dtype }).slice(0, 1, n + 1);
+        const xc = tensor(vals, [n + 1], { dtype })
+          .to('cuda')
+          .slice(0, 1, n + 1);
+        for (const k of [1, Math.floor(n / 100), n]) expect(indices(topk(xc, k))).toEqual(indices(topk(x, k)));
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          const v2 = vals.slice(0, 300_000);
+          v2[123_456] = bad;
+          expect(codeOf(() => topk(tensor(v2, [v2.length], { dtype }).to('cuda'), 3000))).toBe('E_NUMERIC');
+        }
+      }
+    });
+  });
+});
