@@ -126,9 +126,11 @@ void run(const Tensor& out, const Tensor& a, const Tensor& b, const I* ix, const
   const int64_t ntiles = packed[3];
   const int64_t* order = packed + kSddmmPackedHeader;
   const int64_t* tiles = order + k;
-  // Token chunk: both transposed chunks in about 4 MiB, 16 to 1024 tokens, a multiple of 16.
-  int64_t chunk = (int64_t(4) << 20) / (int64_t(sizeof(C)) * (m + n));
-  chunk = std::clamp<int64_t>(chunk / 16 * 16, 16, 1024);
+  // Token chunk: both transposed chunks in about 768 KiB (a core's L2, where the entries' dot
+  // products read them), 32 to 1024 tokens, a multiple of 16. At 1% an entry's two rows are
+  // seldom reused within a tile, so they must come from L2 rather than memory.
+  int64_t chunk = (int64_t(768) << 10) / (int64_t(sizeof(C)) * (m + n));
+  chunk = std::clamp<int64_t>(chunk / 16 * 16, 32, 1024);
   chunk = std::min(chunk, (tokens + 7) / 8 * 8);
   std::vector<C> at(size_t(m * chunk)), bt(size_t(n * chunk)), acc(size_t(k), C(0));
   std::vector<Entry> es(static_cast<size_t>(k));
