@@ -181,6 +181,46 @@ describe('sddmm (cpu)', () => {
     });
   });
 
+  test('the plan: a permutation of the entries, each tile holding only its own, in input order, tiles row-tile major', () => {
+    tidy(() => {
+      for (const [m, n, k, seed] of [
+        [1, 1, 1, 1],
+        [33, 65, 500, 2],
+        [200, 1000, 3000, 3],
+        [64, 128, 8192, 4],
+      ]) {
+        const ixv = indices(m, n, k, seed, false);
+        const p = nums(plan(tensor(ixv, [k], { dtype: 'i32' }), m, n));
+        expect(p.slice(0, 3)).toEqual([m, n, k]);
+        const ntiles = p[3];
+        expect(p.length).toBe(5 + k + 3 * ntiles);
+        const order = p.slice(4, 4 + k);
+        expect([...order].sort((x, y) => x - y)).toEqual(Array.from({ length: k }, (_, i) => i));
+        expect(p[p.length - 1]).toBe(k);
+        let prevKey = -1;
+        for (let t = 0; t < ntiles; t++) {
+          const [row0, col0, begin] = p.slice(4 + k + 3 * t, 7 + k + 3 * t);
+          const end = t + 1 < ntiles ? p[4 + k + 3 * (t + 1) + 2] : k;
+          expect(end).toBeGreaterThan(begin);
+          expect(row0 % 32).toBe(0);
+          expect(col0 % 64).toBe(0);
+          const key = (row0 / 32) * Math.ceil(n / 64) + col0 / 64;
+          expect(key).toBeGreaterThan(prevKey);
+          prevKey = key;
+          let wrong = 0;
+          for (let e = begin; e < end; e++) {
+            const f = ixv[order[e]];
+            const r = Math.floor(f / n);
+            const c = f % n;
+            if (!(r >= row0 && r < row0 + 32 && c >= col0 && c < col0 + 64)) wrong++;
+            if (e > begin && !(order[e] > order[e - 1])) wrong++;
+          }
+          expect(wrong).toBe(0);
+        }
+      }
+    });
+  });
+
   test('argument checks', () => {
     tidy(() => {
       const a = tensor(seededValues(20, 1), [4, 5]);
