@@ -219,6 +219,7 @@ elif [ "$SMOKE" = 1 ]; then
   fi
   peft_stage
   stage select 60 "$BENCH" "${RUN[@]}" select --cpu-only --quick --sizes=1024x4096 --dtypes=f32
+  stage sddmm 45 "$BENCH" "${RUN[@]}" sddmm --cpu-only --quick --dtypes=f32
   stage adamw 60 "$BENCH" "${RUN[@]}" adamw --cpu-only --quick
   stage attention 30 "$BENCH" "${RUN[@]}" attention --cpu-only --quick
   stage profile 60 "$BENCH" "${RUN[@]}" profile --cpu-only --model=gpt2 --method=sift --steps=2
@@ -232,6 +233,18 @@ else
     export SIFT_FT_CUDA_ATTENTION=simt
     say "tensor-core attention check failed (see tests.txt): the rest runs with SIFT_FT_CUDA_ATTENTION=simt"
     echo "{\"bench\":\"stage\",\"stage\":\"attention-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"simt\"}" >> "$BENCH"
+  fi
+  # The SDDMM (SIFT's weight gradient at the selected entries, CUDA-core kernel) against the CPU
+  # kernel before its benchmark; SIFT's 'auto' mode keeps the dense weight gradient on CUDA, so a
+  # failure only drops the SDDMM benchmark and leaves every other stage on the dense path.
+  stage sddmm-check 90 /dev/null sh -c "${JEST[*]} test/native/sddmm.test.ts -t 'sddmm: CUDA' > '$WORK/sddmm.txt' 2>&1; rc=\$?; cat '$WORK/sddmm.txt' >> '$TESTS'; exit \$rc"
+  if [ "$PLAN" = 0 ] && ! grep -q '"stage":"sddmm-check","rc":0' "$BENCH"; then
+    say "SDDMM check failed (see tests.txt): its benchmark is skipped; SIFT runs with the dense weight gradient"
+    echo "{\"bench\":\"stage\",\"stage\":\"sddmm-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"dense\"}" >> "$BENCH"
+  else
+    # SDDMM at 1% vs the dense bf16 weight-gradient GEMM + gather (4096x4096, 4096x11008, 4096
+    # tokens) and the SIFT step of 1B-wide LLaMA layers with and without it: ratios in bench.jsonl.
+    stage sddmm 120 "$BENCH" "${RUN[@]}" sddmm --cuda-only --dtypes=bf16
   fi
   # The memory-bound kernels (elementwise, copies, reductions, dropout, cross-entropy, norms) with
   # their 16-byte vector paths: their CUDA tests against the CPU, early, so that a failure is known

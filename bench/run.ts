@@ -17,6 +17,8 @@ const registry: Record<string, () => BenchModule> = {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   select: () => require('./select') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
+  sddmm: () => require('./sddmm') as BenchModule,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
   train: () => require('./train') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   profile: () => require('./profile') as BenchModule,

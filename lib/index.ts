@@ -91,7 +91,15 @@ export { Linear, Embedding, LayerNorm, RMSNorm, Dropout } from './nn/layers';
 export { ProcessGroup, distEnv, glooAvailable } from './dist/group';
 export type { DistEnv, ProcessGroupOptions } from './dist/group';
 export { Sift, kForRate } from './sift/sift';
-export type { SiftOptions, SelectionOptions, SelectionScore, SparseTarget, SiftSummary, SiftSummaryRow } from './sift/sift';
+export type {
+  SiftOptions,
+  SelectionOptions,
+  SelectionScore,
+  SparseGradientMode,
+  SparseTarget,
+  SiftSummary,
+  SiftSummaryRow,
+} from './sift/sift';
 export { SparseAdamW } from './sift/optimizer';
 export type { AdamWOptions } from './sift/optimizer';
 export { lrMultiplier } from './sift/schedule';

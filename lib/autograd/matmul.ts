@@ -73,6 +73,37 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
 }
 
 /**
+ * Where a weight's gradient goes instead of a dense tensor: the entries `idx` (flat, into the
+ * weight's own [rows, cols] layout) of its gradient are added into `grad` (f32 [k]) by the SDDMM,
+ * straight from the layer's input and output gradient. SIFT sets this on its targets once the
+ * indices are chosen; the weight's hooks then see no gradient from linear layers (and
+ * gradients() with respect to it returns none from them).
+ */
+export interface SparseWeightGradient {
+  readonly grad: Tensor;
+  readonly idx: Tensor;
+  /** The tile plan of idx (sddmmPlan with the weight's two dims), made once. */
+  readonly plan: Tensor;
+}
+
+const sparseWeightGradients = new WeakMap<Tensor, SparseWeightGradient>();
+
+/** Sends the gradient of a 2-D weight through the SDDMM (or back to the dense path with null). */
+export function setSparseWeightGradient(weight: Tensor, sink: SparseWeightGradient | null): void {
+  if (sink) {
+    if (weight.ndim !== 2) throw new SiftError('E_SHAPE', `setSparseWeightGradient: the weight must be 2-D, got [${weight.shape}]`);
+    if (sink.grad.dtype !== 'f32' || sink.grad.size !== sink.idx.size)
+      throw new SiftError(
+        'E_ARG',
+        `setSparseWeightGradient: grad must be f32 [${sink.idx.size}], got ${sink.grad.dtype} [${sink.grad.shape}]`,
+      );
+    sparseWeightGradients.set(weight, sink);
+  } else {
+    sparseWeightGradients.delete(weight);
+  }
+}
+
+/**
  * y = x @ weight^T + bias, with weight [out, in] as in torch.nn.Linear. The weight is read in
  * place (transpose flag) and its gradient g2^T @ x2 comes out contiguous in the [out, in] layout.
  */
@@ -140,7 +171,12 @@ function affine(
   record(op, [x2, weight, bias], [y2], ([g]) => {
     const gx = x2.requiresGrad ? matmulRaw(g!, weight, false, !transW) : null;
     let gw: Tensor | null = null;
-    if (weight.requiresGrad) {
+    const sparse = weight.requiresGrad ? sparseWeightGradients.get(weight) : undefined;
+    if (sparse) {
+      // Weight [out, in]: dW[r, c] = sum_t g[t, r] x[t, c]; [in, out]: sum_t x[t, r] g[t, c].
+      const [a, b] = transW ? [g!, x2] : [x2, g!];
+      N().sddmm(sparse.grad.handle, a.handle, b.handle, sparse.idx.handle, true, sparse.plan.handle);
+    } else if (weight.requiresGrad) {
       gw = transW ? matmulRaw(rows2d(g!), rows2d(x2), true, false) : matmulRaw(rows2d(x2), rows2d(g!), true, false);
     }
     const gb = bias && bias.requiresGrad ? sumToShape(g!, [outF]) : null;

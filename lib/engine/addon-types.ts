@@ -371,6 +371,18 @@ export interface Addon {
    * on the device, without a host round trip.
    */
   gradProportion(out: NativeTensor, slot: number, grad: NativeTensor, idx: NativeTensor): void;
+  /**
+   * The tile plan of flat indices into a [rows, cols] matrix for sddmm (i64, on idx's device).
+   * Waits for the device once: make it once per index set.
+   */
+  sddmmPlan(idx: NativeTensor, rows: number, cols: number): NativeTensor;
+  /**
+   * Sampled dense-dense product: out[i] (+)= sum over tokens t of a[t, idx[i] / n] * b[t, idx[i] % n],
+   * a [..., m] and b [..., n] of one float dtype, idx flat into [m, n], out f32 [k], accumulated
+   * in f32. A linear layer's weight gradient at idx: a = dy, b = x for W [out, in]; a = x, b = dy
+   * for W [in, out]. The plan (sddmmPlan) is optional (built per call without it).
+   */
+  sddmm(out: NativeTensor, a: NativeTensor, b: NativeTensor, idx: NativeTensor, accumulate: boolean, plan?: NativeTensor | null): void;
   /** Sum of squares over all elements of many float tensors, as an f32 scalar on the device. */
   sumSquares(ts: NativeTensor[]): NativeTensor;
 

@@ -10,6 +10,7 @@ import { native } from '../engine/native';
 import { keep } from '../engine/scope';
 import { synchronizeAsync } from '../engine/runtime';
 import { noGrad } from '../autograd/tape';
+import { setSparseWeightGradient } from '../autograd/matmul';
 import { NamedModel, ModuleSelector, planTargets } from './targets';
 import { TensorFingerprint, fingerprintSteps } from './fingerprint';
 
@@ -20,6 +21,8 @@ import { TensorFingerprint, fingerprintSteps } from './fingerprint';
 type SelectWait = string | void;
 
 export type SelectionScore = 'abs' | 'fisher' | 'random' | 'magnitude';
+
+export type SparseGradientMode = 'auto' | 'sddmm' | 'dense';
 
 export interface SelectionOptions {
   /** Micro-batches whose gradients are accumulated before choosing (default 1, as the reference). */
@@ -40,6 +43,14 @@ export interface SiftOptions {
   seed?: number;
   /** Measure each target's gradient proportion on the selected entries at every backward. */
   trackGradProportion?: boolean;
+  /**
+   * How a 2-D target's gradient reaches its k entries once they are chosen, where the target is
+   * the weight of a linear layer: 'sddmm' computes only those entries from the layer's input and
+   * output gradient (no dense weight gradient); 'dense' computes the dense gradient and gathers;
+   * 'auto' (default) is 'sddmm' for targets on the CPU and 'dense' on CUDA. Selection always uses
+   * the dense gradient, and so does trackGradProportion (it needs the whole gradient).
+   */
+  sparseGradient?: SparseGradientMode;
   /**
    * Data parallel: sums a selection gradient over the ranks (in place, f32 contiguous), so that
    * every rank scores the gradient of the whole global batch and chooses the same indices.
@@ -62,6 +73,8 @@ export interface SparseTarget {
   baseFingerprint: TensorFingerprint | null;
   /** Selection score buffer, f32 [numel] (only while selecting over several batches or globally). */
   score: Tensor | null;
+  /** The SDDMM tile plan of idx, when the target's gradient comes from the SDDMM. */
+  plan: Tensor | null;
   backwardCount: number;
 }
 
@@ -133,6 +146,11 @@ export class Sift {
       `selection.score must be abs, fisher, random or magnitude, got '${sel.score}'`,
     );
     check(['tensor', 'global'].includes(this.selection.scope), 'E_ARG', `selection.scope must be tensor or global, got '${sel.scope}'`);
+    check(
+      options.sparseGradient === undefined || ['auto', 'sddmm', 'dense'].includes(options.sparseGradient),
+      'E_ARG',
+      `sparseGradient must be auto, sddmm or dense, got '${options.sparseGradient}'`,
+    );
     this.options = { ...options, seed: options.seed ?? 0 };
     const plan = planTargets(model, options.targetModules, options.denseModules);
     this.dense = plan.dense;
@@ -156,6 +174,7 @@ export class Sift {
         base: null,
         baseFingerprint: null,
         score: null,
+        plan: null,
         backwardCount: 0,
       };
     });
@@ -425,6 +444,10 @@ export class Sift {
         this.gradSlots.set(t, { offset: off, span: padded(t.k) });
         t.grad = keep(new Tensor(N.view(buf.handle, [t.k], [1], off), { shape: [t.k], dtype: 'f32', device, strides: [1], offset: off }));
         if (t.k > 0) N.gatherInto(t.base.handle, t.param.handle, t.idx!.handle, false);
+        if (t.k > 0 && this.usesSddmm(t)) {
+          t.plan = keep(new Tensor(N.sddmmPlan(t.idx!.handle, t.param.shape[0], t.param.shape[1])));
+          setSparseWeightGradient(t.param, { grad: t.grad, idx: t.idx!, plan: t.plan });
+        }
       }
       for (const [name, p] of this.dense) {
         this.denseBase.set(name, keep(new Tensor(N.clone(p.handle))));
@@ -432,6 +455,13 @@ export class Sift {
       }
     }
     this.phase = 'training';
+  }
+
+  /** Whether target t's gradient, after selection, comes from the SDDMM (see SiftOptions.sparseGradient). */
+  usesSddmm(t: SparseTarget): boolean {
+    const mode = this.options.sparseGradient ?? 'auto';
+    if (mode === 'dense' || this.options.trackGradProportion || t.param.ndim !== 2) return false;
+    return mode === 'sddmm' || t.param.device === 'cpu';
   }
 
   /** Clears the accumulated sparse gradients (the optimizer does this after each step). */
@@ -469,8 +499,9 @@ export class Sift {
     if (this.phase === 'disposed') return;
     for (const r of this.removers) r();
     for (const t of this.targets) {
-      for (const x of [t.idx, t.grad, t.base, t.score]) x?.dispose();
-      t.idx = t.grad = t.base = t.score = null;
+      if (t.plan) setSparseWeightGradient(t.param, null);
+      for (const x of [t.idx, t.grad, t.base, t.score, t.plan]) x?.dispose();
+      t.idx = t.grad = t.base = t.score = t.plan = null;
     }
     for (const b of this.gradBuffers) b.dispose();
     this.gradBuffers.length = 0;

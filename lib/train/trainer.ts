@@ -427,6 +427,7 @@ export class Trainer {
         selection: sel,
         seed: this.seed,
         trackGradProportion: o.trackGradProportion,
+        sparseGradient: s.sparseGradient,
         ...(this.group ? { reduceSelectionGradient: (g: Tensor) => void this.group!.allReduce(g) } : {}),
       });
     } else if (this.method === 'full') {

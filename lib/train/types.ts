@@ -7,7 +7,7 @@ import type { Tensor } from '../engine/tensor';
 import type { ModelOutput } from '../models/common';
 import type { ScheduleOptions } from '../sift/schedule';
 import type { ModuleSelector } from '../sift/targets';
-import type { SelectionOptions } from '../sift/sift';
+import type { SelectionOptions, SparseGradientMode } from '../sift/sift';
 import type { ReportTo } from '../io/tensorboard';
 import type { ProcessGroup } from '../dist/group';
 
@@ -67,6 +67,8 @@ export interface SiftMethodOptions {
   targetModules?: ModuleSelector;
   denseModules?: ModuleSelector;
   selection?: SelectionOptions;
+  /** How targets' gradients reach their selected entries after selection (SiftOptions.sparseGradient). */
+  sparseGradient?: SparseGradientMode;
 }
 
 export interface LoraMethodOptions {

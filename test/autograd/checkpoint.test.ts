@@ -312,7 +312,8 @@ describe('SIFT through checkpointed blocks', () => {
     const m = createModel(cfg, { task: 'causal-lm', dtype: 'f64', seed: 5 });
     const calls = new Map<string, number>();
     for (const [k, p] of m.namedParameters()) p.registerGradHook(() => void calls.set(k, (calls.get(k) ?? 0) + 1));
-    const sift = new Sift(m, { sparseRate: 0.1, targetModules: ['c_attn', 'c_proj', 'c_fc'] });
+    // The dense weight gradient, so that the targets' hooks see every backward (test/sift/sparse-gradient.test.ts checks the SDDMM through checkpointed blocks).
+    const sift = new Sift(m, { sparseRate: 0.1, targetModules: ['c_attn', 'c_proj', 'c_fc'], sparseGradient: 'dense' });
     m.gradientCheckpointing = on;
     const step = () => {
       manualSeed(31);
