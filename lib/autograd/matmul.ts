@@ -103,6 +103,13 @@ export function setSparseWeightGradient(weight: Tensor, sink: SparseWeightGradie
   }
 }
 
+/** Adds a weight's gradient at its sink's entries (the SDDMM) from the output gradient and the input. */
+function addSparseWeightGradient(sink: SparseWeightGradient, g: Tensor, x: Tensor, transW: boolean): void {
+  // Weight [out, in]: dW[r, c] = sum_t g[t, r] x[t, c]; [in, out]: sum_t x[t, r] g[t, c].
+  const [a, b] = transW ? [g, x] : [x, g];
+  N().sddmm(sink.grad.handle, a.handle, b.handle, sink.idx.handle, true, sink.plan.handle);
+}
+
 /**
  * y = x @ weight^T + bias, with weight [out, in] as in torch.nn.Linear. The weight is read in
  * place (transpose flag) and its gradient g2^T @ x2 comes out contiguous in the [out, in] layout.
@@ -173,9 +180,7 @@ function affine(
     let gw: Tensor | null = null;
     const sparse = weight.requiresGrad ? sparseWeightGradients.get(weight) : undefined;
     if (sparse) {
-      // Weight [out, in]: dW[r, c] = sum_t g[t, r] x[t, c]; [in, out]: sum_t x[t, r] g[t, c].
-      const [a, b] = transW ? [g!, x2] : [x2, g!];
-      N().sddmm(sparse.grad.handle, a.handle, b.handle, sparse.idx.handle, true, sparse.plan.handle);
+      addSparseWeightGradient(sparse, g!, x2, transW);
     } else if (weight.requiresGrad) {
       gw = transW ? matmulRaw(rows2d(g!), rows2d(x2), true, false) : matmulRaw(rows2d(x2), rows2d(g!), true, false);
     }
@@ -219,7 +224,11 @@ function affineEpilogue(
       const gx = x2.requiresGrad ? reshape(matmulRaw(gp, weight, false, !transW), x2.shape) : null;
       let gw: Tensor | null = null;
       let gb: Tensor | null = null;
-      if (weight.requiresGrad) {
+      const sparse = weight.requiresGrad ? sparseWeightGradients.get(weight) : undefined;
+      if (sparse) {
+        addSparseWeightGradient(sparse, gp, xr, transW);
+        if (bias.requiresGrad) gb = sumToShape(gp, [outF]);
+      } else if (weight.requiresGrad) {
         // linear: gW = gp^T x (gp is the left operand, A); conv1d: gW = x^T gp (gp is B).
         const [a, b] = transW ? [gp, xr] : [xr, gp];
         const epi = bias.requiresGrad ? (transW ? 'bias_grad_a' : 'bias_grad_b') : 'none';
