@@ -365,11 +365,14 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const t0 = Date.now();
   const controller = new AbortController();
   opts.signal = controller.signal;
+  // SIFT quantizes its base itself, the targets included (their trained entries stay f32 beside the
+  // codes; the increment applies to the original base). LoRA's base is quantized here; the trained
+  // layers stay dense.
+  const siftQuantize = opts.method === 'sift' || opts.method === 'random-sparse';
+  if (siftQuantize && f.quantize !== undefined) opts.quantize = f.quantize as 'int8' | 'nf4';
   const trainer = new Trainer(loaded.model, loaded.tokenizer, opts);
-  // The layers that do not train (SIFT's non-targets, LoRA's base) are stored quantized; the
-  // trained ones stay dense, so the increment applies to the original base unchanged.
-  const quantized = quantizeModel(loaded.model, f.quantize, true);
-  if (f.quantize !== undefined && quantized.length === 0 && !f.quiet)
+  const quantized = siftQuantize ? [] : quantizeModel(loaded.model, f.quantize, true);
+  if (!siftQuantize && f.quantize !== undefined && quantized.length === 0 && !f.quiet)
     process.stderr.write(`--quantize ${f.quantize}: every linear layer trains; none was quantized\n`);
   const progress = f.quiet || !writer ? null : new Progress(process.stderr, `finetune ${opts.method}`);
   const note = (s: string) => (progress ? progress.note(s) : process.stderr.write(`sift-ft finetune: ${s}\n`));

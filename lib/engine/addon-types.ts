@@ -195,8 +195,20 @@ export interface Addon {
   quantize(weight: NativeTensor, format: QuantFormat): NativeTensor[];
   /** The dequantized weight, f32 [rows, cols]. */
   dequantize(state: NativeTensor[], format: QuantFormat, rows: number, cols: number): NativeTensor;
-  /** transpose false: x [..., cols] @ W^T -> [..., rows]; true: x [..., rows] @ W -> [..., cols]; W dequantized by tiles. */
-  quantLinear(x: NativeTensor, state: NativeTensor[], format: QuantFormat, rows: number, cols: number, transpose: boolean): NativeTensor;
+  /**
+   * transpose false: x [..., cols] @ W^T -> [..., rows]; true: x [..., rows] @ W -> [..., cols]; W dequantized by tiles.
+   * With idx (sorted flat indices into [rows, cols], i32/i64) and vals (f32 [k]), W's entries at idx are vals.
+   */
+  quantLinear(
+    x: NativeTensor,
+    state: NativeTensor[],
+    format: QuantFormat,
+    rows: number,
+    cols: number,
+    transpose: boolean,
+    idx?: NativeTensor,
+    vals?: NativeTensor,
+  ): NativeTensor;
 
   // ---- normalisation, softmax, losses, embeddings (native/binding/nn.cpp)
   softmax(x: NativeTensor, dim: number): NativeTensor;

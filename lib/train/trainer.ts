@@ -37,7 +37,8 @@ import { noGrad } from '../autograd/tape';
 import type { PreTrainedModel } from '../models/common';
 import { stateDict } from '../models/weights';
 import type { TextTokenizer } from '../tokenizers/types';
-import { Sift } from '../sift/sift';
+import { Sift, paramIndices } from '../sift/sift';
+import { Linear } from '../nn/layers';
 import { SparseAdamW } from '../sift/optimizer';
 import { saveIncrement } from '../sift/increment';
 import { moduleMatcher, ModuleSelector } from '../sift/targets';
@@ -381,6 +382,11 @@ export class Trainer {
       this.model.to('bf16');
     }
     this.model.train();
+    check(
+      o.quantize === undefined || this.method === 'sift' || this.method === 'random-sparse',
+      'E_UNSUPPORTED',
+      `the quantize option is for SIFT; with ${this.method}, quantize the frozen layers with model.quantize() before training`,
+    );
     if (this.method === 'sift' || this.method === 'random-sparse') {
       const s = o.sift ?? {};
       const sel = { ...(s.selection ?? {}) };
@@ -391,8 +397,19 @@ export class Trainer {
         selection: sel,
         seed: this.seed,
         trackGradProportion: o.trackGradProportion,
+        quantize: o.quantize,
         ...(this.group ? { reduceSelectionGradient: (g: Tensor) => void this.group!.allReduce(g) } : {}),
       });
+      if (o.quantize !== undefined) {
+        // The rest of the frozen base too: the Linear layers that neither are targets nor train.
+        const modules = new Map(this.model.namedModules());
+        this.model.quantize(o.quantize, {
+          keep: (p) => {
+            const m = modules.get(p);
+            return m instanceof Linear && !m.quantized && m.weight.requiresGrad;
+          },
+        });
+      }
     } else if (this.method === 'full') {
       for (const [, t] of this.model.namedParameters()) if (['f32', 'f16', 'bf16', 'f64'].includes(t.dtype)) t.requiresGrad = true;
       this.trained = this.model.namedParameters().filter(([, t]) => t.requiresGrad);
@@ -1070,7 +1087,7 @@ export class Trainer {
               `resume: SIFT indices of '${t.name}' differ from the checkpoint's (resume from the same base model, data and seed)`,
             );
           // The f32 masters hold the trained values; the weights are their cast, as the optimizer writes them.
-          N.scatterInto(t.param.handle, t.idx!.handle, get(`optim.${t.name}.master`).handle, 'set');
+          N.scatterInto(t.param.handle, paramIndices(t)!.handle, get(`optim.${t.name}.master`).handle, 'set');
         }
         for (const [n, p] of this._sift.dense) N.copy_(p.handle, get(`param.${n}`).handle);
       } else {

@@ -8,6 +8,7 @@ import type { ModelOutput } from '../models/common';
 import type { ScheduleOptions } from '../sift/schedule';
 import type { ModuleSelector } from '../sift/targets';
 import type { SelectionOptions } from '../sift/sift';
+import type { QuantFormat } from '../autograd/quant';
 import type { ReportTo } from '../io/tensorboard';
 import type { ProcessGroup } from '../dist/group';
 
@@ -106,6 +107,11 @@ export interface TrainerOptions {
    * summed over the ranks before each step, and only rank 0 writes outDir.
    */
   processGroup?: ProcessGroup;
+  /**
+   * SIFT only: store the frozen base quantized (int8 or NF4), the targets' weights included (their
+   * selected entries train as f32 values beside the codes); see docs/quantization.md.
+   */
+  quantize?: QuantFormat;
   /** bf16 weights and activations with f32 optimizer state (CUDA). */
   mixedPrecision?: 'bf16' | 'none';
   /** Recompute each block's activations in the backward. */

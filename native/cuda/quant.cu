@@ -136,6 +136,15 @@ __global__ void dequantize_nf4_kernel(const unsigned char* packed, const unsigne
   }
 }
 
+template <typename I>
+__global__ void set_sparse_entries_kernel(float* tile, long long n, const I* idx, long long k, const float* vals,
+                                          long long lo) {
+  for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < k; j += (long long)gridDim.x * blockDim.x) {
+    const long long i = (long long)idx[j] - lo;
+    if (i >= 0 && i < n) tile[i] = vals[j];
+  }
+}
+
 }  // namespace
 
 void quantize_int8(const Tensor& w, const Tensor& q, const Tensor& absmax) {
@@ -187,6 +196,22 @@ void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Ten
       static_cast<const unsigned char*>(packed.raw()), static_cast<const unsigned char*>(absmax_q.raw()),
       absmax_scale.data<float>(), offset.data<float>(), cols, r0, rows, out.data<float>());
   check_last_error("dequantize(nf4)");
+}
+
+void set_sparse_entries(const Tensor& tile, const Tensor& idx, const Tensor& vals, int64_t lo) {
+  const long long n = tile.numel(), k = idx.numel();
+  if (k == 0) return;
+  cudaStream_t st = current_stream(dev_of(tile));
+  // Every index is tested against the tile: k is a small fraction of the weight, and the tiles of
+  // one weight are few, so no search (which would read the indices back) is needed.
+  if (idx.dtype == DType::I64) {
+    set_sparse_entries_kernel<<<grid_for(k, kThreads), kThreads, 0, st>>>(tile.data<float>(), n, idx.data<int64_t>(), k,
+                                                                          vals.data<float>(), lo);
+  } else {
+    set_sparse_entries_kernel<<<grid_for(k, kThreads), kThreads, 0, st>>>(tile.data<float>(), n, idx.data<int32_t>(), k,
+                                                                          vals.data<float>(), lo);
+  }
+  check_last_error("quantLinear(trained entries)");
 }
 
 }  // namespace sift::cuda

@@ -13,5 +13,7 @@ void quantize_nf4(const Tensor& w, const Tensor& packed, const Tensor& absmax_q,
                   const Tensor& offset);
 void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Tensor& absmax_scale, const Tensor& offset,
                          int64_t cols, int64_t r0, const Tensor& out);
+// As cpu::set_sparse_entries: tile.flat[idx[j] - lo] = vals[j] for the idx[j] inside the tile.
+void set_sparse_entries(const Tensor& tile, const Tensor& idx, const Tensor& vals, int64_t lo);
 
 }  // namespace sift::cuda

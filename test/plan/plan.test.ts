@@ -159,6 +159,41 @@ describe('plan agrees with the measured peak within 15%', () => {
   );
 });
 
+describe('plan agrees with the measured peak within 15%: SIFT on a quantized base (targets quantized)', () => {
+  const cases: [string, 'int8' | 'nf4', boolean, 'bf16' | 'none'][] = [];
+  for (const fam of ['llama', 'llama-wide'])
+    for (const qf of ['nf4', 'int8'] as const) for (const ck of [false, true]) cases.push([fam, qf, ck, fam === 'llama' ? 'none' : 'bf16']);
+  (built ? test.each(cases) : test.skip.each(cases))(
+    '%s --quantize %s checkpointing=%s precision=%s (needs dist/: npx tsc)',
+    (fam, quantize, ck, mp) => {
+      const opts = {
+        task: 'causal-lm' as const,
+        method: 'sift' as const,
+        batchSize: 2,
+        maxLength: fam.endsWith('wide') ? 128 : 32,
+        activationCheckpointing: ck,
+        mixedPrecision: mp,
+        quantize,
+      };
+      const plan = planMemory(CONFIGS[fam], opts);
+      expect(plan.parts.quantizedWeights).toBeGreaterThan(0);
+      const r = spawnSync(process.execPath, ['-e', MEASURE, root, JSON.stringify([CONFIGS[fam], opts])], {
+        encoding: 'utf8',
+        env: { ...process.env, SIFT_FT_CPU_QUEUE: '1' },
+      });
+      expect(r.stderr).toBe('');
+      const peak = Number(r.stdout);
+      expect(peak).toBeGreaterThan(0);
+      const ratio = plan.peakBytes / peak;
+      measured.push(
+        `| ${fam} ${quantize} | ${opts.maxLength} | sift | ${ck ? 'yes' : 'no'} | ${mp} | ${plan.peakBytes} | ${peak} | ${ratio.toFixed(3)} |`,
+      );
+      expect(ratio).toBeGreaterThan(0.85);
+      expect(ratio).toBeLessThan(1.15);
+    },
+  );
+});
+
 describe('shape-only module tree', () => {
   test('real parameter shapes of a Llama-3.2-1B config in a few bytes each', () => {
     const cfg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'bench', 'configs', 'llama-3.2-1b.json'), 'utf8')) as HFConfig;
@@ -199,7 +234,8 @@ describe('shape-only module tree', () => {
     const sum =
       p.parts.weights + p.parts.quantizedWeights + p.parts.trainableState + p.parts.gradients + p.parts.activations + p.parts.workspace;
     expect(p.peakBytes).toBe(sum);
-    // A run quantizes only what does not train: LoRA's whole base, SIFT's non-target layers.
+    // A run quantizes what does not train densely: LoRA's whole base; SIFT's linear layers, targets
+    // included (their trained entries are f32 values beside the codes).
     const lora = planMemory(cfg, { method: 'lora', batchSize: 1, maxLength: 128, mixedPrecision: 'bf16' });
     const loraNf4 = planMemory(cfg, { method: 'lora', batchSize: 1, maxLength: 128, mixedPrecision: 'bf16', quantize: 'nf4' });
     expect(loraNf4.parts.quantizedWeights).toBeGreaterThan(0);
@@ -212,7 +248,10 @@ describe('shape-only module tree', () => {
       mixedPrecision: 'bf16',
       quantize: 'nf4',
     });
-    expect(siftAll.parts.quantizedWeights).toBe(0);
+    expect(siftAll.parts.quantizedWeights).toBe(16 * perBlock.reduce((acc, [o, i]) => acc + quantizedBytes('nf4', o, i), 0));
+    // The values (f32) and positions (i32) of the entries beside the dense run's SIFT state.
+    expect(siftAll.parts.trainableState).toBe(p.parts.trainableState + 8 * k);
+    expect(siftAll.peakBytes).toBeLessThan(0.6 * p.peakBytes);
     const siftQV = planMemory(cfg, {
       method: 'sift',
       sparseRate: 0.01,
