@@ -265,6 +265,43 @@ describe('shape-only module tree', () => {
     expect(siftQV.peakBytes).toBeLessThan(p.peakBytes);
   });
 
+  test('tensors of 2^31 entries and more: 64-bit indices, exact k and sizes (shape-only, no memory)', () => {
+    // One MLP weight of 65536 x 32768 = 2^31 entries: its SIFT indices are i64 (8 bytes), the
+    // others' i32; k and the quantized bytes are exact integers past 2^31.
+    const cfg = {
+      ...CONFIGS.llama,
+      hidden_size: 65536,
+      intermediate_size: 32768,
+      num_hidden_layers: 1,
+      num_attention_heads: 512,
+      num_key_value_heads: 512,
+    };
+    const n = 65536 * 32768;
+    expect(n).toBe(2 ** 31);
+    expect(kForRate(0.01, n)).toBe(21474837);
+    expect(quantizedBytes('nf4', 65536, 32768)).toBe(n / 2 + n / 64 + 4 * (n / 64 / 256) + 4);
+    const p = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 4, targetModules: ['gate_proj', 'q_proj'] });
+    const kBig = kForRate(0.01, n);
+    const kQ = kForRate(0.01, 65536 * 65536);
+    expect(p.parts.indices).toBe(8 * kBig + 8 * kQ);
+    const small = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 4, targetModules: ['k_proj'] });
+    expect(small.parts.indices).toBe(8 * kForRate(0.01, 65536 * 65536));
+    // The embedding of a Llama-3 vocabulary: 128256 x 4096 = 525M entries, under 2^31: i32 indices.
+    const v = planMemory(
+      {
+        ...CONFIGS.llama,
+        vocab_size: 128256,
+        hidden_size: 4096,
+        intermediate_size: 64,
+        num_hidden_layers: 1,
+        num_attention_heads: 32,
+        num_key_value_heads: 8,
+      },
+      { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 4, targetModules: ['lm_head'] },
+    );
+    expect(v.parts.indices).toBe(4 * kForRate(0.01, 128256 * 4096));
+  });
+
   test('quantized sizes: int8 one byte and a row scale; NF4 half a byte, an 8-bit absmax per 64, an f32 per 256 blocks', () => {
     expect(quantizedBytes('int8', 4096, 4096)).toBe(4096 * 4096 + 4 * 4096);
     const n = 4096 * 4096;
