@@ -7,7 +7,7 @@
  * step and one SIFT step at the same shape with a dense and a quantized base (SIFT's targets
  * quantized too), against the plan (lib/plan/plan.ts).
  *
- *   npx tsc -p tsconfig.json && node dist/bench/quant.js [--steps 300] [--memory-only]
+ *   npm run bench -- quant [--memory-only]   (or node dist/bench/quant.js [--steps 300] [--memory-only])
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -29,12 +29,14 @@ import {
 } from '../lib';
 import { planMemory } from '../lib/plan/plan';
 
-const args = process.argv.slice(2);
+export const description = 'quantized base: held-out loss of int8/NF4 vs dense, and LoRA/SIFT step peaks (dense vs quantized) against plan';
+
+let args = process.argv.slice(2);
 const flag = (name: string, dflt: number) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
-const STEPS = flag('steps', 300);
+const steps = () => flag('steps', 300);
 const B = 8,
   T = 64;
 // ../shared/data relative to the project root (run from the root).
@@ -86,7 +88,7 @@ function measureQuality(train: Uint8Array, held: Uint8Array) {
   const model = createModel(config, { seed: 1 });
   const opt = new DenseAdamW(model.namedParameters(), { lr: 3e-3, weightDecay: 0 });
   const t0 = Date.now();
-  for (const ids of batches(train, STEPS, 7)) {
+  for (const ids of batches(train, steps(), 7)) {
     tidy(() => backward(model.forward({ inputIds: ids, labels: ids }).loss!));
     opt.step();
   }
@@ -103,12 +105,17 @@ function measureQuality(train: Uint8Array, held: Uint8Array) {
   }
   model.dispose();
   return {
-    steps: STEPS,
+    steps: steps(),
     trainSeconds: (Date.now() - t0) / 1000,
     loss: results,
     int8RelDiff: Math.abs(results.int8 - results.dense) / results.dense,
     nf4RelDiff: Math.abs(results.nf4 - results.dense) / results.dense,
   };
+}
+
+export function run(argv: string[]): void {
+  args = argv;
+  main();
 }
 
 function main(): void {
@@ -196,4 +203,4 @@ function main(): void {
   console.log(JSON.stringify(report, null, 2));
 }
 
-main();
+if (require.main === module) main();

@@ -26,6 +26,8 @@ const registry: Record<string, () => BenchModule> = {
   eventloop: () => require('./eventloop') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   shapes: () => require('./shapes') as BenchModule,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  quant: () => require('./quant') as BenchModule,
 };
 
 async function main(): Promise<void> {
