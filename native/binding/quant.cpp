@@ -23,12 +23,18 @@ Napi::Value QuantLinear(const Napi::CallbackInfo& info) {
                                 arg_opt_tensor(info, 7, "vals").value_or(Tensor())));
 }
 
+// setQuantGemm(mode) -> previous mode. Calls already queued keep the kernels they were given.
+Napi::Value SetQuantGemm(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), ops::set_quant_gemm(arg_string(info, 0, "mode")));
+}
+
 }  // namespace
 
 SIFT_BINDINGS(register_quant) {
   SIFT_EXPORT("quantize", Quantize);
   SIFT_EXPORT("dequantize", Dequantize);
   SIFT_EXPORT("quantLinear", QuantLinear);
+  SIFT_EXPORT("setQuantGemm", SetQuantGemm);
 }
 
 }  // namespace sift::binding

@@ -26,6 +26,9 @@ inline constexpr Var kVars[] = {
     {"CONDA_PREFIX", "same as VIRTUAL_ENV"},
     {"HOME", "~/.local/lib/python3*/site-packages/nvidia/nccl is searched for libnccl.so"},
     {"SIFT_FT_CUDA_ATTENTION", "simt: CUDA attention on CUDA cores only (the fallback when tensor-core kernels fail)"},
+    {"SIFT_FT_CUDA_QUANT_GEMM",
+     "fused: quantized linear layers dequantize inside the GEMM's tiles on CUDA (default tiles: dequantized tiles "
+     "in memory, then the GEMM)"},
 };
 
 }  // namespace sift::env

@@ -4,6 +4,9 @@
 #include "quant.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
 
 #include "dispatch.h"
 #include "elementwise.h"
@@ -59,6 +62,15 @@ Device check_state(const std::vector<Tensor>& s, const std::string& format, int6
   }
   return dev;
 }
+
+// setQuantGemm: 'tiles' (each tile of weight rows dequantized to memory, then the engine's GEMM)
+// or 'fused' (cuda::quant_gemm: dequantized inside the GEMM's shared-memory tiles). The
+// environment variable SIFT_FT_CUDA_QUANT_GEMM=fused sets the initial mode.
+bool initial_fused() {
+  const char* e = std::getenv("SIFT_FT_CUDA_QUANT_GEMM");
+  return e && std::string(e) == "fused";
+}
+std::atomic<bool> g_fused{initial_fused()};
 
 // Rows per dequantized tile on CUDA: about 64 MiB of f32. (Freed tiles return to the stream's
 // caching allocator and are reused by the next tile, so one tile's memory is live at a time.)
@@ -146,6 +158,14 @@ Tensor quant_linear(const Tensor& x_in, const std::vector<Tensor>& s, const std:
     Tensor out = make_view(y, out_shape, contiguous_strides(out_shape), y.offset);
     return x_in.dtype == DType::F32 ? out : cast(out, x_in.dtype);
   }
+#ifdef SIFT_WITH_CUDA
+  if (g_fused.load()) {
+    y = empty({M, out_f}, DType::F32, dev);
+    cuda::quant_gemm(x2, s, format == "nf4", rows, cols, transpose, idx, vals, y);
+    Tensor out = make_view(y, out_shape, contiguous_strides(out_shape), y.offset);
+    return x_in.dtype == DType::F32 ? out : cast(out, x_in.dtype);
+  }
+#endif
   // A dequantized tile of rows [r0, r1), with the trained entries written in.
   auto tile = [&](int64_t r0, int64_t r1) {
     Tensor w = dequantize_rows(s, format, rows, cols, r0, r1);
@@ -184,6 +204,13 @@ Tensor quant_linear(const Tensor& x_in, const std::vector<Tensor>& s, const std:
   }
   Tensor out = make_view(y, out_shape, contiguous_strides(out_shape), y.offset);
   return x_in.dtype == DType::F32 ? out : cast(out, x_in.dtype);
+}
+
+std::string set_quant_gemm(const std::string& mode) {
+  SIFT_CHECK(mode == "tiles" || mode == "fused", "E_ARG", "setQuantGemm: mode must be 'tiles' or 'fused', got '", mode,
+             "'");
+  const bool prev = g_fused.exchange(mode == "fused");
+  return prev ? "fused" : "tiles";
 }
 
 }  // namespace sift::ops

@@ -35,4 +35,9 @@ Tensor dequantize_rows(const std::vector<Tensor>& state, const std::string& form
 Tensor quant_linear(const Tensor& x, const std::vector<Tensor>& state, const std::string& format, int64_t rows,
                     int64_t cols, bool transpose, const Tensor& idx = Tensor(), const Tensor& vals = Tensor());
 
+// The CUDA quantized product: 'tiles' (the default: dequantized tiles in memory, then the GEMM) or
+// 'fused' (dequantized inside the GEMM's shared-memory tiles); returns the previous mode. The CPU
+// always uses tiles.
+std::string set_quant_gemm(const std::string& mode);
+
 }  // namespace sift::ops

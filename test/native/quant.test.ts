@@ -443,6 +443,50 @@ describe('models with quantized Linear layers', () => {
 });
 
 describeCuda('quantized weights: CUDA vs CPU', () => {
+  test.each([
+    ['int8', 70, 100, 5, 'i32'],
+    ['nf4', 70, 100, 5, 'i64'],
+    ['nf4', 1100, 1024, 67, 'i32'],
+    ['int8', 129, 4097, 3, 'i64'],
+  ] as const)(
+    'fused quantized GEMM (setQuantGemm fused) %s [%i, %i], %i rows of x, %s entries: both products vs the CPU',
+    (fmt, R, C, M, idt) =>
+      tidy(() => {
+        const prev = native().setQuantGemm('fused');
+        try {
+          const w = randomTensor([R, C], 41, { dtype: 'f32', scale: 0.05 });
+          const qc = QuantizedWeight.from(w, fmt);
+          const qg = QuantizedWeight.from(toDevice(w, 'cuda'), fmt);
+          const k = Math.floor((R * C) / 53);
+          const idx = spreadIndices(R * C, k, idt);
+          const vals = randomTensor([k], 42, { dtype: 'f32' });
+          const idxG = toDevice(idx, 'cuda'),
+            valsG = toDevice(vals, 'cuda');
+          for (const transpose of [false, true]) {
+            const x = randomTensor([M, transpose ? R : C], 43, { dtype: 'f32' });
+            const xg = toDevice(x, 'cuda');
+            for (const withEntries of [false, true]) {
+              const yc = withEntries
+                ? new Tensor(native().quantLinear(x.handle, qc.handles, fmt, R, C, transpose, idx.handle, vals.handle))
+                : new Tensor(native().quantLinear(x.handle, qc.handles, fmt, R, C, transpose));
+              const yg = withEntries
+                ? new Tensor(native().quantLinear(xg.handle, qg.handles, fmt, R, C, transpose, idxG.handle, valsG.handle))
+                : new Tensor(native().quantLinear(xg.handle, qg.handles, fmt, R, C, transpose));
+              expectClose(yg.toArray() as Float32Array, yc.toArray() as Float32Array, {
+                atol: 1e-4 * Math.sqrt((transpose ? R : C) / 64),
+                rtol: 1e-4,
+                label: `transpose=${transpose} entries=${withEntries}`,
+              });
+            }
+          }
+          qc.dispose();
+          qg.dispose();
+        } finally {
+          native().setQuantGemm(prev);
+        }
+      }),
+  );
+
   test('quantLinear with trained entries over several tiles (forward and input gradient)', () =>
     tidy(() => {
       const R = 4200,
