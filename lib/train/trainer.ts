@@ -383,9 +383,9 @@ export class Trainer {
     }
     this.model.train();
     check(
-      o.quantize === undefined || this.method === 'sift' || this.method === 'random-sparse',
+      o.quantize === undefined || this.method !== 'full',
       'E_UNSUPPORTED',
-      `the quantize option is for SIFT; with ${this.method}, quantize the frozen layers with model.quantize() before training`,
+      'the quantize option stores the frozen base quantized: full fine-tuning has none',
     );
     if (this.method === 'sift' || this.method === 'random-sparse') {
       const s = o.sift ?? {};
@@ -400,16 +400,6 @@ export class Trainer {
         quantize: o.quantize,
         ...(this.group ? { reduceSelectionGradient: (g: Tensor) => void this.group!.allReduce(g) } : {}),
       });
-      if (o.quantize !== undefined) {
-        // The rest of the frozen base too: the Linear layers that neither are targets nor train.
-        const modules = new Map(this.model.namedModules());
-        this.model.quantize(o.quantize, {
-          keep: (p) => {
-            const m = modules.get(p);
-            return m instanceof Linear && !m.quantized && m.weight.requiresGrad;
-          },
-        });
-      }
     } else if (this.method === 'full') {
       for (const [, t] of this.model.namedParameters()) if (['f32', 'f16', 'bf16', 'f64'].includes(t.dtype)) t.requiresGrad = true;
       this.trained = this.model.namedParameters().filter(([, t]) => t.requiresGrad);
@@ -435,6 +425,17 @@ export class Trainer {
       for (const [, t] of denseParams) t.requiresGrad = true;
       this.trained = [...this._lora.namedParameters(), ...denseParams];
       this.opt = new DenseAdamW(this.trained, this.adamOptions());
+    }
+    if (o.quantize !== undefined) {
+      // The frozen base: the Linear layers that do not train (SIFT quantized its targets itself;
+      // LoRA's adapters and dense modules stay as they are).
+      const modules = new Map(this.model.namedModules());
+      this.model.quantize(o.quantize, {
+        keep: (p) => {
+          const m = modules.get(p);
+          return m instanceof Linear && !m.quantized && m.weight.requiresGrad;
+        },
+      });
     }
     if (masters) for (const t of masters.values()) t.dispose();
     this.setupDone = true;

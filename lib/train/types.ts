@@ -108,8 +108,9 @@ export interface TrainerOptions {
    */
   processGroup?: ProcessGroup;
   /**
-   * SIFT only: store the frozen base quantized (int8 or NF4), the targets' weights included (their
-   * selected entries train as f32 values beside the codes); see docs/quantization.md.
+   * Store the frozen base quantized (int8 or NF4) when training starts: LoRA's base; with SIFT the
+   * targets' weights too (their selected entries train as f32 values beside the codes). Not for
+   * full fine-tuning. See docs/quantization.md.
    */
   quantize?: QuantFormat;
   /** bf16 weights and activations with f32 optimizer state (CUDA). */

@@ -258,3 +258,29 @@ test('the LM head and the non-target layers stay as they are; a magnitude select
   s.dispose();
   m.dispose();
 });
+
+test('the trainer option quantize: the frozen base (and SIFT targets) quantized when training starts; refused for full', async () => {
+  const { Trainer } = await import('../../lib/train/trainer');
+  const rows = Array.from({ length: 4 }, (_, i) => ({ input_ids: Array.from({ length: 8 }, (_, j) => (i * 7 + j * 3) % 48) }));
+  for (const method of ['lora', 'sift'] as const) {
+    const m = createModel(cfg, { seed: 1 });
+    const t = new Trainer(m, null, { task: 'causal-lm', method, steps: 1, quantize: 'nf4', lr: 1e-3, batchSize: 2, maxLength: 8 });
+    let loss = NaN;
+    for await (const e of t.fit(rows)) if (e.type === 'step') loss = e.loss;
+    expect(Number.isFinite(loss)).toBe(true);
+    // Every linear layer of the 2 blocks (7 each); the LM head stays dense.
+    const quantized = m.namedModules().filter(([, x]) => x instanceof Linear && x.quantized);
+    expect(quantized.length).toBe(14);
+    m.dispose();
+  }
+  const full = createModel(cfg, { seed: 1 });
+  const t = new Trainer(full, null, { task: 'causal-lm', method: 'full', steps: 1, quantize: 'nf4', batchSize: 2, maxLength: 8 });
+  let code: string | undefined;
+  try {
+    for await (const _ of t.fit(rows)) void _;
+  } catch (e) {
+    code = (e as SiftError).code;
+  }
+  expect(code).toBe('E_UNSUPPORTED');
+  full.dispose();
+});
