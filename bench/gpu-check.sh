@@ -246,6 +246,20 @@ else
     # tokens) and the SIFT step of 1B-wide LLaMA layers with and without it: ratios in bench.jsonl.
     stage sddmm 120 "$BENCH" "${RUN[@]}" sddmm --cuda-only --dtypes=bf16
   fi
+  # The quantized linear products on CUDA (the tiled path with SIFT's trained entries, and the GEMM
+  # that dequantizes inside its shared-memory tiles) against the CPU before anything uses them: the
+  # fused GEMM is used by the later stages only if this passes; otherwise they keep the tiled path.
+  stage quant-gemm-check 90 /dev/null sh -c "${JEST[*]} test/native/quant.test.ts -t 'CUDA vs CPU' > '$WORK/quant.txt' 2>&1; rc=\$?; cat '$WORK/quant.txt' >> '$TESTS'; exit \$rc"
+  if [ "$PLAN" = 0 ]; then
+    if grep -q '"stage":"quant-gemm-check","rc":0' "$BENCH"; then
+      export SIFT_FT_CUDA_QUANT_GEMM=fused
+      say "quantized GEMM check passed: the rest runs with SIFT_FT_CUDA_QUANT_GEMM=fused"
+    else
+      export SIFT_FT_CUDA_QUANT_GEMM=tiles
+      say "quantized GEMM check failed (see tests.txt): the rest keeps the tiled path (SIFT_FT_CUDA_QUANT_GEMM=tiles)"
+      echo "{\"bench\":\"stage\",\"stage\":\"quant-gemm-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"tiles\"}" >> "$BENCH"
+    fi
+  fi
   # The memory-bound kernels (elementwise, copies, reductions, dropout, cross-entropy, norms) with
   # their 16-byte vector paths: their CUDA tests against the CPU, early, so that a failure is known
   # before the benchmarks' figures are read.

@@ -4,9 +4,10 @@
  * Quality: pre-trains a small byte-level Llama on tiny Shakespeare (../shared/data), then compares
  * the held-out loss of the model with its Linear weights stored as int8 and as NF4 to the dense
  * model's (goals: within 1% and 5%). Memory: peak bytes (liveTensors().cpu.peakBytes) of one LoRA
- * step and one SIFT step at the same shape with a dense and an NF4 base.
+ * step and one SIFT step at the same shape with a dense and a quantized base (SIFT's targets
+ * quantized too), against the plan (lib/plan/plan.ts).
  *
- *   npx tsc -p tsconfig.json && node dist/bench/quant.js [--steps 300] [--memory-only]
+ *   npm run bench -- quant [--memory-only]   (or node dist/bench/quant.js [--steps 300] [--memory-only])
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -26,13 +27,16 @@ import {
   PreTrainedModel,
   QuantFormat,
 } from '../lib';
+import { planMemory } from '../lib/plan/plan';
 
-const args = process.argv.slice(2);
+export const description = 'quantized base: held-out loss of int8/NF4 vs dense, and LoRA/SIFT step peaks (dense vs quantized) against plan';
+
+let args = process.argv.slice(2);
 const flag = (name: string, dflt: number) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
-const STEPS = flag('steps', 300);
+const steps = () => flag('steps', 300);
 const B = 8,
   T = 64;
 // ../shared/data relative to the project root (run from the root).
@@ -84,7 +88,7 @@ function measureQuality(train: Uint8Array, held: Uint8Array) {
   const model = createModel(config, { seed: 1 });
   const opt = new DenseAdamW(model.namedParameters(), { lr: 3e-3, weightDecay: 0 });
   const t0 = Date.now();
-  for (const ids of batches(train, STEPS, 7)) {
+  for (const ids of batches(train, steps(), 7)) {
     tidy(() => backward(model.forward({ inputIds: ids, labels: ids }).loss!));
     opt.step();
   }
@@ -101,12 +105,17 @@ function measureQuality(train: Uint8Array, held: Uint8Array) {
   }
   model.dispose();
   return {
-    steps: STEPS,
+    steps: steps(),
     trainSeconds: (Date.now() - t0) / 1000,
     loss: results,
     int8RelDiff: Math.abs(results.int8 - results.dense) / results.dense,
     nf4RelDiff: Math.abs(results.nf4 - results.dense) / results.dense,
   };
+}
+
+export function run(argv: string[]): void {
+  args = argv;
+  main();
 }
 
 function main(): void {
@@ -148,26 +157,50 @@ function main(): void {
     lora.dispose();
     m.dispose();
   }
-  for (const q of [null, 'nf4'] as (QuantFormat | null)[]) {
+  // SIFT 1% on every linear layer (the default targets); with a quantized base the targets are
+  // codes too, their selected entries f32 values beside them. Peak of a training step (what
+  // finetune --json reports), of the whole run from the selection step on, and the plan's peak.
+  const plans: Record<string, number> = {};
+  for (const q of [null, 'int8', 'nf4'] as (QuantFormat | null)[]) {
+    const key = q ?? 'dense';
     const b0 = baseline();
     const m = createModel(big, { seed: 2 });
-    // SIFT on the attention projections; with NF4 the MLP and other frozen layers are quantized.
-    const sift = new Sift(m, { sparseRate: 0.01, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });
-    if (q) m.quantize(q, { keep: (p) => /(q|k|v|o)_proj$/.test(p) });
+    const sift = new Sift(m, { sparseRate: 0.01, ...(q ? { quantize: q } : {}) });
+    // (The model is built dense, then quantized: a run loads its weights before it starts.)
+    synchronize();
+    resetPeakMemory();
     tidy(() => backward(m.forward({ inputIds: ids, labels: ids }).loss!));
     sift.select();
     const o = new SparseAdamW(sift, { lr: 1e-4 });
-    memory[`sift_${q ?? 'dense'}`] = peakOfStep(m, ids, () => o.step()) - b0;
-    memory[`baseline_before_sift_${q ?? 'dense'}`] = b0;
+    synchronize();
+    const selectionPeak = liveTensors().cpu.peakBytes - b0;
+    memory[`sift_${key}`] = peakOfStep(m, ids, () => o.step()) - b0;
+    memory[`sift_${key}_with_selection`] = Math.max(selectionPeak, memory[`sift_${key}`]);
+    plans[`sift_${key}`] = planMemory(big, {
+      task: 'causal-lm',
+      method: 'sift',
+      sparseRate: 0.01,
+      batchSize: ids.length,
+      maxLength: ids[0].length,
+      mixedPrecision: 'none',
+      ...(q ? { quantize: q } : {}),
+    }).peakBytes;
     o.dispose?.();
     sift.dispose();
     m.dispose();
   }
   const report = {
     quality,
-    memory: { ...memory, loraNf4OverDense: memory.lora_nf4 / memory.lora_dense, siftNf4OverDense: memory.sift_nf4 / memory.sift_dense },
+    memory: {
+      ...memory,
+      loraNf4OverDense: memory.lora_nf4 / memory.lora_dense,
+      siftNf4OverDense: memory.sift_nf4 / memory.sift_dense,
+      siftInt8OverDense: memory.sift_int8 / memory.sift_dense,
+      siftNf4OverDenseWithSelection: memory.sift_nf4_with_selection / memory.sift_dense_with_selection,
+    },
+    plan: { ...plans, ...Object.fromEntries(Object.keys(plans).map((k) => [`${k}_planOverMeasured`, plans[k] / memory[k]])) },
   };
   console.log(JSON.stringify(report, null, 2));
 }
 
-main();
+if (require.main === module) main();

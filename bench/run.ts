@@ -30,6 +30,7 @@ const registry: Record<string, () => BenchModule> = {
   shapes: () => require('./shapes') as BenchModule,
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   plan: () => require('./plan') as BenchModule,
+  quant: () => require('./quant') as BenchModule,
 };
 
 async function main(): Promise<void> {

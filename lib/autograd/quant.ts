@@ -3,7 +3,9 @@
  * weight [out, in] as int8 codes with a per-row absmax, or as bitsandbytes' NF4 (blocks of 64,
  * double-quantized absmax); layouts in native/ops/quant.h. quantLinear computes x deq(W)^T + b
  * with W dequantized by tiles inside the native op; its backward gives the input and bias
- * gradients (the weight is frozen).
+ * gradients. The weight itself is frozen, except for SIFT's trained entries (TrainedEntries): f32
+ * values that replace the dequantized ones at their indices, in every tile the forward and the
+ * input gradient read, and whose gradient the backward hands to their owner.
  */
 import type { QuantFormat } from '../engine/addon-types';
 import { Tensor } from '../engine/tensor';
@@ -88,8 +90,36 @@ export class QuantizedWeight {
   }
 }
 
-/** y = x deq(W)^T + bias for a quantized W [out, in]; gradients flow to x and the bias. */
-export function quantLinear(x: Tensor, weight: QuantizedWeight, bias?: Tensor | null): Tensor {
+/**
+ * Trained entries of a quantized weight (lib/sift/sift.ts makes them for SIFT's quantized targets).
+ */
+export interface TrainedEntries {
+  /** A tensor with requiresGrad that makes the tape run this op's backward (it gets no gradient). */
+  readonly marker: Tensor;
+  /** Sorted flat indices into [out, in] and their f32 values; null while none are chosen. */
+  entries(): { idx: Tensor; values: Tensor } | null;
+  /** Receives the weight's gradient of one backward as its factors: x [M, in] and dy [M, out] (f32). */
+  weightGrad(x: Tensor, dy: Tensor): void;
+  /** Frees the entries when their owner is the layer (after training). */
+  dispose?(): void;
+}
+
+/** x [..., F] as a contiguous f32 [M, F] (a new tensor). */
+function rowsF32(x: Tensor): Tensor {
+  const F = x.shape[x.ndim - 1];
+  const c = fresh(N().contiguous(x.handle), x.shape.slice(), x.dtype, x.device);
+  const f = x.dtype === 'f32' ? c : fresh(N().cast(c.handle, 'f32'), x.shape.slice(), 'f32', x.device);
+  if (f !== c) c.dispose();
+  const out = fresh(N().view(f.handle, [f.size / F, F], [F, 1], f.offset), [f.size / F, F], 'f32', x.device);
+  f.dispose();
+  return out;
+}
+
+/**
+ * y = x deq(W)^T + bias for a quantized W [out, in]; gradients flow to x and the bias, and, with
+ * `trained`, the weight's gradient goes to trained.weightGrad.
+ */
+export function quantLinear(x: Tensor, weight: QuantizedWeight, bias?: Tensor | null, trained?: TrainedEntries | null): Tensor {
   const [outF, inF] = weight.shape;
   if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
     throw new SiftError('E_SHAPE', `quantLinear: input [${x.shape}] does not end in ${inF} features (weight [${weight.shape}])`);
@@ -101,14 +131,27 @@ export function quantLinear(x: Tensor, weight: QuantizedWeight, bias?: Tensor | 
     if (bias.dtype !== x.dtype) throw new SiftError('E_DTYPE', `quantLinear: bias is ${bias.dtype}, input ${x.dtype}`);
   }
   const yShape = [...x.shape.slice(0, -1), outF];
-  const y = fresh(N().quantLinear(x.handle, weight.handles, weight.format, outF, inF, false), yShape, x.dtype, x.device);
+  const e = trained?.entries() ?? null;
+  const product = (input: Tensor, transpose: boolean) =>
+    e
+      ? N().quantLinear(input.handle, weight.handles, weight.format, outF, inF, transpose, e.idx.handle, e.values.handle)
+      : N().quantLinear(input.handle, weight.handles, weight.format, outF, inF, transpose);
+  const y = fresh(product(x, false), yShape, x.dtype, x.device);
   if (bias) N().addInplace(y.handle, bias.handle, 1);
-  record('quantLinear', [x, bias], [y], ([g]) => {
-    const gx = x.requiresGrad
-      ? fresh(N().quantLinear(g!.handle, weight.handles, weight.format, outF, inF, true), x.shape.slice(), x.dtype, x.device)
-      : null;
+  record('quantLinear', [x, bias, trained?.marker], [y], ([g]) => {
+    if (trained && trained.marker.requiresGrad) {
+      const xs = rowsF32(x);
+      const gs = rowsF32(g!);
+      try {
+        trained.weightGrad(xs, gs);
+      } finally {
+        xs.dispose();
+        gs.dispose();
+      }
+    }
+    const gx = x.requiresGrad ? fresh(product(g!, true), x.shape.slice(), x.dtype, x.device) : null;
     const gb = bias && bias.requiresGrad ? sumToShape(g!, [outF]) : null;
-    return [gx, gb];
+    return [gx, gb, null];
   });
   return y;
 }

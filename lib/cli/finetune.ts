@@ -14,7 +14,6 @@ import { FlagSpec, ParseResult, Parsed, resolvedConfig } from './args';
 import { writeFileAtomic } from '../io/atomic';
 import {
   quantizeFlag,
-  quantizeModel,
   deviceFlag,
   fmtBytes,
   fmtDuration,
@@ -385,11 +384,12 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   const t0 = Date.now();
   const controller = new AbortController();
   opts.signal = controller.signal;
+  // The trainer quantizes the frozen base when training starts, once it knows what trains: LoRA's
+  // base; SIFT's targets too (their trained entries stay f32 beside the codes; the increment
+  // applies to the original base). Full fine-tuning has no frozen base.
+  if (f.quantize !== undefined && opts.method !== 'full') opts.quantize = f.quantize as 'int8' | 'nf4';
   const trainer = new Trainer(loaded.model, loaded.tokenizer, opts);
-  // The layers that do not train (SIFT's non-targets, LoRA's base) are stored quantized; the
-  // trained ones stay dense, so the increment applies to the original base unchanged.
-  const quantized = quantizeModel(loaded.model, f.quantize, true);
-  if (f.quantize !== undefined && quantized.length === 0 && !f.quiet)
+  if (f.quantize !== undefined && opts.method === 'full' && !f.quiet)
     process.stderr.write(`--quantize ${f.quantize}: every linear layer trains; none was quantized\n`);
   const progress = f.quiet || !writer ? null : new Progress(process.stderr, `finetune ${opts.method}`);
   const note = (s: string) => (progress ? progress.note(s) : process.stderr.write(`sift-ft finetune: ${s}\n`));

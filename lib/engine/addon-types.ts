@@ -228,8 +228,22 @@ export interface Addon {
   quantize(weight: NativeTensor, format: QuantFormat): NativeTensor[];
   /** The dequantized weight, f32 [rows, cols]. */
   dequantize(state: NativeTensor[], format: QuantFormat, rows: number, cols: number): NativeTensor;
-  /** transpose false: x [..., cols] @ W^T -> [..., rows]; true: x [..., rows] @ W -> [..., cols]; W dequantized by tiles. */
-  quantLinear(x: NativeTensor, state: NativeTensor[], format: QuantFormat, rows: number, cols: number, transpose: boolean): NativeTensor;
+  /** CUDA quantized products: 'tiles' (default) or 'fused' (dequantized in the GEMM's tiles); returns the previous mode. */
+  setQuantGemm(mode: 'tiles' | 'fused'): 'tiles' | 'fused';
+  /**
+   * transpose false: x [..., cols] @ W^T -> [..., rows]; true: x [..., rows] @ W -> [..., cols]; W dequantized by tiles.
+   * With idx (sorted flat indices into [rows, cols], i32/i64) and vals (f32 [k]), W's entries at idx are vals.
+   */
+  quantLinear(
+    x: NativeTensor,
+    state: NativeTensor[],
+    format: QuantFormat,
+    rows: number,
+    cols: number,
+    transpose: boolean,
+    idx?: NativeTensor,
+    vals?: NativeTensor,
+  ): NativeTensor;
 
   // ---- normalisation, softmax, losses, embeddings (native/binding/nn.cpp)
   softmax(x: NativeTensor, dim: number): NativeTensor;

@@ -53,6 +53,10 @@ export const ENV_VARS = {
     readBy: 'native',
     doc: "prefetch: the CUDA sparse AdamW kernel that fetches weight sectors into L2 first (default rounds; setCudaSparseAdamW)",
   },
+  SIFT_FT_CUDA_QUANT_GEMM: {
+    readBy: 'native',
+    doc: "fused: quantized linear layers dequantize inside the GEMM's tiles on CUDA (default tiles: dequantized tiles in memory, then the GEMM)",
+  },
   SIFT_FT_NCCL: {
     readBy: 'native',
     doc: "path of the libnccl.so to load for CUDA process groups (default: the loader's path, CUDA_HOME, PyTorch's nvidia/nccl)",

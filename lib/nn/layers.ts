@@ -8,7 +8,7 @@ import { dropout } from '../autograd/attention';
 import { zeros, ones, randn, isShapeOnly } from '../autograd/creation';
 import { mul } from '../autograd/elementwise';
 import { noGrad } from '../autograd/tape';
-import { QuantizedWeight, QuantFormat, quantLinear } from '../autograd/quant';
+import { QuantizedWeight, QuantFormat, TrainedEntries, quantLinear } from '../autograd/quant';
 import { SiftError } from '../engine/errors';
 
 export interface InitOptions {
@@ -47,6 +47,8 @@ export class Linear extends Module {
   }
   /** The frozen weight in quantized form, once quantize() ran (then `weight` is no parameter). */
   quantized: QuantizedWeight | null = null;
+  /** Trained entries of the quantized weight (SIFT on a quantized target), set by their owner. */
+  trainedEntries: TrainedEntries | null = null;
 
   /**
    * Stores the weight quantized (int8 or NF4) and frees the dense one. The weight is frozen from
@@ -69,7 +71,7 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    if (this.quantized) return quantLinear(x, this.quantized, this.bias);
+    if (this.quantized) return quantLinear(x, this.quantized, this.bias, this.trainedEntries);
     return linear(x, this.weight, this.bias);
   }
 
@@ -79,6 +81,8 @@ export class Linear extends Module {
 
   protected override disposeOwned(): void {
     this.quantized?.dispose();
+    this.trainedEntries?.dispose?.();
+    this.trainedEntries = null;
   }
 }
 

@@ -131,14 +131,15 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
       method,
       sift: { sparseRate: rate, targetModules: opts.targetModules, denseModules: opts.denseModules },
     } as TrainerOptions;
-    // A run quantizes only the weights that do not train (lib/cli/common.ts quantizeModel): SIFT's
-    // targets and dense modules, and every weight of full fine-tuning, stay in the run's dtype.
+    // A run quantizes only the weights that do not train densely: SIFT's dense modules and every
+    // weight of full fine-tuning stay in the run's dtype; SIFT's targets are quantized too (their
+    // selected entries train as f32 values beside the codes: lib/sift/sift.ts).
     const trained = new Set<string>();
     if (opts.quantize && method === 'full') for (const [n] of params) trained.add(n);
     else if (opts.quantize && method !== 'lora') {
       const sel = siftSelectors(model, trainerOpts);
       const tp = planTargets(model, sel.targetModules, sel.denseModules);
-      for (const [n] of [...tp.sparse, ...tp.dense]) trained.add(n);
+      for (const [n] of tp.dense) trained.add(n);
     }
     let weights = 0;
     let quantizedWeights = 0;
@@ -159,7 +160,7 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
     if (method === 'sift' || method === 'random-sparse') {
       const sel = siftSelectors(model, trainerOpts);
       const plan = planTargets(model, sel.targetModules, sel.denseModules);
-      for (const [, p] of plan.sparse) {
+      for (const [n, p] of plan.sparse) {
         const k = kForRate(rate, p.size);
         trainable += k;
         // idx (i32, i64 from 2^31 entries), base f32, master f32, m and v f32, the sparse gradient (64-byte aligned).
@@ -167,7 +168,12 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
         masters += 4 * k;
         moments += 8 * k;
         otherState += 4 * k + 4 * Math.ceil(k / 16) * 16;
-        largestTargetGrad = Math.max(largestTargetGrad, p.size * wSize);
+        if (isQuantized(n, p.shape)) {
+          // The entries' f32 values and their positions 0..k-1 (i32); the transient dense gradient
+          // the k entries are gathered from is f32 (lib/sift/sift.ts addWeightGradAt).
+          otherState += 8 * k;
+          largestTargetGrad = Math.max(largestTargetGrad, 4 * p.size);
+        } else largestTargetGrad = Math.max(largestTargetGrad, p.size * wSize);
       }
       for (const [, p] of plan.dense) {
         trainable += p.size;
@@ -182,6 +188,8 @@ export function planMemory(config: HFConfig, opts: PlanOptions = {}): MemoryPlan
       if (opts.activationCheckpointing) {
         const perBlock = new Map<string, number>();
         for (const [name, p] of plan.sparse) {
+          // (A quantized target's gradient is consumed inside its layer's backward.)
+          if (isQuantized(name, p.shape)) continue;
           const m = /^(.*?\.\d+)\./.exec(name);
           const key = m ? m[1] : name;
           perBlock.set(key, (perBlock.get(key) ?? 0) + p.size * wSize);

@@ -6,13 +6,15 @@
  * dense modules as `<name>` in full (and `<name>.sift_base`); in `__metadata__` the SIFT config and a
  * fingerprint of the base (per-tensor shape, dtype and sha256), plus one of the trained weights.
  * Applying onto a base whose fingerprint differs is E_MISMATCH; a malformed file is E_FORMAT.
+ * A target trained on a quantized base has no `sift_base` and no trained fingerprint (its trained
+ * dense weight never existed): it applies like any other, but cannot be unmerged.
  */
 import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
 import { native } from '../engine/native';
 import { noGrad } from '../autograd/tape';
 import { SafetensorsReader, saveSafetensors } from '../io/safetensors';
-import { Sift } from './sift';
+import { Sift, paramIndices } from './sift';
 import { NamedModel } from './targets';
 import { TensorFingerprint, fingerprint, sameFingerprint } from './fingerprint';
 
@@ -60,6 +62,13 @@ export interface Increment {
 /** Writes the increment of a trained Sift (atomically). */
 export function saveIncrement(sift: Sift, path: string, opts: { extraMetadata?: Record<string, string> } = {}): void {
   check(sift.selected, 'E_ARG', 'saveIncrement: the SIFT indices have not been chosen yet');
+  const unknown = sift.targets.find((t) => !t.baseFingerprint);
+  check(
+    !unknown,
+    'E_UNSUPPORTED',
+    () =>
+      `saveIncrement: '${unknown!.name}' was quantized before SIFT saw its weight, so the increment could not name its base; load the model unquantized and let SIFT quantize it (the quantize option)`,
+  );
   const N = native();
   const entries: [string, Tensor][] = [];
   const owned: Tensor[] = [];
@@ -74,7 +83,7 @@ export function saveIncrement(sift: Sift, path: string, opts: { extraMetadata?: 
         owned.push(idxCpu);
         if (t.k > 0) {
           const onDev = new Tensor(N.full([t.k], 0, 'f32', t.param.device));
-          N.gatherInto(onDev.handle, t.param.handle, t.idx!.handle, false);
+          N.gatherInto(onDev.handle, t.param.handle, paramIndices(t)!.handle, false);
           const cpu = new Tensor(N.to(onDev.handle, 'cpu'));
           N.copy_(trained.handle, cpu.handle);
           cpu.dispose();
@@ -90,9 +99,14 @@ export function saveIncrement(sift: Sift, path: string, opts: { extraMetadata?: 
         owned.push(val);
         const idxOut = t.numel < 2 ** 31 ? new Tensor(N.cast(idxCpu.handle, 'i32')) : new Tensor(N.cast(idxCpu.handle, 'i64'));
         owned.push(idxOut);
-        entries.push([`${t.name}.sift_idx`, idxOut], [`${t.name}.sift_val`, val], [`${t.name}.sift_base`, baseCpu]);
+        entries.push([`${t.name}.sift_idx`, idxOut], [`${t.name}.sift_val`, val]);
+        // A quantized target's base values are the dequantized ones, not the original weight's:
+        // they would not restore it, so they are not written.
+        if (!t.quant) entries.push([`${t.name}.sift_base`, baseCpu]);
         baseFp[t.name] = t.baseFingerprint!;
-        trainedFp[t.name] = fingerprint(t.param);
+        // A quantized target's trained weight never existed densely: no fingerprint of it (it
+        // cannot be unmerged without base values either; see unmergeIncrement).
+        if (!t.quant) trainedFp[t.name] = fingerprint(t.param);
       }
       for (const [name, p] of sift.dense) {
         const v = new Tensor(N.to(p.handle, 'cpu'));
@@ -237,6 +251,11 @@ function checkFingerprints(model: Map<string, Tensor>, expected: Record<string, 
     const p = model.get(name);
     if (!p) throw new SiftError('E_MISMATCH', `the model has no parameter '${name}' that the increment ${what}`);
     const fp = expected[name];
+    if (!fp)
+      throw new SiftError(
+        'E_UNSUPPORTED',
+        `'${name}' was trained on a quantized base: the increment records neither its trained fingerprint nor its base values, so it cannot be unmerged (reload the base model instead)`,
+      );
     if (p.shape.join() !== fp.shape.join())
       throw new SiftError('E_MISMATCH', `'${name}' has shape [${p.shape}], the increment expects [${fp.shape}]`);
     if (!sameFingerprint(fingerprint(p), fp)) {

@@ -10,7 +10,7 @@ import { SiftError, check } from '../engine/errors';
 import { native } from '../engine/native';
 import { keep } from '../engine/scope';
 import type { AdamWHyper, NativeTensor } from '../engine/addon-types';
-import { Sift, SparseTarget } from './sift';
+import { Sift, SparseTarget, paramIndices } from './sift';
 import { ScheduleOptions, lrMultiplier } from './schedule';
 
 export interface AdamWOptions {
@@ -259,7 +259,7 @@ export class SparseAdamW {
       idx: active.map((t) => t.idx),
       grads: active.map((t) => t.grad),
       weightHandles: active.map((t) => t.param.handle),
-      idxHandles: active.map((t) => t.idx!.handle),
+      idxHandles: active.map((t) => paramIndices(t)!.handle),
       gradHandles: active.map((t) => t.grad!.handle),
       mHandles: this.m.map((x) => x.handle),
       vHandles: this.v.map((x) => x.handle),

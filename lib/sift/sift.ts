@@ -11,8 +11,10 @@ import { keep } from '../engine/scope';
 import { synchronizeAsync } from '../engine/runtime';
 import { noGrad } from '../autograd/tape';
 import { setSparseWeightGradient } from '../autograd/matmul';
-import { NamedModel, ModuleSelector, planTargets } from './targets';
-import { TensorFingerprint, fingerprintSteps } from './fingerprint';
+import { QuantFormat, TrainedEntries, parseQuantFormat } from '../autograd/quant';
+import { Linear } from '../nn/layers';
+import { NamedModel, ModuleSelector, modulePath, planTargets } from './targets';
+import { TensorFingerprint, fingerprint, fingerprintSteps } from './fingerprint';
 
 /**
  * What select's steps ask of their driver: wait until a device ran its queued work (a device
@@ -56,12 +58,34 @@ export interface SiftOptions {
    * every rank scores the gradient of the whole global batch and chooses the same indices.
    */
   reduceSelectionGradient?: (g: Tensor) => void;
+  /**
+   * Stores the targets' weights quantized (int8 or NF4) and trains the selected entries as f32
+   * values beside the codes (the increment is unchanged: trained minus base, applied to the
+   * original weights). Targets that are not a Linear layer's weight (biases, GPT-2's Conv1D, the
+   * LM head, tied weights) stay dense. Needs one budget per tensor (scope 'tensor').
+   */
+  quantize?: QuantFormat;
+}
+
+/** A quantized SIFT target's layer and the positions [0, k) its values are written at. */
+export interface QuantizedTarget {
+  readonly layer: Linear;
+  /** 0..k-1 (i32): the optimizer writes the masters into `param` (the values) through these. */
+  local: Tensor | null;
 }
 
 export interface SparseTarget {
   readonly name: string;
+  /**
+   * The trained tensor: the weight, or for a quantized target its selected entries' values (f32
+   * [k], the weight itself being codes in `quant.layer`).
+   */
   readonly param: Tensor;
+  /** The weight's shape. */
+  readonly shape: number[];
   readonly numel: number;
+  /** Set when the weight is stored quantized. */
+  readonly quant: QuantizedTarget | null;
   /** Entries trained (0 is possible under a global budget). */
   k: number;
   /** Sorted flat indices (i32, or i64 for tensors of 2^31 entries or more). */
@@ -97,6 +121,30 @@ export interface SiftSummary {
 /** k for one tensor, as the reference code: min(floor(rate * numel) + 1, numel). */
 export function kForRate(rate: number, numel: number): number {
   return Math.min(Math.floor(rate * numel) + 1, numel);
+}
+
+/** The indices of a target's entries in its trained tensor (`param`): idx, or 0..k-1 when quantized. */
+export function paramIndices(t: SparseTarget): Tensor | null {
+  return t.quant ? t.quant.local : t.idx;
+}
+
+/**
+ * Adds the weight gradient dy^T x (x [M, in], dy [M, out], f32) at the flat indices idx into
+ * out (f32 [k]): with the SDDMM's tile plan of idx, the k entries straight from x and dy; without
+ * one, the dense product (one layer at a time) and a gather.
+ */
+export function addWeightGradAt(out: Tensor, x: Tensor, dy: Tensor, idx: Tensor, plan: Tensor | null = null): void {
+  const N = native();
+  if (plan) {
+    N.sddmm(out.handle, dy.handle, x.handle, idx.handle, true, plan.handle);
+    return;
+  }
+  const g = new Tensor(N.matmul(dy.handle, x.handle, true, false));
+  try {
+    N.gatherInto(out.handle, g.handle, idx.handle, true);
+  } finally {
+    g.dispose();
+  }
 }
 
 /** Elements (f32) between the starts of two targets' gradients in the shared buffer: 64 bytes. */
@@ -152,7 +200,24 @@ export class Sift {
       `sparseGradient must be auto, sddmm or dense, got '${options.sparseGradient}'`,
     );
     this.options = { ...options, seed: options.seed ?? 0 };
+    if (options.quantize !== undefined) {
+      parseQuantFormat(options.quantize);
+      check(
+        this.selection.scope === 'tensor',
+        'E_UNSUPPORTED',
+        "quantized SIFT targets need selection.scope 'tensor' (k per tensor is fixed when the weights are quantized)",
+      );
+    }
     const plan = planTargets(model, options.targetModules, options.denseModules);
+    const layers = this.quantizableLayers(model, plan.sparse);
+    const modules = new Map<string, unknown>(model.namedModules?.() ?? []);
+    if (plan.quantized.length) {
+      check(
+        this.selection.scope === 'tensor',
+        'E_UNSUPPORTED',
+        "SIFT targets whose weights are already quantized need selection.scope 'tensor'",
+      );
+    }
     this.dense = plan.dense;
     this.frozen = plan.frozen;
     for (const [, t] of plan.frozen) t.requiresGrad = false;
@@ -163,12 +228,17 @@ export class Sift {
         'E_DTYPE',
         `SIFT target '${name}' has dtype ${param.dtype}; only float weights can be trained`,
       );
+      const k = kForRate(options.sparseRate, param.size);
+      const layer = layers.get(name);
+      if (layer) return this.quantizeTarget(name, param, layer, k);
       param.requiresGrad = true;
       return {
         name,
         param,
+        shape: param.shape.slice(),
         numel: param.size,
-        k: kForRate(options.sparseRate, param.size),
+        quant: null,
+        k,
         idx: null,
         grad: null,
         base: null,
@@ -178,10 +248,101 @@ export class Sift {
         backwardCount: 0,
       };
     });
-    for (const t of this.targets) this.removers.push(t.param.registerGradHook((g) => this.onTargetGrad(t, g)));
+    // Targets quantized before SIFT saw them (a model loaded or built quantized): no dense weight,
+    // so no fingerprint of it; such an increment cannot be saved (see saveIncrement).
+    for (const [name, path] of plan.quantized) {
+      const layer = modules.get(path) as Linear;
+      const [o, i] = layer.quantized!.shape;
+      this.targets.push(this.quantizedTarget(name, [o, i], layer.quantized!.device, layer, kForRate(options.sparseRate, o * i), null));
+    }
+    for (const t of this.targets) if (!t.quant) this.removers.push(t.param.registerGradHook((g) => this.onTargetGrad(t, g)));
     for (const [, p] of this.dense)
       this.removers.push(p.registerGradHook(() => (this.phase === 'selecting' && this.needsGradients ? null : undefined)));
     if (!this.needsGradients) this.select();
+  }
+
+  /** The Linear layers whose target weights are stored quantized (with options.quantize), by parameter name. */
+  private quantizableLayers(model: NamedModel, sparse: [string, Tensor][]): Map<string, Linear> {
+    const out = new Map<string, Linear>();
+    if (this.options.quantize === undefined) return out;
+    const modules = new Map<string, unknown>(model.namedModules?.() ?? []);
+    const uses = new Map<Tensor, number>();
+    for (const [, p] of model.namedParameters()) uses.set(p, (uses.get(p) ?? 0) + 1);
+    for (const [name, p] of sparse) {
+      const m = modules.get(modulePath(name));
+      if (!(m instanceof Linear) || !name.endsWith('.weight') || m.quantized || p.ndim !== 2) continue;
+      // Kept dense as by model.quantize(): the LM head (often tied, feeds the loss) and tied weights.
+      if (/(^|\.)lm_head$/.test(modulePath(name)) || (uses.get(p) ?? 0) > 1) continue;
+      out.set(name, m);
+    }
+    return out;
+  }
+
+  /**
+   * Quantizes a target's layer: the fingerprint of the dense weight first (the increment applies
+   * to it), then the codes replace the weight; the k values and the hook into the layer's
+   * backward take the weight's place.
+   */
+  private quantizeTarget(name: string, weight: Tensor, layer: Linear, k: number): SparseTarget {
+    const fp = fingerprint(weight);
+    const shape = weight.shape.slice();
+    const device = weight.device;
+    layer.quantize(this.options.quantize!);
+    return this.quantizedTarget(name, shape, device, layer, k, fp);
+  }
+
+  /** The target of a quantized layer: k f32 values (trained) and the hook into the layer's backward. */
+  private quantizedTarget(
+    name: string,
+    shape: number[],
+    device: string,
+    layer: Linear,
+    k: number,
+    fp: TensorFingerprint | null,
+  ): SparseTarget {
+    const values = keep(new Tensor(native().full([k], 0, 'f32', device), { shape: [k], dtype: 'f32', device, contiguous: true }));
+    values.requiresGrad = true;
+    const t: SparseTarget = {
+      name,
+      param: values,
+      shape,
+      numel: shape[0] * shape[1],
+      quant: { layer, local: null },
+      k,
+      idx: null,
+      grad: null,
+      base: null,
+      baseFingerprint: fp,
+      score: null,
+      plan: null,
+      backwardCount: 0,
+    };
+    const entries: TrainedEntries = {
+      marker: values,
+      entries: () => (this.phase === 'training' && t.idx && t.k > 0 ? { idx: t.idx, values } : null),
+      weightGrad: (x, dy) => this.onQuantizedGrad(t, x, dy),
+    };
+    layer.trainedEntries = entries;
+    this.removers.push(() => {
+      if (layer.trainedEntries === entries) layer.trainedEntries = null;
+    });
+    return t;
+  }
+
+  /** The weight gradient of a quantized target, as its factors x [M, in] and dy [M, out] (f32). */
+  private onQuantizedGrad(t: SparseTarget, x: Tensor, dy: Tensor): void {
+    check(this.phase !== 'disposed', 'E_DISPOSED', 'this Sift was disposed');
+    if (this.phase === 'training' && !this.options.trackGradProportion) {
+      if (t.k > 0) addWeightGradAt(t.grad!, x, dy, t.idx!, t.plan);
+      return;
+    }
+    // Selection scores (and the tracked proportion) read the dense gradient, one layer at a time.
+    const g = new Tensor(native().matmul(dy.handle, x.handle, true, false));
+    try {
+      this.onTargetGrad(t, g);
+    } finally {
+      g.dispose();
+    }
   }
 
   /** Whether selection still waits for gradients (false for the random and magnitude scores). */
@@ -368,7 +529,9 @@ export class Sift {
           case 'random':
             return new Tensor(N.rand([t.numel], 'f32', t.param.device, (this.options.seed * 1000003 + i * 7919 + 1) >>> 0));
           case 'magnitude': {
-            const a = new Tensor(N.unary('abs', t.param.handle));
+            const w = t.quant ? t.quant.layer.quantized!.dequantize() : t.param;
+            const a = new Tensor(N.unary('abs', w.handle));
+            if (w !== t.param) w.dispose();
             const f = new Tensor(N.cast(a.handle, 'f32'));
             a.dispose();
             const flat = new Tensor(N.view(f.handle, [t.numel], [1], 0));
@@ -419,7 +582,7 @@ export class Sift {
           t.score.dispose();
           t.score = null;
         }
-        t.baseFingerprint = yield* fingerprintSteps(t.param);
+        if (!t.quant) t.baseFingerprint = yield* fingerprintSteps(t.param);
       }
       for (const [name, p] of this.dense) this.denseFingerprints.set(name, yield* fingerprintSteps(p));
       // The sparse gradients of all targets on one device are views into one f32 buffer, so that
@@ -443,10 +606,20 @@ export class Sift {
         offsets.set(device, off + padded(t.k));
         this.gradSlots.set(t, { offset: off, span: padded(t.k) });
         t.grad = keep(new Tensor(N.view(buf.handle, [t.k], [1], off), { shape: [t.k], dtype: 'f32', device, strides: [1], offset: off }));
-        if (t.k > 0) N.gatherInto(t.base.handle, t.param.handle, t.idx!.handle, false);
+        if (t.quant) {
+          // The base values are the dequantized weight's; the values start from them.
+          t.quant.local = keep(new Tensor(N.arange(0, t.k, 1, 'i32', device)));
+          if (t.k > 0) {
+            const w = t.quant.layer.quantized!.dequantize();
+            N.gatherInto(t.base.handle, w.handle, t.idx!.handle, false);
+            w.dispose();
+            N.copy_(t.param.handle, t.base.handle);
+          }
+        } else if (t.k > 0) N.gatherInto(t.base.handle, t.param.handle, t.idx!.handle, false);
         if (t.k > 0 && this.usesSddmm(t)) {
-          t.plan = keep(new Tensor(N.sddmmPlan(t.idx!.handle, t.param.shape[0], t.param.shape[1])));
-          setSparseWeightGradient(t.param, { grad: t.grad, idx: t.idx!, plan: t.plan });
+          t.plan = keep(new Tensor(N.sddmmPlan(t.idx!.handle, t.shape[0], t.shape[1])));
+          // A quantized layer hands its gradient's factors to the target (onQuantizedGrad).
+          if (!t.quant) setSparseWeightGradient(t.param, { grad: t.grad, idx: t.idx!, plan: t.plan });
         }
       }
       for (const [name, p] of this.dense) {
@@ -460,7 +633,7 @@ export class Sift {
   /** Whether target t's gradient, after selection, comes from the SDDMM (see SiftOptions.sparseGradient). */
   usesSddmm(t: SparseTarget): boolean {
     const mode = this.options.sparseGradient ?? 'auto';
-    if (mode === 'dense' || this.options.trackGradProportion || t.param.ndim !== 2) return false;
+    if (mode === 'dense' || this.options.trackGradProportion || t.shape.length !== 2) return false;
     return mode === 'sddmm' || t.param.device === 'cpu';
   }
 
@@ -473,7 +646,7 @@ export class Sift {
   /** Trainable and total entries per tensor and in all. */
   summary(): SiftSummary {
     const rows: SiftSummaryRow[] = [];
-    for (const t of this.targets) rows.push({ name: t.name, kind: 'sparse', shape: t.param.shape, total: t.numel, trainable: t.k });
+    for (const t of this.targets) rows.push({ name: t.name, kind: 'sparse', shape: t.shape, total: t.numel, trainable: t.k });
     for (const [name, p] of this.dense) rows.push({ name, kind: 'dense', shape: p.shape, total: p.size, trainable: p.size });
     for (const [name, p] of this.frozen) rows.push({ name, kind: 'frozen', shape: p.shape, total: p.size, trainable: 0 });
     const trainable = rows.reduce((a, r) => a + r.trainable, 0);
@@ -494,12 +667,38 @@ export class Sift {
     return out;
   }
 
-  /** Removes the hooks and frees indices, buffers and base copies. The model is left as trained. */
+  /**
+   * Removes the hooks and frees indices, buffers and base copies. The model is left as trained: a
+   * quantized target's layer keeps its trained entries (indices and values), which it owns from
+   * then on.
+   */
   dispose(): void {
     if (this.phase === 'disposed') return;
+    const trained = this.phase === 'training';
     for (const r of this.removers) r();
     for (const t of this.targets) {
-      if (t.plan) setSparseWeightGradient(t.param, null);
+      if (t.plan && !t.quant) setSparseWeightGradient(t.param, null);
+      if (t.quant) {
+        t.quant.local?.dispose();
+        t.quant.local = null;
+        t.param.requiresGrad = false;
+        if (trained && t.idx && t.k > 0) {
+          const idx = t.idx;
+          const values = t.param;
+          t.quant.layer.trainedEntries = {
+            marker: values,
+            entries: () => ({ idx, values }),
+            weightGrad: () => {},
+            dispose: () => {
+              values.dispose();
+              idx.dispose();
+            },
+          };
+          t.idx = null;
+        } else {
+          t.param.dispose();
+        }
+      }
       for (const x of [t.idx, t.grad, t.base, t.score, t.plan]) x?.dispose();
       t.idx = t.grad = t.base = t.score = t.plan = null;
     }

@@ -54,6 +54,8 @@ export interface TargetPlan {
   sparse: [string, Tensor][];
   dense: [string, Tensor][];
   frozen: [string, Tensor][];
+  /** Target layers whose weight is already stored quantized (no parameter): weight names and module paths. */
+  quantized: [string, string][];
 }
 
 /** Splits a model's parameters into sparse targets, dense modules and frozen parameters. */
@@ -64,7 +66,13 @@ export function planTargets(
 ): TargetPlan {
   const isTarget = moduleMatcher(targetModules ?? 'all-linear', model, 'targetModules');
   const isDense = moduleMatcher(denseModules, model, 'denseModules');
-  const plan: TargetPlan = { sparse: [], dense: [], frozen: [] };
+  const plan: TargetPlan = { sparse: [], dense: [], frozen: [], quantized: [] };
+  if (isTarget && model.namedModules) {
+    for (const [path, m] of model.namedModules()) {
+      if (LINEAR_KINDS.has(m.kind) && (m as { quantized?: unknown }).quantized && isTarget(path))
+        plan.quantized.push([`${path}.weight`, path]);
+    }
+  }
   for (const [name, t] of model.namedParameters()) {
     const path = modulePath(name);
     const target = !!isTarget && isTarget(path);
@@ -76,7 +84,7 @@ export function planTargets(
     else if (dense) plan.dense.push([name, t]);
     else plan.frozen.push([name, t]);
   }
-  if (plan.sparse.length === 0 && plan.dense.length === 0) {
+  if (plan.sparse.length === 0 && plan.dense.length === 0 && plan.quantized.length === 0) {
     throw new SiftError('E_ARG', `no parameter matches targetModules ${JSON.stringify(targetModules ?? 'all-linear')}`);
   }
   return plan;

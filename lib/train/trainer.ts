@@ -37,7 +37,8 @@ import { noGrad } from '../autograd/tape';
 import type { PreTrainedModel } from '../models/common';
 import { stateDict } from '../models/weights';
 import type { TextTokenizer } from '../tokenizers/types';
-import { Sift } from '../sift/sift';
+import { Sift, paramIndices } from '../sift/sift';
+import { Linear } from '../nn/layers';
 import { SparseAdamW } from '../sift/optimizer';
 import { saveIncrement } from '../sift/increment';
 import { moduleMatcher, ModuleSelector } from '../sift/targets';
@@ -417,6 +418,11 @@ export class Trainer {
       this.model.to('bf16');
     }
     this.model.train();
+    check(
+      o.quantize === undefined || this.method !== 'full',
+      'E_UNSUPPORTED',
+      'the quantize option stores the frozen base quantized: full fine-tuning has none',
+    );
     if (this.method === 'sift' || this.method === 'random-sparse') {
       const s = o.sift ?? {};
       const sel = { ...(s.selection ?? {}) };
@@ -428,6 +434,7 @@ export class Trainer {
         seed: this.seed,
         trackGradProportion: o.trackGradProportion,
         sparseGradient: s.sparseGradient,
+        quantize: o.quantize,
         ...(this.group ? { reduceSelectionGradient: (g: Tensor) => void this.group!.allReduce(g) } : {}),
       });
     } else if (this.method === 'full') {
@@ -455,6 +462,17 @@ export class Trainer {
       for (const [, t] of denseParams) t.requiresGrad = true;
       this.trained = [...this._lora.namedParameters(), ...denseParams];
       this.opt = new DenseAdamW(this.trained, this.adamOptions());
+    }
+    if (o.quantize !== undefined) {
+      // The frozen base: the Linear layers that do not train (SIFT quantized its targets itself;
+      // LoRA's adapters and dense modules stay as they are).
+      const modules = new Map(this.model.namedModules());
+      this.model.quantize(o.quantize, {
+        keep: (p) => {
+          const m = modules.get(p);
+          return m instanceof Linear && !m.quantized && m.weight.requiresGrad;
+        },
+      });
     }
     if (masters) for (const t of masters.values()) t.dispose();
     this.setupDone = true;
@@ -1156,7 +1174,7 @@ export class Trainer {
               `resume: SIFT indices of '${t.name}' differ from the checkpoint's (resume from the same base model, data and seed)`,
             );
           // The f32 masters hold the trained values; the weights are their cast, as the optimizer writes them.
-          N.scatterInto(t.param.handle, t.idx!.handle, get(`optim.${t.name}.master`).handle, 'set');
+          N.scatterInto(t.param.handle, paramIndices(t)!.handle, get(`optim.${t.name}.master`).handle, 'set');
         }
         for (const [n, p] of this._sift.dense) N.copy_(p.handle, get(`param.${n}`).handle);
       } else {

@@ -7,6 +7,7 @@ import type { Tensor } from '../engine/tensor';
 import type { ModelOutput } from '../models/common';
 import type { ScheduleOptions } from '../sift/schedule';
 import type { ModuleSelector } from '../sift/targets';
+import type { QuantFormat } from '../autograd/quant';
 import type { SelectionOptions, SparseGradientMode } from '../sift/sift';
 import type { ReportTo } from '../io/tensorboard';
 import type { ProcessGroup } from '../dist/group';
@@ -115,6 +116,12 @@ export interface TrainerOptions {
   distBucketMb?: number;
   /** Data parallel: start each bucket's all-reduce during the backward, as soon as its gradients are complete (default true). */
   distOverlap?: boolean;
+  /**
+   * Store the frozen base quantized (int8 or NF4) when training starts: LoRA's base; with SIFT the
+   * targets' weights too (their selected entries train as f32 values beside the codes). Not for
+   * full fine-tuning. See docs/quantization.md.
+   */
+  quantize?: QuantFormat;
   /** bf16 weights and activations with f32 optimizer state (CUDA). */
   mixedPrecision?: 'bf16' | 'none';
   /** Recompute each block's activations in the backward. */

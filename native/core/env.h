@@ -33,6 +33,9 @@ inline constexpr Var kVars[] = {
     {"SIFT_FT_CUDA_SPARSE_ADAMW",
      "prefetch: the sparse AdamW kernel that fetches weight sectors into L2 first (default rounds; "
      "setCudaSparseAdamW)"},
+    {"SIFT_FT_CUDA_QUANT_GEMM",
+     "fused: quantized linear layers dequantize inside the GEMM's tiles on CUDA (default tiles: dequantized tiles "
+     "in memory, then the GEMM)"},
 };
 
 }  // namespace sift::env

@@ -153,8 +153,29 @@ void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Ten
   });
 }
 
+namespace {
+
+template <typename I>
+void set_entries(float* tile, int64_t n, const I* idx, int64_t k, const float* vals, int64_t lo) {
+  // idx is sorted: the entries of [lo, lo + n) are one run, found by binary search.
+  const I* b = std::lower_bound(idx, idx + k, I(lo), [](I a, I v) { return a < v; });
+  for (const I* p = b; p < idx + k && int64_t(*p) < lo + n; p++) tile[int64_t(*p) - lo] = vals[p - idx];
+}
+
+}  // namespace
+
+void set_sparse_entries(const Tensor& tile, const Tensor& idx, const Tensor& vals, int64_t lo) {
+  const int64_t n = tile.numel(), k = idx.numel();
+  if (k == 0) return;
+  if (idx.dtype == DType::I64) {
+    set_entries(tile.data<float>(), n, idx.data<int64_t>(), k, vals.data<float>(), lo);
+  } else {
+    set_entries(tile.data<float>(), n, idx.data<int32_t>(), k, vals.data<float>(), lo);
+  }
+}
+
 void quant_linear(const Tensor& x, const std::vector<Tensor>& s, bool nf4, int64_t rows, int64_t cols, bool transpose,
-                  const Tensor& y) {
+                  const Tensor& y, const Tensor& idx, const Tensor& vals) {
   const int64_t M = x.size(0);
   const int64_t tn = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t(1) << 20) / cols));
   Tensor tile = empty({tn, cols}, DType::F32, x.device());
@@ -168,6 +189,7 @@ void quant_linear(const Tensor& x, const std::vector<Tensor>& s, bool nf4, int64
     } else {
       dequantize_int8_rows(s[0], s[1], r0, t);
     }
+    if (idx.defined()) set_sparse_entries(t, idx, vals, r0 * cols);
     const float* W = t.data<float>();
     if (!transpose) {
       // Y[:, r0:r0+n] = X @ W_tile^T (B(k, j) = W[j * cols + k]).

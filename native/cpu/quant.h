@@ -25,8 +25,14 @@ void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Ten
 
 // transpose = false: y [M, rows] = x [M, cols] @ W^T; true: y [M, cols] = x [M, rows] @ W. x and y
 // contiguous f32; W (state as in native/ops/quant.h) is dequantized one tile of rows at a time
-// into a single buffer of about 4 MiB, so the whole dense weight never exists.
+// into a single buffer of about 4 MiB, so the whole dense weight never exists. With `idx` defined
+// (sorted flat indices into [rows, cols], i32 or i64, contiguous), the entries at idx take the
+// values `vals` (f32 [k]) instead of their dequantized ones, in every tile they fall in.
 void quant_linear(const Tensor& x, const std::vector<Tensor>& state, bool nf4, int64_t rows, int64_t cols,
-                  bool transpose, const Tensor& y);
+                  bool transpose, const Tensor& y, const Tensor& idx = Tensor(), const Tensor& vals = Tensor());
+
+// Writes vals[j] at tile.flat[idx[j] - lo] for the idx[j] in [lo, lo + tile.numel()) (idx sorted,
+// i32 or i64; tile contiguous f32): the trained entries of the weight rows a tile holds.
+void set_sparse_entries(const Tensor& tile, const Tensor& idx, const Tensor& vals, int64_t lo);
 
 }  // namespace sift::cpu

@@ -136,6 +136,131 @@ __global__ void dequantize_nf4_kernel(const unsigned char* packed, const unsigne
   }
 }
 
+template <typename I>
+__global__ void set_sparse_entries_kernel(float* tile, long long n, const I* idx, long long k, const float* vals,
+                                          long long lo) {
+  for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < k; j += (long long)gridDim.x * blockDim.x) {
+    const long long i = (long long)idx[j] - lo;
+    if (i >= 0 && i < n) tile[i] = vals[j];
+  }
+}
+
+// ---- the quantized GEMM with the weight dequantized inside the tiles (no dense weight in memory)
+
+constexpr int kGemmBM = 64, kGemmBN = 64, kGemmBK = 16;
+
+// The dequantized weight entry at flat index i (row r): the same arithmetic as the dequantize
+// kernels above, so the fused product reads the values the tiled path reads.
+__device__ __forceinline__ float deq_entry(const unsigned char* codes, const unsigned char* aq, const float* scale,
+                                           const float* offset, bool nf4, long long i, long long r) {
+  if (!nf4) return float(static_cast<const signed char*>(static_cast<const void*>(codes))[i]) * (scale[r] / 127.0f);
+  const long long blk = i / kNf4Block;
+  const float m = c_dynamic[aq[blk]] * scale[blk / kAbsmaxBlock] + offset[0];
+  const unsigned char byte = codes[i / 2];
+  return c_nf4[(i & 1) ? (byte & 0x0F) : (byte >> 4)] * m;
+}
+
+// First position j in idx[0, k) with idx[j] >= v (idx sorted; 32- or 64-bit).
+__device__ __forceinline__ long long lower_bound_idx(const void* idx, bool i64, long long k, long long v) {
+  long long lo = 0, hi = k;
+  while (lo < hi) {
+    const long long mid = (lo + hi) >> 1;
+    const long long x = i64 ? static_cast<const long long*>(idx)[mid] : (long long)static_cast<const int*>(idx)[mid];
+    if (x < v)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+__device__ __forceinline__ long long idx_at(const void* idx, bool i64, long long j) {
+  return i64 ? static_cast<const long long*>(idx)[j] : (long long)static_cast<const int*>(idx)[j];
+}
+
+// transpose = false: y [M, rows] = x [M, cols] deq(W)^T; true: y [M, cols] = x [M, rows] deq(W).
+// A block computes a 64 x 64 tile of y, 4 x 4 per thread; each step stages a 64 x 16 slab of x and
+// the matching 16 x 64 slab of W, dequantized into shared memory, with the trained entries that
+// fall in it written over their dequantized values.
+__global__ void __launch_bounds__(256)
+    quant_gemm_kernel(const float* x, const unsigned char* codes, const unsigned char* aq, const float* scale,
+                      const float* offset, bool nf4, long long rows, long long cols, bool transpose, const void* idx,
+                      bool i64, long long k, const float* vals, long long M, float* y) {
+  __shared__ float xs[kGemmBK][kGemmBM];
+  __shared__ float ws[kGemmBK][kGemmBN + 1];
+  const long long K = transpose ? rows : cols, N = transpose ? cols : rows;
+  const long long m0 = (long long)blockIdx.y * kGemmBM, n0 = (long long)blockIdx.x * kGemmBN;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  float acc[4][4] = {};
+  for (long long k0 = 0; k0 < K; k0 += kGemmBK) {
+    for (int e = tid; e < kGemmBM * kGemmBK; e += 256) {
+      const int mm = e / kGemmBK, kk = e % kGemmBK;
+      const long long gm = m0 + mm, gk = k0 + kk;
+      xs[kk][mm] = (gm < M && gk < K) ? x[gm * K + gk] : 0.f;
+    }
+    for (int e = tid; e < kGemmBN * kGemmBK; e += 256) {
+      // Consecutive threads read consecutive weight entries: along a row of W.
+      int nn, kk;
+      if (transpose) {
+        kk = e / kGemmBN;
+        nn = e % kGemmBN;
+      } else {
+        nn = e / kGemmBK;
+        kk = e % kGemmBK;
+      }
+      const long long gn = n0 + nn, gk = k0 + kk;
+      const long long r = transpose ? gk : gn, c = transpose ? gn : gk;
+      ws[kk][nn] = (gn < N && gk < K) ? deq_entry(codes, aq, scale, offset, nf4, r * cols + c, r) : 0.f;
+    }
+    if (k > 0) {
+      __syncthreads();
+      // One weight row segment per thread: rows n0.. (forward, 16 columns each) or k0.. (transpose,
+      // 64 columns each); the trained entries in it are one run of the sorted indices.
+      const int segs = transpose ? kGemmBK : kGemmBN, len = transpose ? kGemmBN : kGemmBK;
+      if (tid < segs) {
+        const long long r = transpose ? k0 + tid : n0 + tid;
+        const long long c0 = transpose ? n0 : k0;
+        if (r < rows && c0 < cols) {
+          const long long lo = r * cols + c0, hi = r * cols + min(cols, c0 + len);
+          for (long long j = lower_bound_idx(idx, i64, k, lo); j < k; j++) {
+            const long long f = idx_at(idx, i64, j);
+            if (f >= hi) break;
+            const int off = int(f - lo);
+            if (transpose)
+              ws[tid][off] = vals[j];
+            else
+              ws[off][tid] = vals[j];
+          }
+        }
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kGemmBK; kk++) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) a[i] = xs[kk][ty * 4 + i];
+#pragma unroll
+      for (int j = 0; j < 4; j++) b[j] = ws[kk][tx * 4 + j];
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const long long gm = m0 + ty * 4 + i;
+    if (gm >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const long long gn = n0 + tx * 4 + j;
+      if (gn < N) y[gm * N + gn] = acc[i][j];
+    }
+  }
+}
+
 }  // namespace
 
 void quantize_int8(const Tensor& w, const Tensor& q, const Tensor& absmax) {
@@ -187,6 +312,37 @@ void dequantize_nf4_rows(const Tensor& packed, const Tensor& absmax_q, const Ten
       static_cast<const unsigned char*>(packed.raw()), static_cast<const unsigned char*>(absmax_q.raw()),
       absmax_scale.data<float>(), offset.data<float>(), cols, r0, rows, out.data<float>());
   check_last_error("dequantize(nf4)");
+}
+
+void set_sparse_entries(const Tensor& tile, const Tensor& idx, const Tensor& vals, int64_t lo) {
+  const long long n = tile.numel(), k = idx.numel();
+  if (k == 0) return;
+  cudaStream_t st = current_stream(dev_of(tile));
+  // Every index is tested against the tile: k is a small fraction of the weight, and the tiles of
+  // one weight are few, so no search (which would read the indices back) is needed.
+  if (idx.dtype == DType::I64) {
+    set_sparse_entries_kernel<<<grid_for(k, kThreads), kThreads, 0, st>>>(tile.data<float>(), n, idx.data<int64_t>(), k,
+                                                                          vals.data<float>(), lo);
+  } else {
+    set_sparse_entries_kernel<<<grid_for(k, kThreads), kThreads, 0, st>>>(tile.data<float>(), n, idx.data<int32_t>(), k,
+                                                                          vals.data<float>(), lo);
+  }
+  check_last_error("quantLinear(trained entries)");
+}
+
+void quant_gemm(const Tensor& x, const std::vector<Tensor>& s, bool nf4, int64_t rows, int64_t cols, bool transpose,
+                const Tensor& idx, const Tensor& vals, const Tensor& y) {
+  const long long M = x.size(0), N = transpose ? cols : rows;
+  if (M == 0) return;
+  cudaStream_t st = current_stream(dev_of(x));
+  const bool has = idx.defined() && idx.numel() > 0;
+  const dim3 grid(unsigned((N + kGemmBN - 1) / kGemmBN), unsigned((M + kGemmBM - 1) / kGemmBM));
+  quant_gemm_kernel<<<grid, 256, 0, st>>>(
+      x.data<float>(), static_cast<const unsigned char*>(s[0].raw()),
+      nf4 ? static_cast<const unsigned char*>(s[1].raw()) : nullptr, nf4 ? s[2].data<float>() : s[1].data<float>(),
+      nf4 ? s[3].data<float>() : nullptr, nf4, rows, cols, transpose, has ? idx.raw() : nullptr,
+      has && idx.dtype == DType::I64, has ? idx.numel() : 0, has ? vals.data<float>() : nullptr, M, y.data<float>());
+  check_last_error("quantLinear(fused)");
 }
 
 }  // namespace sift::cuda

@@ -4,6 +4,9 @@
 #include "quant.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
 
 #include "dispatch.h"
 #include "elementwise.h"
@@ -60,6 +63,15 @@ Device check_state(const std::vector<Tensor>& s, const std::string& format, int6
   return dev;
 }
 
+// setQuantGemm: 'tiles' (each tile of weight rows dequantized to memory, then the engine's GEMM)
+// or 'fused' (cuda::quant_gemm: dequantized inside the GEMM's shared-memory tiles). The
+// environment variable SIFT_FT_CUDA_QUANT_GEMM=fused sets the initial mode.
+bool initial_fused() {
+  const char* e = std::getenv("SIFT_FT_CUDA_QUANT_GEMM");
+  return e && std::string(e) == "fused";
+}
+std::atomic<bool> g_fused{initial_fused()};
+
 // Rows per dequantized tile on CUDA: about 64 MiB of f32. (Freed tiles return to the stream's
 // caching allocator and are reused by the next tile, so one tile's memory is live at a time.)
 int64_t cuda_tile_rows(int64_t rows, int64_t cols) {
@@ -109,8 +121,19 @@ Tensor dequantize(const std::vector<Tensor>& s, const std::string& format, int64
 }
 
 Tensor quant_linear(const Tensor& x_in, const std::vector<Tensor>& s, const std::string& format, int64_t rows,
-                    int64_t cols, bool transpose) {
+                    int64_t cols, bool transpose, const Tensor& idx, const Tensor& vals) {
   const Device dev = check_state(s, format, rows, cols);
+  if (idx.defined()) {
+    SIFT_CHECK(idx.dtype == DType::I32 || idx.dtype == DType::I64, "E_DTYPE",
+               "quantLinear: entry indices must be i32 or i64, got ", dtype_name(idx.dtype));
+    SIFT_CHECK(idx.dim() == 1 && idx.is_contiguous(), "E_SHAPE", "quantLinear: entry indices must be 1-D contiguous");
+    SIFT_CHECK(vals.defined(), "E_ARG", "quantLinear: entry indices without values");
+    expect(vals, DType::F32, idx.numel(), dev, "entry values");
+    SIFT_CHECK(idx.device() == dev, "E_DEVICE", "quantLinear: entry indices on ", idx.device().str(), ", weight on ",
+               dev.str());
+    SIFT_CHECK(idx.numel() <= rows * cols, "E_SHAPE", "quantLinear: ", idx.numel(), " entries for a weight of ",
+               rows * cols);
+  }
   check_float(x_in, "quantLinear");
   SIFT_CHECK(x_in.device() == dev, "E_DEVICE", "quantLinear: input on ", x_in.device().str(), ", weight on ",
              dev.str());
@@ -130,21 +153,37 @@ Tensor quant_linear(const Tensor& x_in, const std::vector<Tensor>& s, const std:
     y = empty({M, out_f}, DType::F32, dev);
     if (M > 0) {
       const bool nf4 = format == "nf4";
-      CpuExecutor::get().enqueue([=]() { cpu::quant_linear(x2, s, nf4, rows, cols, transpose, y); });
+      CpuExecutor::get().enqueue([=]() { cpu::quant_linear(x2, s, nf4, rows, cols, transpose, y, idx, vals); });
     }
     Tensor out = make_view(y, out_shape, contiguous_strides(out_shape), y.offset);
     return x_in.dtype == DType::F32 ? out : cast(out, x_in.dtype);
   }
+#ifdef SIFT_WITH_CUDA
+  if (g_fused.load()) {
+    y = empty({M, out_f}, DType::F32, dev);
+    cuda::quant_gemm(x2, s, format == "nf4", rows, cols, transpose, idx, vals, y);
+    Tensor out = make_view(y, out_shape, contiguous_strides(out_shape), y.offset);
+    return x_in.dtype == DType::F32 ? out : cast(out, x_in.dtype);
+  }
+#endif
+  // A dequantized tile of rows [r0, r1), with the trained entries written in.
+  auto tile = [&](int64_t r0, int64_t r1) {
+    Tensor w = dequantize_rows(s, format, rows, cols, r0, r1);
+#ifdef SIFT_WITH_CUDA
+    if (idx.defined() && idx.numel() > 0) cuda::set_sparse_entries(w, idx, vals, r0 * cols);
+#endif
+    return w;
+  };
   const int64_t tn = cuda_tile_rows(rows, cols);
   if (tn >= rows) {
-    Tensor w = dequantize_rows(s, format, rows, cols, 0, rows);
+    Tensor w = tile(0, rows);
     y = matmul(x2, w, false, !transpose);
   } else if (!transpose) {
     // y[:, r0:r1] = x @ tile^T, one tile of weight rows at a time.
     y = empty({M, rows}, DType::F32, dev);
     for (int64_t r0 = 0; r0 < rows; r0 += tn) {
       const int64_t r1 = std::min(rows, r0 + tn);
-      Tensor w = dequantize_rows(s, format, rows, cols, r0, r1);
+      Tensor w = tile(r0, r1);
       Tensor part = matmul(x2, w, false, true);
       Tensor dst = make_view(y, {M, r1 - r0}, {rows, 1}, r0);
       copy_(dst, part);
@@ -153,7 +192,7 @@ Tensor quant_linear(const Tensor& x_in, const std::vector<Tensor>& s, const std:
     // y = sum over tiles of x[:, r0:r1] @ tile.
     for (int64_t r0 = 0; r0 < rows; r0 += tn) {
       const int64_t r1 = std::min(rows, r0 + tn);
-      Tensor w = dequantize_rows(s, format, rows, cols, r0, r1);
+      Tensor w = tile(r0, r1);
       Tensor xs = make_view(x2, {M, r1 - r0}, {in_f, 1}, x2.offset + r0);
       Tensor part = matmul(xs, w, false, false);
       if (!y.defined()) {
@@ -165,6 +204,13 @@ Tensor quant_linear(const Tensor& x_in, const std::vector<Tensor>& s, const std:
   }
   Tensor out = make_view(y, out_shape, contiguous_strides(out_shape), y.offset);
   return x_in.dtype == DType::F32 ? out : cast(out, x_in.dtype);
+}
+
+std::string set_quant_gemm(const std::string& mode) {
+  SIFT_CHECK(mode == "tiles" || mode == "fused", "E_ARG", "setQuantGemm: mode must be 'tiles' or 'fused', got '", mode,
+             "'");
+  const bool prev = g_fused.exchange(mode == "fused");
+  return prev ? "fused" : "tiles";
 }
 
 }  // namespace sift::ops

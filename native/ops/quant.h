@@ -28,8 +28,16 @@ Tensor dequantize_rows(const std::vector<Tensor>& state, const std::string& form
                        int64_t r0, int64_t r1);
 // transpose = false: y [..., rows] = x [..., cols] @ W^T; true: y [..., cols] = x [..., rows] @ W
 // (the input gradient of the former). W is dequantized by tiles of rows, never whole (unless it
-// fits one tile); the output has x's dtype (products accumulate in f32).
+// fits one tile); the output has x's dtype (products accumulate in f32). With `idx` defined (sorted,
+// unique flat indices into [rows, cols], i32 or i64) the weight is W with the entries at idx
+// replaced by `vals` (f32 [k]): SIFT's trained entries of a quantized target, written into each
+// dequantized tile.
 Tensor quant_linear(const Tensor& x, const std::vector<Tensor>& state, const std::string& format, int64_t rows,
-                    int64_t cols, bool transpose);
+                    int64_t cols, bool transpose, const Tensor& idx = Tensor(), const Tensor& vals = Tensor());
+
+// The CUDA quantized product: 'tiles' (the default: dequantized tiles in memory, then the GEMM) or
+// 'fused' (dequantized inside the GEMM's shared-memory tiles); returns the previous mode. The CPU
+// always uses tiles.
+std::string set_quant_gemm(const std::string& mode);
 
 }  // namespace sift::ops

@@ -20,7 +20,9 @@ import {
   liveTensors,
   stateDict,
   loadStateDictInto,
+  tensor,
 } from '../../lib';
+import type { TrainedEntries } from '../../lib/autograd/quant';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -253,6 +255,101 @@ describe('quantLinear vs the dense product on the dequantized weight', () => {
     }));
 });
 
+/** Sorted distinct flat indices spread over [0, n) (every `step`-th entry, shifted by `start`). */
+function spreadIndices(n: number, k: number, dtype: 'i32' | 'i64'): Tensor {
+  const step = Math.floor(n / k);
+  const v = Array.from({ length: k }, (_, j) => j * step + ((j * 7) % step));
+  return tensor(dtype === 'i64' ? BigInt64Array.from(v, BigInt) : Int32Array.from(v), [k], { dtype });
+}
+
+describe('quantLinear with trained entries (SIFT on a quantized weight)', () => {
+  // 1100 x 1024 spans several CPU tiles: entries on tile boundaries must land in the right tile.
+  test.each([
+    ['nf4', 40, 64, 'i32'],
+    ['int8', 1100, 1024, 'i32'],
+    ['nf4', 1100, 1024, 'i64'],
+  ] as const)('%s [%i, %i] %s indices: forward, input gradient and the weight gradient at the entries', (fmt, R, C, idt) =>
+    tidy(() => {
+      const w = randomTensor([R, C], 21, { dtype: 'f32', scale: 0.05 });
+      const q = QuantizedWeight.from(w, fmt);
+      const k = Math.floor((R * C) / 97);
+      const idx = spreadIndices(R * C, k, idt);
+      const vals = randomTensor([k], 22, { dtype: 'f32' });
+      const marker = randomTensor([k], 23, { dtype: 'f32', requiresGrad: true });
+      let gotX: Float32Array | null = null;
+      let gotDy: Float32Array | null = null;
+      const entries: TrainedEntries = {
+        marker,
+        entries: () => ({ idx, values: vals }),
+        weightGrad: (xs, dys) => {
+          gotX = xs.toArray() as Float32Array;
+          gotDy = dys.toArray() as Float32Array;
+        },
+      };
+      const x = randomTensor([2, 3, C], 24, { dtype: 'f32', requiresGrad: true });
+      const y = quantLinear(x, q, null, entries);
+      const g = randomTensor([2, 3, R], 25, { dtype: 'f32' });
+      const [gx] = backwardGrads(y, g, [x]);
+      // The reference: the dequantized weight with the entries set, as a dense f32 weight.
+      const wd = q.dequantize();
+      native().scatterInto(wd.handle, idx.handle, vals.handle, 'set');
+      wd.requiresGrad = true;
+      const x2 = randomTensor([2, 3, C], 24, { dtype: 'f32', requiresGrad: true });
+      const y2 = linear(x2, wd, null);
+      const [gx2, gw2] = backwardGrads(y2, g, [x2, wd]);
+      expectClose(y.toArray() as Float32Array, y2.toArray() as Float32Array, { atol: 2e-5 * Math.sqrt(C / 40), rtol: 1e-4 });
+      expectClose(gx.toArray() as Float32Array, gx2.toArray() as Float32Array, { atol: 2e-5 * Math.sqrt(R / 24), rtol: 1e-4 });
+      // The factors handed to weightGrad give the weight's gradient: dy^T x.
+      expect(gotX).not.toBeNull();
+      const M = 6;
+      const gw = gw2.toArray() as Float32Array;
+      const ix = Array.from(idx.toArray() as ArrayLike<number | bigint>, Number);
+      for (const flat of ix.filter((_, j) => j % 13 === 0)) {
+        const r = Math.floor(flat / C),
+          c = flat % C;
+        let s = 0;
+        for (let m = 0; m < M; m++) s += gotDy![m * R + r] * gotX![m * C + c];
+        expect(Math.abs(s - gw[flat])).toBeLessThan(1e-4);
+      }
+      q.dispose();
+    }),
+  );
+
+  test('bad entries are SiftErrors', () =>
+    tidy(() => {
+      const q = QuantizedWeight.from(randomTensor([8, 16], 1, { dtype: 'f32' }), 'nf4');
+      const x = randomTensor([2, 16], 2, { dtype: 'f32' });
+      const N = native();
+      const idx = tensor(Int32Array.from([1, 5]), [2], { dtype: 'i32' });
+      const code = (fn: () => unknown) => {
+        try {
+          fn();
+        } catch (e) {
+          return (e as SiftError).code;
+        }
+        return undefined;
+      };
+      expect(
+        code(() => N.quantLinear(x.handle, q.handles, 'nf4', 8, 16, false, idx.handle, randomTensor([3], 3, { dtype: 'f32' }).handle)),
+      ).toBe('E_SHAPE');
+      expect(
+        code(() =>
+          N.quantLinear(
+            x.handle,
+            q.handles,
+            'nf4',
+            8,
+            16,
+            false,
+            randomTensor([2], 3, { dtype: 'f32' }).handle,
+            randomTensor([2], 3, { dtype: 'f32' }).handle,
+          ),
+        ),
+      ).toBe('E_DTYPE');
+      q.dispose();
+    }));
+});
+
 function backwardGrads(y: Tensor, g: Tensor, wrt: Tensor[]): Tensor[] {
   backward(y, g);
   return wrt.map((t) => t.grad!);
@@ -346,6 +443,74 @@ describe('models with quantized Linear layers', () => {
 });
 
 describeCuda('quantized weights: CUDA vs CPU', () => {
+  test.each([
+    ['int8', 70, 100, 5, 'i32'],
+    ['nf4', 70, 100, 5, 'i64'],
+    ['nf4', 1100, 1024, 67, 'i32'],
+    ['int8', 129, 4097, 3, 'i64'],
+  ] as const)(
+    'fused quantized GEMM (setQuantGemm fused) %s [%i, %i], %i rows of x, %s entries: both products vs the CPU',
+    (fmt, R, C, M, idt) =>
+      tidy(() => {
+        const prev = native().setQuantGemm('fused');
+        try {
+          const w = randomTensor([R, C], 41, { dtype: 'f32', scale: 0.05 });
+          const qc = QuantizedWeight.from(w, fmt);
+          const qg = QuantizedWeight.from(toDevice(w, 'cuda'), fmt);
+          const k = Math.floor((R * C) / 53);
+          const idx = spreadIndices(R * C, k, idt);
+          const vals = randomTensor([k], 42, { dtype: 'f32' });
+          const idxG = toDevice(idx, 'cuda'),
+            valsG = toDevice(vals, 'cuda');
+          for (const transpose of [false, true]) {
+            const x = randomTensor([M, transpose ? R : C], 43, { dtype: 'f32' });
+            const xg = toDevice(x, 'cuda');
+            for (const withEntries of [false, true]) {
+              const yc = withEntries
+                ? new Tensor(native().quantLinear(x.handle, qc.handles, fmt, R, C, transpose, idx.handle, vals.handle))
+                : new Tensor(native().quantLinear(x.handle, qc.handles, fmt, R, C, transpose));
+              const yg = withEntries
+                ? new Tensor(native().quantLinear(xg.handle, qg.handles, fmt, R, C, transpose, idxG.handle, valsG.handle))
+                : new Tensor(native().quantLinear(xg.handle, qg.handles, fmt, R, C, transpose));
+              expectClose(yg.toArray() as Float32Array, yc.toArray() as Float32Array, {
+                atol: 1e-4 * Math.sqrt((transpose ? R : C) / 64),
+                rtol: 1e-4,
+                label: `transpose=${transpose} entries=${withEntries}`,
+              });
+            }
+          }
+          qc.dispose();
+          qg.dispose();
+        } finally {
+          native().setQuantGemm(prev);
+        }
+      }),
+  );
+
+  test('quantLinear with trained entries over several tiles (forward and input gradient)', () =>
+    tidy(() => {
+      const R = 4200,
+        C = 4096; // more than one 2^24-element CUDA tile
+      const w = randomTensor([R, C], 31, { dtype: 'f32', scale: 0.05 });
+      const qc = QuantizedWeight.from(w, 'nf4');
+      const qg = QuantizedWeight.from(toDevice(w, 'cuda'), 'nf4');
+      const k = 50000;
+      const idx = spreadIndices(R * C, k, 'i32');
+      const vals = randomTensor([k], 32, { dtype: 'f32' });
+      const idxG = toDevice(idx, 'cuda'),
+        valsG = toDevice(vals, 'cuda');
+      const x = randomTensor([3, C], 33, { dtype: 'f32' });
+      const yc = new Tensor(native().quantLinear(x.handle, qc.handles, 'nf4', R, C, false, idx.handle, vals.handle));
+      const yg = new Tensor(native().quantLinear(toDevice(x, 'cuda').handle, qg.handles, 'nf4', R, C, false, idxG.handle, valsG.handle));
+      expectClose(yg.toArray() as Float32Array, yc.toArray() as Float32Array, { atol: 2e-4, rtol: 1e-4 });
+      const dy = randomTensor([3, R], 34, { dtype: 'f32' });
+      const gc = new Tensor(native().quantLinear(dy.handle, qc.handles, 'nf4', R, C, true, idx.handle, vals.handle));
+      const gg = new Tensor(native().quantLinear(toDevice(dy, 'cuda').handle, qg.handles, 'nf4', R, C, true, idxG.handle, valsG.handle));
+      expectClose(gg.toArray() as Float32Array, gc.toArray() as Float32Array, { atol: 2e-4, rtol: 1e-4 });
+      qc.dispose();
+      qg.dispose();
+    }));
+
   test.each([
     ['int8', 37, 300],
     ['nf4', 37, 300],

@@ -32,6 +32,41 @@ describe('plan agrees with the measured peak within 15%', () => {
   });
 });
 
+describe('plan agrees with the measured peak within 15%: SIFT on a quantized base (targets quantized)', () => {
+  const cases: [string, 'int8' | 'nf4', boolean, 'bf16' | 'none'][] = [];
+  for (const fam of ['llama', 'llama-wide'])
+    for (const qf of ['nf4', 'int8'] as const) for (const ck of [false, true]) cases.push([fam, qf, ck, fam === 'llama' ? 'none' : 'bf16']);
+  (built ? test.each(cases) : test.skip.each(cases))(
+    '%s --quantize %s checkpointing=%s precision=%s (needs dist/: npx tsc)',
+    (fam, quantize, ck, mp) => {
+      const opts = {
+        task: 'causal-lm' as const,
+        method: 'sift' as const,
+        batchSize: 2,
+        maxLength: fam.endsWith('wide') ? 128 : 32,
+        activationCheckpointing: ck,
+        mixedPrecision: mp,
+        quantize,
+      };
+      const plan = planMemory(CONFIGS[fam], opts);
+      expect(plan.parts.quantizedWeights).toBeGreaterThan(0);
+      const r = spawnSync(process.execPath, ['-e', MEASURE, root, JSON.stringify([CONFIGS[fam], opts])], {
+        encoding: 'utf8',
+        env: { ...process.env, SIFT_FT_CPU_QUEUE: '1' },
+      });
+      expect(r.stderr).toBe('');
+      const peak = Number(r.stdout);
+      expect(peak).toBeGreaterThan(0);
+      const ratio = plan.peakBytes / peak;
+      measured.push(
+        `| ${fam} ${quantize} | ${opts.maxLength} | sift | ${ck ? 'yes' : 'no'} | ${mp} | ${plan.peakBytes} | ${peak} | ${ratio.toFixed(3)} |`,
+      );
+      expect(ratio).toBeGreaterThan(0.85);
+      expect(ratio).toBeLessThan(1.15);
+    },
+  );
+});
+
 describe('shape-only module tree', () => {
   test('real parameter shapes of a Llama-3.2-1B config in a few bytes each', () => {
     const cfg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'bench', 'configs', 'llama-3.2-1b.json'), 'utf8')) as HFConfig;
@@ -72,7 +107,8 @@ describe('shape-only module tree', () => {
     const sum =
       p.parts.weights + p.parts.quantizedWeights + p.parts.trainableState + p.parts.gradients + p.parts.activations + p.parts.workspace;
     expect(p.peakBytes).toBe(sum);
-    // A run quantizes only what does not train: LoRA's whole base, SIFT's non-target layers.
+    // A run quantizes what does not train densely: LoRA's whole base; SIFT's linear layers, targets
+    // included (their trained entries are f32 values beside the codes).
     const lora = planMemory(cfg, { method: 'lora', batchSize: 1, maxLength: 128, mixedPrecision: 'bf16' });
     const loraNf4 = planMemory(cfg, { method: 'lora', batchSize: 1, maxLength: 128, mixedPrecision: 'bf16', quantize: 'nf4' });
     expect(loraNf4.parts.quantizedWeights).toBeGreaterThan(0);
@@ -85,7 +121,10 @@ describe('shape-only module tree', () => {
       mixedPrecision: 'bf16',
       quantize: 'nf4',
     });
-    expect(siftAll.parts.quantizedWeights).toBe(0);
+    expect(siftAll.parts.quantizedWeights).toBe(16 * perBlock.reduce((acc, [o, i]) => acc + quantizedBytes('nf4', o, i), 0));
+    // The values (f32) and positions (i32) of the entries beside the dense run's SIFT state.
+    expect(siftAll.parts.trainableState).toBe(p.parts.trainableState + 8 * k);
+    expect(siftAll.peakBytes).toBeLessThan(0.6 * p.peakBytes);
     const siftQV = planMemory(cfg, {
       method: 'sift',
       sparseRate: 0.01,
@@ -97,6 +136,43 @@ describe('shape-only module tree', () => {
     });
     expect(siftQV.parts.quantizedWeights).toBeGreaterThan(0);
     expect(siftQV.peakBytes).toBeLessThan(p.peakBytes);
+  });
+
+  test('tensors of 2^31 entries and more: 64-bit indices, exact k and sizes (shape-only, no memory)', () => {
+    // One MLP weight of 65536 x 32768 = 2^31 entries: its SIFT indices are i64 (8 bytes), the
+    // others' i32; k and the quantized bytes are exact integers past 2^31.
+    const cfg = {
+      ...CONFIGS.llama,
+      hidden_size: 65536,
+      intermediate_size: 32768,
+      num_hidden_layers: 1,
+      num_attention_heads: 512,
+      num_key_value_heads: 512,
+    };
+    const n = 65536 * 32768;
+    expect(n).toBe(2 ** 31);
+    expect(kForRate(0.01, n)).toBe(21474837);
+    expect(quantizedBytes('nf4', 65536, 32768)).toBe(n / 2 + n / 64 + 4 * (n / 64 / 256) + 4);
+    const p = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 4, targetModules: ['gate_proj', 'q_proj'] });
+    const kBig = kForRate(0.01, n);
+    const kQ = kForRate(0.01, 65536 * 65536);
+    expect(p.parts.indices).toBe(8 * kBig + 8 * kQ);
+    const small = planMemory(cfg, { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 4, targetModules: ['k_proj'] });
+    expect(small.parts.indices).toBe(8 * kForRate(0.01, 65536 * 65536));
+    // The embedding of a Llama-3 vocabulary: 128256 x 4096 = 525M entries, under 2^31: i32 indices.
+    const v = planMemory(
+      {
+        ...CONFIGS.llama,
+        vocab_size: 128256,
+        hidden_size: 4096,
+        intermediate_size: 64,
+        num_hidden_layers: 1,
+        num_attention_heads: 32,
+        num_key_value_heads: 8,
+      },
+      { method: 'sift', sparseRate: 0.01, batchSize: 1, maxLength: 4, targetModules: ['lm_head'] },
+    );
+    expect(v.parts.indices).toBe(4 * kForRate(0.01, 128256 * 4096));
   });
 
   test('quantized sizes: int8 one byte and a row scale; NF4 half a byte, an 8-bit absmax per 64, an f32 per 256 blocks', () => {
