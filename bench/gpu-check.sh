@@ -237,7 +237,8 @@ else
   # The SDDMM (SIFT's weight gradient at the selected entries, CUDA-core kernel) against the CPU
   # kernel before its benchmark; SIFT's 'auto' mode keeps the dense weight gradient on CUDA, so a
   # failure only drops the SDDMM benchmark and leaves every other stage on the dense path.
-  stage sddmm-check 90 /dev/null sh -c "${JEST[*]} test/native/sddmm.test.ts -t 'sddmm: CUDA' > '$WORK/sddmm.txt' 2>&1; rc=\$?; cat '$WORK/sddmm.txt' >> '$TESTS'; exit \$rc"
+  # A run where no test passed (CUDA not usable, the tests skipped) counts as a failure.
+  stage sddmm-check 90 /dev/null sh -c "${JEST[*]} test/native/sddmm.test.ts -t 'sddmm: CUDA' > '$WORK/sddmm.txt' 2>&1; rc=\$?; cat '$WORK/sddmm.txt' >> '$TESTS'; grep -Eq '^Tests: .*[0-9]+ passed' '$WORK/sddmm.txt' || exit 3; exit \$rc"
   if [ "$PLAN" = 0 ] && ! grep -q '"stage":"sddmm-check","rc":0' "$BENCH"; then
     say "SDDMM check failed (see tests.txt): its benchmark is skipped; SIFT runs with the dense weight gradient"
     echo "{\"bench\":\"stage\",\"stage\":\"sddmm-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"dense\"}" >> "$BENCH"

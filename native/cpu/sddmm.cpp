@@ -49,7 +49,10 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// The same sums with AVX2/FMA; four entries of one row share each load of their a row.
+// The same sums with AVX2/FMA; four entries of one row share each load of their a row. An
+// entry's sum is the same whether it goes in a group of four or alone (two accumulators, tokens
+// 16 at a time, then the last 8): which entries are grouped depends on where the tile range was
+// split over the threads, and the result must not.
 __attribute__((target("avx2,fma"))) void dots_avx2(const float* at, const float* bt, const Entry* es, int64_t n,
                                                    int64_t tp, float* acc) {
   int64_t e = 0;
@@ -60,17 +63,30 @@ __attribute__((target("avx2,fma"))) void dots_avx2(const float* at, const float*
       const float *y0 = bt + es[e].boff, *y1 = bt + es[e + 1].boff, *y2 = bt + es[e + 2].boff,
                   *y3 = bt + es[e + 3].boff;
       __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-      for (int64_t t = 0; t < tp; t += 8) {
+      __m256 u0 = _mm256_setzero_ps(), u1 = _mm256_setzero_ps(), u2 = _mm256_setzero_ps(), u3 = _mm256_setzero_ps();
+      int64_t t = 0;
+      for (; t + 16 <= tp; t += 16) {
+        const __m256 xv = _mm256_loadu_ps(x + t), xw = _mm256_loadu_ps(x + t + 8);
+        s0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y0 + t), s0);
+        u0 = _mm256_fmadd_ps(xw, _mm256_loadu_ps(y0 + t + 8), u0);
+        s1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y1 + t), s1);
+        u1 = _mm256_fmadd_ps(xw, _mm256_loadu_ps(y1 + t + 8), u1);
+        s2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y2 + t), s2);
+        u2 = _mm256_fmadd_ps(xw, _mm256_loadu_ps(y2 + t + 8), u2);
+        s3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y3 + t), s3);
+        u3 = _mm256_fmadd_ps(xw, _mm256_loadu_ps(y3 + t + 8), u3);
+      }
+      if (t < tp) {
         const __m256 xv = _mm256_loadu_ps(x + t);
         s0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y0 + t), s0);
         s1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y1 + t), s1);
         s2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y2 + t), s2);
         s3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(y3 + t), s3);
       }
-      acc[es[e].pos] += hsum256(s0);
-      acc[es[e + 1].pos] += hsum256(s1);
-      acc[es[e + 2].pos] += hsum256(s2);
-      acc[es[e + 3].pos] += hsum256(s3);
+      acc[es[e].pos] += hsum256(_mm256_add_ps(s0, u0));
+      acc[es[e + 1].pos] += hsum256(_mm256_add_ps(s1, u1));
+      acc[es[e + 2].pos] += hsum256(_mm256_add_ps(s2, u2));
+      acc[es[e + 3].pos] += hsum256(_mm256_add_ps(s3, u3));
       e += 4;
     } else {
       const float* x = at + ao;

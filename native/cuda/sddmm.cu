@@ -26,8 +26,19 @@ __global__ void __launch_bounds__(kThreads)
   const long long* order = reinterpret_cast<const long long*>(plan) + kSddmmPackedHeader;
   const long long* tiles = order + k;
   const long long tile = blockIdx.x;
+  // A plan made for other indices can have this plan's length (k and the tile count trade off
+  // against each other): its header, or entry ranges outside [0, k), set the error flag instead of
+  // reading past the plan (block-uniform exit, before any barrier).
+  if (plan[0] != m || plan[1] != n || plan[2] != k) {
+    if (threadIdx.x == 0) atomicOr(err, 1);
+    return;
+  }
   const long long row0 = tiles[3 * tile], col0 = tiles[3 * tile + 1], begin = tiles[3 * tile + 2];
   const long long end = tile + 1 < ntiles ? tiles[3 * (tile + 1) + 2] : tiles[3 * ntiles];
+  if (begin < 0 || end > k || begin > end) {
+    if (threadIdx.x == 0) atomicOr(err, 1);
+    return;
+  }
   const int tid = threadIdx.x;
   for (long long base = begin; base < end; base += (long long)kThreads * kPerThread) {
     long long pos[kPerThread];

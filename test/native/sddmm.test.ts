@@ -6,6 +6,7 @@
 import { Tensor, tensor, zeros, SiftError, tidy } from '../../lib';
 import { native } from '../../lib/engine/native';
 import { matmulRaw } from '../../lib/autograd/matmul';
+import { setNumThreads } from '../../lib/engine/runtime';
 import { describeCuda, seededValues } from '../helpers/gradcheck';
 
 const N = () => native();
@@ -124,6 +125,34 @@ describe('sddmm (cpu)', () => {
         sddmm(out, a, b, idx, false);
         const { g, mag } = reference(nums(a), nums(b), m, n, ixv);
         expectNear(nums(out), g, mag, 2e-6, dtype);
+      }
+    });
+  });
+
+  test('the same bits with 1 and 3 threads when a row runs across the tiles a thread split separates', () => {
+    // One row of entries, 7 in each of 37 column tiles: 3 threads split the tiles at 13 and 26
+    // (entries 91 and 182, not multiples of 4), so entries are grouped differently than on one
+    // thread; 40 tokens take both the 16-token steps and the 8-token tail.
+    tidy(() => {
+      const [tokens, m, n] = [40, 2, 64 * 37];
+      const a = tensor(seededValues(tokens * m, 41), [tokens, m]);
+      const b = tensor(seededValues(tokens * n, 42), [tokens, n]);
+      const ixv: number[] = [];
+      for (let ct = 0; ct < 37; ct++) for (let c = 0; c < 7; c++) ixv.push(ct * 64 + c);
+      const idx = tensor(ixv, [ixv.length], { dtype: 'i32' });
+      const before = setNumThreads(1);
+      try {
+        const one = zeros([ixv.length]);
+        sddmm(one, a, b, idx, false);
+        const oneBits = Buffer.from((one.toArray() as Float32Array).buffer);
+        setNumThreads(3);
+        const three = zeros([ixv.length]);
+        sddmm(three, a, b, idx, false);
+        expect(Buffer.from((three.toArray() as Float32Array).buffer).equals(oneBits)).toBe(true);
+        const { g, mag } = reference(nums(a), nums(b), m, n, ixv);
+        expectNear(nums(three), g, mag, 1e-6, 'three threads');
+      } finally {
+        setNumThreads(before);
       }
     });
   });
@@ -300,6 +329,26 @@ describeCuda('sddmm: CUDA matches CPU', () => {
           N().synchronize('cuda');
         }),
       ).toBe('E_INDEX');
+    });
+  });
+
+  test('a plan of the same length made for other indices or another shape is reported, not read past', () => {
+    tidy(() => {
+      const a = tensor(seededValues(4 * 64, 3), [4, 64], { device: 'cuda' });
+      const b = tensor(seededValues(4 * 256, 4), [4, 256], { device: 'cuda' });
+      // 4 entries in 4 tiles and 7 entries in 3 tiles: both plans hold 5 + 4 + 12 = 5 + 7 + 9 values.
+      const four = tensor([0, 64, 128, 192], [4], { dtype: 'i32', device: 'cuda' });
+      const seven = tensor([0, 1, 2, 64, 65, 128, 129], [7], { dtype: 'i32', device: 'cuda' });
+      const p7 = plan(seven, 64, 256);
+      expect(p7.size).toBe(plan(four, 64, 256).size);
+      for (const p of [p7, plan(four, 64, 512)]) {
+        expect(
+          codeOf(() => {
+            sddmm(zeros([4], { device: 'cuda' }), a, b, four, false, p);
+            N().synchronize('cuda');
+          }),
+        ).toBe('E_INDEX');
+      }
     });
   });
 });
