@@ -8,7 +8,7 @@ import { SiftError } from '../engine/errors';
 import { N, fresh, sumToShape } from './util';
 import { reshape, squeeze, unsqueeze } from './shape';
 import { gelu } from './elementwise';
-import { isGradEnabled, record } from './tape';
+import { isGradEnabled, noteSunkGradient, record } from './tape';
 
 function checkOperands(a: Tensor, b: Tensor, op: string): void {
   if (a.dtype !== b.dtype) throw new SiftError('E_DTYPE', `${op}: dtypes differ (${a.dtype} and ${b.dtype})`);
@@ -76,8 +76,9 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
  * Where a weight's gradient goes instead of a dense tensor: the entries `idx` (flat, into the
  * weight's own [rows, cols] layout) of its gradient are added into `grad` (f32 [k]) by the SDDMM,
  * straight from the layer's input and output gradient. SIFT sets this on its targets once the
- * indices are chosen; the weight's hooks then see no gradient from linear layers (and
- * gradients() with respect to it returns none from them).
+ * indices are chosen; the weight's gradient hooks then see no gradient from linear layers (and
+ * gradients() with respect to it returns none from them), while its post-accumulate hooks still
+ * run once the backward has completed its gradient.
  */
 export interface SparseWeightGradient {
   readonly grad: Tensor;
@@ -103,11 +104,15 @@ export function setSparseWeightGradient(weight: Tensor, sink: SparseWeightGradie
   }
 }
 
-/** Adds a weight's gradient at its sink's entries (the SDDMM) from the output gradient and the input. */
-function addSparseWeightGradient(sink: SparseWeightGradient, g: Tensor, x: Tensor, transW: boolean): void {
+/**
+ * Adds a weight's gradient at its sink's entries (the SDDMM) from the output gradient and the
+ * input; the weight's post-accumulate hooks still run once its gradient is complete.
+ */
+function addSparseWeightGradient(weight: Tensor, sink: SparseWeightGradient, g: Tensor, x: Tensor, transW: boolean): void {
   // Weight [out, in]: dW[r, c] = sum_t g[t, r] x[t, c]; [in, out]: sum_t x[t, r] g[t, c].
   const [a, b] = transW ? [g, x] : [x, g];
   N().sddmm(sink.grad.handle, a.handle, b.handle, sink.idx.handle, true, sink.plan.handle);
+  noteSunkGradient(weight);
 }
 
 /**
@@ -180,7 +185,7 @@ function affine(
     let gw: Tensor | null = null;
     const sparse = weight.requiresGrad ? sparseWeightGradients.get(weight) : undefined;
     if (sparse) {
-      addSparseWeightGradient(sparse, g!, x2, transW);
+      addSparseWeightGradient(weight, sparse, g!, x2, transW);
     } else if (weight.requiresGrad) {
       gw = transW ? matmulRaw(rows2d(g!), rows2d(x2), true, false) : matmulRaw(rows2d(x2), rows2d(g!), true, false);
     }
@@ -226,7 +231,7 @@ function affineEpilogue(
       let gb: Tensor | null = null;
       const sparse = weight.requiresGrad ? sparseWeightGradients.get(weight) : undefined;
       if (sparse) {
-        addSparseWeightGradient(sparse, gp, xr, transW);
+        addSparseWeightGradient(weight, sparse, gp, xr, transW);
         if (bias.requiresGrad) gb = sumToShape(gp, [outF]);
       } else if (weight.requiresGrad) {
         // linear: gW = gp^T x (gp is the left operand, A); conv1d: gW = x^T gp (gp is B).

@@ -127,6 +127,20 @@ const NO_TENSORS: Tensor[] = [];
 /** Marks of the DFS in runBackward: each walk uses a new value, so nothing needs clearing. */
 let walkMark = 0;
 
+/** Leaves whose gradient an op's backward wrote to a sink of their own (noteSunkGradient), not yet finished. */
+const sunkGradients = new WeakSet<Tensor>();
+
+/**
+ * Called by an op's backward that added a leaf's gradient somewhere other than the gradient it
+ * returns (a SIFT target's SDDMM sink): when the backward that finishes the leaf completes it, its
+ * post-accumulate hooks run although no dense gradient reached it (data parallel starts the
+ * gradient's bucket there). Also where the op ran in a nested backward (activation
+ * checkpointing's recomputation): the outer backward that finishes the leaf runs them.
+ */
+export function noteSunkGradient(leaf: Tensor): void {
+  sunkGradients.add(leaf);
+}
+
 function releaseNode(node: GradNode): void {
   node.backward = null;
   for (const t of node.owned) t.dispose();
@@ -249,12 +263,13 @@ function runBackward(root: Tensor, seedIn: Tensor | undefined, retainGraph: bool
     const slot = leafSlots.get(leaf);
     const g = slot ? slot[0] : null;
     leafSlots.delete(leaf);
-    if (!g) return;
     if (capture && capture.has(leaf)) {
-      captureLeaf(leaf, g);
+      if (g) captureLeaf(leaf, g);
       return;
     }
-    accumulateLeaf(leaf, g);
+    const sunk = sunkGradients.delete(leaf);
+    if (g) accumulateLeaf(leaf, g);
+    else if (!sunk) return;
     if (leaf.hasPostAccumulateGradHooks) for (const hook of [...leaf.postAccumulateGradHooks]) hook(leaf);
   };
   // Handed to the caller: it owns the tensor now (a copy where the slot's tensor is shared).

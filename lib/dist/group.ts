@@ -161,7 +161,8 @@ export class ProcessGroup {
 
   /** Sums a few numbers over the ranks (f64), e.g. loss sums and counts. */
   async allReduceNumbers(values: number[]): Promise<number[]> {
-    const t = new Tensor(native().fromBuffer(new Float64Array(values), [values.length], 'f64', 'cpu'));
+    // On the group's device: an NCCL group reduces CUDA tensors only.
+    const t = new Tensor(native().fromBuffer(new Float64Array(values), [values.length], 'f64', this.device));
     try {
       this.allReduce(t);
       return Array.from((await t.data()) as Float64Array);

@@ -619,8 +619,10 @@ export class Trainer {
       return e;
     };
     let buckets: GradientBuckets | null = null;
-    // A step read one step late (see the loop), until it is read.
+    // A step read one step late (see the loop), until it is read; and the step being run (freed
+    // here if the run ends by an error before it is read).
     let unread: StepRead | null = null;
+    let current: StepRead | null = null;
     try {
       if (outDir) {
         try {
@@ -787,6 +789,8 @@ export class Trainer {
         const W = weights.reduce((a, b) => a + b, 0) || 1;
         const losses: Tensor[] = [];
         const shardWeights: number[] = [];
+        const read: StepRead = { step: this.step + 1, losses, shardWeights, W, normSq: null, fence: null };
+        current = read;
         let stepTokens = 0;
         for (let i = 0; i < batches.length; i++) {
           const sh = this.shard(batches[i]);
@@ -805,7 +809,7 @@ export class Trainer {
           commInBackward = st.startedInBackward;
         }
         this.opt!.step();
-        const read: StepRead = { step: this.step + 1, losses, shardWeights, W, normSq: this.opt!.lastGradNormSq(), fence: null };
+        read.normSq = this.opt!.lastGradNormSq();
         await this.pace();
         read.fence = this.inFlight;
         this.step++;
@@ -924,6 +928,7 @@ export class Trainer {
       this.inFlight = null;
       if (last) await last.wait().catch(() => undefined);
       if (unread) disposeStepRead(unread);
+      if (current) disposeStepRead(current);
       restoreThreads();
       this.running = false;
     }

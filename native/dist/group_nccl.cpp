@@ -136,12 +136,16 @@ int nccl_type(DType d) {
 }
 
 // A collective in flight on the comm stream: its completion event, shared by the watchdog (which
-// polls it) and the Work (whose wait makes the compute stream wait for it).
+// polls it) and the Work (whose wait makes the compute stream wait for it). It holds the tensors
+// the collective reads and writes: their memory goes back to the caching allocator (whose reuse is
+// ordered on the compute stream only) once the collective has ended or the compute stream waits
+// for it, not while the comm stream may still use it (a Work dropped unwaited, e.g. on an error).
 struct Pending {
   void* event = nullptr;
   int device = 0;
   std::chrono::steady_clock::time_point deadline;
   const char* op = "";
+  std::vector<Tensor> buffers;
   ~Pending() { cuda::event_free(event); }
 };
 
@@ -182,7 +186,11 @@ class NcclGroup : public Group {
 
   ~NcclGroup() override {
     {
-      std::lock_guard<std::mutex> lk(mu_);
+      // Collectives still in flight (a run that ended by an error in the middle of a step) end first,
+      // or time out and the watchdog aborts the communicator: ncclCommDestroy waits for them, and
+      // would wait forever for a peer that is gone.
+      std::unique_lock<std::mutex> lk(mu_);
+      while (!inflight_.empty() && broken_.empty()) cv_.wait_for(lk, std::chrono::milliseconds(20));
       stop_ = true;
     }
     cv_.notify_all();
@@ -207,14 +215,14 @@ class NcclGroup : public Group {
   std::shared_ptr<Work> start_all_reduce_sum(const Tensor& t) override {
     check_tensor(t, "allReduce");
     int type = nccl_type(t.dtype);
-    return launch("ncclAllReduce", [&](void* st) {
+    return launch("ncclAllReduce", {t}, [&](void* st) {
       return lib_->all_reduce(t.raw(), t.raw(), size_t(t.numel()), type, kNcclSum, comm_, st);
     });
   }
 
   void broadcast(const Tensor& t, int root) override {
     check_tensor(t, "broadcast");
-    launch("ncclBroadcast", [&](void* st) {
+    launch("ncclBroadcast", {t}, [&](void* st) {
       return lib_->broadcast(t.raw(), t.raw(), t.nbytes(), 0 /* int8: bytes */, root, comm_, st);
     })->wait();
   }
@@ -224,13 +232,13 @@ class NcclGroup : public Group {
     check_tensor(out, "allGather");
     SIFT_CHECK(in.dtype == out.dtype && out.nbytes() == in.nbytes() * size_t(world_), "E_SHAPE", "allGather: output ",
                out.desc(), " must hold ", world_, " x ", in.desc());
-    launch("ncclAllGather", [&](void* st) {
+    launch("ncclAllGather", {in, out}, [&](void* st) {
       return lib_->all_gather(in.raw(), out.raw(), in.nbytes(), 0, comm_, st);
     })->wait();
   }
 
   void barrier() override {
-    launch("ncclAllReduce (barrier)", [&](void* st) {
+    launch("ncclAllReduce (barrier)", {}, [&](void* st) {
       return lib_->all_reduce(scratch_, scratch_, 1, kInt32, kNcclSum, comm_, st);
     })->wait();
     cuda::synchronize(device_);
@@ -251,7 +259,7 @@ class NcclGroup : public Group {
   // Launches one collective on the comm stream behind the compute stream's work so far, and
   // hands its completion event to the watchdog.
   template <typename F>
-  std::shared_ptr<Work> launch(const char* op, F&& f) {
+  std::shared_ptr<Work> launch(const char* op, std::vector<Tensor> buffers, F&& f) {
     throw_if_broken();
     cuda::set_device(device_);
     cuda::comm_wait_compute(device_);
@@ -260,6 +268,7 @@ class NcclGroup : public Group {
     p->event = cuda::comm_record(device_);
     p->device = device_;
     p->op = op;
+    p->buffers = std::move(buffers);
     p->deadline = std::chrono::steady_clock::now() + timeout_;
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -280,6 +289,8 @@ class NcclGroup : public Group {
       }
       std::vector<std::shared_ptr<Pending>> polled = inflight_;
       lk.unlock();
+      // The last references to finished collectives are dropped outside mu_ (polled.clear()): their
+      // buffers return to the allocator, which takes its own lock.
       std::string why;
       try {
         cuda::set_device(device_);
@@ -308,9 +319,15 @@ class NcclGroup : public Group {
         lib_->comm_abort(comm_);
         lk.lock();
         broken_ = str_cat(why, " (NCCL, rank ", rank_, " of ", world_, ")");
-        inflight_.clear();
+        std::vector<std::shared_ptr<Pending>> dropped;
+        dropped.swap(inflight_);
+        lk.unlock();
+        dropped.clear();
+        polled.clear();
+        lk.lock();
         continue;
       }
+      polled.clear();
       lk.lock();
       cv_.wait_for(lk, std::chrono::milliseconds(20), [&] { return stop_; });
     }

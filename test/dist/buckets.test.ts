@@ -1,7 +1,8 @@
 /**
  * Gradient buckets in one process (a one-rank gloo group, where a sum over the ranks is the
  * identity): how gradients are cut into buckets, that a bucket starts in the backward when its last
- * gradient is complete, in order, and that the dense gradients come back unchanged from staging.
+ * gradient is complete, in order (SIFT targets whose gradient goes through the SDDMM sink too),
+ * and that the dense gradients come back unchanged from staging.
  */
 import * as net from 'net';
 import { tensor, tidy, linear, randn, keep } from '../../lib';
@@ -9,6 +10,9 @@ import { ProcessGroup, glooAvailable } from '../../lib/dist/group';
 import { GradientBuckets, GradientSource } from '../../lib/dist/buckets';
 import { native } from '../../lib/engine/native';
 import { Tensor } from '../../lib/engine/tensor';
+import { createModel } from '../../lib/models';
+import { Sift, SparseGradientMode } from '../../lib/sift/sift';
+import { manualSeed } from '../../lib';
 
 const GLOO = glooAvailable();
 if (!GLOO) console.warn('test/dist/buckets: skipped: this build of the addon has no gloo (install libgloo-dev and rebuild)');
@@ -98,4 +102,52 @@ function freePort(): Promise<number> {
       for (const p of ps) p.dispose();
     }
   });
+  test.each([
+    ['sddmm', false],
+    ['sddmm', true],
+    ['dense', false],
+  ] as [SparseGradientMode, boolean][])(
+    "SIFT's sparse gradients (%s, checkpointing %s): every bucket starts in the backward and sums what the backward wrote",
+    (mode, checkpointing) => {
+      const m = createModel(
+        { model_type: 'gpt2', vocab_size: 50, n_positions: 16, n_embd: 32, n_layer: 2, n_head: 2 },
+        { task: 'causal-lm', dtype: 'f32', seed: 5 },
+      );
+      const sift = new Sift(m, { sparseRate: 0.05, sparseGradient: mode, denseModules: [] });
+      m.gradientCheckpointing = checkpointing;
+      const step = (seed: number) => {
+        const ids = [0, 1].map((r) => Array.from({ length: 7 }, (_, i) => 3 + ((seed * 7 + r * 5 + i * 3) % 40)));
+        manualSeed(seed);
+        tidy(() => m.forward({ inputIds: ids, attentionMask: ids.map((row) => row.map(() => 1)), labels: ids }).loss!.backward());
+      };
+      let b: GradientBuckets | null = null;
+      try {
+        step(1);
+        sift.select();
+        expect(sift.targets.filter((t) => sift.usesSddmm(t)).length > 0).toBe(mode === 'sddmm');
+        // As the trainer lists them: the reverse of the forward.
+        const order = new Map(m.namedParameters().map(([, t], i) => [t, i]));
+        const sources: GradientSource[] = sift.sparseGradientSlots
+          .map((s) => ({ kind: 'slice' as const, param: s.target.param, buffer: s.buffer, offset: s.offset, span: s.span }))
+          .sort((x, y) => order.get(y.param)! - order.get(x.param)!);
+        const read = () => sift.sparseGradientBuffers.map((t) => Array.from(t.toArray() as Float32Array));
+        step(2);
+        const want = read();
+        sift.zeroGrad();
+        // 256-byte buckets: about one target's selected values each.
+        b = new GradientBuckets(group, sources, { bucketMb: 256 / 2 ** 20 });
+        b.arm();
+        step(2);
+        const st = b.finish();
+        expect(st.buckets).toBeGreaterThan(3);
+        expect(st.startedInBackward).toBe(st.buckets);
+        expect(read()).toEqual(want);
+      } finally {
+        b?.dispose();
+        sift.dispose();
+        m.dispose();
+      }
+    },
+    60000,
+  );
 });
