@@ -14,9 +14,16 @@ Prints one JSON object per run (bench: "peer-train"): tokens/s, steps/s and the 
 torch.cuda.max_memory_allocated over the timed steps (weights and optimizer state included, as in
 bench/train.ts). Timing: warm-up steps, then timed steps between two torch.cuda.synchronize().
 
+  qlora LoRA r=8 on NF4 target layers (bitsandbytes Linear4bit, double-quantized, bf16 compute),
+        QLoRA-style; the rest of the model stays as built
+
 --tiny: small configs on any device (to test this script on a CPU); --toy-model: GPT-2 and LLaMA
 re-written here in plain PyTorch (same structure, dropout, initialisation and module names as
 transformers'), for machines without transformers; rows then say impl "pytorch re-implementation".
+--config PATH: a LLaMA-family config.json (e.g. bench/configs/llama-3-8b.json) instead of --models,
+random weights held in bf16 (rows say weights "bf16"); full fine-tuning then runs AdamW on bf16
+weights. A run that does not fit the card gives a row with status "oom"; a missing library
+(peft, bitsandbytes) a row with status "skipped" and the reason.
 """
 import argparse
 import contextlib
@@ -34,8 +41,12 @@ GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def model_config(key, tiny):
-    """(name, config kwargs, targets), matching bench/train.ts's modelSpec."""
+def model_config(key, tiny, config_path=None):
+    """(name, config kwargs, targets), matching bench/train.ts's modelSpec; or a config.json's."""
+    if config_path:
+        with open(config_path) as f:
+            cfg = json.load(f)
+        return os.path.splitext(os.path.basename(config_path))[0], cfg, LLAMA_TARGETS
     if key == "gpt2":
         if tiny:
             return "gpt2-small", dict(vocab_size=2048, n_positions=256, n_embd=128, n_layer=2, n_head=4), GPT2_TARGETS
@@ -137,14 +148,16 @@ def rotate_half(x):
 class ToyLlamaBlock(nn.Module):
     """LLaMA's decoder layer (RMSNorm, rotary, SwiGLU, no biases), transformers' module names."""
 
-    def __init__(self, d, inner, heads, eps):
+    def __init__(self, d, inner, heads, eps, kv_heads=None):
         super().__init__()
         self.heads = heads
+        self.kv_heads = kv_heads or heads
+        kv = self.kv_heads * (d // heads)
         self.input_layernorm = ToyRMSNorm(d, eps)
         self.post_attention_layernorm = ToyRMSNorm(d, eps)
         self.self_attn = nn.Module()
-        for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            setattr(self.self_attn, n, nn.Linear(d, d, bias=False))
+        for n, out in (("q_proj", d), ("k_proj", kv), ("v_proj", kv), ("o_proj", d)):
+            setattr(self.self_attn, n, nn.Linear(d, out, bias=False))
         self.mlp = nn.Module()
         self.mlp.gate_proj = nn.Linear(d, inner, bias=False)
         self.mlp.up_proj = nn.Linear(d, inner, bias=False)
@@ -154,9 +167,12 @@ class ToyLlamaBlock(nn.Module):
         B, T, D = x.shape
         a = self.self_attn
         h = self.input_layernorm(x)
-        sh = lambda t: t.view(B, T, self.heads, D // self.heads).transpose(1, 2)
-        q, k, v = sh(a.q_proj(h)), sh(a.k_proj(h)), sh(a.v_proj(h))
+        sh = lambda t, n: t.view(B, T, n, D // self.heads).transpose(1, 2)
+        q, k, v = sh(a.q_proj(h), self.heads), sh(a.k_proj(h), self.kv_heads), sh(a.v_proj(h), self.kv_heads)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        if self.kv_heads != self.heads:  # grouped-query attention: each k/v head serves heads/kv_heads queries
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
         x = x + a.o_proj(causal_attention(q, k, v, 0.0, self.training).transpose(1, 2).reshape(B, T, D))
         h = self.post_attention_layernorm(x)
         return x + self.mlp.down_proj(F.silu(self.mlp.gate_proj(h)) * self.mlp.up_proj(h))
@@ -166,16 +182,19 @@ class ToyLlama(nn.Module):
     """LlamaForCausalLM re-written here for machines without transformers (untied head)."""
 
     def __init__(self, vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
-                 rms_norm_eps=1e-6, rope_theta=10000.0, **_):
+                 rms_norm_eps=1e-6, rope_theta=10000.0, num_key_value_heads=None, tie_word_embeddings=False, **_):
         super().__init__()
         self.embed_tokens = nn.Embedding(vocab_size, hidden_size)
-        self.layers = nn.ModuleList([ToyLlamaBlock(hidden_size, intermediate_size, num_attention_heads, rms_norm_eps)
+        self.layers = nn.ModuleList([ToyLlamaBlock(hidden_size, intermediate_size, num_attention_heads, rms_norm_eps,
+                                                   num_key_value_heads)
                                      for _ in range(num_hidden_layers)])
         self.norm = ToyRMSNorm(hidden_size, rms_norm_eps)
         self.lm_head = nn.Linear(hidden_size, vocab_size, bias=False)
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=0.02)
+        if tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
         hd = hidden_size // num_attention_heads
         self.inv_freq = rope_theta ** (-torch.arange(0, hd, 2).float() / hd)
 
@@ -195,14 +214,32 @@ def lm_output(logits, labels):
     return type("Out", (), {"loss": loss})()
 
 
-def build_model(key, tiny, toy, device):
-    name, cfg, targets = model_config(key, tiny)
+def build_model(key, tiny, toy, device, config_path=None):
+    name, cfg, targets = model_config(key, tiny, config_path)
     torch.manual_seed(0)
     # Build on the device when this PyTorch can (torch >= 2.0): much faster than initialising on the CPU.
     ctx = torch.device(device) if device.startswith("cuda") and hasattr(torch.device, "__enter__") else contextlib.nullcontext()
     with ctx:
         model = _build(key, cfg, toy)
-    return name, model.to(device).train(), targets, cfg
+    model = model.to(device)
+    if config_path:  # billion-parameter shapes: bf16 weights, as they are published
+        model = model.to(torch.bfloat16)
+    return name, model.train(), targets, cfg
+
+
+def quantize_nf4(model, targets):
+    """The target nn.Linear layers replaced by bitsandbytes' NF4 Linear4bit (double-quantized
+    absmax, block 64, bf16 compute), quantized on the layer's device, as QLoRA loads a base."""
+    import bitsandbytes as bnb
+    for _, parent in list(model.named_modules()):
+        for cname, c in list(parent.named_children()):
+            if cname in targets and isinstance(c, nn.Linear):
+                q = bnb.nn.Linear4bit(c.in_features, c.out_features, bias=c.bias is not None,
+                                      compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4")
+                q.weight = bnb.nn.Params4bit(c.weight.data.to("cpu"), requires_grad=False,
+                                             compress_statistics=True, quant_type="nf4")
+                setattr(parent, cname, q.to(c.weight.device))
+                del c
 
 
 def _build(key, cfg, toy):
@@ -294,9 +331,10 @@ def bench_one(key, method, rate, a):
                model=None, method=method, rate=rate, dtype=a.dtype, batch=a.batch, seq=a.seq)
     model = opt = sift = None
     try:
-        name, model, targets, cfg = build_model(key, a.tiny, a.toy_model, device)
+        name, model, targets, cfg = build_model(key, a.tiny, a.toy_model, device, a.config)
         row["model"] = name
         row["impl"] = "pytorch re-implementation" if a.toy_model else "transformers"
+        row["weights"] = "bf16" if a.config else "f32"
         row["params"] = sum(p.numel() for p in model.parameters())
         vocab = cfg.get("vocab_size", 50257)
         g = torch.Generator().manual_seed(1234)
@@ -309,9 +347,13 @@ def bench_one(key, method, rate, a):
             loss.backward()
             return loss
 
-        if method in ("full", "lora"):
-            if method == "lora":
+        if method in ("full", "lora", "qlora"):
+            if method in ("lora", "qlora"):
                 import peft
+                if method == "qlora":
+                    import bitsandbytes  # noqa: F401 (a missing library skips the row before the model changes)
+                    quantize_nf4(model, targets)
+                    row["quantize"] = "nf4 (bitsandbytes Linear4bit, double quant)"
                 conv1d = key == "gpt2" and not a.toy_model
                 lcfg = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets, fan_in_fan_out=conv1d)
                 model = peft.get_peft_model(model, lcfg)
@@ -367,7 +409,8 @@ def bench_one(key, method, rate, a):
         row["tokensPerSec"] = round(a.batch * a.seq * steps / dt)
         row["loss"] = round(float(loss.item()), 4)
     except Exception as e:  # one failed run must not end the others
-        row["status"] = "skipped" if isinstance(e, ImportError) else "error"
+        oom = "out of memory" in str(e).lower()
+        row["status"] = "skipped" if isinstance(e, ImportError) else "oom" if oom else "error"
         row["error"] = ("%s: %s" % (type(e).__name__, e))[:300]
     finally:
         del model, opt, sift
@@ -390,19 +433,20 @@ def main():
     ap.add_argument("--dtype", default=None, choices=["bf16", "f32"])
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--toy-model", action="store_true")
+    ap.add_argument("--config", help="a LLaMA-family config.json: its shape (random bf16 weights) instead of --models")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: every core, as sift-ft uses)")
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
     if not cuda:
         torch.set_num_threads(a.threads or os.cpu_count() or 1)
-    a.tiny = a.tiny or not cuda
+    a.tiny = (a.tiny or not cuda) and not a.config
     a.batch = a.batch or (8 if not a.tiny else 4)
     a.seq = a.seq or (512 if not a.tiny else 64)
     a.dtype = a.dtype or ("bf16" if cuda else "f32")
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
     print("# torch %s on %s" % (torch.__version__, torch.cuda.get_device_name(0) if cuda else "cpu"), file=sys.stderr)
-    for key in a.models.split(","):
+    for key in (["llama"] if a.config else a.models.split(",")):
         for method in a.methods.split(","):
             for rate in ([float(r) for r in a.rates.split(",")] if method == "sift" else [None]):
                 print(json.dumps(bench_one(key, method, rate, a)), flush=True)
