@@ -7,6 +7,7 @@
 #
 #   bash bench/gpu-check.sh [OUTDIR] [--cpu-smoke] [--plan] [--with-tests] [--full-tests] [--budget=S]
 #   bash bench/gpu-check.sh [OUTDIR] --sst2 [--sst2-data=DIR] [--budget=S]
+#   bash bench/gpu-check.sh [OUTDIR] --shapes [--budget=S]
 #
 # OUTDIR defaults to $OUT, else ./gpu-check-out. Files written there (8 at most): summary.md,
 # results.json, bench.jsonl (our rows and one row per stage), peers.jsonl, tests.txt, env.txt, log.txt,
@@ -34,6 +35,7 @@ WITH_TESTS=0
 FULL_TESTS=0
 BUDGET=550
 SST2=0
+SHAPES=0
 SST2_DATA=../shared/data
 for a in "$@"; do
   case "$a" in
@@ -43,6 +45,7 @@ for a in "$@"; do
     --full-tests) FULL_TESTS=1 ;;
     --budget=*) BUDGET="${a#--budget=}" ;;
     --sst2) SST2=1 ;;
+    --shapes) SHAPES=1 ;;
     --sst2-data=*) SST2_DATA="${a#--sst2-data=}" ;;
     -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     -*) echo "gpu-check: unknown flag $a" >&2; exit 2 ;;
@@ -194,10 +197,28 @@ peft_stage() {
     echo "{\"bench\":\"stage\",\"stage\":\"peft\",\"rc\":null,\"seconds\":0,\"status\":\"skipped\",\"error\":\"python has no transformers and peft\"}" >> "$BENCH"
   fi
 }
+# Billion-parameter shapes: SIFT 1% (bf16) on the Llama-3.2-1B and Llama-3-8B shapes, tokens/s and
+# peak memory beside the plan's prediction, and one step of the Llama-3-70B shape with an NF4 base
+# (bench.jsonl, bench "shapes"); then the PyTorch peers at the same shapes and batches (LoRA, the
+# paper-style SIFT, QLoRA-style NF4 where bitsandbytes is installed, full fine-tuning where it fits;
+# peers.jsonl). The time left is split 55% / 30% / 15% between them, each under its own timeout.
+shapes_stage() {
+  local cap="$1" left=$((DEADLINE - SECONDS - 10))
+  local t=$(( cap < left ? cap : left ))
+  local peers=":"
+  if [ -n "$PY" ]; then
+    local toy=""; [ "$HAVE_TF" = 0 ] && toy="--toy-model"
+    local p="timeout -k 5"
+    p="$p $((t * 30 / 100)) '$PY' -B bench/peers/torch_train.py --device cuda $toy --config bench/configs/llama-3-8b.json --methods lora,sift,qlora,full --rates 0.01 --batch 4 --seq 2048 --warmup 1 --steps 3 >> '$PEERS' 2>> '$LOG'"
+    p="$p; timeout -k 5 $((t * 15 / 100)) '$PY' -B bench/peers/torch_train.py --device cuda $toy --config bench/configs/llama-3.2-1b.json --methods lora,sift,qlora,full --rates 0.01 --batch 8 --seq 2048 --warmup 1 --steps 3 >> '$PEERS' 2>> '$LOG'"
+    peers="$p"
+  fi
+  stage shapes "$cap" "$BENCH" sh -c "timeout -k 5 $((t * 55 / 100)) node '$DIST/bench/run.js' shapes --device=cuda --steps=4; rc=\$?; $peers; exit \$rc"
+}
 # The parity fixtures made again with transformers itself where it is installed: the script loads
 # the same weights into transformers' classes and fails when they disagree with the float64
 # reimplementation the committed fixtures come from (every family, logits, loss and gradients).
-if [ "$HAVE_TF" = 1 ]; then
+if [ "$HAVE_TF" = 1 ] && [ "$SHAPES" = 0 ]; then
   stage fixtures-transformers 120 /dev/null sh -c "'$PY' -B test/fixtures/make_fixtures.py --out '$WORK/fixtures' > '$WORK/fixtures.txt' 2>&1; rc=\$?; cat '$WORK/fixtures.txt' >> '$LOG'; exit \$rc"
 fi
 if [ "$SST2" = 1 ]; then
@@ -209,6 +230,8 @@ if [ "$SST2" = 1 ]; then
     --lrs 1e-4,1e-3,1e-2 --seeds 3 --quiet
   [ -f "$WORK/sst2/results.json" ] && cp "$WORK/sst2/results.json" "$OUTDIR/sst2-results.json"
   [ -f "$WORK/sst2/report.html" ] && cp "$WORK/sst2/report.html" "$OUTDIR/sst2-report.html"
+elif [ "$SHAPES" = 1 ]; then
+  shapes_stage "$BUDGET"
 elif [ "$SMOKE" = 1 ]; then
   stage train 90 "$BENCH" "${RUN[@]}" train --cpu-only --quick --models=gpt2,llama
   if [ -n "$PY" ]; then
@@ -416,6 +439,7 @@ KEOF
   else
     say "neither nsys nor ncu found: no per-kernel tables (kernels.txt)"
   fi
+  shapes_stage 240
   if [ "$FULL_TESTS" = 1 ] || [ $((DEADLINE - SECONDS)) -gt 200 ]; then
     stage tests-all 600 /dev/null sh -c "echo '==== whole suite' >> '$TESTS'; ${JEST[*]} --maxWorkers=8 >> '$TESTS' 2>&1"
   fi
