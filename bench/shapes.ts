@@ -16,7 +16,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { createModel, liveTensors, Linear, randn, ones, mul, noGrad, synchronize, QuantFormat } from '../lib';
+import { createModel, emptyCache, liveTensors, Linear, randn, ones, mul, noGrad, synchronize, QuantFormat } from '../lib';
 import { Trainer } from '../lib/train/trainer';
 import { planMemory, MemoryPlan, shapeOnlyModel } from '../lib/plan/plan';
 import type { HFConfig, PreTrainedModel } from '../lib/models/common';
@@ -156,7 +156,16 @@ interface RunShape {
  * without it exceeds 80% of memoryBytes), then the run: tokens/s over the steps after the first,
  * and the peak allocation beside the plan's prediction.
  */
-async function runShape(s: RunShape, device: 'cpu' | 'cuda', rate: number, memoryBytes: number, plannedOnly: boolean): Promise<void> {
+/** One line of the closing table. */
+type ShapeResult = { label: string; shape: string; planned: number; measured?: number; tokensPerSec?: number | null; error?: string };
+
+async function runShape(
+  s: RunShape,
+  device: 'cpu' | 'cuda',
+  rate: number,
+  memoryBytes: number,
+  plannedOnly: boolean,
+): Promise<ShapeResult> {
   const cfg = config(s.file);
   const base = {
     task: 'causal-lm' as const,
@@ -169,6 +178,7 @@ async function runShape(s: RunShape, device: 'cpu' | 'cuda', rate: number, memor
     ...(s.quantize ? { quantize: s.quantize } : {}),
   };
   const checkpointing = planMemory(cfg, base).peakBytes > 0.8 * memoryBytes;
+  const shape = `${s.batch} x ${s.seq}${checkpointing ? ', checkpointing' : ''}`;
   const plan = planMemory(cfg, { ...base, activationCheckpointing: checkpointing });
   const head = { bench: 'shapes', device, label: s.label, batch: s.batch, seq: s.seq, rate, quantize: s.quantize ?? null, checkpointing };
   console.log(
@@ -182,7 +192,7 @@ async function runShape(s: RunShape, device: 'cpu' | 'cuda', rate: number, memor
   );
   if (plannedOnly) {
     console.log(`${s.label} ${device}, batch ${s.batch} x ${s.seq}${checkpointing ? ', checkpointing' : ''}: plan ${gib(plan.peakBytes)}`);
-    return;
+    return { label: s.label, shape, planned: plan.peakBytes };
   }
   const t0 = Date.now();
   let model: PreTrainedModel | null = null;
@@ -244,6 +254,7 @@ async function runShape(s: RunShape, device: 'cpu' | 'cuda', rate: number, memor
     console.log(
       `${s.label} ${device}, SIFT ${rate}, batch ${s.batch} x ${s.seq}${checkpointing ? ', checkpointing' : ''}: ${tokensPerSec ?? '-'} tokens/s, measured ${gib(peak)}, plan ${gib(plan.peakBytes)} (plan/measured ${(plan.peakBytes / peak).toFixed(3)})`,
     );
+    return { label: s.label, shape, planned: plan.peakBytes, measured: peak, tokensPerSec };
   } catch (e) {
     // One shape that fails (out of memory) must not hide the others.
     console.log(
@@ -255,8 +266,14 @@ async function runShape(s: RunShape, device: 'cpu' | 'cuda', rate: number, memor
       }),
     );
     console.log(`${s.label} ${device}: error: ${(e as Error).message}`);
+    return { label: s.label, shape, planned: plan.peakBytes, error: String((e as Error).message ?? e).slice(0, 80) };
   } finally {
     model?.dispose();
+    // The next shape starts from an empty cache (the 70B one needs the card's memory unfragmented).
+    if (device === 'cuda') {
+      synchronize();
+      emptyCache();
+    }
   }
 }
 
@@ -287,7 +304,16 @@ export async function run(args: string[]): Promise<void> {
     // The billion-parameter shapes are run on CUDA only: elsewhere they are planned (nothing is allocated).
     const planOnly = args.includes('--plan-only') || (device !== 'cuda' && !one);
     const list = one ? [one] : args.includes('--70b-nf4') ? shapes.slice(2) : shapes;
-    for (const s of list) await runShape(s, device, rate, memoryBytes, planOnly);
+    const results: ShapeResult[] = [];
+    for (const s of list) results.push(await runShape(s, device, rate, memoryBytes, planOnly));
+    console.log(`\nSIFT ${rate} on ${device}, bf16`);
+    console.log('| shape | batch x seq | tokens/s | measured peak | plan peak | plan / measured |');
+    console.log('| --- | --- | --- | --- | --- | --- |');
+    for (const r of results)
+      console.log(
+        `| ${r.label} | ${r.shape} | ${r.error ? `error: ${r.error}` : (r.tokensPerSec ?? '-')} | ${r.measured ? gib(r.measured) : '-'} | ${gib(r.planned)} | ${r.measured ? (r.planned / r.measured).toFixed(3) : '-'} |`,
+      );
+    if (results.some((r) => r.error)) process.exitCode = 1;
     return;
   }
   if (args.includes('--8b-nf4')) return run8bNf4(flag(args, 'seq', 16), flag(args, 'batch', 1), flag(args, 'rate', 0.01));
