@@ -90,7 +90,8 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
   const goals: Goal[] = [];
   const train: Record<string, unknown>[] = [];
   const trainOurs = ours.filter((r) => r.bench === 'train');
-  const trainPeers = peers.filter((r) => r.bench === 'peer-train');
+  // Peers at the billion-parameter shapes (--config: bf16 weights) are judged with the shapes rows.
+  const trainPeers = peers.filter((r) => r.bench === 'peer-train' && r.weights !== 'bf16');
   const findPeer = (r: Row, method: string, rate: number | null) =>
     trainPeers.find((p) => ok(p) && kind(p) === kind(r) && p.model === r.model && p.method === method && sameRate(p.rate, rate)) ?? null;
 
@@ -180,6 +181,54 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
       target: 'grows with rate, < full',
       met: known.length < 2 || fullPeak === null ? null : monotone && known[known.length - 1] < fullPeak,
     });
+  }
+
+  // Billion-parameter shapes on CUDA: plan against measured peak, SIFT 1% on the 8B shape against
+  // PyTorch LoRA at the same shape and batch, and the 70B shape's NF4 step on one card.
+  for (const r of ours.filter((x) => x.bench === 'shapes' && kind(x) === 'cuda' && x.status !== undefined)) {
+    const label = String(r.label);
+    const measured = ok(r) ? num(r.measuredPeakBytes) : null;
+    const planned = num(r.plannedPeakBytes);
+    const pr = ratio(planned, measured);
+    goals.push({
+      goal: 'plan within 15% of measured peak',
+      subject: `${label} (cuda, ${r.batch} x ${r.seq})`,
+      ours: `plan ${gib(planned)}, measured ${gib(measured)}`,
+      peer: '',
+      ratio: pr,
+      target: '0.85 .. 1.15',
+      met: pr === null ? null : pr >= 0.85 && pr <= 1.15,
+    });
+    if (/^llama-3-70b/.test(label)) {
+      goals.push({
+        goal: 'trains with --quantize nf4 on one card',
+        subject: `${label} (cuda)`,
+        ours: ok(r) ? `peak ${gib(measured)}` : `error: ${String(r.error ?? '')}`,
+        peer: '',
+        ratio: null,
+        target: 'one step',
+        met: ok(r),
+      });
+    }
+    if (/^llama-3-8b/.test(label) && ok(r)) {
+      const p = peers.find(
+        (q) =>
+          q.bench === 'peer-train' && ok(q) && q.model === 'llama-3-8b' && q.method === 'lora' && q.batch === r.batch && q.seq === r.seq,
+      );
+      const tr = p ? ratio(num(r.tokensPerSec), num(p.tokensPerSec)) : null;
+      const less = p ? measured !== null && num(p.peakBytes) !== null && measured < (num(p.peakBytes) as number) : false;
+      goals.push({
+        goal: 'sift 1% tokens/s >= torch LoRA, with less memory',
+        subject: `${label} (cuda, ${r.batch} x ${r.seq})`,
+        ours: `${fmt(num(r.tokensPerSec))} tok/s, ${gib(measured)}`,
+        peer: p
+          ? `${fmt(num(p.tokensPerSec))} tok/s, ${gib(num(p.peakBytes))}${p.impl && p.impl !== 'transformers' ? ` (${p.impl})` : ''}`
+          : 'n/a',
+        ratio: tr,
+        target: '>= 1, less memory',
+        met: tr === null ? null : tr >= 1 && less,
+      });
+    }
   }
 
   // Selection: our topk on |g| scores vs torch.topk on the same scores.

@@ -103,6 +103,29 @@ describe('summary of the GPU check', () => {
     expect(s.errors.map((e) => e.error)).toEqual(['E_OOM: out of memory']);
   });
 
+  test('judges the billion-parameter shapes: plan against measured, SIFT on 8B against LoRA, 70B NF4 on one card', () => {
+    const shape = (label: string, extra: Partial<Row>): Row => ({ bench: 'shapes', device: 'cuda', label, batch: 4, seq: 2048, ...extra });
+    const ours = [
+      shape('llama-3-8b bf16', { plannedPeakBytes: 60 * GiB }), // the plan row alone is not judged
+      shape('llama-3-8b bf16', { status: 'ok', measuredPeakBytes: 50 * GiB, plannedPeakBytes: 60 * GiB, tokensPerSec: 12000 }),
+      shape('llama-3-70b nf4', { batch: 1, seq: 512, status: 'error', plannedPeakBytes: 72 * GiB, error: 'E_OOM: out of memory' }),
+    ];
+    const lora = peer('llama-3-8b', 'lora', null, 10000, 70 * GiB, { batch: 4, seq: 2048, weights: 'bf16' });
+    const sm = summarize(ours, [lora, peer('llama-3-8b', 'lora', null, 99999, GiB, { batch: 1, seq: 2048, weights: 'bf16' })], '');
+    const g = (goal: string, subject: string) => sm.goals.filter((x) => x.goal.startsWith(goal) && x.subject.startsWith(subject));
+    const plan8 = g('plan within 15%', 'llama-3-8b');
+    expect(plan8).toHaveLength(1);
+    expect(plan8[0].ratio).toBeCloseTo(1.2, 3);
+    expect(plan8[0].met).toBe(false);
+    const vsLora = g('sift 1% tokens/s >= torch LoRA', 'llama-3-8b')[0];
+    expect(vsLora.ratio).toBeCloseTo(1.2, 3); // the peer at the same batch and length
+    expect(vsLora.met).toBe(true);
+    expect(g('trains with --quantize nf4', 'llama-3-70b')[0].met).toBe(false);
+    expect(g('plan within 15%', 'llama-3-70b')[0].met).toBeNull();
+    // The shape peers are not listed as end-to-end rows without ours.
+    expect(sm.train).toHaveLength(0);
+  });
+
   test('parses test totals from the summary reporter or from jest', () => {
     expect(parseTests('x\n5 passed, 0 failed, 2 skipped\n')).toEqual({ passed: 5, failed: 0, skipped: 2 });
     expect(parseTests('Tests:       1 failed, 2 skipped, 40 passed, 43 total')).toEqual({ passed: 40, failed: 1, skipped: 2 });
