@@ -51,7 +51,7 @@ export const ENV_VARS = {
   },
   SIFT_FT_CUDA_SPARSE_ADAMW: {
     readBy: 'native',
-    doc: "prefetch: the CUDA sparse AdamW kernel that fetches weight sectors into L2 first (default rounds; setCudaSparseAdamW)",
+    doc: 'prefetch: the CUDA sparse AdamW kernel that fetches weight sectors into L2 first (default rounds; setCudaSparseAdamW)',
   },
   SIFT_FT_CUDA_QUANT_GEMM: {
     readBy: 'native',
