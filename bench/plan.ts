@@ -135,8 +135,8 @@ export interface PlanRow {
   line: string;
 }
 
-/** Plans and measures one case (the package must be built: dist/). */
-export function measureCase([fam, method, ck, mp]: PlanCase): PlanRow {
+/** Plans and measures one case (the package must be built: dist/), optionally on a quantized base. */
+export function measureCase([fam, method, ck, mp]: PlanCase, quantize?: 'int8' | 'nf4'): PlanRow {
   const opts = {
     task: 'causal-lm' as const,
     method,
@@ -144,6 +144,7 @@ export function measureCase([fam, method, ck, mp]: PlanCase): PlanRow {
     maxLength: fam.endsWith('wide') ? 128 : 32,
     activationCheckpointing: ck,
     mixedPrecision: mp,
+    ...(quantize ? { quantize } : {}),
   };
   const plan = planMemory(CONFIGS[fam], opts).peakBytes;
   const r = spawnSync(process.execPath, ['-e', MEASURE, repoRoot(), JSON.stringify([CONFIGS[fam], opts])], {
@@ -152,7 +153,7 @@ export function measureCase([fam, method, ck, mp]: PlanCase): PlanRow {
   });
   const peak = Number(r.stdout);
   const ratio = plan / peak;
-  const line = `| ${fam} | ${opts.maxLength} | ${method} | ${ck ? 'yes' : 'no'} | ${mp} | ${plan} | ${peak} | ${ratio.toFixed(3)} |`;
+  const line = `| ${fam}${quantize ? ` ${quantize}` : ''} | ${opts.maxLength} | ${method} | ${ck ? 'yes' : 'no'} | ${mp} | ${plan} | ${peak} | ${ratio.toFixed(3)} |`;
   return { plan, peak, ratio, stderr: r.stderr, line };
 }
 

@@ -39,30 +39,22 @@ describe('plan agrees with the measured peak within 15%: SIFT on a quantized bas
   (built ? test.each(cases) : test.skip.each(cases))(
     '%s --quantize %s checkpointing=%s precision=%s (needs dist/: npx tsc)',
     (fam, quantize, ck, mp) => {
-      const opts = {
-        task: 'causal-lm' as const,
-        method: 'sift' as const,
+      const plan = planMemory(CONFIGS[fam], {
+        task: 'causal-lm',
+        method: 'sift',
         batchSize: 2,
         maxLength: fam.endsWith('wide') ? 128 : 32,
         activationCheckpointing: ck,
         mixedPrecision: mp,
         quantize,
-      };
-      const plan = planMemory(CONFIGS[fam], opts);
-      expect(plan.parts.quantizedWeights).toBeGreaterThan(0);
-      const r = spawnSync(process.execPath, ['-e', MEASURE, root, JSON.stringify([CONFIGS[fam], opts])], {
-        encoding: 'utf8',
-        env: { ...process.env, SIFT_FT_CPU_QUEUE: '1' },
       });
+      expect(plan.parts.quantizedWeights).toBeGreaterThan(0);
+      const r = measureCase([fam, 'sift', ck, mp], quantize);
       expect(r.stderr).toBe('');
-      const peak = Number(r.stdout);
-      expect(peak).toBeGreaterThan(0);
-      const ratio = plan.peakBytes / peak;
-      measured.push(
-        `| ${fam} ${quantize} | ${opts.maxLength} | sift | ${ck ? 'yes' : 'no'} | ${mp} | ${plan.peakBytes} | ${peak} | ${ratio.toFixed(3)} |`,
-      );
-      expect(ratio).toBeGreaterThan(0.85);
-      expect(ratio).toBeLessThan(1.15);
+      expect(r.plan).toBe(plan.peakBytes);
+      expect(r.peak).toBeGreaterThan(0);
+      expect(r.ratio).toBeGreaterThan(0.85);
+      expect(r.ratio).toBeLessThan(1.15);
     },
   );
 });
@@ -148,6 +140,7 @@ describe('shape-only module tree', () => {
       num_hidden_layers: 1,
       num_attention_heads: 512,
       num_key_value_heads: 512,
+      head_dim: 128,
     };
     const n = 65536 * 32768;
     expect(n).toBe(2 ** 31);
