@@ -9,7 +9,8 @@ import { Sift, SparseGradientMode } from '../../lib/sift/sift';
 import { applyLora } from '../../lib/train/lora';
 import { Trainer } from '../../lib/train/trainer';
 import type { Row } from '../../lib/train/types';
-import { manualSeed, tidy, liveTensors } from '../../lib';
+import { manualSeed, tidy } from '../../lib';
+import { settledCpuTensors } from '../helpers/live';
 import { expectClose } from '../helpers/gradcheck';
 
 const configs: [string, HFConfig][] = [
@@ -136,7 +137,7 @@ test('a whole SIFT training run gives the same increment with the SDDMM as with 
     const label = r() < 0.5 ? 0 : 1;
     return { input_ids: [...ids, label ? 3 : 2], label };
   });
-  const before = liveTensors();
+  const before = await settledCpuTensors();
   const run = async (mode: SparseGradientMode) => {
     const m = createModel(cfg, { task: 'sequence-classification', seed: 7 });
     const t = new Trainer(m, null, {
@@ -171,5 +172,5 @@ test('a whole SIFT training run gives the same increment with the SDDMM as with 
   const off = all.filter((v, i) => Math.abs(v - ref[i]) > 1e-4 + 1e-3 * Math.abs(ref[i])).length;
   expect(off).toBeLessThanOrEqual(Math.max(1, Math.ceil(0.02 * all.length)));
   all.forEach((v, i) => expect(Math.abs(v - ref[i])).toBeLessThanOrEqual(2 * 1e-2 * 6));
-  expect(liveTensors().cpu.count).toBe(before.cpu.count);
+  expect(await settledCpuTensors()).toBe(before);
 }, 120000);

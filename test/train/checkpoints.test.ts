@@ -6,7 +6,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createModel, HFConfig, liveTensors } from '../../lib';
+import { createModel, HFConfig } from '../../lib';
+import { settledCpuTensors } from '../helpers/live';
 import { Trainer, listCheckpoints } from '../../lib/train/trainer';
 import { lrMultiplier } from '../../lib/sift/schedule';
 import type { TrainerEvent, TrainerOptions, Row } from '../../lib/train/types';
@@ -165,11 +166,11 @@ test('a run that logs every 5th step and diverges between: E_NUMERIC names the s
   const step = Number(/at step (\d+)/.exec((eager.error as Error).message)![1]);
   expect(step % 5).not.toBe(0); // a step that logs nothing: read one step late
   const out = path.join(dir, 'nan-late');
-  const live = liveTensors().cpu.count;
+  const live = await settledCpuTensors();
   const { events, error } = await runFit({ ...diverge, logEvery: 5, outDir: out });
   expect(error).toMatchObject({ code: 'E_NUMERIC' });
   // The step running when the late read failed is freed too (its loss and gradient norm).
-  expect(liveTensors().cpu.count).toBe(live);
+  expect(await settledCpuTensors()).toBe(live);
   expect((error as Error).message).toContain(`at step ${step} of 10`);
   expect((error as Error).message).toContain('no checkpoint was written before it');
   // No checkpoint, no best/, no trainer state: only the (empty) log.
