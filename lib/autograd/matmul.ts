@@ -85,6 +85,8 @@ export interface SparseWeightGradient {
   readonly idx: Tensor;
   /** The tile plan of idx (sddmmPlan with the weight's two dims), made once. */
   readonly plan: Tensor;
+  /** Called each time a backward adds a gradient through the SDDMM (SIFT counts the paths taken). */
+  readonly onUse?: () => void;
 }
 
 const sparseWeightGradients = new WeakMap<Tensor, SparseWeightGradient>();
@@ -113,6 +115,7 @@ function addSparseWeightGradient(weight: Tensor, sink: SparseWeightGradient, g: 
   const [a, b] = transW ? [g, x] : [x, g];
   N().sddmm(sink.grad.handle, a.handle, b.handle, sink.idx.handle, true, sink.plan.handle);
   noteSunkGradient(weight);
+  sink.onUse?.();
 }
 
 /**

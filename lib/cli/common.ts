@@ -12,7 +12,7 @@ import type { HFConfig, ModelTask, PreTrainedModel } from '../models/common';
 import { loadTokenizer } from '../tokenizers';
 import { loadOnnxModel } from '../onnx/import';
 import type { HfTokenizer } from '../tokenizers';
-import type { Row, TaskName } from '../train/types';
+import type { Row, SparseGradientPaths, TaskName } from '../train/types';
 import type { FlagSpec, Parsed } from './args';
 import { Linear } from '../nn/layers';
 import { parseQuantFormat } from '../autograd/quant';
@@ -250,6 +250,16 @@ function loadOnnxForTask(file: string, opts: { task: TaskName; device: string; l
   const cfg = model.config as HFConfig;
   const labels = opts.task === 'classify' ? (labelsFromId2Label(cfg.id2label) ?? opts.labels) : undefined;
   return { model: model as unknown as PreTrainedModel, tokenizer, config: cfg, dir: file, labels, initialized: [] };
+}
+
+/** One line on the path SIFT's weight gradients took (done event's sparseGradient). */
+export function fmtSparseGradient(p: SparseGradientPaths): string {
+  if (p.path === 'dense')
+    return `weight gradient: dense, then gathered at the selected entries (${p.targets} targets, ${p.denseSteps} steps)`;
+  return (
+    `weight gradient: SDDMM (selected entries only) on ${p.sddmmTargets} of ${p.targets} targets, ${p.sddmmSteps} of ${p.sddmmSteps + p.denseSteps} steps` +
+    (p.denseSteps ? ` (dense on the ${p.denseSteps} step(s) that measured the gradient proportion)` : '')
+  );
 }
 
 export function fmtInt(n: number): string {

@@ -8,7 +8,7 @@ import { SiftError } from '../engine/errors';
 import { loadRows } from '../train/data';
 import { distEnv, ProcessGroup } from '../dist/group';
 import { Trainer, latestCheckpoint } from '../train/trainer';
-import type { MethodName, Row, TaskName, TrainerEvent, TrainerOptions } from '../train/types';
+import type { MethodName, Row, SparseGradientPaths, TaskName, TrainerEvent, TrainerOptions } from '../train/types';
 import type { ModuleSelector } from '../sift/targets';
 import { FlagSpec, ParseResult, Parsed, resolvedConfig } from './args';
 import { writeFileAtomic } from '../io/atomic';
@@ -28,6 +28,7 @@ import {
   writeJson,
   columnFlags,
   columnsOf,
+  fmtSparseGradient,
   TASKS,
   activationCheckpointingFlag,
   gradAccumFlag,
@@ -114,6 +115,13 @@ export const finetuneFlags: Record<string, FlagSpec> = {
   'mixed-precision': mixedPrecisionFlag,
   'activation-checkpointing': activationCheckpointingFlag,
   'log-every': logEveryFlag,
+  'grad-proportion-every': {
+    type: 'number',
+    integer: true,
+    min: 0,
+    default: 0,
+    help: "sift, random-sparse: also measure the gradient proportion on the selected entries every N steps (log.jsonl's step events get meanGradProportion; it is always measured on the last step). Measuring steps take the dense weight gradient instead of the SDDMM",
+  },
   'quasi-sparsity': {
     type: 'boolean',
     help: "before training, measure the gradient's quasi-sparsity (share of the squared norm on the top 0.1%, 1%, 5% of entries per layer and overall) into log.jsonl and report.html",
@@ -238,7 +246,9 @@ export function trainerOptionsFrom(f: Parsed, task: TaskName, device: string, ou
     activationCheckpointing: !!f['activation-checkpointing'],
     outDir,
     maxLength: positiveInt(f['max-length'], 'max-length'),
-    trackGradProportion: method === 'sift' || method === 'random-sparse',
+    // Measured on the last step (and every --grad-proportion-every steps): the other steps keep the SDDMM.
+    trackGradProportion: method === 'sift' || method === 'random-sparse' ? 'sampled' : false,
+    gradProportionEvery: positiveInt(f['grad-proportion-every'], 'grad-proportion-every', true),
     logEvery: positiveInt(f['log-every'], 'log-every'),
     reportTo: (f['report-to'] as 'none' | 'tensorboard' | undefined) ?? 'none',
     quasiSparsity: !!f['quasi-sparsity'],
@@ -265,6 +275,10 @@ export interface FinetuneResult {
   stoppedEarly?: boolean;
   gradProportion?: Record<string, number>;
   meanGradProportion?: number;
+  /** The optimizer step the gradient proportion was measured on. */
+  gradProportionStep?: number;
+  /** sift, random-sparse: the path the targets' weight gradients took (the SDDMM or the dense gradient). */
+  sparseGradient?: SparseGradientPaths;
   /** Data parallel: the processes, and the gradient bytes all-reduced per step beside full fine-tuning's. */
   worldSize?: number;
   communication?: {
@@ -465,6 +479,8 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
       stoppedEarly: done?.stoppedEarly,
       gradProportion: rec.gradProportion,
       meanGradProportion: meanOf(rec.gradProportion),
+      gradProportionStep: done?.gradProportionStep,
+      sparseGradient: done?.sparseGradient,
       ...(group ? { worldSize: group.worldSize, communication: done?.communication } : {}),
       quasiSparsity: rec.quasiSparsity,
     };
@@ -494,7 +510,10 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
       ];
       if (metrics) lines.push(`eval: ${fmtMetrics(metrics)}`);
       if (result.meanGradProportion !== undefined)
-        lines.push(`gradient proportion on the selected entries (mean over targets): ${(100 * result.meanGradProportion).toFixed(1)}%`);
+        lines.push(
+          `gradient proportion on the selected entries (mean over targets${result.gradProportionStep !== undefined ? `, step ${result.gradProportionStep}` : ''}): ${(100 * result.meanGradProportion).toFixed(1)}%`,
+        );
+      if (result.sparseGradient) lines.push(fmtSparseGradient(result.sparseGradient));
       if (result.communication)
         lines.push(
           `data parallel over ${result.worldSize} processes: ${fmtBytes(result.communication.bytesPerStep)} of gradients all-reduced per step in ${result.communication.bucketsPerStep} bucket(s)${result.communication.overlap ? ' overlapped with the backward' : ''} (full fine-tuning: ${fmtBytes(result.communication.fullFinetuneBytesPerStep)}, ${(100 * result.communication.fraction).toPrecision(3)}%)`,
@@ -528,6 +547,7 @@ export function summaryOf(r: FinetuneResult): Record<string, unknown> {
     'wall time': fmtDuration(r.seconds),
     ...Object.fromEntries(Object.entries(r.metrics ?? {}).map(([k, v]) => [`eval ${k}`, v])),
     'mean gradient proportion': r.meanGradProportion !== undefined ? `${(100 * r.meanGradProportion).toFixed(1)}%` : undefined,
+    'weight gradient': r.sparseGradient ? fmtSparseGradient(r.sparseGradient).replace(/^weight gradient: /, '') : undefined,
   };
 }
 

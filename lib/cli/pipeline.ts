@@ -12,8 +12,8 @@ import { SiftError } from '../engine/errors';
 import type { HFConfig, PreTrainedModel } from '../models/common';
 import type { HfTokenizer } from '../tokenizers';
 import { Trainer } from '../train/trainer';
-import type { MethodName, Metrics, Row, TrainerEvent, TrainerOptions } from '../train/types';
-import { fmtBytes, fmtDuration, fmtInt, loadModelForTask, table } from './common';
+import type { MethodName, Metrics, Row, SparseGradientPaths, TrainerEvent, TrainerOptions } from '../train/types';
+import { fmtBytes, fmtDuration, fmtInt, fmtSparseGradient, loadModelForTask, table } from './common';
 import { meanOf } from './finetune';
 import { Progress, fmtMetrics } from './progress';
 import { RunData, RunRecorder, renderReport } from './report';
@@ -167,6 +167,8 @@ export interface MethodResult {
   lr?: number;
   gradProportion?: Record<string, number>;
   meanGradProportion?: number;
+  /** sift, random-sparse: the path the targets' weight gradients took (the SDDMM or the dense gradient). */
+  sparseGradient?: SparseGradientPaths;
   outDir: string;
   run: RunData;
 }
@@ -223,7 +225,8 @@ export async function finetuneMethod(spec: FinetuneSpec, m: MethodSpec, log: Log
     device: spec.device,
     labels: loaded.labels,
     outDir,
-    trackGradProportion: m.method === 'sift' || m.method === 'random-sparse',
+    // Measured on the last step: the other steps keep the SDDMM.
+    trackGradProportion: m.method === 'sift' || m.method === 'random-sparse' ? 'sampled' : false,
     ...spec.common,
     ...m.options,
     method: m.method,
@@ -251,6 +254,7 @@ export async function finetuneMethod(spec: FinetuneSpec, m: MethodSpec, log: Log
       lr: opts.lr,
       gradProportion: rec.gradProportion,
       meanGradProportion: meanOf(rec.gradProportion),
+      sparseGradient: rec.done?.sparseGradient,
       outDir,
       run: rec.run(name, flatConfig(opts), {}),
     };
@@ -298,6 +302,7 @@ export function summaryRow(r: MethodResult): Record<string, unknown> {
     ...Object.fromEntries(Object.entries(r.metrics).map(([k, v]) => [`eval ${k}`, v])),
     ...Object.fromEntries(Object.entries(r.testMetrics ?? {}).map(([k, v]) => [`test ${k}`, v])),
     'mean gradient proportion': r.meanGradProportion !== undefined ? `${(100 * r.meanGradProportion).toFixed(1)}%` : undefined,
+    'weight gradient': r.sparseGradient ? fmtSparseGradient(r.sparseGradient).replace(/^weight gradient: /, '') : undefined,
   };
 }
 

@@ -164,6 +164,7 @@ export class TensorBoardLogger {
     if (e.type === 'step') {
       const v: Record<string, number> = { 'train/loss': e.loss, 'train/learning_rate': e.lr, 'train/tokens_per_second': e.tokensPerSec };
       if (e.gradNorm !== undefined) v['train/grad_norm'] = e.gradNorm;
+      if (e.meanGradProportion !== undefined) v['sift/grad_proportion'] = e.meanGradProportion;
       this.writer.scalars(e.step, v);
     } else if (e.type === 'eval') {
       this.writer.scalars(

@@ -10,7 +10,7 @@ import { native } from '../engine/native';
 import { keep } from '../engine/scope';
 import { synchronizeAsync } from '../engine/runtime';
 import { noGrad } from '../autograd/tape';
-import { setSparseWeightGradient } from '../autograd/matmul';
+import { SparseWeightGradient, setSparseWeightGradient } from '../autograd/matmul';
 import { QuantFormat, TrainedEntries, parseQuantFormat } from '../autograd/quant';
 import { Linear } from '../nn/layers';
 import { NamedModel, ModuleSelector, modulePath, planTargets } from './targets';
@@ -43,14 +43,19 @@ export interface SiftOptions {
   selection?: SelectionOptions;
   /** Seed of the random selection. */
   seed?: number;
-  /** Measure each target's gradient proportion on the selected entries at every backward. */
-  trackGradProportion?: boolean;
+  /**
+   * Measure each target's gradient proportion on the selected entries (the share of the gradient's
+   * squared norm on them; it needs the dense gradient): true at every backward, 'sampled' only at
+   * the backwards run while `measureGradProportion` is set (the others keep the SDDMM).
+   */
+  trackGradProportion?: boolean | 'sampled';
   /**
    * How a 2-D target's gradient reaches its k entries once they are chosen, where the target is
    * the weight of a linear layer: 'sddmm' computes only those entries from the layer's input and
    * output gradient (no dense weight gradient); 'dense' computes the dense gradient and gathers;
    * 'auto' (default) is 'sddmm' for targets on the CPU and 'dense' on CUDA. Selection always uses
-   * the dense gradient, and so does trackGradProportion (it needs the whole gradient).
+   * the dense gradient, and so do the backwards that measure the gradient proportion (every one
+   * with trackGradProportion true; with 'sampled', those run while measureGradProportion is set).
    */
   sparseGradient?: SparseGradientMode;
   /**
@@ -174,6 +179,14 @@ export class Sift {
    * selectAsync() or the next read throws the same error). The Trainer sets false.
    */
   checkScoresInBackward = true;
+  /** With trackGradProportion 'sampled': whether the backwards from now on measure (see measureGradProportion). */
+  private measuring = false;
+  /** Gradients added to the targets' sparse gradients since zeroGrad() (one per target and backward). */
+  private pendingGradients = 0;
+  /** Target gradients (one per target and backward) since selection, by path. */
+  private readonly pathCounts = { sddmm: 0, dense: 0 };
+  /** The SDDMM sinks of the linear-layer targets, installed while no backward measures. */
+  private readonly sinks = new Map<SparseTarget, SparseWeightGradient>();
 
   constructor(model: NamedModel, options: SiftOptions) {
     check(
@@ -194,6 +207,11 @@ export class Sift {
       `selection.score must be abs, fisher, random or magnitude, got '${sel.score}'`,
     );
     check(['tensor', 'global'].includes(this.selection.scope), 'E_ARG', `selection.scope must be tensor or global, got '${sel.scope}'`);
+    check(
+      options.trackGradProportion === undefined || [true, false, 'sampled'].includes(options.trackGradProportion),
+      'E_ARG',
+      `trackGradProportion must be true, false or 'sampled', got '${options.trackGradProportion}'`,
+    );
     check(
       options.sparseGradient === undefined || ['auto', 'sddmm', 'dense'].includes(options.sparseGradient),
       'E_ARG',
@@ -332,8 +350,11 @@ export class Sift {
   /** The weight gradient of a quantized target, as its factors x [M, in] and dy [M, out] (f32). */
   private onQuantizedGrad(t: SparseTarget, x: Tensor, dy: Tensor): void {
     check(this.phase !== 'disposed', 'E_DISPOSED', 'this Sift was disposed');
-    if (this.phase === 'training' && !this.options.trackGradProportion) {
-      if (t.k > 0) addWeightGradAt(t.grad!, x, dy, t.idx!, t.plan);
+    if (this.phase === 'training' && !this.measuresNow) {
+      if (t.k > 0) {
+        addWeightGradAt(t.grad!, x, dy, t.idx!, t.plan);
+        this.noteGradient(t.plan ? 'sddmm' : 'dense');
+      }
       return;
     }
     // Selection scores (and the tracked proportion) read the dense gradient, one layer at a time.
@@ -390,8 +411,8 @@ export class Sift {
     // Training: keep the k entries, drop the dense gradient.
     if (t.k > 0) {
       N.gatherInto(t.grad!.handle, g.handle, t.idx!.handle, true);
-      if (this.options.trackGradProportion)
-        N.gradProportion(this.proportionBuffer(g.device).handle, this.targets.indexOf(t), g.handle, t.idx!.handle);
+      this.noteGradient('dense');
+      if (this.measuresNow) N.gradProportion(this.proportionBuffer(g.device).handle, this.targets.indexOf(t), g.handle, t.idx!.handle);
     }
     return null;
   }
@@ -619,7 +640,11 @@ export class Sift {
         if (t.k > 0 && this.usesSddmm(t)) {
           t.plan = keep(new Tensor(N.sddmmPlan(t.idx!.handle, t.shape[0], t.shape[1])));
           // A quantized layer hands its gradient's factors to the target (onQuantizedGrad).
-          if (!t.quant) setSparseWeightGradient(t.param, { grad: t.grad, idx: t.idx!, plan: t.plan });
+          if (!t.quant) {
+            const sink: SparseWeightGradient = { grad: t.grad, idx: t.idx!, plan: t.plan, onUse: () => this.noteGradient('sddmm') };
+            this.sinks.set(t, sink);
+            if (!this.measuring) setSparseWeightGradient(t.param, sink);
+          }
         }
       }
       for (const [name, p] of this.dense) {
@@ -633,14 +658,68 @@ export class Sift {
   /** Whether target t's gradient, after selection, comes from the SDDMM (see SiftOptions.sparseGradient). */
   usesSddmm(t: SparseTarget): boolean {
     const mode = this.options.sparseGradient ?? 'auto';
-    if (mode === 'dense' || this.options.trackGradProportion || t.shape.length !== 2) return false;
+    if (mode === 'dense' || this.options.trackGradProportion === true || t.shape.length !== 2) return false;
     return mode === 'sddmm' || t.param.device === 'cpu';
+  }
+
+  /**
+   * With trackGradProportion 'sampled': whether the next backwards measure the gradient proportion.
+   * While set, every target takes the dense gradient (and the proportion is measured, as with
+   * trackGradProportion true); while clear, the targets that use the SDDMM take it. Change it
+   * between optimizer steps only (after zeroGrad(), before the step's first backward), so that all
+   * micro-batches of one step take the same path. Always true with trackGradProportion true, and
+   * false without tracking.
+   */
+  get measureGradProportion(): boolean {
+    return this.measuresNow;
+  }
+
+  set measureGradProportion(on: boolean) {
+    check(
+      this.options.trackGradProportion === 'sampled',
+      'E_ARG',
+      `measureGradProportion is set per step with trackGradProportion 'sampled' (this Sift has ${this.options.trackGradProportion ?? false})`,
+    );
+    check(this.phase !== 'disposed', 'E_DISPOSED', 'this Sift was disposed');
+    on = !!on;
+    if (on === this.measuring) return;
+    check(
+      this.pendingGradients === 0,
+      'E_ARG',
+      'measureGradProportion changed between the backwards of one optimizer step: set it before the first (after zeroGrad())',
+    );
+    this.measuring = on;
+    for (const [t, sink] of this.sinks) setSparseWeightGradient(t.param, on ? null : sink);
+  }
+
+  private get measuresNow(): boolean {
+    const track = this.options.trackGradProportion;
+    return track === true || (track === 'sampled' && this.measuring);
+  }
+
+  private noteGradient(path: 'sddmm' | 'dense'): void {
+    this.pathCounts[path]++;
+    this.pendingGradients++;
+  }
+
+  /**
+   * Which path the targets' gradients took since selection, counted once per target and backward:
+   * `sddmm` (the SDDMM, from the layer's input and output gradient) or `dense` (the dense weight
+   * gradient, then a gather). `sddmmTargets`: the targets set up for the SDDMM (see usesSddmm).
+   */
+  gradientPaths(): { sddmm: number; dense: number; sddmmTargets: number; targets: number } {
+    return {
+      ...this.pathCounts,
+      sddmmTargets: this.targets.filter((t) => t.k > 0 && t.plan !== null).length,
+      targets: this.targets.length,
+    };
   }
 
   /** Clears the accumulated sparse gradients (the optimizer does this after each step). */
   zeroGrad(): void {
     for (const b of this.gradBuffers) native().fill_(b.handle, 0);
     for (const [, p] of this.dense) p.zeroGrad();
+    this.pendingGradients = 0;
   }
 
   /** Trainable and total entries per tensor and in all. */
@@ -655,8 +734,9 @@ export class Sift {
   }
 
   /**
-   * Per target, the share of the last backward's gradient squared norm that fell on the selected
-   * entries (needs trackGradProportion). Reads the device once, asynchronously.
+   * Per target, the share of the last measuring backward's gradient squared norm that fell on the
+   * selected entries (needs trackGradProportion; with 'sampled', the last backward run while
+   * measureGradProportion was set; empty before any). Reads the device once, asynchronously.
    */
   async gradProportions(): Promise<Map<string, number>> {
     check(!!this.options.trackGradProportion, 'E_ARG', 'gradProportions() needs the option trackGradProportion: true');
@@ -677,7 +757,7 @@ export class Sift {
     const trained = this.phase === 'training';
     for (const r of this.removers) r();
     for (const t of this.targets) {
-      if (t.plan && !t.quant) setSparseWeightGradient(t.param, null);
+      if (this.sinks.has(t)) setSparseWeightGradient(t.param, null);
       if (t.quant) {
         t.quant.local?.dispose();
         t.quant.local = null;
@@ -708,6 +788,7 @@ export class Sift {
     this.denseBase.clear();
     this.proportion?.dispose();
     this.proportion = null;
+    this.sinks.clear();
     this.phase = 'disposed';
   }
 }

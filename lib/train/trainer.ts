@@ -111,6 +111,8 @@ const TASK_METRICS: Record<TaskName, string[]> = {
 
 /** Metrics where lower is better; every other metric is better when greater. */
 const LOWER_IS_BETTER = new Set(['loss', 'perplexity']);
+/** The integer options that may be 0 (the others must be positive). */
+const NON_NEGATIVE = new Set<string>(['warmupSteps', 'evalEvery', 'checkpointEvery', 'gradProportionEvery']);
 
 /** 'eval_accuracy' (Hugging Face's spelling) -> 'accuracy'. */
 export function metricName(m: string): string {
@@ -244,16 +246,22 @@ export class Trainer {
       'evalEvery',
       'checkpointEvery',
       'logEvery',
+      'gradProportionEvery',
       'warmupSteps',
       'evalBatchSize',
     ] as const) {
       const v = options[k];
       check(
-        v === undefined || (Number.isInteger(v) && v >= (k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 0 : 1)),
+        v === undefined || (Number.isInteger(v) && v >= (NON_NEGATIVE.has(k) ? 0 : 1)),
         'E_ARG',
-        `${k} must be a ${k === 'warmupSteps' || k === 'evalEvery' || k === 'checkpointEvery' ? 'non-negative' : 'positive'} integer, got ${v}`,
+        `${k} must be a ${NON_NEGATIVE.has(k) ? 'non-negative' : 'positive'} integer, got ${v}`,
       );
     }
+    check(
+      options.trackGradProportion === undefined || [true, false, 'sampled'].includes(options.trackGradProportion),
+      'E_ARG',
+      `trackGradProportion must be true, false or 'sampled', got '${options.trackGradProportion}'`,
+    );
     check(
       options.epochs === undefined || (typeof options.epochs === 'number' && options.epochs > 0),
       'E_ARG',
@@ -754,6 +762,12 @@ export class Trainer {
       let commBytes = 0;
       let commBuckets = 0;
       let commInBackward = 0;
+      // trackGradProportion 'sampled': the steps that measure take the dense gradient, the others the SDDMM.
+      const sampled = !!this._sift && o.trackGradProportion === 'sampled';
+      const proportionEvery = o.gradProportionEvery ?? 0;
+      const measures = (step: number) => sampled && (step === this.total || (proportionEvery > 0 && step % proportionEvery === 0));
+      let proportionStep: number | undefined;
+      const paths = { sddmm: 0, dense: 0 };
       buckets = this.group ? this.gradientBuckets() : null;
       if (o.metricForBest && !this.best) {
         const metric = metricName(o.metricForBest);
@@ -791,6 +805,10 @@ export class Trainer {
         const shardWeights: number[] = [];
         const read: StepRead = { step: this.step + 1, losses, shardWeights, W, normSq: null, fence: null };
         current = read;
+        // Set for all micro-batches of the step: its accumulated gradient comes from one path.
+        const measureNow = measures(read.step);
+        if (sampled) this._sift!.measureGradProportion = measureNow;
+        const pathsBefore = this._sift?.gradientPaths();
         let stepTokens = 0;
         for (let i = 0; i < batches.length; i++) {
           const sh = this.shard(batches[i]);
@@ -808,6 +826,11 @@ export class Trainer {
           commBuckets = st.buckets;
           commInBackward = st.startedInBackward;
         }
+        if (pathsBefore) {
+          if (this._sift!.gradientPaths().sddmm > pathsBefore.sddmm) paths.sddmm++;
+          else paths.dense++;
+        }
+        if (measureNow) proportionStep = read.step;
         this.opt!.step();
         read.normSq = this.opt!.lastGradNormSq();
         await this.pace();
@@ -820,7 +843,7 @@ export class Trainer {
         // awaited the work before this step's, so its values are there without a wait.
         if (unread) this.checkFinite(unread.step, await this.readStep(unread), outDir);
         unread = null;
-        const logNow = this.step % logEvery === 0 || this.step === this.total;
+        const logNow = this.step % logEvery === 0 || this.step === this.total || measureNow;
         const evalNow = !!evalEx && !!o.evalEvery && this.step % o.evalEvery === 0;
         const saveNow = !!outDir && !!o.checkpointEvery && this.step % o.checkpointEvery === 0;
         if (!logNow && !evalNow && !saveNow && !this.group && this.asyncWaits && !o.signal?.aborted) {
@@ -840,6 +863,11 @@ export class Trainer {
         if (logNow) {
           const elapsed = (Date.now() - t0) / 1000;
           const done = this.step - startStep;
+          let meanGradProportion: number | undefined;
+          if (measureNow && proportionEvery > 0) {
+            const props = [...(await this._sift!.gradProportions()).values()];
+            if (props.length) meanGradProportion = props.reduce((a, b) => a + b, 0) / props.length;
+          }
           yield emit({
             type: 'step',
             step: this.step,
@@ -850,6 +878,7 @@ export class Trainer {
             tokensPerSec: elapsed > 0 ? tokens / elapsed : 0,
             elapsedSec: elapsed,
             etaSec: done > 0 ? (elapsed / done) * (this.total - this.step) : 0,
+            ...(meanGradProportion !== undefined ? { meanGradProportion } : {}),
           });
         } else {
           await sleepTick();
@@ -869,6 +898,8 @@ export class Trainer {
           yield await checkpoint();
         }
       }
+      // The next backward (another fit, or a caller's) starts on the SDDMM again.
+      if (sampled) this._sift!.measureGradProportion = false;
       // A run stopped (signal) right after a step read late: that step is checked before anything is written.
       if (unread) this.checkFinite(unread.step, await this.readStep(unread), outDir);
       unread = null;
@@ -884,7 +915,9 @@ export class Trainer {
       await this.deviceIdle();
       const c = this.counts();
       let gradProportion: Record<string, number> | undefined;
-      if (this._sift && o.trackGradProportion && !interrupted) gradProportion = Object.fromEntries(await this._sift.gradProportions());
+      if (this._sift && o.trackGradProportion && !interrupted && (!sampled || proportionStep !== undefined))
+        gradProportion = Object.fromEntries(await this._sift.gradProportions());
+      const gp = this._sift?.gradientPaths();
       yield emit({
         type: 'done',
         step: this.step,
@@ -893,6 +926,18 @@ export class Trainer {
         trainable: c.trainable,
         total: c.total,
         gradProportion,
+        ...(gradProportion && sampled ? { gradProportionStep: proportionStep } : {}),
+        ...(gp
+          ? {
+              sparseGradient: {
+                path: gp.sddmm > 0 ? ('sddmm' as const) : ('dense' as const),
+                targets: gp.targets,
+                sddmmTargets: gp.sddmmTargets,
+                sddmmSteps: paths.sddmm,
+                denseSteps: paths.dense,
+              },
+            }
+          : {}),
         ...(interrupted ? { interrupted: true } : {}),
         ...(stoppedEarly ? { stoppedEarly: true } : {}),
         ...(this.group

@@ -143,8 +143,20 @@ export interface TrainerOptions {
   signal?: AbortSignal;
   /** Max sequence length for tokenization / block size for causal-lm packing. */
   maxLength?: number;
-  /** Measure SIFT's gradient proportion (per target) at each logged step. */
-  trackGradProportion?: boolean;
+  /**
+   * Measure SIFT's gradient proportion: per target, the share of the gradient's squared norm on
+   * the selected entries, reported in the done event. It needs the dense weight gradient, so it
+   * decides which path the targets' gradients take: true measures at every backward (the dense
+   * gradient throughout, no SDDMM); 'sampled' measures only on the last optimizer step and every
+   * gradProportionEvery-th step, and those steps take the dense gradient while every other step
+   * keeps the SDDMM (sift.sparseGradient). The value is of the measured step's last micro-batch.
+   */
+  trackGradProportion?: boolean | 'sampled';
+  /**
+   * With trackGradProportion 'sampled': also measure every N optimizer steps (their step events
+   * carry meanGradProportion). Default 0: the last step only.
+   */
+  gradProportionEvery?: number;
   logEvery?: number;
   /**
    * Where the logged events also go (transformers' report_to): 'tensorboard' writes
@@ -192,6 +204,21 @@ export interface TrainerOptions {
   asyncWaits?: boolean;
 }
 
+/**
+ * Which path SIFT's target weight gradients took in a run. `path`: 'sddmm' where some target's
+ * gradient came from the SDDMM (computed at the selected entries only) on some step, else 'dense'.
+ * `sddmmTargets` of `targets` are set up for it (the others take the dense gradient and a gather,
+ * and so do all targets on the steps that measured the gradient proportion); `sddmmSteps` and
+ * `denseSteps` count the run's optimizer steps by path.
+ */
+export interface SparseGradientPaths {
+  path: 'sddmm' | 'dense';
+  targets: number;
+  sddmmTargets: number;
+  sddmmSteps: number;
+  denseSteps: number;
+}
+
 export type TrainerEvent =
   | { type: 'selection'; batches: number; trainable: number; total: number }
   | {
@@ -211,6 +238,8 @@ export type TrainerEvent =
       tokensPerSec: number;
       elapsedSec: number;
       etaSec: number;
+      /** Steps that measured the gradient proportion (gradProportionEvery): its mean over the targets. */
+      meanGradProportion?: number;
     }
   | { type: 'eval'; step: number; metrics: Metrics }
   | { type: 'checkpoint'; step: number; path: string }
@@ -222,6 +251,10 @@ export type TrainerEvent =
       trainable: number;
       total: number;
       gradProportion?: Record<string, number>;
+      /** The optimizer step gradProportion was measured on (the last step, unless the run stopped early). */
+      gradProportionStep?: number;
+      /** SIFT: the path the targets' weight gradients took. */
+      sparseGradient?: SparseGradientPaths;
       /** Data parallel: the processes and the gradient bytes all-reduced per optimizer step, beside what full fine-tuning's all-reduce would move. */
       worldSize?: number;
       communication?: {

@@ -1,0 +1,258 @@
+/**
+ * The gradient proportion as a sampled measurement (trackGradProportion 'sampled'): the steps that
+ * measure take the dense weight gradient, every other step the SDDMM. Against a run measuring at
+ * every backward (trackGradProportion true, the dense gradient throughout): the same sparse
+ * gradients on both paths, the same increment after a Trainer run (with and without gradient
+ * accumulation), the same proportion at the end; and the SDDMM counted on the steps that do not
+ * measure. Quantized targets switch the same way.
+ */
+import { createModel, HFConfig, PreTrainedModel } from '../../lib/models';
+import { Sift, SiftOptions } from '../../lib/sift/sift';
+import { Trainer } from '../../lib/train/trainer';
+import type { Row, TrainerEvent, TrainerOptions } from '../../lib/train/types';
+import { SiftError, manualSeed, tidy } from '../../lib';
+import { settledCpuTensors } from '../helpers/live';
+import { expectClose } from '../helpers/gradcheck';
+
+const llama: HFConfig = {
+  model_type: 'llama',
+  vocab_size: 48,
+  hidden_size: 32,
+  intermediate_size: 48,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 32,
+  pad_token_id: 0,
+};
+
+const batch = (seed: number) => {
+  const ids = [0, 1, 2].map((r) => Array.from({ length: 7 }, (_, i) => 3 + ((seed * 7 + r * 5 + i * 3) % 40)));
+  return { inputIds: ids, attentionMask: ids.map((row) => row.map((_, i) => (i < 5 ? 1 : 0))), labels: ids };
+};
+
+const grads = (sift: Sift) => sift.targets.map((t) => Array.from(t.grad!.toArray() as Float32Array));
+
+function expectSameGrads(got: number[][], want: number[][], names: string[]): void {
+  got.forEach((g, i) => {
+    const scale = Math.max(1e-30, ...want[i].map(Math.abs));
+    expectClose(g, want[i], { atol: 1e-5 * scale, rtol: 1e-5, label: names[i] });
+  });
+}
+
+describe.each<[string, Partial<SiftOptions>]>([
+  ['f32 targets', {}],
+  ['int8-quantized targets', { quantize: 'int8' }],
+])('Sift with trackGradProportion sampled: %s', (_name, extra) => {
+  test('measuring backwards take the dense gradient, the others the SDDMM, with the same sparse gradients', async () => {
+    const before = await settledCpuTensors();
+    const m: PreTrainedModel = createModel(llama, { task: 'causal-lm', seed: 5 });
+    const sift = new Sift(m, { sparseRate: 0.05, denseModules: [], trackGradProportion: 'sampled', ...extra });
+    const backward = (seed: number) => {
+      manualSeed(seed);
+      tidy(() => m.forward(batch(seed)).loss!.backward());
+    };
+    // Selection scores the dense gradient whatever the flag says.
+    sift.measureGradProportion = false;
+    backward(1);
+    sift.select();
+    const twoD = sift.targets.filter((t) => t.shape.length === 2).length;
+    expect(twoD).toBeGreaterThan(0);
+    expect(sift.targets.filter((t) => sift.usesSddmm(t)).length).toBe(twoD);
+    expect(sift.gradientPaths()).toEqual({ sddmm: 0, dense: 0, sddmmTargets: twoD, targets: sift.targets.length });
+
+    // A step that does not measure: the SDDMM for every 2-D target, two accumulated backwards.
+    backward(2);
+    backward(3);
+    const viaSddmm = grads(sift);
+    const p1 = sift.gradientPaths();
+    expect(p1.sddmm).toBe(2 * twoD);
+    expect(p1.dense).toBe(2 * (sift.targets.length - twoD));
+    expect((await sift.gradProportions()).size).toBe(0);
+    // The path is fixed for the whole step: switching between its backwards is refused.
+    expect(() => (sift.measureGradProportion = true)).toThrow(SiftError);
+    sift.zeroGrad();
+
+    // A step that measures: the dense gradient for every target, and the proportion.
+    sift.measureGradProportion = true;
+    expect(sift.measureGradProportion).toBe(true);
+    backward(2);
+    backward(3);
+    const viaDense = grads(sift);
+    const p2 = sift.gradientPaths();
+    expect(p2.sddmm).toBe(p1.sddmm);
+    expect(p2.dense).toBe(p1.dense + 2 * sift.targets.length);
+    expectSameGrads(
+      viaSddmm,
+      viaDense,
+      sift.targets.map((t) => t.name),
+    );
+    const sampled = await sift.gradProportions();
+    sift.zeroGrad();
+
+    // Back to the SDDMM.
+    sift.measureGradProportion = false;
+    backward(4);
+    expect(sift.gradientPaths().sddmm).toBe(p2.sddmm + twoD);
+    sift.dispose();
+    m.dispose();
+
+    // The proportion equals the one measured at every backward (of the last backward: seed 3).
+    const m2 = createModel(llama, { task: 'causal-lm', seed: 5 });
+    const every = new Sift(m2, { sparseRate: 0.05, denseModules: [], trackGradProportion: true, ...extra });
+    manualSeed(1);
+    tidy(() => m2.forward(batch(1)).loss!.backward());
+    every.select();
+    expect(every.targets.filter((t) => every.usesSddmm(t)).length).toBe(0);
+    expect(every.gradientPaths().sddmmTargets).toBe(0);
+    for (const seed of [2, 3]) {
+      manualSeed(seed);
+      tidy(() => m2.forward(batch(seed)).loss!.backward());
+    }
+    expectSameGrads(
+      grads(every),
+      viaDense,
+      every.targets.map((t) => t.name),
+    );
+    expect(every.measureGradProportion).toBe(true);
+    expect(() => (every.measureGradProportion = false)).toThrow(/sampled/);
+    const all = await every.gradProportions();
+    expect([...sampled.keys()]).toEqual([...all.keys()]);
+    for (const [name, v] of all) {
+      expect(v).toBeGreaterThan(0);
+      expect(sampled.get(name)!).toBeCloseTo(v, 5);
+    }
+    every.dispose();
+    m2.dispose();
+    expect(await settledCpuTensors()).toBe(before);
+  });
+});
+
+test('trackGradProportion accepts only true, false and sampled', () => {
+  const m = createModel(llama, { task: 'causal-lm', seed: 5 });
+  expect(() => new Sift(m, { sparseRate: 0.05, trackGradProportion: 'always' as never })).toThrow(/trackGradProportion/);
+  const s = new Sift(m, { sparseRate: 0.05 });
+  expect(s.measureGradProportion).toBe(false);
+  expect(() => (s.measureGradProportion = true)).toThrow(SiftError);
+  s.dispose();
+  m.dispose();
+});
+
+// ---- Trainer runs as the CLI makes them (sift, classify, the gradient proportion tracked)
+
+const cls: HFConfig = {
+  model_type: 'gpt2',
+  vocab_size: 12,
+  n_positions: 16,
+  n_embd: 16,
+  n_layer: 1,
+  n_head: 2,
+  num_labels: 2,
+  pad_token_id: 0,
+  initializer_range: 0.2,
+  embd_pdrop: 0,
+  attn_pdrop: 0,
+  resid_pdrop: 0,
+};
+
+function rowsOf(n: number): Row[] {
+  let s = 3;
+  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
+  return Array.from({ length: n }, () => {
+    const ids = Array.from({ length: 3 + Math.floor(r() * 4) }, () => 4 + Math.floor(r() * 8));
+    const label = r() < 0.5 ? 0 : 1;
+    return { input_ids: [...ids, label ? 3 : 2], label };
+  });
+}
+
+const STEPS = 6;
+const LR = 1e-2;
+
+async function trainRun(track: TrainerOptions['trackGradProportion'], o: Partial<TrainerOptions> = {}) {
+  const m = createModel(cls, { task: 'sequence-classification', seed: 7 });
+  const t = new Trainer(m, null, {
+    task: 'classify',
+    method: 'sift',
+    sift: { sparseRate: 0.1 },
+    trackGradProportion: track,
+    steps: STEPS,
+    batchSize: 8,
+    lr: LR,
+    ...o,
+  });
+  const events: TrainerEvent[] = [];
+  for await (const e of t.fit(rowsOf(48))) events.push(e);
+  const paths = t.sift!.gradientPaths();
+  const inc = t.sift!.targets.map((x) => {
+    const w = tidy(() => Array.from(x.param.contiguous().toArray() as Float32Array));
+    const base = Array.from(x.base!.toArray() as Float32Array);
+    return Array.from(x.idx!.toArray() as Int32Array, (f, j) => w[f] - base[j]);
+  });
+  t.dispose();
+  m.dispose();
+  const done = events.find((e) => e.type === 'done') as Extract<TrainerEvent, { type: 'done' }>;
+  const steps = events.filter((e) => e.type === 'step') as Extract<TrainerEvent, { type: 'step' }>[];
+  return { inc, done, steps, paths };
+}
+
+function expectSameIncrement(got: number[][], want: number[][]): void {
+  expect(got.length).toBe(want.length);
+  // As in sparse-gradient.test.ts: AdamW normalises each entry's update, so an entry whose gradient
+  // stays near zero can move by up to lr per step on a rounding difference between the paths.
+  const all = got.flat();
+  const ref = want.flat();
+  const off = all.filter((v, i) => Math.abs(v - ref[i]) > 1e-4 + 1e-3 * Math.abs(ref[i])).length;
+  expect(off).toBeLessThanOrEqual(Math.max(1, Math.ceil(0.02 * all.length)));
+  all.forEach((v, i) => expect(Math.abs(v - ref[i])).toBeLessThanOrEqual(2 * LR * STEPS));
+}
+
+function expectSameProportion(got: Record<string, number>, want: Record<string, number>): void {
+  expect(Object.keys(got)).toEqual(Object.keys(want));
+  for (const [name, v] of Object.entries(want)) {
+    expect(v).toBeGreaterThan(0);
+    expect(Math.abs(got[name] - v)).toBeLessThanOrEqual(1e-3 + 2e-2 * v);
+  }
+}
+
+describe.each([1, 2])('Trainer, gradAccum %i', (gradAccum) => {
+  test("'sampled' gives the all-dense run's increment and final proportion, with the SDDMM on the steps that do not measure", async () => {
+    const before = await settledCpuTensors();
+    const dense = await trainRun(true, { gradAccum });
+    const sampled = await trainRun('sampled', { gradAccum });
+    const targets = dense.paths.targets;
+    expect(dense.done.sparseGradient).toEqual({ path: 'dense', targets, sddmmTargets: 0, sddmmSteps: 0, denseSteps: STEPS });
+    expect(dense.paths.sddmm).toBe(0);
+    // Steps 1..5 through the SDDMM, the last (measured) step dense.
+    const sg = sampled.done.sparseGradient!;
+    expect(sg.path).toBe('sddmm');
+    expect(sg.sddmmTargets).toBeGreaterThan(0);
+    expect(sg).toEqual({ path: 'sddmm', targets, sddmmTargets: sg.sddmmTargets, sddmmSteps: STEPS - 1, denseSteps: 1 });
+    expect(sampled.paths.sddmm).toBe((STEPS - 1) * gradAccum * sg.sddmmTargets);
+    expect(sampled.done.gradProportionStep).toBe(STEPS);
+    expect(dense.done.gradProportionStep).toBeUndefined();
+    expectSameIncrement(sampled.inc, dense.inc);
+    expectSameProportion(sampled.done.gradProportion!, dense.done.gradProportion!);
+    // No step measured on the way: the step events carry no proportion.
+    expect(sampled.steps.some((e) => e.meanGradProportion !== undefined)).toBe(false);
+    expect(await settledCpuTensors()).toBe(before);
+  }, 180000);
+});
+
+test('gradProportionEvery: those steps measure (their step events carry the mean proportion) and take the dense gradient', async () => {
+  const r = await trainRun('sampled', { gradProportionEvery: 2, logEvery: 5 });
+  // Steps 2, 4, 6 measure (6 is the last); 5 logs without measuring.
+  expect(r.steps.map((e) => [e.step, e.meanGradProportion !== undefined])).toEqual([
+    [2, true],
+    [4, true],
+    [5, false],
+    [6, true],
+  ]);
+  for (const e of r.steps) if (e.meanGradProportion !== undefined) expect(e.meanGradProportion).toBeGreaterThan(0);
+  const props = Object.values(r.done.gradProportion!);
+  expect(r.steps[3].meanGradProportion).toBeCloseTo(props.reduce((a, b) => a + b, 0) / props.length, 6);
+  expect(r.done.sparseGradient).toMatchObject({ path: 'sddmm', sddmmSteps: 3, denseSteps: 3 });
+  const m = createModel(cls, { task: 'sequence-classification', seed: 7 });
+  expect(() => new Trainer(m, null, { task: 'classify', gradProportionEvery: -1 })).toThrow(/gradProportionEvery/);
+  expect(() => new Trainer(m, null, { task: 'classify', trackGradProportion: 'some' as never })).toThrow(/trackGradProportion/);
+  m.dispose();
+}, 120000);
