@@ -864,7 +864,7 @@ export class Trainer {
           const elapsed = (Date.now() - t0) / 1000;
           const done = this.step - startStep;
           let meanGradProportion: number | undefined;
-          if (measureNow && proportionEvery > 0) {
+          if (measureNow) {
             const props = [...(await this._sift!.gradProportions()).values()];
             if (props.length) meanGradProportion = props.reduce((a, b) => a + b, 0) / props.length;
           }

@@ -153,8 +153,8 @@ export interface TrainerOptions {
    */
   trackGradProportion?: boolean | 'sampled';
   /**
-   * With trackGradProportion 'sampled': also measure every N optimizer steps (their step events
-   * carry meanGradProportion). Default 0: the last step only.
+   * With trackGradProportion 'sampled': also measure every N optimizer steps. The step events of
+   * measured steps (always emitted) carry meanGradProportion. Default 0: the last step only.
    */
   gradProportionEvery?: number;
   logEvery?: number;
@@ -238,7 +238,7 @@ export type TrainerEvent =
       tokensPerSec: number;
       elapsedSec: number;
       etaSec: number;
-      /** Steps that measured the gradient proportion (gradProportionEvery): its mean over the targets. */
+      /** Steps that measured the gradient proportion (trackGradProportion 'sampled'): its mean over the targets. */
       meanGradProportion?: number;
     }
   | { type: 'eval'; step: number; metrics: Metrics }

@@ -93,6 +93,7 @@ test('finetune --json: the SDDMM ran on the steps that did not measure the gradi
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l));
+  expect(log.filter((e) => e.type === 'step' && e.meanGradProportion !== undefined).map((e) => e.step)).toEqual([4]);
   const done = log.find((e) => e.type === 'done');
   expect(done.sparseGradient).toEqual(res.sparseGradient);
   expect(fs.readFileSync(res.report, 'utf8')).toMatch(/weight gradient.*SDDMM \(selected entries only\) on 7 of 7 targets, 3 of 4 steps/);
