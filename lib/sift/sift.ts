@@ -655,7 +655,10 @@ export class Sift {
     this.phase = 'training';
   }
 
-  /** Whether target t's gradient, after selection, comes from the SDDMM (see SiftOptions.sparseGradient). */
+  /**
+   * Whether target t's gradient, after selection, comes from the SDDMM (see SiftOptions.sparseGradient;
+   * with trackGradProportion 'sampled', on the backwards that do not measure).
+   */
   usesSddmm(t: SparseTarget): boolean {
     const mode = this.options.sparseGradient ?? 'auto';
     if (mode === 'dense' || this.options.trackGradProportion === true || t.shape.length !== 2) return false;
@@ -739,7 +742,7 @@ export class Sift {
    * measureGradProportion was set; empty before any). Reads the device once, asynchronously.
    */
   async gradProportions(): Promise<Map<string, number>> {
-    check(!!this.options.trackGradProportion, 'E_ARG', 'gradProportions() needs the option trackGradProportion: true');
+    check(!!this.options.trackGradProportion, 'E_ARG', "gradProportions() needs the option trackGradProportion (true or 'sampled')");
     const out = new Map<string, number>();
     if (!this.proportion) return out;
     const v = (await this.proportion.data()) as Float32Array;
