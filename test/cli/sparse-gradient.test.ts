@@ -119,3 +119,13 @@ test('finetune --grad-proportion-every 2: steps 2 and 4 measure; the text summar
   expect(bad.code).not.toBe(0);
   expect(bad.err).toMatch(/grad-proportion-every/);
 }, 120000);
+
+test('finetune --quantize int8: the quantized targets take the SDDMM from their layer factors too', async () => {
+  const r = await finetune(path.join(tmp, 'int8'), '--quantize', 'int8', '--json');
+  expect(r.err).not.toMatch(/Error/);
+  expect(r.code).toBe(0);
+  const res = JSON.parse(r.out);
+  expect(res.sparseGradient).toEqual({ path: 'sddmm', targets: 7, sddmmTargets: 7, sddmmSteps: 3, denseSteps: 1 });
+  expect(res.gradProportionStep).toBe(4);
+  expect(res.meanGradProportion).toBeGreaterThan(0);
+}, 120000);
