@@ -69,6 +69,8 @@ export class ProcessGroup {
     readonly env: DistEnv,
     readonly backend: 'gloo' | 'nccl',
     readonly device: string,
+    /** The collective library and how the group was set up, e.g. "NCCL 2.21.5 (path): non-blocking initialisation". */
+    readonly library: string,
   ) {}
 
   get rank(): number {
@@ -101,7 +103,7 @@ export class ProcessGroup {
       backend,
       cudaDevice: cuda ? env.localRank : 0,
     });
-    return new ProcessGroup(env, backend, device);
+    return new ProcessGroup(env, backend, device, native().distInfo().library ?? backend);
   }
 
   private live(): void {
