@@ -11,6 +11,7 @@
 import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
 import { native } from '../engine/native';
+import { numThreads, setNumThreads } from '../engine/runtime';
 
 /** torchrun's variables, parsed. */
 export interface DistEnv {
@@ -103,6 +104,11 @@ export class ProcessGroup {
       backend,
       cudaDevice: cuda ? env.localRank : 0,
     });
+    // Processes started by torchrun or srun rather than `sift-ft launch` share the node's cores as
+    // launch's do: each takes its share, unless SIFT_FT_NUM_THREADS already set a count.
+    const threads = numThreads();
+    if (!cuda && env.localWorldSize > 1 && threads.default === threads.hardware)
+      setNumThreads(Math.max(1, Math.floor(threads.hardware / env.localWorldSize)));
     return new ProcessGroup(env, backend, device, native().distInfo().library ?? backend);
   }
 

@@ -143,6 +143,7 @@ function torchrunEnv(port: number, rank: number, world: number): NodeJS.ProcessE
     RANK: String(rank),
     WORLD_SIZE: String(world),
     LOCAL_RANK: String(rank),
+    LOCAL_WORLD_SIZE: String(world),
     MASTER_ADDR: '127.0.0.1',
     MASTER_PORT: String(port),
   };
@@ -435,16 +436,40 @@ withGloo('two CPU processes (gloo)', () => {
     expect(c.fraction).toBeLessThanOrEqual(0.02);
   }, 180000);
 
-  test('a checkpoint of a one-process run resumes on two processes', async () => {
-    const ref = path.join(tmp, 'ref');
-    runSingle(finetuneArgs(ref, 4, ['--checkpoint-every', '2']));
-    const cut = path.join(tmp, 'cut');
-    fs.cpSync(ref, cut, { recursive: true });
-    fs.rmSync(path.join(cut, 'checkpoint-4'), { recursive: true, force: true });
-    fs.rmSync(path.join(cut, 'delta.safetensors'));
-    await runLaunched(finetuneArgs(cut, 2, ['--checkpoint-every', '2', '--resume']));
-    expectSameIncrement(ref, cut);
-  }, 180000);
+  test('checkpoints resume on another number of processes: 1 -> 2 and 2 -> 1', async () => {
+    const withCheckpoints = (out: string, batch: number) => finetuneArgs(out, batch, ['--checkpoint-every', '2']);
+    const { one, two } = await oneVersusTwo('checkpoints', withCheckpoints);
+    expectSameIncrement(one, two);
+    // Each run cut back to its step-2 checkpoint, then finished on the other number of processes.
+    const cut = (from: string, name: string) => {
+      const dir = path.join(tmp, name);
+      fs.cpSync(from, dir, { recursive: true });
+      fs.rmSync(path.join(dir, 'checkpoint-4'), { recursive: true, force: true });
+      fs.rmSync(path.join(dir, 'delta.safetensors'));
+      return dir;
+    };
+    // The steps the last run of a folder logged (its log lines follow its own 'selection' line).
+    const lastRunSteps = (dir: string) => {
+      const events = fs
+        .readFileSync(path.join(dir, 'log.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      const start = events.map((e) => e.type).lastIndexOf('selection');
+      return events
+        .slice(start)
+        .filter((e) => e.type === 'step')
+        .map((e) => e.step);
+    };
+    const oneThenTwo = cut(one, 'resume-1-2');
+    await runLaunched([...withCheckpoints(oneThenTwo, 2), '--resume']);
+    expect(lastRunSteps(oneThenTwo)).toEqual([3, 4]);
+    expectSameIncrement(one, oneThenTwo);
+    const twoThenOne = cut(two, 'resume-2-1');
+    runSingle([...withCheckpoints(twoThenOne, 4), '--resume']);
+    expect(lastRunSteps(twoThenOne)).toEqual([3, 4]);
+    expectSameIncrement(one, twoThenOne);
+  }, 240000);
 
   test('a killed rank ends the other with E_DIST, not a hang', async () => {
     const out = path.join(tmp, 'killed');
@@ -522,6 +547,36 @@ withGloo('two CPU processes (gloo)', () => {
     }
   }, 90000);
 
+  test('processes started by torchrun rather than launch take their share of the cores too', async () => {
+    const port = await freePort();
+    const script = [
+      `const { ProcessGroup } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'dist', 'group'))});`,
+      `const { numThreads } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'engine', 'runtime'))});`,
+      "ProcessGroup.init({ device: 'cpu', timeoutSec: 60 }).then(async (g) => {",
+      '  await g.barrier();',
+      '  console.log(JSON.stringify(numThreads()));',
+      '  g.destroy();',
+      '});',
+    ].join('\n');
+    const run = (rank: number) =>
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+        const env = torchrunEnv(port, rank, 2);
+        delete env.SIFT_FT_NUM_THREADS;
+        const p = spawn(process.execPath, ['-e', script], { env });
+        let out = '';
+        let err = '';
+        p.stdout.on('data', (c) => (out += String(c)));
+        p.stderr.on('data', (c) => (err += String(c)));
+        p.on('exit', (code) => resolve({ code, out, err }));
+      });
+    for (const r of await Promise.all([run(0), run(1)])) {
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      const t = JSON.parse(r.out);
+      expect(t.threads).toBe(Math.max(1, Math.floor(t.hardware / 2)));
+    }
+  }, 60000);
+
   test('launch ends the other processes and names the rank when one dies', async () => {
     const out = path.join(tmp, 'launch-killed');
     const port = await freePort();
@@ -562,6 +617,9 @@ const CUDA = (() => {
   }
 })();
 (CUDA ? describe : describe.skip)('NCCL', () => {
+  // What the first test found: whether NCCL loads, and whether it has the non-blocking initialisation.
+  let nonBlocking: boolean | undefined;
+
   test('[cuda] a one-rank NCCL group initialises through the config API (non-blocking, with the timeout) and reduces', async () => {
     let group: ProcessGroup;
     try {
@@ -580,12 +638,30 @@ const CUDA = (() => {
       expect(version).not.toBeNull();
       const atLeast214 = Number(version![1]) > 2 || (Number(version![1]) === 2 && Number(version![2]) >= 14);
       expect(group.library).toMatch(atLeast214 ? /: non-blocking initialisation$/ : /blocking initialisation, without a timeout/);
+      nonBlocking = atLeast214;
       // Calls on a non-blocking communicator may return ncclInProgress: they are waited for.
       expect(await group.allReduceNumbers([1.5, -2])).toEqual([1.5, -2]);
       await group.barrier();
     } finally {
       group.destroy();
     }
+  }, 120000);
+
+  test('[cuda] rank 0 of 2 whose peer never joins: NCCL initialisation ends with E_DIST after the timeout', async () => {
+    if (!nonBlocking) {
+      // Without NCCL, or before 2.14 (blocking initialisation: it would wait for the peer forever).
+      console.warn(
+        `NCCL initialisation timeout test not run: ${nonBlocking === undefined ? 'NCCL was not found' : 'NCCL older than 2.14'}`,
+      );
+      return;
+    }
+    const t0 = Date.now();
+    const joined = ProcessGroup.init({ device: 'cuda', timeoutSec: 5, env: torchrunEnv(await freePort(), 0, 2) });
+    await expect(joined).rejects.toThrow(/NCCL initialisation did not finish within 5 s on rank 0 of 2/);
+    await expect(joined).rejects.toMatchObject({ code: 'E_DIST' });
+    const waited = (Date.now() - t0) / 1000;
+    expect(waited).toBeGreaterThanOrEqual(4.5);
+    expect(waited).toBeLessThan(60);
   }, 120000);
 
   test('[cuda] a one-rank NCCL group trains on cuda:LOCAL_RANK, in buckets on the comm stream, as without a group', async () => {
