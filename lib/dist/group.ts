@@ -11,6 +11,7 @@
 import { Tensor } from '../engine/tensor';
 import { SiftError, check } from '../engine/errors';
 import { native } from '../engine/native';
+import { numThreads, setNumThreads } from '../engine/runtime';
 
 /** torchrun's variables, parsed. */
 export interface DistEnv {
@@ -69,6 +70,8 @@ export class ProcessGroup {
     readonly env: DistEnv,
     readonly backend: 'gloo' | 'nccl',
     readonly device: string,
+    /** The collective library and how the group was set up, e.g. "NCCL 2.21.5 (path): non-blocking initialisation". */
+    readonly library: string,
   ) {}
 
   get rank(): number {
@@ -101,7 +104,12 @@ export class ProcessGroup {
       backend,
       cudaDevice: cuda ? env.localRank : 0,
     });
-    return new ProcessGroup(env, backend, device);
+    // Processes started by torchrun or srun rather than `sift-ft launch` share the node's cores as
+    // launch's do: each takes its share, unless SIFT_FT_NUM_THREADS already set a count.
+    const threads = numThreads();
+    if (!cuda && env.localWorldSize > 1 && threads.default === threads.hardware)
+      setNumThreads(Math.max(1, Math.floor(threads.hardware / env.localWorldSize)));
+    return new ProcessGroup(env, backend, device, native().distInfo().library ?? backend);
   }
 
   private live(): void {

@@ -456,7 +456,8 @@ export interface Addon {
   /** Leaves the group (after the collectives already queued have run). */
   distDestroy(): void;
   /** Whether gloo is built in, and the group's rank, size and backend when this process has one. */
-  distInfo(): { gloo: boolean; rank?: number; worldSize?: number; backend?: string };
+  /** library: the collective library and how the group was set up (e.g. NCCL's version and initialisation). */
+  distInfo(): { gloo: boolean; rank?: number; worldSize?: number; backend?: string; library?: string };
   /** In-place sum over the ranks of a contiguous tensor (f32, f64, i32, i64; NCCL also bf16/f16), queued on its stream. */
   distAllReduce(t: NativeTensor): void;
   /**

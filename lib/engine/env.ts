@@ -64,7 +64,10 @@ export const ENV_VARS = {
   VIRTUAL_ENV: { readBy: 'native', doc: 'a Python environment whose site-packages/nvidia/nccl is searched for libnccl.so' },
   CONDA_PREFIX: { readBy: 'native', doc: 'same as VIRTUAL_ENV' },
   HOME: { readBy: 'native', doc: '~/.local/lib/python3*/site-packages/nvidia/nccl is searched for libnccl.so' },
-  CUDA_HOME: { readBy: 'native', doc: 'CUDA toolkit folder: searched for libcublas.so, and for nvcc by the source build' },
+  CUDA_HOME: {
+    readBy: 'native',
+    doc: 'CUDA toolkit folder: searched for libcublas.so, libcublasLt.so and libnccl.so, and for nvcc by the source build',
+  },
   CUDA_PATH: { readBy: 'native', doc: 'same as CUDA_HOME' },
 
   SIFT_FT_CPU_ONLY: { readBy: 'build', doc: '1: the source build skips CUDA (no nvcc probe); same as `sift-ft build --cpu-only`' },

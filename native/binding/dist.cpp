@@ -103,6 +103,7 @@ Napi::Value DistInfo(const Napi::CallbackInfo& info) {
     o.Set("rank", g->rank());
     o.Set("worldSize", g->world_size());
     o.Set("backend", g->backend());
+    o.Set("library", g->library());
   }
   return o;
 }

@@ -20,7 +20,7 @@ inline constexpr Var kVars[] = {
      "1: CUDA GEMMs through cuBLASLt with fused bias/GELU/bias-gradient epilogues where libcublasLt loads "
      "(setCudaGemm('lt') at run time; default: cuBLAS)"},
     {"SIFT_FT_CUBLAS", "path of the libcublas.so to load (default: the loader's path, CUDA_HOME, /usr/local/cuda*)"},
-    {"CUDA_HOME", "a CUDA toolkit folder searched for libcublas.so"},
+    {"CUDA_HOME", "a CUDA toolkit folder searched for libcublas.so, libcublasLt.so and libnccl.so"},
     {"CUDA_PATH", "same as CUDA_HOME"},
     {"SIFT_FT_NCCL",
      "path of the libnccl.so to load for CUDA process groups (default: the loader's path, CUDA_HOME, PyTorch's "

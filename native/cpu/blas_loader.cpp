@@ -4,10 +4,7 @@
 
 #include <mutex>
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <dlfcn.h>
-#define SIFT_HAVE_DLOPEN 1
-#endif
+#include "../core/dl_loader.h"
 
 namespace sift::cpu::blas {
 namespace {
@@ -16,36 +13,24 @@ OpenBlas* g_lib = nullptr;
 std::string g_error = "not loaded";
 
 void load() {
-#ifdef SIFT_HAVE_DLOPEN
-  const char* names[] = {"libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"};
-  for (const char* name : names) {
-    void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (!h) continue;
-    auto sgemm = reinterpret_cast<OpenBlas::Sgemm>(dlsym(h, "cblas_sgemm"));
-    auto dgemm = reinterpret_cast<OpenBlas::Dgemm>(dlsym(h, "cblas_dgemm"));
-    if (!sgemm || !dgemm) {
-      dlclose(h);
-      g_error = std::string(name) + " has no cblas_sgemm/cblas_dgemm";
-      continue;
-    }
-    auto* lib = new OpenBlas();  // kept for the life of the process, like the handle
-    lib->sgemm = sgemm;
-    lib->dgemm = dgemm;
-    lib->get_num_threads = reinterpret_cast<int (*)()>(dlsym(h, "openblas_get_num_threads"));
-    if (auto cfg = reinterpret_cast<char* (*)()>(dlsym(h, "openblas_get_config"))) lib->config = cfg();
-    if (auto core = reinterpret_cast<char* (*)()>(dlsym(h, "openblas_get_corename"))) lib->corename = core();
-    lib->path = name;
-#if defined(__GLIBC__) || defined(__APPLE__)
-    Dl_info info;
-    if (dladdr(reinterpret_cast<void*>(sgemm), &info) && info.dli_fname) lib->path = info.dli_fname;
-#endif
-    g_lib = lib;
+  auto* lib = new OpenBlas();  // kept for the life of the process, like the handle
+  char* (*config)() = nullptr;
+  char* (*corename)() = nullptr;
+  dl::Places places;
+  places.names = {"libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"};
+  dl::Loaded l = dl::open_first(dl::candidates(places),
+                                {dl::need("cblas_sgemm", lib->sgemm), dl::need("cblas_dgemm", lib->dgemm),
+                                 dl::want("openblas_get_num_threads", lib->get_num_threads),
+                                 dl::want("openblas_get_config", config), dl::want("openblas_get_corename", corename)});
+  if (!l.handle) {
+    delete lib;
+    g_error = l.rejected.empty() ? "libopenblas.so.0 / libopenblas.so not found" : l.tried();
     return;
   }
-  if (g_error == "not loaded") g_error = "libopenblas.so.0 / libopenblas.so not found";
-#else
-  g_error = "dlopen is not available on this platform";
-#endif
+  if (config) lib->config = config();
+  if (corename) lib->corename = corename();
+  lib->path = l.path;
+  g_lib = lib;
 }
 
 }  // namespace

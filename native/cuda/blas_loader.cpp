@@ -1,7 +1,6 @@
 // cuBLAS, loaded at run time (dlopen) so that one binary, built where the toolkit has no cuBLAS
 // headers or libraries, still uses it on a machine that has it. The few types and entry points
 // used are declared here from the public cuBLAS API; data types come from library_types.h.
-#include <dlfcn.h>
 #include <library_types.h>
 
 #include <atomic>
@@ -11,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/dl_loader.h"
 #include "../core/error.h"
 #include "gemm.h"
 #include "runtime.h"
@@ -50,49 +50,25 @@ std::vector<cublasHandle_t> g_handles;  // per device, bound to that device's st
 // Where libcublas may be: SIFT_FT_CUBLAS (a file) first, then the loader's own search (sonames),
 // then toolkit folders that are often missing from it (CUDA_HOME, /usr/local/cuda*), so a machine
 // whose toolkit is not on the library path still gets cuBLAS rather than the fallback kernel.
-std::vector<std::string> candidates() {
-  std::vector<std::string> out;
-  if (const char* e = std::getenv("SIFT_FT_CUBLAS"); e && *e) out.push_back(e);
-  const char* names[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so"};
-  for (const char* n : names) out.push_back(n);
-  std::vector<std::string> dirs;
-  for (const char* var : {"CUDA_HOME", "CUDA_PATH"}) {
-    if (const char* e = std::getenv(var); e && *e) {
-      dirs.push_back(std::string(e) + "/lib64");
-      dirs.push_back(std::string(e) + "/targets/x86_64-linux/lib");
-    }
-  }
-  for (const char* root : {"/usr/local/cuda", "/usr/local/cuda-13.0", "/usr/local/cuda-13", "/usr/local/cuda-12"}) {
-    dirs.push_back(std::string(root) + "/targets/x86_64-linux/lib");
-    dirs.push_back(std::string(root) + "/lib64");
-  }
-  for (const auto& d : dirs)
-    for (const char* n : names) out.push_back(d + "/" + n);
-  return out;
-}
-
 Cublas* load() {
   static std::once_flag once;
   std::call_once(once, [] {
-    for (const std::string& name : candidates()) {
-      void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (!h) continue;
-      auto* lib = new Cublas();  // lives as long as the process, like the loaded library
-      lib->create = reinterpret_cast<CreateFn>(dlsym(h, "cublasCreate_v2"));
-      lib->set_stream = reinterpret_cast<SetStreamFn>(dlsym(h, "cublasSetStream_v2"));
-      lib->gemm = reinterpret_cast<GemmStridedBatchedExFn>(dlsym(h, "cublasGemmStridedBatchedEx"));
-      lib->set_workspace = reinterpret_cast<SetWorkspaceFn>(dlsym(h, "cublasSetWorkspace_v2"));
-      if (!lib->create || !lib->set_stream || !lib->gemm) {
-        delete lib;
-        dlclose(h);
-        continue;
-      }
-      lib->path = name;
-      Dl_info info;
-      if (dladdr(reinterpret_cast<void*>(lib->gemm), &info) && info.dli_fname) lib->path = info.dli_fname;
-      g_lib = lib;
+    auto* lib = new Cublas();  // lives as long as the process, like the loaded library
+    dl::Places places;
+    places.file = std::getenv("SIFT_FT_CUBLAS");
+    places.names = {"libcublas.so.13", "libcublas.so.12", "libcublas.so"};
+    places.dirs =
+        dl::cuda_dirs({"/usr/local/cuda", "/usr/local/cuda-13.0", "/usr/local/cuda-13", "/usr/local/cuda-12"});
+    dl::Loaded l = dl::open_first(
+        dl::candidates(places),
+        {dl::need("cublasCreate_v2", lib->create), dl::need("cublasSetStream_v2", lib->set_stream),
+         dl::need("cublasGemmStridedBatchedEx", lib->gemm), dl::want("cublasSetWorkspace_v2", lib->set_workspace)});
+    if (!l.handle) {
+      delete lib;
       return;
     }
+    lib->path = l.path;
+    g_lib = lib;
   });
   return g_lib;
 }

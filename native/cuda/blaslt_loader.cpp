@@ -6,7 +6,6 @@
 // A matmul descriptor, its four matrix layouts and the algorithm cublasLtMatmulAlgoGetHeuristic
 // picks are built once per shape, dtype, epilogue and pointer alignment, and cached per device; the
 // workspace (32 MiB on Hopper, 4 MiB before) is taken once per device from the caching allocator.
-#include <dlfcn.h>
 #include <library_types.h>
 
 #include <cstdint>
@@ -18,6 +17,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../core/dl_loader.h"
 #include "../core/error.h"
 #include "gemm.h"
 #include "runtime.h"
@@ -83,65 +83,40 @@ struct CublasLt {
 
 CublasLt* g_lt = nullptr;
 
-std::vector<std::string> candidates() {
-  std::vector<std::string> out;
-  const char* names[] = {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"};
-  // Beside the libcublas that SIFT_FT_CUBLAS names, if any: the two come from one toolkit.
-  if (const char* e = std::getenv("SIFT_FT_CUBLAS"); e && *e) {
-    std::string dir(e);
-    const size_t slash = dir.rfind('/');
-    if (slash != std::string::npos)
-      for (const char* n : names) out.push_back(dir.substr(0, slash + 1) + n);
-  }
-  for (const char* n : names) out.push_back(n);
-  for (const char* var : {"CUDA_HOME", "CUDA_PATH"}) {
-    if (const char* e = std::getenv(var); e && *e)
-      for (const char* n : names) {
-        out.push_back(std::string(e) + "/lib64/" + n);
-        out.push_back(std::string(e) + "/targets/x86_64-linux/lib/" + n);
-      }
-  }
-  for (const char* root : {"/usr/local/cuda", "/usr/local/cuda-13.0", "/usr/local/cuda-13", "/usr/local/cuda-12"})
-    for (const char* n : names) {
-      out.push_back(std::string(root) + "/targets/x86_64-linux/lib/" + n);
-      out.push_back(std::string(root) + "/lib64/" + n);
-    }
-  return out;
-}
-
-template <typename F>
-bool sym(void* h, const char* name, F& fn) {
-  fn = reinterpret_cast<F>(dlsym(h, name));
-  return fn != nullptr;
-}
-
+// Beside the libcublas that SIFT_FT_CUBLAS names, if any (the two come from one toolkit), then the
+// loader's own search, then the toolkit folders, as for cuBLAS.
 CublasLt* load() {
   static std::once_flag once;
   std::call_once(once, [] {
-    for (const std::string& name : candidates()) {
-      void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (!h) continue;
-      auto* lib = new CublasLt();  // lives as long as the process, like the loaded library
-      const bool all = sym(h, "cublasLtCreate", lib->create) && sym(h, "cublasLtMatmulDescCreate", lib->desc_create) &&
-                       sym(h, "cublasLtMatmulDescSetAttribute", lib->desc_set) &&
-                       sym(h, "cublasLtMatrixLayoutCreate", lib->layout_create) &&
-                       sym(h, "cublasLtMatrixLayoutSetAttribute", lib->layout_set) &&
-                       sym(h, "cublasLtMatmulPreferenceCreate", lib->pref_create) &&
-                       sym(h, "cublasLtMatmulPreferenceSetAttribute", lib->pref_set) &&
-                       sym(h, "cublasLtMatmulPreferenceDestroy", lib->pref_destroy) &&
-                       sym(h, "cublasLtMatmulAlgoGetHeuristic", lib->heuristic) &&
-                       sym(h, "cublasLtMatmul", lib->matmul);
-      if (!all) {
-        delete lib;
-        dlclose(h);
-        continue;
-      }
-      lib->path = name;
-      Dl_info info;
-      if (dladdr(reinterpret_cast<void*>(lib->matmul), &info) && info.dli_fname) lib->path = info.dli_fname;
-      g_lt = lib;
+    dl::Places places;
+    places.names = {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"};
+    if (const char* e = std::getenv("SIFT_FT_CUBLAS"); e && *e) {
+      const std::string file(e);
+      const size_t slash = file.rfind('/');
+      if (slash != std::string::npos) places.dirs.push_back(file.substr(0, slash));
+    }
+    std::vector<std::string> list;
+    for (const auto& d : places.dirs)
+      for (const auto& n : places.names) list.push_back(d + "/" + n);
+    places.dirs =
+        dl::cuda_dirs({"/usr/local/cuda", "/usr/local/cuda-13.0", "/usr/local/cuda-13", "/usr/local/cuda-12"});
+    for (const auto& c : dl::candidates(places)) list.push_back(c);
+    auto* lib = new CublasLt();  // lives as long as the process, like the loaded library
+    dl::Loaded l = dl::open_first(
+        list, {dl::need("cublasLtCreate", lib->create), dl::need("cublasLtMatmulDescCreate", lib->desc_create),
+               dl::need("cublasLtMatmulDescSetAttribute", lib->desc_set),
+               dl::need("cublasLtMatrixLayoutCreate", lib->layout_create),
+               dl::need("cublasLtMatrixLayoutSetAttribute", lib->layout_set),
+               dl::need("cublasLtMatmulPreferenceCreate", lib->pref_create),
+               dl::need("cublasLtMatmulPreferenceSetAttribute", lib->pref_set),
+               dl::need("cublasLtMatmulPreferenceDestroy", lib->pref_destroy),
+               dl::need("cublasLtMatmulAlgoGetHeuristic", lib->heuristic), dl::need("cublasLtMatmul", lib->matmul)});
+    if (!l.handle) {
+      delete lib;
       return;
     }
+    lib->path = l.path;
+    g_lt = lib;
   });
   return g_lt;
 }

@@ -42,6 +42,9 @@ class Group {
   int rank() const { return rank_; }
   int world_size() const { return world_; }
   const std::string& backend() const { return backend_; }
+  // The collective library and how the group was set up (e.g. "NCCL 2.21.5 (path): non-blocking
+  // initialisation"), for logs and checks.
+  const std::string& library() const { return library_; }
   // In place, contiguous tensors: f32, f64, i32, i64.
   virtual void all_reduce_sum(const Tensor& t) = 0;
   // Starts summing t over the ranks, in place, behind the work already queued on t's stream; t must
@@ -56,6 +59,7 @@ class Group {
   int rank_ = 0;
   int world_ = 1;
   std::string backend_;
+  std::string library_;
 };
 
 // Blocks until every rank has joined (or E_DIST after the timeout). E_UNSUPPORTED when the

@@ -81,6 +81,7 @@ class GlooGroup : public Group {
     rank_ = o.rank;
     world_ = o.world_size;
     backend_ = "gloo";
+    library_ = "gloo (TCP transport, linked at build time)";
     store_ = std::make_unique<TcpStore>(o.master_addr, o.master_port, o.rank == 0, o.timeout);
     StoreAdapter adapter(*store_);
     gloo::transport::tcp::attr attr;

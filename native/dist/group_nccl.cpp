@@ -9,14 +9,13 @@
 // thread polls every collective in flight and the communicator's asynchronous error, and aborts
 // the communicator (ncclCommAbort) when one fails or has not finished within the group's timeout,
 // which releases the kernels waiting for a dead or stopped peer; every later use of the group
-// then throws E_DIST.
-#include <dlfcn.h>
-#include <glob.h>
-
+// then throws E_DIST. The communicator is created non-blocking where NCCL has the config API
+// (2.14+), so that its initialisation, which waits for every rank, ends after the same timeout
+// (nccl.cpp); its calls may then return ncclInProgress while they queue work, and are waited for
+// (nccl::settle) before their completion event is recorded.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -24,112 +23,30 @@
 
 #include "../cuda/runtime.h"
 #include "group.h"
+#include "nccl.h"
 #include "store.h"
 
 namespace sift::dist {
 
 namespace {
 
-// The few NCCL types used, as the ABI defines them (nccl.h is not needed to build).
-struct NcclUniqueId {
-  char internal[128];
-};
-using NcclComm = void*;
-enum NcclDataType { kInt32 = 2, kInt64 = 4, kFloat32 = 7, kFloat64 = 8, kBfloat16 = 9, kFloat16 = 6 };
-constexpr int kNcclSum = 0;
-constexpr int kNcclSuccess = 0;
-constexpr int kNcclInProgress = 7;
-
-struct Nccl {
-  int (*get_unique_id)(NcclUniqueId*) = nullptr;
-  int (*comm_init_rank)(NcclComm*, int, NcclUniqueId, int) = nullptr;
-  int (*comm_destroy)(NcclComm) = nullptr;
-  int (*comm_abort)(NcclComm) = nullptr;
-  int (*comm_get_async_error)(NcclComm, int*) = nullptr;
-  int (*all_reduce)(const void*, void*, size_t, int, int, NcclComm, void*) = nullptr;
-  int (*broadcast)(const void*, void*, size_t, int, int, NcclComm, void*) = nullptr;
-  int (*all_gather)(const void*, void*, size_t, int, NcclComm, void*) = nullptr;
-  const char* (*error_string)(int) = nullptr;
-  std::string path;
-};
-
-std::vector<std::string> candidates() {
-  std::vector<std::string> out;
-  if (const char* e = std::getenv("SIFT_FT_NCCL"); e && *e) out.push_back(e);
-  const char* names[] = {"libnccl.so.2", "libnccl.so"};
-  for (const char* n : names) out.push_back(n);
-  std::vector<std::string> dirs;
-  for (const char* var : {"CUDA_HOME", "CUDA_PATH"})
-    if (const char* e = std::getenv(var); e && *e) dirs.push_back(std::string(e) + "/lib64");
-  for (const char* d :
-       {"/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/x86_64-linux-gnu"})
-    dirs.push_back(d);
-  // PyTorch's CUDA wheels ship NCCL as the nvidia-nccl-cu* package.
-  std::vector<std::string> patterns;
-  for (const char* var : {"VIRTUAL_ENV", "CONDA_PREFIX"})
-    if (const char* e = std::getenv(var); e && *e)
-      patterns.push_back(std::string(e) + "/lib/python3*/site-packages/nvidia/nccl/lib");
-  if (const char* h = std::getenv("HOME"); h && *h)
-    patterns.push_back(std::string(h) + "/.local/lib/python3*/site-packages/nvidia/nccl/lib");
-  patterns.push_back("/usr/local/lib/python3*/dist-packages/nvidia/nccl/lib");
-  patterns.push_back("/usr/local/lib/python3*/site-packages/nvidia/nccl/lib");
-  patterns.push_back("/usr/lib/python3*/dist-packages/nvidia/nccl/lib");
-  for (const auto& p : patterns) {
-    glob_t g{};
-    if (::glob(p.c_str(), 0, nullptr, &g) == 0)
-      for (size_t i = 0; i < g.gl_pathc; i++) dirs.push_back(g.gl_pathv[i]);
-    ::globfree(&g);
-  }
-  for (const auto& d : dirs)
-    for (const char* n : names) out.push_back(d + "/" + n);
-  return out;
-}
-
-Nccl* load() {
-  static std::once_flag once;
-  static Nccl* lib = nullptr;
-  std::call_once(once, [] {
-    for (const std::string& name : candidates()) {
-      void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (!h) continue;
-      auto* l = new Nccl();  // lives as long as the process, like the loaded library
-      l->get_unique_id = reinterpret_cast<decltype(l->get_unique_id)>(dlsym(h, "ncclGetUniqueId"));
-      l->comm_init_rank = reinterpret_cast<decltype(l->comm_init_rank)>(dlsym(h, "ncclCommInitRank"));
-      l->comm_destroy = reinterpret_cast<decltype(l->comm_destroy)>(dlsym(h, "ncclCommDestroy"));
-      l->comm_abort = reinterpret_cast<decltype(l->comm_abort)>(dlsym(h, "ncclCommAbort"));
-      l->comm_get_async_error = reinterpret_cast<decltype(l->comm_get_async_error)>(dlsym(h, "ncclCommGetAsyncError"));
-      l->all_reduce = reinterpret_cast<decltype(l->all_reduce)>(dlsym(h, "ncclAllReduce"));
-      l->broadcast = reinterpret_cast<decltype(l->broadcast)>(dlsym(h, "ncclBroadcast"));
-      l->all_gather = reinterpret_cast<decltype(l->all_gather)>(dlsym(h, "ncclAllGather"));
-      l->error_string = reinterpret_cast<decltype(l->error_string)>(dlsym(h, "ncclGetErrorString"));
-      if (!l->get_unique_id || !l->comm_init_rank || !l->comm_destroy || !l->comm_abort || !l->comm_get_async_error ||
-          !l->all_reduce || !l->broadcast || !l->all_gather || !l->error_string) {
-        delete l;
-        dlclose(h);
-        continue;
-      }
-      l->path = name;
-      lib = l;
-      return;
-    }
-  });
-  return lib;
-}
+using nccl::Api;
+using nccl::Comm;
 
 int nccl_type(DType d) {
   switch (d) {
     case DType::F32:
-      return kFloat32;
+      return nccl::kFloat32;
     case DType::F64:
-      return kFloat64;
+      return nccl::kFloat64;
     case DType::BF16:
-      return kBfloat16;
+      return nccl::kBfloat16;
     case DType::F16:
-      return kFloat16;
+      return nccl::kFloat16;
     case DType::I32:
-      return kInt32;
+      return nccl::kInt32;
     case DType::I64:
-      return kInt64;
+      return nccl::kInt64;
     default:
       fail("E_DTYPE", "NCCL collectives take f32, f64, bf16, f16, i32 or i64 tensors, got ", dtype_name(d));
   }
@@ -163,12 +80,13 @@ class NcclWork : public Work {
 
 class NcclGroup : public Group {
  public:
-  NcclGroup(const GroupOptions& o, Nccl* lib) : lib_(lib), device_(o.cuda_device), timeout_(o.timeout) {
+  NcclGroup(const GroupOptions& o, const Api* lib) : lib_(lib), device_(o.cuda_device), timeout_(o.timeout) {
     rank_ = o.rank;
     world_ = o.world_size;
     backend_ = "nccl";
+    // The rendezvous waits at most the group's timeout for rank 0 and its id (TcpStore).
     store_ = std::make_unique<TcpStore>(o.master_addr, o.master_port, o.rank == 0, o.timeout);
-    NcclUniqueId id{};
+    nccl::UniqueId id{};
     if (o.rank == 0) {
       check(lib_->get_unique_id(&id), "ncclGetUniqueId");
       store_->set("nccl/id", std::vector<char>(id.internal, id.internal + sizeof id.internal));
@@ -178,7 +96,9 @@ class NcclGroup : public Group {
       std::memcpy(id.internal, v.data(), v.size());
     }
     cuda::set_device(device_);
-    check(lib_->comm_init_rank(&comm_, world_, id, rank_), "ncclCommInitRank");
+    nccl::Created c = nccl::create_comm(*lib_, world_, id, rank_, timeout_);
+    comm_ = c.comm;
+    library_ = c.how;
     comm_stream_ = cuda::comm_stream(device_);
     scratch_ = cuda::alloc(device_, 16);
     watchdog_ = std::thread([this] { watch(); });
@@ -216,14 +136,14 @@ class NcclGroup : public Group {
     check_tensor(t, "allReduce");
     int type = nccl_type(t.dtype);
     return launch("ncclAllReduce", {t}, [&](void* st) {
-      return lib_->all_reduce(t.raw(), t.raw(), size_t(t.numel()), type, kNcclSum, comm_, st);
+      return lib_->all_reduce(t.raw(), t.raw(), size_t(t.numel()), type, nccl::kSum, comm_, st);
     });
   }
 
   void broadcast(const Tensor& t, int root) override {
     check_tensor(t, "broadcast");
     launch("ncclBroadcast", {t}, [&](void* st) {
-      return lib_->broadcast(t.raw(), t.raw(), t.nbytes(), 0 /* int8: bytes */, root, comm_, st);
+      return lib_->broadcast(t.raw(), t.raw(), t.nbytes(), nccl::kInt8 /* bytes */, root, comm_, st);
     })->wait();
   }
 
@@ -233,13 +153,13 @@ class NcclGroup : public Group {
     SIFT_CHECK(in.dtype == out.dtype && out.nbytes() == in.nbytes() * size_t(world_), "E_SHAPE", "allGather: output ",
                out.desc(), " must hold ", world_, " x ", in.desc());
     launch("ncclAllGather", {in, out}, [&](void* st) {
-      return lib_->all_gather(in.raw(), out.raw(), in.nbytes(), 0, comm_, st);
+      return lib_->all_gather(in.raw(), out.raw(), in.nbytes(), nccl::kInt8, comm_, st);
     })->wait();
   }
 
   void barrier() override {
     launch("ncclAllReduce (barrier)", {}, [&](void* st) {
-      return lib_->all_reduce(scratch_, scratch_, 1, kInt32, kNcclSum, comm_, st);
+      return lib_->all_reduce(scratch_, scratch_, 1, nccl::kInt32, nccl::kSum, comm_, st);
     })->wait();
     cuda::synchronize(device_);
     throw_if_broken();
@@ -263,7 +183,16 @@ class NcclGroup : public Group {
     throw_if_broken();
     cuda::set_device(device_);
     cuda::comm_wait_compute(device_);
-    check(f(comm_stream_), op);
+    // A non-blocking communicator may return ncclInProgress while it enqueues the collective: the
+    // completion event is recorded once the kernels are on the stream.
+    const auto enqueue_deadline = std::chrono::steady_clock::now() + timeout_;
+    const int rc = nccl::settle(*lib_, comm_, f(comm_stream_), enqueue_deadline);
+    if (rc == nccl::kInProgress) {
+      abort_and_break(str_cat(op, " could not be queued within ", timeout_.count() / 1000.0,
+                              " s (a rank died or stopped answering)"));
+      throw_if_broken();
+    }
+    check(rc, op);
     auto p = std::make_shared<Pending>();
     p->event = cuda::comm_record(device_);
     p->device = device_;
@@ -294,11 +223,11 @@ class NcclGroup : public Group {
       std::string why;
       try {
         cuda::set_device(device_);
-        int async = kNcclSuccess;
+        int async = nccl::kSuccess;
         int rc = lib_->comm_get_async_error(comm_, &async);
-        if (rc != kNcclSuccess)
+        if (rc != nccl::kSuccess)
           why = str_cat("ncclCommGetAsyncError failed: ", lib_->error_string(rc));
-        else if (async != kNcclSuccess && async != kNcclInProgress)
+        else if (async != nccl::kSuccess && async != nccl::kInProgress)
           why = str_cat("NCCL reported an asynchronous error: ", lib_->error_string(async));
         auto now = std::chrono::steady_clock::now();
         for (const auto& p : polled) {
@@ -315,14 +244,7 @@ class NcclGroup : public Group {
         why = e.what();
       }
       if (!why.empty()) {
-        // Releases the kernels waiting for the missing peer; the communicator is unusable after.
-        lib_->comm_abort(comm_);
-        lk.lock();
-        broken_ = str_cat(why, " (NCCL, rank ", rank_, " of ", world_, ")");
-        std::vector<std::shared_ptr<Pending>> dropped;
-        dropped.swap(inflight_);
-        lk.unlock();
-        dropped.clear();
+        abort_and_break(why);
         polled.clear();
         lk.lock();
         continue;
@@ -333,9 +255,24 @@ class NcclGroup : public Group {
     }
   }
 
+  // Aborts the communicator, which releases the kernels waiting for a missing peer (it is unusable
+  // after), and marks the group broken: every later use throws E_DIST with `why`. Called without
+  // mu_ held, by the watchdog or where a call on the non-blocking communicator could not be queued
+  // in time; only the first caller aborts.
+  void abort_and_break(const std::string& why) {
+    std::vector<std::shared_ptr<Pending>> dropped;  // released after the abort, outside mu_
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!broken_.empty()) return;
+      broken_ = str_cat(why, " (NCCL, rank ", rank_, " of ", world_, ")");
+      dropped.swap(inflight_);
+    }
+    lib_->comm_abort(comm_);
+  }
+
   void check(int rc, const char* what) {
     if (rc != 0)
-      fail("E_DIST", what, " failed on rank ", rank_, " of ", world_, ": ", lib_->error_string(rc), " (", lib_->path,
+      fail("E_DIST", what, " failed on rank ", rank_, " of ", world_, ": ", lib_->error_string(rc), " (", library_,
            ")");
   }
   void check_tensor(const Tensor& t, const char* op) const {
@@ -344,11 +281,11 @@ class NcclGroup : public Group {
     SIFT_CHECK(t.is_contiguous(), "E_ARG", op, ": the tensor must be contiguous");
   }
 
-  Nccl* lib_;
+  const Api* lib_;
   int device_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<TcpStore> store_;
-  NcclComm comm_ = nullptr;
+  Comm comm_ = nullptr;
   void* comm_stream_ = nullptr;
   void* scratch_ = nullptr;
   std::mutex mu_;  // guards inflight_, broken_ and stop_
@@ -367,10 +304,11 @@ std::shared_ptr<Group> create_nccl_group(const GroupOptions& opts) {
   SIFT_CHECK(cuda::available(), "E_UNSUPPORTED", "an NCCL process group needs CUDA: ", cuda::status());
   SIFT_CHECK(opts.cuda_device >= 0 && opts.cuda_device < cuda::device_count(), "E_DEVICE", "cuda:", opts.cuda_device,
              " does not exist (", cuda::device_count(), " device(s)); is LOCAL_RANK right?");
-  Nccl* lib = load();
+  std::string tried;
+  const Api* lib = nccl::load(&tried);
   SIFT_CHECK(lib, "E_UNSUPPORTED",
-             "NCCL was not found (looked in SIFT_FT_NCCL, the library path, CUDA_HOME and PyTorch's nvidia/nccl); "
-             "install libnccl2 or point SIFT_FT_NCCL at libnccl.so.2");
+             "NCCL was not found (looked in SIFT_FT_NCCL, the library path, CUDA_HOME and PyTorch's nvidia/nccl; ",
+             tried, "); install libnccl2 or point SIFT_FT_NCCL at libnccl.so.2");
   return std::make_shared<NcclGroup>(opts, lib);
 }
 

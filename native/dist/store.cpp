@@ -40,6 +40,7 @@ bool read_all(int fd, void* p, size_t n) {
   while (n) {
     ssize_t r = ::recv(fd, c, n, 0);
     if (r < 0 && errno == EINTR) continue;
+    if (r == 0) errno = ECONNRESET;  // the peer closed: not a timeout
     if (r <= 0) return false;
     c += r;
     n -= size_t(r);
@@ -55,6 +56,15 @@ bool read_blob(int fd, std::vector<char>* out) {
   if (n > (64u << 20)) return false;  // a rendezvous value is small: anything else is not our peer
   out->resize(n);
   return n == 0 || read_all(fd, out->data(), n);
+}
+
+// After a failed exchange with rank 0: a timeout (SO_RCVTIMEO / SO_SNDTIMEO) or a lost connection.
+[[noreturn]] void exchange_failed(const std::string& where, std::chrono::milliseconds timeout) {
+  const int e = errno;
+  if (e == EAGAIN || e == EWOULDBLOCK)
+    fail("E_DIST", "rendezvous: rank 0 at ", where, " did not answer within ", timeout.count() / 1000.0,
+         " s (it stopped answering or is overloaded)");
+  fail("E_DIST", "rendezvous: lost the connection to rank 0 at ", where);
 }
 
 }  // namespace
@@ -189,6 +199,13 @@ TcpStore::TcpStore(const std::string& host, int port, bool is_server, std::chron
   }
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  // A rank 0 that is stopped (or hung) still accepts connections in the kernel's backlog, but never
+  // answers: every exchange gives up after the timeout instead of waiting forever.
+  timeval tv{};
+  tv.tv_sec = time_t(timeout_.count() / 1000);
+  tv.tv_usec = suseconds_t((timeout_.count() % 1000) * 1000);
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
 TcpStore::~TcpStore() {
@@ -200,16 +217,17 @@ void TcpStore::set(const std::string& key, const std::vector<char>& value) {
   char op = 'S', ok = 0;
   bool good = write_all(fd_, &op, 1) && write_blob(fd_, key.data(), uint32_t(key.size())) &&
               write_blob(fd_, value.data(), uint32_t(value.size())) && read_all(fd_, &ok, 1);
-  SIFT_CHECK(good && ok == 1, "E_DIST", "rendezvous: lost the connection to rank 0 at ", where_);
+  if (!good) exchange_failed(where_, timeout_);
+  SIFT_CHECK(ok == 1, "E_DIST", "rendezvous: lost the connection to rank 0 at ", where_);
 }
 
 bool TcpStore::try_get(const std::string& key, std::vector<char>* out) {
   char op = 'G', found = 0;
   bool good = write_all(fd_, &op, 1) && write_blob(fd_, key.data(), uint32_t(key.size())) && read_all(fd_, &found, 1);
-  SIFT_CHECK(good, "E_DIST", "rendezvous: lost the connection to rank 0 at ", where_);
+  if (!good) exchange_failed(where_, timeout_);
   if (!found) return false;
   std::vector<char> v;
-  SIFT_CHECK(read_blob(fd_, &v), "E_DIST", "rendezvous: lost the connection to rank 0 at ", where_);
+  if (!read_blob(fd_, &v)) exchange_failed(where_, timeout_);
   if (out) *out = std::move(v);
   return true;
 }

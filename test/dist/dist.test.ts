@@ -8,12 +8,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as net from 'net';
-import { spawn, spawnSync } from 'child_process';
+import { spawn, spawnSync, SpawnSyncReturns } from 'child_process';
 import { createModel, stateDict } from '../../lib/models';
 import { saveModelFolder } from '../../lib/io/hf';
 import { createByteTokenizer } from '../../lib/tokenizers';
 import { SafetensorsReader } from '../../lib/io/safetensors';
-import { glooAvailable, distEnv } from '../../lib/dist/group';
+import { glooAvailable, distEnv, ProcessGroup } from '../../lib/dist/group';
 import { planLaunch, rankEnv } from '../../lib/cli/launch';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -93,24 +93,9 @@ function finetuneArgs(out: string, batch: number, extra: string[] = [], model = 
   ];
 }
 
-function readDelta(dir: string): Map<string, Float32Array | Int32Array | BigInt64Array> {
-  const r = SafetensorsReader.open(path.join(dir, 'delta.safetensors'));
-  const out = new Map<string, Float32Array | Int32Array | BigInt64Array>();
-  try {
-    for (const name of r.names()) {
-      const t = r.tensor(name);
-      out.set(name, t.toArray() as Float32Array);
-      t.dispose();
-    }
-  } finally {
-    r.close();
-  }
-  return out;
-}
-
 function expectSameIncrement(a: string, b: string): void {
-  const A = readDelta(a);
-  const B = readDelta(b);
+  const A = readTensors(path.join(a, 'delta.safetensors'));
+  const B = readTensors(path.join(b, 'delta.safetensors'));
   expect([...B.keys()].sort()).toEqual([...A.keys()].sort());
   let idx = 0;
   for (const [name, va] of A) {
@@ -126,6 +111,111 @@ function expectSameIncrement(a: string, b: string): void {
     }
   }
   expect(idx).toBeGreaterThan(0);
+}
+
+/** A CLI run that must succeed: exit 0 and no typed error on stderr. */
+function expectOk(r: SpawnSyncReturns<string>): SpawnSyncReturns<string> {
+  expect(r.stderr).not.toMatch(/\[E_/);
+  expect(r.status).toBe(0);
+  return r;
+}
+
+/** `sift-ft <args>` in one process (no group unless env carries one). */
+function runSingle(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): SpawnSyncReturns<string> {
+  return expectOk(spawnSync(process.execPath, [BIN, ...args], { env, encoding: 'utf8' }));
+}
+
+/** `sift-ft launch --nproc-per-node <nproc> -- <args>` on a free port. */
+async function runLaunched(args: string[], nproc = 2): Promise<SpawnSyncReturns<string>> {
+  const port = await freePort();
+  return expectOk(
+    spawnSync(process.execPath, [BIN, 'launch', '--nproc-per-node', String(nproc), '--master-port', String(port), '--', ...args], {
+      env: cleanEnv(),
+      encoding: 'utf8',
+    }),
+  );
+}
+
+/** The environment torchrun gives rank `rank` of `world` (a process started without `sift-ft launch`). */
+function torchrunEnv(port: number, rank: number, world: number): NodeJS.ProcessEnv {
+  return {
+    ...cleanEnv(),
+    RANK: String(rank),
+    WORLD_SIZE: String(world),
+    LOCAL_RANK: String(rank),
+    LOCAL_WORLD_SIZE: String(world),
+    MASTER_ADDR: '127.0.0.1',
+    MASTER_PORT: String(port),
+  };
+}
+
+/** Resolves once rank 0 has logged a training step in `out`. */
+async function trainingStarted(out: string): Promise<void> {
+  const log = path.join(out, 'log.jsonl');
+  const t0 = Date.now();
+  while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
+    if (Date.now() - t0 > 120000) throw new Error('training did not start');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The parts of `finetune --json` these tests read. */
+interface FinetuneResult {
+  worldSize: number;
+  communication: {
+    bytesPerStep: number;
+    fullFinetuneBytesPerStep: number;
+    bucketsPerStep: number;
+    bucketsInBackward: number;
+    overlap: boolean;
+  };
+  metrics: { examples: number; accuracy: number; loss: number };
+}
+
+interface OneVersusTwo {
+  /** Output folders of the single process and of the two launched ones. */
+  one: string;
+  two: string;
+  /** Their `--json` results. */
+  single: FinetuneResult;
+  launched: FinetuneResult;
+}
+
+// Single-process references by name: tests comparing other two-process variants against the same
+// single run share it.
+const singles = new Map<string, FinetuneResult>();
+
+/**
+ * The promise of data parallel: `args(out, 2B)` in one process trains what `args(out, B)` trains on
+ * two launched processes (`launchExtra` added to theirs). The single run of a `name` runs once;
+ * `variant` names the two-process folder when one name is compared several times.
+ */
+async function oneVersusTwo(
+  name: string,
+  args: (out: string, batch: number) => string[],
+  opts: { batch?: number; launchExtra?: string[]; variant?: string } = {},
+): Promise<OneVersusTwo> {
+  const batch = opts.batch ?? 2;
+  const one = path.join(tmp, `${name}-one`);
+  if (!singles.has(name)) singles.set(name, JSON.parse(runSingle(args(one, 2 * batch)).stdout));
+  const two = path.join(tmp, `${name}-two${opts.variant ? `-${opts.variant}` : ''}`);
+  const r = await runLaunched([...args(two, batch), ...(opts.launchExtra ?? [])]);
+  return { one, two, single: singles.get(name)!, launched: JSON.parse(r.stdout) };
+}
+
+function readTensors(file: string): Map<string, Float32Array | Int32Array> {
+  const r = SafetensorsReader.open(file);
+  const m = new Map<string, Float32Array | Int32Array>();
+  try {
+    for (const n of r.names()) {
+      const t = r.tensor(n);
+      m.set(n, t.toArray() as Float32Array | Int32Array);
+      t.dispose();
+    }
+  } finally {
+    r.close();
+  }
+  return m;
 }
 
 beforeAll(() => {
@@ -245,22 +335,10 @@ describe('launch: the CPU cores divided', () => {
 
 withGloo('two CPU processes (gloo)', () => {
   test('2 processes at batch 2 train the increment of 1 process at batch 4', async () => {
-    const one = path.join(tmp, 'one');
-    const r1 = spawnSync(process.execPath, [BIN, ...finetuneArgs(one, 4)], { env: cleanEnv(), encoding: 'utf8' });
-    expect(r1.stderr).toBe('');
-    expect(r1.status).toBe(0);
-    const two = path.join(tmp, 'two');
-    const port = await freePort();
-    const r2 = spawnSync(
-      process.execPath,
-      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(two, 2)],
-      { env: cleanEnv(), encoding: 'utf8' },
-    );
-    expect(r2.status).toBe(0);
-    const res = JSON.parse(r2.stdout);
-    expect(res.worldSize).toBe(2);
-    expect(res.communication.bytesPerStep).toBeGreaterThan(0);
-    expect(res.communication.bytesPerStep).toBeLessThan(res.communication.fullFinetuneBytesPerStep);
+    const { one, two, launched } = await oneVersusTwo('sift', finetuneArgs);
+    expect(launched.worldSize).toBe(2);
+    expect(launched.communication.bytesPerStep).toBeGreaterThan(0);
+    expect(launched.communication.bytesPerStep).toBeLessThan(launched.communication.fullFinetuneBytesPerStep);
     expectSameIncrement(one, two);
     // The loss curve is the global batch's on rank 0.
     const steps = (d: string) =>
@@ -277,26 +355,13 @@ withGloo('two CPU processes (gloo)', () => {
   }, 180000);
 
   test('small gradient buckets, overlapped with the backward or not, train the same increment', async () => {
-    const one = path.join(tmp, 'one');
-    if (!fs.existsSync(path.join(one, 'delta.safetensors'))) {
-      const r1 = spawnSync(process.execPath, [BIN, ...finetuneArgs(one, 4)], { env: cleanEnv(), encoding: 'utf8' });
-      expect(r1.status).toBe(0);
-    }
     // 128 bytes per bucket: about one target's selected values per bucket (a bucket holds more than one
     // target where they are smaller), started in the backward as each completes.
     const bucketsOf = async (overlap: boolean) => {
-      const out = path.join(tmp, overlap ? 'buckets-overlap' : 'buckets-after');
-      const port = await freePort();
-      const extra = ['--dist-bucket-mb', String(128 / 2 ** 20), ...(overlap ? [] : ['--no-dist-overlap'])];
-      const r = spawnSync(
-        process.execPath,
-        [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(out, 2, extra)],
-        { env: cleanEnv(), encoding: 'utf8' },
-      );
-      expect(r.stderr).not.toMatch(/\[E_/);
-      expect(r.status).toBe(0);
-      expectSameIncrement(one, out);
-      return JSON.parse(r.stdout).communication;
+      const launchExtra = ['--dist-bucket-mb', String(128 / 2 ** 20), ...(overlap ? [] : ['--no-dist-overlap'])];
+      const r = await oneVersusTwo('sift', finetuneArgs, { launchExtra, variant: overlap ? 'buckets-overlap' : 'buckets-after' });
+      expectSameIncrement(r.one, r.two);
+      return r.launched.communication;
     };
     const a = await bucketsOf(true);
     expect(a.bucketsPerStep).toBeGreaterThan(3);
@@ -313,34 +378,12 @@ withGloo('two CPU processes (gloo)', () => {
   test('full fine-tuning in 2 KB buckets (dense gradients staged and copied back): 2 x 2 equals 1 x 4', async () => {
     const args = (out: string, batch: number) =>
       finetuneArgs(out, batch, ['--method', 'full']).filter((a, i, all) => a !== '--sparse-rate' && all[i - 1] !== '--sparse-rate');
-    const one = path.join(tmp, 'full-one');
-    const r1 = spawnSync(process.execPath, [BIN, ...args(one, 4)], { env: cleanEnv(), encoding: 'utf8' });
-    expect(r1.status).toBe(0);
-    const two = path.join(tmp, 'full-two');
-    const port = await freePort();
-    const r2 = spawnSync(
-      process.execPath,
-      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args(two, 2), '--dist-bucket-mb', '0.002'],
-      { env: cleanEnv(), encoding: 'utf8' },
-    );
-    expect(r2.stderr).not.toMatch(/\[E_/);
-    expect(r2.status).toBe(0);
-    const c = JSON.parse(r2.stdout).communication;
+    const { one, two, launched } = await oneVersusTwo('full', args, { launchExtra: ['--dist-bucket-mb', '0.002'] });
+    const c = launched.communication;
     expect(c.bucketsPerStep).toBeGreaterThan(3);
     expect(c.bytesPerStep).toBe(c.fullFinetuneBytesPerStep);
-    const read = (d: string) => {
-      const r = SafetensorsReader.open(path.join(d, 'model.safetensors'));
-      const m = new Map<string, Float32Array>();
-      for (const n of r.names()) {
-        const t = r.tensor(n);
-        m.set(n, t.toArray() as Float32Array);
-        t.dispose();
-      }
-      r.close();
-      return m;
-    };
-    const A = read(one);
-    const B = read(two);
+    const A = readTensors(path.join(one, 'model.safetensors'));
+    const B = readTensors(path.join(two, 'model.safetensors'));
     expect([...B.keys()].sort()).toEqual([...A.keys()].sort());
     for (const [n, x] of A) {
       const y = B.get(n)!;
@@ -376,99 +419,69 @@ withGloo('two CPU processes (gloo)', () => {
       '--quiet',
       '--json',
     ];
-    const one = path.join(tmp, 'cls-one');
-    const r1 = spawnSync(process.execPath, [BIN, ...args(one, 4)], { env: cleanEnv(), encoding: 'utf8' });
-    expect(r1.status).toBe(0);
-    const two = path.join(tmp, 'cls-two');
-    const port = await freePort();
     // Small buckets: the head's weight and bias share a staged bucket, the sparse values others.
-    const r2 = spawnSync(
-      process.execPath,
-      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args(two, 2), '--dist-bucket-mb', '0.001'],
-      {
-        env: cleanEnv(),
-        encoding: 'utf8',
-      },
-    );
-    expect(r2.status).toBe(0);
+    const { one, two, single, launched } = await oneVersusTwo('cls', args, { launchExtra: ['--dist-bucket-mb', '0.001'] });
     expectSameIncrement(one, two);
-    expect(JSON.parse(r2.stdout).communication.bucketsPerStep).toBeGreaterThan(1);
-    const m1 = JSON.parse(r1.stdout).metrics;
-    const m2 = JSON.parse(r2.stdout).metrics;
-    expect(m2.examples).toBe(m1.examples);
-    expect(m2.accuracy).toBe(m1.accuracy);
-    expect(m2.loss).toBeCloseTo(m1.loss, 4);
+    expect(launched.communication.bucketsPerStep).toBeGreaterThan(1);
+    expect(launched.metrics.examples).toBe(single.metrics.examples);
+    expect(launched.metrics.accuracy).toBe(single.metrics.accuracy);
+    expect(launched.metrics.loss).toBeCloseTo(single.metrics.loss, 4);
   }, 180000);
 
   test("the gradient bytes of SIFT at 1% are at most 2% of full fine-tuning's", async () => {
     const out = path.join(tmp, 'bytes');
-    const port = await freePort();
-    const env = { ...cleanEnv(), RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
-    const r = spawnSync(process.execPath, [BIN, ...finetuneArgs(out, 2, ['--steps', '1', '--sparse-rate', '0.01'], wide)], {
-      env,
-      encoding: 'utf8',
-    });
-    expect(r.status).toBe(0);
+    const r = runSingle(finetuneArgs(out, 2, ['--steps', '1', '--sparse-rate', '0.01'], wide), torchrunEnv(await freePort(), 0, 1));
     const c = JSON.parse(r.stdout).communication;
     expect(c.bytesPerStep).toBeGreaterThan(0);
     expect(c.fraction).toBeLessThanOrEqual(0.02);
   }, 180000);
 
-  test('a checkpoint of a one-process run resumes on two processes', async () => {
-    const ref = path.join(tmp, 'ref');
-    const r1 = spawnSync(process.execPath, [BIN, ...finetuneArgs(ref, 4, ['--checkpoint-every', '2'])], {
-      env: cleanEnv(),
-      encoding: 'utf8',
-    });
-    expect(r1.status).toBe(0);
-    const cut = path.join(tmp, 'cut');
-    fs.cpSync(ref, cut, { recursive: true });
-    fs.rmSync(path.join(cut, 'checkpoint-4'), { recursive: true, force: true });
-    fs.rmSync(path.join(cut, 'delta.safetensors'));
-    const port = await freePort();
-    const r2 = spawnSync(
-      process.execPath,
-      [
-        BIN,
-        'launch',
-        '--nproc-per-node',
-        '2',
-        '--master-port',
-        String(port),
-        '--',
-        ...finetuneArgs(cut, 2, ['--checkpoint-every', '2', '--resume']),
-      ],
-      { env: cleanEnv(), encoding: 'utf8' },
-    );
-    expect(r2.stderr).not.toMatch(/\[E_/);
-    expect(r2.status).toBe(0);
-    expectSameIncrement(ref, cut);
-  }, 180000);
+  test('checkpoints resume on another number of processes: 1 -> 2 and 2 -> 1', async () => {
+    const withCheckpoints = (out: string, batch: number) => finetuneArgs(out, batch, ['--checkpoint-every', '2']);
+    const { one, two } = await oneVersusTwo('checkpoints', withCheckpoints);
+    expectSameIncrement(one, two);
+    // Each run cut back to its step-2 checkpoint, then finished on the other number of processes.
+    const cut = (from: string, name: string) => {
+      const dir = path.join(tmp, name);
+      fs.cpSync(from, dir, { recursive: true });
+      fs.rmSync(path.join(dir, 'checkpoint-4'), { recursive: true, force: true });
+      fs.rmSync(path.join(dir, 'delta.safetensors'));
+      return dir;
+    };
+    // The steps the last run of a folder logged (its log lines follow its own 'selection' line).
+    const lastRunSteps = (dir: string) => {
+      const events = fs
+        .readFileSync(path.join(dir, 'log.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      const start = events.map((e) => e.type).lastIndexOf('selection');
+      return events
+        .slice(start)
+        .filter((e) => e.type === 'step')
+        .map((e) => e.step);
+    };
+    const oneThenTwo = cut(one, 'resume-1-2');
+    await runLaunched([...withCheckpoints(oneThenTwo, 2), '--resume']);
+    expect(lastRunSteps(oneThenTwo)).toEqual([3, 4]);
+    expectSameIncrement(one, oneThenTwo);
+    const twoThenOne = cut(two, 'resume-2-1');
+    runSingle([...withCheckpoints(twoThenOne, 4), '--resume']);
+    expect(lastRunSteps(twoThenOne)).toEqual([3, 4]);
+    expectSameIncrement(one, twoThenOne);
+  }, 240000);
 
   test('a killed rank ends the other with E_DIST, not a hang', async () => {
     const out = path.join(tmp, 'killed');
     const port = await freePort();
-    const env = (rank: number) => ({
-      ...cleanEnv(),
-      RANK: String(rank),
-      WORLD_SIZE: '2',
-      LOCAL_RANK: String(rank),
-      MASTER_ADDR: '127.0.0.1',
-      MASTER_PORT: String(port),
-    });
     const args = finetuneArgs(out, 2, ['--steps', '100000', '--dist-timeout', '20']);
-    const r0 = spawn(process.execPath, [BIN, ...args], { env: env(0) });
-    const r1 = spawn(process.execPath, [BIN, ...args], { env: env(1) });
+    const r0 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(port, 0, 2) });
+    const r1 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(port, 1, 2) });
     let err0 = '';
     r0.stderr.on('data', (c) => (err0 += String(c)));
     const exit0 = new Promise<number>((resolve) => r0.on('exit', (code) => resolve(code ?? -1)));
-    // Wait until training runs (rank 0 logs steps), then kill rank 1.
-    const log = path.join(out, 'log.jsonl');
-    const t0 = Date.now();
-    while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
-      if (Date.now() - t0 > 120000) throw new Error('training did not start');
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    // Wait until training runs, then kill rank 1.
+    await trainingStarted(out);
     r1.kill('SIGKILL');
     const killedAt = Date.now();
     const code = await exit0;
@@ -480,28 +493,15 @@ withGloo('two CPU processes (gloo)', () => {
   test('a stopped rank (SIGSTOP) ends the other with E_DIST within --dist-timeout, writing no increment', async () => {
     const out = path.join(tmp, 'stopped');
     const port = await freePort();
-    const env = (rank: number) => ({
-      ...cleanEnv(),
-      RANK: String(rank),
-      WORLD_SIZE: '2',
-      LOCAL_RANK: String(rank),
-      MASTER_ADDR: '127.0.0.1',
-      MASTER_PORT: String(port),
-    });
     const timeout = 4;
     const args = finetuneArgs(out, 2, ['--steps', '100000', '--dist-timeout', String(timeout)]);
-    const r0 = spawn(process.execPath, [BIN, ...args], { env: env(0) });
-    const r1 = spawn(process.execPath, [BIN, ...args], { env: env(1) });
+    const r0 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(port, 0, 2) });
+    const r1 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(port, 1, 2) });
     try {
       let err0 = '';
       r0.stderr.on('data', (c) => (err0 += String(c)));
       const exit0 = new Promise<number>((resolve) => r0.on('exit', (code) => resolve(code ?? -1)));
-      const log = path.join(out, 'log.jsonl');
-      const t0 = Date.now();
-      while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
-        if (Date.now() - t0 > 120000) throw new Error('training did not start');
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await trainingStarted(out);
       // Alive but not answering: its sockets stay open, so only the timeout can notice.
       r1.kill('SIGSTOP');
       const stoppedAt = Date.now();
@@ -522,6 +522,61 @@ withGloo('two CPU processes (gloo)', () => {
     }
   }, 180000);
 
+  test('a rank 0 that accepts the rendezvous but never answers ends the others with E_DIST after the timeout', async () => {
+    // A listener that takes connections and reads nothing: a stopped rank 0 looks the same (the
+    // kernel accepts into its backlog), and a store read without a timeout would wait forever.
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((s) => sockets.push(s));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as net.AddressInfo).port;
+    try {
+      const t0 = Date.now();
+      const r = spawnSync(process.execPath, [BIN, ...finetuneArgs(path.join(tmp, 'silent'), 2, ['--dist-timeout', '3'])], {
+        env: torchrunEnv(port, 1, 2),
+        encoding: 'utf8',
+        timeout: 60000,
+      });
+      const waited = (Date.now() - t0) / 1000;
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toMatch(/E_DIST/);
+      expect(r.stderr).toMatch(/rendezvous: rank 0 at 127\.0\.0\.1:\d+ did not answer within 3 s/);
+      expect(waited).toBeLessThan(30);
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
+  }, 90000);
+
+  test('processes started by torchrun rather than launch take their share of the cores too', async () => {
+    const port = await freePort();
+    const script = [
+      `const { ProcessGroup } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'dist', 'group'))});`,
+      `const { numThreads } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'engine', 'runtime'))});`,
+      "ProcessGroup.init({ device: 'cpu', timeoutSec: 60 }).then(async (g) => {",
+      '  await g.barrier();',
+      '  console.log(JSON.stringify(numThreads()));',
+      '  g.destroy();',
+      '});',
+    ].join('\n');
+    const run = (rank: number) =>
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+        const env = torchrunEnv(port, rank, 2);
+        delete env.SIFT_FT_NUM_THREADS;
+        const p = spawn(process.execPath, ['-e', script], { env });
+        let out = '';
+        let err = '';
+        p.stdout.on('data', (c) => (out += String(c)));
+        p.stderr.on('data', (c) => (err += String(c)));
+        p.on('exit', (code) => resolve({ code, out, err }));
+      });
+    for (const r of await Promise.all([run(0), run(1)])) {
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      const t = JSON.parse(r.out);
+      expect(t.threads).toBe(Math.max(1, Math.floor(t.hardware / 2)));
+    }
+  }, 60000);
+
   test('launch ends the other processes and names the rank when one dies', async () => {
     const out = path.join(tmp, 'launch-killed');
     const port = await freePort();
@@ -533,12 +588,7 @@ withGloo('two CPU processes (gloo)', () => {
     let err = '';
     launcher.stderr.on('data', (c) => (err += String(c)));
     const exited = new Promise<number>((resolve) => launcher.on('exit', (code) => resolve(code ?? -1)));
-    const log = path.join(out, 'log.jsonl');
-    const t0 = Date.now();
-    while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
-      if (Date.now() - t0 > 120000) throw new Error('training did not start');
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await trainingStarted(out);
     // The launcher's children: kill one of them.
     const ps = spawnSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' });
     const pids = ps.stdout
@@ -567,13 +617,59 @@ const CUDA = (() => {
   }
 })();
 (CUDA ? describe : describe.skip)('NCCL', () => {
+  // What the first test found: whether NCCL loads, and whether it has the non-blocking initialisation.
+  let nonBlocking: boolean | undefined;
+
+  test('[cuda] a one-rank NCCL group initialises through the config API (non-blocking, with the timeout) and reduces', async () => {
+    let group: ProcessGroup;
+    try {
+      group = await ProcessGroup.init({ device: 'cuda', timeoutSec: 60, env: torchrunEnv(await freePort(), 0, 1) });
+    } catch (e) {
+      if (/NCCL was not found/.test(String(e))) {
+        console.warn(`NCCL test not run: ${String(e)}`);
+        return;
+      }
+      throw e;
+    }
+    try {
+      expect(group.backend).toBe('nccl');
+      // NCCL 2.14 and later: ncclCommInitRankConfig with blocking = 0, polled; older ones say why not.
+      const version = /NCCL (\d+)\.(\d+)\./.exec(group.library);
+      expect(version).not.toBeNull();
+      const atLeast214 = Number(version![1]) > 2 || (Number(version![1]) === 2 && Number(version![2]) >= 14);
+      expect(group.library).toMatch(atLeast214 ? /: non-blocking initialisation$/ : /blocking initialisation, without a timeout/);
+      nonBlocking = atLeast214;
+      // Calls on a non-blocking communicator may return ncclInProgress: they are waited for.
+      expect(await group.allReduceNumbers([1.5, -2])).toEqual([1.5, -2]);
+      await group.barrier();
+    } finally {
+      group.destroy();
+    }
+  }, 120000);
+
+  test('[cuda] rank 0 of 2 whose peer never joins: NCCL initialisation ends with E_DIST after the timeout', async () => {
+    if (!nonBlocking) {
+      // Without NCCL, or before 2.14 (blocking initialisation: it would wait for the peer forever).
+      console.warn(
+        `NCCL initialisation timeout test not run: ${nonBlocking === undefined ? 'NCCL was not found' : 'NCCL older than 2.14'}`,
+      );
+      return;
+    }
+    const t0 = Date.now();
+    const joined = ProcessGroup.init({ device: 'cuda', timeoutSec: 5, env: torchrunEnv(await freePort(), 0, 2) });
+    await expect(joined).rejects.toThrow(/NCCL initialisation did not finish within 5 s on rank 0 of 2/);
+    await expect(joined).rejects.toMatchObject({ code: 'E_DIST' });
+    const waited = (Date.now() - t0) / 1000;
+    expect(waited).toBeGreaterThanOrEqual(4.5);
+    expect(waited).toBeLessThan(60);
+  }, 120000);
+
   test('[cuda] a one-rank NCCL group trains on cuda:LOCAL_RANK, in buckets on the comm stream, as without a group', async () => {
     if (!fs.existsSync(BIN)) ensureDist();
     // f32 (no bf16 rounding of gradients), so that the comparison below is tight.
     const onCuda = (args: string[]) => [...args.map((a) => (a === 'cpu' ? 'cuda' : a)), '--mixed-precision', 'none'];
     const out = path.join(tmp, 'nccl');
-    const port = await freePort();
-    const env = { ...cleanEnv(), RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
+    const env = torchrunEnv(await freePort(), 0, 1);
     // 128-byte buckets: several all-reduces started on the comm stream during the backward.
     const r = spawnSync(process.execPath, [BIN, ...onCuda(finetuneArgs(out, 2, ['--dist-bucket-mb', String(128 / 2 ** 20)]))], {
       env,
@@ -592,8 +688,7 @@ const CUDA = (() => {
     expect(res.communication.bucketsInBackward).toBe(res.communication.bucketsPerStep);
     // A sum over one rank changes nothing: the increment is the one trained without a group.
     const alone = path.join(tmp, 'nccl-alone');
-    const r1 = spawnSync(process.execPath, [BIN, ...onCuda(finetuneArgs(alone, 2))], { env: cleanEnv(), encoding: 'utf8' });
-    expect(r1.status).toBe(0);
+    runSingle(onCuda(finetuneArgs(alone, 2)));
     expectSameIncrement(alone, out);
   }, 180000);
 });
