@@ -252,12 +252,11 @@ function loadOnnxForTask(file: string, opts: { task: TaskName; device: string; l
   return { model: model as unknown as PreTrainedModel, tokenizer, config: cfg, dir: file, labels, initialized: [] };
 }
 
-/** One line on the path SIFT's weight gradients took (done event's sparseGradient). */
+/** The path SIFT's weight gradients took (done event's sparseGradient), in words. */
 export function fmtSparseGradient(p: SparseGradientPaths): string {
-  if (p.path === 'dense')
-    return `weight gradient: dense, then gathered at the selected entries (${p.targets} targets, ${p.denseSteps} steps)`;
+  if (p.path === 'dense') return `dense, then gathered at the selected entries (${p.targets} targets, ${p.denseSteps} steps)`;
   return (
-    `weight gradient: SDDMM (selected entries only) on ${p.sddmmTargets} of ${p.targets} targets, ${p.sddmmSteps} of ${p.sddmmSteps + p.denseSteps} steps` +
+    `SDDMM (selected entries only) on ${p.sddmmTargets} of ${p.targets} targets, ${p.sddmmSteps} of ${p.sddmmSteps + p.denseSteps} steps` +
     (p.denseSteps ? ` (dense on the ${p.denseSteps} step(s) that measured the gradient proportion)` : '')
   );
 }

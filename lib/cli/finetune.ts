@@ -513,7 +513,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
         lines.push(
           `gradient proportion on the selected entries (mean over targets${result.gradProportionStep !== undefined ? `, step ${result.gradProportionStep}` : ''}): ${(100 * result.meanGradProportion).toFixed(1)}%`,
         );
-      if (result.sparseGradient) lines.push(fmtSparseGradient(result.sparseGradient));
+      if (result.sparseGradient) lines.push(`weight gradient: ${fmtSparseGradient(result.sparseGradient)}`);
       if (result.communication)
         lines.push(
           `data parallel over ${result.worldSize} processes: ${fmtBytes(result.communication.bytesPerStep)} of gradients all-reduced per step in ${result.communication.bucketsPerStep} bucket(s)${result.communication.overlap ? ' overlapped with the backward' : ''} (full fine-tuning: ${fmtBytes(result.communication.fullFinetuneBytesPerStep)}, ${(100 * result.communication.fraction).toPrecision(3)}%)`,
@@ -547,7 +547,7 @@ export function summaryOf(r: FinetuneResult): Record<string, unknown> {
     'wall time': fmtDuration(r.seconds),
     ...Object.fromEntries(Object.entries(r.metrics ?? {}).map(([k, v]) => [`eval ${k}`, v])),
     'mean gradient proportion': r.meanGradProportion !== undefined ? `${(100 * r.meanGradProportion).toFixed(1)}%` : undefined,
-    'weight gradient': r.sparseGradient ? fmtSparseGradient(r.sparseGradient).replace(/^weight gradient: /, '') : undefined,
+    'weight gradient': r.sparseGradient ? fmtSparseGradient(r.sparseGradient) : undefined,
   };
 }
 

@@ -302,7 +302,7 @@ export function summaryRow(r: MethodResult): Record<string, unknown> {
     ...Object.fromEntries(Object.entries(r.metrics).map(([k, v]) => [`eval ${k}`, v])),
     ...Object.fromEntries(Object.entries(r.testMetrics ?? {}).map(([k, v]) => [`test ${k}`, v])),
     'mean gradient proportion': r.meanGradProportion !== undefined ? `${(100 * r.meanGradProportion).toFixed(1)}%` : undefined,
-    'weight gradient': r.sparseGradient ? fmtSparseGradient(r.sparseGradient).replace(/^weight gradient: /, '') : undefined,
+    'weight gradient': r.sparseGradient ? fmtSparseGradient(r.sparseGradient) : undefined,
   };
 }
 

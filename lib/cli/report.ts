@@ -263,7 +263,7 @@ export function renderReport(data: ReportData): string {
   if (withProp.length > 0) {
     const names = [...new Set(withProp.flatMap((r) => Object.keys(r.gradProportion!)))];
     propChart = barChart(
-      'Gradient proportion on the selected entries per layer, at the last step (share of the squared gradient norm; the sparse rate is the share of entries)',
+      'Gradient proportion on the selected entries per layer, at the last step that measured it (share of the squared gradient norm; the sparse rate is the share of entries)',
       shortNames(names),
       withProp.map((r) => ({ name: r.name, color: r.color, values: names.map((n) => r.gradProportion![n]) })),
     );

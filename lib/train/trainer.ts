@@ -631,6 +631,10 @@ export class Trainer {
     // here if the run ends by an error before it is read).
     let unread: StepRead | null = null;
     let current: StepRead | null = null;
+    // trackGradProportion 'sampled': the steps that measure take the dense gradient, the others the SDDMM.
+    let sampled = false;
+    // Between a step's first backward and its optimizer update (a run that ends there drops the step's gradient).
+    let inStep = false;
     try {
       if (outDir) {
         try {
@@ -762,8 +766,7 @@ export class Trainer {
       let commBytes = 0;
       let commBuckets = 0;
       let commInBackward = 0;
-      // trackGradProportion 'sampled': the steps that measure take the dense gradient, the others the SDDMM.
-      const sampled = !!this._sift && o.trackGradProportion === 'sampled';
+      sampled = !!this._sift && o.trackGradProportion === 'sampled';
       const proportionEvery = o.gradProportionEvery ?? 0;
       const measures = (step: number) => sampled && (step === this.total || (proportionEvery > 0 && step % proportionEvery === 0));
       let proportionStep: number | undefined;
@@ -809,6 +812,7 @@ export class Trainer {
         const measureNow = measures(read.step);
         if (sampled) this._sift!.measureGradProportion = measureNow;
         const pathsBefore = this._sift?.gradientPaths();
+        inStep = true;
         let stepTokens = 0;
         for (let i = 0; i < batches.length; i++) {
           const sh = this.shard(batches[i]);
@@ -832,6 +836,7 @@ export class Trainer {
         }
         if (measureNow) proportionStep = read.step;
         this.opt!.step();
+        inStep = false;
         read.normSq = this.opt!.lastGradNormSq();
         await this.pace();
         read.fence = this.inFlight;
@@ -927,10 +932,10 @@ export class Trainer {
         total: c.total,
         gradProportion,
         ...(gradProportion && sampled ? { gradProportionStep: proportionStep } : {}),
-        ...(gp
+        ...(gp && paths.sddmm + paths.dense > 0
           ? {
               sparseGradient: {
-                path: gp.sddmm > 0 ? ('sddmm' as const) : ('dense' as const),
+                path: paths.sddmm > 0 ? ('sddmm' as const) : ('dense' as const),
                 targets: gp.targets,
                 sddmmTargets: gp.sddmmTargets,
                 sddmmSteps: paths.sddmm,
@@ -965,6 +970,12 @@ export class Trainer {
           : {}),
       });
     } finally {
+      if (this._sift && !this.disposed) {
+        // A step an error ended halfway is run again from its first micro-batch: its partial gradient goes.
+        if (inStep) this._sift.zeroGrad();
+        // Also after an error or a caller that stopped reading the events: the SDDMM again.
+        if (sampled) this._sift.measureGradProportion = false;
+      }
       tb?.close();
       buckets?.dispose();
       // A run that ends by an error still waits for its last fence (which recycles its CUDA event);

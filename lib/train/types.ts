@@ -253,7 +253,7 @@ export type TrainerEvent =
       gradProportion?: Record<string, number>;
       /** The optimizer step gradProportion was measured on (the last step, unless the run stopped early). */
       gradProportionStep?: number;
-      /** SIFT: the path the targets' weight gradients took. */
+      /** SIFT: the path the targets' weight gradients took on this run's steps (none where it took no step). */
       sparseGradient?: SparseGradientPaths;
       /** Data parallel: the processes and the gradient bytes all-reduced per optimizer step, beside what full fine-tuning's all-reduce would move. */
       worldSize?: number;

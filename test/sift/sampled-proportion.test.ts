@@ -6,6 +6,9 @@
  * accumulation), the same proportion at the end; and the SDDMM counted on the steps that do not
  * measure. Quantized targets switch the same way.
  */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { createModel, HFConfig, PreTrainedModel } from '../../lib/models';
 import { Sift, SiftOptions } from '../../lib/sift/sift';
 import { Trainer } from '../../lib/train/trainer';
@@ -255,4 +258,88 @@ test('gradProportionEvery: those steps measure (their step events carry the mean
   expect(() => new Trainer(m, null, { task: 'classify', gradProportionEvery: -1 })).toThrow(/gradProportionEvery/);
   expect(() => new Trainer(m, null, { task: 'classify', trackGradProportion: 'some' as never })).toThrow(/trackGradProportion/);
   m.dispose();
+}, 120000);
+
+// ---- a run that ends elsewhere than after its last step
+
+/** A sift Trainer as in trainRun, and its increment (trained values minus base, per target). */
+function siftTrainer(o: Partial<TrainerOptions> = {}) {
+  const m = createModel(cls, { task: 'sequence-classification', seed: 7 });
+  const t = new Trainer(m, null, {
+    task: 'classify',
+    method: 'sift',
+    sift: { sparseRate: 0.1 },
+    trackGradProportion: 'sampled',
+    steps: 4,
+    batchSize: 8,
+    lr: LR,
+    ...o,
+  });
+  const increment = () =>
+    t.sift!.targets.map((x) => {
+      const w = tidy(() => Array.from(x.param.contiguous().toArray() as Float32Array));
+      const base = Array.from(x.base!.toArray() as Float32Array);
+      return Array.from(x.idx!.toArray() as Int32Array, (f, j) => w[f] - base[j]);
+    });
+  const dispose = () => {
+    t.dispose();
+    m.dispose();
+  };
+  return { t, increment, dispose };
+}
+
+test('a caller that stops reading after a measured step leaves the SDDMM on', async () => {
+  const r = siftTrainer({ gradProportionEvery: 2 });
+  for await (const e of r.t.fit(rowsOf(48))) if (e.type === 'step' && e.step === 2) break;
+  expect(r.t.sift!.measureGradProportion).toBe(false);
+  r.dispose();
+}, 60000);
+
+test('an error halfway through a measured step: the SDDMM again, and a new fit runs that step from its start', async () => {
+  const clean = siftTrainer({ gradProportionEvery: 2, gradAccum: 2 });
+  for await (const e of clean.t.fit(rowsOf(48))) void e;
+  const want = clean.increment();
+  clean.dispose();
+
+  const r = siftTrainer({ gradProportionEvery: 2, gradAccum: 2 });
+  const trainer = r.t as unknown as { microBatch: (...a: unknown[]) => unknown };
+  const microBatch = trainer.microBatch.bind(r.t);
+  // Selection takes the first call; step 1 the next two; step 2 (measured) fails in its second micro-batch.
+  let calls = 0;
+  trainer.microBatch = (...a: unknown[]) => {
+    if (++calls === 5) throw new Error('injected failure');
+    return microBatch(...a);
+  };
+  await expect(
+    (async () => {
+      for await (const e of r.t.fit(rowsOf(48))) void e;
+    })(),
+  ).rejects.toThrow('injected failure');
+  expect(r.t.sift!.measureGradProportion).toBe(false);
+  const events: TrainerEvent[] = [];
+  for await (const e of r.t.fit(rowsOf(48))) events.push(e);
+  const done = events.find((e) => e.type === 'done') as Extract<TrainerEvent, { type: 'done' }>;
+  // Steps 2 to 4 in the second fit: 2 and 4 measured.
+  expect(done.sparseGradient).toMatchObject({ path: 'sddmm', sddmmSteps: 1, denseSteps: 2 });
+  expect(r.increment()).toEqual(want);
+  r.dispose();
+}, 120000);
+
+test('a resumed run that has no step left reports no gradient path', async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-sampled-'));
+  try {
+    const a = siftTrainer({ outDir: out });
+    for await (const e of a.t.fit(rowsOf(48))) void e;
+    a.dispose();
+    const b = siftTrainer({ outDir: out, resume: true });
+    const events: TrainerEvent[] = [];
+    for await (const e of b.t.fit(rowsOf(48))) events.push(e);
+    b.dispose();
+    const done = events.find((e) => e.type === 'done') as Extract<TrainerEvent, { type: 'done' }>;
+    expect(done.step).toBe(4);
+    expect(done.sparseGradient).toBeUndefined();
+    expect(done.gradProportion).toBeUndefined();
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
 }, 120000);
