@@ -149,7 +149,8 @@ std::string create(const nccl::Api& a, int nranks, int rank, int timeout_ms, ncc
 
 }  // namespace
 
-int main() {
+// argv[1], when given: a library whose dependency was removed (built by test/dist/nccl-init.test.ts).
+int main(int argc, char** argv) {
   nccl::Created c;
   double s = 0;
 
@@ -323,6 +324,16 @@ int main() {
   const auto list = dl::candidates(places);
   expect(list.size() == 6 && list[0] == "a.so" && list[1] == "b.so" && list[2] == "/x/a.so" && list[5] == "/y/b.so",
          "loader: candidates in order");
+
+  // A present library that cannot load (its dependency is missing) is a rejection naming the
+  // dependency, not an absent candidate.
+  if (argc > 1) {
+    void (*top)() = nullptr;
+    l = dl::open_first({argv[1]}, {dl::need("sift_top", top)});
+    expect(!l.handle && l.absent == 0 && l.rejected.size() == 1 &&
+               contains(l.rejected[0], "libsift_dep_gone.so: cannot open shared object file"),
+           "loader: missing dependency named: " + l.tried());
+  }
 
   std::printf("%d of %d cases wrong\n", wrong, cases);
   return wrong == 0 ? 0 : 1;
