@@ -81,8 +81,12 @@ Loaded open_first(const std::vector<std::string>& candidates, const std::vector<
     }
     void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!h) {
+      // Absent only when the candidate itself is missing ("<name>: cannot open shared object file:
+      // No such file or directory"); a present library whose dependency is missing says so with the
+      // dependency's name, which the error must show.
       const char* why = dlerror();
-      if (why && std::strstr(why, "No such file")) {
+      const std::string own = name + ": cannot open shared object file";
+      if (why && std::strncmp(why, own.c_str(), own.size()) == 0 && std::strstr(why, "No such file")) {
         out.absent++;
       } else {
         out.rejected.push_back(name + ": " + (why ? why : "cannot be opened"));

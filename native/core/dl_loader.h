@@ -51,7 +51,8 @@ struct Loaded {
   void* handle = nullptr;  // null when nothing loaded
   std::string path;        // the file loaded (resolved through dladdr when possible)
   // What was tried and why it was not taken, one entry per candidate that exists but failed
-  // ("path: reason"); candidates that are simply absent are only counted.
+  // ("path: reason", e.g. a missing dependency or symbol); candidates that are simply absent are
+  // only counted.
   std::vector<std::string> rejected;
   int absent = 0;
   // "N places tried: <rejected entries>" or "N places tried, none present": for error messages.

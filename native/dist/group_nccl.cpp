@@ -12,7 +12,9 @@
 // then throws E_DIST. The communicator is created non-blocking where NCCL has the config API
 // (2.14+), so that its initialisation, which waits for every rank, ends after the same timeout
 // (nccl.cpp); its calls may then return ncclInProgress while they queue work, and are waited for
-// (nccl::settle) before their completion event is recorded.
+// (nccl::SharedComm::settle) before their completion event is recorded. The two threads reach the
+// communicator only through nccl::SharedComm, which never lets their NCCL calls overlap nor any
+// call follow the abort.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -32,6 +34,7 @@ namespace {
 
 using nccl::Api;
 using nccl::Comm;
+using nccl::SharedComm;
 
 int nccl_type(DType d) {
   switch (d) {
@@ -97,7 +100,7 @@ class NcclGroup : public Group {
     }
     cuda::set_device(device_);
     nccl::Created c = nccl::create_comm(*lib_, world_, id, rank_, timeout_);
-    comm_ = c.comm;
+    comm_ = std::make_unique<SharedComm>(*lib_, c.comm);
     library_ = c.how;
     comm_stream_ = cuda::comm_stream(device_);
     scratch_ = cuda::alloc(device_, 16);
@@ -116,7 +119,7 @@ class NcclGroup : public Group {
     cv_.notify_all();
     if (watchdog_.joinable()) watchdog_.join();
     if (scratch_) cuda::release(device_, scratch_, 16);
-    if (comm_ && broken_.empty()) {
+    if (broken_.empty()) {
       try {
         // The compute stream may not have waited for the last collectives yet.
         cuda::set_device(device_);
@@ -126,7 +129,7 @@ class NcclGroup : public Group {
       } catch (const SiftException&) {
         // A sticky CUDA error: the communicator is destroyed all the same.
       }
-      lib_->comm_destroy(comm_);
+      comm_->destroy();  // not after an abort: SharedComm refuses it
     }
   }
 
@@ -135,15 +138,15 @@ class NcclGroup : public Group {
   std::shared_ptr<Work> start_all_reduce_sum(const Tensor& t) override {
     check_tensor(t, "allReduce");
     int type = nccl_type(t.dtype);
-    return launch("ncclAllReduce", {t}, [&](void* st) {
-      return lib_->all_reduce(t.raw(), t.raw(), size_t(t.numel()), type, nccl::kSum, comm_, st);
+    return launch("ncclAllReduce", {t}, [&](Comm c, void* st) {
+      return lib_->all_reduce(t.raw(), t.raw(), size_t(t.numel()), type, nccl::kSum, c, st);
     });
   }
 
   void broadcast(const Tensor& t, int root) override {
     check_tensor(t, "broadcast");
-    launch("ncclBroadcast", {t}, [&](void* st) {
-      return lib_->broadcast(t.raw(), t.raw(), t.nbytes(), nccl::kInt8 /* bytes */, root, comm_, st);
+    launch("ncclBroadcast", {t}, [&](Comm c, void* st) {
+      return lib_->broadcast(t.raw(), t.raw(), t.nbytes(), nccl::kInt8 /* bytes */, root, c, st);
     })->wait();
   }
 
@@ -152,14 +155,14 @@ class NcclGroup : public Group {
     check_tensor(out, "allGather");
     SIFT_CHECK(in.dtype == out.dtype && out.nbytes() == in.nbytes() * size_t(world_), "E_SHAPE", "allGather: output ",
                out.desc(), " must hold ", world_, " x ", in.desc());
-    launch("ncclAllGather", {in, out}, [&](void* st) {
-      return lib_->all_gather(in.raw(), out.raw(), in.nbytes(), nccl::kInt8, comm_, st);
+    launch("ncclAllGather", {in, out}, [&](Comm c, void* st) {
+      return lib_->all_gather(in.raw(), out.raw(), in.nbytes(), nccl::kInt8, c, st);
     })->wait();
   }
 
   void barrier() override {
-    launch("ncclAllReduce (barrier)", {}, [&](void* st) {
-      return lib_->all_reduce(scratch_, scratch_, 1, nccl::kInt32, nccl::kSum, comm_, st);
+    launch("ncclAllReduce (barrier)", {}, [&](Comm c, void* st) {
+      return lib_->all_reduce(scratch_, scratch_, 1, nccl::kInt32, nccl::kSum, c, st);
     })->wait();
     cuda::synchronize(device_);
     throw_if_broken();
@@ -186,13 +189,18 @@ class NcclGroup : public Group {
     // A non-blocking communicator may return ncclInProgress while it enqueues the collective: the
     // completion event is recorded once the kernels are on the stream.
     const auto enqueue_deadline = std::chrono::steady_clock::now() + timeout_;
-    const int rc = nccl::settle(*lib_, comm_, f(comm_stream_), enqueue_deadline);
-    if (rc == nccl::kInProgress) {
-      abort_and_break(str_cat(op, " could not be queued within ", timeout_.count() / 1000.0,
-                              " s (a rank died or stopped answering)"));
+    const int rc = comm_->settle(comm_->call([&](Comm c) { return f(c, comm_stream_); }), enqueue_deadline);
+    if (rc != nccl::kSuccess) {
+      // Timed out, failed (NCCL's rule after an error: abort, never destroy) or aborted meanwhile by
+      // the watchdog (kClosed: the group is already broken and says why).
+      if (rc == nccl::kInProgress)
+        abort_and_break(str_cat(op, " could not be queued within ", timeout_.count() / 1000.0,
+                                " s (a rank died or stopped answering)"));
+      else if (rc != nccl::kClosed)
+        abort_and_break(str_cat(op, " failed: ", lib_->error_string(rc), " (", library_, ")"));
       throw_if_broken();
+      fail("E_DIST", op, ": the NCCL communicator was closed (rank ", rank_, " of ", world_, ")");
     }
-    check(rc, op);
     auto p = std::make_shared<Pending>();
     p->event = cuda::comm_record(device_);
     p->device = device_;
@@ -224,8 +232,11 @@ class NcclGroup : public Group {
       try {
         cuda::set_device(device_);
         int async = nccl::kSuccess;
-        int rc = lib_->comm_get_async_error(comm_, &async);
-        if (rc != nccl::kSuccess)
+        // kClosed: the other thread aborted the communicator meanwhile, and broke the group.
+        int rc = comm_->async_error(&async);
+        if (rc == nccl::kClosed)
+          async = nccl::kSuccess;
+        else if (rc != nccl::kSuccess)
           why = str_cat("ncclCommGetAsyncError failed: ", lib_->error_string(rc));
         else if (async != nccl::kSuccess && async != nccl::kInProgress)
           why = str_cat("NCCL reported an asynchronous error: ", lib_->error_string(async));
@@ -258,7 +269,8 @@ class NcclGroup : public Group {
   // Aborts the communicator, which releases the kernels waiting for a missing peer (it is unusable
   // after), and marks the group broken: every later use throws E_DIST with `why`. Called without
   // mu_ held, by the watchdog or where a call on the non-blocking communicator could not be queued
-  // in time; only the first caller aborts.
+  // in time; only the first caller aborts. broken_ is set before the abort, so a call that finds the
+  // communicator closed (kClosed) finds the group broken.
   void abort_and_break(const std::string& why) {
     std::vector<std::shared_ptr<Pending>> dropped;  // released after the abort, outside mu_
     {
@@ -267,7 +279,7 @@ class NcclGroup : public Group {
       broken_ = str_cat(why, " (NCCL, rank ", rank_, " of ", world_, ")");
       dropped.swap(inflight_);
     }
-    lib_->comm_abort(comm_);
+    comm_->abort();
   }
 
   void check(int rc, const char* what) {
@@ -285,7 +297,7 @@ class NcclGroup : public Group {
   int device_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<TcpStore> store_;
-  Comm comm_ = nullptr;
+  std::unique_ptr<SharedComm> comm_;  // every NCCL call on the communicator goes through it
   void* comm_stream_ = nullptr;
   void* scratch_ = nullptr;
   std::mutex mu_;  // guards inflight_, broken_ and stop_

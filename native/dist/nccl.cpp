@@ -51,16 +51,50 @@ const Api* load(std::string* why) {
   return lib;
 }
 
-int settle(const Api& api, Comm comm, int rc, std::chrono::steady_clock::time_point deadline) {
+namespace {
+
+// poll(&state) is ncclCommGetAsyncError on the communicator.
+template <typename Poll>
+int settle_polling(Poll&& poll, int rc, std::chrono::steady_clock::time_point deadline) {
   while (rc == kInProgress) {
     int state = kSuccess;
-    const int q = api.comm_get_async_error(comm, &state);
+    const int q = poll(&state);
     if (q != kSuccess) return q;
     if (state != kInProgress) return state;
     if (std::chrono::steady_clock::now() >= deadline) return kInProgress;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return rc;
+}
+
+}  // namespace
+
+int settle(const Api& api, Comm comm, int rc, std::chrono::steady_clock::time_point deadline) {
+  return settle_polling([&](int* state) { return api.comm_get_async_error(comm, state); }, rc, deadline);
+}
+
+int SharedComm::async_error(int* state) {
+  return call([&](Comm c) { return api_.comm_get_async_error(c, state); });
+}
+
+int SharedComm::settle(int rc, std::chrono::steady_clock::time_point deadline) {
+  return settle_polling([&](int* state) { return async_error(state); }, rc, deadline);
+}
+
+bool SharedComm::abort() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!comm_) return false;
+  api_.comm_abort(comm_);
+  comm_ = nullptr;
+  return true;
+}
+
+bool SharedComm::destroy() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!comm_) return false;
+  api_.comm_destroy(comm_);
+  comm_ = nullptr;
+  return true;
 }
 
 Created create_comm(const Api& api, int nranks, const UniqueId& id, int rank, std::chrono::milliseconds timeout) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <climits>
 #include <cstddef>
+#include <mutex>
 #include <string>
 
 namespace sift::dist::nccl {
@@ -18,6 +19,9 @@ using Comm = void*;  // ncclComm_t
 // ncclResult_t values used here (ncclInProgress exists since NCCL 2.14).
 constexpr int kSuccess = 0;
 constexpr int kInProgress = 7;
+// Not an ncclResult_t (those are never negative): what SharedComm answers, without calling NCCL,
+// once its communicator was aborted or destroyed.
+constexpr int kClosed = -1;
 // ncclDataType_t / ncclRedOp_t values used here.
 enum DataType { kInt8 = 0, kInt32 = 2, kInt64 = 4, kFloat16 = 6, kFloat32 = 7, kFloat64 = 8, kBfloat16 = 9 };
 constexpr int kSum = 0;
@@ -89,5 +93,39 @@ Created create_comm(const Api& api, int nranks, const UniqueId& id, int rank, st
 // result: kSuccess, an NCCL error, or kInProgress when `deadline` passed first. Returns rc at once
 // when it is not ncclInProgress.
 int settle(const Api& api, Comm comm, int rc, std::chrono::steady_clock::time_point deadline);
+
+// A communicator used by several threads: the one that issues collectives and a watchdog that polls
+// its asynchronous error and aborts it. NCCL allows no concurrent calls on one communicator
+// (ncclCommGetAsyncError completes the background job of a non-blocking call, ncclCommAbort and
+// ncclCommDestroy free the communicator), so every call goes through one lock, and none follows the
+// abort or the destruction: those answer kClosed. A non-blocking call holds the lock only while it
+// queues its work; an NCCL older than 2.14 (blocking) queues collectives without waiting for peers.
+class SharedComm {
+ public:
+  SharedComm(const Api& api, Comm comm) : api_(api), comm_(comm) {}
+  SharedComm(const SharedComm&) = delete;
+  SharedComm& operator=(const SharedComm&) = delete;
+
+  // f(comm) under the lock; kClosed, f not called, once the communicator is gone.
+  template <typename F>
+  int call(F&& f) {
+    std::lock_guard<std::mutex> lk(mu_);
+    return comm_ ? f(comm_) : kClosed;
+  }
+  // ncclCommGetAsyncError.
+  int async_error(int* state);
+  // settle() on this communicator, polling under the lock and releasing it between polls: an abort
+  // by another thread ends the wait with kClosed.
+  int settle(int rc, std::chrono::steady_clock::time_point deadline);
+  // ncclCommAbort, by the first caller only (true for it); kernels waiting for a missing peer end.
+  bool abort();
+  // ncclCommDestroy, unless the communicator was aborted (false then): waits for its work to end.
+  bool destroy();
+
+ private:
+  const Api& api_;
+  std::mutex mu_;
+  Comm comm_;  // null once aborted or destroyed
+};
 
 }  // namespace sift::dist::nccl

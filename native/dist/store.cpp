@@ -53,7 +53,10 @@ bool write_blob(int fd, const char* p, uint32_t n) { return write_all(fd, &n, 4)
 bool read_blob(int fd, std::vector<char>* out) {
   uint32_t n = 0;
   if (!read_all(fd, &n, 4)) return false;
-  if (n > (64u << 20)) return false;  // a rendezvous value is small: anything else is not our peer
+  if (n > (64u << 20)) {  // a rendezvous value is small: anything else is not our peer
+    errno = EPROTO;       // not a timeout (errno may still hold an earlier EAGAIN)
+    return false;
+  }
   out->resize(n);
   return n == 0 || read_all(fd, out->data(), n);
 }

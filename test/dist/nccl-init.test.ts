@@ -2,7 +2,8 @@
  * NCCL communicator creation without NCCL or a GPU: test/native/host/nccl_init.cpp drives
  * native/dist/nccl.cpp with fake NCCL entry points (a peer that joins after a few polls, one that
  * never joins and is aborted after the timeout, a failing initialisation, an NCCL too old for the
- * config API) and checks the shared run-time loader (native/core/dl_loader.cpp) on libm. Compiled
+ * config API, threads sharing one communicator) and checks the shared run-time loader
+ * (native/core/dl_loader.cpp) on libm and on a library whose dependency is missing. Compiled
  * with the host C++ compiler; skipped, saying why, where there is none.
  */
 import { spawnSync } from 'child_process';
@@ -26,7 +27,21 @@ if (!cxx) console.warn('test/dist/nccl-init: skipped: no C++ compiler (c++, g++ 
       });
       expect(c.stderr).toBe('');
       expect(c.status).toBe(0);
-      const r = spawnSync(exe, [], { encoding: 'utf8', timeout: 60000 });
+      // A library whose dependency is gone: the loader must name the dependency.
+      const dep = path.join(dir, 'libsift_dep_gone.so');
+      const top = path.join(dir, 'libsift_top.so');
+      fs.writeFileSync(path.join(dir, 'dep.cpp'), 'extern "C" int sift_dep() { return 1; }\n');
+      fs.writeFileSync(path.join(dir, 'top.cpp'), 'extern "C" int sift_dep();\nextern "C" int sift_top() { return sift_dep(); }\n');
+      for (const [src, out, extra] of [
+        ['dep.cpp', dep, []],
+        ['top.cpp', top, [`-L${dir}`, '-lsift_dep_gone']],
+      ] as [string, string, string[]][]) {
+        const b = spawnSync(cxx!, ['-shared', '-fPIC', path.join(dir, src), '-o', out, ...extra], { encoding: 'utf8' });
+        expect(b.stderr).toBe('');
+        expect(b.status).toBe(0);
+      }
+      fs.rmSync(dep);
+      const r = spawnSync(exe, [top], { encoding: 'utf8', timeout: 60000 });
       expect(r.stdout).toMatch(/^0 of \d+ cases wrong/m);
       expect(r.status).toBe(0);
     } finally {

@@ -1,12 +1,16 @@
 // Host check of NCCL communicator creation (native/dist/nccl.cpp) and of the shared run-time loader
 // (native/core/dl_loader.cpp), without NCCL or a GPU: fake NCCL entry points play a peer that
 // joins after a few polls, one that never joins, a failing initialisation and an NCCL too old for
-// the config API. Prints "K of N cases wrong" (K = 0 when all pass).
+// the config API; threads that poll, queue calls and abort one shared communicator at once.
+// Prints "K of N cases wrong" (K = 0 when all pass).
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "../../../native/core/dl_loader.h"
 #include "../../../native/core/error.h"
@@ -83,6 +87,52 @@ nccl::Api api(bool with_config) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
+// A second fake for SharedComm, driven by several threads: it counts calls that overlap another
+// call (NCCL forbids them on one communicator) and calls made after the abort or the destruction.
+struct Shared {
+  std::atomic<int> inside{0}, overlaps{0}, after_close{0}, calls{0}, aborts{0}, destroys{0};
+  std::atomic<bool> closed{false};
+  std::atomic<int> ready_every{3};  // every n-th poll answers ncclSuccess; 0: never
+} shared;
+void enter() {
+  if (shared.closed) shared.after_close++;
+  if (shared.inside.fetch_add(1) != 0) shared.overlaps++;
+  shared.calls++;
+  std::this_thread::sleep_for(std::chrono::microseconds(20));
+}
+void leave() { shared.inside--; }
+int shared_poll(nccl::Comm, int* state) {
+  enter();
+  const int every = shared.ready_every;
+  *state = every > 0 && shared.calls % every == 0 ? nccl::kSuccess : nccl::kInProgress;
+  leave();
+  return 0;
+}
+int shared_abort(nccl::Comm) {
+  enter();
+  shared.aborts++;
+  shared.closed = true;
+  leave();
+  return 0;
+}
+int shared_destroy(nccl::Comm) {
+  enter();
+  shared.destroys++;
+  shared.closed = true;
+  leave();
+  return 0;
+}
+int shared_collective(nccl::Comm) {
+  enter();
+  leave();
+  return nccl::kInProgress;
+}
+void reset_shared(int ready_every) {
+  shared.inside = shared.overlaps = shared.after_close = shared.calls = shared.aborts = shared.destroys = 0;
+  shared.closed = false;
+  shared.ready_every = ready_every;
+}
+
 // Runs create_comm and returns the E_DIST message ("" when it succeeded).
 std::string create(const nccl::Api& a, int nranks, int rank, int timeout_ms, nccl::Created* out, double* seconds) {
   nccl::UniqueId id{};
@@ -99,7 +149,8 @@ std::string create(const nccl::Api& a, int nranks, int rank, int timeout_ms, ncc
 
 }  // namespace
 
-int main() {
+// argv[1], when given: a library whose dependency was removed (built by test/dist/nccl-init.test.ts).
+int main(int argc, char** argv) {
   nccl::Created c;
   double s = 0;
 
@@ -175,7 +226,82 @@ int main() {
   expect(nccl::settle(a, &comm_object, nccl::kInProgress, soon) == nccl::kInProgress,
          "settle: still in progress at the deadline");
 
-  // 7. The shared loader: absent places are counted, a library without a required symbol is
+  // 7. One communicator, three threads: the caller queues non-blocking collectives and waits for
+  // each (settle), a watchdog polls the asynchronous error and aborts, a third thread aborts too.
+  // No two NCCL calls overlap, none follows the abort, the abort happens once, no destroy after it.
+  nccl::Api sa = api(true);
+  sa.comm_get_async_error = shared_poll;
+  sa.comm_abort = shared_abort;
+  sa.comm_destroy = shared_destroy;
+  for (int round = 0; round < 20; round++) {
+    reset_shared(3);
+    nccl::SharedComm sc(sa, &comm_object);
+    std::atomic<int> queued{0}, closed_seen{0};
+    std::thread caller([&] {
+      for (;;) {
+        const int rc = sc.settle(sc.call([](nccl::Comm c) { return shared_collective(c); }),
+                                 std::chrono::steady_clock::now() + std::chrono::seconds(5));
+        if (rc == nccl::kClosed) {
+          closed_seen++;
+          return;
+        }
+        queued++;
+      }
+    });
+    std::atomic<int> aborted_by{0};
+    std::thread watchdog([&] {
+      for (int i = 0; i < 30 + round; i++) {
+        int state = 0;
+        sc.async_error(&state);
+      }
+      if (sc.abort()) aborted_by++;
+      int state = 0;
+      if (sc.async_error(&state) == nccl::kClosed) closed_seen++;
+    });
+    std::thread other([&] {
+      std::this_thread::sleep_for(std::chrono::microseconds(500 + 100 * round));
+      if (sc.abort()) aborted_by++;
+    });
+    caller.join();
+    watchdog.join();
+    other.join();
+    const bool destroyed = sc.destroy();
+    const std::string tag = "shared comm (round " + std::to_string(round) + "): ";
+    expect(shared.overlaps == 0, tag + std::to_string(shared.overlaps.load()) + " overlapping NCCL calls");
+    expect(shared.after_close == 0, tag + std::to_string(shared.after_close.load()) + " calls after the abort");
+    expect(shared.aborts == 1 && aborted_by == 1, tag + "aborted " + std::to_string(shared.aborts.load()) + " times");
+    expect(!destroyed && shared.destroys == 0, tag + "destroyed after the abort");
+    expect(closed_seen == 2, tag + "kClosed once closed (" + std::to_string(closed_seen.load()) + ")");
+  }
+  // A wait on a call that never finishes ends at once when another thread aborts, not at its deadline.
+  {
+    reset_shared(0);
+    nccl::SharedComm sc(sa, &comm_object);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::thread aborter([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      sc.abort();
+    });
+    const int rc = sc.settle(nccl::kInProgress, t0 + std::chrono::seconds(20));
+    aborter.join();
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    expect(rc == nccl::kClosed && waited < 5.0,
+           "settle ends with kClosed on an abort (" + std::to_string(waited) + " s)");
+    expect(shared.overlaps == 0 && shared.after_close == 0 && shared.aborts == 1, "settle/abort: serialised");
+  }
+  // Destroyed, then aborted: ncclCommDestroy once, no abort after it.
+  {
+    reset_shared(1);
+    nccl::SharedComm sc(sa, &comm_object);
+    const bool destroyed = sc.destroy();
+    const bool aborted = sc.abort();
+    int state = 0;
+    expect(destroyed && !aborted && shared.destroys == 1 && shared.aborts == 0 && shared.after_close == 0 &&
+               sc.async_error(&state) == nccl::kClosed && sc.call([](nccl::Comm) { return 0; }) == nccl::kClosed,
+           "destroy, then abort: one destroy, nothing after it");
+  }
+
+  // 8. The shared loader: absent places are counted, a library without a required symbol is
   // rejected with the symbol named (its slots cleared), the first complete one is kept.
   double (*cosine)(double) = nullptr;
   double (*missing)(double) = nullptr;
@@ -198,6 +324,16 @@ int main() {
   const auto list = dl::candidates(places);
   expect(list.size() == 6 && list[0] == "a.so" && list[1] == "b.so" && list[2] == "/x/a.so" && list[5] == "/y/b.so",
          "loader: candidates in order");
+
+  // A present library that cannot load (its dependency is missing) is a rejection naming the
+  // dependency, not an absent candidate.
+  if (argc > 1) {
+    void (*top)() = nullptr;
+    l = dl::open_first({argv[1]}, {dl::need("sift_top", top)});
+    expect(!l.handle && l.absent == 0 && l.rejected.size() == 1 &&
+               contains(l.rejected[0], "libsift_dep_gone.so: cannot open shared object file"),
+           "loader: missing dependency named: " + l.tried());
+  }
 
   std::printf("%d of %d cases wrong\n", wrong, cases);
   return wrong == 0 ? 0 : 1;
