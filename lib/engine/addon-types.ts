@@ -169,7 +169,7 @@ export interface Addon {
   resetExecutorStats(): void;
   /** Threads of later CPU kernels (0: the default), applied in op order; returns the previous request. */
   setNumThreads(threads: number): number;
-  numThreads(): { threads: number; default: number; hardware: number };
+  numThreads(): { threads: number; default: number; hardware: number; fromEnv: boolean };
 
   // ---- elementwise (native/binding/elementwise.cpp)
   unary(op: UnaryOp, x: NativeTensor): NativeTensor;

@@ -100,8 +100,11 @@ export function setNumThreads(threads: number | 'auto'): number {
   return before;
 }
 
-/** Threads of the CPU kernels now, the default, and the hardware's count. */
-export function numThreads(): { threads: number; default: number; hardware: number } {
+/**
+ * Threads of the CPU kernels now, the default, the hardware's count, and whether the default
+ * comes from SIFT_FT_NUM_THREADS.
+ */
+export function numThreads(): { threads: number; default: number; hardware: number; fromEnv: boolean } {
   return native().numThreads();
 }
 

@@ -81,6 +81,7 @@ Napi::Value NumThreads(const Napi::CallbackInfo& info) {
   o.Set("threads", req > 0 ? req : cpu::default_num_threads());
   o.Set("default", cpu::default_num_threads());
   o.Set("hardware", cpu::hardware_threads());
+  o.Set("fromEnv", cpu::env_num_threads() > 0);
   return o;
 }
 

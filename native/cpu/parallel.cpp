@@ -137,11 +137,16 @@ Pool& pool() {
 
 int hardware_threads() { return clamp_threads(int(std::thread::hardware_concurrency())); }
 
-int default_num_threads() {
+int env_num_threads() {
   // Read at each call, so that SIFT_FT_NUM_THREADS set before the first kernel (or before
   // set_num_threads(0)) applies.
-  if (const char* s = std::getenv("SIFT_FT_NUM_THREADS"); s && std::atoi(s) >= 1) return clamp_threads(std::atoi(s));
-  return hardware_threads();
+  const char* s = std::getenv("SIFT_FT_NUM_THREADS");
+  return s && std::atoi(s) >= 1 ? clamp_threads(std::atoi(s)) : 0;
+}
+
+int default_num_threads() {
+  int n = env_num_threads();
+  return n > 0 ? n : hardware_threads();
 }
 
 int num_threads() { return pool().size(); }

@@ -11,6 +11,8 @@ namespace sift::cpu {
 int num_threads();
 // The count SIFT_FT_NUM_THREADS or the hardware gives (what set_num_threads(0) restores).
 int default_num_threads();
+// The count SIFT_FT_NUM_THREADS sets, or 0 where it sets none.
+int env_num_threads();
 int hardware_threads();
 // Sets the number of threads of later parallel regions (0: the default); waits for a region in
 // progress. Call it from the thread that runs kernels (the CPU executor) to keep it in op order.

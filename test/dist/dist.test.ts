@@ -558,10 +558,11 @@ withGloo('two CPU processes (gloo)', () => {
       '  g.destroy();',
       '});',
     ].join('\n');
-    const run = (rank: number) =>
+    const run = (rank: number, threads?: number, p0 = port) =>
       new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-        const env = torchrunEnv(port, rank, 2);
+        const env = torchrunEnv(p0, rank, 2);
         delete env.SIFT_FT_NUM_THREADS;
+        if (threads) env.SIFT_FT_NUM_THREADS = String(threads);
         const p = spawn(process.execPath, ['-e', script], { env });
         let out = '';
         let err = '';
@@ -574,6 +575,16 @@ withGloo('two CPU processes (gloo)', () => {
       expect(r.code).toBe(0);
       const t = JSON.parse(r.out);
       expect(t.threads).toBe(Math.max(1, Math.floor(t.hardware / 2)));
+      expect(t.fromEnv).toBe(false);
+    }
+    // A count set explicitly stays, even the machine's whole count.
+    const hw = os.cpus().length;
+    const port2 = await freePort();
+    for (const r of await Promise.all([run(0, hw, port2), run(1, hw, port2)])) {
+      expect(r.code).toBe(0);
+      const t = JSON.parse(r.out);
+      expect(t.fromEnv).toBe(true);
+      expect(t.threads).toBe(t.default);
     }
   }, 60000);
 
