@@ -8,6 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { createByteTokenizer } from '../../lib/tokenizers';
 import { SafetensorsReader } from '../../lib/io/safetensors';
+import { tinyGpt2Config } from '../helpers/tiny-configs';
 import { cliJson, evalMetrics, finetuneRun, runCli, saveRandomModel, writeJsonl } from '../helpers/cli';
 
 const cli = runCli;
@@ -20,22 +21,7 @@ let base: string;
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-cli-test-'));
   const tok = createByteTokenizer();
-  const config = {
-    model_type: 'gpt2',
-    vocab_size: tok.vocabSize,
-    n_embd: 16,
-    n_layer: 1,
-    n_head: 2,
-    n_positions: 32,
-    n_inner: 32,
-    resid_pdrop: 0,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    eos_token_id: tok.eosTokenId,
-    bos_token_id: tok.bosTokenId,
-    pad_token_id: tok.padTokenId,
-  };
-  base = saveRandomModel(path.join(tmp, 'base'), config, tok.toFiles());
+  base = saveRandomModel(path.join(tmp, 'base'), tinyGpt2Config(tok), tok.toFiles());
   const texts = [
     'the cat sat on the mat',
     'a dog ran in the park',

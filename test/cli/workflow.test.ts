@@ -13,6 +13,7 @@ import { createModel, stateDict } from '../../lib/models';
 import { saveModelFolder } from '../../lib/io/hf';
 import { createByteTokenizer } from '../../lib/tokenizers';
 import { SafetensorsReader } from '../../lib/io/safetensors';
+import { tinyGpt2Config } from '../helpers/tiny-configs';
 import { cliJson, evalMetrics, finetuneRun, Flags, flagArgs, runCli, saveRandomModel, writeJsonl } from '../helpers/cli';
 
 const cli = runCli;
@@ -56,19 +57,7 @@ beforeAll(() => {
   const tok = createByteTokenizer();
   const special = { eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId };
   const configs: Record<string, Record<string, unknown>> = {
-    gpt2: {
-      model_type: 'gpt2',
-      vocab_size: tok.vocabSize,
-      n_embd: 16,
-      n_layer: 1,
-      n_head: 2,
-      n_positions: 32,
-      n_inner: 32,
-      resid_pdrop: 0,
-      embd_pdrop: 0,
-      attn_pdrop: 0,
-      ...special,
-    },
+    gpt2: tinyGpt2Config(tok),
     llama: {
       model_type: 'llama',
       vocab_size: tok.vocabSize,
