@@ -400,6 +400,33 @@ __global__ void __launch_bounds__(kThreads)
   finish_choose(ghist, bits, shift, st, tmp, sample_rank);
 }
 
+// One tile of a candidate pass, once every warp has its counts (wc candidates, wg keys above; the
+// same in all lanes): thread 0 sums the warps' counts into tile_gt[t] and its running `above`, and
+// reserves the tile's candidate slots (*s_base: the first). w_cnt, w_gt and s_base are this tile's
+// half of the block's double-buffered shared arrays. Called by every thread of the block.
+__device__ __forceinline__ void publish_tile_counts(unsigned int wc, unsigned int wg, unsigned int* w_cnt,
+                                                    unsigned int* w_gt, u64* s_base, long long t, u64* tile_gt,
+                                                    u64& above, State2* st) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    w_cnt[warp] = wc;
+    w_gt[warp] = wg;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned int c = 0, g = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; w++) {
+      c += w_cnt[w];
+      g += w_gt[w];
+    }
+    tile_gt[t] = g;
+    above += g;
+    *s_base = c ? atomicAdd(&st->cand_count, u64(c)) : 0;
+  }
+  __syncthreads();
+}
+
 // Pass 2 (as candidates_kernel): per tile, keys above the top digit (tile_gt), candidates equal to
 // it appended to the buffer, their next digit histogrammed; the last block chooses that digit.
 // Per tile: warp counts by ballots, one barrier, one global atomic (thread 0) for the tile's slots,
@@ -454,23 +481,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<T>)
       if (cand) atomicAdd(sh + int((cur[j] >> s1) & mask), 1u);
       bad |= valid && nonfinite(cur[j]);
     }
-    if (lane == 0) {
-      w_cnt[buf][warp] = wc;
-      w_gt[buf][warp] = wg;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      unsigned int c = 0, g = 0;
-#pragma unroll
-      for (int w = 0; w < kWarps; w++) {
-        c += w_cnt[buf][w];
-        g += w_gt[buf][w];
-      }
-      tile_gt[t] = g;
-      above += g;
-      s_base[buf] = c ? atomicAdd(&st->cand_count, u64(c)) : 0;
-    }
-    __syncthreads();
+    publish_tile_counts(wc, wg, w_cnt[buf], w_gt[buf], &s_base[buf], t, tile_gt, above, st);
     if (wc) {  // warp-uniform
       // The warp's candidates go to [base, base + wc), in item order then lane order (the
       // ballots are recomputed rather than kept: fewer registers).
@@ -1324,23 +1335,7 @@ __global__ void __launch_bounds__(kThreads)
     nf = nonfinite_acc<T>(cur, nf);
     const unsigned cc = cl - cg;
     const unsigned wg = warp_sum(cg), wc = warp_sum(cc);
-    if (lane == 0) {
-      w_cnt[buf][warp] = wc;
-      w_gt[buf][warp] = wg;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      unsigned c = 0, g = 0;
-#pragma unroll
-      for (int w = 0; w < kWarps; w++) {
-        c += w_cnt[buf][w];
-        g += w_gt[buf][w];
-      }
-      tile_gt[t] = g;
-      above += g;
-      s_base[buf] = c ? atomicAdd(&st->cand_count, u64(c)) : 0;
-    }
-    __syncthreads();
+    fast::publish_tile_counts(wc, wg, w_cnt[buf], w_gt[buf], &s_base[buf], t, tile_gt, above, st);
     if (wc) {  // warp-uniform
       unsigned inc = cc;
 #pragma unroll
