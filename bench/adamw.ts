@@ -26,9 +26,10 @@
  * --dtype=bf16 (weight dtype), --kernels=rounds,prefetch (the CUDA kernels timed, one row each;
  * default: the current setCudaSparseAdamW mode). Every row carries the floor's formula.
  */
-import { synchronize, tidy, Tensor, backends } from '../lib';
+import { tidy, Tensor } from '../lib';
 import { native } from '../lib/engine/native';
 import type { DType } from '../lib/engine/dtype';
+import { benchDevices, flagValue, floorBandwidth, floorFields, kernelChoice, markdownTable, repeatTimed, timedCall } from './measure';
 
 export const description = 'fused sparse AdamW step over a LLaMA-7B-shaped model vs the bytes-moved floor';
 
@@ -66,64 +67,22 @@ const LAYER_SHAPES: [string, number, number][] = [
   ['down', 4096, 11008],
 ];
 
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-function datasheetBandwidth(name: string): number | null {
-  if (/H200/i.test(name)) return 4.16e12;
-  if (/H100/i.test(name)) return 3.35e12;
-  return null;
-}
-
-function measuredBandwidth(device: string, quick: boolean): number {
-  return tidy(() => {
-    const n = quick ? 1 << 24 : 1 << 27;
-    const x = new Tensor(native().full([n], 1, 'f32', device));
-    const y = new Tensor(native().full([n], 0, 'f32', device)); // touched first: no page faults timed
-    const ts: number[] = [];
-    for (let i = 0; i < (quick ? 3 : 7); i++) {
-      synchronize(device);
-      const t0 = process.hrtime.bigint();
-      native().copy_(y.handle, x.handle);
-      synchronize(device);
-      ts.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    }
-    return (2 * 4 * n) / (median(ts.slice(1)) / 1e3);
-  });
-}
-
 const itemsize = (dt: DType): number => (dt === 'f64' ? 8 : dt === 'f32' ? 4 : 2);
 
 export async function run(args: string[]): Promise<Row[]> {
   const quick = args.includes('--quick');
-  const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+  const opt = (name: string) => flagValue(args, name);
   const rates = opt('rates')?.split(',').map(Number) ?? [0.01, 0.05];
   const wdtype = (opt('dtype') ?? 'bf16') as DType;
-  const b = backends();
-  const devices: string[] = [];
-  if (!args.includes('--cuda-only')) devices.push('cpu');
-  if (!args.includes('--cpu-only') && b.cuda.usable) devices.push('cuda:0');
-  console.error(
-    `# adamw bench: cpu ${b.cpu.threads} threads, cuda ${b.cuda.usable ? b.cuda.devices.map((d) => d.name).join(', ') : 'not usable'}`,
-  );
+  const devices = benchDevices('adamw', args);
   const N = native();
-  const current = N.setCudaSparseAdamW('rounds');
-  N.setCudaSparseAdamW(current);
-  const kernels = (opt('kernels')?.split(',') ?? [current]) as ('rounds' | 'prefetch')[];
-  for (const k of kernels) if (k !== 'rounds' && k !== 'prefetch') throw new Error(`adamw bench: unknown kernel '${k}'`);
+  const choice = kernelChoice('adamw', args, ['rounds', 'prefetch'] as const, (m) => N.setCudaSparseAdamW(m));
   const rows: Row[] = [];
 
   for (const device of devices) {
     const cuda = device.startsWith('cuda');
     const layers = Number(opt('layers') ?? (quick ? 1 : cuda ? 32 : 4));
-    const measured = measuredBandwidth(device, quick);
-    const given = cuda ? datasheetBandwidth(b.cuda.devices[0]?.name ?? '') : null;
-    const bandwidth = given ?? measured;
-    console.error(
-      `# ${device}: measured copy bandwidth ${(measured / 1e9).toFixed(1)} GB/s${given ? `, datasheet ${(given / 1e9).toFixed(0)} GB/s` : ''}`,
-    );
+    const bw = floorBandwidth(device, quick);
     // Bytes of weight memory that one scattered write moves: a sector (CUDA) or a line (CPU), read and
     // written back (see the header: ECC on HBM makes a partial sector write a read-modify-write).
     const sector = cuda ? 32 : 64;
@@ -164,36 +123,22 @@ export async function run(args: string[]): Promise<Row[]> {
           });
           const H = (ts: Tensor[]) => ts.map((x) => x.handle);
           let step = 0;
-          for (const kernel of cuda ? kernels : (['cpu'] as const)) {
-            const once = (): number => {
-              synchronize(device);
-              const t0 = process.hrtime.bigint();
-              N.sparseAdamW(
-                H(weights),
-                H(idx),
-                H(g),
-                H(m),
-                H(v),
-                H(p),
-                { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: ++step },
-                null,
-              );
-              synchronize(device);
-              return Number(process.hrtime.bigint() - t0) / 1e6;
-            };
-            if (kernel !== 'cpu') N.setCudaSparseAdamW(kernel);
-            const ts: number[] = [];
-            let repeats = 0;
-            try {
-              const first = once();
-              const budget = quick ? 300 : cuda ? 2000 : 5000;
-              repeats = Math.max(3, Math.min(quick ? 5 : cuda ? 30 : 9, Math.floor(budget / Math.max(first, 1e-3))));
-              for (let i = 0; i < repeats; i++) ts.push(once());
-            } finally {
-              N.setCudaSparseAdamW(current);
-            }
-            const ms = median(ts);
-            const floorMs = (floorBytes / bandwidth) * 1e3;
+          const adamwStep = () =>
+            N.sparseAdamW(
+              H(weights),
+              H(idx),
+              H(g),
+              H(m),
+              H(v),
+              H(p),
+              { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: ++step },
+              null,
+            );
+          for (const kernel of cuda ? choice.kernels : (['cpu'] as const)) {
+            const budget = quick ? 300 : cuda ? 2000 : 5000;
+            const { ms, repeats } = choice.using(kernel, () =>
+              repeatTimed(() => timedCall(device, adamwStep), budget, quick ? 5 : cuda ? 30 : 9),
+            );
             const row: Row = {
               bench: 'adamw',
               device,
@@ -204,14 +149,9 @@ export async function run(args: string[]): Promise<Row[]> {
               params,
               rate,
               k,
-              ms: Number(ms.toFixed(3)),
-              gbps: Number((floorBytes / (ms / 1e3) / 1e9).toFixed(1)),
               floorBytes,
-              floorMs: Number(floorMs.toFixed(3)),
               floorFormula,
-              ratio: Number((ms / floorMs).toFixed(2)),
-              bandwidth,
-              bandwidthSource: given ? 'datasheet' : 'measured',
+              ...floorFields(ms, floorBytes, bw, 3),
               repeats,
             };
             console.log(JSON.stringify(row));
@@ -222,14 +162,21 @@ export async function run(args: string[]): Promise<Row[]> {
     });
   }
 
-  const header = ['device', 'kernel', 'weights', 'layers', 'rate', 'k', 'ms', 'GB/s (floor bytes)', 'floor ms', 'ms/floor'];
-  const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
-  for (const x of rows) {
-    lines.push(
-      `| ${[x.device, x.kernel, x.weightDtype, x.layers, `${x.rate * 100}%`, x.k, x.ms.toFixed(3), x.gbps.toFixed(1), x.floorMs.toFixed(3), x.ratio.toFixed(2)].join(' | ')} |`,
-    );
-  }
-  if (rows.length) lines.push('', `floor bytes: ${rows[rows.length - 1].floorFormula}`);
-  console.log('\n' + lines.join('\n'));
+  const table = markdownTable(
+    ['device', 'kernel', 'weights', 'layers', 'rate', 'k', 'ms', 'GB/s (floor bytes)', 'floor ms', 'ms/floor'],
+    rows.map((x) => [
+      x.device,
+      x.kernel,
+      x.weightDtype,
+      x.layers,
+      `${x.rate * 100}%`,
+      x.k,
+      x.ms.toFixed(3),
+      x.gbps.toFixed(1),
+      x.floorMs.toFixed(3),
+      x.ratio.toFixed(2),
+    ]),
+  );
+  console.log('\n' + table + (rows.length ? `\n\nfloor bytes: ${rows[rows.length - 1].floorFormula}` : ''));
   return rows;
 }

@@ -13,9 +13,10 @@
  * Timing: one warm-up, then the median of repeats, each between two device synchronisations.
  * Flags: --cpu-only, --cuda-only, --quick, --modes=auto,simt, --dtype=bf16|f16|f32.
  */
-import { synchronize, tidy, Tensor, backends, randn } from '../lib';
+import { tidy, Tensor, backends, randn } from '../lib';
 import { native } from '../lib/engine/native';
 import type { DType } from '../lib/engine/dtype';
+import { markdownTable, repeatTimed, timedCall } from './measure';
 
 export const description = 'fused attention forward/backward (tensor-core and CUDA-core kernels) at the training shapes';
 
@@ -41,25 +42,9 @@ export interface AttentionRow {
   repeats: number;
 }
 
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
 function timeMs(device: string, fn: () => void, budgetMs: number, maxRepeats: number): { ms: number; repeats: number } {
-  const once = () => {
-    synchronize(device);
-    const t0 = process.hrtime.bigint();
-    fn();
-    synchronize(device);
-    return Number(process.hrtime.bigint() - t0) / 1e6;
-  };
-  once(); // warm-up: allocator, shared-memory opt-in
-  const first = once();
-  const repeats = Math.max(3, Math.min(maxRepeats, Math.floor(budgetMs / Math.max(first, 1e-3))));
-  const ts: number[] = [];
-  for (let i = 0; i < repeats; i++) ts.push(once());
-  return { ms: median(ts), repeats };
+  timedCall(device, fn); // warm-up: allocator, shared-memory opt-in
+  return repeatTimed(() => timedCall(device, fn), budgetMs, maxRepeats);
 }
 
 interface Shape {
@@ -193,23 +178,20 @@ export async function run(args: string[]): Promise<AttentionRow[]> {
       }
     }
   }
-  const header = ['device', 'shape', 'kernels', 'dtype', 'B x H x T x D', 'fwd ms', 'bwd ms', 'fwd TFLOP/s', 'bwd TFLOP/s'];
-  const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
-  for (const r of rows) {
-    lines.push(
-      `| ${[
-        r.deviceName,
-        r.shape,
-        r.device === 'cpu' ? 'cpu' : r.mode === 'auto' ? 'auto (tensor cores)' : 'simt (CUDA cores)',
-        r.dtype,
-        `${r.B} x ${r.H} x ${r.T} x ${r.D}`,
-        r.fwdMs.toFixed(3),
-        r.bwdMs.toFixed(3),
-        r.fwdTflops.toFixed(2),
-        r.bwdTflops.toFixed(2),
-      ].join(' | ')} |`,
-    );
-  }
-  console.log('\n' + lines.join('\n'));
+  const table = markdownTable(
+    ['device', 'shape', 'kernels', 'dtype', 'B x H x T x D', 'fwd ms', 'bwd ms', 'fwd TFLOP/s', 'bwd TFLOP/s'],
+    rows.map((r) => [
+      r.deviceName,
+      r.shape,
+      r.device === 'cpu' ? 'cpu' : r.mode === 'auto' ? 'auto (tensor cores)' : 'simt (CUDA cores)',
+      r.dtype,
+      `${r.B} x ${r.H} x ${r.T} x ${r.D}`,
+      r.fwdMs.toFixed(3),
+      r.bwdMs.toFixed(3),
+      r.fwdTflops.toFixed(2),
+      r.bwdTflops.toFixed(2),
+    ]),
+  );
+  console.log('\n' + table);
   return rows;
 }

@@ -9,9 +9,10 @@
  * --openblas-core=SkylakeX (sets OPENBLAS_CORETYPE before OpenBLAS loads: OpenBLAS versions that
  * do not know the CPU fall back to old SSE kernels, e.g. 0.3.21 on Sapphire Rapids in a VM).
  */
-import { randn, synchronize, cudaAvailable, tidy, Tensor, backends } from '../lib';
+import { randn, cudaAvailable, tidy, Tensor, backends } from '../lib';
 import { native } from '../lib/engine/native';
 import type { DType } from '../lib/engine/dtype';
+import { markdownTable, repeatTimed, timedCall } from './measure';
 
 export const description = 'matrix product GFLOP/s (CPU: sift-ft vs OpenBLAS; CUDA: cuBLAS, cuBLASLt and the fallback)';
 
@@ -58,32 +59,15 @@ interface Result {
   repeats: number;
 }
 
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
 function time(device: string, shape: Shape, dtype: DType, quick: boolean): { ms: number; repeats: number } {
   return tidy(() => {
     const transA = shape.layout === 'TN';
     const a = transA ? randn([shape.K, shape.M], { dtype, device }) : randn([shape.M, shape.K], { dtype, device });
     const b = shape.layout === 'NT' ? randn([shape.N, shape.K], { dtype, device }) : randn([shape.K, shape.N], { dtype, device });
     const transB = shape.layout === 'NT';
-    const once = (): number => {
-      const t0 = process.hrtime.bigint();
-      const y = new Tensor(native().matmul(a.handle, b.handle, transA, transB));
-      synchronize(device);
-      const t1 = process.hrtime.bigint();
-      y.dispose();
-      return Number(t1 - t0) / 1e6;
-    };
-    synchronize(device);
-    const first = once(); // warm-up (packing buffers, cuBLAS handle and heuristics)
-    const budgetMs = quick ? 300 : 1000;
-    const repeats = Math.max(3, Math.min(quick ? 5 : 15, Math.floor(budgetMs / Math.max(first, 1e-3))));
-    const ts: number[] = [];
-    for (let i = 0; i < repeats; i++) ts.push(once());
-    return { ms: median(ts), repeats };
+    // The first call is the warm-up (packing buffers, cuBLAS handle and heuristics).
+    const once = () => timedCall(device, () => new Tensor(native().matmul(a.handle, b.handle, transA, transB)));
+    return repeatTimed(once, quick ? 300 : 1000, quick ? 5 : 15);
   });
 }
 
@@ -122,17 +106,16 @@ function table(results: Result[]): void {
     if (ours && ref) ratios.push({ label: `ours/openblas ${dt}`, ours, ref });
   }
   const header = ['shape (MxNxK)', ...columns.map((c) => `${c} GFLOP/s`), ...ratios.map((r) => r.label)];
-  const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
-  for (const row of rows) {
+  const body = rows.map((row) => {
     const vals = columns.map((c) => cell(row, c)?.gflops.toFixed(1) ?? '-');
     const rs = ratios.map((r) => {
       const o = cell(row, r.ours),
         b = cell(row, r.ref);
       return o && b ? (o.gflops / b.gflops).toFixed(2) : '-';
     });
-    lines.push(`| ${[row, ...vals, ...rs].join(' | ')} |`);
-  }
-  console.log('\n' + lines.join('\n'));
+    return [row, ...vals, ...rs];
+  });
+  console.log('\n' + markdownTable(header, body));
 }
 
 export async function run(args: string[]): Promise<void> {

@@ -332,31 +332,25 @@ else
   # test ran: CUDA not usable, the tests skipped) the verified kernel, the default, stays.
   SELECT_KERNELS=radix
   ADAMW_KERNELS=rounds
-  new_kernel_check() { # NAME CAP TESTFILE PATTERN
-    stage "$1" "$2" /dev/null sh -c "${JEST[*]} $3 -t '$4' > '$WORK/$1.txt' 2>&1; rc=\$?; cat '$WORK/$1.txt' >> '$TESTS'; grep -Eq '^Tests: .*[0-9]+ passed' '$WORK/$1.txt' || exit 3; exit \$rc"
+  # new_kernel_check NAME CAP TESTFILE PATTERN ENV MODE KERNELS_VAR WHAT: the tests of PATTERN in
+  # TESTFILE; where they pass, ENV=MODE for the rest of the run and KERNELS_VAR gains MODE (the bench
+  # times both); where they fail, ENV is unset and the summary records NAME's fallback.
+  new_kernel_check() {
+    local name=$1 cap=$2 file=$3 pattern=$4 env=$5 mode=$6 kvar=$7 what=$8
+    stage "$name" "$cap" /dev/null sh -c "${JEST[*]} $file -t '$pattern' > '$WORK/$name.txt' 2>&1; rc=\$?; cat '$WORK/$name.txt' >> '$TESTS'; grep -Eq '^Tests: .*[0-9]+ passed' '$WORK/$name.txt' || exit 3; exit \$rc"
+    [ "$PLAN" = 0 ] || return 0
+    local verified=${!kvar} kind=${name%-check}
+    if grep -q "\"stage\":\"$name\",\"rc\":0" "$BENCH"; then
+      export "$env=$mode"
+      printf -v "$kvar" '%s,%s' "$verified" "$mode"
+    else
+      unset "$env"
+      say "$what check failed (see tests.txt): the rest runs with the $verified kernels ($env unset)"
+      echo "{\"bench\":\"stage\",\"stage\":\"$kind-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"$verified\"}" >> "$BENCH"
+    fi
   }
-  new_kernel_check select-check 180 test/native/select.test.ts 'bracket kernels'
-  if [ "$PLAN" = 0 ]; then
-    if grep -q '"stage":"select-check","rc":0' "$BENCH"; then
-      export SIFT_FT_CUDA_SELECT=bracket
-      SELECT_KERNELS=radix,bracket
-    else
-      unset SIFT_FT_CUDA_SELECT
-      say "bracket top-k check failed (see tests.txt): the rest runs with the radix kernels (SIFT_FT_CUDA_SELECT unset)"
-      echo "{\"bench\":\"stage\",\"stage\":\"select-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"radix\"}" >> "$BENCH"
-    fi
-  fi
-  new_kernel_check adamw-check 90 test/native/optim.test.ts 'prefetch kernel'
-  if [ "$PLAN" = 0 ]; then
-    if grep -q '"stage":"adamw-check","rc":0' "$BENCH"; then
-      export SIFT_FT_CUDA_SPARSE_ADAMW=prefetch
-      ADAMW_KERNELS=rounds,prefetch
-    else
-      unset SIFT_FT_CUDA_SPARSE_ADAMW
-      say "prefetch sparse AdamW check failed (see tests.txt): the rest runs with the rounds kernel (SIFT_FT_CUDA_SPARSE_ADAMW unset)"
-      echo "{\"bench\":\"stage\",\"stage\":\"adamw-fallback\",\"rc\":null,\"seconds\":0,\"status\":\"rounds\"}" >> "$BENCH"
-    fi
-  fi
+  new_kernel_check select-check 180 test/native/select.test.ts 'bracket kernels' SIFT_FT_CUDA_SELECT bracket SELECT_KERNELS 'bracket top-k'
+  new_kernel_check adamw-check 90 test/native/optim.test.ts 'prefetch kernel' SIFT_FT_CUDA_SPARSE_ADAMW prefetch ADAMW_KERNELS 'prefetch sparse AdamW'
   stage train 170 "$BENCH" "${RUN[@]}" train --cuda-only
   if [ -n "$PY" ]; then
     # Without transformers the peers are plain-PyTorch re-implementations (their rows say so).

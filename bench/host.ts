@@ -21,6 +21,7 @@ import { backends, synchronize } from '../lib';
 import { native } from '../lib/engine/native';
 import { instrument } from './profile';
 import { setupRun, modelSpec, loadApplyLora, ModelKey, BenchMethod, ModelSpec } from './train';
+import { markdownTable, median } from './measure';
 
 export const description =
   'host floor of a training step: full-depth GPT-2/LLaMA graphs at tiny widths on the CPU (ms/step, native calls, launches)';
@@ -93,11 +94,6 @@ export function jsThreadCpuMs(): number | null {
   } catch {
     return null;
   }
-}
-
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 /** One model x method. Never throws: failures become rows. */
@@ -195,11 +191,11 @@ export function hostTable(rows: HostRow[]): string {
     'most frequent calls',
     'status',
   ];
-  const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
-  for (const r of rows) {
-    const ok = r.status === 'ok';
-    lines.push(
-      `| ${[
+  return markdownTable(
+    header,
+    rows.map((r) => {
+      const ok = r.status === 'ok';
+      return [
         r.model,
         r.method,
         r.layers,
@@ -211,10 +207,9 @@ export function hostTable(rows: HostRow[]): string {
         ok ? r.callsPerStep : '',
         ok ? r.topCalls.map((c) => `${c.op} ${c.callsPerStep}`).join(', ') : '',
         ok ? 'ok' : `${r.status}: ${r.error ?? ''}`,
-      ].join(' | ')} |`,
-    );
-  }
-  return lines.join('\n');
+      ];
+    }),
+  );
 }
 
 export async function run(args: string[]): Promise<HostRow[]> {

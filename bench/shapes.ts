@@ -86,60 +86,6 @@ function quantizedRandomModel(cfg: HFConfig, format: QuantFormat, device = 'cpu'
   return model;
 }
 
-/** One SIFT step of the Llama-3-8B shape with an NF4 base, against the plan. */
-async function run8bNf4(T: number, B: number, rate: number): Promise<void> {
-  const c8 = config('llama-3-8b.json');
-  const opts = {
-    task: 'causal-lm' as const,
-    method: 'sift' as const,
-    sparseRate: rate,
-    batchSize: B,
-    maxLength: T,
-    mixedPrecision: 'bf16' as const,
-    device: 'cpu' as const,
-    quantize: 'nf4' as const,
-  };
-  const plan = planMemory(c8, opts);
-  show('llama-3-8b nf4', plan);
-  const t0 = Date.now();
-  const model = quantizedRandomModel(c8, 'nf4');
-  const built = (Date.now() - t0) / 1000;
-  const rows = Array.from({ length: B * 2 }, (_, i) => ({
-    input_ids: Array.from({ length: T }, (_, j) => (i * 7919 + j * 104729) % 128000),
-  }));
-  const trainer = new Trainer(model, null, {
-    task: 'causal-lm',
-    method: 'sift',
-    steps: 1,
-    batchSize: B,
-    maxLength: T,
-    mixedPrecision: 'bf16',
-    sift: { sparseRate: rate },
-    quantize: 'nf4',
-    device: 'cpu',
-    lr: 1e-5,
-  });
-  let peak = 0;
-  for await (const e of trainer.fit(rows)) if (e.type === 'done') peak = e.peakMemoryBytes;
-  const seconds = (Date.now() - t0) / 1000;
-  console.log(
-    JSON.stringify({
-      bench: 'shapes',
-      label: 'llama-3-8b nf4 measured',
-      measuredPeakBytes: peak,
-      plannedPeakBytes: plan.peakBytes,
-      ratio: plan.peakBytes / peak,
-      buildSeconds: built,
-      seconds,
-      rssBytes: process.memoryUsage().rss,
-    }),
-  );
-  console.log(
-    `llama-3-8b nf4, one SIFT ${rate} step, batch ${B} x ${T}: measured ${gib(peak)}, plan ${gib(plan.peakBytes)} (plan/measured ${(plan.peakBytes / peak).toFixed(3)}), ${seconds.toFixed(0)} s (model built in ${built.toFixed(0)} s)`,
-  );
-  model.dispose();
-}
-
 interface RunShape {
   label: string;
   /** A file in bench/configs, or a path to a config.json. */
@@ -151,13 +97,14 @@ interface RunShape {
   quantize?: 'nf4';
 }
 
-/**
- * SIFT at one shape (bf16, random weights) on `device`: the plan first (checkpointing when the plan
- * without it exceeds 80% of memoryBytes), then the run: tokens/s over the steps after the first,
- * and the peak allocation beside the plan's prediction.
- */
 /** One line of the closing table. */
 type ShapeResult = { label: string; shape: string; planned: number; measured?: number; tokensPerSec?: number | null; error?: string };
+
+/**
+ * SIFT at one shape (bf16, random weights; NF4 linear layers with `quantize`) on `device`: the plan
+ * first (checkpointing when the plan without it exceeds 80% of memoryBytes), then the run:
+ * tokens/s over the steps after the first, and the peak allocation beside the plan's prediction.
+ */
 
 async function runShape(
   s: RunShape,
@@ -249,6 +196,8 @@ async function runShape(
         loss,
         buildSeconds: built,
         seconds: (Date.now() - t0) / 1000,
+        rssBytes: process.memoryUsage().rss,
+        liveBytes: liveTensors()[device].bytes,
       }),
     );
     console.log(
@@ -279,97 +228,67 @@ async function runShape(
 
 export async function run(args: string[]): Promise<void> {
   const configArg = args.find((x) => x.startsWith('--config='))?.slice('--config='.length);
-  if (deviceFlag(args) === 'cuda' || args.includes('--70b-nf4') || configArg) {
-    const device = deviceFlag(args);
-    const rate = flag(args, 'rate', 0.01);
-    const steps = flag(args, 'steps', 4);
-    const memoryBytes = flag(args, 'memory-gib', 139) * 2 ** 30;
-    const B = (d: number) => flag(args, 'batch', d);
-    const T = (d: number) => flag(args, 'seq', d);
+  const device = deviceFlag(args);
+  const rate = flag(args, 'rate', 0.01);
+  const steps = flag(args, 'steps', 4);
+  const B = (d: number) => flag(args, 'batch', d);
+  const T = (d: number) => flag(args, 'seq', d);
+  let memoryBytes = flag(args, 'memory-gib', 139) * 2 ** 30;
+  let list: RunShape[];
+  let planOnly = args.includes('--plan-only');
+  if (device === 'cuda' || args.includes('--70b-nf4') || configArg) {
     const shapes: RunShape[] = [
       { label: 'llama-3.2-1b bf16', file: 'llama-3.2-1b.json', batch: B(8), seq: T(2048), steps },
       { label: 'llama-3-8b bf16', file: 'llama-3-8b.json', batch: B(4), seq: T(2048), steps },
       { label: 'llama-3-70b nf4', file: 'llama-3-70b.json', batch: B(1), seq: T(512), steps: 0, quantize: 'nf4' },
     ];
-    const one: RunShape | null = configArg
-      ? {
-          label: path.basename(configArg),
-          file: path.resolve(configArg),
-          batch: B(1),
-          seq: T(64),
-          steps,
-          ...(args.includes('--quantize=nf4') ? { quantize: 'nf4' as const } : {}),
-        }
-      : null;
+    list = configArg
+      ? [
+          {
+            label: path.basename(configArg),
+            file: path.resolve(configArg),
+            batch: B(1),
+            seq: T(64),
+            steps,
+            ...(args.includes('--quantize=nf4') ? { quantize: 'nf4' as const } : {}),
+          },
+        ]
+      : args.includes('--70b-nf4')
+        ? shapes.slice(2)
+        : shapes;
     // The billion-parameter shapes are run on CUDA only: elsewhere they are planned (nothing is allocated).
-    const planOnly = args.includes('--plan-only') || (device !== 'cuda' && !one);
-    const list = one ? [one] : args.includes('--70b-nf4') ? shapes.slice(2) : shapes;
-    const results: ShapeResult[] = [];
-    for (const s of list) results.push(await runShape(s, device, rate, memoryBytes, planOnly));
-    console.log(`\nSIFT ${rate} on ${device}, bf16`);
-    console.log('| shape | batch x seq | tokens/s | measured peak | plan peak | plan / measured |');
-    console.log('| --- | --- | --- | --- | --- | --- |');
-    for (const r of results)
-      console.log(
-        `| ${r.label} | ${r.shape} | ${r.error ? `error: ${r.error}` : (r.tokensPerSec ?? '-')} | ${r.measured ? gib(r.measured) : '-'} | ${gib(r.planned)} | ${r.measured ? (r.planned / r.measured).toFixed(3) : '-'} |`,
-      );
-    if (results.some((r) => r.error)) process.exitCode = 1;
-    return;
+    planOnly ||= device !== 'cuda' && !configArg;
+  } else {
+    // The CPU: one SIFT step (the selection step), against the plan; no checkpointing.
+    memoryBytes = Infinity;
+    if (args.includes('--8b-nf4')) {
+      list = [{ label: 'llama-3-8b nf4', file: 'llama-3-8b.json', batch: B(1), seq: T(16), steps: 0, quantize: 'nf4' }];
+    } else {
+      const opts = {
+        task: 'causal-lm' as const,
+        method: 'sift' as const,
+        sparseRate: rate,
+        batchSize: B(1),
+        maxLength: T(128),
+        mixedPrecision: 'bf16' as const,
+        device: 'cpu' as const,
+      };
+      const c8 = config('llama-3-8b.json');
+      show('llama-3-8b bf16', planMemory(c8, opts));
+      show('llama-3-8b nf4', planMemory(c8, { ...opts, quantize: 'nf4' }));
+      list = [{ label: 'llama-3.2-1b bf16', file: 'llama-3.2-1b.json', batch: B(1), seq: T(128), steps: 0 }];
+    }
+    if (!planOnly && process.env.SIFT_FT_CPU_QUEUE !== '1')
+      console.log('note: SIFT_FT_CPU_QUEUE=1 makes CPU tensors live as on a CUDA stream (the measured peak otherwise differs)');
   }
-  if (args.includes('--8b-nf4')) return run8bNf4(flag(args, 'seq', 16), flag(args, 'batch', 1), flag(args, 'rate', 0.01));
-  const T = flag(args, 'seq', 128);
-  const B = flag(args, 'batch', 1);
-  const rate = flag(args, 'rate', 0.01);
-  const opts = {
-    task: 'causal-lm' as const,
-    method: 'sift' as const,
-    sparseRate: rate,
-    batchSize: B,
-    maxLength: T,
-    mixedPrecision: 'bf16' as const,
-    device: 'cpu' as const,
-  };
-  const c8 = config('llama-3-8b.json');
-  show('llama-3-8b bf16', planMemory(c8, opts));
-  show('llama-3-8b nf4', planMemory(c8, { ...opts, quantize: 'nf4' }));
-  const c1 = config('llama-3.2-1b.json');
-  const plan = planMemory(c1, opts);
-  show('llama-3.2-1b bf16', plan);
-  if (args.includes('--plan-only')) return;
-  if (process.env.SIFT_FT_CPU_QUEUE !== '1')
-    console.log('note: SIFT_FT_CPU_QUEUE=1 makes CPU tensors live as on a CUDA stream (the measured peak otherwise differs)');
-  const t0 = Date.now();
-  const model = createModel(c1, { task: 'causal-lm', dtype: 'bf16', seed: 1 });
-  const rows = Array.from({ length: B * 2 }, (_, i) => ({
-    input_ids: Array.from({ length: T }, (_, j) => (i * 7919 + j * 104729) % 128000),
-  }));
-  const trainer = new Trainer(model, null, {
-    task: 'causal-lm',
-    method: 'sift',
-    steps: 1,
-    batchSize: B,
-    maxLength: T,
-    mixedPrecision: 'bf16',
-    sift: { sparseRate: rate },
-    device: 'cpu',
-    lr: 1e-5,
-  });
-  let peak = 0;
-  for await (const e of trainer.fit(rows)) if (e.type === 'done') peak = e.peakMemoryBytes;
-  const seconds = (Date.now() - t0) / 1000;
-  console.log(
-    JSON.stringify({
-      bench: 'shapes',
-      label: 'llama-3.2-1b bf16 measured',
-      measuredPeakBytes: peak,
-      plannedPeakBytes: plan.peakBytes,
-      ratio: plan.peakBytes / peak,
-      seconds,
-      live: liveTensors().cpu.bytes,
-    }),
-  );
-  console.log(
-    `llama-3.2-1b, one SIFT ${rate} step, batch ${B} x ${T}: measured ${gib(peak)}, plan ${gib(plan.peakBytes)} (plan/measured ${(plan.peakBytes / peak).toFixed(3)}), ${seconds.toFixed(0)} s`,
-  );
-  model.dispose();
+  const results: ShapeResult[] = [];
+  for (const s of list) results.push(await runShape(s, device, rate, memoryBytes, planOnly));
+  console.log(`\nSIFT ${rate} on ${device}, bf16`);
+  console.log('| shape | batch x seq | tokens/s | measured peak | plan peak | plan / measured |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
+  for (const r of results)
+    console.log(
+      `| ${r.label} | ${r.shape} | ${r.error ? `error: ${r.error}` : (r.tokensPerSec ?? '-')} | ${r.measured ? gib(r.measured) : '-'} | ${gib(r.planned)} | ${r.measured ? (r.planned / r.measured).toFixed(3) : '-'} |`,
+    );
+  if (results.some((r) => r.error)) process.exitCode = 1;
 }

@@ -14,6 +14,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { markdownTable } from './measure';
 
 export type Row = Record<string, unknown> & { bench: string };
 
@@ -405,16 +406,8 @@ export function summarize(ours: Row[], peers: Row[], testsText: string): Summary
   };
 }
 
-function table(header: string[], rows: (string | number | null | undefined)[][]): string {
-  const cell = (x: string | number | null | undefined) =>
-    x === null || x === undefined ? '' : String(x).replace(/\|/g, '/').replace(/\n/g, ' ');
-  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`)].join(
-    '\n',
-  );
-}
-
 export function goalsTable(s: Summary): string {
-  return table(
+  return markdownTable(
     ['goal', 'subject', 'ours', 'peer', 'ratio', 'target', 'met'],
     s.goals.map((g) => [
       g.goal,
@@ -429,7 +422,7 @@ export function goalsTable(s: Summary): string {
 }
 
 export function stagesTable(s: Summary): string {
-  return table(
+  return markdownTable(
     ['stage', 'status', 'seconds', 'rc'],
     s.stages.map((x) => [x.stage as string, x.status as string, x.seconds as number, x.rc as number | null]),
   );
@@ -454,7 +447,7 @@ export function markdown(s: Summary, env: string): string {
     '',
     '## End-to-end training (ours vs PyTorch, same shapes)',
     '',
-    table(
+    markdownTable(
       ['device', 'model', 'method', 'rate', 'ours tok/s', 'torch tok/s', 'ratio', 'ours peak', 'torch peak', 'ratio', 'note'],
       s.train.map((t) => [
         t.device as string,
@@ -473,7 +466,7 @@ export function markdown(s: Summary, env: string): string {
     '',
     '## Selection (top-k) vs torch.topk',
     '',
-    table(
+    markdownTable(
       ['device', 'kernel', 'dtype', 'shape', 'rate', 'ours ms', 'torch.topk ms', 'torch abs+topk ms', 'speedup', 'ours ms/floor'],
       s.select.map((x) => [
         x.device as string,
@@ -493,7 +486,7 @@ export function markdown(s: Summary, env: string): string {
     '',
     'Floor: bytes that must move / bandwidth; per trained entry 32 B streamed (g, m, v, master, idx read; m, v, master written) plus the scattered weight write, a 32-byte sector read and written back on CUDA (a 64-byte line on the CPU), at most twice the weight bytes per tensor.',
     '',
-    table(
+    markdownTable(
       ['device', 'kernel', 'weights', 'layers', 'rate', 'k', 'ours ms', 'floor ms', 'ms/floor', 'torch ms', 'speedup'],
       s.adamw.map((x) => [
         x.device as string,
@@ -515,7 +508,7 @@ export function markdown(s: Summary, env: string): string {
     parts.push(
       '## PEFT (export-peft adapters loaded with Hugging Face PEFT)',
       '',
-      table(
+      markdownTable(
         ['adapter', 'peft_type', 'status', 'max |PEFT - ours|', 'after merge_and_unload', 'max |change| by the adapter'],
         s.peft.map((x) => [
           x.case as string,
@@ -533,7 +526,7 @@ export function markdown(s: Summary, env: string): string {
     parts.push(
       '## GEMM',
       '',
-      table(
+      markdownTable(
         ['device', 'impl', 'dtype', 'shape', 'ours GFLOP/s', 'torch GFLOP/s', 'ratio'],
         s.gemm.map((x) => [
           x.device as string,
@@ -552,7 +545,7 @@ export function markdown(s: Summary, env: string): string {
     parts.push(
       '## Fused attention vs torch scaled_dot_product_attention (speed ratio: torch ms / ours ms)',
       '',
-      table(
+      markdownTable(
         [
           'device',
           'shape',
@@ -593,7 +586,7 @@ export function markdown(s: Summary, env: string): string {
           ? `; uninstrumented step ${p.plainStepMs} ms, device busy ${pct(p.busyShare)} of it (goal >= 95% for GPT-2 124M)`
           : ''),
       '',
-      table(
+      markdownTable(
         ['op', 'calls/step', 'host ms/step', 'device ms/step', 'share'],
         ((p.top as { op: string; callsPerStep: number; msPerStep: number; deviceMsPerStep?: number | null; share: number }[]) ?? []).map(
           (t) => [t.op, t.callsPerStep, t.msPerStep, t.deviceMsPerStep ?? '', `${(t.share * 100).toFixed(1)}%`],

@@ -99,6 +99,14 @@ export interface ExecutorStats {
   asyncWaits: number;
 }
 
+/** How the CUDA top-k calls ran (cudaSelectStats). */
+export interface CudaSelectStats {
+  mode: 'radix' | 'bracket';
+  bracketHits: number;
+  bracketMisses: number;
+  radix: number;
+}
+
 export type ReduceOp = 'sum' | 'mean' | 'max' | 'min' | 'sumsq' | 'absmax';
 
 export interface Addon {
@@ -373,6 +381,14 @@ export interface Addon {
    * initial one.
    */
   setCudaSelect(mode: 'radix' | 'bracket'): 'radix' | 'bracket';
+  /**
+   * The current `setCudaSelect` mode and how the CUDA `topk` calls ran since
+   * `resetCudaSelectStats()`: the bracket kernels selected (`bracketHits`), the bracket missed and
+   * the radix kernels took over (`bracketMisses`), the radix kernels alone (`radix`: mode radix, or
+   * f64 scores). CPU selections and `topkGlobal` are not counted.
+   */
+  cudaSelectStats(): CudaSelectStats;
+  resetCudaSelectStats(): void;
   /** Selection scores from a dense tensor: 'abs' |x|, 'square' x^2, written or added into an f32 buffer of the same numel. */
   scoreAccumulate(dst: NativeTensor, src: NativeTensor, kind: 'abs' | 'square', accumulate: boolean): void;
   /** dst[i] (+)= src.flat[idx[i]] for the k indices; dst f32 [k], src any float dtype and shape. */

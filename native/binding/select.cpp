@@ -1,5 +1,6 @@
 // Bindings of the SIFT kernels: topk, topkGlobal, scoreAccumulate, gatherInto, scatterInto,
-// gradProportion, sumSquares, setCudaSelect (see lib/engine/addon-types.ts, "SIFT kernels").
+// gradProportion, sumSquares, setCudaSelect, cudaSelectStats (see lib/engine/addon-types.ts,
+// "SIFT kernels").
 #include "../ops/select.h"
 #include "util.h"
 
@@ -20,6 +21,23 @@ Napi::Value TopkGlobal(const Napi::CallbackInfo& info) {
 // setCudaSelect(mode) -> previous mode ('radix' | 'bracket').
 Napi::Value SetCudaSelect(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), ops::set_cuda_select(arg_string(info, 0, "mode")));
+}
+
+// cudaSelectStats() -> { mode, bracketHits, bracketMisses, radix }: how the CUDA topk calls ran
+// since resetCudaSelectStats() (native/ops/select.h).
+Napi::Value CudaSelectStats(const Napi::CallbackInfo& info) {
+  const ops::CudaSelectStats st = ops::cuda_select_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("mode", st.mode);
+  o.Set("bracketHits", double(st.bracket_hits));
+  o.Set("bracketMisses", double(st.bracket_misses));
+  o.Set("radix", double(st.radix));
+  return o;
+}
+
+Napi::Value ResetCudaSelectStats(const Napi::CallbackInfo& info) {
+  ops::reset_cuda_select_stats();
+  return info.Env().Undefined();
 }
 
 Napi::Value ScoreAccumulate(const Napi::CallbackInfo& info) {
@@ -56,6 +74,8 @@ SIFT_BINDINGS(register_select) {
   SIFT_EXPORT("topk", Topk);
   SIFT_EXPORT("topkGlobal", TopkGlobal);
   SIFT_EXPORT("setCudaSelect", SetCudaSelect);
+  SIFT_EXPORT("cudaSelectStats", CudaSelectStats);
+  SIFT_EXPORT("resetCudaSelectStats", ResetCudaSelectStats);
   SIFT_EXPORT("scoreAccumulate", ScoreAccumulate);
   SIFT_EXPORT("gatherInto", GatherInto);
   SIFT_EXPORT("scatterInto", ScatterInto);

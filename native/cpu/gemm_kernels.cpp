@@ -66,44 +66,9 @@ struct V512d {
   static SIFT_AI void store(E* p, V v) { _mm512_storeu_pd(p, v); }
 };
 
-// MR rows x NV vectors: MR * NV accumulators stay in registers for the whole k loop; each step
-// loads NV vectors of packed B and broadcasts MR values of packed A.
-template <typename VT, int MR, int NV>
-void kern512(int64_t kc, const typename VT::E* a, const typename VT::E* b, typename VT::E* c, int64_t ldc,
-             int accumulate) {
-  using V = typename VT::V;
-  constexpr int W = VT::W;
-  V acc[MR][NV];
-#pragma GCC unroll 32
-  for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; v++) acc[r][v] = VT::zero();
-  for (int64_t k = 0; k < kc; k++) {
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * NV * W), _MM_HINT_T0);
-    V bv[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; v++) bv[v] = VT::load(b + v * W);
-#pragma GCC unroll 32
-    for (int r = 0; r < MR; r++) {
-      V ar = VT::bcast(a[r]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; v++) acc[r][v] = VT::fma(ar, bv[v], acc[r][v]);
-    }
-    a += MR;
-    b += NV * W;
-  }
-  if (accumulate) {
-#pragma GCC unroll 32
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; v++) VT::store(c + r * ldc + v * W, VT::add(VT::load(c + r * ldc + v * W), acc[r][v]));
-  } else {
-#pragma GCC unroll 32
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; v++) VT::store(c + r * ldc + v * W, acc[r][v]);
-  }
-}
+#define SIFT_GEMM_KERNEL kern512
+#include "gemm_microkernel.h"
+#undef SIFT_GEMM_KERNEL
 
 void k512_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate) {
   kern512<V512f, 12, 2>(kc, a, b, c, ldc, accumulate);
@@ -145,43 +110,10 @@ struct V256d {
   static SIFT_AI void store(E* p, V v) { _mm256_storeu_pd(p, v); }
 };
 
-// Same scheme as kern512 with 16 ymm registers: 6 x 2 accumulators, 2 B vectors, 1 broadcast.
-template <typename VT, int MR, int NV>
-void kern256(int64_t kc, const typename VT::E* a, const typename VT::E* b, typename VT::E* c, int64_t ldc,
-             int accumulate) {
-  using V = typename VT::V;
-  constexpr int W = VT::W;
-  V acc[MR][NV];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; v++) acc[r][v] = VT::zero();
-  for (int64_t k = 0; k < kc; k++) {
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * NV * W), _MM_HINT_T0);
-    V bv[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; v++) bv[v] = VT::load(b + v * W);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
-      V ar = VT::bcast(a[r]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; v++) acc[r][v] = VT::fma(ar, bv[v], acc[r][v]);
-    }
-    a += MR;
-    b += NV * W;
-  }
-  if (accumulate) {
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; v++) VT::store(c + r * ldc + v * W, VT::add(VT::load(c + r * ldc + v * W), acc[r][v]));
-  } else {
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; v++) VT::store(c + r * ldc + v * W, acc[r][v]);
-  }
-}
+// 16 ymm registers: 6 x 2 accumulators, 2 B vectors, 1 broadcast.
+#define SIFT_GEMM_KERNEL kern256
+#include "gemm_microkernel.h"
+#undef SIFT_GEMM_KERNEL
 
 void k256_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate) {
   kern256<V256f, 6, 2>(kc, a, b, c, ldc, accumulate);

@@ -42,6 +42,22 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
+// Compute type: float for f32/f16/bf16 (the halves are widened), the element type otherwise.
+template <typename T>
+struct cnum {
+  using type = T;
+};
+template <>
+struct cnum<__half> {
+  using type = float;
+};
+template <>
+struct cnum<__nv_bfloat16> {
+  using type = float;
+};
+template <typename T>
+using cnum_t = typename cnum<T>::type;
+
 // Accumulation type on the device: double for double, float otherwise.
 template <typename T>
 struct dacc {

@@ -19,22 +19,6 @@ template <typename T>
 constexpr bool is_fp_v = std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, __half> ||
                          std::is_same_v<T, __nv_bfloat16>;
 
-// Compute type: float for f32/f16/bf16, double for f64, the element type otherwise.
-template <typename T>
-struct cnum {
-  using type = T;
-};
-template <>
-struct cnum<__half> {
-  using type = float;
-};
-template <>
-struct cnum<__nv_bfloat16> {
-  using type = float;
-};
-template <typename T>
-using cnum_t = typename cnum<T>::type;
-
 template <typename T>
 __device__ __forceinline__ cnum_t<T> ld(T v) {
   if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>)

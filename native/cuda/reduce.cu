@@ -16,21 +16,6 @@ namespace {
 
 constexpr int kBlock = 256;
 
-template <typename T>
-struct cnum {
-  using type = T;
-};
-template <>
-struct cnum<__half> {
-  using type = float;
-};
-template <>
-struct cnum<__nv_bfloat16> {
-  using type = float;
-};
-template <typename T>
-using cnum_t = typename cnum<T>::type;
-
 // Accumulator: f32 for f32/f16/bf16, f64 for f64, i64 for integers.
 template <typename T>
 struct racc {

@@ -400,6 +400,33 @@ __global__ void __launch_bounds__(kThreads)
   finish_choose(ghist, bits, shift, st, tmp, sample_rank);
 }
 
+// One tile of a candidate pass, once every warp has its counts (wc candidates, wg keys above; the
+// same in all lanes): thread 0 sums the warps' counts into tile_gt[t] and its running `above`, and
+// reserves the tile's candidate slots (*s_base: the first). w_cnt, w_gt and s_base are this tile's
+// half of the block's double-buffered shared arrays. Called by every thread of the block.
+__device__ __forceinline__ void publish_tile_counts(unsigned int wc, unsigned int wg, unsigned int* w_cnt,
+                                                    unsigned int* w_gt, u64* s_base, long long t, u64* tile_gt,
+                                                    u64& above, State2* st) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    w_cnt[warp] = wc;
+    w_gt[warp] = wg;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned int c = 0, g = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; w++) {
+      c += w_cnt[w];
+      g += w_gt[w];
+    }
+    tile_gt[t] = g;
+    above += g;
+    *s_base = c ? atomicAdd(&st->cand_count, u64(c)) : 0;
+  }
+  __syncthreads();
+}
+
 // Pass 2 (as candidates_kernel): per tile, keys above the top digit (tile_gt), candidates equal to
 // it appended to the buffer, their next digit histogrammed; the last block chooses that digit.
 // Per tile: warp counts by ballots, one barrier, one global atomic (thread 0) for the tile's slots,
@@ -454,23 +481,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<T>)
       if (cand) atomicAdd(sh + int((cur[j] >> s1) & mask), 1u);
       bad |= valid && nonfinite(cur[j]);
     }
-    if (lane == 0) {
-      w_cnt[buf][warp] = wc;
-      w_gt[buf][warp] = wg;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      unsigned int c = 0, g = 0;
-#pragma unroll
-      for (int w = 0; w < kWarps; w++) {
-        c += w_cnt[buf][w];
-        g += w_gt[buf][w];
-      }
-      tile_gt[t] = g;
-      above += g;
-      s_base[buf] = c ? atomicAdd(&st->cand_count, u64(c)) : 0;
-    }
-    __syncthreads();
+    publish_tile_counts(wc, wg, w_cnt[buf], w_gt[buf], &s_base[buf], t, tile_gt, above, st);
     if (wc) {  // warp-uniform
       // The warp's candidates go to [base, base + wc), in item order then lane order (the
       // ballots are recomputed rather than kept: fewer registers).
@@ -848,6 +859,72 @@ int blocks_per_sm(const void* kernel, size_t smem, int dev) {
   return n;
 }
 
+// The device workspace of one select, carved from one allocation. Its layout is computed once,
+// here, for the radix and the bracket paths alike: the bytes allocated and the pointers the kernels
+// get come from the same offsets. `extra_bytes` is a path's own state (the bracket's bounds),
+// placed after State2; candidate keys are K. Segment descriptors: nseg; counts: one per segment,
+// then the NaN/Inf and lost-track flags.
+template <typename K>
+struct Workspace {
+  u64 cap = 0;  // candidates kept: total / 16, at least 4096, at most total
+  Tensor buf;
+  State2* st = nullptr;
+  void* extra = nullptr;
+  Seg* seg_table = nullptr;
+  u64* hist = nullptr;  // kMaxBins; hist, tile_gt and tile_eq are contiguous (init_kernel zeroes them)
+  u64* tile_gt = nullptr;
+  u64* tile_eq = nullptr;
+  u64* gt_scan = nullptr;
+  u64* eq_scan = nullptr;
+  u64* counts = nullptr;
+  K* cand_key = nullptr;
+  u64* cand_pos = nullptr;
+  long long nzero = 0;  // u64 words from hist through tile_eq
+
+  Workspace(const Device& device, int nseg, long long ntiles, long long total, size_t extra_bytes)
+      : cap(u64(std::min<long long>(total, std::max<long long>(total / 16, 4096)))) {
+    size_t off = 0;
+    auto take = [&](size_t bytes) {
+      const size_t o = off;
+      off += align_up(bytes);
+      return o;
+    };
+    const size_t tiles = sizeof(u64) * size_t(ntiles + 1);
+    const size_t o_state = take(sizeof(State2));
+    const size_t o_extra = take(extra_bytes);
+    const size_t o_segs = take(sizeof(Seg) * size_t(nseg));
+    const size_t o_hist = take(sizeof(u64) * kMaxBins);
+    const size_t o_tgt = take(tiles);
+    const size_t o_teq = take(tiles);
+    const size_t zero_end = off;
+    const size_t o_sgt = take(tiles);
+    const size_t o_seq = take(tiles);
+    const size_t o_cnt = take(sizeof(u64) * size_t(nseg + 2));
+    const size_t o_ckey = take(sizeof(K) * cap);
+    const size_t o_cpos = take(sizeof(u64) * cap);
+    buf = empty({int64_t(off)}, DType::BOOL, device);
+    char* base = static_cast<char*>(buf.raw());
+    st = reinterpret_cast<State2*>(base + o_state);
+    extra = extra_bytes ? base + o_extra : nullptr;
+    seg_table = reinterpret_cast<Seg*>(base + o_segs);
+    hist = reinterpret_cast<u64*>(base + o_hist);
+    tile_gt = reinterpret_cast<u64*>(base + o_tgt);
+    tile_eq = reinterpret_cast<u64*>(base + o_teq);
+    gt_scan = reinterpret_cast<u64*>(base + o_sgt);
+    eq_scan = reinterpret_cast<u64*>(base + o_seq);
+    counts = reinterpret_cast<u64*>(base + o_cnt);
+    cand_key = reinterpret_cast<K*>(base + o_ckey);
+    cand_pos = reinterpret_cast<u64*>(base + o_cpos);
+    nzero = (long long)((zero_end - o_hist) / sizeof(u64));
+  }
+
+  // One launch: the state (k to select), the first n segment descriptors, and the zeroes.
+  void init(cudaStream_t stream, int64_t k, int n, const SegBatch& b) const {
+    const unsigned zgrid = unsigned(std::max<long long>(1, std::min<long long>((nzero + 1023) / 1024, 1024)));
+    init_kernel<<<zgrid, kThreads, 0, stream>>>(st, u64(k), hist, nzero, seg_table, n, b);
+  }
+};
+
 // Sampled guess of the top digit: every kSampleStride-th tile (fewer, down to every 2nd, while
 // that leaves at least kSampleMinTiles tiles; no guess below 2 * kSampleMinTiles tiles).
 constexpr long long kSampleStride = 16;
@@ -903,37 +980,7 @@ std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k
       shifts.push_back(sh);
     }
   }
-  const u64 cap = u64(std::min<long long>(total, std::max<long long>(total / 16, 4096)));
-
-  size_t off = 0;
-  auto take = [&](size_t bytes) {
-    size_t o = off;
-    off += align_up(bytes);
-    return o;
-  };
-  const size_t o_state = take(sizeof(State2));
-  const size_t o_segs = take(sizeof(Seg) * size_t(nseg));
-  const size_t o_hist = take(sizeof(u64) * kMaxBins);  // hist, tile_gt, tile_eq: zeroed together
-  const size_t o_tgt = take(sizeof(u64) * size_t(ntiles + 1));
-  const size_t o_teq = take(sizeof(u64) * size_t(ntiles + 1));
-  const size_t zero_end = off;
-  const size_t o_sgt = take(sizeof(u64) * size_t(ntiles + 1));
-  const size_t o_seq = take(sizeof(u64) * size_t(ntiles + 1));
-  const size_t o_cnt = take(sizeof(u64) * size_t(nseg + 2));
-  const size_t o_ckey = take(sizeof(K) * cap);
-  const size_t o_cpos = take(sizeof(u64) * cap);
-  Tensor ws = empty({int64_t(off)}, DType::BOOL, device);
-  char* base = static_cast<char*>(ws.raw());
-  State2* st = reinterpret_cast<State2*>(base + o_state);
-  Seg* dsegs = reinterpret_cast<Seg*>(base + o_segs);
-  u64* hist = reinterpret_cast<u64*>(base + o_hist);
-  u64* tile_gt = reinterpret_cast<u64*>(base + o_tgt);
-  u64* tile_eq = reinterpret_cast<u64*>(base + o_teq);
-  u64* gt_scan = reinterpret_cast<u64*>(base + o_sgt);
-  u64* eq_scan = reinterpret_cast<u64*>(base + o_seq);
-  u64* counts = reinterpret_cast<u64*>(base + o_cnt);
-  K* cand_key = reinterpret_cast<K*>(base + o_ckey);
-  u64* cand_pos = reinterpret_cast<u64*>(base + o_cpos);
+  Workspace<K> ws(device, nseg, ntiles, total, 0);
 
   // Segment descriptors past the first kSegBatch (the init kernel writes those).
   auto upload_rest = [&](int from) {
@@ -941,16 +988,14 @@ std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k
       SegBatch b{};
       int n = std::min(kSegBatch, nseg - i);
       for (int j = 0; j < n; j++) b.s[j] = segs[size_t(i + j)];
-      write_segs_kernel<<<1, kSegBatch, 0, stream>>>(dsegs, i, n, b);
+      write_segs_kernel<<<1, kSegBatch, 0, stream>>>(ws.seg_table, i, n, b);
     }
   };
   {
     SegBatch b{};
     const int n = std::min(kSegBatch, nseg);
     for (int j = 0; j < n; j++) b.s[j] = segs[size_t(j)];
-    const long long nzero = (long long)((zero_end - o_hist) / sizeof(u64));
-    const unsigned zgrid = unsigned(std::max<long long>(1, std::min<long long>((nzero + 1023) / 1024, 1024)));
-    init_kernel<<<zgrid, kThreads, 0, stream>>>(st, u64(k), hist, nzero, dsegs, n, b);
+    ws.init(stream, k, n, b);
     upload_rest(kSegBatch);
   }
 
@@ -979,37 +1024,38 @@ std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k
     }
     const double want = double(k) * double(m) / double(total);
     const u64 rank = u64(std::max<long long>(1, std::min<long long>(m, std::llround(want))));
-    h1<<<unsigned(std::min<long long>(g1, nsamp)), kThreads, smem0, stream>>>(dsegs, nseg, nsamp, tstride, st, hist,
-                                                                              shifts[0], widths[0], rank, 0);
-    c2<<<g2, kThreads, smem1, stream>>>(dsegs, nseg, ntiles, st, hist, shifts[0], shifts[1], widths[1], cand_key,
-                                        cand_pos, cap, tile_gt, 1);
-    h1<<<g1, kThreads, smem0, stream>>>(dsegs, nseg, ntiles, 1, st, hist, shifts[0], widths[0], 0, 1);
-    c2<<<g2, kThreads, smem1, stream>>>(dsegs, nseg, ntiles, st, hist, shifts[0], shifts[1], widths[1], cand_key,
-                                        cand_pos, cap, tile_gt, 2);
+    h1<<<unsigned(std::min<long long>(g1, nsamp)), kThreads, smem0, stream>>>(ws.seg_table, nseg, nsamp, tstride, ws.st,
+                                                                              ws.hist, shifts[0], widths[0], rank, 0);
+    c2<<<g2, kThreads, smem1, stream>>>(ws.seg_table, nseg, ntiles, ws.st, ws.hist, shifts[0], shifts[1], widths[1],
+                                        ws.cand_key, ws.cand_pos, ws.cap, ws.tile_gt, 1);
+    h1<<<g1, kThreads, smem0, stream>>>(ws.seg_table, nseg, ntiles, 1, ws.st, ws.hist, shifts[0], widths[0], 0, 1);
+    c2<<<g2, kThreads, smem1, stream>>>(ws.seg_table, nseg, ntiles, ws.st, ws.hist, shifts[0], shifts[1], widths[1],
+                                        ws.cand_key, ws.cand_pos, ws.cap, ws.tile_gt, 2);
   } else {
-    h1<<<g1, kThreads, smem0, stream>>>(dsegs, nseg, ntiles, 1, st, hist, shifts[0], widths[0], 0, 0);
-    c2<<<g2, kThreads, smem1, stream>>>(dsegs, nseg, ntiles, st, hist, shifts[0], shifts[1], widths[1], cand_key,
-                                        cand_pos, cap, tile_gt, 0);
+    h1<<<g1, kThreads, smem0, stream>>>(ws.seg_table, nseg, ntiles, 1, ws.st, ws.hist, shifts[0], widths[0], 0, 0);
+    c2<<<g2, kThreads, smem1, stream>>>(ws.seg_table, nseg, ntiles, ws.st, ws.hist, shifts[0], shifts[1], widths[1],
+                                        ws.cand_key, ws.cand_pos, ws.cap, ws.tile_gt, 0);
   }
   // Remaining digits: candidates, or (overflow) the input again.
   for (size_t p = 2; p < widths.size(); p++) {
     const size_t smem = sizeof(unsigned int) << widths[p];
     auto kern = digit_kernel<T, K>;
     kern<<<grid_of(reinterpret_cast<const void*>(kern), smem), kThreads, smem, stream>>>(
-        dsegs, nseg, ntiles, st, cand_key, cap, hist, shifts[p - 1], shifts[p], widths[p]);
+        ws.seg_table, nseg, ntiles, ws.st, ws.cand_key, ws.cap, ws.hist, shifts[p - 1], shifts[p], widths[p]);
   }
   {
     auto kern = count_kernel<T, K>;
-    kern<<<grid_of(reinterpret_cast<const void*>(kern), 0), kThreads, 0, stream>>>(dsegs, nseg, ntiles, st, cand_key,
-                                                                                   cand_pos, cap, tile_gt, tile_eq);
+    kern<<<grid_of(reinterpret_cast<const void*>(kern), 0), kThreads, 0, stream>>>(
+        ws.seg_table, nseg, ntiles, ws.st, ws.cand_key, ws.cand_pos, ws.cap, ws.tile_gt, ws.tile_eq);
   }
-  scan_kernel<<<1, kScanThreads, 0, stream>>>(dsegs, nseg, ntiles, st, tile_gt, tile_eq, gt_scan, eq_scan, counts);
+  scan_kernel<<<1, kScanThreads, 0, stream>>>(ws.seg_table, nseg, ntiles, ws.st, ws.tile_gt, ws.tile_eq, ws.gt_scan,
+                                              ws.eq_scan, ws.counts);
   check_last_error("topk");
 
   std::vector<Tensor> outs;
   auto read_flags = [&](std::vector<u64>& host) {
     host.assign(size_t(nseg + 2), 0);
-    CUDA_CHECK(cudaMemcpyAsync(host.data(), counts, sizeof(u64) * size_t(nseg + 2), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaMemcpyAsync(host.data(), ws.counts, sizeof(u64) * size_t(nseg + 2), cudaMemcpyDeviceToHost, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
     SIFT_CHECK(host[size_t(nseg)] == 0, "E_NUMERIC", "topk: the scores contain NaN or Inf");
     SIFT_CHECK(host[size_t(nseg) + 1] == 0, "E_INTERNAL", "topk: radix select lost track of the k-th key");
@@ -1026,8 +1072,8 @@ std::vector<Tensor> run_select_fast(const std::vector<Tensor>& scores, int64_t k
   }
   {
     auto kern = write_kernel2<T, K>;
-    kern<<<grid_of(reinterpret_cast<const void*>(kern), 0), kThreads, 0, stream>>>(dsegs, nseg, ntiles, st, tile_gt,
-                                                                                   tile_eq, gt_scan, eq_scan);
+    kern<<<grid_of(reinterpret_cast<const void*>(kern), 0), kThreads, 0, stream>>>(
+        ws.seg_table, nseg, ntiles, ws.st, ws.tile_gt, ws.tile_eq, ws.gt_scan, ws.eq_scan);
   }
   check_last_error("topk");
   if (single_out) {
@@ -1289,23 +1335,7 @@ __global__ void __launch_bounds__(kThreads)
     nf = nonfinite_acc<T>(cur, nf);
     const unsigned cc = cl - cg;
     const unsigned wg = warp_sum(cg), wc = warp_sum(cc);
-    if (lane == 0) {
-      w_cnt[buf][warp] = wc;
-      w_gt[buf][warp] = wg;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      unsigned c = 0, g = 0;
-#pragma unroll
-      for (int w = 0; w < kWarps; w++) {
-        c += w_cnt[buf][w];
-        g += w_gt[buf][w];
-      }
-      tile_gt[t] = g;
-      above += g;
-      s_base[buf] = c ? atomicAdd(&st->cand_count, u64(c)) : 0;
-    }
-    __syncthreads();
+    fast::publish_tile_counts(wc, wg, w_cnt[buf], w_gt[buf], &s_base[buf], t, tile_gt, above, st);
     if (wc) {  // warp-uniform
       unsigned inc = cc;
 #pragma unroll
@@ -1476,47 +1506,14 @@ bool run_select_bracket(const Tensor& scores, int64_t k, const Tensor& out) {
   seg.out64 = out.dtype == DType::I64 ? 1 : 0;
   seg.pad = 0;
   const bool bf16 = std::is_same_v<T, __nv_bfloat16>;
-  const u64 cap = u64(std::min<long long>(total, std::max<long long>(total / 16, 4096)));
-
-  size_t off = 0;
-  auto take = [&](size_t bytes) {
-    size_t o = off;
-    off += align_up(bytes);
-    return o;
-  };
-  const size_t o_state = take(sizeof(State2));
-  const size_t o_bs = take(sizeof(BState));
-  const size_t o_segs = take(sizeof(Seg));
-  const size_t o_hist = take(sizeof(u64) * kMaxBins);  // hist, tile_gt, tile_eq: zeroed together
-  const size_t o_tgt = take(sizeof(u64) * size_t(ntiles + 1));
-  const size_t o_teq = take(sizeof(u64) * size_t(ntiles + 1));
-  const size_t zero_end = off;
-  const size_t o_sgt = take(sizeof(u64) * size_t(ntiles + 1));
-  const size_t o_seq = take(sizeof(u64) * size_t(ntiles + 1));
-  const size_t o_cnt = take(sizeof(u64) * 3);
-  const size_t o_ckey = take(sizeof(unsigned) * cap);
-  const size_t o_cpos = take(sizeof(u64) * cap);
-  Tensor ws = empty({int64_t(off)}, DType::BOOL, device);
-  char* base = static_cast<char*>(ws.raw());
-  State2* st = reinterpret_cast<State2*>(base + o_state);
-  BState* bs = reinterpret_cast<BState*>(base + o_bs);
-  Seg* dsegs = reinterpret_cast<Seg*>(base + o_segs);
-  u64* hist = reinterpret_cast<u64*>(base + o_hist);
-  u64* tile_gt = reinterpret_cast<u64*>(base + o_tgt);
-  u64* tile_eq = reinterpret_cast<u64*>(base + o_teq);
-  u64* gt_scan = reinterpret_cast<u64*>(base + o_sgt);
-  u64* eq_scan = reinterpret_cast<u64*>(base + o_seq);
-  u64* counts = reinterpret_cast<u64*>(base + o_cnt);
-  unsigned* cand_key = reinterpret_cast<unsigned*>(base + o_ckey);
-  u64* cand_pos = reinterpret_cast<u64*>(base + o_cpos);
+  fast::Workspace<unsigned> ws(device, 1, ntiles, total, sizeof(BState));
+  BState* bs = static_cast<BState*>(ws.extra);
   static_assert(br::kSampleBins <= kMaxBins, "sample histogram");
 
   {
     SegBatch b{};
     b.s[0] = seg;
-    const long long nzero = (long long)((zero_end - o_hist) / sizeof(u64));
-    const unsigned zgrid = unsigned(std::max<long long>(1, std::min<long long>((nzero + 1023) / 1024, 1024)));
-    fast::init_kernel<<<zgrid, kThreads, 0, stream>>>(st, u64(k), hist, nzero, dsegs, 1, b);
+    ws.init(stream, k, 1, b);
   }
   const int sms = sm_count(dev);
   auto grid_of = [&](const void* kern, size_t smem, long long work) {
@@ -1534,39 +1531,39 @@ bool run_select_bracket(const Tensor& scores, int64_t k, const Tensor& out) {
     auto kern = sample_kernel<T>;
     const size_t smem = sizeof(unsigned) * br::kSampleBins;
     kern<<<grid_of(reinterpret_cast<const void*>(kern), smem, nsamp), kThreads, smem, stream>>>(
-        dsegs, nsamp, tstride, st, bs, hist, rk.hi, rk.lo);
+        ws.seg_table, nsamp, tstride, ws.st, bs, ws.hist, rk.hi, rk.lo);
   }
   {
     auto kern = split_kernel<T>;
     kern<<<grid_of(reinterpret_cast<const void*>(kern), 0, ntiles), kThreads, 0, stream>>>(
-        dsegs, ntiles, st, bs, cand_key, cand_pos, cap, tile_gt);
+        ws.seg_table, ntiles, ws.st, bs, ws.cand_key, ws.cand_pos, ws.cap, ws.tile_gt);
   }
   const int nd = br::digit_count(bf16);
   for (int p = 0; p < nd; p++) {
     const int bits = br::digit_width(bf16, p), shift = br::digit_shift(bf16, p);
     const int match_shift = p == 0 ? 0 : br::digit_shift(bf16, p - 1);
     const size_t smem = sizeof(unsigned) << bits;
-    const long long work = std::max<long long>(1, (long long)(cap / kThreads));
+    const long long work = std::max<long long>(1, (long long)(ws.cap / kThreads));
     cdigit_kernel<<<grid_of(reinterpret_cast<const void*>(cdigit_kernel), smem, work), kThreads, smem, stream>>>(
-        st, cand_key, cap, hist, p == 0 ? 1 : 0, match_shift, shift, bits, bf16 && p == nd - 1 ? 1 : 0);
+        ws.st, ws.cand_key, ws.cap, ws.hist, p == 0 ? 1 : 0, match_shift, shift, bits, bf16 && p == nd - 1 ? 1 : 0);
   }
   {
     auto kern = fast::count_kernel<T, unsigned>;
     kern<<<grid_of(reinterpret_cast<const void*>(kern), 0, ntiles), kThreads, 0, stream>>>(
-        dsegs, 1, ntiles, st, cand_key, cand_pos, cap, tile_gt, tile_eq);
+        ws.seg_table, 1, ntiles, ws.st, ws.cand_key, ws.cand_pos, ws.cap, ws.tile_gt, ws.tile_eq);
   }
-  fast::scan_kernel<<<1, fast::kScanThreads, 0, stream>>>(dsegs, 1, ntiles, st, tile_gt, tile_eq, gt_scan, eq_scan,
-                                                          counts);
+  fast::scan_kernel<<<1, fast::kScanThreads, 0, stream>>>(ws.seg_table, 1, ntiles, ws.st, ws.tile_gt, ws.tile_eq,
+                                                          ws.gt_scan, ws.eq_scan, ws.counts);
   {
     auto kern = write_kernel<T>;
-    kern<<<grid_of(reinterpret_cast<const void*>(kern), 0, ntiles), kThreads, 0, stream>>>(dsegs, ntiles, st, tile_gt,
-                                                                                           tile_eq, gt_scan, eq_scan);
+    kern<<<grid_of(reinterpret_cast<const void*>(kern), 0, ntiles), kThreads, 0, stream>>>(
+        ws.seg_table, ntiles, ws.st, ws.tile_gt, ws.tile_eq, ws.gt_scan, ws.eq_scan);
   }
   check_last_error("topk");
   u64 host[3] = {0, 0, 0};
   State2 hs{};
-  CUDA_CHECK(cudaMemcpyAsync(host, counts, sizeof(host), cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaMemcpyAsync(&hs, st, sizeof(State2), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaMemcpyAsync(host, ws.counts, sizeof(host), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaMemcpyAsync(&hs, ws.st, sizeof(State2), cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   SIFT_CHECK(host[1] == 0, "E_NUMERIC", "topk: the scores contain NaN or Inf");
   if (hs.miss) return false;
@@ -1579,13 +1576,18 @@ bool run_select_bracket(const Tensor& scores, int64_t k, const Tensor& out) {
 
 }  // namespace
 
-void topk(const Tensor& scores, int64_t k, const Tensor& out, bool bracket) {
-  dispatch_cuda_float(scores.dtype, "topk", [&](auto tt) {
+TopkPath topk(const Tensor& scores, int64_t k, const Tensor& out, bool bracket) {
+  return dispatch_cuda_float(scores.dtype, "topk", [&](auto tt) {
     using T = typename decltype(tt)::type;
+    TopkPath path = TopkPath::kRadix;
     if constexpr (!std::is_same_v<T, double>) {
-      if (bracket && brk::run_select_bracket<T>(scores, k, out)) return;
+      if (bracket) {
+        if (brk::run_select_bracket<T>(scores, k, out)) return TopkPath::kBracket;
+        path = TopkPath::kBracketMissed;
+      }
     }
     fast::run_select_fast<T>({scores}, k, &out);
+    return path;
   });
 }
 

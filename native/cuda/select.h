@@ -11,8 +11,9 @@ namespace sift::cuda {
 // Same contract as cpu::topk. Queues all work on the device stream, then synchronises once at the
 // end to read back the NaN/Inf flag (E_NUMERIC): the caller sizes the output (k) on the host.
 // bracket: the bracket kernels (select_bracket.h) for f32/f16/bf16, the radix kernels when the
-// bracket misses and for f64; otherwise the radix kernels.
-void topk(const Tensor& scores, int64_t k, const Tensor& out, bool bracket = false);
+// bracket misses and for f64; otherwise the radix kernels. Returns which ran.
+enum class TopkPath { kRadix, kBracket, kBracketMissed };
+TopkPath topk(const Tensor& scores, int64_t k, const Tensor& out, bool bracket = false);
 
 // Same contract as cpu::topk_global. Synchronises once, before the last kernel, to learn how many
 // indices each tensor gets.

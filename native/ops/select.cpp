@@ -40,7 +40,40 @@ bool initial_bracket() {
   return e && std::string(e) == "bracket";
 }
 std::atomic<bool> g_bracket{initial_bracket()};
+
+std::atomic<uint64_t> g_bracket_hits{0}, g_bracket_misses{0}, g_radix{0};
+
+#ifdef SIFT_WITH_CUDA
+void count_path(cuda::TopkPath path) {
+  switch (path) {
+    case cuda::TopkPath::kBracket:
+      g_bracket_hits++;
+      break;
+    case cuda::TopkPath::kBracketMissed:
+      g_bracket_misses++;
+      break;
+    case cuda::TopkPath::kRadix:
+      g_radix++;
+      break;
+  }
+}
+#endif
 }  // namespace
+
+CudaSelectStats cuda_select_stats() {
+  CudaSelectStats st;
+  st.mode = g_bracket.load() ? "bracket" : "radix";
+  st.bracket_hits = g_bracket_hits.load();
+  st.bracket_misses = g_bracket_misses.load();
+  st.radix = g_radix.load();
+  return st;
+}
+
+void reset_cuda_select_stats() {
+  g_bracket_hits = 0;
+  g_bracket_misses = 0;
+  g_radix = 0;
+}
 
 std::string set_cuda_select(const std::string& mode) {
   SIFT_CHECK(mode == "radix" || mode == "bracket", "E_ARG", "setCudaSelect: mode must be 'radix' or 'bracket', got '",
@@ -76,7 +109,7 @@ Tensor topk(const Tensor& scores, int64_t k, const std::string& label) {
   const bool bracket = g_bracket.load();
   (void)bracket;
   SIFT_ON_DEVICE(dev, labelled_topk(label, [&] { cpu::topk(s, k, out); }),
-                 labelled_topk(label, [&] { cuda::topk(s, k, out, bracket); }));
+                 labelled_topk(label, [&] { count_path(cuda::topk(s, k, out, bracket)); }));
   return out;
 }
 

@@ -16,6 +16,18 @@ DType topk_index_dtype(int64_t n);
 // previous mode. Selections already queued keep the kernels they were given.
 std::string set_cuda_select(const std::string& mode);
 
+// The current mode, and how the CUDA topk calls ran since the last reset: the bracket kernels
+// selected (hits), the bracket missed and the radix kernels took over (misses), the radix kernels
+// alone (mode radix, or f64 scores). topkGlobal is not counted (always the radix kernels).
+struct CudaSelectStats {
+  std::string mode;
+  uint64_t bracket_hits = 0;
+  uint64_t bracket_misses = 0;
+  uint64_t radix = 0;
+};
+CudaSelectStats cuda_select_stats();
+void reset_cuda_select_stats();
+
 // Exact top-k (ties toward the lower flat index), indices ascending. On CUDA it synchronises once
 // at its end to read back the NaN/Inf flag (E_NUMERIC); on CPU a NaN raises E_NUMERIC from the
 // queued kernel, i.e. at the next synchronisation.

@@ -9,120 +9,7 @@
 import { tensor, transpose, tidy, SiftError, Tensor, scaledDotProductAttention, AttentionOptions } from '../../lib';
 import { native } from '../../lib/engine/native';
 import { randomTensor, gradcheck, expectClose, describeCuda, seededValues } from '../helpers/gradcheck';
-import { keeps } from '../helpers/dropout-ref';
-
-// ---- reference -----------------------------------------------------------------------------
-
-interface RefOpts {
-  causal?: boolean;
-  scale?: number;
-  softcap?: number;
-  window?: number;
-  pad?: number[]; // [B, Tk], 1 = attend
-  add?: { data: number[]; shape: number[] }; // broadcastable to [B, H, Tq, Tk]
-  dropoutP?: number;
-  seed?: number;
-}
-
-/** Whether query i (of Tq, aligned to the end of Tk keys) sees key j: transformers' sliding_window_causal_mask_function. */
-function visible(i: number, j: number, Tq: number, Tk: number, o: RefOpts): boolean {
-  const a = i + Tk - Tq; // absolute position of the query
-  if (o.causal && j > a) return false;
-  if (o.window && a - j >= o.window) return false;
-  return true;
-}
-
-/** Forward and, given the output gradient g, the input gradients, in float64 loops. */
-function reference(q: number[], k: number[], v: number[], g: number[] | null, [B, H, Tq, D]: number[], [Hkv, Tk]: number[], o: RefOpts) {
-  const scale = o.scale ?? 1 / Math.sqrt(D);
-  const out = new Array(B * H * Tq * D).fill(0);
-  const lse = new Array(B * H * Tq).fill(-Infinity);
-  const gq = new Array(q.length).fill(0),
-    gk = new Array(k.length).fill(0),
-    gv = new Array(v.length).fill(0);
-  const addAt = (b: number, h: number, i: number, j: number): number => {
-    if (!o.add) return 0;
-    const idx = [b, h, i, j];
-    const shp = o.add.shape;
-    let off = 0;
-    let stride = 1;
-    for (let d = shp.length - 1; d >= 0; d--) {
-      if (shp[d] !== 1) off += idx[4 - shp.length + d] * stride;
-      stride *= shp[d];
-    }
-    return o.add.data[off];
-  };
-  const qi = (b: number, h: number, i: number) => ((b * H + h) * Tq + i) * D;
-  const kj = (b: number, hk: number, j: number) => ((b * Hkv + hk) * Tk + j) * D;
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++) {
-      const hk = Math.floor(h / (H / Hkv));
-      for (let i = 0; i < Tq; i++) {
-        const row = (b * H + h) * Tq + i;
-        const s: number[] = [],
-          dcap: number[] = [];
-        for (let j = 0; j < Tk; j++) {
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += q[qi(b, h, i) + d] * k[kj(b, hk, j) + d];
-          let x = dot * scale;
-          let dc = 1;
-          if (o.softcap) {
-            const t = Math.tanh(x / o.softcap);
-            x = o.softcap * t;
-            dc = 1 - t * t;
-          }
-          x += addAt(b, h, i, j);
-          if (!visible(i, j, Tq, Tk, o)) x = -Infinity;
-          if (o.pad && !o.pad[b * Tk + j]) x = -Infinity;
-          s.push(x);
-          dcap.push(dc);
-        }
-        const m = Math.max(...s);
-        if (m === -Infinity) continue;
-        const e = s.map((x) => Math.exp(x - m));
-        const sum = e.reduce((a, c) => a + c, 0);
-        lse[row] = m + Math.log(sum);
-        const P = e.map((x) => x / sum);
-        const Z = P.map((_, j) => (o.dropoutP ? (keeps(o.seed!, row * Tk + j, o.dropoutP) ? 1 / (1 - o.dropoutP) : 0) : 1));
-        for (let j = 0; j < Tk; j++) for (let d = 0; d < D; d++) out[row * D + d] += P[j] * Z[j] * v[kj(b, hk, j) + d];
-        if (!g) continue;
-        // dP_j = Z_j dO . v_j; dS_j = P_j (dP_j - sum_l P_l dP_l); the raw score gradient is dS (1 - tanh^2).
-        const dP = P.map((_, j) => {
-          let acc = 0;
-          for (let d = 0; d < D; d++) acc += g[row * D + d] * v[kj(b, hk, j) + d];
-          return acc * Z[j];
-        });
-        const delta = P.reduce((acc, p, j) => acc + p * dP[j], 0);
-        for (let j = 0; j < Tk; j++) {
-          const ds = P[j] * (dP[j] - delta) * dcap[j] * scale;
-          for (let d = 0; d < D; d++) {
-            gq[qi(b, h, i) + d] += ds * k[kj(b, hk, j) + d];
-            gk[kj(b, hk, j) + d] += ds * q[qi(b, h, i) + d];
-            gv[kj(b, hk, j) + d] += P[j] * Z[j] * g[row * D + d];
-          }
-        }
-      }
-    }
-  return { out, lse, gq, gk, gv };
-}
-
-const nums = (t: Tensor) => Array.from(t.toArray() as ArrayLike<number>, Number);
-
-interface Case {
-  name: string;
-  B: number;
-  H: number;
-  Hkv: number;
-  Tq: number;
-  Tk: number;
-  D: number;
-  causal?: boolean;
-  softcap?: number;
-  window?: number;
-  pad?: number[];
-  add?: { data: number[]; shape: number[] };
-  dropoutP?: number;
-}
+import { attentionReference, Case, makeInputs as makeCaseInputs, maskTensor, nums, RefOpts, visible } from '../helpers/attention-ref';
 
 const cases: Case[] = [
   { name: 'window smaller than the sequence', B: 1, H: 2, Hkv: 2, Tq: 7, Tk: 7, D: 3, causal: true, window: 3 },
@@ -184,18 +71,7 @@ const cases: Case[] = [
   { name: 'dropout with softcap and window', B: 1, H: 2, Hkv: 1, Tq: 6, Tk: 6, D: 3, causal: true, softcap: 1.5, window: 4, dropoutP: 0.3 },
 ];
 
-function makeInputs(c: Case, dtype = 'f64', requiresGrad = false) {
-  const q = randomTensor([c.B, c.H, c.Tq, c.D], 11, { dtype, requiresGrad, scale: 2 });
-  const k = randomTensor([c.B, c.Hkv, c.Tk, c.D], 12, { dtype, requiresGrad, scale: 2 });
-  const v = randomTensor([c.B, c.Hkv, c.Tk, c.D], 13, { dtype, requiresGrad });
-  return { q, k, v };
-}
-
-function maskTensor(c: Case, dtype = 'f64', device = 'cpu'): Tensor | null {
-  if (c.pad) return tensor(c.pad, [c.B, c.Tk], { dtype: 'bool', device });
-  if (c.add) return tensor(c.add.data, c.add.shape, { dtype, device });
-  return null;
-}
+const makeInputs = (c: Case, dtype = 'f64', requiresGrad = false) => makeCaseInputs(c, 2, dtype, requiresGrad);
 
 const SEED = 4321;
 const optsFor = (c: Case, mask: Tensor | null): AttentionOptions => ({
@@ -224,7 +100,7 @@ describe('attention soft-capping and sliding window against the float64 referenc
       const { q, k, v } = makeInputs(c, 'f64', true);
       const mask = maskTensor(c);
       const g = randomTensor([c.B, c.H, c.Tq, c.D], 14);
-      const ref = reference(nums(q), nums(k), nums(v), nums(g), [c.B, c.H, c.Tq, c.D], [c.Hkv, c.Tk], refOpts(c));
+      const ref = attentionReference(nums(q), nums(k), nums(v), nums(g), [c.B, c.H, c.Tq, c.D], [c.Hkv, c.Tk], refOpts(c));
       tidy(() => {
         const [oh, lh] = native().attention(
           q.handle,
@@ -290,7 +166,15 @@ describe('attention soft-capping and sliding window against the float64 referenc
       const g64 = randomTensor([B, H, s.Tq, D], 24);
       const pad = seededValues(B * s.Tk, 5).map((x) => (x > -0.8 ? 1 : 0));
       const o: RefOpts = { causal: true, window: s.window, softcap: s.softcap, pad };
-      const ref = reference(nums(transpose(q64, 1, 2).contiguous()), nums(k64), nums(v64), nums(g64), [B, H, s.Tq, D], [Hkv, s.Tk], o);
+      const ref = attentionReference(
+        nums(transpose(q64, 1, 2).contiguous()),
+        nums(k64),
+        nums(v64),
+        nums(g64),
+        [B, H, s.Tq, D],
+        [Hkv, s.Tk],
+        o,
+      );
       const tol: Record<string, number> = { f64: 1e-11, f32: 2e-5, f16: 2e-2, bf16: 6e-2 };
       for (const dt of ['f64', 'f32', 'f16', 'bf16'] as const) {
         const q = q64.to(dt),

@@ -1,5 +1,5 @@
 /**
- * Scaled dot-product attention: forward against a float64 reference written here (masks,
+ * Scaled dot-product attention: forward against the float64 reference (test/helpers/attention-ref.ts: masks,
  * causal bottom-right alignment, KV-cache shapes, grouped-query heads, fully masked rows,
  * dropout with the mask regenerated from the seed in BigInt), gradients by finite differences,
  * argument errors, and CUDA against CPU.
@@ -7,92 +7,7 @@
 import { tensor, transpose, tidy, SiftError, Tensor, scaledDotProductAttention, AttentionOptions } from '../../lib';
 import { native } from '../../lib/engine/native';
 import { randomTensor, gradcheck, expectClose, describeCuda, seededValues } from '../helpers/gradcheck';
-
-// ---- reference -----------------------------------------------------------------------------
-
-const M64 = (1n << 64n) - 1n;
-/** rng_mix of native/core/random.h in BigInt. */
-function rngMix(seed: bigint, ctr: bigint): bigint {
-  let z = (seed * 0x9e3779b97f4a7c15n + ctr * 0xd1b54a32d192ed03n + 0x632be59bd9b4e019n) & M64;
-  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M64;
-  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M64;
-  return z ^ (z >> 31n);
-}
-/** rng_uniform(seed, ctr) >= p. */
-function keeps(seed: number | bigint, ctr: number, p: number): boolean {
-  return Number(rngMix(BigInt(seed), BigInt(ctr)) >> 40n) / 16777216 >= p;
-}
-
-interface RefOpts {
-  causal?: boolean;
-  scale?: number;
-  pad?: number[]; // [B, Tk], 1 = attend
-  add?: { data: number[]; shape: number[] }; // broadcastable to [B, H, Tq, Tk]
-  dropoutP?: number;
-  seed?: number;
-}
-
-function refAttention(q: number[], k: number[], v: number[], [B, H, Tq, D]: number[], [Hkv, Tk]: number[], o: RefOpts) {
-  const scale = o.scale ?? 1 / Math.sqrt(D);
-  const out = new Array(B * H * Tq * D).fill(0);
-  const lse = new Array(B * H * Tq).fill(-Infinity);
-  const addAt = (b: number, h: number, i: number, j: number): number => {
-    if (!o.add) return 0;
-    const idx = [b, h, i, j];
-    const shp = o.add.shape;
-    let off = 0;
-    let stride = 1;
-    for (let d = shp.length - 1; d >= 0; d--) {
-      const fd = 4 - shp.length + d;
-      if (shp[d] !== 1) off += idx[fd] * stride;
-      stride *= shp[d];
-    }
-    return o.add.data[off];
-  };
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++) {
-      const hk = Math.floor(h / (H / Hkv));
-      for (let i = 0; i < Tq; i++) {
-        const s: number[] = [];
-        for (let j = 0; j < Tk; j++) {
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += q[((b * H + h) * Tq + i) * D + d] * k[((b * Hkv + hk) * Tk + j) * D + d];
-          let x = dot * scale + addAt(b, h, i, j);
-          if (o.causal && j > i + Tk - Tq) x = -Infinity;
-          if (o.pad && !o.pad[b * Tk + j]) x = -Infinity;
-          s.push(x);
-        }
-        const m = Math.max(...s);
-        if (m === -Infinity) continue;
-        const e = s.map((x) => Math.exp(x - m));
-        const sum = e.reduce((a, c) => a + c, 0);
-        const row = (b * H + h) * Tq + i;
-        lse[row] = m + Math.log(sum);
-        for (let j = 0; j < Tk; j++) {
-          let pj = e[j] / sum;
-          if (o.dropoutP) pj = keeps(o.seed!, row * Tk + j, o.dropoutP) ? pj / (1 - o.dropoutP) : 0;
-          for (let d = 0; d < D; d++) out[row * D + d] += pj * v[((b * Hkv + hk) * Tk + j) * D + d];
-        }
-      }
-    }
-  return { out, lse };
-}
-
-const nums = (t: Tensor) => Array.from(t.toArray() as ArrayLike<number>, Number);
-
-interface Case {
-  name: string;
-  B: number;
-  H: number;
-  Hkv: number;
-  Tq: number;
-  Tk: number;
-  D: number;
-  causal?: boolean;
-  pad?: number[];
-  add?: { data: number[]; shape: number[] };
-  dropoutP?: number;
-}
+import { attentionReference, Case, makeInputs as makeCaseInputs, maskTensor, nums } from '../helpers/attention-ref';
 
 const cases: Case[] = [
   { name: 'plain', B: 2, H: 2, Hkv: 2, Tq: 3, Tk: 3, D: 4 },
@@ -127,18 +42,7 @@ const cases: Case[] = [
   { name: 'dropout + causal + padding', B: 2, H: 1, Hkv: 1, Tq: 3, Tk: 3, D: 2, dropoutP: 0.3, causal: true, pad: [1, 1, 0, 0, 1, 1] },
 ];
 
-function makeInputs(c: Case, dtype = 'f64', requiresGrad = false) {
-  const q = randomTensor([c.B, c.H, c.Tq, c.D], 11, { dtype, requiresGrad, scale: 1.5 });
-  const k = randomTensor([c.B, c.Hkv, c.Tk, c.D], 12, { dtype, requiresGrad, scale: 1.5 });
-  const v = randomTensor([c.B, c.Hkv, c.Tk, c.D], 13, { dtype, requiresGrad });
-  return { q, k, v };
-}
-
-function maskTensor(c: Case, dtype = 'f64', device = 'cpu'): Tensor | null {
-  if (c.pad) return tensor(c.pad, [c.B, c.Tk], { dtype: 'bool', device });
-  if (c.add) return tensor(c.add.data, c.add.shape, { dtype, device });
-  return null;
-}
+const makeInputs = (c: Case, dtype = 'f64', requiresGrad = false) => makeCaseInputs(c, 1.5, dtype, requiresGrad);
 
 const SEED = 1234;
 function optsFor(c: Case, mask: Tensor | null): AttentionOptions {
@@ -167,7 +71,7 @@ describe('scaledDotProductAttention forward', () => {
         const lse = new Tensor(lh);
         expect(lse.dtype).toBe('f64');
         expect(lse.shape).toEqual([c.B, c.H, c.Tq]);
-        const ref = refAttention(nums(q), nums(k), nums(v), [c.B, c.H, c.Tq, c.D], [c.Hkv, c.Tk], {
+        const ref = attentionReference(nums(q), nums(k), nums(v), null, [c.B, c.H, c.Tq, c.D], [c.Hkv, c.Tk], {
           causal: c.causal,
           pad: c.pad,
           add: c.add,
@@ -211,7 +115,7 @@ describe('scaledDotProductAttention forward', () => {
       expect(qt.isContiguous).toBe(false);
       const qd = nums(qt.contiguous());
       const kd = nums(kt.contiguous());
-      const ref = refAttention(qd, kd, nums(v64), [B, H, Tq, D], [Hkv, Tk], { causal: true, pad });
+      const ref = attentionReference(qd, kd, nums(v64), null, [B, H, Tq, D], [Hkv, Tk], { causal: true, pad });
       const tol: Record<string, number> = { f64: 1e-12, f32: 2e-5, f16: 2e-2, bf16: 6e-2 };
       for (const dt of ['f64', 'f32', 'f16', 'bf16'] as const) {
         const mask = tensor(pad, [B, Tk], { dtype: 'bool' });

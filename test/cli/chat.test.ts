@@ -8,7 +8,7 @@ import * as path from 'path';
 import { createModel, stateDict } from '../../lib/models';
 import { saveModelFolder } from '../../lib/io/hf';
 import { HfTokenizer } from '../../lib/tokenizers';
-import { runCli } from '../helpers/cli';
+import { evalMetrics, finetuneRun, runCli, writeJsonl } from '../helpers/cli';
 
 const cli = runCli;
 
@@ -55,59 +55,25 @@ beforeAll(() => {
       { role: 'assistant', content: 'See you later.' },
     ],
   }));
-  data = path.join(tmp, 'chat.jsonl');
-  fs.writeFileSync(data, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  data = writeJsonl(path.join(tmp, 'chat.jsonl'), rows);
 });
 
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 test('finetune --task chat -> eval --task chat: the loss on assistant tokens goes down', async () => {
-  const out = path.join(tmp, 'ft');
-  let r = await cli(
-    'finetune',
-    '--model',
-    base,
-    '--data',
-    data,
-    '--task',
-    'chat',
-    '--out',
-    out,
-    '--steps',
-    '4',
-    '--batch-size',
-    '2',
-    '--lr',
-    '1e-2',
-    '--sparse-rate',
-    '0.2',
-    '--device',
-    'cpu',
-    '--json',
-    '--quiet',
-  );
-  expect(r.err).toBe('');
-  expect(r.code).toBe(0);
-  expect(JSON.parse(r.out).steps).toBe(4);
-  r = await cli('eval', '--model', base, '--data', data, '--task', 'chat', '--device', 'cpu', '--json');
-  expect(r.code).toBe(0);
-  const before = JSON.parse(r.out).metrics;
-  r = await cli(
-    'eval',
-    '--model',
-    base,
-    '--delta',
-    path.join(out, 'delta.safetensors'),
-    '--data',
-    data,
-    '--task',
-    'chat',
-    '--device',
-    'cpu',
-    '--json',
-  );
-  expect(r.code).toBe(0);
-  const after = JSON.parse(r.out).metrics;
+  const chat = { data, task: 'chat', device: 'cpu' };
+  const { result, delta } = await finetuneRun({
+    ...chat,
+    model: base,
+    out: path.join(tmp, 'ft'),
+    steps: 4,
+    'batch-size': 2,
+    lr: 1e-2,
+    'sparse-rate': 0.2,
+  });
+  expect(result.steps).toBe(4);
+  const before = await evalMetrics({ ...chat, model: base });
+  const after = await evalMetrics({ ...chat, model: base, delta });
   expect(after.perplexity).toBeCloseTo(Math.exp(after.loss), 3);
   expect(after.loss).toBeLessThan(before.loss);
 });

@@ -6,11 +6,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createModel, stateDict } from '../../lib/models';
-import { saveModelFolder } from '../../lib/io/hf';
 import { createByteTokenizer } from '../../lib/tokenizers';
 import { SafetensorsReader } from '../../lib/io/safetensors';
-import { runCli } from '../helpers/cli';
+import { tinyGpt2Config } from '../helpers/tiny-configs';
+import { cliJson, evalMetrics, finetuneRun, runCli, saveRandomModel, writeJsonl } from '../helpers/cli';
 
 const cli = runCli;
 
@@ -22,25 +21,7 @@ let base: string;
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-cli-test-'));
   const tok = createByteTokenizer();
-  const config = {
-    model_type: 'gpt2',
-    vocab_size: tok.vocabSize,
-    n_embd: 16,
-    n_layer: 1,
-    n_head: 2,
-    n_positions: 32,
-    n_inner: 32,
-    resid_pdrop: 0,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    eos_token_id: tok.eosTokenId,
-    bos_token_id: tok.bosTokenId,
-    pad_token_id: tok.padTokenId,
-  };
-  const model = createModel(config, { task: 'causal-lm', seed: 3 });
-  base = path.join(tmp, 'base');
-  saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
-  model.dispose();
+  base = saveRandomModel(path.join(tmp, 'base'), tinyGpt2Config(tok), tok.toFiles());
   const texts = [
     'the cat sat on the mat',
     'a dog ran in the park',
@@ -49,7 +30,10 @@ beforeAll(() => {
     'the sun is warm today',
     'rain falls on the roof',
   ];
-  fs.writeFileSync(path.join(tmp, 'lm.jsonl'), texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+  writeJsonl(
+    path.join(tmp, 'lm.jsonl'),
+    texts.map((text) => ({ text })),
+  );
   const cls = ['good film', 'great movie', 'bad film', 'awful movie', 'lovely story', 'boring plot', 'nice acting', 'poor script'];
   fs.writeFileSync(
     path.join(tmp, 'cls.csv'),
@@ -189,39 +173,19 @@ describe('sift-ft round trip', () => {
   test('finetune (sift, causal-lm, --merge) -> eval -> merge -> generate', async () => {
     const out = path.join(tmp, 'ft');
     const data = path.join(tmp, 'lm.jsonl');
-    let r = await cli(
-      'finetune',
-      '--model',
-      base,
-      '--data',
-      data,
-      '--task',
-      'causal-lm',
-      '--method',
-      'sift',
-      '--out',
+    const lm = { data, task: 'causal-lm', 'max-length': 16, device: 'cpu' };
+    const { result: res, delta } = await finetuneRun({
+      ...lm,
+      model: base,
+      method: 'sift',
       out,
-      '--steps',
-      '3',
-      '--batch-size',
-      '2',
-      '--max-length',
-      '16',
-      '--lr',
-      '1e-2',
-      '--sparse-rate',
-      '0.05',
-      '--eval-data',
-      data,
-      '--merge',
-      '--device',
-      'cpu',
-      '--json',
-      '--quiet',
-    );
-    expect(r.err).toBe('');
-    expect(r.code).toBe(0);
-    const res = JSON.parse(r.out);
+      steps: 3,
+      'batch-size': 2,
+      lr: 1e-2,
+      'sparse-rate': 0.05,
+      'eval-data': data,
+      merge: true,
+    });
     expect(res.steps).toBe(3);
     expect(res.trainable).toBeGreaterThan(0);
     expect(res.trainable).toBeLessThan(res.total);
@@ -246,41 +210,20 @@ describe('sift-ft round trip', () => {
     expect(html).toContain('Training loss');
     expect(html).toContain('Gradient proportion');
 
-    const delta = path.join(out, 'delta.safetensors');
-    r = await cli(
-      'eval',
-      '--model',
-      base,
-      '--delta',
-      delta,
-      '--data',
-      data,
-      '--task',
-      'causal-lm',
-      '--max-length',
-      '16',
-      '--device',
-      'cpu',
-      '--json',
-    );
-    expect(r.code).toBe(0);
-    const withDelta = JSON.parse(r.out).metrics;
+    const withDelta = await evalMetrics({ ...lm, model: base, delta });
     expect(Number.isFinite(withDelta.loss)).toBe(true);
     expect(withDelta.perplexity).toBeCloseTo(Math.exp(withDelta.loss), 3);
-    r = await cli('eval', '--model', base, '--data', data, '--task', 'causal-lm', '--max-length', '16', '--device', 'cpu', '--json');
-    const baseline = JSON.parse(r.out).metrics;
+    const baseline = await evalMetrics({ ...lm, model: base });
     expect(withDelta.loss).not.toBeCloseTo(baseline.loss, 6);
 
     const merged = path.join(tmp, 'merged');
-    r = await cli('merge', '--model', base, '--delta', delta, '--out', merged, '--json');
-    expect(r.code).toBe(0);
+    await cliJson('merge', { model: base, delta, out: merged });
     expect(fs.existsSync(path.join(merged, 'tokenizer.json'))).toBe(true);
     for (const dir of [merged, path.join(out, 'model')]) {
-      r = await cli('eval', '--model', dir, '--data', data, '--task', 'causal-lm', '--max-length', '16', '--device', 'cpu', '--json');
-      expect(JSON.parse(r.out).metrics.loss).toBeCloseTo(withDelta.loss, 5);
+      expect((await evalMetrics({ ...lm, model: dir })).loss).toBeCloseTo(withDelta.loss, 5);
     }
 
-    r = await cli(
+    let r = await cli(
       'generate',
       '--model',
       base,
@@ -306,88 +249,38 @@ describe('sift-ft round trip', () => {
   test('finetune classify on an LM checkpoint (fresh head, learned labels), then eval the merged model', async () => {
     const out = path.join(tmp, 'cls');
     const data = path.join(tmp, 'cls.csv');
-    let r = await cli(
-      'finetune',
-      '--model',
-      base,
-      '--data',
-      data,
-      '--task',
-      'classify',
-      '--text-column',
-      'sentence',
-      '--out',
+    const cls = { data, task: 'classify', 'text-column': 'sentence', 'max-length': 16, device: 'cpu' };
+    const { result: res } = await finetuneRun({
+      ...cls,
+      model: base,
       out,
-      '--epochs',
-      '2',
-      '--batch-size',
-      '4',
-      '--max-length',
-      '16',
-      '--eval-data',
-      data,
-      '--eval-every',
-      '1',
-      '--merge',
-      '--device',
-      'cpu',
-      '--json',
-      '--quiet',
-    );
-    expect(r.err).toBe('');
-    expect(r.code).toBe(0);
-    const res = JSON.parse(r.out);
+      epochs: 2,
+      'batch-size': 4,
+      'eval-data': data,
+      'eval-every': 1,
+      merge: true,
+    });
     expect(res.steps).toBe(4);
     expect(res.metrics.accuracy).toBeGreaterThanOrEqual(0);
     const cfg = JSON.parse(fs.readFileSync(path.join(out, 'model', 'config.json'), 'utf8'));
     expect(cfg.label2id).toEqual({ neg: 0, pos: 1 });
-    r = await cli(
-      'eval',
-      '--model',
-      path.join(out, 'model'),
-      '--data',
-      data,
-      '--task',
-      'classify',
-      '--text-column',
-      'sentence',
-      '--max-length',
-      '16',
-      '--device',
-      'cpu',
-      '--json',
-    );
-    expect(r.code).toBe(0);
-    expect(JSON.parse(r.out).metrics.accuracy).toBeCloseTo(res.metrics.accuracy, 6);
+    expect((await evalMetrics({ ...cls, model: path.join(out, 'model') })).accuracy).toBeCloseTo(res.metrics.accuracy, 6);
   });
 
   test('full and lora methods run through the CLI', async () => {
     for (const method of ['full', 'lora']) {
       const out = path.join(tmp, method);
-      const r = await cli(
-        'finetune',
-        '--model',
-        base,
-        '--data',
-        path.join(tmp, 'lm.jsonl'),
-        '--task',
-        'causal-lm',
-        '--method',
+      await finetuneRun({
+        model: base,
+        data: path.join(tmp, 'lm.jsonl'),
+        task: 'causal-lm',
         method,
-        '--out',
         out,
-        '--steps',
-        '2',
-        '--batch-size',
-        '2',
-        '--max-length',
-        '16',
-        '--device',
-        'cpu',
-        '--json',
-        '--quiet',
-      );
-      expect(r.code).toBe(0);
+        steps: 2,
+        'batch-size': 2,
+        'max-length': 16,
+        device: 'cpu',
+      });
       expect(fs.existsSync(path.join(out, 'report.html'))).toBe(true);
     }
   });

@@ -7,10 +7,9 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createModel, stateDict, HFConfig } from '../../lib/models';
-import { saveModelFolder } from '../../lib/io/hf';
+import { HFConfig } from '../../lib/models';
 import { createByteTokenizer } from '../../lib/tokenizers';
-import { runCli } from '../helpers/cli';
+import { cliJson, evalMetrics, finetuneRun, runCli, saveRandomModel, writeJsonl } from '../helpers/cli';
 
 const cli = runCli;
 
@@ -58,105 +57,41 @@ let data: string;
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-cli-families-'));
   const texts = ['the cat sat on the mat', 'a dog ran in the park', 'birds sing at dawn', 'fish swim in the sea'];
-  data = path.join(tmp, 'lm.jsonl');
-  fs.writeFileSync(data, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+  data = writeJsonl(
+    path.join(tmp, 'lm.jsonl'),
+    texts.map((text) => ({ text })),
+  );
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 describe.each(Object.keys(FAMILIES))('%s folder', (family) => {
   test('finetune (sift, all-linear, --merge) -> eval -> merge -> generate -> export-onnx; lora', async () => {
-    const base = path.join(tmp, family);
-    const model = createModel(FAMILIES[family], { task: 'causal-lm', seed: 3 });
-    saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles(), dtype: 'bf16' });
-    model.dispose();
-    const out = path.join(tmp, `${family}-ft`);
-    let r = await cli(
-      'finetune',
-      '--model',
-      base,
-      '--data',
-      data,
-      '--task',
-      'causal-lm',
-      '--method',
-      'sift',
-      '--target-modules',
-      'all-linear',
-      '--out',
-      out,
-      '--steps',
-      '2',
-      '--batch-size',
-      '2',
-      '--max-length',
-      '16',
-      '--lr',
-      '1e-2',
-      '--sparse-rate',
-      '0.05',
-      '--merge',
-      '--device',
-      'cpu',
-      '--json',
-      '--quiet',
-    );
-    expect(r.err).toBe('');
-    expect(r.code).toBe(0);
-    expect(JSON.parse(r.out).trainable).toBeGreaterThan(0);
-    const delta = path.join(out, 'delta.safetensors');
-    r = await cli(
-      'eval',
-      '--model',
-      base,
-      '--delta',
-      delta,
-      '--data',
-      data,
-      '--task',
-      'causal-lm',
-      '--max-length',
-      '16',
-      '--device',
-      'cpu',
-      '--json',
-    );
-    expect(r.code).toBe(0);
-    const withDelta = JSON.parse(r.out).metrics.loss;
+    const base = saveRandomModel(path.join(tmp, family), FAMILIES[family], tok.toFiles(), 'bf16');
+    const lm = { data, task: 'causal-lm', 'max-length': 16, device: 'cpu' };
+    const { result, delta } = await finetuneRun({
+      ...lm,
+      'batch-size': 2,
+      model: base,
+      method: 'sift',
+      'target-modules': 'all-linear',
+      out: path.join(tmp, `${family}-ft`),
+      steps: 2,
+      lr: 1e-2,
+      'sparse-rate': 0.05,
+      merge: true,
+    });
+    expect(result.trainable).toBeGreaterThan(0);
+    const withDelta = (await evalMetrics({ ...lm, model: base, delta })).loss;
     expect(Number.isFinite(withDelta)).toBe(true);
     const merged = path.join(tmp, `${family}-merged`);
-    r = await cli('merge', '--model', base, '--delta', delta, '--out', merged, '--json');
-    expect(r.code).toBe(0);
-    r = await cli('eval', '--model', merged, '--data', data, '--task', 'causal-lm', '--max-length', '16', '--device', 'cpu', '--json');
-    expect(JSON.parse(r.out).metrics.loss).toBeCloseTo(withDelta, 2);
-    r = await cli('generate', '--model', merged, '--prompt', 'the cat sat', '--max-new-tokens', '8', '--device', 'cpu', '--json');
+    await cliJson('merge', { model: base, delta, out: merged });
+    expect((await evalMetrics({ ...lm, model: merged })).loss).toBeCloseTo(withDelta, 2);
+    let r = await cli('generate', '--model', merged, '--prompt', 'the cat sat', '--max-new-tokens', '8', '--device', 'cpu', '--json');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out).tokens.length).toBeGreaterThan(0);
     r = await cli('export-onnx', '--model', merged, '--out', path.join(tmp, `${family}.onnx`));
     expect(r.code).toBe(0);
     expect(fs.statSync(path.join(tmp, `${family}.onnx`)).size).toBeGreaterThan(1000);
-    r = await cli(
-      'finetune',
-      '--model',
-      base,
-      '--data',
-      data,
-      '--task',
-      'causal-lm',
-      '--method',
-      'lora',
-      '--out',
-      path.join(tmp, `${family}-lora`),
-      '--steps',
-      '1',
-      '--batch-size',
-      '2',
-      '--max-length',
-      '16',
-      '--device',
-      'cpu',
-      '--json',
-      '--quiet',
-    );
-    expect(r.code).toBe(0);
+    await finetuneRun({ ...lm, 'batch-size': 2, model: base, method: 'lora', out: path.join(tmp, `${family}-lora`), steps: 1 });
   }, 120000);
 });

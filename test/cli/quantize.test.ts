@@ -6,12 +6,11 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createModel, stateDict } from '../../lib/models';
-import { saveModelFolder } from '../../lib/io/hf';
+import { createModel } from '../../lib/models';
 import { createByteTokenizer } from '../../lib/tokenizers';
 import { quantizeModel } from '../../lib/cli/common';
 import { Sift, Linear, applyLora } from '../../lib';
-import { runCli } from '../helpers/cli';
+import { evalMetrics, finetuneRun, flagArgs, runCli, saveRandomModel, writeJsonl } from '../helpers/cli';
 
 const cli = runCli;
 
@@ -37,99 +36,46 @@ beforeAll(() => {
     pad_token_id: tok.padTokenId,
     tie_word_embeddings: false,
   };
-  const model = createModel(config, { task: 'causal-lm', seed: 3 });
-  base = path.join(tmp, 'base');
-  saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
-  model.dispose();
-  data = path.join(tmp, 'lm.jsonl');
+  base = saveRandomModel(path.join(tmp, 'base'), config, tok.toFiles());
   const texts = ['the cat sat on the mat', 'a dog ran in the park', 'birds sing at dawn', 'fish swim in the sea'];
-  fs.writeFileSync(data, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+  data = writeJsonl(
+    path.join(tmp, 'lm.jsonl'),
+    texts.map((text) => ({ text })),
+  );
 });
 
 afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-const common = [
-  '--data',
-  '',
-  '--task',
-  'causal-lm',
-  '--device',
-  'cpu',
-  '--steps',
-  '2',
-  '--batch-size',
-  '2',
-  '--max-length',
-  '16',
-  '--quiet',
-];
-const withData = () => common.map((a) => (a === '' ? data : a));
+/** The small causal-lm run every finetune here makes. */
+const lm = () => ({ data, task: 'causal-lm', device: 'cpu', steps: 2, 'batch-size': 2, 'max-length': 16 });
 
 describe('--quantize', () => {
   test('finetune --method lora on an NF4 base saves an adapter; --merge is refused', async () => {
     const out = path.join(tmp, 'lora');
-    const r = await cli('finetune', '--model', base, '--method', 'lora', '--quantize', 'nf4', '--out', out, ...withData(), '--json');
-    expect(r.err).not.toMatch(/Error/);
-    expect(r.code).toBe(0);
+    await finetuneRun({ ...lm(), model: base, method: 'lora', quantize: 'nf4', out });
     expect(fs.existsSync(path.join(out, 'adapter_model.safetensors')) || fs.existsSync(path.join(out, 'delta.safetensors'))).toBe(true);
     const m = await cli(
       'finetune',
-      '--model',
-      base,
-      '--method',
-      'lora',
-      '--quantize',
-      'nf4',
-      '--merge',
-      '--out',
-      path.join(tmp, 'm'),
-      ...withData(),
+      ...flagArgs({ ...lm(), model: base, method: 'lora', quantize: 'nf4', merge: true, out: path.join(tmp, 'm'), quiet: true }),
     );
     expect(m.code).not.toBe(0);
     expect(m.err).toMatch(/--merge/);
   });
 
   test('finetune --method sift with the frozen layers in int8; eval --delta --quantize and generate --quantize run', async () => {
-    const out = path.join(tmp, 'sift');
-    const r = await cli(
-      'finetune',
-      '--model',
-      base,
-      '--method',
-      'sift',
-      '--target-modules',
-      'q_proj,v_proj',
-      '--quantize',
-      'int8',
-      '--out',
-      out,
-      ...withData(),
-      '--json',
-    );
-    expect(r.err).not.toMatch(/Error/);
-    expect(r.code).toBe(0);
-    const delta = path.join(out, 'delta.safetensors');
+    const { delta } = await finetuneRun({
+      ...lm(),
+      model: base,
+      method: 'sift',
+      'target-modules': 'q_proj,v_proj',
+      quantize: 'int8',
+      out: path.join(tmp, 'sift'),
+    });
     expect(fs.existsSync(delta)).toBe(true);
-    const e = await cli(
-      'eval',
-      '--model',
-      base,
-      '--delta',
-      delta,
-      '--data',
-      data,
-      '--task',
-      'causal-lm',
-      '--device',
-      'cpu',
-      '--quantize',
-      'int8',
-      '--json',
-    );
-    expect(e.code).toBe(0);
-    expect(JSON.parse(e.out).metrics.loss).toBeGreaterThan(0);
+    const e = await evalMetrics({ model: base, delta, data, task: 'causal-lm', device: 'cpu', quantize: 'int8' });
+    expect(e.loss).toBeGreaterThan(0);
     const g = await cli(
       'generate',
       '--model',

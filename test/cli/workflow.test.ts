@@ -13,7 +13,8 @@ import { createModel, stateDict } from '../../lib/models';
 import { saveModelFolder } from '../../lib/io/hf';
 import { createByteTokenizer } from '../../lib/tokenizers';
 import { SafetensorsReader } from '../../lib/io/safetensors';
-import { runCli } from '../helpers/cli';
+import { tinyGpt2Config } from '../helpers/tiny-configs';
+import { cliJson, evalMetrics, finetuneRun, Flags, flagArgs, runCli, saveRandomModel, writeJsonl } from '../helpers/cli';
 
 const cli = runCli;
 
@@ -56,19 +57,7 @@ beforeAll(() => {
   const tok = createByteTokenizer();
   const special = { eos_token_id: tok.eosTokenId, bos_token_id: tok.bosTokenId, pad_token_id: tok.padTokenId };
   const configs: Record<string, Record<string, unknown>> = {
-    gpt2: {
-      model_type: 'gpt2',
-      vocab_size: tok.vocabSize,
-      n_embd: 16,
-      n_layer: 1,
-      n_head: 2,
-      n_positions: 32,
-      n_inner: 32,
-      resid_pdrop: 0,
-      embd_pdrop: 0,
-      attn_pdrop: 0,
-      ...special,
-    },
+    gpt2: tinyGpt2Config(tok),
     llama: {
       model_type: 'llama',
       vocab_size: tok.vocabSize,
@@ -81,12 +70,7 @@ beforeAll(() => {
       ...special,
     },
   };
-  for (const [name, config] of Object.entries(configs)) {
-    const model = createModel(config, { task: 'causal-lm', seed: 3 });
-    bases[name] = path.join(tmp, name);
-    saveModelFolder(bases[name], { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
-    model.dispose();
-  }
+  for (const [name, config] of Object.entries(configs)) bases[name] = saveRandomModel(path.join(tmp, name), config, tok.toFiles());
   // A BERT encoder without its pooler (as masked-LM checkpoints come): pooler and classifier are fresh.
   const bert = createModel(
     {
@@ -117,8 +101,10 @@ beforeAll(() => {
   );
   regCsv = path.join(tmp, 'reg.csv');
   fs.writeFileSync(regCsv, 'sentence,label\n' + texts.map((t, i) => `${t},${(i / 4).toFixed(2)}`).join('\n') + '\n');
-  lmJsonl = path.join(tmp, 'lm.jsonl');
-  fs.writeFileSync(lmJsonl, texts.map((t) => JSON.stringify({ text: `the ${t} was seen` })).join('\n') + '\n');
+  lmJsonl = writeJsonl(
+    path.join(tmp, 'lm.jsonl'),
+    texts.map((t) => ({ text: `the ${t} was seen` })),
+  );
 });
 
 afterAll(() => {
@@ -154,33 +140,18 @@ describe('increments of every task work on the base they were trained from', () 
     const base = bases[arch];
     const data = task === 'classify' ? clsCsv : regCsv;
     const out = path.join(tmp, `run-${arch}-${task}-${method}`);
-    const ft = await cli(
-      'finetune',
-      '--model',
-      base,
-      '--data',
+    const { result, delta } = await finetuneRun({
+      model: base,
       data,
-      '--eval-data',
-      data,
-      '--task',
+      'eval-data': data,
       task,
-      '--method',
       method,
-      '--out',
       out,
-      '--steps',
-      '4',
-      '--batch-size',
-      '4',
-      '--lr',
-      '1e-2',
-      '--quiet',
-      '--json',
-    );
-    expect(ft.err).toBe('');
-    expect(ft.code).toBe(0);
-    const trained = JSON.parse(ft.out).metrics as Record<string, number>;
-    const delta = method === 'lora' ? out : path.join(out, 'delta.safetensors');
+      steps: 4,
+      'batch-size': 4,
+      lr: '1e-2',
+    });
+    const trained = result.metrics;
     if (method === 'sift') {
       const meta = SafetensorsReader.open(delta);
       const head = JSON.parse(meta.metadata.sift_head);
@@ -196,9 +167,9 @@ describe('increments of every task work on the base they were trained from', () 
     }
 
     // eval --delta without --task: the delta records it; the metrics are the run's own final ones.
-    const ev = await cli('eval', '--model', base, '--delta', delta, '--data', data, '--json');
-    expect(ev.err).toBe('');
-    const evm = metricsOf(ev);
+    const ev = await cliJson<{ metrics: Record<string, number> }>('eval', { model: base, delta, data });
+    expect(ev.run.err).toBe('');
+    const evm = ev.json.metrics;
     expect(evm.loss).toBeCloseTo(trained.loss, 5);
     const wrong = await cli('eval', '--model', base, '--delta', delta, '--data', data, '--task', 'causal-lm');
     expect(wrong.code).toBe(1);
@@ -233,26 +204,11 @@ describe('increments of every task work on the base they were trained from', () 
   test('causal-lm: generate --delta takes an increment or a LoRA adapter folder', async () => {
     for (const method of ['sift', 'lora']) {
       const out = path.join(tmp, `lm-${method}`);
-      expect(
-        (
-          await cli(
-            'finetune',
-            '--model',
-            bases.llama,
-            '--data',
-            lmJsonl,
-            '--task',
-            'causal-lm',
-            '--method',
-            method,
-            '--out',
-            out,
-            '--steps',
-            '3',
-            '--quiet',
-          )
-        ).code,
-      ).toBe(0);
+      const ft = await cli(
+        'finetune',
+        ...flagArgs({ model: bases.llama, data: lmJsonl, task: 'causal-lm', method, out, steps: 3, quiet: true }),
+      );
+      expect(ft.code).toBe(0);
       const g = await cli('generate', '--model', bases.llama, '--delta', out, '--prompt', 'the', '--max-new-tokens', '4', '--json');
       expect(g.err).toBe('');
       expect(JSON.parse(g.out).tokens.length).toBeGreaterThan(0);
@@ -269,27 +225,8 @@ describe('increments of every task work on the base they were trained from', () 
     const onnx = path.join(dir, 'model.onnx');
     expect((await cli('export-onnx', '--model', bases.llama, '--out', onnx)).code).toBe(0);
     const out = path.join(tmp, 'from-onnx');
-    const ft = await cli(
-      'finetune',
-      '--model',
-      onnx,
-      '--data',
-      lmJsonl,
-      '--eval-data',
-      lmJsonl,
-      '--task',
-      'causal-lm',
-      '--out',
-      out,
-      '--steps',
-      '2',
-      '--quiet',
-      '--json',
-    );
-    expect(ft.err).toBe('');
-    const trained = JSON.parse(ft.out).metrics.loss;
-    const ev = metricsOf(await cli('eval', '--model', onnx, '--delta', out, '--data', lmJsonl, '--json'));
-    expect(ev.loss).toBeCloseTo(trained, 5);
+    const { result } = await finetuneRun({ model: onnx, data: lmJsonl, 'eval-data': lmJsonl, task: 'causal-lm', out, steps: 2 });
+    expect((await evalMetrics({ model: onnx, delta: out, data: lmJsonl })).loss).toBeCloseTo(result.metrics.loss, 5);
     const sel = await cli(
       'select',
       '--model',
@@ -491,29 +428,12 @@ describe('flags like the tools users know', () => {
 
 describe('runs that survive', () => {
   beforeAll(ensureDist);
+  /** argv of `sift-ft finetune` of the GPT-2 base on the classification rows, with these flags. */
+  const finetuneCls = (flags: Flags) => ['finetune', ...flagArgs({ model: bases.gpt2, data: clsCsv, task: 'classify', ...flags })];
 
   test('--lr 1e30: E_NUMERIC naming the step, the last good checkpoint kept, no increment', async () => {
     const out = path.join(tmp, 'diverge');
-    const r = await cli(
-      'finetune',
-      '--model',
-      bases.gpt2,
-      '--data',
-      clsCsv,
-      '--task',
-      'classify',
-      '--out',
-      out,
-      '--steps',
-      '10',
-      '--batch-size',
-      '4',
-      '--lr',
-      '1e30',
-      '--checkpoint-every',
-      '1',
-      '--quiet',
-    );
+    const r = await cli(...finetuneCls({ out, steps: 10, 'batch-size': 4, lr: '1e30', 'checkpoint-every': 1, quiet: true }));
     expect(r.code).toBe(1);
     const m = /non-finite .* at step (\d+) of 10.*last good checkpoint is (\S+);.*\[E_NUMERIC\]/.exec(r.err);
     expect(m).not.toBeNull();
@@ -525,26 +445,7 @@ describe('runs that survive', () => {
   });
 
   test('SIGINT writes a checkpoint and exits 130; --resume ends where an uninterrupted run ends', async () => {
-    const args = (out: string) => [
-      'finetune',
-      '--model',
-      bases.gpt2,
-      '--data',
-      clsCsv,
-      '--task',
-      'classify',
-      '--out',
-      out,
-      '--steps',
-      '1500',
-      '--batch-size',
-      '4',
-      '--lr',
-      '1e-3',
-      '--seed',
-      '9',
-      '--quiet',
-    ];
+    const args = (out: string) => finetuneCls({ out, steps: 1500, 'batch-size': 4, lr: '1e-3', seed: 9, quiet: true });
     const env = { ...process.env };
     const whole = path.join(tmp, 'whole');
     const w = spawnSync(process.execPath, [BIN, ...args(whole)], { env, encoding: 'utf8' });
@@ -588,27 +489,7 @@ describe('runs that survive', () => {
 
   test('a second SIGINT exits at once with 130', async () => {
     const out = path.join(tmp, 'twice');
-    const child = spawn(
-      process.execPath,
-      [
-        BIN,
-        'finetune',
-        '--model',
-        bases.gpt2,
-        '--data',
-        clsCsv,
-        '--task',
-        'classify',
-        '--out',
-        out,
-        '--steps',
-        '100000',
-        '--batch-size',
-        '4',
-        '--quiet',
-      ],
-      { stdio: 'ignore' },
-    );
+    const child = spawn(process.execPath, [BIN, ...finetuneCls({ out, steps: 100000, 'batch-size': 4, quiet: true })], { stdio: 'ignore' });
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     const log = path.join(out, 'log.jsonl');
     const t0 = Date.now();
@@ -620,20 +501,7 @@ describe('runs that survive', () => {
   });
 
   test('--resume without a checkpoint is an error', async () => {
-    const r = await cli(
-      'finetune',
-      '--model',
-      bases.gpt2,
-      '--data',
-      clsCsv,
-      '--task',
-      'classify',
-      '--out',
-      path.join(tmp, 'no-ckpt'),
-      '--steps',
-      '2',
-      '--resume',
-    );
+    const r = await cli(...finetuneCls({ out: path.join(tmp, 'no-ckpt'), steps: 2, resume: true }));
     expect(r.code).toBe(1);
     expect(r.err).toContain('--resume: no checkpoint');
   });
@@ -641,34 +509,19 @@ describe('runs that survive', () => {
   test('--metric-for-best, --save-total-limit and --early-stopping-patience through the CLI', async () => {
     const out = path.join(tmp, 'best-run');
     const r = await cli(
-      'finetune',
-      '--model',
-      bases.gpt2,
-      '--data',
-      clsCsv,
-      '--eval-data',
-      clsCsv,
-      '--task',
-      'classify',
-      '--out',
-      out,
-      '--steps',
-      '12',
-      '--batch-size',
-      '4',
-      '--lr',
-      '1e-9',
-      '--eval-every',
-      '2',
-      '--checkpoint-every',
-      '2',
-      '--save-total-limit',
-      '1',
-      '--metric-for-best',
-      'accuracy',
-      '--early-stopping-patience',
-      '2',
-      '--quiet',
+      ...finetuneCls({
+        'eval-data': clsCsv,
+        out,
+        steps: 12,
+        'batch-size': 4,
+        lr: '1e-9',
+        'eval-every': 2,
+        'checkpoint-every': 2,
+        'save-total-limit': 1,
+        'metric-for-best': 'accuracy',
+        'early-stopping-patience': 2,
+        quiet: true,
+      }),
     );
     expect(r.err).toContain('early stopping at step 6');
     expect(r.code).toBe(0);
@@ -679,19 +532,7 @@ describe('runs that survive', () => {
     const state = JSON.parse(fs.readFileSync(path.join(out, 'trainer_state.json'), 'utf8'));
     expect(state).toMatchObject({ latest: 'checkpoint-6', best: { metric: 'accuracy', step: 2, checkpoint: 'checkpoint-2' } });
     expect(state.checkpoints.sort()).toEqual(['checkpoint-2', 'checkpoint-6']);
-    const noEval = await cli(
-      'finetune',
-      '--model',
-      bases.gpt2,
-      '--data',
-      clsCsv,
-      '--task',
-      'classify',
-      '--out',
-      path.join(tmp, 'x'),
-      '--metric-for-best',
-      'f1',
-    );
+    const noEval = await cli(...finetuneCls({ out: path.join(tmp, 'x'), 'metric-for-best': 'f1' }));
     expect(noEval.err).toContain('--metric-for-best needs --eval-data');
   });
 });

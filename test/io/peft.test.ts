@@ -20,6 +20,7 @@ import { exportPeft } from '../../lib/cli/export-peft';
 import { loadModelForTask } from '../../lib/cli/common';
 import { loadWithDelta } from '../../lib/cli/delta';
 import { runCli } from '../helpers/cli';
+import { tinyGpt2Config } from '../helpers/tiny-configs';
 
 const cliRun = runCli;
 
@@ -127,21 +128,7 @@ beforeAll(() => {
     bos_token_id: tok.bosTokenId,
     pad_token_id: tok.padTokenId,
   });
-  gpt2 = folder('gpt2', {
-    model_type: 'gpt2',
-    vocab_size: tok.vocabSize,
-    n_embd: 16,
-    n_layer: 1,
-    n_head: 2,
-    n_positions: 32,
-    n_inner: 32,
-    resid_pdrop: 0,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    eos_token_id: tok.eosTokenId,
-    bos_token_id: tok.bosTokenId,
-    pad_token_id: tok.padTokenId,
-  });
+  gpt2 = folder('gpt2', tinyGpt2Config(tok));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

@@ -1,0 +1,28 @@
+/** Checkpoint configs small enough for a test to train in a second, with the tokenizer's special ids. */
+import type { HFConfig } from '../../lib/models';
+
+interface SpecialIds {
+  vocabSize: number;
+  eosTokenId: number | undefined;
+  bosTokenId: number | undefined;
+  padTokenId: number | undefined;
+}
+
+/** GPT-2: 1 layer, width 16, 2 heads, 32 positions, no dropout. */
+export function tinyGpt2Config(tok: SpecialIds): HFConfig {
+  return {
+    model_type: 'gpt2',
+    vocab_size: tok.vocabSize,
+    n_embd: 16,
+    n_layer: 1,
+    n_head: 2,
+    n_positions: 32,
+    n_inner: 32,
+    resid_pdrop: 0,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    eos_token_id: tok.eosTokenId,
+    bos_token_id: tok.bosTokenId,
+    pad_token_id: tok.padTokenId,
+  };
+}
