@@ -102,9 +102,16 @@ class NcclGroup : public Group {
     nccl::Created c = nccl::create_comm(*lib_, world_, id, rank_, timeout_);
     comm_ = std::make_unique<SharedComm>(*lib_, c.comm);
     library_ = c.how;
-    comm_stream_ = cuda::comm_stream(device_);
-    scratch_ = cuda::alloc(device_, 16);
-    watchdog_ = std::thread([this] { watch(); });
+    try {
+      comm_stream_ = cuda::comm_stream(device_);
+      scratch_ = cuda::alloc(device_, 16);
+      watchdog_ = std::thread([this] { watch(); });
+    } catch (...) {
+      // The destructor does not run for a constructor that throws: end the communicator here.
+      if (scratch_) cuda::release(device_, scratch_, 16);
+      comm_->abort();
+      throw;
+    }
   }
 
   ~NcclGroup() override {
