@@ -768,7 +768,12 @@ export class Trainer {
       let commInBackward = 0;
       sampled = !!this._sift && o.trackGradProportion === 'sampled';
       const proportionEvery = o.gradProportionEvery ?? 0;
-      const measures = (step: number) => sampled && (step === this.total || (proportionEvery > 0 && step % proportionEvery === 0));
+      // The last step, every proportionEvery-th, and, where early stopping may end the run at an
+      // evaluation, each evaluated step (so that a run stopped early reports its last step's share).
+      const stopsAtEval = !!evalEx && !!o.evalEvery && !!o.earlyStoppingPatience;
+      const measures = (step: number) =>
+        sampled &&
+        (step === this.total || (proportionEvery > 0 && step % proportionEvery === 0) || (stopsAtEval && step % o.evalEvery! === 0));
       let proportionStep: number | undefined;
       const paths = { sddmm: 0, dense: 0 };
       buckets = this.group ? this.gradientBuckets() : null;

@@ -343,3 +343,17 @@ test('a resumed run that has no step left reports no gradient path', async () =>
     fs.rmSync(out, { recursive: true, force: true });
   }
 }, 120000);
+
+test('with early stopping each evaluated step measures, so a run stopped at an evaluation reports that step', async () => {
+  const r = siftTrainer({ steps: 6, evalEvery: 2, metricForBest: 'eval_loss', earlyStoppingPatience: 100, logEvery: 5 });
+  const steps: number[] = [];
+  let done: Extract<TrainerEvent, { type: 'done' }> | undefined;
+  for await (const e of r.t.fit(rowsOf(48), rowsOf(16))) {
+    if (e.type === 'step' && e.meanGradProportion !== undefined) steps.push(e.step);
+    if (e.type === 'done') done = e;
+  }
+  expect(steps).toEqual([2, 4, 6]);
+  expect(done!.gradProportionStep).toBe(6);
+  expect(done!.sparseGradient).toMatchObject({ path: 'sddmm', sddmmSteps: 3, denseSteps: 3 });
+  r.dispose();
+}, 60000);
