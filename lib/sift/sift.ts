@@ -152,6 +152,15 @@ export function addWeightGradAt(out: Tensor, x: Tensor, dy: Tensor, idx: Tensor,
   }
 }
 
+/** Refuses a trackGradProportion other than true, false or 'sampled' (E_ARG). */
+export function checkTrackGradProportion(v: unknown): void {
+  check(
+    v === undefined || [true, false, 'sampled'].includes(v as never),
+    'E_ARG',
+    `trackGradProportion must be true, false or 'sampled', got '${String(v)}'`,
+  );
+}
+
 /** Elements (f32) between the starts of two targets' gradients in the shared buffer: 64 bytes. */
 const GRAD_ALIGN = 16;
 
@@ -207,11 +216,7 @@ export class Sift {
       `selection.score must be abs, fisher, random or magnitude, got '${sel.score}'`,
     );
     check(['tensor', 'global'].includes(this.selection.scope), 'E_ARG', `selection.scope must be tensor or global, got '${sel.scope}'`);
-    check(
-      options.trackGradProportion === undefined || [true, false, 'sampled'].includes(options.trackGradProportion),
-      'E_ARG',
-      `trackGradProportion must be true, false or 'sampled', got '${options.trackGradProportion}'`,
-    );
+    checkTrackGradProportion(options.trackGradProportion);
     check(
       options.sparseGradient === undefined || ['auto', 'sddmm', 'dense'].includes(options.sparseGradient),
       'E_ARG',
@@ -706,7 +711,8 @@ export class Sift {
   }
 
   /**
-   * Which path the targets' gradients took since selection, counted once per target and backward:
+   * Which path the targets' gradients took since selection, counted once per use of a target in a
+   * backward (a weight used by several layers, as a tied embedding, counts once per layer):
    * `sddmm` (the SDDMM, from the layer's input and output gradient) or `dense` (the dense weight
    * gradient, then a gather). `sddmmTargets`: the targets set up for the SDDMM (see usesSddmm).
    */

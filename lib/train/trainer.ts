@@ -37,7 +37,7 @@ import { noGrad } from '../autograd/tape';
 import type { PreTrainedModel } from '../models/common';
 import { stateDict } from '../models/weights';
 import type { TextTokenizer } from '../tokenizers/types';
-import { Sift, paramIndices } from '../sift/sift';
+import { Sift, checkTrackGradProportion, paramIndices } from '../sift/sift';
 import { Linear } from '../nn/layers';
 import { SparseAdamW } from '../sift/optimizer';
 import { saveIncrement } from '../sift/increment';
@@ -257,11 +257,7 @@ export class Trainer {
         `${k} must be a ${NON_NEGATIVE.has(k) ? 'non-negative' : 'positive'} integer, got ${v}`,
       );
     }
-    check(
-      options.trackGradProportion === undefined || [true, false, 'sampled'].includes(options.trackGradProportion),
-      'E_ARG',
-      `trackGradProportion must be true, false or 'sampled', got '${options.trackGradProportion}'`,
-    );
+    checkTrackGradProportion(options.trackGradProportion);
     check(
       options.epochs === undefined || (typeof options.epochs === 'number' && options.epochs > 0),
       'E_ARG',
