@@ -422,9 +422,11 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
     progress?.end();
     const done = rec.done;
     if (!writer) {
-      // Rank 0 writes the results; the others only take part in the collectives (evaluation included).
+      // Rank 0 writes the results; the others only take part in the collectives (evaluation
+      // included), and in the same cases as rank 0: an interrupted run evaluates nothing there.
+      if (done?.interrupted) return 130;
       if (!done?.metrics && evalRows) await trainer.evaluate(evalRows);
-      return done?.interrupted ? 130 : 0;
+      return 0;
     }
     if (done?.interrupted) {
       const ckpt = latestCheckpoint(out);

@@ -2,7 +2,8 @@
  * `sift-ft launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] --
  * <command> [flags]`: starts N sift-ft processes on this node with torchrun's variables (RANK,
  * WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), divides the CPU cores among
- * them, forwards SIGINT/SIGTERM, and ends them all with a clear message when one fails.
+ * them, forwards SIGINT/SIGTERM (a hang-up as SIGTERM), and ends them all with a clear message when
+ * one fails.
  */
 import { spawn, ChildProcess } from 'child_process';
 import * as os from 'os';
@@ -92,13 +93,16 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
     for (const c of children) if (c && c.exitCode === null && c.signalCode === null) c.kill(sig);
   };
   let signalled = false;
+  // A hang-up (the terminal or the ssh connection closed) stops the run as SIGTERM does: the
+  // children are in their own sessions and would otherwise go on training without the launcher.
   const onSignal = (sig: NodeJS.Signals) => {
     signalled = true;
-    stopOthers(sig);
+    stopOthers(sig === 'SIGHUP' ? 'SIGTERM' : sig);
   };
   const onExit = () => stopOthers('SIGKILL');
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
   process.on('exit', onExit);
   try {
     const exits = Array.from(
@@ -137,6 +141,7 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
     if (killTimer) clearTimeout(killTimer);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onSignal);
     process.off('exit', onExit);
   }
   const failure = firstFailure as { rank: number; code: number; why: string } | null;

@@ -555,6 +555,53 @@ withGloo('two CPU processes (gloo)', () => {
     expect(err).toMatch(/sift-ft launch: rank \d of 2 was killed by SIGKILL/);
     for (const p of pids) expect(() => process.kill(p, 0)).toThrow();
   }, 180000);
+
+  test.each(['SIGINT', 'SIGHUP'] as const)(
+    '%s to launch stops every rank at a step boundary with a checkpoint, with evaluation data too',
+    async (sig) => {
+      const out = path.join(tmp, `launch-${sig}`);
+      const port = await freePort();
+      const args = finetuneArgs(out, 2, ['--steps', '100000', '--eval-data', data, '--dist-timeout', '30']);
+      const launcher = spawn(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args], {
+        env: cleanEnv(),
+      });
+      let err = '';
+      launcher.stderr.on('data', (c) => (err += String(c)));
+      const exited = new Promise<number>((resolve) => launcher.on('exit', (code) => resolve(code ?? -1)));
+      const log = path.join(out, 'log.jsonl');
+      const t0 = Date.now();
+      while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
+        if (Date.now() - t0 > 120000) throw new Error('training did not start');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const pids = spawnSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' })
+        .stdout.trim()
+        .split(/\s+/)
+        .map(Number)
+        .filter((p) => p > 0);
+      try {
+        launcher.kill(sig);
+        const code = await exited;
+        // Every rank ended as interrupted (130): none went on to evaluate alone, none failed.
+        expect(err).not.toMatch(/\[E_|failed/);
+        expect(err).toMatch(/interrupted at step \d+; checkpoint/);
+        expect(code).toBe(130);
+        const files = fs.readdirSync(out);
+        expect(files.filter((f) => f.startsWith('checkpoint-')).length).toBe(1);
+        expect(files).not.toContain('delta.safetensors');
+        for (const p of pids) expect(() => process.kill(p, 0)).toThrow();
+      } finally {
+        for (const p of pids) {
+          try {
+            process.kill(p, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+      }
+    },
+    180000,
+  );
 });
 
 // On a GPU machine (gpu-check runs the [cuda] tests): a one-rank NCCL group through the whole
