@@ -602,6 +602,33 @@ withGloo('two CPU processes (gloo)', () => {
     },
     180000,
   );
+
+  test('ranks started with different settings end with E_MISMATCH naming them, before training', async () => {
+    const out = path.join(tmp, 'mismatch');
+    const port = await freePort();
+    const env = (rank: number) => ({
+      ...cleanEnv(),
+      RANK: String(rank),
+      WORLD_SIZE: '2',
+      LOCAL_RANK: String(rank),
+      MASTER_ADDR: '127.0.0.1',
+      MASTER_PORT: String(port),
+    });
+    const run = (rank: number, extra: string[]) =>
+      new Promise<{ code: number; err: string }>((resolve) => {
+        // The other sparse rate would sum gradient buffers of another size: gloo aborts the process.
+        const p = spawn(process.execPath, [BIN, ...finetuneArgs(out, 2, ['--dist-timeout', '30', ...extra])], { env: env(rank) });
+        let err = '';
+        p.stderr.on('data', (c) => (err += String(c)));
+        p.on('exit', (code) => resolve({ code: code ?? -1, err }));
+      });
+    const [r0, r1] = await Promise.all([run(0, []), run(1, ['--sparse-rate', '0.1', '--seed', '6'])]);
+    for (const r of [r0, r1]) {
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/--sparse-rate \(rank 1 differs from rank 0\), --seed \(rank 1 differs from rank 0\).*\[E_MISMATCH\]/);
+    }
+    expect(fs.existsSync(path.join(out, 'delta.safetensors'))).toBe(false);
+  }, 120000);
 });
 
 // On a GPU machine (gpu-check runs the [cuda] tests): a one-rank NCCL group through the whole
