@@ -603,6 +603,19 @@ withGloo('two CPU processes (gloo)', () => {
     180000,
   );
 
+  test('pretrain in a group of several processes is refused, not run once per process into the same --out', () => {
+    const out = path.join(tmp, 'pretrain-group');
+    const env = { ...cleanEnv(), RANK: '1', WORLD_SIZE: '2', LOCAL_RANK: '1', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '1' };
+    const r = spawnSync(
+      process.execPath,
+      [BIN, 'pretrain', '--architecture', 'gpt2', '--size', 'tiny', '--data', data, '--tokenizer', base, '--steps', '2', '--out', out],
+      { env, encoding: 'utf8' },
+    );
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/pretrain does not train as a data-parallel group \(this process is rank 1 of 2\).*\[E_UNSUPPORTED\]/);
+    expect(fs.existsSync(out)).toBe(false);
+  }, 60000);
+
   test('ranks started with different settings end with E_MISMATCH naming them, before training', async () => {
     const out = path.join(tmp, 'mismatch');
     const port = await freePort();
