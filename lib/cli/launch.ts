@@ -3,13 +3,16 @@
  * <command> [flags]`: starts N sift-ft processes on this node with torchrun's variables (RANK,
  * WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), divides the CPU cores among
  * them, forwards SIGINT/SIGTERM (a hang-up as SIGTERM), and ends them all with a clear message when
- * one fails.
+ * one fails. Each process holds one end of a pipe from the launcher (SIFT_FT_LAUNCHER_FD): when the
+ * launcher dies, even by SIGKILL, the pipe closes and the process stops as on SIGTERM.
  */
 import { spawn, ChildProcess } from 'child_process';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { SiftError } from '../engine/errors';
 import { FlagSpec, Parsed, parseCommand } from './args';
+import { takeEnv } from '../engine/env';
 
 export const launchFlags: Record<string, FlagSpec> = {
   'nproc-per-node': { type: 'number', integer: true, min: 1, help: 'processes on this node (one per GPU on CUDA)' },
@@ -28,8 +31,12 @@ export const launchFlags: Record<string, FlagSpec> = {
 export const launchHelp =
   'Starts a data-parallel run: N processes of a sift-ft command per node, joined in one process group (as torchrun does).';
 
-/** Seconds the others get to stop after a rank failed, before SIGKILL. */
+/** Seconds the others get after a rank failed to notice it themselves and say why, before SIGTERM. */
+const NOTICE_SEC = 2;
+/** Seconds the others get to stop after SIGTERM, before SIGKILL. */
 const GRACE_SEC = 10;
+/** The child's descriptor of the pipe from the launcher (stdio index 3). */
+const LAUNCHER_FD = 3;
 
 export interface LaunchPlan {
   nproc: number;
@@ -77,9 +84,42 @@ export function rankEnv(plan: LaunchPlan, local: number, base: NodeJS.ProcessEnv
     MASTER_ADDR: plan.masterAddr,
     MASTER_PORT: String(plan.masterPort),
   };
-  // Each process gets its share of the cores (unless the user chose a thread count).
-  if (!base.SIFT_FT_NUM_THREADS) env.SIFT_FT_NUM_THREADS = String(Math.max(1, Math.floor(os.cpus().length / plan.nproc)));
+  // Each process gets its share of the cores it may run on (the CPU affinity mask: taskset, a
+  // container's cpuset), unless the user chose a thread count.
+  if (!base.SIFT_FT_NUM_THREADS) env.SIFT_FT_NUM_THREADS = String(Math.max(1, Math.floor(os.availableParallelism() / plan.nproc)));
+  env.SIFT_FT_LAUNCHER_FD = String(LAUNCHER_FD);
   return env;
+}
+
+/**
+ * In a process started by `sift-ft launch`: when the launcher's end of the pipe closes (the launcher
+ * exited or was killed, even by SIGKILL, which it cannot forward), this process stops as on SIGTERM
+ * (finetune: at the next step boundary, rank 0 writing a checkpoint). The launcher never writes.
+ */
+export function watchLauncher(): void {
+  // Taken out of the environment: a process this one starts has no such pipe.
+  const v = takeEnv('SIFT_FT_LAUNCHER_FD');
+  if (v === undefined) return;
+  const fd = Number(v);
+  if (!Number.isInteger(fd) || fd < 3) return;
+  let pipe: net.Socket;
+  try {
+    pipe = new net.Socket({ fd, readable: true, writable: false });
+  } catch {
+    return; // not a pipe here (the variable was inherited by a process launch did not start)
+  }
+  let gone = false;
+  const onGone = () => {
+    if (gone) return;
+    gone = true;
+    process.stderr.write('sift-ft: the launcher is gone: stopping as on SIGTERM\n');
+    process.kill(process.pid, 'SIGTERM');
+  };
+  pipe.on('end', onGone);
+  pipe.on('close', onGone);
+  pipe.on('error', onGone);
+  pipe.resume();
+  pipe.unref();
 }
 
 export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
@@ -88,6 +128,7 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
   const world = plan.nnodes * plan.nproc;
   const children: (ChildProcess | null)[] = [];
   let firstFailure: { rank: number; code: number; why: string } | null = null;
+  let termTimer: NodeJS.Timeout | null = null;
   let killTimer: NodeJS.Timeout | null = null;
   const stopOthers = (sig: NodeJS.Signals) => {
     for (const c of children) if (c && c.exitCode === null && c.signalCode === null) c.kill(sig);
@@ -112,7 +153,12 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
           const rank = plan.nodeRank * plan.nproc + local;
           // Each child in its own process group: a Ctrl-C in the terminal reaches the launcher only,
           // which forwards it once (a second SIGINT would make the children exit without a checkpoint).
-          const child = spawn(process.execPath, [main, ...plan.command], { env: rankEnv(plan, local), stdio: 'inherit', detached: true });
+          // fd 3: a pipe the child watches for the launcher's death (watchLauncher).
+          const child = spawn(process.execPath, [main, ...plan.command], {
+            env: rankEnv(plan, local),
+            stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+            detached: true,
+          });
           children[local] = child;
           child.on('error', (e) => {
             if (!firstFailure) firstFailure = { rank, code: 1, why: `could not start (${e.message})` };
@@ -128,8 +174,12 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
                 process.stderr.write(
                   `sift-ft launch: rank ${rank} of ${world} ${firstFailure.why}; stopping the other ${others} process(es) on this node\n`,
                 );
-                stopOthers('SIGTERM');
-                killTimer = setTimeout(() => stopOthers('SIGKILL'), GRACE_SEC * 1000);
+                // The others usually notice the lost peer at once (E_DIST): give them a moment to say
+                // so, then SIGTERM, then SIGKILL.
+                termTimer = setTimeout(() => {
+                  stopOthers('SIGTERM');
+                  killTimer = setTimeout(() => stopOthers('SIGKILL'), GRACE_SEC * 1000);
+                }, NOTICE_SEC * 1000);
               }
             }
             resolve();
@@ -138,6 +188,7 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
     );
     await Promise.all(exits);
   } finally {
+    if (termTimer) clearTimeout(termTimer);
     if (killTimer) clearTimeout(killTimer);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
