@@ -7,6 +7,7 @@
  * launcher dies, even by SIGKILL, the pipe closes and the process stops as on SIGTERM.
  */
 import { spawn, ChildProcess } from 'child_process';
+import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
@@ -84,11 +85,46 @@ export function rankEnv(plan: LaunchPlan, local: number, base: NodeJS.ProcessEnv
     MASTER_ADDR: plan.masterAddr,
     MASTER_PORT: String(plan.masterPort),
   };
-  // Each process gets its share of the cores it may run on (the CPU affinity mask: taskset, a
-  // container's cpuset), unless the user chose a thread count.
-  if (!base.SIFT_FT_NUM_THREADS) env.SIFT_FT_NUM_THREADS = String(Math.max(1, Math.floor(os.availableParallelism() / plan.nproc)));
+  // Each process gets its share of the cores this node lets it use, unless the user chose a thread count.
+  if (!base.SIFT_FT_NUM_THREADS) env.SIFT_FT_NUM_THREADS = String(Math.max(1, Math.floor(usableCores() / plan.nproc)));
   env.SIFT_FT_LAUNCHER_FD = String(LAUNCHER_FD);
   return env;
+}
+
+/**
+ * Cores a cgroup CPU quota allows, from cgroup v2's cpu.max ("200000 100000": 2) or v1's
+ * cfs_quota_us and cfs_period_us; null when there is no quota ("max", -1) or no file.
+ */
+export function cgroupCpuQuota(v2?: string, v1Quota?: string, v1Period?: string): number | null {
+  const cores = (quota: number, period: number) => (quota > 0 && period > 0 ? Math.max(1, Math.ceil(quota / period)) : null);
+  if (v2 !== undefined) {
+    const [q, p] = v2.trim().split(/\s+/);
+    return q === 'max' ? null : cores(Number(q), Number(p));
+  }
+  if (v1Quota !== undefined && v1Period !== undefined) return cores(Number(v1Quota), Number(v1Period));
+  return null;
+}
+
+/**
+ * The cores this process may use: the CPU affinity mask (os.availableParallelism: taskset, a
+ * cpuset), capped by this cgroup's CPU quota (a container's --cpus), which Node 20 does not count.
+ */
+export function usableCores(): number {
+  const read = (f: string) => {
+    try {
+      return fs.readFileSync(f, 'utf8');
+    } catch {
+      return undefined;
+    }
+  };
+  // cgroup v2: this process's own cgroup (inside a container with its cgroup namespace, '/').
+  const own = /^0::(\/.*)$/m.exec(read('/proc/self/cgroup') ?? '')?.[1] ?? '/';
+  const quota = cgroupCpuQuota(
+    read(path.join('/sys/fs/cgroup', own, 'cpu.max')),
+    read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us'),
+    read('/sys/fs/cgroup/cpu/cpu.cfs_period_us'),
+  );
+  return Math.min(os.availableParallelism(), quota ?? Number.POSITIVE_INFINITY);
 }
 
 /**

@@ -16,7 +16,7 @@ import { createByteTokenizer } from '../../lib/tokenizers';
 import { SafetensorsReader } from '../../lib/io/safetensors';
 import { SiftError } from '../../lib/engine/errors';
 import { glooAvailable, distEnv, explainRendezvousError } from '../../lib/dist/group';
-import { planLaunch, rankEnv } from '../../lib/cli/launch';
+import { cgroupCpuQuota, planLaunch, rankEnv, usableCores } from '../../lib/cli/launch';
 import { parseCommand } from '../../lib/cli/args';
 import { finetuneFlags } from '../../lib/cli/finetune';
 
@@ -256,7 +256,14 @@ describe('group environment', () => {
   test('launch gives each process its share of the cores it may run on, and the pipe to watch', () => {
     const plan = planLaunch(['--nproc-per-node', '2', '--', 'finetune']);
     const env = rankEnv(plan, 0, {});
-    expect(env.SIFT_FT_NUM_THREADS).toBe(String(Math.max(1, Math.floor(os.availableParallelism() / 2))));
+    expect(env.SIFT_FT_NUM_THREADS).toBe(String(Math.max(1, Math.floor(usableCores() / 2))));
+    expect(usableCores()).toBeLessThanOrEqual(os.availableParallelism());
+    // A container's CPU quota (docker --cpus 1.5: cgroup v2 "150000 100000") counts as 2 cores.
+    expect(cgroupCpuQuota('150000 100000\n')).toBe(2);
+    expect(cgroupCpuQuota('max 100000\n')).toBeNull();
+    expect(cgroupCpuQuota(undefined, '400000\n', '100000\n')).toBe(4);
+    expect(cgroupCpuQuota(undefined, '-1\n', '100000\n')).toBeNull();
+    expect(cgroupCpuQuota()).toBeNull();
     expect(env.SIFT_FT_LAUNCHER_FD).toBe('3');
     expect(rankEnv(plan, 1, { SIFT_FT_NUM_THREADS: '3' }).SIFT_FT_NUM_THREADS).toBe('3');
     // Restricted to one core (as a container's cpuset does), a process counts one core, not the machine's.
