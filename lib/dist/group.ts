@@ -95,6 +95,15 @@ export function explainRendezvousError(e: unknown, env: DistEnv): unknown {
       `rendezvous: rank ${missing[1]} of ${env.worldSize} did not join within ${missing[2]} s (it did not start, died ` +
         'before joining, or was started with another WORLD_SIZE, MASTER_ADDR or MASTER_PORT)',
     );
+  // gloo's full-mesh connect reads each peer's addresses with this process's world size: a peer
+  // with another WORLD_SIZE sent a list of another length.
+  if (/address\.cc.*sizeof\(impl_\) == bytes\.size\(\)/.test(e.message))
+    return new SiftError(
+      'E_MISMATCH',
+      `rendezvous: the processes were started with different WORLD_SIZE values (this one, rank ${env.rank}, has ` +
+        `WORLD_SIZE=${env.worldSize}); every process of a group needs the same one, and no other run may use ` +
+        `${env.masterAddr}:${env.masterPort} meanwhile (gloo: ${e.message})`,
+    );
   return e;
 }
 

@@ -348,6 +348,24 @@ withGloo('processes of a group (gloo)', () => {
     }
   }, 60000);
 
+  test('ranks started with different WORLD_SIZE values end with E_MISMATCH saying so', async () => {
+    const port = await twoFreePorts();
+    const env = (rank: number, world: number) => {
+      const e = { ...torchrunEnv(rank, world, port) };
+      delete e.TORCHELASTIC_USE_AGENT_STORE;
+      return e;
+    };
+    const out = path.join(tmp, 'worlds');
+    const [r0, r1] = await Promise.all([
+      run(finetuneArgs(out, 2, ['--dist-timeout', '10']), env(0, 2)),
+      run(finetuneArgs(out, 2, ['--dist-timeout', '10']), env(1, 3)),
+    ]);
+    expect(r0.err).toMatch(/different WORLD_SIZE values \(this one, rank 0, has WORLD_SIZE=2\).*\[E_MISMATCH\]/);
+    expect(r1.err).toMatch(/different WORLD_SIZE values \(this one, rank 1, has WORLD_SIZE=3\).*\[E_MISMATCH\]/);
+    expect(r0.code).toBe(1);
+    expect(r1.code).toBe(1);
+  }, 60000);
+
   test('a rank that never joins is named, with the timeout', async () => {
     const port = await twoFreePorts();
     const env = { ...torchrunEnv(0, 3, port) };
