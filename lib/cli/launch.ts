@@ -196,6 +196,8 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
             detached: true,
           });
           children[local] = child;
+          // The launcher never writes to the pipe; a child's exit only closes it.
+          child.stdio[LAUNCHER_FD]?.on('error', () => {});
           child.on('error', (e) => {
             if (!firstFailure) firstFailure = { rank, code: 1, why: `could not start (${e.message})` };
             resolve();
