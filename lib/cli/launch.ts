@@ -158,12 +158,21 @@ export function watchLauncher(): void {
   pipe.unref();
 }
 
+interface Failure {
+  rank: number;
+  code: number;
+  why: string;
+  signal: NodeJS.Signals | null;
+}
+
 export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
   const plan = planLaunch(argv);
   const main = path.join(__dirname, 'main.js');
   const world = plan.nnodes * plan.nproc;
   const children: (ChildProcess | null)[] = [];
-  let firstFailure: { rank: number; code: number; why: string } | null = null;
+  // Failures seen before the launcher stopped anyone itself, in the order their exits were seen.
+  const failures: Failure[] = [];
+  let stopping = false;
   let termTimer: NodeJS.Timeout | null = null;
   let killTimer: NodeJS.Timeout | null = null;
   const stopOthers = (sig: NodeJS.Signals) => {
@@ -199,22 +208,24 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
           // The launcher never writes to the pipe; a child's exit only closes it.
           child.stdio[LAUNCHER_FD]?.on('error', () => {});
           child.on('error', (e) => {
-            if (!firstFailure) firstFailure = { rank, code: 1, why: `could not start (${e.message})` };
+            if (!stopping) failures.push({ rank, code: 1, why: `could not start (${e.message})`, signal: null });
             resolve();
           });
           child.on('exit', (code, signal) => {
             // 130: the rank stopped on the forwarded signal (and rank 0 wrote a checkpoint): not a failure.
             const failed = (code !== null && code !== 0 && !(signalled && code === 130)) || (signal !== null && !signalled);
-            if (failed && !firstFailure) {
-              firstFailure = { rank, code: code ?? 1, why: code !== null ? `exited with code ${code}` : `was killed by ${signal}` };
+            if (failed && !stopping) {
+              const why = code !== null ? `exited with code ${code}` : `was killed by ${signal}`;
+              failures.push({ rank, code: code ?? 1, why, signal });
               const others = children.filter((c) => c && c !== child && c.exitCode === null && c.signalCode === null).length;
-              if (others) {
+              if (others && !termTimer) {
                 process.stderr.write(
-                  `sift-ft launch: rank ${rank} of ${world} ${firstFailure.why}; stopping the other ${others} process(es) on this node\n`,
+                  `sift-ft launch: rank ${rank} of ${world} ${why}; stopping the other ${others} process(es) on this node\n`,
                 );
                 // The others usually notice the lost peer at once (E_DIST): give them a moment to say
                 // so, then SIGTERM, then SIGKILL.
                 termTimer = setTimeout(() => {
+                  stopping = true;
                   stopOthers('SIGTERM');
                   killTimer = setTimeout(() => stopOthers('SIGKILL'), GRACE_SEC * 1000);
                 }, NOTICE_SEC * 1000);
@@ -233,10 +244,13 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
     process.off('SIGHUP', onSignal);
     process.off('exit', onExit);
   }
-  const failure = firstFailure as { rank: number; code: number; why: string } | null;
-  if (failure) {
-    process.stderr.write(`sift-ft launch: failed: rank ${failure.rank} ${failure.why}\n`);
-    return failure.code || 1;
+  // The cause: a rank killed by a signal (a crash, the OOM killer) rather than one that exited on
+  // its own, often an E_DIST about that very rank whose exit was seen first.
+  const cause = failures.find((f) => f.signal !== null) ?? failures[0];
+  if (cause) {
+    const also = failures.filter((f) => f !== cause).map((f) => `rank ${f.rank} ${f.why}`);
+    process.stderr.write(`sift-ft launch: failed: rank ${cause.rank} ${cause.why}${also.length ? ` (then ${also.join(', ')})` : ''}\n`);
+    return cause.code || 1;
   }
   return signalled ? 130 : 0;
 }
