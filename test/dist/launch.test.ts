@@ -451,7 +451,7 @@ withGloo('processes of a group (gloo)', () => {
       // Rank 0's own line: which collective failed and why.
       expect(err).toMatch(/sift-ft finetune: .*\[E_DIST\]/);
       // The cause, even where rank 0's exit was seen first.
-      expect(err).toMatch(/sift-ft launch: failed: rank 1 was killed by SIGKILL/);
+      expect(err).toMatch(/sift-ft launch: failed: rank 1 of 2 was killed by SIGKILL/);
     } finally {
       for (const p of ranks.values()) if (alive(p)) process.kill(p, 'SIGKILL');
     }
