@@ -249,7 +249,9 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
   const cause = failures.find((f) => f.signal !== null) ?? failures[0];
   if (cause) {
     const also = failures.filter((f) => f !== cause).map((f) => `rank ${f.rank} ${f.why}`);
-    process.stderr.write(`sift-ft launch: failed: rank ${cause.rank} of ${world} ${cause.why}${also.length ? ` (then ${also.join(', ')})` : ''}\n`);
+    process.stderr.write(
+      `sift-ft launch: failed: rank ${cause.rank} of ${world} ${cause.why}${also.length ? ` (then ${also.join(', ')})` : ''}\n`,
+    );
     return cause.code || 1;
   }
   return signalled ? 130 : 0;
