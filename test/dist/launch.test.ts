@@ -324,6 +324,35 @@ withGloo('processes of a group (gloo)', () => {
     }
   }, 240000);
 
+  // A real torchrun where one is installed (Debian's python3-torch has one): static rendezvous,
+  // whose agent store listens on --master_port. `--redirects 1 --tee 2` because torch 1.13 on
+  // Python 3.11 cannot parse the default 0 (its Std flag enum has no member for 0 there).
+  const torchrun = spawnSync('torchrun', ['--help'], { encoding: 'utf8' }).status === 0;
+  if (!torchrun) console.warn('test/dist/launch: skipped the run under a real torchrun: torchrun is not installed');
+  (torchrun ? test : test.skip)(
+    'a real torchrun (--no_python) runs 2 ranks that train the increment of 1 process at batch 4',
+    async () => {
+      const one = path.join(tmp, 'one-ref');
+      const r1 = await run(finetuneArgs(one, 4), cleanEnv());
+      expect(r1.code).toBe(0);
+      const port = await twoFreePorts();
+      const two = path.join(tmp, 'real-torchrun');
+      const logs = path.join(tmp, 'torchrun-logs');
+      const r = spawnSync(
+        'torchrun',
+        [
+          ...['--redirects', '1', '--tee', '2', '--log_dir', logs, '--no_python', '--nproc_per_node', '2'],
+          ...['--master_addr', '127.0.0.1', '--master_port', String(port), process.execPath, BIN, ...finetuneArgs(two, 2)],
+        ],
+        { env: cleanEnv(), encoding: 'utf8' },
+      );
+      expect(r.stderr).not.toMatch(/\[E_/);
+      expect(r.status).toBe(0);
+      expectSameIncrement(one, two);
+    },
+    240000,
+  );
+
   test("under torchrun, with the next port taken too, rank 0 says that torchrun's store holds MASTER_PORT", async () => {
     const port = await twoFreePorts();
     const store = await holdPort(port);
