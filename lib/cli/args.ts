@@ -106,6 +106,8 @@ export const HF_ALIASES: Record<string, Alias> = {
   metric_for_best_model: { flag: 'metric-for-best' },
   greater_is_better: { flag: 'greater-is-better' },
   early_stopping_patience: { flag: 'early-stopping-patience' },
+  ddp_timeout: { flag: 'dist-timeout' },
+  ddp_bucket_cap_mb: { flag: 'dist-bucket-mb' },
 };
 
 const kebab = (s: string) => s.replace(/_/g, '-');

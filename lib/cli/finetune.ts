@@ -323,6 +323,54 @@ export async function withInterrupts<T>(controller: AbortController, note: (s: s
   }
 }
 
+/** Flags a rank of a group may set differently from the others: where it prints, how long it waits. */
+const PER_RANK_FLAGS = new Set(['out', 'json', 'quiet', 'dist-timeout', 'config', 'device', 'report-to', 'merge']);
+
+/** A 32-bit FNV-1a hash of a string (exact in the f64 sums of allReduceNumbers). */
+function hash32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+/** What a rank sees of a path flag: a file's size, a folder's config.json and file sizes (the paths may differ between nodes). */
+function pathPrint(p: string | undefined): string {
+  if (p === undefined) return '';
+  const st = fs.statSync(p);
+  if (!st.isDirectory()) return `file ${st.size}`;
+  const files = fs.readdirSync(p).sort();
+  const config = files.includes('config.json') ? fs.readFileSync(path.join(p, 'config.json'), 'utf8') : '';
+  return JSON.stringify([config, files.map((n) => `${n}:${fs.statSync(path.join(p, n)).size}`)]);
+}
+
+/**
+ * E_MISMATCH on every rank when the ranks of a group were started with different training flags,
+ * a different model or different data (another --sparse-rate, --seed, --lr, ...): the ranks would
+ * otherwise sum gradient buffers of different sizes (a crash in the collective library) or train
+ * silently wrong. Each flag is compared by a hash, in the order of the flag table.
+ */
+async function checkSameRun(group: ProcessGroup, f: Parsed, paths: Record<string, string | undefined>): Promise<void> {
+  const names = Object.keys(finetuneFlags).filter((k) => !PER_RANK_FLAGS.has(k));
+  const mine = names.map((k) => hash32(k in paths ? pathPrint(paths[k]) : JSON.stringify(f[k] ?? null)));
+  const n = mine.length;
+  const W = group.worldSize;
+  // The flag tables themselves first (another sift-ft version on a rank): equal counts on every rank.
+  const [sum, sumSq] = await group.allReduceNumbers([n, n * n]);
+  if (sum !== W * n || sumSq !== W * n * n)
+    throw new SiftError('E_MISMATCH', `the ranks of the group run different versions of sift-ft finetune (rank ${group.rank}: ${n} flags)`);
+  const all = new Array<number>(W * n).fill(0);
+  mine.forEach((h, i) => (all[group.rank * n + i] = h));
+  const got = await group.allReduceNumbers(all);
+  const differ = new Map<string, number[]>();
+  for (let r = 1; r < W; r++)
+    for (let i = 0; i < n; i++) if (got[r * n + i] !== got[i]) differ.set(names[i], [...(differ.get(names[i]) ?? []), r]);
+  if (differ.size)
+    throw new SiftError(
+      'E_MISMATCH',
+      `the ranks of the group were started with different settings: ${[...differ].map(([k, ranks]) => `--${k} (rank${ranks.length > 1 ? 's' : ''} ${ranks.join(', ')} differ${ranks.length > 1 ? '' : 's'} from rank 0)`).join(', ')}; every process must run the same finetune command`,
+    );
+}
+
 export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: ParseResult): Promise<number> {
   const modelDir = requireFile(f.model, 'model', 'the model folder');
   const dataFile = requireFile(f.data, 'data', 'the training data file');
@@ -339,6 +387,7 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
   // Started by sift-ft launch or torchrun: join the group first (each CUDA process takes cuda:LOCAL_RANK).
   const group = distEnv() ? await ProcessGroup.init({ device, timeoutSec: f['dist-timeout'] as number }) : undefined;
   if (group) device = group.device;
+  if (group) await checkSameRun(group, f, { model: modelDir, data: dataFile, 'eval-data': evalFile });
   const writer = !group || group.rank === 0;
   const opts = trainerOptionsFrom(f, task, device, out);
   opts.processGroup = group;
@@ -436,9 +485,11 @@ export async function runFinetune(f: Parsed, _argv: string[] = [], parsed?: Pars
     progress?.end();
     const done = rec.done;
     if (!writer) {
-      // Rank 0 writes the results; the others only take part in the collectives (evaluation included).
+      // Rank 0 writes the results; the others only take part in the collectives (evaluation
+      // included), and in the same cases as rank 0: an interrupted run evaluates nothing there.
+      if (done?.interrupted) return 130;
       if (!done?.metrics && evalRows) await trainer.evaluate(evalRows);
-      return done?.interrupted ? 130 : 0;
+      return 0;
     }
     if (done?.interrupted) {
       const ckpt = latestCheckpoint(out);

@@ -2,13 +2,18 @@
  * `sift-ft launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] --
  * <command> [flags]`: starts N sift-ft processes on this node with torchrun's variables (RANK,
  * WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), divides the CPU cores among
- * them, forwards SIGINT/SIGTERM, and ends them all with a clear message when one fails.
+ * them, forwards SIGINT/SIGTERM (a hang-up as SIGTERM), and ends them all with a clear message when
+ * one fails. Each process holds one end of a pipe from the launcher (SIFT_FT_LAUNCHER_FD): when the
+ * launcher dies, even by SIGKILL, the pipe closes and the process stops as on SIGTERM.
  */
 import { spawn, ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { SiftError } from '../engine/errors';
 import { FlagSpec, Parsed, parseCommand } from './args';
+import { takeEnv } from '../engine/env';
 
 export const launchFlags: Record<string, FlagSpec> = {
   'nproc-per-node': { type: 'number', integer: true, min: 1, help: 'processes on this node (one per GPU on CUDA)' },
@@ -27,8 +32,12 @@ export const launchFlags: Record<string, FlagSpec> = {
 export const launchHelp =
   'Starts a data-parallel run: N processes of a sift-ft command per node, joined in one process group (as torchrun does).';
 
-/** Seconds the others get to stop after a rank failed, before SIGKILL. */
+/** Seconds the others get after a rank failed to notice it themselves and say why, before SIGTERM. */
+const NOTICE_SEC = 2;
+/** Seconds the others get to stop after SIGTERM, before SIGKILL. */
 const GRACE_SEC = 10;
+/** The child's descriptor of the pipe from the launcher (stdio index 3). */
+const LAUNCHER_FD = 3;
 
 export interface LaunchPlan {
   nproc: number;
@@ -76,9 +85,84 @@ export function rankEnv(plan: LaunchPlan, local: number, base: NodeJS.ProcessEnv
     MASTER_ADDR: plan.masterAddr,
     MASTER_PORT: String(plan.masterPort),
   };
-  // Each process gets its share of the cores (unless the user chose a thread count).
-  if (!base.SIFT_FT_NUM_THREADS) env.SIFT_FT_NUM_THREADS = String(Math.max(1, Math.floor(os.cpus().length / plan.nproc)));
+  // Each process gets its share of the cores this node lets it use, unless the user chose a thread count.
+  if (!base.SIFT_FT_NUM_THREADS) env.SIFT_FT_NUM_THREADS = String(Math.max(1, Math.floor(usableCores() / plan.nproc)));
+  env.SIFT_FT_LAUNCHER_FD = String(LAUNCHER_FD);
   return env;
+}
+
+/**
+ * Cores a cgroup CPU quota allows, from cgroup v2's cpu.max ("200000 100000": 2) or v1's
+ * cfs_quota_us and cfs_period_us; null when there is no quota ("max", -1) or no file.
+ */
+export function cgroupCpuQuota(v2?: string, v1Quota?: string, v1Period?: string): number | null {
+  const cores = (quota: number, period: number) => (quota > 0 && period > 0 ? Math.max(1, Math.ceil(quota / period)) : null);
+  if (v2 !== undefined) {
+    const [q, p] = v2.trim().split(/\s+/);
+    return q === 'max' ? null : cores(Number(q), Number(p));
+  }
+  if (v1Quota !== undefined && v1Period !== undefined) return cores(Number(v1Quota), Number(v1Period));
+  return null;
+}
+
+/**
+ * The cores this process may use: the CPU affinity mask (os.availableParallelism: taskset, a
+ * cpuset), capped by this cgroup's CPU quota (a container's --cpus), which Node 20 does not count.
+ */
+export function usableCores(): number {
+  const read = (f: string) => {
+    try {
+      return fs.readFileSync(f, 'utf8');
+    } catch {
+      return undefined;
+    }
+  };
+  // cgroup v2: this process's own cgroup (inside a container with its cgroup namespace, '/').
+  const own = /^0::(\/.*)$/m.exec(read('/proc/self/cgroup') ?? '')?.[1] ?? '/';
+  const quota = cgroupCpuQuota(
+    read(path.join('/sys/fs/cgroup', own, 'cpu.max')),
+    read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us'),
+    read('/sys/fs/cgroup/cpu/cpu.cfs_period_us'),
+  );
+  return Math.min(os.availableParallelism(), quota ?? Number.POSITIVE_INFINITY);
+}
+
+/**
+ * In a process started by `sift-ft launch`: when the launcher's end of the pipe closes (the launcher
+ * exited or was killed, even by SIGKILL, which it cannot forward), this process stops as on SIGTERM
+ * (finetune: at the next step boundary, rank 0 writing a checkpoint). The launcher never writes.
+ */
+export function watchLauncher(): void {
+  // Taken out of the environment: a process this one starts has no such pipe.
+  const v = takeEnv('SIFT_FT_LAUNCHER_FD');
+  if (v === undefined) return;
+  const fd = Number(v);
+  if (!Number.isInteger(fd) || fd < 3) return;
+  let pipe: net.Socket;
+  try {
+    pipe = new net.Socket({ fd, readable: true, writable: false });
+  } catch {
+    return; // not a pipe here (the variable was inherited by a process launch did not start)
+  }
+  let gone = false;
+  const onGone = () => {
+    if (gone) return;
+    gone = true;
+    process.stderr.write('sift-ft: the launcher is gone: stopping as on SIGTERM\n');
+    process.kill(process.pid, 'SIGTERM');
+  };
+  pipe.on('end', onGone);
+  pipe.on('close', onGone);
+  pipe.on('error', onGone);
+  pipe.resume();
+  pipe.unref();
+}
+
+interface Failure {
+  rank: number;
+  code: number;
+  why: string;
+  signal: NodeJS.Signals | null;
 }
 
 export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
@@ -86,19 +170,25 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
   const main = path.join(__dirname, 'main.js');
   const world = plan.nnodes * plan.nproc;
   const children: (ChildProcess | null)[] = [];
-  let firstFailure: { rank: number; code: number; why: string } | null = null;
+  // Failures seen before the launcher stopped anyone itself, in the order their exits were seen.
+  const failures: Failure[] = [];
+  let stopping = false;
+  let termTimer: NodeJS.Timeout | null = null;
   let killTimer: NodeJS.Timeout | null = null;
   const stopOthers = (sig: NodeJS.Signals) => {
     for (const c of children) if (c && c.exitCode === null && c.signalCode === null) c.kill(sig);
   };
   let signalled = false;
+  // A hang-up (the terminal or the ssh connection closed) stops the run as SIGTERM does: the
+  // children are in their own sessions and would otherwise go on training without the launcher.
   const onSignal = (sig: NodeJS.Signals) => {
     signalled = true;
-    stopOthers(sig);
+    stopOthers(sig === 'SIGHUP' ? 'SIGTERM' : sig);
   };
   const onExit = () => stopOthers('SIGKILL');
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
   process.on('exit', onExit);
   try {
     const exits = Array.from(
@@ -108,24 +198,37 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
           const rank = plan.nodeRank * plan.nproc + local;
           // Each child in its own process group: a Ctrl-C in the terminal reaches the launcher only,
           // which forwards it once (a second SIGINT would make the children exit without a checkpoint).
-          const child = spawn(process.execPath, [main, ...plan.command], { env: rankEnv(plan, local), stdio: 'inherit', detached: true });
+          // fd 3: a pipe the child watches for the launcher's death (watchLauncher).
+          const child = spawn(process.execPath, [main, ...plan.command], {
+            env: rankEnv(plan, local),
+            stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+            detached: true,
+          });
           children[local] = child;
+          // The launcher never writes to the pipe; a child's exit only closes it.
+          child.stdio[LAUNCHER_FD]?.on('error', () => {});
           child.on('error', (e) => {
-            if (!firstFailure) firstFailure = { rank, code: 1, why: `could not start (${e.message})` };
+            if (!stopping) failures.push({ rank, code: 1, why: `could not start (${e.message})`, signal: null });
             resolve();
           });
           child.on('exit', (code, signal) => {
             // 130: the rank stopped on the forwarded signal (and rank 0 wrote a checkpoint): not a failure.
             const failed = (code !== null && code !== 0 && !(signalled && code === 130)) || (signal !== null && !signalled);
-            if (failed && !firstFailure) {
-              firstFailure = { rank, code: code ?? 1, why: code !== null ? `exited with code ${code}` : `was killed by ${signal}` };
+            if (failed && !stopping) {
+              const why = code !== null ? `exited with code ${code}` : `was killed by ${signal}`;
+              failures.push({ rank, code: code ?? 1, why, signal });
               const others = children.filter((c) => c && c !== child && c.exitCode === null && c.signalCode === null).length;
-              if (others) {
+              if (others && !termTimer) {
                 process.stderr.write(
-                  `sift-ft launch: rank ${rank} of ${world} ${firstFailure.why}; stopping the other ${others} process(es) on this node\n`,
+                  `sift-ft launch: rank ${rank} of ${world} ${why}; stopping the other ${others} process(es) on this node\n`,
                 );
-                stopOthers('SIGTERM');
-                killTimer = setTimeout(() => stopOthers('SIGKILL'), GRACE_SEC * 1000);
+                // The others usually notice the lost peer at once (E_DIST): give them a moment to say
+                // so, then SIGTERM, then SIGKILL.
+                termTimer = setTimeout(() => {
+                  stopping = true;
+                  stopOthers('SIGTERM');
+                  killTimer = setTimeout(() => stopOthers('SIGKILL'), GRACE_SEC * 1000);
+                }, NOTICE_SEC * 1000);
               }
             }
             resolve();
@@ -134,15 +237,22 @@ export async function runLaunch(_f: Parsed, argv: string[]): Promise<number> {
     );
     await Promise.all(exits);
   } finally {
+    if (termTimer) clearTimeout(termTimer);
     if (killTimer) clearTimeout(killTimer);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onSignal);
     process.off('exit', onExit);
   }
-  const failure = firstFailure as { rank: number; code: number; why: string } | null;
-  if (failure) {
-    process.stderr.write(`sift-ft launch: failed: rank ${failure.rank} ${failure.why}\n`);
-    return failure.code || 1;
+  // The cause: a rank killed by a signal (a crash, the OOM killer) rather than one that exited on
+  // its own, often an E_DIST about that very rank whose exit was seen first.
+  const cause = failures.find((f) => f.signal !== null) ?? failures[0];
+  if (cause) {
+    const also = failures.filter((f) => f !== cause).map((f) => `rank ${f.rank} ${f.why}`);
+    process.stderr.write(
+      `sift-ft launch: failed: rank ${cause.rank} of ${world} ${cause.why}${also.length ? ` (then ${also.join(', ')})` : ''}\n`,
+    );
+    return cause.code || 1;
   }
   return signalled ? 130 : 0;
 }

@@ -15,7 +15,7 @@ import { finetuneFlags, finetuneHelp, runFinetune } from './finetune';
 import { generateFlags, generateHelp, runGenerate } from './generate';
 import { infoFlags, infoHelp, runInfo } from './info';
 import { planFlags, planHelp, runPlan } from './plan';
-import { launchFlags, launchHelp, runLaunch } from './launch';
+import { launchFlags, launchHelp, runLaunch, watchLauncher } from './launch';
 import { mergeFlags, mergeHelp, runMerge } from './merge';
 import { pretrainFlags, pretrainHelp, runPretrain } from './pretrain';
 import { selectFlags, selectHelp, runSelect } from './select';
@@ -134,6 +134,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (require.main === module) {
+  watchLauncher();
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

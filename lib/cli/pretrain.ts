@@ -7,6 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { SiftError } from '../engine/errors';
+import { distEnv } from '../dist/group';
 import { readJsonObject } from '../io/hf';
 import { writeFileAtomic } from '../io/atomic';
 import { createModel } from '../models';
@@ -221,6 +222,13 @@ function dataFiles(f: Parsed, argv: string[]): string[] {
 }
 
 export async function runPretrain(f: Parsed, argv: string[] = [], _parsed?: ParseResult): Promise<number> {
+  // Under sift-ft launch or torchrun every process would run the whole pre-training and write --out.
+  const group = distEnv();
+  if (group && group.worldSize > 1)
+    throw new SiftError(
+      'E_UNSUPPORTED',
+      `pretrain does not train as a data-parallel group (this process is rank ${group.rank} of ${group.worldSize}); run it as one process (finetune trains as a group)`,
+    );
   if (f.data === undefined)
     throw new SiftError('E_ARG', 'missing --data (the text to train on: .jsonl or .txt files, gzipped or not, or folders of them)');
   if (f.out === undefined) throw new SiftError('E_ARG', 'missing --out (the output folder)');

@@ -20,7 +20,13 @@ export interface DistEnv {
   localRank: number;
   localWorldSize: number;
   masterAddr: string;
+  /** The port of sift-ft's rendezvous on masterAddr (MASTER_PORT, or the next one under torchrun's agent store). */
   masterPort: number;
+  /**
+   * Under torchrun with TORCHELASTIC_USE_AGENT_STORE=True: MASTER_PORT, where torchrun's own store
+   * (PyTorch's TCPStore, hosted by the agent of node 0) listens; sift-ft's rendezvous takes the next port.
+   */
+  agentStorePort?: number;
 }
 
 function envInt(env: NodeJS.ProcessEnv, name: string, def?: number): number {
@@ -45,7 +51,61 @@ export function distEnv(env: NodeJS.ProcessEnv = process.env): DistEnv | null {
   const localWorldSize = envInt(env, 'LOCAL_WORLD_SIZE', worldSize);
   const masterPort = envInt(env, 'MASTER_PORT', 29500);
   check(masterPort >= 1 && masterPort <= 65535, 'E_ARG', `MASTER_PORT must be in 1..65535, got ${masterPort}`);
-  return { rank, worldSize, localRank, localWorldSize, masterAddr: env.MASTER_ADDR || '127.0.0.1', masterPort };
+  const masterAddr = env.MASTER_ADDR || '127.0.0.1';
+  // torchrun's agent on node 0 already serves its own store on MASTER_ADDR:MASTER_PORT (static and
+  // c10d rendezvous alike) and says so to its workers; every rank then derives the same next port.
+  if (env.TORCHELASTIC_USE_AGENT_STORE === 'True') {
+    check(
+      masterPort < 65535,
+      'E_ARG',
+      `MASTER_PORT ${masterPort} is torchrun's store; sift-ft's rendezvous needs the next port, and there is none`,
+    );
+    return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort: masterPort + 1, agentStorePort: masterPort };
+  }
+  return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort };
+}
+
+/**
+ * The native rendezvous's errors, told in the group's terms: which rank did not join, and who may
+ * hold rank 0's port. Anything else passes through unchanged.
+ */
+export function explainRendezvousError(e: unknown, env: DistEnv): unknown {
+  if (!(e instanceof SiftError)) return e;
+  const listen = /rank 0 cannot listen on port (\d+) \(([^)]*)\)/.exec(e.message);
+  if (listen) {
+    const where = `${env.masterAddr}:${listen[1]}`;
+    if (env.agentStorePort !== undefined)
+      return new SiftError(
+        'E_IO',
+        `rendezvous: rank 0 cannot listen on ${where} (${listen[2]}). Under torchrun, torchrun's own store holds MASTER_PORT ` +
+          `(${env.agentStorePort}) and sift-ft's rendezvous uses the next port, ${listen[1]}, which another process holds: ` +
+          'start torchrun with another --master-port (static rendezvous) or run it again (c10d picks a new port)',
+      );
+    return new SiftError(
+      'E_IO',
+      `rendezvous: rank 0 cannot listen on ${where} (${listen[2]}): another process already holds that port, perhaps a ` +
+        'second process started as RANK=0 (two launches of one run, or a wrong RANK) or another job; ' +
+        'choose another --master-port (MASTER_PORT)',
+    );
+  }
+  // gloo names each rank's rendezvous entry after the rank.
+  const missing = /rendezvous: '(?:rank_)?(\d+)' did not appear within ([\d.]+) s/.exec(e.message);
+  if (missing)
+    return new SiftError(
+      'E_DIST',
+      `rendezvous: rank ${missing[1]} of ${env.worldSize} did not join within ${missing[2]} s (it did not start, died ` +
+        'before joining, or was started with another WORLD_SIZE, MASTER_ADDR or MASTER_PORT)',
+    );
+  // gloo's full-mesh connect reads each peer's addresses with this process's world size: a peer
+  // with another WORLD_SIZE sent a list of another length.
+  if (/address\.cc.*sizeof\(impl_\) == bytes\.size\(\)/.test(e.message))
+    return new SiftError(
+      'E_MISMATCH',
+      `rendezvous: the processes were started with different WORLD_SIZE values (this one, rank ${env.rank}, has ` +
+        `WORLD_SIZE=${env.worldSize}); every process of a group needs the same one, and no other run may use ` +
+        `${env.masterAddr}:${env.masterPort} meanwhile (gloo: ${e.message})`,
+    );
+  return e;
 }
 
 /** Whether this build of the addon can form CPU (gloo) process groups. */
@@ -95,15 +155,19 @@ export class ProcessGroup {
     const backend = cuda ? 'nccl' : 'gloo';
     const timeoutSec = opts.timeoutSec ?? 600;
     check(timeoutSec > 0, 'E_ARG', `the process group timeout must be positive, got ${timeoutSec}`);
-    await native().distInit({
-      rank: env.rank,
-      worldSize: env.worldSize,
-      masterAddr: env.masterAddr,
-      masterPort: env.masterPort,
-      timeoutMs: Math.round(timeoutSec * 1000),
-      backend,
-      cudaDevice: cuda ? env.localRank : 0,
-    });
+    try {
+      await native().distInit({
+        rank: env.rank,
+        worldSize: env.worldSize,
+        masterAddr: env.masterAddr,
+        masterPort: env.masterPort,
+        timeoutMs: Math.round(timeoutSec * 1000),
+        backend,
+        cudaDevice: cuda ? env.localRank : 0,
+      });
+    } catch (e) {
+      throw explainRendezvousError(e, env);
+    }
     // Processes started by torchrun or srun rather than `sift-ft launch` share the node's cores as
     // launch's do: each takes its share, unless SIFT_FT_NUM_THREADS already set a count.
     const threads = numThreads();

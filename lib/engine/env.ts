@@ -29,6 +29,14 @@ export const ENV_VARS = {
   LOCAL_WORLD_SIZE: { readBy: 'library', doc: 'processes on this node' },
   MASTER_ADDR: { readBy: 'library', doc: "rank 0's address for the rendezvous (default 127.0.0.1)" },
   MASTER_PORT: { readBy: 'library', doc: "rank 0's rendezvous port (default 29500)" },
+  TORCHELASTIC_USE_AGENT_STORE: {
+    readBy: 'library',
+    doc: "set by torchrun: True means torchrun's own store holds MASTER_PORT, so sift-ft's rendezvous takes MASTER_PORT + 1",
+  },
+  SIFT_FT_LAUNCHER_FD: {
+    readBy: 'library',
+    doc: 'set by sift-ft launch for its processes: the descriptor of a pipe from the launcher; when it closes, the process stops as on SIGTERM',
+  },
   XDG_CACHE_HOME: { readBy: 'library', doc: "its huggingface/hub folder is searched for 'org/name' model ids" },
 
   SIFT_FT_NUM_THREADS: { readBy: 'native', doc: 'CPU threads of the kernel thread pool (default: all cores)' },
@@ -89,6 +97,13 @@ type LibraryVar = { [K in EnvName]: (typeof ENV_VARS)[K]['readBy'] extends 'libr
 export function env(name: LibraryVar): string | undefined {
   const v = process.env[name];
   return v === undefined || v === '' ? undefined : v;
+}
+
+/** The variable's value, removed from this process's environment so that its children do not inherit it. */
+export function takeEnv(name: LibraryVar): string | undefined {
+  const v = env(name);
+  delete process.env[name];
+  return v;
 }
 
 /** Whether a switch variable is on ('1'). */

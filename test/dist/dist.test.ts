@@ -616,6 +616,93 @@ withGloo('two CPU processes (gloo)', () => {
     expect(err).toMatch(/sift-ft launch: rank \d of 2 was killed by SIGKILL/);
     for (const p of pids) expect(() => process.kill(p, 0)).toThrow();
   }, 180000);
+
+  test.each(['SIGINT', 'SIGHUP'] as const)(
+    '%s to launch stops every rank at a step boundary with a checkpoint, with evaluation data too',
+    async (sig) => {
+      const out = path.join(tmp, `launch-${sig}`);
+      const port = await freePort();
+      const args = finetuneArgs(out, 2, ['--steps', '100000', '--eval-data', data, '--dist-timeout', '30']);
+      const launcher = spawn(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args], {
+        env: cleanEnv(),
+      });
+      let err = '';
+      launcher.stderr.on('data', (c) => (err += String(c)));
+      const exited = new Promise<number>((resolve) => launcher.on('exit', (code) => resolve(code ?? -1)));
+      const log = path.join(out, 'log.jsonl');
+      const t0 = Date.now();
+      while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
+        if (Date.now() - t0 > 120000) throw new Error('training did not start');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const pids = spawnSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' })
+        .stdout.trim()
+        .split(/\s+/)
+        .map(Number)
+        .filter((p) => p > 0);
+      try {
+        launcher.kill(sig);
+        const code = await exited;
+        // Every rank ended as interrupted (130): none went on to evaluate alone, none failed.
+        expect(err).not.toMatch(/\[E_|failed/);
+        expect(err).toMatch(/interrupted at step \d+; checkpoint/);
+        expect(code).toBe(130);
+        const files = fs.readdirSync(out);
+        expect(files.filter((f) => f.startsWith('checkpoint-')).length).toBe(1);
+        expect(files).not.toContain('delta.safetensors');
+        for (const p of pids) expect(() => process.kill(p, 0)).toThrow();
+      } finally {
+        for (const p of pids) {
+          try {
+            process.kill(p, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+      }
+    },
+    180000,
+  );
+
+  test('pretrain in a group of several processes is refused, not run once per process into the same --out', () => {
+    const out = path.join(tmp, 'pretrain-group');
+    const env = { ...cleanEnv(), RANK: '1', WORLD_SIZE: '2', LOCAL_RANK: '1', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '1' };
+    const r = spawnSync(
+      process.execPath,
+      [BIN, 'pretrain', '--architecture', 'gpt2', '--size', 'tiny', '--data', data, '--tokenizer', base, '--steps', '2', '--out', out],
+      { env, encoding: 'utf8' },
+    );
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/pretrain does not train as a data-parallel group \(this process is rank 1 of 2\).*\[E_UNSUPPORTED\]/);
+    expect(fs.existsSync(out)).toBe(false);
+  }, 60000);
+
+  test('ranks started with different settings end with E_MISMATCH naming them, before training', async () => {
+    const out = path.join(tmp, 'mismatch');
+    const port = await freePort();
+    const env = (rank: number) => ({
+      ...cleanEnv(),
+      RANK: String(rank),
+      WORLD_SIZE: '2',
+      LOCAL_RANK: String(rank),
+      MASTER_ADDR: '127.0.0.1',
+      MASTER_PORT: String(port),
+    });
+    const run = (rank: number, extra: string[]) =>
+      new Promise<{ code: number; err: string }>((resolve) => {
+        // The other sparse rate would sum gradient buffers of another size: gloo aborts the process.
+        const p = spawn(process.execPath, [BIN, ...finetuneArgs(out, 2, ['--dist-timeout', '30', ...extra])], { env: env(rank) });
+        let err = '';
+        p.stderr.on('data', (c) => (err += String(c)));
+        p.on('exit', (code) => resolve({ code: code ?? -1, err }));
+      });
+    const [r0, r1] = await Promise.all([run(0, []), run(1, ['--sparse-rate', '0.1', '--seed', '6'])]);
+    for (const r of [r0, r1]) {
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/--sparse-rate \(rank 1 differs from rank 0\), --seed \(rank 1 differs from rank 0\).*\[E_MISMATCH\]/);
+    }
+    expect(fs.existsSync(path.join(out, 'delta.safetensors'))).toBe(false);
+  }, 120000);
 });
 
 // On a GPU machine (gpu-check runs the [cuda] tests): a one-rank NCCL group through the whole
