@@ -4,8 +4,8 @@
  * bandwidth) and time / floor. The copy bandwidth is measured and, for H100 / H200, also given
  * from the datasheet figure; the floor uses the given figure when there is one (bench/measure.ts).
  * Prints one JSON object per measurement, then a table. Timing: one warm-up, then the median of
- * repeats, each ended by synchronize(). A bracket row counts the timed calls in which the bracket
- * missed (cudaSelectStats: those ran the radix kernels).
+ * repeats, each ended by synchronize(). A bracket row counts its calls (the warm-up and the
+ * repeats) in which the bracket missed (cudaSelectStats: those ran the radix kernels).
  *
  * Flags: --cpu-only, --cuda-only, --quick (smaller sizes, fewer repeats), --dtypes=f32,bf16,
  * --rates=0.01,0.05, --sizes=4096x4096,4096x11008 (default: those two on CPU, plus 8192x28672 on CUDA),
@@ -24,7 +24,7 @@ export interface Row {
   device: string;
   /** the CUDA kernels (setCudaSelect), 'cpu' on the CPU */
   kernel: 'cpu' | 'radix' | 'bracket';
-  /** kernel 'bracket': the timed calls in which the bracket missed (the radix kernels selected) */
+  /** kernel 'bracket': of the row's repeats + 1 calls (the warm-up included), those in which the bracket missed (the radix kernels selected) */
   bracketMisses?: number;
   dtype: DType;
   shape: string;
