@@ -171,8 +171,7 @@ export class ProcessGroup {
     // Processes started by torchrun or srun rather than `sift-ft launch` share the node's cores as
     // launch's do: each takes its share, unless SIFT_FT_NUM_THREADS already set a count.
     const threads = numThreads();
-    if (!cuda && env.localWorldSize > 1 && !threads.fromEnv)
-      setNumThreads(Math.max(1, Math.floor(threads.hardware / env.localWorldSize)));
+    if (!cuda && env.localWorldSize > 1 && !threads.fromEnv) setNumThreads(Math.max(1, Math.floor(threads.hardware / env.localWorldSize)));
     return new ProcessGroup(env, backend, device, native().distInfo().library ?? backend);
   }
 
