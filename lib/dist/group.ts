@@ -66,46 +66,21 @@ export function distEnv(env: NodeJS.ProcessEnv = process.env): DistEnv | null {
 }
 
 /**
- * The native rendezvous's errors, told in the group's terms: which rank did not join, and who may
- * hold rank 0's port. Anything else passes through unchanged.
+ * The native rendezvous's errors, told in torchrun's terms where torchrun's own store holds
+ * MASTER_PORT (the addon knows only the port it was given). Anything else passes through unchanged:
+ * the native messages name the rank that did not join, who may hold the port, and differing
+ * WORLD_SIZE values themselves.
  */
 export function explainRendezvousError(e: unknown, env: DistEnv): unknown {
-  if (!(e instanceof SiftError)) return e;
+  if (!(e instanceof SiftError) || env.agentStorePort === undefined) return e;
   const listen = /rank 0 cannot listen on port (\d+) \(([^)]*)\)/.exec(e.message);
-  if (listen) {
-    const where = `${env.masterAddr}:${listen[1]}`;
-    if (env.agentStorePort !== undefined)
-      return new SiftError(
-        'E_IO',
-        `rendezvous: rank 0 cannot listen on ${where} (${listen[2]}). Under torchrun, torchrun's own store holds MASTER_PORT ` +
-          `(${env.agentStorePort}) and sift-ft's rendezvous uses the next port, ${listen[1]}, which another process holds: ` +
-          'start torchrun with another --master-port (static rendezvous) or run it again (c10d picks a new port)',
-      );
-    return new SiftError(
-      'E_IO',
-      `rendezvous: rank 0 cannot listen on ${where} (${listen[2]}): another process already holds that port, perhaps a ` +
-        'second process started as RANK=0 (two launches of one run, or a wrong RANK) or another job; ' +
-        'choose another --master-port (MASTER_PORT)',
-    );
-  }
-  // gloo names each rank's rendezvous entry after the rank.
-  const missing = /rendezvous: '(?:rank_)?(\d+)' did not appear within ([\d.]+) s/.exec(e.message);
-  if (missing)
-    return new SiftError(
-      'E_DIST',
-      `rendezvous: rank ${missing[1]} of ${env.worldSize} did not join within ${missing[2]} s (it did not start, died ` +
-        'before joining, or was started with another WORLD_SIZE, MASTER_ADDR or MASTER_PORT)',
-    );
-  // gloo's full-mesh connect reads each peer's addresses with this process's world size: a peer
-  // with another WORLD_SIZE sent a list of another length.
-  if (/address\.cc.*sizeof\(impl_\) == bytes\.size\(\)/.test(e.message))
-    return new SiftError(
-      'E_MISMATCH',
-      `rendezvous: the processes were started with different WORLD_SIZE values (this one, rank ${env.rank}, has ` +
-        `WORLD_SIZE=${env.worldSize}); every process of a group needs the same one, and no other run may use ` +
-        `${env.masterAddr}:${env.masterPort} meanwhile (gloo: ${e.message})`,
-    );
-  return e;
+  if (!listen) return e;
+  return new SiftError(
+    'E_IO',
+    `rendezvous: rank 0 cannot listen on ${env.masterAddr}:${listen[1]} (${listen[2]}). Under torchrun, torchrun's own store holds ` +
+      `MASTER_PORT (${env.agentStorePort}) and sift-ft's rendezvous uses the next port, ${listen[1]}, which another process holds: ` +
+      'start torchrun with another --master-port (static rendezvous) or run it again (c10d picks a new port)',
+  );
 }
 
 /** Whether this build of the addon can form CPU (gloo) process groups. */

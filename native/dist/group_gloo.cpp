@@ -12,6 +12,7 @@
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
 #include <gloo/common/error.h>
+#include <gloo/common/logging.h>
 #include <gloo/math.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/prefix_store.h>
@@ -36,20 +37,51 @@ namespace sift::dist {
 
 namespace {
 
-// gloo's Store interface over the TcpStore.
+// gloo's Store interface over the TcpStore. gloo's full-mesh connect publishes each rank's
+// addresses under the rank's number ("rank_<r>" in later gloo versions) and waits for its peers'.
 class StoreAdapter : public gloo::rendezvous::Store {
  public:
-  explicit StoreAdapter(TcpStore& s) : s_(s) {}
+  StoreAdapter(TcpStore& s, int world_size) : s_(s), world_(world_size) {}
   void set(const std::string& key, const std::vector<char>& data) override { s_.set(key, data); }
-  std::vector<char> get(const std::string& key) override { return s_.get(key); }
-  void wait(const std::vector<std::string>& keys) override { s_.wait(keys, s_.timeout()); }
+  std::vector<char> get(const std::string& key) override {
+    wait({key});
+    return s_.get(key);
+  }
+  void wait(const std::vector<std::string>& keys) override { wait(keys, s_.timeout()); }
   void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
-    s_.wait(keys, timeout);
+    std::string missing;
+    if (s_.wait_for(keys, timeout, &missing)) return;
+    int r = rank_of(missing);
+    if (r >= 0) TcpStore::rank_missing(r, world_, timeout);
+    fail("E_DIST", "rendezvous: '", missing, "' did not appear within ", timeout.count() / 1000.0,
+         " s (a rank did not start or died before joining)");
   }
 
  private:
+  // The rank a key of gloo's belongs to, or -1.
+  static int rank_of(const std::string& key) {
+    std::string digits = key.rfind("rank_", 0) == 0 ? key.substr(5) : key;
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+    return std::stoi(digits);
+  }
+
   TcpStore& s_;
+  int world_;
 };
+
+// What a gloo failure says, whichever kind it is: gloo throws gloo::Exception for I/O errors and
+// timeouts, and gloo::EnforceNotMet (not a gloo::Exception) where a check fails, e.g. a peer's
+// address of an unexpected size.
+template <typename F>
+void gloo_call(F&& f, const std::function<void(const std::string&)>& on_error) {
+  try {
+    f();
+  } catch (const gloo::Exception& e) {
+    on_error(e.what());
+  } catch (const gloo::EnforceNotMet& e) {
+    on_error(e.what());
+  }
+}
 
 // A job of the communication thread, waited for by whoever submitted it.
 struct Job {
@@ -83,23 +115,26 @@ class GlooGroup : public Group {
     backend_ = "gloo";
     library_ = "gloo (TCP transport, linked at build time)";
     store_ = std::make_unique<TcpStore>(o.master_addr, o.master_port, o.rank == 0, o.timeout);
-    StoreAdapter adapter(*store_);
+    store_->join(o.rank, o.world_size);
+    StoreAdapter adapter(*store_, o.world_size);
     gloo::transport::tcp::attr attr;
     attr.hostname = hostname_for(o.master_addr);
-    try {
-      device_ = gloo::transport::tcp::CreateDevice(attr);
-      auto ctx = std::make_shared<gloo::rendezvous::Context>(o.rank, o.world_size);
-      ctx->setTimeout(o.timeout);
-      ctx->connectFullMesh(adapter, device_);
-      ctx_ = ctx;
-      // Every rank is connected: rank 0's store (and its listening port) is no longer needed once
-      // all have read what they needed, which the first barrier below proves.
-      gloo::BarrierOptions b(ctx_);
-      b.setTimeout(timeout_);
-      gloo::barrier(b);
-    } catch (const gloo::Exception& e) {
-      fail("E_DIST", "process group (gloo, rank ", o.rank, " of ", o.world_size, "): ", e.what());
-    }
+    gloo_call(
+        [&] {
+          device_ = gloo::transport::tcp::CreateDevice(attr);
+          auto ctx = std::make_shared<gloo::rendezvous::Context>(o.rank, o.world_size);
+          ctx->setTimeout(o.timeout);
+          ctx->connectFullMesh(adapter, device_);
+          ctx_ = ctx;
+          // Every rank is connected: rank 0's store (and its listening port) is no longer needed once
+          // all have read what they needed, which the first barrier below proves.
+          gloo::BarrierOptions b(ctx_);
+          b.setTimeout(timeout_);
+          gloo::barrier(b);
+        },
+        [&](const std::string& what) {
+          fail("E_DIST", "process group (gloo, rank ", o.rank, " of ", o.world_size, "): ", what);
+        });
     thread_ = std::thread([this] { loop(); });
   }
 
@@ -206,17 +241,15 @@ class GlooGroup : public Group {
         broken = broken_;
       }
       SIFT_CHECK(broken.empty(), "E_DIST", "process group is broken: ", broken);
-      try {
-        f();
-      } catch (const gloo::Exception& e) {
-        std::string why = str_cat(op, " failed on rank ", rank_, " of ", world_, ": ", e.what(),
+      gloo_call(f, [&](const std::string& what) {
+        std::string why = str_cat(op, " failed on rank ", rank_, " of ", world_, ": ", what,
                                   " (a rank died or stopped answering within ", timeout_.count() / 1000.0, " s)");
         {
           std::lock_guard<std::mutex> lk(mu_);
           broken_ = why;
         }
         fail("E_DIST", why);
-      }
+      });
     };
     {
       std::lock_guard<std::mutex> lk(mu_);

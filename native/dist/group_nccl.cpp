@@ -89,6 +89,7 @@ class NcclGroup : public Group {
     backend_ = "nccl";
     // The rendezvous waits at most the group's timeout for rank 0 and its id (TcpStore).
     store_ = std::make_unique<TcpStore>(o.master_addr, o.master_port, o.rank == 0, o.timeout);
+    store_->join(o.rank, o.world_size);  // every rank's WORLD_SIZE agrees before the id exchange
     nccl::UniqueId id{};
     if (o.rank == 0) {
       check(lib_->get_unique_id(&id), "ncclGetUniqueId");

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -154,7 +155,9 @@ TcpStore::TcpStore(const std::string& host, int port, bool is_server, std::chron
     if (rc != 0 || ::listen(fd, 128) != 0) {
       std::string err = std::strerror(errno);
       ::close(fd);
-      fail("E_IO", "rendezvous: rank 0 cannot listen on port ", port, " (", err, "); choose another --master-port");
+      fail("E_IO", "rendezvous: rank 0 cannot listen on port ", port, " (", err,
+           "): another process already holds that port, perhaps a second process started as RANK=0 (two launches "
+           "of one run, or a wrong RANK) or another job; choose another --master-port (MASTER_PORT)");
     }
     server_->listen_fd = fd;
     Server* s = server_.get();
@@ -235,15 +238,81 @@ bool TcpStore::try_get(const std::string& key, std::vector<char>* out) {
   return true;
 }
 
-void TcpStore::wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) {
+bool TcpStore::wait_for(const std::vector<std::string>& keys, std::chrono::milliseconds timeout, std::string* missing) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (const auto& k : keys) {
     while (!try_get(k, nullptr)) {
-      if (std::chrono::steady_clock::now() >= deadline)
-        fail("E_DIST", "rendezvous: '", k, "' did not appear within ", timeout.count() / 1000.0,
-             " s (a rank did not start or died before joining)");
+      if (std::chrono::steady_clock::now() >= deadline) {
+        if (missing) *missing = k;
+        return false;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+  }
+  return true;
+}
+
+void TcpStore::wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) {
+  std::string k;
+  if (!wait_for(keys, timeout, &k))
+    fail("E_DIST", "rendezvous: '", k, "' did not appear within ", timeout.count() / 1000.0,
+         " s (a rank did not start or died before joining)");
+}
+
+[[noreturn]] void TcpStore::rank_missing(int rank, int world_size, std::chrono::milliseconds timeout) {
+  fail("E_DIST", "rendezvous: rank ", rank, " of ", world_size, " did not join within ", timeout.count() / 1000.0,
+       " s (it did not start, died before joining, or was started with another MASTER_ADDR or MASTER_PORT)");
+}
+
+namespace {
+
+[[noreturn]] void world_sizes_differ(int rank, const std::vector<char>& theirs, const std::string& rank0) {
+  fail("E_MISMATCH", "rendezvous: the processes were started with different WORLD_SIZE values: rank ", rank, " has ",
+       std::string(theirs.begin(), theirs.end()), ", rank 0 has ", rank0,
+       "; every process of a group needs the same one");
+}
+
+}  // namespace
+
+void TcpStore::join(int rank, int world_size) {
+  const std::string mine = std::to_string(world_size);
+  const std::vector<char> mine_v(mine.begin(), mine.end());
+  const std::string key = "world/" + std::to_string(rank);
+  std::vector<char> v;
+  if (rank != 0) {
+    // Rank 0 serves this store and publishes its entry as soon as it has connected to it. Its entry
+    // is read before this one is published: rank 0 may end (and its store with it) once it sees ours.
+    if (!wait_for({"world/0"}, timeout_, nullptr)) rank_missing(0, world_size, timeout_);
+    try_get("world/0", &v);
+    if (v == mine_v) {
+      set(key, mine_v);
+      return;
+    }
+    try {
+      set(key, mine_v);  // for rank 0 to report the mismatch too
+    } catch (const SiftException&) {
+      // This rank's own report below says what matters.
+    }
+    world_sizes_differ(rank, mine_v, std::string(v.begin(), v.end()));
+  }
+  set(key, mine_v);
+  // Rank 0 checks every other rank as it arrives, so that a rank with another WORLD_SIZE is reported
+  // even while a rank it expects never comes.
+  std::vector<int> pending;
+  for (int r = 1; r < world_size; ++r) pending.push_back(r);
+  auto deadline = std::chrono::steady_clock::now() + timeout_;
+  for (;;) {
+    for (size_t i = 0; i < pending.size();) {
+      if (!try_get("world/" + std::to_string(pending[i]), &v)) {
+        ++i;
+        continue;
+      }
+      if (v != mine_v) world_sizes_differ(pending[i], v, mine);
+      pending.erase(pending.begin() + std::ptrdiff_t(i));
+    }
+    if (pending.empty()) return;
+    if (std::chrono::steady_clock::now() >= deadline) rank_missing(pending.front(), world_size, timeout_);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
 

@@ -23,6 +23,14 @@ class TcpStore {
   // Waits until the key is present (E_DIST after the timeout).
   std::vector<char> get(const std::string& key);
   void wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout);
+  // Waits like wait(); false after the timeout, with the first key still missing in *missing.
+  bool wait_for(const std::vector<std::string>& keys, std::chrono::milliseconds timeout, std::string* missing);
+  // Publishes this rank's world size and compares it with rank 0's before the collective library
+  // connects anything: E_MISMATCH on the rank that differs and on rank 0, which checks every rank as
+  // it arrives (E_DIST for a rank that does not join within the timeout).
+  void join(int rank, int world_size);
+  // The E_DIST of a rank that did not join within the timeout.
+  [[noreturn]] static void rank_missing(int rank, int world_size, std::chrono::milliseconds timeout);
   std::chrono::milliseconds timeout() const { return timeout_; }
 
  private:

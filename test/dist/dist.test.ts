@@ -12,12 +12,21 @@ import { spawn, spawnSync, SpawnSyncReturns } from 'child_process';
 import { createModel, stateDict } from '../../lib/models';
 import { saveModelFolder } from '../../lib/io/hf';
 import { createByteTokenizer } from '../../lib/tokenizers';
-import { SafetensorsReader } from '../../lib/io/safetensors';
 import { glooAvailable, distEnv, ProcessGroup } from '../../lib/dist/group';
 import { planLaunch, rankEnv } from '../../lib/cli/launch';
+import {
+  BIN,
+  ROOT,
+  cleanEnv,
+  ensureDist,
+  expectSameIncrement,
+  freePort,
+  joinRendezvousOnly,
+  readTensors,
+  torchrunEnv,
+  untilTraining,
+} from '../helpers/dist';
 
-const ROOT = path.join(__dirname, '..', '..');
-const BIN = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const GLOO = glooAvailable();
 if (!GLOO)
   console.warn('test/dist: skipped the multi-process tests: this build of the addon has no gloo (install libgloo-dev and rebuild)');
@@ -28,41 +37,6 @@ let base: string;
 let data: string;
 let cls: string;
 let wide: string;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
-
-/** Rebuilds dist/ when a source the spawned CLI runs is newer than its output. */
-function ensureDist(): void {
-  const stale = (dir: string): boolean =>
-    fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).some((d) => {
-      const rel = path.join(dir, d.name);
-      if (d.isDirectory()) return stale(rel);
-      if (!d.name.endsWith('.ts')) return false;
-      const js = path.join(ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
-      return !fs.existsSync(js) || fs.statSync(js).mtimeMs < fs.statSync(path.join(ROOT, rel)).mtimeMs;
-    });
-  if (!stale('lib')) return;
-  const r = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], {
-    cwd: ROOT,
-    stdio: 'inherit',
-  });
-  if (r.status !== 0) throw new Error('tsc failed');
-}
-
-const cleanEnv = (): NodeJS.ProcessEnv => {
-  const env = { ...process.env, SIFT_FT_NUM_THREADS: '1' };
-  for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT']) delete env[k];
-  return env;
-};
 
 function finetuneArgs(out: string, batch: number, extra: string[] = [], model = base): string[] {
   return [
@@ -93,26 +67,6 @@ function finetuneArgs(out: string, batch: number, extra: string[] = [], model = 
   ];
 }
 
-function expectSameIncrement(a: string, b: string): void {
-  const A = readTensors(path.join(a, 'delta.safetensors'));
-  const B = readTensors(path.join(b, 'delta.safetensors'));
-  expect([...B.keys()].sort()).toEqual([...A.keys()].sort());
-  let idx = 0;
-  for (const [name, va] of A) {
-    const vb = B.get(name)!;
-    if (name.endsWith('.sift_idx')) {
-      expect(Array.from(vb as Int32Array)).toEqual(Array.from(va as Int32Array));
-      idx++;
-    } else {
-      const x = va as Float32Array;
-      const y = vb as Float32Array;
-      expect(y.length).toBe(x.length);
-      for (let i = 0; i < x.length; i++) expect(Math.abs(x[i] - y[i])).toBeLessThan(1e-4 + 1e-3 * Math.abs(x[i]));
-    }
-  }
-  expect(idx).toBeGreaterThan(0);
-}
-
 /** A CLI run that must succeed: exit 0 and no typed error on stderr. */
 function expectOk(r: SpawnSyncReturns<string>): SpawnSyncReturns<string> {
   expect(r.stderr).not.toMatch(/\[E_/);
@@ -134,29 +88,6 @@ async function runLaunched(args: string[], nproc = 2): Promise<SpawnSyncReturns<
       encoding: 'utf8',
     }),
   );
-}
-
-/** The environment torchrun gives rank `rank` of `world` (a process started without `sift-ft launch`). */
-function torchrunEnv(port: number, rank: number, world: number): NodeJS.ProcessEnv {
-  return {
-    ...cleanEnv(),
-    RANK: String(rank),
-    WORLD_SIZE: String(world),
-    LOCAL_RANK: String(rank),
-    LOCAL_WORLD_SIZE: String(world),
-    MASTER_ADDR: '127.0.0.1',
-    MASTER_PORT: String(port),
-  };
-}
-
-/** Resolves once rank 0 has logged a training step in `out`. */
-async function trainingStarted(out: string): Promise<void> {
-  const log = path.join(out, 'log.jsonl');
-  const t0 = Date.now();
-  while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
-    if (Date.now() - t0 > 120000) throw new Error('training did not start');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** The parts of `finetune --json` these tests read. */
@@ -201,21 +132,6 @@ async function oneVersusTwo(
   const two = path.join(tmp, `${name}-two${opts.variant ? `-${opts.variant}` : ''}`);
   const r = await runLaunched([...args(two, batch), ...(opts.launchExtra ?? [])]);
   return { one, two, single: singles.get(name)!, launched: JSON.parse(r.stdout) };
-}
-
-function readTensors(file: string): Map<string, Float32Array | Int32Array> {
-  const r = SafetensorsReader.open(file);
-  const m = new Map<string, Float32Array | Int32Array>();
-  try {
-    for (const n of r.names()) {
-      const t = r.tensor(n);
-      m.set(n, t.toArray() as Float32Array | Int32Array);
-      t.dispose();
-    }
-  } finally {
-    r.close();
-  }
-  return m;
 }
 
 beforeAll(() => {
@@ -430,7 +346,7 @@ withGloo('two CPU processes (gloo)', () => {
 
   test("the gradient bytes of SIFT at 1% are at most 2% of full fine-tuning's", async () => {
     const out = path.join(tmp, 'bytes');
-    const r = runSingle(finetuneArgs(out, 2, ['--steps', '1', '--sparse-rate', '0.01'], wide), torchrunEnv(await freePort(), 0, 1));
+    const r = runSingle(finetuneArgs(out, 2, ['--steps', '1', '--sparse-rate', '0.01'], wide), torchrunEnv(0, 1, await freePort()));
     const c = JSON.parse(r.stdout).communication;
     expect(c.bytesPerStep).toBeGreaterThan(0);
     expect(c.fraction).toBeLessThanOrEqual(0.02);
@@ -475,13 +391,13 @@ withGloo('two CPU processes (gloo)', () => {
     const out = path.join(tmp, 'killed');
     const port = await freePort();
     const args = finetuneArgs(out, 2, ['--steps', '100000', '--dist-timeout', '20']);
-    const r0 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(port, 0, 2) });
-    const r1 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(port, 1, 2) });
+    const r0 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(0, 2, port) });
+    const r1 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(1, 2, port) });
     let err0 = '';
     r0.stderr.on('data', (c) => (err0 += String(c)));
     const exit0 = new Promise<number>((resolve) => r0.on('exit', (code) => resolve(code ?? -1)));
     // Wait until training runs, then kill rank 1.
-    await trainingStarted(out);
+    await untilTraining(out);
     r1.kill('SIGKILL');
     const killedAt = Date.now();
     const code = await exit0;
@@ -495,13 +411,13 @@ withGloo('two CPU processes (gloo)', () => {
     const port = await freePort();
     const timeout = 4;
     const args = finetuneArgs(out, 2, ['--steps', '100000', '--dist-timeout', String(timeout)]);
-    const r0 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(port, 0, 2) });
-    const r1 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(port, 1, 2) });
+    const r0 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(0, 2, port) });
+    const r1 = spawn(process.execPath, [BIN, ...args], { env: torchrunEnv(1, 2, port) });
     try {
       let err0 = '';
       r0.stderr.on('data', (c) => (err0 += String(c)));
       const exit0 = new Promise<number>((resolve) => r0.on('exit', (code) => resolve(code ?? -1)));
-      await trainingStarted(out);
+      await untilTraining(out);
       // Alive but not answering: its sockets stay open, so only the timeout can notice.
       r1.kill('SIGSTOP');
       const stoppedAt = Date.now();
@@ -532,7 +448,7 @@ withGloo('two CPU processes (gloo)', () => {
     try {
       const t0 = Date.now();
       const r = spawnSync(process.execPath, [BIN, ...finetuneArgs(path.join(tmp, 'silent'), 2, ['--dist-timeout', '3'])], {
-        env: torchrunEnv(port, 1, 2),
+        env: torchrunEnv(1, 2, port),
         encoding: 'utf8',
         timeout: 60000,
       });
@@ -560,7 +476,7 @@ withGloo('two CPU processes (gloo)', () => {
     ].join('\n');
     const run = (rank: number, threads?: number, p0 = port) =>
       new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-        const env = torchrunEnv(p0, rank, 2);
+        const env = torchrunEnv(rank, 2, p0);
         delete env.SIFT_FT_NUM_THREADS;
         if (threads) env.SIFT_FT_NUM_THREADS = String(threads);
         const p = spawn(process.execPath, ['-e', script], { env });
@@ -599,7 +515,7 @@ withGloo('two CPU processes (gloo)', () => {
     let err = '';
     launcher.stderr.on('data', (c) => (err += String(c)));
     const exited = new Promise<number>((resolve) => launcher.on('exit', (code) => resolve(code ?? -1)));
-    await trainingStarted(out);
+    await untilTraining(out);
     // The launcher's children: kill one of them.
     const ps = spawnSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' });
     const pids = ps.stdout
@@ -721,7 +637,7 @@ const CUDA = (() => {
   test('[cuda] a one-rank NCCL group initialises through the config API (non-blocking, with the timeout) and reduces', async () => {
     let group: ProcessGroup;
     try {
-      group = await ProcessGroup.init({ device: 'cuda', timeoutSec: 60, env: torchrunEnv(await freePort(), 0, 1) });
+      group = await ProcessGroup.init({ device: 'cuda', timeoutSec: 60, env: torchrunEnv(0, 1, await freePort()) });
     } catch (e) {
       if (/NCCL was not found/.test(String(e))) {
         console.warn(`NCCL test not run: ${String(e)}`);
@@ -753,8 +669,12 @@ const CUDA = (() => {
       );
       return;
     }
+    // Rank 1 joins the rendezvous (so that rank 0 gets past it) but never initialises NCCL.
+    const port = await freePort();
     const t0 = Date.now();
-    const joined = ProcessGroup.init({ device: 'cuda', timeoutSec: 5, env: torchrunEnv(await freePort(), 0, 2) });
+    const joined = ProcessGroup.init({ device: 'cuda', timeoutSec: 5, env: torchrunEnv(0, 2, port) });
+    joined.catch(() => {});
+    await joinRendezvousOnly(port, 1, 2);
     await expect(joined).rejects.toThrow(/NCCL initialisation did not finish within 5 s on rank 0 of 2/);
     await expect(joined).rejects.toMatchObject({ code: 'E_DIST' });
     const waited = (Date.now() - t0) / 1000;
@@ -767,7 +687,7 @@ const CUDA = (() => {
     // f32 (no bf16 rounding of gradients), so that the comparison below is tight.
     const onCuda = (args: string[]) => [...args.map((a) => (a === 'cpu' ? 'cuda' : a)), '--mixed-precision', 'none'];
     const out = path.join(tmp, 'nccl');
-    const env = torchrunEnv(await freePort(), 0, 1);
+    const env = torchrunEnv(0, 1, await freePort());
     // 128-byte buckets: several all-reduces started on the comm stream during the backward.
     const r = spawnSync(process.execPath, [BIN, ...onCuda(finetuneArgs(out, 2, ['--dist-bucket-mb', String(128 / 2 ** 20)]))], {
       env,

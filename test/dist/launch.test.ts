@@ -8,20 +8,30 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as net from 'net';
 import { ChildProcess, spawn, spawnSync } from 'child_process';
 import { createModel, stateDict } from '../../lib/models';
 import { saveModelFolder } from '../../lib/io/hf';
 import { createByteTokenizer } from '../../lib/tokenizers';
-import { SafetensorsReader } from '../../lib/io/safetensors';
 import { SiftError } from '../../lib/engine/errors';
-import { glooAvailable, distEnv, explainRendezvousError } from '../../lib/dist/group';
+import { glooAvailable, distEnv, explainRendezvousError, ProcessGroup } from '../../lib/dist/group';
 import { cgroupCpuQuota, planLaunch, rankEnv, usableCores } from '../../lib/cli/launch';
 import { parseCommand } from '../../lib/cli/args';
 import { finetuneFlags } from '../../lib/cli/finetune';
+import {
+  BIN,
+  ROOT,
+  cleanEnv,
+  closeServer,
+  ensureDist,
+  expectSameIncrement,
+  holdPort,
+  joinRendezvousOnly,
+  rendezvousSet,
+  torchrunEnv,
+  twoFreePorts,
+  untilTraining,
+} from '../helpers/dist';
 
-const ROOT = path.join(__dirname, '..', '..');
-const BIN = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const GLOO = glooAvailable();
 if (!GLOO)
   console.warn('test/dist/launch: skipped the multi-process tests: this build of the addon has no gloo (install libgloo-dev and rebuild)');
@@ -30,70 +40,6 @@ const withGloo = GLOO ? describe : describe.skip;
 let tmp: string;
 let base: string;
 let data: string;
-
-/** Rebuilds dist/ when a source the spawned CLI runs is newer than its output. */
-function ensureDist(): void {
-  const stale = (dir: string): boolean =>
-    fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).some((d) => {
-      const rel = path.join(dir, d.name);
-      if (d.isDirectory()) return stale(rel);
-      if (!d.name.endsWith('.ts')) return false;
-      const js = path.join(ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
-      return !fs.existsSync(js) || fs.statSync(js).mtimeMs < fs.statSync(path.join(ROOT, rel)).mtimeMs;
-    });
-  if (!stale('lib')) return;
-  const r = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], {
-    cwd: ROOT,
-    stdio: 'inherit',
-  });
-  if (r.status !== 0) throw new Error('tsc failed');
-}
-
-/** A TCP server on a free port of this host (torchrun's store, or another job holding the port). */
-function holdPort(port = 0): Promise<net.Server> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer((c) => c.destroy());
-    srv.once('error', reject);
-    srv.listen(port, () => resolve(srv));
-  });
-}
-const portOf = (srv: net.Server) => (srv.address() as net.AddressInfo).port;
-const closeServer = (srv: net.Server) => new Promise<void>((resolve) => srv.close(() => resolve()));
-
-/** Two consecutive free ports: torchrun's store takes the first, sift-ft's rendezvous the second. */
-async function twoFreePorts(): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const a = await holdPort();
-    const p = portOf(a);
-    const b = p < 65535 ? await holdPort(p + 1).catch(() => null) : null;
-    await closeServer(a);
-    if (b) {
-      await closeServer(b);
-      return p;
-    }
-  }
-  throw new Error('no two consecutive free ports');
-}
-
-const GROUP_VARS = ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'TORCHELASTIC_USE_AGENT_STORE'];
-const cleanEnv = (): NodeJS.ProcessEnv => {
-  const env = { ...process.env, SIFT_FT_NUM_THREADS: '1' };
-  for (const k of [...GROUP_VARS, 'SIFT_FT_LAUNCHER_FD']) delete env[k];
-  return env;
-};
-/** The environment torchrun gives the worker of rank `rank` (its agent store on MASTER_PORT). */
-const torchrunEnv = (rank: number, world: number, port: number): NodeJS.ProcessEnv => ({
-  ...cleanEnv(),
-  RANK: String(rank),
-  WORLD_SIZE: String(world),
-  LOCAL_RANK: String(rank),
-  LOCAL_WORLD_SIZE: String(world),
-  GROUP_RANK: '0',
-  MASTER_ADDR: '127.0.0.1',
-  MASTER_PORT: String(port),
-  TORCHELASTIC_USE_AGENT_STORE: 'True',
-  TORCHELASTIC_RUN_ID: 'none',
-});
 
 function finetuneArgs(out: string, batch: number, extra: string[] = []): string[] {
   // The flags of test/dist/dist.test.ts's runs: the equivalence there holds here too.
@@ -134,38 +80,6 @@ function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; er
   });
 }
 
-function readDelta(dir: string): Map<string, Float32Array> {
-  const r = SafetensorsReader.open(path.join(dir, 'delta.safetensors'));
-  const out = new Map<string, Float32Array>();
-  try {
-    for (const name of r.names()) {
-      const t = r.tensor(name);
-      out.set(name, t.toArray() as Float32Array);
-      t.dispose();
-    }
-  } finally {
-    r.close();
-  }
-  return out;
-}
-
-/** Same SIFT indices, values equal up to summation order. */
-function expectSameIncrement(a: string, b: string): void {
-  const A = readDelta(a);
-  const B = readDelta(b);
-  expect([...B.keys()].sort()).toEqual([...A.keys()].sort());
-  let idx = 0;
-  for (const [name, x] of A) {
-    const y = B.get(name)!;
-    expect(y.length).toBe(x.length);
-    if (name.endsWith('.sift_idx')) {
-      expect(Array.from(y)).toEqual(Array.from(x));
-      idx++;
-    } else for (let i = 0; i < x.length; i++) expect(Math.abs(x[i] - y[i])).toBeLessThan(1e-4 + 1e-3 * Math.abs(x[i]));
-  }
-  expect(idx).toBeGreaterThan(0);
-}
-
 /** Alive and not a zombie (a killed launcher's children are reparented; their reaper may be slow). */
 function alive(pid: number): boolean {
   try {
@@ -190,15 +104,6 @@ function ranksOf(launcher: ChildProcess): Map<number, number> {
     if (rank) byRank.set(Number(rank.slice(5)), pid);
   }
   return byRank;
-}
-
-async function untilTraining(out: string): Promise<void> {
-  const log = path.join(out, 'log.jsonl');
-  const t0 = Date.now();
-  while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
-    if (Date.now() - t0 > 120000) throw new Error('training did not start');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 beforeAll(() => {
@@ -244,7 +149,7 @@ afterAll(() => {
 
 describe('group environment', () => {
   test("under torchrun's agent store, every rank takes the port after MASTER_PORT", () => {
-    const env = torchrunEnv(1, 2, 29400);
+    const env = torchrunEnv(1, 2, 29400, { agentStore: true });
     expect(distEnv(env)).toMatchObject({ rank: 1, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29401, agentStorePort: 29400 });
     // torchrun without a shared store (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1): MASTER_PORT is free for us.
     const unshared = distEnv({ ...env, TORCHELASTIC_USE_AGENT_STORE: 'False' });
@@ -285,20 +190,20 @@ describe('group environment', () => {
     expect(g['dist-bucket-mb']).toBe(0.5);
   });
 
-  test("the rendezvous's errors name the rank that did not join and who may hold the port", () => {
-    const env = distEnv({ RANK: '0', WORLD_SIZE: '4', MASTER_PORT: '29400' })!;
+  test("a port taken under torchrun is explained in torchrun's terms; other rendezvous errors pass unchanged", () => {
     const listen = new SiftError(
       'E_IO',
-      'rendezvous: rank 0 cannot listen on port 29400 (Address already in use); choose another --master-port',
+      'rendezvous: rank 0 cannot listen on port 29401 (Address already in use): another process already holds that port, ' +
+        'perhaps a second process started as RANK=0 (two launches of one run, or a wrong RANK) or another job; choose another --master-port (MASTER_PORT)',
     );
-    expect(String(explainRendezvousError(listen, env))).toMatch(
-      /cannot listen on 127\.0\.0\.1:29400 \(Address already in use\): another process already holds that port, perhaps a second process started as RANK=0.*or another job/,
+    const told = explainRendezvousError(listen, distEnv(torchrunEnv(0, 4, 29400, { agentStore: true }))!) as SiftError;
+    expect(told.code).toBe('E_IO');
+    expect(told.message).toMatch(
+      /cannot listen on 127\.0\.0\.1:29401 \(Address already in use\)\. Under torchrun, torchrun's own store holds MASTER_PORT \(29400\)/,
     );
-    const late = new SiftError('E_DIST', "rendezvous: '3' did not appear within 5 s (a rank did not start or died before joining)");
-    const told = explainRendezvousError(late, env) as SiftError;
-    expect(told.code).toBe('E_DIST');
-    expect(told.message).toMatch(/^rendezvous: rank 3 of 4 did not join within 5 s/);
-    const other = new SiftError('E_DIST', 'rendezvous: lost the connection to rank 0 at h:1');
+    const env = distEnv(torchrunEnv(0, 4, 29400))!;
+    expect(explainRendezvousError(listen, env)).toBe(listen);
+    const other = new SiftError('E_DIST', 'rendezvous: rank 3 of 4 did not join within 5 s');
     expect(explainRendezvousError(other, env)).toBe(other);
   });
 });
@@ -313,7 +218,7 @@ withGloo('processes of a group (gloo)', () => {
     const store = await holdPort(port);
     try {
       const two = path.join(tmp, 'torchrun');
-      const rs = await Promise.all([0, 1].map((rank) => run(finetuneArgs(two, 2), torchrunEnv(rank, 2, port))));
+      const rs = await Promise.all([0, 1].map((rank) => run(finetuneArgs(two, 2), torchrunEnv(rank, 2, port, { agentStore: true }))));
       for (const r of rs) {
         expect(r.err).toBe('');
         expect(r.code).toBe(0);
@@ -358,7 +263,7 @@ withGloo('processes of a group (gloo)', () => {
     const store = await holdPort(port);
     const other = await holdPort(port + 1);
     try {
-      const r = await run(finetuneArgs(path.join(tmp, 'taken'), 2, ['--dist-timeout', '5']), torchrunEnv(0, 2, port));
+      const r = await run(finetuneArgs(path.join(tmp, 'taken'), 2, ['--dist-timeout', '5']), torchrunEnv(0, 2, port, { agentStore: true }));
       expect(r.code).toBe(1);
       expect(r.err).toMatch(
         new RegExp(
@@ -366,9 +271,7 @@ withGloo('processes of a group (gloo)', () => {
         ),
       );
       // Without torchrun: the port itself, and who may hold it.
-      const env = { ...torchrunEnv(0, 2, port) };
-      delete env.TORCHELASTIC_USE_AGENT_STORE;
-      const s = await run(finetuneArgs(path.join(tmp, 'taken'), 2, ['--dist-timeout', '5']), env);
+      const s = await run(finetuneArgs(path.join(tmp, 'taken'), 2, ['--dist-timeout', '5']), torchrunEnv(0, 2, port));
       expect(s.code).toBe(1);
       expect(s.err).toMatch(/another process already holds that port, perhaps a second process started as RANK=0.*\[E_IO\]/);
     } finally {
@@ -377,31 +280,55 @@ withGloo('processes of a group (gloo)', () => {
     }
   }, 60000);
 
-  test('ranks started with different WORLD_SIZE values end with E_MISMATCH saying so', async () => {
+  test('ranks started with different WORLD_SIZE values end with E_MISMATCH saying so, before the timeout', async () => {
+    // WORLD_SIZE 2 and 3: the third rank never starts, yet both report the mismatch, not a missing rank.
     const port = await twoFreePorts();
-    const env = (rank: number, world: number) => {
-      const e = { ...torchrunEnv(rank, world, port) };
-      delete e.TORCHELASTIC_USE_AGENT_STORE;
-      return e;
-    };
     const out = path.join(tmp, 'worlds');
+    const t0 = Date.now();
     const [r0, r1] = await Promise.all([
-      run(finetuneArgs(out, 2, ['--dist-timeout', '10']), env(0, 2)),
-      run(finetuneArgs(out, 2, ['--dist-timeout', '10']), env(1, 3)),
+      run(finetuneArgs(out, 2, ['--dist-timeout', '30']), torchrunEnv(0, 2, port)),
+      run(finetuneArgs(out, 2, ['--dist-timeout', '30']), torchrunEnv(1, 3, port)),
     ]);
-    expect(r0.err).toMatch(/different WORLD_SIZE values \(this one, rank 0, has WORLD_SIZE=2\).*\[E_MISMATCH\]/);
-    expect(r1.err).toMatch(/different WORLD_SIZE values \(this one, rank 1, has WORLD_SIZE=3\).*\[E_MISMATCH\]/);
-    expect(r0.code).toBe(1);
-    expect(r1.code).toBe(1);
+    const seconds = (Date.now() - t0) / 1000;
+    for (const r of [r0, r1]) {
+      expect(r.err).toMatch(/the processes were started with different WORLD_SIZE values: rank 1 has 3, rank 0 has 2.*\[E_MISMATCH\]/);
+      expect(r.err).not.toMatch(/did not join/);
+      expect(r.code).toBe(1);
+    }
+    expect(seconds).toBeLessThan(30);
   }, 60000);
 
   test('a rank that never joins is named, with the timeout', async () => {
     const port = await twoFreePorts();
-    const env = { ...torchrunEnv(0, 3, port) };
-    delete env.TORCHELASTIC_USE_AGENT_STORE;
-    const r = await run(finetuneArgs(path.join(tmp, 'alone'), 2, ['--dist-timeout', '3']), env);
+    const r = await run(finetuneArgs(path.join(tmp, 'alone'), 2, ['--dist-timeout', '3']), torchrunEnv(0, 3, port));
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/rendezvous: rank [12] of 3 did not join within 3 s .*\[E_DIST\]/);
+  }, 60000);
+
+  test("a rank that joined the rendezvous but never connects gloo is named by gloo's wait, with the timeout", async () => {
+    const port = await twoFreePorts();
+    const t0 = Date.now();
+    const joined = ProcessGroup.init({ device: 'cpu', timeoutSec: 3, env: torchrunEnv(0, 2, port) });
+    joined.catch(() => {});
+    await joinRendezvousOnly(port, 1, 2);
+    await expect(joined).rejects.toMatchObject({
+      code: 'E_DIST',
+      message: expect.stringMatching(/^rendezvous: rank 1 of 2 did not join within 3 s/),
+    });
+    expect((Date.now() - t0) / 1000).toBeGreaterThanOrEqual(2.9);
+  }, 60000);
+
+  test("a check of gloo's that fails (a peer's address of another size) ends the group with E_DIST, prefixed with the rank", async () => {
+    const port = await twoFreePorts();
+    const joined = ProcessGroup.init({ device: 'cpu', timeoutSec: 10, env: torchrunEnv(0, 2, port) });
+    joined.catch(() => {});
+    await joinRendezvousOnly(port, 1, 2);
+    // Rank 1's entry of gloo's full-mesh connect (named "1", or "rank_1" in later gloo versions), not an address.
+    for (const key of ['1', 'rank_1']) await rendezvousSet(port, key, 'not an address');
+    await expect(joined).rejects.toMatchObject({
+      code: 'E_DIST',
+      message: expect.stringMatching(/^process group \(gloo, rank 0 of 2\): /),
+    });
   }, 60000);
 
   test('launch killed by SIGKILL: its processes stop as on SIGTERM within seconds, rank 0 writing a whole checkpoint', async () => {
