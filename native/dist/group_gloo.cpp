@@ -52,9 +52,11 @@ class StoreAdapter : public gloo::rendezvous::Store {
     std::string missing;
     if (s_.wait_for(keys, timeout, &missing)) return;
     int r = rank_of(missing);
-    if (r >= 0) TcpStore::rank_missing(r, world_, timeout);
-    fail("E_DIST", "rendezvous: '", missing, "' did not appear within ", timeout.count() / 1000.0,
-         " s (a rank did not start or died before joining)");
+    // Rank 0 connects only once every rank joined: its entry may be missing because of another rank.
+    if (r < 0) s_.wait_failed(missing, timeout);
+    if (r == 0 || !s_.joined(r)) s_.check_joined(timeout);
+    fail("E_DIST", "rendezvous: rank ", r, " of ", world_, " did not join within ", timeout.count() / 1000.0,
+         " s (it reached the rendezvous store but did not connect: it died or stopped answering)");
   }
 
  private:

@@ -254,9 +254,20 @@ bool TcpStore::wait_for(const std::vector<std::string>& keys, std::chrono::milli
 
 void TcpStore::wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) {
   std::string k;
-  if (!wait_for(keys, timeout, &k))
-    fail("E_DIST", "rendezvous: '", k, "' did not appear within ", timeout.count() / 1000.0,
-         " s (a rank did not start or died before joining)");
+  if (!wait_for(keys, timeout, &k)) wait_failed(k, timeout);
+}
+
+bool TcpStore::joined(int rank) { return try_get("world/" + std::to_string(rank), nullptr); }
+
+void TcpStore::check_joined(std::chrono::milliseconds timeout) {
+  for (int r = 1; r < world_; ++r)
+    if (!joined(r)) rank_missing(r, world_, timeout);
+}
+
+void TcpStore::wait_failed(const std::string& key, std::chrono::milliseconds timeout) {
+  check_joined(timeout);
+  fail("E_DIST", "rendezvous: '", key, "' did not appear within ", timeout.count() / 1000.0,
+       " s (a rank did not start or died before joining)");
 }
 
 [[noreturn]] void TcpStore::rank_missing(int rank, int world_size, std::chrono::milliseconds timeout) {
@@ -275,6 +286,7 @@ namespace {
 }  // namespace
 
 void TcpStore::join(int rank, int world_size) {
+  world_ = world_size;
   const std::string mine = std::to_string(world_size);
   const std::vector<char> mine_v(mine.begin(), mine.end());
   const std::string key = "world/" + std::to_string(rank);

@@ -31,6 +31,14 @@ class TcpStore {
   void join(int rank, int world_size);
   // The E_DIST of a rank that did not join within the timeout.
   [[noreturn]] static void rank_missing(int rank, int world_size, std::chrono::milliseconds timeout);
+  // After a wait for key that timed out, once join() ran: the E_DIST of a rank that has not joined,
+  // if any (rank 0 publishes its own entries only after every rank joined, so an entry of rank 0's
+  // may be missing because of another rank), else of the key.
+  [[noreturn]] void wait_failed(const std::string& key, std::chrono::milliseconds timeout);
+  // The E_DIST of the first rank that has not joined, if any (after join()).
+  void check_joined(std::chrono::milliseconds timeout);
+  // Whether rank's entry of join() is in the store.
+  bool joined(int rank);
   std::chrono::milliseconds timeout() const { return timeout_; }
 
  private:
@@ -40,6 +48,7 @@ class TcpStore {
   int fd_ = -1;
   std::string where_;
   std::chrono::milliseconds timeout_;
+  int world_ = 0;  // set by join()
 };
 
 }  // namespace sift::dist

@@ -298,6 +298,22 @@ withGloo('processes of a group (gloo)', () => {
     expect(seconds).toBeLessThan(30);
   }, 60000);
 
+  test('a rank that starts late, within --dist-timeout, still joins and the run succeeds', async () => {
+    // Rank 0 waits in the WORLD_SIZE agreement for rank 1, then both connect gloo: the late rank
+    // counts against rank 0's wait, not against a second wait of its own.
+    const port = await twoFreePorts();
+    const out = path.join(tmp, 'late');
+    const t0 = Date.now();
+    const early = run(finetuneArgs(out, 2, ['--dist-timeout', '15']), torchrunEnv(0, 2, port));
+    await new Promise((r) => setTimeout(r, 5000));
+    const late = run(finetuneArgs(out, 2, ['--dist-timeout', '15']), torchrunEnv(1, 2, port));
+    for (const r of await Promise.all([early, late])) {
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+    }
+    expect((Date.now() - t0) / 1000).toBeGreaterThanOrEqual(5);
+  }, 120000);
+
   test('a rank that never joins is named, with the timeout', async () => {
     const port = await twoFreePorts();
     const r = await run(finetuneArgs(path.join(tmp, 'alone'), 2, ['--dist-timeout', '3']), torchrunEnv(0, 3, port));
@@ -316,6 +332,22 @@ withGloo('processes of a group (gloo)', () => {
       message: expect.stringMatching(/^rendezvous: rank 1 of 2 did not join within 3 s/),
     });
     expect((Date.now() - t0) / 1000).toBeGreaterThanOrEqual(2.9);
+  }, 60000);
+
+  test('a rank waiting for rank 0, which waits for a rank that never joins, names that rank, not rank 0', async () => {
+    // Rank 0 (a longer timeout) is still waiting for rank 2 when rank 1's wait for rank 0's entry ends.
+    const port = await twoFreePorts();
+    const script = `const g = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'dist', 'group.js'))});
+      g.ProcessGroup.init({ device: 'cpu', timeoutSec: 60 }).catch(() => {});`;
+    const rank0 = spawn(process.execPath, ['-e', script], { env: torchrunEnv(0, 3, port), stdio: 'ignore' });
+    try {
+      await expect(ProcessGroup.init({ device: 'cpu', timeoutSec: 3, env: torchrunEnv(1, 3, port) })).rejects.toMatchObject({
+        code: 'E_DIST',
+        message: expect.stringMatching(/^rendezvous: rank 2 of 3 did not join within 3 s/),
+      });
+    } finally {
+      rank0.kill('SIGKILL');
+    }
   }, 60000);
 
   test("a check of gloo's that fails (a peer's address of another size) ends the group with E_DIST, prefixed with the rank", async () => {
