@@ -11,7 +11,6 @@ import * as net from 'net';
 import { spawn, spawnSync, SpawnSyncReturns } from 'child_process';
 import { createModel, stateDict } from '../../lib/models';
 import { saveModelFolder } from '../../lib/io/hf';
-import { createByteTokenizer } from '../../lib/tokenizers';
 import { glooAvailable, distEnv, ProcessGroup } from '../../lib/dist/group';
 import { planLaunch, rankEnv } from '../../lib/cli/launch';
 import {
@@ -20,9 +19,11 @@ import {
   cleanEnv,
   ensureDist,
   expectSameIncrement,
+  finetuneArgs as distFinetuneArgs,
   freePort,
   joinRendezvousOnly,
   readTensors,
+  setUpTinyLm,
   torchrunEnv,
   untilTraining,
 } from '../helpers/dist';
@@ -38,34 +39,8 @@ let data: string;
 let cls: string;
 let wide: string;
 
-function finetuneArgs(out: string, batch: number, extra: string[] = [], model = base): string[] {
-  return [
-    'finetune',
-    '--model',
-    model,
-    '--data',
-    data,
-    '--task',
-    'causal-lm',
-    '--out',
-    out,
-    '--steps',
-    '4',
-    '--batch-size',
-    String(batch),
-    '--sparse-rate',
-    '0.05',
-    '--lr',
-    '0.01',
-    '--seed',
-    '5',
-    '--device',
-    'cpu',
-    '--quiet',
-    '--json',
-    ...extra,
-  ];
-}
+const finetuneArgs = (out: string, batch: number, extra: string[] = [], model = base): string[] =>
+  distFinetuneArgs(model, data, out, batch, extra);
 
 /** A CLI run that must succeed: exit 0 and no typed error on stderr. */
 function expectOk(r: SpawnSyncReturns<string>): SpawnSyncReturns<string> {
@@ -135,39 +110,9 @@ async function oneVersusTwo(
 }
 
 beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-dist-test-'));
-  const tok = createByteTokenizer();
-  const config = {
-    model_type: 'gpt2',
-    vocab_size: tok.vocabSize,
-    n_embd: 16,
-    n_layer: 1,
-    n_head: 2,
-    n_positions: 48,
-    n_inner: 32,
-    resid_pdrop: 0,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    eos_token_id: tok.eosTokenId,
-    bos_token_id: tok.bosTokenId,
-    pad_token_id: tok.padTokenId,
-  };
-  const model = createModel(config, { task: 'causal-lm', seed: 3 });
-  base = path.join(tmp, 'base');
-  saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
-  model.dispose();
-  const texts = [
-    'the cat sat on the mat',
-    'a dog ran in the big green park',
-    'birds sing',
-    'fish swim in the deep blue sea today',
-    'the sun is warm',
-    'rain falls on the old red roof all night',
-    'wind',
-    'snow covers the quiet hills in winter',
-  ];
-  data = path.join(tmp, 'lm.jsonl');
-  fs.writeFileSync(data, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+  const lm = setUpTinyLm('sift-dist-test-');
+  ({ tmp, base, data } = lm);
+  const { tok, config } = lm;
   const rows = [
     'good film',
     'great movie',

@@ -9,9 +9,6 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { ChildProcess, spawn, spawnSync } from 'child_process';
-import { createModel, stateDict } from '../../lib/models';
-import { saveModelFolder } from '../../lib/io/hf';
-import { createByteTokenizer } from '../../lib/tokenizers';
 import { SiftError } from '../../lib/engine/errors';
 import { glooAvailable, distEnv, explainRendezvousError, ProcessGroup } from '../../lib/dist/group';
 import { cgroupCpuQuota, planLaunch, rankEnv, usableCores } from '../../lib/cli/launch';
@@ -24,9 +21,11 @@ import {
   closeServer,
   ensureDist,
   expectSameIncrement,
+  finetuneArgs as distFinetuneArgs,
   holdPort,
   joinRendezvousOnly,
   rendezvousSet,
+  setUpTinyLm,
   torchrunEnv,
   twoFreePorts,
   untilTraining,
@@ -41,35 +40,8 @@ let tmp: string;
 let base: string;
 let data: string;
 
-function finetuneArgs(out: string, batch: number, extra: string[] = []): string[] {
-  // The flags of test/dist/dist.test.ts's runs: the equivalence there holds here too.
-  return [
-    'finetune',
-    '--model',
-    base,
-    '--data',
-    data,
-    '--task',
-    'causal-lm',
-    '--out',
-    out,
-    '--steps',
-    '4',
-    '--batch-size',
-    String(batch),
-    '--sparse-rate',
-    '0.05',
-    '--lr',
-    '0.01',
-    '--seed',
-    '5',
-    '--device',
-    'cpu',
-    '--quiet',
-    '--json',
-    ...extra,
-  ];
-}
+// The flags of test/dist/dist.test.ts's runs: the equivalence there holds here too.
+const finetuneArgs = (out: string, batch: number, extra: string[] = []): string[] => distFinetuneArgs(base, data, out, batch, extra);
 
 function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; err: string }> {
   return new Promise((resolve) => {
@@ -107,39 +79,7 @@ function ranksOf(launcher: ChildProcess): Map<number, number> {
 }
 
 beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-launch-test-'));
-  const tok = createByteTokenizer();
-  const config = {
-    model_type: 'gpt2',
-    vocab_size: tok.vocabSize,
-    n_embd: 16,
-    n_layer: 1,
-    n_head: 2,
-    n_positions: 48,
-    n_inner: 32,
-    resid_pdrop: 0,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    eos_token_id: tok.eosTokenId,
-    bos_token_id: tok.bosTokenId,
-    pad_token_id: tok.padTokenId,
-  };
-  const model = createModel(config, { task: 'causal-lm', seed: 3 });
-  base = path.join(tmp, 'base');
-  saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
-  model.dispose();
-  const texts = [
-    'the cat sat on the mat',
-    'a dog ran in the big green park',
-    'birds sing',
-    'fish swim in the deep blue sea today',
-    'the sun is warm',
-    'rain falls on the old red roof all night',
-    'wind',
-    'snow covers the quiet hills in winter',
-  ];
-  data = path.join(tmp, 'lm.jsonl');
-  fs.writeFileSync(data, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+  ({ tmp, base, data } = setUpTinyLm('sift-launch-test-'));
   ensureDist();
 }, 180000);
 

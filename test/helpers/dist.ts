@@ -4,9 +4,14 @@
  */
 import * as fs from 'fs';
 import * as net from 'net';
+import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { SafetensorsReader } from '../../lib/io/safetensors';
+import { saveModelFolder } from '../../lib/io/hf';
+import { createModel, stateDict, type HFConfig } from '../../lib/models';
+import { createByteTokenizer } from '../../lib/tokenizers';
+import { tinyGpt2Config } from './tiny-configs';
 
 export const ROOT = path.join(__dirname, '..', '..');
 /** The built CLI that spawned ranks run (ensureDist keeps it current). */
@@ -180,4 +185,71 @@ export async function joinRendezvousOnly(port: number, rank: number, world: numb
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+}
+
+/** The tiny causal-LM set-up the multi-process runs train: a temporary folder, a model and its text data. */
+export interface TinyLm {
+  /** The temporary folder holding everything (the caller removes it). */
+  tmp: string;
+  /** The saved GPT-2 model folder (byte tokenizer, seed 3). */
+  base: string;
+  /** Eight lines of text as JSON lines. */
+  data: string;
+  /** The model's config, for wider variants. */
+  config: HFConfig;
+  tok: ReturnType<typeof createByteTokenizer>;
+}
+
+/** A temporary folder (named after `prefix`) with the tiny GPT-2 and its text data. */
+export function setUpTinyLm(prefix: string): TinyLm {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const tok = createByteTokenizer();
+  const config = { ...tinyGpt2Config(tok), n_positions: 48 };
+  const model = createModel(config, { task: 'causal-lm', seed: 3 });
+  const base = path.join(tmp, 'base');
+  saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
+  model.dispose();
+  const texts = [
+    'the cat sat on the mat',
+    'a dog ran in the big green park',
+    'birds sing',
+    'fish swim in the deep blue sea today',
+    'the sun is warm',
+    'rain falls on the old red roof all night',
+    'wind',
+    'snow covers the quiet hills in winter',
+  ];
+  const data = path.join(tmp, 'lm.jsonl');
+  fs.writeFileSync(data, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+  return { tmp, base, data, config, tok };
+}
+
+/** `finetune` of `model` on `data` for 4 SIFT steps at `batch` per process (CPU, `--json`), `extra` appended. */
+export function finetuneArgs(model: string, data: string, out: string, batch: number, extra: string[] = []): string[] {
+  return [
+    'finetune',
+    '--model',
+    model,
+    '--data',
+    data,
+    '--task',
+    'causal-lm',
+    '--out',
+    out,
+    '--steps',
+    '4',
+    '--batch-size',
+    String(batch),
+    '--sparse-rate',
+    '0.05',
+    '--lr',
+    '0.01',
+    '--seed',
+    '5',
+    '--device',
+    'cpu',
+    '--quiet',
+    '--json',
+    ...extra,
+  ];
 }
