@@ -26,3 +26,19 @@ export function tinyGpt2Config(tok: SpecialIds): HFConfig {
     pad_token_id: tok.padTokenId,
   };
 }
+
+/** GPT-2 sequence classification over a 12-token vocabulary: 1 layer, width 16, 2 heads, 2 labels, no dropout. */
+export const tinyGpt2Classifier: HFConfig = {
+  model_type: 'gpt2',
+  vocab_size: 12,
+  n_positions: 16,
+  n_embd: 16,
+  n_layer: 1,
+  n_head: 2,
+  num_labels: 2,
+  pad_token_id: 0,
+  initializer_range: 0.2,
+  embd_pdrop: 0,
+  attn_pdrop: 0,
+  resid_pdrop: 0,
+};

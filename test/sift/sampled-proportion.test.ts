@@ -12,10 +12,12 @@ import * as path from 'path';
 import { createModel, HFConfig, PreTrainedModel } from '../../lib/models';
 import { Sift, SiftOptions } from '../../lib/sift/sift';
 import { Trainer } from '../../lib/train/trainer';
-import type { Row, TrainerEvent, TrainerOptions } from '../../lib/train/types';
+import type { TrainerEvent, TrainerOptions } from '../../lib/train/types';
 import { SiftError, manualSeed, tidy } from '../../lib';
 import { settledCpuTensors } from '../helpers/live';
 import { expectClose } from '../helpers/gradcheck';
+import { tinyGpt2Classifier } from '../helpers/tiny-configs';
+import { toyClassRows } from '../helpers/toy-rows';
 
 const llama: HFConfig = {
   model_type: 'llama',
@@ -143,30 +145,9 @@ test('trackGradProportion accepts only true, false and sampled', () => {
 
 // ---- Trainer runs as the CLI makes them (sift, classify, the gradient proportion tracked)
 
-const cls: HFConfig = {
-  model_type: 'gpt2',
-  vocab_size: 12,
-  n_positions: 16,
-  n_embd: 16,
-  n_layer: 1,
-  n_head: 2,
-  num_labels: 2,
-  pad_token_id: 0,
-  initializer_range: 0.2,
-  embd_pdrop: 0,
-  attn_pdrop: 0,
-  resid_pdrop: 0,
-};
+const cls = tinyGpt2Classifier;
 
-function rowsOf(n: number): Row[] {
-  let s = 3;
-  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-  return Array.from({ length: n }, () => {
-    const ids = Array.from({ length: 3 + Math.floor(r() * 4) }, () => 4 + Math.floor(r() * 8));
-    const label = r() < 0.5 ? 0 : 1;
-    return { input_ids: [...ids, label ? 3 : 2], label };
-  });
-}
+const rowsOf = (n: number) => toyClassRows(n, 3, 3);
 
 const STEPS = 6;
 const LR = 1e-2;

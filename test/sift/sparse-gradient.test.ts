@@ -8,10 +8,11 @@ import { createModel, HFConfig, PreTrainedModel } from '../../lib/models';
 import { Sift, SparseGradientMode } from '../../lib/sift/sift';
 import { applyLora } from '../../lib/train/lora';
 import { Trainer } from '../../lib/train/trainer';
-import type { Row } from '../../lib/train/types';
 import { manualSeed, tidy } from '../../lib';
 import { settledCpuTensors } from '../helpers/live';
 import { expectClose } from '../helpers/gradcheck';
+import { tinyGpt2Classifier } from '../helpers/tiny-configs';
+import { toyClassRows } from '../helpers/toy-rows';
 
 const configs: [string, HFConfig][] = [
   ['gpt2 (Conv1D, [in, out])', { model_type: 'gpt2', vocab_size: 50, n_positions: 16, n_embd: 32, n_layer: 2, n_head: 2 }],
@@ -116,27 +117,8 @@ describe.each(configs)('%s', (_name, cfg) => {
 });
 
 test('a whole SIFT training run gives the same increment with the SDDMM as with the dense gradient', async () => {
-  const cfg: HFConfig = {
-    model_type: 'gpt2',
-    vocab_size: 12,
-    n_positions: 16,
-    n_embd: 16,
-    n_layer: 1,
-    n_head: 2,
-    num_labels: 2,
-    pad_token_id: 0,
-    initializer_range: 0.2,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    resid_pdrop: 0,
-  };
-  let s = 3;
-  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-  const rows: Row[] = Array.from({ length: 32 }, () => {
-    const ids = Array.from({ length: 3 + Math.floor(r() * 4) }, () => 4 + Math.floor(r() * 8));
-    const label = r() < 0.5 ? 0 : 1;
-    return { input_ids: [...ids, label ? 3 : 2], label };
-  });
+  const cfg = tinyGpt2Classifier;
+  const rows = toyClassRows(32, 3, 3);
   const before = await settledCpuTensors();
   const run = async (mode: SparseGradientMode) => {
     const m = createModel(cfg, { task: 'sequence-classification', seed: 7 });

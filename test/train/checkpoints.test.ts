@@ -6,8 +6,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createModel, HFConfig } from '../../lib';
+import { createModel } from '../../lib';
 import { settledCpuTensors } from '../helpers/live';
+import { tinyGpt2Classifier } from '../helpers/tiny-configs';
+import { toyClassRows } from '../helpers/toy-rows';
 import { Trainer, listCheckpoints } from '../../lib/train/trainer';
 import { lrMultiplier } from '../../lib/sift/schedule';
 import type { TrainerEvent, TrainerOptions, Row } from '../../lib/train/types';
@@ -15,33 +17,10 @@ import type { TrainerEvent, TrainerOptions, Row } from '../../lib/train/types';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-ckpt-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-const cfg: HFConfig = {
-  model_type: 'gpt2',
-  vocab_size: 12,
-  n_positions: 16,
-  n_embd: 16,
-  n_layer: 1,
-  n_head: 2,
-  num_labels: 2,
-  pad_token_id: 0,
-  initializer_range: 0.2,
-  embd_pdrop: 0,
-  attn_pdrop: 0,
-  resid_pdrop: 0,
-};
+const cfg = tinyGpt2Classifier;
 
-function rows(n: number, seed: number): Row[] {
-  let s = seed;
-  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-  return Array.from({ length: n }, () => {
-    const ids = Array.from({ length: 2 + Math.floor(r() * 4) }, () => 4 + Math.floor(r() * 8));
-    const label = r() < 0.5 ? 0 : 1;
-    ids.push(label ? 3 : 2);
-    return { input_ids: ids, label };
-  });
-}
-const train = rows(48, 1);
-const evalRows = rows(16, 2);
+const train = toyClassRows(48, 1);
+const evalRows = toyClassRows(16, 2);
 
 async function runFit(opts: TrainerOptions, evalData?: Row[]): Promise<{ events: TrainerEvent[]; error?: unknown }> {
   const m = createModel(cfg, { task: 'sequence-classification', seed: 7 });

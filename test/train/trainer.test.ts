@@ -15,6 +15,7 @@ import {
 } from '../../lib';
 import { Trainer } from '../../lib/train/trainer';
 import { describeCuda } from '../helpers/gradcheck';
+import { toyClassRows } from '../helpers/toy-rows';
 import type { TrainerEvent, TrainerOptions, Row } from '../../lib/train/types';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-trainer-'));
@@ -33,21 +34,8 @@ const cls: HFConfig = {
   initializer_range: 0.2,
 };
 
-/** A learnable toy: the class is whether the last token is 2 or 3; the others are noise. */
-function toyRows(n: number, seed: number): Row[] {
-  let s = seed;
-  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-  return Array.from({ length: n }, () => {
-    const len = 2 + Math.floor(r() * 4);
-    const ids = Array.from({ length: len }, () => 4 + Math.floor(r() * 8));
-    const label = r() < 0.5 ? 0 : 1;
-    ids.push(label ? 3 : 2);
-    return { input_ids: ids, label };
-  });
-}
-
-const train = toyRows(48, 1);
-const evalRows = toyRows(16, 2);
+const train = toyClassRows(48, 1);
+const evalRows = toyClassRows(16, 2);
 
 function model(cfg: HFConfig = { ...cls, ...noDrop }, seed = 7) {
   return createModel(cfg, { task: 'sequence-classification', seed });
@@ -116,7 +104,7 @@ describe('Trainer methods learn a tiny task', () => {
 });
 
 test('gradient accumulation: 2 micro-batches of 1 give the update of 1 micro-batch of 2', async () => {
-  const rows = toyRows(6, 9);
+  const rows = toyClassRows(6, 9);
   const results: Float32Array[] = [];
   const losses: number[][] = [];
   for (const [batchSize, gradAccum] of [
