@@ -6,10 +6,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createModel, stateDict } from '../../lib/models';
-import { saveModelFolder } from '../../lib/io/hf';
 import { createByteTokenizer } from '../../lib/tokenizers';
-import { runCli } from '../helpers/cli';
+import { runCli, saveRandomModel, writeJsonl } from '../helpers/cli';
 
 let tmp: string;
 let base: string;
@@ -18,29 +16,26 @@ let data: string;
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-sddmm-cli-'));
   const tok = createByteTokenizer();
-  const model = createModel(
-    {
-      model_type: 'llama',
-      vocab_size: tok.vocabSize,
-      hidden_size: 64,
-      intermediate_size: 128,
-      num_hidden_layers: 1,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      max_position_embeddings: 64,
-      eos_token_id: tok.eosTokenId,
-      bos_token_id: tok.bosTokenId,
-      pad_token_id: tok.padTokenId,
-      tie_word_embeddings: false,
-    },
-    { task: 'causal-lm', seed: 3 },
-  );
-  base = path.join(tmp, 'base');
-  saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
-  model.dispose();
-  data = path.join(tmp, 'lm.jsonl');
+  const config = {
+    model_type: 'llama',
+    vocab_size: tok.vocabSize,
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 1,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    max_position_embeddings: 64,
+    eos_token_id: tok.eosTokenId,
+    bos_token_id: tok.bosTokenId,
+    pad_token_id: tok.padTokenId,
+    tie_word_embeddings: false,
+  };
+  base = saveRandomModel(path.join(tmp, 'base'), config, tok.toFiles());
   const texts = ['the cat sat on the mat', 'a dog ran in the park', 'birds sing at dawn', 'fish swim in the sea'];
-  fs.writeFileSync(data, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+  data = writeJsonl(
+    path.join(tmp, 'lm.jsonl'),
+    texts.map((text) => ({ text })),
+  );
 });
 
 afterAll(() => {

@@ -15,6 +15,7 @@ import type { Row, TrainerEvent } from '../../lib/train/types';
 import { EventFileWriter, crc32c, maskedCrc32c, readEventFile, tfRecord } from '../../lib/io/tensorboard';
 import { SiftError } from '../../lib/engine/errors';
 import { main } from '../../lib/cli/main';
+import { writeJsonl } from '../helpers/cli';
 
 let tmp: string;
 beforeAll(() => {
@@ -248,10 +249,9 @@ describe('reportTo tensorboard', () => {
     const base = path.join(tmp, 'base');
     saveModelFolder(base, { config: m.config, stateDict: stateDict(m), tokenizerFiles: tok.toFiles() });
     m.dispose();
-    const data = path.join(tmp, 'lm.jsonl');
-    fs.writeFileSync(
-      data,
-      ['the cat sat', 'a dog ran', 'birds sing', 'fish swim'].map((text) => JSON.stringify({ text })).join('\n') + '\n',
+    const data = writeJsonl(
+      path.join(tmp, 'lm.jsonl'),
+      ['the cat sat', 'a dog ran', 'birds sing', 'fish swim'].map((text) => ({ text })),
     );
     const out = path.join(tmp, 'cli-run');
     const quiet = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
