@@ -42,3 +42,16 @@ export const tinyGpt2Classifier: HFConfig = {
   attn_pdrop: 0,
   resid_pdrop: 0,
 };
+
+/** Llama over a 48-token vocabulary: 2 layers, width 32, 4 query and 2 key/value heads, pad id 0. */
+export const tinyLlama: HFConfig = {
+  model_type: 'llama',
+  vocab_size: 48,
+  hidden_size: 32,
+  intermediate_size: 48,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 32,
+  pad_token_id: 0,
+};

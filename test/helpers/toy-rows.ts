@@ -14,3 +14,9 @@ export function toyClassRows(n: number, seed: number, minLength = 2): Row[] {
     return { input_ids: [...ids, label ? 3 : 2], label };
   });
 }
+
+/** A causal-LM batch for tinyLlama: 3 rows of 7 tokens (3..42, varying with `seed`), the last 2 masked. */
+export function toyLmBatch(seed: number): { inputIds: number[][]; attentionMask: number[][]; labels: number[][] } {
+  const ids = [0, 1, 2].map((r) => Array.from({ length: 7 }, (_, i) => 3 + ((seed * 7 + r * 5 + i * 3) % 40)));
+  return { inputIds: ids, attentionMask: ids.map((row) => row.map((_, i) => (i < 5 ? 1 : 0))), labels: ids };
+}

@@ -9,32 +9,18 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { createModel, HFConfig, PreTrainedModel } from '../../lib/models';
+import { createModel, PreTrainedModel } from '../../lib/models';
 import { Sift, SiftOptions } from '../../lib/sift/sift';
 import { Trainer } from '../../lib/train/trainer';
 import type { TrainerEvent, TrainerOptions } from '../../lib/train/types';
 import { SiftError, manualSeed, tidy } from '../../lib';
 import { settledCpuTensors } from '../helpers/live';
 import { expectClose } from '../helpers/gradcheck';
-import { tinyGpt2Classifier } from '../helpers/tiny-configs';
-import { toyClassRows } from '../helpers/toy-rows';
+import { tinyGpt2Classifier, tinyLlama } from '../helpers/tiny-configs';
+import { toyClassRows, toyLmBatch } from '../helpers/toy-rows';
 
-const llama: HFConfig = {
-  model_type: 'llama',
-  vocab_size: 48,
-  hidden_size: 32,
-  intermediate_size: 48,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  max_position_embeddings: 32,
-  pad_token_id: 0,
-};
-
-const batch = (seed: number) => {
-  const ids = [0, 1, 2].map((r) => Array.from({ length: 7 }, (_, i) => 3 + ((seed * 7 + r * 5 + i * 3) % 40)));
-  return { inputIds: ids, attentionMask: ids.map((row) => row.map((_, i) => (i < 5 ? 1 : 0))), labels: ids };
-};
+const llama = tinyLlama;
+const batch = toyLmBatch;
 
 const grads = (sift: Sift) => sift.targets.map((t) => Array.from(t.grad!.toArray() as Float32Array));
 

@@ -11,31 +11,15 @@ import { Trainer } from '../../lib/train/trainer';
 import { manualSeed, tidy } from '../../lib';
 import { settledCpuTensors } from '../helpers/live';
 import { expectClose } from '../helpers/gradcheck';
-import { tinyGpt2Classifier } from '../helpers/tiny-configs';
-import { toyClassRows } from '../helpers/toy-rows';
+import { tinyGpt2Classifier, tinyLlama } from '../helpers/tiny-configs';
+import { toyClassRows, toyLmBatch } from '../helpers/toy-rows';
 
 const configs: [string, HFConfig][] = [
   ['gpt2 (Conv1D, [in, out])', { model_type: 'gpt2', vocab_size: 50, n_positions: 16, n_embd: 32, n_layer: 2, n_head: 2 }],
-  [
-    'llama (Linear, [out, in])',
-    {
-      model_type: 'llama',
-      vocab_size: 48,
-      hidden_size: 32,
-      intermediate_size: 48,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      max_position_embeddings: 32,
-      pad_token_id: 0,
-    },
-  ],
+  ['llama (Linear, [out, in])', tinyLlama],
 ];
 
-const batch = (seed: number) => {
-  const ids = [0, 1, 2].map((r) => Array.from({ length: 7 }, (_, i) => 3 + ((seed * 7 + r * 5 + i * 3) % 40)));
-  return { inputIds: ids, attentionMask: ids.map((row) => row.map((_, i) => (i < 5 ? 1 : 0))), labels: ids };
-};
+const batch = toyLmBatch;
 
 interface Run {
   names: string[];
