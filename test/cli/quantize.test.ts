@@ -11,6 +11,7 @@ import { createByteTokenizer } from '../../lib/tokenizers';
 import { quantizeModel } from '../../lib/cli/common';
 import { Sift, Linear, applyLora } from '../../lib';
 import { evalMetrics, finetuneRun, flagArgs, runCli, saveRandomModel, writeJsonl } from '../helpers/cli';
+import { tinyByteLlamaConfig } from '../helpers/tiny-configs';
 
 const cli = runCli;
 
@@ -21,21 +22,7 @@ let data: string;
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-quant-cli-'));
   const tok = createByteTokenizer();
-  const config = {
-    model_type: 'llama',
-    vocab_size: tok.vocabSize,
-    hidden_size: 64,
-    intermediate_size: 128,
-    num_hidden_layers: 1,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    max_position_embeddings: 64,
-    rms_norm_eps: 1e-5,
-    eos_token_id: tok.eosTokenId,
-    bos_token_id: tok.bosTokenId,
-    pad_token_id: tok.padTokenId,
-    tie_word_embeddings: false,
-  };
+  const config = { ...tinyByteLlamaConfig(tok), rms_norm_eps: 1e-5 };
   base = saveRandomModel(path.join(tmp, 'base'), config, tok.toFiles());
   const texts = ['the cat sat on the mat', 'a dog ran in the park', 'birds sing at dawn', 'fish swim in the sea'];
   data = writeJsonl(

@@ -8,6 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { createByteTokenizer } from '../../lib/tokenizers';
 import { runCli, saveRandomModel, writeJsonl } from '../helpers/cli';
+import { tinyByteLlamaConfig } from '../helpers/tiny-configs';
 
 let tmp: string;
 let base: string;
@@ -16,21 +17,7 @@ let data: string;
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sift-sddmm-cli-'));
   const tok = createByteTokenizer();
-  const config = {
-    model_type: 'llama',
-    vocab_size: tok.vocabSize,
-    hidden_size: 64,
-    intermediate_size: 128,
-    num_hidden_layers: 1,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    max_position_embeddings: 64,
-    eos_token_id: tok.eosTokenId,
-    bos_token_id: tok.bosTokenId,
-    pad_token_id: tok.padTokenId,
-    tie_word_embeddings: false,
-  };
-  base = saveRandomModel(path.join(tmp, 'base'), config, tok.toFiles());
+  base = saveRandomModel(path.join(tmp, 'base'), tinyByteLlamaConfig(tok), tok.toFiles());
   const texts = ['the cat sat on the mat', 'a dog ran in the park', 'birds sing at dawn', 'fish swim in the sea'];
   data = writeJsonl(
     path.join(tmp, 'lm.jsonl'),

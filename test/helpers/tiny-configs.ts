@@ -55,3 +55,21 @@ export const tinyLlama: HFConfig = {
   max_position_embeddings: 32,
   pad_token_id: 0,
 };
+
+/** Llama for the byte tokenizer: 1 layer, width 64, 4 query and 2 key/value heads, 64 positions, untied embeddings. */
+export function tinyByteLlamaConfig(tok: SpecialIds): HFConfig {
+  return {
+    model_type: 'llama',
+    vocab_size: tok.vocabSize,
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 1,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    max_position_embeddings: 64,
+    eos_token_id: tok.eosTokenId,
+    bos_token_id: tok.bosTokenId,
+    pad_token_id: tok.padTokenId,
+    tie_word_embeddings: false,
+  };
+}
