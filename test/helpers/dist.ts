@@ -8,9 +8,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { SafetensorsReader } from '../../lib/io/safetensors';
-import { saveModelFolder } from '../../lib/io/hf';
-import { createModel, stateDict, type HFConfig } from '../../lib/models';
+import type { HFConfig } from '../../lib/models';
 import { createByteTokenizer } from '../../lib/tokenizers';
+import { saveRandomModel, writeJsonl } from './cli';
 import { tinyGpt2Config } from './tiny-configs';
 
 export const ROOT = path.join(__dirname, '..', '..');
@@ -205,10 +205,7 @@ export function setUpTinyLm(prefix: string): TinyLm {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   const tok = createByteTokenizer();
   const config = { ...tinyGpt2Config(tok), n_positions: 48 };
-  const model = createModel(config, { task: 'causal-lm', seed: 3 });
-  const base = path.join(tmp, 'base');
-  saveModelFolder(base, { config: model.config, stateDict: stateDict(model), tokenizerFiles: tok.toFiles() });
-  model.dispose();
+  const base = saveRandomModel(path.join(tmp, 'base'), config, tok.toFiles());
   const texts = [
     'the cat sat on the mat',
     'a dog ran in the big green park',
@@ -219,8 +216,10 @@ export function setUpTinyLm(prefix: string): TinyLm {
     'wind',
     'snow covers the quiet hills in winter',
   ];
-  const data = path.join(tmp, 'lm.jsonl');
-  fs.writeFileSync(data, texts.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+  const data = writeJsonl(
+    path.join(tmp, 'lm.jsonl'),
+    texts.map((text) => ({ text })),
+  );
   return { tmp, base, data, config, tok };
 }
 
