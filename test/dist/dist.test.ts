@@ -26,6 +26,7 @@ import {
   setUpTinyLm,
   torchrunEnv,
   untilTraining,
+  startLaunch,
 } from '../helpers/dist';
 
 const GLOO = glooAvailable();
@@ -452,14 +453,9 @@ withGloo('two CPU processes (gloo)', () => {
   test('launch ends the other processes and names the rank when one dies', async () => {
     const out = path.join(tmp, 'launch-killed');
     const port = await freePort();
-    const launcher = spawn(
-      process.execPath,
-      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(out, 2, ['--steps', '100000'])],
-      { env: cleanEnv() },
-    );
-    let err = '';
-    launcher.stderr.on('data', (c) => (err += String(c)));
-    const exited = new Promise<number>((resolve) => launcher.on('exit', (code) => resolve(code ?? -1)));
+    const l = startLaunch(port, finetuneArgs(out, 2, ['--steps', '100000']));
+    const launcher = l.proc;
+    const exited = l.exited;
     await untilTraining(out);
     // The launcher's children: kill one of them.
     const ps = spawnSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' });
@@ -474,7 +470,7 @@ withGloo('two CPU processes (gloo)', () => {
     const code = await exited;
     expect(Date.now() - killedAt).toBeLessThan(20000);
     expect(code).not.toBe(0);
-    expect(err).toMatch(/sift-ft launch: rank \d of 2 was killed by SIGKILL/);
+    expect(l.err).toMatch(/sift-ft launch: rank \d of 2 was killed by SIGKILL/);
     for (const p of pids) expect(() => process.kill(p, 0)).toThrow();
   }, 180000);
 
@@ -484,12 +480,9 @@ withGloo('two CPU processes (gloo)', () => {
       const out = path.join(tmp, `launch-${sig}`);
       const port = await freePort();
       const args = finetuneArgs(out, 2, ['--steps', '100000', '--eval-data', data, '--dist-timeout', '30']);
-      const launcher = spawn(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args], {
-        env: cleanEnv(),
-      });
-      let err = '';
-      launcher.stderr.on('data', (c) => (err += String(c)));
-      const exited = new Promise<number>((resolve) => launcher.on('exit', (code) => resolve(code ?? -1)));
+      const l = startLaunch(port, args);
+      const launcher = l.proc;
+      const exited = l.exited;
       const log = path.join(out, 'log.jsonl');
       const t0 = Date.now();
       while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('"type":"step"'))) {
@@ -505,8 +498,8 @@ withGloo('two CPU processes (gloo)', () => {
         launcher.kill(sig);
         const code = await exited;
         // Every rank ended as interrupted (130): none went on to evaluate alone, none failed.
-        expect(err).not.toMatch(/\[E_|failed/);
-        expect(err).toMatch(/interrupted at step \d+; checkpoint/);
+        expect(l.err).not.toMatch(/\[E_|failed/);
+        expect(l.err).toMatch(/interrupted at step \d+; checkpoint/);
         expect(code).toBe(130);
         const files = fs.readdirSync(out);
         expect(files.filter((f) => f.startsWith('checkpoint-')).length).toBe(1);

@@ -29,6 +29,7 @@ import {
   torchrunEnv,
   twoFreePorts,
   untilTraining,
+  startLaunch,
 } from '../helpers/dist';
 
 const GLOO = glooAvailable();
@@ -306,15 +307,10 @@ withGloo('processes of a group (gloo)', () => {
   test('launch killed by SIGKILL: its processes stop as on SIGTERM within seconds, rank 0 writing a whole checkpoint', async () => {
     const out = path.join(tmp, 'launcher-killed');
     const port = await twoFreePorts();
-    const launcher = spawn(
-      process.execPath,
-      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(out, 2, ['--steps', '100000'])],
-      { env: cleanEnv() },
-    );
+    const l = startLaunch(port, finetuneArgs(out, 2, ['--steps', '100000']));
+    const launcher = l.proc;
     // The ranks write to the launcher's stderr, which they inherited: the pipe outlives the launcher.
-    let err = '';
-    launcher.stderr.on('data', (c) => (err += String(c)));
-    const stderrClosed = new Promise<void>((resolve) => launcher.stderr.on('close', () => resolve()));
+    const stderrClosed = l.closed;
     await untilTraining(out);
     const ranks = ranksOf(launcher);
     expect([...ranks.keys()].sort()).toEqual([0, 1]);
@@ -325,9 +321,9 @@ withGloo('processes of a group (gloo)', () => {
       expect([...ranks.values()].filter(alive)).toEqual([]);
       expect(Date.now() - killedAt).toBeLessThan(20000);
       await stderrClosed;
-      expect(err).toMatch(/the launcher is gone: stopping as on SIGTERM/);
-      expect(err).toMatch(/interrupted at step \d+; checkpoint/);
-      expect(err).not.toMatch(/\[E_/);
+      expect(l.err).toMatch(/the launcher is gone: stopping as on SIGTERM/);
+      expect(l.err).toMatch(/interrupted at step \d+; checkpoint/);
+      expect(l.err).not.toMatch(/\[E_/);
       // Nothing half-written: one checkpoint with its files, no temporary files, no increment.
       const files = fs.readdirSync(out);
       expect(files).not.toContain('delta.safetensors');
@@ -362,14 +358,9 @@ withGloo('processes of a group (gloo)', () => {
   test("under launch, a dead rank's survivor says E_DIST itself before the launcher stops it", async () => {
     const out = path.join(tmp, 'rank-killed');
     const port = await twoFreePorts();
-    const launcher = spawn(
-      process.execPath,
-      [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...finetuneArgs(out, 2, ['--steps', '100000'])],
-      { env: cleanEnv() },
-    );
-    let err = '';
-    launcher.stderr.on('data', (c) => (err += String(c)));
-    const exited = new Promise<number>((resolve) => launcher.on('close', (code) => resolve(code ?? -1)));
+    const l = startLaunch(port, finetuneArgs(out, 2, ['--steps', '100000']));
+    const launcher = l.proc;
+    const exited = l.closed;
     await untilTraining(out);
     const ranks = ranksOf(launcher);
     try {
@@ -377,9 +368,9 @@ withGloo('processes of a group (gloo)', () => {
       const code = await exited;
       expect(code).not.toBe(0);
       // Rank 0's own line: which collective failed and why.
-      expect(err).toMatch(/sift-ft finetune: .*\[E_DIST\]/);
+      expect(l.err).toMatch(/sift-ft finetune: .*\[E_DIST\]/);
       // The cause, even where rank 0's exit was seen first.
-      expect(err).toMatch(/sift-ft launch: failed: rank 1 of 2 was killed by SIGKILL/);
+      expect(l.err).toMatch(/sift-ft launch: failed: rank 1 of 2 was killed by SIGKILL/);
     } finally {
       for (const p of ranks.values()) if (alive(p)) process.kill(p, 'SIGKILL');
     }

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { spawnSync } from 'child_process';
+import { ChildProcessWithoutNullStreams, spawn, spawnSync } from 'child_process';
 import { SafetensorsReader } from '../../lib/io/safetensors';
 import type { HFConfig } from '../../lib/models';
 import { createByteTokenizer } from '../../lib/tokenizers';
@@ -251,4 +251,27 @@ export function finetuneArgs(model: string, data: string, out: string, batch: nu
     '--json',
     ...extra,
   ];
+}
+
+/** A `sift-ft launch` of two processes running `args`, its stderr collected as it comes. */
+export interface LaunchRun {
+  proc: ChildProcessWithoutNullStreams;
+  /** What it printed on stderr so far (its ranks' lines too: they inherit it). */
+  err: string;
+  /** The launcher's exit code ('exit'). */
+  exited: Promise<number>;
+  /** Its exit code once its stdio closed too ('close': after the ranks that inherited it). */
+  closed: Promise<number>;
+}
+
+export function startLaunch(port: number, args: string[], env: NodeJS.ProcessEnv = cleanEnv()): LaunchRun {
+  const proc = spawn(process.execPath, [BIN, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', ...args], { env });
+  const run: LaunchRun = {
+    proc,
+    err: '',
+    exited: new Promise<number>((resolve) => proc.on('exit', (code) => resolve(code ?? -1))),
+    closed: new Promise<number>((resolve) => proc.on('close', (code) => resolve(code ?? -1))),
+  };
+  proc.stderr.on('data', (c) => (run.err += String(c)));
+  return run;
 }
